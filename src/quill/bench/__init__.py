@@ -1,0 +1,1 @@
+"""Quill's bench layer."""

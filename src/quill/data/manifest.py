@@ -1,0 +1,140 @@
+"""Dataset manifests: the versioned list of (image, text, split) every dataset becomes.
+
+A dataset is a folder holding its images and a ``manifest.jsonl`` (one :class:`Sample` per
+line, image paths relative to the folder). Its version id is a hash of the samples' image
+hashes, texts and splits, so two folders with the same content have the same version and any
+change to an image, a label or a split makes a new one. Training logs this id with every run:
+if the data is not versioned, the model is not versioned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+MANIFEST_NAME = "manifest.jsonl"
+SPLITS = ("train", "val", "test")
+
+Split = Literal["train", "val", "test"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image.
+
+    ``group`` is the unit a split must never cut through (a page, a writer, a font), and
+    ``kind`` says whether the image holds one line or a paragraph (lines joined by "\\n").
+    """
+
+    image: str
+    text: str
+    split: Split
+    source: str
+    sha256: str
+    group: str = ""
+    kind: Literal["line", "paragraph"] = "line"
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class Manifest:
+    """The samples of one dataset folder, loadable, savable and versioned."""
+
+    root: Path
+    samples: list[Sample]
+
+    @property
+    def version(self) -> str:
+        """Content hash of the dataset: 12 hex digits, stable across machines and orders.
+
+        >>> m = Manifest(Path("."), [Sample("a.png", "hi", "train", "synth", "ab")])
+        >>> m.version == Manifest(Path("/elsewhere"), list(m.samples)).version
+        True
+        """
+        digest = hashlib.sha256()
+        for key in sorted((s.sha256, s.text, s.split, s.kind) for s in self.samples):
+            digest.update(json.dumps(key).encode())
+        return digest.hexdigest()[:12]
+
+    def path_of(self, sample: Sample) -> Path:
+        """Absolute path of a sample's image."""
+        return (self.root / sample.image).resolve()
+
+    def split(self, name: Split) -> list[Sample]:
+        return [s for s in self.samples if s.split == name]
+
+    def counts(self) -> dict[str, int]:
+        """Number of samples per split."""
+        return dict(Counter(s.split for s in self.samples))
+
+    def save(self) -> Path:
+        """Write ``manifest.jsonl`` into the dataset folder and return its path."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / MANIFEST_NAME
+        with open(path, "w", encoding="utf-8") as handle:
+            for sample in self.samples:
+                handle.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, root: str | Path) -> Manifest:
+        """Read a dataset folder (or its manifest file); a clear error if there is none."""
+        root = Path(root)
+        path = root if root.is_file() else root / MANIFEST_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no dataset at {root}: expected {MANIFEST_NAME} (make one with `quill data`)"
+            )
+        samples = []
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    samples.append(Sample(**json.loads(line)))
+                except (json.JSONDecodeError, TypeError) as exc:
+                    raise ValueError(f"{path}:{number}: not a manifest record: {exc}") from exc
+        return cls(path.parent, samples)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def assign_splits(
+    groups: Iterable[str], val_fraction: float = 0.1, test_fraction: float = 0.1
+) -> dict[str, Split]:
+    """Split by group, deterministically: a group's samples all land on one side.
+
+    The assignment hashes each group name, so adding a group never moves the others.
+
+    >>> splits = assign_splits([f"page{i}" for i in range(1000)])
+    >>> sorted(Counter(splits.values()).items())
+    [('test', 102), ('train', 787), ('val', 111)]
+    """
+    result: dict[str, Split] = {}
+    for group in sorted(set(groups)):
+        bucket = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if bucket < test_fraction:
+            result[group] = "test"
+        elif bucket < test_fraction + val_fraction:
+            result[group] = "val"
+        else:
+            result[group] = "train"
+    return result

@@ -1,0 +1,7 @@
+"""Commands of the inference layer."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this layer's commands to the `quill` app."""

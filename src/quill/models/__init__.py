@@ -1,0 +1,1 @@
+"""Plain nn.Module recognition models and their decoders."""

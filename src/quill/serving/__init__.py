@@ -1,0 +1,1 @@
+"""Quill's serving layer."""

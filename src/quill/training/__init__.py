@@ -1,0 +1,1 @@
+"""Quill's training layer."""
