@@ -29,6 +29,9 @@ MIN_SIDE = 4
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
+# Quill enforces its own pixel limit (MAX_PIXELS) from the header, before decoding.
+Image.MAX_IMAGE_PIXELS = None
+
 
 class ImageError(ValueError):
     """An input cannot be turned into an image the model can read.
@@ -99,24 +102,21 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
 
 
 def _open_encoded(source: str | Path | bytes) -> Image.Image:
-    name = "image bytes"
+    """Decode a file or bytes; huge images come back undecoded so the caller can refuse them."""
+    if isinstance(source, bytes):
+        if not source:
+            raise ImageError("image_empty", "no image data was sent (0 bytes).")
+        name, handle = "image bytes", io.BytesIO(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError("image_not_found", f"no such image file: {path}")
+        name, handle = str(path), path
     try:
-        if isinstance(source, bytes):
-            if not source:
-                raise ImageError("image_empty", "no image data was sent (0 bytes).")
-            handle: io.BytesIO | Path = io.BytesIO(source)
-        else:
-            handle = Path(source)
-            name = str(handle)
-            if not handle.is_file():
-                raise ImageError("image_not_found", f"no such image file: {handle}")
-        # Image.open only reads the header, so the pixel limit is checked before decoding.
-        Image.MAX_IMAGE_PIXELS = None
-        image = Image.open(handle)
+        image = Image.open(handle)  # reads the header only
         width, height = image.size
-        if width * height > MAX_PIXELS:
-            return image
-        image.load()
+        if width * height <= MAX_PIXELS:
+            image.load()
         return image
     except UnidentifiedImageError as exc:
         raise ImageError("not_an_image", f"{name} is not an image format Quill can read") from exc
@@ -157,11 +157,11 @@ def ink_map(image: Image.Image) -> np.ndarray:
 def _paper_estimate(image: Image.Image) -> np.ndarray:
     """The paper colour around each pixel: a median over a window ~40% of the short side.
 
-    Computed on a small copy, so it costs the same for a 64-pixel line and a 12-megapixel
+    Computed on a copy 24 pixels high, so it costs the same for a 64-pixel line and a 12-megapixel
     photo, then scaled back up. Ink is thin and sparse, so the median lands on paper.
     """
     width, height = image.size
-    scale = 48.0 / min(width, height)
+    scale = 24.0 / min(width, height)
     small_size = (max(3, round(width * scale)), max(3, round(height * scale)))
     small = image.convert("RGB").resize(small_size, Image.Resampling.BOX)
     radius = max(1, min(small_size) * 2 // 5 // 2)
