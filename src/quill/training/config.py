@@ -1,0 +1,248 @@
+"""Run configuration: YAML files under ``configs/`` + ``key=value`` overrides -> one dict.
+
+A config file may name a parent with ``extends: other.yaml`` (relative to the file), so the
+tiny test config and sweep configs restate only what differs. Everything is merged over
+:data:`DEFAULTS`, so a resolved config always has every key the trainer reads; the resolved
+config is what a run records and what a checkpoint stores, so a run can be repeated from it.
+
+Overrides use dotted keys and YAML values (``optim.lr=3e-4``, ``trainer.devices=2``,
+``model.config.channels=[32,64]``). Overriding a key that does not exist is an error naming
+the closest known keys, because a typo that silently does nothing wastes a training run; a
+leading ``+`` (``+model.config.dropout=0.1``) adds a new key on purpose.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Every key the training code reads, with its default. Config files override these.
+DEFAULTS: dict[str, Any] = {
+    "seed": 1234,
+    # intra-op CPU threads (None: torch's default); set 1 per process on a busy machine
+    "threads": None,
+    "model": {"name": "ctc_line", "config": {}},
+    "data": {
+        # each source: {path: DIR, weight: W}; weights mix sources within an epoch
+        "sources": [],
+        "preprocess": {"kind": "line", "height": 64},
+        "batch_size": 16,
+        "num_workers": "auto",
+        "augment": True,
+        # fraction or count of samples per epoch (None: all train samples once)
+        "train_samples_per_epoch": None,
+    },
+    "optim": {
+        "lr": 1e-3,
+        "weight_decay": 0.01,
+        "betas": [0.9, 0.999],
+        # warmup steps (int) or fraction of all steps (float < 1)
+        "warmup": 0.05,
+        # cosine | onecycle | constant
+        "schedule": "cosine",
+        "min_lr_ratio": 0.01,
+        # seq2seq only: cross-entropy label smoothing
+        "label_smoothing": 0.0,
+    },
+    "decode": {"max_length": 128, "beam_size": 1},
+    "trainer": {
+        "max_epochs": 20,
+        "max_steps": -1,
+        "max_time": None,
+        "accelerator": "auto",
+        "devices": "auto",
+        "strategy": "auto",
+        "num_nodes": 1,
+        # auto: bf16-mixed on a GPU that supports it, 16-mixed on other GPUs, 32 on CPU
+        "precision": "auto",
+        "gradient_clip_val": 1.0,
+        "accumulate_grad_batches": 1,
+        "log_every_n_steps": 10,
+        "check_val_every_n_epoch": 1,
+        "val_check_interval": None,
+        "limit_train_batches": None,
+        "limit_val_batches": None,
+        "limit_test_batches": None,
+        "overfit_batches": 0.0,
+        "fast_dev_run": False,
+        "deterministic": False,
+        "enable_progress_bar": True,
+    },
+    "checkpoint": {"monitor": "val_cer", "mode": "min", "save_top_k": 3, "save_last": True},
+    "early_stopping": {"enabled": True, "monitor": "val_cer", "mode": "min", "patience": 10},
+    "tracking": {
+        # mlflow | tensorboard | wandb | csv
+        "logger": "mlflow",
+        # None: $QUILL_TRACKING_URI, else an SQLite store under the project's mlruns/
+        "tracking_uri": None,
+        "experiment": "quill",
+        "run_name": None,
+        "tags": {},
+        "system_metrics": True,
+        "system_metrics_interval_s": 10.0,
+        "prediction_table_every_n_epochs": 1,
+        "prediction_table_samples": 16,
+        "norms_every_n_steps": 50,
+        # test the best checkpoint on the test split after fitting
+        "test_after_fit": True,
+    },
+    "profile": {"enabled": False, "wait": 2, "warmup": 2, "active": 5},
+    # where checkpoints and run outputs go before they are uploaded as artifacts
+    "output_dir": "outputs/runs",
+}
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the file or key."""
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``, recursing into nested dicts; lists are replaced whole.
+
+    >>> deep_merge({"a": {"b": 1, "c": 2}, "d": [1]}, {"a": {"b": 3}, "d": [2]})
+    {'a': {'b': 3, 'c': 2}, 'd': [2]}
+    """
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, following ``extends:`` chains (cycles are an error)."""
+    return _read_yaml(Path(path), seen=())
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle through {[str(p) for p in seen]}")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, not {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return deep_merge(_read_yaml(path.parent / parent, (*seen, path)), data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any, bool]:
+    """Split ``[+]a.b.c=value`` into (keys, YAML-parsed value, adds_new_key).
+
+    >>> parse_override("optim.lr=3e-4")
+    (['optim', 'lr'], 0.0003, False)
+    >>> parse_override("+model.config.channels=[32, 64]")
+    (['model', 'config', 'channels'], [32, 64], True)
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=3e-4)")
+    adds = key.startswith("+")
+    keys = key.lstrip("+").strip().split(".")
+    if any(not k for k in keys):
+        raise ConfigError(f"override {text!r} has an empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: value is not valid YAML: {exc}") from exc
+    # YAML 1.1 reads "1e-3" as a string; a number is what anyone typing it means.
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value) if value.lower() not in ("nan", "inf", "-inf") else value
+    return keys, value, adds
+
+
+def set_dotted(config: dict[str, Any], keys: list[str], value: Any, *, add: bool = False) -> None:
+    """Set ``config[k1][k2]... = value``; unknown keys are an error unless ``add``."""
+    node = config
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        if key not in node and not add:
+            close = difflib.get_close_matches(key, [str(k) for k in node], n=3)
+            where = ".".join(keys[: depth + 1])
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"unknown config key {where!r}{hint} (prefix the override with '+' to add it)"
+            )
+        if last:
+            node[key] = value
+        else:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{'.'.join(keys[: depth + 1])} is a value, not a section")
+            node = child
+
+
+def resolve_config(
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """DEFAULTS <- config file (with its ``extends`` chain) <- overrides, as one dict.
+
+    >>> cfg = resolve_config(overrides=["optim.lr=0.01", "trainer.max_epochs=2"])
+    >>> cfg["optim"]["lr"], cfg["trainer"]["max_epochs"], cfg["optim"]["schedule"]
+    (0.01, 2, 'cosine')
+    """
+    config = deep_merge(DEFAULTS, base or {})
+    if path is not None:
+        file_config = read_yaml(path)
+        _check_known(file_config, config, str(path))
+        config = deep_merge(config, file_config)
+    for text in overrides:
+        keys, value, add = parse_override(text)
+        set_dotted(config, keys, value, add=add)
+    return config
+
+
+def _check_known(data: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
+    """Reject sections and keys no code reads; deeper levels (model.config) are free-form."""
+    for key, value in data.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), n=3)
+            raise ConfigError(f"{where}: unknown section {key!r}; known: {close or list(known)}")
+        if not (isinstance(value, Mapping) and isinstance(known[key], Mapping)):
+            continue
+        for sub in value:
+            if sub not in known[key]:
+                close = difflib.get_close_matches(str(sub), list(known[key]), n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"{where}: unknown key {key}.{sub}{hint}")
+
+
+def save_config(config: Mapping[str, Any], path: str | Path) -> Path:
+    """Write the resolved config as YAML (key order kept) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dict(config), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> leaf values, the form trackers store parameters in.
+
+    >>> flatten({"a": {"b": 1, "c": [1, 2]}, "d": None})
+    {'a.b': 1, 'a.c': [1, 2], 'd': None}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,315 @@
+"""LightningModules that train the plain ``quill.models`` networks.
+
+One base class holds what every recogniser shares (optimiser and schedule, CER/WER, the
+prediction examples the tracking callbacks log); :class:`CTCModule` and
+:class:`Seq2SeqModule` add the loss and the decoding of their model family.
+
+The constructor arguments are exactly the checkpoint ``hyper_parameters`` of the shared
+contract (``model_name``, ``model_config``, ``tokenizer``, ``preprocess``, ``dataset_version``,
+``config``), so :func:`load_module` or staging can rebuild the network from a ``.ckpt``
+alone, and the network's weights sit in ``state_dict`` under ``model.``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quill.models import build_model
+from quill.training.metrics import TextMetrics
+from quill.vocab import Tokenizer
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class Example:
+    """One validation sample with the model's reading, for prediction tables."""
+
+    image: np.ndarray  # (H, W) model input, ink = 1
+    truth: str
+    prediction: str
+    confidence: float
+    path: str
+
+
+class HTRModule(L.LightningModule):
+    """Shared training logic; subclasses define :meth:`loss` and :meth:`transcribe`."""
+
+    family: str = ""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_config: dict[str, Any],
+        tokenizer: dict[str, Any],
+        preprocess: dict[str, Any],
+        dataset_version: str,
+        config: dict[str, Any],
+        model: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        # `model` only saves building the network twice in create_module; it is rebuilt
+        # from model_name + model_config when a checkpoint is loaded.
+        self.save_hyperparameters(ignore=["model"])
+        self.tokenizer = Tokenizer.from_dict(tokenizer)
+        self.model = model or build_model(model_name, len(self.tokenizer), **model_config)
+        if getattr(self.model, "family", None) != self.family:
+            raise ValueError(
+                f"model {model_name!r} has family {getattr(self.model, 'family', None)!r}; "
+                f"{type(self).__name__} trains family {self.family!r}"
+            )
+        self.optim = config["optim"]
+        self.decode_config = config["decode"]
+        self.examples_wanted = int(config["tracking"]["prediction_table_samples"])
+        self.val_text = TextMetrics()
+        self.test_text = TextMetrics()
+        self.examples: list[Example] = []
+
+    # -- what a model family defines -------------------------------------------------------
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        """Training loss of one batch (scalar)."""
+        raise NotImplementedError
+
+    def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
+        """(text, confidence in [0, 1]) for every image of the batch, as inference reads."""
+        raise NotImplementedError
+
+    # -- Lightning hooks --------------------------------------------------------------------
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self.loss(batch)
+        size = len(batch["texts"])
+        self.log("train_loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+        self.log("train_loss_epoch", loss, on_step=False, on_epoch=True, batch_size=size)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=True)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.examples = []
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        readings = self._evaluate(batch, "val", self.val_text)
+        if len(self.examples) < self.examples_wanted:
+            self._keep_examples(batch, readings)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_text)
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[tuple[str, float]]:
+        return self.transcribe(batch)
+
+    def _evaluate(self, batch: Batch, stage: str, metrics: TextMetrics) -> list[tuple[str, float]]:
+        """Loss, readings and CER/WER of one batch; the metric objects accumulate the epoch."""
+        size = len(batch["texts"])
+        self.log(f"{stage}_loss", self.loss(batch), sync_dist=True, batch_size=size)
+        readings = self.transcribe(batch)
+        metrics.update([text for text, _ in readings], batch["texts"])
+        # Logging the metric objects lets Lightning compute, sync across DDP and reset them.
+        self.log(f"{stage}_cer", metrics.cer, prog_bar=True, batch_size=size)
+        self.log(f"{stage}_wer", metrics.wer, batch_size=size)
+        return readings
+
+    def _keep_examples(self, batch: Batch, readings: list[tuple[str, float]]) -> None:
+        images = batch["images"][:, 0].float().cpu().numpy()  # (B, H, W)
+        for i, (text, confidence) in enumerate(readings):
+            if len(self.examples) >= self.examples_wanted:
+                return
+            width = int(batch["widths"][i])
+            self.examples.append(
+                Example(
+                    image=images[i, :, :width],
+                    truth=batch["texts"][i],
+                    prediction=text,
+                    confidence=float(confidence),
+                    path=str(batch["image_paths"][i]),
+                )
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["quill_family"] = self.family
+
+    # -- optimisation ----------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW (no decay on biases and norms) with warmup then cosine/one-cycle/constant."""
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": float(self.optim["weight_decay"])},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=float(self.optim["lr"]),
+            betas=tuple(self.optim["betas"]),
+        )
+        total = self.trainer.estimated_stepping_batches
+        total_steps = None if math.isinf(total) else max(1, int(total))
+        scheduler = build_scheduler(optimizer, self.optim, total_steps)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+
+def warmup_steps(warmup: float, total_steps: int | None) -> int:
+    """Warmup given as steps (>= 1) or as a fraction of all steps (< 1).
+
+    >>> warmup_steps(0.1, 1000), warmup_steps(50, 1000), warmup_steps(0.1, None)
+    (100, 50, 0)
+    """
+    if warmup >= 1:
+        return int(warmup)
+    return int(warmup * total_steps) if total_steps else 0
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, optim: dict[str, Any], total_steps: int | None
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-step learning-rate schedule named by ``optim.schedule``.
+
+    Without a known number of steps (training bounded only by time) cosine and one-cycle
+    cannot place their decay, so the schedule is warmup then constant.
+    """
+    schedule = optim["schedule"]
+    warm = warmup_steps(float(optim["warmup"]), total_steps)
+    if schedule == "onecycle" and total_steps:
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=float(optim["lr"]),
+            total_steps=total_steps,
+            pct_start=max(warm / total_steps, 0.01),
+        )
+    if schedule not in ("cosine", "onecycle", "constant"):
+        raise ValueError(f"optim.schedule must be cosine, onecycle or constant, not {schedule!r}")
+    floor = float(optim["min_lr_ratio"])
+    decays = schedule == "cosine" and total_steps is not None
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if not decays:
+            return 1.0
+        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class CTCModule(HTRModule):
+    """CTC line recogniser: per-frame log-probabilities, blank = 0, greedy best path."""
+
+    family = "ctc"
+
+    def _frames(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        log_probs = self.model(batch["images"]).float()  # (B, T, C), fp32 for CTC
+        lengths = self.model.output_lengths(batch["widths"]).clamp(max=log_probs.shape[1])
+        return log_probs, lengths
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        log_probs, lengths = self._frames(batch)
+        # zero_infinity: a line too narrow for its text (T < L) gives no gradient, not NaN.
+        return F.ctc_loss(
+            log_probs.transpose(0, 1),  # (T, B, C)
+            batch["targets"],
+            lengths,
+            batch["target_lengths"],
+            blank=Tokenizer.blank_id,
+            zero_infinity=True,
+        )
+
+    def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
+        from quill.models.decoding import ctc_greedy_decode
+
+        log_probs, lengths = self._frames(batch)
+        decoded = ctc_greedy_decode(log_probs.detach(), lengths)
+        return [(self.tokenizer.decode(ids), float(conf)) for ids, conf in decoded]
+
+
+class Seq2SeqModule(HTRModule):
+    """Encoder-decoder recogniser: teacher forcing with optional label smoothing."""
+
+    family = "seq2seq"
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        sequence = bos_eos_sequences(batch["targets"], batch["target_lengths"])  # (B, L+2)
+        logits = self.model(batch["images"], sequence[:, :-1])  # (B, L+1, C)
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.shape[-1]),
+            sequence[:, 1:].reshape(-1),
+            ignore_index=Tokenizer.pad_id,
+            label_smoothing=float(self.optim["label_smoothing"]),
+        )
+
+    def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
+        ids, scores = self.model.generate(
+            batch["images"],
+            max_length=int(self.decode_config["max_length"]),
+            beam_size=int(self.decode_config["beam_size"]),
+        )
+        return [
+            (self.tokenizer.decode(row.tolist()), float(score))
+            for row, score in zip(ids, scores, strict=True)
+        ]
+
+
+def bos_eos_sequences(targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, L) padded targets -> (B, L+2) rows ``BOS t_1 .. t_n EOS PAD..``.
+
+    >>> bos_eos_sequences(torch.tensor([[5, 6, 7], [8, 0, 0]]), torch.tensor([3, 1])).tolist()
+    [[1, 5, 6, 7, 2], [1, 8, 2, 0, 0]]
+    """
+    batch, length = targets.shape
+    out = torch.full(
+        (batch, length + 2), Tokenizer.pad_id, dtype=targets.dtype, device=targets.device
+    )
+    out[:, 0] = Tokenizer.bos_id
+    out[:, 1:-1] = targets
+    out[torch.arange(batch, device=targets.device), lengths + 1] = Tokenizer.eos_id
+    return out
+
+
+MODULES: dict[str, type[HTRModule]] = {"ctc": CTCModule, "seq2seq": Seq2SeqModule}
+
+
+def create_module(
+    config: dict[str, Any], tokenizer: Tokenizer, preprocess: dict[str, Any], dataset_version: str
+) -> HTRModule:
+    """The LightningModule for ``config['model']``, its family read off the built network.
+
+    The checkpoint stores the network's full resolved config (its defaults filled in), not
+    just the keys the YAML set, so a later change of a default cannot change a staged model.
+    """
+    name = config["model"]["name"]
+    model = build_model(name, len(tokenizer), **config["model"]["config"])
+    resolved = getattr(model, "config", None)
+    model_config = resolved.to_dict() if hasattr(resolved, "to_dict") else config["model"]["config"]
+    family = getattr(model, "family", None)
+    if family not in MODULES:
+        raise ValueError(f"model {name!r} has family {family!r}; expected one of {list(MODULES)}")
+    return MODULES[family](
+        model_name=name,
+        model_config=model_config,
+        tokenizer=tokenizer.to_dict(),
+        preprocess=preprocess,
+        dataset_version=dataset_version,
+        config=config,
+        model=model,
+    )
+
+
+def load_module(checkpoint_path: str, map_location: str = "cpu") -> HTRModule:
+    """Rebuild the trained module of a Quill ``.ckpt`` (whatever its model family)."""
+    checkpoint = torch.load(checkpoint_path, map_location=map_location, weights_only=False)
+    family = checkpoint.get("quill_family")
+    if family not in MODULES:
+        raise ValueError(f"{checkpoint_path} is not a Quill training checkpoint (no model family)")
+    return MODULES[family].load_from_checkpoint(checkpoint_path, map_location=map_location)

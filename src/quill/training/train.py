@@ -1,0 +1,354 @@
+"""The training entry point: a resolved config in, a tracked run and checkpoints out.
+
+``train(config)`` wires the pieces together: data (``quill.data.datamodule``), the
+LightningModule of the model's family, a logger with its :class:`Tracker`, the callbacks,
+and a Lightning ``Trainer`` whose accelerator, precision, strategy, devices and nodes all
+come from the config, so the same code runs on a laptop CPU and on multi-node DDP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from quill.preprocess import PreprocessConfig
+from quill.training import tracking
+from quill.training.callbacks import (
+    CheckpointArtifacts,
+    Norms,
+    PredictionTable,
+    Throughput,
+)
+from quill.training.module import create_module
+from quill.vocab import Tokenizer
+
+
+class TrainingSetupError(ValueError):
+    """The config cannot make a run (no data, a model that does not fit the input...)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run left behind."""
+
+    run_id: str
+    output_dir: Path
+    best_checkpoint: Path | None
+    metrics: dict[str, float] = field(default_factory=dict)
+    tracking_uri: str | None = None
+
+
+@dataclass
+class Run:
+    """The logger Lightning writes metrics to and the tracker for everything else."""
+
+    run_id: str
+    logger: Any
+    tracker: tracking.Tracker
+    tracking_uri: str | None = None
+
+
+def resolve_precision(precision: Any, accelerator: str) -> Any:
+    """``auto``: bf16-mixed on a GPU that has it, 16-mixed on older GPUs, 32 on CPU."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_datamodule(config: Mapping[str, Any], tokenizer: Tokenizer, preprocess: PreprocessConfig):
+    """The HTRDataModule described by ``config['data']``."""
+    from quill.data.datamodule import HTRDataModule
+
+    data = config["data"]
+    if not data["sources"]:
+        raise TrainingSetupError(
+            "data.sources is empty: list at least one dataset folder, e.g. "
+            "data.sources=[{path: data/synth/lines, weight: 1.0}] "
+            "(make one with `quill data synth --kind line --n 2000 --out data/synth/lines`)"
+        )
+    return HTRDataModule(
+        sources=[_resolve_source(s) for s in data["sources"]],
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        batch_size=int(data["batch_size"]),
+        num_workers=data["num_workers"],
+        augment=bool(data["augment"]),
+        train_samples_per_epoch=data["train_samples_per_epoch"],
+        seed=int(config["seed"]),
+    )
+
+
+def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
+    """A relative dataset path means the working directory if it exists there, else the
+    project root, so `quill train` works from any folder of the checkout."""
+    if not isinstance(source, Mapping) or "path" not in source:
+        raise TrainingSetupError(f"each data.sources entry needs a path, got {source!r}")
+    path = Path(source["path"]).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = tracking.project_root() / path
+    if not path.exists():
+        raise TrainingSetupError(
+            f"dataset folder not found: {source['path']} (looked in {Path.cwd()} and "
+            f"{tracking.project_root()}); make one with `quill data synth` or fix data.sources"
+        )
+    return {**source, "path": str(path)}
+
+
+def open_run(
+    config: Mapping[str, Any],
+    output_root: Path,
+    tags: Mapping[str, str] | None = None,
+) -> Run:
+    """Create the run in the configured logger and return it with its tracker."""
+    kind = config["tracking"]["logger"]
+    experiment = config["tracking"]["experiment"]
+    run_name = config["tracking"]["run_name"]
+    all_tags = {**{k: str(v) for k, v in config["tracking"]["tags"].items()}, **(tags or {})}
+    if kind == "mlflow":
+        return _open_mlflow_run(config, experiment, run_name, all_tags)
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    folder = output_root / run_id
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        logger = CSVLogger(save_dir=str(folder), name=experiment, version="")
+        tracker = tracking.Tracker(folder / "artifacts", run_id)
+    elif kind == "tensorboard":
+        _require("tensorboard", "the TensorBoard logger", "tensorboard")
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(save_dir=str(folder), name=experiment, version="")
+        tracker = tracking.TensorBoardTracker(folder / "artifacts", run_id, logger.experiment)
+    elif kind == "wandb":
+        _require("wandb", "the Weights & Biases logger", "wandb")
+        from lightning.pytorch.loggers import WandbLogger
+
+        logger = WandbLogger(project=experiment, name=run_name, save_dir=str(folder), id=run_id)
+        # Files under the W&B run folder are uploaded with the run (or by `wandb sync`).
+        tracker = tracking.Tracker(Path(logger.experiment.dir) / "quill", run_id)
+    else:
+        raise TrainingSetupError(f"tracking.logger must be one of {tracking.LOGGERS}, not {kind!r}")
+    tracker.set_tags(all_tags)
+    return Run(run_id, logger, tracker)
+
+
+def _require(module: str, what: str, package: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise TrainingSetupError(
+            f"{what} needs the '{package}' package, which is not installed: "
+            f"`pip install {package}`, or use --logger mlflow (the default) or csv"
+        )
+
+
+def _open_mlflow_run(
+    config: Mapping[str, Any], experiment: str, run_name: str | None, tags: dict[str, str]
+) -> Run:
+    from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow import MlflowClient
+
+    uri = config["tracking"]["tracking_uri"] or tracking.default_tracking_uri()
+    tracking.prepare_store(uri)
+    client = MlflowClient(uri)
+    experiment_id = tracking.ensure_experiment(client, experiment, uri)
+    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run.info.run_id)
+    return Run(run.info.run_id, logger, tracking.MLflowTracker(client, run.info.run_id), uri)
+
+
+def build_trainer(
+    config: Mapping[str, Any],
+    logger: Any,
+    callbacks: Sequence[L.Callback],
+    output_dir: Path,
+) -> L.Trainer:
+    """A Trainer configured entirely from ``config['trainer']``."""
+    t = config["trainer"]
+    optional = {
+        key: t[key]
+        for key in (
+            "limit_train_batches",
+            "limit_val_batches",
+            "limit_test_batches",
+            "val_check_interval",
+            "max_time",
+        )
+        if t[key] is not None
+    }
+    return L.Trainer(
+        accelerator=t["accelerator"],
+        devices=t["devices"],
+        strategy=t["strategy"],
+        num_nodes=int(t["num_nodes"]),
+        precision=resolve_precision(t["precision"], t["accelerator"]),
+        max_epochs=t["max_epochs"],
+        max_steps=t["max_steps"],
+        gradient_clip_val=t["gradient_clip_val"],
+        accumulate_grad_batches=int(t["accumulate_grad_batches"]),
+        log_every_n_steps=int(t["log_every_n_steps"]),
+        check_val_every_n_epoch=t["check_val_every_n_epoch"],
+        overfit_batches=t["overfit_batches"],
+        fast_dev_run=t["fast_dev_run"],
+        deterministic=t["deterministic"],
+        enable_progress_bar=t["enable_progress_bar"],
+        logger=logger,
+        callbacks=list(callbacks),
+        default_root_dir=str(output_dir),
+        **optional,
+    )
+
+
+def _validates(config: Mapping[str, Any]) -> bool:
+    return config["trainer"]["limit_val_batches"] not in (0, 0.0)
+
+
+def build_callbacks(
+    config: Mapping[str, Any], run: Run, output_dir: Path
+) -> tuple[list[L.Callback], L.pytorch.callbacks.ModelCheckpoint]:
+    """Checkpointing, early stopping and the tracking callbacks the config asks for."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    ckpt = config["checkpoint"]
+    validates = _validates(config)
+    checkpoint = ModelCheckpoint(
+        dirpath=str(output_dir / "checkpoints"),
+        filename=f"epoch={{epoch:03d}}-{ckpt['monitor']}={{{ckpt['monitor']}:.4f}}",
+        auto_insert_metric_name=False,
+        monitor=ckpt["monitor"] if validates else None,
+        mode=ckpt["mode"],
+        save_top_k=int(ckpt["save_top_k"]) if validates else 1,
+        save_last=bool(ckpt["save_last"]),
+    )
+    tr = config["tracking"]
+    callbacks: list[L.Callback] = [
+        checkpoint,
+        CheckpointArtifacts(run.tracker, checkpoint),
+        PredictionTable(run.tracker, tr["prediction_table_every_n_epochs"]),
+        Norms(run.tracker, tr["norms_every_n_steps"]),
+        Throughput(),
+    ]
+    stop = config["early_stopping"]
+    if stop["enabled"] and validates:
+        callbacks.append(
+            EarlyStopping(
+                monitor=stop["monitor"], mode=stop["mode"], patience=int(stop["patience"])
+            )
+        )
+    profile = config["profile"]
+    if profile["enabled"]:
+        from quill.training.profile import StepProfiler
+
+        callbacks.append(
+            StepProfiler(
+                run.tracker,
+                output_dir / "profile",
+                profile["wait"],
+                profile["warmup"],
+                profile["active"],
+            )
+        )
+    return callbacks, checkpoint
+
+
+def _sources_record(datamodule: Any) -> list[dict[str, Any]]:
+    sources = getattr(datamodule, "sources", [])
+    return [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s) for s in sources]
+
+
+def _check_geometry(module: Any, preprocess: PreprocessConfig) -> None:
+    height = getattr(getattr(module.model, "config", None), "height", None)
+    if height is not None and preprocess.kind == "line" and height != preprocess.height:
+        raise TrainingSetupError(
+            f"model.config.height={height} but data.preprocess.height={preprocess.height}: "
+            "the model must see images of the height it was built for"
+        )
+
+
+def train(
+    config: dict[str, Any],
+    *,
+    config_path: str | None = None,
+    resume: str | Path | None = None,
+    extra_callbacks: Iterable[L.Callback] = (),
+    tags: Mapping[str, str] | None = None,
+) -> TrainResult:
+    """Train and test the model of ``config``, recording the run; see ``docs/training.md``."""
+    if config["threads"]:
+        torch.set_num_threads(int(config["threads"]))
+    L.seed_everything(int(config["seed"]), workers=True)
+    tokenizer = Tokenizer()
+    preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
+    datamodule = build_datamodule(config, tokenizer, preprocess)
+    module = create_module(config, tokenizer, preprocess.to_dict(), datamodule.dataset_version)
+    _check_geometry(module, preprocess)
+
+    output_root = tracking.project_root() / config["output_dir"]
+    run_tags = dict(tags or {})
+    if resume:
+        run_tags["quill.resumed_from_checkpoint"] = str(resume)
+    run = open_run(config, output_root, run_tags)
+    output_dir = output_root / run.run_id
+    callbacks, checkpoint = build_callbacks(config, run, output_dir)
+    status = "FAILED"
+    console = output_dir / "console.log"
+    monitor = tracking.system_metrics(
+        run.run_id,
+        run.tracking_uri or "",
+        float(config["tracking"]["system_metrics_interval_s"]),
+        enabled=bool(config["tracking"]["system_metrics"]) and run.tracking_uri is not None,
+    )
+    try:
+        with tracking.capture_console(console), monitor:
+            from lightning.pytorch.utilities.model_summary import ModelSummary
+
+            tracking.record_run_start(
+                run.tracker,
+                config,
+                config_path,
+                datamodule.dataset_version,
+                _sources_record(datamodule),
+                module.model,
+                str(ModelSummary(module, max_depth=3)),
+            )
+            trainer = build_trainer(config, run.logger, [*callbacks, *extra_callbacks], output_dir)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+            metrics = _scalars(trainer)
+            best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+            if config["tracking"]["test_after_fit"] and not trainer.interrupted:
+                trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None)
+                metrics.update(_scalars(trainer))
+            status = "KILLED" if trainer.interrupted else "FINISHED"
+            _print_summary(run, best, metrics)
+    finally:
+        if console.is_file():
+            run.tracker.log_text(
+                tracking.clean_console_log(console.read_text(encoding="utf-8")), "console.log"
+            )
+        run.tracker.finish(status)
+    return TrainResult(run.run_id, output_dir, best, metrics, run.tracking_uri)
+
+
+def _scalars(trainer: L.Trainer) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def _print_summary(run: Run, best: Path | None, metrics: Mapping[str, float]) -> None:
+    shown = {k: metrics[k] for k in ("val_cer", "val_wer", "test_cer", "test_wer") if k in metrics}
+    print(f"\nrun {run.run_id} finished")
+    for key, value in shown.items():
+        print(f"  {key:10s} {value:.4f}")
+    if best:
+        print(f"  best checkpoint: {best}")
+    if run.tracking_uri:
+        print(f"  see it with `quill runs show {run.run_id[:8]}` or `quill ui`")

@@ -1,0 +1,70 @@
+"""Fixtures for training tests: a tiny line dataset in the real manifest format, a tmp store.
+
+The dataset is printed text drawn with Pillow's built-in font (no system fonts, no network),
+so it is quick to learn: the tests check the training machinery, not handwriting accuracy.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from quill.data.manifest import Manifest, Sample, file_sha256
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TINY_CONFIG = REPO_ROOT / "configs" / "tiny.yaml"
+WORDS = (
+    *("the", "of", "and", "Kew", "plants", "letter", "garden", "seeds", "March", "1892"),
+    *("Hooker", "sent", "my", "dear", "friend", "grasses", "India", "Stapf", "work", "hard"),
+    *("blows", "with", "African", "these", "come", "to"),
+)
+
+
+def render_line(text: str, path: Path, size: int = 24) -> None:
+    """Dark text on light paper, as a PNG a real reader would load."""
+    font = ImageFont.load_default(size=size)
+    left, top, right, bottom = ImageDraw.Draw(Image.new("L", (1, 1))).textbbox((0, 0), text, font)
+    image = Image.new("RGB", (right - left + 16, bottom - top + 16), (250, 248, 240))
+    ImageDraw.Draw(image).text((8 - left, 8 - top), text, font=font, fill=(20, 20, 40))
+    image.save(path)
+
+
+def make_line_dataset(root: Path, counts: dict[str, int], seed: int = 0) -> Manifest:
+    """A dataset folder with ``counts[split]`` one-to-three-word lines per split."""
+    rng = random.Random(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    samples = []
+    for split, count in counts.items():
+        for i in range(count):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 3)))
+            name = f"images/{split}_{i:03d}.png"
+            render_line(text, root / name)
+            samples.append(
+                Sample(name, text, split, "tiny", file_sha256(root / name), group=f"{split}{i}")
+            )
+    manifest = Manifest(root, samples)
+    manifest.save()
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_lines(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 train, 8 val, 8 test printed lines."""
+    root = tmp_path_factory.mktemp("tiny_lines")
+    make_line_dataset(root, {"train": 24, "val": 8, "test": 8})
+    return root
+
+
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A fresh MLflow SQLite store in tmp_path (artifacts beside it)."""
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def shared_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow store for tests that only add runs (creating a store costs seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
