@@ -1,0 +1,135 @@
+"""Polygons, baselines and crops: turning layout coordinates into line and region images.
+
+Ground-truth formats describe a line by a polygon (PAGE ``Coords``, ALTO ``Shape``), a
+baseline, or a box. A crop is the polygon's bounding box with everything outside the polygon
+painted the paper colour, so the descenders of the line above do not leak in as unlabelled
+ink. Painting pure white would draw a visible edge on yellowed paper, which the ink map in
+:mod:`quill.preprocess` would read as ink; the paper colour does not.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+Point = tuple[float, float]
+Polygon = list[Point]
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def parse_points(text: str | None) -> Polygon:
+    """Points from ``"x,y x,y ..."`` (PAGE) or ``"x y x y ..."`` (ALTO); [] if unusable.
+
+    >>> parse_points("1,2 3,4")
+    [(1.0, 2.0), (3.0, 4.0)]
+    >>> parse_points("10 20 30 40.5")
+    [(10.0, 20.0), (30.0, 40.5)]
+    >>> parse_points("1,2 3")
+    []
+    """
+    numbers = [float(n) for n in _NUMBER.findall(text or "")]
+    if len(numbers) % 2:
+        return []
+    return list(zip(numbers[0::2], numbers[1::2], strict=True))
+
+
+def box_polygon(left: float, top: float, width: float, height: float) -> Polygon:
+    """The four corners of an axis-aligned box, clockwise from top-left."""
+    right, bottom = left + width, top + height
+    return [(left, top), (right, top), (right, bottom), (left, bottom)]
+
+
+def bounding_box(points: Polygon) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of ``points``."""
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def union_box(polygons: list[Polygon]) -> Polygon:
+    """The box around several polygons (a region drawn from its lines)."""
+    return box_polygon(*_ltrb_to_ltwh(bounding_box([p for poly in polygons for p in poly])))
+
+
+def _ltrb_to_ltwh(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    left, top, right, bottom = box
+    return left, top, right - left, bottom - top
+
+
+def baseline_polygon(baseline: Polygon, ascent: float, descent: float) -> Polygon:
+    """A band around a baseline: ``ascent`` pixels above it and ``descent`` below.
+
+    Used when a PAGE line has a Baseline but no usable Coords.
+
+    >>> baseline_polygon([(0, 10), (20, 10)], ascent=8, descent=3)
+    [(0, 2), (20, 2), (20, 13), (0, 13)]
+    """
+    top = [(x, y - ascent) for x, y in baseline]
+    bottom = [(x, y + descent) for x, y in reversed(baseline)]
+    return top + bottom
+
+
+def scale_polygon(points: Polygon, sx: float, sy: float) -> Polygon:
+    return [(x * sx, y * sy) for x, y in points]
+
+
+def outside_problem(points: Polygon, size: tuple[int, int], tolerance: float = 0.02) -> str | None:
+    """Why ``points`` do not fit an image of ``size`` (w, h), or None if they do.
+
+    Exporters round coordinates a pixel or two past the border, so small overshoots (up to
+    ``tolerance`` of the image side) are allowed and clipped later; more than that means the
+    XML describes some other image.
+
+    >>> outside_problem([(0, 0), (50, 20)], (100, 40)) is None
+    True
+    >>> outside_problem([(0, 0), (150, 20)], (100, 40))
+    'coordinates reach (150, 20), outside the 100x40 image'
+    """
+    width, height = size
+    left, top, right, bottom = bounding_box(points)
+    slack_x, slack_y = tolerance * width, tolerance * height
+    if left < -slack_x or top < -slack_y or right > width + slack_x or bottom > height + slack_y:
+        far_x = right if right > width + slack_x else left
+        far_y = bottom if bottom > height + slack_y else top
+        return f"coordinates reach ({far_x:.0f}, {far_y:.0f}), outside the {width}x{height} image"
+    if right - left < 2 or bottom - top < 2:
+        return f"region is degenerate ({right - left:.0f}x{bottom - top:.0f} pixels)"
+    return None
+
+
+def paper_colour(image: Image.Image) -> tuple[int, ...]:
+    """Per-channel median of an image: the paper, since ink covers a small share of a text crop.
+
+    >>> page = Image.new("L", (20, 10), 230); page.paste(0, (5, 4, 15, 6))
+    >>> paper_colour(page)
+    (230,)
+    """
+    pixels = np.asarray(image).reshape(-1, len(image.getbands()))
+    return tuple(int(v) for v in np.median(pixels, axis=0))
+
+
+def crop_polygons(page: Image.Image, polygons: list[Polygon]) -> Image.Image:
+    """The bounding box of ``polygons`` cut from ``page``, outside them painted paper colour.
+
+    A line is one polygon; a paragraph is its region's outline together with its lines' (a
+    region outline drawn tighter than its lines must not clip their ascenders). Coordinates
+    are clipped to the page. Returns an image in the page's mode.
+    """
+    left, top, right, bottom = bounding_box([p for polygon in polygons for p in polygon])
+    box = (
+        max(0, int(np.floor(left))),
+        max(0, int(np.floor(top))),
+        min(page.width, int(np.ceil(right)) + 1),
+        min(page.height, int(np.ceil(bottom)) + 1),
+    )
+    crop = page.crop(box)
+    mask = Image.new("L", crop.size, 0)
+    draw = ImageDraw.Draw(mask)
+    for polygon in polygons:
+        draw.polygon([(x - box[0], y - box[1]) for x, y in polygon], fill=255)
+    fill = paper_colour(crop)
+    background = Image.new(crop.mode, crop.size, fill if len(fill) > 1 else fill[0])
+    return Image.composite(crop, background, mask)

@@ -1,0 +1,286 @@
+"""A page's text layout, whatever XML it came from, and the crops made from it.
+
+PAGE XML, ALTO and IAM all describe a page as regions holding lines, each line with a
+transcription and a shape. Their readers parse into :class:`PageLayout` (regions and lines
+already in reading order, coordinates in the file's own units) and :func:`extract_page`
+turns one layout into line and paragraph samples, so geometry checks, unit scaling and
+crop rules are written once.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from quill.data.manifest import Split
+from quill.data.readers.common import (
+    KINDS,
+    DatasetError,
+    DatasetWriter,
+    ImportReport,
+    ImportResult,
+    Kind,
+    normalise_text,
+    progress,
+)
+from quill.data.readers.geometry import (
+    Polygon,
+    baseline_polygon,
+    bounding_box,
+    crop_polygons,
+    outside_problem,
+    scale_polygon,
+)
+from quill.data.readers.xmlutil import LayoutError
+from quill.preprocess import ImageError, load_image
+from quill.vocab import Tokenizer
+
+#: File extensions tried when an XML names an image that is not where it says.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+#: A baseline band reaches this many line heights above and below the baseline.
+ASCENT, DESCENT = 0.75, 0.3
+#: Relative difference of horizontal and vertical scale tolerated between XML and image.
+ASPECT_TOLERANCE = 0.02
+
+
+@dataclass
+class LayoutLine:
+    id: str
+    text: str
+    polygon: Polygon = field(default_factory=list)
+    baseline: Polygon = field(default_factory=list)
+
+
+@dataclass
+class LayoutRegion:
+    id: str
+    lines: list[LayoutLine]
+    polygon: Polygon = field(default_factory=list)
+
+
+@dataclass
+class PageLayout:
+    """One page: its image, declared size and regions, coordinates in ``units``.
+
+    ``size`` is the page size the XML declares (same units as the coordinates) or None;
+    ``units_per_inch`` is None for pixels, 254 for ALTO ``mm10``, 1200 for ``inch1200``.
+    """
+
+    xml: Path
+    image: Path | None
+    image_name: str
+    page_id: str
+    regions: list[LayoutRegion]
+    size: tuple[float, float] | None = None
+    units_per_inch: float | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def find_image(name: str, xml: Path) -> Path | None:
+    """The image an XML file names, looked up beside it and one folder up.
+
+    Transkribus exports keep the XML in ``page/`` next to the images; other tools put both
+    together; names are sometimes given without their real extension.
+    """
+    if not name:
+        candidates = [xml.with_suffix(ext) for ext in IMAGE_EXTENSIONS]
+    else:
+        stem = Path(name)
+        folders = [xml.parent, xml.parent.parent]
+        candidates = [folder / stem for folder in folders] + [
+            folder / stem.name for folder in folders
+        ]
+        candidates += [folder / (stem.stem + ext) for folder in folders for ext in IMAGE_EXTENSIONS]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def extract_page(
+    layout: PageLayout,
+    writer: DatasetWriter,
+    kinds: Collection[Kind],
+    *,
+    group: str | None = None,
+    split: Split | None = None,
+    meta: dict | None = None,
+) -> None:
+    """Crop every usable line (and region, as a paragraph) of ``layout`` into ``writer``.
+
+    Problems are recorded in the writer's report, naming the XML file and the line: a
+    missing or unreadable image or a page whose size disagrees with the XML skips the page;
+    a bad label or coordinates outside the image skip the line and the paragraph holding it.
+    """
+    report = writer.report
+    if layout.image is None:
+        report.skip(layout.xml, f"image file {layout.image_name!r} not found")
+        return
+    try:
+        page = _open_page(layout.image)
+    except ImageError as exc:
+        report.skip(layout.xml, f"image {layout.image.name}: {exc}")
+        return
+    scale, problem = _pixel_scale(layout, page)
+    if problem:
+        report.skip(layout.xml, problem)
+        return
+    sx, sy = scale
+    line_height = _line_height(layout) * sy or page.height / 40
+    group = group or layout.page_id
+    meta = {**layout.meta, **(meta or {})}
+    for region in layout.regions:
+        usable: list[tuple[Polygon, str]] = []
+        unusable: list[str] = []
+        for line in region.lines:
+            where = f"{layout.xml.name} line {line.id}"
+            polygon = _line_polygon(line, sx, sy, line_height)
+            problem = (
+                outside_problem(polygon, page.size) if polygon else "no Coords and no Baseline"
+            )
+            if problem:
+                report.skip(where, problem)
+                unusable.append(line.id)
+                continue
+            text = writer.check(where, line.text)
+            if text is None:
+                # A line transcribed as empty is a mark, not text: the paragraph stays
+                # right without it. Any other bad label would leave ink unexplained.
+                if normalise_text(line.text):
+                    unusable.append(line.id)
+                continue
+            usable.append((polygon, text))
+            if "line" in kinds:
+                writer.add_crop(
+                    f"{layout.page_id}_{line.id}",
+                    crop_polygons(page, [polygon]),
+                    text,
+                    group=group,
+                    kind="line",
+                    meta={**meta, "page": layout.page_id, "line": line.id},
+                    split=split,
+                )
+        if "paragraph" not in kinds or not usable:
+            continue
+        if unusable:
+            report.skip(
+                f"{layout.xml.name} region {region.id}",
+                f"paragraph left out: line(s) {', '.join(unusable)} unusable",
+            )
+            continue
+        polygons = [polygon for polygon, _ in usable]
+        if region.polygon:
+            outline = scale_polygon(region.polygon, sx, sy)
+            if outside_problem(outline, page.size) is None:
+                polygons.append(outline)
+        writer.add_crop(
+            f"{layout.page_id}_{region.id}",
+            crop_polygons(page, polygons),
+            "\n".join(text for _, text in usable),
+            group=group,
+            kind="paragraph",
+            meta={**meta, "page": layout.page_id, "region": region.id},
+            split=split,
+        )
+
+
+def _open_page(path: Path) -> Image.Image:
+    """The page image upright; grayscale scans stay grayscale (crops a third the size)."""
+    page = load_image(path)
+    with Image.open(path) as header:
+        grayscale = header.mode in ("1", "L", "LA", "I", "I;16")
+    return page.convert("L") if grayscale else page
+
+
+def _pixel_scale(layout: PageLayout, page: Image.Image) -> tuple[tuple[float, float], str | None]:
+    """Pixels per coordinate unit along x and y, or a reason the XML does not fit the image."""
+    width, height = page.size
+    unit = {None: "pixel", 254: "mm10", 1200: "inch1200"}.get(layout.units_per_inch, "units")
+    if layout.size is None or min(layout.size) <= 0:
+        if layout.units_per_inch is None:
+            return (1.0, 1.0), None
+        dpi = page.info.get("dpi")
+        if not dpi:
+            return (1.0, 1.0), (
+                f"coordinates are in {unit} but the XML gives no page size and the image "
+                "no resolution (DPI), so they cannot be converted to pixels"
+            )
+        return (float(dpi[0]) / layout.units_per_inch, float(dpi[1]) / layout.units_per_inch), None
+    sx, sy = width / layout.size[0], height / layout.size[1]
+    if abs(sx - sy) > ASPECT_TOLERANCE * max(sx, sy):
+        declared = f"{layout.size[0]:.0f}x{layout.size[1]:.0f}"
+        return (sx, sy), (
+            f"XML declares a {declared} {unit} page but the image {layout.image_name} is "
+            f"{width}x{height} pixels (another shape): the XML does not match its image"
+        )
+    return (sx, sy), None
+
+
+def _line_height(layout: PageLayout) -> float:
+    """Typical line height (coordinate units) for drawing bands around bare baselines.
+
+    The distance between consecutive baselines when the page has them, else the median
+    height of the line polygons it has, else 0 (unknown).
+    """
+    gaps: list[float] = []
+    for region in layout.regions:
+        ys = [statistics.fmean(y for _, y in ln.baseline) for ln in region.lines if ln.baseline]
+        gaps += [b - a for a, b in zip(ys, ys[1:], strict=False) if b > a]
+    if gaps:
+        return statistics.median(gaps)
+    heights = [
+        bounding_box(ln.polygon)[3] - bounding_box(ln.polygon)[1]
+        for region in layout.regions
+        for ln in region.lines
+        if len(ln.polygon) >= 3
+    ]
+    return statistics.median(heights) if heights else 0.0
+
+
+def _line_polygon(line: LayoutLine, sx: float, sy: float, line_height: float) -> Polygon:
+    """The line's outline in pixels: its polygon, else a band around its baseline."""
+    if len(line.polygon) >= 3:
+        return scale_polygon(line.polygon, sx, sy)
+    if len(line.baseline) >= 2:
+        baseline = scale_polygon(line.baseline, sx, sy)
+        return baseline_polygon(baseline, ASCENT * line_height, DESCENT * line_height)
+    return []
+
+
+def read_layout_files(
+    src: Path,
+    out: Path,
+    parse: Callable[[Path], PageLayout],
+    source: str,
+    *,
+    kinds: Collection[Kind] = KINDS,
+    tokenizer: Tokenizer | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    show_progress: bool = False,
+) -> ImportResult:
+    """Import a folder of layout XML files (searched recursively) or a single file.
+
+    ``parse`` reads one file (raising :class:`LayoutError` for files of another format, which
+    are reported and skipped). Splits are by page: a page's lines and paragraphs stay
+    together. Page ids are paths below ``src``, so equal file names in two folders differ.
+    """
+    src = Path(src)
+    if not src.exists():
+        raise DatasetError(f"{source} source not found: {src}")
+    files = [src] if src.is_file() else sorted(src.rglob("*.xml"))
+    if not files:
+        raise DatasetError(f"no .xml files under {src}")
+    report = ImportReport(f"{source}:{src}")
+    writer = DatasetWriter(out, source, report, tokenizer)
+    for path in progress(files, f"{source} pages", len(files), show_progress):
+        try:
+            layout = parse(path)
+        except LayoutError as exc:
+            report.skip(path, str(exc))
+            continue
+        if src.is_dir():
+            layout.page_id = path.relative_to(src).with_suffix("").as_posix().replace("/", "__")
+        extract_page(layout, writer, kinds)
+    return writer.finish(val_fraction=val_fraction, test_fraction=test_fraction)
