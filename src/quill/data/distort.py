@@ -330,12 +330,17 @@ def random_ink_colour(rng: np.random.Generator, jitter: int = 20) -> tuple[int, 
 
 
 def paper_texture(
-    height: int, width: int, rng: np.random.Generator, ruled: float = 0.25
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    ruled: float = 0.25,
+    shadow: float = 0.3,
 ) -> np.ndarray:
     """A procedural paper background, ``(height, width, 3)`` uint8.
 
     A tint (white, cream, grey, yellowed), low-frequency blotches (uneven light, stains),
-    fine grain, and with probability ``ruled`` faint ruled lines like a notebook.
+    fine grain, with probability ``ruled`` faint ruled lines like a notebook, and with
+    probability ``shadow`` a darkening ramp across the sheet like a phone photo's shadow.
     """
     tints = ((250, 250, 248), (245, 238, 220), (235, 235, 235), (240, 230, 200), (225, 225, 230))
     tint = np.array(tints[int(rng.integers(len(tints)))], dtype=np.float32)
@@ -359,6 +364,12 @@ def paper_texture(
         strength = rng.uniform(0.25, 0.6)
         for row in rows:
             paper[row] = paper[row] * (1 - strength) + line_colour * strength
+    if rng.random() < shadow:
+        angle = rng.uniform(0, 2 * np.pi)
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        ramp = xs / max(width, 1) * np.cos(angle) + ys / max(height, 1) * np.sin(angle)
+        ramp = (ramp - ramp.min()) / (np.ptp(ramp) + 1e-6)
+        paper *= (1.0 - rng.uniform(0.15, 0.5) * ramp)[..., None]
     return np.clip(paper, 0, 255).astype(np.uint8)
 
 

@@ -1,0 +1,1 @@
+"""Synthetic handwriting: fonts, corpus, renderer and the parallel generator."""
