@@ -7,6 +7,7 @@ Heavy libraries (torch, lightning, mlflow, optuna) are imported inside the comma
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -122,7 +123,203 @@ def train_command(
         raise typer.Exit(1) from exc
 
 
+def _client_and_runs(tracking_uri: str | None, keys: list[str]) -> tuple[object, list]:
+    from quill.training.runs import RunNotFoundError, client_for, resolve_run
+
+    client = client_for(tracking_uri)
+    try:
+        return client, [resolve_run(client, key) for key in keys]
+    except RunNotFoundError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+
+
+def _print_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    # Piped output (files, CI logs) is not squeezed into rich's 80-column default.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(table)
+
+
+def _print_json(data: object) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@runs_app.command("list")
+def runs_list(
+    experiment: Annotated[
+        list[str] | None, typer.Option("--experiment", "-e", help="Only these experiments.")
+    ] = None,
+    filter_string: Annotated[
+        str,
+        typer.Option(
+            "--filter",
+            "-f",
+            help='MLflow filter, e.g. "metrics.val_cer < 0.2 and tags.quill.model_name = '
+            "'ctc_line'\".",
+        ),
+    ] = "",
+    order_by: Annotated[
+        str, typer.Option(help="e.g. 'metrics.val_cer ASC'.")
+    ] = "attributes.start_time DESC",
+    max_results: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
+    csv: Annotated[Path | None, typer.Option(help="Also write every column to this CSV.")] = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """List runs, newest first, with their key metrics."""
+    from quill.training import runs
+
+    client = runs.client_for(tracking_uri)
+    try:
+        found = runs.search(client, experiment or (), filter_string, [order_by], max_results)
+        names = runs.experiment_names(client)
+    except (ValueError, runs.RunNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
+    rows = [runs.summary(r, names) for r in found]
+    if csv is not None:
+        runs.runs_frame(found, names).to_csv(csv, index=False)
+    if as_json:
+        _print_json(rows)
+        return
+    columns = [c for c in (*runs.LIST_COLUMNS, *runs.KEY_METRICS) if any(c in r for r in rows)]
+    table_rows = [[r.get(c) if c != "run" else r["run"][:8] for c in columns] for r in rows]
+    _print_table(f"{len(rows)} run(s)", columns, table_rows)
+
+
+@runs_app.command("show")
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run id, id prefix or run name.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Everything about one run: metrics, params, git and dataset tags, artifacts."""
+    from quill.training.runs import details
+
+    client, (found,) = _client_and_runs(tracking_uri, [run])
+    info = details(client, found)
+    if as_json:
+        _print_json(info)
+        return
+    head = [k for k in info if not isinstance(info[k], dict | list)]
+    _print_table(f"run {info['run']}", ["field", "value"], [[k, info[k]] for k in head])
+    for section in ("metrics", "params", "tags"):
+        rows = [[k, v] for k, v in info[section].items() if not k.startswith("quill.env.")]
+        _print_table(section, ["key", "value"], rows)
+    _print_table("artifacts", ["path"], [[a] for a in info["artifacts"]])
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_keys: Annotated[list[str], typer.Argument(help="Two or more runs (id, prefix or name).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Metrics side by side, and the params that differ."""
+    from quill.training.runs import comparison
+
+    _, found = _client_and_runs(tracking_uri, run_keys)
+    table = comparison(found)
+    if as_json:
+        _print_json(table)
+        return
+    keys = list(next(iter(table.values())))
+    _print_table("comparison", ["", *table], [[k, *(table[c][k] for c in table)] for k in keys])
+
+
+@runs_app.command("report")
+def runs_report(
+    run_keys: Annotated[list[str], typer.Argument(help="Runs to report on (id, prefix or name).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """A self-contained HTML page: curves, generalization gap, prediction tables."""
+    from quill.training.runs import write_report
+
+    client, found = _client_and_runs(tracking_uri, run_keys)
+    path = write_report(client, found, out)
+    typer.echo(f"wrote {path}")
+
+
+def ui_command(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Open the MLflow UI on http://127.0.0.1:PORT for the run store."""
+    import os
+
+    from quill.training.tracking import artifact_root, default_tracking_uri, prepare_store
+
+    uri = tracking_uri or default_tracking_uri()
+    prepare_store(uri)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    root = artifact_root(uri)
+    if root:
+        command += ["--default-artifact-root", root]
+    typer.echo(f"MLflow UI for {uri} on http://127.0.0.1:{port} (Ctrl+C stops it)")
+    os.execv(sys.executable, command)
+
+
+def sweep_command(
+    config: ConfigOption,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Argument(help="Overrides of the base run config, e.g. trainer.max_epochs=3."),
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Trials this worker runs.")] = 10,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna RDB URL shared by all workers (default: $QUILL_OPTUNA_STORAGE or "
+            "mlruns/optuna.db here)."
+        ),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: from the file).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for the sweep plots.")] = None,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Hyperparameter search with Optuna; run it on several terminals/hosts to add workers.
+
+    Example: quill sweep --config configs/sweeps/ctc_line.yaml --trials 20
+    """
+    from quill.training.config import ConfigError
+    from quill.training.sweep import load_sweep, run_sweep
+
+    extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
+    try:
+        spec = load_sweep(config, [*(overrides or []), *extra])
+        result = run_sweep(spec, trials, storage, study, out)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if result.best_number is None:
+        typer.echo(f"study {result.study_name}: no trial completed yet")
+    else:
+        metric = spec.study["metric"]
+        typer.echo(
+            f"study {result.study_name}: best trial #{result.best_number}, "
+            f"{metric} = {result.best_value:.4f}"
+        )
+        for key, value in result.best_params.items():
+            typer.echo(f"  {key} = {value}")
+    typer.echo(f"parent run {result.parent_run_id[:8]}; plots:")
+    for plot in result.plots:
+        typer.echo(f"  {plot}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to the ``quill`` app."""
     app.command("train")(train_command)
+    app.command("sweep")(sweep_command)
     app.add_typer(runs_app, name="runs")
+    app.command("ui")(ui_command)

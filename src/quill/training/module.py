@@ -58,7 +58,8 @@ class HTRModule(L.LightningModule):
         super().__init__()
         # `model` only saves building the network twice in create_module; it is rebuilt
         # from model_name + model_config when a checkpoint is loaded.
-        self.save_hyperparameters(ignore=["model"])
+        # logger=False: the run records the flat resolved config itself, once, as params.
+        self.save_hyperparameters(ignore=["model"], logger=False)
         self.tokenizer = Tokenizer.from_dict(tokenizer)
         self.model = model or build_model(model_name, len(self.tokenizer), **model_config)
         if getattr(self.model, "family", None) != self.family:

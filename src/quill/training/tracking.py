@@ -275,20 +275,20 @@ class Tracker:
         image.save(self._target(artifact_file))
 
     def log_table(self, columns: Mapping[str, Sequence[Any]], artifact_file: str) -> None:
-        """A table whose image cells are PIL images (saved beside it as PNG files)."""
+        """A table in MLflow's layout (``columns`` + ``data`` rows), image cells as PNG files."""
         stem = artifact_file.rsplit(".", 1)[0]
-        rows = []
+        rows: list[list[Any]] = []
         for i in range(len(next(iter(columns.values())))):
-            row = {}
+            row = []
             for key, values in columns.items():
                 value = values[i]
                 if hasattr(value, "save"):
-                    name = f"{stem}_images/{i:03d}_{key}.png"
+                    name = f"table_images/{stem}/{i:03d}_{key}.png"
                     self.log_image(value, name)
-                    value = name
-                row[key] = value
+                    value = {"type": "image", "filepath": name}
+                row.append(value)
             rows.append(row)
-        self.log_dict({"columns": list(columns), "rows": rows}, artifact_file)
+        self.log_dict({"columns": list(columns), "data": rows}, artifact_file)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         existing = self._read("tags.json")

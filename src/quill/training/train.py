@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class TrainResult:
     run_id: str
     output_dir: Path
     best_checkpoint: Path | None
+    #: best value of the checkpoint monitor (val_cer by default) over the run, if validated
+    best_score: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     tracking_uri: str | None = None
 
@@ -282,8 +284,13 @@ def train(
     resume: str | Path | None = None,
     extra_callbacks: Iterable[L.Callback] = (),
     tags: Mapping[str, str] | None = None,
+    run_started: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train and test the model of ``config``, recording the run; see ``docs/training.md``."""
+    """Train and test the model of ``config``, recording the run; see ``docs/training.md``.
+
+    ``run_started`` is called with the run id as soon as the run exists, so a caller (the
+    sweep) can link to the run even if training then stops with an exception.
+    """
     if config["threads"]:
         torch.set_num_threads(int(config["threads"]))
     L.seed_everything(int(config["seed"]), workers=True)
@@ -298,6 +305,8 @@ def train(
     if resume:
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
     run = open_run(config, output_root, run_tags)
+    if run_started is not None:
+        run_started(run.run_id)
     output_dir = output_root / run.run_id
     callbacks, checkpoint = build_callbacks(config, run, output_dir)
     status = "FAILED"
@@ -336,7 +345,15 @@ def train(
                 tracking.clean_console_log(console.read_text(encoding="utf-8")), "console.log"
             )
         run.tracker.finish(status)
-    return TrainResult(run.run_id, output_dir, best, metrics, run.tracking_uri)
+    score = checkpoint.best_model_score
+    return TrainResult(
+        run.run_id,
+        output_dir,
+        best,
+        None if score is None else float(score),
+        metrics,
+        run.tracking_uri,
+    )
 
 
 def _scalars(trainer: L.Trainer) -> dict[str, float]:

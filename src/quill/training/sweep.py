@@ -1,0 +1,370 @@
+"""``quill sweep``: Optuna hyperparameter search over ``quill train`` runs.
+
+A sweep file names a run config (``base``), fixed overrides, the study settings and a search
+space of dotted config keys::
+
+    base: ../ctc_line_synth.yaml
+    overrides: [trainer.max_epochs=8]
+    study:
+      name: ctc_line
+      metric: val_cer
+      direction: minimize
+      sampler: {name: tpe, seed: 42, n_startup_trials: 5}
+      pruner: {name: median, n_startup_trials: 3, n_warmup_steps: 1}
+    search_space:
+      optim.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+      model.config.hidden: {type: categorical, choices: [128, 256]}
+
+Every trial is a normal tracked run, tagged as a child of one MLflow parent run per study.
+The study lives in an RDB (SQLite file by default, any Postgres/MySQL URL for many machines):
+start ``quill sweep`` again on another terminal or host with the same ``--storage`` and it
+joins the study. Unpromising trials are pruned on the validation metric after each epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quill.training import tracking
+from quill.training.config import ConfigError, read_yaml, resolve_config, set_dotted
+
+STORAGE_ENV = "QUILL_OPTUNA_STORAGE"
+PARENT_RUN_ATTR = "mlflow_parent_run_id"
+RUN_ID_ATTR = "mlflow_run_id"
+#: How long a worker that joined a study waits for the creator to open the parent run.
+PARENT_WAIT_S = 60.0
+
+
+@dataclass
+class SweepSpec:
+    """A parsed sweep file."""
+
+    base_config: dict[str, Any]
+    base_path: Path
+    study: dict[str, Any]
+    search_space: dict[str, dict[str, Any]]
+
+
+def default_storage() -> str:
+    """``$QUILL_OPTUNA_STORAGE``, else an SQLite file beside the embedded MLflow store."""
+    return os.environ.get(STORAGE_ENV) or (
+        f"sqlite:///{tracking.project_root() / 'mlruns' / 'optuna.db'}"
+    )
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+    """Read a sweep file; ``overrides`` apply to the base config of every trial."""
+    path = Path(path)
+    data = read_yaml(path)
+    unknown = set(data) - {"base", "overrides", "study", "search_space"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sweep keys {sorted(unknown)}")
+    if "base" not in data or not data.get("search_space"):
+        raise ConfigError(f"{path}: a sweep needs 'base' (a run config) and 'search_space'")
+    base_path = (path.parent / data["base"]).resolve()
+    base = resolve_config(base_path, [*data.get("overrides", []), *overrides])
+    study = {
+        "name": path.stem,
+        "metric": base["checkpoint"]["monitor"],
+        "direction": "minimize" if base["checkpoint"]["mode"] == "min" else "maximize",
+        "sampler": {"name": "tpe", "seed": 42},
+        "pruner": {"name": "median"},
+        **data.get("study", {}),
+    }
+    space = data["search_space"]
+    for key, spec in space.items():
+        _check_dimension(path, key, spec)
+        if not key.startswith("model.config."):  # the model's own keys are free-form
+            set_dotted(copy.deepcopy(base), key.split("."), None)  # raises for a typo
+    return SweepSpec(base, base_path, study, space)
+
+
+def _check_dimension(path: Path, key: str, spec: Mapping[str, Any]) -> None:
+    kind = spec.get("type")
+    needs = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("choices",)}
+    if kind not in needs:
+        raise ConfigError(f"{path}: search_space.{key}.type must be float, int or categorical")
+    missing = [k for k in needs[kind] if k not in spec]
+    if missing:
+        raise ConfigError(f"{path}: search_space.{key} ({kind}) needs {missing}")
+
+
+def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One value per dimension of the search space, drawn by the trial's sampler."""
+    values = {}
+    for key, spec in space.items():
+        kind = spec["type"]
+        if kind == "float":
+            values[key] = trial.suggest_float(
+                key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False))
+            )
+        elif kind == "int":
+            values[key] = trial.suggest_int(
+                key,
+                int(spec["low"]),
+                int(spec["high"]),
+                step=int(spec.get("step", 1)),
+                log=bool(spec.get("log", False)),
+            )
+        else:
+            values[key] = trial.suggest_categorical(key, list(spec["choices"]))
+    return values
+
+
+def make_sampler(settings: Mapping[str, Any], seed_offset: int = 0) -> Any:
+    """An explicit sampler (Optuna 5 changed defaults, so nothing is left implicit)."""
+    import optuna
+
+    settings = dict(settings)
+    name = settings.pop("name", "tpe")
+    seed = settings.pop("seed", None)
+    seed = None if seed is None else int(seed) + seed_offset
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, **settings)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"study.sampler.name must be tpe or random, not {name!r}")
+
+
+def make_pruner(settings: Mapping[str, Any]) -> Any:
+    import optuna
+
+    settings = dict(settings)
+    name = settings.pop("name", "median")
+    if name == "median":
+        return optuna.pruners.MedianPruner(**settings)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"study.pruner.name must be median or none, not {name!r}")
+
+
+def _storage(url: str) -> Any:
+    """RDB storage; SQLite waits for locks instead of failing when workers write at once."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(url)
+
+
+def open_study(spec: SweepSpec, storage_url: str, name: str, client: Any, experiment_id: str):
+    """Create the study and its MLflow parent run, or join both if another worker made them.
+
+    Creating the study is the race-free election: exactly one worker's ``create_study``
+    succeeds, and that worker opens the parent run; the others wait for its id.
+    """
+    import optuna
+
+    storage = _storage(storage_url)
+    direction = spec.study["direction"]
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction=direction,
+            sampler=make_sampler(spec.study["sampler"]),
+            pruner=make_pruner(spec.study["pruner"]),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        # Joiners draw from their own seed stream, so two workers never repeat each other.
+        study = optuna.load_study(
+            study_name=name,
+            storage=storage,
+            sampler=make_sampler(spec.study["sampler"], seed_offset=1000 + os.getpid()),
+            pruner=make_pruner(spec.study["pruner"]),
+        )
+        return study, _wait_for_parent(study, client, experiment_id, name)
+    parent = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{name}",
+        tags={
+            "quill.sweep.study": name,
+            "quill.sweep.role": "parent",
+            "quill.sweep.storage": _safe_url(storage_url),
+        },
+    )
+    study.set_user_attr(PARENT_RUN_ATTR, parent.info.run_id)
+    return study, parent.info.run_id
+
+
+def _wait_for_parent(study: Any, client: Any, experiment_id: str, name: str) -> str:
+    deadline = time.monotonic() + PARENT_WAIT_S
+    while time.monotonic() < deadline:
+        parent = study.user_attrs.get(PARENT_RUN_ATTR)
+        if parent:
+            return parent
+        time.sleep(0.5)
+        study = _reload(study)
+    # The creator died before opening it: open one so trials are still grouped.
+    run = client.create_run(
+        experiment_id,
+        run_name=f"sweep-{name}",
+        tags={"quill.sweep.study": name, "quill.sweep.role": "parent"},
+    )
+    study.set_user_attr(PARENT_RUN_ATTR, run.info.run_id)
+    return run.info.run_id
+
+
+def _reload(study: Any) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=study.study_name, storage=study._storage)
+
+
+def _safe_url(url: str) -> str:
+    """A storage URL without its password, for tags.
+
+    >>> _safe_url("postgresql://me:secret@db:5432/optuna")
+    'postgresql://me:***@db:5432/optuna'
+    """
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def objective_for(spec: SweepSpec, parent_run_id: str, study_name: str):
+    """The function Optuna calls per trial: one tracked training run, its best metric back."""
+    import optuna
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from quill.training.train import train
+
+    metric = spec.study["metric"]
+
+    def objective(trial: optuna.Trial) -> float:
+        config = resolve_config(base=spec.base_config)
+        params = suggest(trial, spec.search_space)
+        for key, value in params.items():
+            set_dotted(config, key.split("."), value, add=True)
+        config["tracking"]["run_name"] = f"{study_name}-trial-{trial.number}"
+        config["checkpoint"]["monitor"] = metric
+        tags = {
+            "mlflow.parentRunId": parent_run_id,
+            "quill.sweep.study": study_name,
+            "quill.sweep.trial": str(trial.number),
+        }
+        run_ids: list[str] = []
+        pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
+        try:
+            result = train(
+                config,
+                config_path=str(spec.base_path),
+                extra_callbacks=[pruning],
+                tags=tags,
+                run_started=lambda run_id: (
+                    run_ids.append(run_id),
+                    trial.set_user_attr(RUN_ID_ATTR, run_id),
+                ),
+            )
+        except optuna.TrialPruned:
+            _mark(config, run_ids, "pruned")
+            raise
+        _mark(config, run_ids, "complete")
+        if result.best_score is None:
+            raise RuntimeError(f"trial {trial.number} produced no {metric}: did validation run?")
+        return result.best_score
+
+    return objective
+
+
+def _mark(config: Mapping[str, Any], run_ids: list[str], state: str) -> None:
+    if not run_ids or config["tracking"]["logger"] != "mlflow":
+        return
+    from mlflow import MlflowClient
+
+    client = MlflowClient(config["tracking"]["tracking_uri"] or tracking.default_tracking_uri())
+    client.set_tag(run_ids[0], "quill.sweep.state", state)
+    if state == "pruned":
+        client.set_terminated(run_ids[0], "KILLED")
+
+
+@dataclass
+class SweepResult:
+    study_name: str
+    parent_run_id: str
+    best_number: int | None
+    best_value: float | None
+    best_params: dict[str, Any]
+    plots: list[Path]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    trials: int,
+    storage_url: str | None = None,
+    study_name: str | None = None,
+    out_dir: Path | None = None,
+) -> SweepResult:
+    """Run ``trials`` trials in this process (other workers may be adding their own)."""
+    import optuna
+    from mlflow import MlflowClient
+
+    name = study_name or spec.study["name"]
+    storage_url = storage_url or default_storage()
+    tracking_cfg = spec.base_config["tracking"]
+    if tracking_cfg["logger"] != "mlflow":
+        raise ConfigError("sweeps record trials as MLflow child runs: use tracking.logger=mlflow")
+    uri = tracking_cfg["tracking_uri"] or tracking.default_tracking_uri()
+    spec.base_config["tracking"]["tracking_uri"] = uri
+    tracking.prepare_store(uri)
+    client = MlflowClient(uri)
+    experiment_id = tracking.ensure_experiment(client, tracking_cfg["experiment"], uri)
+    study, parent = open_study(spec, storage_url, name, client, experiment_id)
+    study.optimize(objective_for(spec, parent, name), n_trials=trials, gc_after_trial=True)
+
+    study = _reload(study)
+    out_dir = out_dir or tracking.project_root() / spec.base_config["output_dir"] / "sweeps" / name
+    plots = write_plots(study, out_dir)
+    for plot in plots:
+        client.log_artifact(parent, str(plot), "sweep")
+    completed = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    best = study.best_trial if completed else None
+    if best is not None:
+        client.set_tag(parent, "quill.sweep.best_trial", str(best.number))
+        client.set_tag(parent, "quill.sweep.best_run", str(best.user_attrs.get(RUN_ID_ATTR, "")))
+        client.log_metric(parent, f"best_{spec.study['metric']}", float(best.value))
+    client.set_tag(parent, "quill.sweep.trials", str(len(study.trials)))
+    client.set_terminated(parent, "FINISHED")
+    return SweepResult(
+        name,
+        parent,
+        best.number if best else None,
+        float(best.value) if best else None,
+        dict(best.params) if best else {},
+        plots,
+    )
+
+
+def write_plots(study: Any, out_dir: Path) -> list[Path]:
+    """Parameter importance, parallel coordinates and history as one offline HTML page each.
+
+    Importance needs at least two finished trials with varied parameters; with fewer, that
+    plot is skipped and the reason is written in its place.
+    """
+    from optuna import visualization as vis
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, plot in (
+        ("param_importances", vis.plot_param_importances),
+        ("parallel_coordinate", vis.plot_parallel_coordinate),
+        ("optimization_history", vis.plot_optimization_history),
+    ):
+        path = out_dir / f"{name}.html"
+        try:
+            plot(study).write_html(str(path), include_plotlyjs=True)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            path = out_dir / f"{name}.txt"
+            path.write_text(f"{name} not drawn: {exc}\n", encoding="utf-8")
+        written.append(path)
+    return written
