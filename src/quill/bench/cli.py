@@ -1,7 +1,285 @@
-"""Commands of the bench layer."""
+"""``quill bench``: measure Quill against the recognisers a user would pick instead.
+
+``accuracy`` scores CER/WER per dataset and slice, ``speed`` times latency and throughput per
+runtime. Both write ``<out>/<name>.json`` (everything) and ``<out>/<name>.md`` (the tables).
+Heavy imports (torch, onnxruntime, the peers) happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+
+console = Console()
+
+PEER_HELP = "Peer to compare against: tesseract, rapidocr (repeat for both)."
+THREADS_HELP = "Intra-op threads for Quill's runtime and each peer."
+DATA_HELP = (
+    "A Quill dataset folder (manifest.jsonl), a folder with labels.tsv (e.g. the Hooker "
+    "letters, split by page), or an IAM copy (xml/ + forms*/); NAME=PATH names it."
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code=1)
+
+
+def _progress():  # noqa: ANN202 - rich's Progress, imported lazily
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _load_peers(names: list[str], threads: int) -> tuple[list, dict[str, str]]:
+    """Started peers, and a reason for each one that cannot run here (it is skipped)."""
+    from quill.bench.peers import load_peer
+    from quill.bench.systems import SystemUnavailable
+
+    peers, unavailable = [], {}
+    for name in dict.fromkeys(names):
+        try:
+            peers.append(load_peer(name, threads))
+        except SystemUnavailable as exc:
+            unavailable[name] = str(exc)
+    return peers, unavailable
+
+
+def _print_skipped(unavailable: dict[str, str]) -> None:
+    for name, reason in unavailable.items():
+        console.print(f"[yellow]skipped {name}:[/yellow] {reason}")
+
+
+def accuracy(
+    data: Annotated[
+        list[str],
+        typer.Option("--data", "-d", help=DATA_HELP + " Repeat, or list more paths after it."),
+    ],
+    more_data: Annotated[
+        list[str] | None, typer.Argument(help="More datasets (same forms as --data).")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Staged model directory (quill-model.json). Omit to run peers only."),
+    ] = None,
+    peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="At most N samples per dataset (a seeded random draw).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split of each dataset to read.")] = "test",
+    backend: Annotated[str, typer.Option(help="Quill runtime: auto, onnx, torchscript, eager.")] = (
+        "auto"
+    ),
+    threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
+    batch_size: Annotated[int, typer.Option(help="Images per Quill call.")] = 16,
+    slice_by: Annotated[
+        list[str] | None,
+        typer.Option("--slice", help="Sample field or meta key to report separately (repeat)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for accuracy.json/.md.")] = Path(
+        "bench/results"
+    ),
+    cache: Annotated[Path, typer.Option(help="Where raw sources are imported once.")] = Path(
+        ".cache/bench-datasets"
+    ),
+) -> None:
+    """CER and WER of Quill and its peers on the same images, per dataset and slice."""
+    from quill.bench.accuracy import evaluate
+    from quill.bench.datasets import DEFAULT_SLICES, BenchDataError, load_dataset
+    from quill.bench.machine import machine_info
+    from quill.bench.report import accuracy_markdown, accuracy_payload, write, write_predictions
+    from quill.bench.systems import QuillSystem, SystemUnavailable
+    from quill.data.readers.common import DatasetError
+
+    specs = [*data, *(more_data or [])]
+    slices = slice_by or list(DEFAULT_SLICES)
+    if model is None and not peer:
+        raise _fail("nothing to measure: give --model DIR and/or --peer NAME")
+    try:
+        datasets = [
+            load_dataset(
+                spec, split=split, limit=limit, slices=slices, cache_root=cache, show_progress=True
+            )
+            for spec in specs
+        ]
+    except (BenchDataError, DatasetError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    systems = []
+    if model is not None:
+        try:
+            systems.append(QuillSystem.load(model, backend, threads, name="quill"))
+        except SystemUnavailable as exc:
+            raise _fail(str(exc)) from exc
+    peers, unavailable = _load_peers(peer or [], threads)
+    _print_skipped(unavailable)
+    systems += peers
+    if not systems:
+        raise _fail("no system left to measure (every peer is missing)")
+    results = []
+    with _progress() as progress:
+        for dataset in datasets:
+            tasks = {
+                s.name: progress.add_task(f"{dataset.name}: {s.name}", total=len(dataset.samples))
+                for s in systems
+            }
+            results.append(
+                evaluate(
+                    dataset,
+                    systems,
+                    batch_size,
+                    lambda name, n, tasks=tasks: progress.advance(tasks[name], n),
+                )
+            )
+    quill = systems[0].name
+    payload = accuracy_payload(
+        results, {s.name: s.describe() for s in systems}, unavailable, machine_info(), quill
+    )
+    json_path, md_path = write(out, "accuracy", payload, accuracy_markdown(payload))
+    write_predictions(out / "accuracy-predictions.jsonl", results)
+    _print_accuracy(results, [s.name for s in systems])
+    console.print(f"wrote {json_path}, {md_path} and {out / 'accuracy-predictions.jsonl'}")
+
+
+def _print_accuracy(results: list, names: list[str]) -> None:
+    from rich.table import Table
+
+    from quill.bench.report import percent
+
+    table = Table(title="CER (case-sensitive / case-insensitive)")
+    table.add_column("dataset")
+    table.add_column("samples", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    for result in results:
+        cells = []
+        for name in names:
+            overall = result.overall(name)
+            cells.append(f"{percent(overall.cer)} / {percent(overall.cer_nocase)}")
+        table.add_row(result.dataset.name, str(len(result.dataset.samples)), *cells)
+    console.print(table)
+
+
+def speed(
+    model: Annotated[Path, typer.Option(help="Staged model directory (quill-model.json).")],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Dataset the fixed inputs come from. " + DATA_HELP)
+    ],
+    batch: Annotated[
+        list[int] | None, typer.Option(help="Batch size (repeat; default: 1 and 8).")
+    ] = None,
+    threads: Annotated[
+        list[int] | None, typer.Option(help=THREADS_HELP + " Repeat; default: 1.")
+    ] = None,
+    kind: Annotated[
+        list[str] | None, typer.Option(help="line and/or paragraph (repeat; default: both).")
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Quill runtime: eager, torchscript, onnx, onnx-int8 (repeat; default: all)."
+        ),
+    ] = None,
+    peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,
+    inputs: Annotated[int, typer.Option(help="Fixed inputs per kind.")] = 16,
+    images: Annotated[
+        int, typer.Option(help="Images timed per row (at least 5 calls whatever the batch).")
+    ] = 32,
+    warmup: Annotated[int, typer.Option(help="Untimed calls before each row.")] = 2,
+    split: Annotated[str, typer.Option(help="Split the inputs come from.")] = "test",
+    out: Annotated[Path, typer.Option(help="Folder for speed.json/.md.")] = Path("bench/results"),
+    cache: Annotated[Path, typer.Option(help="Where raw sources are imported once.")] = Path(
+        ".cache/bench-datasets"
+    ),
+) -> None:
+    """Latency p50/p95/p99 and throughput: eager vs TorchScript vs ONNX (and int8) vs peers."""
+    from quill.bench.datasets import BenchDataError, load_dataset
+    from quill.bench.inputs import speed_inputs
+    from quill.bench.machine import machine_info
+    from quill.bench.report import speed_markdown, speed_payload, write
+    from quill.bench.speed import BASELINE, VARIANTS, SpeedPlan, int8_verdict, run_speed
+    from quill.data.readers.common import DatasetError
+
+    kinds, variants = kind or ["line", "paragraph"], variant or list(VARIANTS)
+    unknown = [v for v in variants if v not in VARIANTS] + [
+        k for k in kinds if k not in ("line", "paragraph")
+    ]
+    if unknown:
+        raise _fail(f"unknown variant or kind: {', '.join(unknown)} (see --help)")
+    plan = SpeedPlan(tuple(batch or (1, 8)), tuple(threads or (1,)), images, warmup)
+    try:
+        dataset = load_dataset(data, split=split, cache_root=cache, show_progress=True)
+    except (BenchDataError, DatasetError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    fixed = {k: v for k, v in speed_inputs(dataset.samples, inputs).items() if k in kinds and v}
+    if not fixed:
+        raise _fail(f"{dataset.name} has no {' or '.join(kinds)} samples to time")
+    unavailable: dict[str, str] = {}
+    rows_per_system = len(fixed) * len(plan.batches)
+    with tempfile.TemporaryDirectory(prefix="quill-int8-") as scratch, _progress() as progress:
+        task = progress.add_task("timing", total=0)
+        planned = [0]
+
+        def load(count: int) -> list:
+            """Quill's runtimes and the peers at ``count`` threads; grows the bar's total."""
+            from quill.bench.speed import load_quill_variants
+
+            systems, missing = load_quill_variants(model, variants, count, Path(scratch))
+            peers, missing_peers = _load_peers(peer or [], count)
+            unavailable.update({**missing, **missing_peers})
+            planned[0] += (len(systems) + len(peers)) * rows_per_system
+            progress.update(task, total=planned[0])
+            return [*systems, *peers]
+
+        run = run_speed(
+            load,
+            fixed,
+            plan,
+            status=lambda text: progress.update(task, description=text),
+            advance=lambda: progress.advance(task),
+        )
+    _print_skipped(unavailable)
+    for key, reason in run.failures.items():
+        console.print(f"[red]failed {key}:[/red] {reason}")
+    source = {
+        "source": f"{dataset.name} ({dataset.path}, split {split})",
+        "line": len(fixed.get("line", [])),
+        "paragraph": len(fixed.get("paragraph", [])),
+        "warmup": warmup,
+        "calls": f"max(5, {images} / batch)",
+    }
+    payload = speed_payload(
+        run.timings, run.accuracy, run.systems, unavailable, machine_info(), source, BASELINE
+    )
+    payload["failures"] = run.failures
+    payload["int8"] = int8_verdict(run.accuracy)
+    json_path, md_path = write(out, "speed", payload, speed_markdown(payload))
+    console.print("\n".join(speed_markdown(payload)[4:]))
+    console.print(f"wrote {json_path} and {md_path}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this layer's commands to the `quill` app."""
+    """Add ``quill bench accuracy|speed`` to the ``quill`` app."""
+    bench = typer.Typer(
+        name="bench",
+        help="Measure Quill against Tesseract and RapidOCR: accuracy and speed, side by side.",
+        no_args_is_help=True,
+    )
+    bench.command("accuracy")(accuracy)
+    bench.command("speed")(speed)
+    app.add_typer(bench, name="bench")

@@ -1,0 +1,208 @@
+"""Accuracy: every system reads the same images; CER and WER per dataset and per slice.
+
+Rates are corpus-level (total edits / total reference characters or words over a slice),
+computed by the training layer's torchmetrics functions so the bench and the validation
+metric cannot disagree, both case-sensitive and case-insensitive (casefolded) alongside:
+the case-insensitive column shows how much of a peer's error is capitals alone.
+
+Before scoring, references and predictions get the same light normalisation (Unicode NFC,
+whitespace runs collapsed, empty lines dropped): Tesseract ends its output with blank lines
+and a peer's spacing convention is not a reading error. Newlines inside paragraphs stay and
+count as characters.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from quill.bench.datasets import BenchDataset, BenchSample
+from quill.bench.systems import KINDS, Kind, QuillSystem, System
+
+#: Slice key of the row covering the whole dataset.
+ALL = "all"
+
+
+def normalise(text: str) -> str:
+    """The text as scored: NFC, single spaces, no blank lines, no surrounding space.
+
+    >>> normalise("  Dear   Sir,\\n\\n yours\\ttruly \\n")
+    'Dear Sir,\\nyours truly'
+    """
+    text = unicodedata.normalize("NFC", text)
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+@dataclass
+class Readings:
+    """What one system read on one dataset, aligned with the dataset's samples."""
+
+    system: str
+    texts: list[str]
+    #: Sample index -> why the system failed on it (its text then counts as empty).
+    failures: dict[int, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Score:
+    """Error rates of one system on one slice."""
+
+    n: int
+    chars: int
+    words: int
+    cer: float
+    cer_nocase: float
+    wer: float
+    wer_nocase: float
+    failures: int
+
+
+@dataclass(frozen=True)
+class SliceResult:
+    """One row of the results: a (slice key, slice value, system) and its score."""
+
+    key: str
+    value: str
+    system: str
+    score: Score
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "value": self.value, "system": self.system, **asdict(self.score)}
+
+
+@dataclass
+class DatasetResult:
+    """Everything measured on one dataset."""
+
+    dataset: BenchDataset
+    readings: dict[str, Readings]
+    slices: list[SliceResult]
+
+    def overall(self, system: str) -> Score:
+        """The whole-dataset score of ``system``."""
+        return next(r.score for r in self.slices if r.key == ALL and r.system == system)
+
+    def to_dict(self) -> dict:
+        return {
+            **self.dataset.describe(),
+            "seconds": {name: round(r.seconds, 3) for name, r in self.readings.items()},
+            "results": [row.to_dict() for row in self.slices],
+        }
+
+
+def score(predictions: Sequence[str], references: Sequence[str], failures: int = 0) -> Score:
+    """Corpus CER/WER of normalised texts, case-sensitive and casefolded.
+
+    >>> s = score(["Dear sir"], ["Dear Sir"])
+    >>> s.cer, s.cer_nocase, s.wer, s.wer_nocase
+    (0.125, 0.0, 0.5, 0.0)
+    """
+    from quill.training.metrics import character_error_rate, word_error_rate
+
+    predicted = [normalise(text) for text in predictions]
+    expected = [normalise(text) for text in references]
+    folded_predicted = [text.casefold() for text in predicted]
+    folded_expected = [text.casefold() for text in expected]
+    return Score(
+        n=len(expected),
+        chars=sum(len(text) for text in expected),
+        words=sum(len(text.split()) for text in expected),
+        cer=character_error_rate(predicted, expected),
+        cer_nocase=character_error_rate(folded_predicted, folded_expected),
+        wer=word_error_rate(predicted, expected),
+        wer_nocase=word_error_rate(folded_predicted, folded_expected),
+        failures=failures,
+    )
+
+
+def slice_members(samples: Sequence[BenchSample]) -> dict[tuple[str, str], list[int]]:
+    """(key, value) -> indices of the samples in that slice; ``("all", "")`` holds all."""
+    members: dict[tuple[str, str], list[int]] = {(ALL, ""): list(range(len(samples)))}
+    grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for index, sample in enumerate(samples):
+        for key, value in sample.slices.items():
+            grouped[key, value].append(index)
+    for key, value in sorted(grouped):
+        # A slice holding the whole dataset (one source, one kind) repeats the "all" row.
+        if len(grouped[key, value]) < len(samples):
+            members[key, value] = grouped[key, value]
+    return members
+
+
+def score_slices(dataset: BenchDataset, readings: Iterable[Readings]) -> list[SliceResult]:
+    """Every system's score on every slice of ``dataset``."""
+    members = slice_members(dataset.samples)
+    rows = []
+    for reading in readings:
+        for (key, value), indices in members.items():
+            texts = [reading.texts[i] for i in indices]
+            references = [dataset.samples[i].text for i in indices]
+            failed = sum(1 for i in indices if i in reading.failures)
+            rows.append(SliceResult(key, value, reading.system, score(texts, references, failed)))
+    return rows
+
+
+def read_dataset(
+    system: System,
+    samples: Sequence[BenchSample],
+    batch_size: int = 1,
+    advance: Callable[[int], None] | None = None,
+) -> Readings:
+    """``system``'s text for every sample, in batches of one kind.
+
+    A batch that fails is retried image by image, so one unreadable image costs only itself:
+    it is recorded with the reason and scored as an empty reading.
+    """
+    readings = Readings(system.name, [""] * len(samples))
+    start = time.perf_counter()
+    for kind in KINDS:
+        indices = [i for i, s in enumerate(samples) if s.kind == kind]
+        for offset in range(0, len(indices), batch_size):
+            batch = indices[offset : offset + batch_size]
+            _read_batch(system, samples, batch, kind, readings)
+            if advance:
+                advance(len(batch))
+    readings.seconds = time.perf_counter() - start
+    return readings
+
+
+def _read_batch(
+    system: System, samples: Sequence[BenchSample], batch: list[int], kind: Kind, readings: Readings
+) -> None:
+    try:
+        images = [samples[i].image.read_bytes() for i in batch]
+        texts = system.read(images, kind)
+        if len(texts) != len(batch):
+            raise RuntimeError(f"returned {len(texts)} texts for {len(batch)} images")
+    except Exception as exc:  # noqa: BLE001 - any failure is isolated and recorded, not fatal
+        if len(batch) == 1:
+            readings.failures[batch[0]] = f"{type(exc).__name__}: {exc}"
+        else:
+            for index in batch:
+                _read_batch(system, samples, [index], kind, readings)
+        return
+    for index, text in zip(batch, texts, strict=True):
+        readings.texts[index] = text
+
+
+def evaluate(
+    dataset: BenchDataset,
+    systems: Sequence[System],
+    batch_size: int = 16,
+    advance: Callable[[str, int], None] | None = None,
+) -> DatasetResult:
+    """Every system reads every sample of ``dataset``; scored on every slice.
+
+    ``advance(system_name, n)`` is called as samples are read (for a progress bar).
+    """
+    readings = {}
+    for system in systems:
+        size = batch_size if isinstance(system, QuillSystem) else 1
+        step = (lambda n, name=system.name: advance(name, n)) if advance else None
+        readings[system.name] = read_dataset(system, dataset.samples, size, step)
+    return DatasetResult(dataset, readings, score_slices(dataset, readings.values()))

@@ -1,0 +1,170 @@
+"""The recognisers a user would pick instead of Quill, wrapped as benchmark systems.
+
+Both are optional extras (``scripts/install_peers.sh``, or ``make peers``); a missing one
+raises :class:`SystemUnavailable` saying how to install it, and the benchmark skips it.
+
+- Tesseract 5 (Debian ``tesseract-ocr`` + ``tesseract-ocr-eng``), called as its command-line
+  program with the image on stdin, as a user scripting it would; ``--psm 7`` (one text
+  line) for lines, ``--psm 6`` (one uniform block) for paragraphs. ``OMP_THREAD_LIMIT``
+  fixes its thread count, which otherwise grabs every core and ruins timings on a busy box.
+- RapidOCR 3 (PyPI ``rapidocr``; its wheel ships the PP-OCR detection, direction and
+  recognition ONNX models, so it runs offline). Lines go to the recogniser alone; paragraphs
+  go through detection then recognition. RapidOCR *remembers* ``use_det/use_cls/use_rec``
+  from the previous call, so every call passes all three. ``text_score=0`` keeps every
+  recognised box: the bench scores reading, not RapidOCR's confidence filter, which would
+  otherwise delete most handwritten lines outright and inflate its error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from quill.bench.systems import Kind, System, SystemUnavailable
+
+INSTALL_HINT = "install the optional peers with `make peers` (scripts/install_peers.sh)"
+
+#: Tesseract page-segmentation mode per kind of image.
+TESSERACT_PSM: dict[Kind, int] = {"line": 7, "paragraph": 6}
+#: Seconds one Tesseract call may take before it counts as failed.
+TESSERACT_TIMEOUT_S = 120.0
+
+
+class PeerError(RuntimeError):
+    """A peer ran but failed on one input (bad exit status, timeout)."""
+
+
+def join_lines(lines: Sequence[str]) -> str:
+    """Paragraph text from a peer's line list: stripped lines, empty ones dropped.
+
+    >>> join_lines(["  Dear Sir ", "", "yours  truly\\n"])
+    'Dear Sir\\nyours  truly'
+    """
+    return "\n".join(line.strip() for line in lines if line.strip())
+
+
+@dataclass
+class TesseractPeer:
+    """Tesseract's command-line program, one process per image."""
+
+    threads: int = 1
+    binary: str = "tesseract"
+    language: str = "eng"
+    name: str = "tesseract"
+    _version: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        path = shutil.which(self.binary)
+        if path is None:
+            raise SystemUnavailable(
+                f"tesseract: no `{self.binary}` program on PATH; {INSTALL_HINT}"
+            )
+        self.binary = path
+        listed = self._run(["--list-langs"], b"").decode(errors="replace").split()
+        if self.language not in listed:
+            raise SystemUnavailable(
+                f"tesseract: language data {self.language!r} missing (have {listed[1:]}); "
+                f"{INSTALL_HINT}"
+            )
+        self._version = self._run(["--version"], b"").decode(errors="replace").splitlines()[0]
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "version": self._version,
+            "language": self.language,
+            "psm": f"line={TESSERACT_PSM['line']}, paragraph={TESSERACT_PSM['paragraph']}",
+            "threads": str(self.threads),
+        }
+
+    def read(self, images: Sequence[bytes], kind: Kind) -> list[str]:
+        args = ["stdin", "stdout", "-l", self.language, "--psm", str(TESSERACT_PSM[kind])]
+        texts = []
+        for image in images:
+            output = self._run(args, image).decode("utf-8", errors="replace")
+            texts.append(join_lines(output.splitlines()))
+        return texts
+
+    def _run(self, args: list[str], stdin: bytes) -> bytes:
+        env = {**os.environ, "OMP_THREAD_LIMIT": str(self.threads)}
+        try:
+            done = subprocess.run(
+                [self.binary, *args],
+                input=stdin,
+                capture_output=True,
+                env=env,
+                timeout=TESSERACT_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise PeerError(f"tesseract took over {TESSERACT_TIMEOUT_S:.0f} s") from exc
+        if done.returncode != 0:
+            message = done.stderr.decode(errors="replace").strip()
+            raise PeerError(f"tesseract exited with {done.returncode}: {message}")
+        return done.stdout
+
+
+@dataclass
+class RapidOCRPeer:
+    """RapidOCR's Python API on onnxruntime, with the models its wheel ships."""
+
+    threads: int = 1
+    name: str = "rapidocr"
+    _engine: Any = field(init=False, default=None, repr=False)
+    _version: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        try:
+            from importlib.metadata import version
+
+            from rapidocr import RapidOCR
+        except ImportError as exc:
+            raise SystemUnavailable(
+                f"rapidocr: the package is not installed; {INSTALL_HINT}"
+            ) from exc
+        params = {
+            "Global.log_level": "error",
+            "EngineConfig.onnxruntime.intra_op_num_threads": self.threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        }
+        try:
+            self._engine = RapidOCR(params=params)
+        except Exception as exc:  # noqa: BLE001 - any failure to start means "unavailable"
+            raise SystemUnavailable(f"rapidocr: cannot start ({exc}); {INSTALL_HINT}") from exc
+        # RapidOCR resets its logger's level from the config; keep benchmark output clean.
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        self._version = version("rapidocr")
+
+    def describe(self) -> dict[str, str]:
+        rec = self._engine.cfg.Rec
+        model = " ".join(str(getattr(v, "value", v)) for v in (rec.ocr_version, rec.model_type))
+        return {
+            "version": self._version,
+            "recognizer": f"{model} ({getattr(rec.lang_type, 'value', rec.lang_type)})",
+            "threads": str(self.threads),
+            "text_score": "0",
+        }
+
+    def read(self, images: Sequence[bytes], kind: Kind) -> list[str]:
+        use_det = kind == "paragraph"
+        texts = []
+        for image in images:
+            result = self._engine(
+                image, use_det=use_det, use_cls=False, use_rec=True, text_score=0.0
+            )
+            texts.append(join_lines(result.txts or ()))
+        return texts
+
+
+PEERS: dict[str, type] = {"tesseract": TesseractPeer, "rapidocr": RapidOCRPeer}
+
+
+def load_peer(name: str, threads: int = 1) -> System:
+    """Start peer ``name``; :class:`SystemUnavailable` (with the fix) if it cannot run here."""
+    if name not in PEERS:
+        raise SystemUnavailable(f"unknown peer {name!r}; known peers: {', '.join(PEERS)}")
+    return PEERS[name](threads=threads)

@@ -1,0 +1,275 @@
+"""Benchmark reports: a JSON file with everything, a Markdown file with the tables to read.
+
+The JSON keeps every slice, every timed call and the machine, so numbers can be re-derived;
+the Markdown is what goes into the README: a summary with the peer-to-Quill CER ratios, per
+dataset slice tables, and the speed table with speed-ups over eager PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from quill.bench.accuracy import ALL, DatasetResult
+from quill.bench.machine import describe_machine
+from quill.bench.speed import Timing, speedups
+
+#: Slice keys with more values than this are left out of the Markdown (kept in the JSON).
+MAX_SLICE_VALUES = 30
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def percent(value: float) -> str:
+    """A rate as a percentage with one decimal.
+
+    >>> percent(0.0734), percent(1.5)
+    ('7.3%', '150.0%')
+    """
+    return f"{100 * value:.1f}%"
+
+
+def ratio(peer: float, quill: float) -> str:
+    """How many times higher a peer's CER is than Quill's.
+
+    >>> ratio(0.6, 0.1), ratio(0.5, 0.0)
+    ('6.0x', 'inf')
+    """
+    return "inf" if quill == 0 else f"{peer / quill:.1f}x"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """A Markdown table.
+
+    >>> print("\\n".join(table(["a", "b"], [[1, "x"]])))
+    | a | b |
+    |---|---|
+    | 1 | x |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def write(out: Path, stem: str, payload: dict, markdown: list[str]) -> tuple[Path, Path]:
+    """Write ``stem.json`` and ``stem.md`` into ``out``; return both paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(payload, indent=1, ensure_ascii=False) + "\n")
+    md_path.write_text("\n".join(markdown) + "\n")
+    return json_path, md_path
+
+
+# ---------------------------------------------------------------- accuracy
+
+
+def accuracy_payload(
+    results: Sequence[DatasetResult],
+    systems: Mapping[str, dict],
+    unavailable: Mapping[str, str],
+    machine: dict,
+    quill: str,
+) -> dict:
+    """The JSON document of an accuracy run."""
+    return {
+        "benchmark": "accuracy",
+        "created": now(),
+        "machine": machine,
+        "quill_system": quill,
+        "systems": dict(systems),
+        "unavailable": dict(unavailable),
+        "datasets": [result.to_dict() for result in results],
+    }
+
+
+def write_predictions(path: Path, results: Sequence[DatasetResult]) -> Path:
+    """One JSON line per sample: its reference and what every system read (error analysis)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for result in results:
+            for index, sample in enumerate(result.dataset.samples):
+                record = {
+                    "dataset": result.dataset.name,
+                    "image": str(sample.image),
+                    "kind": sample.kind,
+                    "slices": sample.slices,
+                    "reference": sample.text,
+                    "predictions": {n: r.texts[index] for n, r in result.readings.items()},
+                    "failures": {
+                        n: r.failures[index]
+                        for n, r in result.readings.items()
+                        if index in r.failures
+                    },
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
+
+
+def accuracy_markdown(payload: dict) -> list[str]:
+    """The Markdown tables of an accuracy run (from its JSON document)."""
+    quill = payload["quill_system"]
+    systems = list(payload["systems"])
+    peers = [name for name in systems if name != quill]
+    lines = [
+        "# Quill accuracy benchmark",
+        "",
+        f"{payload['created']} · {describe_machine(payload['machine'])}",
+        "",
+        "Character error rate (CER) and word error rate (WER), lower is better; *ci* = "
+        "case-insensitive. Every system read the same images in the same run.",
+        "",
+    ]
+    for name, info in payload["systems"].items():
+        settings = ", ".join(f"{k}={v}" for k, v in info.items())
+        lines.append(f"- **{name}**: {settings}")
+    for name, reason in payload["unavailable"].items():
+        lines.append(f"- **{name}**: skipped ({reason})")
+    lines += ["", "## Summary (CER, case-sensitive)", ""]
+    summary = []
+    for dataset in payload["datasets"]:
+        overall = _overall(dataset["results"])
+        row = [dataset["name"], dataset["split"], dataset["samples"]]
+        row += [percent(overall[name]["cer"]) if name in overall else "—" for name in systems]
+        row += [
+            ratio(overall[peer]["cer"], overall[quill]["cer"])
+            if peer in overall and quill in overall
+            else "—"
+            for peer in peers
+        ]
+        summary.append(row)
+    header = ["dataset", "split", "samples", *systems, *(f"{peer} / {quill}" for peer in peers)]
+    lines += table(header, summary)
+    for dataset in payload["datasets"]:
+        lines += ["", *_dataset_section(dataset)]
+    return lines
+
+
+def _overall(results: list[dict]) -> dict[str, dict]:
+    return {row["system"]: row for row in results if row["key"] == ALL}
+
+
+def _dataset_section(dataset: dict) -> list[str]:
+    """Two pivoted tables (CER, WER): one row per slice, one column per system."""
+    lines = [
+        f"## {dataset['name']}",
+        "",
+        f"`{dataset['path']}` ({dataset['format']}), split `{dataset['split']}`, "
+        f"{dataset['samples']} samples, dataset version `{dataset['version']}`.",
+    ]
+    if dataset["import_skipped"]:
+        lines.append(f"The import left out {len(dataset['import_skipped'])} samples (see JSON).")
+    values: dict[str, set[str]] = {}
+    cells: dict[tuple[str, str], dict[str, dict]] = {}
+    for row in dataset["results"]:
+        values.setdefault(row["key"], set()).add(row["value"])
+        cells.setdefault((row["key"], row["value"]), {})[row["system"]] = row
+    hidden = sorted(key for key, seen in values.items() if len(seen) > MAX_SLICE_VALUES)
+    if hidden:
+        lines.append(f"Slices by {', '.join(hidden)} have too many values to list (see JSON).")
+    failed = {r["system"]: r["failures"] for r in dataset["results"] if r["key"] == ALL}
+    if any(failed.values()):
+        shown = ", ".join(f"{name} {count}" for name, count in failed.items() if count)
+        lines.append(f"Images a system failed on (scored as empty readings): {shown}.")
+    systems = list(dict.fromkeys(row["system"] for row in dataset["results"]))
+    shown_slices = [(k, v) for (k, v) in cells if k not in hidden]
+    for metric, title in (("cer", "CER"), ("wer", "WER")):
+        rows = []
+        for key, value in shown_slices:
+            by_system = cells[key, value]
+            first = next(iter(by_system.values()))
+            rows.append(
+                [
+                    key if key == ALL else f"{key}={value}",
+                    first["n"],
+                    *(_pair(by_system[n], metric) if n in by_system else "—" for n in systems),
+                ]
+            )
+        lines += ["", f"{title} (case-sensitive / case-insensitive):", ""]
+        lines += table(["slice", "n", *systems], rows)
+    return lines
+
+
+def _pair(row: dict, metric: str) -> str:
+    """``"cs / ci"`` for one metric of one result row.
+
+    >>> _pair({"cer": 0.1, "cer_nocase": 0.05}, "cer")
+    '10.0% / 5.0%'
+    """
+    return f"{percent(row[metric])} / {percent(row[metric + '_nocase'])}"
+
+
+# ---------------------------------------------------------------- speed
+
+
+def speed_payload(
+    timings: Sequence[Timing],
+    accuracy: Mapping[str, Mapping[str, float]],
+    systems: Mapping[str, dict],
+    unavailable: Mapping[str, str],
+    machine: dict,
+    inputs: dict,
+    baseline: str,
+) -> dict:
+    """The JSON document of a speed run; ``accuracy`` maps system -> kind -> CER on inputs."""
+    ratios = speedups(timings, baseline)
+    return {
+        "benchmark": "speed",
+        "created": now(),
+        "machine": machine,
+        "inputs": inputs,
+        "baseline": baseline,
+        "systems": dict(systems),
+        "unavailable": dict(unavailable),
+        "accuracy_on_inputs": {name: dict(cers) for name, cers in accuracy.items()},
+        "timings": [
+            {**timing.to_dict(), "speedup_vs_baseline": ratios.get(index)}
+            for index, timing in enumerate(timings)
+        ],
+    }
+
+
+def speed_markdown(payload: dict) -> list[str]:
+    """The Markdown tables of a speed run (from its JSON document)."""
+    inputs = payload["inputs"]
+    lines = [
+        "# Quill speed benchmark",
+        "",
+        f"{payload['created']} · {describe_machine(payload['machine'])}",
+        "",
+        f"Inputs: {inputs['line']} lines and {inputs['paragraph']} paragraphs from "
+        f"`{inputs['source']}`; {inputs['warmup']} warm-up calls, then {inputs['calls']} timed "
+        "calls per row. Latency is per image (call time / batch size); speed-up is the "
+        f"p50 of `{payload['baseline']}` over the row's p50 under the same kind, batch and "
+        "threads.",
+        "",
+    ]
+    for name, reason in payload["unavailable"].items():
+        lines.append(f"- **{name}**: skipped ({reason})")
+    rows = [
+        [
+            t["kind"],
+            t["batch"],
+            t["threads"],
+            t["system"],
+            f"{t['p50_ms']:.1f}",
+            f"{t['p95_ms']:.1f}",
+            f"{t['p99_ms']:.1f}",
+            f"{t['throughput_per_s']:.1f}",
+            "—" if t["speedup_vs_baseline"] is None else f"{t['speedup_vs_baseline']:.2f}x",
+        ]
+        for t in payload["timings"]
+    ]
+    header = ["kind", "batch", "threads", "system", "p50 ms", "p95 ms", "p99 ms", "images/s"]
+    lines += [*table([*header, f"vs {payload['baseline']}"], rows), ""]
+    lines += ["CER of each system on the timed inputs (the same images):", ""]
+    kinds = ["line", "paragraph"]
+    cer_rows = [
+        [name, *(percent(cers[kind]) if kind in cers else "—" for kind in kinds)]
+        for name, cers in payload["accuracy_on_inputs"].items()
+    ]
+    lines += table(["system", *kinds], cer_rows)
+    return lines

@@ -1,0 +1,271 @@
+"""Speed: per-image latency percentiles and throughput of every system on fixed inputs.
+
+Each measurement is one (system, kind, batch size, thread count): a few untimed warm-up
+calls (first-call allocation, lazy initialisation, caches), then ``calls`` timed calls of
+``batch`` images each, cycling through the same fixed inputs for every system. A call's
+wall time divided by its batch size is the per-image latency; images per second of wall time
+is the throughput. Peers have no batching, so their batch-N number is N sequential reads,
+which is exactly what a user gets from them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from quill.bench.accuracy import score
+from quill.bench.inputs import SpeedInput
+from quill.bench.quantize import QuantizeError, quantize_staged
+from quill.bench.systems import Kind, QuillSystem, ReportsStages, System, SystemUnavailable
+
+PERCENTILES = (50, 95, 99)
+
+
+@dataclass
+class Timing:
+    """The timed calls of one (system, kind, batch, threads)."""
+
+    system: str
+    kind: Kind
+    batch: int
+    threads: int
+    call_ms: list[float] = field(default_factory=list)
+    #: Mean milliseconds per image in each stage, for systems that report stages.
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def images(self) -> int:
+        return self.batch * len(self.call_ms)
+
+    def per_image_ms(self, q: float) -> float:
+        """The ``q``-th percentile of per-image latency (call time / batch size).
+
+        >>> Timing("s", "line", 2, 1, [10.0, 20.0, 30.0]).per_image_ms(50)
+        10.0
+        """
+        return float(np.percentile(self.call_ms, q)) / self.batch
+
+    @property
+    def throughput(self) -> float:
+        """Images per second over all timed calls.
+
+        >>> Timing("s", "line", 4, 1, [100.0, 100.0]).throughput
+        40.0
+        """
+        return self.images / (sum(self.call_ms) / 1000.0)
+
+    def to_dict(self) -> dict:
+        return {
+            "system": self.system,
+            "kind": self.kind,
+            "batch": self.batch,
+            "threads": self.threads,
+            "calls": len(self.call_ms),
+            "images": self.images,
+            **{f"p{q}_ms": round(self.per_image_ms(q), 3) for q in PERCENTILES},
+            "throughput_per_s": round(self.throughput, 2),
+            "stage_ms_per_image": {k: round(v, 3) for k, v in self.stages.items()},
+            "call_ms": [round(ms, 3) for ms in self.call_ms],
+        }
+
+
+def batches(inputs: Sequence[SpeedInput], batch: int, count: int) -> list[list[bytes]]:
+    """``count`` batches of ``batch`` images, cycling through ``inputs`` in order.
+
+    >>> data = [SpeedInput(bytes([i]), "", "line") for i in range(3)]
+    >>> [[b[0] for b in group] for group in batches(data, 2, 3)]
+    [[0, 1], [2, 0], [1, 2]]
+    """
+    return [
+        [inputs[(call * batch + j) % len(inputs)].image for j in range(batch)]
+        for call in range(count)
+    ]
+
+
+def time_system(
+    system: System,
+    inputs: Sequence[SpeedInput],
+    *,
+    batch: int,
+    threads: int,
+    calls: int,
+    warmup: int = 2,
+) -> Timing:
+    """Latency of ``calls`` timed calls of ``batch`` images after ``warmup`` untimed ones."""
+    if not inputs:
+        raise ValueError("no inputs to time")
+    kind = inputs[0].kind
+    timing = Timing(system.name, kind, batch, threads)
+    for number, images in enumerate(batches(inputs, batch, warmup + calls)):
+        if number == warmup and isinstance(system, ReportsStages):
+            system.stage_ms = dict.fromkeys(system.stage_ms, 0.0)
+        start = time.perf_counter()
+        system.read(images, kind)
+        elapsed_ms = (time.perf_counter() - start) * 1000.0
+        if number >= warmup:
+            timing.call_ms.append(elapsed_ms)
+    if isinstance(system, ReportsStages):
+        timing.stages = {stage: ms / timing.images for stage, ms in system.stage_ms.items()}
+    return timing
+
+
+def speedups(timings: Sequence[Timing], baseline: str) -> dict[int, float]:
+    """For each timing (by index): the baseline's p50 / its p50 under the same conditions.
+
+    >>> rows = [Timing("eager", "line", 1, 1, [30.0]), Timing("onnx", "line", 1, 1, [10.0])]
+    >>> speedups(rows, "eager")
+    {0: 1.0, 1: 3.0}
+    """
+    reference = {
+        (t.kind, t.batch, t.threads): t.per_image_ms(50) for t in timings if t.system == baseline
+    }
+    ratios = {}
+    for index, timing in enumerate(timings):
+        base = reference.get((timing.kind, timing.batch, timing.threads))
+        if base is not None:
+            ratios[index] = round(base / timing.per_image_ms(50), 2)
+    return ratios
+
+
+#: Quill runtimes compared: eager PyTorch (the baseline), the two exports, and int8 ONNX.
+VARIANTS = ("eager", "torchscript", "onnx", "onnx-int8")
+BASELINE = "quill-eager"
+#: int8 "keeps accuracy" if its CER on the timed inputs is at most this much above float32's.
+INT8_TOLERANCE = 0.005
+#: Fewest timed calls per row, however large the batch (percentiles need a few calls).
+MIN_CALLS = 5
+
+
+def calls_for(batch: int, images: int, min_calls: int = MIN_CALLS) -> int:
+    """Timed calls so that about ``images`` images are read, but never fewer than ``min_calls``.
+
+    >>> calls_for(1, 32), calls_for(8, 32), calls_for(16, 32)
+    (32, 5, 5)
+    """
+    return max(min_calls, -(-images // batch))
+
+
+def load_quill_variants(
+    model_dir: Path, variants: Sequence[str], threads: int, int8_dir: Path
+) -> tuple[list[System], dict[str, str]]:
+    """The Quill systems of ``variants`` (``quill-<variant>``) and why any could not load.
+
+    ``onnx-int8`` quantises the model into ``int8_dir`` on first use and reuses it after.
+    """
+    systems: list[System] = []
+    unavailable: dict[str, str] = {}
+    for variant in variants:
+        name = f"quill-{variant}"
+        try:
+            if variant == "onnx-int8":
+                if not (int8_dir / "model.onnx").is_file():
+                    quantize_staged(model_dir, int8_dir)
+                systems.append(QuillSystem.load(int8_dir, "onnx", threads, name))
+            else:
+                systems.append(QuillSystem.load(model_dir, variant, threads, name))
+        except (SystemUnavailable, QuantizeError) as exc:
+            unavailable[name] = str(exc)
+    return systems, unavailable
+
+
+def input_accuracy(
+    system: System, inputs: Mapping[Kind, Sequence[SpeedInput]], batch: int
+) -> dict[str, float]:
+    """CER of ``system`` on the timed inputs of each kind (kinds it fails on are left out)."""
+    cers = {}
+    for kind, items in inputs.items():
+        texts: list[str] = []
+        try:
+            for start in range(0, len(items), batch):
+                chunk = items[start : start + batch]
+                texts += system.read([item.image for item in chunk], kind)
+        except Exception:  # noqa: BLE001 - the timing row records the error; no CER here
+            continue
+        cers[kind] = score(texts, [item.text for item in items]).cer
+    return cers
+
+
+def int8_verdict(accuracy: Mapping[str, Mapping[str, float]]) -> dict | None:
+    """Whether int8 ONNX kept float32 ONNX's CER (within ``INT8_TOLERANCE``) on each kind.
+
+    >>> int8_verdict({"quill-onnx": {"line": 0.10}, "quill-onnx-int8": {"line": 0.102}})
+    {'tolerance': 0.005, 'line': {'fp32': 0.1, 'int8': 0.102, 'kept': True}}
+    """
+    fp32, int8 = accuracy.get("quill-onnx"), accuracy.get("quill-onnx-int8")
+    if not fp32 or not int8:
+        return None
+    verdict: dict = {"tolerance": INT8_TOLERANCE}
+    for kind in fp32.keys() & int8.keys():
+        kept = int8[kind] - fp32[kind] <= INT8_TOLERANCE
+        verdict[kind] = {"fp32": fp32[kind], "int8": int8[kind], "kept": kept}
+    return verdict
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """What to time: each (threads, kind, batch) row for every system."""
+
+    batches: tuple[int, ...] = (1, 8)
+    threads: tuple[int, ...] = (1,)
+    #: Images timed per row (see :func:`calls_for`).
+    images: int = 32
+    warmup: int = 2
+
+
+@dataclass
+class SpeedRun:
+    """Everything a speed run measured."""
+
+    timings: list[Timing] = field(default_factory=list)
+    #: "system kind batch=B threads=T" -> the error that stopped that row.
+    failures: dict[str, str] = field(default_factory=dict)
+    systems: dict[str, dict] = field(default_factory=dict)
+    #: system -> kind -> CER on the timed inputs.
+    accuracy: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def run_speed(
+    load: Callable[[int], Sequence[System]],
+    inputs: Mapping[Kind, Sequence[SpeedInput]],
+    plan: SpeedPlan,
+    status: Callable[[str], None] = lambda _: None,
+    advance: Callable[[], None] = lambda: None,
+) -> SpeedRun:
+    """Time every system ``load(threads)`` returns, per thread count, kind and batch size.
+
+    Each system's CER on the inputs is measured once (at the first thread count), so a fast
+    runtime that reads differently (int8) shows it beside its speed. A row that fails is
+    recorded and the rest still run. ``status`` receives a description as each step starts,
+    ``advance`` is called when a row is done (for a progress bar).
+    """
+    run = SpeedRun()
+    for threads in plan.threads:
+        for system in load(threads):
+            run.systems.setdefault(system.name, system.describe())
+            if system.name not in run.accuracy:
+                status(f"{system.name}: accuracy on the inputs")
+                run.accuracy[system.name] = input_accuracy(system, inputs, max(plan.batches))
+            for kind, items in inputs.items():
+                for batch in plan.batches:
+                    status(f"{system.name} {kind} batch={batch} threads={threads}")
+                    try:
+                        calls = calls_for(batch, plan.images)
+                        run.timings.append(
+                            time_system(
+                                system,
+                                items,
+                                batch=batch,
+                                threads=threads,
+                                calls=calls,
+                                warmup=plan.warmup,
+                            )
+                        )
+                    except Exception as exc:  # noqa: BLE001 - record it and time the rest
+                        key = f"{system.name} {kind} batch={batch} threads={threads}"
+                        run.failures[key] = f"{type(exc).__name__}: {exc}"
+                    advance()
+    return run

@@ -1,0 +1,88 @@
+"""The one interface the benchmark drives: a system that reads encoded images into text.
+
+Quill and every peer are wrapped as a :class:`System` so the accuracy and speed harnesses
+treat them identically: the same encoded bytes go in (what the REST API receives), plain
+text comes out, and each system pays for its own decoding and preprocessing inside the
+timed call. Quill reads a whole batch in one call; peers without batching loop inside
+``read``, which is what a user calling them on a batch would get.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from quill.inference.recognizer import Recognizer
+
+Kind = Literal["line", "paragraph"]
+KINDS: tuple[Kind, ...] = ("line", "paragraph")
+
+
+class SystemUnavailable(RuntimeError):
+    """A system cannot run here (not installed, no model files); the message says how to fix."""
+
+
+class System(Protocol):
+    """Anything the benchmark can measure."""
+
+    #: Short name used in tables ("quill", "quill-onnx", "tesseract").
+    name: str
+
+    def describe(self) -> dict[str, str]:
+        """Version and settings, recorded with every result."""
+        ...
+
+    def read(self, images: Sequence[bytes], kind: Kind) -> list[str]:
+        """Text of each encoded image (lines joined by "\\n" for paragraphs)."""
+        ...
+
+
+@runtime_checkable
+class ReportsStages(Protocol):
+    """A system that also says where its time went: milliseconds per stage, summed over calls.
+
+    The speed table splits Quill's latency into preprocessing and model time, which shows
+    whether a budget is missed in image handling or in the network.
+    """
+
+    stage_ms: dict[str, float]
+
+
+@dataclass
+class QuillSystem:
+    """A Quill staged model behind the one inference contract, ``Recognizer.predict``."""
+
+    name: str
+    recognizer: Recognizer
+    settings: dict[str, str] = field(default_factory=dict)
+    #: Preprocessing (per image) and model time (per call) summed over calls to ``read``.
+    stage_ms: dict[str, float] = field(default_factory=lambda: {"preprocess": 0.0, "model": 0.0})
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, backend: str = "auto", threads: int | None = None, name: str = ""
+    ) -> QuillSystem:
+        """Open a staged model directory; a clear :class:`SystemUnavailable` if it cannot be."""
+        from quill.inference.recognizer import Recognizer
+
+        try:
+            recognizer = Recognizer.from_path(model_dir, backend=backend, threads=threads)
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            message = f"cannot load Quill model {model_dir} ({backend}): {exc}"
+            raise SystemUnavailable(message) from exc
+        settings = {"model_dir": str(model_dir), "backend": backend, "threads": str(threads)}
+        return cls(name or f"quill-{backend}", recognizer, settings)
+
+    def describe(self) -> dict[str, str]:
+        loaded = self.recognizer.describe()  # the backend "auto" actually chose, the version
+        return {**self.settings, **{key: str(value) for key, value in loaded.items()}}
+
+    def read(self, images: Sequence[bytes], kind: Kind) -> list[str]:
+        predictions = self.recognizer.predict(list(images), kind=kind)
+        self.stage_ms["preprocess"] += sum(p.timings["preprocess"] for p in predictions)
+        if predictions:  # the model time is one figure shared by the whole call
+            self.stage_ms["model"] += predictions[0].timings["model"]
+        return [prediction.text for prediction in predictions]
