@@ -1,0 +1,261 @@
+"""``Recognizer``: the one inference contract every interface calls.
+
+CLI, REST API, Lambda handler, web app, monitoring and benchmarks all go through
+:meth:`Recognizer.predict`, so batching, line segmentation, confidence and timings are
+defined once. A paragraph is split into lines (``quill.models.segment``); the lines of all
+images in a call are recognised together, sorted by width so that padding stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from quill.inference.backends import ModelLoadError, choose_backend, load_backend
+from quill.inference.sources import InputImage, open_image
+from quill.models.decoding import ctc_greedy_decode
+from quill.preprocess import ImageError, PreprocessConfig, batch_images, preprocess
+from quill.vocab import Tokenizer
+
+METADATA_FILE = "quill-model.json"
+Kind = Literal["auto", "line", "paragraph"]
+KINDS = ("auto", "line", "paragraph")
+#: With kind="auto", an image at least this many times wider than tall is read as one line
+#: without trying to segment it.
+LINE_ASPECT = 4.0
+#: Lines recognised per model call (bounds memory; sorted by width, so padding stays low).
+MAX_BATCH = 32
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class LinePrediction:
+    """One recognised line; ``box`` is (left, top, right, bottom) in the input's pixels."""
+
+    text: str
+    confidence: float
+    box: Box
+
+
+@dataclass
+class Prediction:
+    """The answer for one image. ``timings`` are milliseconds: ``preprocess`` for this image,
+    ``model`` for the model calls shared by the whole ``predict`` call, ``total`` both."""
+
+    text: str
+    confidence: float
+    lines: list[LinePrediction]
+    timings: dict[str, float]
+    model_version: str
+    kind: str = "line"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["lines"] = [{**line, "box": list(line["box"])} for line in data["lines"]]
+        return data
+
+
+@dataclass
+class _Prepared:
+    """One input image cut into model-ready lines."""
+
+    lines: list[np.ndarray]  # each (H, W) float32, ink = 1
+    boxes: list[Box]
+    kind: str
+    preprocess_ms: float
+    texts: list[str] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+
+
+def combined_confidence(confidences: Sequence[float], texts: Sequence[str]) -> float:
+    """Geometric mean of line confidences weighted by line length (+1 so empty lines count).
+
+    >>> round(combined_confidence([0.9, 0.5], ["abcdefgh", ""]), 3)
+    0.847
+    >>> combined_confidence([], [])
+    1.0
+    """
+    weights = [len(t) + 1 for t in texts]
+    if not weights:
+        return 1.0
+    total = sum(w * math.log(max(c, 1e-12)) for w, c in zip(weights, confidences, strict=True))
+    return math.exp(total / sum(weights))
+
+
+class Recognizer:
+    """A staged model loaded for inference on the CPU.
+
+    ``backend`` is the runtime in use (``onnx``, ``torchscript`` or ``eager``);
+    ``backend_timings`` records what ``auto`` measured to choose it (ms per probe batch).
+    """
+
+    def __init__(
+        self,
+        model_dir: Path,
+        meta: dict[str, Any],
+        backend: Any,
+        backend_timings: dict[str, float] | None = None,
+        threads: int | None = None,
+    ):
+        if meta.get("family") != "ctc":
+            raise ModelLoadError(
+                f"{model_dir}: family {meta.get('family')!r} is not supported by the recognizer"
+            )
+        self.model_dir = model_dir
+        self.meta = meta
+        self.runtime = backend
+        self.backend: str = backend.name
+        self.backend_timings = backend_timings or {}
+        self.threads = threads
+        self.tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+        self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
+
+    @property
+    def model_version(self) -> str:
+        return str(self.meta["version"])
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @classmethod
+    def from_path(
+        cls, path: str | Path, backend: str = "auto", threads: int | None = None
+    ) -> Recognizer:
+        """Load a staged model directory; ``threads`` sets the runtime's intra-op threads."""
+        model_dir = Path(path)
+        meta_path = model_dir / METADATA_FILE
+        if not meta_path.is_file():
+            raise ModelLoadError(f"{model_dir} is not a staged model: {METADATA_FILE} is missing")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelLoadError(f"{meta_path} is corrupt: {exc}") from exc
+        if backend == "auto":
+            probe = _probe_batch(PreprocessConfig.from_dict(meta["preprocess"]))
+            runtime, timings = choose_backend(model_dir, meta, threads, probe)
+            return cls(model_dir, meta, runtime, timings, threads)
+        return cls(model_dir, meta, load_backend(backend, model_dir, meta, threads), None, threads)
+
+    @classmethod
+    def from_registry(
+        cls,
+        reference: str,
+        tracking_uri: str | None = None,
+        cache_dir: str | Path | None = None,
+        backend: str = "auto",
+        threads: int | None = None,
+    ) -> Recognizer:
+        """Fetch ``NAME[@ALIAS|VERSION]`` from the MLflow registry (needs mlflow) and load it."""
+        from quill.staging.registry import fetch, resolve
+        from quill.training.tracking import default_tracking_uri
+
+        uri = tracking_uri or default_tracking_uri()
+        found = resolve(reference, uri)
+        root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "quill" / "models"
+        target = root / f"{found.name}-v{found.version}"
+        if not (target / METADATA_FILE).is_file():
+            fetch(f"{found.name}@{found.version}", target, uri)
+        return cls.from_path(target, backend=backend, threads=threads)
+
+    def predict(self, images: Sequence[InputImage], kind: Kind = "auto") -> list[Prediction]:
+        """Recognise every image; raises ``ImageError`` (naming the input) for a bad one.
+
+        ``kind``: ``line`` reads each image as one line, ``paragraph`` segments it into lines
+        first, ``auto`` segments unless the image is clearly a single line.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        prepared = [
+            self._prepare(image, kind, index, len(images)) for index, image in enumerate(images)
+        ]
+        start = time.perf_counter()
+        self._recognise(prepared)
+        model_ms = (time.perf_counter() - start) * 1000
+        return [self._result(item, model_ms) for item in prepared]
+
+    def _prepare(self, source: InputImage, kind: str, index: int, count: int) -> _Prepared:
+        start = time.perf_counter()
+        try:
+            image = open_image(source)
+            boxes = self._line_boxes(image, kind)
+            lines = [preprocess(image.crop(box), self.preprocess_config) for box in boxes]
+        except ImageError as exc:
+            if count == 1:
+                raise
+            raise ImageError(exc.code, f"input {index}: {exc}") from exc
+        line_kind = "paragraph" if len(boxes) > 1 or kind == "paragraph" else "line"
+        return _Prepared(lines, boxes, line_kind, (time.perf_counter() - start) * 1000)
+
+    def _line_boxes(self, image: Image.Image, kind: str) -> list[Box]:
+        width, height = image.size
+        whole: list[Box] = [(0, 0, width, height)]
+        if kind == "line" or (kind == "auto" and width >= LINE_ASPECT * height):
+            return whole
+        from quill.models.segment import segment_lines
+
+        boxes = [tuple(int(v) for v in box) for box in segment_lines(image)]
+        return boxes or whole  # type: ignore[return-value]
+
+    def _recognise(self, prepared: list[_Prepared]) -> None:
+        """Run every line of every prepared image through the model, widest-first batches."""
+        lines = [(item, i, line) for item in prepared for i, line in enumerate(item.lines)]
+        for item in prepared:
+            item.texts = [""] * len(item.lines)
+            item.confidences = [1.0] * len(item.lines)
+        lines.sort(key=lambda entry: entry[2].shape[1])
+        for start in range(0, len(lines), MAX_BATCH):
+            chunk = lines[start : start + MAX_BATCH]
+            batch, widths = batch_images([line for _, _, line in chunk])  # (B,1,H,Wmax), (B,)
+            log_probs, lengths = self.runtime.run(batch, widths)  # (B,T,C), (B,)
+            for (item, i, _), (ids, confidence) in zip(
+                chunk, ctc_greedy_decode(log_probs, lengths), strict=True
+            ):
+                item.texts[i] = self.tokenizer.decode(ids)
+                item.confidences[i] = confidence
+
+    def _result(self, item: _Prepared, model_ms: float) -> Prediction:
+        lines = [
+            LinePrediction(text, round(conf, 4), box)
+            for text, conf, box in zip(item.texts, item.confidences, item.boxes, strict=True)
+        ]
+        return Prediction(
+            text="\n".join(item.texts),
+            confidence=round(combined_confidence(item.confidences, item.texts), 4),
+            lines=lines,
+            timings={
+                "preprocess": round(item.preprocess_ms, 2),
+                "model": round(model_ms, 2),
+                "total": round(item.preprocess_ms + model_ms, 2),
+            },
+            model_version=self.model_version,
+            kind=item.kind,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded, for health endpoints and logs."""
+        return {
+            "name": self.name,
+            "model_version": self.model_version,
+            "family": self.meta["family"],
+            "backend": self.backend,
+            "backend_timings_ms": {k: round(v, 2) for k, v in self.backend_timings.items()},
+            "threads": self.threads,
+        }
+
+
+def _probe_batch(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed batch of 4 lines of typical widths, for timing the runtimes."""
+    rng = np.random.default_rng(0)
+    lines = [
+        (rng.random((config.height, w)) > 0.8).astype(np.float32) for w in (256, 384, 512, 640)
+    ]
+    return batch_images(lines)

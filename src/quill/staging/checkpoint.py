@@ -1,0 +1,174 @@
+"""Find a training checkpoint (a path or an MLflow run) and rebuild its network.
+
+Staging must not need Lightning: a Quill ``.ckpt`` is a ``torch.save`` dict whose
+``hyper_parameters`` say how to build the network (``model_name``, ``model_config``) and how to
+read and write text (``tokenizer``, ``preprocess``), and whose ``state_dict`` holds the
+network's weights under the prefix ``model.``. Rebuilding from those alone is what makes a
+staged model independent of the training code that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quill.preprocess import PreprocessConfig
+from quill.vocab import Tokenizer
+
+#: Tag the training layer sets on a run to name its best checkpoint (artifact path).
+BEST_CHECKPOINT_TAG = "quill.best_checkpoint"
+WEIGHT_PREFIX = "model."
+REQUIRED_HYPER_PARAMETERS = ("model_name", "model_config", "tokenizer", "preprocess")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or run cannot be staged; the message names the file or run and the fix."""
+
+
+@dataclass
+class CheckpointSource:
+    """Where a checkpoint came from: the lineage a staged model records."""
+
+    path: Path
+    run_id: str | None = None
+    #: Metrics of the training run (empty when staging a bare file).
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: Artifact path of the checkpoint inside the run, when it came from one.
+    artifact: str | None = None
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A rebuilt network in eval mode and everything needed to use it."""
+
+    model: Any  # torch.nn.Module
+    model_name: str
+    model_config: dict[str, Any]
+    tokenizer: Tokenizer
+    preprocess: PreprocessConfig
+    dataset_version: str | None
+    config: dict[str, Any]
+    sha256: str
+
+    @property
+    def family(self) -> str:
+        return str(self.model.family)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Rebuild the network of a Quill training checkpoint, in eval mode on the CPU."""
+    import torch
+
+    from quill.models import build_model
+
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+    hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    missing = [k for k in REQUIRED_HYPER_PARAMETERS if k not in (hyper or {})]
+    if hyper is None or missing:
+        raise CheckpointError(
+            f"{path} is not a Quill training checkpoint: hyper_parameters lack {missing}"
+        )
+    tokenizer = Tokenizer.from_dict(hyper["tokenizer"])
+    model = build_model(hyper["model_name"], len(tokenizer), **hyper["model_config"])
+    weights = {
+        key.removeprefix(WEIGHT_PREFIX): value
+        for key, value in checkpoint.get("state_dict", {}).items()
+        if key.startswith(WEIGHT_PREFIX)
+    }
+    if not weights:
+        raise CheckpointError(f"{path} holds no weights under the prefix {WEIGHT_PREFIX!r}")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {path} do not fit {hyper['model_name']}: {exc}") from exc
+    model.eval()
+    return LoadedCheckpoint(
+        model=model,
+        model_name=hyper["model_name"],
+        model_config=dict(hyper["model_config"]),
+        tokenizer=tokenizer,
+        preprocess=PreprocessConfig.from_dict(hyper["preprocess"]),
+        dataset_version=hyper.get("dataset_version"),
+        config=dict(hyper.get("config") or {}),
+        sha256=file_sha256(path),
+    )
+
+
+def resolve_source(reference: str, tracking_uri: str, download_dir: Path) -> CheckpointSource:
+    """A checkpoint file, or the best checkpoint of MLflow run ``reference``.
+
+    A run's best checkpoint is the one its ``quill.best_checkpoint`` tag names; a run without
+    the tag falls back to its newest ``checkpoints/*.ckpt`` artifact.
+    """
+    path = Path(reference)
+    if path.suffix == ".ckpt" or path.exists():
+        return CheckpointSource(path=path)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(reference)
+    except MlflowException as exc:
+        raise CheckpointError(
+            f"{reference!r} is neither a checkpoint file nor a run in {tracking_uri}"
+        ) from exc
+    artifact = run.data.tags.get(BEST_CHECKPOINT_TAG) or _newest_checkpoint(client, reference)
+    local = client.download_artifacts(reference, artifact, str(download_dir))
+    return CheckpointSource(
+        path=Path(local), run_id=reference, metrics=dict(run.data.metrics), artifact=artifact
+    )
+
+
+def _newest_checkpoint(client: Any, run_id: str) -> str:
+    listed = [f for f in client.list_artifacts(run_id, "checkpoints") if f.path.endswith(".ckpt")]
+    if not listed:
+        raise CheckpointError(f"run {run_id} has no checkpoints/*.ckpt artifact to stage")
+    last = [f for f in listed if f.path.endswith("last.ckpt")]
+    return (last or sorted(listed, key=lambda f: f.path))[-1].path
+
+
+def write_checkpoint(
+    path: Path,
+    model: Any,
+    model_name: str,
+    tokenizer: Tokenizer,
+    preprocess: PreprocessConfig,
+    dataset_version: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Save a network built by ``build_model`` as a Quill checkpoint that staging accepts.
+
+    For networks trained outside ``quill train`` (imported weights, smoke tests): the file
+    has exactly the keys :func:`load_checkpoint` reads from a Lightning checkpoint.
+    """
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hyper = {
+        "model_name": model_name,
+        "model_config": model.config.to_dict(),
+        "tokenizer": tokenizer.to_dict(),
+        "preprocess": preprocess.to_dict(),
+        "dataset_version": dataset_version,
+        "config": config or {},
+    }
+    state = {f"{WEIGHT_PREFIX}{k}": v for k, v in model.state_dict().items()}
+    torch.save({"hyper_parameters": hyper, "state_dict": state}, path)
+    return path

@@ -1,0 +1,165 @@
+"""Staged models in the MLflow model registry, with lineage back to their training run.
+
+Each staged directory is logged as the artifacts of a ``quill-staging`` run (tagged with the
+training run it came from) and registered as a new version of a registered model. The
+version's tags carry the lineage (training run, checkpoint, dataset version) so that
+``quill stage --fetch NAME@ALIAS`` can later bring back the exact files and say where they
+came from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGING_EXPERIMENT = "quill-staging"
+ARTIFACT_PATH = "staged_model"
+METADATA_FILE = "quill-model.json"
+
+
+class RegistryError(LookupError):
+    """A registered model, version or alias does not exist, or the store refused a write."""
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """``NAME``, ``NAME@ALIAS`` or ``NAME@VERSION`` (a number), parsed.
+
+    >>> ModelReference.parse("quill-line@champion")
+    ModelReference(name='quill-line', version=None, alias='champion')
+    >>> ModelReference.parse("quill-line@3").version
+    '3'
+    >>> ModelReference.parse("quill-line").alias is None
+    True
+    """
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelReference:
+        name, _, suffix = text.partition("@")
+        if not re.fullmatch(r"[\w.\-]+", name) or (
+            suffix and not re.fullmatch(r"[\w.\-]+", suffix)
+        ):
+            raise RegistryError(f"{text!r} is not NAME, NAME@ALIAS or NAME@VERSION")
+        if suffix.isdigit():
+            return cls(name, version=suffix)
+        return cls(name, alias=suffix or None)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    source: str
+    tags: dict[str, str]
+
+
+def _client(tracking_uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    from quill.training.tracking import prepare_store
+
+    prepare_store(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def lineage_tags(meta: dict[str, Any]) -> dict[str, str]:
+    """Registry tags of a staged model: where it came from and what it is."""
+    lineage = meta["lineage"]
+    tags = {
+        "quill.model_version": meta["version"],
+        "quill.family": meta["family"],
+        "quill.model_name": meta["model_name"],
+        "run_id": lineage.get("run_id") or "",
+        "checkpoint": lineage.get("checkpoint") or "",
+        "checkpoint_sha256": lineage.get("checkpoint_sha256") or "",
+        "dataset_version": lineage.get("dataset_version") or "",
+    }
+    return {k: str(v) for k, v in tags.items()}
+
+
+def register(
+    staged_dir: Path, tracking_uri: str, name: str | None = None, alias: str | None = None
+) -> RegisteredVersion:
+    """Log ``staged_dir`` as run artifacts and register it as a new model version."""
+    from mlflow.exceptions import MlflowException
+
+    from quill.training.tracking import ensure_experiment
+
+    meta = json.loads((staged_dir / METADATA_FILE).read_text())
+    name = name or meta["name"]
+    client = _client(tracking_uri)
+    tags = lineage_tags(meta)
+    experiment_id = ensure_experiment(client, STAGING_EXPERIMENT, tracking_uri)
+    run = client.create_run(
+        experiment_id,
+        run_name=f"stage {name} {meta['version']}",
+        tags={**tags, "mlflow.parentRunId": tags["run_id"]} if tags["run_id"] else tags,
+    )
+    stage_run_id = run.info.run_id
+    try:
+        client.log_artifacts(stage_run_id, str(staged_dir), ARTIFACT_PATH)
+        for key, value in (meta.get("metrics") or {}).items():
+            client.log_metric(stage_run_id, key, float(value))
+        client.set_terminated(stage_run_id)
+        with contextlib.suppress(MlflowException):  # already registered: add a version
+            client.create_registered_model(name, description=f"Quill {meta['family']} recognizer")
+        source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
+        version = client.create_model_version(
+            name, source, run_id=tags["run_id"] or stage_run_id, tags=tags
+        )
+        if alias:
+            client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as exc:
+        client.set_terminated(stage_run_id, status="FAILED")
+        raise RegistryError(f"could not register {staged_dir} as {name!r}: {exc}") from exc
+    return RegisteredVersion(name, str(version.version), source, tags)
+
+
+def resolve(reference: str, tracking_uri: str) -> RegisteredVersion:
+    """The model version a ``NAME[@ALIAS|VERSION]`` names (NAME alone: the newest version)."""
+    from mlflow.exceptions import MlflowException
+
+    ref = ModelReference.parse(reference)
+    client = _client(tracking_uri)
+    try:
+        if ref.alias:
+            version = client.get_model_version_by_alias(ref.name, ref.alias)
+        elif ref.version:
+            version = client.get_model_version(ref.name, ref.version)
+        else:
+            versions = client.search_model_versions(f"name='{ref.name}'")
+            if not versions:
+                raise RegistryError(f"no versions of {ref.name!r} in {tracking_uri}")
+            version = max(versions, key=lambda v: int(v.version))
+    except MlflowException as exc:
+        raise RegistryError(f"{reference!r} not found in the registry at {tracking_uri}") from exc
+    return RegisteredVersion(ref.name, str(version.version), version.source, dict(version.tags))
+
+
+def fetch(reference: str, out_dir: Path, tracking_uri: str) -> Path:
+    """Download the staged files of ``reference`` into ``out_dir``; returns the folder."""
+    import mlflow.artifacts
+
+    found = resolve(reference, tracking_uri)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=found.source, dst_path=scratch, tracking_uri=tracking_uri
+            )
+        )
+        if not (local / METADATA_FILE).is_file():
+            raise RegistryError(f"{reference!r} at {found.source} has no {METADATA_FILE}")
+        for item in local.iterdir():
+            shutil.move(str(item), out_dir / item.name)
+    return out_dir

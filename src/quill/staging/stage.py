@@ -1,0 +1,136 @@
+"""``checkpoint -> staged model directory``: rebuild, export, check parity, describe.
+
+The staged directory is self-contained (``quill-model.json``, ``model.onnx``, ``model.pt``,
+``MODEL_CARD.md``): inference reads nothing else, so it can be committed, copied into a
+container image or fetched back from the registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from quill.preprocess import ImageSource
+from quill.staging.checkpoint import CheckpointSource, LoadedCheckpoint, load_checkpoint
+from quill.staging.export import export_interface, export_onnx, export_torchscript
+from quill.staging.model_card import render_model_card
+from quill.staging.parity import check_parity, onnx_runner, sample_inputs, torch_runner
+from quill.staging.registry import METADATA_FILE
+
+FORMAT_VERSION = 1
+MODEL_CARD_FILE = "MODEL_CARD.md"
+
+#: Called with a short description of each step, for progress display.
+Progress = Callable[[str], None]
+
+
+@dataclass
+class StagedModel:
+    path: Path
+    meta: dict[str, Any]
+
+
+def _version(name: str, files: Sequence[Path]) -> str:
+    """Content-addressed version: the same weights always get the same version string."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return f"{name}-{digest.hexdigest()[:12]}"
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def stage_checkpoint(
+    source: CheckpointSource,
+    out_dir: Path,
+    name: str,
+    samples: Sequence[ImageSource] = (),
+    progress: Progress = lambda _: None,
+) -> StagedModel:
+    """Write the staged model of ``source`` to ``out_dir`` (replaced only if staging succeeds).
+
+    Raises ``ParityError`` (and leaves ``out_dir`` untouched) if an export reads differently
+    from eager PyTorch.
+    """
+    import torch
+
+    progress(f"rebuilding the network from {source.path}")
+    loaded = load_checkpoint(source.path)
+    module = export_interface(loaded.model)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as scratch:
+        work = Path(scratch)
+        progress("exporting ONNX")
+        onnx = export_onnx(module, loaded.preprocess.height, work)
+        progress("exporting TorchScript")
+        script = export_torchscript(module, work)
+        progress("checking parity with eager PyTorch")
+        inputs = sample_inputs(loaded.preprocess, samples)
+        exports = {
+            "onnx": onnx_runner(work / "model.onnx"),
+            "torchscript": torch_runner(torch.jit.load(str(work / "model.pt"))),
+        }
+        parity = check_parity(torch_runner(module), exports, inputs, loaded.tokenizer)
+        parity.raise_for_failure()
+        meta = _metadata(loaded, source, name, work, [onnx, script], parity.to_dict())
+        (work / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        (work / MODEL_CARD_FILE).write_text(render_model_card(meta))
+        progress(f"writing {out_dir}")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        shutil.copytree(work, out_dir)
+        out_dir.chmod(0o755)  # the scratch folder was private (0700)
+    return StagedModel(out_dir, meta)
+
+
+def _metadata(
+    loaded: LoadedCheckpoint,
+    source: CheckpointSource,
+    name: str,
+    work: Path,
+    exports: list,
+    parity: dict[str, Any],
+) -> dict[str, Any]:
+    weight_files = sorted(work.glob("model.onnx*"))
+    data = loaded.config.get("data")
+    return {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": _version(name, weight_files),
+        "family": loaded.family,
+        "model_name": loaded.model_name,
+        "model_config": loaded.model_config,
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),
+        "tokenizer": loaded.tokenizer.to_dict(),
+        "preprocess": loaded.preprocess.to_dict(),
+        "backends": {e.backend: {"files": e.files, **e.details} for e in exports},
+        "io": {"inputs": ["images", "widths"], "outputs": ["log_probs", "lengths"]},
+        "lineage": {
+            "run_id": source.run_id,
+            "checkpoint": source.artifact or str(source.path),
+            "checkpoint_sha256": loaded.sha256,
+            "dataset_version": loaded.dataset_version,
+        },
+        "training_data": data if isinstance(data, str | dict) else None,
+        "metrics": source.metrics,
+        "parity": parity,
+        "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "quill_version": _package_version("quill"),
+        "runtime_versions": {
+            "torch": _package_version("torch"),
+            "onnxruntime": _package_version("onnxruntime"),
+        },
+    }
