@@ -1,6 +1,15 @@
 """Commands of the data layer: ``quill data ...``."""
 
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+if TYPE_CHECKING:
+    from quill.data.readers.common import ImportResult
 
 data_app = typer.Typer(help="Make, import, inspect and version datasets.", no_args_is_help=True)
 
@@ -8,3 +17,163 @@ data_app = typer.Typer(help="Make, import, inspect and version datasets.", no_ar
 def register(app: typer.Typer) -> None:
     """Add ``quill data`` to the ``quill`` app."""
     app.add_typer(data_app, name="data")
+
+
+class ImportFormat(StrEnum):
+    folder = "folder"
+    pagexml = "pagexml"
+    alto = "alto"
+    iam = "iam"
+
+
+class DownloadTarget(StrEnum):
+    iam = "iam"
+
+
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")]
+
+
+def _print_result(result: ImportResult) -> None:
+    """The import report (skips in yellow), then the dataset's version and split counts."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    summary = result.report.summary()
+    console.print(summary[0])
+    for line in summary[1:]:
+        console.print(f"[yellow]{escape(line)}[/yellow]")
+    manifest = result.manifest
+    counts = ", ".join(f"{split} {n}" for split, n in sorted(manifest.counts().items()))
+    console.print(f"dataset {manifest.root}  version {manifest.version}  ({counts or 'empty'})")
+    if result.report.skipped:
+        console.print(f"full report: {manifest.root / 'import-report.json'}")
+    if not len(manifest):
+        raise typer.Exit(1)
+
+
+def _fail(message: str) -> typer.Exit:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(2)
+
+
+@data_app.command("import")
+def import_command(
+    fmt: Annotated[ImportFormat, typer.Argument(metavar="FORMAT", help="Source format.")],
+    src: Annotated[Path, typer.Argument(help="Source folder (or file).")],
+    out: OutOption,
+    kinds: Annotated[
+        str, typer.Option(help="Samples to make from layouts: line, paragraph or both.")
+    ] = "line,paragraph",
+    val_fraction: Annotated[float, typer.Option(help="Share of groups for validation.")] = 0.1,
+    test_fraction: Annotated[float, typer.Option(help="Share of groups for test.")] = 0.1,
+    copy: Annotated[
+        bool, typer.Option(help="folder: copy images into OUT instead of referencing them.")
+    ] = False,
+    split_lists: Annotated[
+        Path | None, typer.Option(help="iam: folder with trainset.txt etc. (default: SRC).")
+    ] = None,
+) -> None:
+    """Import real ground truth into a dataset folder (images + manifest.jsonl).
+
+    FORMAT is folder (images + labels.tsv), pagexml, alto or iam (forms/ + xml/). Splits go
+    by page (writer for IAM, or IAM's official task lists), never by line. Anything
+    unusable is listed with its file and reason; the rest is imported.
+    """
+    from quill.data.readers import READERS, DatasetError
+
+    options: dict = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+    if fmt is ImportFormat.folder:
+        options["copy"] = copy
+    else:
+        chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
+        if not chosen or set(chosen) - {"line", "paragraph"}:
+            raise typer.BadParameter("use line, paragraph or line,paragraph", param_hint="--kinds")
+        options["kinds"] = chosen
+    if fmt is ImportFormat.iam:
+        options["split_lists"] = split_lists
+    try:
+        result = READERS[fmt.value](src, out, show_progress=True, **options)
+    except DatasetError as exc:
+        raise _fail(str(exc)) from exc
+    _print_result(result)
+
+
+@data_app.command("paragraphs")
+def paragraphs_command(
+    src: Annotated[Path, typer.Argument(help="Dataset folder holding line samples.")],
+    out: OutOption,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Paragraphs to make.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same paragraphs).")] = 0,
+    min_lines: Annotated[int, typer.Option(min=1, help="Fewest lines per paragraph.")] = 2,
+    max_lines: Annotated[int, typer.Option(min=1, help="Most lines per paragraph.")] = 8,
+) -> None:
+    """Make paragraphs by stacking real line crops of SRC (texts joined by newlines).
+
+    Each split's paragraphs use only that split's lines, so no test line leaks into training.
+    """
+    from quill.data.paragraphs import ParagraphConfig, make_paragraphs
+    from quill.data.readers import DatasetError
+
+    if max_lines < min_lines:
+        raise typer.BadParameter("must be at least --min-lines", param_hint="--max-lines")
+    config = ParagraphConfig(min_lines=min_lines, max_lines=max_lines)
+    try:
+        result = make_paragraphs(src, out, n, seed=seed, config=config, show_progress=True)
+    except (DatasetError, FileNotFoundError) as exc:
+        raise _fail(str(exc)) from exc
+    _print_result(result)
+
+
+@data_app.command("manifest")
+def manifest_command(
+    folder: Annotated[Path, typer.Argument(help="Dataset folder (or its manifest.jsonl).")],
+) -> None:
+    """Print a dataset's version id and its sample counts per split, kind and source."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from quill.data.manifest import SPLITS, Manifest
+
+    try:
+        manifest = Manifest.load(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    console = Console()
+    groups = len({s.group for s in manifest})
+    console.print(f"{manifest.root}  version [bold]{manifest.version}[/bold]")
+    console.print(f"{len(manifest)} samples in {groups} groups")
+    cells = Counter((s.source, s.kind, s.split) for s in manifest)
+    table = Table("source", "kind", *SPLITS)
+    for source, kind in sorted({(s, k) for s, k, _ in cells}):
+        table.add_row(source, kind, *(str(cells[source, kind, split]) for split in SPLITS))
+    console.print(table)
+
+
+@data_app.command("download")
+def download_command(
+    dataset: Annotated[DownloadTarget, typer.Argument(help="Dataset to download.")],
+    to: Annotated[Path, typer.Option("--to", help="Folder to download and unpack into.")],
+    source: Annotated[
+        str, typer.Option(help="fki (official site, needs IAM_USERNAME/IAM_PASSWORD) or fsdl.")
+    ] = "fki",
+) -> None:
+    """Download IAM (needs a network and, for the official site, a free IAM account).
+
+    Every archive's SHA-256 is checked before it is unpacked. Then import it with
+    `quill data import iam DIR --out DATASET`.
+    """
+    from quill.data.download import DownloadError, download_iam
+
+    try:
+        notes = download_iam(to, source=source, show_progress=True)
+    except DownloadError as exc:
+        raise _fail(str(exc)) from exc
+    for note in notes:
+        typer.echo(note)
+    typer.echo(f"IAM is in {to}; next: quill data import iam {to} --out data/iam")
