@@ -1,7 +1,359 @@
-"""Commands of the annotation layer."""
+"""``quill annotate ...``: raw images to Label Studio, Label Studio exports to datasets.
+
+Every command imports its machinery inside its body, so ``quill --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
 
 import typer
 
+annotate_app = typer.Typer(
+    help="Annotate lines of handwriting in Label Studio: config, tasks, import, serve, push, "
+    "pull (see docs/annotation.md).",
+    no_args_is_help=True,
+)
+
+
+def _console(stderr: bool = True) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def _fail(message: str) -> typer.Exit:
+    _console().print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+@annotate_app.command("config")
+def config_command(
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder to write labeling-config.xml and instructions.html to [default: print "
+        "the config XML].",
+    ),
+) -> None:
+    """The labeling config (one rotatable Line box + a transcription per box) and instructions.
+
+    Paste the XML into a project's Settings > Labeling Interface > Code, and the
+    instructions into Settings > Instructions (``quill annotate push`` does both).
+    """
+    from quill.annotation.config import labeling_config, validate_config, write_config
+
+    if out is None:
+        xml = labeling_config()
+        validate_config(xml)
+        typer.echo(xml, nl=False)
+        return
+    for path in write_config(out):
+        _console().print(f"wrote {path}")
+
+
+def _progress(description: str, total: int | None) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_console(),
+        transient=True,
+    )
+    return progress, progress.add_task(description, total=total)
+
+
+@annotate_app.command("tasks")
+def tasks_command(
+    sources: list[str] = typer.Argument(
+        ...,
+        help="Image folders, image files, dataset folders / manifest.jsonl, .txt lists of "
+        "paths or URLs, or http(s) URLs.",
+        show_default=False,
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Task file to write (.json or .csv)."),
+    fmt: str = typer.Option(
+        None, "--format", help="json or csv [default: from --out's suffix, else json]."
+    ),
+    model: Path = typer.Option(
+        None, "--model", help="Staged model folder: pre-annotate each page with its lines."
+    ),
+    url_prefix: str = typer.Option(
+        "/data/local-files/?d=",
+        help="Prefix of local images' URLs, followed by the path relative to --document-root. "
+        "The default is Label Studio's local-files storage; use e.g. https://host/images/ for "
+        "a web server.",
+    ),
+    document_root: Path = typer.Option(
+        Path("."),
+        help="Folder Label Studio serves local files from "
+        "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; `quill annotate serve --document-root`).",
+    ),
+    threads: int = typer.Option(None, help="Inference threads for --model [default: runtime's]."),
+) -> None:
+    """Write Label Studio tasks for images, optionally with a model's lines as pre-annotations."""
+    from quill.annotation.tasks import (
+        TaskSourceError,
+        build_tasks,
+        collect_images,
+        recognizer_predictor,
+        write_tasks,
+    )
+
+    fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "json")
+    if fmt not in ("json", "csv"):
+        raise _fail(f"--format must be json or csv, not {fmt!r}")
+    if fmt == "csv" and model is not None:
+        raise _fail("CSV tasks cannot carry pre-annotations: use --format json with --model")
+    try:
+        refs = collect_images(sources)
+        predictor = recognizer_predictor(model, threads) if model is not None else None
+    except (TaskSourceError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    progress, bar = _progress("tasks", len(refs))
+    with progress:
+        try:
+            tasks, notes = build_tasks(
+                refs,
+                document_root,
+                url_prefix,
+                predictor,
+                progress=lambda n: progress.advance(bar, n),
+            )
+        except (TaskSourceError, ValueError, OSError) as exc:
+            raise _fail(str(exc)) from exc
+    write_tasks(tasks, out, fmt)
+    console = _console()
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    predicted = sum(1 for task in tasks if task.get("predictions"))
+    console.print(f"wrote {len(tasks)} tasks ({predicted} pre-annotated) to {out}")
+
+
+def _load_tokenizer(path: Path | None) -> Any:
+    """The vocabulary to check labels against: default, a tokenizer JSON or a staged model."""
+    from quill.vocab import Tokenizer
+
+    if path is None:
+        return Tokenizer()
+    file = path / "quill-model.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        return Tokenizer.from_dict(data.get("tokenizer", data))
+    except (OSError, ValueError, KeyError) as exc:
+        raise _fail(f"--vocab {path}: not a tokenizer JSON or staged model ({exc})") from exc
+
+
+@annotate_app.command("import")
+def import_command(
+    export: Path = typer.Argument(
+        ..., help="Label Studio JSON export (Export > JSON).", show_default=False
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
+    images_root: Path = typer.Option(
+        Path("."),
+        help="Where the tasks' images are: the document root the tasks were made with, or "
+        "the folder holding files uploaded to Label Studio.",
+    ),
+    min_agreement: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="Keep a task only if another annotator's transcription agrees at least this much "
+        "(1 - edit distance / length); ground-truth annotations always pass. 0 = off.",
+    ),
+    val_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of tasks for val."),
+    test_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of tasks for test."),
+    keep_illegible: bool = typer.Option(
+        False, help="Keep lines with '#' illegible marks (default: leave them out)."
+    ),
+    keep_unknown: bool = typer.Option(
+        False, help="Keep lines with characters outside the vocabulary (default: leave out)."
+    ),
+    mask_paragraphs: bool = typer.Option(
+        True,
+        "--mask-paragraphs/--no-mask-paragraphs",
+        help="Paint everything outside the line boxes paper-coloured in paragraph samples.",
+    ),
+    vocab: Path = typer.Option(
+        None, help="Tokenizer JSON or staged model whose vocabulary labels must fit."
+    ),
+    overwrite: bool = typer.Option(False, help="Replace a dataset already at --out."),
+) -> None:
+    """Turn a Label Studio export into line crops + paragraph samples with a manifest."""
+    from quill.annotation.importer import ExportError, ImportOptions, import_export, load_export
+
+    options = ImportOptions(
+        images_root=images_root,
+        min_agreement=min_agreement,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        keep_illegible=keep_illegible,
+        keep_unknown=keep_unknown,
+        mask_paragraphs=mask_paragraphs,
+        tokenizer=_load_tokenizer(vocab),
+    )
+    try:
+        total = len(load_export(export))
+        progress, bar = _progress("import", total)
+        with progress:
+            result = import_export(
+                export, out, options, overwrite, lambda n: progress.advance(bar, n)
+            )
+    except (ExportError, FileExistsError) as exc:
+        raise _fail(str(exc)) from exc
+    _print_import(result, out)
+
+
+def _print_import(result: Any, out: Path) -> None:
+    from rich.table import Table
+
+    from quill.annotation.importer import REASONS
+
+    console = _console(stderr=False)
+    loaded = result.report.loaded
+    console.print(
+        f"{result.tasks_used}/{result.tasks} tasks -> {loaded.get('line', 0)} lines, "
+        f"{loaded.get('paragraph', 0)} paragraphs in {out} (version {result.manifest.version}, "
+        f"splits {dict(sorted(result.manifest.counts().items()))})"
+    )
+    if result.reasons:
+        table = Table("left out", "count", "why", title="skipped (details: import-report.json)")
+        for code, count in result.reasons.most_common():
+            table.add_row(code, str(count), REASONS[code])
+        console.print(table)
+
+
+@annotate_app.command("serve")
+def serve_command(
+    port: int = typer.Option(8080, help="Port to listen on."),
+    host: str = typer.Option(
+        "127.0.0.1", help="Address to bind. Anything but loopback needs --allow-remote."
+    ),
+    data_dir: Path = typer.Option(
+        Path(".cache/labelstudio-data"), help="Label Studio's database and uploads."
+    ),
+    document_root: Path = typer.Option(
+        Path("."), help="Root for /data/local-files/ URLs (as in `quill annotate tasks`)."
+    ),
+    venv: Path = typer.Option(
+        Path(os.environ.get("QUILL_LABELSTUDIO_VENV", ".cache/labelstudio-venv")),
+        help="Label Studio's own virtualenv ($QUILL_LABELSTUDIO_VENV; `make labelstudio`).",
+    ),
+    allow_remote: bool = typer.Option(
+        False, help="Allow binding a non-loopback address (put TLS in front of it!)."
+    ),
+    timeout: float = typer.Option(300.0, help="Seconds to wait for the server to come up."),
+) -> None:
+    """Start Label Studio from its own virtualenv, offline, on localhost, password protected.
+
+    Credentials come from LABEL_STUDIO_USERNAME (an e-mail address), LABEL_STUDIO_PASSWORD
+    and LABEL_STUDIO_USER_TOKEN. Stops on Ctrl-C.
+    """
+    from quill.annotation.server import LabelStudioProcess, ServeError, ServeSettings
+
+    settings = ServeSettings(venv, host, port, data_dir, document_root, allow_remote)
+    console = _console()
+    try:
+        server = LabelStudioProcess(settings).start()
+    except (ServeError, OSError) as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        with console.status("starting Label Studio (the first start takes about a minute)"):
+            waited = server.wait_healthy(timeout)
+        console.print(f"Label Studio is up at {settings.url} ({waited:.0f} s); Ctrl-C stops it")
+        code = server.wait()
+    except ServeError as exc:
+        server.stop()
+        raise _fail(str(exc)) from exc
+    except KeyboardInterrupt:
+        code = server.stop() or 0
+    raise typer.Exit(code)
+
+
+def _client(url: str | None) -> Any:
+    from quill.annotation.client import LabelStudioClient, LabelStudioError
+
+    try:
+        return LabelStudioClient.from_env(url)
+    except LabelStudioError as exc:
+        raise _fail(str(exc)) from exc
+
+
+URL_HELP = "Label Studio URL [default: $LABEL_STUDIO_URL or http://127.0.0.1:8080]."
+
+
+@annotate_app.command("push")
+def push_command(
+    tasks_file: Path = typer.Argument(
+        ..., help="Tasks JSON from `quill annotate tasks`.", show_default=False
+    ),
+    project: str = typer.Option("Quill handwriting", help="Project title (created if missing)."),
+    url: str = typer.Option(None, help=URL_HELP),
+    document_root: Path = typer.Option(
+        Path("."),
+        help="The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, for local-files tasks.",
+    ),
+) -> None:
+    """Create/find the project (config + instructions) and import tasks into it.
+
+    API token from LABEL_STUDIO_API_KEY or LABEL_STUDIO_USER_TOKEN.
+    """
+    from quill.annotation.client import LabelStudioError, storage_folder
+    from quill.annotation.config import ConfigError
+
+    try:
+        tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _fail(f"{tasks_file}: cannot read tasks JSON ({exc})") from exc
+    if not isinstance(tasks, list):
+        raise _fail(f"{tasks_file}: tasks JSON must be a list")
+    with _client(url) as client:
+        try:
+            found, created = client.ensure_project(project)
+            folder = storage_folder(tasks, document_root)
+            if folder is not None:
+                client.ensure_local_storage(found["id"], folder)
+            count = client.import_tasks(found["id"], tasks)
+        except (LabelStudioError, ConfigError) as exc:
+            raise _fail(str(exc)) from exc
+    verb = "created" if created else "found"
+    _console().print(
+        f"{verb} project {found.get('title')!r} (id {found['id']}); imported {count} tasks; "
+        f"open {client.url}/projects/{found['id']}"
+    )
+
+
+@annotate_app.command("pull")
+def pull_command(
+    project: str = typer.Option("Quill handwriting", help="Project title or id."),
+    out: Path = typer.Option(..., "--out", "-o", help="Export JSON file to write."),
+    url: str = typer.Option(None, help=URL_HELP),
+) -> None:
+    """Download a project's JSON export (every task) for `quill annotate import`."""
+    from quill.annotation.client import LabelStudioError
+
+    with _client(url) as client:
+        try:
+            found = client.project(project)
+            if found is None:
+                raise _fail(f"no project {project!r} on {client.url}")
+            tasks = client.export(found["id"])
+        except LabelStudioError as exc:
+            raise _fail(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    annotated = sum(1 for task in tasks if task.get("annotations"))
+    _console().print(f"wrote {len(tasks)} tasks ({annotated} annotated) to {out}")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this layer's commands to the `quill` app."""
+    """Add ``quill annotate`` to the ``quill`` app."""
+    app.add_typer(annotate_app, name="annotate")

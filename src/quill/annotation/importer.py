@@ -1,0 +1,447 @@
+"""A Label Studio JSON export -> a Quill dataset of line crops and paragraph samples.
+
+For each task: find its image under ``images_root``, choose one annotation
+(:func:`quill.annotation.agreement.choose`), turn its regions into pixel boxes on the image
+as loaded (EXIF applied, as the browser showed it), warp each box upright into a line crop
+and, when every line of the page is usable, cut the page's lines out as one paragraph sample
+(lines top to bottom, joined by "\\n"; everything outside the line boxes painted paper, so
+the image shows exactly the text of its label). Splits are assigned by task, so a page's
+lines and its paragraph always land in the same split.
+
+Nothing is dropped silently: every task, line or paragraph left out is recorded with a
+reason code (see :data:`REASONS`) in ``import-report.json`` and the command's summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+from PIL import Image
+
+from quill.annotation import agreement, transcription
+from quill.annotation.config import IMAGE_VARIABLE
+from quill.annotation.geometry import (
+    Box,
+    crop_box,
+    enclosing_box,
+    mask_outside,
+    paper_colour,
+    percent_to_box,
+    signed_angle,
+)
+from quill.annotation.regions import Region, parse_regions
+from quill.data.manifest import MANIFEST_NAME, Manifest, file_sha256
+from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport
+from quill.preprocess import ImageError, load_image
+from quill.vocab import Tokenizer
+
+SOURCE = "labelstudio"
+
+#: Why something was left out; the keys are stable (tests and scripts count them).
+REASONS = {
+    "no_annotations": "task never annotated",
+    "all_cancelled": "every annotation was skipped/cancelled",
+    "no_regions": "annotation submitted with no line boxes",
+    "bad_task": "task has no image reference",
+    "image_not_found": "image not found under the images root",
+    "image_unreadable": "image cannot be decoded",
+    "image_changed": "image differs from the one annotated (sha256)",
+    "size_mismatch": "image shape differs from the one annotated",
+    "low_agreement": "annotators disagree more than --min-agreement allows",
+    "no_second_annotation": "--min-agreement set but only one annotation",
+    "not_a_line": "region label is not Line",
+    "text_without_box": "transcription without a box",
+    "box_without_text": "box without a transcription",
+    "tiny_box": "box smaller than 2 pixels",
+    "illegible": "text marks illegible characters (#)",
+    "unknown_characters": "characters outside the vocabulary",
+    "incomplete_paragraph": "a line of the page was left out, so the paragraph is too",
+}
+#: Relative difference of aspect ratios tolerated between the annotated and the found image.
+ASPECT_TOLERANCE = 0.01
+
+
+class ExportError(ValueError):
+    """The export file as a whole cannot be read."""
+
+
+@dataclass
+class ImportOptions:
+    """How strict the import is; the defaults keep only clean, fully legible labels."""
+
+    images_root: Path
+    min_agreement: float = 0.0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    keep_illegible: bool = False
+    keep_unknown: bool = False
+    mask_paragraphs: bool = True
+    tokenizer: Tokenizer = field(default_factory=Tokenizer)
+
+
+@dataclass
+class Line:
+    """One line region read from an annotation, in pixels of the loaded image."""
+
+    region: Region
+    box: Box
+    text: str
+    problem: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class LabelStudioImport:
+    """The outcome: the saved manifest, the data layer's report, and counts per reason."""
+
+    manifest: Manifest
+    report: ImportReport
+    reasons: Counter[str]
+    tasks: int
+    tasks_used: int
+
+
+def load_export(path: Path) -> list[dict[str, Any]]:
+    """The tasks of a Label Studio JSON export, with a clear error for other formats."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ExportError(f"no export at {path}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path} is not JSON: {exc}") from exc
+    if not isinstance(data, list) or not all(isinstance(task, dict) for task in data):
+        raise ExportError(f"{path}: a Label Studio JSON export is a list of task objects")
+    for task in data:
+        if "data" not in task and "annotations" not in task:
+            raise ExportError(
+                f"{path}: task {task.get('id', '?')} has no 'data'/'annotations': this looks "
+                "like a JSON-MIN or CSV export; export the project as 'JSON' instead"
+            )
+    return data
+
+
+def resolve_image(data: dict[str, Any], images_root: Path) -> tuple[Path | None, list[Path]]:
+    """The local file a task's image reference points to, and the candidates tried.
+
+    Understands what ``quill annotate tasks`` writes (``image_path``), local-files URLs
+    (``/data/local-files/?d=...``), files uploaded through the UI (``/data/upload/<project>/
+    <8 hex>-<name>``), http(s) URLs (their path, then their file name) and plain paths.
+    """
+    candidates: list[Path] = []
+    if data.get("image_path"):
+        candidates.append(images_root / str(data["image_path"]))
+    reference = str(data.get(IMAGE_VARIABLE) or "")
+    parsed = urlparse(reference)
+    query = parse_qs(parsed.query)
+    if "d" in query:
+        candidates.append(images_root / query["d"][0])
+    path = unquote(parsed.path)
+    if path.startswith("/data/upload/"):
+        name = Path(path).name
+        stem, dash, rest = name.partition("-")
+        if dash and len(stem) == 8:
+            candidates.append(images_root / rest)
+        candidates.append(images_root / name)
+    elif parsed.scheme in ("http", "https"):
+        candidates += [images_root / path.lstrip("/"), images_root / Path(path).name]
+    elif reference and "d" not in query:
+        candidates.append(images_root / reference)  # an absolute reference stays absolute
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate, candidates
+    return None, candidates
+
+
+def read_lines(
+    annotation: dict[str, Any], size: tuple[int, int], options: ImportOptions
+) -> tuple[list[Line], list[tuple[str, str, str]]]:
+    """Line regions of one annotation on an image of ``size``, with problems marked.
+
+    Returns the lines that have a box, and (region id, reason code, detail) for the regions
+    that cannot be placed on the page.
+    """
+    regions, _ignored = parse_regions(annotation.get("result") or [])
+    lines: list[Line] = []
+    boxless: list[tuple[str, str, str]] = []
+    for region in regions:
+        if not region.is_line:
+            boxless.append((region.id, "not_a_line", f"label {region.labels}"))
+            continue
+        text = transcription.clean(region.typed or [])
+        if region.geometry is None:
+            boxless.append((region.id, "text_without_box", repr(text)))
+            continue
+        line = Line(region, percent_to_box(region.geometry, *size), text)
+        _check(line, options)
+        lines.append(line)
+    return lines, boxless
+
+
+def _check(line: Line, options: ImportOptions) -> None:
+    """Mark why ``line`` cannot be a training label (or unescape its text if it can)."""
+    if min(line.box.width, line.box.height) < 2:
+        line.problem, line.detail = "tiny_box", f"{line.box.width:.1f}x{line.box.height:.1f} px"
+    elif not line.text:
+        line.problem = "box_without_text"
+    elif transcription.is_illegible(line.text) and not options.keep_illegible:
+        line.problem, line.detail = "illegible", repr(line.text)
+    else:
+        line.text = transcription.unescape(line.text)
+        unknown = options.tokenizer.unknown_characters(line.text)
+        if unknown and not options.keep_unknown:
+            shown = ", ".join(repr(c) for c in unknown)
+            line.problem, line.detail = "unknown_characters", f"{shown} in {line.text!r}"
+
+
+def reading_order(lines: list[Line]) -> tuple[list[Line], float]:
+    """Lines top to bottom along the page's own slant, and that slant (degrees).
+
+    The slant is the median of the boxes' rotations, so a photo taken at an angle still
+    reads in order; lines are sorted by their centre's distance down the slanted page.
+    """
+    if not lines:
+        return [], 0.0
+    angle = statistics.median(signed_angle(line.box.rotation) for line in lines)
+    theta = math.radians(angle)
+
+    def key(line: Line) -> tuple[float, float]:
+        cx, cy = line.box.center()
+        down = -cx * math.sin(theta) + cy * math.cos(theta)
+        along = cx * math.cos(theta) + cy * math.sin(theta)
+        return round(down, 1), along
+
+    return sorted(lines, key=key), angle
+
+
+def paragraph_text(lines: list[Line]) -> str:
+    return "\n".join(line.text for line in reading_order(lines)[0] if line.text)
+
+
+class _TaskImporter:
+    """Imports the tasks of one export into one DatasetWriter."""
+
+    def __init__(self, writer: DatasetWriter, options: ImportOptions):
+        self.writer = writer
+        self.options = options
+        self.reasons: Counter[str] = Counter()
+        self.group_of_image: dict[str, str] = {}
+        self.used = 0
+
+    def skip(self, where: str, code: str, detail: str = "") -> None:
+        self.reasons[code] += 1
+        reason = f"{code}: {REASONS[code]}" + (f" ({detail})" if detail else "")
+        self.writer.report.skip(where, reason)
+
+    def run(self, index: int, task: dict[str, Any]) -> None:
+        task_id = task.get("id", f"#{index}")
+        where = f"task {task_id}"
+        annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+        if not annotations:
+            extra = "only model predictions" if task.get("predictions") else ""
+            return self.skip(where, "no_annotations", extra)
+        chosen = agreement.choose(annotations)
+        if chosen is None:
+            return self.skip(where, "all_cancelled", f"{len(annotations)} annotation(s)")
+        if not chosen.get("result"):
+            return self.skip(where, "no_regions", f"annotation {chosen.get('id')}")
+        data = task.get("data") or {}
+        if not (data.get(IMAGE_VARIABLE) or data.get("image_path")):
+            return self.skip(where, "bad_task", f"no data.{IMAGE_VARIABLE}")
+        image = self._open(where, data)
+        if image is None or not self._same_shape(where, chosen, image.size):
+            return
+        lines, boxless = read_lines(chosen, image.size, self.options)
+        accepted, score = self._agreement(where, chosen, annotations, image.size, lines)
+        if accepted:
+            self._write(task, chosen, image, lines, boxless, score)
+
+    def _open(self, where: str, data: dict[str, Any]) -> Image.Image | None:
+        path, tried = resolve_image(data, self.options.images_root)
+        if path is None:
+            shown = ", ".join(str(p) for p in tried) or "nothing to try"
+            self.skip(where, "image_not_found", f"{data.get(IMAGE_VARIABLE)!r}; tried {shown}")
+            return None
+        digest = file_sha256(path)
+        if data.get("sha256") and digest != data["sha256"]:
+            self.skip(where, "image_changed", str(path))
+            return None
+        try:
+            image = load_image(path)
+        except ImageError as exc:
+            self.skip(where, "image_unreadable", str(exc))
+            return None
+        image.info.update(quill_path=str(path), quill_sha256=digest)
+        return image
+
+    def _same_shape(self, where: str, annotation: dict[str, Any], size: tuple[int, int]) -> bool:
+        """Percentages transfer to any resolution, but not to another aspect (or rotation)."""
+        regions, _ = parse_regions(annotation.get("result") or [])
+        for region in regions:
+            if region.original_size is None:
+                continue
+            ow, oh = region.original_size
+            if ow <= 0 or oh <= 0:
+                continue
+            if abs((size[0] / size[1]) / (ow / oh) - 1.0) > ASPECT_TOLERANCE:
+                hint = " (EXIF orientation?)" if (ow, oh) == (size[1], size[0]) else ""
+                detail = f"annotated {ow}x{oh}, found {size[0]}x{size[1]}{hint}"
+                self.skip(where, "size_mismatch", detail)
+                return False
+        return True
+
+    def _agreement(
+        self,
+        where: str,
+        chosen: dict[str, Any],
+        annotations: list[dict[str, Any]],
+        size: tuple[int, int],
+        lines: list[Line],
+    ) -> tuple[bool, float | None]:
+        """Whether the task passes --min-agreement, and its best agreement (None: one reader).
+
+        A ground-truth annotation passes whatever the others say: a reviewer settled it.
+        """
+        others = [a for a in agreement.usable(annotations) if a is not chosen]
+        text = paragraph_text(lines)
+        scores = [
+            agreement.text_agreement(text, paragraph_text(read_lines(a, size, self.options)[0]))
+            for a in others
+        ]
+        best = max(scores) if scores else None
+        if self.options.min_agreement <= 0 or chosen.get("ground_truth"):
+            return True, best
+        if best is None:
+            self.skip(where, "no_second_annotation")
+            return False, None
+        if best < self.options.min_agreement:
+            self.skip(where, "low_agreement", f"{best:.3f} < {self.options.min_agreement}")
+            return False, best
+        return True, best
+
+    def _group(self, task: dict[str, Any], image: Image.Image) -> str:
+        project = task.get("project")
+        group = f"{SOURCE}:{project}:{task.get('id')}" if project else f"{SOURCE}:{task.get('id')}"
+        return self.group_of_image.setdefault(image.info["quill_sha256"], group)  # one split
+
+    def _write(
+        self,
+        task: dict[str, Any],
+        chosen: dict[str, Any],
+        image: Image.Image,
+        lines: list[Line],
+        boxless: list[tuple[str, str, str]],
+        score: float | None,
+    ) -> None:
+        """Write the usable lines and, if the page is complete, its paragraph."""
+        task_id = task.get("id")
+        where = f"task {task_id}"
+        for region_id, code, detail in boxless:
+            self.skip(f"{where} region {region_id}", code, detail)
+        missing_text = any(code == "text_without_box" for _, code, _ in boxless)
+        if not lines:
+            return self.skip(where, "no_regions", f"annotation {chosen.get('id')}")
+        ordered, angle = reading_order(lines)
+        group = self._group(task, image)
+        paper = paper_colour(image)
+        base = {
+            "task_id": task_id,
+            "project": task.get("project"),
+            "annotation_id": chosen.get("id"),
+            "completed_by": chosen.get("completed_by"),
+            "updated_at": chosen.get("updated_at") or chosen.get("created_at"),
+            "ground_truth": bool(chosen.get("ground_truth")),
+            "agreement": None if score is None else round(score, 4),
+            "page": image.info["quill_path"],
+        }
+        written = 0
+        for number, line in enumerate(ordered, 1):
+            if line.problem:
+                self.skip(f"{where} region {line.region.id}", line.problem, line.detail)
+                continue
+            meta = {**base, "region_id": line.region.id, "line": number, "box": _box(line.box)}
+            self.writer.add_crop(
+                f"t{task_id}-l{number:02d}",
+                crop_box(image, line.box, paper),
+                line.text,
+                group=group,
+                kind="line",
+                meta=meta,
+            )
+            written += 1
+        self.used += written > 0
+        if written < len(ordered) or missing_text:
+            return self.skip(where, "incomplete_paragraph")
+        boxes = [line.box for line in ordered]
+        margin = 0.25 * statistics.median(b.height for b in boxes)
+        page = mask_outside(image, boxes, paper) if self.options.mask_paragraphs else image
+        outline = enclosing_box(boxes, angle, margin)
+        self.writer.add_crop(
+            f"t{task_id}-page",
+            crop_box(page, outline, paper),
+            "\n".join(line.text for line in ordered),
+            group=group,
+            kind="paragraph",
+            meta={**base, "lines": len(ordered), "box": _box(outline)},
+        )
+
+
+def _box(box: Box) -> list[float]:
+    return [round(v, 2) for v in (box.x, box.y, box.width, box.height, box.rotation)]
+
+
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Refuse to mix two imports in one folder unless asked to replace the old one."""
+    if (out / MANIFEST_NAME).exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a dataset; pass --overwrite to replace it")
+        for name in (MANIFEST_NAME, REPORT_NAME):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / "images", ignore_errors=True)
+
+
+def import_export(
+    export: Path,
+    out: Path,
+    options: ImportOptions,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> LabelStudioImport:
+    """Convert ``export`` into a dataset at ``out`` (see the module docstring)."""
+    tasks = load_export(export)
+    if not options.images_root.is_dir():
+        raise ExportError(f"images root {options.images_root} is not a directory")
+    prepare_output(out, overwrite)
+    writer = DatasetWriter(out, SOURCE, ImportReport(str(export)), options.tokenizer)
+    importer = _TaskImporter(writer, options)
+    for index, task in enumerate(tasks):
+        importer.run(index, task)
+        if progress:
+            progress(1)
+    result = writer.finish(val_fraction=options.val_fraction, test_fraction=options.test_fraction)
+    report = result.report.to_dict()
+    report.update(
+        tasks=len(tasks),
+        tasks_used=importer.used,
+        reasons=dict(importer.reasons),
+        dataset_version=result.manifest.version,
+        policy={
+            "annotation": "ground_truth first, else the most recently updated; cancelled ignored",
+            "min_agreement": options.min_agreement,
+            "keep_illegible": options.keep_illegible,
+            "keep_unknown": options.keep_unknown,
+            "mask_paragraphs": options.mask_paragraphs,
+        },
+    )
+    (out / REPORT_NAME).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    return LabelStudioImport(
+        result.manifest, result.report, importer.reasons, len(tasks), importer.used
+    )
