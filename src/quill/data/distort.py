@@ -202,6 +202,33 @@ def perspective(
     return _like(image, _remap(pixels, src_y - 0.5, src_x - 0.5), value_range)
 
 
+def displacement_field(
+    shape: tuple[int, int], rng: np.random.Generator, alpha: float, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random displacement ``(dy, dx)``, each float32 of ``shape``.
+
+    ``alpha`` is the standard deviation in pixels, ``sigma`` the smoothing length. The field
+    is drawn at 1/4 resolution and upsampled: faster, and smooth by construction.
+    """
+    height, width = shape
+    coarse = (max(2, height // 4 + 1), max(2, width // 4 + 1))
+    fields = []
+    for _ in range(2):
+        field = ndimage.gaussian_filter(rng.standard_normal(coarse), sigma / 4, mode="reflect")
+        field *= alpha / (field.std() + 1e-8)
+        fields.append(_resize(field.astype(np.float32), (width, height)))
+    return fields[0], fields[1]
+
+
+def remap(image: ImageLike, rows: np.ndarray, cols: np.ndarray) -> ImageLike:
+    """Resample ``image`` at the given source coordinates (bilinear, background fill).
+
+    Lets a caller compose several warps into one coordinate map and pay for one resample.
+    """
+    pixels, value_range = _to_array(image)
+    return _like(image, _remap(pixels, rows, cols), value_range)
+
+
 def elastic(
     image: ImageLike,
     rng: np.random.Generator,
@@ -211,24 +238,15 @@ def elastic(
     """Smooth random displacement (Simard et al. 2003): hand tremor and uneven strokes.
 
     ``alpha`` is the displacement's standard deviation in pixels, ``sigma`` the smoothing
-    length (larger = broader, gentler waves). The field is drawn at 1/4 resolution and
-    upsampled, which is both faster and smoother than a full-resolution field.
+    length (larger = broader, gentler waves); see :func:`displacement_field`.
     """
     pixels, value_range = _to_array(image)
     amount = _uniform(rng, alpha)
     if amount <= 0:
         return _like(image, pixels, value_range)
     height, width = pixels.shape[:2]
-    coarse = (max(2, height // 4 + 1), max(2, width // 4 + 1))
-    fields = []
-    for _ in range(2):
-        field = ndimage.gaussian_filter(rng.standard_normal(coarse), sigma / 4, mode="reflect")
-        field *= amount / (field.std() + 1e-8)
-        zoom = (height / coarse[0], width / coarse[1])
-        fields.append(ndimage.zoom(field, zoom, order=1, grid_mode=True, mode="nearest"))
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    dy = fields[0][:height, :width]
-    dx = fields[1][:height, :width]
+    dy, dx = displacement_field((height, width), rng, amount, sigma)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     return _like(image, _remap(pixels, ys + dy, xs + dx), value_range)
 
 
@@ -273,7 +291,7 @@ def gaussian_noise(
     amount = _uniform(rng, std) * value_range
     if amount <= 0:
         return _like(image, pixels, value_range)
-    noise = rng.standard_normal(pixels.shape[:2]).astype(np.float32) * amount
+    noise = rng.standard_normal(pixels.shape[:2], dtype=np.float32) * np.float32(amount)
     if pixels.ndim == 3:
         noise = noise[..., None]
     return _like(image, pixels + noise, value_range)
@@ -346,15 +364,9 @@ def paper_texture(
     tint = np.array(tints[int(rng.integers(len(tints)))], dtype=np.float32)
     tint += rng.uniform(-12, 6, size=3).astype(np.float32)
     coarse = rng.standard_normal((max(2, height // 16), max(2, width // 16)))
-    blotch = ndimage.zoom(
-        ndimage.gaussian_filter(coarse, 1.5),
-        (height / coarse.shape[0], width / coarse.shape[1]),
-        order=1,
-        grid_mode=True,
-        mode="nearest",
-    )[:height, :width]
+    blotch = _resize(ndimage.gaussian_filter(coarse, 1.5).astype(np.float32), (width, height))
     blotch = blotch / (blotch.std() + 1e-8) * rng.uniform(2, 12)
-    grain = rng.standard_normal((height, width)) * rng.uniform(1, 5)
+    grain = rng.standard_normal((height, width), dtype=np.float32) * np.float32(rng.uniform(1, 5))
     paper = tint[None, None, :] + (blotch + grain)[..., None]
     if rng.random() < ruled:
         spacing = rng.uniform(0.6, 1.0) * height if height < 200 else rng.uniform(40, 70)

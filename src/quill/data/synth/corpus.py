@@ -40,6 +40,7 @@ _PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '
                         "\u2013": "-", "\u2014": "--", "\u00a0": " "})  # fmt: skip
 #: Gutenberg marks italics as _word_; chapter headings are not prose.
 _ITALICS = re.compile(r"_(\S(?:[^_]*\S)?)_")
+_SPACES = re.compile(r"\s+")
 _HEADING = re.compile(r"^(CHAPTER|VOLUME|BOOK)\b|^[IVXLC]+\.?$", re.IGNORECASE)
 
 
@@ -140,7 +141,7 @@ def paragraphs_from_lines(lines: list[str]) -> list[str]:
         if line:
             current.append(line)
             continue
-        text = " ".join(current)
+        text = _SPACES.sub(" ", " ".join(current))
         current = []
         if text and not _HEADING.match(text):
             paragraphs.append(_ITALICS.sub(r"\1", text.translate(_PLAIN)))

@@ -16,6 +16,7 @@ import os
 import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -65,19 +66,18 @@ class _Resources:
     corpus: Corpus
 
 
-_RESOURCES: _Resources | None = None
+@lru_cache(maxsize=4)
+def _resources(corpus: str | None, characters: str) -> _Resources:
+    """Fonts and corpus, loaded once per process (and inherited by forked workers)."""
+    fonts, _ = load_fonts(characters)
+    grouped: dict[tuple[str, str], list[LoadedFont]] = {}
+    for font in fonts:
+        grouped.setdefault((font.spec.split, font.spec.style), []).append(font)
+    return _Resources(grouped, load_corpus(corpus, Tokenizer(characters)))
 
 
 def _load_resources(config: SynthConfig) -> _Resources:
-    global _RESOURCES
-    if _RESOURCES is None:
-        fonts, _ = load_fonts(config.characters)
-        grouped: dict[tuple[str, str], list[LoadedFont]] = {}
-        for font in fonts:
-            grouped.setdefault((font.spec.split, font.spec.style), []).append(font)
-        corpus = load_corpus(config.corpus, Tokenizer(config.characters))
-        _RESOURCES = _Resources(grouped, corpus)
-    return _RESOURCES
+    return _resources(config.corpus, config.characters)
 
 
 def check_resources(config: SynthConfig) -> tuple[list[LoadedFont], list[str]]:
@@ -94,7 +94,7 @@ def check_resources(config: SynthConfig) -> tuple[list[LoadedFont], list[str]]:
             f"({len(absent)} of {len(FONTS)} registered fonts missing): "
             "run scripts/install_fonts.sh"
         )
-    load_corpus(config.corpus, Tokenizer(config.characters))
+    _load_resources(config)
     return fonts, [spec.name for spec in absent]
 
 
@@ -251,14 +251,20 @@ def _run(jobs: list, workers: int, progress: bool, label: str) -> list[Sample]:
                 samples.append(sample)
                 bar.advance(task)
             return samples
-        # Spawned workers: safe even when the caller has threads (torch, a web server).
-        context = multiprocessing.get_context("spawn")
+        context = multiprocessing.get_context(_start_method())
         with context.Pool(workers) as pool:
             chunk = max(1, min(16, len(jobs) // (workers * 8)))
             for sample in pool.imap_unordered(_work, jobs, chunksize=chunk):
                 samples.append(sample)
                 bar.advance(task)
     return samples
+
+
+def _start_method() -> str:
+    """``fork`` where there is one: workers inherit the fonts and corpus the parent loaded
+    (about 2 s per worker otherwise). Workers only use numpy, scipy and Pillow, so a parent
+    with native thread pools (torch) is safe to fork. ``spawn`` elsewhere."""
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _write_info(

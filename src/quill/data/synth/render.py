@@ -69,63 +69,85 @@ def _font(path: Path, size: int) -> ImageFont.FreeTypeFont:
 
 
 @lru_cache(maxsize=32768)
-def _glyph(path: Path, size: int, char: str) -> tuple[np.ndarray, int, int]:
-    """A glyph's coverage (uint8, tight box with a 2 px border) and its box's offset from
-    the pen position on the baseline."""
+def _glyph(path: Path, size: int, char: str) -> tuple[Image.Image, int, int]:
+    """A glyph's coverage (``L`` image, tight box with a 2 px border) and its box's offset
+    from the pen position on the baseline."""
     font = _font(path, size)
     left, top, right, bottom = font.getbbox(char, anchor="ls")
     pad = 2
     patch = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
     ImageDraw.Draw(patch).text((pad - left, pad - top), char, font=font, fill=255, anchor="ls")
-    return np.asarray(patch), left - pad, top - pad
+    return patch, left - pad, top - pad
 
 
-def _paste(canvas: np.ndarray, patch: np.ndarray, x: int, y: int) -> None:
-    """Max-composite ``patch`` (uint8 coverage) into ``canvas`` at top-left (x, y), clipped."""
-    h, w = patch.shape
-    top, left = max(y, 0), max(x, 0)
-    bottom, right = min(y + h, canvas.shape[0]), min(x + w, canvas.shape[1])
-    if bottom <= top or right <= left:
-        return
-    piece = patch[top - y : bottom - y, left - x : right - x].astype(np.float32) / 255.0
-    np.maximum(canvas[top:bottom, left:right], piece, out=canvas[top:bottom, left:right])
+@lru_cache(maxsize=65536)
+def _advance(path: Path, size: int, previous: str, char: str) -> float:
+    """How far the pen moves for ``char`` after ``previous``, with the pair's kerning."""
+    font = _font(path, size)
+    return font.getlength(previous + char) - font.getlength(previous)
+
+
+def _transform_glyph(
+    patch: Image.Image, dx: int, dy: int, matrix: np.ndarray
+) -> tuple[Image.Image, int, int]:
+    """Apply the 2x2 ``matrix`` to a glyph about the pen position on the baseline.
+
+    ``(dx, dy)`` is the patch's top-left relative to the pen; the result comes with its own.
+    One bilinear resample per glyph does rotation, slant and scale together.
+    """
+    w, h = patch.size
+    corners = np.array([[dx, dy], [dx + w, dy], [dx, dy + h], [dx + w, dy + h]], float) @ matrix.T
+    left, top = np.floor(corners.min(axis=0)).astype(int)
+    right, bottom = np.ceil(corners.max(axis=0)).astype(int)
+    inverse = np.linalg.inv(matrix)
+    # PIL maps each output pixel (u, v) to the input (a u + b v + c, d u + e v + f).
+    a, b = inverse[0]
+    d, e = inverse[1]
+    c = a * left + b * top - dx
+    f = d * left + e * top - dy
+    size = (int(right - left), int(bottom - top))
+    out = patch.transform(size, Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
+    return out, int(left), int(top)
 
 
 def draw_line(text: str, writer: Writer, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     """Ink map ``(H, W)`` float32 of one line of text, and the y of its baseline.
 
-    The canvas is generous (glyph jitter and rotation may poke out of the font's box); the
-    caller crops to the ink.
+    Each glyph gets its own rotation, scale and offset, and the writer's slant; the
+    baseline drifts as a damped random walk. The canvas is generous (jitter and slant may
+    poke out of the font's box); the caller crops to the ink. Glyphs are composited in
+    Pillow (in C): overlapping strokes add up to full ink, never beyond.
     """
-    font = _font(writer.font.path, writer.size)
+    path, size = writer.font.path, writer.size
+    font = _font(path, size)
     ascent, descent = font.getmetrics()
-    pad = writer.size
-    width = int(font.getlength(text) * 1.3 + 2 * pad + len(text) * writer.x_height * 0.3)
-    canvas = np.zeros((ascent + descent + 2 * pad, width), dtype=np.float32)
+    pad = size
+    slant_room = abs(writer.slant) * (ascent + descent)
+    width = int(font.getlength(text) * 1.25 + 2 * pad + slant_room + len(text) * 2)
+    canvas = Image.new("L", (width, ascent + descent + 2 * pad), 0)
     baseline = pad + ascent
-    x, drift, previous = float(pad), 0.0, ""
-    for char in text:
-        # Advance with the font's kerning for this pair, then the writer's own spacing.
-        advance = font.getlength(previous + char) - font.getlength(previous)
+    x = float(pad + max(0.0, writer.slant) * descent + max(0.0, -writer.slant) * ascent)
+    drift, previous = 0.0, ""
+    shear = np.array([[1.0, -writer.slant], [0.0, 1.0]])
+    # One draw per glyph from the generator, in a fixed order: (drift, angle, scale, jitter).
+    noise = rng.standard_normal((len(text), 4))
+    for i, char in enumerate(text):
+        advance = _advance(path, size, previous, char)
         previous = char
         if char == " ":
             x += advance * writer.word_spacing
             continue
-        drift = 0.9 * drift + rng.normal(0, writer.glyph_offset * writer.x_height * 0.5)
-        size = max(6, round(writer.size * (1 + rng.normal(0, writer.glyph_scale))))
-        patch, dx, dy = _glyph(writer.font.path, size, char)
-        angle = rng.normal(0, writer.glyph_rotation)
-        if abs(angle) > 0.3:
-            rotated = np.asarray(
-                Image.fromarray(patch).rotate(angle, resample=Image.BILINEAR, expand=True)
-            )
-            dx -= (rotated.shape[1] - patch.shape[1]) // 2
-            dy -= (rotated.shape[0] - patch.shape[0]) // 2
-            patch = rotated
-        jitter = rng.normal(0, writer.glyph_offset * writer.x_height)
-        _paste(canvas, patch, round(x + dx), round(baseline + dy + drift + jitter))
-        x += advance + writer.letter_spacing * writer.x_height
-    return canvas, baseline
+        drift = 0.9 * drift + noise[i, 0] * writer.glyph_offset * writer.x_height * 0.5
+        angle = np.deg2rad(noise[i, 1] * writer.glyph_rotation)
+        scale = 1 + noise[i, 2] * writer.glyph_scale
+        cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
+        matrix = shear @ np.array([[cos, sin], [-sin, cos]])
+        patch, dx, dy = _transform_glyph(*_glyph(path, size, char), matrix)
+        jitter = noise[i, 3] * writer.glyph_offset * writer.x_height
+        left, top = round(x + dx), round(baseline + dy + drift + jitter)
+        canvas.paste(255, (left, top, left + patch.width, top + patch.height), mask=patch)
+        x += advance * scale + writer.letter_spacing * writer.x_height
+    return np.asarray(canvas, dtype=np.float32) / 255.0, baseline
 
 
 def crop_to_ink(
@@ -164,17 +186,33 @@ def draw_paragraph(lines: list[str], writer: Writer, rng: np.random.Generator) -
 
 
 def writer_distortions(ink: np.ndarray, writer: Writer, rng: np.random.Generator) -> np.ndarray:
-    """Pen and hand: stroke weight, slant, a wandering baseline, tremor, a tilted page."""
-    handwriting = writer.font.spec.style == "handwriting"
+    """Pen and hand: stroke weight, a wandering baseline, tremor and a tilted page.
+
+    The slant is applied glyph by glyph in :func:`draw_line`, where it is nearly free; the
+    baseline wave, tremor and tilt are composed into a single resampling of the image.
+    """
     # Continuous pen width: blend the ink towards its 1 px dilation.
-    thicker = distort.stroke_width(ink, rng, radius=(1, 1))
-    weight = rng.uniform(0.0, 1.0) if rng.random() < 0.6 else 0.0
-    ink = ink * (1 - weight) + thicker * weight
-    ink = distort.shear(ink, rng, slant=(writer.slant, writer.slant))
-    if handwriting:
-        ink = distort.baseline_wave(ink, rng, amplitude=(0.0, 0.025))
-        ink = distort.elastic(ink, rng, alpha=(0.0, 1.2), sigma=writer.x_height * 0.4)
-    ink = distort.rotate(ink, rng, degrees=(-1.5, 1.5))
+    if rng.random() < 0.6:
+        weight = rng.uniform(0.0, 1.0)
+        ink = ink * (1 - weight) + distort.stroke_width(ink, rng, radius=(1, 1)) * weight
+    tilt = np.deg2rad(rng.uniform(-1.5, 1.5)) if rng.random() < 0.5 else 0.0
+    # Room for the tilt at the far ends of a long line.
+    room = int(np.ceil(abs(np.tan(tilt)) * ink.shape[1] / 2)) + 1
+    ink = np.pad(ink, ((room, room), (0, 0)))
+    height, width = ink.shape
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    rows = ys + (xs - width / 2) * np.float32(np.tan(tilt))
+    cols = xs.copy()
+    if writer.font.spec.style == "handwriting":
+        amplitude = rng.uniform(0.0, 0.025) * height
+        period = rng.uniform(3.0, 12.0) * writer.x_height * 3
+        rows += amplitude * np.sin(2 * np.pi * xs / period + rng.uniform(0, 2 * np.pi))
+        dy, dx = distort.displacement_field(
+            (height, width), rng, alpha=rng.uniform(0.0, 1.2), sigma=writer.x_height * 0.4
+        )
+        rows += dy
+        cols += dx
+    ink = distort.remap(ink, rows, cols)
     # Pen pressure: some ink is never fully opaque.
     return np.clip(ink * rng.uniform(0.75, 1.0), 0.0, 1.0)
 
