@@ -1,0 +1,95 @@
+"""Line segmentation on drawn paragraphs (exact line counts and boxes) and a real page."""
+
+from __future__ import annotations
+
+import re
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from quill.models.segment import SegmentConfig, segment_lines
+from quill.preprocess import PreprocessConfig, preprocess
+
+LINES = [
+    "The quick brown fox jumps",
+    "over the lazy dog; then it",
+    "naps. Pack my box with five",
+    "dozen liquor jugs, quickly!",
+    "Sphinx of black quartz.",
+]
+
+
+def draw_paragraph(lines: list[str], spacing: int = 52) -> tuple[Image.Image, list[tuple]]:
+    """Dark text on light paper and the pixel box of each drawn line."""
+    font = ImageFont.load_default(size=30)
+    image = Image.new("RGB", (720, 60 + spacing * len(lines)), (235, 230, 220))
+    draw = ImageDraw.Draw(image)
+    boxes = []
+    for index, text in enumerate(lines):
+        origin = (40 + 7 * index, 30 + spacing * index)  # ragged left margin, like handwriting
+        draw.text(origin, text, font=font, fill=(30, 30, 90))
+        boxes.append(draw.textbbox(origin, text, font=font))
+    return image, boxes
+
+
+def contains(outer: tuple, inner: tuple, slack: int = 2) -> bool:
+    return (
+        outer[0] <= inner[0] + slack
+        and outer[1] <= inner[1] + slack
+        and outer[2] >= inner[2] - slack
+        and outer[3] >= inner[3] - slack
+    )
+
+
+def test_finds_each_drawn_line_in_reading_order():
+    image, drawn = draw_paragraph(LINES)
+    segments = segment_lines(image)
+    assert len(segments) == len(LINES)
+    for segment, box in zip(segments, drawn, strict=True):
+        assert contains(segment.box, box)
+        # Tight: a box may not swallow the neighbouring line.
+        assert segment.box[3] - segment.box[1] < 1.6 * (box[3] - box[1])
+
+
+def test_light_ink_on_dark_paper_gives_the_same_lines():
+    image, _ = draw_paragraph(LINES)
+    dark = segment_lines(image)
+    light = segment_lines(ImageOps.invert(image))
+    assert [s.box for s in light] == [s.box for s in dark]
+
+
+def test_skewed_page_is_straightened():
+    image, _ = draw_paragraph(LINES[:4], spacing=60)
+    rotated = image.rotate(3, expand=True, fillcolor=(235, 230, 220))  # rises to the right
+    segments = segment_lines(rotated)
+    assert len(segments) == 4
+    ys = [s.box[1] for s in segments]
+    assert ys == sorted(ys)
+    for segment in segments:
+        # A straightened crop is about one line high; an unstraightened 3° band of a 600 px
+        # line would be ~30 px taller.
+        assert segment.image.height < 60
+
+
+def test_crops_feed_the_shared_preprocessing():
+    image, _ = draw_paragraph(LINES[:2])
+    for segment in segment_lines(image):
+        assert preprocess(segment.image, PreprocessConfig()).shape[0] == 64
+
+
+def test_blank_page_has_no_lines():
+    assert segment_lines(Image.new("RGB", (300, 200), "white")) == []
+
+
+def test_single_line():
+    image, drawn = draw_paragraph(LINES[:1])
+    (segment,) = segment_lines(image)
+    assert contains(segment.box, drawn[0])
+
+
+def test_real_page_line_count_close_to_ground_truth(hooker_dir):
+    page = hooker_dir / "pages" / "JDH_2_16_146_004.jpg"
+    expected = len(re.findall(r"<TextLine\b", page.with_suffix(".xml").read_text("utf-8")))
+    found = segment_lines(page, SegmentConfig())
+    assert abs(len(found) - expected) <= 0.2 * expected, (len(found), expected)
+    tops = [s.box[1] for s in found]
+    assert tops == sorted(tops)
