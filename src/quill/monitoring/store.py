@@ -1,0 +1,936 @@
+"""The monitoring store: every prediction, its projections, and what users said about it.
+
+:class:`MonitoringStore` writes to any SQLAlchemy URL (an SQLite file by default, Postgres
+for a team: ``postgresql+psycopg://user@host/db``) and keeps input images as files named by
+their hash (:class:`~quill.monitoring.images.ImageStore`, local or any fsspec URL). Serving
+never calls it on the request path: :class:`AsyncPredictionLogger` queues records and a
+background thread writes them in batches, retries a failing store, reports the failure in
+the log and its :meth:`~AsyncPredictionLogger.stats`, and flushes on close and at exit.
+
+Configuration: ``$QUILL_MONITORING_URL`` (database), ``$QUILL_MONITORING_IMAGES`` (image
+folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections only).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import sessionmaker
+
+from quill.monitoring import projections as proj
+from quill.monitoring.images import ImageStore
+from quill.monitoring.schema import (
+    Base,
+    BaselineRow,
+    BaselineValueRow,
+    FeedbackRow,
+    PredictionRow,
+    ProjectionRow,
+    ShadowRow,
+)
+from quill.vocab import Tokenizer
+
+log = logging.getLogger(__name__)
+
+URL_ENV = "QUILL_MONITORING_URL"
+IMAGES_ENV = "QUILL_MONITORING_IMAGES"
+RETAIN_ENV = "QUILL_MONITORING_RETAIN_IMAGES"
+#: Where the embedded store lives when nothing is configured (relative to the working dir).
+DEFAULT_DIR = Path("monitoring")
+FLAGS = ("incorrect", "offensive", "other")
+CLIENTS = ("api", "app", "lambda", "cli", "replay")
+Flag = Literal["incorrect", "offensive", "other"]
+#: Rows per IN (...) list: well under every backend's parameter limit.
+_CHUNK = 500
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the time zone convention of every column in the store."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def default_url() -> str:
+    """``$QUILL_MONITORING_URL``, else an SQLite file under ``./monitoring/``."""
+    return os.environ.get(URL_ENV) or f"sqlite:///{(DEFAULT_DIR / 'monitoring.db').resolve()}"
+
+
+def normalise_url(url: str) -> str:
+    """Route plain Postgres URLs to psycopg 3, the driver Quill installs.
+
+    >>> normalise_url("postgresql://u@h/db")
+    'postgresql+psycopg://u@h/db'
+    >>> normalise_url("sqlite:///x.db")
+    'sqlite:///x.db'
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@dataclass(frozen=True)
+class PredictionRecord:
+    """The arguments of :meth:`MonitoringStore.log_prediction`, captured at request time."""
+
+    request_id: str
+    client: str
+    model_version: str
+    image_bytes: bytes | None
+    text: str
+    confidence: float | None
+    latency_ms: float | None
+    lines: list | None = None
+    timestamp: datetime = field(default_factory=utcnow)
+
+
+@dataclass(frozen=True)
+class ShadowRecord:
+    """A shadow (candidate) model's answer to a request the current model answered."""
+
+    request_id: str
+    model_version: str
+    current_model_version: str
+    text: str
+    confidence: float | None
+    latency_ms: float | None
+    disagreement: float
+    timestamp: datetime = field(default_factory=utcnow)
+
+
+Record = PredictionRecord | ShadowRecord
+
+
+@dataclass(frozen=True)
+class Feedback:
+    created_at: datetime
+    flag: str | None
+    comment: str | None
+    correction: str | None
+
+
+@dataclass
+class StoredPrediction:
+    """A prediction as read back, with its projections and every feedback it received."""
+
+    id: int
+    request_id: str
+    created_at: datetime
+    client: str
+    model_version: str
+    text: str
+    confidence: float | None
+    latency_ms: float | None
+    lines: list | None
+    image_sha256: str | None
+    image_ext: str | None
+    projections: dict[str, float | None] = field(default_factory=dict)
+    feedback: list[Feedback] = field(default_factory=list)
+
+    @property
+    def flag(self) -> str | None:
+        """The latest flag a user set (feedback without a flag does not clear it)."""
+        return next((f.flag for f in reversed(self.feedback) if f.flag), None)
+
+    @property
+    def correction(self) -> str | None:
+        """The latest correction a user typed."""
+        return next((f.correction for f in reversed(self.feedback) if f.correction), None)
+
+    @property
+    def comment(self) -> str | None:
+        return next((f.comment for f in reversed(self.feedback) if f.comment), None)
+
+
+@dataclass
+class Baseline:
+    """Reference projections: ``values[name]`` lists one value per test sample."""
+
+    name: str
+    created_at: datetime
+    dataset_version: str | None
+    model_version: str | None
+    meta: dict
+    values: dict[str, list[float | None]]
+
+    def __len__(self) -> int:
+        return max((len(v) for v in self.values.values()), default=0)
+
+
+class UnknownRequestError(KeyError):
+    """No prediction with this request id is stored."""
+
+
+class MonitoringStore:
+    """Predictions, projections, feedback, shadow answers and baselines in one database.
+
+    ``retain_images=False`` keeps projections only: image bytes are used to compute the input
+    projections and then dropped. Thread safe: each call opens its own session.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        image_dir: str | Path | None = None,
+        *,
+        retain_images: bool | None = None,
+        tokenizer: Tokenizer | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ):
+        self.url = normalise_url(url or default_url())
+        self.engine = _create_engine(self.url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if image_dir is None:
+            image_dir = os.environ.get(IMAGES_ENV) or _default_image_dir(self.url)
+        self.images = ImageStore(str(image_dir), **(storage_options or {}))
+        if retain_images is None:
+            retain_images = os.environ.get(RETAIN_ENV, "1").lower() not in ("0", "false", "no")
+        self.retain_images = retain_images
+        self.tokenizer = tokenizer or Tokenizer()
+
+    def __repr__(self) -> str:
+        return f"MonitoringStore({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def log_prediction(
+        self,
+        request_id: str,
+        client: str,
+        model_version: str,
+        image_bytes: bytes | None,
+        text: str,
+        confidence: float | None,
+        latency_ms: float | None,
+        lines: list | None = None,
+        *,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Store one prediction now (serving should use :class:`AsyncPredictionLogger`)."""
+        self.write(
+            [
+                PredictionRecord(
+                    request_id,
+                    client,
+                    model_version,
+                    image_bytes,
+                    text,
+                    confidence,
+                    latency_ms,
+                    lines,
+                    timestamp or utcnow(),
+                )
+            ]
+        )
+
+    def log_shadow(
+        self,
+        request_id: str,
+        model_version: str,
+        current_model_version: str,
+        text: str,
+        confidence: float | None,
+        latency_ms: float | None,
+        disagreement: float,
+    ) -> None:
+        self.write(
+            [
+                ShadowRecord(
+                    request_id,
+                    model_version,
+                    current_model_version,
+                    text,
+                    confidence,
+                    latency_ms,
+                    disagreement,
+                )
+            ]
+        )
+
+    def write(self, records: Sequence[Record]) -> int:
+        """Store a batch in one transaction; returns how many predictions were new.
+
+        A request id already stored is skipped with a warning, so a retried batch never
+        duplicates rows. Images are written before the transaction: if it fails, a retry
+        finds them already there.
+        """
+        predictions = list(
+            {r.request_id: r for r in records if isinstance(r, PredictionRecord)}.values()
+        )
+        shadows = [r for r in records if isinstance(r, ShadowRecord)]
+        prepared = [(r, *self._prepare(r)) for r in predictions]
+        with self._sessions.begin() as session:
+            existing = set()
+            for chunk in _chunks([r.request_id for r in predictions]):
+                query = select(PredictionRow.request_id).where(PredictionRow.request_id.in_(chunk))
+                existing.update(session.scalars(query))
+            rows, values = [], []
+            for record, image, projected in prepared:
+                if record.request_id in existing:
+                    log.warning("request %s is already stored; skipped", record.request_id)
+                    continue
+                rows.append(_prediction_row(record, image))
+                values.append(projected)
+            session.add_all(rows)
+            session.flush()  # assigns ids
+            projection_rows = [
+                {"prediction_id": row.id, "name": name, "value": value}
+                for row, projected in zip(rows, values, strict=True)
+                for name, value in projected.items()
+            ]
+            if projection_rows:
+                session.execute(insert(ProjectionRow), projection_rows)
+            session.add_all(_shadow_row(s) for s in shadows)
+        return len(rows)
+
+    def _prepare(self, record: PredictionRecord) -> tuple[tuple[str, str] | None, dict]:
+        """(stored image hash and extension or None, projections) of one record."""
+        image = _decode(record.image_bytes, record.request_id)
+        data = proj.ProjectionInput(record.text, record.confidence, image, self.tokenizer)
+        stored = None
+        if self.retain_images and record.image_bytes:
+            stored = self.images.put(record.image_bytes)
+        return stored, proj.compute(data)
+
+    def add_feedback(
+        self,
+        request_id: str,
+        flag: Flag | None,
+        comment: str | None = None,
+        correction: str | None = None,
+        *,
+        strict: bool = False,
+    ) -> None:
+        """Attach a flag, comment and/or correction to a prediction.
+
+        Feedback for a request not (yet) in the store is kept, because the prediction may
+        still be queued in an :class:`AsyncPredictionLogger`; ``strict=True`` refuses it
+        with :class:`UnknownRequestError` instead (flush the logger first).
+        """
+        if flag is not None and flag not in FLAGS:
+            raise ValueError(f"flag must be one of {FLAGS} or None, not {flag!r}")
+        if flag is None and not comment and correction is None:
+            raise ValueError("feedback needs a flag, a comment or a correction")
+        with self._sessions.begin() as session:
+            if strict and not session.scalar(
+                select(func.count()).where(PredictionRow.request_id == request_id)
+            ):
+                raise UnknownRequestError(request_id)
+            session.add(
+                FeedbackRow(
+                    request_id=request_id,
+                    created_at=utcnow(),
+                    flag=flag,
+                    comment=comment,
+                    correction=correction,
+                )
+            )
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def predictions(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        *,
+        client: str | None = None,
+        model_version: str | None = None,
+        flagged: bool = False,
+        request_ids: Iterable[str] | None = None,
+    ) -> list[StoredPrediction]:
+        """Predictions in a time window, oldest first, with projections and feedback."""
+        conditions = []
+        if since is not None:
+            conditions.append(PredictionRow.created_at >= since)
+        if until is not None:
+            conditions.append(PredictionRow.created_at < until)
+        if client is not None:
+            conditions.append(PredictionRow.client == client)
+        if model_version is not None:
+            conditions.append(PredictionRow.model_version == model_version)
+        if flagged:
+            conditions.append(
+                PredictionRow.request_id.in_(
+                    select(FeedbackRow.request_id).where(FeedbackRow.flag.is_not(None))
+                )
+            )
+        if request_ids is not None:
+            conditions.append(PredictionRow.request_id.in_(list(request_ids)))
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(PredictionRow).where(*conditions).order_by(PredictionRow.created_at)
+            ).all()
+            found = {row.id: _stored(row) for row in rows}
+            window = select(PredictionRow.id).where(*conditions)
+            for row in session.scalars(
+                select(ProjectionRow).where(ProjectionRow.prediction_id.in_(window))
+            ):
+                found[row.prediction_id].projections[row.name] = row.value
+            by_request = {p.request_id: p for p in found.values()}
+            feedback = select(FeedbackRow).where(
+                FeedbackRow.request_id.in_(select(PredictionRow.request_id).where(*conditions))
+            )
+            for row in session.scalars(feedback.order_by(FeedbackRow.created_at, FeedbackRow.id)):
+                by_request[row.request_id].feedback.append(
+                    Feedback(row.created_at, row.flag, row.comment, row.correction)
+                )
+        return list(found.values())
+
+    def get_prediction(self, request_id: str) -> StoredPrediction | None:
+        found = self.predictions(request_ids=[request_id])
+        return found[0] if found else None
+
+    def feedback_counts(
+        self, since: datetime | None = None
+    ) -> list[tuple[datetime, str | None, str | None]]:
+        """(time, flag, correction) of every feedback since ``since``: the report's timeline."""
+        with self._sessions() as session:
+            query = select(FeedbackRow.created_at, FeedbackRow.flag, FeedbackRow.correction)
+            if since is not None:
+                query = query.where(FeedbackRow.created_at >= since)
+            return [tuple(r) for r in session.execute(query.order_by(FeedbackRow.created_at))]
+
+    def shadow_predictions(self, since: datetime | None = None) -> list[ShadowRecord]:
+        with self._sessions() as session:
+            query = select(ShadowRow)
+            if since is not None:
+                query = query.where(ShadowRow.created_at >= since)
+            return [
+                ShadowRecord(
+                    r.request_id,
+                    r.model_version,
+                    r.current_model_version,
+                    r.text,
+                    r.confidence,
+                    r.latency_ms,
+                    r.disagreement,
+                    r.created_at,
+                )
+                for r in session.scalars(query.order_by(ShadowRow.created_at))
+            ]
+
+    def image_bytes(self, prediction: StoredPrediction) -> bytes | None:
+        """The stored input image, or None when it was not retained or has been purged."""
+        if prediction.image_sha256 is None or prediction.image_ext is None:
+            return None
+        return self.images.get(prediction.image_sha256, prediction.image_ext)
+
+    def image_location(self, prediction: StoredPrediction) -> str | None:
+        """Path or URL of the stored input image (None if it was not kept)."""
+        if prediction.image_sha256 is None or prediction.image_ext is None:
+            return None
+        return self.images.url(prediction.image_sha256, prediction.image_ext)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table, for ``quill monitor status``."""
+        tables = {
+            "predictions": PredictionRow,
+            "feedback": FeedbackRow,
+            "shadow_predictions": ShadowRow,
+            "baselines": BaselineRow,
+        }
+        with self._sessions() as session:
+            return {
+                name: session.scalar(select(func.count()).select_from(table)) or 0
+                for name, table in tables.items()
+            }
+
+    # ---- privacy and retention ----------------------------------------------------------
+
+    def delete_request(self, request_id: str) -> bool:
+        """Erase everything about one request (a user's deletion request); True if found."""
+        with self._sessions.begin() as session:
+            row = session.scalar(
+                select(PredictionRow).where(PredictionRow.request_id == request_id)
+            )
+            had_feedback = session.execute(
+                delete(FeedbackRow).where(FeedbackRow.request_id == request_id)
+            ).rowcount
+            session.execute(delete(ShadowRow).where(ShadowRow.request_id == request_id))
+            images = set()
+            if row is not None:
+                session.execute(delete(ProjectionRow).where(ProjectionRow.prediction_id == row.id))
+                if row.image_sha256:
+                    images.add((row.image_sha256, row.image_ext))
+                session.delete(row)
+        self._delete_unreferenced(images)
+        return row is not None or bool(had_feedback)
+
+    def purge(self, older_than: timedelta, *, images_only: bool = False) -> dict[str, int]:
+        """Apply a retention period: drop what is older than ``older_than``.
+
+        ``images_only`` deletes the image files but keeps predictions and projections (so the
+        drift history stays while the pictures users sent go away).
+        """
+        cutoff = utcnow() - older_than
+        old = PredictionRow.created_at < cutoff
+        with self._sessions.begin() as session:
+            images = set(
+                session.execute(
+                    select(PredictionRow.image_sha256, PredictionRow.image_ext).where(
+                        old, PredictionRow.image_sha256.is_not(None)
+                    )
+                ).all()
+            )
+            if images_only:
+                session.execute(
+                    update(PredictionRow).where(old).values(image_sha256=None, image_ext=None)
+                )
+                counts = {"predictions": 0, "feedback": 0}
+            else:
+                old_ids = select(PredictionRow.id).where(old)
+                old_requests = select(PredictionRow.request_id).where(old)
+                session.execute(
+                    delete(ProjectionRow).where(ProjectionRow.prediction_id.in_(old_ids))
+                )
+                feedback = session.execute(
+                    delete(FeedbackRow).where(FeedbackRow.request_id.in_(old_requests))
+                ).rowcount
+                session.execute(delete(ShadowRow).where(ShadowRow.created_at < cutoff))
+                predictions = session.execute(delete(PredictionRow).where(old)).rowcount
+                counts = {"predictions": predictions, "feedback": feedback}
+        counts["images"] = self._delete_unreferenced(images)
+        return counts
+
+    def _delete_unreferenced(self, images: Iterable[tuple[str, str]]) -> int:
+        """Delete image files no remaining prediction points to (the same photo can be
+        shared by several requests)."""
+        images = list(images)
+        with self._sessions() as session:
+            referenced = set()
+            for chunk in _chunks([sha for sha, _ in images]):
+                referenced.update(
+                    session.scalars(
+                        select(PredictionRow.image_sha256).where(
+                            PredictionRow.image_sha256.in_(chunk)
+                        )
+                    )
+                )
+        return sum(self.images.delete(sha, ext) for sha, ext in images if sha not in referenced)
+
+    # ---- projections --------------------------------------------------------------------
+
+    def backfill(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        recompute: bool = False,
+        batch_size: int = 200,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Compute projections missing from stored predictions (all of them if
+        ``recompute``), e.g. after registering a new projection. Input projections need the
+        retained image; where it is gone they stay empty. Returns values written."""
+        wanted = [p.name for p in proj.get_projections(names)]
+        written = 0
+        for batch in self._batches_missing(wanted, recompute, batch_size):
+            rows = []
+            for prediction in batch:
+                missing = [n for n in wanted if recompute or n not in prediction.projections]
+                image = _decode(self._image_or_none(prediction), prediction.request_id)
+                data = proj.ProjectionInput(
+                    prediction.text, prediction.confidence, image, self.tokenizer
+                )
+                rows += [
+                    {"prediction_id": prediction.id, "name": n, "value": v}
+                    for n, v in proj.compute(data, missing).items()
+                ]
+            with self._sessions.begin() as session:
+                ids = [p.id for p in batch]
+                # Replace what is recomputed; an absent row is simply added.
+                session.execute(
+                    delete(ProjectionRow).where(
+                        ProjectionRow.prediction_id.in_(ids),
+                        ProjectionRow.name.in_({r["name"] for r in rows}),
+                    )
+                )
+                if rows:
+                    session.execute(insert(ProjectionRow), rows)
+            written += len(rows)
+            if progress:
+                progress(len(batch))
+        return written
+
+    def _batches_missing(
+        self, wanted: list[str], recompute: bool, batch_size: int
+    ) -> Iterator[list[StoredPrediction]]:
+        with self._sessions() as session:
+            query = select(PredictionRow.request_id).order_by(PredictionRow.id)
+            if not recompute:
+                have = (
+                    select(ProjectionRow.prediction_id)
+                    .where(ProjectionRow.name.in_(wanted))
+                    .group_by(ProjectionRow.prediction_id)
+                    .having(func.count() == len(wanted))
+                )
+                query = query.where(PredictionRow.id.not_in(have))
+            request_ids = list(session.scalars(query))
+        for chunk in _chunks(request_ids, batch_size):
+            yield self.predictions(request_ids=chunk)
+
+    def _image_or_none(self, prediction: StoredPrediction) -> bytes | None:
+        try:
+            return self.image_bytes(prediction)
+        except FileNotFoundError:
+            log.warning(
+                "image of request %s is missing from the image store", prediction.request_id
+            )
+            return None
+
+    # ---- baselines ----------------------------------------------------------------------
+
+    def save_baseline(
+        self,
+        name: str,
+        rows: Sequence[dict[str, float | None]],
+        *,
+        dataset_version: str | None = None,
+        model_version: str | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        """Store (replacing any of the same name) one projection dict per test sample."""
+        if not rows:
+            raise ValueError(f"baseline {name!r} has no samples")
+        with self._sessions.begin() as session:
+            old = session.scalar(select(BaselineRow).where(BaselineRow.name == name))
+            if old is not None:
+                session.execute(
+                    delete(BaselineValueRow).where(BaselineValueRow.baseline_id == old.id)
+                )
+                session.delete(old)
+                session.flush()
+            baseline = BaselineRow(
+                name=name,
+                created_at=utcnow(),
+                dataset_version=dataset_version,
+                model_version=model_version,
+                meta=meta or {},
+            )
+            session.add(baseline)
+            session.flush()
+            session.execute(
+                insert(BaselineValueRow),
+                [
+                    {"baseline_id": baseline.id, "sample": i, "name": k, "value": v}
+                    for i, row in enumerate(rows)
+                    for k, v in row.items()
+                ],
+            )
+
+    def load_baseline(self, name: str = "default") -> Baseline:
+        """A stored baseline; KeyError listing the stored ones if ``name`` is not among them."""
+        with self._sessions() as session:
+            row = session.scalar(select(BaselineRow).where(BaselineRow.name == name))
+            if row is None:
+                known = list(session.scalars(select(BaselineRow.name)))
+                raise KeyError(
+                    f"no baseline named {name!r} in the store (stored: {known or 'none'}); "
+                    "make one with `quill monitor baseline`"
+                )
+            values: dict[str, list[float | None]] = {}
+            query = (
+                select(BaselineValueRow.name, BaselineValueRow.value)
+                .where(BaselineValueRow.baseline_id == row.id)
+                .order_by(BaselineValueRow.sample)
+            )
+            for key, value in session.execute(query):
+                values.setdefault(key, []).append(value)
+            return Baseline(
+                row.name,
+                row.created_at,
+                row.dataset_version,
+                row.model_version,
+                row.meta or {},
+                values,
+            )
+
+    def baseline_names(self) -> list[str]:
+        with self._sessions() as session:
+            return list(session.scalars(select(BaselineRow.name).order_by(BaselineRow.name)))
+
+
+class AsyncPredictionLogger:
+    """Logs predictions off the request path: ``log()`` only appends to a queue.
+
+    A daemon thread writes the queue in batches (at ``batch_size`` records or every
+    ``flush_interval`` seconds). If the store fails, the batch stays queued and is retried
+    with backoff while the error is logged (once per failure streak) and counted in
+    :meth:`stats`; requests keep being answered. Beyond ``max_pending`` queued records new
+    ones are dropped and counted rather than exhausting memory. :meth:`close` (also run at
+    interpreter exit) flushes what is queued.
+    """
+
+    def __init__(
+        self,
+        store: MonitoringStore,
+        *,
+        batch_size: int = 64,
+        flush_interval: float = 0.5,
+        max_pending: int = 10_000,
+        max_backoff: float = 10.0,
+    ):
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.max_backoff = max_backoff
+        self._queue: deque[Record] = deque()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
+        self._flush_requested = False
+        self._failures_in_row = 0
+        self._stats = {"logged": 0, "written": 0, "dropped": 0, "failed_writes": 0}
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="quill-monitoring", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def log(
+        self,
+        request_id: str,
+        client: str,
+        model_version: str,
+        image_bytes: bytes | None,
+        text: str,
+        confidence: float | None,
+        latency_ms: float | None,
+        lines: list | None = None,
+    ) -> None:
+        """Queue a prediction (same arguments as :meth:`MonitoringStore.log_prediction`)."""
+        self._enqueue(
+            PredictionRecord(
+                request_id, client, model_version, image_bytes, text, confidence, latency_ms, lines
+            )
+        )
+
+    def log_shadow(self, record: ShadowRecord) -> None:
+        """Queue a shadow model's answer."""
+        self._enqueue(record)
+
+    def _enqueue(self, record: Record) -> None:
+        with self._cond:
+            if self._closed:
+                log.error("monitoring logger is closed; request %s not logged", record.request_id)
+                self._stats["dropped"] += 1
+                return
+            if len(self._queue) >= self.max_pending:
+                self._stats["dropped"] += 1
+                log.error(
+                    "monitoring queue full (%d records, store failing?); request %s not logged",
+                    len(self._queue),
+                    record.request_id,
+                )
+                return
+            self._queue.append(record)
+            self._stats["logged"] += 1
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for health checks and metrics: queued, written, dropped, failures."""
+        with self._cond:
+            return {
+                **self._stats,
+                "queued": len(self._queue) + self._in_flight,
+                "healthy": self._failures_in_row == 0,
+                "last_error": self._last_error,
+            }
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until everything queued so far is written; False on timeout or failure."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify_all()
+            while self._queue or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._failures_in_row or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return True
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Flush and stop the writer; True if nothing was left unwritten."""
+        with self._cond:
+            if self._closed:
+                return not self._queue
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        atexit.unregister(self.close)
+        left = len(self._queue)
+        if left:
+            log.error("monitoring store unavailable at shutdown: %d records not written", left)
+        return left == 0
+
+    def __enter__(self) -> AsyncPredictionLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                idle = not self._closed and not self._flush_requested
+                if idle and len(self._queue) < self.batch_size:
+                    self._cond.wait(self.flush_interval)
+                if not self._queue:
+                    self._flush_requested = False
+                    self._cond.notify_all()
+                    if self._closed:
+                        return
+                    continue
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))
+                ]
+                self._in_flight = len(batch)
+            ok = self._write(batch)
+            with self._cond:
+                self._in_flight = 0
+                if not ok:
+                    self._queue.extendleft(reversed(batch))
+                self._cond.notify_all()
+                if not ok:
+                    if self._closed:
+                        return  # close() reports what is left
+                    backoff = min(self.max_backoff, 0.1 * 2**self._failures_in_row)
+                    self._cond.wait(backoff)
+
+    def _write(self, batch: list[Record]) -> bool:
+        try:
+            self.store.write(batch)
+        except Exception as exc:  # any store failure must not reach the request path
+            with self._cond:
+                self._stats["failed_writes"] += 1
+                self._failures_in_row += 1
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                first = self._failures_in_row == 1
+            if first:
+                log.exception("monitoring store write failed; retrying (%d queued)", len(batch))
+            return False
+        with self._cond:
+            if self._failures_in_row:
+                log.warning(
+                    "monitoring store recovered after %d failed writes", self._failures_in_row
+                )
+            self._failures_in_row = 0
+            self._last_error = None
+            self._stats["written"] += len(batch)
+        return True
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+            # WAL lets the report read while the logger writes; several API workers may
+            # share the file.
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _default_image_dir(url: str) -> str:
+    """Beside an SQLite file; under ./monitoring/ for a server database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return str(Path(parsed.database).parent / "images")
+    return str((DEFAULT_DIR / "images").resolve())
+
+
+def _decode(image_bytes: bytes | None, request_id: str) -> Any:
+    """PIL image of the upload, upright (as the model saw it), or None."""
+    if not image_bytes:
+        return None
+    from quill.preprocess import ImageError, load_image
+
+    try:
+        return load_image(image_bytes)
+    except ImageError as exc:
+        log.warning("request %s: image not readable for projections: %s", request_id, exc)
+        return None
+
+
+def _prediction_row(record: PredictionRecord, image: tuple[str, str] | None) -> PredictionRow:
+    return PredictionRow(
+        request_id=record.request_id,
+        created_at=record.timestamp,
+        client=record.client,
+        model_version=record.model_version,
+        image_sha256=image[0] if image else None,
+        image_ext=image[1] if image else None,
+        text=record.text,
+        confidence=record.confidence,
+        latency_ms=record.latency_ms,
+        lines=_jsonable(record.lines),
+    )
+
+
+def _jsonable(lines: list | None) -> list | None:
+    """Line predictions as plain JSON (serving may pass its dataclasses)."""
+    if lines is None:
+        return None
+    return [asdict(line) if is_dataclass(line) else line for line in lines]
+
+
+def _shadow_row(record: ShadowRecord) -> ShadowRow:
+    return ShadowRow(
+        request_id=record.request_id,
+        created_at=record.timestamp,
+        model_version=record.model_version,
+        current_model_version=record.current_model_version,
+        text=record.text,
+        confidence=record.confidence,
+        latency_ms=record.latency_ms,
+        disagreement=record.disagreement,
+    )
+
+
+def _stored(row: PredictionRow) -> StoredPrediction:
+    return StoredPrediction(
+        id=row.id,
+        request_id=row.request_id,
+        created_at=row.created_at,
+        client=row.client,
+        model_version=row.model_version,
+        text=row.text,
+        confidence=row.confidence,
+        latency_ms=row.latency_ms,
+        lines=row.lines,
+        image_sha256=row.image_sha256,
+        image_ext=row.image_ext,
+    )
+
+
+def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
