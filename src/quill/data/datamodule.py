@@ -1,0 +1,345 @@
+"""The Lightning DataModule every training run reads: several datasets mixed by weight.
+
+A run names its sources as dataset folders with weights, e.g. 70% synthetic and 30% real
+lines. Training batches draw from the sources' train splits in those proportions (a
+``WeightedRandomSampler`` over all train samples, each weighted ``source weight / source
+size``, for a fixed number of samples per epoch), so a small real set is neither drowned by
+a large synthetic one nor repeated to exhaustion. Validation and test use every source's own
+val/test split, unmixed and unaugmented, in one loader whose batches carry each sample's
+source name (``batch["sources"]``), so metrics can be reported per source as well as overall.
+
+Samples the tokenizer cannot encode, or whose image file is missing, are reported when the
+module is set up and left out; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from quill.data.augment import AugmentConfig, Augmenter
+from quill.data.manifest import Manifest, Split
+from quill.data.readers.common import Skip, label_problem
+from quill.preprocess import ImageError, PreprocessConfig, batch_images, load_image, preprocess
+from quill.vocab import Tokenizer
+
+log = logging.getLogger(__name__)
+
+Task = Literal["line", "paragraph"]
+#: Consecutive unreadable images tolerated before a loader gives up.
+MAX_REPLACEMENTS = 10
+
+
+def default_num_workers() -> int:
+    """Loader processes for this machine: one core stays with the training loop, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min((cores or 1) - 1, 4))
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One dataset folder in the mix. ``name`` (default: the folder name) labels its metrics."""
+
+    path: Path
+    weight: float = 1.0
+    name: str = ""
+
+    @classmethod
+    def parse(cls, item: SourceSpec | Mapping | str | Path) -> SourceSpec:
+        """A spec from a config entry: ``{"path": ..., "weight": ..., "name": ...}`` or a path."""
+        if isinstance(item, SourceSpec):
+            spec = item
+        elif isinstance(item, Mapping):
+            unknown = set(item) - {"path", "weight", "name"}
+            if unknown or "path" not in item:
+                raise ValueError(f"a source needs 'path' (and optional weight, name): {item}")
+            spec = cls(Path(item["path"]), float(item.get("weight", 1.0)), item.get("name", ""))
+        else:
+            spec = cls(Path(item))
+        if spec.weight < 0:
+            raise ValueError(f"source {spec.path}: weight must be >= 0, got {spec.weight}")
+        return spec if spec.name else cls(spec.path, spec.weight, Path(spec.path).name)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One usable sample: absolute image path, label, token ids and source name."""
+
+    path: str
+    text: str
+    ids: tuple[int, ...]
+    source: str
+
+
+@dataclass
+class SourceData:
+    """A source's manifest and its usable items per split."""
+
+    spec: SourceSpec
+    manifest: Manifest
+    items: dict[str, list[Item]] = field(default_factory=dict)
+
+
+class HTRDataset(Dataset):
+    """Items -> preprocessed images (H, W) float32 with their labels, augmented if asked."""
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        config: PreprocessConfig,
+        augmenter: Augmenter | None = None,
+    ):
+        self.items = list(items)
+        self.config = config
+        self.augmenter = augmenter
+        self._rng: np.random.Generator | None = None
+        self._rng_pid = -1
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def rng(self) -> np.random.Generator:
+        """This process's augmentation generator, seeded from torch's per-worker seed.
+
+        Each DataLoader worker gets its own torch seed (different every epoch unless workers
+        persist), so augmentations differ across workers and epochs yet follow the run seed.
+        """
+        if self._rng is None or self._rng_pid != os.getpid():
+            self._rng = np.random.default_rng(torch.initial_seed())
+            self._rng_pid = os.getpid()
+        return self._rng
+
+    def __getitem__(self, index: int) -> dict:
+        """A sample; an unreadable image is logged with its path and the next one used."""
+        failures = []
+        for offset in range(MAX_REPLACEMENTS):
+            item = self.items[(index + offset) % len(self.items)]
+            try:
+                image = load_image(item.path)
+            except ImageError as exc:
+                log.warning("skipping unreadable image %s: %s", item.path, exc)
+                failures.append(item.path)
+                continue
+            if self.augmenter is not None:
+                image = self.augmenter(image, self.rng())
+            return {
+                "image": preprocess(image, self.config),  # (H, W) float32, ink = 1
+                "text": item.text,
+                "ids": item.ids,
+                "path": item.path,
+                "source": item.source,
+            }
+        raise RuntimeError(f"{MAX_REPLACEMENTS} unreadable images in a row: {failures}")
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack samples into the batch dict every Quill LightningModule consumes.
+
+    images (B, 1, H, W_max) ink=1, right-padded with 0; widths (B,) true widths; targets
+    (B, L_max) token ids padded with 0 (no BOS/EOS); target_lengths (B,); texts,
+    image_paths and sources as lists.
+    """
+    images, widths = batch_images([s["image"] for s in samples])
+    lengths = [len(s["ids"]) for s in samples]
+    targets = torch.zeros((len(samples), max(lengths, default=0)), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        targets[row, : len(sample["ids"])] = torch.tensor(sample["ids"], dtype=torch.long)
+    return {
+        "images": torch.from_numpy(images),
+        "widths": torch.from_numpy(widths),
+        "targets": targets,
+        "target_lengths": torch.tensor(lengths, dtype=torch.long),
+        "texts": [s["text"] for s in samples],
+        "image_paths": [s["path"] for s in samples],
+        "sources": [s["source"] for s in samples],
+    }
+
+
+class HTRDataModule(pl.LightningDataModule):
+    """Line or paragraph data from weighted sources, for training and evaluation.
+
+    ``sources``: dataset folders as ``{"path", "weight", "name"}`` mappings, specs or paths.
+    ``epoch_size``: training samples per epoch (default: all train samples of all sources).
+    ``augment``: an :class:`AugmentConfig`, True for the defaults or False/None for none
+    (applied to training samples only). ``num_workers``: None picks
+    :func:`default_num_workers`.
+    """
+
+    def __init__(
+        self,
+        sources: Iterable[SourceSpec | Mapping | str | Path],
+        task: Task = "line",
+        tokenizer: Tokenizer | None = None,
+        preprocess_config: PreprocessConfig | None = None,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        epoch_size: int | None = None,
+        augment: AugmentConfig | bool | None = True,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.specs = [SourceSpec.parse(s) for s in sources]
+        if not self.specs:
+            raise ValueError("a DataModule needs at least one source")
+        names = [spec.name for spec in self.specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must differ (set 'name'): {names}")
+        self.task = task
+        self.tokenizer = tokenizer or Tokenizer()
+        self.preprocess_config = preprocess_config or PreprocessConfig(kind=task)
+        if self.preprocess_config.kind != task:
+            raise ValueError(f"task {task!r} needs PreprocessConfig(kind={task!r})")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = default_num_workers() if num_workers is None else num_workers
+        self.epoch_size = epoch_size
+        if augment is True:
+            augment = AugmentConfig()
+        self.augmenter = Augmenter(augment, self.preprocess_config) if augment else None
+        self.seed = seed
+        self.skipped: list[Skip] = []
+        self._data: list[SourceData] | None = None
+
+    # ------------------------------------------------------------------ versions
+
+    @cached_property
+    def manifests(self) -> dict[str, Manifest]:
+        """Source name -> its manifest (a missing dataset raises, naming the folder)."""
+        return {spec.name: Manifest.load(spec.path) for spec in self.specs}
+
+    @property
+    def source_versions(self) -> dict[str, str]:
+        return {name: manifest.version for name, manifest in self.manifests.items()}
+
+    @property
+    def dataset_version(self) -> str:
+        """One id for this mix: the sources' manifest versions, weights and the task.
+
+        Logged with every run; changing any dataset, weight or the task changes it.
+        """
+        key = [
+            [spec.name, self.manifests[spec.name].version, round(spec.weight, 6)]
+            for spec in self.specs
+        ]
+        digest = hashlib.sha256(json.dumps([self.task, sorted(key)]).encode())
+        return digest.hexdigest()[:12]
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load and check every source once; report what is left out."""
+        if self._data is not None:
+            return
+        self._data = [self._load(spec) for spec in self.specs]
+        if self.skipped:
+            reasons = Counter(skip.reason.split(":")[0] for skip in self.skipped)
+            log.warning(
+                "left out %d samples (%s); first: %s",
+                len(self.skipped),
+                ", ".join(f"{n} {reason}" for reason, n in reasons.most_common()),
+                "; ".join(str(s) for s in self.skipped[:5]),
+            )
+        if stage in (None, "fit") and not self.train_items:
+            raise ValueError(f"no usable {self.task} training samples in {self._paths()}")
+
+    def _paths(self) -> str:
+        return ", ".join(str(spec.path) for spec in self.specs)
+
+    def _load(self, spec: SourceSpec) -> SourceData:
+        manifest = self.manifests[spec.name]
+        data = SourceData(spec, manifest, {"train": [], "val": [], "test": []})
+        for sample in manifest:
+            if sample.kind != self.task:
+                continue
+            where = f"{spec.name}:{sample.image}"
+            path = manifest.path_of(sample)
+            problem = label_problem(sample.text, self.tokenizer)
+            if problem is None and not path.is_file():
+                problem = f"image file missing: {path}"
+            if problem:
+                self.skipped.append(Skip(where, problem))
+                continue
+            ids = tuple(self.tokenizer.encode(sample.text))
+            data.items[sample.split].append(Item(str(path), sample.text, ids, spec.name))
+        return data
+
+    @property
+    def data(self) -> list[SourceData]:
+        if self._data is None:
+            raise RuntimeError("call setup() first")
+        return self._data
+
+    @property
+    def train_items(self) -> list[Item]:
+        return [item for source in self.data for item in source.items["train"]]
+
+    def split_items(self, split: Split) -> list[Item]:
+        """All sources' items of ``split``, concatenated in source order."""
+        return [item for source in self.data for item in source.items[split]]
+
+    @property
+    def val_sources(self) -> list[str]:
+        """Names of the sources that have validation samples (keys for per-source metrics)."""
+        return [s.spec.name for s in self.data if s.items["val"]]
+
+    # ------------------------------------------------------------------ loaders
+
+    def train_sampler(self) -> WeightedRandomSampler:
+        """Draws train indices so each source's share of an epoch is its normalised weight."""
+        sources = [s for s in self.data if s.items["train"] and s.spec.weight > 0]
+        if not sources:
+            raise ValueError(f"no source with training samples and weight > 0 in {self._paths()}")
+        total = sum(s.spec.weight for s in sources)
+        weights = []
+        for source in self.data:
+            share = source.spec.weight / total if source in sources else 0.0
+            weights += [share / len(source.items["train"])] * len(source.items["train"])
+        generator = torch.Generator().manual_seed(self.seed)
+        return WeightedRandomSampler(
+            weights, num_samples=self.epoch_size or len(weights), generator=generator
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = HTRDataset(self.train_items, self.preprocess_config, self.augmenter)
+        return self._loader(dataset, self.batch_size, sampler=self.train_sampler())
+
+    def val_dataloader(self) -> DataLoader | list:
+        """One loader over every source's val split (batch["sources"] names each sample)."""
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._eval_loader("test")
+
+    def _eval_loader(self, split: Split) -> DataLoader | list:
+        items = self.split_items(split)
+        if not items:
+            return []
+        return self._loader(HTRDataset(items, self.preprocess_config), self.eval_batch_size)
+
+    def _loader(
+        self, dataset: HTRDataset, batch_size: int, sampler: WeightedRandomSampler | None = None
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate,
+            pin_memory=torch.cuda.is_available(),
+        )

@@ -1,0 +1,209 @@
+"""HTRDataModule: batch format, weighted mixing, per-source evaluation, reporting, versions."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from quill.data.datamodule import HTRDataModule, default_num_workers
+from quill.data.manifest import Manifest, Sample
+from quill.data.paragraphs import make_paragraphs
+from quill.preprocess import PreprocessConfig
+from quill.vocab import Tokenizer
+
+SYNTH = {
+    "train": [f"synthetic {i}" for i in range(8)],
+    "val": ["synth val"],
+    "test": ["synth test"],
+}
+REAL = {"train": ["real one", "real two"], "val": ["real val", "more real"], "test": ["t"]}
+
+
+@pytest.fixture
+def sources(make_line_dataset) -> list[dict]:
+    synth = make_line_dataset("synth", SYNTH)
+    real = make_line_dataset("real", REAL)
+    return [{"path": synth.root, "weight": 0.7}, {"path": real.root, "weight": 0.3}]
+
+
+def _module(sources, **options) -> HTRDataModule:
+    options = {"num_workers": 0, "batch_size": 4, "augment": False, **options}
+    module = HTRDataModule(sources, **options)
+    module.setup("fit")
+    return module
+
+
+def test_batch_has_the_shared_format_and_decodes_back(sources):
+    torch.manual_seed(0)
+    module = _module(sources, augment=True)
+    batch = next(iter(module.train_dataloader()))
+    images, widths = batch["images"], batch["widths"]
+    assert images.dtype == torch.float32 and images.shape[:3] == (4, 1, 64)
+    assert images.shape[3] % 8 == 0 and int(widths.max()) == images.shape[3]
+    for row, width in enumerate(widths.tolist()):
+        assert width % 8 == 0 and images[row, 0, :, :width].max() > 0.5
+        assert float(images[row, 0, :, width:].abs().sum()) == 0.0  # padding is paper
+    tokenizer = Tokenizer()
+    for row, text in enumerate(batch["texts"]):
+        length = int(batch["target_lengths"][row])
+        assert length == len(text)
+        assert tokenizer.decode(batch["targets"][row, :length].tolist()) == text
+        assert batch["targets"][row, length:].eq(0).all()
+    assert set(batch["sources"]) <= {"synth", "real"}
+    assert all(Path(p).is_file() for p in batch["image_paths"])
+
+
+def test_training_mix_follows_the_weights(sources):
+    module = _module(sources, epoch_size=4000)
+    items = module.train_items
+    drawn = Counter(items[i].source for i in module.train_sampler())
+    assert sum(drawn.values()) == 4000
+    # 8 synthetic and 2 real lines, yet 70/30 by weight (3 sigma ~ 0.022).
+    assert drawn["synth"] / 4000 == pytest.approx(0.7, abs=0.025)
+    assert len(module.train_dataloader()) == 1000
+
+
+def test_zero_weight_source_is_not_trained_on_but_still_evaluated(sources):
+    sources[1]["weight"] = 0.0
+    module = _module(sources, epoch_size=200)
+    assert {module.train_items[i].source for i in module.train_sampler()} == {"synth"}
+    batches = list(module.val_dataloader())
+    assert Counter(s for b in batches for s in b["sources"]) == {"synth": 1, "real": 2}
+    assert module.val_sources == ["synth", "real"]
+
+
+def test_evaluation_is_unaugmented_and_per_source(sources):
+    module = _module(sources, augment=True)
+    first = next(iter(module.val_dataloader()))
+    second = next(iter(module.val_dataloader()))
+    assert torch.equal(first["images"], second["images"])
+    assert first["sources"] == ["synth", "real", "real"]
+    assert first["texts"] == ["synth val", "real val", "more real"]
+    test = next(iter(module.test_dataloader()))
+    assert test["texts"] == ["synth test", "t"]
+
+
+def test_training_samples_are_augmented(sources):
+    module = _module(sources, augment=True)
+    dataset = module.train_dataloader().dataset
+    torch.manual_seed(1)
+    views = [dataset[0]["image"] for _ in range(4)]
+    assert any(v.shape != views[0].shape or not np.array_equal(v, views[0]) for v in views[1:])
+    plain = _module(sources, augment=False).train_dataloader().dataset
+    assert np.array_equal(plain[0]["image"], plain[0]["image"])
+
+
+def test_max_width_is_respected(make_line_dataset):
+    long = make_line_dataset("long", {"train": ["x"], "val": ["a very long line " * 6, "short"]})
+    config = PreprocessConfig(height=32, max_width=128)
+    module = _module([long.root], preprocess_config=config, batch_size=2)
+    batch = next(iter(module.val_dataloader()))
+    assert batch["images"].shape[2:] == (32, 128)
+    assert sorted(batch["widths"].tolist())[-1] == 128
+
+
+def test_lightning_trainer_runs_on_the_module(sources):
+    import lightning.pytorch as pl
+
+    class Probe(pl.LightningModule):
+        """Counts what Lightning feeds it; one weight so an optimiser has something to do."""
+
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+            self.seen: Counter = Counter()
+
+        def training_step(self, batch, _):
+            self.seen["train"] += len(batch["texts"])
+            return (batch["images"].mean() - self.weight) ** 2
+
+        def validation_step(self, batch, _):
+            self.seen.update(batch["sources"])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    probe = Probe()
+    trainer = pl.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(probe, datamodule=_module(sources, epoch_size=8))
+    assert probe.seen == {"train": 8, "synth": 1, "real": 2}
+
+
+def test_unusable_samples_are_reported_and_left_out(sources, caplog):
+    real = Manifest.load(sources[1]["path"])
+    extra = [
+        Sample("images/real-train-0.png", "crème brûlée", "train", "real", "x", "g1"),
+        Sample("images/gone.png", "missing file", "train", "real", "y", "g2"),
+        Sample("images/real-train-1.png", "a paragraph", "train", "real", "z", "g3", "paragraph"),
+    ]
+    Manifest(real.root, [*real.samples, *extra]).save()
+    with caplog.at_level(logging.WARNING, logger="quill.data.datamodule"):
+        module = _module(sources)
+    reasons = {skip.where: skip.reason for skip in module.skipped}
+    assert reasons == {
+        "real:images/real-train-0.png": (
+            "characters outside the vocabulary: 'è', 'û', 'é' in 'crème brûlée'"
+        ),
+        "real:images/gone.png": f"image file missing: {(real.root / 'images/gone.png').resolve()}",
+    }
+    assert "left out 2 samples" in caplog.text
+    assert len(module.train_items) == 10  # the paragraph sample belongs to another task
+
+
+def test_unreadable_image_is_logged_and_replaced(sources, caplog):
+    module = _module(sources)
+    items = module.train_items
+    Path(items[0].path).write_bytes(b"truncated")
+    dataset = module.train_dataloader().dataset
+    with caplog.at_level(logging.WARNING, logger="quill.data.datamodule"):
+        sample = dataset[0]
+    assert sample["text"] == items[1].text
+    assert items[0].path in caplog.text
+
+
+def test_dataset_version_tracks_data_and_weights(sources, make_line_dataset):
+    base = HTRDataModule(sources, num_workers=0).dataset_version
+    assert HTRDataModule(sources, num_workers=0).dataset_version == base
+    reweighted = [dict(sources[0], weight=0.5), sources[1]]
+    assert HTRDataModule(reweighted, num_workers=0).dataset_version != base
+    make_line_dataset("real", {**REAL, "train": ["real one", "real 2"]})
+    assert HTRDataModule(sources, num_workers=0).dataset_version != base
+
+
+def test_paragraph_task(make_line_dataset, tmp_path: Path):
+    lines = make_line_dataset("lines", {"train": [f"line {i}" for i in range(6)]})
+    make_paragraphs(lines.root, tmp_path / "para", 3, seed=0)
+    config = PreprocessConfig(kind="paragraph", paragraph_height=96, paragraph_width=128)
+    module = _module([tmp_path / "para"], task="paragraph", preprocess_config=config, augment=True)
+    batch = next(iter(module.train_dataloader()))
+    assert batch["images"].shape == (3, 1, 96, 128)
+    newline = Tokenizer().encode("\n")[0]
+    assert all((batch["targets"][i] == newline).any() for i in range(3))
+    with pytest.raises(ValueError, match="kind='line'"):
+        HTRDataModule([tmp_path / "para"], task="line", preprocess_config=config)
+
+
+def test_worker_processes_and_bad_configs(sources, tmp_path: Path):
+    assert 0 <= default_num_workers() <= 4
+    module = _module(sources, num_workers=1, epoch_size=8)
+    batches = list(module.train_dataloader())
+    assert [len(b["texts"]) for b in batches] == [4, 4]
+    with pytest.raises(FileNotFoundError, match="no dataset at .*nowhere"):
+        HTRDataModule([tmp_path / "nowhere"], num_workers=0).setup("fit")
+    with pytest.raises(ValueError, match="weight must be >= 0"):
+        HTRDataModule([{"path": tmp_path, "weight": -1}])
+    with pytest.raises(ValueError, match="names must differ"):
+        HTRDataModule([tmp_path / "a" / "x", tmp_path / "b" / "x"])
