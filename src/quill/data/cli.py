@@ -16,6 +16,9 @@ data_app = typer.Typer(help="Make, import, inspect and version datasets.", no_ar
 
 def register(app: typer.Typer) -> None:
     """Add ``quill data`` to the ``quill`` app."""
+    from quill.data.synth.commands import add_commands  # synth, show, stats
+
+    add_commands(data_app)
     app.add_typer(data_app, name="data")
 
 
@@ -42,12 +45,15 @@ def _print_result(result: ImportResult) -> None:
     summary = result.report.summary()
     console.print(summary[0])
     for line in summary[1:]:
-        console.print(f"[yellow]{escape(line)}[/yellow]")
+        console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
     manifest = result.manifest
     counts = ", ".join(f"{split} {n}" for split, n in sorted(manifest.counts().items()))
-    console.print(f"dataset {manifest.root}  version {manifest.version}  ({counts or 'empty'})")
+    console.print(
+        f"dataset {manifest.root}  version {manifest.version}  ({counts or 'empty'})",
+        soft_wrap=True,
+    )
     if result.report.skipped:
-        console.print(f"full report: {manifest.root / 'import-report.json'}")
+        console.print(f"full report: {manifest.root / 'import-report.json'}", soft_wrap=True)
     if not len(manifest):
         raise typer.Exit(1)
 
@@ -56,7 +62,7 @@ def _fail(message: str) -> typer.Exit:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(2)
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split
 from quill.data.synth import render
 from quill.data.synth.corpus import Corpus, load_corpus
-from quill.data.synth.fonts import FONTS, LoadedFont, load_fonts
+from quill.data.synth.fonts import FONTS, LoadedFont, load_fonts, npm_font_dir
 from quill.vocab import Tokenizer
 
 Kind = Literal["line", "paragraph"]
@@ -67,9 +67,9 @@ class _Resources:
 
 
 @lru_cache(maxsize=4)
-def _resources(corpus: str | None, characters: str) -> _Resources:
+def _resources(corpus: str | None, characters: str, font_dir: Path) -> _Resources:
     """Fonts and corpus, loaded once per process (and inherited by forked workers)."""
-    fonts, _ = load_fonts(characters)
+    fonts, _ = load_fonts(characters, font_dir)
     grouped: dict[tuple[str, str], list[LoadedFont]] = {}
     for font in fonts:
         grouped.setdefault((font.spec.split, font.spec.style), []).append(font)
@@ -77,7 +77,7 @@ def _resources(corpus: str | None, characters: str) -> _Resources:
 
 
 def _load_resources(config: SynthConfig) -> _Resources:
-    return _resources(config.corpus, config.characters)
+    return _resources(config.corpus, config.characters, npm_font_dir())
 
 
 def check_resources(config: SynthConfig) -> tuple[list[LoadedFont], list[str]]:
@@ -191,7 +191,7 @@ def default_workers() -> int:
 def _prepare_output(out_dir: Path, overwrite: bool) -> None:
     if (out_dir / MANIFEST_NAME).exists():
         if not overwrite:
-            raise SynthError(f"{out_dir} already holds a dataset: pass overwrite to replace it")
+            raise SynthError(f"{out_dir} already holds a dataset: use --overwrite to replace it")
         (out_dir / MANIFEST_NAME).unlink()
         shutil.rmtree(out_dir / IMAGE_DIR, ignore_errors=True)
     (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)

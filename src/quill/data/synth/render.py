@@ -13,6 +13,7 @@ Stages 1-2 work on one grey channel, which is three times cheaper than warping c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -42,8 +43,12 @@ class Writer:
 
     @property
     def size(self) -> int:
-        """Font size in pixels that gives this writer's x-height in this font."""
-        return max(6, round(self.x_height / self.font.x_height))
+        """Font size in pixels that gives this writer's x-height in this font.
+
+        Rounded to even sizes: half as many (font, size) pairs means twice the hits in the
+        glyph caches, and one pixel of font size is invisible next to the jitter.
+        """
+        return max(6, 2 * round(self.x_height / self.font.x_height / 2))
 
     @classmethod
     def sample(cls, font: LoadedFont, rng: np.random.Generator, x_height: tuple[float, float]):
@@ -81,33 +86,36 @@ def _glyph(path: Path, size: int, char: str) -> tuple[Image.Image, int, int]:
 
 
 @lru_cache(maxsize=65536)
-def _advance(path: Path, size: int, previous: str, char: str) -> float:
-    """How far the pen moves for ``char`` after ``previous``, with the pair's kerning."""
-    font = _font(path, size)
-    return font.getlength(previous + char) - font.getlength(previous)
+def _advance(path: Path, size: int, char: str) -> float:
+    """How far the pen moves after ``char``. Pair kerning is left out: measuring pairs
+    costs more than the rest of the line, and the writer's own spacing jitter is larger."""
+    return _font(path, size).getlength(char)
 
 
 def _transform_glyph(
-    patch: Image.Image, dx: int, dy: int, matrix: np.ndarray
+    patch: Image.Image, dx: int, dy: int, matrix: tuple[float, float, float, float]
 ) -> tuple[Image.Image, int, int]:
-    """Apply the 2x2 ``matrix`` to a glyph about the pen position on the baseline.
+    """Apply the 2x2 ``matrix`` (row-major m00, m01, m10, m11) to a glyph about the pen
+    position on the baseline.
 
     ``(dx, dy)`` is the patch's top-left relative to the pen; the result comes with its own.
-    One bilinear resample per glyph does rotation, slant and scale together.
+    One bilinear resample per glyph does rotation, slant and scale together. Plain floats:
+    numpy's overhead on 2x2 matrices would cost more than the resample.
     """
+    m00, m01, m10, m11 = matrix
     w, h = patch.size
-    corners = np.array([[dx, dy], [dx + w, dy], [dx, dy + h], [dx + w, dy + h]], float) @ matrix.T
-    left, top = np.floor(corners.min(axis=0)).astype(int)
-    right, bottom = np.ceil(corners.max(axis=0)).astype(int)
-    inverse = np.linalg.inv(matrix)
+    xs = [m00 * x + m01 * y for x, y in ((dx, dy), (dx + w, dy), (dx, dy + h), (dx + w, dy + h))]
+    ys = [m10 * x + m11 * y for x, y in ((dx, dy), (dx + w, dy), (dx, dy + h), (dx + w, dy + h))]
+    left, top = math.floor(min(xs)), math.floor(min(ys))
+    right, bottom = math.ceil(max(xs)), math.ceil(max(ys))
+    det = m00 * m11 - m01 * m10
     # PIL maps each output pixel (u, v) to the input (a u + b v + c, d u + e v + f).
-    a, b = inverse[0]
-    d, e = inverse[1]
+    a, b, d, e = m11 / det, -m01 / det, -m10 / det, m00 / det
     c = a * left + b * top - dx
     f = d * left + e * top - dy
-    size = (int(right - left), int(bottom - top))
+    size = (right - left, bottom - top)
     out = patch.transform(size, Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
-    return out, int(left), int(top)
+    return out, left, top
 
 
 def draw_line(text: str, writer: Writer, rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -127,23 +135,23 @@ def draw_line(text: str, writer: Writer, rng: np.random.Generator) -> tuple[np.n
     canvas = Image.new("L", (width, ascent + descent + 2 * pad), 0)
     baseline = pad + ascent
     x = float(pad + max(0.0, writer.slant) * descent + max(0.0, -writer.slant) * ascent)
-    drift, previous = 0.0, ""
-    shear = np.array([[1.0, -writer.slant], [0.0, 1.0]])
+    drift, slant = 0.0, writer.slant
     # One draw per glyph from the generator, in a fixed order: (drift, angle, scale, jitter).
-    noise = rng.standard_normal((len(text), 4))
+    noise = rng.standard_normal((len(text), 4)).tolist()
     for i, char in enumerate(text):
-        advance = _advance(path, size, previous, char)
-        previous = char
+        advance = _advance(path, size, char)
         if char == " ":
             x += advance * writer.word_spacing
             continue
-        drift = 0.9 * drift + noise[i, 0] * writer.glyph_offset * writer.x_height * 0.5
-        angle = np.deg2rad(noise[i, 1] * writer.glyph_rotation)
-        scale = 1 + noise[i, 2] * writer.glyph_scale
-        cos, sin = np.cos(angle) * scale, np.sin(angle) * scale
-        matrix = shear @ np.array([[cos, sin], [-sin, cos]])
+        step, turn, grow, jump = noise[i]
+        drift = 0.9 * drift + step * writer.glyph_offset * writer.x_height * 0.5
+        angle = math.radians(turn * writer.glyph_rotation)
+        scale = 1 + grow * writer.glyph_scale
+        cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+        # [[1, -slant], [0, 1]] @ [[cos, sin], [-sin, cos]]: rotate, then slant.
+        matrix = (cos + slant * sin, sin - slant * cos, -sin, cos)
         patch, dx, dy = _transform_glyph(*_glyph(path, size, char), matrix)
-        jitter = noise[i, 3] * writer.glyph_offset * writer.x_height
+        jitter = jump * writer.glyph_offset * writer.x_height
         left, top = round(x + dx), round(baseline + dy + drift + jitter)
         canvas.paste(255, (left, top, left + patch.width, top + patch.height), mask=patch)
         x += advance * scale + writer.letter_spacing * writer.x_height
@@ -237,6 +245,7 @@ def to_photo(ink: np.ndarray, rng: np.random.Generator) -> tuple[Image.Image, bo
     inverted = bool(rng.random() < 0.12)
     if inverted:
         rgb = distort.invert(rgb)
-    rgb = distort.gaussian_noise(rgb, rng, std=(0.0, 0.04))
+    if rng.random() < 0.5:
+        rgb = distort.gaussian_noise(rgb, rng, std=(0.0, 0.04))
     rgb = distort.brightness_contrast(rgb, rng, brightness=(-0.08, 0.08), contrast=(0.75, 1.1))
     return Image.fromarray(rgb), inverted
