@@ -68,3 +68,29 @@ def tracking_uri(tmp_path: Path) -> str:
 def shared_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One MLflow store for tests that only add runs (creating a store costs seconds)."""
     return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+
+
+def load_batch(root: Path, split: str, height: int, limit: int | None = None) -> dict:
+    """The batch dict every DataModule yields, built straight from a dataset folder."""
+    import torch
+
+    from quill.preprocess import PreprocessConfig, batch_images, preprocess
+    from quill.vocab import Tokenizer
+
+    manifest = Manifest.load(root)
+    samples = manifest.split(split)[:limit]
+    config = PreprocessConfig(height=height)
+    images, widths = batch_images([preprocess(manifest.path_of(s), config) for s in samples])
+    tokenizer = Tokenizer()
+    ids = [tokenizer.encode(s.text) for s in samples]
+    targets = torch.zeros(len(ids), max(map(len, ids)), dtype=torch.long)
+    for i, row in enumerate(ids):
+        targets[i, : len(row)] = torch.tensor(row)
+    return {
+        "images": torch.from_numpy(images),
+        "widths": torch.from_numpy(widths),
+        "targets": targets,
+        "target_lengths": torch.tensor([len(row) for row in ids]),
+        "texts": [s.text for s in samples],
+        "image_paths": [str(manifest.path_of(s)) for s in samples],
+    }

@@ -33,10 +33,14 @@ DEFAULTS: dict[str, Any] = {
         "sources": [],
         "preprocess": {"kind": "line", "height": 64},
         "batch_size": 16,
-        "num_workers": "auto",
+        # validation/test batch size (None: batch_size)
+        "eval_batch_size": None,
+        # loader processes; None: one per core but one, at most 4
+        "num_workers": None,
+        # true (default distortions), false, or a mapping of AugmentConfig fields
         "augment": True,
-        # fraction or count of samples per epoch (None: all train samples once)
-        "train_samples_per_epoch": None,
+        # training samples drawn per epoch (None: as many as the train splits hold)
+        "epoch_size": None,
     },
     "optim": {
         "lr": 1e-3,
@@ -50,7 +54,8 @@ DEFAULTS: dict[str, Any] = {
         # seq2seq only: cross-entropy label smoothing
         "label_smoothing": 0.0,
     },
-    "decode": {"max_length": 128, "beam_size": 1},
+    # max_length None: the model's own max_output_length
+    "decode": {"max_length": None, "beam_size": 1},
     "trainer": {
         "max_epochs": 20,
         "max_steps": -1,

@@ -13,6 +13,8 @@ alone, and the network's weights sit in ``state_dict`` under ``model.``.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,7 +74,19 @@ class HTRModule(L.LightningModule):
         self.examples_wanted = int(config["tracking"]["prediction_table_samples"])
         self.val_text = TextMetrics()
         self.test_text = TextMetrics()
+        self.val_source_cer = nn.ModuleDict()
         self.examples: list[Example] = []
+
+    def track_sources(self, names: Sequence[str]) -> None:
+        """Also log validation CER per data source (``val_cer_<name>``) when there are several.
+
+        A mix of synthetic and real lines can improve overall while getting worse on the real
+        ones; one number per source shows it.
+        """
+        from torchmetrics.text import CharErrorRate
+
+        if len(names) > 1:
+            self.val_source_cer = nn.ModuleDict({metric_key(n): CharErrorRate() for n in names})
 
     # -- what a model family defines -------------------------------------------------------
 
@@ -99,6 +113,7 @@ class HTRModule(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         readings = self._evaluate(batch, "val", self.val_text)
+        self._update_source_metrics(batch, readings)
         if len(self.examples) < self.examples_wanted:
             self._keep_examples(batch, readings)
 
@@ -118,6 +133,16 @@ class HTRModule(L.LightningModule):
         self.log(f"{stage}_cer", metrics.cer, prog_bar=True, batch_size=size)
         self.log(f"{stage}_wer", metrics.wer, batch_size=size)
         return readings
+
+    def _update_source_metrics(self, batch: Batch, readings: list[tuple[str, float]]) -> None:
+        sources = batch.get("sources")
+        if not len(self.val_source_cer) or sources is None:
+            return
+        for key, metric in self.val_source_cer.items():
+            rows = [i for i, name in enumerate(sources) if metric_key(name) == key]
+            if rows:
+                metric.update([readings[i][0] for i in rows], [batch["texts"][i] for i in rows])
+                self.log(f"val_cer_{key}", metric, batch_size=len(rows))
 
     def _keep_examples(self, batch: Batch, readings: list[tuple[str, float]]) -> None:
         images = batch["images"][:, 0].float().cpu().numpy()  # (B, H, W)
@@ -159,6 +184,15 @@ class HTRModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+
+def metric_key(name: str) -> str:
+    """A source name as a metric-name suffix.
+
+    >>> metric_key("hooker letters/v2")
+    'hooker_letters_v2'
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "source"
 
 
 def warmup_steps(warmup: float, total_steps: int | None) -> int:
@@ -251,9 +285,10 @@ class Seq2SeqModule(HTRModule):
         )
 
     def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
+        limit = self.decode_config["max_length"]
         ids, scores = self.model.generate(
             batch["images"],
-            max_length=int(self.decode_config["max_length"]),
+            max_length=None if limit is None else int(limit),
             beam_size=int(self.decode_config["beam_size"]),
         )
         return [

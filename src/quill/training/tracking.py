@@ -313,6 +313,35 @@ class Tracker:
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
+class NullTracker(Tracker):
+    """Records nothing: what DDP ranks other than 0 hold, so only one process writes."""
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.gettempdir())
+        self.run_id = ""
+
+    def log_artifact(self, local_path: Path, artifact_dir: str | None = None) -> None:
+        pass
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        pass
+
+    def log_image(self, image: Any, artifact_file: str) -> None:
+        pass
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        pass
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        pass
+
+    def log_metric(self, key: str, value: float, step: int | None = None) -> None:
+        pass
+
+    def finish(self, status: str = "FINISHED") -> None:
+        pass
+
+
 class TensorBoardTracker(Tracker):
     """Files in the TensorBoard log folder, histograms in TensorBoard itself."""
 

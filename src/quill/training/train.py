@@ -8,10 +8,11 @@ come from the config, so the same code runs on a laptop CPU and on multi-node DD
 
 from __future__ import annotations
 
-import dataclasses
+import os
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,11 @@ def resolve_precision(precision: Any, accelerator: str) -> Any:
     return "32-true"
 
 
-def build_datamodule(config: Mapping[str, Any], tokenizer: Tokenizer, preprocess: PreprocessConfig):
-    """The HTRDataModule described by ``config['data']``."""
+def build_datamodule(
+    config: Mapping[str, Any], tokenizer: Tokenizer, preprocess: PreprocessConfig
+) -> Any:
+    """The HTRDataModule described by ``config['data']``, set up (sources loaded, checked)."""
+    from quill.data.augment import AugmentConfig
     from quill.data.datamodule import HTRDataModule
 
     data = config["data"]
@@ -78,16 +82,26 @@ def build_datamodule(config: Mapping[str, Any], tokenizer: Tokenizer, preprocess
             "data.sources=[{path: data/synth/lines, weight: 1.0}] "
             "(make one with `quill data synth --kind line --n 2000 --out data/synth/lines`)"
         )
-    return HTRDataModule(
-        sources=[_resolve_source(s) for s in data["sources"]],
-        preprocess=preprocess,
-        tokenizer=tokenizer,
-        batch_size=int(data["batch_size"]),
-        num_workers=data["num_workers"],
-        augment=bool(data["augment"]),
-        train_samples_per_epoch=data["train_samples_per_epoch"],
-        seed=int(config["seed"]),
-    )
+    augment = data["augment"]
+    if isinstance(augment, Mapping):
+        augment = AugmentConfig.from_dict(dict(augment))
+    try:
+        datamodule = HTRDataModule(
+            sources=[_resolve_source(s) for s in data["sources"]],
+            task=preprocess.kind,
+            tokenizer=tokenizer,
+            preprocess_config=preprocess,
+            batch_size=int(data["batch_size"]),
+            eval_batch_size=data["eval_batch_size"],
+            num_workers=data["num_workers"],
+            epoch_size=data["epoch_size"],
+            augment=augment,
+            seed=int(config["seed"]),
+        )
+        datamodule.setup("fit")
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        raise TrainingSetupError(f"data: {exc}") from exc
+    return datamodule
 
 
 def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
@@ -211,19 +225,33 @@ def build_trainer(
     )
 
 
-def _validates(config: Mapping[str, Any]) -> bool:
-    return config["trainer"]["limit_val_batches"] not in (0, 0.0)
+def _validates(config: Mapping[str, Any], datamodule: Any) -> bool:
+    """Whether validation runs, so that val_cer exists for checkpointing and early stopping."""
+    limited_away = config["trainer"]["limit_val_batches"] in (0, 0.0)
+    return not limited_away and bool(datamodule.split_items("val"))
+
+
+def _run_checkpoint_class() -> type:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class RunCheckpoint(ModelCheckpoint):
+        """ModelCheckpoint whose folder is rank 0's, so all DDP ranks agree on the best file."""
+
+        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+            self.dirpath = trainer.strategy.broadcast(self.dirpath)
+            super().setup(trainer, pl_module, stage)
+
+    return RunCheckpoint
 
 
 def build_callbacks(
-    config: Mapping[str, Any], run: Run, output_dir: Path
+    config: Mapping[str, Any], run: Run, output_dir: Path, validates: bool
 ) -> tuple[list[L.Callback], L.pytorch.callbacks.ModelCheckpoint]:
     """Checkpointing, early stopping and the tracking callbacks the config asks for."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.callbacks import EarlyStopping
 
     ckpt = config["checkpoint"]
-    validates = _validates(config)
-    checkpoint = ModelCheckpoint(
+    checkpoint = _run_checkpoint_class()(
         dirpath=str(output_dir / "checkpoints"),
         filename=f"epoch={{epoch:03d}}-{ckpt['monitor']}={{{ckpt['monitor']}:.4f}}",
         auto_insert_metric_name=False,
@@ -264,8 +292,18 @@ def build_callbacks(
 
 
 def _sources_record(datamodule: Any) -> list[dict[str, Any]]:
-    sources = getattr(datamodule, "sources", [])
-    return [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else dict(s) for s in sources]
+    """Each source's path, weight, manifest version and sample counts, for the run record."""
+    versions = datamodule.source_versions
+    return [
+        {
+            "name": source.spec.name,
+            "path": str(source.spec.path),
+            "weight": source.spec.weight,
+            "manifest_version": versions[source.spec.name],
+            "samples": {split: len(items) for split, items in source.items.items()},
+        }
+        for source in datamodule.data
+    ]
 
 
 def _check_geometry(module: Any, preprocess: PreprocessConfig) -> None:
@@ -289,7 +327,8 @@ def train(
     """Train and test the model of ``config``, recording the run; see ``docs/training.md``.
 
     ``run_started`` is called with the run id as soon as the run exists, so a caller (the
-    sweep) can link to the run even if training then stops with an exception.
+    sweep) can link to the run even if training then stops with an exception. Under DDP only
+    global rank 0 records anything; the other ranks train and stay silent.
     """
     if config["threads"]:
         torch.set_num_threads(int(config["threads"]))
@@ -298,53 +337,32 @@ def train(
     preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
     datamodule = build_datamodule(config, tokenizer, preprocess)
     module = create_module(config, tokenizer, preprocess.to_dict(), datamodule.dataset_version)
+    module.track_sources(datamodule.val_sources)
     _check_geometry(module, preprocess)
 
     output_root = tracking.project_root() / config["output_dir"]
     run_tags = dict(tags or {})
     if resume:
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
-    run = open_run(config, output_root, run_tags)
-    if run_started is not None:
+    run = open_run(config, output_root, run_tags) if _is_rank_zero() else _follower_run(config)
+    if run_started is not None and _is_rank_zero():
         run_started(run.run_id)
     output_dir = output_root / run.run_id
-    callbacks, checkpoint = build_callbacks(config, run, output_dir)
-    status = "FAILED"
-    console = output_dir / "console.log"
-    monitor = tracking.system_metrics(
-        run.run_id,
-        run.tracking_uri or "",
-        float(config["tracking"]["system_metrics_interval_s"]),
-        enabled=bool(config["tracking"]["system_metrics"]) and run.tracking_uri is not None,
-    )
-    try:
-        with tracking.capture_console(console), monitor:
-            from lightning.pytorch.utilities.model_summary import ModelSummary
-
-            tracking.record_run_start(
-                run.tracker,
-                config,
-                config_path,
-                datamodule.dataset_version,
-                _sources_record(datamodule),
-                module.model,
-                str(ModelSummary(module, max_depth=3)),
-            )
-            trainer = build_trainer(config, run.logger, [*callbacks, *extra_callbacks], output_dir)
-            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-            metrics = _scalars(trainer)
-            best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-            if config["tracking"]["test_after_fit"] and not trainer.interrupted:
-                trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None)
-                metrics.update(_scalars(trainer))
-            status = "KILLED" if trainer.interrupted else "FINISHED"
+    callbacks, checkpoint = build_callbacks(config, run, output_dir, _validates(config, datamodule))
+    outcome: dict[str, Any] = {"status": "FAILED", "metrics": {}}
+    recorder = _recording(run, config, config_path, datamodule, module, output_dir, outcome)
+    with recorder, _run_id_for_workers(run.run_id):
+        trainer = build_trainer(config, run.logger, [*callbacks, *extra_callbacks], output_dir)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+        metrics = _scalars(trainer)
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+        tests = config["tracking"]["test_after_fit"] and datamodule.split_items("test")
+        if tests and not trainer.interrupted:
+            trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None)
+            metrics.update(_scalars(trainer))
+        outcome.update(status="KILLED" if trainer.interrupted else "FINISHED", metrics=metrics)
+        if _is_rank_zero():
             _print_summary(run, best, metrics)
-    finally:
-        if console.is_file():
-            run.tracker.log_text(
-                tracking.clean_console_log(console.read_text(encoding="utf-8")), "console.log"
-            )
-        run.tracker.finish(status)
     score = checkpoint.best_model_score
     return TrainResult(
         run.run_id,
@@ -354,6 +372,86 @@ def train(
         metrics,
         run.tracking_uri,
     )
+
+
+#: Set by rank 0 for the DDP worker processes it launches, so all ranks share one run folder.
+RUN_ID_ENV = "QUILL_RUN_ID"
+
+
+def _is_rank_zero() -> bool:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _follower_run(config: Mapping[str, Any]) -> Run:
+    """What a DDP rank other than 0 uses: rank 0's run id (if known), no tracking of its own."""
+    run_id = os.environ.get(RUN_ID_ENV, "unnamed-run")
+    uri = config["tracking"]["tracking_uri"] or tracking.default_tracking_uri()
+    logger: Any = False
+    if config["tracking"]["logger"] == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        # Lightning's loggers only write on rank 0; this one exists so every rank agrees.
+        logger = MLFlowLogger(config["tracking"]["experiment"], tracking_uri=uri, run_id=run_id)
+    return Run(run_id, logger, tracking.NullTracker(), None)
+
+
+@contextmanager
+def _run_id_for_workers(run_id: str) -> Iterator[None]:
+    """Export the run id while training so DDP worker processes find rank 0's run."""
+    previous = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = previous
+
+
+@contextmanager
+def _recording(
+    run: Run,
+    config: Mapping[str, Any],
+    config_path: str | None,
+    datamodule: Any,
+    module: Any,
+    output_dir: Path,
+    outcome: dict[str, Any],
+) -> Iterator[None]:
+    """On rank 0: the run record, console capture and system metrics around training; the
+    console log and the final status are saved even when training fails."""
+    if not _is_rank_zero():
+        yield
+        return
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    console = output_dir / "console.log"
+    monitor = tracking.system_metrics(
+        run.run_id,
+        run.tracking_uri or "",
+        float(config["tracking"]["system_metrics_interval_s"]),
+        enabled=bool(config["tracking"]["system_metrics"]) and run.tracking_uri is not None,
+    )
+    try:
+        with tracking.capture_console(console), monitor:
+            tracking.record_run_start(
+                run.tracker,
+                config,
+                config_path,
+                datamodule.dataset_version,
+                _sources_record(datamodule),
+                module.model,
+                str(ModelSummary(module, max_depth=3)),
+            )
+            yield
+    finally:
+        if console.is_file():
+            text = tracking.clean_console_log(console.read_text(encoding="utf-8"))
+            run.tracker.log_text(text, "console.log")
+        run.tracker.finish(outcome["status"])
 
 
 def _scalars(trainer: L.Trainer) -> dict[str, float]:

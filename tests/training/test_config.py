@@ -1,0 +1,70 @@
+"""Run configs: files, extends chains, dotted overrides and the errors for typos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from quill.training.config import ConfigError, resolve_config, save_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_resolves(path: Path) -> None:
+    config = resolve_config(path)
+    assert config["model"]["name"] in ("ctc_line", "line_cnn_transformer", "resnet_transformer")
+    assert config["checkpoint"]["monitor"] == "val_cer"
+
+
+def test_overrides_parse_yaml_values_and_keep_other_keys() -> None:
+    config = resolve_config(
+        CONFIGS / "ctc_line_synth.yaml",
+        ["optim.lr=1e-4", "trainer.devices=2", "trainer.strategy=ddp", "+model.config.foo=[1, 2]"],
+    )
+    assert config["optim"]["lr"] == pytest.approx(1e-4)
+    assert (config["trainer"]["devices"], config["trainer"]["strategy"]) == (2, "ddp")
+    assert config["model"]["config"]["foo"] == [1, 2]
+    assert config["model"]["config"]["hidden"] == 256  # from the file
+    assert config["optim"]["betas"] == [0.9, 0.999]  # from the defaults
+
+
+def test_typo_in_override_names_the_closest_key() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*did you mean lr"):
+        resolve_config(CONFIGS / "tiny.yaml", ["optim.lrr=0.1"])
+
+
+@pytest.mark.parametrize("override", ["optim.lr", "=3", "optim..lr=1"])
+def test_malformed_overrides_are_rejected(override: str) -> None:
+    with pytest.raises(ConfigError):
+        resolve_config(overrides=[override])
+
+
+def test_extends_merges_parent_and_unknown_file_keys_fail(tmp_path: Path) -> None:
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {CONFIGS / 'tiny.yaml'}\noptim: {{lr: 0.5}}\n")
+    config = resolve_config(child)
+    assert config["optim"]["lr"] == 0.5
+    assert config["model"]["config"]["hidden"] == 64  # inherited from tiny.yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {max_epoch: 3}\n")
+    with pytest.raises(ConfigError, match=r"trainer\.max_epoch.*max_epochs"):
+        resolve_config(bad)
+
+
+def test_extends_cycle_and_missing_file_are_clear(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        resolve_config(tmp_path / "a.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_config(tmp_path / "missing.yaml")
+
+
+def test_saved_config_round_trips(tmp_path: Path) -> None:
+    config = resolve_config(CONFIGS / "tiny.yaml", ["optim.lr=0.02"])
+    path = save_config(config, tmp_path / "resolved.yaml")
+    assert yaml.safe_load(path.read_text()) == config
