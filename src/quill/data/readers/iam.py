@@ -173,14 +173,16 @@ def read_iam(
     report = ImportReport(f"iam:{src}")
     writer = DatasetWriter(out, "iam", report, tokenizer)
     for path in progress(xml_files, "IAM forms", len(xml_files), show_progress):
+        label = path.relative_to(src).as_posix()
         try:
             layout = parse_iam_form(path, forms)
         except LayoutError as exc:
-            report.skip(path, str(exc))
+            report.skip(label, str(exc))
             continue
+        layout.label = label
         split = official.get(layout.page_id)
         if official and split is None:
-            report.skip(path, "form is in none of the task split lists (trainset, ...)")
+            report.skip(label, "form is in none of the task split lists (trainset, ...)")
             continue
         writer_id = layout.meta["writer"] or layout.page_id
         extract_page(layout, writer, kinds, group=f"writer-{writer_id}", split=split)

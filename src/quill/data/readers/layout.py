@@ -78,6 +78,12 @@ class PageLayout:
     size: tuple[float, float] | None = None
     units_per_inch: float | None = None
     meta: dict = field(default_factory=dict)
+    #: How messages name the file (its path below the import's source folder).
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.label or self.xml.name
 
 
 def find_image(name: str, xml: Path) -> Path | None:
@@ -115,16 +121,16 @@ def extract_page(
     """
     report = writer.report
     if layout.image is None:
-        report.skip(layout.xml, f"image file {layout.image_name!r} not found")
+        report.skip(layout.name, f"image file {layout.image_name!r} not found")
         return
     try:
         page = _open_page(layout.image)
     except ImageError as exc:
-        report.skip(layout.xml, f"image {layout.image.name}: {exc}")
+        report.skip(layout.name, f"image {layout.image.name}: {exc}")
         return
     scale, problem = _pixel_scale(layout, page)
     if problem:
-        report.skip(layout.xml, problem)
+        report.skip(layout.name, problem)
         return
     sx, sy = scale
     line_height = _line_height(layout) * sy or page.height / 40
@@ -134,7 +140,7 @@ def extract_page(
         usable: list[tuple[Polygon, str]] = []
         unusable: list[str] = []
         for line in region.lines:
-            where = f"{layout.xml.name} line {line.id}"
+            where = f"{layout.name} line {line.id}"
             polygon = _line_polygon(line, sx, sy, line_height)
             problem = (
                 outside_problem(polygon, page.size) if polygon else "no Coords and no Baseline"
@@ -165,7 +171,7 @@ def extract_page(
             continue
         if unusable:
             report.skip(
-                f"{layout.xml.name} region {region.id}",
+                f"{layout.name} region {region.id}",
                 f"paragraph left out: line(s) {', '.join(unusable)} unusable",
             )
             continue
@@ -275,12 +281,14 @@ def read_layout_files(
     report = ImportReport(f"{source}:{src}")
     writer = DatasetWriter(out, source, report, tokenizer)
     for path in progress(files, f"{source} pages", len(files), show_progress):
+        label = path.relative_to(src).as_posix() if src.is_dir() else path.name
         try:
             layout = parse(path)
         except LayoutError as exc:
-            report.skip(path, str(exc))
+            report.skip(label, str(exc))
             continue
+        layout.label = label
         if src.is_dir():
-            layout.page_id = path.relative_to(src).with_suffix("").as_posix().replace("/", "__")
+            layout.page_id = label.removesuffix(path.suffix).replace("/", "__")
         extract_page(layout, writer, kinds)
     return writer.finish(val_fraction=val_fraction, test_fraction=test_fraction)
