@@ -14,8 +14,11 @@ Exports follow Label Studio's documented JSON export schema: per task ``id``, ``
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -47,7 +50,9 @@ def render_line(text: str, size: int = 30, pad: int = 6) -> Image.Image:
     ascent, descent = font.getmetrics()
     width = math.ceil(font.getlength(text)) + 2 * pad
     image = Image.new("L", (width, ascent + descent + 2 * pad), 0)
-    ImageDraw.Draw(image).text((pad, pad), text, fill=255, font=font, stroke_width=1, stroke_fill=255)
+    ImageDraw.Draw(image).text(
+        (pad, pad), text, fill=255, font=font, stroke_width=1, stroke_fill=255
+    )
     return image
 
 
@@ -222,3 +227,33 @@ def ls() -> SimpleNamespace:
         write_export=write_export,
         PAPER=PAPER,
     )
+
+
+STANDIN_PATH = Path(__file__).with_name("standin_labelstudio.py")
+TOKEN = "quill-test-token-0123456789"
+
+
+def load_standin():
+    """The stand-in server module (loaded by path: test folders are not packages)."""
+    spec = importlib.util.spec_from_file_location("standin_labelstudio", STANDIN_PATH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def standin(tmp_path) -> Iterator[SimpleNamespace]:
+    """A stand-in Label Studio API on 127.0.0.1 (see standin_labelstudio.py): url, state."""
+    module = load_standin()
+    root = tmp_path / "docroot"
+    root.mkdir()
+    state = module.State(TOKEN, root)
+    server = module.make_server(state)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
+    try:
+        yield SimpleNamespace(url=f"http://{host}:{port}", state=state, root=root, token=TOKEN)
+    finally:
+        server.shutdown()
+        server.server_close()

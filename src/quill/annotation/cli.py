@@ -22,7 +22,7 @@ annotate_app = typer.Typer(
 def _console(stderr: bool = True) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr)
+    return Console(stderr=stderr, soft_wrap=True)
 
 
 def _fail(message: str) -> typer.Exit:

@@ -14,6 +14,7 @@ import posixpath
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import httpx
 
@@ -89,7 +90,7 @@ class LabelStudioClient:
             )
         if response.status_code >= 400:
             raise LabelStudioError(
-                f"{method} {path}: HTTP {response.status_code}: {response.text[:500]}"
+                f"{method} {path}: HTTP {response.status_code}: {_explain(response)}"
             )
         return response.json() if response.content else None
 
@@ -188,6 +189,28 @@ class LabelStudioClient:
         )
 
 
+def _explain(response: httpx.Response) -> str:
+    """The messages of an error answer (Django REST framework nests them in dicts/lists)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    messages: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            messages.append(node)
+        elif isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(body)
+    return "; ".join(messages)[:500] or response.text[:500]
+
+
 def storage_folder(tasks: Sequence[dict[str, Any]], document_root: Path) -> Path | None:
     """The folder a local-files storage needs: the images' common parent under the root.
 
@@ -197,8 +220,6 @@ def storage_folder(tasks: Sequence[dict[str, Any]], document_root: Path) -> Path
     ...                 {"data": {"ocr": "/data/local-files/?d=scans/b/2.jpg"}}], Path("/srv"))
     PosixPath('/srv/scans')
     """
-    from urllib.parse import parse_qs, urlparse
-
     folders = []
     for task in tasks:
         reference = str(task.get("data", {}).get("ocr", ""))

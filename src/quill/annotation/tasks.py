@@ -293,11 +293,19 @@ def write_tasks(tasks: list[dict[str, Any]], out: Path, fmt: str = "json") -> Pa
     return out
 
 
+class ModelUnavailable(ValueError):
+    """The model given for pre-annotations cannot be loaded."""
+
+
 def recognizer_predictor(model_dir: Path, threads: int | None = None) -> Predictor:
     """A predictor backed by a staged model; imported lazily (inference is optional here)."""
+    from quill.inference.backends import ModelLoadError
     from quill.inference.recognizer import Recognizer
 
-    recognizer = Recognizer.from_path(model_dir, threads=threads)
+    try:
+        recognizer = Recognizer.from_path(model_dir, threads=threads)
+    except ModelLoadError as exc:
+        raise ModelUnavailable(f"--model: {exc}") from exc
 
     def predict(paths: list[Path]) -> list[Any]:
         return recognizer.predict([str(p) for p in paths], kind="paragraph")

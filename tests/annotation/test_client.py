@@ -1,0 +1,191 @@
+"""push/pull over HTTP against the stand-in Label Studio API, and the full round trip:
+images -> tasks -> push -> (simulated annotators) -> pull -> import -> DataModule batch.
+
+The server here is tests/annotation/standin_labelstudio.py: a real HTTP server on 127.0.0.1
+implementing the endpoints Quill calls, not Label Studio itself (see docs/annotation.md).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from quill.annotation.cli import register
+from quill.annotation.client import LabelStudioClient, LabelStudioError
+from quill.annotation.config import labeling_config
+from quill.data.manifest import Manifest
+from quill.preprocess import PreprocessConfig, preprocess
+
+SIZE = (700, 400)
+PAGES = {
+    "p1.png": [("Kew Gardens", 40, 60, 0.0), ("my dear Gray", 50, 170, 3.0)],
+    "p2.png": [("seeds sent", 60, 80, -2.0), ("by the mail", 60, 200, 0.0)],
+    "p3.png": [("thank you", 40, 90, 0.0)],
+}
+
+
+def cli(standin, *args, token: str | None = None):
+    app = typer.Typer()
+    register(app)
+    env = {"LABEL_STUDIO_URL": standin.url, "LABEL_STUDIO_API_KEY": token or standin.token}
+    return CliRunner().invoke(app, ["annotate", *map(str, args)], env=env)
+
+
+@pytest.fixture
+def drawn(standin, ls):
+    """The pages above, drawn into the server's document root under scans/."""
+    folder = standin.root / "scans"
+    folder.mkdir()
+    lines = {}
+    for name, specs in PAGES.items():
+        page, lines[name] = ls.draw_page(specs, SIZE)
+        page.save(folder / name)
+    return lines
+
+
+def annotate_all(standin, ls, drawn, project_id: int) -> None:
+    """Simulated annotators: every line boxed and typed; page 3 also skipped by someone."""
+    for task in standin.state.tasks.values():
+        if task["project"] != project_id:
+            continue
+        name = task["data"]["image_path"].split("/")[-1]
+        result = []
+        for i, line in enumerate(drawn[name]):
+            result += ls.region(f"{name}-{i}", line.box, line.text, SIZE)
+        standin.state.annotate(task["id"], result)
+        if name == "p3.png":
+            standin.state.annotate(task["id"], [], was_cancelled=True, completed_by=2)
+
+
+def round_trip(tmp_path, standin, ls, drawn) -> list:
+    """tasks -> push -> annotate -> pull -> import, through the CLI; returns the outputs."""
+    tasks_file = tmp_path / "tasks.json"
+    made = cli(standin, "tasks", standin.root / "scans", "-o", tasks_file,
+               "--document-root", standin.root)  # fmt: skip
+    pushed = cli(standin, "push", tasks_file, "--project", "Letters",
+                 "--document-root", standin.root)  # fmt: skip
+    for result in (made, pushed):
+        assert result.exit_code == 0, result.output
+    annotate_all(standin, ls, drawn, project_id=1)
+    export = tmp_path / "export.json"
+    pulled = cli(standin, "pull", "--project", "Letters", "-o", export)
+    splits = ("--val-fraction", 0, "--test-fraction", 0)
+    imported = cli(standin, "import", export, "--images-root", standin.root,
+                   "-o", tmp_path / "dataset", *splits)  # fmt: skip
+    for result in (pulled, imported):
+        assert result.exit_code == 0, result.output
+    return [made, pushed, pulled, imported]
+
+
+EXPECTED = sorted(text for specs in PAGES.values() for text, *_ in specs)
+
+
+def test_round_trip_through_http_to_a_dataset(tmp_path, standin, ls, drawn):
+    made, pushed, pulled, imported = round_trip(tmp_path, standin, ls, drawn)
+    assert "wrote 3 tasks (0 pre-annotated)" in made.output
+    assert "created project 'Letters'" in pushed.output and "imported 3 tasks" in pushed.output
+    project = standin.state.projects[1]
+    assert project["label_config"] == labeling_config()
+    assert "Type what is written" in project["expert_instruction"]
+    assert standin.state.storages[0]["path"] == str((standin.root / "scans").resolve())
+    # The tasks' image URLs resolve on the server (local-files storage under the root).
+    first = next(iter(standin.state.tasks.values()))["data"]["ocr"]
+    assert httpx.get(standin.url + first).status_code == 200
+    assert "wrote 3 tasks (3 annotated)" in pulled.output
+    assert "3/3 tasks -> 5 lines, 3 paragraphs" in imported.output
+
+    manifest = Manifest.load(tmp_path / "dataset")
+    assert sorted(s.text for s in manifest if s.kind == "line") == EXPECTED
+    # Every crop goes through the one preprocessing path and shows ink.
+    for sample in manifest:
+        image = preprocess(manifest.path_of(sample), PreprocessConfig(kind=sample.kind))
+        assert image.shape[0] == (64 if sample.kind == "line" else 576)
+        assert (image > 0.5).mean() > 0.01, sample.text
+
+
+@pytest.mark.slow  # importing Lightning alone takes ~40 s on a busy 2-core machine
+def test_round_trip_ends_in_a_training_batch(tmp_path, standin, ls, drawn):
+    round_trip(tmp_path, standin, ls, drawn)
+    from quill.data.datamodule import HTRDataModule
+
+    module = HTRDataModule(
+        [tmp_path / "dataset"], task="line", batch_size=5, num_workers=0, augment=False
+    )
+    module.setup("fit")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["images"].shape[:3] == (5, 1, 64)
+    assert set(batch["texts"]) <= set(EXPECTED)  # the sampler draws with replacement
+    decoded = [
+        module.tokenizer.decode(row[:length].tolist())
+        for row, length in zip(batch["targets"], batch["target_lengths"], strict=True)
+    ]
+    assert decoded == batch["texts"]
+    assert int(batch["widths"].max()) == batch["images"].shape[-1]
+    assert float(batch["images"].max()) > 0.5
+
+
+def test_push_reuses_the_project_and_refuses_a_drifted_config(tmp_path, standin, drawn):
+    tasks_file = tmp_path / "tasks.json"
+    cli(standin, "tasks", standin.root / "scans" / "p1.png", "-o", tasks_file,
+        "--document-root", standin.root)  # fmt: skip
+    for _ in range(2):
+        result = cli(standin, "push", tasks_file, "--document-root", standin.root)
+        assert result.exit_code == 0, result.output
+    assert len(standin.state.projects) == 1 and len(standin.state.storages) == 1
+    assert "found project 'Quill handwriting'" in result.output
+
+    standin.state.projects[1]["label_config"] = "<View><Image name='img' value='$image'/></View>"
+    result = cli(standin, "push", tasks_file, "--document-root", standin.root)
+    assert result.exit_code == 2 and 'expected exactly one <Image name="image"' in result.output
+
+
+def test_errors_name_the_problem(tmp_path, standin, drawn):
+    tasks_file = tmp_path / "tasks.json"
+    cli(standin, "tasks", standin.root / "scans", "-o", tasks_file,
+        "--document-root", standin.root)  # fmt: skip
+
+    result = cli(standin, "push", tasks_file, token="wrong-token-0000000000")
+    assert result.exit_code == 2 and "refused the API token (401)" in result.output
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = cli(standin, "pull", "-o", tmp_path / "e.json", "--url", f"http://127.0.0.1:{port}")
+    assert result.exit_code == 2 and "no Label Studio at" in result.output
+
+    result = cli(standin, "pull", "--project", "Nope", "-o", tmp_path / "e.json")
+    assert result.exit_code == 2 and "no project 'Nope'" in result.output
+
+    # Images outside what the server serves: Label Studio refuses the storage.
+    result = cli(standin, "push", tasks_file, "--document-root", tmp_path)
+    assert result.exit_code == 2 and "LOCAL_FILES_DOCUMENT_ROOT" in result.output
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"data": {"image": "x.png"}}]))
+    result = cli(standin, "push", bad)
+    assert result.exit_code == 2 and '"ocr" key is expected' in result.output
+
+    app = typer.Typer()
+    register(app)
+    result = CliRunner().invoke(app, ["annotate", "pull", "-o", "x.json"], env={
+        "LABEL_STUDIO_API_KEY": "", "LABEL_STUDIO_USER_TOKEN": ""})  # fmt: skip
+    assert result.exit_code == 2 and "LABEL_STUDIO_API_KEY" in result.output
+
+
+def test_projects_are_found_across_pages(standin):
+    with LabelStudioClient(standin.url, standin.token) as client:
+        for i in range(130):
+            client._call("POST", "/api/projects", json={"title": f"p{i}"})
+        assert client.project("p129")["id"] == 130
+        assert client.project("42")["title"] == "p41"
+        assert client.project("999") is None
+        assert len(list(client.projects())) == 130
+        with pytest.raises(LabelStudioError, match="HTTP 400"):
+            client._call("POST", "/api/projects", json={"title": "x", "label_config": "<View"})
+    pages = [path for method, path in standin.state.requests if path == "/api/projects"]
+    assert len(pages) >= 4  # two pages per full listing

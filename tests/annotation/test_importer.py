@@ -1,0 +1,313 @@
+"""Label Studio JSON export -> dataset: crops, paragraphs, policies and every skip reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from quill.annotation.geometry import Box
+from quill.annotation.importer import ExportError, ImportOptions, import_export
+from quill.data.manifest import Manifest, file_sha256
+
+SIZE = (900, 600)
+TEXTS = ["Kew, 3rd May", "my dear Asa Gray", "the seeds came"]
+
+
+@pytest.fixture
+def page(tmp_path, ls):
+    """A page with three slanted lines, saved as PNG; returns (path, drawn lines)."""
+    specs = [(text, 60 + 10 * i, 80 + 120 * i, 4.0) for i, text in enumerate(TEXTS)]
+    image, lines = ls.draw_page(specs, SIZE)
+    images = tmp_path / "images" / "scans"
+    images.mkdir(parents=True)
+    path = images / "page1.png"
+    image.save(path)
+    return path, lines
+
+
+def data_for(path: Path, root: Path) -> dict:
+    rel = path.relative_to(root).as_posix()
+    return {"ocr": f"/data/local-files/?d={rel}", "image_path": rel, "sha256": file_sha256(path)}
+
+
+def full_annotation(ls, lines, aid=1, order=(2, 0, 1), **kwargs):
+    """Every line boxed and transcribed, regions listed out of reading order."""
+    results = []
+    for i in order:
+        results += ls.region(f"r{i}", lines[i].box, lines[i].text, SIZE)
+    return ls.annotation(aid, results, **kwargs)
+
+
+def run(tmp_path, ls, tasks, **options):
+    export = ls.write_export(tmp_path / "export.json", tasks)
+    opts = ImportOptions(images_root=tmp_path / "images", **options)
+    return import_export(export, tmp_path / "dataset", opts)
+
+
+def test_lines_and_paragraph_from_a_full_annotation(tmp_path, ls, page):
+    path, lines = page
+    root = tmp_path / "images"
+    result = run(tmp_path, ls, [ls.task(7, data_for(path, root), [full_annotation(ls, lines)])])
+
+    manifest = Manifest.load(tmp_path / "dataset")
+    assert manifest.version == result.manifest.version
+    line_samples = [s for s in manifest if s.kind == "line"]
+    paragraphs = [s for s in manifest if s.kind == "paragraph"]
+    # Reading order comes from the boxes, not from the order regions were drawn in.
+    assert [s.text for s in line_samples] == TEXTS
+    assert [s.text for s in paragraphs] == ["\n".join(TEXTS)]
+    assert {s.source for s in manifest} == {"labelstudio"}
+    assert {s.group for s in manifest} == {"labelstudio:1:7"}
+    assert len({s.split for s in manifest}) == 1, "a page's lines and paragraph share a split"
+    for sample, drawn in zip(line_samples, lines, strict=True):
+        assert sample.meta["task_id"] == 7 and sample.meta["annotation_id"] == 1
+        crop = manifest.path_of(sample)
+        assert file_sha256(crop) == sample.sha256
+        ink = ls.ink_of(Image.open(crop))
+        overlap = (ink & drawn.upright[: ink.shape[0], : ink.shape[1]]).sum()
+        assert overlap / drawn.upright.sum() > 0.8, sample.text
+    assert result.tasks_used == 1 and not result.reasons
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    assert report["dataset_version"] == manifest.version and report["skipped"] == []
+
+
+def test_paragraph_holds_only_boxed_ink(tmp_path, ls):
+    # A printed prompt left of the handwriting, which annotators are told not to box.
+    image, lines = ls.draw_page(
+        [("NAME:", 40, 100, 0), ("Ann Smith", 220, 100, 0), ("lives here", 220, 200, 0)], SIZE
+    )
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "images" / "form.png"
+    image.save(path)
+    results = ls.region("a", lines[1].box, "Ann Smith", SIZE) + ls.region(
+        "b", lines[2].box, "lives here", SIZE
+    )
+    task = ls.task(1, data_for(path, tmp_path / "images"), [ls.annotation(1, results)])
+
+    masked = run(tmp_path, ls, [task])
+    paragraph = next(s for s in masked.manifest if s.kind == "paragraph")
+    ink = ls.ink_of(Image.open(masked.manifest.path_of(paragraph)))
+    prompt_ink = lines[0].mask.sum()
+    boxed_ink = lines[1].mask.sum() + lines[2].mask.sum()
+    assert paragraph.text == "Ann Smith\nlives here"
+    assert abs(int(ink.sum()) - boxed_ink) < 0.2 * boxed_ink, "no printed prompt in the image"
+
+    (tmp_path / "dataset" / "manifest.jsonl").unlink()
+    unmasked = run(tmp_path, ls, [task], mask_paragraphs=False)
+    paragraph = next(s for s in unmasked.manifest if s.kind == "paragraph")
+    ink = ls.ink_of(Image.open(unmasked.manifest.path_of(paragraph)))
+    assert prompt_ink > 0 and ink.sum() >= boxed_ink  # the crop is the same box, unmasked
+
+
+def test_annotator_policy_ground_truth_then_latest_and_cancelled_ignored(tmp_path, ls, page):
+    path, lines = page
+    data = data_for(path, tmp_path / "images")
+
+    def with_first_text(aid, first, **kwargs):
+        results = ls.region("r0", lines[0].box, first, SIZE)
+        for i in (1, 2):
+            results += ls.region(f"r{i}", lines[i].box, lines[i].text, SIZE)
+        return ls.annotation(aid, results, **kwargs)
+
+    tasks = [
+        ls.task(
+            1,
+            data,
+            [
+                with_first_text(10, "older", updated_at="2026-03-01T10:00:00Z"),
+                with_first_text(11, "newer", updated_at="2026-03-02T10:00:00Z"),
+                with_first_text(
+                    12, "skipped", updated_at="2026-03-09T10:00:00Z", was_cancelled=True
+                ),
+            ],
+        ),
+        ls.task(
+            2,
+            data,
+            [
+                with_first_text(
+                    20, "reviewed", updated_at="2026-03-01T10:00:00Z", ground_truth=True
+                ),
+                with_first_text(21, "latest", updated_at="2026-03-05T10:00:00Z"),
+            ],
+        ),
+    ]
+    result = run(tmp_path, ls, tasks)
+    firsts = {s.meta["task_id"]: s.text for s in result.manifest if s.meta.get("line") == 1}
+    assert firsts == {1: "newer", 2: "reviewed"}
+    # The same image in two tasks lands in one group, so it cannot straddle two splits.
+    assert len({s.group for s in result.manifest}) == 1
+
+
+def test_every_skip_reason_is_reported(tmp_path, ls, page):
+    path, lines = page
+    root = tmp_path / "images"
+    data = data_for(path, root)
+    region = ls.region
+    box0, box1, box2 = (line.box for line in lines)
+    tasks = [
+        ls.task(1, data, []),  # never annotated
+        ls.task(2, data, [], predictions=[{"model_version": "m", "result": []}]),
+        ls.task(3, data, [ls.annotation(1, [], was_cancelled=True)]),  # skipped by annotator
+        ls.task(4, data, [ls.annotation(1, [])]),  # submitted empty
+        ls.task(5, {"ocr": "/data/local-files/?d=scans/missing.png"}, [full_annotation(ls, lines)]),
+        ls.task(6, {**data, "sha256": "0" * 64}, [full_annotation(ls, lines)]),
+        ls.task(
+            7,
+            data,
+            [
+                ls.annotation(
+                    1,
+                    region("a", box0, None, SIZE)  # box, no text
+                    + region("b", None, "floating text", SIZE)  # text, no box
+                    + region("c", box1, "Kew £5 naïve", SIZE)  # ï not in the vocabulary
+                    + region("d", box2, "the ### came", SIZE)  # illegible
+                    + region("e", Box(5, 5, 1, 0.5), "dot", SIZE)  # too small to be a line
+                    + region("f", Box(700, 500, 100, 40), "Stamp", SIZE, label="Printed"),
+                )
+            ],
+        ),
+        ls.task(8, {"text": "no image"}, [full_annotation(ls, lines)]),
+    ]
+    result = run(tmp_path, ls, tasks)
+    assert dict(result.reasons) == {
+        "no_annotations": 2,
+        "all_cancelled": 1,
+        "no_regions": 1,
+        "image_not_found": 1,
+        "image_changed": 1,
+        "box_without_text": 1,
+        "text_without_box": 1,
+        "unknown_characters": 1,
+        "illegible": 1,
+        "tiny_box": 1,
+        "not_a_line": 1,
+        "incomplete_paragraph": 1,
+        "bad_task": 1,
+    }
+    assert len(result.manifest) == 0 and result.tasks_used == 0
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    where = {s["where"]: s["reason"] for s in report["skipped"]}
+    assert "only model predictions" in where["task 2"]
+    assert "'ï'" in where["task 7 region c"]
+    assert "missing.png" in where["task 5"]
+
+
+def test_keep_flags_and_escaped_hash(tmp_path, ls, page):
+    path, lines = page
+    results = (
+        ls.region("a", lines[0].box, "Item \\#5 naïve", SIZE)
+        + ls.region("b", lines[1].box, "the ### came", SIZE)
+        + ls.region("c", lines[2].box, "\u201cquoted\u201d  text\u2026", SIZE)
+    )
+    task = ls.task(1, data_for(path, tmp_path / "images"), [ls.annotation(1, results)])
+    strict = run(tmp_path, ls, [task])
+    assert [s.text for s in strict.manifest] == ['"quoted" text...']
+
+    (tmp_path / "dataset" / "manifest.jsonl").unlink()
+    loose = run(tmp_path, ls, [task], keep_illegible=True, keep_unknown=True)
+    texts = [s.text for s in loose.manifest if s.kind == "line"]
+    assert texts == ["Item #5 naïve", "the ### came", '"quoted" text...']
+
+
+def test_min_agreement(tmp_path, ls, page):
+    path, lines = page
+    data = data_for(path, tmp_path / "images")
+
+    def reading(aid, first, **kwargs):
+        results = ls.region("r0", lines[0].box, first, SIZE)
+        results += ls.region("r1", lines[1].box, lines[1].text, SIZE)
+        return ls.annotation(aid, results, **kwargs)
+
+    agree = [reading(1, "Kew, 3rd May"), reading(2, "Kew, 3rd Mey", updated_at="2026-03-02T0:00Z")]
+    disagree = [reading(3, "Kew, 3rd May"), reading(4, "zzzz zzzz zz", updated_at="2026-03-02")]
+    reviewed = [reading(5, "Kew, 3rd May", ground_truth=True), reading(6, "zzzz zzzz zz")]
+    tasks = [
+        ls.task(1, data, agree),
+        ls.task(2, data, disagree),
+        ls.task(3, data, [reading(7, "Kew, 3rd May")]),
+        ls.task(4, data, reviewed),
+    ]
+    result = run(tmp_path, ls, tasks, min_agreement=0.9)
+    assert dict(result.reasons) == {"low_agreement": 1, "no_second_annotation": 1}
+    kept = {s.meta["task_id"] for s in result.manifest}
+    assert kept == {1, 4}
+    scores = {s.meta["task_id"]: s.meta["agreement"] for s in result.manifest}
+    assert 0.9 < scores[1] < 1.0
+
+
+def test_image_resolution_upload_and_http_and_size_checks(tmp_path, ls, page):
+    path, lines = page
+    root = tmp_path / "images"
+    upload = {"ocr": "/data/upload/3/0a1b2c3d-page1.png"}  # uploaded through the UI
+    web = {"ocr": "https://example.org/static/scans/page1.png"}
+    # Annotated on a 2x downscaled copy: percentages still fit the full-size file.
+    half = ls.annotation(
+        1, [r for i in range(3) for r in ls.region(f"r{i}", lines[i].box, TEXTS[i], SIZE)]
+    )
+    for result in half["result"]:
+        result["original_width"], result["original_height"] = SIZE[0] // 2, SIZE[1] // 2
+    # A sideways copy (EXIF mix-up): width and height swapped.
+    sideways = json.loads(json.dumps(half))
+    for result in sideways["result"]:
+        result["original_width"], result["original_height"] = SIZE[1], SIZE[0]
+    (root / "page1.png").write_bytes(path.read_bytes())  # uploads resolve by file name
+    tasks = [ls.task(1, upload, [half]), ls.task(2, web, [half]), ls.task(3, web, [sideways])]
+    result = run(tmp_path, ls, tasks)
+    assert dict(result.reasons) == {"size_mismatch": 1}
+    assert {s.meta["task_id"] for s in result.manifest} == {1, 2}
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    assert "EXIF" in report["skipped"][0]["reason"]
+
+
+def test_bad_exports_and_existing_dataset(tmp_path, ls, page):
+    opts = ImportOptions(images_root=tmp_path / "images")
+    out = tmp_path / "dataset"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ExportError, match="not JSON"):
+        import_export(bad, out, opts)
+    bad.write_text(json.dumps([{"ocr": "x.png", "transcription": ["a"], "id": 3}]))
+    with pytest.raises(ExportError, match="JSON-MIN"):
+        import_export(bad, out, opts)
+    with pytest.raises(ExportError, match="no export"):
+        import_export(tmp_path / "absent.json", out, opts)
+
+    path, lines = page
+    export = ls.write_export(
+        tmp_path / "e.json",
+        [ls.task(1, data_for(path, tmp_path / "images"), [full_annotation(ls, lines)])],
+    )
+    first = import_export(export, out, opts)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        import_export(export, out, opts)
+    again = import_export(export, out, opts, overwrite=True)
+    assert again.manifest.version == first.manifest.version
+    assert len(list((out / "images").iterdir())) == len(again.manifest)
+
+
+def test_reading_order_on_a_rotated_page(tmp_path, ls):
+    # The whole page photographed at -20 degrees: lines go up to the right, and a later
+    # line's left end is higher than an earlier line's right end.
+    theta = np.radians(-20)
+    specs = []
+    for i, text in enumerate(["first line here", "second line here", "third one"]):
+        x = 150 + 60 * i * np.sin(-theta)
+        y = 350 + 60 * i * np.cos(theta)
+        specs.append((text, float(x), float(y), -20.0))
+    image, lines = ls.draw_page(specs, SIZE)
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "images" / "tilted.png"
+    image.save(path)
+    results = [r for i in (2, 0, 1) for r in ls.region(f"r{i}", lines[i].box, lines[i].text, SIZE)]
+    task = ls.task(1, data_for(path, tmp_path / "images"), [ls.annotation(1, results)])
+    result = run(tmp_path, ls, [task])
+    paragraph = next(s for s in result.manifest if s.kind == "paragraph")
+    assert paragraph.text == "first line here\nsecond line here\nthird one"
+    assert paragraph.meta["box"][4] == pytest.approx(-20.0)
+    crop = Image.open(result.manifest.path_of(paragraph))
+    assert crop.width > crop.height, "the tilted page comes out level"
