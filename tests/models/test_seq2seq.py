@@ -194,3 +194,32 @@ def test_memorizes_a_tiny_batch(name, tokenizer):
     model.eval()
     ids, _ = model.generate(x, max_length=10)
     assert [tokenizer.decode(row) for row in ids.tolist()] == ["ab\ncd", "x y"]
+
+
+@pytest.mark.slow
+def test_onnx_encoder_and_step_graphs_decode_like_torch(tmp_path):
+    """Exported encoder + cached step graph, looped in NumPy, == torch greedy generation."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from quill.models.decoding import seq2seq_greedy_decode
+    from quill.models.onnx_export import export_seq2seq_onnx
+
+    model = tiny("line_cnn_transformer", num_classes=20)
+    files = export_seq2seq_onnx(model, tmp_path, images("line_cnn_transformer"), optimize=False)
+    assert {f.name for f in files} >= {"encoder.onnx", "decoder_step.onnx"}
+    encoder = ort.InferenceSession(str(tmp_path / "encoder.onnx"))
+    step = ort.InferenceSession(str(tmp_path / "decoder_step.onnx"))
+    x = torch.rand(3, 1, 64, 152)  # another batch size and width than exported with
+    cross_keys, cross_values = encoder.run(None, {"images": x.numpy()})
+
+    def run_step(tokens, self_keys, self_values):
+        feeds = {"tokens": tokens, "self_keys": self_keys, "self_values": self_values}
+        return step.run(None, {**feeds, "cross_keys": cross_keys, "cross_values": cross_values})
+
+    decoded = seq2seq_greedy_decode(run_step, cross_keys, max_length=15)
+    ids, confidence = model.generate(x, max_length=15)
+    for (onnx_ids, onnx_conf), row, conf in zip(decoded, ids.tolist(), confidence, strict=True):
+        assert onnx_ids == row[: len(onnx_ids)] and all(t == PAD_ID for t in row[len(onnx_ids) :])
+        assert onnx_conf == pytest.approx(float(conf), rel=1e-4)
+    assert np.isfinite([c for _, c in decoded]).all()

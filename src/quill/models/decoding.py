@@ -1,8 +1,9 @@
 """CTC decoding: greedy best path and prefix beam search (with an optional character LM).
 
 Pure NumPy on purpose: the ONNX inference path decodes model outputs without importing
-torch. Torch tensors are accepted too (converted once). Seq2seq generation lives with the
-decoder that caches its keys and values (:mod:`quill.models.transformer_decoder`).
+torch. Torch tensors are accepted too (converted once). Seq2seq generation in torch lives in
+:mod:`quill.models.generation`; :func:`seq2seq_greedy_decode` is its NumPy twin for the
+exported encoder + decoder-step graphs.
 
 Confidence, everywhere in Quill, is a geometric mean of probabilities in [0, 1]:
 ``exp(mean log p)``. For CTC greedy it is over the best class of every valid frame (the
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -201,3 +202,51 @@ def _beam_search_one(
         math.exp(float(np.logaddexp(p_blank, p_label)) / len(frames)) if len(frames) else 1.0
     )
     return list(best), confidence
+
+
+#: (tokens (B, 1) int64, self_keys, self_values) -> (logits (B, C), self_keys, self_values)
+StepFunction = Callable[
+    [np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]
+]
+
+
+def seq2seq_greedy_decode(
+    step: StepFunction,
+    cross_keys: np.ndarray,
+    max_length: int,
+    pad_id: int = 0,
+    bos_id: int = 1,
+    eos_id: int = 2,
+) -> list[Decoded]:
+    """Greedy decoding with a KV cache over an exported decoder step, in NumPy.
+
+    ``step`` runs one decoder step (e.g. an onnxruntime session of ``decoder_step.onnx`` with
+    the cross-attention keys/values bound); ``cross_keys`` (layers, B, heads, S, head_dim)
+    gives the cache geometry. Same rules as the torch decoder: PAD and BOS are never emitted,
+    every row stops at its EOS (included in the ids and the confidence), the loop stops when
+    all rows have ended. Returns ``(ids, confidence)`` per row.
+    """
+    layers, batch, heads, _, head_dim = cross_keys.shape
+    self_keys = np.zeros((layers, batch, heads, 0, head_dim), dtype=cross_keys.dtype)
+    self_values = self_keys
+    tokens = np.full((batch, 1), bos_id, dtype=np.int64)
+    finished = np.zeros(batch, dtype=bool)
+    total = np.zeros(batch, dtype=np.float64)
+    outputs: list[list[int]] = [[] for _ in range(batch)]
+    for _ in range(max_length):
+        logits, self_keys, self_values = step(tokens, self_keys, self_values)
+        logits = logits.astype(np.float64)
+        logits[:, [pad_id, bos_id]] = -np.inf
+        log_probs = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)  # (B, C)
+        best = log_probs.argmax(axis=1)
+        for row in np.flatnonzero(~finished):
+            outputs[row].append(int(best[row]))
+            total[row] += log_probs[row, best[row]]
+        finished |= best == eos_id
+        if finished.all():
+            break
+        tokens = best[:, None].astype(np.int64)
+    return [
+        (ids, float(np.exp(score / max(len(ids), 1))))
+        for ids, score in zip(outputs, total, strict=True)
+    ]
