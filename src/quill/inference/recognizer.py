@@ -186,24 +186,27 @@ class Recognizer:
         start = time.perf_counter()
         try:
             image = open_image(source)
-            boxes = self._line_boxes(image, kind)
-            lines = [preprocess(image.crop(box), self.preprocess_config) for box in boxes]
+            crops = self._lines(image, kind)
+            lines = [preprocess(crop, self.preprocess_config) for _, crop in crops]
         except ImageError as exc:
             if count == 1:
                 raise
             raise ImageError(exc.code, f"input {index}: {exc}") from exc
-        line_kind = "paragraph" if len(boxes) > 1 or kind == "paragraph" else "line"
+        line_kind = "paragraph" if len(crops) > 1 or kind == "paragraph" else "line"
+        boxes = [box for box, _ in crops]
         return _Prepared(lines, boxes, line_kind, (time.perf_counter() - start) * 1000)
 
-    def _line_boxes(self, image: Image.Image, kind: str) -> list[Box]:
-        width, height = image.size
-        whole: list[Box] = [(0, 0, width, height)]
-        if kind == "line" or (kind == "auto" and width >= LINE_ASPECT * height):
+    def _lines(self, image: Image.Image, kind: str) -> list[tuple[Box, Image.Image]]:
+        """(box, crop) of each text line; the whole image when it is (or looks like) one line."""
+        whole = [((0, 0, image.width, image.height), image)]
+        if kind == "line" or (kind == "auto" and image.width >= LINE_ASPECT * image.height):
             return whole
         from quill.models.segment import segment_lines
 
-        boxes = [tuple(int(v) for v in box) for box in segment_lines(image)]
-        return boxes or whole  # type: ignore[return-value]
+        segments = segment_lines(image)
+        if kind == "auto" and len(segments) <= 1:
+            return whole  # one line: the whole image keeps the margins the model trained with
+        return [(segment.box, segment.image) for segment in segments] or whole
 
     def _recognise(self, prepared: list[_Prepared]) -> None:
         """Run every line of every prepared image through the model, widest-first batches."""
@@ -239,6 +242,15 @@ class Recognizer:
             model_version=self.model_version,
             kind=item.kind,
         )
+
+    def warm_up(self) -> None:
+        """Run one paragraph through every step, so the first real request does not pay for
+        imports (line segmentation pulls in scipy) and first-call allocations."""
+        page = Image.new("RGB", (320, 160), "white")
+        for top in (30, 100):
+            for left in range(20, 300, 40):
+                page.paste((20, 20, 20), (left, top, left + 24, top + 30))
+        self.predict([page], kind="auto")
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for health endpoints and logs."""

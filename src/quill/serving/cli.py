@@ -1,7 +1,115 @@
-"""Commands of the serving layer."""
+"""``quill serve`` (REST API), ``quill app`` (web app) and ``quill up`` (both, on localhost)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
+from quill.serving.settings import DEFAULT_MODEL_DIR
 
-def register(app: typer.Typer) -> None:
+MODEL_HELP = "Staged model directory (quill-model.json, model.onnx, model.pt)."
+HOST_HELP = "Interface to bind; the default keeps it on this machine."
+THREADS_HELP = "Intra-op threads per worker (0: all cores; use 1 per worker on busy machines)."
+STORE_HELP = (
+    "Monitoring store URL for predictions and flags ('off' disables) "
+    "[default: $QUILL_MONITORING_URL or monitoring/monitoring.db]."
+)
+
+
+def serve(
+    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, help="Worker processes, each with its own copy of the model."),
+    backend: str = typer.Option("auto", help="auto (fastest measured), onnx, torchscript, eager."),
+    threads: int = typer.Option(0, help=THREADS_HELP),
+    monitoring_url: str = typer.Option(None, help=STORE_HELP),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Serve a staged model as a REST API (FastAPI + uvicorn): POST /v1/predict, /docs."""
+    import os
+
+    import uvicorn
+
+    from quill.serving.settings import ServingSettings
+
+    _require_model(model)
+    settings = ServingSettings.from_env(
+        model_dir=model, backend=backend, threads=threads, monitoring_url=monitoring_url
+    )
+    # Workers are separate processes that build the app from the environment.
+    os.environ.update(settings.to_env())
+    typer.echo(f"Quill API: http://{host}:{port}  (docs: http://{host}:{port}/docs)", err=True)
+    uvicorn.run(
+        "quill.serving.api:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        timeout_keep_alive=5,
+    )
+
+
+def app(
+    backend: str = typer.Option(
+        "local", help="'local' loads the model here; a URL (http://host:port) calls that API."
+    ),
+    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    port: int = typer.Option(7860, help="TCP port."),
+    threads: int = typer.Option(0, help=THREADS_HELP),
+    monitoring_url: str = typer.Option(None, help=STORE_HELP),
+) -> None:
+    """The web app (Gradio): upload, webcam or paste an image, crop it, read the text, flag it."""
+    from quill.serving.app import launch, make_backend
+    from quill.serving.settings import ServingSettings
+
+    if backend == "local":
+        _require_model(model)
+    settings = ServingSettings.from_env(
+        model_dir=model, threads=threads, monitoring_url=monitoring_url
+    )
+    launch(make_backend(backend, settings), host=host, port=port)
+
+
+def up(
+    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
+    api_port: int = typer.Option(8000, help="Port of the REST API."),
+    app_port: int = typer.Option(7860, help="Port of the web app."),
+    threads: int = typer.Option(0, help=THREADS_HELP),
+    monitoring_url: str = typer.Option(None, help=STORE_HELP),
+) -> None:
+    """Start the REST API and the web app together (the app calls the API) and print both URLs."""
+    from quill.serving.app import launch, make_backend
+    from quill.serving.runner import ApiServer
+    from quill.serving.settings import ServingSettings
+
+    _require_model(model)
+    settings = ServingSettings.from_env(
+        model_dir=model, threads=threads, monitoring_url=monitoring_url
+    )
+    with ApiServer(settings, host=host, port=api_port) as api:
+        typer.echo(f"REST API: {api.url}  (docs: {api.url}/docs)")
+        typer.echo(f"Web app:  http://{host}:{app_port}")
+        launch(make_backend(api.url, settings), host=host, port=app_port)
+
+
+def _require_model(model: Path) -> None:
+    if not (model / "quill-model.json").is_file():
+        typer.echo(
+            f"error: no staged model at {model} (quill-model.json missing). Stage one with "
+            "`quill stage RUN_OR_CHECKPOINT --out DIR` or fetch one with "
+            "`quill stage --fetch NAME --out DIR`, then pass --model DIR.",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def register(app_: typer.Typer) -> None:
     """Add this layer's commands to the `quill` app."""
+    app_.command("serve")(serve)
+    app_.command("app")(app)
+    app_.command("up")(up)

@@ -40,24 +40,38 @@ def train_smoke_model(words: tuple[str, ...] = SMOKE_WORDS, steps: int = 300, se
     from quill.models import build_model
 
     model = build_model("ctc_line", len(tokenizer), **SMOKE_CONFIG)
-    images, widths = batch_images([preprocess(render_line(w), config) for w in words])
-    targets = torch.tensor([i for w in words for i in tokenizer.encode(w)])
-    target_lengths = torch.tensor([len(w) for w in words])
-    images_t, widths_t = torch.from_numpy(images), torch.from_numpy(widths)
+    lines = [preprocess(render_line(w), config) for w in words]
+    # The padded batch and every word alone: a model that only ever saw one padded batch
+    # reads a word alone (different width, no padding) differently.
+    batches = [batch_images(lines), *(batch_images([line]) for line in lines)]
+    labels = [list(words), *([w] for w in words)]
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     ctc = torch.nn.CTCLoss(blank=tokenizer.blank_id, zero_infinity=True)
     model.train()
     for _ in range(steps):
-        log_probs = model(images_t)  # (B, T, C)
-        loss = ctc(
-            log_probs.transpose(0, 1), targets, model.output_lengths(widths_t), target_lengths
+        loss = sum(
+            _ctc_loss(model, ctc, tokenizer, images, widths, texts)
+            for (images, widths), texts in zip(batches, labels, strict=True)
         )
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        if loss.item() < 0.03:
+        if loss.item() < 0.05 * len(batches):
             break
     return model.eval(), tokenizer, config
+
+
+def _ctc_loss(model, ctc, tokenizer, images, widths, texts):  # noqa: ANN001, ANN202
+    import torch
+
+    log_probs = model(torch.from_numpy(images))  # (B, T, C)
+    targets = torch.tensor([i for text in texts for i in tokenizer.encode(text)])
+    return ctc(
+        log_probs.transpose(0, 1),  # (T, B, C) as CTCLoss wants
+        targets,
+        model.output_lengths(torch.from_numpy(widths)),
+        torch.tensor([len(text) for text in texts]),
+    )
 
 
 def stage_smoke_model(out_dir: Path, name: str = "smoke", steps: int = 300) -> StagedModel:

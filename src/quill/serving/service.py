@@ -1,0 +1,242 @@
+"""The request path shared by the REST API, the Lambda handler and the local web app.
+
+Decode the image field, check the image, answer from the cache or the recognizer, log the
+prediction to the monitoring store off the request path. Each adapter only translates its
+transport (HTTP, Lambda event, Gradio callback) to :meth:`PredictionService.predict_bytes`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from typing import Any, Protocol
+
+from quill.inference.recognizer import KINDS, Recognizer
+from quill.preprocess import ImageError, load_image
+from quill.serving.errors import ServingError
+from quill.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.IGNORECASE)
+
+
+class PredictionLogger(Protocol):
+    """What the service needs of monitoring (``quill.monitoring.store.AsyncPredictionLogger``)."""
+
+    def log(
+        self,
+        request_id: str,
+        client: str,
+        model_version: str,
+        image_bytes: bytes,
+        text: str,
+        confidence: float,
+        latency_ms: float,
+        lines: list[dict[str, Any]] | None = None,
+    ) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FeedbackStore(Protocol):
+    def add_feedback(
+        self,
+        request_id: str,
+        flag: str | None,
+        comment: str | None = None,
+        correction: str | None = None,
+    ) -> None: ...
+
+
+def decode_image_field(value: object, field: str = "image") -> bytes:
+    """Bytes of a base64 string or ``data:image/...;base64,`` URL; ServingError otherwise.
+
+    >>> decode_image_field("data:image/png;base64,aGVsbG8=")
+    b'hello'
+    >>> decode_image_field("aGVs bG8=\\n")
+    b'hello'
+    >>> decode_image_field("not base64!")
+    Traceback (most recent call last):
+    ...
+    quill.serving.errors.ServingError: field 'image' is not valid base64 (not base64!)
+    """
+    if value is None or value == "":
+        raise ServingError("missing_image", f"the request has no {field!r} field (base64 image)")
+    if not isinstance(value, str):
+        raise ServingError(
+            "invalid_field", f"field {field!r} must be a base64 string, got {type(value).__name__}"
+        )
+    payload = _DATA_URL.sub("", value.strip(), count=1)
+    payload = "".join(payload.split())  # line breaks from MIME-style encoders
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        shown = value[:40] + ("..." if len(value) > 40 else "")
+        raise ServingError("bad_base64", f"field {field!r} is not valid base64 ({shown})") from exc
+    if not data:
+        raise ServingError("image_empty", f"field {field!r} decodes to 0 bytes")
+    return data
+
+
+class AnswerCache:
+    """A thread-safe LRU of answers keyed by (image sha256, model version, kind).
+
+    >>> cache = AnswerCache(2)
+    >>> cache.put(("a", "v1", "auto"), {"text": "x"}); cache.put(("b", "v1", "auto"), {})
+    >>> cache.get(("a", "v1", "auto")); cache.put(("c", "v1", "auto"), {})
+    {'text': 'x'}
+    >>> cache.get(("b", "v1", "auto")) is None  # least recently used was evicted
+    True
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: tuple[str, str, str], value: dict[str, Any]) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
+class PredictionService:
+    """Recognition with the serving policies: limits, cache, monitoring, stable errors."""
+
+    def __init__(
+        self,
+        recognizer: Recognizer,
+        settings: ServingSettings,
+        logger: PredictionLogger | None = None,
+        feedback: FeedbackStore | None = None,
+    ):
+        self.recognizer = recognizer
+        self.settings = settings
+        self.logger = logger
+        self.feedback_store = feedback
+        self.cache = AnswerCache(settings.cache_size)
+
+    @property
+    def model_version(self) -> str:
+        return self.recognizer.model_version
+
+    def predict_bytes(
+        self, image: bytes, client: str, kind: str = "auto", request_id: str | None = None
+    ) -> dict[str, Any]:
+        """The JSON answer for one encoded image (raises ServingError for bad input)."""
+        start = time.perf_counter()
+        request_id = request_id or uuid.uuid4().hex
+        if kind not in KINDS:
+            raise ServingError("invalid_field", f"kind must be one of {KINDS}, got {kind!r}")
+        key = (hashlib.sha256(image).hexdigest(), self.model_version, kind)
+        answer = self.cache.get(key)
+        cached = answer is not None
+        if answer is None:
+            try:
+                picture = load_image(image, max_pixels=self.settings.max_pixels)
+                prediction = self.recognizer.predict([picture], kind=kind)[0]  # type: ignore[arg-type]
+            except ImageError as exc:
+                raise ServingError.from_image_error(exc) from exc
+            answer = {
+                "text": prediction.text,
+                "confidence": prediction.confidence,
+                "lines": [
+                    {"text": line.text, "confidence": line.confidence, "box": list(line.box)}
+                    for line in prediction.lines
+                ],
+                "kind": prediction.kind,
+                "model_version": prediction.model_version,
+                "timings_ms": prediction.timings,
+            }
+            self.cache.put(key, answer)
+        latency_ms = round((time.perf_counter() - start) * 1000, 2)
+        response = {**answer, "latency_ms": latency_ms, "request_id": request_id, "cached": cached}
+        self._log(response, image, client)
+        return response
+
+    def _log(self, response: dict[str, Any], image: bytes, client: str) -> None:
+        if self.logger is None:
+            return
+        try:
+            self.logger.log(
+                response["request_id"],
+                client,
+                response["model_version"],
+                image,
+                response["text"],
+                response["confidence"],
+                response["latency_ms"],
+                lines=response["lines"],
+            )
+        except Exception:  # noqa: BLE001 - monitoring must never fail a prediction
+            log.exception("could not queue prediction %s for monitoring", response["request_id"])
+
+    def add_feedback(
+        self,
+        request_id: str,
+        flag: str | None,
+        comment: str | None = None,
+        correction: str | None = None,
+    ) -> None:
+        """Store a user's flag/correction for an earlier answer (errors propagate: never lost
+        silently)."""
+        if self.feedback_store is None:
+            raise ServingError(
+                "feedback_disabled", "this server has no monitoring store configured", 503
+            )
+        if flag not in (None, "incorrect", "offensive", "other"):
+            raise ServingError(
+                "invalid_field", f"flag must be incorrect, offensive, other or null, got {flag!r}"
+            )
+        self.feedback_store.add_feedback(request_id, flag, comment=comment, correction=correction)
+
+    def close(self) -> None:
+        """Flush queued monitoring writes (called on shutdown)."""
+        if self.logger is not None:
+            self.logger.close()
+
+
+def build_monitoring(
+    settings: ServingSettings,
+) -> tuple[PredictionLogger | None, FeedbackStore | None]:
+    """The monitoring store and its async logger from settings (None, None when disabled)."""
+    if not settings.monitoring_enabled:
+        return None, None
+    from quill.monitoring.store import AsyncPredictionLogger, MonitoringStore
+
+    store = MonitoringStore(url=settings.monitoring_url, image_dir=settings.monitoring_images)
+    return AsyncPredictionLogger(store), store
+
+
+def load_service(
+    settings: ServingSettings,
+    logger: PredictionLogger | None = None,
+    feedback: FeedbackStore | None = None,
+) -> PredictionService:
+    """Load and warm up the model of ``settings``; monitoring from settings unless given."""
+    recognizer = Recognizer.from_path(
+        settings.model_dir, backend=settings.backend, threads=settings.threads or None
+    )
+    recognizer.warm_up()
+    if logger is None and feedback is None:
+        logger, feedback = build_monitoring(settings)
+    return PredictionService(recognizer, settings, logger, feedback)
