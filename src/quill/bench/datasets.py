@@ -12,7 +12,7 @@ A ``--data`` argument is ``PATH`` or ``NAME=PATH``. PATH may be:
 
 Raw sources are imported once into a cache folder and reused while the source is unchanged.
 The benchmark reads the chosen split (``test`` by default) and tags each sample with the slice
-values it is reported under (source, kind, group, and ``meta`` fields such as polarity).
+values it is reported under (source, kind, group, and ``meta`` fields such as ``inverted``).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from pathlib import Path
 from quill.bench.systems import Kind
 from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split
 
-#: Slices reported by default: a sample attribute or a key of its ``meta``.
-DEFAULT_SLICES = ("source", "kind", "group", "polarity")
+#: Slices reported by default: a sample attribute or a key of its ``meta`` (the synthetic
+#: generator records ``style``, handwriting or printed, and ``inverted``, the polarity).
+DEFAULT_SLICES = ("source", "kind", "group", "style", "inverted")
 FINGERPRINT_NAME = "bench-source.json"
 
 
@@ -139,9 +140,9 @@ def import_skips(manifest: Manifest) -> list[str]:
 def slice_values(sample: Sample, keys: Sequence[str]) -> dict[str, str]:
     """The slices ``sample`` is counted in: each key's value where the sample has one.
 
-    >>> s = Sample("a.png", "hi", "test", "synth", "ab", group="Caveat", meta={"polarity": "dark"})
-    >>> slice_values(s, ["source", "group", "polarity", "font"])
-    {'source': 'synth', 'group': 'Caveat', 'polarity': 'dark'}
+    >>> s = Sample("a.png", "hi", "test", "synth", "ab", group="caveat", meta={"inverted": False})
+    >>> slice_values(s, ["source", "group", "inverted", "style"])
+    {'source': 'synth', 'group': 'caveat', 'inverted': 'False'}
     """
     values = {}
     for key in keys:

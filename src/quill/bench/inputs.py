@@ -2,26 +2,25 @@
 
 Timing needs the same inputs for every system, in memory (so disk reads are not timed), and
 of both kinds. Lines come from a benchmark dataset; paragraphs too when it has them. A line
-dataset such as the Hooker letters has none, so paragraphs are composed by stacking
-consecutive lines of one page onto white paper: real handwriting, a real multi-line layout,
-and a reference text (the lines joined by newlines) to check accuracy on.
+dataset such as the Hooker letters has none, so paragraphs are composed from consecutive
+lines of one page with the data layer's own stacker (:func:`quill.data.paragraphs.stack_lines`,
+which redraws the lines' ink on one sheet): real handwriting in a multi-line layout, with a
+reference text (the lines joined by newlines) to check accuracy on.
 """
 
 from __future__ import annotations
 
 import io
+import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from PIL import Image
-
 from quill.bench.datasets import BenchSample
 from quill.bench.systems import Kind
 
-#: Blank space between stacked lines and around the block, as a fraction of line height.
-LINE_GAP = 0.25
-MARGIN = 0.5
+#: Lines per composed paragraph.
+LINES_PER_PARAGRAPH = 5
 
 
 @dataclass(frozen=True)
@@ -33,45 +32,35 @@ class SpeedInput:
     kind: Kind
 
 
-def stack_lines(images: Sequence[bytes], background: int = 255) -> bytes:
-    """One PNG paragraph image: ``images`` stacked top to bottom, left-aligned.
-
-    >>> def line(w, h):
-    ...     out = io.BytesIO(); Image.new("L", (w, h), 0).save(out, "PNG"); return out.getvalue()
-    >>> Image.open(io.BytesIO(stack_lines([line(100, 20), line(60, 20)]))).size
-    (120, 65)
-    """
-    lines = [Image.open(io.BytesIO(data)).convert("L") for data in images]
-    height = sorted(line.height for line in lines)[len(lines) // 2]  # median line height
-    gap, margin = round(LINE_GAP * height), round(MARGIN * height)
-    width = max(line.width for line in lines) + 2 * margin
-    total = sum(line.height for line in lines) + gap * (len(lines) - 1) + 2 * margin
-    page = Image.new("L", (width, total), background)
-    top = margin
-    for line in lines:
-        page.paste(line, (margin, top))
-        top += line.height + gap
-    out = io.BytesIO()
-    page.save(out, "PNG")
-    return out.getvalue()
-
-
 def compose_paragraphs(
-    lines: Sequence[BenchSample], count: int, lines_per_paragraph: int = 5
+    lines: Sequence[BenchSample], count: int, lines_per_paragraph: int = LINES_PER_PARAGRAPH
 ) -> list[SpeedInput]:
-    """Up to ``count`` paragraphs of consecutive lines that share a page (slice ``group``)."""
+    """Up to ``count`` PNG paragraphs of consecutive lines that share a page (slice ``group``).
+
+    Deterministic: paragraph ``i`` is laid out with a generator seeded by ``i``.
+    """
+    from quill.data.paragraphs import ParagraphConfig, stack_lines
+    from quill.preprocess import load_image
+
     pages: dict[str, list[BenchSample]] = defaultdict(list)
     for sample in lines:
         pages[sample.slices.get("group", "")].append(sample)
+    chunks = [
+        page[start : start + lines_per_paragraph]
+        for page in pages.values()
+        for start in range(0, len(page) - lines_per_paragraph + 1, lines_per_paragraph)
+    ]
     paragraphs = []
-    for page in pages.values():
-        for start in range(0, len(page) - lines_per_paragraph + 1, lines_per_paragraph):
-            chunk = page[start : start + lines_per_paragraph]
-            image = stack_lines([sample.image.read_bytes() for sample in chunk])
-            text = "\n".join(sample.text for sample in chunk)
-            paragraphs.append(SpeedInput(image, text, "paragraph"))
-            if len(paragraphs) == count:
-                return paragraphs
+    for index, chunk in enumerate(chunks[:count]):
+        image = stack_lines(
+            [load_image(sample.image) for sample in chunk],
+            random.Random(f"bench-paragraph:{index}"),
+            ParagraphConfig(),
+        )
+        encoded = io.BytesIO()
+        image.save(encoded, "PNG")
+        text = "\n".join(sample.text for sample in chunk)
+        paragraphs.append(SpeedInput(encoded.getvalue(), text, "paragraph"))
     return paragraphs
 
 

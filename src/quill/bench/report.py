@@ -232,6 +232,11 @@ def speed_payload(
     }
 
 
+def _stage(timing: dict, stage: str) -> str:
+    value = timing["stage_ms_per_image"].get(stage)
+    return "—" if value is None else f"{value:.1f}"
+
+
 def speed_markdown(payload: dict) -> list[str]:
     """The Markdown tables of a speed run (from its JSON document)."""
     inputs = payload["inputs"]
@@ -242,9 +247,10 @@ def speed_markdown(payload: dict) -> list[str]:
         "",
         f"Inputs: {inputs['line']} lines and {inputs['paragraph']} paragraphs from "
         f"`{inputs['source']}`; {inputs['warmup']} warm-up calls, then {inputs['calls']} timed "
-        "calls per row. Latency is per image (call time / batch size); speed-up is the "
-        f"p50 of `{payload['baseline']}` over the row's p50 under the same kind, batch and "
-        "threads.",
+        "calls per row. Latency is per image (call time / batch size); *preprocess* and "
+        "*model* split Quill's mean time per image between image handling and the network; "
+        f"speed-up is the p50 of `{payload['baseline']}` over the row's p50 under the same "
+        "kind, batch and threads.",
         "",
     ]
     for name, reason in payload["unavailable"].items():
@@ -259,11 +265,13 @@ def speed_markdown(payload: dict) -> list[str]:
             f"{t['p95_ms']:.1f}",
             f"{t['p99_ms']:.1f}",
             f"{t['throughput_per_s']:.1f}",
+            *(_stage(t, stage) for stage in ("preprocess", "model")),
             "—" if t["speedup_vs_baseline"] is None else f"{t['speedup_vs_baseline']:.2f}x",
         ]
         for t in payload["timings"]
     ]
     header = ["kind", "batch", "threads", "system", "p50 ms", "p95 ms", "p99 ms", "images/s"]
+    header += ["preprocess ms", "model ms"]
     lines += [*table([*header, f"vs {payload['baseline']}"], rows), ""]
     lines += ["CER of each system on the timed inputs (the same images):", ""]
     kinds = ["line", "paragraph"]

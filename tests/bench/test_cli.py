@@ -1,0 +1,69 @@
+"""``quill bench accuracy|speed`` end to end through the real ``quill`` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from quill.cli import app
+
+runner = CliRunner()
+
+
+def test_accuracy_command_writes_reports_and_skips_missing_peers(
+    tiny_model: Path, printed_dataset: Path, tmp_path: Path
+) -> None:
+    args = ["bench", "accuracy", "--model", str(tiny_model), "--data", f"printed={printed_dataset}"]
+    args += ["--peer", "tesseract", "--peer", "no-such-peer", "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "skipped no-such-peer" in result.output
+    payload = json.loads((tmp_path / "accuracy.json").read_text())
+    assert "no-such-peer" in payload["unavailable"]
+    expected = ["quill"] + (["tesseract"] if shutil.which("tesseract") else [])
+    assert list(payload["systems"]) == expected
+    assert payload["datasets"][0]["samples"] == 4
+    markdown = (tmp_path / "accuracy.md").read_text()
+    assert "## printed" in markdown and "| inverted=True | 1 |" in markdown
+    lines = (tmp_path / "accuracy-predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and set(json.loads(lines[0])["predictions"]) == set(expected)
+
+
+def test_accuracy_command_explains_what_is_wrong(printed_dataset: Path, tmp_path: Path) -> None:
+    nothing = runner.invoke(app, ["bench", "accuracy", "--data", str(printed_dataset)])
+    assert nothing.exit_code == 1 and "give --model DIR and/or --peer NAME" in nothing.output
+    missing = runner.invoke(
+        app, ["bench", "accuracy", "--peer", "tesseract", "--data", str(tmp_path / "nope")]
+    )
+    assert missing.exit_code == 1 and "dataset not found" in missing.output
+    not_a_model = runner.invoke(
+        app, ["bench", "accuracy", "--model", str(tmp_path), "--data", str(printed_dataset)]
+    )
+    assert not_a_model.exit_code == 1 and "quill-model.json is missing" in not_a_model.output
+
+
+def test_speed_command_compares_runtimes_in_one_run(
+    tiny_model: Path, printed_dataset: Path, tmp_path: Path
+) -> None:
+    args = ["bench", "speed", "--model", str(tiny_model), "--data", str(printed_dataset)]
+    args += ["--kind", "line", "--batch", "1", "--batch", "4", "--variant", "eager"]
+    args += ["--variant", "onnx", "--variant", "onnx-int8", "--inputs", "4", "--images", "4"]
+    args += ["--warmup", "1", "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "speed.json").read_text())
+    rows = {(t["system"], t["batch"]) for t in payload["timings"]}
+    assert rows == {(f"quill-{v}", b) for v in ("eager", "onnx", "onnx-int8") for b in (1, 4)}
+    assert payload["machine"]["usable_cores"] >= 1 and payload["machine"]["cpu"]
+    assert payload["int8"]["line"]["fp32"] == payload["accuracy_on_inputs"]["quill-onnx"]["line"]
+    assert "vs quill-eager" in (tmp_path / "speed.md").read_text()
+    assert "| line | 1 | 1 | quill-eager |" in result.output
+
+
+def test_speed_command_rejects_unknown_variants(tiny_model: Path, printed_dataset) -> None:
+    args = ["bench", "speed", "--model", str(tiny_model), "--data", str(printed_dataset)]
+    result = runner.invoke(app, [*args, "--variant", "tensorrt"])
+    assert result.exit_code == 1 and "unknown variant or kind: tensorrt" in result.output

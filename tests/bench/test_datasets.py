@@ -1,0 +1,108 @@
+"""Resolving --data arguments: Quill datasets, labels.tsv folders (cached import), Hooker."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from quill.bench.datasets import BenchDataError, detect_format, load_dataset
+from quill.data.manifest import assign_splits
+
+from .conftest import render_line, write_printed_dataset
+
+
+def test_manifest_dataset_with_slices_and_a_seeded_limit(printed_dataset: Path) -> None:
+    dataset = load_dataset(f"printed={printed_dataset}", slices=["group", "inverted", "style"])
+    assert (dataset.name, dataset.format, dataset.split) == ("printed", "manifest", "test")
+    assert len(dataset.samples) == 4 and all(s.image.is_file() for s in dataset.samples)
+    assert dataset.samples[3].slices == {"group": "page-b", "inverted": "True"}
+    two = load_dataset(str(printed_dataset), limit=2)
+    assert len(two.samples) == 2
+    assert two.samples == load_dataset(str(printed_dataset), limit=2).samples
+    assert two.name == printed_dataset.name
+
+
+def test_a_missing_split_or_source_is_a_clear_error(tmp_path: Path) -> None:
+    write_printed_dataset(tmp_path / "train-only", split="train")
+    with pytest.raises(BenchDataError, match=r"no 'test' samples \(splits: train=4\)"):
+        load_dataset(str(tmp_path / "train-only"))
+    with pytest.raises(BenchDataError, match="dataset not found"):
+        load_dataset(str(tmp_path / "nowhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BenchDataError, match="expected manifest.jsonl"):
+        detect_format(tmp_path / "empty")
+
+
+def _labelled_folder(root: Path, pages: int) -> None:
+    """A folder dataset as the Hooker letters ship: images + labels.tsv (file, page, text)."""
+    (root / "lines").mkdir(parents=True, exist_ok=True)
+    with open(root / "labels.tsv", "w", newline="", encoding="utf-8") as handle:
+        rows = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        rows.writerow(["file", "page", "text"])
+        for page in range(pages):
+            text = f"line of page {page}"
+            (root / "lines" / f"p{page}.png").write_bytes(render_line(text))
+            rows.writerow([f"lines/p{page}.png", f"page{page}", text])
+
+
+def test_folder_source_is_imported_once_and_again_when_it_changes(tmp_path: Path) -> None:
+    source, cache = tmp_path / "letters", tmp_path / "cache"
+    _labelled_folder(source, pages=30)
+    first = load_dataset(str(source), cache_root=cache)
+    manifest = cache / "letters" / "manifest.jsonl"
+    stamp = manifest.stat().st_mtime_ns
+    again = load_dataset(str(source), cache_root=cache)
+    assert manifest.stat().st_mtime_ns == stamp  # reused, not re-imported
+    assert again.samples == first.samples and first.format == "folder"
+    expected = {
+        p for p, split in assign_splits(f"page{i}" for i in range(30)).items() if split == "test"
+    }
+    assert {s.slices["group"] for s in first.samples} == expected
+
+    with open(source / "labels.tsv", "a", encoding="utf-8") as handle:
+        handle.write("lines/p0.png\tpage999\textra line\n")
+    os.utime(source / "labels.tsv", ns=(stamp + 10**9, stamp + 10**9))
+    load_dataset(str(source), cache_root=cache)
+    assert manifest.stat().st_mtime_ns != stamp
+
+
+def test_real_hooker_lines_split_by_page_name(hooker_dir: Path, tmp_path: Path) -> None:
+    """A few real lines of 60 pages (absolute paths): the test pages are those assign_splits
+    puts in test by page name, however many lines each page has."""
+    with open(hooker_dir / "labels.tsv", encoding="utf-8") as handle:
+        rows = [line.split("\t") for line in handle.read().splitlines()[1:] if line]
+    first_of_page: dict[str, list[str]] = {}
+    for file, page, text in rows:
+        first_of_page.setdefault(page, [str(hooker_dir / file), page, text])
+    subset = list(first_of_page.values())[:60]
+    folder = tmp_path / "subset"
+    folder.mkdir()
+    lines = ["file\tpage\ttext", *("\t".join(row) for row in subset)]
+    (folder / "labels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dataset = load_dataset(str(folder), cache_root=tmp_path / "cache")
+    splits = assign_splits(page for _, page, _ in subset)
+    assert {s.slices["group"] for s in dataset.samples} == {
+        page for page, split in splits.items() if split == "test"
+    }
+    assert all(s.image.is_relative_to(hooker_dir) for s in dataset.samples)
+
+
+@pytest.mark.slow
+def test_hooker_test_split_is_whole_pages_never_trained_on(hooker_dir: Path, tmp_path) -> None:
+    dataset = load_dataset(f"hooker={hooker_dir}", cache_root=tmp_path)
+    with open(hooker_dir / "labels.tsv", encoding="utf-8") as handle:
+        pages = [line.split("\t")[1] for line in handle.read().splitlines()[1:] if line]
+    splits = assign_splits(pages)
+    test_pages = {page for page, split in splits.items() if split == "test"}
+    assert {s.slices["group"] for s in dataset.samples} == test_pages
+    expected_lines = sum(1 for page in pages if splits[page] == "test")
+    # Only lines with characters outside the vocabulary are left out, each with its reason.
+    assert (
+        len(dataset.samples)
+        + len([r for r in dataset.import_skipped if any(p in r for p in test_pages)])
+        == expected_lines
+    )
+    assert len(dataset.samples) > 400

@@ -1,0 +1,66 @@
+"""The peers, run for real when installed (skipped with the reason when not)."""
+
+from __future__ import annotations
+
+import pytest
+
+from quill.bench.accuracy import score
+from quill.bench.inputs import compose_paragraphs
+from quill.bench.peers import INSTALL_HINT, PeerError, TesseractPeer, load_peer
+from quill.bench.systems import SystemUnavailable
+
+from .conftest import LINES, render_line
+
+
+def test_unknown_peer_names_the_known_ones() -> None:
+    with pytest.raises(SystemUnavailable, match="known peers: tesseract, rapidocr"):
+        load_peer("abbyy")
+
+
+def test_missing_tesseract_program_says_how_to_install() -> None:
+    with pytest.raises(SystemUnavailable) as caught:
+        TesseractPeer(binary="no-such-tesseract-binary")
+    assert INSTALL_HINT in str(caught.value)
+
+
+@pytest.mark.parametrize("peer_name", ["tesseract", "rapidocr"])
+def test_peer_reads_printed_lines_of_both_polarities(peer_name: str, request) -> None:
+    peer = request.getfixturevalue(peer_name)
+    texts = peer.read([render_line(text, inverted) for text, _, inverted in LINES], "line")
+    assert score(texts, [text for text, _, _ in LINES]).cer < 0.05, texts
+
+
+@pytest.mark.parametrize("peer_name", ["tesseract", "rapidocr"])
+def test_peer_reads_a_paragraph_as_lines(peer_name: str, request, printed_dataset) -> None:
+    from quill.bench.datasets import load_dataset
+
+    peer = request.getfixturevalue(peer_name)
+    dark = [
+        s for s in load_dataset(str(printed_dataset)).samples if s.slices["inverted"] == "False"
+    ]
+    paragraph = compose_paragraphs(dark, count=1, lines_per_paragraph=2)[0]
+    (text,) = peer.read([paragraph.image], "paragraph")
+    assert text.count("\n") == 1, text
+    assert score([text], [paragraph.text]).cer < 0.1, text
+
+
+def test_tesseract_failure_names_the_exit_status(tesseract) -> None:
+    with pytest.raises(PeerError, match="tesseract exited"):
+        tesseract.read([b"this is not an image"], "line")
+
+
+def test_rapidocr_line_calls_never_inherit_detection(rapidocr) -> None:
+    """RapidOCR remembers use_det from the previous call: a line read after a paragraph read
+    must still skip detection (the wrapper passes every flag on every call)."""
+    line = render_line("Kew Gardens, London")
+    rapidocr.read([line], "paragraph")
+    assert rapidocr._engine.use_det is True
+    (text,) = rapidocr.read([line], "line")
+    assert rapidocr._engine.use_det is False
+    assert text == "Kew Gardens, London"
+
+
+def test_descriptions_record_versions(tesseract, rapidocr) -> None:
+    assert tesseract.describe()["version"].startswith("tesseract 5")
+    assert tesseract.describe()["psm"] == "line=7, paragraph=6"
+    assert rapidocr.describe()["recognizer"].startswith("PP-OCR")

@@ -1,0 +1,94 @@
+"""The JSON and Markdown reports, built from real results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from quill.bench.accuracy import DatasetResult, Readings, score_slices
+from quill.bench.datasets import BenchDataset, BenchSample
+from quill.bench.report import (
+    accuracy_markdown,
+    accuracy_payload,
+    speed_markdown,
+    speed_payload,
+    write,
+    write_predictions,
+)
+from quill.bench.speed import Timing
+
+MACHINE = {
+    "cpu": "Test CPU",
+    "usable_cores": 2,
+    "logical_cores": 2,
+    "memory_gib": 8.0,
+    "load_average_1m": 0.5,
+}
+
+
+def _result() -> DatasetResult:
+    samples = [
+        BenchSample(Path("a.png"), "Kew Gardens", "line", {"group": "p1"}),
+        BenchSample(Path("b.png"), "My dear Dyer", "line", {"group": "p2"}),
+    ]
+    dataset = BenchDataset(
+        "hooker",
+        Path("/data/hooker"),
+        "folder",
+        "test",
+        "abc123",
+        samples,
+        ["labels.tsv:3: characters outside the vocabulary: '∞'"],
+    )
+    readings = {
+        "quill": Readings("quill", ["Kew Gardens", "My dear Dyer"]),
+        "tesseract": Readings("tesseract", ["kew gardms", ""], failures={1: "PeerError: boom"}),
+    }
+    return DatasetResult(dataset, readings, score_slices(dataset, readings.values()))
+
+
+def test_accuracy_report_tables_and_json(tmp_path: Path) -> None:
+    result = _result()
+    systems = {"quill": {"backend": "onnx"}, "tesseract": {"version": "tesseract 5.3.0"}}
+    payload = accuracy_payload([result], systems, {"rapidocr": "not installed"}, MACHINE, "quill")
+    markdown = "\n".join(accuracy_markdown(payload))
+    json_path, md_path = write(tmp_path, "accuracy", payload, accuracy_markdown(payload))
+    assert json.loads(json_path.read_text())["datasets"][0]["version"] == "abc123"
+    assert md_path.read_text().strip() == markdown.strip()
+    # Tesseract: "kew gardms" vs "Kew Gardens" = 4 edits (2 of them case), "" vs
+    # "My dear Dyer" = 12: 16/23 case-sensitive, 14/23 not.
+    assert "| hooker | test | 2 | 0.0% | 69.6% | inf |" in markdown
+    assert "| all | 2 | 0.0% / 0.0% | 69.6% / 60.9% |" in markdown
+    assert "| dataset | split | samples | quill | tesseract | tesseract / quill |" in markdown
+    assert "- **rapidocr**: skipped (not installed)" in markdown
+    assert "| group=p1 | 1 | 0.0% / 0.0% | 36.4% / 18.2% |" in markdown
+    assert "Images a system failed on (scored as empty readings): tesseract 1." in markdown
+    assert "The import left out 1 samples" in markdown
+
+    lines = write_predictions(tmp_path / "p.jsonl", [result]).read_text().splitlines()
+    second = json.loads(lines[1])
+    assert second["reference"] == "My dear Dyer"
+    assert second["predictions"] == {"quill": "My dear Dyer", "tesseract": ""}
+    assert second["failures"] == {"tesseract": "PeerError: boom"}
+
+
+def test_speed_report_shows_ratios_stages_and_input_accuracy() -> None:
+    timings = [
+        Timing("quill-eager", "line", 1, 1, [30.0] * 5, {"preprocess": 10.0, "model": 20.0}),
+        Timing("quill-onnx", "line", 1, 1, [10.0] * 5, {"preprocess": 5.0, "model": 5.0}),
+        Timing("tesseract", "line", 1, 1, [250.0] * 5),
+        Timing("tesseract", "line", 8, 1, [2000.0] * 5),
+    ]
+    inputs = {"source": "hooker", "line": 16, "paragraph": 0, "warmup": 2, "calls": "5"}
+    accuracy = {"quill-onnx": {"line": 0.05}, "tesseract": {"line": 0.6}}
+    payload = speed_payload(timings, accuracy, {}, {}, MACHINE, inputs, "quill-eager")
+    markdown = "\n".join(speed_markdown(payload))
+    assert (
+        "| line | 1 | 1 | quill-onnx | 10.0 | 10.0 | 10.0 | 100.0 | 5.0 | 5.0 | 3.00x |" in markdown
+    )
+    assert "| line | 1 | 1 | tesseract | 250.0 | 250.0 | 250.0 | 4.0 | — | — | 0.12x |" in markdown
+    # No eager row at batch 8: no ratio rather than a wrong one.
+    assert "| line | 8 | 1 | tesseract | 250.0 | 250.0 | 250.0 | 4.0 | — | — | — |" in markdown
+    assert "| tesseract | 60.0% | — |" in markdown
+    assert "Test CPU, 2 of 2 logical cores usable" in markdown
+    assert payload["timings"][1]["speedup_vs_baseline"] == 3.0

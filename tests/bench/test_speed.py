@@ -1,0 +1,95 @@
+"""Timing, int8 quantisation and the speed run, on the real staged model and real images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+
+from quill.bench.datasets import load_dataset
+from quill.bench.inputs import SpeedInput, compose_paragraphs, speed_inputs
+from quill.bench.quantize import QuantizeError, quantize_staged
+from quill.bench.speed import SpeedPlan, load_quill_variants, run_speed, speedups, time_system
+from quill.bench.systems import QuillSystem
+
+
+@pytest.fixture(scope="module")
+def line_inputs(printed_dataset: Path) -> list[SpeedInput]:
+    return speed_inputs(load_dataset(str(printed_dataset)).samples, count=4)["line"]
+
+
+def test_time_system_counts_only_timed_calls_and_splits_quill_stages(
+    tiny_model, line_inputs
+) -> None:
+    quill = QuillSystem.load(tiny_model, "onnx", threads=1)
+    timing = time_system(quill, line_inputs, batch=3, threads=1, calls=4, warmup=2)
+    assert (len(timing.call_ms), timing.images, timing.kind) == (4, 12, "line")
+    assert timing.per_image_ms(50) <= timing.per_image_ms(95) <= timing.per_image_ms(99)
+    assert timing.throughput == pytest.approx(12 / (sum(timing.call_ms) / 1000))
+    stages = timing.stages
+    assert set(stages) == {"preprocess", "model"} and all(v > 0 for v in stages.values())
+    # The stages happen inside the timed calls, so they cannot add up to more than them.
+    assert (stages["preprocess"] + stages["model"]) * timing.images <= sum(timing.call_ms) * 1.01
+
+
+def test_paragraphs_are_composed_from_consecutive_lines_of_one_page(printed_dataset) -> None:
+    samples = load_dataset(str(printed_dataset)).samples
+    first = compose_paragraphs(samples, count=5, lines_per_paragraph=2)
+    assert [p.text for p in first] == [
+        "The quick brown fox\njumps over 12 lazy dogs.",
+        "Kew Gardens, London\nMy dear Dyer",
+    ]
+    assert first == compose_paragraphs(samples, count=5, lines_per_paragraph=2)  # same bytes
+
+
+def test_int8_copy_quantises_matrix_products_but_not_convolutions(tiny_model, tmp_path) -> None:
+    out = quantize_staged(tiny_model, tmp_path / "int8")
+    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops
+    assert "ConvInteger" not in ops and "Conv" in ops
+    meta = json.loads((out / "quill-model.json").read_text())
+    assert meta["version"].endswith("-int8") and list(meta["backends"]) == ["onnx"]
+    assert (out / "model.onnx").stat().st_size < (tiny_model / "model.onnx").stat().st_size
+    with pytest.raises(QuantizeError, match="no model.onnx"):
+        quantize_staged(tmp_path / "int8-missing", tmp_path / "nowhere")
+
+
+def test_run_speed_times_every_variant_and_records_failures(
+    tiny_model, line_inputs, tmp_path
+) -> None:
+    broken = [SpeedInput(b"not an image", "x", "paragraph")]
+    inputs = {"line": line_inputs, "paragraph": broken}
+    loads: list[int] = []
+
+    def load(threads: int):
+        loads.append(threads)
+        systems, missing = load_quill_variants(
+            tiny_model, ["eager", "onnx-int8"], threads, tmp_path / "int8"
+        )
+        assert missing == {}
+        return systems
+
+    plan = SpeedPlan(batches=(1, 2), threads=(1,), images=2, warmup=1)
+    run = run_speed(load, inputs, plan)
+    assert loads == [1]
+    rows = {(t.system, t.kind, t.batch) for t in run.timings}
+    assert rows == {(s, "line", b) for s in ("quill-eager", "quill-onnx-int8") for b in (1, 2)}
+    assert all(len(t.call_ms) == 5 for t in run.timings)  # never fewer than 5 calls
+    assert "quill-onnx-int8 paragraph batch=2 threads=1" in run.failures
+    assert "ImageError" in run.failures["quill-onnx-int8 paragraph batch=2 threads=1"]
+    assert set(run.accuracy["quill-onnx-int8"]) == {"line"}  # no CER for the kind that failed
+    ratios = speedups(run.timings, "quill-eager")
+    eager_rows = [i for i, t in enumerate(run.timings) if t.system == "quill-eager"]
+    assert all(ratios[i] == 1.0 for i in eager_rows) and len(ratios) == len(run.timings)
+
+
+def test_a_missing_runtime_file_is_reported_not_fatal(tiny_model, tmp_path) -> None:
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("quill-model.json", "model.onnx"):
+        (partial / name).write_bytes((tiny_model / name).read_bytes())
+    systems, missing = load_quill_variants(partial, ["torchscript", "onnx"], 1, tmp_path / "q")
+    assert [s.name for s in systems] == ["quill-onnx"]
+    assert "model.pt" in missing["quill-torchscript"]
