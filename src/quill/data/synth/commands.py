@@ -31,7 +31,7 @@ def _fail(message: str) -> typer.Exit:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
+    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -94,7 +94,8 @@ def synth_command(
         f"Wrote {len(manifest)} {kind.value} images to {out} in {seconds:.1f} s "
         f"({len(manifest) / seconds:.1f} images/s): {counts}; "
         f"{len({s.group for s in manifest})} fonts; version {manifest.version}\n"
-        f"Look at them: quill data show {out} --out {out / 'sheet.png'}"
+        f"Look at them: quill data show {out} --out {out / 'sheet.png'}",
+        soft_wrap=True,
     )
 
 

@@ -6,6 +6,10 @@ It is read straight from the package's lazy-load database with a small reader fo
 serialisation format, so neither R nor a network is needed at run time. Any UTF-8 text file
 can be used instead (``--corpus``): paragraphs are separated by blank lines.
 
+Austen has almost no digits and few symbols (a model trained on her alone could not read
+"£25" or "10:30"), so a share of lines gets one number-like token (a year, a sum, a time,
+a date, a percentage...) inserted between two of its words: :func:`number_token`.
+
 Every snippet is checked against the vocabulary; characters outside it are mapped to their
 usual ASCII form where one exists (curly quotes, dashes) and otherwise the paragraph is
 dropped and counted, never silently altered.
@@ -42,6 +46,53 @@ _PLAIN = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '
 _ITALICS = re.compile(r"_(\S(?:[^_]*\S)?)_")
 _SPACES = re.compile(r"\s+")
 _HEADING = re.compile(r"^(CHAPTER|VOLUME|BOOK)\b|^[IVXLC]+\.?$", re.IGNORECASE)
+
+
+def number_token(rng: np.random.Generator) -> str:
+    """A random number as people write them in letters and notes.
+
+    >>> rng = np.random.default_rng(0)
+    >>> tokens = [number_token(rng) for _ in range(400)]
+    >>> all(any(c.isdigit() for c in t) for t in tokens)
+    True
+    >>> sorted(set("".join(tokens)) - set("0123456789"))
+    ['#', '$', '%', '+', '-', '.', '/', ':', '=', 'd', 'h', 'n', 'r', 's', 't', '£']
+    """
+    n = int(rng.integers(0, 10_000))
+    small, year = int(rng.integers(1, 100)), int(rng.integers(1700, 2030))
+    day, month = int(rng.integers(1, 29)), int(rng.integers(1, 13))
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(day % 10 if day not in (11, 12, 13) else 0, "th")
+    forms = (
+        str(n),
+        str(small),
+        str(year),
+        f"{day}{suffix}",
+        f"£{small}",
+        f"${small}.{int(rng.integers(0, 100)):02d}",
+        f"{small}%",
+        f"{int(rng.integers(1, 13))}:{int(rng.integers(0, 60)):02d}",
+        f"{day}/{month}/{year}",
+        f"{day}.{month}.{year % 100:02d}",
+        f"#{small}",
+        f"{small}-{int(rng.integers(1, 100))}",
+        f"{n / 100:.2f}",
+        f"{small}+{day}={small + day}",
+    )
+    return forms[int(rng.integers(len(forms)))]
+
+
+def insert_number(line: str, rng: np.random.Generator, max_chars: int) -> str:
+    """``line`` with a :func:`number_token` between two words, if it still fits.
+
+    >>> insert_number("one two", np.random.default_rng(1), 60).count(" ")
+    2
+    """
+    words = line.split(" ")
+    token = number_token(rng)
+    if len(line) + len(token) + 1 > max_chars:
+        return line
+    at = int(rng.integers(0, len(words) + 1))
+    return " ".join([*words[:at], token, *words[at:]])
 
 
 class CorpusError(RuntimeError):
@@ -157,6 +208,8 @@ class Corpus:
     licence: str
     #: Paragraphs dropped because they hold characters outside the vocabulary.
     dropped: int = 0
+    #: Share of lines that get a number inserted (see :func:`insert_number`).
+    numbers: float = 0.15
 
     @classmethod
     def from_paragraphs(
@@ -175,7 +228,9 @@ class Corpus:
             full = wrapped[:-1] if len(wrapped) > 1 else wrapped
             candidates = [w for w in full if len(w) >= min_chars]
             if candidates:
-                return candidates[int(rng.integers(len(candidates)))]
+                return self._with_number(
+                    candidates[int(rng.integers(len(candidates)))], rng, max_chars
+                )
 
     def paragraph(
         self, rng: np.random.Generator, lines: tuple[int, int] = (2, 8), max_chars: int = 60
@@ -184,12 +239,16 @@ class Corpus:
         count = int(rng.integers(lines[0], lines[1] + 1))
         wrapped = self._wrap(rng, max(20, max_chars // 2), max_chars)
         start = int(rng.integers(max(1, len(wrapped) - count + 1)))
-        return "\n".join(wrapped[start : start + count])
+        lines = [self._with_number(line, rng, max_chars) for line in wrapped[start : start + count]]
+        return "\n".join(lines)
+
+    def _with_number(self, line: str, rng: np.random.Generator, max_chars: int) -> str:
+        return insert_number(line, rng, max_chars) if rng.random() < self.numbers else line
 
     def _wrap(self, rng: np.random.Generator, min_chars: int, max_chars: int) -> list[str]:
         text = self.paragraphs[int(rng.integers(len(self.paragraphs)))]
         width = int(rng.integers(min_chars, max_chars + 1))
-        return textwrap.wrap(text, width=width, break_long_words=True, break_on_hyphens=False)
+        return textwrap.wrap(text, width=width, break_long_words=False, break_on_hyphens=False)
 
 
 def load_corpus(path: str | Path | None = None, tokenizer: Tokenizer | None = None) -> Corpus:
