@@ -274,7 +274,9 @@ def serve_command(
         server.stop()
         raise _fail(str(exc)) from exc
     except KeyboardInterrupt:
-        code = server.stop() or 0
+        server.stop()
+        console.print("Label Studio stopped")
+        code = 0
     raise typer.Exit(code)
 
 

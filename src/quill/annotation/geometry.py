@@ -157,7 +157,8 @@ def crop_box(image: Image.Image, box: Box, fill: tuple[int, int, int] | None = N
     cos, sin = math.cos(theta), math.sin(theta)
     # PIL's AFFINE data (a, b, c, d, e, f): source = (a*u + b*v + c, d*u + e*v + f), in
     # continuous coordinates where pixel (i, j) spans [j, j+1) x [i, i+1) on both sides.
-    return image.convert("RGB").transform(
+    rgb = image if image.mode == "RGB" else image.convert("RGB")  # a page copy costs ~50 ms
+    return rgb.transform(
         (width, height),
         Image.Transform.AFFINE,
         (cos, -sin, box.x, sin, cos, box.y),
@@ -174,7 +175,7 @@ def mask_outside(
     A paragraph sample must show exactly the text its label holds: printed prompts, struck
     lines and marginalia nobody boxed are wiped rather than left as unlabelled ink.
     """
-    rgb = image.convert("RGB")
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
     mask = Image.new("L", rgb.size, 0)
     draw = ImageDraw.Draw(mask)
     for box in boxes:
