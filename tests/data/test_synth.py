@@ -161,3 +161,13 @@ def test_refuses_to_overwrite_unless_asked(lines, tmp_path):
     replaced = generate(target, "line", n=3, seed=1, workers=1, overwrite=True)
     assert len(Manifest.load(target)) == 3 == len(list((target / "images").iterdir()))
     assert replaced.version == Manifest.load(target).version
+
+
+def test_partial_font_install_still_generates_and_says_what_is_missing(tmp_path, monkeypatch):
+    """Without the npm fonts (an empty font dir) the Debian fonts still cover every split."""
+    monkeypatch.setenv("QUILL_FONT_DIR", str(tmp_path / "no-fonts"))
+    manifest = generate(tmp_path / "debian-only", "line", n=3, seed=0, workers=1)
+    info = json.loads((manifest.root / "synth.json").read_text())
+    npm_fonts = {spec.name for spec in FONTS if spec.source == "npm"}
+    assert set(info["fonts_not_installed"]) == npm_fonts
+    assert not {s.group for s in manifest} & npm_fonts
