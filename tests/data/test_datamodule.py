@@ -185,7 +185,7 @@ def test_dataset_version_tracks_data_and_weights(sources, make_line_dataset):
 
 def test_paragraph_task(make_line_dataset, tmp_path: Path):
     lines = make_line_dataset("lines", {"train": [f"line {i}" for i in range(6)]})
-    make_paragraphs(lines.root, tmp_path / "para", 3, seed=0)
+    make_paragraphs(lines.root, tmp_path / "para", 3, seed=0, workers=1)
     config = PreprocessConfig(kind="paragraph", paragraph_height=96, paragraph_width=128)
     module = _module([tmp_path / "para"], task="paragraph", preprocess_config=config, augment=True)
     batch = next(iter(module.train_dataloader()))

@@ -28,7 +28,7 @@ def _ink_bands(image: Image.Image) -> int:
 
 def test_paragraphs_stay_in_their_split(make_line_dataset, tmp_path: Path):
     lines = make_line_dataset("lines", TEXTS)
-    result = make_paragraphs(lines.root, tmp_path / "para", 8, seed=3)
+    result = make_paragraphs(lines.root, tmp_path / "para", 8, seed=3, workers=1)
     manifest = result.manifest
     assert result.report.skipped == []
     assert manifest.counts() == {"train": 5, "val": 2, "test": 1}
@@ -43,17 +43,17 @@ def test_paragraphs_stay_in_their_split(make_line_dataset, tmp_path: Path):
 
 def test_each_stacked_line_is_a_separate_band_of_ink(make_line_dataset, tmp_path: Path):
     lines = make_line_dataset("lines", TEXTS)
-    manifest = make_paragraphs(lines.root, tmp_path / "para", 6, seed=0).manifest
+    manifest = make_paragraphs(lines.root, tmp_path / "para", 6, seed=0, workers=1).manifest
     for sample in manifest:
         image = Image.open(manifest.path_of(sample)).convert("RGB")
         assert _ink_bands(image) == sample.text.count("\n") + 1
 
 
-def test_seeded_and_reproducible(make_line_dataset, tmp_path: Path):
+def test_seeded_and_reproducible_across_worker_counts(make_line_dataset, tmp_path: Path):
     lines = make_line_dataset("lines", TEXTS)
-    a = make_paragraphs(lines.root, tmp_path / "a", 5, seed=1).manifest
-    b = make_paragraphs(lines.root, tmp_path / "b", 5, seed=1).manifest
-    c = make_paragraphs(lines.root, tmp_path / "c", 5, seed=2).manifest
+    a = make_paragraphs(lines.root, tmp_path / "a", 5, seed=1, workers=1).manifest
+    b = make_paragraphs(lines.root, tmp_path / "b", 5, seed=1, workers=2).manifest
+    c = make_paragraphs(lines.root, tmp_path / "c", 5, seed=2, workers=1).manifest
     assert a.version == b.version
     assert a.version != c.version
     assert Manifest.load(tmp_path / "a").version == a.version
@@ -63,7 +63,7 @@ def test_unreadable_lines_are_reported_once_and_avoided(make_line_dataset, tmp_p
     lines = make_line_dataset("lines", {"train": TEXTS["train"]})
     broken = lines.samples[0]
     lines.path_of(broken).write_bytes(b"not a png")
-    result = make_paragraphs(lines.root, tmp_path / "para", 12, seed=0)
+    result = make_paragraphs(lines.root, tmp_path / "para", 12, seed=0, workers=2)
     reported = [s for s in result.report.skipped if s.where == broken.image]
     assert len(reported) == 1 and "not an image" in reported[0].reason
     assert all(broken.image not in s.meta["lines"] for s in result.manifest)

@@ -116,6 +116,9 @@ def paragraphs_command(
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same paragraphs).")] = 0,
     min_lines: Annotated[int, typer.Option(min=1, help="Fewest lines per paragraph.")] = 2,
     max_lines: Annotated[int, typer.Option(min=1, help="Most lines per paragraph.")] = 8,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes (default: one per core).")
+    ] = None,
 ) -> None:
     """Make paragraphs by stacking real line crops of SRC (texts joined by newlines).
 
@@ -128,7 +131,9 @@ def paragraphs_command(
         raise typer.BadParameter("must be at least --min-lines", param_hint="--max-lines")
     config = ParagraphConfig(min_lines=min_lines, max_lines=max_lines)
     try:
-        result = make_paragraphs(src, out, n, seed=seed, config=config, show_progress=True)
+        result = make_paragraphs(
+            src, out, n, seed=seed, config=config, workers=workers, show_progress=True
+        )
     except (DatasetError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from exc
     _print_result(result)

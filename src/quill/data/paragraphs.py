@@ -9,8 +9,11 @@ only, so no line of a validation or test page ever appears in a training paragra
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from quill.data.distort import composite
-from quill.data.manifest import SPLITS, Manifest, Sample
+from quill.data.manifest import SPLITS, Manifest, Sample, Split
 from quill.data.readers.common import (
     DatasetError,
     DatasetWriter,
@@ -114,15 +117,15 @@ def make_paragraphs(
     *,
     seed: int = 0,
     config: ParagraphConfig | None = None,
+    workers: int | None = None,
     show_progress: bool = False,
 ) -> ImportResult:
     """Write ``n`` stacked paragraphs from the line samples of dataset ``src`` into ``out``.
 
     Paragraph ``i`` of a split depends only on (seed, split, i) and the split's lines, so the
-    output is the same for a seed. Lines whose image cannot be read are reported once and
-    not used again.
+    output is the same for a seed whatever the number of ``workers`` (processes; default:
+    one per core). Lines whose image cannot be read are reported once and never used.
     """
-    config = config or ParagraphConfig()
     manifest = Manifest.load(src)
     pools = {split: [s for s in manifest.split(split) if s.kind == "line"] for split in SPLITS}
     if not any(pools.values()):
@@ -135,50 +138,107 @@ def make_paragraphs(
         for split, count in allocate(n, {k: len(v) for k, v in pools.items()}).items()
         for i in range(count)
     ]
-    broken: set[str] = set()
-    for split, i in progress(jobs, "paragraphs", len(jobs), show_progress):
-        rng = random.Random(f"{seed}:{split}:{i}")
-        picked = _pick_readable(pools[split], manifest, rng, config, report, broken)
-        if not picked:
+    builder = _Builder(manifest, pools, seed, config or ParagraphConfig())
+    workers = min(workers or len(os.sched_getaffinity(0)), len(jobs))
+    reported: set[str] = set()
+    for paragraph in progress(
+        _render_all(builder, jobs, workers), "paragraphs", len(jobs), show_progress
+    ):
+        for image, reason in paragraph.failures:
+            if image not in reported:
+                reported.add(image)
+                report.skip(image, reason)
+        if paragraph.image is None:
             continue
+        split, i = paragraph.job
         writer.add_crop(
             f"paragraph-{split}-{i:06d}",
-            stack_lines([image for _, image in picked], rng, config),
-            "\n".join(sample.text for sample, _ in picked),
+            paragraph.image,
+            "\n".join(sample.text for sample in paragraph.lines),
             group=f"{split}-paragraph-{i}",
             kind="paragraph",
-            meta={"lines": [sample.image for sample, _ in picked], "from": manifest.version},
+            meta={"lines": [s.image for s in paragraph.lines], "from": manifest.version},
             split=split,
         )
     return writer.finish()
 
 
-def _pick_readable(
-    pool: list[Sample],
-    manifest: Manifest,
-    rng: random.Random,
-    config: ParagraphConfig,
-    report: ImportReport,
-    broken: set[str],
-) -> list[tuple[Sample, Image.Image]]:
-    """Random distinct lines of ``pool`` with their images.
+@dataclass
+class _Paragraph:
+    job: tuple[Split, int]
+    lines: list[Sample]
+    image: Image.Image | None
+    #: (line image, reason) for lines that could not be read.
+    failures: list[tuple[str, str]]
 
-    A line whose image cannot be read is reported once, added to ``broken`` and never
-    drawn again.
-    """
-    count = min(rng.randint(config.min_lines, config.max_lines), len(pool))
-    picked: list[tuple[Sample, Image.Image]] = []
-    tried: set[int] = set()
-    while len(picked) < count and len(tried) < len(pool):
-        index = rng.randrange(len(pool))
-        sample = pool[index]
-        if index in tried or sample.image in broken:
+
+class _Builder:
+    """Renders paragraph ``(split, i)``; one per process, so it is built to be pickled once."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        pools: dict[str, list[Sample]],
+        seed: int,
+        config: ParagraphConfig,
+    ):
+        self.manifest, self.pools, self.seed, self.config = manifest, pools, seed, config
+        self.broken: set[str] = set()
+
+    def __call__(self, job: tuple[Split, int]) -> _Paragraph:
+        split, i = job
+        rng = random.Random(f"{self.seed}:{split}:{i}")
+        picked, failures = self._pick(self.pools[split], rng)
+        image = stack_lines([im for _, im in picked], rng, self.config) if picked else None
+        return _Paragraph(job, [sample for sample, _ in picked], image, failures)
+
+    def _pick(
+        self, pool: list[Sample], rng: random.Random
+    ) -> tuple[list[tuple[Sample, Image.Image]], list[tuple[str, str]]]:
+        """Random distinct readable lines of ``pool`` with their images, and the failures.
+
+        An unreadable line is remembered and never drawn again; the random draws are the
+        same whether or not a process already knew it was unreadable.
+        """
+        count = min(rng.randint(self.config.min_lines, self.config.max_lines), len(pool))
+        picked: list[tuple[Sample, Image.Image]] = []
+        failures: list[tuple[str, str]] = []
+        tried: set[int] = set()
+        while len(picked) < count and len(tried) < len(pool):
+            index = rng.randrange(len(pool))
+            sample = pool[index]
+            known = index in tried or sample.image in self.broken
             tried.add(index)
-            continue
-        tried.add(index)
-        try:
-            picked.append((sample, load_image(manifest.path_of(sample))))
-        except ImageError as exc:
-            report.skip(sample.image, str(exc))
-            broken.add(sample.image)
-    return picked
+            if known:
+                continue
+            try:
+                picked.append((sample, load_image(self.manifest.path_of(sample))))
+            except ImageError as exc:
+                failures.append((sample.image, str(exc)))
+                self.broken.add(sample.image)
+        return picked, failures
+
+
+def _render_all(
+    builder: _Builder, jobs: list[tuple[Split, int]], workers: int
+) -> Iterator[_Paragraph]:
+    """Paragraphs in job order, rendered here or by ``workers`` processes."""
+    if workers <= 1:
+        yield from map(builder, jobs)
+        return
+    with ProcessPoolExecutor(workers, initializer=_set_builder, initargs=(builder,)) as pool:
+        yield from pool.map(_build, jobs, chunksize=4)
+
+
+_BUILDER: _Builder | None = None
+
+
+def _set_builder(builder: _Builder) -> None:
+    """Process-pool initializer: each worker receives the builder (and manifest) once."""
+    global _BUILDER
+    _BUILDER = builder
+
+
+def _build(job: tuple[Split, int]) -> _Paragraph:
+    assert _BUILDER is not None, "worker started without _set_builder"
+    return _BUILDER(job)
