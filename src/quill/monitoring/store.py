@@ -40,6 +40,7 @@ from quill.monitoring.schema import (
     ProjectionRow,
     ShadowRow,
 )
+from quill.monitoring.settings import MonitoringSettings
 from quill.vocab import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,18 @@ class MonitoringStore:
             retain_images = os.environ.get(RETAIN_ENV, "1").lower() not in ("0", "false", "no")
         self.retain_images = retain_images
         self.tokenizer = tokenizer or Tokenizer()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: MonitoringSettings,
+        url: str | None = None,
+        image_dir: str | Path | None = None,
+    ) -> MonitoringStore:
+        """A store honouring ``configs/monitoring.yaml``'s ``store.retain_images`` (the
+        environment variable, when set, wins)."""
+        configured = bool(settings.store.get("retain_images", True))
+        return cls(url, image_dir, retain_images=None if RETAIN_ENV in os.environ else configured)
 
     def __repr__(self) -> str:
         return f"MonitoringStore({make_url(self.url).render_as_string(hide_password=True)!r})"

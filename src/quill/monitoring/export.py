@@ -1,0 +1,141 @@
+"""``quill monitor export``: interesting production examples as Label Studio tasks.
+
+Each stored prediction becomes one task whose image is copied next to the task file and
+whose pre-annotation is what the model answered (one region per recognised line, a
+rectangle and a transcription sharing an id, in percent of the image). Annotators correct a
+draft instead of typing from scratch, and ``quill annotate import`` turns their export into
+a dataset version. The task format is the annotation layer's own
+(:func:`quill.annotation.tasks.build_tasks`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from quill.monitoring.drift import slice_values
+from quill.monitoring.settings import MonitoringSettings
+from quill.monitoring.store import MonitoringStore, StoredPrediction
+
+FORMATS = ("labelstudio",)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    tasks: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
+
+
+def select(
+    predictions: Sequence[StoredPrediction],
+    settings: MonitoringSettings,
+    *,
+    flagged: bool = False,
+    corrected: bool = False,
+    slices: Sequence[str] = (),
+) -> list[StoredPrediction]:
+    """Predictions matching every filter; ``slices`` are ``key=value`` (e.g.
+    ``polarity=light-on-dark``) as in the drift tables."""
+    wanted = [_parse_slice(s) for s in slices]
+    chosen = []
+    for p in predictions:
+        if flagged and p.flag is None:
+            continue
+        if corrected and p.correction is None:
+            continue
+        values = slice_values(p.projections, settings, p.client, p.model_version)
+        if all(values.get(key) == value for key, value in wanted):
+            chosen.append(p)
+    return chosen
+
+
+def _parse_slice(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or not value:
+        raise ValueError(f"slice {text!r}: use KEY=VALUE, e.g. polarity=light-on-dark")
+    return key, value
+
+
+def export_labelstudio(
+    store: MonitoringStore,
+    predictions: Sequence[StoredPrediction],
+    out: Path,
+    *,
+    document_root: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Write ``out`` (a JSON task list) and the images into ``out``'s folder/``images/``.
+
+    ``document_root`` is Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` (default:
+    the task file's folder); image URLs are local-files URLs relative to it.
+    """
+    from quill.annotation.tasks import ImageRef, build_tasks, upright_size, write_tasks
+
+    out = Path(out)
+    image_dir = out.parent / "images"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    refs, by_path, skipped = [], {}, []
+    for p in predictions:
+        try:
+            data = store.image_bytes(p)
+        except FileNotFoundError as exc:
+            skipped.append(f"{p.request_id}: {exc}")
+            continue
+        if data is None:
+            skipped.append(f"{p.request_id}: image not retained (privacy setting or purged)")
+            continue
+        path = (image_dir / f"{p.image_sha256}.{p.image_ext}").resolve()
+        if not path.exists():
+            path.write_bytes(data)
+        refs.append(ImageRef(path=path, extra=_task_data(p)))
+        by_path[path] = p
+
+    def stored_answers(paths: list[Path]) -> list[Any]:
+        return [_as_prediction(by_path[path], upright_size(path)) for path in paths]
+
+    tasks, notes = build_tasks(
+        refs, (document_root or out.parent).resolve(), predictor=stored_answers, progress=progress
+    )
+    write_tasks(tasks, out)
+    return ExportResult(out, tasks, skipped + notes)
+
+
+def _task_data(p: StoredPrediction) -> dict[str, Any]:
+    """What an annotator (and the import afterwards) may want to see beside the image."""
+    data: dict[str, Any] = {
+        "sha256": p.image_sha256,
+        "request_id": p.request_id,
+        "model_version": p.model_version,
+        "client": p.client,
+        "created_at": p.created_at.isoformat(),
+        "model_text": p.text,
+    }
+    for key in ("flag", "correction", "comment"):
+        value = getattr(p, key)
+        if value is not None:
+            data[key] = value
+    return data
+
+
+def _as_prediction(p: StoredPrediction, size: tuple[int, int]) -> SimpleNamespace:
+    """A stored prediction in the shape of ``quill.inference.Prediction`` (what
+    ``prediction_for`` reads). Without stored lines, one line covers the whole image."""
+    width, height = size
+    stored = p.lines or [{"text": p.text, "confidence": p.confidence, "box": (0, 0, width, height)}]
+    lines = [
+        SimpleNamespace(
+            text=line.get("text", ""),
+            confidence=line.get("confidence") if line.get("confidence") is not None else 0.0,
+            box=tuple(line.get("box") or (0, 0, width, height)),
+        )
+        for line in stored
+    ]
+    return SimpleNamespace(
+        lines=lines,
+        model_version=p.model_version,
+        confidence=p.confidence if p.confidence is not None else 0.0,
+    )

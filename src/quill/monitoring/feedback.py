@@ -1,0 +1,136 @@
+"""``quill monitor feedback-dataset``: what users corrected becomes a dataset version.
+
+A correction typed under a prediction is a label for the image the user sent: no
+annotation round needed. Each corrected, still-retained image becomes a sample with
+``source="feedback"`` in a dataset folder (images + ``manifest.jsonl``), split by image hash
+(the same photo sent twice lands on one side), ready for ``quill train`` to mix in by
+weight. Dataset folders from ``quill annotate import`` can be merged into the same version.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from PIL import Image
+
+from quill.data.manifest import Manifest
+from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport, ImportResult
+from quill.monitoring.store import MonitoringStore, StoredPrediction
+from quill.preprocess import ImageError, load_image
+from quill.vocab import Tokenizer
+
+SOURCE = "feedback"
+
+
+def corrected(predictions: Sequence[StoredPrediction]) -> list[StoredPrediction]:
+    """Predictions carrying a user correction, latest image+text pair once."""
+    seen: set[tuple[str | None, str]] = set()
+    chosen = []
+    for p in sorted(predictions, key=lambda p: p.created_at, reverse=True):
+        if p.correction is None:
+            continue
+        key = (p.image_sha256, p.correction)
+        if key not in seen:
+            seen.add(key)
+            chosen.append(p)
+    return chosen[::-1]
+
+
+def build_feedback_dataset(
+    store: MonitoringStore,
+    predictions: Sequence[StoredPrediction],
+    out: Path,
+    *,
+    merge: Sequence[Path] = (),
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    tokenizer: Tokenizer | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Write the corrected predictions (and the samples of ``merge`` datasets) to ``out``.
+
+    Unusable corrections (no image kept, unreadable image, characters outside the
+    vocabulary) are recorded in the report with the request id, never silently dropped.
+    """
+    report = ImportReport(SOURCE)
+    writer = DatasetWriter(out, SOURCE, report, tokenizer or Tokenizer())
+    for p in corrected(predictions):
+        where = f"request {p.request_id}"
+        text = writer.check(where, p.correction or "")
+        image = _image(store, p, report, where) if text is not None else None
+        if image is not None and text is not None:
+            writer.add_crop(
+                p.request_id,
+                image,
+                text,
+                group=p.image_sha256 or p.request_id,
+                kind="paragraph" if "\n" in text else "line",
+                meta={
+                    "request_id": p.request_id,
+                    "model_version": p.model_version,
+                    "model_text": p.text,
+                    "client": p.client,
+                    "flag": p.flag,
+                    "created_at": p.created_at.isoformat(),
+                },
+            )
+        if progress:
+            progress(1)
+    result = writer.finish(val_fraction=val_fraction, test_fraction=test_fraction)
+    if merge:
+        result.manifest = _merge(result.manifest, merge, report)
+    return result
+
+
+def _image(
+    store: MonitoringStore, p: StoredPrediction, report: ImportReport, where: str
+) -> Image.Image | None:
+    try:
+        data = store.image_bytes(p)
+    except FileNotFoundError as exc:
+        report.skip(where, str(exc))
+        return None
+    if data is None:
+        report.skip(where, "image not retained (privacy setting or purged)")
+        return None
+    try:
+        return load_image(data)
+    except ImageError as exc:
+        report.skip(where, str(exc))
+        return None
+
+
+def _merge(manifest: Manifest, others: Sequence[Path], report: ImportReport) -> Manifest:
+    """Copy other datasets' samples in, keeping their source, split and group."""
+    samples = list(manifest.samples)
+    taken = {Path(s.image).name for s in samples}
+    for other_dir in others:
+        other = Manifest.load(other_dir)
+        for sample in other:
+            source = other.path_of(sample)
+            if not source.is_file():
+                report.skip(f"{other_dir}: {sample.image}", "image file missing")
+                continue
+            name = _unique_name(f"{other_dir.name}-{source.name}", taken)
+            shutil.copyfile(source, manifest.root / "images" / name)
+            samples.append(replace(sample, image=f"images/{name}"))
+            report.loaded[sample.kind] += 1
+    merged = Manifest(manifest.root, samples)
+    merged.save()
+    report_path = manifest.root / REPORT_NAME
+    report_path.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
+    return merged
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    candidate, number = name, 1
+    while candidate in taken:
+        number += 1
+        stem, dot, suffix = name.rpartition(".")
+        candidate = f"{stem}-{number}.{suffix}" if dot else f"{name}-{number}"
+    taken.add(candidate)
+    return candidate
