@@ -235,9 +235,12 @@ class Corpus:
     def paragraph(
         self, rng: np.random.Generator, lines: tuple[int, int] = (2, 8), max_chars: int = 60
     ) -> str:
-        """Consecutive lines of one paragraph, joined by newlines."""
+        """Consecutive lines of one paragraph, joined by newlines: at least ``lines[0]`` of
+        them (short paragraphs are passed over), at most ``lines[1]``."""
         count = int(rng.integers(lines[0], lines[1] + 1))
         wrapped = self._wrap(rng, max(20, max_chars // 2), max_chars)
+        while len(wrapped) < lines[0]:
+            wrapped = self._wrap(rng, max(20, max_chars // 2), max_chars)
         start = int(rng.integers(max(1, len(wrapped) - count + 1)))
         lines = [self._with_number(line, rng, max_chars) for line in wrapped[start : start + count]]
         return "\n".join(lines)
