@@ -94,3 +94,41 @@ def load_batch(root: Path, split: str, height: int, limit: int | None = None) ->
         "texts": [s.text for s in samples],
         "image_paths": [str(manifest.path_of(s)) for s in samples],
     }
+
+
+def make_paragraph_dataset(root: Path, counts: dict[str, int], seed: int = 0) -> Manifest:
+    """A dataset folder of two-line paragraphs (text lines joined by a newline)."""
+    rng = random.Random(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    font = ImageFont.load_default(size=20)
+    samples = []
+    for split, count in counts.items():
+        for i in range(count):
+            lines = [" ".join(rng.choice(WORDS) for _ in range(2)) for _ in range(2)]
+            image = Image.new("RGB", (260, 80), (250, 248, 240))
+            draw = ImageDraw.Draw(image)
+            for row, line in enumerate(lines):
+                draw.text((10, 10 + 32 * row), line, font=font, fill=(20, 20, 40))
+            name = f"images/{split}_{i:03d}.png"
+            image.save(root / name)
+            samples.append(
+                Sample(
+                    name,
+                    "\n".join(lines),
+                    split,
+                    "tiny",
+                    file_sha256(root / name),
+                    group=f"{split}{i}",
+                    kind="paragraph",
+                )
+            )
+    manifest = Manifest(root, samples)
+    manifest.save()
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def tiny_paragraphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_paragraphs")
+    make_paragraph_dataset(root, {"train": 8, "val": 4, "test": 4})
+    return root

@@ -286,9 +286,12 @@ class Seq2SeqModule(HTRModule):
 
     def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
         limit = self.decode_config["max_length"]
+        ceiling = getattr(self.model, "max_output_length", None)
+        if limit is not None and ceiling is not None:
+            limit = min(int(limit), int(ceiling))  # its position table ends there
         ids, scores = self.model.generate(
             batch["images"],
-            max_length=None if limit is None else int(limit),
+            max_length=limit,
             beam_size=int(self.decode_config["beam_size"]),
         )
         return [

@@ -1,0 +1,245 @@
+"""`quill train` end to end on tiny real-format data, into a real MLflow SQLite store.
+
+One CTC run is shared by several tests (each checks one part of what a run must record);
+each other model gets its own smoke run; resume continues from the shared run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.training.module import load_module
+
+from .conftest import TINY_CONFIG
+
+runner = CliRunner()
+
+
+def quill(*args: str) -> str:
+    """Run a quill command in-process; fail the test with its output if it fails."""
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def train_args(data: Path, uri: str, out: Path, *extra: str) -> list[str]:
+    return [
+        "train",
+        "--config",
+        str(TINY_CONFIG),
+        "--tracking-uri",
+        uri,
+        f"data.sources=[{{path: {data}, weight: 1}}]",
+        f"output_dir={out}",
+        *extra,
+    ]
+
+
+def only_run(client: MlflowClient, experiment: str):
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found += artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
+    return found
+
+
+@pytest.fixture(scope="module")
+def ctc_run(tiny_lines: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One tracked CTC run (2 epochs); returns (client, run, output folder)."""
+    folder = tmp_path_factory.mktemp("ctc_run")
+    uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+    quill(*train_args(tiny_lines, uri, folder / "out", "--experiment", "smoke"))
+    client = MlflowClient(uri)
+    return client, only_run(client, "smoke"), folder
+
+
+def test_run_records_metrics_of_every_stage(ctc_run) -> None:
+    client, run, _ = ctc_run
+    metrics = run.data.metrics
+    for key in (
+        "train_loss",
+        "train_loss_epoch",
+        "val_loss",
+        "val_cer",
+        "val_wer",
+        "test_loss",
+        "test_cer",
+        "test_wer",
+        "lr",
+        "samples_per_sec",
+        "samples_per_sec_epoch",
+        "grad_norm/total",
+        "weight_norm/total",
+        "best_val_cer",
+    ):
+        assert key in metrics, key
+    assert 0.0 <= metrics["test_cer"] <= 1.5
+    assert any(key.startswith("system/cpu") for key in metrics)  # MLflow system metrics
+    assert len(client.get_metric_history(run.info.run_id, "val_cer")) == 2  # one per epoch
+    assert run.info.status == "FINISHED"
+
+
+def test_run_records_config_code_and_environment(ctc_run) -> None:
+    client, run, _ = ctc_run
+    params, tags = run.data.params, run.data.tags
+    assert params["optim.lr"] == "0.003" and params["model.name"] == "ctc_line"
+    assert int(params["model_num_parameters"]) > 1000
+    assert len(tags["mlflow.source.git.commit"]) == 40
+    assert tags["mlflow.source.git.branch"]
+    assert tags["quill.dataset_version"] == params["dataset_version"]
+    files = artifact_paths(client, run.info.run_id)
+    for expected in (
+        "config/resolved.yaml",
+        "environment/requirements.txt",
+        "environment/environment.json",
+        "model/summary.txt",
+        "console.log",
+        "data/dataset.json",
+    ):
+        assert expected in files, expected
+    if tags["quill.git.dirty"] == "True":
+        assert "code/diff.patch" in files
+    requirements = Path(client.download_artifacts(run.info.run_id, "environment/requirements.txt"))
+    assert "torch==" in requirements.read_text()
+    console = Path(client.download_artifacts(run.info.run_id, "console.log")).read_text()
+    assert "finished" in console and "val_cer" in console
+
+
+def test_prediction_table_has_images_truth_and_predictions(ctc_run) -> None:
+    client, run, _ = ctc_run
+    tables = [p for p in artifact_paths(client, run.info.run_id, "predictions")]
+    assert tables == ["predictions/epoch_000.json", "predictions/epoch_001.json"]
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, tables[-1])).read_text())
+    assert table["columns"][:3] == ["image", "ground_truth", "prediction"]
+    assert len(table["data"]) == 4  # tracking.prediction_table_samples in tiny.yaml
+    image_cell = table["data"][0][0]
+    assert image_cell["type"] == "image"
+    assert client.download_artifacts(run.info.run_id, image_cell["filepath"]).endswith(".png")
+
+
+def test_checkpoints_are_artifacts_with_the_best_marked(ctc_run) -> None:
+    client, run, _ = ctc_run
+    files = artifact_paths(client, run.info.run_id, "checkpoints")
+    best = run.data.tags["quill.best_checkpoint"]
+    assert best in files and "checkpoints/last.ckpt" in files
+    index = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "checkpoints/index.json")).read_text()
+    )
+    assert [c["file"] for c in index["checkpoints"] if c["best"]] == [best]
+    module = load_module(client.download_artifacts(run.info.run_id, best))
+    assert module.hparams["dataset_version"] == run.data.tags["quill.dataset_version"]
+    assert module.hparams["config"]["optim"]["lr"] == pytest.approx(0.003)
+
+
+def test_runs_commands_find_and_compare_the_run(ctc_run, tmp_path: Path) -> None:
+    client, run, _ = ctc_run
+    uri = client.tracking_uri
+    listed = json.loads(quill("runs", "list", "--tracking-uri", uri, "--json"))
+    assert [r["run"] for r in listed] == [run.info.run_id]
+    none = json.loads(
+        quill("runs", "list", "--tracking-uri", uri, "--json", "--filter", "metrics.val_cer < -1")
+    )
+    assert none == []
+    shown = json.loads(quill("runs", "show", run.info.run_id[:8], "--tracking-uri", uri, "--json"))
+    assert shown["params"]["model.name"] == "ctc_line"
+    report = tmp_path / "report.html"
+    quill("runs", "report", run.info.run_id[:8], "--tracking-uri", uri, "--out", str(report))
+    page = report.read_text()
+    assert page.count("data:image/png;base64,") >= 3 + 4  # three charts, four table images
+    assert "Generalization gap" in page and "ground_truth" in page
+
+
+def test_unknown_run_is_a_clear_error(ctc_run) -> None:
+    client, _, _ = ctc_run
+    result = runner.invoke(
+        app, ["runs", "show", "nosuchrun", "--tracking-uri", client.tracking_uri]
+    )
+    assert result.exit_code == 1 and "no run with id" in result.output
+
+
+def test_resume_continues_from_the_checkpoint(ctc_run, tiny_lines: Path) -> None:
+    client, run, folder = ctc_run
+    last = folder / "out" / run.info.run_id / "checkpoints" / "last.ckpt"
+    quill(
+        *train_args(
+            tiny_lines,
+            client.tracking_uri,
+            folder / "out",
+            "--experiment",
+            "resumed",
+            "--resume",
+            str(last),
+            "--max-epochs",
+            "3",
+        )
+    )
+    resumed = only_run(client, "resumed")
+    assert resumed.data.tags["quill.resumed_from_checkpoint"] == str(last)
+    epochs = client.get_metric_history(resumed.info.run_id, "val_cer")
+    assert len(epochs) == 1  # only the third epoch ran
+    first_step = min(m.step for m in client.get_metric_history(resumed.info.run_id, "train_loss"))
+    assert first_step >= torch.load(last, weights_only=False)["global_step"]
+
+
+SEQ2SEQ = {
+    "line_cnn_transformer": [
+        "model.name=line_cnn_transformer",
+        "model.config={height: 32, channels: [16, 32], dim: 32, heads: 2, decoder_layers: 1, "
+        "ff_dim: 64, dropout: 0.0, max_output_length: 48}",
+    ],
+    "resnet_transformer": [
+        "model.name=resnet_transformer",
+        "model.config={resnet_blocks: [1, 1], resnet_widths: [8, 16], dim: 32, heads: 2, "
+        "decoder_layers: 1, ff_dim: 64, dropout: 0.0, max_output_length: 40}",
+        "data.preprocess={kind: paragraph, paragraph_height: 64, paragraph_width: 192}",
+        "data.batch_size=4",
+    ],
+}
+
+
+@pytest.mark.parametrize("model", sorted(SEQ2SEQ))
+def test_seq2seq_models_train_and_are_tracked(
+    model: str, tiny_lines: Path, tiny_paragraphs: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    data = tiny_paragraphs if model == "resnet_transformer" else tiny_lines
+    quill(
+        *train_args(
+            data,
+            tracking_uri,
+            tmp_path / "out",
+            "--max-epochs",
+            "1",
+            "--limit-train-batches",
+            "2",
+            "--experiment",
+            model,
+            *SEQ2SEQ[model],
+        )
+    )
+    client = MlflowClient(tracking_uri)
+    run = only_run(client, model)
+    assert run.data.tags["quill.model_family"] == "seq2seq"
+    assert {"val_cer", "test_cer", "train_loss", "lr"} <= set(run.data.metrics)
+    assert run.data.tags["mlflow.source.git.commit"]
+    files = artifact_paths(client, run.info.run_id)
+    assert "predictions/epoch_000.json" in files
+    assert run.data.tags["quill.best_checkpoint"] in files
+
+
+def test_missing_data_and_bad_override_fail_clearly(tmp_path: Path, tracking_uri: str) -> None:
+    result = runner.invoke(app, train_args(tmp_path / "nothing", tracking_uri, tmp_path))
+    assert result.exit_code == 1 and "dataset folder not found" in result.output
+    result = runner.invoke(app, ["train", "--config", str(TINY_CONFIG), "optim.lrr=1"])
+    assert result.exit_code == 2 and "did you mean lr" in result.output
