@@ -66,10 +66,16 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-@data_app.command("import")
+@data_app.command(
+    "import",
+    help="Import real ground truth into a dataset folder (images + manifest.jsonl).\n\n"
+    "FORMAT is folder (images + labels.tsv), pagexml, alto or iam (forms/ + xml/). "
+    "Splits go by page (by writer for IAM, or IAM's official task lists), never by line. "
+    "Anything unusable is listed with its file and reason; the rest is imported.",
+)
 def import_command(
     fmt: Annotated[ImportFormat, typer.Argument(metavar="FORMAT", help="Source format.")],
-    src: Annotated[Path, typer.Argument(help="Source folder (or file).")],
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="Source folder (or file).")],
     out: OutOption,
     kinds: Annotated[
         str, typer.Option(help="Samples to make from layouts: line, paragraph or both.")
@@ -83,12 +89,7 @@ def import_command(
         Path | None, typer.Option(help="iam: folder with trainset.txt etc. (default: SRC).")
     ] = None,
 ) -> None:
-    """Import real ground truth into a dataset folder (images + manifest.jsonl).
-
-    FORMAT is folder (images + labels.tsv), pagexml, alto or iam (forms/ + xml/). Splits go
-    by page (writer for IAM, or IAM's official task lists), never by line. Anything
-    unusable is listed with its file and reason; the rest is imported.
-    """
+    """Import real ground truth in FORMAT from SRC into dataset folder OUT."""
     from quill.data.readers import READERS, DatasetError
 
     options: dict = {"val_fraction": val_fraction, "test_fraction": test_fraction}
@@ -108,9 +109,16 @@ def import_command(
     _print_result(result)
 
 
-@data_app.command("paragraphs")
+@data_app.command(
+    "paragraphs",
+    help="Make paragraphs by stacking real line crops of SRC (texts joined by newlines).\n\n"
+    "Each split's paragraphs use only that split's lines, so no test line leaks into "
+    "training. The same seed gives the same paragraphs.",
+)
 def paragraphs_command(
-    src: Annotated[Path, typer.Argument(help="Dataset folder holding line samples.")],
+    src: Annotated[
+        Path, typer.Argument(metavar="SRC", help="Dataset folder holding line samples.")
+    ],
     out: OutOption,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Paragraphs to make.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same paragraphs).")] = 0,
@@ -120,10 +128,7 @@ def paragraphs_command(
         int | None, typer.Option(min=1, help="Processes (default: one per core).")
     ] = None,
 ) -> None:
-    """Make paragraphs by stacking real line crops of SRC (texts joined by newlines).
-
-    Each split's paragraphs use only that split's lines, so no test line leaks into training.
-    """
+    """Stack line crops of dataset SRC into N paragraphs in OUT."""
     from quill.data.paragraphs import ParagraphConfig, make_paragraphs
     from quill.data.readers import DatasetError
 
@@ -141,7 +146,9 @@ def paragraphs_command(
 
 @data_app.command("manifest")
 def manifest_command(
-    folder: Annotated[Path, typer.Argument(help="Dataset folder (or its manifest.jsonl).")],
+    folder: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Dataset folder (or its manifest.jsonl).")
+    ],
 ) -> None:
     """Print a dataset's version id and its sample counts per split, kind and source."""
     from collections import Counter
@@ -166,19 +173,22 @@ def manifest_command(
     console.print(table)
 
 
-@data_app.command("download")
+@data_app.command(
+    "download",
+    help="Download IAM (needs a network and, for the official site, a free IAM account).\n\n"
+    "Set IAM_USERNAME and IAM_PASSWORD for --source fki. Every archive's SHA-256 is "
+    "checked before it is unpacked. Then: quill data import iam DIR --out DATASET.",
+)
 def download_command(
-    dataset: Annotated[DownloadTarget, typer.Argument(help="Dataset to download.")],
+    dataset: Annotated[
+        DownloadTarget, typer.Argument(metavar="DATASET", help="Dataset to download.")
+    ],
     to: Annotated[Path, typer.Option("--to", help="Folder to download and unpack into.")],
     source: Annotated[
         str, typer.Option(help="fki (official site, needs IAM_USERNAME/IAM_PASSWORD) or fsdl.")
     ] = "fki",
 ) -> None:
-    """Download IAM (needs a network and, for the official site, a free IAM account).
-
-    Every archive's SHA-256 is checked before it is unpacked. Then import it with
-    `quill data import iam DIR --out DATASET`.
-    """
+    """Download, verify and unpack DATASET into TO."""
     from quill.data.download import DownloadError, download_iam
 
     try:
