@@ -188,7 +188,7 @@ def import_command(
     overwrite: bool = typer.Option(False, help="Replace a dataset already at --out."),
 ) -> None:
     """Turn a Label Studio export into line crops + paragraph samples with a manifest."""
-    from quill.annotation.importer import ExportError, ImportOptions, import_export, load_export
+    from quill.annotation.importer import ExportError, ImportOptions, import_tasks, load_export
 
     options = ImportOptions(
         images_root=images_root,
@@ -201,11 +201,11 @@ def import_command(
         tokenizer=_load_tokenizer(vocab),
     )
     try:
-        total = len(load_export(export))
-        progress, bar = _progress("import", total)
+        tasks = load_export(export)
+        progress, bar = _progress("import", len(tasks))
         with progress:
-            result = import_export(
-                export, out, options, overwrite, lambda n: progress.advance(bar, n)
+            result = import_tasks(
+                tasks, str(export), out, options, overwrite, lambda n: progress.advance(bar, n)
             )
     except (ExportError, FileExistsError) as exc:
         raise _fail(str(exc)) from exc

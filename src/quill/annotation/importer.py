@@ -377,7 +377,7 @@ class _TaskImporter:
                 meta=meta,
             )
             written += 1
-        self.used += written > 0
+        self.used += int(written > 0)
         if written < len(ordered) or missing_text:
             return self.skip(where, "incomplete_paragraph")
         boxes = [line.box for line in ordered]
@@ -415,12 +415,23 @@ def import_export(
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> LabelStudioImport:
-    """Convert ``export`` into a dataset at ``out`` (see the module docstring)."""
-    tasks = load_export(export)
+    """Convert the export file ``export`` into a dataset at ``out``."""
+    return import_tasks(load_export(export), str(export), out, options, overwrite, progress)
+
+
+def import_tasks(
+    tasks: list[dict[str, Any]],
+    source: str,
+    out: Path,
+    options: ImportOptions,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> LabelStudioImport:
+    """Convert exported ``tasks`` (read from ``source``) into a dataset at ``out``."""
     if not options.images_root.is_dir():
         raise ExportError(f"images root {options.images_root} is not a directory")
     prepare_output(out, overwrite)
-    writer = DatasetWriter(out, SOURCE, ImportReport(str(export)), options.tokenizer)
+    writer = DatasetWriter(out, SOURCE, ImportReport(source), options.tokenizer)
     importer = _TaskImporter(writer, options)
     for index, task in enumerate(tasks):
         importer.run(index, task)
