@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import shutil
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -217,7 +217,7 @@ def generate(
         raise SynthError(f"n must be at least 1, got {n}")
     config = config or SynthConfig(kind=kind)
     if config.kind != kind:
-        config = SynthConfig(**{**asdict(config), "kind": kind})
+        config = replace(config, kind=kind)
     out_dir = Path(out_dir)
     fonts, absent = check_resources(config)
     _prepare_output(out_dir, overwrite)
@@ -300,8 +300,3 @@ def _write_info(
         "fonts_not_installed": absent,
     }
     (out_dir / "synth.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-
-def split_of_font() -> dict[str, Split]:
-    """The fixed split of every registered font, by name."""
-    return {spec.name: spec.split for spec in FONTS}

@@ -2,9 +2,10 @@
 
 Rendering happens in three stages, each seeded by the sample's generator:
 
-1. :func:`draw_line` places each glyph of a font with its own small rotation, scale and
-   offset along a baseline that drifts, giving an *ink map* (float32, 1 = ink, 0 = paper).
-2. The writer: :func:`writer_distortions` slants, waves, warps and thickens the ink map.
+1. :func:`draw_line` places each glyph of a font with the writer's slant and its own small
+   rotation, scale and offset along a baseline that drifts, giving an *ink map* (float32,
+   1 = ink, 0 = paper).
+2. The hand: :func:`writer_distortions` thickens, waves, trembles and tilts the ink map.
 3. The page and the camera: :func:`to_photo` lays the ink in a colour onto paper, then
    adds perspective, blur, noise, lighting and sometimes inverts the polarity.
 
