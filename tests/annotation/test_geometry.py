@@ -97,3 +97,11 @@ def test_mask_outside_wipes_unboxed_ink(ls):
     ink = ls.ink_of(masked)
     assert ink[lines[0].mask].mean() > 0.9
     assert not ink[lines[1].mask].any()
+
+
+def test_crops_do_not_carry_the_page_metadata(ls):
+    # A scanner's ICC profile is often ~0.7 MB: copied into every line crop, it tripled the
+    # size of an imported Hooker dataset and made each PNG save ~0.1 s slower.
+    page, lines = ls.draw_page([("profiled", 20, 20, 0)], (300, 100))
+    page.info.update(icc_profile=b"\0" * 10_000, exif=b"Exif\0\0", dpi=(300, 300))
+    assert crop_box(page, lines[0].box).info == {}

@@ -158,13 +158,17 @@ def crop_box(image: Image.Image, box: Box, fill: tuple[int, int, int] | None = N
     # PIL's AFFINE data (a, b, c, d, e, f): source = (a*u + b*v + c, d*u + e*v + f), in
     # continuous coordinates where pixel (i, j) spans [j, j+1) x [i, i+1) on both sides.
     rgb = image if image.mode == "RGB" else image.convert("RGB")  # a page copy costs ~50 ms
-    return rgb.transform(
+    crop = rgb.transform(
         (width, height),
         Image.Transform.AFFINE,
         (cos, -sin, box.x, sin, cos, box.y),
         resample=Image.Resampling.BICUBIC,
         fillcolor=fill if fill is not None else paper_colour(image),
     )
+    # transform() copies the page's metadata: a scanner's ICC profile (often ~0.7 MB) would be
+    # compressed into every line crop. The crop is plain RGB pixels.
+    crop.info.clear()
+    return crop
 
 
 def mask_outside(
