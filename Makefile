@@ -17,8 +17,8 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-system-deps:  ## Debian packages (browser, fonts) the project needs
-	./scripts/install_system_deps.sh
+system-deps:  ## Debian packages (browser, fonts, corpus) and npm fonts the project needs
+	./scripts/install_fonts.sh
 
 setup: $(BIN)/.installed system-deps  ## create .venv with the locked dependencies
 
