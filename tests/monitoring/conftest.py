@@ -131,3 +131,18 @@ def line_image(
 def make_line() -> Callable[..., bytes]:
     """``make_line(text, dark_on_light=True, size=(320, 48), seed=0) -> PNG bytes``."""
     return line_image
+
+
+@pytest.fixture(scope="session")
+def smoke_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny staged model of quill.staging.smoke (reads "hello", "quill", "Kew", "ink"),
+    staged once per session in the folder the other test packages share."""
+    import torch
+
+    from quill.staging.smoke import stage_smoke_model
+
+    target = tmp_path_factory.getbasetemp() / "quill-smoke" / "model"
+    if not (target / "quill-model.json").is_file():
+        torch.set_num_threads(1)
+        stage_smoke_model(target)
+    return target

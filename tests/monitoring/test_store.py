@@ -208,3 +208,21 @@ def test_records_queued_at_exit_are_flushed(tmp_path, make_line):
     store = MonitoringStore(store_url, image_dir=tmp_path / "images")
     assert len(store.predictions(client="lambda")) == 50
     store.close()
+
+
+def test_a_record_the_database_refuses_does_not_block_the_queue(store, make_line, caplog):
+    """One bad record (lines that are not JSON, an id longer than the column) is dropped
+    and reported by request id; the rest of its batch is written."""
+    image = make_line()
+    with AsyncPredictionLogger(store, batch_size=50, flush_interval=0.05) as logger:
+        for i in range(5):
+            logger.log(f"ok-{i}", "api", "m-1", image, "t", 0.5, 1.0)
+        logger.log("bad-lines", "api", "m-1", image, "t", 0.5, 1.0, lines=[object()])
+        logger.log("x" * 300, "api", "m-1", image, "t", 0.5, 1.0)
+        assert logger.flush(timeout=60)
+        stats = logger.stats()
+    stored = {p.request_id for p in store.predictions()}
+    assert {f"ok-{i}" for i in range(5)} <= stored and "bad-lines" not in stored
+    assert stats["written"] == len(stored) and stats["healthy"]
+    assert stats["rejected"] == 7 - len(stored)  # SQLite accepts the long id, Postgres not
+    assert "rejected request bad-lines" in caplog.text

@@ -20,7 +20,7 @@ import string
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -33,6 +33,9 @@ Kind = Literal["input", "output"]
 #: cost is bounded and sharpness measures compare images of different resolutions.
 ANALYSIS_SIDE = 1024
 _PUNCTUATION = frozenset(string.punctuation + "£")
+#: Words the profanity list flags that are ordinary in Quill's own data: the real letters
+#: are signed by the botanist J. D. Hooker.
+OFFENSIVE_ALLOWLIST = ["hooker", "hookers"]
 
 
 @dataclass
@@ -144,7 +147,7 @@ def repetition_score(text: str, n: int = 3) -> float:
     >>> repetition_score("abcdef")
     0.0
     >>> round(repetition_score("the the the the"), 2)
-    0.62
+    0.69
     """
     grams = [text[i : i + n] for i in range(len(text) - n + 1)]
     if not grams:
@@ -211,13 +214,15 @@ def offensive(data: ProjectionInput) -> float | None:
     return sum("\x00" in w for w in censored) / len(words)
 
 
+@cache
 def _profanity() -> Any:
-    """The word list, loaded once (reading it takes ~50 ms)."""
-    from better_profanity import profanity
+    """Our own checker (not the library's shared one, whose list others may change), loaded
+    once: reading the list takes ~50 ms."""
+    from better_profanity import Profanity
 
-    if not profanity.CENSOR_WORDSET:
-        profanity.load_censor_words()
-    return profanity
+    checker = Profanity()
+    checker.load_censor_words(whitelist_words=OFFENSIVE_ALLOWLIST)
+    return checker
 
 
 # ---- input projections --------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import sessionmaker
 
 from quill.monitoring import projections as proj
@@ -708,7 +709,7 @@ class AsyncPredictionLogger:
         self._closed = False
         self._flush_requested = False
         self._failures_in_row = 0
-        self._stats = {"logged": 0, "written": 0, "dropped": 0, "failed_writes": 0}
+        self._stats = {"logged": 0, "written": 0, "dropped": 0, "rejected": 0, "failed_writes": 0}
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="quill-monitoring", daemon=True)
         self._thread.start()
@@ -814,30 +815,58 @@ class AsyncPredictionLogger:
                     self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))
                 ]
                 self._in_flight = len(batch)
-            ok = self._write(batch)
+            left = self._write(batch)
             with self._cond:
                 self._in_flight = 0
-                if not ok:
-                    self._queue.extendleft(reversed(batch))
+                self._queue.extendleft(reversed(left))
                 self._cond.notify_all()
-                if not ok:
+                if left:
                     if self._closed:
                         return  # close() reports what is left
                     backoff = min(self.max_backoff, 0.1 * 2**self._failures_in_row)
                     self._cond.wait(backoff)
 
-    def _write(self, batch: list[Record]) -> bool:
+    def _write(self, batch: list[Record]) -> list[Record]:
+        """Write ``batch``; returns the records to retry.
+
+        When the batch fails, its records are tried one by one: a record the database
+        refuses for its content (:func:`_is_permanent`) is dropped and logged by request id,
+        so one bad record never blocks the queue; at the first other error the store is
+        taken to be down and the rest waits for the retry.
+        """
         try:
             self.store.write(batch)
         except Exception as exc:  # any store failure must not reach the request path
-            with self._cond:
-                self._stats["failed_writes"] += 1
-                self._failures_in_row += 1
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                first = self._failures_in_row == 1
-            if first:
-                log.exception("monitoring store write failed; retrying (%d queued)", len(batch))
-            return False
+            if len(batch) == 1 and not _is_permanent(exc):
+                self._failed(exc, len(batch))
+                return batch
+        else:
+            self._succeeded(len(batch))
+            return []
+        for index, record in enumerate(batch):
+            try:
+                self.store.write([record])
+            except Exception as exc:
+                if not _is_permanent(exc):
+                    self._failed(exc, len(batch) - index)
+                    return batch[index:]
+                log.error("monitoring store rejected request %s: %s", record.request_id, exc)
+                with self._cond:
+                    self._stats["rejected"] += 1
+            else:
+                self._succeeded(1)
+        return []
+
+    def _failed(self, exc: Exception, queued: int) -> None:
+        with self._cond:
+            self._stats["failed_writes"] += 1
+            self._failures_in_row += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            first = self._failures_in_row == 1
+        if first:
+            log.error("monitoring store write failed; retrying (%d queued)", queued, exc_info=exc)
+
+    def _succeeded(self, count: int) -> None:
         with self._cond:
             if self._failures_in_row:
                 log.warning(
@@ -845,8 +874,18 @@ class AsyncPredictionLogger:
                 )
             self._failures_in_row = 0
             self._last_error = None
-            self._stats["written"] += len(batch)
+            self._stats["written"] += count
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """Whether retrying cannot help: the database refused the record's content (a
+    constraint, a value out of range) or the record cannot be serialised. Connection
+    failures, missing tables and storage errors are transient."""
+    if isinstance(exc, DataError | IntegrityError):
         return True
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True  # raised while binding parameters, e.g. lines that are not JSON
+    return isinstance(exc, TypeError | ValueError)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -897,8 +936,8 @@ def _prediction_row(record: PredictionRecord, image: tuple[str, str] | None) -> 
     return PredictionRow(
         request_id=record.request_id,
         created_at=record.timestamp,
-        client=record.client,
-        model_version=record.model_version,
+        client=record.client[:32],
+        model_version=record.model_version[:128],
         image_sha256=image[0] if image else None,
         image_ext=image[1] if image else None,
         text=record.text,
