@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from quill.data.distort import composite
 from quill.data.manifest import SPLITS, Manifest, Sample, Split
 from quill.data.readers.common import (
     DatasetError,
@@ -34,6 +33,8 @@ from quill.preprocess import ImageError, ink_map, load_image
 
 #: Ink below this strength (polygon edges, show-through from the back of the page) is dropped.
 INK_FLOOR = 0.3
+#: Paper and pen whose RGB channels differ by at most this much are drawn as grey.
+GREY_SPREAD = 8
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def stack_lines(
     pasting them as they are would leave rectangle and polygon edges that the model's ink
     map reads as strokes. So each line is reduced to its ink (:func:`quill.preprocess.ink_map`,
     faint edges and show-through dropped) and the page is redrawn in the lines' median paper
-    and ink colours; augmentation adds paper texture and colour back at training time.
+    and ink colours (grey if they are grey); augmentation adds paper texture and colour back
+    at training time.
     """
     height = float(np.median([im.height for im in images]))
     inks, paper, pen = [], [], []
@@ -104,10 +106,27 @@ def stack_lines(
         window = sheet[y : y + h, margin + indent : margin + indent + w]
         np.maximum(window, ink, out=window)
         y += h + gap
-    background = np.empty((total, width, 3), dtype=np.uint8)
-    background[:] = np.median(np.array(paper), axis=0).round().astype(np.uint8)
-    colour = np.median(np.array(pen), axis=0) if pen else np.array([30.0, 30.0, 30.0])
-    return Image.fromarray(composite(sheet, background, tuple(int(c) for c in colour)))
+    paper_rgb = np.median(np.array(paper), axis=0)
+    pen_rgb = np.median(np.array(pen), axis=0) if pen else np.array([30.0, 30.0, 30.0])
+    return _draw(sheet, paper_rgb, pen_rgb)
+
+
+def _draw(ink: np.ndarray, paper: np.ndarray, pen: np.ndarray) -> Image.Image:
+    """Paper of one colour with ``ink`` (H, W) opacity in ``pen`` colour.
+
+    Grey paper and pen give a one-channel image (a third of the work and the disk). The
+    paper is uniform, so this blends per channel instead of against a full background
+    array as :func:`quill.data.distort.composite` does for textured paper.
+    """
+    if np.ptp(paper) <= GREY_SPREAD and np.ptp(pen) <= GREY_SPREAD:
+        paper, pen = paper.mean(keepdims=True), pen.mean(keepdims=True)
+    channels = [
+        (p + (q - p) * ink).round().clip(0, 255).astype(np.uint8)
+        for p, q in zip(paper.tolist(), pen.tolist(), strict=True)
+    ]
+    if len(channels) == 1:
+        return Image.fromarray(channels[0])
+    return Image.fromarray(np.stack(channels, axis=-1))
 
 
 def make_paragraphs(
@@ -139,6 +158,7 @@ def make_paragraphs(
         for i in range(count)
     ]
     builder = _Builder(manifest, pools, seed, config or ParagraphConfig())
+    lines_version = manifest.version
     workers = min(workers or len(os.sched_getaffinity(0)), len(jobs))
     reported: set[str] = set()
     for paragraph in progress(
@@ -157,7 +177,7 @@ def make_paragraphs(
             "\n".join(sample.text for sample in paragraph.lines),
             group=f"{split}-paragraph-{i}",
             kind="paragraph",
-            meta={"lines": [s.image for s in paragraph.lines], "from": manifest.version},
+            meta={"lines": [s.image for s in paragraph.lines], "from": lines_version},
             split=split,
         )
     return writer.finish()
