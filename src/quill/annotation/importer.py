@@ -242,8 +242,8 @@ class _TaskImporter:
         self.writer.report.skip(where, reason)
 
     def run(self, index: int, task: dict[str, Any]) -> None:
-        task_id = task.get("id", f"#{index}")
-        where = f"task {task_id}"
+        task = {"id": f"#{index}", **task}  # hand-made exports may lack ids: use the position
+        where = f"task {task['id']}"
         annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
         if not annotations:
             extra = "only model predictions" if task.get("predictions") else ""
