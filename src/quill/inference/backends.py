@@ -108,7 +108,11 @@ class EagerBackend(_TorchBackend):
         _set_torch_threads(threads)
         model = build_model(meta["model_name"], _num_classes(meta), **meta["model_config"])
         module = export_interface(model)
-        module.load_state_dict(_load_script(path).state_dict())
+        # A scripted module also saves non-persistent buffers (e.g. positional tables),
+        # which the rebuilt module recomputes: load only the keys it persists.
+        expected = module.state_dict().keys()
+        weights = {k: v for k, v in _load_script(path).state_dict().items() if k in expected}
+        module.load_state_dict(weights)
         self.module = module.eval()
 
 

@@ -1,7 +1,99 @@
-"""Commands of the inference layer."""
+"""``quill predict``: read handwriting in files, folders or globs from the command line."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
 
 import typer
+
+from quill.inference import DEFAULT_MODEL_DIR
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+#: Images decoded and recognised together (bounds memory for large folders).
+CHUNK = 16
+
+
+def expand_inputs(items: list[str]) -> list[str]:
+    """Files as given, image files inside folders (sorted), glob matches; unmatched names are
+    kept so that they are reported as missing rather than silently skipped."""
+    paths: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif any(c in item for c in "*?["):
+            paths += sorted(glob.glob(item, recursive=True))
+        else:
+            paths.append(item)
+    return list(dict.fromkeys(paths))
+
+
+def predict(
+    inputs: list[str] = typer.Argument(
+        ..., help="Image files, folders (searched recursively) or globs like 'scans/*.jpg'."
+    ),
+    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help="Staged model directory."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per input (path, text, confidence, lines)."
+    ),
+    kind: str = typer.Option("auto", help="auto, line or paragraph."),
+    backend: str = typer.Option("auto", help="auto (fastest measured), onnx, torchscript, eager."),
+    threads: int = typer.Option(0, help="Intra-op threads (0: all cores)."),
+) -> None:
+    """Print the text in each image. Unreadable files are reported and skipped; the exit
+    code is 1 if any input failed."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from quill.inference.backends import ModelLoadError
+    from quill.inference.recognizer import Recognizer
+    from quill.preprocess import ImageError, load_image
+
+    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    paths = expand_inputs(inputs)
+    if not paths:
+        err.print("[red]error:[/] no input files matched")
+        raise typer.Exit(1)
+    try:
+        recognizer = Recognizer.from_path(model, backend=backend, threads=threads or None)
+    except ModelLoadError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    failed = 0
+    with Progress(console=err, transient=True, disable=len(paths) < 2) as progress:
+        task = progress.add_task("reading", total=len(paths))
+        for start in range(0, len(paths), CHUNK):
+            good, images = [], []
+            for path in paths[start : start + CHUNK]:
+                try:
+                    images.append(load_image(path))
+                    good.append(path)
+                except ImageError as exc:
+                    failed += 1
+                    _report_error(out, err, as_json, path, exc)
+                progress.advance(task)
+            for path, prediction in zip(good, recognizer.predict(images, kind=kind), strict=True):
+                if as_json:
+                    record = {"path": path, **prediction.to_dict()}
+                    out.print(json.dumps(record, ensure_ascii=False), markup=False, highlight=False)
+                else:
+                    out.print(f"{path}\t{prediction.confidence:.2f}\t", end="", markup=False)
+                    out.print(prediction.text.replace("\n", " / "), markup=False, highlight=False)
+    if failed:
+        err.print(f"{failed} of {len(paths)} inputs could not be read")
+        raise typer.Exit(1)
+
+
+def _report_error(out, err, as_json: bool, path: str, exc) -> None:  # noqa: ANN001
+    if as_json:
+        record = {"path": path, "error": {"code": exc.code, "message": str(exc)}}
+        out.print(json.dumps(record, ensure_ascii=False), markup=False, highlight=False)
+    else:
+        err.print(f"[red]{path}:[/] {exc}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the `quill` app."""
+    app.command("predict")(predict)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from quill.serving.settings import DEFAULT_MODEL_DIR
+from quill.inference import DEFAULT_MODEL_DIR
 
 MODEL_HELP = "Staged model directory (quill-model.json, model.onnx, model.pt)."
 HOST_HELP = "Interface to bind; the default keeps it on this machine."

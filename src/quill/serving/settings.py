@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from quill.inference import DEFAULT_MODEL_DIR
 from quill.preprocess import MAX_PIXELS
 
-DEFAULT_MODEL_DIR = Path("models/default")
 ENV_PREFIX = "QUILL_"
 
 

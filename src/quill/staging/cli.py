@@ -68,7 +68,7 @@ def stage(
     from quill.staging.stage import stage_checkpoint
     from quill.training.tracking import default_tracking_uri
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     uri = tracking_uri or default_tracking_uri()
     try:
         if fetch:

@@ -8,6 +8,7 @@ through the real checkpoint -> export -> parity -> staged directory path.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -93,3 +94,29 @@ def stage_smoke_model(out_dir: Path, name: str = "smoke", steps: int = 300) -> S
 def smoke_images() -> dict[str, np.ndarray]:
     """The smoke words rendered as RGB arrays, keyed by the text they show."""
     return {w: np.asarray(render_line(w)) for w in SMOKE_WORDS}
+
+
+def cached_smoke_model(cache_root: Path) -> Path:
+    """The staged smoke model under ``cache_root``, built if this code has not built it yet.
+
+    The folder is named by a hash of every source file that shapes the result (models,
+    staging, preprocessing, vocabulary) and the torch version, so an edit rebuilds it.
+    """
+    import torch
+
+    import quill
+
+    package = Path(quill.__file__).parent
+    digest = hashlib.sha256(torch.__version__.encode())
+    sources = [
+        *sorted((package / "models").glob("*.py")),
+        *sorted((package / "staging").glob("*.py")),
+        package / "preprocess.py",
+        package / "vocab.py",
+    ]
+    for source in sources:
+        digest.update(source.read_bytes())
+    target = cache_root / f"smoke-{digest.hexdigest()[:16]}" / "model"
+    if not (target / "quill-model.json").is_file():
+        stage_smoke_model(target)
+    return target

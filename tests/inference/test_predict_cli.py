@@ -1,0 +1,46 @@
+"""``quill predict``: files, folders, globs, JSON lines, bad files reported per file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.staging.parity import render_line
+
+
+def test_json_lines_for_a_folder_with_one_bad_file(smoke_model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    render_line("hello").save(folder / "a.png")
+    render_line("ink").convert("RGB").save(folder / "b.jpg", quality=95)
+    (folder / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    result = CliRunner().invoke(
+        app, ["predict", str(folder), "--json", "--model", str(smoke_model)]
+    )
+    assert result.exit_code == 1  # one input failed, the others were still read
+    records = {Path(r["path"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    assert records["a.png"]["text"] == "hello"
+    assert records["b.jpg"]["text"] == "ink"
+    assert 0 < records["a.png"]["confidence"] <= 1 and records["a.png"]["lines"]
+    assert records["c.png"]["error"]["code"] == "image_corrupt"
+
+
+def test_plain_output_with_a_glob(smoke_model: Path, tmp_path: Path) -> None:
+    render_line("quill").save(tmp_path / "q.png")
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "*.png"), "--model", str(smoke_model)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("quill")
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    render_line("quill").save(tmp_path / "q.png")
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "q.png"), "--model", str(tmp_path / "nope")]
+    )
+    assert result.exit_code == 1
+    assert "not a staged model" in result.output

@@ -1,0 +1,196 @@
+"""Staging: checkpoint -> ONNX + TorchScript with parity, model card, MLflow registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.models import build_model
+from quill.preprocess import PreprocessConfig
+from quill.staging.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
+from quill.staging.export import export_interface
+from quill.staging.parity import ParityError, check_parity, sample_inputs, torch_runner
+from quill.vocab import Tokenizer
+
+TINY = {"channels": [8, 16, 16, 16], "hidden": 32, "layers": 1, "dropout": 0.0}
+
+
+def tiny_checkpoint(path: Path, seed: int = 0, dataset_version: str = "ds-123") -> Path:
+    torch.manual_seed(seed)
+    tokenizer = Tokenizer()
+    model = build_model("ctc_line", len(tokenizer), **TINY)
+    return write_checkpoint(
+        path, model, "ctc_line", tokenizer, PreprocessConfig(), dataset_version=dataset_version
+    )
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One real SQLite MLflow store for the module (creating one runs its migrations)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlruns') / 'mlflow.db'}"
+
+
+@pytest.mark.slow
+def test_stage_register_and_fetch_through_the_cli(tmp_path: Path, tracking_uri: str) -> None:
+    torch.set_num_threads(1)
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    out = tmp_path / "models" / "tiny"
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "stage",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--tracking-uri",
+            tracking_uri,
+            "--alias",
+            "champion",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "quill-model.json").read_text())
+    assert {"model.onnx", "model.pt", "MODEL_CARD.md"} <= {p.name for p in out.iterdir()}
+    assert meta["family"] == "ctc" and meta["model_name"] == "ctc_line"
+    assert meta["lineage"]["dataset_version"] == "ds-123"
+    assert meta["lineage"]["checkpoint_sha256"] == digest(checkpoint)
+    assert meta["parity"]["passed"] and set(meta["parity"]["backends"]) == {"onnx", "torchscript"}
+    card = (out / "MODEL_CARD.md").read_text()
+    for needle in ("Intended use", "Printed text", "Layouts", "Character set", "ds-123"):
+        assert needle in card
+
+    from mlflow.tracking import MlflowClient
+
+    version = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(
+        "tiny", "champion"
+    )
+    assert version.tags["dataset_version"] == "ds-123"
+    assert version.tags["checkpoint_sha256"] == digest(checkpoint)
+    assert version.tags["quill.model_version"] == meta["version"]
+
+    fetched = tmp_path / "fetched"
+    result = runner.invoke(
+        app,
+        [
+            "stage",
+            "--fetch",
+            "tiny@champion",
+            "--out",
+            str(fetched),
+            "--tracking-uri",
+            tracking_uri,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("model.onnx", "model.pt", "quill-model.json"):
+        assert digest(fetched / name) == digest(out / name)
+
+
+@pytest.mark.slow
+def test_stage_from_an_mlflow_run_records_its_lineage(tmp_path: Path, tracking_uri: str) -> None:
+    """A run id stages the checkpoint its quill.best_checkpoint tag names, with its metrics."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from quill.inference.recognizer import Recognizer
+
+    torch.set_num_threads(1)
+    client = MlflowClient(tracking_uri)
+    experiment = client.create_experiment("train", artifact_location=(tmp_path / "art").as_uri())
+    run = client.create_run(experiment)
+    best = tiny_checkpoint(tmp_path / "ckpt" / "epoch=3.ckpt", seed=1)
+    tiny_checkpoint(tmp_path / "ckpt" / "last.ckpt", seed=2)
+    client.log_artifact(run.info.run_id, str(best), "checkpoints")
+    client.log_artifact(run.info.run_id, str(tmp_path / "ckpt" / "last.ckpt"), "checkpoints")
+    client.set_tag(run.info.run_id, "quill.best_checkpoint", "checkpoints/epoch=3.ckpt")
+    client.log_metric(run.info.run_id, "test_cer", 0.125)
+    client.set_terminated(run.info.run_id)
+
+    out = tmp_path / "staged"
+    result = CliRunner().invoke(
+        app,
+        [
+            "stage",
+            run.info.run_id,
+            "--out",
+            str(out),
+            "--name",
+            "lineage-test",
+            "--tracking-uri",
+            tracking_uri,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "quill-model.json").read_text())
+    assert meta["lineage"]["run_id"] == run.info.run_id
+    assert meta["lineage"]["checkpoint"] == "checkpoints/epoch=3.ckpt"
+    assert meta["lineage"]["checkpoint_sha256"] == digest(best)
+    assert meta["metrics"]["test_cer"] == pytest.approx(0.125)
+    assert "test_cer" in (out / "MODEL_CARD.md").read_text()
+    versions = MlflowClient(tracking_uri, registry_uri=tracking_uri).search_model_versions(
+        "name='lineage-test'"
+    )
+    assert [v.run_id for v in versions] == [run.info.run_id]
+    mlflow.set_tracking_uri(None)
+
+    recognizer = Recognizer.from_registry(
+        "lineage-test", tracking_uri=tracking_uri, cache_dir=tmp_path / "cache"
+    )
+    assert recognizer.model_version == meta["version"]
+
+
+def test_parity_check_rejects_an_export_that_reads_differently() -> None:
+    """Two networks with different weights stand in for a broken export: texts differ."""
+    torch.set_num_threads(1)
+    tokenizer = Tokenizer()
+    inputs = sample_inputs(PreprocessConfig())
+    runners = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("ctc_line", len(tokenizer), **TINY).eval()
+        runners.append(torch_runner(export_interface(model)))
+    same = check_parity(runners[0], {"copy": runners[0]}, inputs, tokenizer)
+    assert same.passed and same.backends[0].max_abs_log_prob_diff == 0.0
+    report = check_parity(runners[0], {"broken": runners[1]}, inputs, tokenizer)
+    assert not report.passed
+    with pytest.raises(ParityError, match="broken"):
+        report.raise_for_failure()
+
+
+def test_staging_a_file_that_is_not_a_checkpoint_fails_clearly(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.ckpt"):
+        load_checkpoint(junk)
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="model_name"):
+        load_checkpoint(foreign)
+    result = CliRunner().invoke(
+        app, ["stage", str(junk), "--out", str(tmp_path / "out"), "--no-register"]
+    )
+    assert result.exit_code == 1
+    assert "junk.ckpt" in result.output and not (tmp_path / "out").exists()
+
+
+def test_checkpoint_round_trip_rebuilds_identical_outputs(tmp_path: Path) -> None:
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    torch.manual_seed(0)
+    original = build_model("ctc_line", len(Tokenizer()), **TINY).eval()
+    loaded = load_checkpoint(checkpoint)
+    images = torch.from_numpy(np.random.default_rng(0).random((2, 1, 64, 96), dtype=np.float32))
+    with torch.inference_mode():
+        assert torch.equal(original(images), loaded.model(images))
+    assert loaded.dataset_version == "ds-123" and loaded.family == "ctc"
