@@ -149,8 +149,10 @@ def _storage(url: str) -> Any:
     import optuna
 
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+        database = Path(url.removeprefix("sqlite:///"))
+        # Creating the schema is not safe for two processes at once; using it is.
+        with tracking.file_lock(database.with_name(database.name + ".lock")):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
 
 

@@ -73,10 +73,36 @@ def artifact_root(tracking_uri: str) -> str | None:
     return None
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` across processes (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_store(tracking_uri: str) -> None:
-    """Create the folder of a local SQLite store (MLflow creates the database itself)."""
-    if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    """Create a local SQLite store's folder and tables, one process at a time.
+
+    Two sweep workers starting together on a new store would otherwise both run MLflow's
+    schema migrations and one would fail.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    with file_lock(database.with_name(database.name + ".lock")):
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
 
 
 def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:

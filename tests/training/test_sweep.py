@@ -1,0 +1,95 @@
+"""`quill sweep`: the YAML search space, and two workers sharing one study at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from quill.training.config import ConfigError
+from quill.training.sweep import load_sweep, suggest
+
+SWEEPS = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
+QUILL = str(Path(sys.executable).with_name("quill"))
+
+
+def test_shipped_sweeps_load_and_sample_their_space() -> None:
+    for path in sorted(SWEEPS.glob("*.yaml")):
+        spec = load_sweep(path)
+        trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+        values = suggest(trial, spec.search_space)
+        assert set(values) == set(spec.search_space)
+        lr = spec.search_space["optim.lr"]
+        assert lr["low"] <= values["optim.lr"] <= lr["high"]
+
+
+def test_sweep_file_errors_name_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"base: {SWEEPS / 'tiny.yaml'}\nsearch_space: {{optim.lr: {{type: float}}}}\n")
+    with pytest.raises(ConfigError):
+        load_sweep(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        f"base: {SWEEPS.parent / 'tiny.yaml'}\n"
+        "search_space: {optim.lrate: {type: float, low: 0.1, high: 1}}\n"
+    )
+    with pytest.raises(ConfigError, match="optim.lrate"):
+        load_sweep(typo)
+
+
+@pytest.mark.slow
+def test_two_workers_run_one_study_with_child_runs(tiny_lines: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    command = [
+        QUILL,
+        "sweep",
+        "--config",
+        str(SWEEPS / "tiny.yaml"),
+        "--trials",
+        "2",
+        "--storage",
+        storage,
+        "--tracking-uri",
+        uri,
+        "--out",
+        str(tmp_path / "plots"),
+        f"data.sources=[{{path: {tiny_lines}, weight: 1}}]",
+        f"output_dir={tmp_path / 'out'}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    workers = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
+        for _ in range(2)
+    ]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+        assert "best trial #" in output
+
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert len(study.trials) == 4
+    finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert {t.state for t in study.trials} <= finished
+    assert any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4  # no repeats
+
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny_sweep").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("quill.sweep.role") == "parent"]
+    assert len(parents) == 1
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.info.run_id for r in children} == {
+        t.user_attrs["mlflow_run_id"] for t in study.trials
+    }
+    plots = {p.name for p in (tmp_path / "plots").iterdir()}
+    assert "parallel_coordinate.html" in plots
+    assert plots & {"param_importances.html", "param_importances.txt"}
