@@ -86,15 +86,16 @@ def outside_problem(points: Polygon, size: tuple[int, int], tolerance: float = 0
     >>> outside_problem([(0, 0), (50, 20)], (100, 40)) is None
     True
     >>> outside_problem([(0, 0), (150, 20)], (100, 40))
-    'coordinates reach (150, 20), outside the 100x40 image'
+    'coordinates span x 0..150, y 0..20: outside the 100x40 image'
     """
     width, height = size
     left, top, right, bottom = bounding_box(points)
     slack_x, slack_y = tolerance * width, tolerance * height
     if left < -slack_x or top < -slack_y or right > width + slack_x or bottom > height + slack_y:
-        far_x = right if right > width + slack_x else left
-        far_y = bottom if bottom > height + slack_y else top
-        return f"coordinates reach ({far_x:.0f}, {far_y:.0f}), outside the {width}x{height} image"
+        return (
+            f"coordinates span x {left:.0f}..{right:.0f}, y {top:.0f}..{bottom:.0f}: "
+            f"outside the {width}x{height} image"
+        )
     if right - left < 2 or bottom - top < 2:
         return f"region is degenerate ({right - left:.0f}x{bottom - top:.0f} pixels)"
     return None
