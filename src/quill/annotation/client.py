@@ -61,7 +61,10 @@ class LabelStudioClient:
         )
 
     @classmethod
-    def from_env(cls, url: str | None = None, env: Mapping[str, str] | None = None):
+    def from_env(
+        cls, url: str | None = None, env: Mapping[str, str] | None = None
+    ) -> LabelStudioClient:
+        """A client for ``url`` (or $LABEL_STUDIO_URL) with the token from the environment."""
         base, key = client_settings(os.environ if env is None else env, url)
         return cls(base, key)
 
