@@ -132,62 +132,93 @@ def extract_page(
     if problem:
         report.skip(layout.name, problem)
         return
-    sx, sy = scale
-    line_height = _line_height(layout) * sy or page.height / 40
-    group = group or layout.page_id
-    meta = {**layout.meta, **(meta or {})}
+    cropper = _PageCropper(
+        layout=layout,
+        page=page,
+        scale=scale,
+        line_height=_line_height(layout) * scale[1] or page.height / 40,
+        writer=writer,
+        kinds=kinds,
+        group=group or layout.page_id,
+        split=split,
+        meta={**layout.meta, **(meta or {})},
+    )
     for region in layout.regions:
+        cropper.region(region)
+
+
+@dataclass
+class _PageCropper:
+    """Crops the lines and regions of one opened page into a writer."""
+
+    layout: PageLayout
+    page: Image.Image
+    scale: tuple[float, float]
+    line_height: float
+    writer: DatasetWriter
+    kinds: Collection[Kind]
+    group: str
+    split: Split | None
+    meta: dict
+
+    def region(self, region: LayoutRegion) -> None:
         usable: list[tuple[Polygon, str]] = []
         unusable: list[str] = []
         for line in region.lines:
-            where = f"{layout.name} line {line.id}"
-            polygon = _line_polygon(line, sx, sy, line_height)
-            problem = (
-                outside_problem(polygon, page.size) if polygon else "no Coords and no Baseline"
-            )
-            if problem:
-                report.skip(where, problem)
+            outcome = self.line(line)
+            if isinstance(outcome, tuple):
+                usable.append(outcome)
+            elif outcome == "unusable":
                 unusable.append(line.id)
-                continue
-            text = writer.check(where, line.text)
-            if text is None:
-                # A line transcribed as empty is a mark, not text: the paragraph stays
-                # right without it. Any other bad label would leave ink unexplained.
-                if normalise_text(line.text):
-                    unusable.append(line.id)
-                continue
-            usable.append((polygon, text))
-            if "line" in kinds:
-                writer.add_crop(
-                    f"{layout.page_id}_{line.id}",
-                    crop_polygons(page, [polygon]),
-                    text,
-                    group=group,
-                    kind="line",
-                    meta={**meta, "page": layout.page_id, "line": line.id},
-                    split=split,
-                )
-        if "paragraph" not in kinds or not usable:
-            continue
+        if "paragraph" in self.kinds and usable:
+            self.paragraph(region, usable, unusable)
+
+    def line(self, line: LayoutLine) -> tuple[Polygon, str] | str:
+        """(polygon, text) of a usable line (cropped if lines are wanted), else why not:
+        "blank" for a line transcribed as empty, "unusable" for anything else."""
+        where = f"{self.layout.name} line {line.id}"
+        polygon = _line_polygon(line, *self.scale, self.line_height)
+        problem = (
+            outside_problem(polygon, self.page.size) if polygon else "no Coords and no Baseline"
+        )
+        if problem:
+            self.writer.report.skip(where, problem)
+            return "unusable"
+        text = self.writer.check(where, line.text)
+        if text is None:
+            # A line transcribed as empty is a mark, not text: its paragraph stays right
+            # without it. Any other bad label would leave ink in the paragraph unexplained.
+            return "unusable" if normalise_text(line.text) else "blank"
+        if "line" in self.kinds:
+            self._add(line.id, [polygon], text, "line", {"line": line.id})
+        return polygon, text
+
+    def paragraph(
+        self, region: LayoutRegion, usable: list[tuple[Polygon, str]], unusable: list[str]
+    ) -> None:
         if unusable:
-            report.skip(
-                f"{layout.name} region {region.id}",
+            self.writer.report.skip(
+                f"{self.layout.name} region {region.id}",
                 f"paragraph left out: line(s) {', '.join(unusable)} unusable",
             )
-            continue
+            return
         polygons = [polygon for polygon, _ in usable]
         if region.polygon:
-            outline = scale_polygon(region.polygon, sx, sy)
-            if outside_problem(outline, page.size) is None:
+            outline = scale_polygon(region.polygon, *self.scale)
+            if outside_problem(outline, self.page.size) is None:
                 polygons.append(outline)
-        writer.add_crop(
-            f"{layout.page_id}_{region.id}",
-            crop_polygons(page, polygons),
-            "\n".join(text for _, text in usable),
-            group=group,
-            kind="paragraph",
-            meta={**meta, "page": layout.page_id, "region": region.id},
-            split=split,
+        text = "\n".join(text for _, text in usable)
+        self._add(region.id, polygons, text, "paragraph", {"region": region.id})
+
+    def _add(self, name: str, polygons: list[Polygon], text: str, kind: Kind, meta: dict) -> None:
+        self.writer.add_crop(
+            f"{self.layout.page_id}_{name}",
+            crop_polygons(self.page, polygons),
+            text,
+            group=self.group,
+            kind=kind,
+            meta={**self.meta, "page": self.layout.page_id, **meta},
+            split=self.split,
         )
 
 
