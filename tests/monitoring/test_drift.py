@@ -108,8 +108,16 @@ def test_check_passes_on_familiar_traffic_and_alerts_on_the_incident(
     assert calm.ok, calm.summary()
 
     # Users start sending light-on-dark photos; the outputs become repetitive gibberish.
-    _stream(store, make_line, 30, False, ["wlwlwlwlwl", "hwhwhwhw"], now - timedelta(hours=2),
-            client="app", offset=100)  # fmt: skip
+    _stream(
+        store,
+        make_line,
+        30,
+        False,
+        ["wlwlwlwlwl", "hwhwhwhw"],
+        now - timedelta(hours=2),
+        client="app",
+        offset=100,
+    )
     incident = run_check(store, settings, now=now)
     assert not incident.ok
     overall = {a.subject for a in incident.alerts if a.slice == drift.ALL}
@@ -159,8 +167,7 @@ def test_check_command_exit_codes(tmp_path, settings, make_line):
     assert calm.exit_code == 0, calm.output
     assert "OK" in calm.output
 
-    _stream(store, make_line, 24, False, ["wlwlwlwl"], utcnow() - timedelta(minutes=50),
-            offset=500)  # fmt: skip
+    _stream(store, make_line, 24, False, ["wlwlwlwl"], utcnow() - timedelta(minutes=50), offset=500)
     alert = runner.invoke(app, ["monitor", "check", *common, "--window", "2h"])
     assert alert.exit_code == 1, alert.output
     assert "ALERT" in alert.output and "[drift] polarity:" in alert.output

@@ -53,11 +53,25 @@ class CheckResult:
             f"samples); rules v{self.settings.version} from {self.settings.source}",
         ]
         lines += [f"note: {n}" for n in self.notes]
-        ordered = sorted(self.alerts, key=lambda a: (a.slice != ALL, a.kind, a.subject, a.slice))
-        lines += [f"- [{a.kind}] {a.message}" for a in ordered[:limit]]
-        if len(ordered) > limit:
-            lines.append(f"- ... and {len(ordered) - limit} more")
+        grouped = self.grouped()
+        lines += [f"- {line}" for line in grouped[:limit]]
+        if len(grouped) > limit:
+            lines.append(f"- ... and {len(grouped) - limit} more")
         return "\n".join(lines)
+
+    def grouped(self) -> list[str]:
+        """One line per alerting subject: the overall alert (or, if only slices alert, the
+        first slice's) followed by the other slices where it also alerts. A shift in all
+        traffic shows in every slice; listing each would bury the message."""
+        by_subject: dict[tuple[str, str], list[Alert]] = {}
+        for alert in sorted(self.alerts, key=lambda a: (a.kind, a.subject, a.slice != ALL)):
+            by_subject.setdefault((alert.kind, alert.subject), []).append(alert)
+        lines = []
+        for (kind, _), alerts in by_subject.items():
+            head, rest = alerts[0], [a.slice for a in alerts[1:]]
+            also = f" (also in {', '.join(rest)})" if rest else ""
+            lines.append(f"[{kind}] {head.message}{also}")
+        return sorted(lines, key=lambda line: not line.startswith("[drift]"))
 
 
 def run_check(

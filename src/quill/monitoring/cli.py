@@ -168,9 +168,13 @@ def baseline_command(
     try:
         with progress:
             data = compute_baseline(
-                manifest, recognizer, split=split, limit=limit, batch_size=batch_size,
+                manifest,
+                recognizer,
+                split=split,
+                limit=limit,
+                batch_size=batch_size,
                 progress=advance,
-            )  # fmt: skip
+            )
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     name = name or settings.baseline

@@ -148,10 +148,7 @@ def _alerts(data: ReportData) -> str:
         f"{latest.n} predictions) — what <code>quill monitor check</code> reports.</p>"
     )
     notes = "".join(f'<p class="muted">{escape(n)}</p>' for n in latest.notes)
-    items = "".join(
-        f'<li data-kind="{a.kind}"><b>{a.kind}</b>: {escape(a.message)}</li>'
-        for a in sorted(latest.alerts, key=lambda a: (a.slice != ALL, a.kind, a.subject))
-    )
+    items = "".join(f"<li>{escape(line)}</li>" for line in latest.grouped())
     return head + notes + (f'<ul id="alert-list">{items}</ul>' if items else "")
 
 
