@@ -1,0 +1,179 @@
+"""Closing the loop: flagged predictions -> Label Studio tasks -> annotations -> dataset, and
+user corrections -> dataset, through the real commands and file formats."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.data.manifest import Manifest
+from quill.monitoring.store import MonitoringStore, utcnow
+from quill.preprocess import load_image
+
+TEXTS = {"r0": "Dear Sir", "r1": "I thank you", "r2": "for the seeds", "r3": "Kew"}
+
+
+@pytest.fixture
+def store_args(tmp_path, make_line):
+    """Predictions as serving logs them (lines with l, t, r, b boxes), some flagged."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    store = MonitoringStore(url, image_dir=tmp_path / "images")
+    now = utcnow()
+    for i, (rid, text) in enumerate(TEXTS.items()):
+        lines = [{"text": "Dcar Sir", "confidence": 0.61, "box": [4, 6, 200, 40]}]
+        store.log_prediction(
+            rid,
+            "api",
+            "m-1",
+            make_line(text, seed=i),
+            "Dcar Sir",
+            0.61,
+            25.0,
+            lines=lines,
+            timestamp=now - timedelta(hours=i),
+        )
+    store.log_prediction("no-image", "lambda", "m-1", None, "x", 0.5, 1.0)
+    store.log_prediction(
+        "old", "api", "m-1", make_line("old"), "old", 0.9, 1.0, timestamp=now - timedelta(days=30)
+    )
+    for rid in ("r0", "r1", "r2"):
+        store.add_feedback(rid, "incorrect", correction=TEXTS[rid])
+    store.add_feedback("r3", None, correction="Kew ∞")  # a character the model cannot learn
+    store.add_feedback("no-image", "other")
+    store.add_feedback("old", "incorrect", correction="old")
+    store.close()
+    return ["--url", url, "--images", str(tmp_path / "images")]
+
+
+def _invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_flagged_predictions_become_preannotated_tasks(tmp_path, store_args):
+    out = tmp_path / "ls" / "tasks.json"
+    output = _invoke(
+        "monitor",
+        "export",
+        "--flagged",
+        "--since",
+        "7d",
+        "--to",
+        "labelstudio",
+        "--out",
+        str(out),
+        *store_args,
+    )
+    assert "wrote 3 task(s)" in output and "no-image: image not retained" in output
+    tasks = json.loads(out.read_text())
+    assert sorted(t["data"]["request_id"] for t in tasks) == ["r0", "r1", "r2"]
+    for task in tasks:
+        data = task["data"]
+        assert data["ocr"].startswith("/data/local-files/?d=images/")
+        image = out.parent / data["ocr"].split("?d=")[1]
+        assert image.is_file() and data["flag"] == "incorrect"
+        assert data["correction"] == TEXTS[data["request_id"]]
+        (prediction,) = task["predictions"]
+        assert prediction["model_version"] == "m-1" and prediction["score"] == 0.61
+        box, text = prediction["result"]
+        assert box["id"] == text["id"] and box["type"] == "rectanglelabels"
+        assert text["type"] == "textarea" and text["value"]["text"] == ["Dcar Sir"]
+        assert (box["original_width"], box["original_height"]) == (320, 48)
+        # (4, 6, 200, 40) in pixels of a 320 x 48 image, in percent.
+        assert box["value"]["x"] == pytest.approx(4 / 320 * 100)
+        assert box["value"]["y"] == pytest.approx(6 / 48 * 100)
+        assert box["value"]["width"] == pytest.approx(196 / 320 * 100)
+        assert box["value"]["height"] == pytest.approx(34 / 48 * 100)
+
+
+def _annotate(tasks: list[dict]) -> list[dict]:
+    """What Label Studio exports after an annotator accepted each pre-annotated region and
+    typed the right text into it (the task's correction)."""
+    exported = []
+    for number, task in enumerate(tasks, 1):
+        results = json.loads(json.dumps(task["predictions"][0]["result"]))
+        for result in results:
+            result.pop("score", None)
+            if result["type"] == "textarea":
+                result["value"]["text"] = [task["data"]["correction"]]
+        annotation = {
+            "id": number,
+            "result": results,
+            "was_cancelled": False,
+            "ground_truth": False,
+            "updated_at": "2026-11-28T10:00:00Z",
+        }
+        exported.append({"id": number, **task, "annotations": [annotation]})
+    return exported
+
+
+def test_exported_tasks_round_trip_into_a_dataset_version(tmp_path, store_args):
+    out = tmp_path / "ls" / "tasks.json"
+    _invoke("monitor", "export", "--flagged", "--out", str(out), *store_args)
+    export = tmp_path / "ls" / "export.json"
+    export.write_text(json.dumps(_annotate(json.loads(out.read_text()))))
+    annotated = tmp_path / "annotated"
+    _invoke(
+        "annotate", "import", str(export), "--out", str(annotated), "--images-root", str(out.parent)
+    )
+    manifest = Manifest.load(annotated)
+    lines = [s for s in manifest if s.kind == "line"]
+    assert sorted(s.text for s in lines) == sorted(TEXTS[r] for r in ("r0", "r1", "r2"))
+    assert {s.source for s in manifest} == {"labelstudio"} and len(manifest.version) == 12
+
+    # Corrections become labelled examples directly; the annotated set is merged in.
+    feedback = tmp_path / "feedback"
+    output = _invoke(
+        "monitor",
+        "feedback-dataset",
+        "--out",
+        str(feedback),
+        "--since",
+        "7d",
+        "--merge",
+        str(annotated),
+        *store_args,
+    )
+    merged = Manifest.load(feedback)
+    own = [s for s in merged if s.source == "feedback"]
+    assert sorted(s.text for s in own) == sorted(TEXTS[r] for r in ("r0", "r1", "r2"))
+    assert len(merged) == len(own) + len(manifest)
+    assert "'∞'" in output and "request r3" in output  # skipped, with the reason
+    report = json.loads((feedback / "import-report.json").read_text())
+    assert [s["where"] for s in report["skipped"]] == ["request r3"]
+    assert f"version {merged.version}" in output
+    for sample in own:
+        assert sample.meta["model_text"] == "Dcar Sir" and sample.meta["flag"] == "incorrect"
+        assert (merged.root / sample.image).is_file()
+    # The image is the one the user sent (pixel for pixel).
+    r0 = next(s for s in own if s.meta["request_id"] == "r0")
+    sent = MonitoringStore(store_args[1], image_dir=store_args[3]).get_prediction("r0")
+    original = MonitoringStore(store_args[1], image_dir=store_args[3]).image_bytes(sent)
+    assert np.array_equal(
+        np.asarray(load_image(merged.path_of(r0))), np.asarray(load_image(original))
+    )
+
+
+def test_delete_and_purge_commands(tmp_path, store_args):
+    output = _invoke("monitor", "delete", "--request-id", "r0", *store_args)
+    assert "deleted r0" in output
+    missing = CliRunner().invoke(app, ["monitor", "delete", "--request-id", "nope", *store_args])
+    assert missing.exit_code == 2 and "no such request" in missing.output
+    output = _invoke(
+        "monitor", "purge", "--older-than", "7", "--images-older-than", "2", *store_args
+    )
+    assert "1 prediction(s)" in output
+    store = MonitoringStore(store_args[1], image_dir=store_args[3])
+    left = {p.request_id: p for p in store.predictions()}
+    assert set(left) == {"r1", "r2", "r3", "no-image"}
+    # r3 was logged 3 hours ago: younger than 2 days, its image stays.
+    assert left["r3"].image_sha256 is not None
+    status = _invoke("monitor", "status", *store_args)
+    assert re.search(r"predictions\s+4\n", status) and "baselines: none" in status
