@@ -125,9 +125,9 @@ def create_app(
             metrics.model_info(state["service"].recognizer.describe())
         yield
         if loading is not None:
-            await loading
-        if state["service"] is not None:
-            await run_in_threadpool(state["service"].close)
+            await loading  # the app loaded the service, so it flushes and closes it
+            if state["service"] is not None:
+                await run_in_threadpool(state["service"].close)
 
     app = FastAPI(
         title="Quill handwriting recognition API",
@@ -135,6 +135,8 @@ def create_app(
         description="Send an image of handwriting, get its text back.",
         lifespan=lifespan,
     )
+
+    app.state.quill = state  # the loaded service, for embedding code and tests
 
     def ready_service() -> PredictionService:
         if state["service"] is None:

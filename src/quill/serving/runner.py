@@ -45,6 +45,10 @@ class ApiServer:
         return int(sockets[0].getsockname()[1])
 
     @property
+    def service(self):  # noqa: ANN201 - the PredictionService, None until loaded
+        return self.app.state.quill["service"]
+
+    @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 

@@ -1,0 +1,274 @@
+"""The REST API over real HTTP on 127.0.0.1, with the smoke model and a real SQLite store."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from quill.monitoring.store import MonitoringStore
+from quill.serving.api import create_app
+from quill.serving.runner import ApiServer
+from quill.serving.service import load_service
+from quill.serving.settings import ServingSettings
+from quill.staging.parity import render_line
+
+MAX_BODY = 400_000
+
+
+def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    )
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A well-formed PNG claiming ``width`` x ``height`` with almost no pixel data: what a
+    20,000 x 20,000 upload looks like to a server that checks the header before decoding
+    (a real one would need 1.2 GB of RGB to decode)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def settings(smoke_model: Path, tmp_path_factory: pytest.TempPathFactory) -> ServingSettings:
+    root = tmp_path_factory.mktemp("monitoring")
+    return ServingSettings(
+        model_dir=smoke_model,
+        threads=1,
+        max_body_bytes=MAX_BODY,
+        monitoring_url=f"sqlite:///{root / 'monitoring.db'}",
+        monitoring_images=root / "images",
+    )
+
+
+@pytest.fixture(scope="module")
+def server(settings: ServingSettings) -> Iterator[ApiServer]:
+    with ApiServer(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: ApiServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        yield http
+
+
+def service_of(server: ApiServer):  # noqa: ANN201 - the PredictionService behind the app
+    return server.service
+
+
+def test_predict_json_data_url_and_multipart(client: httpx.Client) -> None:
+    png = encode(render_line("quill"))
+    plain = client.post("/v1/predict", json={"image": b64(png)})
+    assert plain.status_code == 200, plain.text
+    body = plain.json()
+    assert body["text"] == "quill"
+    assert 0.5 < body["confidence"] <= 1
+    assert body["lines"][0]["text"] == "quill" and len(body["lines"][0]["box"]) == 4
+    assert body["model_version"].startswith("smoke-")
+    assert body["latency_ms"] >= 0 and len(body["request_id"]) == 32
+    data_url = client.post(
+        "/v1/predict",
+        json={"image": "data:image/jpeg;base64," + b64(encode(render_line("Kew"), "JPEG"))},
+    )
+    assert data_url.json()["text"] == "Kew"
+    upload = client.post(
+        "/v1/predict", files={"image": ("ink.png", encode(render_line("ink")), "image/png")}
+    )
+    assert upload.status_code == 200 and upload.json()["text"] == "ink"
+    curl_style = client.post(
+        "/v1/predict", files={"file": ("h.png", encode(render_line("hello")), "image/png")}
+    )
+    assert curl_style.json()["text"] == "hello"
+
+
+def test_identical_images_are_answered_from_the_cache(client: httpx.Client) -> None:
+    payload = {"image": b64(encode(render_line("hello")))}
+    first, second = (
+        client.post("/v1/predict", json=payload),
+        client.post("/v1/predict", json=payload),
+    )
+    assert second.json()["cached"] is True
+    assert second.json()["text"] == first.json()["text"] == "hello"
+    assert second.json()["request_id"] != first.json()["request_id"]
+    metrics = client.get("/metrics").text
+    assert 'quill_predictions_total{cached="true",kind="line"}' in metrics
+
+
+def test_feedback_lands_in_the_monitoring_store(
+    client: httpx.Client, server: ApiServer, settings: ServingSettings
+) -> None:
+    answer = client.post("/v1/predict", json={"image": b64(encode(render_line("Kew")))}).json()
+    stored = client.post(
+        "/v1/feedback",
+        json={"request_id": answer["request_id"], "flag": "incorrect", "correction": "Kew Gardens"},
+    )
+    assert stored.status_code == 200, stored.text
+    service_of(server).logger.flush()
+    store = MonitoringStore(settings.monitoring_url, settings.monitoring_images)
+    record = store.get_prediction(answer["request_id"])
+    assert record is not None and record.text == "Kew" and record.client.startswith("api:")
+    assert record.flag == "incorrect" and record.correction == "Kew Gardens"
+    bad_flag = client.post(
+        "/v1/feedback", json={"request_id": answer["request_id"], "flag": "rude"}
+    )
+    assert bad_flag.status_code == 422 and bad_flag.json()["error"]["code"] == "invalid_field"
+
+
+def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["model"]["backend"] in ("onnx", "torchscript")
+    assert "quill_http_requests_total" in client.get("/metrics").text
+    schema = client.get("/openapi.json").json()
+    content = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(content)
+    assert client.get("/docs").status_code == 200
+
+
+TRUNCATED_PNG = encode(render_line("quill"))[:300]
+TRUNCATED_JPEG = encode(render_line("quill"), "JPEG")[:400]
+
+BAD_REQUESTS = {
+    "not an image": (
+        {"json": {"image": b64(b"%PDF-1.4 definitely not a picture")}},
+        400,
+        "not_an_image",
+    ),
+    "truncated png": ({"json": {"image": b64(TRUNCATED_PNG)}}, 400, "image_corrupt"),
+    "truncated jpeg": ({"json": {"image": b64(TRUNCATED_JPEG)}}, 400, "image_corrupt"),
+    "1x1 image": (
+        {"json": {"image": b64(encode(Image.new("RGB", (1, 1))))}},
+        422,
+        "image_too_small",
+    ),
+    "20000x20000 image": (
+        {"json": {"image": b64(png_header_only(20_000, 20_000))}},
+        413,
+        "image_too_large",
+    ),
+    "bad base64": ({"json": {"image": "this is not base64!!"}}, 400, "bad_base64"),
+    "no image field": ({"json": {"picture": "abc"}}, 400, "missing_image"),
+    "image not a string": ({"json": {"image": 42}}, 422, "invalid_field"),
+    "invalid json": (
+        {"content": b"{'image':", "headers": {"content-type": "application/json"}},
+        400,
+        "invalid_json",
+    ),
+    "empty body": (
+        {"content": b"", "headers": {"content-type": "application/json"}},
+        400,
+        "empty_body",
+    ),
+    "huge body": ({"json": {"image": "A" * (MAX_BODY + 10)}}, 413, "request_too_large"),
+    "wrong content type": (
+        {"content": b"hello", "headers": {"content-type": "text/plain"}},
+        415,
+        "unsupported_media_type",
+    ),
+    "multipart without image": (
+        {"files": {"other": ("a.txt", b"x", "text/plain")}},
+        400,
+        "missing_image",
+    ),
+    "empty upload": ({"files": {"image": ("a.png", b"", "image/png")}}, 400, "image_empty"),
+    "bad kind": (
+        {"json": {"image": b64(encode(render_line("ink"))), "kind": "poem"}},
+        422,
+        "invalid_field",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
+def test_bad_input_gets_the_right_4xx_and_the_server_keeps_serving(
+    client: httpx.Client, case: str
+) -> None:
+    request, status, code = BAD_REQUESTS[case]
+    response = client.post("/v1/predict", **request)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+    assert "Traceback" not in response.text
+    assert (
+        client.post("/v1/predict", json={"image": b64(encode(render_line("ink")))}).json()["text"]
+        == "ink"
+    )
+
+
+def test_a_chunked_upload_over_the_limit_is_cut_off(client: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(MAX_BODY // 10_000 + 5):
+            yield b"A" * 10_000
+
+    response = client.post(
+        "/v1/predict", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_routes_and_methods_are_json_errors(client: httpx.Client) -> None:
+    missing = client.get("/v2/predict")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = client.get("/v1/predict")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_slow_recognition_times_out_with_504(server: ApiServer, settings: ServingSettings) -> None:
+    from dataclasses import replace
+
+    impatient = replace(settings, timeout_s=0.001)
+    with TestClient(create_app(impatient, service=service_of(server))) as http:
+        # An image no test sent before, so the service's cache cannot answer it at once.
+        unseen = encode(render_line("ink quill Kew hello"))
+        response = http.post("/v1/predict", json={"image": b64(unseen)})
+    assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
+
+
+def test_readiness_is_503_until_the_model_is_loaded(settings: ServingSettings) -> None:
+    release = threading.Event()
+
+    def slow_loader(config: ServingSettings):  # noqa: ANN202
+        release.wait(30)
+        return load_service(config, logger=None, feedback=None)
+
+    from dataclasses import replace
+
+    quiet = replace(settings, monitoring_url="off")
+    with TestClient(create_app(quiet, loader=slow_loader)) as http:
+        assert http.get("/healthz").status_code == 200
+        waiting = http.get("/readyz")
+        assert waiting.status_code == 503 and waiting.json()["error"]["code"] == "model_not_ready"
+        refused = http.post("/v1/predict", json={"image": b64(encode(render_line("ink")))})
+        assert refused.status_code == 503
+        release.set()
+        for _ in range(600):
+            if http.get("/readyz").status_code == 200:
+                break
+            threading.Event().wait(0.1)
+        assert http.get("/readyz").status_code == 200
