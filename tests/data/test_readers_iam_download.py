@@ -122,5 +122,8 @@ def test_unreachable_server_is_a_clear_error(tmp_path: Path):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with httpx.Client(trust_env=False) as client, pytest.raises(DownloadError, match="cannot reach"):
+    with (
+        httpx.Client(trust_env=False) as client,
+        pytest.raises(DownloadError, match="cannot reach"),
+    ):
         fetch(client, f"http://127.0.0.1:{port}/xml.tgz", tmp_path / "xml.tgz")
