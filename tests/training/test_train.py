@@ -11,15 +11,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import typer
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from quill.cli import app
+from quill.training.cli import register
 from quill.training.module import load_module
 
 from .conftest import TINY_CONFIG
 
 runner = CliRunner()
+# The training commands alone, as `quill` registers them (other layers' commands stay out).
+app = typer.Typer()
+register(app)
 
 
 def quill(*args: str) -> str:
@@ -60,7 +64,7 @@ def ctc_run(tiny_lines: Path, tmp_path_factory: pytest.TempPathFactory):
     """One tracked CTC run (2 epochs); returns (client, run, output folder)."""
     folder = tmp_path_factory.mktemp("ctc_run")
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    quill(*train_args(tiny_lines, uri, folder / "out", "--experiment", "smoke"))
+    quill(*train_args(tiny_lines, uri, folder / "out", "--experiment", "smoke", "--profile"))
     client = MlflowClient(uri)
     return client, only_run(client, "smoke"), folder
 
@@ -143,6 +147,25 @@ def test_checkpoints_are_artifacts_with_the_best_marked(ctc_run) -> None:
     assert module.hparams["config"]["optim"]["lr"] == pytest.approx(0.003)
 
 
+def test_profile_trace_and_summary_are_artifacts(ctc_run) -> None:
+    client, run, _ = ctc_run
+    files = artifact_paths(client, run.info.run_id, "profile")
+    assert {
+        "profile/trace.json",
+        "profile/operators.txt",
+        "profile/summary.txt",
+        "profile/steps.json",
+    } <= set(files)
+    trace = json.loads(
+        Path(client.download_artifacts(run.info.run_id, "profile/trace.json")).read_text()
+    )
+    names = {event.get("name", "") for event in trace["traceEvents"]}
+    assert any(name.startswith("ProfilerStep#") for name in names)
+    assert any("conv" in name for name in names)  # the model's operators are in it
+    summary = Path(client.download_artifacts(run.info.run_id, "profile/summary.txt")).read_text()
+    assert "median data wait per step" in summary and "verdict:" in summary
+
+
 def test_runs_commands_find_and_compare_the_run(ctc_run, tmp_path: Path) -> None:
     client, run, _ = ctc_run
     uri = client.tracking_uri
@@ -209,7 +232,10 @@ SEQ2SEQ = {
 }
 
 
-@pytest.mark.parametrize("model", sorted(SEQ2SEQ))
+@pytest.mark.parametrize(
+    "model",
+    ["line_cnn_transformer", pytest.param("resnet_transformer", marks=pytest.mark.slow)],
+)
 def test_seq2seq_models_train_and_are_tracked(
     model: str, tiny_lines: Path, tiny_paragraphs: Path, tmp_path: Path, tracking_uri: str
 ) -> None:
@@ -236,6 +262,40 @@ def test_seq2seq_models_train_and_are_tracked(
     files = artifact_paths(client, run.info.run_id)
     assert "predictions/epoch_000.json" in files
     assert run.data.tags["quill.best_checkpoint"] in files
+
+
+def test_optional_loggers_fail_clearly_when_not_installed(tiny_lines: Path, tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    result = runner.invoke(
+        app, train_args(tiny_lines, "sqlite:///unused.db", tmp_path, "--logger", "wandb")
+    )
+    assert result.exit_code == 1 and "pip install wandb" in result.output
+
+
+def test_csv_logger_keeps_the_same_record_in_files(tiny_lines: Path, tmp_path: Path) -> None:
+    quill(
+        *train_args(
+            tiny_lines,
+            "sqlite:///unused.db",
+            tmp_path / "out",
+            "--logger",
+            "csv",
+            "--max-epochs",
+            "1",
+            "--limit-train-batches",
+            "1",
+        )
+    )
+    (run_dir,) = (tmp_path / "out").iterdir()
+    artifacts = run_dir / "artifacts"
+    assert (artifacts / "config" / "resolved.yaml").is_file()
+    assert (artifacts / "predictions" / "epoch_000.json").is_file()
+    assert (artifacts / "checkpoints" / "index.json").is_file()
+    assert "val_cer" in (run_dir / "tiny" / "metrics.csv").read_text()
+    assert not (tmp_path / "unused.db").exists()
 
 
 def test_missing_data_and_bad_override_fail_clearly(tmp_path: Path, tracking_uri: str) -> None:
