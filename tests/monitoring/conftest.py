@@ -146,3 +146,41 @@ def smoke_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
         torch.set_num_threads(1)
         stage_smoke_model(target)
     return target
+
+
+def rendered_word(text: str, seed: int, invert: bool = False) -> Image.Image:
+    """A smoke word the way the smoke model learnt it (quill.staging.parity.render_line), with
+    a little paper noise so that no two requests are the same image."""
+    from quill.staging.parity import render_line
+
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(render_line(text), dtype=np.float32)
+    pixels = (pixels + rng.normal(0, 3, pixels.shape)).clip(0, 255)
+    if invert:
+        pixels = 255 - pixels
+    return Image.fromarray(pixels.astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def render_word() -> Callable[..., Image.Image]:
+    """``render_word(text, seed, invert=False) -> PIL image``."""
+    return rendered_word
+
+
+@pytest.fixture(scope="session")
+def smoke_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A test set in the real dataset format: the smoke words, dark on light, 3 noisy
+    renderings each (what the smoke model was validated on)."""
+    from quill.data.manifest import Manifest, Sample, file_sha256
+    from quill.staging.smoke import SMOKE_WORDS
+
+    root = tmp_path_factory.mktemp("smoke-dataset")
+    (root / "images").mkdir()
+    samples = []
+    for i, word in enumerate(w for w in SMOKE_WORDS for _ in range(3)):
+        path = root / "images" / f"{i:02d}-{word}.png"
+        rendered_word(word, seed=i).save(path)
+        sha = file_sha256(path)
+        samples.append(Sample(f"images/{path.name}", word, "test", "synthetic", sha, group=sha))
+    Manifest(root, samples).save()
+    return root
