@@ -36,6 +36,12 @@ def test_a_missing_split_or_source_is_a_clear_error(tmp_path: Path) -> None:
         detect_format(tmp_path / "empty")
 
 
+def test_an_iam_copy_is_recognised_by_its_layout(tmp_path: Path) -> None:
+    (tmp_path / "xml").mkdir()
+    (tmp_path / "formsA-D").mkdir()
+    assert detect_format(tmp_path) == "iam"
+
+
 def _labelled_folder(root: Path, pages: int) -> None:
     """A folder dataset as the Hooker letters ship: images + labels.tsv (file, page, text)."""
     (root / "lines").mkdir(parents=True, exist_ok=True)

@@ -92,3 +92,14 @@ def test_speed_report_shows_ratios_stages_and_input_accuracy() -> None:
     assert "| tesseract | 60.0% | — |" in markdown
     assert "Test CPU, 2 of 2 logical cores usable" in markdown
     assert payload["timings"][1]["speedup_vs_baseline"] == 3.0
+
+
+def test_peers_only_report_has_no_ratio_columns() -> None:
+    full = _result()
+    readings = {name: full.readings[name] for name in ("tesseract",)}
+    result = DatasetResult(full.dataset, readings, score_slices(full.dataset, readings.values()))
+    payload = accuracy_payload([result], {"tesseract": {}, "rapidocr": {}}, {}, MACHINE, None)
+    markdown = "\n".join(accuracy_markdown(payload))
+    assert "| dataset | split | samples | tesseract | rapidocr |" in markdown
+    assert "| hooker | test | 2 | 69.6% | — |" in markdown
+    assert " / " not in markdown.split("## hooker")[0].split("## Summary")[1]

@@ -107,6 +107,7 @@ def accuracy(
     from quill.bench.systems import QuillSystem, SystemUnavailable
     from quill.data.readers.common import DatasetError
 
+    machine = machine_info()  # before the run: its load average says how busy the box was
     specs = [*data, *(more_data or [])]
     slices = slice_by or list(DEFAULT_SLICES)
     if model is None and not peer:
@@ -146,9 +147,9 @@ def accuracy(
                     lambda name, n, tasks=tasks: progress.advance(tasks[name], n),
                 )
             )
-    quill = systems[0].name
+    quill = "quill" if model is not None else None
     payload = accuracy_payload(
-        results, {s.name: s.describe() for s in systems}, unavailable, machine_info(), quill
+        results, {s.name: s.describe() for s in systems}, unavailable, machine, quill
     )
     json_path, md_path = write(out, "accuracy", payload, accuracy_markdown(payload))
     write_predictions(out / "accuracy-predictions.jsonl", results)
@@ -176,10 +177,13 @@ def _print_accuracy(results: list, names: list[str]) -> None:
 
 
 def speed(
-    model: Annotated[Path, typer.Option(help="Staged model directory (quill-model.json).")],
     data: Annotated[
         str, typer.Option("--data", "-d", help="Dataset the fixed inputs come from. " + DATA_HELP)
     ],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Staged model directory (quill-model.json). Omit to time peers only."),
+    ] = None,
     batch: Annotated[
         list[int] | None, typer.Option(help="Batch size (repeat; default: 1 and 8).")
     ] = None,
@@ -221,6 +225,9 @@ def speed(
     ]
     if unknown:
         raise _fail(f"unknown variant or kind: {', '.join(unknown)} (see --help)")
+    if model is None and not peer:
+        raise _fail("nothing to time: give --model DIR and/or --peer NAME")
+    machine = machine_info()  # before the run: its load average says how busy the box was
     plan = SpeedPlan(tuple(batch or (1, 8)), tuple(threads or (1,)), images, warmup)
     try:
         dataset = load_dataset(data, split=split, cache_root=cache, show_progress=True)
@@ -239,7 +246,9 @@ def speed(
             """Quill's runtimes and the peers at ``count`` threads; grows the bar's total."""
             from quill.bench.speed import load_quill_variants
 
-            systems, missing = load_quill_variants(model, variants, count, Path(scratch))
+            systems, missing = (
+                load_quill_variants(model, variants, count, Path(scratch)) if model else ([], {})
+            )
             peers, missing_peers = _load_peers(peer or [], count)
             unavailable.update({**missing, **missing_peers})
             planned[0] += (len(systems) + len(peers)) * rows_per_system
@@ -264,7 +273,7 @@ def speed(
         "calls": f"max(5, {images} / batch)",
     }
     payload = speed_payload(
-        run.timings, run.accuracy, run.systems, unavailable, machine_info(), source, BASELINE
+        run.timings, run.accuracy, run.systems, unavailable, machine, source, BASELINE
     )
     payload["failures"] = run.failures
     payload["int8"] = int8_verdict(run.accuracy)

@@ -72,9 +72,9 @@ def accuracy_payload(
     systems: Mapping[str, dict],
     unavailable: Mapping[str, str],
     machine: dict,
-    quill: str,
+    quill: str | None,
 ) -> dict:
-    """The JSON document of an accuracy run."""
+    """The JSON document of an accuracy run (``quill``: Quill's system name, None if absent)."""
     return {
         "benchmark": "accuracy",
         "created": now(),
@@ -113,7 +113,8 @@ def accuracy_markdown(payload: dict) -> list[str]:
     """The Markdown tables of an accuracy run (from its JSON document)."""
     quill = payload["quill_system"]
     systems = list(payload["systems"])
-    peers = [name for name in systems if name != quill]
+    # Ratio columns: how many times Quill's CER each peer's is (only when Quill ran).
+    peers = [name for name in systems if name != quill] if quill in systems else []
     lines = [
         "# Quill accuracy benchmark",
         "",
