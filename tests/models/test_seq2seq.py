@@ -196,6 +196,35 @@ def test_memorizes_a_tiny_batch(name, tokenizer):
     assert [tokenizer.decode(row) for row in ids.tolist()] == ["ab\ncd", "x y"]
 
 
+def test_numpy_greedy_loop_matches_torch_generate():
+    """The NumPy loop used with ONNX graphs, driven here by the torch step, == generate."""
+    from quill.models.decoding import seq2seq_greedy_decode
+    from quill.models.transformer_decoder import DecoderCache
+
+    model = tiny("line_cnn_transformer", num_classes=8)
+    x = images("line_cnn_transformer", 4)
+    with torch.no_grad():
+        cache = model.decoder.init_cache(model.encode(x))
+
+    def run_step(tokens, self_keys, self_values):
+        state = DecoderCache(
+            torch.from_numpy(self_keys),
+            torch.from_numpy(self_values),
+            cache.cross_keys,
+            cache.cross_values,
+        )
+        with torch.no_grad():
+            logits, state = model.decoder.step(torch.from_numpy(tokens), state)
+        return logits.numpy(), state.self_keys.numpy(), state.self_values.numpy()
+
+    decoded = seq2seq_greedy_decode(run_step, cache.cross_keys.numpy(), max_length=20)
+    ids, confidence = model.generate(x, max_length=20)
+    for (numpy_ids, numpy_conf), row, conf in zip(decoded, ids.tolist(), confidence, strict=True):
+        assert numpy_ids == row[: len(numpy_ids)]
+        assert all(t == PAD_ID for t in row[len(numpy_ids) :])
+        assert numpy_conf == pytest.approx(float(conf), rel=1e-4)
+
+
 @pytest.mark.slow
 def test_onnx_encoder_and_step_graphs_decode_like_torch(tmp_path):
     """Exported encoder + cached step graph, looped in NumPy, == torch greedy generation."""
