@@ -184,3 +184,37 @@ def smoke_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
         samples.append(Sample(f"images/{path.name}", word, "test", "synthetic", sha, group=sha))
     Manifest(root, samples).save()
     return root
+
+
+@pytest.fixture(scope="session")
+def broken_model(smoke_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke model staged with a scrambled vocabulary (a real packaging mistake): same
+    weights and speed, wrong text. A candidate that must never be promoted."""
+    import json
+
+    target = tmp_path_factory.mktemp("broken") / "model"
+    shutil.copytree(smoke_model, target)
+    meta_path = target / "quill-model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["tokenizer"]["characters"] = meta["tokenizer"]["characters"][::-1]
+    meta["version"] = "smoke-broken"
+    meta_path.write_text(json.dumps(meta))
+    return target
+
+
+@pytest.fixture(scope="session")
+def inverted_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke words light on dark, 2 renderings each, in the dataset format."""
+    from quill.data.manifest import Manifest, Sample, file_sha256
+    from quill.staging.smoke import SMOKE_WORDS
+
+    root = tmp_path_factory.mktemp("inverted-dataset")
+    (root / "images").mkdir()
+    samples = []
+    for i, word in enumerate(w for w in SMOKE_WORDS for _ in range(2)):
+        path = root / "images" / f"{i:02d}-{word}.png"
+        rendered_word(word, seed=50 + i, invert=True).save(path)
+        sha = file_sha256(path)
+        samples.append(Sample(f"images/{path.name}", word, "test", "photos", sha, group=sha))
+    Manifest(root, samples).save()
+    return root
