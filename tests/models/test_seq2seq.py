@@ -167,6 +167,16 @@ def test_torchscript_generate_matches_eager(name, tmp_path):
         torch.testing.assert_close(script_conf, eager_conf)
 
 
+def test_generate_defaults_to_config_limit_and_may_exceed_it():
+    model = build_model(
+        "line_cnn_transformer", 12, **TINY["line_cnn_transformer"], max_output_length=4
+    )
+    with torch.no_grad():
+        model.eval().decoder.classifier.bias[EOS_ID] = -1e4  # never ends by itself
+    assert model.generate(images("line_cnn_transformer"))[0].shape == (2, 4)
+    assert model.generate(images("line_cnn_transformer"), max_length=30)[0].shape == (2, 30)
+
+
 def test_beam_size_must_be_positive():
     with pytest.raises(ValueError, match="beam_size must be at least 1"):
         tiny("line_cnn_transformer").generate(images("line_cnn_transformer"), 5, beam_size=0)

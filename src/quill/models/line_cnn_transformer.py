@@ -70,7 +70,6 @@ class LineCNNTransformer(Seq2SeqModel):
             config.heads,
             config.ff_dim,
             config.dropout,
-            max_length=config.max_output_length + 1,
         )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
