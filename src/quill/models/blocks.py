@@ -35,3 +35,16 @@ def line_cnn(
         layers.append(nn.MaxPool2d((2, 2) if index < width_pool_blocks else (2, 1)))
         previous = out
     return nn.Sequential(*layers)
+
+
+def rows_after(height: int, blocks: int) -> int:
+    """Rows left after ``blocks`` height halvings; the height must divide evenly.
+
+    >>> rows_after(64, 4)
+    4
+    """
+    if height % 2**blocks or height < 2**blocks:
+        raise ValueError(
+            f"height {height} is not divisible by 2**{blocks} (one halving per CNN block)"
+        )
+    return height // 2**blocks

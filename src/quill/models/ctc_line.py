@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from quill.models.blocks import line_cnn
+from quill.models.blocks import line_cnn, rows_after
 from quill.models.config import ModelConfig
 from quill.models.positional import PositionalEncoding1D
 
@@ -58,12 +58,7 @@ class CTCLineModel(nn.Module):
     def __init__(self, num_classes: int, config: CTCLineConfig | None = None):
         super().__init__()
         config = config or CTCLineConfig()
-        rows = config.height // 2 ** len(config.channels)
-        if rows < 1 or config.height % 2 ** len(config.channels):
-            raise ValueError(
-                f"height {config.height} is not divisible by 2**{len(config.channels)} "
-                f"(one halving per CNN block)"
-            )
+        rows = rows_after(config.height, len(config.channels))
         if config.encoder not in ("lstm", "transformer"):
             raise ValueError(f"encoder must be 'lstm' or 'transformer', got {config.encoder!r}")
         if config.hidden % 2:

@@ -19,7 +19,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from quill.models.blocks import line_cnn
+from quill.models.blocks import line_cnn, rows_after
 from quill.models.config import ModelConfig
 from quill.models.positional import PositionalEncoding1D
 from quill.models.seq2seq import Seq2SeqModel
@@ -50,12 +50,7 @@ class LineCNNTransformer(Seq2SeqModel):
     def __init__(self, num_classes: int, config: LineCNNTransformerConfig | None = None):
         super().__init__()
         config = config or LineCNNTransformerConfig()
-        rows = config.height // 2 ** len(config.channels)
-        if rows < 1 or config.height % 2 ** len(config.channels):
-            raise ValueError(
-                f"height {config.height} is not divisible by 2**{len(config.channels)} "
-                f"(one halving per CNN block)"
-            )
+        rows = rows_after(config.height, len(config.channels))
         self.config = config
         self.num_classes = num_classes
         self.max_output_length = config.max_output_length
