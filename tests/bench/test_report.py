@@ -15,7 +15,7 @@ from quill.bench.report import (
     write,
     write_predictions,
 )
-from quill.bench.speed import Timing
+from quill.bench.speed import SpeedRun, Timing
 
 MACHINE = {
     "cpu": "Test CPU",
@@ -80,8 +80,14 @@ def test_speed_report_shows_ratios_stages_and_input_accuracy() -> None:
         Timing("tesseract", "line", 8, 1, [2000.0] * 5),
     ]
     inputs = {"source": "hooker", "line": 16, "paragraph": 0, "warmup": 2, "calls": "5"}
-    accuracy = {"quill-onnx": {"line": 0.05}, "tesseract": {"line": 0.6}}
-    payload = speed_payload(timings, accuracy, {}, {}, MACHINE, inputs, "quill-eager")
+    accuracy = {
+        "quill-onnx": {"line": 0.05},
+        "quill-onnx-int8": {"line": 0.07},
+        "tesseract": {"line": 0.6},
+    }
+    failures = {"quill-onnx paragraph batch=1 threads=1": "ImageError: bad"}
+    run = SpeedRun(timings, failures, {}, accuracy)
+    payload = speed_payload(run, {"rapidocr": "not installed"}, MACHINE, inputs, "quill-eager")
     markdown = "\n".join(speed_markdown(payload))
     assert (
         "| line | 1 | 1 | quill-onnx | 10.0 | 10.0 | 10.0 | 100.0 | 5.0 | 5.0 | 3.00x |" in markdown
@@ -92,6 +98,12 @@ def test_speed_report_shows_ratios_stages_and_input_accuracy() -> None:
     assert "| tesseract | 60.0% | — |" in markdown
     assert "Test CPU, 2 of 2 logical cores usable" in markdown
     assert payload["timings"][1]["speedup_vs_baseline"] == 3.0
+    assert (
+        "int8 vs float32 ONNX CER (kept = within 0.5 points): line 7.0% vs 5.0% (NOT kept)."
+        in markdown
+    )
+    assert "- **quill-onnx paragraph batch=1 threads=1**: failed (ImageError: bad)" in markdown
+    assert "- **rapidocr**: skipped (not installed)" in markdown
 
 
 def test_peers_only_report_has_no_ratio_columns() -> None:

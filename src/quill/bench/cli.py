@@ -216,7 +216,7 @@ def speed(
     from quill.bench.inputs import speed_inputs
     from quill.bench.machine import machine_info
     from quill.bench.report import speed_markdown, speed_payload, write
-    from quill.bench.speed import BASELINE, VARIANTS, SpeedPlan, int8_verdict, run_speed
+    from quill.bench.speed import BASELINE, VARIANTS, SpeedPlan, run_speed
     from quill.data.readers.common import DatasetError
 
     kinds, variants = kind or ["line", "paragraph"], variant or list(VARIANTS)
@@ -272,11 +272,7 @@ def speed(
         "warmup": warmup,
         "calls": f"max(5, {images} / batch)",
     }
-    payload = speed_payload(
-        run.timings, run.accuracy, run.systems, unavailable, machine, source, BASELINE
-    )
-    payload["failures"] = run.failures
-    payload["int8"] = int8_verdict(run.accuracy)
+    payload = speed_payload(run, unavailable, machine, source, BASELINE)
     json_path, md_path = write(out, "speed", payload, speed_markdown(payload))
     console.print("\n".join(speed_markdown(payload)[4:]))
     console.print(f"wrote {json_path} and {md_path}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from quill.bench.accuracy import ALL, DatasetResult
 from quill.bench.machine import describe_machine
-from quill.bench.speed import Timing, speedups
+from quill.bench.speed import SpeedRun, int8_verdict, speedups
 
 #: Slice keys with more values than this are left out of the Markdown (kept in the JSON).
 MAX_SLICE_VALUES = 30
@@ -207,28 +207,24 @@ def _pair(row: dict, metric: str) -> str:
 
 
 def speed_payload(
-    timings: Sequence[Timing],
-    accuracy: Mapping[str, Mapping[str, float]],
-    systems: Mapping[str, dict],
-    unavailable: Mapping[str, str],
-    machine: dict,
-    inputs: dict,
-    baseline: str,
+    run: SpeedRun, unavailable: Mapping[str, str], machine: dict, inputs: dict, baseline: str
 ) -> dict:
-    """The JSON document of a speed run; ``accuracy`` maps system -> kind -> CER on inputs."""
-    ratios = speedups(timings, baseline)
+    """The JSON document of a speed run."""
+    ratios = speedups(run.timings, baseline)
     return {
         "benchmark": "speed",
         "created": now(),
         "machine": machine,
         "inputs": inputs,
         "baseline": baseline,
-        "systems": dict(systems),
+        "systems": dict(run.systems),
         "unavailable": dict(unavailable),
-        "accuracy_on_inputs": {name: dict(cers) for name, cers in accuracy.items()},
+        "failures": dict(run.failures),
+        "accuracy_on_inputs": {name: dict(cers) for name, cers in run.accuracy.items()},
+        "int8": int8_verdict(run.accuracy),
         "timings": [
             {**timing.to_dict(), "speedup_vs_baseline": ratios.get(index)}
-            for index, timing in enumerate(timings)
+            for index, timing in enumerate(run.timings)
         ],
     }
 
@@ -256,6 +252,8 @@ def speed_markdown(payload: dict) -> list[str]:
     ]
     for name, reason in payload["unavailable"].items():
         lines.append(f"- **{name}**: skipped ({reason})")
+    for row, reason in payload["failures"].items():
+        lines.append(f"- **{row}**: failed ({reason})")
     rows = [
         [
             t["kind"],
@@ -281,4 +279,18 @@ def speed_markdown(payload: dict) -> list[str]:
         for name, cers in payload["accuracy_on_inputs"].items()
     ]
     lines += table(["system", *kinds], cer_rows)
+    verdict = payload["int8"]
+    if verdict:
+        kept = [
+            f"{kind} {percent(v['int8'])} vs {percent(v['fp32'])} "
+            f"({'kept' if v['kept'] else 'NOT kept'})"
+            for kind, v in sorted(verdict.items())
+            if kind != "tolerance"
+        ]
+        lines += [
+            "",
+            f"int8 vs float32 ONNX CER (kept = within {100 * verdict['tolerance']:.1f} points): "
+            + "; ".join(kept)
+            + ".",
+        ]
     return lines
