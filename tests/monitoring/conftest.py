@@ -134,18 +134,17 @@ def make_line() -> Callable[..., bytes]:
 
 
 @pytest.fixture(scope="session")
-def smoke_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def smoke_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny staged model of quill.staging.smoke (reads "hello", "quill", "Kew", "ink"),
-    staged once per session in the folder the other test packages share."""
+    trained once and reused through pytest's cache like the other test packages do."""
     import torch
 
-    from quill.staging.smoke import stage_smoke_model
+    from quill.staging.smoke import cached_smoke_model
 
-    target = tmp_path_factory.getbasetemp() / "quill-smoke" / "model"
-    if not (target / "quill-model.json").is_file():
-        torch.set_num_threads(1)
-        stage_smoke_model(target)
-    return target
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("quill-smoke-model") if cache else tmp_path_factory.getbasetemp()
+    torch.set_num_threads(1)
+    return cached_smoke_model(Path(root))
 
 
 def rendered_word(text: str, seed: int, invert: bool = False) -> Image.Image:
