@@ -45,7 +45,12 @@ class CheckResult:
 
     def summary(self, limit: int = 30) -> str:
         """A few lines: verdict, window, then one line per alert (overall ones first)."""
-        verdict = "OK" if self.ok else f"ALERT: {len(self.alerts)} threshold(s) crossed"
+        grouped = self.grouped()
+        verdict = (
+            "OK"
+            if self.ok
+            else f"ALERT: {len(grouped)} alert(s) ({len(self.alerts)} counting each slice)"
+        )
         lines = [
             f"{verdict}",
             f"window {self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} UTC: "
@@ -53,7 +58,6 @@ class CheckResult:
             f"samples); rules v{self.settings.version} from {self.settings.source}",
         ]
         lines += [f"note: {n}" for n in self.notes]
-        grouped = self.grouped()
         lines += [f"- {line}" for line in grouped[:limit]]
         if len(grouped) > limit:
             lines.append(f"- ... and {len(grouped) - limit} more")

@@ -16,12 +16,14 @@ everything already stored.
 from __future__ import annotations
 
 import math
+import re
 import string
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cache, cached_property
-from typing import Any, Literal
+from importlib import resources
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -206,23 +208,41 @@ def punct_share(data: ProjectionInput) -> float | None:
 
 @projection("offensive", "output")
 def offensive(data: ProjectionInput) -> float | None:
-    """Share of words a profanity list censors (better-profanity's offline list)."""
-    words = data.text.split()
+    """Share of words on better-profanity's offline word list."""
+    words = _words(data.text)
     if not words:
         return None
-    censored = _profanity().censor(data.text, "\x00").split()
-    return sum("\x00" in w for w in censored) / len(words)
+    listed, longest = _wordlist()
+    hits = [False] * len(words)
+    for n in range(1, longest + 1):
+        for start in range(len(words) - n + 1):
+            if " ".join(words[start : start + n]) in listed:
+                hits[start : start + n] = [True] * n
+    return sum(hits) / len(words)
+
+
+#: Digits and symbols written for letters ("sh1t", "@ss"), as better-profanity reads them.
+_LEET = str.maketrans({"@": "a", "4": "a", "1": "i", "0": "o", "3": "e", "$": "s", "5": "s"})
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words with look-alike characters mapped to letters.
+
+    >>> _words("You're a SH1T, J. D. Hooker!")
+    ["you're", 'a', 'shit', 'j', 'd', 'hooker']
+    """
+    return [w.strip("'") for w in re.findall(r"[\w@$']+", text.lower().translate(_LEET))]
 
 
 @cache
-def _profanity() -> Any:
-    """Our own checker (not the library's shared one, whose list others may change), loaded
-    once: reading the list takes ~50 ms."""
-    from better_profanity import Profanity
-
-    checker = Profanity()
-    checker.load_censor_words(whitelist_words=OFFENSIVE_ALLOWLIST)
-    return checker
+def _wordlist() -> tuple[frozenset[str], int]:
+    """better-profanity's shipped list (minus :data:`OFFENSIVE_ALLOWLIST`) and its longest
+    phrase in words. Matched by set lookup: the library's own ``censor()`` compares every
+    word with every variant of every entry and took ~60 ms per line here."""
+    text = resources.files("better_profanity").joinpath("profanity_wordlist.txt").read_text()
+    entries = {line.strip().lower() for line in text.splitlines() if line.strip()}
+    entries -= set(OFFENSIVE_ALLOWLIST)
+    return frozenset(entries), max(len(e.split()) for e in entries)
 
 
 # ---- input projections --------------------------------------------------------------------
