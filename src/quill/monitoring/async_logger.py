@@ -1,0 +1,234 @@
+"""Logging predictions off the request path: a queue and a writer thread.
+
+Serving calls :meth:`AsyncPredictionLogger.log`, which only appends to a queue; a daemon
+thread writes batches to the :class:`~quill.monitoring.store.MonitoringStore`. The store
+failing must never fail a request, and a clean shutdown must never lose a record.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
+from quill.monitoring.records import PredictionRecord, Record, ShadowRecord
+
+if TYPE_CHECKING:
+    from quill.monitoring.store import MonitoringStore
+
+log = logging.getLogger(__name__)
+
+
+class AsyncPredictionLogger:
+    """Logs predictions off the request path: ``log()`` only appends to a queue.
+
+    A daemon thread writes the queue in batches (at ``batch_size`` records or every
+    ``flush_interval`` seconds). If the store fails, the batch stays queued and is retried
+    with backoff while the error is logged (once per failure streak) and counted in
+    :meth:`stats`; requests keep being answered. Beyond ``max_pending`` queued records new
+    ones are dropped and counted rather than exhausting memory. :meth:`close` (also run at
+    interpreter exit) flushes what is queued.
+    """
+
+    def __init__(
+        self,
+        store: MonitoringStore,
+        *,
+        batch_size: int = 64,
+        flush_interval: float = 0.5,
+        max_pending: int = 10_000,
+        max_backoff: float = 10.0,
+    ):
+        self.store = store
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self.max_backoff = max_backoff
+        self._queue: deque[Record] = deque()
+        self._cond = threading.Condition()
+        self._in_flight = 0
+        self._closed = False
+        self._flush_requested = False
+        self._failures_in_row = 0
+        self._stats = {"logged": 0, "written": 0, "dropped": 0, "rejected": 0, "failed_writes": 0}
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="quill-monitoring", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+
+    def log(
+        self,
+        request_id: str,
+        client: str,
+        model_version: str,
+        image_bytes: bytes | None,
+        text: str,
+        confidence: float | None,
+        latency_ms: float | None,
+        lines: list | None = None,
+    ) -> None:
+        """Queue a prediction (same arguments as :meth:`MonitoringStore.log_prediction`)."""
+        self._enqueue(
+            PredictionRecord(
+                request_id, client, model_version, image_bytes, text, confidence, latency_ms, lines
+            )
+        )
+
+    def log_shadow(self, record: ShadowRecord) -> None:
+        """Queue a shadow model's answer."""
+        self._enqueue(record)
+
+    def _enqueue(self, record: Record) -> None:
+        with self._cond:
+            if self._closed:
+                log.error("monitoring logger is closed; request %s not logged", record.request_id)
+                self._stats["dropped"] += 1
+                return
+            if len(self._queue) >= self.max_pending:
+                self._stats["dropped"] += 1
+                log.error(
+                    "monitoring queue full (%d records, store failing?); request %s not logged",
+                    len(self._queue),
+                    record.request_id,
+                )
+                return
+            self._queue.append(record)
+            self._stats["logged"] += 1
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify_all()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for health checks and metrics: queued, written, dropped, failures."""
+        with self._cond:
+            return {
+                **self._stats,
+                "queued": len(self._queue) + self._in_flight,
+                "healthy": self._failures_in_row == 0,
+                "last_error": self._last_error,
+            }
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Block until everything queued so far is written; False on timeout or failure."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._flush_requested = True
+            self._cond.notify_all()
+            while self._queue or self._in_flight:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._failures_in_row or not self._thread.is_alive():
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return True
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Flush and stop the writer; True if nothing was left unwritten."""
+        with self._cond:
+            if self._closed:
+                return not self._queue
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        atexit.unregister(self.close)
+        left = len(self._queue)
+        if left:
+            log.error("monitoring store unavailable at shutdown: %d records not written", left)
+        return left == 0
+
+    def __enter__(self) -> AsyncPredictionLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                idle = not self._closed and not self._flush_requested
+                if idle and len(self._queue) < self.batch_size:
+                    self._cond.wait(self.flush_interval)
+                if not self._queue:
+                    self._flush_requested = False
+                    self._cond.notify_all()
+                    if self._closed:
+                        return
+                    continue
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))
+                ]
+                self._in_flight = len(batch)
+            left = self._write(batch)
+            with self._cond:
+                self._in_flight = 0
+                self._queue.extendleft(reversed(left))
+                self._cond.notify_all()
+                if left:
+                    if self._closed:
+                        return  # close() reports what is left
+                    backoff = min(self.max_backoff, 0.1 * 2**self._failures_in_row)
+                    self._cond.wait(backoff)
+
+    def _write(self, batch: list[Record]) -> list[Record]:
+        """Write ``batch``; returns the records to retry.
+
+        When the batch fails, its records are tried one by one: a record the database
+        refuses for its content (:func:`_is_permanent`) is dropped and logged by request id,
+        so one bad record never blocks the queue; at the first other error the store is
+        taken to be down and the rest waits for the retry.
+        """
+        try:
+            self.store.write(batch)
+        except Exception as exc:  # any store failure must not reach the request path
+            if len(batch) == 1 and not _is_permanent(exc):
+                self._failed(exc, len(batch))
+                return batch
+        else:
+            self._succeeded(len(batch))
+            return []
+        for index, record in enumerate(batch):
+            try:
+                self.store.write([record])
+            except Exception as exc:
+                if not _is_permanent(exc):
+                    self._failed(exc, len(batch) - index)
+                    return batch[index:]
+                log.error("monitoring store rejected request %s: %s", record.request_id, exc)
+                with self._cond:
+                    self._stats["rejected"] += 1
+            else:
+                self._succeeded(1)
+        return []
+
+    def _failed(self, exc: Exception, queued: int) -> None:
+        with self._cond:
+            self._stats["failed_writes"] += 1
+            self._failures_in_row += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            first = self._failures_in_row == 1
+        if first:
+            log.error("monitoring store write failed; retrying (%d queued)", queued, exc_info=exc)
+
+    def _succeeded(self, count: int) -> None:
+        with self._cond:
+            if self._failures_in_row:
+                log.warning(
+                    "monitoring store recovered after %d failed writes", self._failures_in_row
+                )
+            self._failures_in_row = 0
+            self._last_error = None
+            self._stats["written"] += count
+
+
+def _is_permanent(exc: Exception) -> bool:
+    """Whether retrying cannot help: the database refused the record's content (a
+    constraint, a value out of range) or the record cannot be serialised. Connection
+    failures, missing tables and storage errors are transient."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True  # raised while binding parameters, e.g. lines that are not JSON
+    return isinstance(exc, TypeError | ValueError)
