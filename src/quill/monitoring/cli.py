@@ -299,6 +299,10 @@ def export_command(
     console = _console()
     for note in result.skipped:
         console.print(f"[yellow]skipped {note}[/yellow]")
+    if not chosen:
+        console.print(
+            "[yellow]no prediction matched the filters; wrote an empty task list[/yellow]"
+        )
     console.print(f"wrote {len(result.tasks)} task(s) to {out} (images in {out.parent / 'images'})")
 
 
