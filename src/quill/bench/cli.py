@@ -287,4 +287,7 @@ def register(app: typer.Typer) -> None:
     )
     bench.command("accuracy")(accuracy)
     bench.command("speed")(speed)
+    from quill.bench.serve_load import serve_command
+
+    bench.command("serve")(serve_command)
     app.add_typer(bench, name="bench")

@@ -1,0 +1,243 @@
+"""``quill bench serve``: a bounded load test of the REST API on this machine.
+
+Concurrent clients POST images to ``/v1/predict`` for a fixed time and the report gives
+requests/s, p50/p95/p99 latency and errors. Each request carries a distinct PNG (a unique
+``tEXt`` chunk, same pixels), so the server's answer cache cannot flatter the numbers. Only
+loopback URLs are accepted: this is a measurement tool, not a load generator for other
+people's servers. With ``--model`` it starts ``quill serve`` itself at each ``--workers``
+count in turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import typer
+
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_CONCURRENCY = 64
+MAX_DURATION_S = 300.0
+
+
+@dataclass
+class LoadReport:
+    url: str
+    concurrency: int
+    duration_s: float
+    requests: int
+    ok: int
+    errors: int
+    errors_by_status: dict[str, int]
+    requests_per_s: float
+    latency_ms: dict[str, float]
+    workers: int | None = None
+    machine: dict[str, object] = field(default_factory=dict)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 for no values).
+
+    >>> percentile([1, 2, 3, 4], 50), percentile([1, 2, 3, 4], 99), percentile([], 50)
+    (2, 4, 0.0)
+    """
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def with_unique_chunk(png: bytes, counter: int) -> bytes:
+    """``png`` with a ``tEXt`` chunk holding ``counter`` before IEND: same pixels, new hash."""
+    if not png.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError("the load-test image must be a PNG")
+    data = b"quill-load\x00" + str(counter).encode()
+    chunk = struct.pack(">I", len(data)) + b"tEXt" + data
+    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + data) & 0xFFFFFFFF)
+    end = png.rindex(b"IEND") - 4  # the IEND chunk starts with its 4-byte length
+    return png[:end] + chunk + png[end:]
+
+
+def check_loopback(url: str) -> str:
+    host = urlparse(url).hostname or ""
+    if host not in LOOPBACK:
+        raise typer.BadParameter(f"{url}: only loopback addresses ({', '.join(sorted(LOOPBACK))})")
+    return url.rstrip("/")
+
+
+async def _load(
+    url: str, png: bytes, concurrency: int, duration_s: float, timeout_s: float
+) -> tuple[list[float], dict[str, int], int, float]:
+    import httpx
+
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    counter = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        start = time.perf_counter()
+        deadline = start + duration_s
+
+        async def worker() -> None:
+            nonlocal counter
+            while time.perf_counter() < deadline:
+                counter += 1
+                body = {"image": base64.b64encode(with_unique_chunk(png, counter)).decode()}
+                sent = time.perf_counter()
+                try:
+                    response = await client.post("/v1/predict", json=body)
+                    status = str(response.status_code)
+                except httpx.HTTPError as exc:
+                    status = type(exc).__name__
+                if status == "200":
+                    latencies.append((time.perf_counter() - sent) * 1000)
+                else:
+                    errors[status] = errors.get(status, 0) + 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - start
+    return latencies, errors, counter, elapsed
+
+
+def run_load(
+    url: str, png: bytes, concurrency: int, duration_s: float, timeout_s: float = 60.0
+) -> LoadReport:
+    """Load ``url`` with ``concurrency`` clients for ``duration_s`` seconds."""
+    url = check_loopback(url)
+    concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+    duration_s = max(0.5, min(duration_s, MAX_DURATION_S))
+    latencies, errors, sent, elapsed = asyncio.run(
+        _load(url, png, concurrency, duration_s, timeout_s)
+    )
+    return LoadReport(
+        url=url,
+        concurrency=concurrency,
+        duration_s=round(elapsed, 2),
+        requests=sent,
+        ok=len(latencies),
+        errors=sum(errors.values()),
+        errors_by_status=errors,
+        requests_per_s=round(len(latencies) / elapsed, 2),
+        latency_ms={f"p{q}": round(percentile(latencies, q), 1) for q in (50, 95, 99)}
+        | {"max": round(max(latencies, default=0.0), 1)},
+        machine={"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(model: Path, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+    """``quill serve`` in a subprocess on a free loopback port, returned once ready."""
+    import httpx
+
+    port = _free_port()
+    env = {**os.environ, "QUILL_MONITORING_URL": "off"}
+    command = [
+        sys.executable,
+        "-c",
+        "from quill.cli import main; main()",
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"quill serve exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.terminate()
+    raise TimeoutError("quill serve was not ready within 180 s")
+
+
+def _image_png(image: Path | None) -> bytes:
+    import io
+
+    from PIL import Image
+
+    from quill.staging.parity import render_line
+
+    picture = (
+        Image.open(image).convert("RGB")
+        if image
+        else render_line("the quick brown fox jumps over the lazy dog")
+    )
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def serve_command(
+    url: str = typer.Option(None, help="A running API on loopback, e.g. http://127.0.0.1:8000."),
+    model: Path = typer.Option(None, help="Start `quill serve` with this staged model instead."),
+    workers: str = typer.Option("1", help="With --model: worker counts to test, e.g. '1,2'."),
+    threads: int = typer.Option(1, help="With --model: intra-op threads per worker."),
+    concurrency: int = typer.Option(4, help=f"Concurrent clients (at most {MAX_CONCURRENCY})."),
+    duration: float = typer.Option(10.0, help=f"Seconds per run (at most {MAX_DURATION_S:g})."),
+    image: Path = typer.Option(None, help="Image to send [default: a rendered sentence]."),
+    json_out: Path = typer.Option(None, "--json", help="Write the reports as JSON here."),
+) -> None:
+    """Load-test the REST API on this machine: requests/s, p50/p95/p99 latency, errors."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if (url is None) == (model is None):
+        raise typer.BadParameter("give exactly one of --url or --model")
+    png = _image_png(image)
+    reports = []
+    if url:
+        reports.append(run_load(url, png, concurrency, duration))
+    else:
+        for count in (int(w) for w in workers.split(",")):
+            process, started = start_server(model, count, threads)
+            try:
+                report = run_load(started, png, concurrency, duration)
+                report.workers = count
+                reports.append(report)
+            finally:
+                process.terminate()
+                process.wait(timeout=60)
+    table = Table(title=f"quill bench serve ({concurrency} clients, {duration:g} s)")
+    for column in ("workers", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ok", "errors"):
+        table.add_column(column, justify="right")
+    for r in reports:
+        table.add_row(
+            str(r.workers or "-"),
+            f"{r.requests_per_s:.1f}",
+            *(f"{r.latency_ms[k]:.0f}" for k in ("p50", "p95", "p99", "max")),
+            str(r.ok),
+            str(r.errors),
+        )
+    Console().print(table)
+    if json_out:
+        json_out.write_text(json.dumps([asdict(r) for r in reports], indent=2) + "\n")

@@ -1,0 +1,55 @@
+"""``quill bench serve``: the bounded load test against a real server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+
+from quill.bench.serve_load import check_loopback, run_load, with_unique_chunk
+from quill.serving.runner import ApiServer
+from quill.serving.settings import ServingSettings
+from quill.staging.parity import render_line
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(smoke_model: Path) -> Iterator[ApiServer]:
+    with ApiServer(ServingSettings(model_dir=smoke_model, threads=1, monitoring_url="off")) as api:
+        yield api
+
+
+def test_a_short_load_run_reports_throughput_and_percentiles(server: ApiServer) -> None:
+    report = run_load(server.url, png(render_line("quill")), concurrency=2, duration_s=2)
+    assert report.ok > 0 and report.errors == 0
+    assert report.requests_per_s > 0
+    latency = report.latency_ms
+    assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
+    # every request carried a distinct image, so each one was recognised, none cached
+    assert len(server.service.cache._items) >= report.ok
+
+
+def test_unique_chunks_change_the_hash_but_not_the_pixels() -> None:
+    original = png(render_line("ink"))
+    a, b = with_unique_chunk(original, 1), with_unique_chunk(original, 2)
+    assert len({hashlib.sha256(x).digest() for x in (original, a, b)}) == 3
+    assert np.array_equal(
+        np.asarray(Image.open(io.BytesIO(a))), np.asarray(Image.open(io.BytesIO(original)))
+    )
+
+
+def test_only_loopback_targets_are_accepted() -> None:
+    assert check_loopback("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    with pytest.raises(typer.BadParameter, match="loopback"):
+        check_loopback("http://192.0.2.10:8000")
