@@ -157,12 +157,14 @@ def choose_backend(
     timings: dict[str, float] = {}
     loaded: dict[str, Backend] = {}
     for name in AUTO_CANDIDATES:
-        if (
-            name in meta.get("backends", {})
-            and (model_dir / meta["backends"][name]["files"][0]).is_file()
-        ):
+        files = meta.get("backends", {}).get(name, {}).get("files", [])
+        if not files or not (model_dir / files[0]).is_file():
+            continue
+        try:
             loaded[name] = load_backend(name, model_dir, meta, threads)
-            timings[name] = time_backend(loaded[name], *probe)
+        except ImportError:
+            continue  # e.g. an image without torch serves with ONNX Runtime alone
+        timings[name] = time_backend(loaded[name], *probe)
     if not loaded:
         raise ModelLoadError(f"{model_dir} has no ONNX or TorchScript file to run")
     best = min(timings, key=timings.__getitem__)

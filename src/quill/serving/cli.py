@@ -54,7 +54,9 @@ def serve(
 
 def app(
     backend: str = typer.Option(
-        "local", help="'local' loads the model here; a URL (http://host:port) calls that API."
+        "local",
+        envvar="QUILL_APP_BACKEND",
+        help="'local' loads the model here; a URL (http://host:port) calls that API.",
     ),
     model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help=MODEL_HELP),
     host: str = typer.Option("127.0.0.1", help=HOST_HELP),

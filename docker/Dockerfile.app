@@ -1,0 +1,38 @@
+# Quill web app (Gradio) calling a Quill REST API by URL: UI and model scale apart.
+#
+#   docker build -f docker/Dockerfile.app -t quill-app .
+#   docker run -p 7860:7860 -e QUILL_APP_BACKEND=http://quill-api:8000 quill-app
+#
+# Production dependencies plus the [app] extra (Gradio), no training extras. The image holds
+# no model: with QUILL_APP_BACKEND=local, mount one at /srv/quill/models/default instead.
+ARG PYTHON_VERSION=3.11
+FROM python:${PYTHON_VERSION}-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    GRADIO_ANALYTICS_ENABLED=False
+WORKDIR /srv/quill
+
+ARG TORCH_INDEX_URL=""
+# torch is pinned; hadolint cannot see the pin through the optional index argument.
+# hadolint ignore=DL3013
+RUN pip install "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
+
+COPY pyproject.toml README.md ./
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['app']))" > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+
+COPY src ./src
+# Quill itself, from the copied source (its dependencies are already installed above).
+# hadolint ignore=DL3013
+RUN pip install --no-deps ".[app]" && useradd --create-home --uid 10001 quill
+
+USER 10001
+ENV QUILL_APP_BACKEND=http://quill-api:8000 \
+    QUILL_MODEL_DIR=/srv/quill/models/default
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:7860/', timeout=4)"]
+CMD ["quill", "app", "--host", "0.0.0.0", "--port", "7860"]
