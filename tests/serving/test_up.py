@@ -1,0 +1,76 @@
+"""``quill up``: API and web app together on localhost, both URLs printed."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_quill_up_serves_api_and_app_and_prints_both_urls(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    api_port, app_port = free_port(), free_port()
+    command = [
+        sys.executable,
+        "-c",
+        "from quill.cli import main; main()",
+        "up",
+        "--model",
+        str(smoke_model),
+        "--api-port",
+        str(api_port),
+        "--app-port",
+        str(app_port),
+        "--threads",
+        "1",
+        "--monitoring-url",
+        f"sqlite:///{tmp_path / 'monitoring.db'}",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path
+    )
+    try:
+        printed = ""
+        deadline = time.monotonic() + 240
+        while "Web app:" not in printed and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            printed += line
+        urls = dict(re.findall(r"^(REST API|Web app):\s+(\S+)", printed, re.MULTILINE))
+        assert urls == {
+            "REST API": f"http://127.0.0.1:{api_port}",
+            "Web app": f"http://127.0.0.1:{app_port}",
+        }, printed
+        assert httpx.get(f"{urls['REST API']}/readyz", timeout=30).status_code == 200
+        for _ in range(240):
+            try:
+                page = httpx.get(urls["Web app"], timeout=5)
+                if page.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert page.status_code == 200 and "gradio" in page.text.lower()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
