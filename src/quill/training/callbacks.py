@@ -168,6 +168,13 @@ class CheckpointArtifacts(L.Callback):
         if trainer.is_global_zero:
             upload_checkpoints(self.tracker, self.checkpoint)
 
+    def on_exception(
+        self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """A stopped or crashed run keeps the checkpoints it had written."""
+        if trainer.is_global_zero:
+            upload_checkpoints(self.tracker, self.checkpoint)
+
 
 def upload_checkpoints(tracker: Tracker, checkpoint: Any) -> Path | None:
     """Upload the top-k and last checkpoints of a ModelCheckpoint; returns the best's path."""

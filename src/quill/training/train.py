@@ -447,6 +447,10 @@ def _recording(
                 str(ModelSummary(module, max_depth=3)),
             )
             yield
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl+C, or SIGTERM (Lightning exits after its SIGTERM handler): stopped, not broken.
+        outcome["status"] = "KILLED"
+        raise
     finally:
         if console.is_file():
             text = tracking.clean_console_log(console.read_text(encoding="utf-8"))

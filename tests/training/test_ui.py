@@ -1,0 +1,56 @@
+"""`quill ui`: the MLflow UI serves the run store on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from mlflow import MlflowClient
+
+QUILL = str(Path(sys.executable).with_name("quill"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ui_serves_the_store_on_localhost(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(uri).create_experiment("seen-in-ui")
+    port = free_port()
+    server = subprocess.Popen(
+        [QUILL, "ui", "--port", str(port), "--tracking-uri", uri],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(1)
+        else:
+            pytest.fail("the MLflow UI did not answer within 240 s")
+        found = httpx.post(
+            f"{base}/ajax-api/2.0/mlflow/experiments/search", json={"max_results": 10}, timeout=30
+        ).json()
+        assert "seen-in-ui" in {e["name"] for e in found["experiments"]}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
+        server.wait(timeout=60)
