@@ -12,11 +12,12 @@ import torch
 from typer.testing import CliRunner
 
 from quill.cli import app
+from quill.inference.backends import TorchModuleRuntime
 from quill.models import build_model
 from quill.preprocess import PreprocessConfig
 from quill.staging.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
 from quill.staging.export import export_interface
-from quill.staging.parity import ParityError, check_parity, sample_inputs, torch_runner
+from quill.staging.parity import ParityError, check_parity, sample_inputs
 from quill.vocab import Tokenizer
 
 TINY = {"channels": [8, 16, 16, 16], "hidden": 32, "layers": 1, "dropout": 0.0}
@@ -160,9 +161,9 @@ def test_parity_check_rejects_an_export_that_reads_differently() -> None:
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = build_model("ctc_line", len(tokenizer), **TINY).eval()
-        runners.append(torch_runner(export_interface(model)))
+        runners.append(TorchModuleRuntime(export_interface(model), "ctc"))
     same = check_parity(runners[0], {"copy": runners[0]}, inputs, tokenizer)
-    assert same.passed and same.backends[0].max_abs_log_prob_diff == 0.0
+    assert same.passed and same.backends[0].max_confidence_diff == 0.0
     report = check_parity(runners[0], {"broken": runners[1]}, inputs, tokenizer)
     assert not report.passed
     with pytest.raises(ParityError, match="broken"):
@@ -194,3 +195,42 @@ def test_checkpoint_round_trip_rebuilds_identical_outputs(tmp_path: Path) -> Non
     with torch.inference_mode():
         assert torch.equal(original(images), loaded.model(images))
     assert loaded.dataset_version == "ds-123" and loaded.family == "ctc"
+
+
+@pytest.mark.slow
+def test_a_seq2seq_model_stages_as_encoder_and_decoder_step_graphs(tmp_path: Path) -> None:
+    """line_cnn_transformer: ONNX encoder + cached step graphs, scripted generate, parity."""
+    from quill.inference.recognizer import Recognizer
+    from quill.staging.checkpoint import CheckpointSource
+    from quill.staging.parity import render_line
+    from quill.staging.stage import stage_checkpoint
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    tokenizer = Tokenizer()
+    model = build_model(
+        "line_cnn_transformer",
+        len(tokenizer),
+        channels=[8, 16, 16, 16],
+        dim=32,
+        heads=2,
+        decoder_layers=1,
+        ff_dim=64,
+        dropout=0.0,
+        max_output_length=12,
+    )
+    checkpoint = write_checkpoint(
+        tmp_path / "s2s.ckpt", model, "line_cnn_transformer", tokenizer, PreprocessConfig()
+    )
+    staged = stage_checkpoint(CheckpointSource(checkpoint), tmp_path / "s2s", "s2s")
+    assert staged.meta["family"] == "seq2seq" and staged.meta["max_output_length"] == 12
+    assert {"encoder.onnx", "decoder_step.onnx"} <= set(staged.meta["backends"]["onnx"]["files"])
+    assert staged.meta["parity"]["passed"]
+    images = [render_line("hello"), render_line("Kew, 1887")]
+    texts = {
+        backend: [
+            p.text for p in Recognizer.from_path(staged.path, backend, threads=1).predict(images)
+        ]
+        for backend in ("onnx", "torchscript", "eager")
+    }
+    assert texts["onnx"] == texts["torchscript"] == texts["eager"]

@@ -1,9 +1,14 @@
 """Runtimes that execute a staged model: ONNX Runtime, TorchScript and eager PyTorch.
 
-All three run the same exported interface, ``(images (B,1,H,W) float32, widths (B,) int64)
--> (log_probs (B,T,C), lengths (B,))``, so the recognizer does not care which one it holds.
-``auto`` times each available runtime on the same probe batch at load time and keeps the
-fastest: the winner depends on the machine, the thread count and the model, so it is
+Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B,) int64)
+-> [(token ids, confidence)]``, for both model families:
+
+* CTC: one graph ``(images, widths) -> (log_probs, lengths)``, then best-path decoding.
+* seq2seq: ONNX runs ``encoder.onnx`` once and ``decoder_step.onnx`` per token with a KV
+  cache, the loop in NumPy; TorchScript and eager call the model's own cached ``generate``.
+
+``auto`` times each available serving runtime on the same probe batch at load time and keeps
+the fastest: the winner depends on the machine, the thread count and the model, so it is
 measured where the model runs rather than assumed.
 """
 
@@ -16,9 +21,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from quill.models.decoding import Decoded, ctc_greedy_decode, seq2seq_greedy_decode
+
 BACKENDS = ("onnx", "torchscript", "eager")
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
 AUTO_CANDIDATES = ("onnx", "torchscript")
+FAMILIES = ("ctc", "seq2seq")
 
 
 class ModelLoadError(RuntimeError):
@@ -28,45 +36,82 @@ class ModelLoadError(RuntimeError):
 class Backend(Protocol):
     name: str
 
-    def run(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(B,1,H,W) float32 images, (B,) int64 widths -> (B,T,C) log-probs, (B,) lengths."""
+    def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
+        """(B,1,H,W) float32 images and their (B,) true widths -> ids and confidence each."""
         ...
 
 
-class OnnxBackend:
+def _session(path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
+        raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
+
+
+class OnnxCTC:
     name = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
+    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
+        self.session = _session(model_dir / "model.onnx", threads)
 
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own untyped errors
-            raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
-
-    def run(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         log_probs, lengths = self.session.run(None, {"images": images, "widths": widths})
-        return log_probs, lengths
+        return ctc_greedy_decode(log_probs, lengths)  # log_probs (B, T, C)
 
 
-class _TorchBackend:
-    """Shared call path of the TorchScript and eager runtimes."""
+class OnnxSeq2Seq:
+    name = "onnx"
+
+    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
+        self.encoder = _session(model_dir / "encoder.onnx", threads)
+        self.step = _session(model_dir / "decoder_step.onnx", threads)
+        self.session = self.encoder  # what thread-setting checks inspect
+        self.max_length = int(meta["max_output_length"])
+
+    def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
+        cross_keys, cross_values = self.encoder.run(None, {"images": images})
+
+        def step(tokens: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+            feeds = {
+                "tokens": tokens,
+                "self_keys": keys,
+                "self_values": values,
+                "cross_keys": cross_keys,
+                "cross_values": cross_values,
+            }
+            return self.step.run(None, feeds)
+
+        return seq2seq_greedy_decode(step, cross_keys, self.max_length)
+
+
+class TorchModuleRuntime:
+    """A torch module (scripted or eager) speaking the exported interface of its family."""
 
     name = "torch"
-    module: Any
 
-    def run(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def __init__(self, module: Any, family: str, max_length: int = 0):
+        self.module = module
+        self.family = family
+        self.max_length = max_length
+
+    def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         import torch
 
+        batch = torch.from_numpy(images)
         with torch.inference_mode():
-            log_probs, lengths = self.module(torch.from_numpy(images), torch.from_numpy(widths))
-        return log_probs.numpy(), lengths.numpy()
+            if self.family == "ctc":
+                log_probs, lengths = self.module(batch, torch.from_numpy(widths))
+                return ctc_greedy_decode(log_probs, lengths)
+            ids, scores = self.module.generate(batch, self.max_length)  # (B, L), (B,)
+        return [
+            (row, float(score)) for row, score in zip(ids.tolist(), scores.tolist(), strict=True)
+        ]
 
 
 def _set_torch_threads(threads: int | None) -> None:
@@ -79,21 +124,24 @@ def _set_torch_threads(threads: int | None) -> None:
 def _load_script(path: Path) -> Any:
     import torch
 
+    if not path.is_file():
+        raise ModelLoadError(f"{path.parent} has no {path.name}")
     try:
         return torch.jit.load(str(path), map_location="cpu").eval()
     except (RuntimeError, ValueError, OSError) as exc:
         raise ModelLoadError(f"cannot load TorchScript model {path}: {exc}") from exc
 
 
-class TorchScriptBackend(_TorchBackend):
+class TorchScriptRuntime(TorchModuleRuntime):
     name = "torchscript"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
         _set_torch_threads(threads)
-        self.module = _load_script(path)
+        script = _load_script(model_dir / "model.pt")
+        super().__init__(script, meta["family"], int(meta.get("max_output_length", 0)))
 
 
-class EagerBackend(_TorchBackend):
+class EagerRuntime(TorchModuleRuntime):
     """The network rebuilt from its config with the weights of the TorchScript file.
 
     The reference runtime for benchmarks and debugging; needs ``quill.models`` and torch.
@@ -101,51 +149,56 @@ class EagerBackend(_TorchBackend):
 
     name = "eager"
 
-    def __init__(self, path: Path, meta: dict[str, Any], threads: int | None = None):
+    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
         from quill.models import build_model
         from quill.staging.export import export_interface
+        from quill.vocab import Tokenizer
 
         _set_torch_threads(threads)
-        model = build_model(meta["model_name"], _num_classes(meta), **meta["model_config"])
+        num_classes = len(Tokenizer.from_dict(meta["tokenizer"]))
+        model = build_model(meta["model_name"], num_classes, **meta["model_config"])
         module = export_interface(model)
         # A scripted module also saves non-persistent buffers (e.g. positional tables),
         # which the rebuilt module recomputes: load only the keys it persists.
         expected = module.state_dict().keys()
-        weights = {k: v for k, v in _load_script(path).state_dict().items() if k in expected}
-        module.load_state_dict(weights)
-        self.module = module.eval()
+        scripted = _load_script(model_dir / "model.pt").state_dict()
+        module.load_state_dict({k: v for k, v in scripted.items() if k in expected})
+        super().__init__(module.eval(), meta["family"], int(meta.get("max_output_length", 0)))
 
 
-def _num_classes(meta: dict[str, Any]) -> int:
-    from quill.vocab import Tokenizer
-
-    return len(Tokenizer.from_dict(meta["tokenizer"]))
+_RUNTIMES: dict[tuple[str, str], type] = {
+    ("ctc", "onnx"): OnnxCTC,
+    ("seq2seq", "onnx"): OnnxSeq2Seq,
+    ("ctc", "torchscript"): TorchScriptRuntime,
+    ("seq2seq", "torchscript"): TorchScriptRuntime,
+    ("ctc", "eager"): EagerRuntime,
+    ("seq2seq", "eager"): EagerRuntime,
+}
 
 
 def load_backend(name: str, model_dir: Path, meta: dict[str, Any], threads: int | None) -> Backend:
     """Open runtime ``name`` for the staged model in ``model_dir``."""
-    files = {"onnx": "model.onnx", "torchscript": "model.pt", "eager": "model.pt"}
-    if name not in files:
+    if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
-    path = model_dir / files[name]
-    if not path.is_file():
-        raise ModelLoadError(f"{model_dir} has no {files[name]} for the {name} backend")
-    if name == "onnx":
-        return OnnxBackend(path, threads)
-    if name == "torchscript":
-        return TorchScriptBackend(path, threads)
-    return EagerBackend(path, meta, threads)
+    family = meta.get("family")
+    if family not in FAMILIES:
+        raise ModelLoadError(f"{model_dir}: unknown model family {family!r}")
+    source = "torchscript" if name == "eager" else name
+    for file in meta.get("backends", {}).get(source, {}).get("files", []):
+        if not (model_dir / file).is_file():
+            raise ModelLoadError(f"{model_dir} has no {file} for the {name} backend")
+    return _RUNTIMES[(family, name)](model_dir, meta, threads)
 
 
 def time_backend(
     backend: Backend, images: np.ndarray, widths: np.ndarray, repeats: int = 3
 ) -> float:
     """Median milliseconds of ``repeats`` runs after one warm-up run."""
-    backend.run(images, widths)
+    backend.decode(images, widths)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        backend.run(images, widths)
+        backend.decode(images, widths)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -158,7 +211,7 @@ def choose_backend(
     loaded: dict[str, Backend] = {}
     for name in AUTO_CANDIDATES:
         files = meta.get("backends", {}).get(name, {}).get("files", [])
-        if not files or not (model_dir / files[0]).is_file():
+        if not files or not all((model_dir / f).is_file() for f in files):
             continue
         try:
             loaded[name] = load_backend(name, model_dir, meta, threads)

@@ -21,7 +21,6 @@ from PIL import Image
 
 from quill.inference.backends import ModelLoadError, choose_backend, load_backend
 from quill.inference.sources import InputImage, open_image
-from quill.models.decoding import ctc_greedy_decode
 from quill.preprocess import ImageError, PreprocessConfig, batch_images, preprocess
 from quill.vocab import Tokenizer
 
@@ -105,10 +104,6 @@ class Recognizer:
         backend_timings: dict[str, float] | None = None,
         threads: int | None = None,
     ):
-        if meta.get("family") != "ctc":
-            raise ModelLoadError(
-                f"{model_dir}: family {meta.get('family')!r} is not supported by the recognizer"
-            )
         self.model_dir = model_dir
         self.meta = meta
         self.runtime = backend
@@ -121,6 +116,11 @@ class Recognizer:
     @property
     def model_version(self) -> str:
         return str(self.meta["version"])
+
+    @property
+    def reads_pages(self) -> bool:
+        """A paragraph model (e.g. resnet_transformer) reads a whole page in one pass."""
+        return self.preprocess_config.kind == "paragraph"
 
     @property
     def name(self) -> str:
@@ -192,14 +192,17 @@ class Recognizer:
             if count == 1:
                 raise
             raise ImageError(exc.code, f"input {index}: {exc}") from exc
-        line_kind = "paragraph" if len(crops) > 1 or kind == "paragraph" else "line"
+        many = len(crops) > 1 or kind == "paragraph"
+        line_kind = "paragraph" if many or self.reads_pages else "line"
         boxes = [box for box, _ in crops]
         return _Prepared(lines, boxes, line_kind, (time.perf_counter() - start) * 1000)
 
     def _lines(self, image: Image.Image, kind: str) -> list[tuple[Box, Image.Image]]:
         """(box, crop) of each text line; the whole image when it is (or looks like) one line."""
         whole = [((0, 0, image.width, image.height), image)]
-        if kind == "line" or (kind == "auto" and image.width >= LINE_ASPECT * image.height):
+        if self.reads_pages or kind == "line":
+            return whole  # a paragraph model reads the page itself, newlines included
+        if kind == "auto" and image.width >= LINE_ASPECT * image.height:
             return whole
         from quill.models.segment import segment_lines
 
@@ -218,9 +221,8 @@ class Recognizer:
         for start in range(0, len(lines), MAX_BATCH):
             chunk = lines[start : start + MAX_BATCH]
             batch, widths = batch_images([line for _, _, line in chunk])  # (B,1,H,Wmax), (B,)
-            log_probs, lengths = self.runtime.run(batch, widths)  # (B,T,C), (B,)
             for (item, i, _), (ids, confidence) in zip(
-                chunk, ctc_greedy_decode(log_probs, lengths), strict=True
+                chunk, self.runtime.decode(batch, widths), strict=True
             ):
                 item.texts[i] = self.tokenizer.decode(ids)
                 item.confidences[i] = confidence
@@ -230,6 +232,11 @@ class Recognizer:
             LinePrediction(text, round(conf, 4), box)
             for text, conf, box in zip(item.texts, item.confidences, item.boxes, strict=True)
         ]
+        if self.reads_pages:  # one output for the page: its lines share box and confidence
+            lines = [
+                LinePrediction(text, lines[0].confidence, lines[0].box)
+                for text in item.texts[0].split("\n")
+            ]
         return Prediction(
             text="\n".join(item.texts),
             confidence=round(combined_confidence(item.confidences, item.texts), 4),
@@ -265,9 +272,10 @@ class Recognizer:
 
 
 def _probe_batch(config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A fixed batch of 4 lines of typical widths, for timing the runtimes."""
+    """A fixed batch of 4 inputs of typical shapes, for timing the runtimes."""
     rng = np.random.default_rng(0)
-    lines = [
-        (rng.random((config.height, w)) > 0.8).astype(np.float32) for w in (256, 384, 512, 640)
-    ]
-    return batch_images(lines)
+    if config.kind == "paragraph":
+        shapes = [(config.paragraph_height, config.paragraph_width)] * 4
+    else:
+        shapes = [(config.height, w) for w in (256, 384, 512, 640)]
+    return batch_images([(rng.random(shape) > 0.8).astype(np.float32) for shape in shapes])

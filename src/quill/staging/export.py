@@ -5,6 +5,10 @@ lengths (B,))`` with a dynamic batch and width, so inference needs neither torch
 model's stride to find the valid frames. The TorchScript file wraps the same module, which
 also lets the eager backend reload the exact weights (its ``state_dict`` keys are
 ``model.<key>``) without a training checkpoint.
+
+A seq2seq model exports as two ONNX graphs, ``encoder.onnx`` and ``decoder_step.onnx`` (one
+decoder step with its KV cache as tensors; inference loops over it in NumPy), and as the
+scripted model itself, whose ``generate`` runs the cached greedy loop in TorchScript.
 """
 
 from __future__ import annotations
@@ -52,22 +56,44 @@ class ExportResult:
 
 
 def export_interface(model: nn.Module) -> nn.Module:
-    """The module every export traces: the interface of the model's family, in eval mode."""
-    if model.family != "ctc":
-        raise ExportError(
-            f"exporting the {model.family!r} family is not supported yet; stage a CTC model"
-        )
-    return CTCExport(model).eval()
+    """The module every export traces, in eval mode: a CTC model behind :class:`CTCExport`;
+    a seq2seq model as it is (TorchScript keeps its cached ``generate``)."""
+    if model.family == "ctc":
+        return CTCExport(model).eval()
+    if model.family == "seq2seq":
+        return model.eval()
+    raise ExportError(f"cannot export a model of family {model.family!r}")
 
 
-def example_inputs(height: int) -> tuple[torch.Tensor, torch.Tensor]:
+def ctc_example_inputs(height: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A batch of 2 (a batch of 1 would freeze the batch dimension) of unequal widths that are
     not round numbers (an exporter may specialise on a width it can factor)."""
     images = torch.rand(2, 1, height, 136)
     return images, torch.tensor([136, 96])
 
 
-def export_onnx(module: nn.Module, height: int, out_dir: Path) -> ExportResult:
+def export_onnx(module: nn.Module, example: torch.Tensor, out_dir: Path) -> ExportResult:
+    """ONNX files of ``module`` (see :func:`export_interface`); ``example`` (2, 1, H, W)
+    fixes the input height (and a paragraph model's canvas)."""
+    if isinstance(module, CTCExport):
+        return _export_ctc_onnx(module, example.shape[2], out_dir)
+    return _export_seq2seq_onnx(module, example, out_dir)
+
+
+def _export_seq2seq_onnx(model: nn.Module, example: torch.Tensor, out_dir: Path) -> ExportResult:
+    """``encoder.onnx`` + ``decoder_step.onnx`` (one cached decoder step): exporting the whole
+    greedy loop unrolled takes the exporter many minutes; two graphs take seconds."""
+    from quill.models.onnx_export import export_seq2seq_onnx
+
+    try:
+        files = export_seq2seq_onnx(model, out_dir, example)
+    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; name the step
+        raise ExportError(f"ONNX export of the encoder and decoder step failed: {exc}") from exc
+    names = sorted(p.name for p in files)
+    return ExportResult("onnx", names, {"exporter": "dynamo", "graphs": "encoder + decoder_step"})
+
+
+def _export_ctc_onnx(module: nn.Module, height: int, out_dir: Path) -> ExportResult:
     """Write ``model.onnx`` with dynamic batch and width.
 
     Which exporter handles which encoder differs (torch 2.13): the TorchScript-based one
@@ -78,7 +104,7 @@ def export_onnx(module: nn.Module, height: int, out_dir: Path) -> ExportResult:
     export (a frozen width decodes other widths differently).
     """
     path = out_dir / ONNX_FILE
-    inputs = example_inputs(height)
+    inputs = ctc_example_inputs(height)
     order = ["dynamo", "torchscript"]
     if not getattr(module.model, "onnx_dynamo", False):
         order.reverse()

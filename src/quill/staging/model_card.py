@@ -41,10 +41,10 @@ def _parity_table(parity: dict[str, Any]) -> str:
     for name, b in parity["backends"].items():
         rows.append(
             f"| {name} | {b['identical']}/{b['total']} identical | "
-            f"{b['max_abs_log_prob_diff']:.2e} | {b['median_ms']:.1f} |"
+            f"{b['max_confidence_diff']:.2e} | {b['median_ms']:.1f} |"
         )
     return (
-        "| runtime | decoded text vs eager | max log-prob difference | batch time (ms) |\n"
+        "| runtime | decoded text vs eager | max confidence difference | batch time (ms) |\n"
         "|---|---|---|---|\n" + "\n".join(rows)
     )
 

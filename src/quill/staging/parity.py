@@ -2,23 +2,24 @@
 
 An export that silently diverges (a frozen dimension, an operator with other semantics) would
 ship a different model than the one that was evaluated. Staging therefore decodes a fixed
-sample set with eager PyTorch and with each exported file, once as a padded batch of unequal
-widths (dynamic batch and width) and once per image (batch of 1), and refuses to stage
-unless the decoded texts are identical.
+sample set with eager PyTorch and with each exported runtime exactly as inference will run
+it (``quill.inference.backends``), once as a padded batch of unequal widths (dynamic batch
+and width) and once per image (batch of 1), and refuses to stage unless the decoded texts
+are identical.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from quill.models.decoding import ctc_greedy_decode
+from quill.models.decoding import Decoded
 from quill.preprocess import ImageSource, PreprocessConfig, batch_images, preprocess
 from quill.vocab import Tokenizer
 
@@ -35,8 +36,11 @@ SAMPLE_TEXTS = (
     "African grasses -- These come to hard blows",
 )
 
-#: Runs (images (B,1,H,W) float32, widths (B,) int64) -> log_probs (B,T,C), lengths (B,).
-Runner = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+class Runtime(Protocol):
+    """What parity runs: ``quill.inference.backends`` runtimes and in-memory modules."""
+
+    def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]: ...
 
 
 class ParityError(RuntimeError):
@@ -67,7 +71,7 @@ class BackendParity:
     backend: str
     identical: int
     total: int
-    max_abs_log_prob_diff: float
+    max_confidence_diff: float
     median_ms: float
     mismatches: list[dict[str, str]] = field(default_factory=list)
 
@@ -108,76 +112,45 @@ class ParityReport:
             raise ParityError("export differs from eager PyTorch: " + " | ".join(lines))
 
 
-def _decode(
-    runner: Runner, inputs: list[np.ndarray], tokenizer: Tokenizer
-) -> tuple[list[str], np.ndarray]:
-    """Texts of the inputs run as one batch and then one by one, and the batch's log-probs."""
+def _decode(runtime: Runtime, inputs: list[np.ndarray]) -> list[Decoded]:
+    """The inputs decoded as one padded batch, then one by one (2 x len(inputs) results)."""
     batch, widths = batch_images(inputs)  # (B, 1, H, Wmax), (B,)
-    log_probs, lengths = runner(batch, widths)
-    texts = [tokenizer.decode(ids) for ids, _ in ctc_greedy_decode(log_probs, lengths)]
+    results = runtime.decode(batch, widths)
     for single in inputs:
-        one, one_width = batch_images([single])  # (1, 1, H, W)
-        lp, ln = runner(one, one_width)
-        texts.append(tokenizer.decode(ctc_greedy_decode(lp, ln)[0][0]))
-    return texts, log_probs
+        results += runtime.decode(*batch_images([single]))  # (1, 1, H, W)
+    return results
 
 
-def _median_ms(runner: Runner, inputs: list[np.ndarray], repeats: int = 3) -> float:
+def _median_ms(runtime: Runtime, inputs: list[np.ndarray], repeats: int = 3) -> float:
     batch, widths = batch_images(inputs)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        runner(batch, widths)
+        runtime.decode(batch, widths)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
 
-def onnx_runner(path: Path, threads: int | None = None) -> Runner:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def run(images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        log_probs, lengths = session.run(None, {"images": images, "widths": widths})
-        return log_probs, lengths
-
-    return run
-
-
-def torch_runner(module) -> Runner:  # noqa: ANN001 - an nn.Module or a ScriptModule
-    import torch
-
-    def run(images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            log_probs, lengths = module(torch.from_numpy(images), torch.from_numpy(widths))
-        return log_probs.numpy(), lengths.numpy()
-
-    return run
-
-
 def check_parity(
-    eager: Runner, exports: dict[str, Runner], inputs: list[np.ndarray], tokenizer: Tokenizer
+    eager: Runtime, exports: dict[str, Runtime], inputs: list[np.ndarray], tokenizer: Tokenizer
 ) -> ParityReport:
-    """Compare each export with ``eager`` on ``inputs`` (decoded text and log-probabilities)."""
-    reference, reference_lp = _decode(eager, inputs, tokenizer)
+    """Compare each export with ``eager`` on ``inputs``: decoded text and confidence."""
+    reference = _decode(eager, inputs)
+    want = [tokenizer.decode(ids) for ids, _ in reference]
     results = []
-    for name, runner in exports.items():
-        texts, log_probs = _decode(runner, inputs, tokenizer)
-        mismatches = [
-            {"eager": want, "export": got}
-            for want, got in zip(reference, texts, strict=True)
-            if want != got
-        ]
+    for name, runtime in exports.items():
+        decoded = _decode(runtime, inputs)
+        got = [tokenizer.decode(ids) for ids, _ in decoded]
+        mismatches = [{"eager": w, "export": g} for w, g in zip(want, got, strict=True) if w != g]
         results.append(
             BackendParity(
                 backend=name,
-                identical=len(reference) - len(mismatches),
-                total=len(reference),
-                max_abs_log_prob_diff=float(np.abs(log_probs - reference_lp).max()),
-                median_ms=_median_ms(runner, inputs),
+                identical=len(want) - len(mismatches),
+                total=len(want),
+                max_confidence_diff=max(
+                    abs(a[1] - b[1]) for a, b in zip(reference, decoded, strict=True)
+                ),
+                median_ms=_median_ms(runtime, inputs),
                 mismatches=mismatches,
             )
         )

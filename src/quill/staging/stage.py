@@ -18,11 +18,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from quill.preprocess import ImageSource
+from quill.preprocess import ImageSource, batch_images
 from quill.staging.checkpoint import CheckpointSource, LoadedCheckpoint, load_checkpoint
 from quill.staging.export import export_interface, export_onnx, export_torchscript
 from quill.staging.model_card import render_model_card
-from quill.staging.parity import check_parity, onnx_runner, sample_inputs, torch_runner
+from quill.staging.parity import check_parity, sample_inputs
 from quill.staging.registry import METADATA_FILE
 
 FORMAT_VERSION = 1
@@ -67,25 +67,29 @@ def stage_checkpoint(
     """
     import torch
 
+    from quill.inference.backends import TorchModuleRuntime, load_backend
+
     progress(f"rebuilding the network from {source.path}")
     loaded = load_checkpoint(source.path)
     module = export_interface(loaded.model)
+    inputs = sample_inputs(loaded.preprocess, samples)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as scratch:
         work = Path(scratch)
         progress("exporting ONNX")
-        onnx = export_onnx(module, loaded.preprocess.height, work)
+        # Two samples (a batch of 1 would freeze the batch dimension): (2, 1, H, W).
+        example = torch.from_numpy(batch_images((inputs * 2)[:2])[0])
+        onnx = export_onnx(module, example, work)
         progress("exporting TorchScript")
         script = export_torchscript(module, work)
+        meta = _metadata(loaded, source, name, work, [onnx, script])
         progress("checking parity with eager PyTorch")
-        inputs = sample_inputs(loaded.preprocess, samples)
-        exports = {
-            "onnx": onnx_runner(work / "model.onnx"),
-            "torchscript": torch_runner(torch.jit.load(str(work / "model.pt"))),
-        }
-        parity = check_parity(torch_runner(module), exports, inputs, loaded.tokenizer)
+        max_length = int(meta.get("max_output_length", 0))
+        exports = {b: load_backend(b, work, meta, threads=None) for b in ("onnx", "torchscript")}
+        eager = TorchModuleRuntime(module, loaded.family, max_length)
+        parity = check_parity(eager, exports, inputs, loaded.tokenizer)
         parity.raise_for_failure()
-        meta = _metadata(loaded, source, name, work, [onnx, script], parity.to_dict())
+        meta["parity"] = parity.to_dict()
         (work / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         (work / MODEL_CARD_FILE).write_text(render_model_card(meta))
         progress(f"writing {out_dir}")
@@ -102,11 +106,12 @@ def _metadata(
     name: str,
     work: Path,
     exports: list,
-    parity: dict[str, Any],
 ) -> dict[str, Any]:
-    weight_files = sorted(work.glob("model.onnx*"))
+    weight_files = sorted(
+        p for e in exports if e.backend == "onnx" for p in map(work.joinpath, e.files)
+    )
     data = loaded.config.get("data")
-    return {
+    meta = {
         "format_version": FORMAT_VERSION,
         "name": name,
         "version": _version(name, weight_files),
@@ -117,7 +122,6 @@ def _metadata(
         "tokenizer": loaded.tokenizer.to_dict(),
         "preprocess": loaded.preprocess.to_dict(),
         "backends": {e.backend: {"files": e.files, **e.details} for e in exports},
-        "io": {"inputs": ["images", "widths"], "outputs": ["log_probs", "lengths"]},
         "lineage": {
             "run_id": source.run_id,
             "checkpoint": source.artifact or str(source.path),
@@ -126,7 +130,6 @@ def _metadata(
         },
         "training_data": data if isinstance(data, str | dict) else None,
         "metrics": source.metrics,
-        "parity": parity,
         "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "quill_version": _package_version("quill"),
         "runtime_versions": {
@@ -134,3 +137,6 @@ def _metadata(
             "onnxruntime": _package_version("onnxruntime"),
         },
     }
+    if loaded.family == "seq2seq":
+        meta["max_output_length"] = int(loaded.model.max_output_length)
+    return meta
