@@ -23,6 +23,11 @@ def test_missing_tesseract_program_says_how_to_install() -> None:
     assert INSTALL_HINT in str(caught.value)
 
 
+def test_a_tesseract_that_does_not_run_is_unavailable_not_a_crash() -> None:
+    with pytest.raises(SystemUnavailable, match="does not run"):
+        TesseractPeer(binary="false")  # on PATH, exits 1 for every call
+
+
 @pytest.mark.parametrize("peer_name", ["tesseract", "rapidocr"])
 def test_peer_reads_printed_lines_of_both_polarities(peer_name: str, request) -> None:
     peer = request.getfixturevalue(peer_name)

@@ -11,7 +11,7 @@ import pytest
 from quill.bench.datasets import load_dataset
 from quill.bench.inputs import SpeedInput, compose_paragraphs, speed_inputs
 from quill.bench.quantize import QuantizeError, quantize_staged
-from quill.bench.speed import SpeedPlan, load_quill_variants, run_speed, speedups, time_system
+from quill.bench.speed import SpeedPlan, load_quill_variants, run_speed, speedups, time_systems
 from quill.bench.systems import QuillSystem
 
 
@@ -24,7 +24,8 @@ def test_time_system_counts_only_timed_calls_and_splits_quill_stages(
     tiny_model, line_inputs
 ) -> None:
     quill = QuillSystem.load(tiny_model, "onnx", threads=1)
-    timing = time_system(quill, line_inputs, batch=3, threads=1, calls=4, warmup=2)
+    (timing,), failures = time_systems([quill], line_inputs, batch=3, threads=1, calls=4, warmup=2)
+    assert failures == {}
     assert (len(timing.call_ms), timing.images, timing.kind) == (4, 12, "line")
     assert timing.per_image_ms(50) <= timing.per_image_ms(95) <= timing.per_image_ms(99)
     assert timing.throughput == pytest.approx(12 / (sum(timing.call_ms) / 1000))
@@ -32,6 +33,26 @@ def test_time_system_counts_only_timed_calls_and_splits_quill_stages(
     assert set(stages) == {"preprocess", "model"} and all(v > 0 for v in stages.values())
     # The stages happen inside the timed calls, so they cannot add up to more than them.
     assert (stages["preprocess"] + stages["model"]) * timing.images <= sum(timing.call_ms) * 1.01
+
+
+class BrokenRecognizer:
+    """A system whose every read fails, as a crashing runtime would."""
+
+    name = "broken"
+
+    def describe(self) -> dict[str, str]:
+        return {}
+
+    def read(self, images, kind):
+        raise RuntimeError("runtime crashed")
+
+
+def test_a_failing_system_leaves_the_others_timed(tiny_model, line_inputs) -> None:
+    quill = QuillSystem.load(tiny_model, "onnx", threads=1)
+    systems = [BrokenRecognizer(), quill]
+    timings, failures = time_systems(systems, line_inputs, batch=2, threads=1, calls=3, warmup=1)
+    assert [t.system for t in timings] == ["quill-onnx"] and len(timings[0].call_ms) == 3
+    assert failures == {"broken": "RuntimeError: runtime crashed"}
 
 
 def test_paragraphs_are_composed_from_consecutive_lines_of_one_page(printed_dataset) -> None:
@@ -77,7 +98,11 @@ def test_run_speed_times_every_variant_and_records_failures(
     rows = {(t.system, t.kind, t.batch) for t in run.timings}
     assert rows == {(s, "line", b) for s in ("quill-eager", "quill-onnx-int8") for b in (1, 2)}
     assert all(len(t.call_ms) == 5 for t in run.timings)  # never fewer than 5 calls
-    assert "quill-onnx-int8 paragraph batch=2 threads=1" in run.failures
+    assert set(run.failures) == {
+        f"{s} paragraph batch={b} threads=1"
+        for s in ("quill-eager", "quill-onnx-int8")
+        for b in (1, 2)
+    }
     assert "ImageError" in run.failures["quill-onnx-int8 paragraph batch=2 threads=1"]
     assert set(run.accuracy["quill-onnx-int8"]) == {"line"}  # no CER for the kind that failed
     ratios = speedups(run.timings, "quill-eager")

@@ -260,7 +260,7 @@ def speed(
             fixed,
             plan,
             status=lambda text: progress.update(task, description=text),
-            advance=lambda: progress.advance(task),
+            advance=lambda n: progress.advance(task, n),
         )
     _print_skipped(unavailable)
     for key, reason in run.failures.items():

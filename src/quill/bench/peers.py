@@ -65,13 +65,17 @@ class TesseractPeer:
                 f"tesseract: no `{self.binary}` program on PATH; {INSTALL_HINT}"
             )
         self.binary = path
-        listed = self._run(["--list-langs"], b"").decode(errors="replace").split()
+        try:
+            listed = self._run(["--list-langs"], b"").decode(errors="replace").split()
+            version = self._run(["--version"], b"").decode(errors="replace").splitlines()
+        except PeerError as exc:
+            raise SystemUnavailable(f"tesseract: {path} does not run ({exc})") from exc
         if self.language not in listed:
             raise SystemUnavailable(
                 f"tesseract: language data {self.language!r} missing (have {listed[1:]}); "
                 f"{INSTALL_HINT}"
             )
-        self._version = self._run(["--version"], b"").decode(errors="replace").splitlines()[0]
+        self._version = version[0] if version else "tesseract (unknown version)"
 
     def describe(self) -> dict[str, str]:
         return {

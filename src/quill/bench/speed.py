@@ -2,7 +2,8 @@
 
 Each measurement is one (system, kind, batch size, thread count): a few untimed warm-up
 calls (first-call allocation, lazy initialisation, caches), then ``calls`` timed calls of
-``batch`` images each, cycling through the same fixed inputs for every system. A call's
+``batch`` images each, cycling through the same fixed inputs for every system. The systems
+of a row take turns call by call, so load from other processes hits them alike. A call's
 wall time divided by its batch size is the per-image latency; images per second of wall time
 is the throughput. Peers have no batching, so their batch-N number is N sequential reads,
 which is exactly what a user gets from them.
@@ -86,31 +87,46 @@ def batches(inputs: Sequence[SpeedInput], batch: int, count: int) -> list[list[b
     ]
 
 
-def time_system(
-    system: System,
+def time_systems(
+    systems: Sequence[System],
     inputs: Sequence[SpeedInput],
     *,
     batch: int,
     threads: int,
     calls: int,
     warmup: int = 2,
-) -> Timing:
-    """Latency of ``calls`` timed calls of ``batch`` images after ``warmup`` untimed ones."""
+) -> tuple[list[Timing], dict[str, str]]:
+    """Each system's latency over ``calls`` timed calls after ``warmup`` untimed ones.
+
+    The systems take turns call by call (round robin) rather than one after another, so a
+    change in the machine's load during the row affects them all alike and their ratios
+    stay fair on a shared machine. A system that raises is dropped from the row; the second
+    value maps its name to the error.
+    """
     if not inputs:
         raise ValueError("no inputs to time")
     kind = inputs[0].kind
-    timing = Timing(system.name, kind, batch, threads)
+    timings = {system.name: Timing(system.name, kind, batch, threads) for system in systems}
+    failures: dict[str, str] = {}
+    active = list(systems)
     for number, images in enumerate(batches(inputs, batch, warmup + calls)):
-        if number == warmup and isinstance(system, ReportsStages):
-            system.stage_ms = dict.fromkeys(system.stage_ms, 0.0)
-        start = time.perf_counter()
-        system.read(images, kind)
-        elapsed_ms = (time.perf_counter() - start) * 1000.0
-        if number >= warmup:
-            timing.call_ms.append(elapsed_ms)
-    if isinstance(system, ReportsStages):
-        timing.stages = {stage: ms / timing.images for stage, ms in system.stage_ms.items()}
-    return timing
+        for system in list(active):
+            if number == warmup and isinstance(system, ReportsStages):
+                system.stage_ms = dict.fromkeys(system.stage_ms, 0.0)
+            start = time.perf_counter()
+            try:
+                system.read(images, kind)
+            except Exception as exc:  # noqa: BLE001 - recorded; the other systems go on
+                failures[system.name] = f"{type(exc).__name__}: {exc}"
+                active.remove(system)
+                continue
+            if number >= warmup:
+                timings[system.name].call_ms.append((time.perf_counter() - start) * 1000.0)
+    for system in active:
+        if isinstance(system, ReportsStages):
+            timing = timings[system.name]
+            timing.stages = {stage: ms / timing.images for stage, ms in system.stage_ms.items()}
+    return [timings[system.name] for system in active], failures
 
 
 def speedups(timings: Sequence[Timing], baseline: str) -> dict[int, float]:
@@ -233,39 +249,36 @@ def run_speed(
     inputs: Mapping[Kind, Sequence[SpeedInput]],
     plan: SpeedPlan,
     status: Callable[[str], None] = lambda _: None,
-    advance: Callable[[], None] = lambda: None,
+    advance: Callable[[int], None] = lambda _: None,
 ) -> SpeedRun:
     """Time every system ``load(threads)`` returns, per thread count, kind and batch size.
 
     Each system's CER on the inputs is measured once (at the first thread count), so a fast
     runtime that reads differently (int8) shows it beside its speed. A row that fails is
     recorded and the rest still run. ``status`` receives a description as each step starts,
-    ``advance`` is called when a row is done (for a progress bar).
+    ``advance(n)`` is called as the rows of ``n`` systems finish (for a progress bar).
     """
     run = SpeedRun()
     for threads in plan.threads:
-        for system in load(threads):
+        systems = load(threads)
+        for system in systems:
             run.systems.setdefault(system.name, system.describe())
             if system.name not in run.accuracy:
                 status(f"{system.name}: accuracy on the inputs")
                 run.accuracy[system.name] = input_accuracy(system, inputs, max(plan.batches))
-            for kind, items in inputs.items():
-                for batch in plan.batches:
-                    status(f"{system.name} {kind} batch={batch} threads={threads}")
-                    try:
-                        calls = calls_for(batch, plan.images)
-                        run.timings.append(
-                            time_system(
-                                system,
-                                items,
-                                batch=batch,
-                                threads=threads,
-                                calls=calls,
-                                warmup=plan.warmup,
-                            )
-                        )
-                    except Exception as exc:  # noqa: BLE001 - record it and time the rest
-                        key = f"{system.name} {kind} batch={batch} threads={threads}"
-                        run.failures[key] = f"{type(exc).__name__}: {exc}"
-                    advance()
+        for kind, items in inputs.items():
+            for batch in plan.batches:
+                status(f"{kind} batch={batch} threads={threads}: {len(systems)} systems in turn")
+                timings, failures = time_systems(
+                    systems,
+                    items,
+                    batch=batch,
+                    threads=threads,
+                    calls=calls_for(batch, plan.images),
+                    warmup=plan.warmup,
+                )
+                run.timings += timings
+                for name, error in failures.items():
+                    run.failures[f"{name} {kind} batch={batch} threads={threads}"] = error
+                advance(len(systems))
     return run
