@@ -34,7 +34,9 @@ def predict(
     inputs: list[str] = typer.Argument(
         ..., help="Image files, folders (searched recursively) or globs like 'scans/*.jpg'."
     ),
-    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help="Staged model directory."),
+    model: Path = typer.Option(
+        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help="Staged model directory."
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object per input (path, text, confidence, lines)."
     ),

@@ -18,13 +18,17 @@ STORE_HELP = (
 
 
 def serve(
-    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help=MODEL_HELP),
+    model: Path = typer.Option(
+        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP
+    ),
     host: str = typer.Option("127.0.0.1", help=HOST_HELP),
     port: int = typer.Option(8000, help="TCP port."),
     workers: int = typer.Option(1, help="Worker processes, each with its own copy of the model."),
-    backend: str = typer.Option("auto", help="auto (fastest measured), onnx, torchscript, eager."),
-    threads: int = typer.Option(0, help=THREADS_HELP),
-    monitoring_url: str = typer.Option(None, help=STORE_HELP),
+    backend: str = typer.Option(
+        "auto", envvar="QUILL_BACKEND", help="auto (fastest measured), onnx, torchscript, eager."
+    ),
+    threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
+    monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve a staged model as a REST API (FastAPI + uvicorn): POST /v1/predict, /docs."""
@@ -58,11 +62,13 @@ def app(
         envvar="QUILL_APP_BACKEND",
         help="'local' loads the model here; a URL (http://host:port) calls that API.",
     ),
-    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help=MODEL_HELP),
+    model: Path = typer.Option(
+        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP
+    ),
     host: str = typer.Option("127.0.0.1", help=HOST_HELP),
     port: int = typer.Option(7860, help="TCP port."),
-    threads: int = typer.Option(0, help=THREADS_HELP),
-    monitoring_url: str = typer.Option(None, help=STORE_HELP),
+    threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
+    monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
 ) -> None:
     """The web app (Gradio): upload, webcam or paste an image, crop it, read the text, flag it."""
     from quill.serving.app import launch, make_backend
@@ -77,12 +83,14 @@ def app(
 
 
 def up(
-    model: Path = typer.Option(DEFAULT_MODEL_DIR, "--model", "-m", help=MODEL_HELP),
+    model: Path = typer.Option(
+        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP
+    ),
     host: str = typer.Option("127.0.0.1", help=HOST_HELP),
     api_port: int = typer.Option(8000, help="Port of the REST API."),
     app_port: int = typer.Option(7860, help="Port of the web app."),
-    threads: int = typer.Option(0, help=THREADS_HELP),
-    monitoring_url: str = typer.Option(None, help=STORE_HELP),
+    threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
+    monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
 ) -> None:
     """Start the REST API and the web app together (the app calls the API) and print both URLs."""
     from quill.serving.app import launch, make_backend
