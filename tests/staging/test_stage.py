@@ -197,9 +197,31 @@ def test_checkpoint_round_trip_rebuilds_identical_outputs(tmp_path: Path) -> Non
     assert loaded.dataset_version == "ds-123" and loaded.family == "ctc"
 
 
+SEQ2SEQ = {
+    "line_cnn_transformer": (
+        {"channels": [8, 16, 16, 16], "dim": 32, "heads": 2, "decoder_layers": 1, "ff_dim": 64},
+        PreprocessConfig(),
+    ),
+    "resnet_transformer": (
+        {
+            "resnet_blocks": [1, 1],
+            "resnet_widths": [8, 16],
+            "dim": 32,
+            "heads": 2,
+            "decoder_layers": 1,
+            "ff_dim": 64,
+        },
+        PreprocessConfig(kind="paragraph", paragraph_height=96, paragraph_width=128),
+    ),
+}
+
+
 @pytest.mark.slow
-def test_a_seq2seq_model_stages_as_encoder_and_decoder_step_graphs(tmp_path: Path) -> None:
-    """line_cnn_transformer: ONNX encoder + cached step graphs, scripted generate, parity."""
+@pytest.mark.parametrize("name", SEQ2SEQ)
+def test_a_seq2seq_model_stages_as_encoder_and_decoder_step_graphs(
+    name: str, tmp_path: Path
+) -> None:
+    """ONNX encoder + cached step graphs, scripted generate, parity; all runtimes agree."""
     from quill.inference.recognizer import Recognizer
     from quill.staging.checkpoint import CheckpointSource
     from quill.staging.parity import render_line
@@ -208,29 +230,19 @@ def test_a_seq2seq_model_stages_as_encoder_and_decoder_step_graphs(tmp_path: Pat
     torch.set_num_threads(1)
     torch.manual_seed(0)
     tokenizer = Tokenizer()
-    model = build_model(
-        "line_cnn_transformer",
-        len(tokenizer),
-        channels=[8, 16, 16, 16],
-        dim=32,
-        heads=2,
-        decoder_layers=1,
-        ff_dim=64,
-        dropout=0.0,
-        max_output_length=12,
-    )
-    checkpoint = write_checkpoint(
-        tmp_path / "s2s.ckpt", model, "line_cnn_transformer", tokenizer, PreprocessConfig()
-    )
+    config, preprocess = SEQ2SEQ[name]
+    model = build_model(name, len(tokenizer), dropout=0.0, max_output_length=12, **config)
+    checkpoint = write_checkpoint(tmp_path / "s2s.ckpt", model, name, tokenizer, preprocess)
     staged = stage_checkpoint(CheckpointSource(checkpoint), tmp_path / "s2s", "s2s")
     assert staged.meta["family"] == "seq2seq" and staged.meta["max_output_length"] == 12
     assert {"encoder.onnx", "decoder_step.onnx"} <= set(staged.meta["backends"]["onnx"]["files"])
     assert staged.meta["parity"]["passed"]
     images = [render_line("hello"), render_line("Kew, 1887")]
-    texts = {
-        backend: [
-            p.text for p in Recognizer.from_path(staged.path, backend, threads=1).predict(images)
-        ]
+    predictions = {
+        backend: Recognizer.from_path(staged.path, backend, threads=1).predict(images)
         for backend in ("onnx", "torchscript", "eager")
     }
+    texts = {backend: [p.text for p in found] for backend, found in predictions.items()}
     assert texts["onnx"] == texts["torchscript"] == texts["eager"]
+    expected_kind = "paragraph" if preprocess.kind == "paragraph" else "line"
+    assert {p.kind for p in predictions["onnx"]} == {expected_kind}
