@@ -14,10 +14,10 @@ from quill.monitoring.store import MonitoringStore
 from quill.serving.app import (
     HttpBackend,
     LocalBackend,
-    _flagging_callback_class,
     editor_image,
     example_paths,
     launch,
+    store_flagging_callback_class,
     to_png,
 )
 from quill.serving.errors import ServingError
@@ -62,7 +62,7 @@ def test_local_backend_flags_land_in_the_store(settings: ServingSettings) -> Non
     backend = LocalBackend(load_service(settings))
     answer = backend.predict(to_png(render_line("Kew")))
     assert answer["text"] == "Kew"
-    callback = _flagging_callback_class()(backend)
+    callback = store_flagging_callback_class()(backend)
     callback.setup([], "")
     assert callback.flag([answer["request_id"], " Kew Gardens "], flag_option="other") == 1
     with pytest.raises(ServingError, match="read an image"):

@@ -37,7 +37,7 @@ def test_a_short_load_run_reports_throughput_and_percentiles(server: ApiServer) 
     latency = report.latency_ms
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
     # every request carried a distinct image, so each one was recognised, none cached
-    assert len(server.service.cache._items) >= report.ok
+    assert len(server.service.cache) >= report.ok
 
 
 def test_unique_chunks_change_the_hash_but_not_the_pixels() -> None:

@@ -135,7 +135,8 @@ def example_paths() -> list[str]:
     return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
 
 
-def _flagging_callback_class() -> type:
+def store_flagging_callback_class() -> type:
+    """The Gradio flagging callback class (built on first use: gradio is imported lazily)."""
     import gradio as gr
 
     class StoreFlaggingCallback(gr.FlaggingCallback):
@@ -169,7 +170,7 @@ def build_app(backend: Backend) -> Any:
     """The Gradio Blocks of the web app, bound to ``backend``."""
     import gradio as gr
 
-    callback = _flagging_callback_class()(backend)
+    callback = store_flagging_callback_class()(backend)
 
     def read(value: Any) -> tuple[str, str, str, Any, str]:
         image = editor_image(value)

@@ -102,6 +102,9 @@ class AnswerCache:
         self._items: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._items)
+
     def get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
         with self._lock:
             if key not in self._items:
