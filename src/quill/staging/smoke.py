@@ -8,6 +8,7 @@ through the real checkpoint -> export -> parity -> staged directory path.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 from pathlib import Path
 
@@ -117,6 +118,10 @@ def cached_smoke_model(cache_root: Path) -> Path:
     for source in sources:
         digest.update(source.read_bytes())
     target = cache_root / f"smoke-{digest.hexdigest()[:16]}" / "model"
-    if not (target / "quill-model.json").is_file():
-        stage_smoke_model(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Test sessions of several packages may ask at once: one builds, the others wait.
+    with (target.parent / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "quill-model.json").is_file():
+            stage_smoke_model(target)
     return target

@@ -74,8 +74,9 @@ def stage_checkpoint(
     module = export_interface(loaded.model)
     inputs = sample_inputs(loaded.preprocess, samples)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}-") as scratch:
-        work = Path(scratch)
+    # Built beside out_dir and renamed into place: readers never see a half-written model.
+    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    try:
         progress("exporting ONNX")
         # Two samples (a batch of 1 would freeze the batch dimension): (2, 1, H, W).
         example = torch.from_numpy(batch_images((inputs * 2)[:2])[0])
@@ -93,10 +94,13 @@ def stage_checkpoint(
         (work / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
         (work / MODEL_CARD_FILE).write_text(render_model_card(meta))
         progress(f"writing {out_dir}")
+        work.chmod(0o755)  # mkdtemp made it private (0700)
         if out_dir.exists():
             shutil.rmtree(out_dir)
-        shutil.copytree(work, out_dir)
-        out_dir.chmod(0o755)  # the scratch folder was private (0700)
+        work.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return StagedModel(out_dir, meta)
 
 
