@@ -53,3 +53,36 @@ def test_only_loopback_targets_are_accepted() -> None:
     assert check_loopback("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
     with pytest.raises(typer.BadParameter, match="loopback"):
         check_loopback("http://192.0.2.10:8000")
+
+
+@pytest.mark.slow
+def test_bench_serve_starts_quill_serve_with_two_workers(smoke_model: Path, tmp_path: Path) -> None:
+    """The CLI end to end: `quill serve --workers 2` in a subprocess, loaded for 2 s."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from quill.cli import app
+
+    out = tmp_path / "load.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "serve",
+            "--model",
+            str(smoke_model),
+            "--workers",
+            "2",
+            "--concurrency",
+            "2",
+            "--duration",
+            "2",
+            "--json",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    [report] = json.loads(out.read_text())
+    assert report["workers"] == 2 and report["ok"] > 0 and report["errors"] == 0
+    assert "req/s" in result.output

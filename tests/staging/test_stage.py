@@ -97,6 +97,19 @@ def test_stage_register_and_fetch_through_the_cli(tmp_path: Path, tracking_uri: 
     assert result.exit_code == 0, result.output
     for name in ("model.onnx", "model.pt", "quill-model.json"):
         assert digest(fetched / name) == digest(out / name)
+    missing = runner.invoke(
+        app,
+        [
+            "stage",
+            "--fetch",
+            "tiny@nope",
+            "--out",
+            str(tmp_path / "x"),
+            "--tracking-uri",
+            tracking_uri,
+        ],
+    )
+    assert missing.exit_code == 1 and "tiny@nope" in missing.output
 
 
 @pytest.mark.slow
