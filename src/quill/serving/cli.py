@@ -76,6 +76,8 @@ def app(
 
     if backend == "local":
         _require_model(model)
+    elif not backend.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"{backend!r} is neither 'local' nor an http(s) URL")
     settings = ServingSettings.from_env(
         model_dir=model, threads=threads, monitoring_url=monitoring_url
     )
