@@ -202,6 +202,8 @@ def evaluate(
     """
     readings = {}
     for system in systems:
+        # Peers read one image at a time whatever the batch; batches of 1 keep their
+        # progress bar moving and isolate a failure without a retry.
         size = batch_size if isinstance(system, QuillSystem) else 1
         step = (lambda n, name=system.name: advance(name, n)) if advance else None
         readings[system.name] = read_dataset(system, dataset.samples, size, step)

@@ -102,29 +102,34 @@ def detect_format(path: Path) -> str:
     )
 
 
-def source_fingerprint(path: Path, format: str) -> dict:
+def source_fingerprint(path: Path, source_format: str) -> dict:
     """What identifies a raw source's content cheaply: its label/XML files' sizes and times."""
-    files = [path / "labels.tsv"] if format == "folder" else sorted((path / "xml").glob("*.xml"))
+    if source_format == "folder":
+        files = [path / "labels.tsv"]
+    else:
+        files = sorted((path / "xml").glob("*.xml"))
     stats = [f.stat() for f in files if f.is_file()]
     return {
         "source": str(path.resolve()),
-        "format": format,
+        "format": source_format,
         "files": len(stats),
         "bytes": sum(s.st_size for s in stats),
         "mtime_ns": max((s.st_mtime_ns for s in stats), default=0),
     }
 
 
-def import_source(path: Path, format: str, cache: Path, show_progress: bool = False) -> Manifest:
+def import_source(
+    path: Path, source_format: str, cache: Path, show_progress: bool = False
+) -> Manifest:
     """The dataset of a raw source, imported into ``cache`` unless an up-to-date copy is there."""
     from quill.data.readers import READERS
 
-    fingerprint = source_fingerprint(path, format)
+    fingerprint = source_fingerprint(path, source_format)
     stamp = cache / FINGERPRINT_NAME
     cached = (cache / MANIFEST_NAME).is_file() and stamp.is_file()
     if cached and json.loads(stamp.read_text()) == fingerprint:
         return Manifest.load(cache)
-    result = READERS[format](path, cache, show_progress=show_progress)
+    result = READERS[source_format](path, cache, show_progress=show_progress)
     stamp.write_text(json.dumps(fingerprint, indent=1))
     return result.manifest
 
@@ -179,11 +184,11 @@ def load_dataset(
 ) -> BenchDataset:
     """Resolve one ``--data`` argument into the samples the benchmark reads."""
     name, path = parse_spec(spec)
-    format = detect_format(path)
-    if format == "manifest":
+    source_format = detect_format(path)
+    if source_format == "manifest":
         manifest = Manifest.load(path)
     else:
-        manifest = import_source(path, format, cache_root / name, show_progress)
+        manifest = import_source(path, source_format, cache_root / name, show_progress)
     chosen = choose(manifest.split(split), limit)
     if not chosen:
         counts = ", ".join(f"{k}={v}" for k, v in sorted(manifest.counts().items())) or "none"
@@ -192,5 +197,5 @@ def load_dataset(
         BenchSample(manifest.path_of(s), s.text, s.kind, slice_values(s, slices)) for s in chosen
     ]
     return BenchDataset(
-        name, path, format, split, manifest.version, samples, import_skips(manifest)
+        name, path, source_format, split, manifest.version, samples, import_skips(manifest)
     )
