@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 
-.PHONY: help setup system-deps up demo test lint format lock clean
+.PHONY: help setup system-deps up test lint format lock peers labelstudio clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,17 @@ format: setup
 lock:  ## re-resolve requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/quill-lock && $(PYTHON) -m venv /tmp/quill-lock
 	/tmp/quill-lock/bin/pip install -q --upgrade pip
-	/tmp/quill-lock/bin/pip install -q -e '.[app,train,dev]'
+	/tmp/quill-lock/bin/pip install -q -e '.[app,train,dev,peers]'
 	/tmp/quill-lock/bin/pip freeze --exclude-editable | grep -v '^quill' > requirements.lock
+
+peers: setup  ## benchmark peers: Tesseract (Debian) and RapidOCR (PyPI)
+	./scripts/install_peers.sh
+
+LS_VENV := .cache/labelstudio-venv
+labelstudio:  ## Label Studio in its own virtualenv (~1 GB) for `quill annotate serve`
+	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q --upgrade pip
+	$(LS_VENV)/bin/pip install -q 'label-studio==1.23.2'
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage
