@@ -187,4 +187,4 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
     assert [(p.text, p.flag, p.correction) for p in flagged] == [
         ("quill", "incorrect", "quill pen")
     ]
-    assert flagged[0].client.startswith("api:")  # the app stored it through the API
+    assert flagged[0].client == "api"  # the app stored it through the API

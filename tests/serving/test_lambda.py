@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from PIL import Image
 
+from quill.monitoring.store import MonitoringStore
 from quill.serving import lambda_handler
 from quill.staging.parity import render_line
 
@@ -64,6 +65,21 @@ def test_function_url_event_with_json_body_and_base64_body(handler) -> None:  # 
     encoded = base64.b64encode(body.encode()).decode()
     response = handler(function_url_event(encoded, is_base64=True), None)
     assert json.loads(response["body"])["text"] == "ink"
+
+
+def test_predictions_are_logged_as_the_lambda_client_without_the_caller_ip(
+    handler,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    url = f"sqlite:///{tmp_path / 'monitoring.db'}"
+    monkeypatch.setenv("QUILL_MONITORING_URL", url)
+    monkeypatch.setenv("QUILL_MONITORING_IMAGES", str(tmp_path / "images"))
+    body = json.dumps({"image": b64_png(render_line("ink"))})
+    answer = json.loads(handler(function_url_event(body), None)["body"])
+    lambda_handler.get_service().close()
+    record = MonitoringStore(url, tmp_path / "images").get_prediction(answer["request_id"])
+    assert record is not None and record.client == "lambda"
 
 
 def test_api_gateway_rest_event(handler) -> None:  # noqa: ANN001

@@ -211,11 +211,10 @@ def create_app(
         service = ready_service()
         body = await _read_body(request, settings)
         image, kind = await _parse_predict(request, body)
-        client = request.client.host if request.client else "unknown"
         async with limiter:
             try:
                 answer = await asyncio.wait_for(
-                    run_in_threadpool(service.predict_bytes, image, f"api:{client}", kind),
+                    run_in_threadpool(service.predict_bytes, image, "api", kind),
                     timeout=settings.timeout_s,
                 )
             except TimeoutError as exc:

@@ -63,11 +63,6 @@ def _payload(event: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _client(event: dict[str, Any], context: Any) -> str:
-    source_ip = event.get("requestContext", {}).get("http", {}).get("sourceIp")
-    return f"lambda:{source_ip or getattr(context, 'aws_request_id', 'direct')}"
-
-
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Recognise the image in ``event``; never raises for bad input (errors are answers)."""
     http = isinstance(event, dict) and is_http_event(event)
@@ -84,7 +79,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             )
         request_id = getattr(context, "aws_request_id", None)
         answer = get_service().predict_bytes(
-            image, _client(event, context), str(payload.get("kind", "auto")), request_id
+            image, "lambda", str(payload.get("kind", "auto")), request_id
         )
         status = 200
     except ServingError as exc:

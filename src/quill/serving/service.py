@@ -145,7 +145,11 @@ class PredictionService:
     def predict_bytes(
         self, image: bytes, client: str, kind: str = "auto", request_id: str | None = None
     ) -> dict[str, Any]:
-        """The JSON answer for one encoded image (raises ServingError for bad input)."""
+        """The JSON answer for one encoded image (raises ServingError for bad input).
+
+        ``client`` is the interface, ``"api"``, ``"app"`` or ``"lambda"``: monitoring slices by
+        it, so it must never carry a per-caller value such as an IP address.
+        """
         start = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
         if kind not in KINDS:
