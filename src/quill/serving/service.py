@@ -225,12 +225,19 @@ class PredictionService:
 def build_monitoring(
     settings: ServingSettings,
 ) -> tuple[PredictionLogger | None, FeedbackStore | None]:
-    """The monitoring store and its async logger from settings (None, None when disabled)."""
+    """The monitoring store and its async logger from settings (None, None when disabled).
+
+    The store honours ``configs/monitoring.yaml`` (e.g. ``store.retain_images``), so what
+    serving keeps is decided in the same versioned file as the monitoring rules.
+    """
     if not settings.monitoring_enabled:
         return None, None
+    from quill.monitoring.settings import MonitoringSettings
     from quill.monitoring.store import AsyncPredictionLogger, MonitoringStore
 
-    store = MonitoringStore(url=settings.monitoring_url, image_dir=settings.monitoring_images)
+    store = MonitoringStore.from_settings(
+        MonitoringSettings.load(), settings.monitoring_url, settings.monitoring_images
+    )
     return AsyncPredictionLogger(store), store
 
 
