@@ -120,7 +120,7 @@ class StepProfiler(L.Callback):
 def step_summary(steps: list[dict[str, float]]) -> str:
     """Median data wait vs compute per step, and the share of time spent waiting for data.
 
-    >>> print(step_summary([{"data_wait_ms": 10, "compute_ms": 30, "batch_size": 4}] * 3))
+    >>> print(step_summary([{"data_wait_ms": 10, "compute_ms": 30, "batch_size": 4}] * 3), end="")
     steps timed: 3 (the first includes start-up)
     median data wait per step: 10.0 ms
     median compute per step:   30.0 ms

@@ -117,7 +117,7 @@ def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
             f"dataset folder not found: {source['path']} (looked in {Path.cwd()} and "
             f"{tracking.project_root()}); make one with `quill data synth` or fix data.sources"
         )
-    return {**source, "path": str(path)}
+    return {**source, "path": str(path.resolve())}
 
 
 def open_run(
