@@ -270,3 +270,33 @@ def test_readiness_is_503_until_the_model_is_loaded(settings: ServingSettings) -
                 break
             threading.Event().wait(0.1)
         assert http.get("/readyz").status_code == 200
+
+
+def test_shadow_model_answers_are_stored_but_never_returned(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    settings = ServingSettings(
+        model_dir=smoke_model,
+        shadow_model_dir=smoke_model,
+        threads=1,
+        monitoring_url=f"sqlite:///{tmp_path / 'monitoring.db'}",
+        monitoring_images=tmp_path / "images",
+    )
+    with ApiServer(settings) as server:
+        current = service_of(server).recognizer.current
+        response = httpx.post(
+            f"{server.url}/v1/predict", json={"image": b64(encode(render_line("Kew")))}, timeout=60
+        )
+    answer = response.json()
+    assert response.status_code == 200 and answer["text"] == "Kew"
+    assert answer["model_version"] == current.model_version
+    assert set(answer) == {
+        "text", "confidence", "lines", "kind", "model_version", "timings_ms", "latency_ms",
+        "request_id", "cached",
+    }  # fmt: skip
+    store = MonitoringStore(settings.monitoring_url, settings.monitoring_images)
+    [shadow] = store.shadow_predictions()
+    assert shadow.request_id == answer["request_id"]
+    assert (shadow.text, shadow.disagreement) == ("Kew", 0.0)
+    assert shadow.current_model_version == answer["model_version"]
+    assert store.get_prediction(answer["request_id"]) is not None

@@ -29,6 +29,15 @@ def serve(
     ),
     threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
     monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
+    shadow: Path = typer.Option(
+        None,
+        "--shadow",
+        envvar="QUILL_SHADOW_MODEL_DIR",
+        metavar="MODEL_DIR",
+        help="Shadow mode: a candidate staged model that reads every request too; callers get "
+        "only --model's answer, the candidate's answer and disagreement go to the monitoring "
+        "store (see the shadow section of `quill monitor report`).",
+    ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
 ) -> None:
     """Serve a staged model as a REST API (FastAPI + uvicorn): POST /v1/predict, /docs."""
@@ -39,9 +48,17 @@ def serve(
     from quill.serving.settings import ServingSettings
 
     _require_model(model)
+    if shadow is not None:
+        _require_model(shadow)
     settings = ServingSettings.from_env(
-        model_dir=model, backend=backend, threads=threads, monitoring_url=monitoring_url
+        model_dir=model,
+        backend=backend,
+        threads=threads,
+        monitoring_url=monitoring_url,
+        shadow_model_dir=shadow,
     )
+    if shadow is not None and not settings.monitoring_enabled:
+        raise typer.BadParameter("--shadow needs the monitoring store; drop --monitoring-url off")
     # Workers are separate processes that build the app from the environment.
     os.environ.update(settings.to_env())
     typer.echo(f"Quill API: http://{host}:{port}  (docs: http://{host}:{port}/docs)", err=True)

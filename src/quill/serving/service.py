@@ -10,12 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import inspect
 import logging
 import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Protocol
 
 from quill.inference.recognizer import KINDS, Recognizer
@@ -133,6 +135,9 @@ class PredictionService:
         feedback: FeedbackStore | None = None,
     ):
         self.recognizer = recognizer
+        # A shadowing recognizer links the candidate's answers to the logged predictions by
+        # request id; a plain Recognizer takes no ids.
+        self._passes_request_ids = "request_ids" in inspect.signature(recognizer.predict).parameters
         self.settings = settings
         self.logger = logger
         self.feedback_store = feedback
@@ -160,7 +165,7 @@ class PredictionService:
         if answer is None:
             try:
                 picture = load_image(image, max_pixels=self.settings.max_pixels)
-                prediction = self.recognizer.predict([picture], kind=kind)[0]  # type: ignore[arg-type]
+                prediction = self._recognize(picture, kind, request_id)
             except ImageError as exc:
                 raise ServingError.from_image_error(exc) from exc
             answer = {
@@ -179,6 +184,11 @@ class PredictionService:
         response = {**answer, "latency_ms": latency_ms, "request_id": request_id, "cached": cached}
         self._log(response, image, client)
         return response
+
+    def _recognize(self, picture: Any, kind: str, request_id: str) -> Any:
+        if self._passes_request_ids:
+            return self.recognizer.predict([picture], kind=kind, request_ids=[request_id])[0]  # type: ignore[call-arg]
+        return self.recognizer.predict([picture], kind=kind)[0]  # type: ignore[arg-type]
 
     def _log(self, response: dict[str, Any], image: bytes, client: str) -> None:
         if self.logger is None:
@@ -217,7 +227,10 @@ class PredictionService:
         self.feedback_store.add_feedback(request_id, flag, comment=comment, correction=correction)
 
     def close(self) -> None:
-        """Flush queued monitoring writes (called on shutdown)."""
+        """Finish shadow comparisons, then flush queued monitoring writes (on shutdown)."""
+        close_recognizer = getattr(self.recognizer, "close", None)
+        if close_recognizer is not None:
+            close_recognizer()
         if self.logger is not None:
             self.logger.close()
 
@@ -246,11 +259,35 @@ def load_service(
     logger: PredictionLogger | None = None,
     feedback: FeedbackStore | None = None,
 ) -> PredictionService:
-    """Load and warm up the model of ``settings``; monitoring from settings unless given."""
-    recognizer = Recognizer.from_path(
-        settings.model_dir, backend=settings.backend, threads=settings.threads or None
-    )
-    recognizer.warm_up()
+    """Load and warm up the model of ``settings`` (and its shadow model, if any); monitoring
+    from settings unless given."""
+    recognizer = _load_recognizer(settings.model_dir, settings)
     if logger is None and feedback is None:
         logger, feedback = build_monitoring(settings)
+    if settings.shadow_model_dir is not None:
+        recognizer = _with_shadow(recognizer, settings, logger)
     return PredictionService(recognizer, settings, logger, feedback)
+
+
+def _load_recognizer(model_dir: Path, settings: ServingSettings) -> Recognizer:
+    recognizer = Recognizer.from_path(
+        model_dir, backend=settings.backend, threads=settings.threads or None
+    )
+    recognizer.warm_up()
+    return recognizer
+
+
+def _with_shadow(
+    current: Recognizer, settings: ServingSettings, logger: PredictionLogger | None
+) -> Any:
+    """``current`` answering, the shadow model beside it logging to the monitoring store."""
+    from quill.monitoring.shadow import ShadowRecognizer
+
+    if logger is None or not hasattr(logger, "log_shadow"):
+        raise ValueError(
+            f"shadow model {settings.shadow_model_dir}: shadow mode needs the monitoring store "
+            "(its answers are only logged there); do not turn monitoring off"
+        )
+    candidate = _load_recognizer(settings.shadow_model_dir, settings)  # type: ignore[arg-type]
+    log.info("shadow model %s beside %s", candidate.model_version, current.model_version)
+    return ShadowRecognizer(current, candidate, logger)  # type: ignore[arg-type]

@@ -40,6 +40,9 @@ class ServingSettings:
     monitoring_url: str | None = None
     #: Where the store keeps images (None: the store's default beside its database).
     monitoring_images: Path | None = None
+    #: Shadow mode: a candidate staged model that reads the same requests unseen by callers;
+    #: its answers and disagreement go to the monitoring store (None: no shadow model).
+    shadow_model_dir: Path | None = None
 
     @property
     def monitoring_enabled(self) -> bool:
