@@ -99,6 +99,7 @@ def test_run_records_config_code_and_environment(ctc_run) -> None:
     client, run, _ = ctc_run
     params, tags = run.data.params, run.data.tags
     assert params["optim.lr"] == "0.003" and params["model.name"] == "ctc_line"
+    assert run.info.run_name.startswith("ctc_line-")  # not a seeded, repeating random name
     assert int(params["model_num_parameters"]) > 1000
     assert len(tags["mlflow.source.git.commit"]) == 40
     assert tags["mlflow.source.git.branch"]

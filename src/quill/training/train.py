@@ -128,7 +128,10 @@ def open_run(
     """Create the run in the configured logger and return it with its tracker."""
     kind = config["tracking"]["logger"]
     experiment = config["tracking"]["experiment"]
-    run_name = config["tracking"]["run_name"]
+    # MLflow's random names repeat here: seeding fixes Python's RNG before the run exists.
+    run_name = config["tracking"]["run_name"] or (
+        f"{config['model']['name']}-{time.strftime('%m%d-%H%M%S')}"
+    )
     all_tags = {**{k: str(v) for k, v in config["tracking"]["tags"].items()}, **(tags or {})}
     if kind == "mlflow":
         return _open_mlflow_run(config, experiment, run_name, all_tags)
