@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import glob
+import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+from quill.staging.registry import METADATA_FILE
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+#: The registry alias a promoted model gets (what serving fetches as NAME@champion).
+PROMOTE_ALIAS = "champion"
 
 
 def _expand(patterns: list[str]) -> list[str]:
@@ -22,10 +32,13 @@ def _expand(patterns: list[str]) -> list[str]:
 def stage(
     reference: str = typer.Argument(
         None,
-        help="MLflow run id (its best checkpoint is staged) or path to a .ckpt file.",
+        help="MLflow run id (its best checkpoint is staged) or path to a .ckpt file; with "
+        "--promote, also an already staged model directory.",
         show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Directory to write the staged model to."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Directory to write the staged model to.", show_default=False
+    ),
     name: str = typer.Option(
         None, help="Model name in quill-model.json and the registry [default: --out's name]."
     ),
@@ -51,14 +64,29 @@ def stage(
         None,
         help="MLflow tracking/registry URI [default: $QUILL_TRACKING_URI or mlruns/mlflow.db].",
     ),
+    promote: bool = typer.Option(
+        False,
+        "--promote",
+        help=f"Register the model under the alias {PROMOTE_ALIAS!r} (or --alias), only if its "
+        "report card (`quill evaluate`) passed: no regression overall or on a protected slice.",
+    ),
+    report_card: Path = typer.Option(
+        Path("report-card/report-card.json"),
+        help="The candidate's report card, for --promote.",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="With --promote: promote despite a failing card (warns)."
+    ),
 ) -> None:
     """Export a checkpoint to ONNX + TorchScript, check parity, write a model card, register.
 
     Staging fails (exit code 1, nothing written or registered) if an export decodes the
-    sample set differently from eager PyTorch.
+    sample set differently from eager PyTorch. ``--promote`` refuses (exit code 1, nothing
+    registered) a model whose report card failed, unless ``--force``.
     """
     from rich.console import Console
 
+    from quill.monitoring.evaluate import PromotionRefused
     from quill.staging.checkpoint import CheckpointError, resolve_source
     from quill.staging.export import ExportError
     from quill.staging.parity import ParityError
@@ -70,6 +98,11 @@ def stage(
 
     console = Console(stderr=True, soft_wrap=True)
     uri = tracking_uri or default_tracking_uri()
+    staged_dir = Path(reference) if reference else None
+    if not (promote and staged_dir is not None and (staged_dir / METADATA_FILE).is_file()):
+        staged_dir = None
+        if out is None:
+            raise typer.BadParameter("--out is required to stage or fetch a model")
     try:
         if fetch:
             path = fetch_model(fetch, out, uri)
@@ -77,6 +110,11 @@ def stage(
             return
         if not reference:
             raise typer.BadParameter("give a run id or checkpoint path, or --fetch NAME")
+        if staged_dir is not None:
+            _promote(staged_dir, report_card, force, console)
+            version = reg(staged_dir, uri, name, alias or PROMOTE_ALIAS)
+            console.print(f"[green]promoted[/] {version.name} version {version.version} in {uri}")
+            return
         with console.status("staging") as status, tempfile.TemporaryDirectory() as scratch:
             source = resolve_source(reference, uri, Path(scratch))
             if run_id:
@@ -95,12 +133,23 @@ def stage(
                 f"{result['median_ms']:.1f} ms (eager {parity['eager_median_ms']:.1f} ms)"
             )
         console.print(f"[green]staged[/] {staged.meta['version']} -> {out}")
-        if register:
-            version = reg(out, uri, name or out.name, alias)
+        if promote:
+            _promote(out, report_card, force, console)
+        if register or promote:
+            version = reg(out, uri, name or out.name, alias or (PROMOTE_ALIAS if promote else None))
             console.print(f"[green]registered[/] {version.name} version {version.version} in {uri}")
-    except (CheckpointError, ExportError, ParityError, RegistryError) as exc:
+    except (CheckpointError, ExportError, ParityError, RegistryError, PromotionRefused) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
+
+
+def _promote(staged_dir: Path, card: Path, force: bool, console: Console) -> None:
+    """The promotion gate: the staged version's report card must have passed (or ``force``)."""
+    from quill.monitoring.evaluate import check_promotion
+
+    version = json.loads((staged_dir / METADATA_FILE).read_text())["version"]
+    for failure in check_promotion(card, version, force=force):
+        console.print(f"[yellow]warning:[/] promoting despite a failed check: {failure}")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,65 @@
+"""``quill stage --promote``: the report card gates the champion alias."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.monitoring.evaluate import EvaluationConfig, Item, Outcome, report_card, write_card
+
+PROTECTED = "polarity=light-on-dark"
+
+
+def card_regressing_a_protected_slice(version: str, out: Path) -> Path:
+    """A real card: the candidate is better overall but worse on light-on-dark images."""
+    config = EvaluationConfig(slices=["polarity"], min_slice_samples=2, protected=[PROTECTED])
+    items = [
+        Item(
+            "ink pen",
+            {"polarity": polarity},
+            {
+                "candidate": Outcome("ink pen" if polarity == "dark-on-light" else "ink pan", 10.0),
+                "current": Outcome("ink pan" if polarity == "dark-on-light" else "ink pen", 10.0),
+            },
+        )
+        for polarity in ["dark-on-light"] * 6 + ["light-on-dark"] * 2
+    ]
+    card = report_card(items, config, {"version": version}, {"version": "current-1"})
+    return write_card(card, out)[0]
+
+
+def test_promote_refuses_a_protected_slice_regression_unless_forced(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    meta = json.loads((smoke_model / "quill-model.json").read_text())
+    card = card_regressing_a_protected_slice(meta["version"], tmp_path / "card")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = ["stage", str(smoke_model), "--promote", "--report-card", str(card)]
+    command += ["--tracking-uri", uri]
+    runner = CliRunner()
+    client = MlflowClient(uri, registry_uri=uri)
+
+    refused = runner.invoke(app, command)
+    assert refused.exit_code == 1, refused.output
+    assert f"protected:{PROTECTED}" in refused.output and "--force" in refused.output
+    assert client.search_registered_models() == []
+
+    forced = runner.invoke(app, [*command, "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "promoting despite a failed check" in forced.output
+    champion = client.get_model_version_by_alias(meta["name"], "champion")
+    assert champion.tags["quill.model_version"] == meta["version"]
+
+
+def test_promote_refuses_a_card_for_another_version(smoke_model: Path, tmp_path: Path) -> None:
+    card = card_regressing_a_protected_slice("someone-else", tmp_path / "card")
+    result = CliRunner().invoke(
+        app,
+        ["stage", str(smoke_model), "--promote", "--force", "--report-card", str(card)]
+        + ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+    )
+    assert result.exit_code == 1 and "someone-else" in result.output
