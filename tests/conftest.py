@@ -17,3 +17,18 @@ def hooker_dir() -> Path:
     if not (path / "labels.tsv").is_file():
         pytest.skip(f"real handwriting not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny staged model of quill.staging.smoke (reads "hello", "quill", "Kew", "ink"),
+    trained and staged once, then reused by every test package through pytest's cache (keyed
+    by a hash of the code that shapes it; the session's temp dir when the cache is disabled)."""
+    import torch
+
+    from quill.staging.smoke import cached_smoke_model
+
+    cache = getattr(request.config, "cache", None)
+    root = cache.mkdir("quill-smoke-model") if cache else tmp_path_factory.getbasetemp()
+    torch.set_num_threads(1)
+    return cached_smoke_model(Path(root))

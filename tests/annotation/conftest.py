@@ -257,18 +257,3 @@ def standin(tmp_path) -> Iterator[SimpleNamespace]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="session")
-def smoke_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny staged model of quill.staging.smoke, shared with the inference, serving and
-    staging test packages through the session's base temp dir (staged once per session)."""
-    import torch
-
-    from quill.staging.smoke import stage_smoke_model
-
-    target = tmp_path_factory.getbasetemp() / "quill-smoke" / "model"
-    if not (target / "quill-model.json").is_file():
-        torch.set_num_threads(1)
-        stage_smoke_model(target)
-    return target

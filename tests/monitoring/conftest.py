@@ -133,20 +133,6 @@ def make_line() -> Callable[..., bytes]:
     return line_image
 
 
-@pytest.fixture(scope="session")
-def smoke_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny staged model of quill.staging.smoke (reads "hello", "quill", "Kew", "ink"),
-    trained once and reused through pytest's cache like the other test packages do."""
-    import torch
-
-    from quill.staging.smoke import cached_smoke_model
-
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("quill-smoke-model") if cache else tmp_path_factory.getbasetemp()
-    torch.set_num_threads(1)
-    return cached_smoke_model(Path(root))
-
-
 def rendered_word(text: str, seed: int, invert: bool = False) -> Image.Image:
     """A smoke word the way the smoke model learnt it (quill.staging.parity.render_line), with
     a little paper noise so that no two requests are the same image."""
