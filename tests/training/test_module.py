@@ -121,9 +121,13 @@ def test_checkpoint_holds_the_contract_hyperparameters(tmp_path: Path) -> None:
 def memorize(
     batch: dict, module, max_steps: int, budget_s: float
 ) -> tuple[float, float, int, float]:
-    """Train on one batch until it is read back exactly; (loss, cer, steps, seconds)."""
+    """Train on one batch until it is read back exactly; (loss, cer, steps, CPU seconds).
+
+    The budget is CPU time of this (single-threaded) process, so other jobs on a shared
+    machine slow the test down without failing it.
+    """
     optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
-    start, loss, cer = time.perf_counter(), float("inf"), 1.0
+    start, loss, cer = time.process_time(), float("inf"), 1.0
     for step in range(1, max_steps + 1):
         module.train()
         value = module.loss(batch)
@@ -139,18 +143,23 @@ def memorize(
             cer = character_error_rate(texts, batch["texts"])
             if loss < 0.1 and cer == 0.0:
                 break
-        if time.perf_counter() - start > budget_s:
+        if time.process_time() - start > budget_s:
             break
-    return loss, cer, step, time.perf_counter() - start
+    return loss, cer, step, time.process_time() - start
 
 
 def test_ctc_model_memorizes_one_batch_in_under_a_minute(tiny_lines: Path) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     batch = load_batch(tiny_lines, "train", 32, limit=8)
+    wall = time.perf_counter()
     loss, cer, steps, seconds = memorize(batch, _module(), max_steps=1500, budget_s=60)
-    print(f"memorization: loss {loss:.4f}, CER {cer:.3f} after {steps} steps in {seconds:.1f} s")
-    assert loss < 0.1 and cer == 0.0, f"loss {loss:.3f}, CER {cer:.3f} after {seconds:.0f} s"
+    wall = time.perf_counter() - wall
+    print(
+        f"memorization: loss {loss:.4f}, CER {cer:.3f} after {steps} steps, "
+        f"{seconds:.1f} CPU s ({wall:.1f} s wall)"
+    )
+    assert loss < 0.1 and cer == 0.0, f"loss {loss:.3f}, CER {cer:.3f} after {seconds:.0f} CPU s"
 
 
 SMALL_SEQ2SEQ = [
@@ -171,5 +180,5 @@ def test_memorization_tiers(tiny_lines: Path, tier: str, overrides: list[str], l
     torch.manual_seed(0)
     batch = load_batch(tiny_lines, "train", 32, limit=lines)
     loss, cer, steps, seconds = memorize(batch, _module(overrides), max_steps=3000, budget_s=180)
-    print(f"{tier}: loss {loss:.4f}, CER {cer:.3f} after {steps} steps in {seconds:.1f} s")
+    print(f"{tier}: loss {loss:.4f}, CER {cer:.3f} after {steps} steps in {seconds:.1f} CPU s")
     assert loss < 0.1 and cer == 0.0, f"{tier}: loss {loss:.3f}, CER {cer:.3f}"

@@ -244,8 +244,11 @@ def runs_report(
     tracking_uri: TrackingOption = None,
 ) -> None:
     """A self-contained HTML page: curves, generalization gap, prediction tables."""
+    import os
+
     from quill.training.runs import write_report
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client, found = _client_and_runs(tracking_uri, run_keys)
     path = write_report(client, found, out)
     typer.echo(f"wrote {path}")

@@ -98,6 +98,10 @@ class HTRModule(L.LightningModule):
         """(text, confidence in [0, 1]) for every image of the batch, as inference reads."""
         raise NotImplementedError
 
+    def loss_and_readings(self, batch: Batch) -> tuple[torch.Tensor, list[tuple[str, float]]]:
+        """Both, for evaluation; a family whose loss and reading share a forward overrides it."""
+        return self.loss(batch), self.transcribe(batch)
+
     # -- Lightning hooks --------------------------------------------------------------------
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -126,8 +130,8 @@ class HTRModule(L.LightningModule):
     def _evaluate(self, batch: Batch, stage: str, metrics: TextMetrics) -> list[tuple[str, float]]:
         """Loss, readings and CER/WER of one batch; the metric objects accumulate the epoch."""
         size = len(batch["texts"])
-        self.log(f"{stage}_loss", self.loss(batch), sync_dist=True, batch_size=size)
-        readings = self.transcribe(batch)
+        loss, readings = self.loss_and_readings(batch)
+        self.log(f"{stage}_loss", loss, sync_dist=True, batch_size=size)
         metrics.update([text for text, _ in readings], batch["texts"])
         # Logging the metric objects lets Lightning compute, sync across DDP and reset them.
         self.log(f"{stage}_cer", metrics.cer, prog_bar=True, batch_size=size)
@@ -249,8 +253,9 @@ class CTCModule(HTRModule):
         lengths = self.model.output_lengths(batch["widths"]).clamp(max=log_probs.shape[1])
         return log_probs, lengths
 
-    def loss(self, batch: Batch) -> torch.Tensor:
-        log_probs, lengths = self._frames(batch)
+    def _ctc_loss(
+        self, log_probs: torch.Tensor, lengths: torch.Tensor, batch: Batch
+    ) -> torch.Tensor:
         # zero_infinity: a line too narrow for its text (T < L) gives no gradient, not NaN.
         return F.ctc_loss(
             log_probs.transpose(0, 1),  # (T, B, C)
@@ -261,12 +266,21 @@ class CTCModule(HTRModule):
             zero_infinity=True,
         )
 
-    def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
+    def _read(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[tuple[str, float]]:
         from quill.models.decoding import ctc_greedy_decode
 
-        log_probs, lengths = self._frames(batch)
         decoded = ctc_greedy_decode(log_probs.detach(), lengths)
         return [(self.tokenizer.decode(ids), float(conf)) for ids, conf in decoded]
+
+    def loss(self, batch: Batch) -> torch.Tensor:
+        return self._ctc_loss(*self._frames(batch), batch)
+
+    def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
+        return self._read(*self._frames(batch))
+
+    def loss_and_readings(self, batch: Batch) -> tuple[torch.Tensor, list[tuple[str, float]]]:
+        log_probs, lengths = self._frames(batch)  # one forward for both
+        return self._ctc_loss(log_probs, lengths, batch), self._read(log_probs, lengths)
 
 
 class Seq2SeqModule(HTRModule):

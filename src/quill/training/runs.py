@@ -31,9 +31,11 @@ class RunNotFoundError(LookupError):
 def client_for(tracking_uri: str | None) -> Any:
     from mlflow import MlflowClient
 
-    from quill.training.tracking import default_tracking_uri
+    from quill.training.tracking import default_tracking_uri, prepare_store
 
-    return MlflowClient(tracking_uri or default_tracking_uri())
+    uri = tracking_uri or default_tracking_uri()
+    prepare_store(uri)  # a fresh checkout lists no runs rather than failing on a missing folder
+    return MlflowClient(uri)
 
 
 def experiment_names(client: Any, names: Sequence[str] = ()) -> dict[str, str]:
