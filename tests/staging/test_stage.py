@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -236,9 +238,7 @@ def test_a_seq2seq_model_stages_as_encoder_and_decoder_step_graphs(
 ) -> None:
     """ONNX encoder + cached step graphs, scripted generate, parity; all runtimes agree."""
     from quill.inference.recognizer import Recognizer
-    from quill.staging.checkpoint import CheckpointSource
     from quill.staging.parity import render_line
-    from quill.staging.stage import stage_checkpoint
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -246,13 +246,32 @@ def test_a_seq2seq_model_stages_as_encoder_and_decoder_step_graphs(
     config, preprocess = SEQ2SEQ[name]
     model = build_model(name, len(tokenizer), dropout=0.0, max_output_length=12, **config)
     checkpoint = write_checkpoint(tmp_path / "s2s.ckpt", model, name, tokenizer, preprocess)
-    staged = stage_checkpoint(CheckpointSource(checkpoint), tmp_path / "s2s", "s2s")
-    assert staged.meta["family"] == "seq2seq" and staged.meta["max_output_length"] == 12
-    assert {"encoder.onnx", "decoder_step.onnx"} <= set(staged.meta["backends"]["onnx"]["files"])
-    assert staged.meta["parity"]["passed"]
+    # Staged through the CLI in a fresh process, as users run it: TorchScript compiles the
+    # generation functions once per process, so scripting a second configuration of the
+    # same seq2seq class in one process fails (a known limitation, see docs/serving.md).
+    out = tmp_path / "s2s"
+    subprocess.run(
+        [
+            str(Path(sys.executable).parent / "quill"),
+            "stage",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--name",
+            "s2s",
+            "--no-register",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    meta = json.loads((out / "quill-model.json").read_text())
+    assert meta["family"] == "seq2seq" and meta["max_output_length"] == 12
+    assert {"encoder.onnx", "decoder_step.onnx"} <= set(meta["backends"]["onnx"]["files"])
+    assert meta["parity"]["passed"]
     images = [render_line("hello"), render_line("Kew, 1887")]
     predictions = {
-        backend: Recognizer.from_path(staged.path, backend, threads=1).predict(images)
+        backend: Recognizer.from_path(out, backend, threads=1).predict(images)
         for backend in ("onnx", "torchscript", "eager")
     }
     texts = {backend: [p.text for p in found] for backend, found in predictions.items()}
