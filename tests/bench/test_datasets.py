@@ -93,7 +93,7 @@ def test_real_hooker_lines_split_by_page_name(hooker_dir: Path, tmp_path: Path) 
     assert {s.slices["group"] for s in dataset.samples} == {
         page for page, split in splits.items() if split == "test"
     }
-    assert all(s.image.is_relative_to(hooker_dir) for s in dataset.samples)
+    assert all(s.image.is_relative_to(hooker_dir.resolve()) for s in dataset.samples)
 
 
 @pytest.mark.slow
