@@ -146,6 +146,7 @@ def test_cli_serve_errors_are_clear(tmp_path):
 def test_cli_serve_runs_until_interrupted(tmp_path):
     import signal
     import subprocess
+    import threading
     import time
 
     venv = fake_venv(tmp_path / "venv")
@@ -158,6 +159,12 @@ def test_cli_serve_runs_until_interrupted(tmp_path):
     args += ["--data-dir", str(tmp_path / "data"), "--document-root", str(tmp_path)]
     env = {**os.environ, **CREDENTIALS}
     quill = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.PIPE)
+    printed: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: printed.extend(iter(quill.stderr.readline, b"")), daemon=True
+    )
+    reader.start()
+    banner = f"Label Studio is up at http://127.0.0.1:{port}"
     url = f"http://127.0.0.1:{port}/health"
     try:
         deadline = time.monotonic() + 60
@@ -169,11 +176,14 @@ def test_cli_serve_runs_until_interrupted(tmp_path):
                 time.sleep(0.2)
         else:
             pytest.fail("serve never came up")
-        time.sleep(0.5)  # let the command print its banner
+        # quill polls /health itself before printing its banner: wait for the banner.
+        while time.monotonic() < deadline and banner not in b"".join(printed).decode():
+            time.sleep(0.2)
         quill.send_signal(signal.SIGINT)  # Ctrl-C
         assert quill.wait(timeout=30) == 0
     finally:
         quill.kill()
-    assert f"Label Studio is up at http://127.0.0.1:{port}" in quill.stderr.read().decode()
+    reader.join(timeout=10)
+    assert banner in b"".join(printed).decode()
     with pytest.raises(httpx.ConnectError):
         httpx.get(url, timeout=2)
