@@ -32,3 +32,25 @@ def smoke_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     root = cache.mkdir("quill-smoke-model") if cache else tmp_path_factory.getbasetemp()
     torch.set_num_threads(1)
     return cached_smoke_model(Path(root))
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium_launch() -> dict:
+    """Playwright launch options for Debian's headless Chromium (never a downloaded browser).
+
+    The flags keep Chromium from calling out: this machine has no network but localhost.
+    """
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed")
+    args = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    return {"executable_path": str(CHROMIUM), "args": args}

@@ -18,15 +18,6 @@ from quill.monitoring import projections as proj
 from quill.monitoring.store import MonitoringStore, ShadowRecord, utcnow
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WORDS = ["Dear Sir", "I thank you", "for the seeds", "Kew Gardens", "yours truly"]
 GIBBERISH = ["wlwlwlwlwl", "hwhwhwhwhw", "qhwhwlwlwl"]
 
@@ -104,9 +95,7 @@ def test_report_is_self_contained_and_shows_the_incident(tmp_path, populated):
 
 
 @pytest.mark.browser
-def test_report_in_headless_chromium_sorts_and_filters(tmp_path, populated):
-    if not CHROMIUM.exists():
-        pytest.skip("chromium not installed (Debian package `chromium`)")
+def test_report_in_headless_chromium_sorts_and_filters(tmp_path, populated, chromium_launch):
     sync_api = pytest.importorskip("playwright.sync_api")
     out = tmp_path / "report.html"
     result = CliRunner().invoke(app, ["monitor", "report", "--out", str(out), *populated])
@@ -117,7 +106,7 @@ def test_report_in_headless_chromium_sorts_and_filters(tmp_path, populated):
 
     requested: list[str] = []
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(**chromium_launch)
         page = browser.new_page()
         page.on("request", lambda request: requested.append(request.url))
         errors: list[str] = []

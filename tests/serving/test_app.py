@@ -26,16 +26,6 @@ from quill.serving.service import load_service
 from quill.serving.settings import ServingSettings
 from quill.staging.parity import render_line
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 
 @pytest.fixture(scope="module")
 def settings(smoke_model: Path, tmp_path_factory: pytest.TempPathFactory) -> ServingSettings:
@@ -142,9 +132,8 @@ def free_port() -> int:
 
 @pytest.mark.browser
 @pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium is not installed")
 def test_browser_reads_an_upload_and_an_example_and_flags_it(
-    api: ApiServer, settings: ServingSettings, tmp_path: Path
+    api: ApiServer, settings: ServingSettings, tmp_path: Path, chromium_launch: dict
 ) -> None:
     """The app in URL mode (it calls the REST API), driven by headless Chromium."""
     from playwright.sync_api import sync_playwright
@@ -155,7 +144,7 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
     demo = launch(HttpBackend(api.url), port=port, block=False)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(**chromium_launch)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}")
             upload_until_shown(page, upload)
