@@ -53,6 +53,7 @@ class AsyncPredictionLogger:
         self._cond = threading.Condition()
         self._in_flight = 0
         self._closed = False
+        self._close_deadline = float("inf")
         self._flush_requested = False
         self._failures_in_row = 0
         self._stats = {"logged": 0, "written": 0, "dropped": 0, "rejected": 0, "failed_writes": 0}
@@ -126,13 +127,18 @@ class AsyncPredictionLogger:
             return True
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Flush and stop the writer; True if nothing was left unwritten."""
+        """Flush and stop the writer; True if nothing was left unwritten.
+
+        A failing store is retried (with backoff) until ``timeout`` runs out, so a store
+        that comes back during shutdown still receives everything.
+        """
         with self._cond:
             if self._closed:
                 return not self._queue
             self._closed = True
+            self._close_deadline = time.monotonic() + timeout
             self._cond.notify_all()
-        self._thread.join(timeout)
+        self._thread.join(timeout + 1.0)
         atexit.unregister(self.close)
         left = len(self._queue)
         if left:
@@ -167,9 +173,12 @@ class AsyncPredictionLogger:
                 self._queue.extendleft(reversed(left))
                 self._cond.notify_all()
                 if left:
-                    if self._closed:
-                        return  # close() reports what is left
                     backoff = min(self.max_backoff, 0.1 * 2**self._failures_in_row)
+                    if self._closed:
+                        remaining = self._close_deadline - time.monotonic()
+                        if remaining <= 0:
+                            return  # close() reports what is left
+                        backoff = min(backoff, remaining)
                     self._cond.wait(backoff)
 
     def _write(self, batch: list[Record]) -> list[Record]:
