@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from quill.models.decoding import CharNGramLM, ctc_beam_search, ctc_greedy_decode
+from quill.models.decoding import CTCDecoder, ctc_beam_search, ctc_greedy_decode
+from quill.models.language_model import CharNGramLM
+from quill.vocab import Tokenizer
 
 
 def collapse(path: tuple[int, ...], blank: int = 0) -> tuple[int, ...]:
@@ -79,10 +81,21 @@ def test_beam_search_never_worse_than_greedy():
 
 
 def test_language_model_breaks_an_acoustic_tie():
-    # Frames 2 and 3 are a coin toss between tokens 4 and 5 after a clear 3.
-    probs = np.array([[0.05, 0, 0, 0.95, 0, 0], [0.1, 0, 0, 0, 0.45, 0.45]])
-    log_probs = np.log(probs[None] + 1e-9)
-    lm = CharNGramLM.fit([[3, 5], [3, 5], [3, 4]], order=2, vocab_size=6)
-    assert ctc_beam_search(log_probs, lm=lm, lm_weight=1.0)[0][0] == [3, 5]
-    lm = CharNGramLM.fit([[3, 4]] * 3, order=2, vocab_size=6)
-    assert ctc_beam_search(log_probs, lm=lm, lm_weight=1.0)[0][0] == [3, 4]
+    # After a clear "q", the next frame is a coin toss between "u" and "x".
+    tokenizer = Tokenizer()
+    q, u, x = tokenizer.encode("qux")
+    probs = np.full((2, len(tokenizer)), 1e-6)
+    probs[0, q], probs[0, 0] = 0.95, 0.05
+    probs[1, u], probs[1, x], probs[1, 0] = 0.45, 0.45, 0.1
+    log_probs = np.log(probs[None])
+    for corpus, expected in ((["quite", "quiet", "queen"], u), (["qxa", "qxb"], x)):
+        lm = CharNGramLM.fit(corpus, order=2, tokenizer=tokenizer)
+        assert ctc_beam_search(log_probs, lm=lm, lm_weight=1.0)[0][0] == [q, expected]
+
+
+def test_ctc_decoder_dispatches_and_rejects_unknown_methods():
+    log_probs = random_log_probs(np.random.default_rng(3), 4, 6, 5)
+    assert CTCDecoder()(log_probs) == ctc_greedy_decode(log_probs)
+    assert CTCDecoder("beam", beam_width=4)(log_probs) == ctc_beam_search(log_probs, beam_width=4)
+    with pytest.raises(ValueError, match="'greedy' or 'beam'"):
+        CTCDecoder("viterbi")

@@ -3,7 +3,9 @@
 Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B,) int64)
 -> [(token ids, confidence)]``, for both model families:
 
-* CTC: one graph ``(images, widths) -> (log_probs, lengths)``, then best-path decoding.
+* CTC: one graph ``(images, widths) -> (log_probs, lengths)``, then the model's
+  :class:`~quill.models.decoding.CTCDecoder`: best path, or beam search with the character
+  language model its ``decoding`` section names.
 * seq2seq: ONNX runs ``encoder.onnx`` once and ``decoder_step.onnx`` per token with a KV
   cache, the loop in NumPy; TorchScript and eager call the model's own cached ``generate``.
 
@@ -16,12 +18,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from quill.models.decoding import Decoded, ctc_greedy_decode, seq2seq_greedy_decode
+from quill.models.decoding import CTCDecoder, Decoded, seq2seq_greedy_decode
 
 BACKENDS = ("onnx", "torchscript", "eager")
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
@@ -54,15 +57,47 @@ def _session(path: Path, threads: int | None) -> Any:
         raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
 
 
+def ctc_decoder(model_dir: Path, meta: dict[str, Any]) -> CTCDecoder:
+    """The decoder a staged CTC model's ``decoding`` section asks for (greedy if none).
+
+    ``{"method": "beam", "beam_width": 8, "lm": "lm.json", "lm_weight": 0.5,
+    "insertion_bonus": 1.0}``; the language model file is relative to the model directory.
+    """
+    spec = dict(meta.get("decoding") or {})
+    lm_file = spec.pop("lm", None)
+    unknown = set(spec) - {"method", "beam_width", "lm_weight", "insertion_bonus"}
+    if unknown:
+        raise ModelLoadError(f"{model_dir}: unknown decoding settings {sorted(unknown)}")
+    lm = _load_lm(model_dir / lm_file) if lm_file and spec.get("method") == "beam" else None
+    try:
+        return CTCDecoder(lm=lm, **spec)
+    except (TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{model_dir}: bad decoding settings {spec}: {exc}") from exc
+
+
+@lru_cache(maxsize=4)
+def _load_lm(path: Path) -> Any:
+    """A language model file, read once per process (``auto`` opens several runtimes)."""
+    from quill.models.language_model import CharNGramLM
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path.parent} has no {path.name} (its decoding section names it)")
+    try:
+        return CharNGramLM.load(path)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+
+
 class OnnxCTC:
     name = "onnx"
 
     def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
         self.session = _session(model_dir / "model.onnx", threads)
+        self.decoder = ctc_decoder(model_dir, meta)
 
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         log_probs, lengths = self.session.run(None, {"images": images, "widths": widths})
-        return ctc_greedy_decode(log_probs, lengths)  # log_probs (B, T, C)
+        return self.decoder(log_probs, lengths)  # log_probs (B, T, C)
 
 
 class OnnxSeq2Seq:
@@ -95,10 +130,13 @@ class TorchModuleRuntime:
 
     name = "torch"
 
-    def __init__(self, module: Any, family: str, max_length: int = 0):
+    def __init__(
+        self, module: Any, family: str, max_length: int = 0, decoder: CTCDecoder | None = None
+    ):
         self.module = module
         self.family = family
         self.max_length = max_length
+        self.decoder = decoder or CTCDecoder()
 
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         import torch
@@ -107,7 +145,7 @@ class TorchModuleRuntime:
         with torch.inference_mode():
             if self.family == "ctc":
                 log_probs, lengths = self.module(batch, torch.from_numpy(widths))
-                return ctc_greedy_decode(log_probs, lengths)
+                return self.decoder(log_probs, lengths)
             ids, scores = self.module.generate(batch, self.max_length)  # (B, L), (B,)
         return [
             (row, float(score)) for row, score in zip(ids.tolist(), scores.tolist(), strict=True)
@@ -138,7 +176,7 @@ class TorchScriptRuntime(TorchModuleRuntime):
     def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
         _set_torch_threads(threads)
         script = _load_script(model_dir / "model.pt")
-        super().__init__(script, meta["family"], int(meta.get("max_output_length", 0)))
+        super().__init__(script, meta["family"], *_torch_decoding(model_dir, meta))
 
 
 class EagerRuntime(TorchModuleRuntime):
@@ -163,7 +201,13 @@ class EagerRuntime(TorchModuleRuntime):
         expected = module.state_dict().keys()
         scripted = _load_script(model_dir / "model.pt").state_dict()
         module.load_state_dict({k: v for k, v in scripted.items() if k in expected})
-        super().__init__(module.eval(), meta["family"], int(meta.get("max_output_length", 0)))
+        super().__init__(module.eval(), meta["family"], *_torch_decoding(model_dir, meta))
+
+
+def _torch_decoding(model_dir: Path, meta: dict[str, Any]) -> tuple[int, CTCDecoder | None]:
+    """(seq2seq length limit, CTC decoder) of a staged model for the torch runtimes."""
+    decoder = ctc_decoder(model_dir, meta) if meta["family"] == "ctc" else None
+    return int(meta.get("max_output_length", 0)), decoder
 
 
 _RUNTIMES: dict[tuple[str, str], type] = {

@@ -43,6 +43,9 @@ def predict(
     kind: str = typer.Option("auto", help="auto, line or paragraph."),
     backend: str = typer.Option("auto", help="auto (fastest measured), onnx, torchscript, eager."),
     threads: int = typer.Option(0, help="Intra-op threads (0: all cores)."),
+    decoding: str = typer.Option(
+        None, help="CTC models: greedy or beam (default: what the model's card says)."
+    ),
 ) -> None:
     """Print the text in each image. Unreadable files are reported and skipped; the exit
     code is 1 if any input failed."""
@@ -59,7 +62,9 @@ def predict(
         err.print("[red]error:[/] no input files matched")
         raise typer.Exit(1)
     try:
-        recognizer = Recognizer.from_path(model, backend=backend, threads=threads or None)
+        recognizer = Recognizer.from_path(
+            model, backend=backend, threads=threads or None, decoding=decoding
+        )
     except ModelLoadError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc

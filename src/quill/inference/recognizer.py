@@ -128,9 +128,18 @@ class Recognizer:
 
     @classmethod
     def from_path(
-        cls, path: str | Path, backend: str = "auto", threads: int | None = None
+        cls,
+        path: str | Path,
+        backend: str = "auto",
+        threads: int | None = None,
+        decoding: str | None = None,
     ) -> Recognizer:
-        """Load a staged model directory; ``threads`` sets the runtime's intra-op threads."""
+        """Load a staged model directory; ``threads`` sets the runtime's intra-op threads.
+
+        ``decoding`` (``greedy`` or ``beam``) overrides the method of the model's
+        ``decoding`` section for a CTC model: beam search keeps the section's language
+        model and weights, greedy trades their accuracy for speed.
+        """
         model_dir = Path(path)
         meta_path = model_dir / METADATA_FILE
         if not meta_path.is_file():
@@ -139,6 +148,8 @@ class Recognizer:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as exc:
             raise ModelLoadError(f"{meta_path} is corrupt: {exc}") from exc
+        if decoding is not None:
+            meta["decoding"] = {**meta.get("decoding", {}), "method": decoding}
         if backend == "auto":
             probe = _probe_batch(PreprocessConfig.from_dict(meta["preprocess"]))
             runtime, timings = choose_backend(model_dir, meta, threads, probe)

@@ -1,0 +1,132 @@
+"""Fit a character language model and tune how a staged CTC model decodes with it.
+
+``quill lm fit`` counts n-grams over plain text (Jane Austen's novels, the transcriptions of
+a dataset's train split, any text files); ``quill lm tune`` runs a staged model once over a
+validation set, decodes the same log-probabilities greedily and with beam search at each
+LM weight and insertion bonus of a grid, and (``--write``) stores the best setting in the
+model's ``decoding`` section with the LM beside it, so every interface decodes the same way.
+Tuning on validation data, never on the test split, keeps the benchmark honest.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quill.models.decoding import CTCDecoder, Decoded, ctc_greedy_decode
+from quill.models.language_model import CharNGramLM
+
+LM_FILE = "lm.json"
+
+
+def training_texts(
+    text_files: Sequence[Path], datasets: Sequence[Path], corpus: bool
+) -> Iterable[str]:
+    """Lines to count: text files, the train split of dataset folders, Austen's novels."""
+    from quill.data.manifest import Manifest
+
+    for path in text_files:
+        yield from path.read_text(encoding="utf-8", errors="replace").splitlines()
+    for folder in datasets:
+        yield from (sample.text for sample in Manifest.load(folder).split("train"))
+    if corpus:
+        from quill.data.synth.corpus import load_corpus
+
+        yield from load_corpus().paragraphs
+
+
+@dataclass
+class TuningResult:
+    """CER of one decoding setting on the tuning set, and its decoding time per line."""
+
+    setting: dict[str, Any]
+    cer: float
+    ms_per_line: float
+
+
+class _RecordingDecoder:
+    """Decodes greedily while keeping every batch's log-probabilities for re-decoding."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[Any, Any]] = []
+
+    def __call__(self, log_probs: Any, lengths: Any = None) -> list[Decoded]:
+        self.batches.append((log_probs, lengths))
+        return ctc_greedy_decode(log_probs, lengths)
+
+
+def record_log_probs(
+    recognizer: Any, images: Sequence[Path], progress: Callable[[], None] = lambda: None
+) -> list[tuple[Any, Any]]:
+    """Run the model once over line images: one (log_probs (1, T, C), lengths (1,)) each.
+
+    One image per call keeps the recorded outputs in the order of ``images``.
+    """
+    if recognizer.meta["family"] != "ctc":
+        raise ValueError("decoding with a language model applies to CTC models only")
+    recorder = _RecordingDecoder()
+    original, recognizer.runtime.decoder = recognizer.runtime.decoder, recorder
+    try:
+        for path in images:
+            recognizer.predict([str(path)], kind="line")
+            progress()
+    finally:
+        recognizer.runtime.decoder = original
+    return recorder.batches
+
+
+def tune(
+    batches: Sequence[tuple[Any, Any]],
+    references: Sequence[str],
+    decode_text: Callable[[list[int]], str],
+    lm: CharNGramLM | None,
+    weights: Sequence[float],
+    bonuses: Sequence[float],
+    beam_width: int,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[TuningResult]:
+    """CER of greedy, of beam search alone and of beam search with ``lm`` at every
+    (weight, bonus) pair, on the same recorded log-probabilities; best first."""
+    from quill.bench.accuracy import score
+
+    settings: list[dict[str, Any]] = [
+        {"method": "greedy"},
+        {"method": "beam", "beam_width": beam_width},
+    ]
+    if lm is not None:
+        settings += [
+            {"method": "beam", "beam_width": beam_width, "lm_weight": w, "insertion_bonus": b}
+            for w, b in itertools.product(weights, bonuses)
+        ]
+    results = []
+    for setting in settings:
+        progress(json.dumps(setting))
+        decoder = CTCDecoder(lm=lm if "lm_weight" in setting else None, **setting)
+        start = time.perf_counter()
+        decoded = [item for log_probs, lengths in batches for item in decoder(log_probs, lengths)]
+        elapsed = (time.perf_counter() - start) * 1000 / max(1, len(decoded))
+        texts = [decode_text(ids) for ids, _ in decoded]
+        results.append(TuningResult(setting, score(texts, references).cer, elapsed))
+    return sorted(results, key=lambda r: r.cer)
+
+
+def attach(model_dir: Path, lm_path: Path | None, setting: dict[str, Any]) -> Path:
+    """Write ``setting`` as the staged model's ``decoding`` section (copying the LM in)."""
+    from quill.inference.recognizer import METADATA_FILE
+
+    meta_path = model_dir / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    decoding = dict(setting)
+    if "lm_weight" in decoding and lm_path is not None:
+        if lm_path.resolve() != (model_dir / LM_FILE).resolve():
+            shutil.copyfile(lm_path, model_dir / LM_FILE)
+        decoding["lm"] = LM_FILE
+    meta["decoding"] = decoding
+    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    return meta_path

@@ -1,0 +1,128 @@
+"""``quill lm fit|tune``: a character language model for CTC beam search."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+lm_app = typer.Typer(
+    help="Character language model for CTC beam search: fit it on text, tune it on val data.",
+    no_args_is_help=True,
+)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from exc
+
+
+@lm_app.command("fit")
+def fit(
+    out: Path = typer.Argument(..., help="Where to write the model (JSON, e.g. lm.json)."),
+    text: list[Path] = typer.Option([], help="UTF-8 text file(s), one line per line of text."),
+    dataset: list[Path] = typer.Option(
+        [], help="Dataset folder(s) with a manifest: their train split's transcriptions."
+    ),
+    corpus: bool = typer.Option(
+        True, help="Also count Jane Austen's novels (the synthetic data's corpus)."
+    ),
+    order: int = typer.Option(6, min=1, max=12, help="Characters of context + 1."),
+    evaluate: list[Path] = typer.Option(
+        [], help="Dataset folder(s) whose val split's perplexity to report."
+    ),
+) -> None:
+    """Count character n-grams and write the language model."""
+    from rich.console import Console
+
+    from quill.data.manifest import Manifest
+    from quill.models.language_model import CharNGramLM
+    from quill.staging.language_model import training_texts
+
+    console = Console(stderr=True)
+    missing = [str(p) for p in [*text, *dataset, *evaluate] if not p.exists()]
+    if missing:
+        console.print(f"[red]error:[/] not found: {', '.join(missing)}")
+        raise typer.Exit(1)
+    texts = list(training_texts(text, dataset, corpus))
+    if not texts:
+        console.print("[red]error:[/] no text: give --text, --dataset or keep --corpus")
+        raise typer.Exit(1)
+    with console.status(f"counting {order}-grams over {sum(map(len, texts)):,} characters"):
+        lm = CharNGramLM.fit(texts, order=order)
+        lm.save(out)
+    size = out.stat().st_size / 1e6
+    console.print(f"wrote {out}: {len(lm.counts):,} contexts, {size:.1f} MB")
+    for folder in evaluate:
+        val = [sample.text for sample in Manifest.load(folder).split("val")]
+        console.print(f"perplexity on {folder} val ({len(val)} lines): {lm.perplexity(val):.2f}")
+
+
+@lm_app.command("tune")
+def tune(
+    model: Path = typer.Argument(..., help="Staged CTC model directory."),
+    data: Path = typer.Option(..., help="Dataset folder with a manifest (line samples)."),
+    lm: Path = typer.Option(None, help="Language model from `quill lm fit` (none: beam only)."),
+    split: str = typer.Option("val", help="Split to tune on (never tune on test)."),
+    weights: str = typer.Option("0.2,0.4,0.6,0.8,1.0", help="LM weights to try."),
+    bonuses: str = typer.Option("0,0.5,1,2", help="Per-character insertion bonuses to try."),
+    beam: int = typer.Option(8, min=2, help="Beam width."),
+    limit: int = typer.Option(0, min=0, help="Use at most this many lines (0: all)."),
+    write: bool = typer.Option(
+        False, help="Store the best setting in the model's decoding section (LM copied in)."
+    ),
+) -> None:
+    """Compare greedy, beam and beam+LM decoding on one model run; optionally keep the best."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from quill.data.manifest import Manifest
+    from quill.inference.backends import ModelLoadError
+    from quill.inference.recognizer import Recognizer
+    from quill.models.language_model import CharNGramLM
+    from quill.staging import language_model
+
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        recognizer = Recognizer.from_path(model, decoding="greedy")
+        language = CharNGramLM.load(lm) if lm else None
+        manifest = Manifest.load(data)
+    except (ModelLoadError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    samples = [s for s in manifest.split(split) if s.kind == "line"][: limit or None]
+    if not samples:
+        console.print(f"[red]error:[/] {data} has no {split!r} line samples")
+        raise typer.Exit(1)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("running the model", total=len(samples))
+        try:
+            batches = language_model.record_log_probs(
+                recognizer,
+                [manifest.path_of(s) for s in samples],
+                lambda: progress.advance(task),
+            )
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(1) from exc
+    results = language_model.tune(
+        batches,
+        [s.text for s in samples],
+        recognizer.tokenizer.decode,
+        language,
+        _floats(weights),
+        _floats(bonuses),
+        beam,
+        progress=lambda setting: console.print(f"trying {setting}", style="dim"),
+    )
+    print(f"{model} on {data} {split}: {len(samples)} lines, best first")
+    print(f"{'CER':>8} {'ms/line':>8}  decoding")
+    for result in results:
+        print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {json.dumps(result.setting)}")
+    best = results[0]
+    if write:
+        path = language_model.attach(model, lm, best.setting)
+        console.print(f"wrote decoding {best.setting} to {path}")

@@ -1,0 +1,100 @@
+"""quill lm fit + tune: the LM and the chosen decoding land in a staged model and are used."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.data.manifest import Manifest, Sample, file_sha256
+from quill.inference.backends import ModelLoadError
+from quill.inference.recognizer import METADATA_FILE, Recognizer
+from quill.staging.parity import render_line
+from quill.staging.smoke import SMOKE_WORDS
+
+#: A result row of `quill lm tune`: CER, ms per line, the decoding setting as JSON.
+ROW = re.compile(r"^ *\d+\.\d{4} +\d+\.\d{2}  \{")
+
+
+@pytest.fixture
+def model_copy(smoke_model: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(smoke_model, tmp_path / "model"))
+
+
+@pytest.fixture
+def val_lines(tmp_path: Path) -> Path:
+    root = tmp_path / "lines"
+    (root / "images").mkdir(parents=True)
+    samples = []
+    for index, word in enumerate(SMOKE_WORDS * 2):
+        image = root / "images" / f"{index}.png"
+        render_line(word).save(image)
+        split = "val" if index < len(SMOKE_WORDS) else "train"
+        samples.append(Sample(f"images/{index}.png", word, split, "test", file_sha256(image)))
+    Manifest(root, samples).save()
+    return root
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(model_copy, val_lines, tmp_path):
+    lm_path = tmp_path / "lm.json"
+    fitted = invoke("lm", "fit", str(lm_path), "--dataset", str(val_lines), "--no-corpus",
+                    "--order", "3", "--evaluate", str(val_lines))  # fmt: skip
+    assert "contexts" in fitted and "perplexity on" in fitted
+    table = invoke("lm", "tune", str(model_copy), "--data", str(val_lines), "--lm", str(lm_path),
+                   "--weights", "0.5", "--bonuses", "0,1", "--beam", "4", "--write")  # fmt: skip
+    # greedy, beam alone and two LM settings, each scored on the 4 val lines
+    rows = [line.split(maxsplit=2) for line in table.splitlines() if ROW.match(line)]
+    assert "4 lines, best first" in table and len(rows) == 4
+    assert sorted(json.loads(row[2]).get("insertion_bonus", -1) for row in rows) == [-1, -1, 0, 1]
+    assert [float(row[0]) for row in rows] == sorted(float(row[0]) for row in rows)
+
+    decoding = json.loads((model_copy / METADATA_FILE).read_text())["decoding"]
+    assert decoding["method"] in ("greedy", "beam")
+    recognizer = Recognizer.from_path(model_copy, backend="onnx", threads=1)
+    assert recognizer.runtime.decoder.method == decoding["method"]
+    if "lm_weight" in decoding:
+        assert (model_copy / "lm.json").is_file() and recognizer.runtime.decoder.lm is not None
+    texts = [p.text for p in recognizer.predict([render_line(w) for w in SMOKE_WORDS], "line")]
+    assert texts == list(SMOKE_WORDS)
+
+
+def test_beam_with_a_language_model_reads_through_every_runtime(model_copy, val_lines, tmp_path):
+    invoke("lm", "fit", str(tmp_path / "lm.json"), "--dataset", str(val_lines), "--no-corpus")
+    shutil.copyfile(tmp_path / "lm.json", model_copy / "lm.json")
+    meta = json.loads((model_copy / METADATA_FILE).read_text())
+    meta["decoding"] = {"method": "beam", "beam_width": 4, "lm": "lm.json", "lm_weight": 0.3}
+    (model_copy / METADATA_FILE).write_text(json.dumps(meta))
+    images = [render_line(w) for w in SMOKE_WORDS]
+    for backend in ("onnx", "torchscript", "eager"):
+        recognizer = Recognizer.from_path(model_copy, backend=backend, threads=1)
+        assert recognizer.runtime.decoder.lm is not None, backend
+        assert [p.text for p in recognizer.predict(images, "line")] == list(SMOKE_WORDS)
+    greedy = Recognizer.from_path(model_copy, backend="onnx", threads=1, decoding="greedy")
+    assert greedy.runtime.decoder.method == "greedy"
+
+
+def test_a_missing_or_bad_decoding_section_is_a_clear_load_error(model_copy):
+    meta = json.loads((model_copy / METADATA_FILE).read_text())
+    meta["decoding"] = {"method": "beam", "lm": "lm.json", "lm_weight": 0.3}
+    (model_copy / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="has no lm.json"):
+        Recognizer.from_path(model_copy, backend="onnx")
+    meta["decoding"] = {"method": "beam", "beam": 4}
+    (model_copy / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="unknown decoding settings"):
+        Recognizer.from_path(model_copy, backend="onnx")
+    del meta["decoding"]
+    (model_copy / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match="'greedy' or 'beam'"):
+        Recognizer.from_path(model_copy, backend="onnx", decoding="fast")
