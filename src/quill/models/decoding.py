@@ -149,6 +149,10 @@ def ctc_beam_search(
     ]
 
 
+#: Classes less likely than this in a frame (e**-12 ~ 6e-6) are not tried by beam search.
+PRUNE_LOG_PROB = -12.0
+
+
 def _logaddexp(a: float, b: float) -> float:
     """log(exp(a) + exp(b)) for Python floats (NumPy's is ~20x slower per scalar call)."""
     if a == -math.inf:
@@ -176,10 +180,12 @@ def _beam_search_one(
         acoustic = _logaddexp(p_blank, p_label)
         return acoustic + lm_weight * lm_scores[prefix] + insertion_bonus * len(prefix)
 
-    candidates_per_frame = min(num_classes, beam_width + 1)
-    for frame in frames.tolist():
-        # Only the most likely classes of each frame can extend a surviving prefix.
-        candidates = sorted(range(num_classes), key=frame.__getitem__)[-candidates_per_frame:]
+    # Only the most likely classes of each frame can extend a surviving prefix, and a class
+    # below PRUNE_LOG_PROB cannot change which prefixes survive: most frames of a confident
+    # model leave one or two candidates, which makes beam search several times faster.
+    top = np.argsort(frames, axis=1)[:, ::-1][:, : min(num_classes, beam_width + 1)]  # (T, k)
+    for frame, best in zip(frames.tolist(), top.tolist(), strict=True):
+        candidates = [token for token in best if frame[token] > PRUNE_LOG_PROB]
         following: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf] * 2)
         for prefix, (p_blank, p_label) in beams.items():
             p_total = _logaddexp(p_blank, p_label)

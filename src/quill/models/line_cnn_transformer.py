@@ -20,14 +20,12 @@ import torch
 from torch import nn
 
 from quill.models.blocks import line_cnn, rows_after
-from quill.models.config import ModelConfig
 from quill.models.positional import PositionalEncoding1D
-from quill.models.seq2seq import Seq2SeqModel
-from quill.models.transformer_decoder import TransformerDecoder
+from quill.models.seq2seq import Seq2SeqConfig, Seq2SeqModel
 
 
 @dataclasses.dataclass(frozen=True)
-class LineCNNTransformerConfig(ModelConfig):
+class LineCNNTransformerConfig(Seq2SeqConfig):
     """Architecture of :class:`LineCNNTransformer` (defaults: ~3.5 M parameters)."""
 
     height: int = 64
@@ -35,37 +33,19 @@ class LineCNNTransformerConfig(ModelConfig):
     convs_per_block: int = 1
     #: Memory positions S = W // 2**width_pool_blocks.
     width_pool_blocks: int = 3
-    dim: int = 256
-    heads: int = 4
-    decoder_layers: int = 3
-    ff_dim: int = 1024
-    dropout: float = 0.2
-    #: Default ``generate`` limit in tokens (EOS included).
-    max_output_length: int = 128
 
 
 class LineCNNTransformer(Seq2SeqModel):
     """Line image -> text tokens, autoregressively (see module docstring for shapes)."""
 
     def __init__(self, num_classes: int, config: LineCNNTransformerConfig | None = None):
-        super().__init__()
         config = config or LineCNNTransformerConfig()
+        super().__init__(num_classes, config)
         rows = rows_after(config.height, len(config.channels))
-        self.config = config
-        self.num_classes = num_classes
-        self.max_output_length = config.max_output_length
         self.cnn = line_cnn(config.channels, config.convs_per_block, config.width_pool_blocks)
         self.cnn.to(memory_format=torch.channels_last)
         self.project = nn.Linear(config.channels[-1] * rows, config.dim)
         self.position = PositionalEncoding1D(config.dim, dropout=config.dropout)
-        self.decoder = TransformerDecoder(
-            num_classes,
-            config.dim,
-            config.decoder_layers,
-            config.heads,
-            config.ff_dim,
-            config.dropout,
-        )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         features = self.cnn(images.contiguous(memory_format=torch.channels_last))  # (B,C,H',S)

@@ -20,15 +20,13 @@ import dataclasses
 import torch
 from torch import nn
 
-from quill.models.config import ModelConfig
 from quill.models.positional import PositionalEncoding2D
 from quill.models.resnet import ResNet
-from quill.models.seq2seq import Seq2SeqModel
-from quill.models.transformer_decoder import TransformerDecoder
+from quill.models.seq2seq import Seq2SeqConfig, Seq2SeqModel
 
 
 @dataclasses.dataclass(frozen=True)
-class ResnetTransformerConfig(ModelConfig):
+class ResnetTransformerConfig(Seq2SeqConfig):
     """Architecture of :class:`ResnetTransformer` (defaults: ~3.5 M parameters).
 
     ResNet-18-like encoder as in the reference: ``resnet_blocks=(2, 2, 2)``,
@@ -37,11 +35,6 @@ class ResnetTransformerConfig(ModelConfig):
 
     resnet_blocks: tuple[int, ...] = (1, 1, 1)
     resnet_widths: tuple[int, ...] = (32, 64, 128)
-    dim: int = 256
-    heads: int = 4
-    decoder_layers: int = 3
-    ff_dim: int = 1024
-    dropout: float = 0.2
     #: Default ``generate`` limit in tokens: a handwritten paragraph of ~10 lines.
     max_output_length: int = 700
 
@@ -50,24 +43,13 @@ class ResnetTransformer(Seq2SeqModel):
     """Paragraph image -> text with newlines (see module docstring for shapes)."""
 
     def __init__(self, num_classes: int, config: ResnetTransformerConfig | None = None):
-        super().__init__()
         config = config or ResnetTransformerConfig()
-        self.config = config
-        self.num_classes = num_classes
-        self.max_output_length = config.max_output_length
+        super().__init__(num_classes, config)
         self.resnet = ResNet(config.resnet_blocks, config.resnet_widths)
         self.resnet.to(memory_format=torch.channels_last)
         self.project = nn.Conv2d(self.resnet.out_channels, config.dim, 1)
         self.position = PositionalEncoding2D(config.dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.decoder = TransformerDecoder(
-            num_classes,
-            config.dim,
-            config.decoder_layers,
-            config.heads,
-            config.ff_dim,
-            config.dropout,
-        )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         features = self.resnet(images.contiguous(memory_format=torch.channels_last))

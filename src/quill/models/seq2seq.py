@@ -9,17 +9,48 @@ loop, which the ONNX exporter takes minutes over.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
+from quill.models.config import ModelConfig
 from quill.models.generation import beam_generate, greedy_generate
+from quill.models.transformer_decoder import TransformerDecoder
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig(ModelConfig):
+    """The Transformer decoder's part of every encoder-decoder model's config."""
+
+    dim: int = 256
+    heads: int = 4
+    decoder_layers: int = 3
+    ff_dim: int = 1024
+    dropout: float = 0.2
+    #: Default ``generate`` limit in tokens (EOS included).
+    max_output_length: int = 128
 
 
 class Seq2SeqModel(nn.Module):
-    """Image encoder + :class:`TransformerDecoder`. Subclasses set ``decoder`` and
-    ``max_output_length`` and implement :meth:`encode`."""
+    """Image encoder + :class:`TransformerDecoder`. Subclasses call ``super().__init__``
+    with their config and implement :meth:`encode`."""
 
     family = "seq2seq"
+
+    def __init__(self, num_classes: int, config: Seq2SeqConfig):
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.max_output_length = config.max_output_length
+        self.decoder = TransformerDecoder(
+            num_classes,
+            config.dim,
+            config.decoder_layers,
+            config.heads,
+            config.ff_dim,
+            config.dropout,
+        )
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 1, H, W) -> memory (B, S, dim)."""
