@@ -146,16 +146,24 @@ def ink_map(image: Image.Image) -> np.ndarray:
     >>> bool(np.allclose(ink_map(dark_on_light), ink_map(light_on_dark), atol=0.02))
     True
     """
-    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
-    background = _paper_estimate(image)  # (H, W, 3)
-    distance = np.sqrt(((rgb - background) ** 2).sum(axis=2)) / np.sqrt(3.0)  # (H, W)
-    low = float(np.median(distance))
-    high = float(np.percentile(distance, 99.5))
+    rgb = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        # A grey scan is worked on as one channel: the distance is then |pixel - paper|,
+        # what its three equal channels give, at a third of the cost.
+        grey = rgb[..., 0]
+        background = _paper_estimate(Image.fromarray(grey))  # (H, W)
+        distance = np.abs(grey.astype(np.float32) / 255.0 - background)  # (H, W)
+    else:
+        background = _paper_estimate(image.convert("RGB"))  # (H, W, 3)
+        difference = rgb.astype(np.float32) / 255.0 - background
+        distance = np.sqrt((difference**2).sum(axis=2)) / np.sqrt(3.0)  # (H, W)
+    low, high = (float(v) for v in np.percentile(distance, [50, 99.5]))
     return np.clip((distance - low) / max(high - low, 0.08), 0.0, 1.0).astype(np.float32)
 
 
 def _paper_estimate(image: Image.Image) -> np.ndarray:
-    """The paper colour around each pixel: a median over a window ~40% of the short side.
+    """The paper colour around each pixel of an L or RGB image: a median over a window ~40%
+    of the short side, (H, W) or (H, W, 3) in [0, 1].
 
     Computed on a copy 24 pixels high, so it costs the same for a 64-pixel line and a 12-megapixel
     photo, then scaled back up. Ink is thin and sparse, so the median lands on paper.
@@ -163,7 +171,7 @@ def _paper_estimate(image: Image.Image) -> np.ndarray:
     width, height = image.size
     scale = 24.0 / min(width, height)
     small_size = (max(3, round(width * scale)), max(3, round(height * scale)))
-    small = image.convert("RGB").resize(small_size, Image.Resampling.BOX)
+    small = image.resize(small_size, Image.Resampling.BOX)
     radius = max(1, min(small_size) * 2 // 5 // 2)
     paper = small.filter(ImageFilter.MedianFilter(2 * radius + 1))
     paper = paper.resize((width, height), Image.Resampling.BILINEAR)
