@@ -16,8 +16,6 @@ measured where the model runs rather than assumed.
 
 from __future__ import annotations
 
-import statistics
-import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from quill.models.decoding import CTCDecoder, Decoded, seq2seq_greedy_decode
+from quill.staging.parity import median_decode_ms
 
 BACKENDS = ("onnx", "torchscript", "eager")
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
@@ -234,19 +233,6 @@ def load_backend(name: str, model_dir: Path, meta: dict[str, Any], threads: int 
     return _RUNTIMES[(family, name)](model_dir, meta, threads)
 
 
-def time_backend(
-    backend: Backend, images: np.ndarray, widths: np.ndarray, repeats: int = 3
-) -> float:
-    """Median milliseconds of ``repeats`` runs after one warm-up run."""
-    backend.decode(images, widths)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backend.decode(images, widths)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def choose_backend(
     model_dir: Path, meta: dict[str, Any], threads: int | None, probe: tuple[np.ndarray, np.ndarray]
 ) -> tuple[Backend, dict[str, float]]:
@@ -261,7 +247,7 @@ def choose_backend(
             loaded[name] = load_backend(name, model_dir, meta, threads)
         except ImportError:
             continue  # e.g. an image without torch serves with ONNX Runtime alone
-        timings[name] = time_backend(loaded[name], *probe)
+        timings[name] = median_decode_ms(loaded[name], *probe)
     if not loaded:
         raise ModelLoadError(f"{model_dir} has no ONNX or TorchScript file to run")
     best = min(timings, key=timings.__getitem__)

@@ -103,4 +103,7 @@ def _report_error(out, err, as_json: bool, path: str, exc) -> None:  # noqa: ANN
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the `quill` app."""
+    from quill.inference.lm_cli import lm_app
+
     app.command("predict")(predict)
+    app.add_typer(lm_app, name="lm")

@@ -154,7 +154,4 @@ def _promote(staged_dir: Path, card: Path, force: bool, console: Console) -> Non
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the `quill` app."""
-    from quill.staging.lm_cli import lm_app
-
     app.command("stage")(stage)
-    app.add_typer(lm_app, name="lm")

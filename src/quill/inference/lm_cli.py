@@ -39,8 +39,8 @@ def fit(
     from rich.console import Console
 
     from quill.data.manifest import Manifest
+    from quill.inference.decoding_tuning import training_texts
     from quill.models.language_model import CharNGramLM
-    from quill.staging.language_model import training_texts
 
     console = Console(stderr=True)
     missing = [str(p) for p in [*text, *dataset, *evaluate] if not p.exists()]
@@ -80,10 +80,10 @@ def tune(
     from rich.progress import Progress
 
     from quill.data.manifest import Manifest
+    from quill.inference import decoding_tuning
     from quill.inference.backends import ModelLoadError
     from quill.inference.recognizer import Recognizer
     from quill.models.language_model import CharNGramLM
-    from quill.staging import language_model
 
     console = Console(stderr=True, soft_wrap=True)
     try:
@@ -100,7 +100,7 @@ def tune(
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("running the model", total=len(samples))
         try:
-            batches = language_model.record_log_probs(
+            batches = decoding_tuning.record_log_probs(
                 recognizer,
                 [manifest.path_of(s) for s in samples],
                 lambda: progress.advance(task),
@@ -108,7 +108,7 @@ def tune(
         except ValueError as exc:
             console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from exc
-    results = language_model.tune(
+    results = decoding_tuning.tune(
         batches,
         [s.text for s in samples],
         recognizer.tokenizer.decode,
@@ -124,5 +124,5 @@ def tune(
         print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {json.dumps(result.setting)}")
     best = results[0]
     if write:
-        path = language_model.attach(model, lm, best.setting)
+        path = decoding_tuning.attach(model, lm, best.setting)
         console.print(f"wrote decoding {best.setting} to {path}")

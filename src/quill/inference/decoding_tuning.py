@@ -93,7 +93,7 @@ def tune(
 ) -> list[TuningResult]:
     """CER of greedy, of beam search alone and of beam search with ``lm`` at every
     (weight, bonus) pair, on the same recorded log-probabilities; best first."""
-    from quill.bench.accuracy import score
+    from quill.training.metrics import character_error_rate
 
     settings: list[dict[str, Any]] = [
         {"method": "greedy"},
@@ -112,7 +112,7 @@ def tune(
         decoded = [item for log_probs, lengths in batches for item in decoder(log_probs, lengths)]
         elapsed = (time.perf_counter() - start) * 1000 / max(1, len(decoded))
         texts = [decode_text(ids) for ids, _ in decoded]
-        results.append(TuningResult(setting, score(texts, references).cer, elapsed))
+        results.append(TuningResult(setting, character_error_rate(texts, references), elapsed))
     return sorted(results, key=lambda r: r.cer)
 
 
