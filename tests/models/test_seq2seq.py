@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from quill.models import build_model
-from quill.models.generation import greedy_generate, greedy_uncached, token_log_probs
+from quill.models.generation import greedy_uncached, token_log_probs
 from quill.vocab import Tokenizer
 
 from .conftest import targets_batch
@@ -60,7 +60,7 @@ def test_cached_greedy_equals_full_recomputation(name):
     model = tiny(name, num_classes=40)
     with torch.no_grad():
         memory = model.encode(images(name, 3))
-        cached_ids, cached_conf = greedy_generate(model.decoder, memory, max_length=25)
+        cached_ids, cached_conf = model.decoder.generate_greedy(memory, max_length=25)
         full_ids, full_conf = greedy_uncached(model.decoder, memory, max_length=25)
     assert torch.equal(cached_ids, full_ids)
     torch.testing.assert_close(cached_conf, full_conf)
@@ -165,6 +165,17 @@ def test_torchscript_generate_matches_eager(name, tmp_path):
         script_ids, script_conf = loaded.generate(x, 12, beam_size)
         assert torch.equal(script_ids, eager_ids)
         torch.testing.assert_close(script_conf, eager_conf)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_two_configurations_of_one_class_script_in_one_process(name):
+    """The decoding loops are decoder methods, compiled per module type: a second, differently
+    sized decoder must not meet a loop compiled for the first."""
+    wider = {**TINY[name], "dim": 48, "decoder_layers": 1, "ff_dim": 96}
+    for model in (tiny(name), build_model(name, num_classes=12, **wider).eval()):
+        scripted = torch.jit.script(model)
+        x = images(name)
+        assert torch.equal(scripted.generate(x, 8, 2)[0], model.generate(x, 8, 2)[0])
 
 
 def test_generate_defaults_to_config_limit_and_may_exceed_it():

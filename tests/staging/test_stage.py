@@ -246,9 +246,7 @@ def test_a_seq2seq_model_stages_as_encoder_and_decoder_step_graphs(
     config, preprocess = SEQ2SEQ[name]
     model = build_model(name, len(tokenizer), dropout=0.0, max_output_length=12, **config)
     checkpoint = write_checkpoint(tmp_path / "s2s.ckpt", model, name, tokenizer, preprocess)
-    # Staged through the CLI in a fresh process, as users run it: TorchScript compiles the
-    # generation functions once per process, so scripting a second configuration of the
-    # same seq2seq class in one process fails (a known limitation, see docs/serving.md).
+    # Staged through the CLI in a fresh process, as users run it.
     out = tmp_path / "s2s"
     subprocess.run(
         [

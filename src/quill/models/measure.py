@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from quill.models import MODEL_NAMES, build_model
-from quill.models.generation import greedy_generate, greedy_uncached
+from quill.models.generation import greedy_uncached
 from quill.vocab import Tokenizer
 
 
@@ -67,8 +67,8 @@ def measure(
             with torch.no_grad():
                 model.decoder.classifier.bias[Tokenizer.eos_id] = -1e4  # decode all `tokens`
             memory = lambda m=model, x=images: m.encode(x)  # noqa: E731
-            variants[f"encode+{tokens} cached"] = lambda m=model, f=memory: greedy_generate(
-                m.decoder, f(), tokens
+            variants[f"encode+{tokens} cached"] = lambda m=model, f=memory: (
+                m.decoder.generate_greedy(f(), tokens)
             )
             variants[f"encode+{tokens} uncached"] = lambda m=model, f=memory: greedy_uncached(
                 m.decoder, f(), tokens

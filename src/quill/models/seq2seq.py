@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from quill.models.config import ModelConfig
-from quill.models.generation import beam_generate, greedy_generate
 from quill.models.transformer_decoder import TransformerDecoder
 
 
@@ -72,5 +71,5 @@ class Seq2SeqModel(nn.Module):
         with torch.no_grad():
             memory = self.encode(images)
             if beam_size == 1:
-                return greedy_generate(self.decoder, memory, limit)
-            return beam_generate(self.decoder, memory, limit, beam_size)
+                return self.decoder.generate_greedy(memory, limit)
+            return self.decoder.generate_beam(memory, limit, beam_size)

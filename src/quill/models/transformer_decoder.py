@@ -18,6 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from quill.models.generation import (
+    greedy_pick,
+    mean_confidence,
+    start_tokens,
+    token_log_probs,
+    trim_padding,
+)
 from quill.models.positional import PositionalEncoding1D
 from quill.vocab import Tokenizer
 
@@ -208,6 +215,85 @@ class TransformerDecoder(nn.Module):
             torch.stack(self_keys), torch.stack(self_values), cache.cross_keys, cache.cross_values
         )
         return logits, new_cache
+
+    @torch.jit.export
+    def generate_greedy(
+        self, memory: torch.Tensor, max_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy decoding with the KV cache: memory (B, S, D) -> ids (B, L), confidence (B,)."""
+        if max_length < 1:
+            raise ValueError("max_length must be at least 1, got " + str(max_length))
+        b = memory.shape[0]
+        cache = self.init_cache(memory)
+        tokens = start_tokens(memory, b, self.bos_id)  # (B, 1): only the newest token is fed
+        finished = torch.zeros(b, dtype=torch.bool, device=memory.device)
+        total_log_prob = torch.zeros(b, device=memory.device)
+        outputs: list[torch.Tensor] = []
+        for _ in range(max_length):
+            logits, cache = self.step(tokens, cache)  # (B, C)
+            best, log_prob = greedy_pick(logits, finished, self.pad_id, self.bos_id)
+            total_log_prob = total_log_prob + log_prob
+            outputs.append(best)
+            finished = finished | (best == self.eos_id)
+            if bool(finished.all()):
+                break
+            tokens = best.unsqueeze(1)
+        ids = torch.stack(outputs, dim=1)  # (B, L)
+        return ids, mean_confidence(total_log_prob, ids, self.eos_id)
+
+    @torch.jit.export
+    def generate_beam(
+        self,
+        memory: torch.Tensor,
+        max_length: int,
+        beam_size: int,
+        length_penalty: float = 1.0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Beam search with the KV cache: memory (B, S, D) -> ids (B, L), confidence (B,).
+
+        Hypotheses are ranked by summed log-probability while searching; the final choice among
+        the ``beam_size`` survivors divides by ``length ** length_penalty`` (1.0 = mean log-prob),
+        so a hypothesis is not preferred merely for being short. Stops when every beam has ended.
+        """
+        if max_length < 1:
+            raise ValueError("max_length must be at least 1, got " + str(max_length))
+        b, k = memory.shape[0], beam_size
+        device = memory.device
+        cache = self.init_cache(memory.repeat_interleave(k, dim=0))  # rows: B*K
+        tokens = start_tokens(memory, b * k, self.bos_id)
+        # Only the first beam is alive at the start, or all K would expand the same prefix.
+        scores = torch.full((b, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0
+        lengths = torch.zeros(b, k, device=device)
+        finished = torch.zeros(b, k, dtype=torch.bool, device=device)
+        history = torch.zeros(b, k, 0, dtype=torch.long, device=device)
+        rows = torch.arange(b, device=device).unsqueeze(1)  # (B, 1)
+        for _ in range(max_length):
+            logits, cache = self.step(tokens, cache)
+            log_probs = token_log_probs(logits, self.pad_id, self.bos_id)
+            log_probs = log_probs.view(b, k, -1)  # (B, K, C)
+            num_classes = log_probs.shape[-1]
+            # A finished beam can only continue with PAD, at no cost.
+            pad_only = torch.full_like(log_probs, float("-inf"))
+            pad_only[..., self.pad_id] = 0.0
+            log_probs = torch.where(finished.unsqueeze(-1), pad_only, log_probs)
+            candidates = (scores.unsqueeze(-1) + log_probs).view(b, k * num_classes)
+            scores, flat = candidates.topk(k, dim=-1)  # (B, K)
+            beam, token = flat // num_classes, flat % num_classes
+            finished = finished[rows, beam]
+            lengths = lengths[rows, beam] + (~finished).float()
+            history = torch.cat([history[rows, beam], token.unsqueeze(-1)], dim=-1)
+            # A beam with no probability left (more beams than live candidates) is over too.
+            finished = finished | (token == self.eos_id) | torch.isinf(scores)
+            cache = reorder_cache(cache, (rows * k + beam).view(-1))
+            tokens = token.view(b * k, 1)
+            if bool(finished.all()):
+                break
+        normalised = scores / lengths.clamp(min=1.0) ** length_penalty
+        best = normalised.argmax(dim=-1)  # (B,)
+        every = torch.arange(b, device=device)
+        confidence = torch.exp(scores[every, best] / lengths[every, best].clamp(min=1.0))
+        return trim_padding(history[every, best], self.pad_id), confidence  # ids (B, L)
 
 
 def reorder_cache(cache: DecoderCache, index: torch.Tensor) -> DecoderCache:
