@@ -60,6 +60,12 @@ def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(model_copy, va
     assert [float(row[0]) for row in rows] == sorted(float(row[0]) for row in rows)
 
     decoding = json.loads((model_copy / METADATA_FILE).read_text())["decoding"]
+    card = (model_copy / "MODEL_CARD.md").read_text()
+    assert card.count("## Decoding") == 1 and card.index("## Decoding") < card.index("## Files")
+    assert f"| `{json.dumps(decoding)}` |" in card and "4 val lines" in card
+    invoke("lm", "tune", str(model_copy), "--data", str(val_lines), "--write", "--limit", "2")
+    card = (model_copy / "MODEL_CARD.md").read_text()  # tuned again: the section is replaced
+    assert card.count("## Decoding") == 1 and "2 val lines" in card and "4 val lines" not in card
     assert decoding["method"] in ("greedy", "beam")
     recognizer = Recognizer.from_path(model_copy, backend="onnx", threads=1)
     assert recognizer.runtime.decoder.method == decoding["method"]

@@ -116,8 +116,15 @@ def tune(
     return sorted(results, key=lambda r: r.cer)
 
 
-def attach(model_dir: Path, lm_path: Path | None, setting: dict[str, Any]) -> Path:
-    """Write ``setting`` as the staged model's ``decoding`` section (copying the LM in)."""
+def attach(
+    model_dir: Path,
+    lm_path: Path | None,
+    setting: dict[str, Any],
+    results: Sequence[TuningResult] = (),
+    tuned_on: str = "",
+) -> Path:
+    """Write ``setting`` as the staged model's ``decoding`` section (copying the LM in), and
+    the tuning table as the model card's Decoding section."""
     from quill.inference.recognizer import METADATA_FILE
 
     meta_path = model_dir / METADATA_FILE
@@ -129,4 +136,30 @@ def attach(model_dir: Path, lm_path: Path | None, setting: dict[str, Any]) -> Pa
         decoding["lm"] = LM_FILE
     meta["decoding"] = decoding
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
+    card = model_dir / "MODEL_CARD.md"
+    if card.is_file():
+        card.write_text(_with_decoding_section(card.read_text(), decoding, results, tuned_on))
     return meta_path
+
+
+def _with_decoding_section(
+    card: str, decoding: dict[str, Any], results: Sequence[TuningResult], tuned_on: str
+) -> str:
+    """The card with its "## Decoding" section (re)written, placed before "## Files"."""
+    lines = [
+        "## Decoding",
+        "",
+        f"`{json.dumps(decoding)}`, chosen by `quill lm tune` on {tuned_on or 'validation data'}:",
+        "",
+        "| decoding | CER | ms per line |",
+        "|---|---|---|",
+        *(f"| `{json.dumps(r.setting)}` | {r.cer:.4f} | {r.ms_per_line:.2f} |" for r in results),
+        "",
+    ]
+    section = "\n".join(lines) + "\n"
+    start = card.find("## Decoding\n")
+    if start >= 0:
+        end = card.find("\n## ", start + 1)
+        return card[:start] + section + (card[end + 1 :] if end >= 0 else "")
+    anchor = card.find("## Files\n")
+    return card[:anchor] + section + card[anchor:] if anchor >= 0 else card + "\n" + section

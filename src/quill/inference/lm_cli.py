@@ -124,5 +124,6 @@ def tune(
         print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {json.dumps(result.setting)}")
     best = results[0]
     if write:
-        path = decoding_tuning.attach(model, lm, best.setting)
+        tuned_on = f"{len(samples)} {split} lines of `{data}`"
+        path = decoding_tuning.attach(model, lm, best.setting, results, tuned_on)
         console.print(f"wrote decoding {best.setting} to {path}")
