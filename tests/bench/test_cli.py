@@ -18,13 +18,15 @@ def test_accuracy_command_writes_reports_and_skips_missing_peers(
 ) -> None:
     args = ["bench", "accuracy", "--model", str(tiny_model), "--data", f"printed={printed_dataset}"]
     args += ["--peer", "tesseract", "--peer", "no-such-peer", "--out", str(tmp_path)]
+    args += ["--also-decoding", "beam"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "skipped no-such-peer" in result.output
     payload = json.loads((tmp_path / "accuracy.json").read_text())
     assert "no-such-peer" in payload["unavailable"]
-    expected = ["quill"] + (["tesseract"] if shutil.which("tesseract") else [])
+    expected = ["quill", "quill-beam"] + (["tesseract"] if shutil.which("tesseract") else [])
     assert list(payload["systems"]) == expected
+    assert json.loads(payload["systems"]["quill-beam"]["decoding"]) == {"method": "beam"}
     assert payload["datasets"][0]["samples"] == 4
     markdown = (tmp_path / "accuracy.md").read_text()
     assert "## printed" in markdown and "| inverted=True | 1 |" in markdown

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import onnx
@@ -75,6 +76,23 @@ def test_int8_copy_quantises_matrix_products_but_not_convolutions(tiny_model, tm
     assert (out / "model.onnx").stat().st_size < (tiny_model / "model.onnx").stat().st_size
     with pytest.raises(QuantizeError, match="no model.onnx"):
         quantize_staged(tmp_path / "int8-missing", tmp_path / "nowhere")
+
+
+def test_variants_keep_or_override_the_models_decoding(tiny_model, tmp_path) -> None:
+    from quill.models.language_model import CharNGramLM
+
+    model = Path(shutil.copytree(tiny_model, tmp_path / "model"))
+    CharNGramLM.fit(["a tiny corpus"], order=3).save(model / "lm.json")
+    meta = json.loads((model / "quill-model.json").read_text())
+    meta["decoding"] = {"method": "beam", "beam_width": 4, "lm": "lm.json", "lm_weight": 0.5}
+    (model / "quill-model.json").write_text(json.dumps(meta))
+    systems, missing = load_quill_variants(
+        model, ["onnx", "onnx-int8", "onnx-greedy"], 1, tmp_path / "int8"
+    )
+    assert missing == {} and (tmp_path / "int8" / "lm.json").is_file()
+    decoders = {s.name: s.recognizer.runtime.decoder for s in systems}
+    assert decoders["quill-onnx"].lm is not None and decoders["quill-onnx-int8"].lm is not None
+    assert decoders["quill-onnx-greedy"].method == "greedy"
 
 
 def test_run_speed_times_every_variant_and_records_failures(

@@ -88,6 +88,14 @@ def accuracy(
     ),
     threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per Quill call.")] = 16,
+    also_decoding: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also-decoding",
+            help="Also measure the model with this CTC decoding (greedy or beam) as "
+            "quill-<method>, beside its own (repeat).",
+        ),
+    ] = None,
     slice_by: Annotated[
         list[str] | None,
         typer.Option("--slice", help="Sample field or meta key to report separately (repeat)."),
@@ -123,8 +131,12 @@ def accuracy(
         raise _fail(str(exc)) from exc
     systems = []
     if model is not None:
+        variants = {"quill": None, **{f"quill-{d}": d for d in also_decoding or []}}
         try:
-            systems.append(QuillSystem.load(model, backend, threads, name="quill"))
+            systems += [
+                QuillSystem.load(model, backend, threads, name=name, decoding=decoding)
+                for name, decoding in variants.items()
+            ]
         except SystemUnavailable as exc:
             raise _fail(str(exc)) from exc
     peers, unavailable = _load_peers(peer or [], threads)
@@ -196,7 +208,8 @@ def speed(
     variant: Annotated[
         list[str] | None,
         typer.Option(
-            help="Quill runtime: eager, torchscript, onnx, onnx-int8 (repeat; default: all)."
+            help="Quill runtime: eager, torchscript, onnx, onnx-int8, onnx-greedy (greedy CTC "
+            "decoding whatever the model's decoding section says) (repeat; default: all)."
         ),
     ] = None,
     peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,

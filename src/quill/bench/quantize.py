@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 #: Operators quantised (see module docstring for why convolutions are not).
@@ -49,6 +50,9 @@ def quantize_staged(model_dir: Path, out_dir: Path) -> Path:
     finally:
         root.setLevel(level)
     meta = json.loads((model_dir / METADATA_FILE).read_text())
+    lm_file = meta.get("decoding", {}).get("lm")
+    if lm_file:  # the copy decodes like the original: same language model
+        shutil.copyfile(model_dir / lm_file, out_dir / lm_file)
     meta["version"] = f"{meta.get('version', 'model')}-int8"
     meta["backends"] = {
         "onnx": {

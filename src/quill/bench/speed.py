@@ -148,7 +148,8 @@ def speedups(timings: Sequence[Timing], baseline: str) -> dict[int, float]:
 
 
 #: Quill runtimes compared: eager PyTorch (the baseline), the two exports, and int8 ONNX.
-VARIANTS = ("eager", "torchscript", "onnx", "onnx-int8")
+#: ``onnx-greedy`` is ONNX with greedy CTC decoding whatever the model's decoding section says.
+VARIANTS = ("eager", "torchscript", "onnx", "onnx-int8", "onnx-greedy")
 BASELINE = "quill-eager"
 #: int8 "keeps accuracy" if its CER on the timed inputs is at most this much above float32's.
 INT8_TOLERANCE = 0.005
@@ -181,6 +182,8 @@ def load_quill_variants(
                 if not (int8_dir / "model.onnx").is_file():
                     quantize_staged(model_dir, int8_dir)
                 systems.append(QuillSystem.load(int8_dir, "onnx", threads, name))
+            elif variant == "onnx-greedy":
+                systems.append(QuillSystem.load(model_dir, "onnx", threads, name, "greedy"))
             else:
                 systems.append(QuillSystem.load(model_dir, variant, threads, name))
         except (SystemUnavailable, QuantizeError) as exc:

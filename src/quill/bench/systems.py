@@ -9,6 +9,7 @@ timed call. Quill reads a whole batch in one call; peers without batching loop i
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,17 +64,27 @@ class QuillSystem:
 
     @classmethod
     def load(
-        cls, model_dir: Path, backend: str = "auto", threads: int | None = None, name: str = ""
+        cls,
+        model_dir: Path,
+        backend: str = "auto",
+        threads: int | None = None,
+        name: str = "",
+        decoding: str | None = None,
     ) -> QuillSystem:
-        """Open a staged model directory; a clear :class:`SystemUnavailable` if it cannot be."""
+        """Open a staged model directory; a clear :class:`SystemUnavailable` if it cannot be.
+
+        ``decoding`` overrides the model's CTC decoding method (greedy or beam)."""
         from quill.inference.recognizer import Recognizer
 
         try:
-            recognizer = Recognizer.from_path(model_dir, backend=backend, threads=threads)
+            recognizer = Recognizer.from_path(
+                model_dir, backend=backend, threads=threads, decoding=decoding
+            )
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             message = f"cannot load Quill model {model_dir} ({backend}): {exc}"
             raise SystemUnavailable(message) from exc
         settings = {"model_dir": str(model_dir), "backend": backend, "threads": str(threads)}
+        settings["decoding"] = json.dumps(recognizer.meta.get("decoding", {"method": "greedy"}))
         return cls(name or f"quill-{backend}", recognizer, settings)
 
     def describe(self) -> dict[str, str]:
