@@ -26,7 +26,7 @@ up: setup  ## the main job: web app + REST API with the shipped model on localho
 	$(BIN)/quill up --host $(HOST)
 
 test: setup  ## the whole test suite with coverage
-	$(BIN)/pytest --cov=quill --cov-report=term:skip-covered
+	$(BIN)/pytest --cov=quill --cov-report=term:skip-covered --durations=15
 
 lint: setup  ## ruff, formatting check and shellcheck through pre-commit
 	$(BIN)/pre-commit run --all-files
