@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Reproduce models/default from scratch: data, training, staging, language model, benchmark.
+# About 100 minutes on a 2-core CPU (the training is capped by configs/default.yaml's
+# trainer.max_time); the same commands use a GPU when one is present.
+# Usage: scripts/train_default_model.sh [extra `quill train` overrides, e.g. trainer.max_time=null]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quill=.venv/bin/quill
+hooker=../shared/datasets/hooker-letters
+
+[ -f data/hooker/manifest.jsonl ] || "$quill" data import folder "$hooker" --out data/hooker
+[ -f data/synth/lines/manifest.jsonl ] ||
+    "$quill" data synth --kind line --n 16000 --out data/synth/lines --seed 0
+
+"$quill" train --config configs/default.yaml "$@"
+run=$("$quill" runs list -e default-model --max 1 --json |
+    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run"])')
+
+"$quill" stage "$run" --out models/default --name quill-default
+"$quill" lm fit models/default/lm.json --dataset data/hooker --evaluate data/hooker
+"$quill" lm tune models/default --data data/hooker --lm models/default/lm.json --write
+
+"$quill" bench accuracy --model models/default --also-decoding greedy \
+    --data hooker="$hooker" --data synth-heldout=data/synth/lines --split test \
+    --peer tesseract --peer rapidocr --threads 1
+"$quill" bench speed --model models/default --data hooker="$hooker" \
+    --batch 1 --batch 8 --threads 1 --images 16
