@@ -55,7 +55,7 @@ class CharNGramLM:
 
     @classmethod
     def fit(
-        cls, texts: Iterable[str], order: int = 6, tokenizer: Tokenizer | None = None
+        cls, texts: Iterable[str], order: int = 5, tokenizer: Tokenizer | None = None
     ) -> CharNGramLM:
         """Count the n-grams of ``texts`` (one line each); characters outside the tokenizer
         end a context (they cannot be decoded, so they must not be predicted)."""
