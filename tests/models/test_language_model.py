@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from quill.models.language_model import CharNGramLM
+from quill.models.language_model import LINE_START, CharNGramLM
 from quill.vocab import Tokenizer
 
 TEXTS = ["the botanic garden at Kew", "the herbarium is there", "then they wrote to Kew"]
@@ -18,7 +18,9 @@ def lm() -> CharNGramLM:
     return CharNGramLM.fit(TEXTS, order=4)
 
 
-@pytest.mark.parametrize("history", ["", "th", "the", "zzq", "Kew and"])
+@pytest.mark.parametrize(
+    "history", ["", "th", "the", "zzq", "Kew and", LINE_START, LINE_START + "t"]
+)
 def test_every_context_gives_a_distribution_over_the_characters(lm, history):
     total = sum(math.exp(lm.char_log_prob(history, c)) for c in lm.tokenizer.characters)
     assert total == pytest.approx(1.0, abs=1e-9)
@@ -37,6 +39,8 @@ def test_characters_outside_the_vocabulary_end_the_context():
     # "é" is skipped and nothing is predicted from a context that spans it
     assert {context: dict(c) for context, c in lm.counts.items()} == {
         "": {"a": 1, "b": 1, " ": 1, "c": 1},
+        LINE_START: {"a": 1},
+        LINE_START + "a": {"b": 1},
         "a": {"b": 1},
         " ": {"c": 1},
     }
@@ -46,6 +50,9 @@ def test_token_ids_and_characters_agree(lm):
     tokenizer = Tokenizer()
     prefix, token = tuple(tokenizer.encode("the her")), tokenizer.encode("b")[0]
     assert lm.log_prob(prefix, token) == lm.char_log_prob("the her", "b")
+    # a prefix shorter than the context starts the line
+    assert lm.log_prob(prefix[:1], token) == lm.char_log_prob(LINE_START + "t", "b")
+    assert lm.char_log_prob(LINE_START, "t") > lm.char_log_prob(LINE_START, "h")
     assert lm.log_prob(prefix, Tokenizer.blank_id) == -math.inf  # never predicts a special
 
 
