@@ -207,3 +207,31 @@ def test_worker_processes_and_bad_configs(sources, tmp_path: Path):
         HTRDataModule([{"path": tmp_path, "weight": -1}])
     with pytest.raises(ValueError, match="names must differ"):
         HTRDataModule([tmp_path / "a" / "x", tmp_path / "b" / "x"])
+
+
+def test_an_augmentation_that_shrinks_a_tiny_line_too_far_falls_back_to_the_original(
+    tmp_path: Path,
+) -> None:
+    """A one-letter crop 8 px wide, shrunk to a third, is below the 4-px minimum side: the
+    sample is still served (unaugmented) instead of stopping the training run."""
+    from PIL import Image
+
+    from quill.data.augment import AugmentConfig, Augmenter
+    from quill.data.datamodule import HTRDataset, Item
+    from quill.preprocess import ImageError, preprocess
+
+    path = tmp_path / "i.png"
+    image = Image.new("L", (8, 40), 255)
+    image.paste(0, (3, 10, 5, 30))
+    image.save(path)
+    config = PreprocessConfig(kind="line", height=32)
+    geometric = ("slant", "rotate", "elastic", "baseline_wave", "stroke_width", "perspective")
+    appearance = ("recolour", "invert", "contrast", "blur", "noise")
+    only_downscale = AugmentConfig(
+        **dict.fromkeys(geometric + appearance, 0.0), downscale=1.0, downscale_range=(0.34, 0.35)
+    )
+    augmenter = Augmenter(only_downscale, config)
+    with pytest.raises(ImageError, match="each side needs at least"):
+        preprocess(augmenter(image, np.random.default_rng(0)), config)
+    dataset = HTRDataset([Item(str(path), "i", (3,), "real")], config, augmenter)
+    assert np.array_equal(dataset[0]["image"], preprocess(image, config))

@@ -28,6 +28,7 @@ from typing import Literal
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from quill.data.augment import AugmentConfig, Augmenter
@@ -133,16 +134,25 @@ class HTRDataset(Dataset):
                 log.warning("skipping unreadable image %s: %s", item.path, exc)
                 failures.append(item.path)
                 continue
-            if self.augmenter is not None:
-                image = self.augmenter(image, self.rng())
             return {
-                "image": preprocess(image, self.config),  # (H, W) float32, ink = 1
+                "image": self._pixels(image),  # (H, W) float32, ink = 1
                 "text": item.text,
                 "ids": item.ids,
                 "path": item.path,
                 "source": item.source,
             }
         raise RuntimeError(f"{MAX_REPLACEMENTS} unreadable images in a row: {failures}")
+
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        """The preprocessed image, augmented if asked. A distortion that leaves too little
+        (a one-letter line shrunk below the minimum side) gives way to the original."""
+        if self.augmenter is None:
+            return preprocess(image, self.config)
+        try:
+            return preprocess(self.augmenter(image, self.rng()), self.config)
+        except ImageError as exc:
+            log.debug("augmentation of a %dx%d image failed (%s); using it as is", *image.size, exc)
+            return preprocess(image, self.config)
 
 
 def collate(samples: list[dict]) -> dict:
