@@ -95,14 +95,14 @@ def test_example_images_ship_with_their_texts() -> None:
             assert min(image.size) >= 32
 
 
-def upload_until_shown(page, path: Path, attempts: int = 6) -> None:  # noqa: ANN001
+def upload_until_shown(page, path: Path, attempts: int = 8) -> None:  # noqa: ANN001
     """Choose ``path`` in the editor's file input until the editor shows it: Gradio renders
     in steps, and a file given to an input that is then re-rendered is dropped."""
     page.wait_for_selector("#quill-flag-other")
     for _ in range(attempts):
         page.locator("#quill-image input[type=file]").first.set_input_files(str(path))
         try:
-            page.get_by_text("Upload an image").wait_for(state="detached", timeout=10_000)
+            page.get_by_text("Upload an image").wait_for(state="detached", timeout=15_000)
             return
         except Exception:  # noqa: BLE001 - playwright's TimeoutError: choose the file again
             continue
