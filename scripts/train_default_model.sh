@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/default from scratch: data, training, staging, language model, benchmark.
-# About 100 minutes on a 2-core CPU (the training is capped by configs/default.yaml's
+# About 3 hours on a 2-core CPU (each training stage is capped by its config's
 # trainer.max_time); the same commands use a GPU when one is present.
 # Usage: scripts/train_default_model.sh [extra `quill train` overrides, e.g. trainer.max_time=null]
 set -euo pipefail
@@ -12,11 +12,17 @@ hooker=../shared/datasets/hooker-letters
 [ -f data/synth/lines/manifest.jsonl ] ||
     "$quill" data synth --kind line --n 16000 --out data/synth/lines --seed 0
 
-"$quill" train --config configs/default.yaml "$@"
-run=$("$quill" runs list -e default-model --max 1 --json |
-    .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run"])')
+latest_run() {
+    "$quill" runs list -e default-model --max 1 --json |
+        .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run"])'
+}
 
-"$quill" stage "$run" --out models/default --name quill-default
+# stage 1: from scratch; stage 2: a warm restart from stage 1's weights
+"$quill" train --config configs/default.yaml "$@"
+"$quill" stage "$(latest_run)" --out outputs/stage1-model --name quill-default-stage1
+"$quill" train --config configs/default_finetune.yaml --init-from outputs/stage1-model "$@"
+
+"$quill" stage "$(latest_run)" --out models/default --name quill-default
 "$quill" lm fit models/default/lm.json --dataset data/hooker --evaluate data/hooker
 "$quill" lm tune models/default --data data/hooker --lm models/default/lm.json --write
 

@@ -16,7 +16,9 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from quill.training.cli import register
-from quill.training.module import load_module
+from quill.training.init_weights import load_initial_weights
+from quill.training.module import create_module, load_module
+from quill.vocab import Tokenizer
 
 from .conftest import TINY_CONFIG
 
@@ -215,6 +217,25 @@ def test_resume_continues_from_the_checkpoint(ctc_run, tiny_lines: Path) -> None
     assert len(epochs) == 1  # only the third epoch ran
     first_step = min(m.step for m in client.get_metric_history(resumed.info.run_id, "train_loss"))
     assert first_step >= torch.load(last, weights_only=False)["global_step"]
+
+
+def test_init_from_starts_a_fresh_run_from_checkpoint_weights(ctc_run, tiny_lines: Path) -> None:
+    client, run, folder = ctc_run
+    last = folder / "out" / run.info.run_id / "checkpoints" / "last.ckpt"
+    finetune = ["--experiment", "finetuned", "--init-from", str(last), "--max-epochs", "1"]
+    quill(*train_args(tiny_lines, client.tracking_uri, folder / "out", *finetune))
+    finetuned = only_run(client, "finetuned")
+    assert finetuned.data.tags["quill.initialised_from"] == str(last)
+    # a fresh schedule: its steps count from 0, unlike a resumed run's
+    assert min(m.step for m in client.get_metric_history(finetuned.info.run_id, "lr")) == 0
+
+    fresh = load_module(str(last))
+    module = create_module(
+        fresh.hparams.config, Tokenizer(), fresh.hparams.preprocess, "any-version"
+    )
+    load_initial_weights(module.model, last, Tokenizer())
+    for name, tensor in module.model.state_dict().items():
+        assert torch.equal(tensor, fresh.model.state_dict()[name]), name
 
 
 SEQ2SEQ = {

@@ -74,6 +74,13 @@ def train_command(
     resume: Annotated[
         Path | None, typer.Option(help="Continue from this .ckpt (weights, optimiser, epoch).")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from the weights of this .ckpt or staged model directory (fine-tuning: "
+            "fresh optimiser and schedule; same architecture and character set)."
+        ),
+    ] = None,
     logger: Annotated[
         str | None, typer.Option(help="mlflow (default), tensorboard, wandb or csv.")
     ] = None,
@@ -100,6 +107,7 @@ def train_command(
         "trainer.max_epochs": max_epochs,
         "trainer.max_steps": max_steps,
         "trainer.max_time": _max_time(max_time) if max_time else None,
+        "model.init_from": str(init_from) if init_from else None,
         "tracking.logger": logger,
         "tracking.tracking_uri": tracking_uri,
         "tracking.experiment": experiment,

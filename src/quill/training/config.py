@@ -27,7 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "seed": 1234,
     # intra-op CPU threads (None: torch's default); set 1 per process on a busy machine
     "threads": None,
-    "model": {"name": "ctc_line", "config": {}},
+    # init_from: a .ckpt or staged model directory whose weights the run starts from
+    "model": {"name": "ctc_line", "config": {}, "init_from": None},
     "data": {
         # each source: {path: DIR, weight: W}; weights mix sources within an epoch
         "sources": [],

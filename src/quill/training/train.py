@@ -105,19 +105,35 @@ def build_datamodule(
 
 
 def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
-    """A relative dataset path means the working directory if it exists there, else the
-    project root, so `quill train` works from any folder of the checkout."""
+    """A dataset entry with its path resolved by :func:`_project_path`, so `quill train` works
+    from any folder of the checkout."""
     if not isinstance(source, Mapping) or "path" not in source:
         raise TrainingSetupError(f"each data.sources entry needs a path, got {source!r}")
-    path = Path(source["path"]).expanduser()
-    if not path.is_absolute() and not path.exists():
-        path = tracking.project_root() / path
+    path = _project_path(source["path"])
     if not path.exists():
         raise TrainingSetupError(
             f"dataset folder not found: {source['path']} (looked in {Path.cwd()} and "
             f"{tracking.project_root()}); make one with `quill data synth` or fix data.sources"
         )
     return {**source, "path": str(path.resolve())}
+
+
+def _project_path(raw: str | Path) -> Path:
+    """A relative path means the working directory if it exists there, else the project root."""
+    path = Path(raw).expanduser()
+    if not path.is_absolute() and not path.exists():
+        path = tracking.project_root() / path
+    return path
+
+
+def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> None:
+    """``model.init_from``: start from an earlier model's weights (fine-tuning)."""
+    from quill.training.init_weights import InitWeightsError, load_initial_weights
+
+    try:
+        load_initial_weights(module.model, _project_path(source), tokenizer)
+    except InitWeightsError as exc:
+        raise TrainingSetupError(str(exc)) from exc
 
 
 def open_run(
@@ -342,11 +358,16 @@ def train(
     module = create_module(config, tokenizer, preprocess.to_dict(), datamodule.dataset_version)
     module.track_sources(datamodule.val_sources)
     _check_geometry(module, preprocess)
+    init_from = config["model"]["init_from"]
+    if init_from:
+        _initialise_weights(module, init_from, tokenizer)
 
     output_root = tracking.project_root() / config["output_dir"]
     run_tags = dict(tags or {})
     if resume:
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
+    if init_from:
+        run_tags["quill.initialised_from"] = str(init_from)
     run = open_run(config, output_root, run_tags) if _is_rank_zero() else _follower_run(config)
     if run_started is not None and _is_rank_zero():
         run_started(run.run_id)
