@@ -26,7 +26,12 @@ def png(image: Image.Image) -> bytes:
 
 @pytest.fixture(scope="module")
 def server(smoke_model: Path) -> Iterator[ApiServer]:
-    with ApiServer(ServingSettings(model_dir=smoke_model, threads=1, monitoring_url="off")) as api:
+    # a cache larger than any 2-second run, so each distinct image stays in it (the default of
+    # 256 answers is fewer than a fast machine sends)
+    settings = ServingSettings(
+        model_dir=smoke_model, threads=1, monitoring_url="off", cache_size=100_000
+    )
+    with ApiServer(settings) as api:
         yield api
 
 
