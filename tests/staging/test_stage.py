@@ -132,6 +132,7 @@ def test_stage_from_an_mlflow_run_records_its_lineage(tmp_path: Path, tracking_u
     client.log_artifact(run.info.run_id, str(tmp_path / "ckpt" / "last.ckpt"), "checkpoints")
     client.set_tag(run.info.run_id, "quill.best_checkpoint", "checkpoints/epoch=3.ckpt")
     client.log_metric(run.info.run_id, "test_cer", 0.125)
+    client.set_tag(run.info.run_id, "quill.initialised_from", "models/previous (v-1)")
     client.set_terminated(run.info.run_id)
 
     out = tmp_path / "staged"
@@ -154,7 +155,10 @@ def test_stage_from_an_mlflow_run_records_its_lineage(tmp_path: Path, tracking_u
     assert meta["lineage"]["checkpoint"] == "checkpoints/epoch=3.ckpt"
     assert meta["lineage"]["checkpoint_sha256"] == digest(best)
     assert meta["metrics"]["test_cer"] == pytest.approx(0.125)
-    assert "test_cer" in (out / "MODEL_CARD.md").read_text()
+    assert meta["lineage"]["initialised_from"] == "models/previous (v-1)"
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "test_cer" in card
+    assert "`models/previous (v-1)` (fine-tuned)" in card
     versions = MlflowClient(tracking_uri, registry_uri=tracking_uri).search_model_versions(
         "name='lineage-test'"
     )

@@ -25,7 +25,9 @@ def shipped_architecture(**changes: object) -> torch.nn.Module:
 
 def test_a_staged_model_gives_its_exported_weights() -> None:
     model = shipped_architecture()
-    load_initial_weights(model, SHIPPED, Tokenizer())
+    loaded = load_initial_weights(model, SHIPPED, Tokenizer())
+    version = json.loads((SHIPPED / "quill-model.json").read_text(encoding="utf-8"))["version"]
+    assert loaded == f"{SHIPPED} ({version})"
     exported = torch.jit.load(str(SHIPPED / "model.pt")).state_dict()
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, exported[f"model.{name}"]), name

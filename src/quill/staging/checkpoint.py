@@ -38,6 +38,8 @@ class CheckpointSource:
     metrics: dict[str, float] = field(default_factory=dict)
     #: Artifact path of the checkpoint inside the run, when it came from one.
     artifact: str | None = None
+    #: The weights the run started from (``--init-from``), when it was a fine-tuning run.
+    initialised_from: str | None = None
 
 
 @dataclass
@@ -131,8 +133,14 @@ def resolve_source(reference: str, tracking_uri: str, download_dir: Path) -> Che
         ) from exc
     artifact = run.data.tags.get(BEST_CHECKPOINT_TAG) or _newest_checkpoint(client, reference)
     local = client.download_artifacts(reference, artifact, str(download_dir))
+    from quill.training.init_weights import INITIALISED_FROM_TAG
+
     return CheckpointSource(
-        path=Path(local), run_id=reference, metrics=dict(run.data.metrics), artifact=artifact
+        path=Path(local),
+        run_id=reference,
+        metrics=dict(run.data.metrics),
+        artifact=artifact,
+        initialised_from=run.data.tags.get(INITIALISED_FROM_TAG),
     )
 
 

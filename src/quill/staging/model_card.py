@@ -49,6 +49,13 @@ def _parity_table(parity: dict[str, Any]) -> str:
     )
 
 
+def _initialised_from(lineage: dict[str, Any]) -> str:
+    started = lineage.get("initialised_from")
+    if started:
+        return f"`{started}` (fine-tuned)"
+    return "random initialisation" if lineage.get("run_id") else "not recorded"
+
+
 def render_model_card(meta: dict[str, Any]) -> str:
     """Markdown model card for a staged model's metadata (``quill-model.json`` content)."""
     lineage = meta["lineage"]
@@ -81,6 +88,7 @@ with quill {meta["quill_version"]}.
 | training run | `{lineage.get("run_id") or "none (staged from a file)"}` |
 | checkpoint | `{lineage.get("checkpoint")}` (sha256 `{checkpoint_hash}…`) |
 | data in the run config | `{training_data}` |
+| started from the weights of | {_initialised_from(lineage)} |
 
 ## Metrics (from the training run)
 

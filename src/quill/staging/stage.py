@@ -131,6 +131,7 @@ def _metadata(
             "checkpoint": source.artifact or str(source.path),
             "checkpoint_sha256": loaded.sha256,
             "dataset_version": loaded.dataset_version,
+            "initialised_from": source.initialised_from,
         },
         "training_data": data if isinstance(data, str | dict) else None,
         "metrics": source.metrics,

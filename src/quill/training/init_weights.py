@@ -23,6 +23,9 @@ from torch import nn
 
 from quill.vocab import Tokenizer
 
+#: Run tag naming the weights a run started from; staging copies it into the model's lineage.
+INITIALISED_FROM_TAG = "quill.initialised_from"
+
 
 class InitWeightsError(ValueError):
     """The weights to start from cannot be used for this run; the message says why."""
@@ -33,15 +36,19 @@ def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
 
 
-def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if "quill_family" not in checkpoint or "state_dict" not in checkpoint:
         raise InitWeightsError(f"{path} is not a Quill training checkpoint")
     hparams = checkpoint.get("hyper_parameters", {})
-    return _strip_prefix(checkpoint["state_dict"], "model."), hparams.get("tokenizer", {})
+    return (
+        _strip_prefix(checkpoint["state_dict"], "model."),
+        hparams.get("tokenizer", {}),
+        str(path),
+    )
 
 
-def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     meta_path = directory / "quill-model.json"
     scripted_path = directory / "model.pt"
     if not meta_path.is_file() or not scripted_path.is_file():
@@ -54,20 +61,21 @@ def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     # a CTC export wraps the network as `.model` (staging.export.CTCExport); seq2seq is bare
     if meta.get("family") == "ctc":
         state = _strip_prefix(state, "model.")
-    return dict(state), meta.get("tokenizer", {})
+    return dict(state), meta.get("tokenizer", {}), f"{directory} ({meta.get('version')})"
 
 
-def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokenizer) -> None:
-    """Copy the weights of ``source`` (a ``.ckpt`` or a staged model directory) into ``model``.
+def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokenizer) -> str:
+    """Copy the weights of ``source`` (a ``.ckpt`` or a staged model directory) into ``model``;
+    returns what was loaded, for the run's lineage (a staged model's path and version).
 
     Raises :class:`InitWeightsError` when the source is missing, of another kind, has another
     character set, or does not fit the architecture (every tensor must match by name and shape).
     """
     path = Path(source)
     if path.is_dir():
-        state, source_tokenizer = _from_staged(path)
+        state, source_tokenizer, loaded = _from_staged(path)
     elif path.is_file():
-        state, source_tokenizer = _from_checkpoint(path)
+        state, source_tokenizer, loaded = _from_checkpoint(path)
     else:
         raise InitWeightsError(f"model.init_from: {path} does not exist")
     if source_tokenizer != tokenizer.to_dict():
@@ -83,3 +91,4 @@ def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokeni
             f"the weights in {path} do not fit this run's model.config ({first_line}); "
             "start from a model of the same architecture"
         ) from exc
+    return loaded

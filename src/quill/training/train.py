@@ -28,6 +28,7 @@ from quill.training.callbacks import (
     PredictionTable,
     Throughput,
 )
+from quill.training.init_weights import INITIALISED_FROM_TAG
 from quill.training.module import create_module
 from quill.vocab import Tokenizer
 
@@ -126,12 +127,13 @@ def _project_path(raw: str | Path) -> Path:
     return path
 
 
-def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> None:
-    """``model.init_from``: start from an earlier model's weights (fine-tuning)."""
+def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> str:
+    """``model.init_from``: start from an earlier model's weights (fine-tuning); returns what
+    was loaded, for the run's ``quill.initialised_from`` tag."""
     from quill.training.init_weights import InitWeightsError, load_initial_weights
 
     try:
-        load_initial_weights(module.model, _project_path(source), tokenizer)
+        return load_initial_weights(module.model, _project_path(source), tokenizer)
     except InitWeightsError as exc:
         raise TrainingSetupError(str(exc)) from exc
 
@@ -359,15 +361,14 @@ def train(
     module.track_sources(datamodule.val_sources)
     _check_geometry(module, preprocess)
     init_from = config["model"]["init_from"]
-    if init_from:
-        _initialise_weights(module, init_from, tokenizer)
+    initialised_from = _initialise_weights(module, init_from, tokenizer) if init_from else None
 
     output_root = tracking.project_root() / config["output_dir"]
     run_tags = dict(tags or {})
     if resume:
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
-    if init_from:
-        run_tags["quill.initialised_from"] = str(init_from)
+    if initialised_from:
+        run_tags[INITIALISED_FROM_TAG] = initialised_from
     run = open_run(config, output_root, run_tags) if _is_rank_zero() else _follower_run(config)
     if run_started is not None and _is_rank_zero():
         run_started(run.run_id)
