@@ -30,4 +30,4 @@ latest_run() {
     --data hooker="$hooker" --data synth-heldout=data/synth/lines --split test \
     --peer tesseract --peer rapidocr --threads 1
 "$quill" bench speed --model models/default --data hooker="$hooker" \
-    --batch 1 --batch 8 --threads 1 --images 16
+    --batch 1 --batch 8 --threads 1 --images 16 --peer tesseract --peer rapidocr
