@@ -140,7 +140,7 @@ def test_stage_from_an_mlflow_run_records_its_lineage(tmp_path: Path, tracking_u
         app,
         [
             "stage",
-            run.info.run_id,
+            run.info.run_id[:8],  # a unique id prefix, as `quill runs list` shows it
             "--out",
             str(out),
             "--name",

@@ -113,7 +113,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
 
 
 def resolve_source(reference: str, tracking_uri: str, download_dir: Path) -> CheckpointSource:
-    """A checkpoint file, or the best checkpoint of MLflow run ``reference``.
+    """A checkpoint file, or the best checkpoint of MLflow run ``reference`` (an id, a unique
+    id prefix or a run name, as ``quill runs`` takes them).
 
     A run's best checkpoint is the one its ``quill.best_checkpoint`` tag names; a run without
     the tag falls back to its newest ``checkpoints/*.ckpt`` artifact.
@@ -121,23 +122,24 @@ def resolve_source(reference: str, tracking_uri: str, download_dir: Path) -> Che
     path = Path(reference)
     if path.suffix == ".ckpt" or path.exists():
         return CheckpointSource(path=path)
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+
+    from quill.training.init_weights import INITIALISED_FROM_TAG
+    from quill.training.runs import RunNotFoundError, resolve_run
 
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
-        run = client.get_run(reference)
-    except MlflowException as exc:
+        run = resolve_run(client, reference)
+    except RunNotFoundError as exc:
         raise CheckpointError(
-            f"{reference!r} is neither a checkpoint file nor a run in {tracking_uri}"
+            f"{reference!r} is neither a checkpoint file nor a run in {tracking_uri} ({exc})"
         ) from exc
-    artifact = run.data.tags.get(BEST_CHECKPOINT_TAG) or _newest_checkpoint(client, reference)
-    local = client.download_artifacts(reference, artifact, str(download_dir))
-    from quill.training.init_weights import INITIALISED_FROM_TAG
-
+    run_id = run.info.run_id
+    artifact = run.data.tags.get(BEST_CHECKPOINT_TAG) or _newest_checkpoint(client, run_id)
+    local = client.download_artifacts(run_id, artifact, str(download_dir))
     return CheckpointSource(
         path=Path(local),
-        run_id=reference,
+        run_id=run_id,
         metrics=dict(run.data.metrics),
         artifact=artifact,
         initialised_from=run.data.tags.get(INITIALISED_FROM_TAG),
