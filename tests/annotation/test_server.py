@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -143,12 +147,9 @@ def test_cli_serve_errors_are_clear(tmp_path):
     assert result.exit_code == 2 and "make labelstudio" in result.output
 
 
-def test_cli_serve_runs_until_interrupted(tmp_path):
-    import signal
-    import subprocess
-    import threading
-    import time
-
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_cli_serve_runs_until_interrupted(tmp_path, stop_signal):
+    """Ctrl-C or a service manager's SIGTERM stops quill and the Label Studio it started."""
     venv = fake_venv(tmp_path / "venv")
     port = free_port()
     code = (
@@ -158,7 +159,14 @@ def test_cli_serve_runs_until_interrupted(tmp_path):
     args = ["annotate", "serve", "--venv", str(venv), "--port", str(port)]
     args += ["--data-dir", str(tmp_path / "data"), "--document-root", str(tmp_path)]
     env = {**os.environ, **CREDENTIALS}
-    quill = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=subprocess.PIPE)
+    quill = subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        stderr=subprocess.PIPE,
+        # as in a terminal: a background job of a non-interactive shell (a CI runner's, say)
+        # inherits SIGINT ignored, and Python then never turns Ctrl-C into KeyboardInterrupt
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     printed: list[bytes] = []
     reader = threading.Thread(
         target=lambda: printed.extend(iter(quill.stderr.readline, b"")), daemon=True
@@ -179,12 +187,14 @@ def test_cli_serve_runs_until_interrupted(tmp_path):
         # quill polls /health itself before printing its banner: wait for the banner.
         while time.monotonic() < deadline and banner not in b"".join(printed).decode():
             time.sleep(0.2)
-        quill.send_signal(signal.SIGINT)  # Ctrl-C
+        quill.send_signal(stop_signal)
         try:
             code = quill.wait(timeout=60)
         except subprocess.TimeoutExpired:
             output = b"".join(printed).decode(errors="replace")
-            pytest.fail(f"Ctrl-C did not stop `quill annotate serve`; it printed:\n{output}")
+            pytest.fail(
+                f"{stop_signal!r} did not stop `quill annotate serve`; it printed:\n{output}"
+            )
         assert code == 0
     finally:
         quill.kill()

@@ -255,9 +255,14 @@ def serve_command(
     """Start Label Studio from its own virtualenv, offline, on localhost, password protected.
 
     Credentials come from LABEL_STUDIO_USERNAME (an e-mail address), LABEL_STUDIO_PASSWORD
-    and LABEL_STUDIO_USER_TOKEN. Stops on Ctrl-C.
+    and LABEL_STUDIO_USER_TOKEN. Stops on Ctrl-C or SIGTERM, and stops Label Studio with it.
     """
+    import signal
+
     from quill.annotation.server import LabelStudioProcess, ServeError, ServeSettings
+
+    # a service manager stops with SIGTERM: clean up as for Ctrl-C, leaving no orphan server
+    signal.signal(signal.SIGTERM, _interrupt)
 
     settings = ServeSettings(venv, host, port, data_dir, document_root, allow_remote)
     console = _console()
@@ -278,6 +283,10 @@ def serve_command(
         console.print("Label Studio stopped")
         code = 0
     raise typer.Exit(code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _client(url: str | None) -> Any:
