@@ -28,7 +28,11 @@ from quill.training.callbacks import (
     PredictionTable,
     Throughput,
 )
-from quill.training.init_weights import INITIALISED_FROM_TAG
+from quill.training.init_weights import (
+    INITIALISED_FROM_TAG,
+    InitWeightsError,
+    load_initial_weights,
+)
 from quill.training.module import create_module
 from quill.vocab import Tokenizer
 
@@ -130,8 +134,6 @@ def _project_path(raw: str | Path) -> Path:
 def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> str:
     """``model.init_from``: start from an earlier model's weights (fine-tuning); returns what
     was loaded, for the run's ``quill.initialised_from`` tag."""
-    from quill.training.init_weights import InitWeightsError, load_initial_weights
-
     try:
         return load_initial_weights(module.model, _project_path(source), tokenizer)
     except InitWeightsError as exc:
