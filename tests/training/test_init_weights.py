@@ -55,6 +55,10 @@ def test_missing_or_foreign_sources_are_clear_errors(tmp_path: Path) -> None:
         load_initial_weights(model, tmp_path / "nowhere.ckpt", Tokenizer())
     with pytest.raises(InitWeightsError, match="not a staged model"):
         load_initial_weights(model, tmp_path, Tokenizer())
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(b"PK\x03\x04 not a whole file")
+    with pytest.raises(InitWeightsError, match="cannot read"):
+        load_initial_weights(model, truncated, Tokenizer())
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": model.state_dict()}, foreign)
     with pytest.raises(InitWeightsError, match="not a Quill training checkpoint"):

@@ -37,8 +37,11 @@ def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, t
 
 
 def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if "quill_family" not in checkpoint or "state_dict" not in checkpoint:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises pickle, zip and OS errors alike for a bad file
+        raise InitWeightsError(f"cannot read {path} as a checkpoint: {exc}") from exc
+    if not isinstance(checkpoint, dict) or not {"quill_family", "state_dict"} <= checkpoint.keys():
         raise InitWeightsError(f"{path} is not a Quill training checkpoint")
     hparams = checkpoint.get("hyper_parameters", {})
     return (
@@ -57,7 +60,10 @@ def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             "(expected quill-model.json and model.pt, as `quill stage` writes)"
         )
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    state = torch.jit.load(str(scripted_path), map_location="cpu").state_dict()
+    try:
+        state = torch.jit.load(str(scripted_path), map_location="cpu").state_dict()
+    except RuntimeError as exc:
+        raise InitWeightsError(f"cannot read {scripted_path}: {exc}") from exc
     # a CTC export wraps the network as `.model` (staging.export.CTCExport); seq2seq is bare
     if meta.get("family") == "ctc":
         state = _strip_prefix(state, "model.")
