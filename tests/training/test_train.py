@@ -234,8 +234,9 @@ def test_init_from_starts_a_fresh_run_from_checkpoint_weights(ctc_run, tiny_line
         fresh.hparams.config, Tokenizer(), fresh.hparams.preprocess, "any-version"
     )
     load_initial_weights(module.model, last, Tokenizer())
+    trained = fresh.model.state_dict()
     for name, tensor in module.model.state_dict().items():
-        assert torch.equal(tensor, fresh.model.state_dict()[name]), name
+        assert torch.equal(tensor, trained[name]), name
 
 
 SEQ2SEQ = {

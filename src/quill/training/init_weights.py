@@ -14,7 +14,6 @@ load without complaint while mapping every output class to the wrong character.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,24 +30,16 @@ class InitWeightsError(ValueError):
     """The weights to start from cannot be used for this run; the message says why."""
 
 
-def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries of ``state`` under ``prefix``, with the prefix removed."""
-    return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-
-
 def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """The network weights and tokenizer of a Quill ``.ckpt``, read by the same function that
+    stages one (weights-only unpickling, hyper-parameters checked)."""
+    from quill.staging.checkpoint import CheckpointError, load_checkpoint
+
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises pickle, zip and OS errors alike for a bad file
+        loaded = load_checkpoint(path)
+    except CheckpointError as exc:
         raise InitWeightsError(f"cannot read {path} as a checkpoint: {exc}") from exc
-    if not isinstance(checkpoint, dict) or not {"quill_family", "state_dict"} <= checkpoint.keys():
-        raise InitWeightsError(f"{path} is not a Quill training checkpoint")
-    hparams = checkpoint.get("hyper_parameters", {})
-    return (
-        _strip_prefix(checkpoint["state_dict"], "model."),
-        hparams.get("tokenizer", {}),
-        str(path),
-    )
+    return loaded.model.state_dict(), loaded.tokenizer.to_dict(), str(path)
 
 
 def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
@@ -66,7 +57,7 @@ def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
         raise InitWeightsError(f"cannot read {scripted_path}: {exc}") from exc
     # a CTC export wraps the network as `.model` (staging.export.CTCExport); seq2seq is bare
     if meta.get("family") == "ctc":
-        state = _strip_prefix(state, "model.")
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     return dict(state), meta.get("tokenizer", {}), f"{directory} ({meta.get('version')})"
 
 
