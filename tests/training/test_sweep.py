@@ -93,3 +93,40 @@ def test_two_workers_run_one_study_with_child_runs(tiny_lines: Path, tmp_path: P
     plots = {p.name for p in (tmp_path / "plots").iterdir()}
     assert "parallel_coordinate.html" in plots
     assert plots & {"param_importances.html", "param_importances.txt"}
+
+
+def test_workers_writing_the_same_new_keys_at_once_all_succeed(tmp_path: Path) -> None:
+    """Sweep workers finishing together write the same summary keys onto their parent run;
+    the first write of a key is an insert, and two inserts at once collide in the store."""
+    import threading
+
+    from quill.training import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracking.prepare_store(uri)
+    client = MlflowClient(uri)
+    run_id = client.create_run(tracking.ensure_experiment(client, "shared", uri)).info.run_id
+    rounds, workers = 25, 2
+    barrier = threading.Barrier(workers)
+    failures: list[BaseException] = []
+
+    def write(worker: int) -> None:
+        own = MlflowClient(uri)
+        for round_ in range(rounds):
+            barrier.wait()
+            try:
+                tracking.log_to_shared_run(
+                    own, run_id, {f"key{round_}": f"w{worker}"}, {f"metric{round_}": worker}
+                )
+            except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+                failures.append(exc)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    data = client.get_run(run_id).data
+    assert {f"key{r}" for r in range(rounds)} <= set(data.tags)
+    assert {f"metric{r}" for r in range(rounds)} <= set(data.metrics)

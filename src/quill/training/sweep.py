@@ -331,11 +331,14 @@ def run_sweep(
         client.log_artifact(parent, str(plot), "sweep")
     completed = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     best = study.best_trial if completed else None
+    tags = {"quill.sweep.trials": str(len(study.trials))}
+    metrics = {}
     if best is not None:
-        client.set_tag(parent, "quill.sweep.best_trial", str(best.number))
-        client.set_tag(parent, "quill.sweep.best_run", str(best.user_attrs.get(RUN_ID_ATTR, "")))
-        client.log_metric(parent, f"best_{spec.study['metric']}", float(best.value))
-    client.set_tag(parent, "quill.sweep.trials", str(len(study.trials)))
+        tags["quill.sweep.best_trial"] = str(best.number)
+        tags["quill.sweep.best_run"] = str(best.user_attrs.get(RUN_ID_ATTR, ""))
+        metrics[f"best_{spec.study['metric']}"] = float(best.value)
+    # every worker writes this summary when it finishes, possibly at the same moment
+    tracking.log_to_shared_run(client, parent, tags, metrics)
     client.set_terminated(parent, "FINISHED")
     return SweepResult(
         name,

@@ -123,6 +123,34 @@ def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
     raise RuntimeError(f"could not create or find MLflow experiment {name!r}")
 
 
+def log_to_shared_run(
+    client: Any, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float]
+) -> None:
+    """Write ``tags`` and ``metrics`` (step 0) onto a run that other processes write too.
+
+    The store inserts a key the first time it sees it on a run, so two workers writing the same
+    new key at once (sweep workers finishing together on their shared parent run) collide on
+    its unique constraint; the batch is one transaction, so the loser retries it whole and then
+    updates the row the winner inserted.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+
+    timestamp = int(time.time() * 1000)
+    batch = {
+        "metrics": [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
+        "tags": [RunTag(key, str(value)) for key, value in tags.items()],
+    }
+    for attempt in range(5):
+        try:
+            client.log_batch(run_id, **batch)
+            return
+        except MlflowException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 # -- what is recorded about the code and the machine ---------------------------------------
 
 
