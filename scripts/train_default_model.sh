@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/default from scratch: data, training, staging, language model, benchmark.
-# About 3 hours on a 2-core CPU (each training stage is capped by its config's
+# About 4.5 hours on a 2-core CPU (each training stage is capped by its config's
 # trainer.max_time); the same commands use a GPU when one is present.
 # Usage: scripts/train_default_model.sh [extra `quill train` overrides, e.g. trainer.max_time=null]
 set -euo pipefail
@@ -17,10 +17,13 @@ latest_run() {
         .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)[0]["run"])'
 }
 
-# stage 1: from scratch; stage 2: a warm restart from stage 1's weights
+# stage 1: from scratch; stage 2: a warm restart from stage 1's weights; stage 3: stage 2's
+# weights at twice the frame rate (W/4; see configs/default_w4.yaml)
 "$quill" train --config configs/default.yaml "$@"
 "$quill" stage "$(latest_run)" --out outputs/stage1-model --name quill-default-stage1
 "$quill" train --config configs/default_finetune.yaml --init-from outputs/stage1-model "$@"
+"$quill" stage "$(latest_run)" --out outputs/stage2-model --name quill-default-stage2
+"$quill" train --config configs/default_w4.yaml --init-from outputs/stage2-model "$@"
 
 "$quill" stage "$(latest_run)" --out models/default --name quill-default
 "$quill" lm fit models/default/lm.json --dataset data/hooker --evaluate data/hooker
