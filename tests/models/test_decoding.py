@@ -70,6 +70,21 @@ def test_wide_beam_finds_the_most_probable_labelling(seed):
     assert confidence == pytest.approx(totals[best] ** (1 / 5), rel=1e-5)
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_blank_only_frames_keep_beam_search_exact(seed):
+    # A confident model's frames between characters are blank-only (every label below the
+    # pruning threshold); beam search takes a shortcut there, which must not change the
+    # answer, including a repeated label split by such a frame ("a _ a" is "aa").
+    rng = np.random.default_rng(seed)
+    log_probs = random_log_probs(rng, 1, 6, 3)
+    log_probs[0, [1, 3]] = np.log([1 - 2e-7, 1e-7, 1e-7])
+    totals = labelling_probs(np.exp(log_probs[0]))
+    best = max(totals, key=totals.get)
+    ids, confidence = ctc_beam_search(log_probs, beam_width=64)[0]
+    assert tuple(ids) == best
+    assert confidence == pytest.approx(totals[best] ** (1 / 6), rel=1e-5)
+
+
 def test_beam_search_never_worse_than_greedy():
     rng = np.random.default_rng(7)
     log_probs = random_log_probs(rng, 6, 5, 3)

@@ -185,15 +185,21 @@ def _beam_search_one(
     # model leave one or two candidates, which makes beam search several times faster.
     top = np.argsort(frames, axis=1)[:, ::-1][:, : min(num_classes, beam_width + 1)]  # (T, k)
     for frame, best in zip(frames.tolist(), top.tolist(), strict=True):
-        candidates = [token for token in best if frame[token] > PRUNE_LOG_PROB]
+        candidates = [token for token in best if frame[token] > PRUNE_LOG_PROB and token != blank]
+        if not candidates:
+            # A blank-only frame (most frames between characters) adds the same log P(blank)
+            # to every prefix: the ranking cannot change, so there is nothing to sort.
+            beams = {
+                prefix: [_logaddexp(p_blank, p_label) + frame[blank], -math.inf]
+                for prefix, (p_blank, p_label) in beams.items()
+            }
+            continue
         following: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf] * 2)
         for prefix, (p_blank, p_label) in beams.items():
             p_total = _logaddexp(p_blank, p_label)
             stay = following[prefix]
             stay[0] = _logaddexp(stay[0], p_total + frame[blank])
             for token in candidates:
-                if token == blank:
-                    continue
                 p = frame[token]
                 extended = (*prefix, token)
                 grown = following[extended]
