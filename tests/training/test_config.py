@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from quill.models import build_model, model_config
 from quill.training.config import ConfigError, resolve_config, save_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -69,3 +71,29 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
     config = resolve_config(CONFIGS / "tiny.yaml", ["optim.lr=0.02"])
     path = save_config(config, tmp_path / "resolved.yaml")
     assert yaml.safe_load(path.read_text()) == config
+
+
+DEFAULT_MODEL_STAGES = ("default", "default_finetune", "default_w4")
+
+
+def test_default_model_stages_chain_and_match_the_shipped_model() -> None:
+    """scripts/train_default_model.sh starts each stage from the previous stage's weights, so
+    every stage's architecture must hold the same tensors; the last one is what shipped."""
+    configs = [resolve_config(CONFIGS / f"{stage}.yaml") for stage in DEFAULT_MODEL_STAGES]
+    shapes = [
+        {
+            name: tuple(tensor.shape)
+            for name, tensor in build_model(
+                config["model"]["name"], num_classes=100, **config["model"]["config"]
+            )
+            .state_dict()
+            .items()
+        }
+        for config in configs
+    ]
+    assert all(stage_shapes == shapes[0] for stage_shapes in shapes[1:])
+
+    shipped = json.loads((CONFIGS.parent / "models" / "default" / "quill-model.json").read_text())
+    final = configs[-1]["model"]
+    assert shipped["model_name"] == final["name"]
+    assert shipped["model_config"] == model_config(final["name"], **final["config"]).to_dict()
