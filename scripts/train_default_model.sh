@@ -25,7 +25,8 @@ latest_run() {
 "$quill" stage "$(latest_run)" --out outputs/stage2-model --name quill-default-stage2
 "$quill" train --config configs/default_w4.yaml --init-from outputs/stage2-model "$@"
 
-"$quill" stage "$(latest_run)" --out models/default --name quill-default
+"$quill" stage "$(latest_run)" --out models/default --name quill-default \
+    --card-notes configs/default_model_card.md
 "$quill" lm fit models/default/lm.json --dataset data/hooker --evaluate data/hooker
 "$quill" lm tune models/default --data data/hooker --lm models/default/lm.json --write
 

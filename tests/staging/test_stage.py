@@ -49,20 +49,14 @@ def test_stage_register_and_fetch_through_the_cli(tmp_path: Path, tracking_uri: 
     torch.set_num_threads(1)
     checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
     out = tmp_path / "models" / "tiny"
+    notes = tmp_path / "card-notes.md"
+    notes.write_text("## Data sources and attribution\n\nTiny lines drawn by the test.\n")
     runner = CliRunner()
-    result = runner.invoke(
-        app,
-        [
-            "stage",
-            str(checkpoint),
-            "--out",
-            str(out),
-            "--tracking-uri",
-            tracking_uri,
-            "--alias",
-            "champion",
-        ],
-    )
+    command = ["stage", str(checkpoint), "--out", str(out), "--tracking-uri", tracking_uri]
+    missing_notes = runner.invoke(app, [*command, "--card-notes", str(tmp_path / "none.md")])
+    assert missing_notes.exit_code == 2 and "none.md" in missing_notes.output
+    assert not out.exists()
+    result = runner.invoke(app, [*command, "--alias", "champion", "--card-notes", str(notes)])
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "quill-model.json").read_text())
     assert {"model.onnx", "model.pt", "MODEL_CARD.md"} <= {p.name for p in out.iterdir()}
@@ -73,6 +67,7 @@ def test_stage_register_and_fetch_through_the_cli(tmp_path: Path, tracking_uri: 
     card = (out / "MODEL_CARD.md").read_text()
     for needle in ("Intended use", "Printed text", "Layouts", "Character set", "ds-123"):
         assert needle in card
+    assert card.endswith("## Data sources and attribution\n\nTiny lines drawn by the test.\n")
 
     from mlflow.tracking import MlflowClient
 

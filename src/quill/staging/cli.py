@@ -77,6 +77,14 @@ def stage(
     force: bool = typer.Option(
         False, "--force", help="With --promote: promote despite a failing card (warns)."
     ),
+    card_notes: Path = typer.Option(
+        None,
+        "--card-notes",
+        help="Markdown file appended to the generated model card (data attribution, the "
+        "commands that produced the model, its measured status), e.g. "
+        "configs/default_model_card.md for the shipped default.",
+        show_default=False,
+    ),
 ) -> None:
     """Export a checkpoint to ONNX + TorchScript, check parity, write a model card, register.
 
@@ -98,6 +106,8 @@ def stage(
 
     console = Console(stderr=True, soft_wrap=True)
     uri = tracking_uri or default_tracking_uri()
+    if card_notes is not None and not card_notes.is_file():
+        raise typer.BadParameter(f"no such file: {card_notes}", param_hint="--card-notes")
     staged_dir = Path(reference) if reference else None
     if not (promote and staged_dir is not None and (staged_dir / METADATA_FILE).is_file()):
         staged_dir = None
@@ -125,6 +135,7 @@ def stage(
                 name or out.name,
                 _expand(samples),
                 progress=lambda step: status.update(step),
+                card_notes=card_notes.read_text() if card_notes else "",
             )
         parity = staged.meta["parity"]
         for backend, result in parity["backends"].items():

@@ -56,8 +56,13 @@ def _initialised_from(lineage: dict[str, Any]) -> str:
     return "random initialisation" if lineage.get("run_id") else "not recorded"
 
 
-def render_model_card(meta: dict[str, Any]) -> str:
-    """Markdown model card for a staged model's metadata (``quill-model.json`` content)."""
+def render_model_card(meta: dict[str, Any], notes: str = "") -> str:
+    """Markdown model card for a staged model's metadata (``quill-model.json`` content).
+
+    ``notes`` is maintained Markdown appended at the end (data attribution, the commands that
+    produced the model, its honest status): what metadata cannot say, kept in a file in the
+    repository so that staging the model again does not lose it.
+    """
     lineage = meta["lineage"]
     characters = meta["tokenizer"]["characters"]
     shown = characters.replace("\n", "\\n")
@@ -121,4 +126,4 @@ unless every text matches eager PyTorch.
 
 {", ".join(f"`{f}`" for b in meta["backends"].values() for f in b["files"])}, `quill-model.json`.
 Load with `Recognizer.from_path(...)`, serve with `quill serve --model <dir>`.
-"""
+""" + (f"\n{notes.strip()}\n" if notes.strip() else "")

@@ -59,8 +59,11 @@ def stage_checkpoint(
     name: str,
     samples: Sequence[ImageSource] = (),
     progress: Progress = lambda _: None,
+    card_notes: str = "",
 ) -> StagedModel:
     """Write the staged model of ``source`` to ``out_dir`` (replaced only if staging succeeds).
+
+    ``card_notes`` (Markdown) is appended to the generated model card.
 
     Raises ``ParityError`` (and leaves ``out_dir`` untouched) if an export reads differently
     from eager PyTorch.
@@ -92,7 +95,7 @@ def stage_checkpoint(
         parity.raise_for_failure()
         meta["parity"] = parity.to_dict()
         (work / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        (work / MODEL_CARD_FILE).write_text(render_model_card(meta))
+        (work / MODEL_CARD_FILE).write_text(render_model_card(meta, card_notes))
         progress(f"writing {out_dir}")
         work.chmod(0o755)  # mkdtemp made it private (0700)
         if out_dir.exists():
