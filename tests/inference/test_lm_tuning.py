@@ -52,20 +52,20 @@ def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(model_copy, va
                     "--order", "3", "--evaluate", str(val_lines))  # fmt: skip
     assert "contexts" in fitted and "perplexity on" in fitted
     table = invoke("lm", "tune", str(model_copy), "--data", str(val_lines), "--lm", str(lm_path),
-                   "--weights", "0.5", "--bonuses", "0,1", "--beam", "4", "--write")  # fmt: skip
-    # greedy, beam alone and two LM settings, each scored on the 4 val lines
+                   "--weights", "0.5", "--bonuses", "0,1", "--beam", "4", "--prunes", "-12,-4",
+                   "--write")  # fmt: skip
+    # greedy, beam alone and two LM settings at each of two prune thresholds, on 4 val lines
     rows = [line.split(maxsplit=2) for line in table.splitlines() if ROW.match(line)]
-    assert "4 lines, best first" in table and len(rows) == 4
-    assert sorted(json.loads(row[2]).get("insertion_bonus", -1) for row in rows) == [-1, -1, 0, 1]
+    settings = [json.loads(row[2]) for row in rows]
+    assert "4 lines, best first" in table and len(rows) == 7
+    assert sorted(s.get("insertion_bonus", -1) for s in settings) == [-1, -1, -1, 0, 0, 1, 1]
+    assert sorted(s.get("prune_log_prob", 0) for s in settings) == [-12] * 3 + [-4] * 3 + [0]
     assert [float(row[0]) for row in rows] == sorted(float(row[0]) for row in rows)
 
     decoding = json.loads((model_copy / METADATA_FILE).read_text())["decoding"]
     card = (model_copy / "MODEL_CARD.md").read_text()
     assert card.count("## Decoding") == 1 and card.index("## Decoding") < card.index("## Files")
     assert f"| `{json.dumps(decoding)}` |" in card and "4 val lines" in card
-    invoke("lm", "tune", str(model_copy), "--data", str(val_lines), "--write", "--limit", "2")
-    card = (model_copy / "MODEL_CARD.md").read_text()  # tuned again: the section is replaced
-    assert card.count("## Decoding") == 1 and "2 val lines" in card and "4 val lines" not in card
     assert decoding["method"] in ("greedy", "beam")
     recognizer = Recognizer.from_path(model_copy, backend="onnx", threads=1)
     assert recognizer.runtime.decoder.method == decoding["method"]
@@ -73,6 +73,13 @@ def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(model_copy, va
         assert (model_copy / "lm.json").is_file() and recognizer.runtime.decoder.lm is not None
     texts = [p.text for p in recognizer.predict([render_line(w) for w in SMOKE_WORDS], "line")]
     assert texts == list(SMOKE_WORDS)
+    # tuned again: the section is replaced; a budget no beam search meets leaves greedy
+    again = invoke("lm", "tune", str(model_copy), "--data", str(val_lines), "--write",
+                   "--limit", "2", "--max-ms", "0.000001")  # fmt: skip
+    assert 'best within 1e-06 ms per line: {"method": "greedy"}' in again
+    card = (model_copy / "MODEL_CARD.md").read_text()
+    assert card.count("## Decoding") == 1 and "2 val lines" in card and "4 val lines" not in card
+    assert json.loads((model_copy / METADATA_FILE).read_text())["decoding"]["method"] == "greedy"
 
 
 def test_beam_with_a_language_model_reads_through_every_runtime(model_copy, val_lines, tmp_path):

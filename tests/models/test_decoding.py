@@ -108,6 +108,15 @@ def test_language_model_breaks_an_acoustic_tie():
         assert ctc_beam_search(log_probs, lm=lm, lm_weight=1.0)[0][0] == [q, expected]
 
 
+def test_pruned_classes_never_extend_a_prefix():
+    # [1] is the most probable labelling (.3*.3 + .3*.5 + .5*.3 = .39 > P([]) = .25), but class 1
+    # never reaches log .3 = -1.20 in a frame: a prune threshold above that leaves only blanks.
+    log_probs = np.log(np.array([[[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]]]))
+    assert ctc_beam_search(log_probs)[0][0] == [1]
+    assert ctc_beam_search(log_probs, prune_log_prob=-1.0)[0][0] == []
+    assert CTCDecoder("beam", prune_log_prob=-1.0)(log_probs)[0][0] == []
+
+
 def test_ctc_decoder_dispatches_and_rejects_unknown_methods():
     log_probs = random_log_probs(np.random.default_rng(3), 4, 6, 5)
     assert CTCDecoder()(log_probs) == ctc_greedy_decode(log_probs)

@@ -16,6 +16,7 @@ measured where the model runs rather than assumed.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -60,11 +61,12 @@ def ctc_decoder(model_dir: Path, meta: dict[str, Any]) -> CTCDecoder:
     """The decoder a staged CTC model's ``decoding`` section asks for (greedy if none).
 
     ``{"method": "beam", "beam_width": 8, "lm": "lm.json", "lm_weight": 0.5,
-    "insertion_bonus": 1.0}``; the language model file is relative to the model directory.
+    "insertion_bonus": 1.0, "prune_log_prob": -8.0}``; the language model file is relative to
+    the model directory.
     """
     spec = dict(meta.get("decoding") or {})
     lm_file = spec.pop("lm", None)
-    unknown = set(spec) - {"method", "beam_width", "lm_weight", "insertion_bonus"}
+    unknown = set(spec) - {f.name for f in fields(CTCDecoder)}
     if unknown:
         raise ModelLoadError(f"{model_dir}: unknown decoding settings {sorted(unknown)}")
     lm = _load_lm(model_dir / lm_file) if lm_file and spec.get("method") == "beam" else None

@@ -3,8 +3,9 @@
 ``quill lm fit`` counts n-grams over plain text (Jane Austen's novels, the transcriptions of
 a dataset's train split, any text files); ``quill lm tune`` runs a staged model once over a
 validation set, decodes the same log-probabilities greedily and with beam search at each
-LM weight and insertion bonus of a grid, and (``--write``) stores the best setting in the
-model's ``decoding`` section with the LM beside it, so every interface decodes the same way.
+beam width, pruning threshold, LM weight and insertion bonus of a grid, and (``--write``)
+stores the best setting (within a latency budget, if given) in the model's ``decoding``
+section with the LM beside it, so every interface decodes the same way.
 Tuning on validation data, never on the test split, keeps the benchmark honest.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quill.models.decoding import CTCDecoder, Decoded, ctc_greedy_decode
+from quill.models.decoding import PRUNE_LOG_PROB, CTCDecoder, Decoded, ctc_greedy_decode
 from quill.models.language_model import CharNGramLM
 
 LM_FILE = "lm.json"
@@ -88,21 +89,24 @@ def tune(
     lm: CharNGramLM | None,
     weights: Sequence[float],
     bonuses: Sequence[float],
-    beam_width: int,
+    beam_widths: Sequence[int],
+    prunes: Sequence[float] = (PRUNE_LOG_PROB,),
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[TuningResult]:
     """CER of greedy, of beam search alone and of beam search with ``lm`` at every
-    (weight, bonus) pair, on the same recorded log-probabilities; best first."""
+    (beam width, prune threshold, weight, bonus) of the grid, on the same recorded
+    log-probabilities; best first."""
     from quill.training.metrics import character_error_rate
 
-    settings: list[dict[str, Any]] = [
-        {"method": "greedy"},
-        {"method": "beam", "beam_width": beam_width},
+    searches = [
+        {"method": "beam", "beam_width": width, "prune_log_prob": prune}
+        for width, prune in itertools.product(beam_widths, prunes)
     ]
+    settings: list[dict[str, Any]] = [{"method": "greedy"}, *searches]
     if lm is not None:
         settings += [
-            {"method": "beam", "beam_width": beam_width, "lm_weight": w, "insertion_bonus": b}
-            for w, b in itertools.product(weights, bonuses)
+            {**search, "lm_weight": w, "insertion_bonus": b}
+            for search, w, b in itertools.product(searches, weights, bonuses)
         ]
     results = []
     for setting in settings:
@@ -114,6 +118,15 @@ def tune(
         texts = [decode_text(ids) for ids, _ in decoded]
         results.append(TuningResult(setting, character_error_rate(texts, references), elapsed))
     return sorted(results, key=lambda r: r.cer)
+
+
+def best_within(results: Sequence[TuningResult], max_ms: float | None) -> TuningResult:
+    """The lowest-CER result that decodes within ``max_ms`` per line, or if none does, the
+    fastest (greedy)."""
+    affordable = [r for r in results if max_ms is None or r.ms_per_line <= max_ms]
+    if not affordable:
+        return min(results, key=lambda r: r.ms_per_line)
+    return min(affordable, key=lambda r: r.cer)
 
 
 def attach(

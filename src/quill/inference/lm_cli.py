@@ -20,6 +20,13 @@ def _floats(text: str) -> list[float]:
         raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from exc
 
 
+def _beam_widths(text: str) -> list[int]:
+    widths = _floats(text)
+    if not widths or any(w != int(w) or w < 2 for w in widths):
+        raise typer.BadParameter(f"beam widths must be whole numbers of at least 2, got {text!r}")
+    return [int(w) for w in widths]
+
+
 @lm_app.command("fit")
 def fit(
     out: Path = typer.Argument(..., help="Where to write the model (JSON, e.g. lm.json)."),
@@ -71,7 +78,18 @@ def tune(
     split: str = typer.Option("val", help="Split to tune on (never tune on test)."),
     weights: str = typer.Option("0.2,0.4,0.6,0.8,1.0", help="LM weights to try."),
     bonuses: str = typer.Option("0,0.5,1,2", help="Per-character insertion bonuses to try."),
-    beam: int = typer.Option(8, min=2, help="Beam width."),
+    beam: str = typer.Option("8", help="Beam widths to try."),
+    prunes: str = typer.Option(
+        "-12",
+        help="Per-frame log-probabilities at or below which a character is not tried, to try "
+        "(higher is faster and may cost accuracy; -8 and -5 are worth measuring).",
+    ),
+    max_ms: float = typer.Option(
+        None,
+        help="Choose the best setting that decodes a line within this many milliseconds "
+        "(as measured by this run) [default: no limit].",
+        show_default=False,
+    ),
     limit: int = typer.Option(0, min=0, help="Use at most this many lines (0: all)."),
     write: bool = typer.Option(
         False, help="Store the best setting in the model's decoding section (LM copied in)."
@@ -117,15 +135,18 @@ def tune(
         language,
         _floats(weights),
         _floats(bonuses),
-        beam,
+        _beam_widths(beam),
+        _floats(prunes),
         progress=lambda setting: console.print(f"trying {setting}", style="dim"),
     )
     print(f"{model} on {data} {split}: {len(samples)} lines, best first")
     print(f"{'CER':>8} {'ms/line':>8}  decoding")
     for result in results:
         print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {json.dumps(result.setting)}")
-    best = results[0]
+    best = decoding_tuning.best_within(results, max_ms)
+    budget = f" within {max_ms:g} ms per line" if max_ms is not None else ""
+    print(f"best{budget}: {json.dumps(best.setting)}")
     if write:
-        tuned_on = f"{len(samples)} {split} lines of `{data}`"
+        tuned_on = f"{len(samples)} {split} lines of `{data}`{budget}"
         path = decoding_tuning.attach(model, lm, best.setting, results, tuned_on)
         console.print(f"wrote decoding {best.setting} to {path}")
