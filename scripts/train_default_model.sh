@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce models/default from scratch: data, training, staging, language model, benchmark.
-# About 4.5 hours on a 2-core CPU (each training stage is capped by its config's
+# About 6.5 hours on a 2-core CPU (each training stage is capped by its config's
 # trainer.max_time); the same commands use a GPU when one is present.
 # Usage: scripts/train_default_model.sh [extra `quill train` overrides, e.g. trainer.max_time=null]
 set -euo pipefail
@@ -18,17 +18,21 @@ latest_run() {
 }
 
 # stage 1: from scratch; stage 2: a warm restart from stage 1's weights; stage 3: stage 2's
-# weights at twice the frame rate (W/4; see configs/default_w4.yaml)
+# weights at twice the frame rate (W/4; see configs/default_w4.yaml); stage 4: a gentler warm
+# restart from stage 3's weights
 "$quill" train --config configs/default.yaml "$@"
 "$quill" stage "$(latest_run)" --out outputs/stage1-model --name quill-default-stage1
 "$quill" train --config configs/default_finetune.yaml --init-from outputs/stage1-model "$@"
 "$quill" stage "$(latest_run)" --out outputs/stage2-model --name quill-default-stage2
 "$quill" train --config configs/default_w4.yaml --init-from outputs/stage2-model "$@"
+"$quill" stage "$(latest_run)" --out outputs/stage3-model --name quill-default-stage3
+"$quill" train --config configs/default_w4_long.yaml --init-from outputs/stage3-model "$@"
 
 "$quill" stage "$(latest_run)" --out models/default --name quill-default \
     --card-notes configs/default_model_card.md
 "$quill" lm fit models/default/lm.json --dataset data/hooker --evaluate data/hooker
-"$quill" lm tune models/default --data data/hooker --lm models/default/lm.json --write
+"$quill" lm tune models/default --data data/hooker --lm models/default/lm.json \
+    --beam 8,16 --prunes -8,-5 --weights 0.5,0.6,0.8 --bonuses 1.5,2,2.5 --max-ms 14 --write
 
 "$quill" bench accuracy --model models/default --also-decoding greedy \
     --data hooker="$hooker" --data synth-heldout=data/synth/lines --split test \

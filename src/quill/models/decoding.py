@@ -82,8 +82,8 @@ class CharLanguageModel(Protocol):
 
 
 #: Classes less likely than this in a frame (e**-12 ~ 6e-6) are not tried by beam search by
-#: default. Tighter is faster: on the Hooker val lines -8 decoded exactly the same texts 1.6x
-#: faster, and -5 lets a 16-wide beam cost less than an 8-wide one at -12 (``quill lm tune
+#: default. Tighter is faster: on the Hooker val lines -8 read the same CER 1.6x faster, and
+#: -5 let a 16-wide beam cost less than an 8-wide one at -12 and read better (``quill lm tune
 #: --prunes`` measures it for a model).
 PRUNE_LOG_PROB = -12.0
 
