@@ -23,6 +23,27 @@ SPECIAL_TOKENS = (PAD, BOS, EOS)
 #: British correspondence.
 DEFAULT_CHARACTERS = "\n" + "".join(c for c in string.printable if c not in "\t\r\x0b\x0c\n") + "£"
 
+#: Western European Latin script: the ASCII set above (same ids, so an ASCII model's rows map
+#: one to one) followed by the letters of Latin-1 and Latin Extended-A that French, German,
+#: Spanish, Portuguese, Italian, Dutch and the Nordic languages write (``œ``, ``ç``, ``ß``,
+#: ``ø``...), the long s ``ſ``, and the punctuation of their typesetting (curly quotes,
+#: guillemets, dashes, the ellipsis) with ``€ ° § ¡ ¿ ·``. ``^`` is an ASCII character and
+#: keeps the meaning the multi-writer transcriptions give it: the letters after it are
+#: written as a superscript (``1^er``, ``S^t``). Quill reads it as written rather than
+#: dropping it, so a reading of ``M^r`` stays distinguishable from ``Mr``.
+LATIN_CHARACTERS = DEFAULT_CHARACTERS + "".join(
+    c
+    for c in (
+        "ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝ"
+        "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿ"
+        "ŒœŸſß"
+        "‘’“”«»–—…€°§¡¿·"
+    )
+)
+
+#: The named character sets a run can choose with ``model.vocabulary``.
+VOCABULARIES = {"ascii": DEFAULT_CHARACTERS, "latin": LATIN_CHARACTERS}
+
 
 class UnknownCharacterError(ValueError):
     """A text holds characters the vocabulary cannot represent."""
@@ -87,6 +108,17 @@ class Tokenizer:
             if i >= offset:
                 out.append(self.characters[i - offset])
         return "".join(out)
+
+    @classmethod
+    def named(cls, name: str) -> Tokenizer:
+        """The tokenizer of a named vocabulary (``ascii`` or ``latin``).
+
+        >>> len(Tokenizer.named("ascii")), len(Tokenizer.named("latin"))
+        (100, 177)
+        """
+        if name not in VOCABULARIES:
+            raise ValueError(f"unknown vocabulary {name!r}; choose one of {sorted(VOCABULARIES)}")
+        return cls(characters=VOCABULARIES[name])
 
     def to_dict(self) -> dict:
         """What a staged model stores so that inference decodes exactly as training encoded."""
