@@ -27,8 +27,9 @@ DEFAULTS: dict[str, Any] = {
     "seed": 1234,
     # intra-op CPU threads (None: torch's default); set 1 per process on a busy machine
     "threads": None,
-    # init_from: a .ckpt or staged model directory whose weights the run starts from
-    "model": {"name": "ctc_line", "config": {}, "init_from": None},
+    # init_from: a .ckpt or staged model directory whose weights the run starts from;
+    # vocabulary: the character set (quill.vocab.VOCABULARIES: ascii, latin)
+    "model": {"name": "ctc_line", "config": {}, "init_from": None, "vocabulary": "ascii"},
     "data": {
         # each source: {path: DIR, weight: W}; weights mix sources within an epoch
         "sources": [],

@@ -356,7 +356,10 @@ def train(
     if config["threads"]:
         torch.set_num_threads(int(config["threads"]))
     L.seed_everything(int(config["seed"]), workers=True)
-    tokenizer = Tokenizer()
+    try:
+        tokenizer = Tokenizer.named(config["model"]["vocabulary"])
+    except ValueError as exc:
+        raise TrainingSetupError(f"model.vocabulary: {exc}") from exc
     preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
     datamodule = build_datamodule(config, tokenizer, preprocess)
     module = create_module(config, tokenizer, preprocess.to_dict(), datamodule.dataset_version)
