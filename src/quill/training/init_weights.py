@@ -6,24 +6,32 @@ corrections, or give a finished run more epochs under a fresh learning-rate sche
 start anew from the run's own config.
 
 The source is either a Quill training checkpoint (``.ckpt``) or a staged model directory (its
-TorchScript ``model.pt`` holds the weights). Either must have the run's architecture and the
-run's character set: a vocabulary that differs only in order has the same shapes and would
-load without complaint while mapping every output class to the wrong character.
+TorchScript ``model.pt`` holds the weights). It must have the run's architecture; its character
+set may differ from the run's (an ASCII model warm-starts a ``model.vocabulary: latin`` run).
+Then the tensors indexed by output class (a CTC model's classifier weight and bias, a seq2seq
+model's classifier and token embedding) are copied row by row, matched by character, never by
+index: each run class takes the source row of the same character (PAD/blank, BOS and EOS by
+index), and characters the source did not have keep the run's fresh initialisation. A
+vocabulary that differs only in order is mapped correctly rather than loaded as is, which
+would make every output class read as the wrong character.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from quill.vocab import Tokenizer
+from quill.vocab import SPECIAL_TOKENS, Tokenizer
 
 #: Run tag naming the weights a run started from; staging copies it into the model's lineage.
 INITIALISED_FROM_TAG = "quill.initialised_from"
+
+logger = logging.getLogger(__name__)
 
 
 class InitWeightsError(ValueError):
@@ -63,10 +71,12 @@ def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokenizer) -> str:
     """Copy the weights of ``source`` (a ``.ckpt`` or a staged model directory) into ``model``;
-    returns what was loaded, for the run's lineage (a staged model's path and version).
+    returns what was loaded, for the run's lineage (a staged model's path and version; when the
+    character sets differ, how many characters came from the source and how many are new).
 
-    Raises :class:`InitWeightsError` when the source is missing, of another kind, has another
-    character set, or does not fit the architecture (every tensor must match by name and shape).
+    Raises :class:`InitWeightsError` when the source is missing, of another kind, shares no
+    character with the run, or does not fit the architecture (every tensor must match by name
+    and shape, except the output-class rows, which are matched by character).
     """
     path = Path(source)
     if path.is_dir():
@@ -75,11 +85,55 @@ def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokeni
         state, source_tokenizer, loaded = _from_checkpoint(path)
     else:
         raise InitWeightsError(f"model.init_from: {path} does not exist")
-    if source_tokenizer != tokenizer.to_dict():
+    try:
+        source_vocabulary = Tokenizer.from_dict(source_tokenizer)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InitWeightsError(f"{path} records no usable character set ({exc})") from exc
+    if source_vocabulary.characters == tokenizer.characters:
+        _load_exactly(model, state, path)
+        return loaded
+    rows = class_rows(source_vocabulary, tokenizer)
+    shared = sum(1 for row in rows[len(SPECIAL_TOKENS) :] if row is not None)
+    if shared == 0:
         raise InitWeightsError(
-            f"{path} was trained with another character set than this run's; "
-            "its output classes would map to the wrong characters"
+            f"{path} shares no character with this run's vocabulary; "
+            "its output classes cannot start any of this run's"
         )
+    _load_mapped(model, state, path, rows, len(source_vocabulary), len(tokenizer))
+    total = len(tokenizer.characters)
+    summary = f"{loaded} ({shared} of {total} characters from the source; {total - shared} new)"
+    logger.info("initialised from %s", summary)
+    return summary
+
+
+def class_rows(source: Tokenizer, run: Tokenizer) -> list[int | None]:
+    """For each of ``run``'s output classes, the ``source`` class of the same character
+    (special tokens by index), or None for a character the source does not have.
+
+    >>> class_rows(Tokenizer(characters="ab"), Tokenizer(characters="bcé"))
+    [0, 1, 2, 4, None, None]
+    """
+    special = list(range(len(SPECIAL_TOKENS)))
+    known = set(source.characters)
+    return special + [source.encode(c)[0] if c in known else None for c in run.characters]
+
+
+def _class_tensor_names(model: nn.Module, num_classes: int) -> set[str]:
+    """Names of the tensors indexed by output class: the weight and bias of every Linear
+    layer with ``num_classes`` outputs and the weight of every Embedding of that many rows."""
+    names = set()
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if isinstance(module, nn.Linear) and module.out_features == num_classes:
+            names.add(f"{dot}weight")
+            if module.bias is not None:
+                names.add(f"{dot}bias")
+        elif isinstance(module, nn.Embedding) and module.num_embeddings == num_classes:
+            names.add(f"{dot}weight")
+    return names
+
+
+def _load_exactly(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -88,4 +142,49 @@ def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokeni
             f"the weights in {path} do not fit this run's model.config ({first_line}); "
             "start from a model of the same architecture"
         ) from exc
-    return loaded
+
+
+def _load_mapped(
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    path: Path,
+    rows: list[int | None],
+    source_classes: int,
+    run_classes: int,
+) -> None:
+    """Load ``state`` with the output-class tensors copied row by row through ``rows``; the
+    run's rows for characters the source lacks keep their current (fresh) values."""
+    own = model.state_dict()
+    class_tensors = _class_tensor_names(model, run_classes)
+    if not class_tensors:  # never load class rows by index under another character set
+        raise InitWeightsError(f"this run's model has no output layer of {run_classes} classes")
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise InitWeightsError(
+            f"the weights in {path} do not fit this run's model.config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); start from a model of the same architecture"
+        )
+    targets = torch.tensor([i for i, row in enumerate(rows) if row is not None])
+    sources = torch.tensor([row for row in rows if row is not None])
+    mapped = {}
+    for name, current in own.items():
+        given = state[name]
+        is_class = (
+            name in class_tensors
+            and given.shape[:1] == (source_classes,)
+            and given.shape[1:] == current.shape[1:]
+        )
+        if is_class:
+            tensor = current.clone()
+            tensor[targets] = given[sources].to(tensor.dtype)
+            mapped[name] = tensor
+        elif given.shape != current.shape:
+            raise InitWeightsError(
+                f"the weights in {path} do not fit this run's model.config ({name}: "
+                f"{tuple(given.shape)} in the source, {tuple(current.shape)} here); "
+                "start from a model of the same architecture"
+            )
+        else:
+            mapped[name] = given
+    model.load_state_dict(mapped, strict=True)
