@@ -111,3 +111,58 @@ def test_a_missing_or_bad_decoding_section_is_a_clear_load_error(model_copy):
     (model_copy / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="'greedy' or 'beam'"):
         Recognizer.from_path(model_copy, backend="onnx", decoding="fast")
+
+
+def labels_folder(root: Path, rows: list[tuple[str, str]]) -> Path:
+    """A folder of rendered lines with labels.tsv (file, page, text), as the shared sets are."""
+    (root / "lines").mkdir(parents=True)
+    lines = ["file\tpage\ttext"]
+    for index, (page, text) in enumerate(rows):
+        render_line("line").save(root / "lines" / f"{index}.png")
+        lines.append(f"lines/{index}.png\t{page}\t{text}")
+    (root / "labels.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default"
+FRENCH = ["il a été reçu par sa sœur", "l’été fut doux ∞", "cet été nous avons été là"]
+ENGLISH = ["my dear Hooker", "the seeds came to Kew", "the summer was warm"]
+
+
+def test_fit_counts_the_train_lines_of_several_datasets_in_one_latin_lm(tmp_path):
+    from quill.data.manifest import assign_splits
+    from quill.models.language_model import CharNGramLM
+    from quill.vocab import Tokenizer
+
+    # pages whose hash puts them in train, so every line below is counted
+    pages = [
+        p for p, split in assign_splits(f"p{i}" for i in range(40)).items() if split == "train"
+    ]
+    french = labels_folder(tmp_path / "fr", [(pages[i], t) for i, t in enumerate(FRENCH * 3)])
+    english = labels_folder(tmp_path / "en", [(pages[0], t) for t in ENGLISH])
+    out = tmp_path / "lm.json"
+    output = invoke("lm", "fit", str(out), "--dataset", str(french), "--dataset", str(english),
+                    "--vocabulary", "latin", "--no-corpus", "--order", "4")  # fmt: skip
+    assert f"{french}: 9 train lines" in output and f"{english}: 3 train lines" in output
+    assert "3 characters outside the latin vocabulary (1 distinct)" in output
+    assert "'∞' ×3" in output and "(174 characters)" in output
+    lm = CharNGramLM.load(out)
+    assert lm.tokenizer == Tokenizer.named("latin")
+    assert lm.counts["été"][" "] == 12 and lm.counts["Ke"] == {"w": 1}
+    assert lm.char_log_prob("il a ét", "é") > lm.char_log_prob("il a ét", "e")
+
+    # the shipped model's character set is ASCII: the accents are reported, not dropped silently
+    output = invoke("lm", "fit", str(out), "--dataset", str(french), "--no-corpus",
+                    "--model", str(SHIPPED))  # fmt: skip
+    assert f"outside the vocabulary of {SHIPPED}" in output and "'é' ×" in output
+    assert CharNGramLM.load(out).tokenizer == Tokenizer()
+
+
+def test_tune_refuses_a_language_model_of_another_character_set(model_copy, val_lines, tmp_path):
+    lm_path = tmp_path / "lm.json"
+    invoke("lm", "fit", str(lm_path), "--dataset", str(val_lines), "--no-corpus",
+           "--vocabulary", "latin")  # fmt: skip
+    result = CliRunner().invoke(app, ["lm", "tune", str(model_copy), "--data", str(val_lines),
+                                      "--lm", str(lm_path)])  # fmt: skip
+    assert result.exit_code == 1
+    assert "fitted with another character set" in " ".join(result.output.split())

@@ -1,11 +1,25 @@
-"""``quill lm fit|tune``: a character language model for CTC beam search."""
+"""``quill lm fit|tune``: a character language model for CTC beam search.
+
+``quill lm fit`` counts the train split of any number of datasets (Quill dataset folders, or
+folders with ``labels.tsv`` split as ``quill data import folder`` splits them), text files and
+Austen's novels, under the character set of a staged model (``--model``) or a named one
+(``--vocabulary latin``), so one LM can cover English and French. Characters outside that set
+are reported with their counts, never dropped silently.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
+import unicodedata
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from quill.vocab import Tokenizer
 
 lm_app = typer.Typer(
     help="Character language model for CTC beam search: fit it on text, tune it on val data.",
@@ -27,12 +41,77 @@ def _beam_widths(text: str) -> list[int]:
     return [int(w) for w in widths]
 
 
+def split_texts(folder: Path, split: str, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
+    """The transcriptions of ``split`` in a Quill dataset folder (``manifest.jsonl``) or a
+    folder with ``labels.tsv``, and why rows were left out (the latter only).
+
+    A ``labels.tsv`` folder is read by the same reader as ``quill data import folder``, with
+    its default split, so the LM counts exactly the train lines a model trained on. The reader
+    is given a vocabulary that admits every character of the file: characters outside
+    ``tokenizer`` then reach :meth:`CharNGramLM.fit`, which counts them for the report, rather
+    than making the reader skip their whole lines.
+    """
+    from quill.data.manifest import MANIFEST_NAME, Manifest
+    from quill.data.readers import READERS
+    from quill.vocab import Tokenizer
+
+    if (folder / MANIFEST_NAME).is_file():
+        return [sample.text for sample in Manifest.load(folder).split(split)], []
+    labels = folder if folder.is_file() else folder / "labels.tsv"
+    if not labels.is_file():
+        raise ValueError(f"{folder} is neither a Quill dataset (manifest.jsonl) nor has labels.tsv")
+    raw = unicodedata.normalize("NFC", labels.read_text(encoding="utf-8-sig", errors="replace"))
+    extra = "".join(sorted(set(raw) - set(tokenizer.characters) - {"\t"}))
+    admitting = Tokenizer(characters=tokenizer.characters + extra)
+    with tempfile.TemporaryDirectory(prefix="quill-lm-") as scratch:
+        result = READERS["folder"](labels, Path(scratch), tokenizer=admitting)
+        texts = [sample.text for sample in result.manifest.split(split)]
+    skipped = [f"{item.where}: {item.reason}" for item in result.report.skipped]
+    return texts, skipped
+
+
+def _describe_unknown(unknown: Counter[str], vocabulary: str) -> str:
+    """``12 characters outside the latin vocabulary (3 distinct) ...: 'ſ' ×9, ...``"""
+    shown = ", ".join(f"{char!r} ×{count}" for char, count in unknown.most_common(12))
+    more = f", and {len(unknown) - 12} more" if len(unknown) > 12 else ""
+    return (
+        f"{sum(unknown.values()):,} characters outside the {vocabulary} "
+        f"({len(unknown)} distinct) were not counted, each ending its context: {shown}{more}"
+    )
+
+
+def _fit_tokenizer(model: Path | None, vocabulary: str | None) -> tuple[Tokenizer, str]:
+    """The tokenizer an LM is fitted with and how to name it: a staged model's, or a named
+    vocabulary's (ascii when neither is given)."""
+    from quill.vocab import Tokenizer
+
+    if model is not None and vocabulary is not None:
+        raise typer.BadParameter("give --model or --vocabulary, not both", param_hint="--model")
+    if model is None:
+        name = vocabulary or "ascii"
+        try:
+            return Tokenizer.named(name), f"{name} vocabulary"
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--vocabulary") from exc
+    meta_path = model / "quill-model.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise typer.BadParameter(
+            f"{model} is not a staged model with a tokenizer ({exc})", param_hint="--model"
+        ) from exc
+    return tokenizer, f"vocabulary of {model}"
+
+
 @lm_app.command("fit")
 def fit(
     out: Path = typer.Argument(..., help="Where to write the model (JSON, e.g. lm.json)."),
     text: list[Path] = typer.Option([], help="UTF-8 text file(s), one line per line of text."),
     dataset: list[Path] = typer.Option(
-        [], help="Dataset folder(s) with a manifest: their train split's transcriptions."
+        [],
+        help="Dataset folder(s), a Quill dataset (manifest.jsonl) or a folder with labels.tsv "
+        "(split as `quill data import folder` splits it): their train split's transcriptions.",
     ),
     corpus: bool = typer.Option(
         True, help="Also count Jane Austen's novels (the synthetic data's corpus)."
@@ -41,32 +120,67 @@ def fit(
         6, min=1, max=12, help="Characters of context + 1 (6: lowest Hooker val perplexity)."
     ),
     evaluate: list[Path] = typer.Option(
-        [], help="Dataset folder(s) whose val split's perplexity to report."
+        [], help="Dataset folder(s) (as --dataset) whose val split's perplexity to report."
+    ),
+    vocabulary: str = typer.Option(
+        None,
+        help="Character set to fit with: ascii or latin (Western European) [default: ascii].",
+        show_default=False,
+    ),
+    model: Path = typer.Option(
+        None, help="Fit with the character set of this staged model (instead of --vocabulary)."
     ),
 ) -> None:
     """Count character n-grams and write the language model."""
     from rich.console import Console
+    from rich.markup import escape
 
-    from quill.data.manifest import Manifest
     from quill.inference.decoding_tuning import training_texts
     from quill.models.language_model import CharNGramLM
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     missing = [str(p) for p in [*text, *dataset, *evaluate] if not p.exists()]
     if missing:
         console.print(f"[red]error:[/] not found: {', '.join(missing)}")
         raise typer.Exit(1)
-    texts = list(training_texts(text, dataset, corpus))
+    tokenizer, vocabulary_name = _fit_tokenizer(model, vocabulary)
+    texts = list(training_texts(text, [], False))
+    for folder in dataset:
+        try:
+            lines, skipped = split_texts(folder, "train", tokenizer)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from exc
+        console.print(f"{folder}: {len(lines):,} train lines")
+        if skipped:
+            console.print(
+                f"[yellow]{folder}: {len(skipped)} rows not read[/], e.g. {escape(skipped[0])}"
+            )
+        texts += lines
+    if corpus:
+        texts += training_texts([], [], True)
     if not texts:
         console.print("[red]error:[/] no text: give --text, --dataset or keep --corpus")
         raise typer.Exit(1)
     with console.status(f"counting {order}-grams over {sum(map(len, texts)):,} characters"):
-        lm = CharNGramLM.fit(texts, order=order)
+        lm = CharNGramLM.fit(texts, order=order, tokenizer=tokenizer)
         lm.save(out)
+    if lm.unknown_characters:
+        console.print(
+            f"[yellow]{escape(_describe_unknown(lm.unknown_characters, vocabulary_name))}[/]"
+        )
     size = out.stat().st_size / 1e6
-    console.print(f"wrote {out}: {len(lm.counts):,} contexts, {size:.1f} MB")
+    characters = len(tokenizer.characters)
+    console.print(
+        f"wrote {out}: {len(lm.counts):,} contexts, {size:.1f} MB; the {vocabulary_name} "
+        f"({characters} characters)"
+    )
     for folder in evaluate:
-        val = [sample.text for sample in Manifest.load(folder).split("val")]
+        try:
+            val, _ = split_texts(folder, "val", tokenizer)
+        except ValueError as exc:
+            console.print(f"[red]error:[/] {escape(str(exc))}")
+            raise typer.Exit(1) from exc
         console.print(f"perplexity on {folder} val ({len(val)} lines): {lm.perplexity(val):.2f}")
 
 
@@ -109,6 +223,8 @@ def tune(
     try:
         recognizer = Recognizer.from_path(model, decoding="greedy")
         language = CharNGramLM.load(lm) if lm else None
+        if language is not None:
+            language.check_tokenizer(recognizer.tokenizer)
         manifest = Manifest.load(data)
     except (ModelLoadError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")

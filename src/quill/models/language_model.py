@@ -18,14 +18,20 @@ the Hooker validation lines this gives a per-character perplexity of 5.27 where 
 interpolation gives 6.58 (order 6, the same text; see docs/models.md).
 
 The model works on characters; :meth:`CharNGramLM.log_prob` speaks token ids through the
-tokenizer it was fitted with, the interface beam search asks for. It saves as JSON beside a
-staged model (``lm.json``).
+tokenizer it was fitted with, the interface beam search asks for, so a model and its LM must
+share one character set (:meth:`CharNGramLM.check_tokenizer`). Any character set works: fitted
+with the Latin vocabulary on English and French text, one LM covers both (``é``, ``œ``, ``’``
+are characters like any other). Texts are NFC-normalised as the dataset readers normalise
+labels; characters outside the vocabulary end a context and are counted in
+:attr:`CharNGramLM.unknown_characters`, for the caller to report. It saves as UTF-8 JSON beside
+a staged model (``lm.json``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
@@ -63,27 +69,39 @@ class CharNGramLM:
         self._tables = _kneser_ney_tables(counts, order)
         self._uniform = 1.0 / len(tokenizer.characters)
         self._id_to_char = {tokenizer.encode(c)[0]: c for c in tokenizer.characters}
+        self._known = set(tokenizer.characters)
+        #: Characters :meth:`fit` met outside the vocabulary, with how often (not saved).
+        self.unknown_characters: Counter[str] = Counter()
         self._cached_log_prob = lru_cache(maxsize=200_000)(self._log_prob)
 
     @classmethod
     def fit(
         cls, texts: Iterable[str], order: int = 6, tokenizer: Tokenizer | None = None
     ) -> CharNGramLM:
-        """Count the n-grams of ``texts`` (one line each); characters outside the tokenizer
-        end a context (they cannot be decoded, so they must not be predicted)."""
+        """Count the n-grams of ``texts`` (one line each, NFC-normalised); characters outside
+        the tokenizer end a context (they cannot be decoded, so they must not be predicted) and
+        are counted in the result's :attr:`unknown_characters`.
+
+        >>> CharNGramLM.fit(["naïve café"], order=2).unknown_characters
+        Counter({'ï': 1, 'é': 1})
+        """
         tokenizer = tokenizer or Tokenizer()
         known = set(tokenizer.characters)
         counts: dict[str, Counter[str]] = defaultdict(Counter)
+        unknown: Counter[str] = Counter()
         for text in texts:
             history = LINE_START[: order - 1]
-            for char in text:
+            for char in unicodedata.normalize("NFC", text):
                 if char not in known:
+                    unknown[char] += 1
                     history = ""
                     continue
                 for start in range(len(history) + 1):
                     counts[history[start:]][char] += 1
                 history = (history + char)[-(order - 1) :] if order > 1 else ""
-        return cls(order, dict(counts), tokenizer)
+        lm = cls(order, dict(counts), tokenizer)
+        lm.unknown_characters = unknown
+        return lm
 
     def char_log_prob(self, history: str, char: str) -> float:
         """Natural log of P(``char`` | the last ``order - 1`` characters of ``history``);
@@ -116,14 +134,29 @@ class CharNGramLM:
         total, count = 0.0, 0
         for text in texts:
             history = LINE_START
-            for char in text:
-                if char not in self._id_to_char.values():
+            for char in unicodedata.normalize("NFC", text):
+                if char not in self._known:
                     history = ""
                     continue
                 total -= self.char_log_prob(history, char)
                 history += char
                 count += 1
         return math.exp(total / max(count, 1))
+
+    def check_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Raise ValueError unless this LM speaks ``tokenizer``'s ids: beam search asks it
+        about a model's classes, and under another character set an id names another
+        character (or none: an ASCII LM would forbid every accent a Latin model reads)."""
+        if tokenizer.characters != self.tokenizer.characters:
+            missing = [c for c in tokenizer.characters if c not in self._known]
+            lacks = f", and lacks {len(missing)} of its characters ({''.join(missing[:8])!r}...)"
+            raise ValueError(
+                f"the language model was fitted with another character set "
+                f"({len(self.tokenizer.characters)} characters) than the model's "
+                f"({len(tokenizer.characters)}){lacks if missing else ''}; beam search "
+                "would score the model's classes as other characters or none: fit it with the "
+                "model's (`quill lm fit --model MODEL_DIR`)"
+            )
 
     def save(self, path: str | Path) -> Path:
         """Write the model as JSON (contexts seen once are kept: the files stay a few MB)."""
@@ -135,7 +168,9 @@ class CharNGramLM:
             "tokenizer": self.tokenizer.to_dict(),
             "counts": {context: dict(counts) for context, counts in sorted(self.counts.items())},
         }
-        path.write_text(json.dumps(data, ensure_ascii=False, separators=(",", ":")))
+        path.write_text(
+            json.dumps(data, ensure_ascii=False, separators=(",", ":")), encoding="utf-8"
+        )
         return path
 
     @classmethod
@@ -143,7 +178,7 @@ class CharNGramLM:
         """Read a model written by :meth:`save`; a clear error for anything else."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("format_version") != FORMAT_VERSION:
                 raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
             counts = {context: Counter(next_) for context, next_ in data["counts"].items()}
