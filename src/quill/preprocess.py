@@ -200,16 +200,34 @@ def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def fit_line(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+def scale_line(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Scale a line ink map to ``config.height`` keeping its aspect, squeezed to max_width.
 
-    Returns (height, W) with W a multiple of ``width_multiple``, right-padded with paper.
+    Returns (height, W) unpadded: what the training loader's ink cache stores.
     """
     h, w = ink.shape
     width = max(1, min(config.max_width, round(w * config.height / h)))
-    line = _resize(ink, width, config.height)
-    padded_width = -(-width // config.width_multiple) * config.width_multiple
-    return np.pad(line, ((0, 0), (0, padded_width - width)))
+    return _resize(ink, width, config.height)
+
+
+def pad_width(image: np.ndarray, multiple: int) -> np.ndarray:
+    """Right-pad an (H, W) image with paper to a width that is a multiple of ``multiple``.
+
+    >>> pad_width(np.ones((2, 5), np.float32), 4).shape
+    (2, 8)
+    """
+    width = image.shape[1]
+    return np.pad(image, ((0, 0), (0, -(-width // multiple) * multiple - width)))
+
+
+def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
+    """Image -> its ink map cropped and scaled to the line height, (height, W) unpadded.
+
+    :func:`preprocess` of a line is this, padded; the training loader caches it once per
+    dataset version, so both read identical pixels.
+    """
+    ink = ink_map(load_image(source))
+    return scale_line(crop_to_ink(ink) if config.crop_to_ink else ink, config)
 
 
 def fit_paragraph(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -230,12 +248,10 @@ def preprocess(source: ImageSource, config: PreprocessConfig | None = None) -> n
     ``width_multiple``); for ``kind="paragraph"`` the shape is the fixed paragraph canvas.
     """
     config = config or PreprocessConfig()
+    if config.kind == "line":
+        return pad_width(line_ink(source, config), config.width_multiple)
     ink = ink_map(load_image(source))
-    if config.crop_to_ink:
-        ink = crop_to_ink(ink)
-    if config.kind == "paragraph":
-        return fit_paragraph(ink, config)
-    return fit_line(ink, config)
+    return fit_paragraph(crop_to_ink(ink) if config.crop_to_ink else ink, config)
 
 
 def batch_images(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import torch
 from quill.data.datamodule import HTRDataModule, default_num_workers
 from quill.data.manifest import Manifest, Sample
 from quill.data.paragraphs import make_paragraphs
-from quill.preprocess import PreprocessConfig
+from quill.preprocess import PreprocessConfig, preprocess
 from quill.vocab import Tokenizer
 
 SYNTH = {
@@ -74,7 +74,7 @@ def test_zero_weight_source_is_not_trained_on_but_still_evaluated(sources):
     assert {module.train_items[i].source for i in module.train_sampler()} == {"synth"}
     batches = list(module.val_dataloader())
     assert Counter(s for b in batches for s in b["sources"]) == {"synth": 1, "real": 2}
-    assert module.val_sources == ["synth", "real"]
+    assert module.val_sources == {"synth": "seen", "real": "seen"}
 
 
 def test_evaluation_is_unaugmented_and_per_source(sources):
@@ -88,14 +88,65 @@ def test_evaluation_is_unaugmented_and_per_source(sources):
     assert test["texts"] == ["synth test", "t"]
 
 
-def test_training_samples_are_augmented(sources):
-    module = _module(sources, augment=True)
+def test_training_samples_are_augmented_per_sample_without_the_cache(sources):
+    module = _module(sources, augment=True, cache=False)
     dataset = module.train_dataloader().dataset
     torch.manual_seed(1)
     views = [dataset[0]["image"] for _ in range(4)]
     assert any(v.shape != views[0].shape or not np.array_equal(v, views[0]) for v in views[1:])
-    plain = _module(sources, augment=False).train_dataloader().dataset
+    plain = _module(sources, augment=False, cache=False).train_dataloader().dataset
     assert np.array_equal(plain[0]["image"], plain[0]["image"])
+
+
+def test_cached_training_batches_are_augmented_in_the_loader(sources):
+    module = _module(sources, augment=True)
+    loader = module.train_dataloader()
+    samples = [loader.dataset[i] for i in range(4)]
+    assert all(s["image"].dtype == np.uint8 for s in samples)  # cached maps, not decoded files
+    torch.manual_seed(1)
+    first, second = loader.collate_fn(samples), loader.collate_fn(samples)
+    assert first["images"].shape != second["images"].shape or not torch.equal(
+        first["images"], second["images"]
+    )
+    plain = _module(sources, augment=False).train_dataloader()
+    assert torch.equal(plain.collate_fn(samples)["images"], plain.collate_fn(samples)["images"])
+
+
+def test_unaugmented_cached_batch_is_what_preprocessing_gives(sources):
+    module = _module(sources, augment=False)
+    batch = next(iter(module.val_dataloader()))
+    config = module.preprocess_config
+    for row, path in enumerate(batch["image_paths"]):
+        expected = preprocess(path, config)  # (H, W) float, what inference computes
+        width = int(batch["widths"][row])
+        assert width == expected.shape[1]
+        got = batch["images"][row, 0, :, :width].numpy()
+        assert np.abs(got - expected).max() <= 0.5 / 255 + 1e-6  # uint8 rounding only
+
+
+def test_cache_is_reused_and_rebuilt_when_the_data_changes(sources, make_line_dataset):
+    module = _module(sources)
+    cache_files = sorted((Path(sources[1]["path"]) / ".ink-cache").glob("*.npy"))
+    assert len(cache_files) == 1
+    stamp = cache_files[0].stat().st_mtime_ns
+    _module(sources)
+    assert cache_files[0].stat().st_mtime_ns == stamp  # same version: read, not rebuilt
+    make_line_dataset("real", {**REAL, "train": ["real one", "real 2"]})
+    rebuilt = _module(sources)
+    now = sorted((Path(sources[1]["path"]) / ".ink-cache").glob("*.npy"))
+    assert len(now) == 1 and now != cache_files  # a new key; the stale cache is gone
+    assert {i.text for i in rebuilt.train_items} >= {"real 2"}
+    assert module.dataset_version != rebuilt.dataset_version
+
+
+def test_cached_training_batches_can_be_augmented_on_the_device(sources):
+    module = _module(sources, augment=True, augment_on="device")
+    batch = next(iter(module.train_dataloader()))
+    assert batch["augment"] is True
+    before = batch["images"].clone()
+    after = module.on_after_batch_transfer(batch, 0)
+    assert "augment" not in after and after["images"].shape[2] == before.shape[2]
+    assert after["images"].shape != before.shape or not torch.equal(after["images"], before)
 
 
 def test_max_width_is_respected(make_line_dataset):
@@ -150,21 +201,25 @@ def test_unusable_samples_are_reported_and_left_out(sources, caplog):
         Sample("images/real-train-1.png", "a paragraph", "train", "real", "z", "g3", "paragraph"),
     ]
     Manifest(real.root, [*real.samples, *extra]).save()
+    gone = (real.root / "images/gone.png").resolve()
     with caplog.at_level(logging.WARNING, logger="quill.data.datamodule"):
         module = _module(sources)
+        uncached = _module(sources, cache=False)
     reasons = {skip.where: skip.reason for skip in module.skipped}
     assert reasons == {
         "real:images/real-train-0.png": (
             "characters outside the vocabulary: 'è', 'û', 'é' in 'crème brûlée'"
         ),
-        "real:images/gone.png": f"image file missing: {(real.root / 'images/gone.png').resolve()}",
+        "real:images/gone.png": f"unreadable image: no such image file: {gone}",
     }
+    reasons = {skip.where: skip.reason for skip in uncached.skipped}
+    assert reasons["real:images/gone.png"] == f"image file missing: {gone}"
     assert "left out 2 samples" in caplog.text
     assert len(module.train_items) == 10  # the paragraph sample belongs to another task
 
 
 def test_unreadable_image_is_logged_and_replaced(sources, caplog):
-    module = _module(sources)
+    module = _module(sources, cache=False)
     items = module.train_items
     Path(items[0].path).write_bytes(b"truncated")
     dataset = module.train_dataloader().dataset

@@ -8,8 +8,14 @@ a large synthetic one nor repeated to exhaustion. Validation and test use every 
 val/test split, unmixed and unaugmented, in one loader whose batches carry each sample's
 source name (``batch["sources"]``), so metrics can be reported per source as well as overall.
 
-Samples the tokenizer cannot encode, or whose image file is missing, are reported when the
-module is set up and left out; nothing is dropped silently.
+Line images are read through an ink cache (:mod:`quill.data.ink_cache`): each image's ink
+map is computed once per dataset version, and training batches are augmented as tensors
+(:mod:`quill.data.ink_augment`) in the loader workers or, on a GPU, after the batch is moved
+there (``augment_on``). ``cache=False`` (and paragraph data) reads and augments every image
+per sample instead, the slower path ``quill bench data`` compares against.
+
+Samples the tokenizer cannot encode, or whose image file is missing or unreadable, are
+reported when the module is set up and left out; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from quill.data import ink_cache
 from quill.data.augment import AugmentConfig, Augmenter
+from quill.data.ink_augment import InkAugmenter
 from quill.data.manifest import Manifest, Split
 from quill.data.readers.common import Skip, label_problem
 from quill.preprocess import ImageError, PreprocessConfig, batch_images, load_image, preprocess
@@ -40,14 +48,21 @@ from quill.vocab import Tokenizer
 log = logging.getLogger(__name__)
 
 Task = Literal["line", "paragraph"]
+AugmentOn = Literal["auto", "loader", "device"]
 #: Consecutive unreadable images tolerated before a loader gives up.
 MAX_REPLACEMENTS = 10
+#: Where a dataset's ink cache lives, inside the dataset folder unless ``cache_dir`` is given.
+CACHE_FOLDER = ".ink-cache"
 
 
 def default_num_workers() -> int:
     """Loader processes for this machine: one core stays with the training loop, at most 4."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(0, min((cores or 1) - 1, 4))
+
+
+SourceRole = Literal["seen", "unseen", "synthetic"]
+SOURCE_ROLES: tuple[SourceRole, ...] = ("seen", "unseen", "synthetic")
 
 
 @dataclass(frozen=True)
@@ -57,22 +72,32 @@ class SourceSpec:
     path: Path
     weight: float = 1.0
     name: str = ""
+    #: ``seen`` (the model trains on these writers), ``unseen`` (val/test writers never in
+    #: train: a writer-split multi-writer set) or ``synthetic``. Validation pools the unseen
+    #: sources into ``val_cer_unseen`` and selects checkpoints on real data.
+    role: SourceRole = "seen"
 
     @classmethod
     def parse(cls, item: SourceSpec | Mapping | str | Path) -> SourceSpec:
-        """A spec from a config entry: ``{"path": ..., "weight": ..., "name": ...}`` or a path."""
+        """A spec from a config entry: ``{"path", "weight", "name", "role"}`` or a path."""
         if isinstance(item, SourceSpec):
             spec = item
         elif isinstance(item, Mapping):
-            unknown = set(item) - {"path", "weight", "name"}
+            unknown = set(item) - {"path", "weight", "name", "role"}
             if unknown or "path" not in item:
-                raise ValueError(f"a source needs 'path' (and optional weight, name): {item}")
-            spec = cls(Path(item["path"]), float(item.get("weight", 1.0)), item.get("name", ""))
+                raise ValueError(f"a source needs 'path' (and optional weight, name, role): {item}")
+            role = item.get("role", "seen")
+            if role not in SOURCE_ROLES:
+                raise ValueError(f"source {item['path']}: role must be one of {SOURCE_ROLES}")
+            spec = cls(
+                Path(item["path"]), float(item.get("weight", 1.0)), item.get("name", ""), role
+            )
         else:
             spec = cls(Path(item))
         if spec.weight < 0:
             raise ValueError(f"source {spec.path}: weight must be >= 0, got {spec.weight}")
-        return spec if spec.name else cls(spec.path, spec.weight, Path(spec.path).name)
+        name = spec.name or Path(spec.path).name
+        return cls(spec.path, spec.weight, name, spec.role)
 
 
 @dataclass(frozen=True)
@@ -83,15 +108,18 @@ class Item:
     text: str
     ids: tuple[int, ...]
     source: str
+    #: the image's row in its source's ink cache (-1: read from the file)
+    row: int = -1
 
 
 @dataclass
 class SourceData:
-    """A source's manifest and its usable items per split."""
+    """A source's manifest, its ink cache (if cached) and its usable items per split."""
 
     spec: SourceSpec
     manifest: Manifest
     items: dict[str, list[Item]] = field(default_factory=dict)
+    cache: ink_cache.InkCache | None = None
 
 
 class HTRDataset(Dataset):
@@ -163,19 +191,82 @@ def collate(samples: list[dict]) -> dict:
     image_paths and sources as lists.
     """
     images, widths = batch_images([s["image"] for s in samples])
+    return {
+        "images": torch.from_numpy(images),
+        "widths": torch.from_numpy(widths),
+        **_labels(samples),
+    }
+
+
+def _labels(samples: list[dict]) -> dict:
+    """Everything in a batch but the images: padded targets, their lengths, texts, paths."""
     lengths = [len(s["ids"]) for s in samples]
     targets = torch.zeros((len(samples), max(lengths, default=0)), dtype=torch.long)
     for row, sample in enumerate(samples):
         targets[row, : len(sample["ids"])] = torch.tensor(sample["ids"], dtype=torch.long)
     return {
-        "images": torch.from_numpy(images),
-        "widths": torch.from_numpy(widths),
         "targets": targets,
         "target_lengths": torch.tensor(lengths, dtype=torch.long),
         "texts": [s["text"] for s in samples],
         "image_paths": [s["path"] for s in samples],
         "sources": [s["source"] for s in samples],
     }
+
+
+class CachedLineDataset(Dataset):
+    """Items -> their cached ink maps (height, W) uint8; no file is read, nothing computed."""
+
+    def __init__(self, items: Sequence[Item], caches: Mapping[str, ink_cache.InkCache]):
+        self.items = list(items)
+        self.caches = dict(caches)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        return {
+            "image": self.caches[item.source].image(item.row),  # (H, W) uint8, ink = 255
+            "text": item.text,
+            "ids": item.ids,
+            "path": item.path,
+            "source": item.source,
+        }
+
+
+class CachedCollate:
+    """Batches of cached ink maps: the :func:`collate` dict, augmented here if asked.
+
+    ``augmenter`` set: the batch is augmented in the loader process. ``defer``: it is
+    returned at the cache geometry with ``batch["augment"] = True`` for the DataModule to
+    augment on the device. Neither: widths are padded as :func:`quill.preprocess.preprocess`
+    pads them, so an unaugmented cached batch is the model input inference would compute.
+    """
+
+    def __init__(
+        self, width_multiple: int, augmenter: InkAugmenter | None = None, defer: bool = False
+    ):
+        self.width_multiple = width_multiple
+        self.augmenter = augmenter
+        self.defer = defer
+
+    def __call__(self, samples: list[dict]) -> dict:
+        multiple = self.width_multiple
+        # each width padded as preprocessing pads it: CTC output lengths follow from these
+        widths = [-(-s["image"].shape[1] // multiple) * multiple for s in samples]
+        pixels = np.zeros((len(samples), 1, samples[0]["image"].shape[0], max(widths)), np.uint8)
+        for row, sample in enumerate(samples):
+            pixels[row, 0, :, : sample["image"].shape[1]] = sample["image"]
+        batch = {
+            "images": torch.from_numpy(pixels).float().div_(255.0),  # (B, 1, H, W)
+            "widths": torch.tensor(widths, dtype=torch.long),
+            **_labels(samples),
+        }
+        if self.defer:
+            batch["augment"] = True
+        elif self.augmenter is not None:
+            batch["images"], batch["widths"] = self.augmenter(batch["images"], batch["widths"])
+        return batch
 
 
 class HTRDataModule(pl.LightningDataModule):
@@ -200,6 +291,9 @@ class HTRDataModule(pl.LightningDataModule):
         epoch_size: int | None = None,
         augment: AugmentConfig | bool | None = True,
         seed: int = 0,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
+        augment_on: AugmentOn = "auto",
     ):
         super().__init__()
         self.specs = [SourceSpec.parse(s) for s in sources]
@@ -219,8 +313,13 @@ class HTRDataModule(pl.LightningDataModule):
         self.epoch_size = epoch_size
         if augment is True:
             augment = AugmentConfig()
-        self.augmenter = Augmenter(augment, self.preprocess_config) if augment else None
+        self.augment_config = augment or None
         self.seed = seed
+        self.cache = cache and task == "line"
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        if augment_on not in ("auto", "loader", "device"):
+            raise ValueError(f"augment_on must be auto, loader or device, not {augment_on!r}")
+        self.augment_on = augment_on
         self.skipped: list[Skip] = []
         self._data: list[SourceData] | None = None
 
@@ -271,21 +370,37 @@ class HTRDataModule(pl.LightningDataModule):
 
     def _load(self, spec: SourceSpec) -> SourceData:
         manifest = self.manifests[spec.name]
-        data = SourceData(spec, manifest, {"train": [], "val": [], "test": []})
+        cache = self._ink_cache(spec, manifest) if self.cache else None
+        data = SourceData(spec, manifest, {"train": [], "val": [], "test": []}, cache)
         for sample in manifest:
             if sample.kind != self.task:
                 continue
             where = f"{spec.name}:{sample.image}"
             path = manifest.path_of(sample)
             problem = label_problem(sample.text, self.tokenizer)
-            if problem is None and not path.is_file():
+            if problem is None and cache is not None and sample.image not in cache:
+                problem = f"unreadable image: {cache.failures.get(sample.image, 'not cached')}"
+            elif problem is None and cache is None and not path.is_file():
                 problem = f"image file missing: {path}"
             if problem:
                 self.skipped.append(Skip(where, problem))
                 continue
             ids = tuple(self.tokenizer.encode(sample.text))
-            data.items[sample.split].append(Item(str(path), sample.text, ids, spec.name))
+            row = cache.row(sample.image) if cache is not None else -1
+            data.items[sample.split].append(Item(str(path), sample.text, ids, spec.name, row))
         return data
+
+    def _ink_cache(self, spec: SourceSpec, manifest: Manifest) -> ink_cache.InkCache:
+        """The source's ink cache, built on first use (a progress bar shows it)."""
+        directory = self.cache_dir or Path(spec.path) / CACHE_FOLDER
+        return ink_cache.dataset_cache(
+            manifest,
+            spec.name if self.cache_dir else "lines",
+            self.preprocess_config,
+            directory,
+            workers=default_num_workers(),
+            show_progress=True,
+        )
 
     @property
     def data(self) -> list[SourceData]:
@@ -302,9 +417,9 @@ class HTRDataModule(pl.LightningDataModule):
         return [item for source in self.data for item in source.items[split]]
 
     @property
-    def val_sources(self) -> list[str]:
-        """Names of the sources that have validation samples (keys for per-source metrics)."""
-        return [s.spec.name for s in self.data if s.items["val"]]
+    def val_sources(self) -> dict[str, str]:
+        """Name -> role of the sources that have validation samples (per-source metrics)."""
+        return {s.spec.name: s.spec.role for s in self.data if s.items["val"]}
 
     # ------------------------------------------------------------------ loaders
 
@@ -323,9 +438,53 @@ class HTRDataModule(pl.LightningDataModule):
             weights, num_samples=self.epoch_size or len(weights), generator=generator
         )
 
+    @property
+    def caches(self) -> dict[str, ink_cache.InkCache]:
+        return {s.spec.name: s.cache for s in self.data if s.cache is not None}
+
+    def augments_on_device(self) -> bool:
+        """Whether training batches are augmented after they reach the device (a GPU)."""
+        if not (self.cache and self.augment_config):
+            return False
+        if self.augment_on == "auto":
+            trainer = getattr(self, "trainer", None)
+            root = getattr(trainer, "strategy", None)
+            device = getattr(root, "root_device", None)
+            return device is not None and device.type == "cuda"
+        return self.augment_on == "device"
+
     def train_dataloader(self) -> DataLoader:
-        dataset = HTRDataset(self.train_items, self.preprocess_config, self.augmenter)
-        return self._loader(dataset, self.batch_size, sampler=self.train_sampler())
+        if not self.cache:
+            augmenter = (
+                Augmenter(self.augment_config, self.preprocess_config)
+                if self.augment_config
+                else None
+            )
+            dataset = HTRDataset(self.train_items, self.preprocess_config, augmenter)
+            return self._loader(dataset, self.batch_size, sampler=self.train_sampler())
+        defer = self.augments_on_device()
+        collate_fn = CachedCollate(
+            self.preprocess_config.width_multiple,
+            None if defer or not self.augment_config else self.ink_augmenter(),
+            defer,
+        )
+        dataset = CachedLineDataset(self.train_items, self.caches)
+        return self._loader(dataset, self.batch_size, self.train_sampler(), collate_fn)
+
+    def ink_augmenter(self) -> InkAugmenter:
+        config = self.augment_config if isinstance(self.augment_config, AugmentConfig) else None
+        pp = self.preprocess_config
+        return InkAugmenter(config, pp.width_multiple, pp.max_width)
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Augment a deferred training batch where it now is (the GPU)."""
+        if batch.pop("augment", False):
+            if not hasattr(self, "_device_augmenter"):
+                self._device_augmenter = self.ink_augmenter()
+            batch["images"], batch["widths"] = self._device_augmenter(
+                batch["images"], batch["widths"]
+            )
+        return batch
 
     def val_dataloader(self) -> DataLoader | list:
         """One loader over every source's val split (batch["sources"] names each sample)."""
@@ -338,10 +497,18 @@ class HTRDataModule(pl.LightningDataModule):
         items = self.split_items(split)
         if not items:
             return []
+        if self.cache:
+            collate_fn = CachedCollate(self.preprocess_config.width_multiple)
+            dataset = CachedLineDataset(items, self.caches)
+            return self._loader(dataset, self.eval_batch_size, collate_fn=collate_fn)
         return self._loader(HTRDataset(items, self.preprocess_config), self.eval_batch_size)
 
     def _loader(
-        self, dataset: HTRDataset, batch_size: int, sampler: WeightedRandomSampler | None = None
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        sampler: WeightedRandomSampler | None = None,
+        collate_fn: CachedCollate | None = None,
     ) -> DataLoader:
         return DataLoader(
             dataset,
@@ -350,6 +517,6 @@ class HTRDataModule(pl.LightningDataModule):
             shuffle=False,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
-            collate_fn=collate,
+            collate_fn=collate_fn or collate,
             pin_memory=torch.cuda.is_available(),
         )

@@ -43,6 +43,13 @@ DEFAULTS: dict[str, Any] = {
         "augment": True,
         # training samples drawn per epoch (None: as many as the train splits hold)
         "epoch_size": None,
+        # line images through their ink cache, computed once per dataset version
+        "cache": True,
+        # where ink caches live (None: a .ink-cache folder inside each dataset)
+        "cache_dir": None,
+        # where cached batches are augmented: auto (the GPU when training on one), loader,
+        # device
+        "augment_on": "auto",
     },
     "optim": {
         "lr": 1e-3,

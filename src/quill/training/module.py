@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,18 +75,40 @@ class HTRModule(L.LightningModule):
         self.val_text = TextMetrics()
         self.test_text = TextMetrics()
         self.val_source_cer = nn.ModuleDict()
+        self.val_unseen_cer: nn.Module | None = None
+        self.source_roles: dict[str, str] = {}
         self.examples: list[Example] = []
 
-    def track_sources(self, names: Sequence[str]) -> None:
-        """Also log validation CER per data source (``val_cer_<name>``) when there are several.
+    def track_sources(self, roles: Mapping[str, str]) -> None:
+        """Also log validation CER per data source (``val_cer_<name>``) when there are several,
+        pooled over the ``unseen``-role sources (``val_cer_unseen``: writers the model never
+        trained on), and ``val_cer_select``, the metric to choose checkpoints by.
 
         A mix of synthetic and real lines can improve overall while getting worse on the real
-        ones; one number per source shows it.
+        ones, and a model can learn its training writers while reading strangers worse; one
+        number per source and one for unseen writers show both. ``val_cer_select`` is the mean
+        of the unseen-writers CER and each ``seen`` source's CER (synthetic sources left out),
+        so a checkpoint is chosen for strangers' hands and the known ones alike.
         """
         from torchmetrics.text import CharErrorRate
 
-        if len(names) > 1:
-            self.val_source_cer = nn.ModuleDict({metric_key(n): CharErrorRate() for n in names})
+        self.source_roles = {metric_key(name): role for name, role in roles.items()}
+        if len(roles) > 1:
+            self.val_source_cer = nn.ModuleDict({key: CharErrorRate() for key in self.source_roles})
+        if "unseen" in self.source_roles.values():
+            self.val_unseen_cer = CharErrorRate()
+
+    def on_validation_epoch_end(self) -> None:
+        parts = [
+            metric
+            for key, metric in self.val_source_cer.items()
+            if self.source_roles.get(key) == "seen"
+        ]
+        if self.val_unseen_cer is not None:
+            parts.append(self.val_unseen_cer)
+        values = [metric.compute() for metric in parts if metric.update_count]
+        if values:
+            self.log("val_cer_select", torch.stack(values).mean(), sync_dist=True)
 
     # -- what a model family defines -------------------------------------------------------
 
@@ -140,13 +162,21 @@ class HTRModule(L.LightningModule):
 
     def _update_source_metrics(self, batch: Batch, readings: list[tuple[str, float]]) -> None:
         sources = batch.get("sources")
-        if not len(self.val_source_cer) or sources is None:
+        if sources is None:
             return
         for key, metric in self.val_source_cer.items():
             rows = [i for i, name in enumerate(sources) if metric_key(name) == key]
             if rows:
                 metric.update([readings[i][0] for i in rows], [batch["texts"][i] for i in rows])
                 self.log(f"val_cer_{key}", metric, batch_size=len(rows))
+        if self.val_unseen_cer is not None:
+            roles = self.source_roles
+            rows = [i for i, name in enumerate(sources) if roles.get(metric_key(name)) == "unseen"]
+            if rows:
+                self.val_unseen_cer.update(
+                    [readings[i][0] for i in rows], [batch["texts"][i] for i in rows]
+                )
+                self.log("val_cer_unseen", self.val_unseen_cer, batch_size=len(rows))
 
     def _keep_examples(self, batch: Batch, readings: list[tuple[str, float]]) -> None:
         images = batch["images"][:, 0].float().cpu().numpy()  # (B, H, W)

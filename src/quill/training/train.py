@@ -102,6 +102,9 @@ def build_datamodule(
             epoch_size=data["epoch_size"],
             augment=augment,
             seed=int(config["seed"]),
+            cache=bool(data["cache"]),
+            cache_dir=_project_path(data["cache_dir"]) if data["cache_dir"] else None,
+            augment_on=data["augment_on"],
         )
         datamodule.setup("fit")
     except (ValueError, TypeError, FileNotFoundError) as exc:

@@ -1,0 +1,221 @@
+"""Augmentation of cached line ink maps, a whole batch at a time, on the CPU or a GPU.
+
+:class:`quill.data.augment.Augmenter` distorts one PIL image before preprocessing, which
+costs a decode, per-pixel warps at scan resolution and an ink map per sample: about 100
+samples per CPU-second, too slow to feed a GPU. Here the same distortions act on the small
+ink maps of :mod:`quill.data.ink_cache` (ink = 1, paper = 0), batched as tensors:
+
+- one ``grid_sample`` does all the geometry: slant (shear), rotation, perspective (a
+  keystone), a horizontal stretch, elastic wobble and a wandering baseline. Each line is
+  refitted to the model height, as :func:`quill.preprocess.line_ink` fits a line, so a
+  rotated line is scaled to fit rather than cut;
+- stroke width (a blend towards a 3x3 max or min), lower resolution, blur, faint ink,
+  paper that is not quite flat (stains, ruled lines, shadows as an ink map shows them)
+  and noise act on the result.
+
+Polarity and ink colour need no augmenting here: the ink map has neither. The probabilities
+and ranges are the fields of :class:`~quill.data.augment.AugmentConfig`, so a run's
+``data.augment`` means the same on both paths. The batch runs in the loader workers, or on
+the GPU after the batch is moved there (``data.augment_on``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from quill.data.augment import AugmentConfig
+
+Tensor = torch.Tensor
+
+
+def _chosen(probability: float, size: int, generator: torch.Generator) -> Tensor:
+    """(B,) bool: which samples get a distortion applied with ``probability``."""
+    return torch.rand(size, generator=generator) < probability
+
+
+def _amount(
+    bounds: tuple[float, float], chosen: Tensor, generator: torch.Generator, neutral: float = 0.0
+) -> Tensor:
+    """(B,) amounts uniform in ``bounds`` for the chosen samples, ``neutral`` for the rest."""
+    low, high = bounds
+    values = low + (high - low) * torch.rand(chosen.shape[0], generator=generator)
+    return torch.where(chosen, values, torch.full_like(values, neutral))
+
+
+class InkAugmenter:
+    """``(images (B, 1, H, W) in [0, 1], widths (B,)) -> (augmented images, new widths)``.
+
+    Output widths are capped at ``max_width`` (a longer line is squeezed, as preprocessing
+    squeezes it) and then padded to ``width_multiple``, as preprocessing pads them. Random
+    draws come from ``generator`` for the per-sample parameters and from the device's default
+    generator for noise fields.
+    """
+
+    def __init__(
+        self, config: AugmentConfig | None = None, width_multiple: int = 8, max_width: int = 1536
+    ):
+        self.config = config or AugmentConfig()
+        self.width_multiple = width_multiple
+        self.max_width = max_width
+
+    def __call__(
+        self, images: Tensor, widths: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        generator = generator or torch.default_generator
+        images, widths = self._geometry(images, widths, generator)
+        images = self._appearance(images, generator).clamp_(0.0, 1.0)
+        columns = torch.arange(images.shape[-1], device=images.device)
+        beyond = columns[None, :] >= widths.to(images.device)[:, None]  # (B, W): paper
+        images = images.masked_fill(beyond[:, None, None, :], 0.0)
+        multiple = self.width_multiple
+        padded = torch.div(widths + multiple - 1, multiple, rounding_mode="floor") * multiple
+        return images, padded
+
+    # -- geometry: one sampling grid per batch ------------------------------------------------
+
+    def _geometry(
+        self, images: Tensor, widths: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        c = self.config
+        batch, _, height, in_width = images.shape
+        device = images.device
+        pick = lambda p: _chosen(p, batch, generator)  # noqa: E731
+        slant = _amount(c.slant_range, pick(c.slant), generator)
+        angle = _amount(c.rotate_degrees, pick(c.rotate), generator) * (math.pi / 180)
+        stretch = _amount((0.85, 1.15), pick(c.perspective + c.slant * 0.2), generator, 1.0)
+        keystone = _amount((-0.15, 0.15), pick(c.perspective), generator)
+        elastic = _amount(c.elastic_alpha, pick(c.elastic), generator)
+        wave = _amount((0.0, 0.04 * height), pick(c.baseline_wave), generator)
+        period = _amount((3.0 * height, 12.0 * height), wave > 0, generator, 1.0)
+        phase = _amount((0.0, 2 * math.pi), wave > 0, generator)
+
+        # forward map about each line's centre: rotate . shear . stretch, (B, 2, 2)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rotation = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)
+        shear = torch.zeros(batch, 2, 2)
+        shear[:, 0, 0], shear[:, 0, 1], shear[:, 1, 1] = stretch, -slant, 1.0
+        forward = rotation @ shear
+        half = torch.stack([widths.float().cpu() / 2, torch.full((batch,), height / 2)], -1)
+        corners = torch.stack(
+            [half * torch.tensor(sign) for sign in ((1, 1), (1, -1), (-1, 1), (-1, -1))], 1
+        )  # (B, 4, 2)
+        extent = (corners @ forward.transpose(1, 2)).abs().amax(1)  # (B, 2) half-sizes
+        fit = height / (2 * extent[:, 1])  # refit the transformed line to the model height
+        out_widths = torch.ceil(2 * extent[:, 0] * fit).clamp(1, self.max_width).long()
+        squeeze = (2 * extent[:, 0] * fit) / out_widths  # > 1 only for over-long lines
+        out_width = int(-(-int(out_widths.max()) // self.width_multiple) * self.width_multiple)
+
+        # output pixel centres -> transformed coordinates about the centre: u (B, 1, W'),
+        # v (B, H, 1); the keystone scales v across the line, as a page seen at an angle
+        ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
+        xs = torch.arange(out_width, device=device, dtype=torch.float32) + 0.5
+        to = lambda t: t.to(device)[:, None, None]  # noqa: E731 - (B,) -> (B, 1, 1)
+        u = (xs[None, None, :] - to(out_widths.float()) / 2) * to(squeeze / fit)
+        v = (ys[None, :, None] - height / 2) / to(fit)
+        uv = u * v * to(keystone / extent[:, 0])
+        inverse = torch.linalg.inv(forward)  # (B, 2, 2)
+        centre_x = widths.float().cpu() / 2
+        src_x = to(inverse[:, 0, 0]) * u + to(centre_x) + to(inverse[:, 0, 1]) * (v + uv)
+        src_y = to(inverse[:, 1, 0]) * u + height / 2 + to(inverse[:, 1, 1]) * (v + uv)
+        src_x, src_y = self._wobble(src_x, src_y, to(elastic), to(wave), to(period), to(phase))
+        outside = xs[None, None, :] >= to(out_widths.float())
+        grid = torch.stack(
+            [2 * src_x / in_width - 1, 2 * src_y / height - 1], dim=-1
+        )  # (B, H, W', 2) in grid_sample's [-1, 1], align_corners=False
+        grid = grid.masked_fill(outside[..., None], 2.0)  # beyond a line's end: paper
+        warped = F.grid_sample(images, grid, mode="bilinear", align_corners=False)
+        return warped, out_widths.to(widths.device)
+
+    @staticmethod
+    def _wobble(
+        xs: Tensor, ys: Tensor, alpha: Tensor, wave: Tensor, period: Tensor, phase: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Add a smooth random displacement (``alpha`` px) and a sine baseline (``wave`` px);
+        ``xs`` and ``ys`` broadcast to (B, H, W), the amounts are (B, 1, 1)."""
+        batch, height, width = xs.shape[0], ys.shape[1], xs.shape[2]
+        xs, ys = xs.expand(batch, height, width), ys.expand(batch, height, width)
+        if bool((alpha > 0).any()):
+            coarse = torch.randn(batch, 2, 3, max(2, width // 12), device=xs.device)
+            field = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=True)
+            xs = xs + alpha * field[:, 0]
+            ys = ys + alpha * field[:, 1]
+        if bool((wave > 0).any()):
+            ys = ys + wave * torch.sin(2 * math.pi * xs / period + phase)
+        return xs, ys
+
+    # -- appearance: per-pixel changes, each on the samples chosen for it ---------------------
+
+    def _appearance(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """Each change on the samples chosen for it only (indexing is cheaper than masking)."""
+        c = self.config
+        batch = images.shape[0]
+        images = images.clone()
+
+        def apply(probability: float, change) -> None:  # noqa: ANN001 - (subset, n) -> subset
+            rows = torch.nonzero(_chosen(probability, batch, generator)).flatten()
+            if len(rows):
+                rows = rows.to(images.device)
+                images[rows] = change(images[rows], len(rows))
+
+        def amount(bounds: tuple[float, float], n: int) -> Tensor:
+            low, high = bounds
+            values = low + (high - low) * torch.rand(n, generator=generator)
+            return values.to(images.device)[:, None, None, None]
+
+        def stroke(x: Tensor, n: int) -> Tensor:
+            """Towards a 3x3 max (thicker) or min (thinner), by a random share."""
+            share = amount((-0.8, 0.8), n)
+            thicker = F.max_pool2d(x, 3, stride=1, padding=1)
+            thinner = -F.max_pool2d(-x, 3, stride=1, padding=1)
+            return x + share.abs() * (torch.where(share > 0, thicker, thinner) - x)
+
+        def lower_resolution(x: Tensor, n: int) -> Tensor:
+            factor = float(amount(c.downscale_range, 1))
+            small = F.interpolate(x, scale_factor=factor, mode="area")
+            return F.interpolate(small, size=x.shape[-2:], mode="bilinear")
+
+        def faint(x: Tensor, n: int) -> Tensor:
+            """Pale or thin ink: scale the ink down and bend its response."""
+            return amount((0.55, 1.0), n) * x.clamp(min=0).pow(amount((0.7, 1.4), n))
+
+        def noise(x: Tensor, n: int) -> Tensor:
+            std = amount(c.noise_std, n) * 3  # an ink map amplifies a photo's noise
+            return x + std * torch.randn_like(x)
+
+        apply(c.stroke_width, stroke)
+        apply(c.downscale, lower_resolution)
+        apply(c.blur, lambda x, n: _gaussian_blur(x, amount(c.blur_sigma, n)))
+        apply(c.contrast, faint)
+        apply(c.recolour, lambda x, n: x + _paper_residue(x, generator))
+        apply(c.noise, noise)
+        return images
+
+
+def _gaussian_blur(images: Tensor, sigma: Tensor) -> Tensor:
+    """Blur each image with its own ``sigma`` (B, 1, 1, 1), a separable 7-tap kernel."""
+    offsets = torch.arange(-3, 4, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-(offsets**2)[None, :] / (2 * sigma.flatten()[:, None].clamp(min=0.2) ** 2))
+    kernel = kernel / kernel.sum(1, keepdim=True)  # (B, 7)
+    batch = images.shape[0]
+    grouped = images.transpose(0, 1)  # (1, B, H, W): one group per sample
+    rows = F.conv2d(F.pad(grouped, (3, 3, 0, 0)), kernel[:, None, None, :], groups=batch)
+    both = F.conv2d(F.pad(rows, (0, 0, 3, 3)), kernel[:, None, :, None], groups=batch)
+    return both.transpose(0, 1)
+
+
+def _paper_residue(images: Tensor, generator: torch.Generator) -> Tensor:
+    """(B, 1, H, W) faint non-ink: low-frequency blotches and, for some, a ruled line."""
+    batch, _, height, width = images.shape
+    device = images.device
+    coarse = torch.rand(batch, 1, 2, max(2, width // 48), device=device)
+    blotch = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=True)
+    strength = (0.05 + 0.2 * torch.rand(batch, generator=generator)).to(device)
+    residue = strength[:, None, None, None] * blotch
+    ruled = (torch.rand(batch, generator=generator) < 0.3).to(device)
+    row = torch.randint(0, height, (batch,), generator=generator).to(device)
+    rows = torch.arange(height, device=device)[None, :] == row[:, None]  # (B, H)
+    line = (rows & ruled[:, None]).float()[:, None, :, None] * 0.35
+    return residue + line
