@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 
+from .test_datasets import _labelled_folder, write_writer_folder, writers_in
+
 runner = CliRunner()
 
 
@@ -45,6 +47,37 @@ def test_accuracy_command_explains_what_is_wrong(printed_dataset: Path, tmp_path
         app, ["bench", "accuracy", "--model", str(tmp_path), "--data", str(printed_dataset)]
     )
     assert not_a_model.exit_code == 1 and "quill-model.json is missing" in not_a_model.output
+
+
+def test_accuracy_command_reports_unseen_writers_first(tiny_model: Path, tmp_path: Path) -> None:
+    """Raw labels.tsv folders as shipped: two split by writer (one without test writers), one
+    by page. Unseen writers lead the report, measured for every system on the same lines."""
+    write_writer_folder(tmp_path / "copiste", writers_in("test", 2) + writers_in("train", 2))
+    write_writer_folder(tmp_path / "mss19", writers_in("train", 2, "m") + writers_in("val", 1))
+    _labelled_folder(tmp_path / "hooker", pages=30)
+    args = ["bench", "accuracy", "--model", str(tiny_model), "--peer", "tesseract"]
+    for name in ("copiste", "mss19", "hooker"):
+        args += ["--data", f"{name}={tmp_path / name}"]
+    args += ["--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "mss19: not scored" in result.output
+    payload = json.loads((tmp_path / "out" / "accuracy.json").read_text())
+    assert [d["name"] for d in payload["datasets"]] == ["unseen writers", "copiste", "hooker"]
+    unseen, copiste = payload["datasets"][:2]
+    assert payload["unseen_writers"] == ["copiste"] and unseen["samples"] == copiste["samples"]
+    assert copiste["split_by"] == "writer" and copiste["vocabulary"] == "latin"
+    assert payload["datasets"][2]["split_by"] == "group"
+    assert [d["name"] for d in payload["empty_datasets"]] == ["mss19"]
+    overall = {r["system"]: r for r in unseen["results"] if r["key"] == "all"}
+    assert set(overall) == set(payload["systems"])  # Quill and every peer that ran
+    for system, row in overall.items():
+        alone = next(r for r in copiste["results"] if r["key"] == "all" and r["system"] == system)
+        assert row["cer"] == alone["cer"] and row["n"] == alone["n"]
+    markdown = (tmp_path / "out" / "accuracy.md").read_text()
+    summary = markdown.split("## Summary")[1]
+    assert summary.index("**unseen writers** (copiste)") < summary.index("| hooker |")
+    assert "unseen writers (copiste)" in result.output
 
 
 def test_speed_command_compares_runtimes_in_one_run(

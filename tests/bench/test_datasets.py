@@ -1,15 +1,24 @@
-"""Resolving --data arguments: Quill datasets, labels.tsv folders (cached import), Hooker."""
+"""Resolving --data arguments: Quill datasets, labels.tsv folders (cached import, page or
+writer split, a vocabulary that fits the model), Hooker."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from quill.bench.datasets import BenchDataError, detect_format, load_dataset
-from quill.data.manifest import assign_splits
+from quill.bench.datasets import (
+    FINGERPRINT_NAME,
+    BenchDataError,
+    bench_tokenizer,
+    detect_format,
+    load_dataset,
+)
+from quill.data.manifest import SPLITS, assign_splits
+from quill.vocab import VOCABULARIES, Tokenizer
 
 from .conftest import render_line, write_printed_dataset
 
@@ -112,3 +121,99 @@ def test_hooker_test_split_is_whole_pages_never_trained_on(hooker_dir: Path, tmp
         == expected_lines
     )
     assert len(dataset.samples) > 400
+
+
+def writers_in(split: str, count: int, prefix: str = "hand") -> list[str]:
+    """``count`` writer names that the writer split (assign_splits) puts in ``split``."""
+    splits = assign_splits(f"{prefix}{i}" for i in range(400))
+    return [w for w, s in sorted(splits.items()) if s == split][:count]
+
+
+def write_writer_folder(root: Path, writers: list[str], pages: int = 2) -> list[list[str]]:
+    """A multi-writer folder as copiste ships: labels.tsv with ``writer__page`` ids, French
+    text with accents. Returns its rows (file, page, text)."""
+    (root / "lines").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for writer in writers:
+        for page in range(pages):
+            text = f"Fédération {writer} {page}" if page % 2 else f"lettre de {writer}, page {page}"
+            name = f"lines/{writer}__p{page}.png"
+            (root / name).write_bytes(render_line(text))
+            rows.append([name, f"{writer}__p{page}", text])
+    with open(root / "labels.tsv", "w", newline="", encoding="utf-8") as handle:
+        table = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        table.writerows([["file", "page", "text"], *rows])
+    return rows
+
+
+def test_multi_writer_folder_is_split_by_writer_with_latin_labels(tmp_path: Path) -> None:
+    writers = [w for split in SPLITS for w in writers_in(split, 2)]
+    rows = write_writer_folder(tmp_path / "hands", writers)
+    dataset = load_dataset(f"hands={tmp_path / 'hands'}", cache_root=tmp_path / "cache")
+    assert dataset.split_by == "writer" and dataset.unseen_writers
+    assert dataset.vocabulary == "latin" and not dataset.import_skipped
+    test_writers = set(writers_in("test", 2))
+    assert {s.slices["group"] for s in dataset.samples} == test_writers
+    expected = {text for _, page, text in rows if page.split("__")[0] in test_writers}
+    assert {s.text for s in dataset.samples} == expected  # accented lines read, not dropped
+    assert any("é" in s.text for s in dataset.samples)
+    described = dataset.describe()
+    assert (described["split_by"], described["vocabulary"]) == ("writer", "latin")
+    val = load_dataset(f"hands={tmp_path / 'hands'}", split="val", cache_root=tmp_path / "cache")
+    assert val.unseen_writers
+    train = load_dataset(f"hands={tmp_path / 'hands'}", split="train", cache_root=tmp_path / "c")
+    assert train.split_by == "writer" and not train.unseen_writers
+
+
+def test_a_page_split_folder_is_not_unseen_writers(tmp_path: Path) -> None:
+    _labelled_folder(tmp_path / "letters", pages=30)
+    dataset = load_dataset(str(tmp_path / "letters"), cache_root=tmp_path / "cache")
+    assert dataset.split_by == "group" and not dataset.unseen_writers
+
+
+def test_a_writer_split_without_test_writers_is_empty_not_an_error(tmp_path: Path) -> None:
+    write_writer_folder(tmp_path / "few", writers_in("train", 2) + writers_in("val", 1))
+    dataset = load_dataset(str(tmp_path / "few"), cache_root=tmp_path / "cache")
+    assert dataset.samples == [] and dataset.split_by == "writer"
+    assert dataset.note == (
+        "no test samples: the writer split put all 3 writers elsewhere (train=4, val=2)"
+    )
+
+
+def test_the_bench_vocabulary_fits_the_model(tiny_model: Path, tmp_path: Path) -> None:
+    latin = Tokenizer.named("latin")
+    assert bench_tokenizer() == latin
+    assert bench_tokenizer(tiny_model) == latin  # an ASCII model: the Latin set, a superset
+    (tmp_path / "quill-model.json").write_text(
+        json.dumps({"tokenizer": {"characters": "ab∞é"}}), encoding="utf-8"
+    )
+    wider = bench_tokenizer(tmp_path)
+    assert wider.characters == VOCABULARIES["latin"] + "∞"
+    assert not wider.unknown_characters("∞ better plan")
+
+
+def test_cache_is_rebuilt_when_the_split_rule_or_vocabulary_changes(tmp_path: Path) -> None:
+    writers = writers_in("test", 2) + writers_in("train", 2)
+    write_writer_folder(tmp_path / "hands", writers)
+    cache = tmp_path / "cache"
+    load_dataset(f"hands={tmp_path / 'hands'}", cache_root=cache)
+    manifest, stamp_path = cache / "hands" / "manifest.jsonl", cache / "hands" / FINGERPRINT_NAME
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp["split_by"] == "auto" and stamp["vocabulary"]
+
+    # A cache written before split rules and vocabularies were recorded: rebuilt, not reused.
+    old = {k: v for k, v in stamp.items() if k not in ("split_by", "vocabulary")}
+    stamp_path.write_text(json.dumps(old))
+    before = manifest.stat().st_mtime_ns
+    again = load_dataset(f"hands={tmp_path / 'hands'}", cache_root=cache)
+    assert manifest.stat().st_mtime_ns != before and json.loads(stamp_path.read_text()) == stamp
+    assert again.split_by == "writer"
+
+    # Another vocabulary (an ASCII-only import) is another cache: the accented lines go.
+    before = manifest.stat().st_mtime_ns
+    ascii_only = load_dataset(
+        f"hands={tmp_path / 'hands'}", cache_root=cache, tokenizer=Tokenizer.named("ascii")
+    )
+    assert manifest.stat().st_mtime_ns != before and ascii_only.vocabulary == "ascii"
+    assert len(ascii_only.samples) == len(again.samples) // 2
+    assert all("outside the vocabulary: 'é'" in r for r in ascii_only.import_skipped)

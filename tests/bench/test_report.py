@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quill.bench.accuracy import DatasetResult, Readings, score_slices
+from quill.bench.accuracy import DatasetResult, Readings, pool_unseen_writers, score_slices
 from quill.bench.datasets import BenchDataset, BenchSample
 from quill.bench.report import (
     accuracy_markdown,
@@ -115,3 +115,53 @@ def test_peers_only_report_has_no_ratio_columns() -> None:
     assert "| dataset | split | samples | tesseract | rapidocr |" in markdown
     assert "| hooker | test | 2 | 69.6% | — |" in markdown
     assert " / " not in markdown.split("## hooker")[0].split("## Summary")[1]
+
+
+def _writer_result(name: str, texts: list[str], read: list[str]) -> DatasetResult:
+    samples = [
+        BenchSample(Path(f"{name}{i}.png"), t, "line", {"group": f"w{i}"})
+        for i, t in enumerate(texts)
+    ]
+    dataset = BenchDataset(
+        name, Path(f"/data/{name}"), "folder", "test", "v" + name, samples, split_by="writer"
+    )
+    readings = {"quill": Readings("quill", read), "tesseract": Readings("tesseract", [""] * 2)}
+    return DatasetResult(dataset, readings, score_slices(dataset, readings.values()))
+
+
+def test_unseen_writers_come_first_in_json_and_markdown() -> None:
+    hooker = _result()
+    copiste = _writer_result("copiste", ["Fédération", "du Laos"], ["Federation", "du Laos"])
+    poilus = _writer_result("poilus", ["Ceci est mon Testament", "fait"], ["Ceci est", "fait"])
+    results = [hooker, copiste, poilus]
+    unseen = pool_unseen_writers(results)
+    empty = BenchDataset(
+        "mss19", Path("/m"), "folder", "test", "v", [], split_by="writer", note="no test samples"
+    )
+    systems = {"quill": {}, "tesseract": {}}
+    payload = accuracy_payload(results, systems, {}, MACHINE, "quill", unseen=unseen, empty=[empty])
+    assert [d["name"] for d in payload["datasets"]] == [
+        "unseen writers",
+        "hooker",
+        "copiste",
+        "poilus",
+    ]
+    assert payload["unseen_writers"] == ["copiste", "poilus"]
+    assert payload["datasets"][0]["pooled"] == ["copiste", "poilus"]
+    assert payload["empty_datasets"][0]["note"] == "no test samples"
+    markdown = "\n".join(accuracy_markdown(payload))
+    # Pooled: 2 (é, é) + 14 (" mon Testament") edits over 10 + 7 + 22 + 4 = 43 characters.
+    summary = markdown.split("## Summary")[1].split("\n## ")[0]
+    rows = [line for line in summary.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1] == (
+        "| **unseen writers** (copiste + poilus) | test | 4 | 37.2% | 100.0% | 2.7x |"
+    )
+    assert rows[2].startswith("| hooker |") and rows[3].startswith("| copiste |")
+    assert markdown.index("## unseen writers") < markdown.index("## hooker")
+    assert "The `test` lines of copiste, poilus, pooled, 4 samples" in markdown
+    assert "| dataset=copiste | 2 | 11.8% / 11.8% | 100.0% / 100.0% |" in markdown
+    assert "(folder), split `test` (split by writer)" in markdown
+    assert "- **mss19**: not scored (no test samples)" in markdown
+    assert "*unseen writers*: the test lines of the datasets split by writer (copiste, poilus)" in (
+        markdown
+    )

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from quill.cli import app
 from quill.data.manifest import Manifest
 
-from .conftest import PageFixture
+from .conftest import PageFixture, draw_page
 
 runner = CliRunner()
 
@@ -51,6 +51,46 @@ def test_nothing_loaded_is_a_failure(tmp_path: Path):
     )
     assert result.exit_code == 1
     assert "loaded 0 samples" in result.output and "image file not found" in result.output
+
+
+def test_folder_import_split_by_and_vocabulary(tmp_path: Path):
+    src = tmp_path / "hands"
+    (src / "lines").mkdir(parents=True)
+    rows = ["file\tpage\ttext"]
+    for index, (page, text) in enumerate(
+        [("w1__a", "Fédération"), ("w1__b", "du Laos"), ("w2__a", "grec : π"), ("w3__c", "fin")]
+    ):
+        draw_page([text], size=(300, 60), origin=(10, 10))[0].save(src / "lines" / f"{index}.png")
+        rows.append(f"lines/{index}.png\t{page}\t{text}")
+    (src / "labels.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    base = ["data", "import", "folder", str(src)]
+
+    plain = runner.invoke(app, [*base, "--out", str(tmp_path / "ascii")])
+    assert plain.exit_code == 0, plain.output
+    assert "loaded 2 samples" in plain.output
+    assert (
+        "hint: 1 line was skipped for characters the latin vocabulary has (é); "
+        "import with --vocabulary latin to keep them"
+    ) in " ".join(plain.output.split())
+    assert {s.group for s in Manifest.load(tmp_path / "ascii")} == {"w1", "w3"}  # auto: writer
+
+    latin = runner.invoke(app, [*base, "--out", str(tmp_path / "latin"), "--vocabulary", "latin"])
+    assert latin.exit_code == 0, latin.output
+    assert "loaded 3 samples" in latin.output and "'π'" in latin.output
+    assert "hint:" not in latin.output
+
+    by_page = runner.invoke(app, [*base, "--out", str(tmp_path / "pages"), "--split-by", "page"])
+    assert {s.group for s in Manifest.load(tmp_path / "pages")} == {"w1__b", "w3__c"}
+    assert by_page.exit_code == 0
+
+    (src / "labels.tsv").write_text("\n".join([*rows, "lines/3.png\tloose\tend"]) + "\n")
+    strict = runner.invoke(app, [*base, "--out", str(tmp_path / "w"), "--split-by", "writer"])
+    assert strict.exit_code == 2 and "use --split-by page" in " ".join(strict.output.split())
+    layout = runner.invoke(
+        app,
+        ["data", "import", "pagexml", str(src), "--out", str(tmp_path / "x"), "--split-by", "page"],
+    )
+    assert layout.exit_code == 2 and "--split-by" in layout.output
 
 
 def test_paragraphs_and_manifest_commands(make_line_dataset, tmp_path: Path):

@@ -9,21 +9,30 @@ Before scoring, references and predictions get the same light normalisation (Uni
 whitespace runs collapsed, empty lines dropped): Tesseract ends its output with blank lines
 and a peer's spacing convention is not a reading error. Newlines inside paragraphs stay and
 count as characters.
+
+The **unseen-writers** figure pools the test lines of every dataset split by writer (hands
+that no train line of their dataset has) and scores them as one corpus: total edits over
+total reference characters of all those lines, for every system on the same lines, so a
+dataset of many short lines weighs by its characters, not by its count.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from quill.bench.datasets import BenchDataset, BenchSample
 from quill.bench.systems import KINDS, Kind, QuillSystem, System
 
 #: Slice key of the row covering the whole dataset.
 ALL = "all"
+#: Name of the pooled dataset of every writer-split dataset's lines.
+UNSEEN_WRITERS = "unseen writers"
 
 
 def normalise(text: str) -> str:
@@ -207,4 +216,46 @@ def evaluate(
         size = batch_size if isinstance(system, QuillSystem) else 1
         step = (lambda n, name=system.name: advance(name, n)) if advance else None
         readings[system.name] = read_dataset(system, dataset.samples, size, step)
+    return DatasetResult(dataset, readings, score_slices(dataset, readings.values()))
+
+
+def pool_unseen_writers(
+    results: Sequence[DatasetResult], name: str = UNSEEN_WRITERS
+) -> DatasetResult | None:
+    """The lines of every dataset split by writer, pooled and scored as one dataset.
+
+    Each system's readings are the ones it made on its dataset (nothing is read again);
+    corpus-level rates over the pool are total edits / total reference characters of all its
+    lines. Sliced by ``dataset``. None when no dataset was split by writer (or none has lines
+    in the split read).
+    """
+    members = [r for r in results if r.dataset.unseen_writers and r.dataset.samples]
+    if not members:
+        return None
+    systems = [s for s in members[0].readings if all(s in r.readings for r in members)]
+    samples: list[BenchSample] = []
+    readings = {system: Readings(system, []) for system in systems}
+    for result in members:
+        offset = len(samples)
+        samples += [
+            BenchSample(s.image, s.text, s.kind, {"dataset": result.dataset.name})
+            for s in result.dataset.samples
+        ]
+        for system in systems:
+            reading, pooled = result.readings[system], readings[system]
+            pooled.texts += reading.texts
+            pooled.failures.update({offset + i: why for i, why in reading.failures.items()})
+            pooled.seconds += reading.seconds
+    versions = "+".join(f"{r.dataset.name}:{r.dataset.version}" for r in members)
+    dataset = BenchDataset(
+        name,
+        Path("."),
+        "pooled",
+        members[0].dataset.split,
+        hashlib.sha256(versions.encode()).hexdigest()[:12],
+        samples,
+        split_by="writer",
+        vocabulary=members[0].dataset.vocabulary,
+        pooled=tuple(r.dataset.name for r in members),
+    )
     return DatasetResult(dataset, readings, score_slices(dataset, readings.values()))

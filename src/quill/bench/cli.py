@@ -19,8 +19,9 @@ console = Console()
 PEER_HELP = "Peer to compare against: tesseract, rapidocr (repeat for both)."
 THREADS_HELP = "Intra-op threads for Quill's runtime and each peer."
 DATA_HELP = (
-    "A Quill dataset folder (manifest.jsonl), a folder with labels.tsv (e.g. the Hooker "
-    "letters, split by page), or an IAM copy (xml/ + forms*/); NAME=PATH names it."
+    "A Quill dataset folder (manifest.jsonl), a folder with labels.tsv (split by writer when "
+    "every page id is writer__page, e.g. copiste; else by page, e.g. the Hooker letters), or "
+    "an IAM copy (xml/ + forms*/); NAME=PATH names it."
 )
 
 
@@ -107,9 +108,12 @@ def accuracy(
         ".cache/bench-datasets"
     ),
 ) -> None:
-    """CER and WER of Quill and its peers on the same images, per dataset and slice."""
-    from quill.bench.accuracy import evaluate
-    from quill.bench.datasets import DEFAULT_SLICES, BenchDataError, load_dataset
+    """CER and WER of Quill and its peers on the same images, per dataset and slice.
+
+    The test lines of every dataset split by writer are also pooled into one unseen-writers
+    figure, reported first."""
+    from quill.bench.accuracy import evaluate, pool_unseen_writers
+    from quill.bench.datasets import DEFAULT_SLICES, BenchDataError, bench_tokenizer, load_dataset
     from quill.bench.machine import machine_info
     from quill.bench.report import accuracy_markdown, accuracy_payload, write, write_predictions
     from quill.bench.systems import QuillSystem, SystemUnavailable
@@ -121,14 +125,28 @@ def accuracy(
     if model is None and not peer:
         raise _fail("nothing to measure: give --model DIR and/or --peer NAME")
     try:
-        datasets = [
+        # Raw sources are imported with a vocabulary the model can write (Latin + its own).
+        tokenizer = bench_tokenizer(model)
+        loaded = [
             load_dataset(
-                spec, split=split, limit=limit, slices=slices, cache_root=cache, show_progress=True
+                spec,
+                split=split,
+                limit=limit,
+                slices=slices,
+                cache_root=cache,
+                show_progress=True,
+                tokenizer=tokenizer,
             )
             for spec in specs
         ]
     except (BenchDataError, DatasetError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    datasets = [dataset for dataset in loaded if dataset.samples]
+    empty = [dataset for dataset in loaded if not dataset.samples]
+    for dataset in empty:
+        console.print(f"[yellow]{dataset.name}: not scored:[/yellow] {dataset.note}")
+    if not datasets:
+        raise _fail(f"no dataset has {split!r} samples to read")
     systems = []
     if model is not None:
         variants = {"quill": None, **{f"quill-{d}": d for d in also_decoding or []}}
@@ -160,12 +178,19 @@ def accuracy(
                 )
             )
     quill = "quill" if model is not None else None
+    unseen = pool_unseen_writers(results)
     payload = accuracy_payload(
-        results, {s.name: s.describe() for s in systems}, unavailable, machine, quill
+        results,
+        {s.name: s.describe() for s in systems},
+        unavailable,
+        machine,
+        quill,
+        unseen=unseen,
+        empty=empty,
     )
     json_path, md_path = write(out, "accuracy", payload, accuracy_markdown(payload))
     write_predictions(out / "accuracy-predictions.jsonl", results)
-    _print_accuracy(results, [s.name for s in systems])
+    _print_accuracy(([unseen] if unseen else []) + results, [s.name for s in systems])
     console.print(f"wrote {json_path}, {md_path} and {out / 'accuracy-predictions.jsonl'}")
 
 
@@ -184,7 +209,10 @@ def _print_accuracy(results: list, names: list[str]) -> None:
         for name in names:
             overall = result.overall(name)
             cells.append(f"{percent(overall.cer)} / {percent(overall.cer_nocase)}")
-        table.add_row(result.dataset.name, str(len(result.dataset.samples)), *cells)
+        name = result.dataset.name
+        if result.dataset.pooled:
+            name = f"{name} ({' + '.join(result.dataset.pooled)})"
+        table.add_row(name, str(len(result.dataset.samples)), *cells)
     console.print(table)
 
 
@@ -300,7 +328,9 @@ def register(app: typer.Typer) -> None:
     )
     bench.command("accuracy")(accuracy)
     bench.command("speed")(speed)
+    from quill.bench.loader import data_command
     from quill.bench.serve_load import serve_command
 
     bench.command("serve")(serve_command)
+    bench.command("data")(data_command)
     app.add_typer(bench, name="bench")

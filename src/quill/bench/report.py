@@ -2,7 +2,9 @@
 
 The JSON keeps every slice, every timed call and the machine, so numbers can be re-derived;
 the Markdown is what goes into the README: a summary with the peer-to-Quill CER ratios, per
-dataset slice tables, and the speed table with speed-ups over eager PyTorch.
+dataset slice tables, and the speed table with speed-ups over eager PyTorch. An accuracy run
+lists the unseen-writers pool first (the test lines of every dataset split by writer, scored
+as one corpus), then each dataset.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from quill.bench.accuracy import ALL, DatasetResult
+from quill.bench.accuracy import ALL, UNSEEN_WRITERS, DatasetResult
+from quill.bench.datasets import BenchDataset
 from quill.bench.machine import describe_machine
 from quill.bench.speed import SpeedRun, int8_verdict, speedups
 
@@ -73,8 +76,14 @@ def accuracy_payload(
     unavailable: Mapping[str, str],
     machine: dict,
     quill: str | None,
+    unseen: DatasetResult | None = None,
+    empty: Sequence[BenchDataset] = (),
 ) -> dict:
-    """The JSON document of an accuracy run (``quill``: Quill's system name, None if absent)."""
+    """The JSON document of an accuracy run (``quill``: Quill's system name, None if absent).
+
+    ``unseen`` (the pooled unseen-writers result) leads ``datasets``; ``empty`` are datasets
+    with no samples in the split read (listed with the reason, not scored).
+    """
     return {
         "benchmark": "accuracy",
         "created": now(),
@@ -82,7 +91,9 @@ def accuracy_payload(
         "quill_system": quill,
         "systems": dict(systems),
         "unavailable": dict(unavailable),
-        "datasets": [result.to_dict() for result in results],
+        "unseen_writers": list(unseen.dataset.pooled) if unseen else [],
+        "datasets": [result.to_dict() for result in ([unseen] if unseen else []) + list(results)],
+        "empty_datasets": [dataset.describe() for dataset in empty],
     }
 
 
@@ -129,11 +140,23 @@ def accuracy_markdown(payload: dict) -> list[str]:
         lines.append(f"- **{name}**: {settings}")
     for name, reason in payload["unavailable"].items():
         lines.append(f"- **{name}**: skipped ({reason})")
+    for dataset in payload.get("empty_datasets", []):
+        lines.append(f"- **{dataset['name']}**: not scored ({dataset.get('note', 'no samples')})")
+    if payload.get("unseen_writers"):
+        lines += [
+            "",
+            f"*{UNSEEN_WRITERS}*: the {payload['datasets'][0]['split']} lines of the datasets "
+            f"split by writer ({', '.join(payload['unseen_writers'])}), hands that no train "
+            "line of their dataset has, pooled: total edits / total reference characters.",
+        ]
     lines += ["", "## Summary (CER, case-sensitive)", ""]
     summary = []
     for dataset in payload["datasets"]:
         overall = _overall(dataset["results"])
-        row = [dataset["name"], dataset["split"], dataset["samples"]]
+        label = dataset["name"]
+        if dataset.get("pooled"):
+            label = f"**{label}** ({' + '.join(dataset['pooled'])})"
+        row = [label, dataset["split"], dataset["samples"]]
         row += [percent(overall[name]["cer"]) if name in overall else "—" for name in systems]
         row += [
             ratio(overall[peer]["cer"], overall[quill]["cer"])
@@ -155,11 +178,16 @@ def _overall(results: list[dict]) -> dict[str, dict]:
 
 def _dataset_section(dataset: dict) -> list[str]:
     """Two pivoted tables (CER, WER): one row per slice, one column per system."""
+    if dataset.get("pooled"):
+        where = f"The `{dataset['split']}` lines of {', '.join(dataset['pooled'])}, pooled"
+    else:
+        where = f"`{dataset['path']}` ({dataset['format']}), split `{dataset['split']}`"
+        if dataset.get("split_by") == "writer":
+            where += " (split by writer)"
     lines = [
         f"## {dataset['name']}",
         "",
-        f"`{dataset['path']}` ({dataset['format']}), split `{dataset['split']}`, "
-        f"{dataset['samples']} samples, dataset version `{dataset['version']}`.",
+        f"{where}, {dataset['samples']} samples, dataset version `{dataset['version']}`.",
     ]
     if dataset["import_skipped"]:
         lines.append(f"The import left out {len(dataset['import_skipped'])} samples (see JSON).")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -29,6 +30,17 @@ class ImportFormat(StrEnum):
     iam = "iam"
 
 
+class SplitBy(StrEnum):
+    auto = "auto"
+    page = "page"
+    writer = "writer"
+
+
+class Vocabulary(StrEnum):
+    ascii = "ascii"
+    latin = "latin"
+
+
 class DownloadTarget(StrEnum):
     iam = "iam"
 
@@ -36,8 +48,10 @@ class DownloadTarget(StrEnum):
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")]
 
 
-def _print_result(result: ImportResult) -> None:
-    """The import report (skips in yellow), then the dataset's version and split counts."""
+def _print_result(result: ImportResult, hint: Callable[[], str | None] | None = None) -> None:
+    """The import report (skips in yellow), then the dataset's version and split counts.
+
+    ``hint`` is asked for one more line to print when something was skipped."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -54,6 +68,9 @@ def _print_result(result: ImportResult) -> None:
     )
     if result.report.skipped:
         console.print(f"full report: {manifest.root / 'import-report.json'}", soft_wrap=True)
+        note = hint() if hint else None
+        if note:
+            console.print(f"[cyan]{escape(note)}[/cyan]", soft_wrap=True)
     if not len(manifest):
         raise typer.Exit(1)
 
@@ -70,7 +87,8 @@ def _fail(message: str) -> typer.Exit:
     "import",
     help="Import real ground truth into a dataset folder (images + manifest.jsonl).\n\n"
     "FORMAT is folder (images + labels.tsv), pagexml, alto or iam (forms/ + xml/). "
-    "Splits go by page (by writer for IAM, or IAM's official task lists), never by line. "
+    "Splits go by page or by writer (IAM: by writer, or its official task lists), never by "
+    "line; folder: --split-by auto splits by writer when every page id is writer__page. "
     "Anything unusable is listed with its file and reason; the rest is imported.",
 )
 def import_command(
@@ -88,14 +106,34 @@ def import_command(
     split_lists: Annotated[
         Path | None, typer.Option(help="iam: folder with trainset.txt etc. (default: SRC).")
     ] = None,
+    split_by: Annotated[
+        SplitBy,
+        typer.Option(
+            help="folder: keep each page or each writer (the part of a page id before __) "
+            "on one side of the split; auto = writer when every page id has __, else page."
+        ),
+    ] = SplitBy.auto,
+    vocabulary: Annotated[
+        Vocabulary,
+        typer.Option(help="Character set labels must fit: ascii, or latin (Western European)."),
+    ] = Vocabulary.ascii,
 ) -> None:
     """Import real ground truth in FORMAT from SRC into dataset folder OUT."""
     from quill.data.readers import READERS, DatasetError
+    from quill.vocab import Tokenizer
 
-    options: dict = {"val_fraction": val_fraction, "test_fraction": test_fraction}
+    tokenizer = Tokenizer.named(vocabulary.value)
+    options: dict = {
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "tokenizer": tokenizer,
+    }
     if fmt is ImportFormat.folder:
         options["copy"] = copy
+        options["split_by"] = split_by.value
     else:
+        if split_by is not SplitBy.auto:
+            raise typer.BadParameter("only the folder format takes it", param_hint="--split-by")
         chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
         if not chosen or set(chosen) - {"line", "paragraph"}:
             raise typer.BadParameter("use line, paragraph or line,paragraph", param_hint="--kinds")
@@ -106,7 +144,24 @@ def import_command(
         result = READERS[fmt.value](src, out, show_progress=True, **options)
     except DatasetError as exc:
         raise _fail(str(exc)) from exc
-    _print_result(result)
+    hinted = fmt is ImportFormat.folder and vocabulary is Vocabulary.ascii
+    _print_result(result, (lambda: _latin_hint(src)) if hinted else None)
+
+
+def _latin_hint(src: Path) -> str | None:
+    """A hint when an ascii import skipped lines whose characters the latin set has."""
+    from quill.data.readers.folder import rows_only_in
+    from quill.vocab import Tokenizer
+
+    count, characters = rows_only_in(src, Tokenizer.named("ascii"), Tokenizer.named("latin"))
+    if not count:
+        return None
+    shown = " ".join(characters[:12]) + (" ..." if len(characters) > 12 else "")
+    return (
+        f"hint: {count} {'line was' if count == 1 else 'lines were'} skipped for characters "
+        "the latin vocabulary has "
+        f"({shown}); import with --vocabulary latin to keep them"
+    )
 
 
 @data_app.command(

@@ -138,3 +138,38 @@ def assign_splits(
         else:
             result[group] = "train"
     return result
+
+
+#: Separates the writer from the rest of a page id in the multi-writer sets (``writer__page``).
+WRITER_SEPARATOR = "__"
+
+
+def writer_of(page: str) -> str | None:
+    """The writer of a ``writer__page`` id (the part before ``__``), None when it has none.
+
+    >>> writer_of("AD78_0005__TestamentsDePoilus_will_AD78_0005-0"), writer_of("JDH_2_16_144")
+    ('AD78_0005', None)
+    """
+    writer, separator, _ = page.partition(WRITER_SEPARATOR)
+    return writer if separator and writer else None
+
+
+def split_by_writer(samples: Iterable[Sample]) -> bool:
+    """Whether every sample names its writer (``meta["writer"]``) and no writer is in two splits.
+
+    Then the val and test samples are hands that train never saw: "unseen writers".
+
+    >>> from dataclasses import replace
+    >>> a = Sample("a.png", "x", "train", "s", "1", meta={"writer": "w1"})
+    >>> b = Sample("b.png", "y", "test", "s", "2", meta={"writer": "w2"})
+    >>> split_by_writer([a, b]), split_by_writer([a, replace(b, meta={"writer": "w1"})])
+    (True, False)
+    >>> split_by_writer([a, replace(b, meta={})]), split_by_writer([])
+    (False, False)
+    """
+    split_of: dict[str, str] = {}
+    for sample in samples:
+        writer = sample.meta.get("writer")
+        if not writer or split_of.setdefault(writer, sample.split) != sample.split:
+            return False
+    return bool(split_of)

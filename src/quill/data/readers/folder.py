@@ -5,10 +5,16 @@
 - ``file`` (required): image path relative to the folder holding ``labels.tsv``, or absolute;
 - ``text`` (required): the transcription (for ``kind=paragraph`` rows, ``\\n`` marks a line
   break, since a TSV cell cannot hold one);
-- ``page`` (optional): the unit splits keep together (a page, a writer); the file itself
-  when absent;
+- ``page`` (optional): the unit splits keep together; the file itself when absent. A page id
+  ``writer__page`` names its writer (the part before ``__``), as the multi-writer sets do;
 - ``split`` (optional): ``train``/``val``/``test`` to fix a row's split yourself;
 - ``kind`` (optional): ``line`` (default) or ``paragraph``.
+
+Splits (``split_by``): ``page`` keeps each page on one side; ``writer`` keeps each writer on
+one side, so val and test hold only hands that train never saw; ``auto`` (the default) is
+``writer`` when every row's page id names a writer, else ``page`` (the Hooker letters, one
+writer, keep their page split). Both hash the unit with :func:`assign_splits`. A sample's
+group is that unit, and its meta records ``file``, ``page`` and, where named, ``writer``.
 
 Images are referenced where they are (paths relative to the output folder) unless ``copy``
 is asked for, so importing a large collection costs no disk.
@@ -17,20 +23,24 @@ is asked for, so importing a large collection costs no disk.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from quill.data.manifest import SPLITS
+from quill.data.manifest import SPLITS, writer_of
 from quill.data.readers.common import (
     KINDS,
     DatasetError,
     DatasetWriter,
     ImportReport,
     ImportResult,
+    normalise_text,
     progress,
 )
 from quill.vocab import Tokenizer
 
 LABELS_NAME = "labels.tsv"
 REQUIRED_COLUMNS = ("file", "text")
+SplitBy = Literal["page", "writer", "auto"]
+SPLIT_BY: tuple[SplitBy, ...] = ("page", "writer", "auto")
 
 
 def read_folder(
@@ -41,14 +51,17 @@ def read_folder(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     copy: bool = False,
+    split_by: SplitBy = "auto",
     show_progress: bool = False,
 ) -> ImportResult:
     """Import a folder with ``labels.tsv`` (or the TSV file itself) into dataset ``out``.
 
-    Rows without a ``split`` are split by ``page`` with :func:`assign_splits`.
+    Rows without a ``split`` are split by ``split_by`` (page, writer, or auto: writer when
+    every page id is ``writer__page``) with :func:`assign_splits`.
     """
     labels = _labels_path(Path(src))
     rows = _read_rows(labels)
+    unit = resolve_split_by(rows, split_by, labels)
     report = ImportReport(f"folder:{labels}")
     writer = DatasetWriter(out, labels.parent.name or "folder", report, tokenizer)
     for number, row in progress(rows, "labelled images", len(rows), show_progress):
@@ -67,17 +80,58 @@ def read_folder(
         text = writer.check(where, raw)
         if text is None:
             continue
+        page = row.get("page") or ""
+        hand = writer_of(page)
+        meta = {"file": row["file"], **({"page": page} if page else {})}
+        if hand:
+            meta["writer"] = hand
         writer.add_file(
             path,
             text,
-            group=row.get("page") or row["file"],
+            group=(hand if unit == "writer" else page) or row["file"],
             kind=kind,  # type: ignore[arg-type]
-            meta={"file": row["file"], **({"page": row["page"]} if row.get("page") else {})},
+            meta=meta,
             split=row.get("split") or None,  # type: ignore[arg-type]
             copy=copy,
             where=where,
         )
     return writer.finish(val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def resolve_split_by(
+    rows: list[tuple[int, dict[str, str] | str]], split_by: str, labels: Path
+) -> Literal["page", "writer"]:
+    """The unit rows are split by: ``auto`` is writer when every page id names a writer."""
+    if split_by not in SPLIT_BY:
+        raise DatasetError(f"split_by {split_by!r} is not one of {', '.join(SPLIT_BY)}")
+    pages = [row.get("page") or "" for _, row in rows if not isinstance(row, str)]
+    nameless = [page for page in pages if not writer_of(page)]
+    if split_by == "page" or (split_by == "auto" and (nameless or not pages)):
+        return "page"
+    if nameless:
+        raise DatasetError(
+            f"{labels}: splitting by writer needs every page id to be writer__page, but "
+            f"{len(nameless)} rows are not (e.g. {nameless[0]!r}); use --split-by page"
+        )
+    return "writer"
+
+
+def rows_only_in(src: Path, narrow: Tokenizer, wide: Tokenizer) -> tuple[int, list[str]]:
+    """Rows of ``src``'s labels that ``narrow`` rejects for characters ``wide`` has.
+
+    Returns how many there are and those characters (first seen first): the lines an import
+    with the ``narrow`` vocabulary skipped that ``wide`` would have kept.
+    """
+    count, characters = 0, dict[str, None]()
+    for _, row in _read_rows(_labels_path(Path(src))):
+        if isinstance(row, str):
+            continue
+        text = normalise_text(row["text"])
+        missing = narrow.unknown_characters(text)
+        if missing and not wide.unknown_characters(text):
+            count += 1
+            characters.update(dict.fromkeys(missing))
+    return count, list(characters)
 
 
 def _labels_path(src: Path) -> Path:
