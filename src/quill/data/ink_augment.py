@@ -108,43 +108,63 @@ class InkAugmenter:
         squeeze = (2 * extent[:, 0] * fit) / out_widths  # > 1 only for over-long lines
         out_width = int(-(-int(out_widths.max()) // self.width_multiple) * self.width_multiple)
 
-        # output pixel centres -> transformed coordinates about the centre: u (B, 1, W'),
-        # v (B, H, 1); the keystone scales v across the line, as a page seen at an angle
-        ys = torch.arange(height, device=device, dtype=torch.float32) + 0.5
-        xs = torch.arange(out_width, device=device, dtype=torch.float32) + 0.5
-        to = lambda t: t.to(device)[:, None, None]  # noqa: E731 - (B,) -> (B, 1, 1)
-        u = (xs[None, None, :] - to(out_widths.float()) / 2) * to(squeeze / fit)
-        v = (ys[None, :, None] - height / 2) / to(fit)
-        uv = u * v * to(keystone / extent[:, 0])
+        # The affine part as grid_sample's theta, in its [-1, 1] coordinates
+        # (align_corners=False): output (x_n, y_n) -> u, v about the line's centre (refitted and
+        # squeezed) -> the inverse map -> source pixels -> source [-1, 1].
         inverse = torch.linalg.inv(forward)  # (B, 2, 2)
-        centre_x = widths.float().cpu() / 2
-        src_x = to(inverse[:, 0, 0]) * u + to(centre_x) + to(inverse[:, 0, 1]) * (v + uv)
-        src_y = to(inverse[:, 1, 0]) * u + height / 2 + to(inverse[:, 1, 1]) * (v + uv)
-        src_x, src_y = self._wobble(src_x, src_y, to(elastic), to(wave), to(period), to(phase))
-        outside = xs[None, None, :] >= to(out_widths.float())
-        grid = torch.stack(
-            [2 * src_x / in_width - 1, 2 * src_y / height - 1], dim=-1
-        )  # (B, H, W', 2) in grid_sample's [-1, 1], align_corners=False
-        grid = grid.masked_fill(outside[..., None], 2.0)  # beyond a line's end: paper
+        scale_u = out_width * squeeze / (2 * fit)  # u = scale_u * x_n + shift_u
+        shift_u = (out_width - out_widths.float()) * squeeze / (2 * fit)
+        scale_v = height / (2 * fit)  # v = scale_v * y_n
+        theta = torch.zeros(batch, 2, 3)
+        for row, (size, centre) in enumerate(
+            ((in_width, widths.float().cpu() / 2), (height, height / 2))
+        ):
+            theta[:, row, 0] = 2 / size * inverse[:, row, 0] * scale_u
+            theta[:, row, 1] = 2 / size * inverse[:, row, 1] * scale_v
+            theta[:, row, 2] = 2 / size * (inverse[:, row, 0] * shift_u + centre) - 1
+        shape = (batch, 1, height, out_width)
+        grid = F.affine_grid(theta.to(device), shape, align_corners=False)  # (B, H, W', 2)
+        self._displace(grid, in_width, keystone, elastic, wave, period, phase)
         warped = F.grid_sample(images, grid, mode="bilinear", align_corners=False)
         return warped, out_widths.to(widths.device)
 
     @staticmethod
-    def _wobble(
-        xs: Tensor, ys: Tensor, alpha: Tensor, wave: Tensor, period: Tensor, phase: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """Add a smooth random displacement (``alpha`` px) and a sine baseline (``wave`` px);
-        ``xs`` and ``ys`` broadcast to (B, H, W), the amounts are (B, 1, 1)."""
-        batch, height, width = xs.shape[0], ys.shape[1], xs.shape[2]
-        xs, ys = xs.expand(batch, height, width), ys.expand(batch, height, width)
-        if bool((alpha > 0).any()):
-            coarse = torch.randn(batch, 2, 3, max(2, width // 12), device=xs.device)
+    def _displace(
+        grid: Tensor,
+        in_width: int,
+        keystone: Tensor,
+        alpha: Tensor,
+        wave: Tensor,
+        period: Tensor,
+        phase: Tensor,
+    ) -> None:
+        """Add, on the chosen samples only, a keystone (the vertical scale changes across the
+        line, as a page seen at an angle), a smooth random displacement of ``alpha`` pixels
+        and a sine baseline of ``wave`` pixels over a ``period``; (B,) amounts, in place."""
+        _, height, width, _ = grid.shape
+        device = grid.device
+        to_x, to_y = 2.0 / in_width, 2.0 / height  # pixels -> grid units
+        rows = torch.nonzero(keystone != 0).flatten()
+        if len(rows):
+            x_n = torch.linspace(-1, 1, width, device=device)[None, None, :]
+            centre = grid[rows, height // 2 : height // 2 + 1, :, 1]  # (n, 1, W')
+            amount = keystone[rows].to(device)[:, None, None]
+            grid[rows, :, :, 1] += amount * x_n * (grid[rows, :, :, 1] - centre)
+        rows = torch.nonzero(alpha > 0).flatten()
+        if len(rows):
+            coarse = torch.randn(len(rows), 2, 3, max(2, width // 12), device=device)
             field = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=True)
-            xs = xs + alpha * field[:, 0]
-            ys = ys + alpha * field[:, 1]
-        if bool((wave > 0).any()):
-            ys = ys + wave * torch.sin(2 * math.pi * xs / period + phase)
-        return xs, ys
+            amount = alpha[rows].to(device)[:, None, None]
+            grid[rows, :, :, 0] += amount * to_x * field[:, 0]
+            grid[rows, :, :, 1] += amount * to_y * field[:, 1]
+        rows = torch.nonzero(wave > 0).flatten()
+        if len(rows):
+            pixels_x = (grid[rows, :, :, 0] + 1) / to_x  # source x in pixels, (n, H, W')
+            angle = 2 * math.pi * pixels_x / period[rows].to(device)[:, None, None]
+            offset = wave[rows].to(device)[:, None, None] * torch.sin(
+                angle + phase[rows].to(device)[:, None, None]
+            )
+            grid[rows, :, :, 1] += to_y * offset
 
     # -- appearance: per-pixel changes, each on the samples chosen for it ---------------------
 

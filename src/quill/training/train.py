@@ -341,6 +341,26 @@ def _check_geometry(module: Any, preprocess: PreprocessConfig) -> None:
         )
 
 
+def create_run_parts(config: dict[str, Any]) -> tuple[Any, Any, str | None]:
+    """The set-up DataModule and LightningModule of ``config`` (threads and seed applied,
+    initial weights loaded), and what those weights came from (None: fresh)."""
+    if config["threads"]:
+        torch.set_num_threads(int(config["threads"]))
+    L.seed_everything(int(config["seed"]), workers=True)
+    try:
+        tokenizer = Tokenizer.named(config["model"]["vocabulary"])
+    except ValueError as exc:
+        raise TrainingSetupError(f"model.vocabulary: {exc}") from exc
+    preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
+    datamodule = build_datamodule(config, tokenizer, preprocess)
+    module = create_module(config, tokenizer, preprocess.to_dict(), datamodule.dataset_version)
+    module.track_sources(datamodule.val_sources)
+    _check_geometry(module, preprocess)
+    init_from = config["model"]["init_from"]
+    initialised_from = _initialise_weights(module, init_from, tokenizer) if init_from else None
+    return datamodule, module, initialised_from
+
+
 def train(
     config: dict[str, Any],
     *,
@@ -356,20 +376,7 @@ def train(
     sweep) can link to the run even if training then stops with an exception. Under DDP only
     global rank 0 records anything; the other ranks train and stay silent.
     """
-    if config["threads"]:
-        torch.set_num_threads(int(config["threads"]))
-    L.seed_everything(int(config["seed"]), workers=True)
-    try:
-        tokenizer = Tokenizer.named(config["model"]["vocabulary"])
-    except ValueError as exc:
-        raise TrainingSetupError(f"model.vocabulary: {exc}") from exc
-    preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
-    datamodule = build_datamodule(config, tokenizer, preprocess)
-    module = create_module(config, tokenizer, preprocess.to_dict(), datamodule.dataset_version)
-    module.track_sources(datamodule.val_sources)
-    _check_geometry(module, preprocess)
-    init_from = config["model"]["init_from"]
-    initialised_from = _initialise_weights(module, init_from, tokenizer) if init_from else None
+    datamodule, module, initialised_from = create_run_parts(config)
 
     output_root = tracking.project_root() / config["output_dir"]
     run_tags = dict(tags or {})

@@ -1,0 +1,330 @@
+"""Training on a machine lent for minutes: pack the data, plan the schedule, bring weights back.
+
+A GPU machine borrowed for ten minutes gets no network and a copy of the working tree, so a
+run there needs its data in one archive, a schedule that ends inside the time it has, and
+results small enough to bring back. Three steps, each usable on its own:
+
+1. :func:`pack` (on the development machine, ``quill train pack``): the run's config with
+   every source's manifest and ink cache, and the weights it starts from, in one tar file of
+   at most :data:`ARCHIVE_LIMIT` bytes. Caches travel at 4 bits per pixel (16 ink levels,
+   nibble-packed and compressed); no image file is needed on the other side.
+2. :func:`unpack` there, then :func:`run`: train for a few steps to measure samples/s with the
+   real model, loader and precision (bf16 where the GPU has it), set ``max_epochs`` so that
+   the cosine schedule ends inside the budget (a schedule cut short by ``max_time`` never
+   decays), train, and write a weights-only checkpoint of at most :data:`CHECKPOINT_LIMIT`
+   bytes, the summary and the metrics to the output folder.
+3. Back home, ``quill stage`` the checkpoint.
+
+``scripts/train_gpu.sh`` runs the whole recipe; ``python -m quill.training.gpu_recipe``
+is its entry point on the GPU machine, where only the training dependencies exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import shutil
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from quill.data import ink_cache
+from quill.data.manifest import MANIFEST_NAME
+from quill.training.config import resolve_config
+
+#: The most a packed run may weigh (what the device tool carries with the working tree).
+ARCHIVE_LIMIT = 60_000_000
+#: The most a checkpoint may weigh to come back from the device.
+CHECKPOINT_LIMIT = 16_000_000
+PACKED_CONFIG = "config.yaml"
+PACKED_CACHE = "ink-q4.npz"
+#: Share of the budget the planned epochs may fill; the rest is start-up, validation, test.
+BUDGET_SHARE = 0.85
+
+
+class RecipeError(ValueError):
+    """The run cannot be packed, planned or finished as asked; the message says why."""
+
+
+# -- 1. pack ------------------------------------------------------------------------------
+
+
+def quantise(pixels: np.ndarray) -> np.ndarray:
+    """uint8 ink (0-255) -> 16 levels packed two per byte (odd lengths get a zero nibble).
+
+    >>> quantise(np.array([0, 255, 136], np.uint8)).tolist()
+    [240, 8]
+    """
+    levels = ((pixels.astype(np.uint16) + 8) // 17).astype(np.uint8)  # 0..15
+    if levels.size % 2:
+        levels = np.append(levels, np.uint8(0))
+    return (levels[0::2] | (levels[1::2] << 4)).astype(np.uint8)
+
+
+def dequantise(packed: np.ndarray, size: int) -> np.ndarray:
+    """The inverse of :func:`quantise`: ``size`` uint8 pixels, each level times 17.
+
+    >>> dequantise(quantise(np.array([0, 255, 136], np.uint8)), 3).tolist()
+    [0, 255, 136]
+    """
+    levels = np.empty(packed.size * 2, np.uint8)
+    levels[0::2], levels[1::2] = packed & 0x0F, packed >> 4
+    return levels[:size] * np.uint8(17)
+
+
+@dataclass
+class PackReport:
+    archive: Path
+    bytes: int
+    parts: dict[str, int]  # member group -> bytes in the archive
+    lines: dict[str, int]  # source -> cached lines
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> int:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+    return len(data)
+
+
+def pack(
+    config_path: str | Path,
+    overrides: list[str],
+    out: Path,
+    limit: int = ARCHIVE_LIMIT,
+) -> PackReport:
+    """Write the run of ``config_path`` (+ overrides) as one tar at ``out``; see the module."""
+    from quill.preprocess import PreprocessConfig
+    from quill.training.train import _project_path, build_datamodule
+    from quill.vocab import Tokenizer
+
+    config = resolve_config(config_path, overrides)
+    preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
+    if preprocess.kind != "line" or not config["data"]["cache"]:
+        raise RecipeError("only line runs with data.cache: true can be packed")
+    tokenizer = Tokenizer.named(config["model"]["vocabulary"])
+    datamodule = build_datamodule(config, tokenizer, preprocess)
+    packed = copy.deepcopy(config)
+    packed["data"]["cache_dir"] = None
+    packed["tracking"]["logger"] = "csv"
+    packed["tracking"]["system_metrics"] = False
+    parts: dict[str, int] = {}
+    lines: dict[str, int] = {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w") as tar:
+        for source, entry in zip(datamodule.data, packed["data"]["sources"], strict=True):
+            name, cache = source.spec.name, source.cache
+            assert cache is not None  # cache=True above
+            folder = f"sources/{name}"
+            manifest = (source.manifest.root / MANIFEST_NAME).read_bytes()
+            buffer = io.BytesIO()
+            np.savez_compressed(
+                buffer,
+                pixels=quantise(np.asarray(cache.pixels)),
+                size=np.int64(cache.pixels.shape[0]),
+                widths=cache.widths,
+            )
+            index = {
+                "key": ink_cache.cache_key(source.manifest.version, preprocess),
+                "height": cache.height,
+                "paths": cache.paths,
+                "failures": cache.failures,
+            }
+            parts[f"{name} manifest"] = _add_bytes(tar, f"{folder}/{MANIFEST_NAME}", manifest)
+            parts[f"{name} ink"] = _add_bytes(tar, f"{folder}/{PACKED_CACHE}", buffer.getvalue())
+            parts[f"{name} index"] = _add_bytes(
+                tar, f"{folder}/ink-index.json", json.dumps(index, ensure_ascii=False).encode()
+            )
+            entry["path"] = folder
+            lines[name] = len(cache)
+        init_from = config["model"]["init_from"]
+        if init_from:
+            parts["init weights"] = _pack_weights(tar, _project_path(init_from), packed)
+        config_text = yaml.safe_dump(packed, sort_keys=False, allow_unicode=True)
+        parts["config"] = _add_bytes(tar, PACKED_CONFIG, config_text.encode())
+    size = out.stat().st_size
+    if size > limit:
+        out.unlink()
+        biggest = ", ".join(
+            f"{k} {v / 1e6:.1f} MB" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:4]
+        )
+        raise RecipeError(
+            f"the packed run is {size / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB limit "
+            f"(largest: {biggest}); use fewer synthetic lines or a smaller init model"
+        )
+    return PackReport(out, size, parts, lines)
+
+
+def _pack_weights(tar: tarfile.TarFile, source: Path, packed: dict[str, Any]) -> int:
+    """Add the weights a run starts from: a .ckpt, or a staged model's TorchScript + metadata."""
+    if source.is_file():
+        packed["model"]["init_from"] = f"init/{source.name}"
+        return _add_bytes(tar, f"init/{source.name}", source.read_bytes())
+    files = [source / "quill-model.json", source / "model.pt"]
+    if not all(f.is_file() for f in files):
+        raise RecipeError(f"model.init_from: {source} is neither a .ckpt nor a staged model")
+    packed["model"]["init_from"] = "init/model"
+    return sum(_add_bytes(tar, f"init/model/{f.name}", f.read_bytes()) for f in files)
+
+
+# -- 2. unpack, plan, run -----------------------------------------------------------------
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """Extract a packed run into ``into`` and rebuild its ink caches; returns its config."""
+    from quill.preprocess import PreprocessConfig
+
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    config = resolve_config(into / PACKED_CONFIG)
+    preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
+    for folder in sorted((into / "sources").iterdir()):
+        index = json.loads((folder / "ink-index.json").read_text(encoding="utf-8"))
+        with np.load(folder / PACKED_CACHE) as stored:
+            pixels = dequantise(stored["pixels"], int(stored["size"]))
+            widths = stored["widths"]
+        cache = ink_cache.InkCache(
+            pixels, int(index["height"]), index["paths"], widths, index["failures"]
+        )
+        if index["height"] != preprocess.height:
+            raise RecipeError(
+                f"{folder}: cached at height {index['height']}, not {preprocess.height}"
+            )
+        ink_cache.save(cache, folder / ".ink-cache", "lines", index["key"])
+    return into / PACKED_CONFIG
+
+
+def plan_epochs(
+    samples_per_s: float, budget_s: float, epoch_size: int, share: float = BUDGET_SHARE
+) -> int:
+    """Epochs of ``epoch_size`` samples that fit ``share`` of ``budget_s`` at the measured rate.
+
+    >>> plan_epochs(2000.0, 600, 30_000)
+    34
+    >>> plan_epochs(10.0, 60, 30_000)
+    1
+    """
+    return max(1, math.floor(samples_per_s * budget_s * share / epoch_size))
+
+
+def measure_rate(config: dict[str, Any], steps: int = 30, warmup: int = 5) -> float:
+    """Training samples/s of this config on this machine: the real model, loader, precision
+    and device, timed over ``steps`` optimiser steps after ``warmup`` untimed ones."""
+    import lightning as L
+
+    from quill.training.train import build_trainer, create_run_parts
+
+    probe = copy.deepcopy(config)
+    probe["trainer"].update(
+        max_steps=warmup + steps,
+        max_epochs=None,
+        max_time=None,
+        limit_val_batches=0,
+        enable_progress_bar=False,
+    )
+    probe["tracking"]["test_after_fit"] = False
+    datamodule, module, _ = create_run_parts(probe)
+
+    class Clock(L.Callback):
+        samples, start = 0, 0.0
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+            if trainer.global_step == warmup:
+                self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            if trainer.global_step > warmup:
+                self.samples += len(batch["texts"])
+
+    clock = Clock()
+    trainer = build_trainer(probe, False, [clock], Path(".quill-probe"))
+    trainer.fit(module, datamodule=datamodule)
+    shutil.rmtree(".quill-probe", ignore_errors=True)
+    return clock.samples / max(time.perf_counter() - clock.start, 1e-9)
+
+
+def weights_only(checkpoint: Path, out: Path, limit: int = CHECKPOINT_LIMIT) -> Path:
+    """A copy of a Lightning checkpoint without optimiser, scheduler and loop state, which
+    ``quill stage`` and ``--init-from`` read as they read the full one. Over ``limit`` bytes
+    the weights are stored as bfloat16 (and the checkpoint says so)."""
+    import torch
+
+    full = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    keep = ("state_dict", "hyper_parameters", "quill_family", "epoch", "global_step")
+    slim = {key: full[key] for key in keep if key in full}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, out)
+    if out.stat().st_size > limit:
+        slim["state_dict"] = {
+            k: v.to(torch.bfloat16) if v.is_floating_point() else v
+            for k, v in slim["state_dict"].items()
+        }
+        slim["quill_weights_dtype"] = "bfloat16"
+        torch.save(slim, out)
+    if out.stat().st_size > limit:
+        raise RecipeError(f"{out} is {out.stat().st_size / 1e6:.1f} MB even in bfloat16")
+    return out
+
+
+def run(config_path: Path, budget_s: float, out: Path, probe_steps: int = 30) -> dict[str, Any]:
+    """Measure, plan, train and write ``model.ckpt``, ``summary.json`` and the metrics CSV."""
+    from quill.training.train import train
+
+    started = time.perf_counter()
+    config = resolve_config(config_path)
+    rate = measure_rate(config, probe_steps)
+    epoch_size = int(config["data"]["epoch_size"] or 0)
+    if epoch_size <= 0:
+        raise RecipeError("data.epoch_size must be set to plan epochs from a rate")
+    remaining = budget_s - (time.perf_counter() - started)
+    epochs = plan_epochs(rate, remaining, epoch_size)
+    config["trainer"]["max_epochs"] = epochs
+    hard_stop = int(remaining * 1.05)
+    config["trainer"]["max_time"] = (
+        f"00:{hard_stop // 3600:02d}:{hard_stop % 3600 // 60:02d}:{hard_stop % 60:02d}"
+    )
+    print(
+        f"probe: {rate:.0f} samples/s -> {epochs} epochs of {epoch_size} in {remaining:.0f} s",
+        flush=True,
+    )
+    result = train(config, config_path=str(config_path))
+    out.mkdir(parents=True, exist_ok=True)
+    best = result.best_checkpoint
+    if best is None:
+        raise RecipeError("training ended without a checkpoint")
+    weights_only(best, out / "model.ckpt")
+    for metrics in sorted(result.output_dir.rglob("metrics.csv")):
+        shutil.copy(metrics, out / "metrics.csv")
+    summary = {
+        "samples_per_s": rate,
+        "epochs": epochs,
+        "epoch_size": epoch_size,
+        "best_score": result.best_score,
+        "best_checkpoint": best.name,
+        "metrics": result.metrics,
+        "wall_s": time.perf_counter() - started,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def main() -> None:
+    """``python -m quill.training.gpu_recipe ARCHIVE BUDGET_S OUT``: unpack and run."""
+    import sys
+
+    archive, budget, out = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
+    config_path = unpack(archive, archive.parent / "unpacked")
+    summary = run(config_path, budget, out)
+    print(json.dumps(summary, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
