@@ -15,8 +15,8 @@ results small enough to bring back. Three steps, each usable on its own:
    bytes, the summary and the metrics to the output folder.
 3. Back home, ``quill stage`` the checkpoint.
 
-``scripts/train_gpu.sh`` runs the whole recipe; ``python -m quill.training.gpu_recipe``
-is its entry point on the GPU machine, where only the training dependencies exist.
+``scripts/train_gpu.sh`` runs both ends through ``python -m quill.training.gpu_recipe``,
+which needs only the training dependencies (the GPU machine has no MLflow: runs log to CSV).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ from __future__ import annotations
 import copy
 import io
 import json
+import lzma
 import math
 import shutil
 import tarfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ import numpy as np
 import yaml
 
 from quill.data import ink_cache
-from quill.data.manifest import MANIFEST_NAME
+from quill.data.manifest import MANIFEST_NAME, Manifest
 from quill.training.config import resolve_config
 
 #: The most a packed run may weigh (what the device tool carries with the working tree).
@@ -44,7 +45,11 @@ ARCHIVE_LIMIT = 60_000_000
 #: The most a checkpoint may weigh to come back from the device.
 CHECKPOINT_LIMIT = 16_000_000
 PACKED_CONFIG = "config.yaml"
-PACKED_CACHE = "ink-q4.npz"
+PACKED_CACHE = "ink-q4.xz"
+PACKED_INDEX = "ink-index.json.xz"
+PACKED_MANIFEST = "manifest.jsonl.xz"
+#: What a weights-only checkpoint keeps of a Lightning one.
+CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "quill_family", "epoch", "global_step")
 #: Share of the budget the planned epochs may fill; the rest is start-up, validation, test.
 BUDGET_SHARE = 0.85
 
@@ -99,8 +104,12 @@ def pack(
     overrides: list[str],
     out: Path,
     limit: int = ARCHIVE_LIMIT,
+    splits: tuple[str, ...] = ("train", "val"),
 ) -> PackReport:
-    """Write the run of ``config_path`` (+ overrides) as one tar at ``out``; see the module."""
+    """Write the run of ``config_path`` (+ overrides) as one tar at ``out``; see the module.
+
+    Only the samples of ``splits`` travel (test lines are scored at home, on the staged
+    model), so the packed datasets are new dataset versions of their own."""
     from quill.preprocess import PreprocessConfig
     from quill.training.train import _project_path, build_datamodule
     from quill.vocab import Tokenizer
@@ -123,27 +132,36 @@ def pack(
             name, cache = source.spec.name, source.cache
             assert cache is not None  # cache=True above
             folder = f"sources/{name}"
-            manifest = (source.manifest.root / MANIFEST_NAME).read_bytes()
-            buffer = io.BytesIO()
-            np.savez_compressed(
-                buffer,
-                pixels=quantise(np.asarray(cache.pixels)),
-                size=np.int64(cache.pixels.shape[0]),
-                widths=cache.widths,
+            kept = Manifest(source.manifest.root, [x for x in source.manifest if x.split in splits])
+            rows = [cache.row(x.image) for x in kept if x.kind == "line" and x.image in cache]
+            pixels = np.concatenate(
+                [cache.image(r).ravel() for r in rows] or [np.zeros(0, np.uint8)]
             )
             index = {
-                "key": ink_cache.cache_key(source.manifest.version, preprocess),
+                "size": int(pixels.shape[0]),
+                "widths": cache.widths[rows].tolist(),
+                "key": ink_cache.cache_key(kept.version, preprocess),
                 "height": cache.height,
-                "paths": cache.paths,
-                "failures": cache.failures,
+                "paths": [cache.paths[r] for r in rows],
+                "failures": {
+                    k: v for k, v in cache.failures.items() if k in {x.image for x in kept}
+                },
             }
-            parts[f"{name} manifest"] = _add_bytes(tar, f"{folder}/{MANIFEST_NAME}", manifest)
-            parts[f"{name} ink"] = _add_bytes(tar, f"{folder}/{PACKED_CACHE}", buffer.getvalue())
-            parts[f"{name} index"] = _add_bytes(
-                tar, f"{folder}/ink-index.json", json.dumps(index, ensure_ascii=False).encode()
+            manifest_text = "".join(
+                json.dumps(asdict(x), ensure_ascii=False) + "\n" for x in kept
+            ).encode()
+            index_text = json.dumps(index, ensure_ascii=False).encode()
+            members = {
+                PACKED_MANIFEST: manifest_text,
+                PACKED_INDEX: index_text,
+                PACKED_CACHE: quantise(pixels).tobytes(),
+            }
+            parts[name] = sum(
+                _add_bytes(tar, f"{folder}/{member}", lzma.compress(data, preset=6))
+                for member, data in members.items()
             )
             entry["path"] = folder
-            lines[name] = len(cache)
+            lines[name] = len(rows)
         init_from = config["model"]["init_from"]
         if init_from:
             parts["init weights"] = _pack_weights(tar, _project_path(init_from), packed)
@@ -165,8 +183,18 @@ def pack(
 def _pack_weights(tar: tarfile.TarFile, source: Path, packed: dict[str, Any]) -> int:
     """Add the weights a run starts from: a .ckpt, or a staged model's TorchScript + metadata."""
     if source.is_file():
+        import torch
+
+        # A warm start needs the weights only, and float16 halves them (the run trains fp32).
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True)
+        checkpoint = {k: v for k, v in checkpoint.items() if k in CHECKPOINT_KEYS}
+        checkpoint["state_dict"] = {
+            k: v.half() if v.is_floating_point() else v for k, v in checkpoint["state_dict"].items()
+        }
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
         packed["model"]["init_from"] = f"init/{source.name}"
-        return _add_bytes(tar, f"init/{source.name}", source.read_bytes())
+        return _add_bytes(tar, f"init/{source.name}", buffer.getvalue())
     files = [source / "quill-model.json", source / "model.pt"]
     if not all(f.is_file() for f in files):
         raise RecipeError(f"model.init_from: {source} is neither a .ckpt nor a staged model")
@@ -184,13 +212,21 @@ def unpack(archive: Path, into: Path) -> Path:
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
+    # the packed paths are relative to the archive: make them this folder's
     config = resolve_config(into / PACKED_CONFIG)
+    for source in config["data"]["sources"]:
+        source["path"] = str((into / source["path"]).resolve())
+    if config["model"]["init_from"]:
+        config["model"]["init_from"] = str((into / config["model"]["init_from"]).resolve())
+    config["output_dir"] = str((into / "outputs").resolve())
+    (into / PACKED_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
     for folder in sorted((into / "sources").iterdir()):
-        index = json.loads((folder / "ink-index.json").read_text(encoding="utf-8"))
-        with np.load(folder / PACKED_CACHE) as stored:
-            pixels = dequantise(stored["pixels"], int(stored["size"]))
-            widths = stored["widths"]
+        (folder / MANIFEST_NAME).write_bytes(_unxz(folder / PACKED_MANIFEST))
+        index = json.loads(_unxz(folder / PACKED_INDEX).decode("utf-8"))
+        packed = np.frombuffer(_unxz(folder / PACKED_CACHE), np.uint8)
+        pixels = dequantise(packed, int(index["size"]))
+        widths = np.asarray(index["widths"], dtype=np.int64)
         cache = ink_cache.InkCache(
             pixels, int(index["height"]), index["paths"], widths, index["failures"]
         )
@@ -200,6 +236,10 @@ def unpack(archive: Path, into: Path) -> Path:
             )
         ink_cache.save(cache, folder / ".ink-cache", "lines", index["key"])
     return into / PACKED_CONFIG
+
+
+def _unxz(path: Path) -> bytes:
+    return lzma.decompress(path.read_bytes())
 
 
 def plan_epochs(
@@ -258,8 +298,7 @@ def weights_only(checkpoint: Path, out: Path, limit: int = CHECKPOINT_LIMIT) -> 
     import torch
 
     full = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    keep = ("state_dict", "hyper_parameters", "quill_family", "epoch", "global_step")
-    slim = {key: full[key] for key in keep if key in full}
+    slim = {key: full[key] for key in CHECKPOINT_KEYS if key in full}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, out)
     if out.stat().st_size > limit:
@@ -274,17 +313,36 @@ def weights_only(checkpoint: Path, out: Path, limit: int = CHECKPOINT_LIMIT) -> 
     return out
 
 
-def run(config_path: Path, budget_s: float, out: Path, probe_steps: int = 30) -> dict[str, Any]:
+def run(
+    config_path: Path,
+    budget_s: float,
+    out: Path,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    probe_steps: int = 30,
+) -> dict[str, Any]:
     """Measure, plan, train and write ``model.ckpt``, ``summary.json`` and the metrics CSV."""
     from quill.training.train import train
 
     started = time.perf_counter()
-    config = resolve_config(config_path)
-    rate = measure_rate(config, probe_steps)
+    config = resolve_config(config_path, overrides)
+    try:
+        rate = measure_rate(config, probe_steps)
+    except RuntimeError as exc:
+        if config["trainer"]["precision"] != "auto":
+            raise
+        # bf16 is what "auto" picks on a GPU; a kernel without it falls back to fp32, said.
+        print(f"probe failed under auto precision ({exc}); training in 32-true", flush=True)
+        config["trainer"]["precision"] = "32-true"
+        rate = measure_rate(config, probe_steps)
     epoch_size = int(config["data"]["epoch_size"] or 0)
     if epoch_size <= 0:
         raise RecipeError("data.epoch_size must be set to plan epochs from a rate")
     remaining = budget_s - (time.perf_counter() - started)
+    if remaining < 10:
+        raise RecipeError(
+            f"start-up and the throughput probe took {time.perf_counter() - started:.0f} s of "
+            f"the {budget_s:.0f} s budget; give the run more time"
+        )
     epochs = plan_epochs(rate, remaining, epoch_size)
     config["trainer"]["max_epochs"] = epochs
     hard_stop = int(remaining * 1.05)
@@ -305,6 +363,7 @@ def run(config_path: Path, budget_s: float, out: Path, probe_steps: int = 30) ->
         shutil.copy(metrics, out / "metrics.csv")
     summary = {
         "samples_per_s": rate,
+        "precision": config["trainer"]["precision"],
         "epochs": epochs,
         "epoch_size": epoch_size,
         "best_score": result.best_score,
@@ -316,14 +375,38 @@ def run(config_path: Path, budget_s: float, out: Path, probe_steps: int = 30) ->
     return summary
 
 
-def main() -> None:
-    """``python -m quill.training.gpu_recipe ARCHIVE BUDGET_S OUT``: unpack and run."""
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    """``python -m quill.training.gpu_recipe pack|run ...`` (see ``--help``)."""
+    import argparse
 
-    archive, budget, out = Path(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
-    config_path = unpack(archive, archive.parent / "unpacked")
-    summary = run(config_path, budget, out)
-    print(json.dumps(summary, indent=1, default=str))
+    parser = argparse.ArgumentParser(
+        prog="python -m quill.training.gpu_recipe",
+        description="Train on a machine lent for minutes: pack here, run there.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    packing = commands.add_parser("pack", help="config + data caches + init weights -> one tar")
+    packing.add_argument("config", type=Path)
+    packing.add_argument("out", type=Path, help="the archive to write, e.g. .gpu/run.tar")
+    packing.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    running = commands.add_parser("run", help="unpack, measure, plan the epochs, train")
+    running.add_argument("archive", type=Path)
+    running.add_argument("budget_s", type=float, help="seconds the whole run may take")
+    running.add_argument("out", type=Path, help="folder for model.ckpt, summary.json, metrics")
+    running.add_argument("overrides", nargs="*", help="config overrides, key=value")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "pack":
+            report = pack(args.config, args.overrides, args.out)
+            for part, size in report.parts.items():
+                print(f"  {part:24s} {size / 1e6:7.2f} MB")
+            lines = ", ".join(f"{name} {n}" for name, n in report.lines.items())
+            print(f"wrote {report.archive}: {report.bytes / 1e6:.1f} MB; lines: {lines}")
+        else:
+            config_path = unpack(args.archive, args.archive.parent / "unpacked")
+            summary = run(config_path, args.budget_s, args.out, args.overrides)
+            print(json.dumps(summary, indent=1, default=str))
+    except RecipeError as exc:
+        parser.exit(2, f"error: {exc}\n")
 
 
 if __name__ == "__main__":
