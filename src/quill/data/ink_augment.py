@@ -144,25 +144,28 @@ class InkAugmenter:
         _, height, width, _ = grid.shape
         device = grid.device
         to_x, to_y = 2.0 / in_width, 2.0 / height  # pixels -> grid units
-        rows = torch.nonzero(keystone != 0).flatten()
-        if len(rows):
+        chosen = torch.nonzero(keystone != 0).flatten()  # amounts are on the CPU
+        if len(chosen):
+            rows = chosen.to(device)
             x_n = torch.linspace(-1, 1, width, device=device)[None, None, :]
             centre = grid[rows, height // 2 : height // 2 + 1, :, 1]  # (n, 1, W')
-            amount = keystone[rows].to(device)[:, None, None]
+            amount = keystone[chosen].to(device)[:, None, None]
             grid[rows, :, :, 1] += amount * x_n * (grid[rows, :, :, 1] - centre)
-        rows = torch.nonzero(alpha > 0).flatten()
-        if len(rows):
+        chosen = torch.nonzero(alpha > 0).flatten()
+        if len(chosen):
+            rows = chosen.to(device)
             coarse = torch.randn(len(rows), 2, 3, max(2, width // 12), device=device)
             field = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=True)
-            amount = alpha[rows].to(device)[:, None, None]
+            amount = alpha[chosen].to(device)[:, None, None]
             grid[rows, :, :, 0] += amount * to_x * field[:, 0]
             grid[rows, :, :, 1] += amount * to_y * field[:, 1]
-        rows = torch.nonzero(wave > 0).flatten()
-        if len(rows):
+        chosen = torch.nonzero(wave > 0).flatten()
+        if len(chosen):
+            rows = chosen.to(device)
             pixels_x = (grid[rows, :, :, 0] + 1) / to_x  # source x in pixels, (n, H, W')
-            angle = 2 * math.pi * pixels_x / period[rows].to(device)[:, None, None]
-            offset = wave[rows].to(device)[:, None, None] * torch.sin(
-                angle + phase[rows].to(device)[:, None, None]
+            angle = 2 * math.pi * pixels_x / period[chosen].to(device)[:, None, None]
+            offset = wave[chosen].to(device)[:, None, None] * torch.sin(
+                angle + phase[chosen].to(device)[:, None, None]
             )
             grid[rows, :, :, 1] += to_y * offset
 
