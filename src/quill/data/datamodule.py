@@ -6,7 +6,9 @@ lines. Training batches draw from the sources' train splits in those proportions
 size``, for a fixed number of samples per epoch), so a small real set is neither drowned by
 a large synthetic one nor repeated to exhaustion. Validation and test use every source's own
 val/test split, unmixed and unaugmented, in one loader whose batches carry each sample's
-source name (``batch["sources"]``), so metrics can be reported per source as well as overall.
+source name (``batch["sources"]``), so metrics can be reported per source as well as overall;
+validation lines come in one fixed shuffled order, so a limited validation still sees every
+source.
 
 Line images are read through an ink cache (:mod:`quill.data.ink_cache`): each image's ink
 map is computed once per dataset version, and training batches are augmented as tensors
@@ -497,6 +499,11 @@ class HTRDataModule(pl.LightningDataModule):
         items = self.split_items(split)
         if not items:
             return []
+        if split == "val":
+            # One fixed shuffle, so that a limited validation (trainer.limit_val_batches)
+            # samples every source, the same lines each epoch.
+            order = np.random.default_rng(self.seed).permutation(len(items))
+            items = [items[i] for i in order]
         if self.cache:
             collate_fn = CachedCollate(self.preprocess_config.width_multiple)
             dataset = CachedLineDataset(items, self.caches)
