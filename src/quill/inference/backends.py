@@ -25,6 +25,7 @@ import numpy as np
 
 from quill.models.decoding import CTCDecoder, Decoded, seq2seq_greedy_decode
 from quill.staging.parity import median_decode_ms
+from quill.vocab import Tokenizer
 
 BACKENDS = ("onnx", "torchscript", "eager")
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
@@ -70,6 +71,11 @@ def ctc_decoder(model_dir: Path, meta: dict[str, Any]) -> CTCDecoder:
     if unknown:
         raise ModelLoadError(f"{model_dir}: unknown decoding settings {sorted(unknown)}")
     lm = _load_lm(model_dir / lm_file) if lm_file and spec.get("method") == "beam" else None
+    if lm is not None:
+        try:
+            lm.check_tokenizer(Tokenizer.from_dict(meta["tokenizer"]))
+        except ValueError as exc:
+            raise ModelLoadError(f"{model_dir / lm_file}: {exc}") from exc
     try:
         return CTCDecoder(lm=lm, **spec)
     except (TypeError, ValueError) as exc:
