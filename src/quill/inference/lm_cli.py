@@ -187,7 +187,11 @@ def fit(
 @lm_app.command("tune")
 def tune(
     model: Path = typer.Argument(..., help="Staged CTC model directory."),
-    data: Path = typer.Option(..., help="Dataset folder with a manifest (line samples)."),
+    data: list[Path] = typer.Option(
+        ...,
+        help="Dataset folder with a manifest (line samples); repeat to tune on several at "
+        "once (e.g. one writer's pages and writer-split multi-writer sets).",
+    ),
     lm: Path = typer.Option(None, help="Language model from `quill lm fit` (none: beam only)."),
     split: str = typer.Option("val", help="Split to tune on (never tune on test)."),
     weights: str = typer.Option("0.2,0.4,0.6,0.8,1.0", help="LM weights to try."),
@@ -204,7 +208,9 @@ def tune(
         "(as measured by this run) [default: no limit].",
         show_default=False,
     ),
-    limit: int = typer.Option(0, min=0, help="Use at most this many lines (0: all)."),
+    limit: int = typer.Option(
+        0, min=0, help="Use at most this many lines of each dataset (0: all)."
+    ),
     write: bool = typer.Option(
         False, help="Store the best setting in the model's decoding section (LM copied in)."
     ),
@@ -225,28 +231,30 @@ def tune(
         language = CharNGramLM.load(lm) if lm else None
         if language is not None:
             language.check_tokenizer(recognizer.tokenizer)
-        manifest = Manifest.load(data)
+        manifests = [Manifest.load(folder) for folder in data]
     except (ModelLoadError, ValueError, FileNotFoundError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
-    samples = [s for s in manifest.split(split) if s.kind == "line"][: limit or None]
-    if not samples:
-        console.print(f"[red]error:[/] {data} has no {split!r} line samples")
-        raise typer.Exit(1)
+    paths, texts = [], []
+    for folder, manifest in zip(data, manifests, strict=True):
+        samples = [s for s in manifest.split(split) if s.kind == "line"][: limit or None]
+        if not samples:
+            console.print(f"[red]error:[/] {folder} has no {split!r} line samples")
+            raise typer.Exit(1)
+        paths += [manifest.path_of(s) for s in samples]
+        texts += [s.text for s in samples]
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("running the model", total=len(samples))
+        task = progress.add_task("running the model", total=len(paths))
         try:
             batches = decoding_tuning.record_log_probs(
-                recognizer,
-                [manifest.path_of(s) for s in samples],
-                lambda: progress.advance(task),
+                recognizer, paths, lambda: progress.advance(task)
             )
         except ValueError as exc:
             console.print(f"[red]error:[/] {exc}")
             raise typer.Exit(1) from exc
     results = decoding_tuning.tune(
         batches,
-        [s.text for s in samples],
+        texts,
         recognizer.tokenizer.decode,
         language,
         _floats(weights),
@@ -255,7 +263,8 @@ def tune(
         _floats(prunes),
         progress=lambda setting: console.print(f"trying {setting}", style="dim"),
     )
-    print(f"{model} on {data} {split}: {len(samples)} lines, best first")
+    names = " + ".join(str(folder) for folder in data)
+    print(f"{model} on {names} {split}: {len(texts)} lines, best first")
     print(f"{'CER':>8} {'ms/line':>8}  decoding")
     for result in results:
         print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {json.dumps(result.setting)}")
@@ -263,6 +272,6 @@ def tune(
     budget = f" within {max_ms:g} ms per line" if max_ms is not None else ""
     print(f"best{budget}: {json.dumps(best.setting)}")
     if write:
-        tuned_on = f"{len(samples)} {split} lines of `{data}`{budget}"
+        tuned_on = f"{len(texts)} {split} lines of `{names}`{budget}"
         path = decoding_tuning.attach(model, lm, best.setting, results, tuned_on)
         console.print(f"wrote decoding {best.setting} to {path}")
