@@ -32,13 +32,7 @@ DEFAULT_CHARACTERS = "\n" + "".join(c for c in string.printable if c not in "\t\
 #: written as a superscript (``1^er``, ``S^t``). Quill reads it as written rather than
 #: dropping it, so a reading of ``M^r`` stays distinguishable from ``Mr``.
 LATIN_CHARACTERS = DEFAULT_CHARACTERS + "".join(
-    c
-    for c in (
-        "ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝ"
-        "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿ"
-        "ŒœŸſß"
-        "‘’“”«»–—…€°§¡¿·"
-    )
+    c for c in ("ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝàáâãäåæçèéêëìíîïñòóôõöøùúûüýÿŒœŸſß‘’“”«»–—…€°§¡¿·")
 )
 
 #: The named character sets a run can choose with ``model.vocabulary``.

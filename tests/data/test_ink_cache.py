@@ -129,11 +129,6 @@ def test_the_stale_cache_of_an_older_dataset_version_is_removed(make_line_datase
     assert len(module.caches["lines"]) == len(newer.samples)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ink_cache.save removes '<name>-*.json' as stale, which also matches the cache of "
-    "another source whose name starts with '<name>-' in a shared data.cache_dir",
-)
 def test_a_shared_cache_dir_keeps_the_caches_of_similarly_named_sources(
     make_line_dataset, tmp_path
 ) -> None:

@@ -190,10 +190,6 @@ def test_pack_over_the_limit_names_the_largest_parts_and_leaves_nothing(
     assert not archive.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pack leaves a partial archive when it fails while writing (a bad init_from)",
-)
 def test_pack_that_fails_midway_leaves_no_archive(tmp_path: Path) -> None:
     lines = make_line_dataset(tmp_path / "lines", {"train": 4})
     (tmp_path / "empty").mkdir()
@@ -314,7 +310,7 @@ def test_the_module_runs_as_a_script_with_clear_usage(capsys) -> None:
 def test_run_measures_plans_trains_and_brings_back_a_slim_checkpoint(
     tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    """``python -m quill.training.gpu_recipe run`` on a packed tiny run with a 12 s budget."""
+    """``python -m quill.training.gpu_recipe run`` on a packed tiny run with a 30 s budget."""
     lines = make_line_dataset(tmp_path / "lines", {"train": 8, "val": 2, "test": 2}, seed=5)
     config_path = write_config(tmp_path / "run.yaml", [{"path": str(lines.root)}], epoch_size=64)
     archive = tmp_path / "gpu" / "run.tar"
@@ -322,13 +318,14 @@ def test_run_measures_plans_trains_and_brings_back_a_slim_checkpoint(
     assert "wrote" in capsys.readouterr().out
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    gpu_recipe.main(["run", str(archive), "12", str(out), "checkpoint.save_top_k=1"])
+    gpu_recipe.main(["run", str(archive), "30", str(out), "checkpoint.save_top_k=1"])
     printed = capsys.readouterr().out
     assert "probe:" in printed and "samples/s ->" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["samples_per_s"] > 0 and summary["epochs"] >= 1
     assert summary["epoch_size"] == 64 and summary["precision"] == "auto"
-    assert summary["wall_s"] < 12 * 1.05 + 10  # the budget, with test and teardown on top
+    # the hard stop is the budget left after the probe, plus 5%; teardown comes on top
+    assert summary["wall_s"] < 30 * 1.05 + 20
     assert (out / "metrics.csv").is_file() and (archive.parent / "unpacked").is_dir()
     slim = torch.load(out / "model.ckpt", map_location="cpu", weights_only=True)
     assert set(slim) <= set(CHECKPOINT_KEYS) and "optimizer_states" not in slim

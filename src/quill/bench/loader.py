@@ -5,8 +5,8 @@ the cores with the model. For each way of loading (images decoded and augmented 
 or the ink cache with batch augmentation), with and without augmentation, at each worker
 count, this draws training batches exactly as ``quill train`` would and reports samples per
 second in total and per worker, and samples per CPU-second (the loader processes' user + system
-time, which is what a second core or a bigger machine buys). All rows are measured in one run,
-so their ratios hold on this machine whatever its speed.
+time, which is what a second core or a bigger machine buys), each process on one thread. All
+rows are measured in one run, so their ratios hold on this machine whatever its speed.
 """
 
 from __future__ import annotations
@@ -91,6 +91,9 @@ def measure(
     from quill.vocab import Tokenizer
 
     name, cache, augment_on = next(m for m in MODES if m[0] == mode)
+    # One thread per process, as in a loader worker: on a busy machine, idle intra-op threads
+    # spin and would be counted as the loader's CPU time.
+    torch.set_num_threads(1)
     config = copy.deepcopy(config)
     data = config["data"]
     data.update(
@@ -99,8 +102,7 @@ def measure(
         num_workers=workers,
         epoch_size=(batches + 2) * int(data["batch_size"]),
     )
-    if not augment:
-        data["augment"] = False
+    data["augment"] = (data["augment"] or True) if augment else False
     preprocess = PreprocessConfig.from_dict(data["preprocess"])
     module: HTRDataModule = build_datamodule(
         config, Tokenizer.named(config["model"]["vocabulary"]), preprocess

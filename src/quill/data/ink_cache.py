@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -175,7 +176,8 @@ def save(cache: InkCache, directory: Path, name: str, key: str) -> Path:
     tmp_index.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp_index, index_path)
     for stale in directory.glob(f"{name}-*.json"):
-        if stale != index_path:
+        # another key of this dataset (16 hex digits), not a dataset named "<name>-..."
+        if stale != index_path and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", stale.stem):
             log.info("removing stale ink cache %s", stale)
             stale.unlink(missing_ok=True)
             stale.with_suffix(".npy").unlink(missing_ok=True)
@@ -193,9 +195,9 @@ def load(directory: Path, name: str, key: str) -> InkCache | None:
     except (OSError, ValueError) as exc:
         log.warning("ink cache %s is unreadable (%s); rebuilding it", array_path, exc)
         return None
-    widths = np.asarray(index["widths"], dtype=np.int64)
     if index.get("format") != CACHE_FORMAT or index.get("key") != key:
         return None
+    widths = np.asarray(index["widths"], dtype=np.int64)
     if int((widths * index["height"]).sum()) != pixels.shape[0]:
         log.warning("ink cache %s does not match its index; rebuilding it", array_path)
         return None

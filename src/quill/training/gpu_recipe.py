@@ -111,7 +111,7 @@ def pack(
     Only the samples of ``splits`` travel (test lines are scored at home, on the staged
     model), so the packed datasets are new dataset versions of their own."""
     from quill.preprocess import PreprocessConfig
-    from quill.training.train import _project_path, build_datamodule
+    from quill.training.train import build_datamodule
     from quill.vocab import Tokenizer
 
     config = resolve_config(config_path, overrides)
@@ -127,6 +127,36 @@ def pack(
     parts: dict[str, int] = {}
     lines: dict[str, int] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _write_archive(out, datamodule, packed, preprocess, splits, parts, lines)
+    except BaseException:
+        out.unlink(missing_ok=True)  # never leave half an archive behind
+        raise
+    size = out.stat().st_size
+    if size > limit:
+        out.unlink()
+        biggest = ", ".join(
+            f"{k} {v / 1e6:.1f} MB" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:4]
+        )
+        raise RecipeError(
+            f"the packed run is {size / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB limit "
+            f"(largest: {biggest}); use fewer synthetic lines or a smaller init model"
+        )
+    return PackReport(out, size, parts, lines)
+
+
+def _write_archive(
+    out: Path,
+    datamodule: Any,
+    packed: dict[str, Any],
+    preprocess: Any,
+    splits: tuple[str, ...],
+    parts: dict[str, int],
+    lines: dict[str, int],
+) -> None:
+    """Write the tar of :func:`pack`; ``packed`` (the config) gets the archive's paths."""
+    from quill.training.train import _project_path
+
     with tarfile.open(out, "w") as tar:
         for source, entry in zip(datamodule.data, packed["data"]["sources"], strict=True):
             name, cache = source.spec.name, source.cache
@@ -162,22 +192,11 @@ def pack(
             )
             entry["path"] = folder
             lines[name] = len(rows)
-        init_from = config["model"]["init_from"]
+        init_from = packed["model"]["init_from"]
         if init_from:
             parts["init weights"] = _pack_weights(tar, _project_path(init_from), packed)
         config_text = yaml.safe_dump(packed, sort_keys=False, allow_unicode=True)
         parts["config"] = _add_bytes(tar, PACKED_CONFIG, config_text.encode())
-    size = out.stat().st_size
-    if size > limit:
-        out.unlink()
-        biggest = ", ".join(
-            f"{k} {v / 1e6:.1f} MB" for k, v in sorted(parts.items(), key=lambda kv: -kv[1])[:4]
-        )
-        raise RecipeError(
-            f"the packed run is {size / 1e6:.1f} MB, over the {limit / 1e6:.0f} MB limit "
-            f"(largest: {biggest}); use fewer synthetic lines or a smaller init model"
-        )
-    return PackReport(out, size, parts, lines)
 
 
 def _pack_weights(tar: tarfile.TarFile, source: Path, packed: dict[str, Any]) -> int:
@@ -252,6 +271,8 @@ def plan_epochs(
     >>> plan_epochs(10.0, 60, 30_000)
     1
     """
+    if epoch_size <= 0:
+        raise ValueError(f"epoch_size must be positive, not {epoch_size}")
     return max(1, math.floor(samples_per_s * budget_s * share / epoch_size))
 
 
@@ -274,7 +295,7 @@ def measure_rate(config: dict[str, Any], steps: int = 30, warmup: int = 5) -> fl
     datamodule, module, _ = create_run_parts(probe)
 
     class Clock(L.Callback):
-        samples, start = 0, 0.0
+        samples, start, end = 0, 0.0, 0.0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
             if trainer.global_step == warmup:
@@ -283,12 +304,13 @@ def measure_rate(config: dict[str, Any], steps: int = 30, warmup: int = 5) -> fl
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
             if trainer.global_step > warmup:
                 self.samples += len(batch["texts"])
+                self.end = time.perf_counter()
 
     clock = Clock()
     trainer = build_trainer(probe, False, [clock], Path(".quill-probe"))
     trainer.fit(module, datamodule=datamodule)
     shutil.rmtree(".quill-probe", ignore_errors=True)
-    return clock.samples / max(time.perf_counter() - clock.start, 1e-9)
+    return clock.samples / max(clock.end - clock.start, 1e-9)
 
 
 def weights_only(checkpoint: Path, out: Path, limit: int = CHECKPOINT_LIMIT) -> Path:
@@ -309,7 +331,9 @@ def weights_only(checkpoint: Path, out: Path, limit: int = CHECKPOINT_LIMIT) -> 
         slim["quill_weights_dtype"] = "bfloat16"
         torch.save(slim, out)
     if out.stat().st_size > limit:
-        raise RecipeError(f"{out} is {out.stat().st_size / 1e6:.1f} MB even in bfloat16")
+        size = out.stat().st_size
+        out.unlink()
+        raise RecipeError(f"{out} is {size / 1e6:.1f} MB even in bfloat16")
     return out
 
 
@@ -325,6 +349,9 @@ def run(
 
     started = time.perf_counter()
     config = resolve_config(config_path, overrides)
+    epoch_size = int(config["data"]["epoch_size"] or 0)
+    if epoch_size <= 0:
+        raise RecipeError("data.epoch_size must be set to plan epochs from a rate")
     try:
         rate = measure_rate(config, probe_steps)
     except RuntimeError as exc:
@@ -334,9 +361,6 @@ def run(
         print(f"probe failed under auto precision ({exc}); training in 32-true", flush=True)
         config["trainer"]["precision"] = "32-true"
         rate = measure_rate(config, probe_steps)
-    epoch_size = int(config["data"]["epoch_size"] or 0)
-    if epoch_size <= 0:
-        raise RecipeError("data.epoch_size must be set to plan epochs from a rate")
     remaining = budget_s - (time.perf_counter() - started)
     if remaining < 10:
         raise RecipeError(

@@ -80,9 +80,9 @@ class HTRModule(L.LightningModule):
         self.examples: list[Example] = []
 
     def track_sources(self, roles: Mapping[str, str]) -> None:
-        """Also log validation CER per data source (``val_cer_<name>``) when there are several,
-        pooled over the ``unseen``-role sources (``val_cer_unseen``: writers the model never
-        trained on), and ``val_cer_select``, the metric to choose checkpoints by.
+        """Also log validation CER per data source (``val_cer_<name>``), pooled over the
+        ``unseen``-role sources (``val_cer_unseen``: writers the model never trained on), and
+        ``val_cer_select``, the metric to choose checkpoints by.
 
         A mix of synthetic and real lines can improve overall while getting worse on the real
         ones, and a model can learn its training writers while reading strangers worse; one
@@ -93,7 +93,7 @@ class HTRModule(L.LightningModule):
         from torchmetrics.text import CharErrorRate
 
         self.source_roles = {metric_key(name): role for name, role in roles.items()}
-        if len(roles) > 1:
+        if roles:
             self.val_source_cer = nn.ModuleDict({key: CharErrorRate() for key in self.source_roles})
         if "unseen" in self.source_roles.values():
             self.val_unseen_cer = CharErrorRate()
