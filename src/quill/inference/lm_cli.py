@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from quill.vocab import Tokenizer
 
 lm_app = typer.Typer(
@@ -146,11 +148,7 @@ def fit(
     tokenizer, vocabulary_name = _fit_tokenizer(model, vocabulary)
     texts = list(training_texts(text, [], False))
     for folder in dataset:
-        try:
-            lines, skipped = split_texts(folder, "train", tokenizer)
-        except ValueError as exc:
-            console.print(f"[red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(1) from exc
+        lines, skipped = _split_texts_or_exit(console, folder, "train", tokenizer)
         console.print(f"{folder}: {len(lines):,} train lines")
         if skipped:
             console.print(
@@ -176,12 +174,21 @@ def fit(
         f"({characters} characters)"
     )
     for folder in evaluate:
-        try:
-            val, _ = split_texts(folder, "val", tokenizer)
-        except ValueError as exc:
-            console.print(f"[red]error:[/] {escape(str(exc))}")
-            raise typer.Exit(1) from exc
+        val, _ = _split_texts_or_exit(console, folder, "val", tokenizer)
         console.print(f"perplexity on {folder} val ({len(val)} lines): {lm.perplexity(val):.2f}")
+
+
+def _split_texts_or_exit(
+    console: Console, folder: Path, split: str, tokenizer: Tokenizer
+) -> tuple[list[str], list[str]]:
+    """:func:`split_texts`, or a clear error and exit code 1."""
+    from rich.markup import escape
+
+    try:
+        return split_texts(folder, split, tokenizer)
+    except ValueError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from exc
 
 
 @lm_app.command("tune")
