@@ -322,6 +322,13 @@ class HTRDataModule(pl.LightningDataModule):
         if augment_on not in ("auto", "loader", "device"):
             raise ValueError(f"augment_on must be auto, loader or device, not {augment_on!r}")
         self.augment_on = augment_on
+        pp = self.preprocess_config
+        #: the batch augmenter of cached lines (in the loader or on the device), if augmenting
+        self.ink_augment = (
+            InkAugmenter(self.augment_config, pp.width_multiple, pp.max_width)
+            if self.cache and self.augment_config
+            else None
+        )
         self.skipped: list[Skip] = []
         self._data: list[SourceData] | None = None
 
@@ -446,7 +453,7 @@ class HTRDataModule(pl.LightningDataModule):
 
     def augments_on_device(self) -> bool:
         """Whether training batches are augmented after they reach the device (a GPU)."""
-        if not (self.cache and self.augment_config):
+        if self.ink_augment is None:
             return False
         if self.augment_on == "auto":
             trainer = getattr(self, "trainer", None)
@@ -467,25 +474,16 @@ class HTRDataModule(pl.LightningDataModule):
         defer = self.augments_on_device()
         collate_fn = CachedCollate(
             self.preprocess_config.width_multiple,
-            None if defer or not self.augment_config else self.ink_augmenter(),
+            None if defer else self.ink_augment,
             defer,
         )
         dataset = CachedLineDataset(self.train_items, self.caches)
         return self._loader(dataset, self.batch_size, self.train_sampler(), collate_fn)
 
-    def ink_augmenter(self) -> InkAugmenter:
-        config = self.augment_config if isinstance(self.augment_config, AugmentConfig) else None
-        pp = self.preprocess_config
-        return InkAugmenter(config, pp.width_multiple, pp.max_width)
-
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Augment a deferred training batch where it now is (the GPU)."""
-        if batch.pop("augment", False):
-            if not hasattr(self, "_device_augmenter"):
-                self._device_augmenter = self.ink_augmenter()
-            batch["images"], batch["widths"] = self._device_augmenter(
-                batch["images"], batch["widths"]
-            )
+        if batch.pop("augment", False) and self.ink_augment is not None:
+            batch["images"], batch["widths"] = self.ink_augment(batch["images"], batch["widths"])
         return batch
 
     def val_dataloader(self) -> DataLoader | list:

@@ -24,11 +24,13 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
 
 from quill.data.manifest import Manifest
+from quill.data.readers.common import progress
 from quill.preprocess import ImageError, PreprocessConfig, line_ink
 
 log = logging.getLogger(__name__)
@@ -112,44 +114,20 @@ def build(
     when ``workers`` > 0."""
     absolute = [str((root / image).resolve()) for image in images]
     chunks = [absolute[i : i + CHUNK] for i in range(0, len(absolute), CHUNK)]
-    results: list[np.ndarray | str] = []
-    with _progress(show_progress, len(absolute), f"ink maps of {root.name}") as advance:
-        if workers > 0 and len(chunks) > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                for done in pool.map(_ink_chunk, chunks, [config] * len(chunks)):
-                    results += done
-                    advance(len(done))
-        else:
-            for chunk in chunks:
-                results += _ink_chunk(chunk, config)
-                advance(len(chunk))
+    description = f"ink maps of {root.name}"
+    if workers > 0 and len(chunks) > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            done = chain.from_iterable(pool.map(_ink_chunk, chunks, repeat(config)))
+            results = list(progress(done, description, len(absolute), show_progress))
+    else:
+        done = (_ink_u8(path, config) for path in absolute)
+        results = list(progress(done, description, len(absolute), show_progress))
     maps = [r for r in results if not isinstance(r, str)]
     failures = {img: r for img, r in zip(images, results, strict=True) if isinstance(r, str)}
     kept = [img for img, r in zip(images, results, strict=True) if not isinstance(r, str)]
     pixels = np.concatenate([m.ravel() for m in maps]) if maps else np.zeros(0, np.uint8)
     widths = np.array([m.shape[1] for m in maps], dtype=np.int64)
     return InkCache(pixels, config.height, kept, widths, failures)
-
-
-class _progress:
-    """A rich progress bar when asked, else nothing; yields an ``advance(n)`` function."""
-
-    def __init__(self, enabled: bool, total: int, description: str):
-        self.enabled, self.total, self.description = enabled, total, description
-
-    def __enter__(self):  # noqa: ANN204 - returns a callable
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.description, total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.stop()
 
 
 def _files(directory: Path, name: str, key: str) -> tuple[Path, Path]:
