@@ -29,6 +29,7 @@ import math
 import shutil
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,16 @@ import yaml
 
 from quill.data import ink_cache
 from quill.data.manifest import MANIFEST_NAME, Manifest
+from quill.preprocess import PreprocessConfig
 from quill.training.config import resolve_config
+from quill.training.train import (
+    build_datamodule,
+    build_trainer,
+    create_run_parts,
+    project_path,
+    train,
+)
+from quill.vocab import Tokenizer
 
 #: The most a packed run may weigh (what the device tool carries with the working tree).
 ARCHIVE_LIMIT = 60_000_000
@@ -110,9 +120,6 @@ def pack(
 
     Only the samples of ``splits`` travel (test lines are scored at home, on the staged
     model), so the packed datasets are new dataset versions of their own."""
-    from quill.preprocess import PreprocessConfig
-    from quill.training.train import build_datamodule
-    from quill.vocab import Tokenizer
 
     config = resolve_config(config_path, overrides)
     preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
@@ -149,13 +156,12 @@ def _write_archive(
     out: Path,
     datamodule: Any,
     packed: dict[str, Any],
-    preprocess: Any,
+    preprocess: PreprocessConfig,
     splits: tuple[str, ...],
     parts: dict[str, int],
     lines: dict[str, int],
 ) -> None:
     """Write the tar of :func:`pack`; ``packed`` (the config) gets the archive's paths."""
-    from quill.training.train import _project_path
 
     with tarfile.open(out, "w") as tar:
         for source, entry in zip(datamodule.data, packed["data"]["sources"], strict=True):
@@ -194,7 +200,7 @@ def _write_archive(
             lines[name] = len(rows)
         init_from = packed["model"]["init_from"]
         if init_from:
-            parts["init weights"] = _pack_weights(tar, _project_path(init_from), packed)
+            parts["init weights"] = _pack_weights(tar, project_path(init_from), packed)
         config_text = yaml.safe_dump(packed, sort_keys=False, allow_unicode=True)
         parts["config"] = _add_bytes(tar, PACKED_CONFIG, config_text.encode())
 
@@ -226,7 +232,6 @@ def _pack_weights(tar: tarfile.TarFile, source: Path, packed: dict[str, Any]) ->
 
 def unpack(archive: Path, into: Path) -> Path:
     """Extract a packed run into ``into`` and rebuild its ink caches; returns its config."""
-    from quill.preprocess import PreprocessConfig
 
     into.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:
@@ -280,8 +285,6 @@ def measure_rate(config: dict[str, Any], steps: int = 30, warmup: int = 5) -> fl
     """Training samples/s of this config on this machine: the real model, loader, precision
     and device, timed over ``steps`` optimiser steps after ``warmup`` untimed ones."""
     import lightning as L
-
-    from quill.training.train import build_trainer, create_run_parts
 
     probe = copy.deepcopy(config)
     probe["trainer"].update(
@@ -341,11 +344,10 @@ def run(
     config_path: Path,
     budget_s: float,
     out: Path,
-    overrides: list[str] = (),  # type: ignore[assignment]
+    overrides: Sequence[str] = (),
     probe_steps: int = 30,
 ) -> dict[str, Any]:
     """Measure, plan, train and write ``model.ckpt``, ``summary.json`` and the metrics CSV."""
-    from quill.training.train import train
 
     started = time.perf_counter()
     config = resolve_config(config_path, overrides)

@@ -103,7 +103,7 @@ def build_datamodule(
             augment=augment,
             seed=int(config["seed"]),
             cache=bool(data["cache"]),
-            cache_dir=_project_path(data["cache_dir"]) if data["cache_dir"] else None,
+            cache_dir=project_path(data["cache_dir"]) if data["cache_dir"] else None,
             augment_on=data["augment_on"],
         )
         datamodule.setup("fit")
@@ -113,11 +113,11 @@ def build_datamodule(
 
 
 def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
-    """A dataset entry with its path resolved by :func:`_project_path`, so `quill train` works
+    """A dataset entry with its path resolved by :func:`project_path`, so `quill train` works
     from any folder of the checkout."""
     if not isinstance(source, Mapping) or "path" not in source:
         raise TrainingSetupError(f"each data.sources entry needs a path, got {source!r}")
-    path = _project_path(source["path"])
+    path = project_path(source["path"])
     if not path.exists():
         raise TrainingSetupError(
             f"dataset folder not found: {source['path']} (looked in {Path.cwd()} and "
@@ -126,7 +126,7 @@ def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
     return {**source, "path": str(path.resolve())}
 
 
-def _project_path(raw: str | Path) -> Path:
+def project_path(raw: str | Path) -> Path:
     """A relative path means the working directory if it exists there, else the project root."""
     path = Path(raw).expanduser()
     if not path.is_absolute() and not path.exists():
@@ -138,7 +138,7 @@ def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> str:
     """``model.init_from``: start from an earlier model's weights (fine-tuning); returns what
     was loaded, for the run's ``quill.initialised_from`` tag."""
     try:
-        return load_initial_weights(module.model, _project_path(source), tokenizer)
+        return load_initial_weights(module.model, project_path(source), tokenizer)
     except InitWeightsError as exc:
         raise TrainingSetupError(str(exc)) from exc
 
