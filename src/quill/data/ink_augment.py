@@ -98,7 +98,8 @@ class InkAugmenter:
         shear = torch.zeros(batch, 2, 2)
         shear[:, 0, 0], shear[:, 0, 1], shear[:, 1, 1] = stretch, -slant, 1.0
         forward = rotation @ shear
-        half = torch.stack([widths.float().cpu() / 2, torch.full((batch,), height / 2)], -1)
+        centre_x = widths.float().cpu() / 2  # (B,) each line's centre, in source pixels
+        half = torch.stack([centre_x, torch.full((batch,), height / 2)], -1)
         corners = torch.stack(
             [half * torch.tensor(sign) for sign in ((1, 1), (1, -1), (-1, 1), (-1, -1))], 1
         )  # (B, 4, 2)
@@ -116,9 +117,7 @@ class InkAugmenter:
         shift_u = (out_width - out_widths.float()) * squeeze / (2 * fit)
         scale_v = height / (2 * fit)  # v = scale_v * y_n
         theta = torch.zeros(batch, 2, 3)
-        for row, (size, centre) in enumerate(
-            ((in_width, widths.float().cpu() / 2), (height, height / 2))
-        ):
+        for row, (size, centre) in enumerate(((in_width, centre_x), (height, height / 2))):
             theta[:, row, 0] = 2 / size * inverse[:, row, 0] * scale_u
             theta[:, row, 1] = 2 / size * inverse[:, row, 1] * scale_v
             theta[:, row, 2] = 2 / size * (inverse[:, row, 0] * shift_u + centre) - 1
