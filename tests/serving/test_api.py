@@ -124,7 +124,12 @@ def test_feedback_lands_in_the_monitoring_store(
     answer = client.post("/v1/predict", json={"image": b64(encode(render_line("Kew")))}).json()
     stored = client.post(
         "/v1/feedback",
-        json={"request_id": answer["request_id"], "flag": "incorrect", "correction": "Kew Gardens"},
+        json={
+            "request_id": answer["request_id"],
+            "feedback_token": answer["feedback_token"],
+            "flag": "incorrect",
+            "correction": "Kew Gardens",
+        },
     )
     assert stored.status_code == 200, stored.text
     service_of(server).logger.flush()
@@ -133,7 +138,12 @@ def test_feedback_lands_in_the_monitoring_store(
     assert record is not None and record.text == "Kew" and record.client == "api"
     assert record.flag == "incorrect" and record.correction == "Kew Gardens"
     bad_flag = client.post(
-        "/v1/feedback", json={"request_id": answer["request_id"], "flag": "rude"}
+        "/v1/feedback",
+        json={
+            "request_id": answer["request_id"],
+            "feedback_token": answer["feedback_token"],
+            "flag": "rude",
+        },
     )
     assert bad_flag.status_code == 422 and bad_flag.json()["error"]["code"] == "invalid_field"
 
@@ -292,7 +302,7 @@ def test_shadow_model_answers_are_stored_but_never_returned(
     assert answer["model_version"] == current.model_version
     assert set(answer) == {
         "text", "confidence", "lines", "kind", "model_version", "timings_ms", "latency_ms",
-        "request_id", "cached",
+        "request_id", "feedback_token", "cached",
     }  # fmt: skip
     store = MonitoringStore(settings.monitoring_url, settings.monitoring_images)
     [shadow] = store.shadow_predictions()

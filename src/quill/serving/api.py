@@ -1,9 +1,19 @@
 """The REST API: ``POST /v1/predict``, ``POST /v1/feedback``, health, readiness, metrics.
 
 A thin FastAPI adapter over :class:`~quill.serving.service.PredictionService`. The model is
-loaded when the app starts (``/readyz`` answers 503 until then), recognition runs in worker
-threads under a concurrency limit and a timeout, every error is JSON with a stable code, and
-Prometheus metrics live in a registry of their own (one per app, so tests can build many).
+loaded when the app starts (``/readyz`` answers 503 until then), recognition runs in a
+bounded thread pool under a timeout, every error is JSON with a stable code, and Prometheus
+metrics live in a registry of their own (one per app, so tests can build many).
+
+What guards it (see docs/serving.md, "Deployment stance"):
+
+- a pure-ASGI guard in front of every route: the optional API key (``X-API-Key``) and the
+  body limit, counted on the bytes received (chunked uploads too);
+- each answer carries a ``feedback_token`` (an HMAC of its request id): ``/v1/feedback``
+  needs it, so only the client that got a prediction can flag it;
+- at most ``max_concurrency`` recognitions run and ``max_queue`` wait; a request over the
+  timeout answers 504 at once, its recognition is not logged as a prediction, and its thread
+  stays counted until the work ends, so timeouts cannot pile up threads (503 instead).
 
 Run it with ``quill serve`` or any ASGI server:
 ``uvicorn --factory quill.serving.api:app_from_env``.
@@ -12,15 +22,24 @@ Run it with ``quill serve`` or any ASGI server:
 from __future__ import annotations
 
 import asyncio
+import hmac
+import importlib.util
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,15 +50,28 @@ from quill.serving.service import (
     FeedbackStore,
     PredictionLogger,
     PredictionService,
+    build_monitoring,
     decode_image_field,
     load_service,
 )
-from quill.serving.settings import ServingSettings
+from quill.serving.settings import FeedbackTokens, ServingSettings
 
 log = logging.getLogger(__name__)
 
 #: Form fields accepted for a multipart upload (``image`` first, ``file`` as curl users type).
 UPLOAD_FIELDS = ("image", "file")
+#: Paths answered without the API key (when one is set): probes and the documentation.
+OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+#: Where the Swagger UI and ReDoc assets are served from (shipped by ``fastapi-offline``).
+DOCS_STATIC = "/docs-static"
+#: Longest comment and correction stored with a feedback, in characters.
+MAX_COMMENT_CHARS = 10_000
+MAX_CORRECTION_CHARS = 50_000
+#: Seconds /v1/feedback waits for the monitoring queue when the prediction is not stored yet.
+FEEDBACK_FLUSH_WAIT_S = 5.0
+
+ASGIApp = Callable[..., Awaitable[None]]
+Scope = MutableMapping[str, Any]
 
 
 class PredictRequest(BaseModel):
@@ -63,15 +95,33 @@ class PredictResponse(BaseModel):
     model_version: str
     latency_ms: float
     request_id: str = Field(description="Quote it in /v1/feedback")
+    feedback_token: str = Field(
+        description="Proof that you got this answer: send it with request_id to /v1/feedback "
+        "(only the client holding it can flag this prediction)"
+    )
     cached: bool
     timings_ms: dict[str, float]
 
 
 class FeedbackRequest(BaseModel):
+    """A flag, comment and/or correction of one answer (at least one of the three)."""
+
+    request_id: str = Field(max_length=128, description="request_id of the answer")
+    feedback_token: str = Field(
+        max_length=256, description="feedback_token of the same answer (403 if it does not match)"
+    )
+    flag: Literal["incorrect", "offensive", "other"] | None = Field(
+        None, description="incorrect, offensive, other, or null"
+    )
+    comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
+    correction: str | None = Field(
+        None, max_length=MAX_CORRECTION_CHARS, description="The text the image really shows"
+    )
+
+
+class FeedbackResponse(BaseModel):
+    status: Literal["stored"]
     request_id: str
-    flag: str | None = Field(None, description="incorrect, offensive, other, or null")
-    comment: str | None = None
-    correction: str | None = Field(None, description="The text the image really shows")
 
 
 class ErrorOut(BaseModel):
@@ -83,9 +133,8 @@ class ErrorResponse(BaseModel):
     error: ErrorOut
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 503, 504)
-}
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorResponse} for status in statuses}
 
 
 def create_app(
@@ -100,11 +149,19 @@ def create_app(
     (``logger``/``feedback`` override it)."""
     settings = settings or ServingSettings.from_env()
     metrics = ApiMetrics()
+    recognitions = Recognitions(settings)
+    tokens = FeedbackTokens(settings.feedback_secret)
     state: dict[str, Any] = {"service": service}
-    limiter = asyncio.Semaphore(max(1, settings.max_concurrency))
+    if service is not None:
+        recognitions.guard_logging(service)
 
     def default_loader(config: ServingSettings) -> PredictionService:
-        return load_service(config, logger, feedback)
+        pred_logger, store = (logger, feedback)
+        if pred_logger is None and store is None:
+            pred_logger, store = build_monitoring(config)
+        # The gate goes in before the service is built, so a shadow model logs through it too.
+        gated = recognitions.gate(pred_logger) if pred_logger is not None else None
+        return load_service(config, gated, store)
 
     async def load() -> None:
         try:
@@ -113,6 +170,7 @@ def create_app(
             log.exception("the model could not be loaded")
             state["load_error"] = f"the model could not be loaded: {exc}"
             return
+        recognitions.guard_logging(service)
         state["service"] = service
         metrics.model_info(service.recognizer.describe())
         log.info("model loaded: %s", service.recognizer.describe())
@@ -124,6 +182,7 @@ def create_app(
         if loading is None:
             metrics.model_info(state["service"].recognizer.describe())
         yield
+        recognitions.shutdown()
         if loading is not None:
             await loading  # the app loaded the service, so it flushes and closes it
             if state["service"] is not None:
@@ -132,28 +191,26 @@ def create_app(
     app = FastAPI(
         title="Quill handwriting recognition API",
         version="1",
-        description="Send an image of handwriting, get its text back.",
+        description="Send an image of handwriting, get its text back. "
+        + (
+            "Every /v1 route and /metrics need the X-API-Key header (Authorize above)."
+            if settings.api_key
+            else "No API key is configured: serve on localhost or behind an authenticating proxy."
+        ),
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: /docs works offline
+        redoc_url=None,
     )
-
+    app.add_middleware(Guard, settings=settings, metrics=metrics)
     app.state.quill = state  # the loaded service, for embedding code and tests
+    app.state.recognitions = recognitions
+    app.state.feedback_tokens = tokens
 
     def ready_service() -> PredictionService:
         if state["service"] is None:
             message = state.get("load_error") or "the model is still loading; retry shortly"
             raise ServingError("model_not_ready", message)
         return state["service"]
-
-    @app.middleware("http")
-    async def limit_and_measure(request: Request, call_next: Callable) -> Response:
-        start = time.perf_counter()
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            response: Response = _error_response(_too_large(settings))
-        else:
-            response = await call_next(request)
-        metrics.observe(request.url.path, request.method, response.status_code, start)
-        return response
 
     @app.exception_handler(ServingError)
     async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
@@ -185,7 +242,7 @@ def create_app(
     @app.post(
         "/v1/predict",
         response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
+        responses=_errors(400, 401, 413, 415, 422, 503, 504),
         openapi_extra={
             "requestBody": {
                 "content": {
@@ -207,34 +264,52 @@ def create_app(
     )
     async def predict(request: Request) -> dict[str, Any]:
         """Recognise the handwriting in one image: JSON ``{"image": base64}`` or a multipart
-        upload (field ``image`` or ``file``)."""
+        upload (field ``image`` or ``file``). Keep ``request_id`` and ``feedback_token`` to
+        flag the answer later."""
         service = ready_service()
         body = await _read_body(request, settings)
         image, kind = await _parse_predict(request, body)
-        async with limiter:
-            try:
-                answer = await asyncio.wait_for(
-                    run_in_threadpool(service.predict_bytes, image, "api", kind),
-                    timeout=settings.timeout_s,
-                )
-            except TimeoutError as exc:
-                raise ServingError(
-                    "timeout", f"recognition took longer than {settings.timeout_s:g} s"
-                ) from exc
+        answer = await recognitions.run(service, image, kind)
+        answer["feedback_token"] = tokens.issue(answer["request_id"])
         metrics.prediction(answer)
         return answer
 
-    @app.post("/v1/feedback", responses=ERROR_RESPONSES)
+    @app.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        responses=_errors(401, 403, 404, 413, 422, 503),
+    )
     async def feedback_endpoint(payload: FeedbackRequest) -> dict[str, Any]:
-        """Flag an answer (incorrect / offensive / other) and optionally give the right text."""
+        """Flag an answer (incorrect / offensive / other), comment on it and/or give the
+        right text. Needs the answer's ``request_id`` and ``feedback_token``; 404 if that
+        prediction is not stored."""
         service = ready_service()
-        await run_in_threadpool(
-            service.add_feedback,
-            payload.request_id,
-            payload.flag,
-            payload.comment,
-            payload.correction,
-        )
+        comment, correction = _text_or_none(payload.comment), _text_or_none(payload.correction)
+        if payload.flag is None and comment is None and correction is None:
+            raise ServingError(
+                "empty_feedback", "feedback needs a flag, a comment or a correction (all empty)"
+            )
+        if service.feedback_store is None:
+            raise ServingError(
+                "feedback_disabled", "this server has no monitoring store configured", 503
+            )
+        if not tokens.verify(payload.request_id, payload.feedback_token):
+            raise ServingError(
+                "invalid_feedback_token",
+                "feedback_token does not match request_id: send the feedback_token that came "
+                "with that prediction's answer",
+            )
+        if not await run_in_threadpool(_prediction_stored, service, payload.request_id):
+            raise ServingError(
+                "unknown_request_id",
+                f"no prediction {payload.request_id!r} is stored (not logged, or purged)",
+            )
+        try:
+            await run_in_threadpool(
+                service.add_feedback, payload.request_id, payload.flag, comment, correction
+            )
+        except ValueError as exc:  # the store's own checks
+            raise ServingError("invalid_field", str(exc)) from exc
         metrics.feedback(payload.flag)
         return {"status": "stored", "request_id": payload.request_id}
 
@@ -243,17 +318,19 @@ def create_app(
         """Liveness: the process answers (the model may still be loading)."""
         return {"status": "ok"}
 
-    @app.get("/readyz", responses={503: {"model": ErrorResponse}})
+    @app.get("/readyz", responses=_errors(503))
     async def readyz() -> dict[str, Any]:
         """Readiness: the model is loaded and requests will be answered."""
         return {"status": "ready", "model": ready_service().recognizer.describe()}
 
-    @app.get("/metrics")
+    @app.get("/metrics", responses=_errors(401))
     async def metrics_endpoint() -> Response:
         """Prometheus metrics of this process."""
         payload, content_type = metrics.render()
         return Response(payload, media_type=content_type)
 
+    _add_offline_docs(app)
+    _document_api_key(app, settings)
     return app
 
 
@@ -262,15 +339,373 @@ def app_from_env() -> FastAPI:
     return create_app(ServingSettings.from_env())
 
 
-def _too_large(settings: ServingSettings) -> ServingError:
-    return ServingError(
-        "request_too_large",
-        f"the request body is larger than the limit of {settings.max_body_bytes:,} bytes",
-    )
+# ---- the guard: API key and body limit on every route ------------------------------------
+
+
+class _BodyTooLarge(ServingError):
+    def __init__(self, limit: int):
+        super().__init__(
+            "request_too_large", f"the request body is larger than the limit of {limit:,} bytes"
+        )
+
+
+class Guard:
+    """Pure-ASGI middleware in front of every route: checks the API key (when one is set),
+    refuses a declared ``Content-Length`` over the limit, counts the body bytes as they
+    arrive (a chunked upload has no length to declare) and answers 413 as soon as they pass
+    the limit, whatever the route does with its body. Also counts every answer in metrics."""
+
+    def __init__(self, app: ASGIApp, settings: ServingSettings, metrics: ApiMetrics):
+        self.app = app
+        self.limit = settings.max_body_bytes
+        self.api_key = settings.api_key.encode() if settings.api_key else None
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        path = _route_path(scope)
+        status = {"code": 500, "sent": False}
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+
+        async def answer(error: ServingError) -> None:
+            self.metrics.error(error.code)
+            response = _error_response(error)
+            if error.status == 401:
+                response.headers["www-authenticate"] = 'ApiKey header="X-API-Key"'
+            await response(scope, receive, send_counted)
+
+        async def send_counted(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"], status["sent"] = message["status"], True
+            await send(message)
+
+        try:
+            denied = self._check_key(path, headers)
+            declared = headers.get(b"content-length", b"")
+            if denied is not None:
+                await answer(denied)
+            elif declared.isdigit() and int(declared) > self.limit:
+                await answer(_BodyTooLarge(self.limit))
+            else:
+                await self._call_counting(scope, receive, send_counted, answer)
+        finally:
+            self.metrics.observe(path, scope.get("method", ""), status["code"], start)
+
+    def _check_key(self, path: str, headers: dict[bytes, bytes]) -> ServingError | None:
+        if self.api_key is None or path in OPEN_PATHS or path.startswith(DOCS_STATIC + "/"):
+            return None
+        given = headers.get(b"x-api-key")
+        if given is None:
+            scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+            given = credentials.strip() if scheme.lower() == b"bearer" else None
+        if not given:
+            return ServingError(
+                "missing_api_key", "this server needs an API key: send it in the X-API-Key header"
+            )
+        if not hmac.compare_digest(given, self.api_key):
+            return ServingError("invalid_api_key", "the X-API-Key header is not the server's key")
+        return None
+
+    async def _call_counting(
+        self,
+        scope: Scope,
+        receive: Callable,
+        send: Callable,
+        answer: Callable[[ServingError], Awaitable[None]],
+    ) -> None:
+        received = 0
+        over = {"limit": False, "app_started": False}
+
+        async def counted_receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    over["limit"] = True
+                    raise _BodyTooLarge(self.limit)
+            return message
+
+        async def guarded_send(message: MutableMapping[str, Any]) -> None:
+            # Once the body passed the limit, whatever the route answers (a parse error,
+            # typically) is replaced by the 413 below.
+            if over["limit"] and not over["app_started"]:
+                return
+            if message["type"] == "http.response.start":
+                over["app_started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over["limit"]:
+                raise
+        if over["limit"] and not over["app_started"]:
+            await answer(_BodyTooLarge(self.limit))
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the app's root path (what the routes match)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+# ---- recognitions: bounded threads, a real timeout, no log for an abandoned request -------
+
+
+class _Ticket:
+    """One recognition's state, shared by the waiting request and the worker thread."""
+
+    __slots__ = ("abandoned", "lock", "logged", "started")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.started = False
+        self.logged = False
+        self.abandoned = False
+
+
+class Recognitions:
+    """Where recognitions run: ``max_concurrency`` threads, at most ``max_queue`` waiting.
+
+    A place is given back when the work ends, not when the request stops waiting: a
+    recognition that outlives its timeout (Python cannot interrupt a running thread) keeps
+    its place, and once every place is taken requests answer 503 ``overloaded`` at once
+    instead of stacking threads and memory. A request that gives up (timeout, client gone)
+    answers at once; if its work had not started it never starts, and if it finishes later
+    its prediction is not logged (the caller never got it).
+    """
+
+    def __init__(self, settings: ServingSettings):
+        self.settings = settings
+        self.threads = max(1, settings.max_concurrency)
+        self.capacity = self.threads + max(0, settings.max_queue)
+        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="quill-recognize")
+        self._lock = threading.Lock()
+        self.taken = 0
+        self.tickets: dict[str, _Ticket] = {}
+        self.abandoned: OrderedDict[str, None] = OrderedDict()  # recent ids, bounded
+        self.stats = {"started": 0, "abandoned": 0, "never_started": 0, "not_logged": 0}
+
+    async def run(self, service: PredictionService, image: bytes, kind: str) -> dict[str, Any]:
+        """The service's answer for ``image``; ServingError 503 (full) or 504 (timeout)."""
+        with self._lock:
+            if self.taken >= self.capacity:
+                raise ServingError(
+                    "overloaded",
+                    f"the server is busy ({self.taken} recognitions running or waiting, the "
+                    "limit); retry shortly",
+                )
+            self.taken += 1
+        request_id = uuid.uuid4().hex
+        ticket = self.tickets[request_id] = _Ticket()
+
+        def work() -> dict[str, Any] | None:
+            try:
+                with ticket.lock:
+                    if ticket.abandoned:
+                        self.stats["never_started"] += 1
+                        return None
+                    ticket.started = True
+                self.stats["started"] += 1
+                return service.predict_bytes(image, "api", kind, request_id)
+            finally:
+                self.tickets.pop(request_id, None)
+                with self._lock:
+                    self.taken -= 1
+
+        future = asyncio.get_running_loop().run_in_executor(self.executor, work)
+        future.add_done_callback(_retrieve_exception)
+        try:
+            answer = await asyncio.wait_for(asyncio.shield(future), self.settings.timeout_s)
+        except TimeoutError as exc:
+            if self._abandon(ticket, request_id):
+                raise ServingError(
+                    "timeout",
+                    f"recognition took longer than {self.settings.timeout_s:g} s "
+                    "(not logged as a prediction)",
+                ) from exc
+            answer = await future  # it finished (and was logged) as the clock ran out
+        except asyncio.CancelledError:  # the client went away, or the server stops
+            self._abandon(ticket, request_id)
+            raise
+        assert answer is not None  # only abandoned work returns None
+        return answer
+
+    def _abandon(self, ticket: _Ticket, request_id: str) -> bool:
+        """Give up on a request; False if its work already finished (and was logged)."""
+        with ticket.lock:
+            if ticket.logged:
+                return False
+            ticket.abandoned = True
+        self._remember_abandoned(request_id)
+        return True
+
+    def _remember_abandoned(self, request_id: str) -> None:
+        self.stats["abandoned"] += 1
+        self.abandoned[request_id] = None
+        while len(self.abandoned) > 10_000:
+            self.abandoned.popitem(last=False)
+
+    def may_log(self, request_id: str) -> bool:
+        """Called by the gated logger: False for a request that was given up on."""
+        ticket = self.tickets.get(request_id)
+        if ticket is None:
+            return request_id not in self.abandoned
+        with ticket.lock:
+            if ticket.abandoned:
+                return False
+            ticket.logged = True
+            return True
+
+    def gate(self, logger: PredictionLogger) -> GatedLogger:
+        return (
+            logger
+            if isinstance(logger, GatedLogger) and logger.owner is self
+            else GatedLogger(logger, self)
+        )
+
+    def guard_logging(self, service: PredictionService) -> None:
+        """Route ``service``'s prediction log through this gate (idempotent)."""
+        if service.logger is not None:
+            service.logger = self.gate(service.logger)
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=False)
+
+
+class GatedLogger:
+    """A prediction logger that drops the predictions of abandoned requests (timed out or
+    disconnected: their caller never got an answer) and forwards everything else."""
+
+    def __init__(self, inner: PredictionLogger, owner: Recognitions):
+        self.inner = inner
+        self.owner = owner
+
+    def log(self, request_id: str, *args: Any, **kwargs: Any) -> None:
+        if self.owner.may_log(request_id):
+            self.inner.log(request_id, *args, **kwargs)
+        else:
+            self.owner.stats["not_logged"] += 1
+            log.warning(
+                "request %s timed out or was abandoned: its prediction is not logged", request_id
+            )
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.inner, name)
+        if name != "log_shadow":
+            return attribute
+
+        def log_shadow(record: Any) -> None:
+            if getattr(record, "request_id", None) not in self.owner.abandoned:
+                attribute(record)
+
+        return log_shadow
+
+
+def _retrieve_exception(future: asyncio.Future) -> None:
+    """Read an abandoned work's exception, so asyncio does not report it as never retrieved
+    (the waiting request already answered)."""
+    if not future.cancelled() and future.exception() is not None:
+        log.debug("an abandoned recognition failed: %r", future.exception())
+
+
+# ---- feedback ---------------------------------------------------------------------------
+
+
+def _text_or_none(text: str | None) -> str | None:
+    """
+    >>> _text_or_none("  Kew  "), _text_or_none("   "), _text_or_none(None)
+    ('Kew', None, None)
+    """
+    if text is None or not text.strip():
+        return None
+    return text.strip()
+
+
+def _prediction_stored(service: PredictionService, request_id: str) -> bool:
+    """Whether the store holds ``request_id``'s prediction, waiting for the monitoring
+    queue once if not (a flag may come right after its answer, before the write)."""
+    get = getattr(service.feedback_store, "get_prediction", None)
+    if get is None:
+        return True  # a store that cannot be asked: the feedback token is the proof
+    if get(request_id) is not None:
+        return True
+    flush = getattr(service.logger, "flush", None)
+    if flush is None:
+        return False
+    flush(FEEDBACK_FLUSH_WAIT_S)
+    return get(request_id) is not None
+
+
+# ---- docs, bodies, errors ---------------------------------------------------------------
+
+
+def _docs_assets() -> Path:
+    """The Swagger UI 5 and ReDoc files that ``fastapi-offline`` ships (found without
+    importing it)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("fastapi-offline is not installed (it ships the /docs assets)")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+def _add_offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc from local assets: they render with no network."""
+    app.mount(DOCS_STATIC, StaticFiles(directory=_docs_assets()), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - docs",
+            swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
+def _document_api_key(app: FastAPI, settings: ServingSettings) -> None:
+    """Declare the X-API-Key scheme in the OpenAPI schema (Swagger UI's Authorize button)
+    for the protected routes, when a key is configured."""
+    if not settings.api_key:
+        return
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+            }
+            for path, operations in schema.get("paths", {}).items():
+                if path not in OPEN_PATHS:
+                    for operation in operations.values():
+                        operation["security"] = [{"ApiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _error_response(error: ServingError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status)
+    headers = {"Retry-After": "1"} if error.code == "overloaded" else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 async def _read_body(request: Request, settings: ServingSettings) -> bytes:
@@ -279,7 +714,7 @@ async def _read_body(request: Request, settings: ServingSettings) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > settings.max_body_bytes:
-            raise _too_large(settings)
+            raise _BodyTooLarge(settings.max_body_bytes)
     if not body:
         raise ServingError("empty_body", "the request body is empty; send an image")
     return bytes(body)

@@ -11,6 +11,10 @@ from quill.inference import DEFAULT_MODEL_DIR
 MODEL_HELP = "Staged model directory (quill-model.json, model.onnx, model.pt)."
 HOST_HELP = "Interface to bind; the default keeps it on this machine."
 THREADS_HELP = "Intra-op threads per worker (0: all cores; use 1 per worker on busy machines)."
+OPEN_HELP = (
+    "Serve on a non-loopback --host without an API key (only behind a proxy that "
+    "authenticates callers). Without it, such a --host needs QUILL_API_KEY."
+)
 STORE_HELP = (
     "Monitoring store URL for predictions and flags ('off' disables) "
     "[default: $QUILL_MONITORING_URL or monitoring/monitoring.db]."
@@ -39,29 +43,44 @@ def serve(
         "store (see the shadow section of `quill monitor report`).",
     ),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    allow_open: bool = typer.Option(
+        False, "--allow-open", envvar="QUILL_ALLOW_OPEN", help=OPEN_HELP
+    ),
 ) -> None:
-    """Serve a staged model as a REST API (FastAPI + uvicorn): POST /v1/predict, /docs."""
+    """Serve a staged model as a REST API (FastAPI + uvicorn): POST /v1/predict, /docs.
+
+    Set QUILL_API_KEY to require an X-API-Key header on /v1/* and /metrics."""
     import os
+    import secrets
+    from dataclasses import replace
 
     import uvicorn
 
+    from quill.serving.runner import uvicorn_options
     from quill.serving.settings import ServingSettings
 
-    _require_model(model)
-    if shadow is not None:
-        _require_model(shadow)
     settings = ServingSettings.from_env(
         model_dir=model,
         backend=backend,
         threads=threads,
         monitoring_url=monitoring_url,
         shadow_model_dir=shadow,
+        allow_open=allow_open or None,
     )
+    _refuse_open(settings, host)
+    _require_model(model)
+    if shadow is not None:
+        _require_model(shadow)
     if shadow is not None and not settings.monitoring_enabled:
         raise typer.BadParameter("--shadow needs the monitoring store; drop --monitoring-url off")
+    if settings.feedback_secret is None:  # one key for all workers: any of them checks a token
+        settings = replace(settings, feedback_secret=secrets.token_urlsafe(32))
     # Workers are separate processes that build the app from the environment.
     os.environ.update(settings.to_env())
-    typer.echo(f"Quill API: http://{host}:{port}  (docs: http://{host}:{port}/docs)", err=True)
+    key = "API key required" if settings.api_key else "no API key"
+    typer.echo(
+        f"Quill API: http://{host}:{port}  (docs: http://{host}:{port}/docs; {key})", err=True
+    )
     uvicorn.run(
         "quill.serving.api:app_from_env",
         factory=True,
@@ -69,7 +88,7 @@ def serve(
         port=port,
         workers=workers,
         log_level=log_level,
-        timeout_keep_alive=5,
+        **uvicorn_options(settings),
     )
 
 
@@ -110,20 +129,35 @@ def up(
     app_port: int = typer.Option(7860, help="Port of the web app."),
     threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
     monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
+    allow_open: bool = typer.Option(
+        False, "--allow-open", envvar="QUILL_ALLOW_OPEN", help=OPEN_HELP
+    ),
 ) -> None:
     """Start the REST API and the web app together (the app calls the API) and print both URLs."""
     from quill.serving.app import launch, make_backend
     from quill.serving.runner import ApiServer
     from quill.serving.settings import ServingSettings
 
-    _require_model(model)
     settings = ServingSettings.from_env(
-        model_dir=model, threads=threads, monitoring_url=monitoring_url
+        model_dir=model,
+        threads=threads,
+        monitoring_url=monitoring_url,
+        allow_open=allow_open or None,
     )
+    _refuse_open(settings, host)
+    _require_model(model)
     with ApiServer(settings, host=host, port=api_port) as api:
         typer.echo(f"REST API: {api.url}  (docs: {api.url}/docs)")
         typer.echo(f"Web app:  http://{host}:{app_port}")
         launch(make_backend(api.url, settings), host=host, port=app_port)
+
+
+def _refuse_open(settings: object, host: str) -> None:
+    """Exit with one line when ``host`` would expose an API without a key (and not allowed)."""
+    problem = settings.exposure_problem(host)  # type: ignore[attr-defined]
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
 
 
 def _require_model(model: Path) -> None:

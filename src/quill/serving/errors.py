@@ -25,6 +25,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "unknown_request_id": 404,
+    "empty_feedback": 422,
+    "invalid_feedback_token": 403,
+    "missing_api_key": 401,
+    "invalid_api_key": 401,
+    "request_header_too_large": 431,
+    "bad_http_request": 400,
+    "unsupported_event": 400,
     # the image (codes raised by quill.preprocess / quill.inference)
     "image_empty": 400,
     "not_an_image": 400,
@@ -38,6 +45,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "model_not_ready": 503,
     "feedback_disabled": 503,
     "timeout": 504,
+    "overloaded": 503,
     "internal_error": 500,
     "backend_unreachable": 502,
     "backend_error": 502,
@@ -76,7 +84,12 @@ def status_code_name(status: int) -> str:
     >>> status_code_name(405), status_code_name(418)
     ('method_not_allowed', 'im_a_teapot')
     """
-    known = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+    known = {
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+        431: "request_header_too_large",
+    }
     if status in known:
         return known[status]
     try:
