@@ -17,6 +17,7 @@ from quill.monitoring.schema import Base
 from quill.monitoring.store import (
     AsyncPredictionLogger,
     MonitoringStore,
+    PredictionRecord,
     UnknownRequestError,
     utcnow,
 )
@@ -157,8 +158,9 @@ def test_baseline_round_trip(store):
 
 
 def test_async_logger_batches_off_the_request_path(store, make_line):
+    """Best-effort mode (durable=False): log() only queues."""
     image = make_line()
-    with AsyncPredictionLogger(store, batch_size=16, flush_interval=0.05) as logger:
+    with AsyncPredictionLogger(store, batch_size=16, flush_interval=0.05, durable=False) as logger:
         start = time.perf_counter()
         for i in range(100):
             logger.log(f"r{i}", "api", "m-1", image, f"text {i}", 0.5, 3.0)
@@ -167,6 +169,50 @@ def test_async_logger_batches_off_the_request_path(store, make_line):
         assert logger.stats()["written"] == 100
     assert per_call_ms < 1.0, f"log() took {per_call_ms:.3f} ms per call"
     assert len(store.predictions()) == 100
+
+
+def test_durable_logger_commits_before_returning_and_projects_later(store, make_line):
+    """The default: when log() returns the row is committed (a fresh connection sees it);
+    projections and shadow answers follow from the writer thread. The commit is cheap."""
+    images = [make_line(seed=i) for i in range(60)]
+    with AsyncPredictionLogger(store, batch_size=1000, flush_interval=60) as logger:
+        assert logger.durable
+        timings = []
+        for i, image in enumerate(images):
+            start = time.perf_counter()
+            logger.log(f"d{i}", "api", "m-1", image, f"text {i}", 0.5, 3.0)
+            timings.append((time.perf_counter() - start) * 1000)
+        reader = MonitoringStore(store.url, image_dir=store.images.root)
+        stored = reader.predictions()
+        assert {p.request_id for p in stored} == {f"d{i}" for i in range(60)}
+        assert all(not p.projections for p in stored)  # still queued: the writer is idle
+        assert all(reader.image_bytes(p) is not None for p in stored)  # local image store
+        stats = logger.stats()
+        assert stats["committed_before_answer"] == 60 and stats["queued"] == 60
+        assert logger.flush(timeout=60)
+    projected = reader.predictions()
+    assert all(p.projections.get("mean_intensity") is not None for p in projected)
+    reader.close()
+    timings.sort()
+    assert timings[len(timings) // 2] < 2.0, f"log() p50 {timings[len(timings) // 2]:.2f} ms"
+
+
+def test_predictions_committed_but_not_projected_are_projected_at_the_next_start(
+    store, make_line
+):
+    """What a killed process leaves: rows without projections. The next logger projects
+    them from the stored image when it starts."""
+    for i in range(3):
+        store.commit_prediction(
+            PredictionRecord(f"k{i}", "api", "m-1", make_line(seed=i), "text", 0.5, 3.0)
+        )
+    assert all(not p.projections for p in store.predictions())
+    with AsyncPredictionLogger(store, flush_interval=0.05) as logger:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(p.projections for p in store.predictions()):
+            time.sleep(0.05)
+        assert logger.stats()["healthy"]
+    assert all(p.projections.get("contrast") is not None for p in store.predictions())
 
 
 def test_async_logger_survives_a_failing_store_and_catches_up(store, make_line, caplog):

@@ -1,14 +1,19 @@
-"""Logging predictions off the request path: a queue and a writer thread.
+"""Logging predictions for monitoring: a durable commit, then a queue and a writer thread.
 
-Serving calls :meth:`AsyncPredictionLogger.log`, which only appends to a queue; a daemon
-thread writes batches to the :class:`~quill.monitoring.store.MonitoringStore`. The store
-failing must never fail a request, and a clean shutdown must never lose a record.
+Serving calls :meth:`AsyncPredictionLogger.log` before it answers. By default (durable mode)
+that commits the prediction's row to the :class:`~quill.monitoring.store.MonitoringStore`
+(a fraction of a millisecond: no image decoding) and queues the rest, its projections, for
+a daemon thread that writes batches. So an answered prediction is in the store even if the
+process is killed the next instant. The store failing must never fail a request: while it
+fails, predictions are queued in memory instead (best effort, counted as ``deferred``), and
+a clean shutdown never loses a queued record.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -16,23 +21,39 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
-from quill.monitoring.records import PredictionRecord, Record, ShadowRecord
+from quill.monitoring.records import PredictionRecord, ProjectionJob, Record, ShadowRecord, utcnow
 
 if TYPE_CHECKING:
     from quill.monitoring.store import MonitoringStore
 
 log = logging.getLogger(__name__)
 
+#: ``0`` turns durable mode off: predictions are only queued, and a killed process loses the
+#: last ones (up to ``flush_interval`` seconds of traffic). Shadow answers are always queued.
+DURABLE_ENV = "QUILL_MONITORING_DURABLE"
+
+
+def durable_default() -> bool:
+    """Durable mode unless ``$QUILL_MONITORING_DURABLE`` is 0/false/no."""
+    return os.environ.get(DURABLE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
 
 class AsyncPredictionLogger:
-    """Logs predictions off the request path: ``log()`` only appends to a queue.
+    """Logs predictions: ``log()`` commits the row (``durable=True``) and queues the rest.
+
+    ``durable`` (default: ``$QUILL_MONITORING_DURABLE``, on) makes ``log()`` return only once
+    the prediction's row is committed (:meth:`MonitoringStore.commit_prediction`); its
+    projections are queued. Off, or while the store is failing, the whole record is queued:
+    best effort, lost if the process dies before the next batch.
 
     A daemon thread writes the queue in batches (at ``batch_size`` records or every
     ``flush_interval`` seconds). If the store fails, the batch stays queued and is retried
     with backoff while the error is logged (once per failure streak) and counted in
-    :meth:`stats`; requests keep being answered. Beyond ``max_pending`` queued records new
-    ones are dropped and counted rather than exhausting memory. :meth:`close` (also run at
-    interpreter exit) flushes what is queued.
+    :meth:`stats`; requests keep being answered, and do not wait on the store again until a
+    retry succeeds. Beyond ``max_pending`` queued records new ones are dropped and counted
+    rather than exhausting memory. :meth:`close` (also run at interpreter exit) flushes what
+    is queued. When it starts, the thread projects the predictions an earlier process
+    committed but did not live to project (:meth:`MonitoringStore.project_pending`).
     """
 
     def __init__(
@@ -43,8 +64,10 @@ class AsyncPredictionLogger:
         flush_interval: float = 0.5,
         max_pending: int = 10_000,
         max_backoff: float = 10.0,
+        durable: bool | None = None,
     ):
         self.store = store
+        self.durable = durable_default() if durable is None else durable
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.max_pending = max_pending
@@ -56,8 +79,17 @@ class AsyncPredictionLogger:
         self._close_deadline = float("inf")
         self._flush_requested = False
         self._failures_in_row = 0
-        self._stats = {"logged": 0, "written": 0, "dropped": 0, "rejected": 0, "failed_writes": 0}
+        self._stats = {
+            "logged": 0,
+            "written": 0,
+            "committed_before_answer": 0,
+            "deferred": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "failed_writes": 0,
+        }
         self._last_error: str | None = None
+        self._started_at = utcnow()
         self._thread = threading.Thread(target=self._run, name="quill-monitoring", daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -73,33 +105,61 @@ class AsyncPredictionLogger:
         latency_ms: float | None,
         lines: list | None = None,
     ) -> None:
-        """Queue a prediction (same arguments as :meth:`MonitoringStore.log_prediction`)."""
-        self._enqueue(
-            PredictionRecord(
-                request_id, client, model_version, image_bytes, text, confidence, latency_ms, lines
-            )
+        """Store a prediction (same arguments as :meth:`MonitoringStore.log_prediction`):
+        committed before returning in durable mode, else queued."""
+        record = PredictionRecord(
+            request_id, client, model_version, image_bytes, text, confidence, latency_ms, lines
         )
+        if not (self.durable and self._commit(record)):
+            self._enqueue(record)
+
+    def _commit(self, record: PredictionRecord) -> bool:
+        """Commit ``record``'s row now and queue its projections; False when the record
+        must be queued whole instead (the store is failing, or this logger is closed)."""
+        with self._cond:
+            if self._closed:
+                return False
+            if self._failures_in_row:  # a failing store must not make each request wait
+                self._stats["deferred"] += 1
+                return False
+        try:
+            new = self.store.commit_prediction(record)
+        except Exception as exc:  # any store failure must not reach the request path
+            if _is_permanent(exc):
+                with self._cond:
+                    self._stats["logged"] += 1
+                self._rejected(record, exc)
+                return True
+            self._failed(exc, 1)
+            with self._cond:
+                self._stats["deferred"] += 1
+            return False
+        with self._cond:
+            self._stats["logged"] += 1
+            self._stats["written"] += int(new)
+            self._stats["committed_before_answer"] += int(new)
+        if new:
+            self._enqueue(ProjectionJob(record), count=False)
+        return True
 
     def log_shadow(self, record: ShadowRecord) -> None:
         """Queue a shadow model's answer."""
         self._enqueue(record)
 
-    def _enqueue(self, record: Record) -> None:
+    def _enqueue(self, record: Record, *, count: bool = True) -> None:
+        """Queue ``record``; ``count=False`` for a :class:`ProjectionJob`, whose prediction
+        is already stored (losing it loses projections that ``project_pending`` restores)."""
         with self._cond:
-            if self._closed:
-                log.error("monitoring logger is closed; request %s not logged", record.request_id)
-                self._stats["dropped"] += 1
-                return
-            if len(self._queue) >= self.max_pending:
-                self._stats["dropped"] += 1
-                log.error(
-                    "monitoring queue full (%d records, store failing?); request %s not logged",
-                    len(self._queue),
-                    record.request_id,
-                )
+            if self._closed or len(self._queue) >= self.max_pending:
+                why = "logger is closed" if self._closed else "queue is full (store failing?)"
+                if count:
+                    self._stats["dropped"] += 1
+                    log.error("monitoring %s; request %s not logged", why, record.request_id)
+                else:
+                    log.warning("monitoring %s; request %s not projected", why, record.request_id)
                 return
             self._queue.append(record)
-            self._stats["logged"] += 1
+            self._stats["logged"] += int(count)
             if len(self._queue) >= self.batch_size:
                 self._cond.notify_all()
 
@@ -152,6 +212,7 @@ class AsyncPredictionLogger:
         self.close()
 
     def _run(self) -> None:
+        self._catch_up()
         while True:
             with self._cond:
                 idle = not self._closed and not self._flush_requested
@@ -181,6 +242,19 @@ class AsyncPredictionLogger:
                         backoff = min(backoff, remaining)
                     self._cond.wait(backoff)
 
+    def _catch_up(self) -> None:
+        """Project what an earlier process committed but did not live to project."""
+        project = getattr(self.store, "project_pending", None)
+        if not self.durable or project is None:
+            return
+        try:
+            done = project(before=self._started_at, stop=lambda: self._closed)
+        except Exception as exc:  # noqa: BLE001 - a later backfill can do it
+            log.warning("could not project earlier predictions: %s", exc)
+            return
+        if done:
+            log.info("projected %d predictions stored before a crash", done)
+
     def _write(self, batch: list[Record]) -> list[Record]:
         """Write ``batch``; returns the records to retry.
 
@@ -196,7 +270,7 @@ class AsyncPredictionLogger:
                 self._failed(exc, len(batch))
                 return batch
         else:
-            self._succeeded(len(batch))
+            self._succeeded(_new_records(batch))
             return []
         for index, record in enumerate(batch):
             try:
@@ -205,12 +279,15 @@ class AsyncPredictionLogger:
                 if not _is_permanent(exc):
                     self._failed(exc, len(batch) - index)
                     return batch[index:]
-                log.error("monitoring store rejected request %s: %s", record.request_id, exc)
-                with self._cond:
-                    self._stats["rejected"] += 1
+                self._rejected(record, exc)
             else:
-                self._succeeded(1)
+                self._succeeded(_new_records([record]))
         return []
+
+    def _rejected(self, record: Record, exc: Exception) -> None:
+        log.error("monitoring store rejected request %s: %s", record.request_id, exc)
+        with self._cond:
+            self._stats["rejected"] += 1
 
     def _failed(self, exc: Exception, queued: int) -> None:
         with self._cond:
@@ -230,6 +307,11 @@ class AsyncPredictionLogger:
             self._failures_in_row = 0
             self._last_error = None
             self._stats["written"] += count
+
+
+def _new_records(records: list[Record]) -> int:
+    """Records that store something new (a projection job completes a stored prediction)."""
+    return sum(not isinstance(r, ProjectionJob) for r in records)
 
 
 def _is_permanent(exc: Exception) -> bool:

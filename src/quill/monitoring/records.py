@@ -1,8 +1,9 @@
 """What the monitoring store takes in and gives back, as plain data (no database types).
 
 :class:`PredictionRecord` and :class:`ShadowRecord` are captured at request time (the
-timestamp is the request's, not the write's); :class:`StoredPrediction` and
-:class:`Baseline` are what queries return.
+timestamp is the request's, not the write's); :class:`ProjectionJob` is the second half of a
+prediction committed on the request path; :class:`StoredPrediction` and :class:`Baseline`
+are what queries return.
 """
 
 from __future__ import annotations
@@ -45,7 +46,20 @@ class ShadowRecord:
     timestamp: datetime = field(default_factory=utcnow)
 
 
-Record = PredictionRecord | ShadowRecord
+@dataclass(frozen=True)
+class ProjectionJob:
+    """The work left after a prediction's row was committed on the request path
+    (:meth:`MonitoringStore.commit_prediction`): its projections, and its image when the
+    image store is remote. Written off the request path like the other records."""
+
+    record: PredictionRecord
+
+    @property
+    def request_id(self) -> str:
+        return self.record.request_id
+
+
+Record = PredictionRecord | ShadowRecord | ProjectionJob
 
 
 @dataclass(frozen=True)

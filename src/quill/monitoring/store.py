@@ -3,13 +3,17 @@
 :class:`MonitoringStore` writes to any SQLAlchemy URL (an SQLite file by default, Postgres
 for a team: ``postgresql+psycopg://user@host/db``) and keeps input images as files named by
 their hash (:class:`~quill.monitoring.images.ImageStore`, local or any fsspec URL). Serving
-never calls it on the request path: :class:`~quill.monitoring.async_logger.AsyncPredictionLogger`
-(importable from here, as the serving contract names it) queues records and a background
-thread writes them in batches, retries a failing store, reports the failure in the log and
-its ``stats()``, and flushes on close and at exit.
+calls it through :class:`~quill.monitoring.async_logger.AsyncPredictionLogger` (importable
+from here, as the serving contract names it). By default the logger commits each prediction's
+row (and, on a local image store, its image) with :meth:`MonitoringStore.commit_prediction`
+before the answer is sent, a fraction of a millisecond; the projections follow off the
+request path. A background thread writes them in batches, retries a failing store, reports
+the failure in the log and its ``stats()``, and flushes on close and at exit.
 
 Configuration: ``$QUILL_MONITORING_URL`` (database), ``$QUILL_MONITORING_IMAGES`` (image
-folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections only).
+folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections only),
+``$QUILL_MONITORING_SQLITE_SYNCHRONOUS`` (``NORMAL``, the default, survives a killed process;
+``FULL`` also survives power loss, at the cost of an fsync per commit).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import Any, Literal
 
 from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from quill.monitoring import projections as proj
@@ -33,6 +38,7 @@ from quill.monitoring.records import (
     Baseline,
     Feedback,
     PredictionRecord,
+    ProjectionJob,
     Record,
     ShadowRecord,
     StoredPrediction,
@@ -56,6 +62,7 @@ __all__ = [
     "Feedback",
     "MonitoringStore",
     "PredictionRecord",
+    "ProjectionJob",
     "ShadowRecord",
     "StoredPrediction",
     "UnknownRequestError",
@@ -67,12 +74,20 @@ log = logging.getLogger(__name__)
 URL_ENV = "QUILL_MONITORING_URL"
 IMAGES_ENV = "QUILL_MONITORING_IMAGES"
 RETAIN_ENV = "QUILL_MONITORING_RETAIN_IMAGES"
+SYNCHRONOUS_ENV = "QUILL_MONITORING_SQLITE_SYNCHRONOUS"
+SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
+#: Seconds SQLite waits for a lock held by another writer (a purge, another worker).
+LOCK_TIMEOUT_S = 30.0
+#: The same wait on the request path: past it the prediction is queued instead, so that a
+#: long purge delays answers by at most this much.
+REQUEST_LOCK_TIMEOUT_S = 2.0
 #: Where the embedded store lives when nothing is configured (relative to the working dir).
 DEFAULT_DIR = Path("monitoring")
 FLAGS = ("incorrect", "offensive", "other")
 Flag = Literal["incorrect", "offensive", "other"]
 #: Rows per IN (...) list: well under every backend's parameter limit.
 _CHUNK = 500
+_IN_MEMORY = (None, "", ":memory:")
 
 
 def default_url() -> str:
@@ -118,6 +133,15 @@ class MonitoringStore:
         self.engine = _create_engine(self.url)
         Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The request path's connections wait less for a lock (an SQLite file only: an
+        # in-memory database exists once per engine).
+        parsed = make_url(self.url)
+        on_file = parsed.get_backend_name() == "sqlite" and parsed.database not in _IN_MEMORY
+        self._request_engine = (
+            _create_engine(self.url, lock_timeout=REQUEST_LOCK_TIMEOUT_S)
+            if on_file
+            else self.engine
+        )
         if image_dir is None:
             image_dir = os.environ.get(IMAGES_ENV) or _default_image_dir(self.url)
         self.images = ImageStore(str(image_dir), **(storage_options or {}))
@@ -143,6 +167,7 @@ class MonitoringStore:
 
     def close(self) -> None:
         self.engine.dispose()
+        self._request_engine.dispose()
 
     # ---- writing ------------------------------------------------------------------------
 
@@ -200,18 +225,55 @@ class MonitoringStore:
             ]
         )
 
+    def commit_prediction(self, record: PredictionRecord) -> bool:
+        """Store the row of one prediction now, durably, in a transaction of its own: the
+        request-path half of a write. Returns False if the request id was already stored.
+
+        Nothing is decoded: the image is stored as it came (when images are retained and the
+        image store is local; a remote one is written later, off the request path), and the
+        projections are written afterwards by :meth:`write` of a :class:`ProjectionJob`, or by
+        :meth:`project_pending` if the process dies first. On SQLite the commit survives a
+        killed process (``synchronous=NORMAL`` in WAL mode) and, with
+        ``$QUILL_MONITORING_SQLITE_SYNCHRONOUS=FULL``, a power loss; on Postgres it is
+        durable when the commit returns.
+        """
+        image = None
+        if self.retain_images and record.image_bytes and self.images.is_local:
+            image = self.images.put(record.image_bytes)
+        try:
+            with self._request_engine.begin() as connection:
+                connection.execute(insert(PredictionRow).values(_prediction_values(record, image)))
+        except IntegrityError:
+            if self._stored(record.request_id):
+                log.warning("request %s is already stored; skipped", record.request_id)
+                return False
+            raise
+        return True
+
+    def _stored(self, request_id: str) -> bool:
+        with self._sessions() as session:
+            query = select(func.count()).where(PredictionRow.request_id == request_id)
+            return bool(session.scalar(query))
+
     def write(self, records: Sequence[Record]) -> int:
         """Store a batch in one transaction; returns how many predictions were new.
 
         A request id already stored is skipped with a warning, so a retried batch never
         duplicates rows. Images are written before the transaction: if it fails, a retry
-        finds them already there.
+        finds them already there. A :class:`ProjectionJob` adds the projections (and the
+        image, if it is not stored yet) of a prediction already committed; one whose
+        prediction already has projections, or was deleted meanwhile, is skipped.
         """
         predictions = list(
             {r.request_id: r for r in records if isinstance(r, PredictionRecord)}.values()
         )
         shadows = [r for r in records if isinstance(r, ShadowRecord)]
+        jobs = list({r.request_id: r for r in records if isinstance(r, ProjectionJob)}.values())
         prepared = [(r, *self._prepare(r)) for r in predictions]
+        # commit_prediction already stored the image unless the image store is remote
+        remote = not self.images.is_local
+        prepared_jobs = [(j, *self._prepare(j.record, store_image=remote)) for j in jobs]
+        orphans: set[tuple[str, str]] = set()
         with self._sessions.begin() as session:
             existing = set()
             for chunk in _chunks([r.request_id for r in predictions]):
@@ -231,17 +293,65 @@ class MonitoringStore:
                 for row, projected in zip(rows, values, strict=True)
                 for name, value in projected.items()
             ]
+            if prepared_jobs:
+                projection_rows += self._job_rows(session, prepared_jobs, orphans)
             if projection_rows:
                 session.execute(insert(ProjectionRow), projection_rows)
             session.add_all(_shadow_row(s) for s in shadows)
+        if orphans:
+            self._delete_unreferenced(orphans)
         return len(rows)
 
-    def _prepare(self, record: PredictionRecord) -> tuple[tuple[str, str] | None, dict]:
+    def _job_rows(
+        self,
+        session: Any,
+        prepared: list[tuple[ProjectionJob, tuple[str, str] | None, dict]],
+        orphans: set[tuple[str, str]],
+    ) -> list[dict[str, Any]]:
+        """Projection rows of committed predictions that have none yet; sets the image of
+        those stored without one. Images of predictions deleted meanwhile go to ``orphans``."""
+        found: dict[str, Any] = {}
+        for chunk in _chunks([job.request_id for job, _, _ in prepared]):
+            query = select(
+                PredictionRow.id, PredictionRow.request_id, PredictionRow.image_sha256
+            ).where(PredictionRow.request_id.in_(chunk))
+            found.update((row.request_id, row) for row in session.execute(query))
+        projected: set[int] = set()
+        for chunk in _chunks([row.id for row in found.values()]):
+            query = select(ProjectionRow.prediction_id).where(
+                ProjectionRow.prediction_id.in_(chunk)
+            )
+            projected.update(session.scalars(query.distinct()))
+        rows = []
+        for job, image, values in prepared:
+            row = found.get(job.request_id)
+            if row is None:
+                log.warning(
+                    "request %s was deleted before its projections were stored", job.request_id
+                )
+                if image:
+                    orphans.add(image)
+                continue
+            if image and row.image_sha256 is None:
+                session.execute(
+                    update(PredictionRow)
+                    .where(PredictionRow.id == row.id)
+                    .values(image_sha256=image[0], image_ext=image[1])
+                )
+            if row.id not in projected:
+                rows += [
+                    {"prediction_id": row.id, "name": k, "value": v} for k, v in values.items()
+                ]
+        return rows
+
+    def _prepare(
+        self, record: PredictionRecord, *, store_image: bool = True
+    ) -> tuple[tuple[str, str] | None, dict]:
         """(stored image hash and extension or None, projections) of one record."""
         image = _decode(record.image_bytes, record.request_id)
         data = proj.ProjectionInput(record.text, record.confidence, image, self.tokenizer)
         stored = None
-        if self.retain_images and record.image_bytes:
+        if store_image and self.retain_images and record.image_bytes:
             stored = self.images.put(record.image_bytes)
         return stored, proj.compute(data)
 
@@ -477,32 +587,66 @@ class MonitoringStore:
         wanted = [p.name for p in proj.get_projections(names)]
         written = 0
         for batch in self._batches_missing(wanted, recompute, batch_size):
-            rows = []
-            for prediction in batch:
-                missing = [n for n in wanted if recompute or n not in prediction.projections]
-                image = _decode(self._image_or_none(prediction), prediction.request_id)
-                data = proj.ProjectionInput(
-                    prediction.text, prediction.confidence, image, self.tokenizer
-                )
-                rows += [
-                    {"prediction_id": prediction.id, "name": n, "value": v}
-                    for n, v in proj.compute(data, missing).items()
-                ]
-            with self._sessions.begin() as session:
-                ids = [p.id for p in batch]
-                # Replace what is recomputed; an absent row is simply added.
-                session.execute(
-                    delete(ProjectionRow).where(
-                        ProjectionRow.prediction_id.in_(ids),
-                        ProjectionRow.name.in_({r["name"] for r in rows}),
-                    )
-                )
-                if rows:
-                    session.execute(insert(ProjectionRow), rows)
-            written += len(rows)
+            written += self._project(batch, wanted, recompute)
             if progress:
                 progress(len(batch))
         return written
+
+    def project_pending(
+        self,
+        before: datetime | None = None,
+        *,
+        batch_size: int = 200,
+        stop: Callable[[], bool] | None = None,
+    ) -> int:
+        """Project the predictions that have no projections at all (created before
+        ``before``): those committed by :meth:`commit_prediction` in a process that died
+        before writing their :class:`ProjectionJob`. Input projections need the image, so
+        they stay empty where it was not stored. Returns how many predictions were projected.
+        ``stop`` is asked between batches (a logger shutting down)."""
+        wanted = [p.name for p in proj.get_projections()]
+        with self._sessions() as session:
+            query = select(PredictionRow.request_id).where(
+                PredictionRow.id.not_in(select(ProjectionRow.prediction_id).distinct())
+            )
+            if before is not None:
+                query = query.where(PredictionRow.created_at < before)
+            request_ids = list(session.scalars(query.order_by(PredictionRow.id)))
+        done = 0
+        for chunk in _chunks(request_ids, batch_size):
+            if stop is not None and stop():
+                break
+            batch = [p for p in self.predictions(request_ids=chunk) if not p.projections]
+            self._project(batch, wanted, recompute=False)
+            done += len(batch)
+        return done
+
+    def _project(self, batch: list[StoredPrediction], wanted: list[str], recompute: bool) -> int:
+        """Compute and store the ``wanted`` projections missing from ``batch`` (all of them
+        if ``recompute``); returns the values written."""
+        rows = []
+        for prediction in batch:
+            missing = [n for n in wanted if recompute or n not in prediction.projections]
+            image = _decode(self._image_or_none(prediction), prediction.request_id)
+            data = proj.ProjectionInput(
+                prediction.text, prediction.confidence, image, self.tokenizer
+            )
+            rows += [
+                {"prediction_id": prediction.id, "name": n, "value": v}
+                for n, v in proj.compute(data, missing).items()
+            ]
+        with self._sessions.begin() as session:
+            ids = [p.id for p in batch]
+            # Replace what is recomputed; an absent row is simply added.
+            session.execute(
+                delete(ProjectionRow).where(
+                    ProjectionRow.prediction_id.in_(ids),
+                    ProjectionRow.name.in_({r["name"] for r in rows}),
+                )
+            )
+            if rows:
+                session.execute(insert(ProjectionRow), rows)
+        return len(rows)
 
     def _batches_missing(
         self, wanted: list[str], recompute: bool, batch_size: int
@@ -605,12 +749,29 @@ class MonitoringStore:
 # ---- helpers --------------------------------------------------------------------------------
 
 
-def _create_engine(url: str) -> Engine:
+def sqlite_synchronous() -> str:
+    """SQLite's ``synchronous`` setting from ``$QUILL_MONITORING_SQLITE_SYNCHRONOUS``.
+
+    In WAL mode ``NORMAL`` (the default) makes a commit survive the death of the process
+    (kill -9, out of memory): the WAL is in the operating system's cache. ``FULL`` also
+    survives a power loss or a kernel crash, with an fsync per commit.
+
+    >>> sqlite_synchronous()
+    'NORMAL'
+    """
+    value = os.environ.get(SYNCHRONOUS_ENV, "NORMAL").strip().upper()
+    if value not in SYNCHRONOUS_MODES:
+        raise ValueError(f"${SYNCHRONOUS_ENV}={value!r}: use one of {', '.join(SYNCHRONOUS_MODES)}")
+    return value
+
+
+def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        synchronous = sqlite_synchronous()
+        engine = create_engine(url, connect_args={"timeout": lock_timeout})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -618,11 +779,15 @@ def _create_engine(url: str) -> Engine:
             # share the file.
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # An unreachable server fails a write in seconds, not after the TCP timeout.
+        connect_args["connect_timeout"] = 10
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _default_image_dir(url: str) -> str:
@@ -646,19 +811,23 @@ def _decode(image_bytes: bytes | None, request_id: str) -> Any:
         return None
 
 
+def _prediction_values(record: PredictionRecord, image: tuple[str, str] | None) -> dict[str, Any]:
+    return {
+        "request_id": record.request_id,
+        "created_at": record.timestamp,
+        "client": record.client[:32],
+        "model_version": record.model_version[:128],
+        "image_sha256": image[0] if image else None,
+        "image_ext": image[1] if image else None,
+        "text": record.text,
+        "confidence": record.confidence,
+        "latency_ms": record.latency_ms,
+        "lines": _jsonable(record.lines),
+    }
+
+
 def _prediction_row(record: PredictionRecord, image: tuple[str, str] | None) -> PredictionRow:
-    return PredictionRow(
-        request_id=record.request_id,
-        created_at=record.timestamp,
-        client=record.client[:32],
-        model_version=record.model_version[:128],
-        image_sha256=image[0] if image else None,
-        image_ext=image[1] if image else None,
-        text=record.text,
-        confidence=record.confidence,
-        latency_ms=record.latency_ms,
-        lines=_jsonable(record.lines),
-    )
+    return PredictionRow(**_prediction_values(record, image))
 
 
 def _jsonable(lines: list | None) -> list | None:
