@@ -126,3 +126,77 @@ def test_bad_direct_events_and_a_missing_model(
     monkeypatch.setenv("QUILL_MODEL_DIR", str(tmp_path / "no-model"))
     missing = handler({"image": b64_png(render_line("ink"))}, None)
     assert missing["statusCode"] == 503 and missing["error"]["code"] == "model_not_ready"
+
+
+def png_bytes(text: str) -> bytes:
+    return base64.b64decode(b64_png(render_line(text)))
+
+
+def test_a_json_object_body_is_accepted(handler) -> None:  # noqa: ANN001
+    """Test consoles and SDK callers put the JSON object itself in ``body`` (was a 500)."""
+    event = function_url_event("")
+    event["body"] = {"image": b64_png(render_line("ink")), "kind": "line"}
+    response = handler(event, None)
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["text"] == "ink"
+
+
+@pytest.mark.parametrize(
+    "content_type", ["image/png", "IMAGE/PNG; charset=binary", "application/octet-stream"]
+)
+def test_raw_image_bytes_from_a_binary_media_type(handler, content_type: str) -> None:  # noqa: ANN001
+    """API Gateway with binary media types: the body is the image, base64-encoded by the
+    gateway (was refused as 'not valid base64')."""
+    event = function_url_event(base64.b64encode(png_bytes("Kew")).decode(), is_base64=True)
+    event["headers"] = {"Content-Type": content_type}
+    event["queryStringParameters"] = {"kind": "line"}
+    response = handler(event, None)
+    assert response["statusCode"] == 200, response["body"]
+    answer = json.loads(response["body"])
+    assert answer["text"] == "Kew" and answer["kind"] == "line"
+
+
+@pytest.mark.parametrize(
+    ("body", "is_base64", "content_type", "status", "code", "words"),
+    [
+        # image bytes labelled as JSON: say what they are and what to send
+        ("png", True, "application/json", 415, "unsupported_media_type", "image/png"),
+        # an image content type that the gateway did not base64-encode
+        ("png-text", False, "image/png", 400, "unsupported_event", "binary media types"),
+        ("png", True, "application/pdf", 415, "unsupported_media_type", "application/pdf"),
+        ("png", False, "application/json", 400, "invalid_json", "not valid JSON"),
+    ],
+    ids=["image-labelled-json", "image-not-base64", "other-binary-type", "json-garbage"],
+)
+def test_binary_bodies_that_cannot_be_read_get_a_precise_error(
+    handler,  # noqa: ANN001
+    body: str,
+    is_base64: bool,
+    content_type: str,
+    status: int,
+    code: str,
+    words: str,
+) -> None:
+    raw = png_bytes("ink")
+    text = {
+        "png": base64.b64encode(raw).decode() if is_base64 else '{"image": ',
+        "png-text": raw.decode("latin-1"),
+    }[body]
+    event = function_url_event(text, is_base64=is_base64)
+    event["headers"] = {"content-type": content_type}
+    response = handler(event, None)
+    error = json.loads(response["body"])["error"]
+    assert (response["statusCode"], error["code"]) == (status, code), error
+    assert words in error["message"]
+
+
+def test_feedback_token_only_with_a_shared_secret(handler, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from quill.serving.settings import FeedbackTokens
+
+    plain = handler({"image": b64_png(render_line("ink"))}, None)
+    assert "feedback_token" not in plain
+    monkeypatch.setattr(lambda_handler, "_service", None)
+    monkeypatch.setenv("QUILL_FEEDBACK_SECRET", "shared-with-the-api")
+    answer = handler({"image": b64_png(render_line("ink"))}, None)
+    tokens = FeedbackTokens("shared-with-the-api")
+    assert tokens.verify(answer["request_id"], answer["feedback_token"])

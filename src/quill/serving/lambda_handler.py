@@ -1,11 +1,20 @@
 """AWS Lambda entry point: ``quill.serving.lambda_handler.handler`` (same contract as the API).
 
 Accepts a direct invocation ``{"image": "<base64>", "kind": "auto"}`` or an HTTP event from
-a function URL / API Gateway, whose JSON travels in ``body`` (base64-encoded itself when
-``isBase64Encoded`` is true). A direct invocation gets the answer dict (or ``{"error": ...}``
-with ``statusCode``); an HTTP event gets an HTTP response (``statusCode``, ``headers``,
-``body``). The model is loaded once per container, on the first event, from
-``$QUILL_MODEL_DIR`` (the image ships it at ``/var/task/models/default``).
+a function URL / API Gateway (REST or HTTP API). Its ``body`` may be:
+
+- JSON text ``{"image": "<base64>", "kind": ...}``, base64-encoded itself when
+  ``isBase64Encoded`` is true;
+- a JSON object (test consoles and SDK callers send the object itself);
+- the raw image bytes, base64-encoded by the gateway (``isBase64Encoded`` true, a binary
+  media type), with an ``image/*`` or ``application/octet-stream`` content type; ``kind``
+  then comes from the query string (``?kind=line``).
+
+A direct invocation gets the answer dict (or ``{"error": ...}`` with ``statusCode``); an HTTP
+event gets an HTTP response (``statusCode``, ``headers``, ``body``). The model is loaded
+once per container, on the first event, from ``$QUILL_MODEL_DIR`` (the image ships it at
+``/var/task/models/default``). With ``QUILL_FEEDBACK_SECRET`` set, answers carry a
+``feedback_token`` that an API deployment with the same secret and store accepts.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from typing import Any
 from quill.inference.backends import ModelLoadError
 from quill.serving.errors import ServingError
 from quill.serving.service import PredictionService, decode_image_field, load_service
-from quill.serving.settings import ServingSettings
+from quill.serving.settings import FeedbackTokens, ServingSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +52,81 @@ def is_http_event(event: dict[str, Any]) -> bool:
     return "body" in event or "requestContext" in event or "httpMethod" in event
 
 
-def _payload(event: dict[str, Any]) -> dict[str, Any]:
+#: Content types whose body is the image itself (sent as a binary media type).
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+#: The first bytes of the image formats people send, to name a mislabelled raw upload.
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
+
+
+def _header(event: dict[str, Any], name: str) -> str:
+    """A request header, whatever its case (REST APIs keep the client's, function URLs
+    lower-case it)."""
+    for key, value in (event.get("headers") or {}).items():
+        if key.lower() == name:
+            return str(value)
+    return ""
+
+
+def _request(event: dict[str, Any]) -> tuple[bytes, str]:
+    """(image bytes, kind) of a direct invocation or an HTTP event."""
     if not is_http_event(event):
-        return event
-    body = event.get("body") or ""
+        return decode_image_field(event.get("image")), str(event.get("kind", "auto"))
+    body = event.get("body")
+    if isinstance(body, dict):
+        return _from_json_object(body)
+    if body is not None and not isinstance(body, str):
+        raise ServingError(
+            "invalid_field",
+            f"the event body must be a string or a JSON object, got {type(body).__name__}",
+        )
+    media = _header(event, "content-type").split(";")[0].strip().lower()
+    raw_image = media.startswith(RAW_IMAGE_TYPES)
     if event.get("isBase64Encoded"):
         try:
-            body = base64.b64decode(body, validate=True).decode("utf-8")
+            data = base64.b64decode(body or "", validate=True)
         except (binascii.Error, ValueError) as exc:
-            raise ServingError("bad_base64", f"the event body is not valid base64: {exc}") from exc
-    if not body:
-        raise ServingError("empty_body", 'the request body is empty; send {"image": base64}')
+            raise ServingError(
+                "bad_base64", f"isBase64Encoded is true but the event body is not base64: {exc}"
+            ) from exc
+    elif raw_image:
+        raise ServingError(
+            "unsupported_event",
+            f"a {media} body must reach the function base64-encoded (isBase64Encoded true): "
+            "add image/* to the API Gateway's binary media types, or send JSON "
+            '{"image": "<base64>"}',
+        )
+    else:
+        data = (body or "").encode("utf-8")
+    if not data:
+        raise ServingError(
+            "empty_body", 'the request body is empty; send {"image": base64} or image bytes'
+        )
+    kind = str((event.get("queryStringParameters") or {}).get("kind") or "auto")
+    if raw_image:
+        return data, kind
+    if media not in ("", "application/json", "text/plain") and not media.endswith("+json"):
+        raise ServingError(
+            "unsupported_media_type",
+            f"content type {media!r} is not supported; send application/json "
+            '{"image": "<base64>"} or the image bytes as image/* (a binary media type)',
+        )
     try:
-        payload = json.loads(body)
-    except json.JSONDecodeError as exc:
+        payload = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if data.startswith(_IMAGE_MAGIC):
+            raise ServingError(
+                "unsupported_media_type",
+                f"the body is image bytes but its content type is {media or 'missing'}: send "
+                "it with content-type image/png, image/jpeg, ... (a binary media type)",
+            ) from exc
         raise ServingError("invalid_json", f"the body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise ServingError("invalid_json", "the JSON body must be an object with an 'image'")
-    return payload
+    return _from_json_object(payload)
+
+
+def _from_json_object(payload: dict[str, Any]) -> tuple[bytes, str]:
+    return decode_image_field(payload.get("image")), str(payload.get("kind", "auto"))
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -69,18 +135,19 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     try:
         if not isinstance(event, dict):
             raise ServingError("invalid_json", "the event must be a JSON object")
-        payload = _payload(event)
+        image, kind = _request(event)
         settings = get_service().settings
-        image = decode_image_field(payload.get("image"))
         if len(image) > settings.max_body_bytes:
             raise ServingError(
                 "request_too_large",
                 f"the image is larger than the limit of {settings.max_body_bytes:,} bytes",
             )
         request_id = getattr(context, "aws_request_id", None)
-        answer = get_service().predict_bytes(
-            image, "lambda", str(payload.get("kind", "auto")), request_id
-        )
+        answer = get_service().predict_bytes(image, "lambda", kind, request_id)
+        if settings.feedback_secret:  # an API sharing the key and the store takes its flags
+            answer["feedback_token"] = FeedbackTokens(settings.feedback_secret).issue(
+                answer["request_id"]
+            )
         status = 200
     except ServingError as exc:
         answer, status = exc.body(), exc.status
