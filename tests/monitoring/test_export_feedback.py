@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -177,3 +178,22 @@ def test_delete_and_purge_commands(tmp_path, store_args):
     assert left["r3"].image_sha256 is not None
     status = _invoke("monitor", "status", *store_args)
     assert re.search(r"predictions\s+4\n", status) and "baselines: none" in status
+
+
+def test_purge_older_than_zero_deletes_everything_not_the_configured_180_days(store_args):
+    """`--older-than 0` is "older than now", not "unset" (it used to fall back to the
+    config's 180 days and delete nothing here); a flag for an unknown request goes too."""
+    url, images = store_args[1], store_args[3]
+    MonitoringStore(url, image_dir=images).add_feedback("never-stored", "other", comment="?")
+    output = _invoke("monitor", "purge", "--older-than", "0", *store_args)
+    assert "data older than 0 d" in output
+    store = MonitoringStore(url, image_dir=images)
+    assert store.counts() == {
+        "predictions": 0,
+        "feedback": 0,
+        "shadow_predictions": 0,
+        "baselines": 0,
+    }
+    assert not [p for p in Path(images).rglob("*") if p.is_file()]
+    negative = CliRunner().invoke(app, ["monitor", "purge", "--older-than", "-1", *store_args])
+    assert negative.exit_code == 2

@@ -117,13 +117,59 @@ def test_retention_purge(store, make_line):
     store.add_feedback("old", "other")
 
     images = store.purge(timedelta(days=7), images_only=True)
-    assert images == {"predictions": 0, "feedback": 0, "images": 2}
+    assert images["images"] == 2 and images["predictions"] == images["feedback"] == 0
     kept = {p.request_id: p for p in store.predictions()}
     assert kept["mid"].image_sha256 is None and kept["mid"].projections["width"] == 320
     assert kept["new"].image_sha256 is not None
 
-    assert store.purge(timedelta(days=30)) == {"predictions": 1, "feedback": 1, "images": 0}
+    counts = store.purge(timedelta(days=30))
+    assert counts == {
+        "predictions": 1,
+        "projections": len(proj.REGISTRY),
+        "feedback": 1,
+        "shadow_predictions": 0,
+        "images": 0,
+    }
     assert [p.request_id for p in store.predictions()] == ["mid", "new"]
+
+
+def test_purge_zero_days_deletes_every_kind_of_row_and_stray_image(store, make_line):
+    """``timedelta(0)``: everything stored until now goes, each kind of row by its own
+    time: feedback for a request never stored, shadow answers, and image files no row
+    refers to (a crash between storing the image and the row leaves one)."""
+    now = utcnow()
+    _log(store, "old", make_line("old"), timestamp=now - timedelta(days=40))
+    _log(store, "new", make_line("new"))
+    store.add_feedback("new", "incorrect", correction="new")
+    store.add_feedback("never-stored", "offensive", comment="no such prediction")
+    store.log_shadow("new", "m-2", "m-1", "neu", 0.4, 5.0, 0.5)
+    store.log_shadow("gone", "m-2", "m-1", "x", 0.4, 5.0, 1.0)
+    stray = store.images.put(make_line("stray"))  # no row refers to it
+    store.save_baseline("default", [{"length": 3.0}])
+    # files written a moment ago are "older than now" too
+    time.sleep(0.05)
+
+    counts = store.purge(timedelta(0))
+    assert counts["predictions"] == 2 and counts["feedback"] == 2
+    assert counts["shadow_predictions"] == 2 and counts["images"] == 3
+    assert store.counts() == {
+        "predictions": 0,
+        "feedback": 0,
+        "shadow_predictions": 0,
+        "baselines": 1,  # test-set projections, not user data: kept
+    }
+    assert not store.images.exists(*stray)
+    with store.engine.connect() as conn:
+        assert conn.execute(text("select count(*) from projections")).scalar() == 0
+
+
+def test_purge_keeps_recent_feedback_for_unknown_requests_until_it_ages(store):
+    store.add_feedback("unknown", "other", comment="a flag for a prediction never stored")
+    assert store.purge(timedelta(days=1))["feedback"] == 0
+    assert store.counts()["feedback"] == 1
+    assert store.purge(timedelta(0))["feedback"] == 1
+    with pytest.raises(ValueError, match="negative"):
+        store.purge(timedelta(days=-1))
 
 
 def test_backfill_computes_a_new_projection_over_stored_data(store, make_line):
@@ -197,9 +243,7 @@ def test_durable_logger_commits_before_returning_and_projects_later(store, make_
     assert timings[len(timings) // 2] < 2.0, f"log() p50 {timings[len(timings) // 2]:.2f} ms"
 
 
-def test_predictions_committed_but_not_projected_are_projected_at_the_next_start(
-    store, make_line
-):
+def test_predictions_committed_but_not_projected_are_projected_at_the_next_start(store, make_line):
     """What a killed process leaves: rows without projections. The next logger projects
     them from the stored image when it starts."""
     for i in range(3):

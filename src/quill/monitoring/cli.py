@@ -401,32 +401,50 @@ def delete_command(
 @monitor_app.command("purge")
 def purge_command(
     older_than: Annotated[
-        int | None, typer.Option(help="Delete data older than DAYS [default: config].")
+        int | None,
+        typer.Option(
+            min=0,
+            help="Delete data older than DAYS; 0 deletes everything stored until now "
+            "[default: the config's retention_days].",
+        ),
     ] = None,
     images_older_than: Annotated[
-        int | None, typer.Option(help="Delete images older than DAYS [default: config].")
+        int | None,
+        typer.Option(
+            min=0,
+            help="Delete images older than DAYS; 0 deletes them all "
+            "[default: the config's image_retention_days].",
+        ),
     ] = None,
     url: UrlOption = None,
     images: ImagesOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Apply the retention periods (run daily from cron)."""
+    """Apply the retention periods (run daily from cron): predictions, projections, feedback
+    (also for unknown requests), shadow answers and images older than the period."""
     from datetime import timedelta
 
     settings = _settings(config)
     store = _store(url, images, settings)
-    image_days = images_older_than or settings.store.get("image_retention_days")
-    days = older_than or settings.store.get("retention_days")
+    image_days = _days(images_older_than, settings.store.get("image_retention_days"))
+    days = _days(older_than, settings.store.get("retention_days"))
     console = _console()
-    if image_days:
+    if image_days is not None:
         counts = store.purge(timedelta(days=image_days), images_only=True)
         console.print(f"images older than {image_days} d: {counts['images']} file(s) deleted")
-    if days:
+    if days is not None:
         counts = store.purge(timedelta(days=days))
         console.print(
             f"data older than {days} d: {counts['predictions']} prediction(s), "
-            f"{counts['feedback']} feedback, {counts['images']} image(s) deleted"
+            f"{counts['projections']} projection value(s), {counts['feedback']} feedback, "
+            f"{counts['shadow_predictions']} shadow answer(s), {counts['images']} image(s) "
+            "deleted"
         )
+
+
+def _days(option: int | None, configured: object) -> int | None:
+    """The option when given (0 included), else the configured period (None: keep all)."""
+    return option if option is not None else (None if configured is None else int(configured))
 
 
 def evaluate_command(

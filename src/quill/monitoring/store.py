@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,6 +89,8 @@ Flag = Literal["incorrect", "offensive", "other"]
 #: Rows per IN (...) list: well under every backend's parameter limit.
 _CHUNK = 500
 _IN_MEMORY = (None, "", ":memory:")
+#: Names of the files an ImageStore writes: <sha256>.<ext>, or a temporary one beside it.
+_IMAGE_NAME = re.compile(r"(?P<sha>[0-9a-f]{64})\.\w+(?P<partial>\.partial-\w+)?")
 
 
 def default_url() -> str:
@@ -520,13 +523,24 @@ class MonitoringStore:
         return row is not None or bool(had_feedback)
 
     def purge(self, older_than: timedelta, *, images_only: bool = False) -> dict[str, int]:
-        """Apply a retention period: drop what is older than ``older_than``.
+        """Apply a retention period: drop every row and file older than ``older_than``.
+
+        ``timedelta(0)`` means everything stored until now. Rows age by their own time:
+        predictions (with their projections, their feedback and their shadow answers, however
+        recent), feedback (also feedback for a request that is not stored), shadow answers,
+        and image files that no prediction refers to (left by a crash or a refused record).
+        Baselines hold test-set projections, not user data, and are kept.
 
         ``images_only`` deletes the image files but keeps predictions and projections (so the
-        drift history stays while the pictures users sent go away).
+        drift history stays while the pictures users sent go away). Returns counts per kind.
         """
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than}")
         cutoff = utcnow() - older_than
         old = PredictionRow.created_at < cutoff
+        counts = dict.fromkeys(
+            ("predictions", "projections", "feedback", "shadow_predictions", "images"), 0
+        )
         with self._sessions.begin() as session:
             images = set(
                 session.execute(
@@ -539,21 +553,62 @@ class MonitoringStore:
                 session.execute(
                     update(PredictionRow).where(old).values(image_sha256=None, image_ext=None)
                 )
-                counts = {"predictions": 0, "feedback": 0}
             else:
                 old_ids = select(PredictionRow.id).where(old)
                 old_requests = select(PredictionRow.request_id).where(old)
-                session.execute(
+                counts["projections"] = session.execute(
                     delete(ProjectionRow).where(ProjectionRow.prediction_id.in_(old_ids))
-                )
-                feedback = session.execute(
-                    delete(FeedbackRow).where(FeedbackRow.request_id.in_(old_requests))
                 ).rowcount
-                session.execute(delete(ShadowRow).where(ShadowRow.created_at < cutoff))
-                predictions = session.execute(delete(PredictionRow).where(old)).rowcount
-                counts = {"predictions": predictions, "feedback": feedback}
+                counts["feedback"] = session.execute(
+                    delete(FeedbackRow).where(
+                        FeedbackRow.request_id.in_(old_requests) | (FeedbackRow.created_at < cutoff)
+                    )
+                ).rowcount
+                counts["shadow_predictions"] = session.execute(
+                    delete(ShadowRow).where(
+                        ShadowRow.request_id.in_(old_requests) | (ShadowRow.created_at < cutoff)
+                    )
+                ).rowcount
+                counts["predictions"] = session.execute(delete(PredictionRow).where(old)).rowcount
         counts["images"] = self._delete_unreferenced(images)
+        counts["images"] += self._delete_stray_images(cutoff)
         return counts
+
+    def _delete_stray_images(self, cutoff: datetime) -> int:
+        """Delete image files older than ``cutoff`` that no prediction refers to (and
+        half-written ones). Other files under the image root are left alone."""
+        try:
+            files = self.images.fs.find(self.images.root, detail=True)
+        except FileNotFoundError:
+            return 0
+        candidates: dict[str, list[str]] = {}
+        for path, info in files.items():
+            modified = _modified(info)
+            if modified is None or modified.astimezone(UTC).replace(tzinfo=None) >= cutoff:
+                continue
+            name = _IMAGE_NAME.fullmatch(path.rsplit("/", 1)[-1])
+            if name is None:
+                continue
+            # a half-written file is never referenced, whatever its hash
+            sha = "" if name["partial"] else name["sha"]
+            candidates.setdefault(sha, []).append(path)
+        if not candidates:
+            return 0
+        with self._sessions() as session:
+            referenced = set()
+            for chunk in _chunks(list(candidates)):
+                query = select(PredictionRow.image_sha256).where(
+                    PredictionRow.image_sha256.in_(chunk)
+                )
+                referenced.update(session.scalars(query))
+        deleted = 0
+        for sha, paths in candidates.items():
+            if sha in referenced:
+                continue
+            for path in paths:
+                self.images.fs.rm(path)
+                deleted += 1
+        return deleted
 
     def _delete_unreferenced(self, images: Iterable[tuple[str, str]]) -> int:
         """Delete image files no remaining prediction points to (the same photo can be
@@ -796,6 +851,17 @@ def _default_image_dir(url: str) -> str:
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return str(Path(parsed.database).parent / "images")
     return str((DEFAULT_DIR / "images").resolve())
+
+
+def _modified(info: dict[str, Any]) -> datetime | None:
+    """Modification time of a file from an fsspec listing (local ``mtime``, S3-style
+    ``LastModified``), time-zone aware; None when the backend does not say."""
+    value = info.get("mtime", info.get("LastModified", info.get("last_modified")))
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return None
 
 
 def _decode(image_bytes: bytes | None, request_id: str) -> Any:
