@@ -67,5 +67,19 @@ def test_rapidocr_line_calls_never_inherit_detection(rapidocr) -> None:
 
 def test_descriptions_record_versions(tesseract, rapidocr) -> None:
     assert tesseract.describe()["version"].startswith("tesseract 5")
-    assert tesseract.describe()["psm"] == "line=7, paragraph=6"
+    assert tesseract.describe()["psm"] == "line=7, paragraph=6, page=6"
     assert rapidocr.describe()["recognizer"].startswith("PP-OCR")
+
+
+@pytest.mark.parametrize("peer_name", ["tesseract", "rapidocr"])
+def test_peer_reads_a_page_with_a_box_per_line(peer_name: str, request) -> None:
+    from .test_pages import PAGE_LINES, compose_page
+
+    peer = request.getfixturevalue(peer_name)
+    image, boxes = compose_page(PAGE_LINES)
+    reading = peer.read_page(image)
+    assert score([reading.text], ["\n".join(PAGE_LINES)]).cer < 0.1, reading.text
+    from quill.bench.pages import detect_score
+
+    found = detect_score(reading.boxes, boxes)
+    assert found.recall == 1.0 and found.precision == 1.0, (reading.lines, boxes)

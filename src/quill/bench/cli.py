@@ -23,6 +23,11 @@ DATA_HELP = (
     "every page id is writer__page, e.g. copiste; else by page, e.g. the Hooker letters), or "
     "an IAM copy (xml/ + forms*/); NAME=PATH names it."
 )
+PAGES_HELP = (
+    "A page set: a folder of PAGE XML or ALTO files naming their page images (or one file), "
+    "or a folder with labels.tsv whose rows are whole pages (\\n marks a line break); "
+    "NAME=PATH names it. Scores page CER/WER, line detection and line CER (repeat)."
+)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -69,9 +74,9 @@ def _print_skipped(unavailable: dict[str, str]) -> None:
 
 def accuracy(
     data: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option("--data", "-d", help=DATA_HELP + " Repeat, or list more paths after it."),
-    ],
+    ] = None,
     more_data: Annotated[
         list[str] | None, typer.Argument(help="More datasets (same forms as --data).")
     ] = None,
@@ -79,6 +84,7 @@ def accuracy(
         Path | None,
         typer.Option(help="Staged model directory (quill-model.json). Omit to run peers only."),
     ] = None,
+    pages: Annotated[list[str] | None, typer.Option("--pages", help=PAGES_HELP)] = None,
     peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,
     limit: Annotated[
         int | None, typer.Option(help="At most N samples per dataset (a seeded random draw).")
@@ -111,20 +117,25 @@ def accuracy(
     """CER and WER of Quill and its peers on the same images, per dataset and slice.
 
     The test lines of every dataset split by writer are also pooled into one unseen-writers
-    figure, reported first."""
+    figure, reported first. Page sets (--pages) are read whole: page CER/WER, line detection
+    recall/precision and the line CER on the same pages' ground-truth lines."""
     from quill.bench.accuracy import evaluate, pool_unseen_writers
     from quill.bench.datasets import DEFAULT_SLICES, BenchDataError, bench_tokenizer, load_dataset
     from quill.bench.machine import machine_info
+    from quill.bench.pages import load_pages, pages_markdown, write_page_predictions
     from quill.bench.report import accuracy_markdown, accuracy_payload, write, write_predictions
     from quill.bench.systems import QuillSystem, SystemUnavailable
     from quill.data.readers.common import DatasetError
 
     machine = machine_info()  # before the run: its load average says how busy the box was
-    specs = [*data, *(more_data or [])]
+    specs = [*(data or []), *(more_data or [])]
     slices = slice_by or list(DEFAULT_SLICES)
     if model is None and not peer:
         raise _fail("nothing to measure: give --model DIR and/or --peer NAME")
+    if not specs and not pages:
+        raise _fail("nothing to read: give --data PATH (lines, paragraphs) and/or --pages PATH")
     try:
+        page_sets = [load_pages(spec) for spec in pages or []]
         # Raw sources are imported with a vocabulary the model can write (Latin + its own).
         tokenizer = bench_tokenizer(model)
         loaded = [
@@ -145,7 +156,10 @@ def accuracy(
     empty = [dataset for dataset in loaded if not dataset.samples]
     for dataset in empty:
         console.print(f"[yellow]{dataset.name}: not scored:[/yellow] {dataset.note}")
-    if not datasets:
+    for page_set in page_sets:
+        for reason in page_set.skipped:
+            console.print(f"[yellow]{page_set.name}: left out[/yellow] {reason}")
+    if specs and not datasets and not page_sets:
         raise _fail(f"no dataset has {split!r} samples to read")
     systems = []
     if model is not None:
@@ -162,7 +176,7 @@ def accuracy(
     systems += peers
     if not systems:
         raise _fail("no system left to measure (every peer is missing)")
-    results = []
+    results, page_results = [], []
     with _progress() as progress:
         for dataset in datasets:
             tasks = {
@@ -177,6 +191,8 @@ def accuracy(
                     lambda name, n, tasks=tasks: progress.advance(tasks[name], n),
                 )
             )
+        for page_set in page_sets:
+            page_results.append(_evaluate_page_set(page_set, systems, progress))
     quill = "quill" if model is not None else None
     unseen = pool_unseen_writers(results)
     payload = accuracy_payload(
@@ -188,10 +204,57 @@ def accuracy(
         unseen=unseen,
         empty=empty,
     )
-    json_path, md_path = write(out, "accuracy", payload, accuracy_markdown(payload))
-    write_predictions(out / "accuracy-predictions.jsonl", results)
-    _print_accuracy(([unseen] if unseen else []) + results, [s.name for s in systems])
-    console.print(f"wrote {json_path}, {md_path} and {out / 'accuracy-predictions.jsonl'}")
+    markdown = accuracy_markdown(payload)
+    if page_results:
+        payload["page_sets"] = [result.to_dict() for result in page_results]
+        if not results:  # pages only: keep the header, drop the empty line-dataset summary
+            markdown = markdown[: markdown.index("## Summary (CER, case-sensitive)")]
+        markdown += ["", *pages_markdown(page_results)]
+    json_path, md_path = write(out, "accuracy", payload, markdown)
+    written = [json_path, md_path]
+    if results:
+        _print_accuracy(([unseen] if unseen else []) + results, [s.name for s in systems])
+        written.append(write_predictions(out / "accuracy-predictions.jsonl", results))
+    if page_results:
+        _print_pages(page_results)
+        written.append(
+            write_page_predictions(out / "accuracy-page-predictions.jsonl", page_results)
+        )
+    console.print(f"wrote {', '.join(str(path) for path in written)}")
+
+
+def _evaluate_page_set(page_set, systems: list, progress):  # noqa: ANN001, ANN202
+    """Every system that can read a whole page reads ``page_set`` (a bar per system)."""
+    from quill.bench.pages import evaluate_pages
+    from quill.bench.systems import ReadsPages
+
+    readers = [system for system in systems if isinstance(system, ReadsPages)]
+    for system in systems:
+        if system not in readers:
+            console.print(f"[yellow]{page_set.name}: {system.name} cannot read whole pages[/]")
+    tasks = {
+        s.name: progress.add_task(f"{page_set.name}: {s.name} (pages)", total=len(page_set.pages))
+        for s in readers
+    }
+    return evaluate_pages(page_set, readers, lambda name, n: progress.advance(tasks[name], n))
+
+
+def _print_pages(results: list) -> None:
+    from rich.table import Table
+
+    from quill.bench.pages import HEADER, summary_rows
+
+    for result in results:
+        info = result.pages.describe()
+        table = Table(
+            title=f"{info['name']}: {info['pages']} pages, {info['lines']} lines "
+            f"(page − line = CER points lost to finding and ordering lines)"
+        )
+        for index, column in enumerate(HEADER):
+            table.add_column(column, justify="left" if index == 0 else "right")
+        for row in summary_rows(result):
+            table.add_row(*row)
+        console.print(table)
 
 
 def _print_accuracy(results: list, names: list[str]) -> None:

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 Kind = Literal["line", "paragraph"]
 KINDS: tuple[Kind, ...] = ("line", "paragraph")
+#: A line's box in page pixels: (left, top, right, bottom).
+Box = tuple[int, int, int, int]
 
 
 class SystemUnavailable(RuntimeError):
@@ -38,6 +40,34 @@ class System(Protocol):
 
     def read(self, images: Sequence[bytes], kind: Kind) -> list[str]:
         """Text of each encoded image (lines joined by "\\n" for paragraphs)."""
+        ...
+
+
+@dataclass
+class PageReading:
+    """What a system read on a whole page: its lines in its own reading order, each with the
+    box it found the line in (page pixels). A line may have empty text."""
+
+    lines: list[tuple[Box, str]] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        """The page's text: the lines joined by newlines, in the system's order."""
+        return "\n".join(text for _, text in self.lines)
+
+    @property
+    def boxes(self) -> list[Box]:
+        return [box for box, _ in self.lines]
+
+
+@runtime_checkable
+class ReadsPages(Protocol):
+    """A system that reads a whole page itself (finds its lines, then reads them)."""
+
+    name: str
+
+    def read_page(self, image: bytes) -> PageReading:
+        """The lines found on one encoded page image, with their boxes and text."""
         ...
 
 
@@ -97,3 +127,9 @@ class QuillSystem:
         if predictions:  # the model time is one figure shared by the whole call
             self.stage_ms["model"] += predictions[0].timings["model"]
         return [prediction.text for prediction in predictions]
+
+    def read_page(self, image: bytes) -> PageReading:
+        """The page as ``quill predict`` reads it (``kind="auto"``: a page is segmented into
+        lines, each read by the model), with each line's box."""
+        (prediction,) = self.recognizer.predict([image], kind="auto")
+        return PageReading([(tuple(line.box), line.text) for line in prediction.lines])
