@@ -20,9 +20,12 @@ ARG TORCH_INDEX_URL=""
 # hadolint ignore=DL3013
 RUN pip install "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 
-COPY pyproject.toml README.md ./
+# The production dependencies and the [app] extra at the exact versions of requirements.lock,
+# the tested set (torch is pinned in its own layer above).
+COPY pyproject.toml README.md requirements.lock ./
 RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['app']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && grep -v '^torch==' requirements.lock > /tmp/constraints.txt \
+    && pip install -r /tmp/requirements.txt -c /tmp/constraints.txt
 
 COPY src ./src
 # Quill itself, from the copied source (its dependencies are already installed above).

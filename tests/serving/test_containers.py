@@ -84,6 +84,20 @@ def production_closure() -> set[str]:
     return seen
 
 
+def test_images_install_the_locked_versions_of_every_production_dependency() -> None:
+    """The images install pyproject's ranges constrained by requirements.lock (the tested
+    versions), so the lock must pin the whole production closure."""
+    lines = (REPO / "requirements.lock").read_text().splitlines()
+    pinned = {canonicalize_name(line.split("==")[0]) for line in lines if "==" in line}
+    packaging_tools = {"pip", "setuptools", "wheel"}  # pip freeze omits them; the base has them
+    missing = production_closure() - pinned - packaging_tools
+    assert not missing, f"requirements.lock does not pin {sorted(missing)}"
+    for path in DOCKERFILES:
+        body = path.read_text()
+        assert "requirements.lock" in body and "-c /tmp/constraints.txt" in body, path.name
+    assert "!requirements.lock" in (REPO / ".dockerignore").read_text().split()
+
+
 def top_level_entries(name: str) -> set[str]:
     """Files and folders a distribution put directly into site-packages."""
     files = metadata.distribution(name).files or []

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
@@ -61,8 +61,8 @@ log = logging.getLogger(__name__)
 #: Form fields accepted for a multipart upload (``image`` first, ``file`` as curl users type).
 UPLOAD_FIELDS = ("image", "file")
 #: Paths answered without the API key (when one is set): probes and the documentation.
-OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
-#: Where the Swagger UI and ReDoc assets are served from (shipped by ``fastapi-offline``).
+OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json")
+#: Where the Swagger UI assets are served from (shipped by ``fastapi-offline``).
 DOCS_STATIC = "/docs-static"
 #: Longest comment and correction stored with a feedback, in characters.
 MAX_COMMENT_CHARS = 10_000
@@ -199,7 +199,7 @@ def create_app(
         ),
         lifespan=lifespan,
         docs_url=None,  # served below from local assets: /docs works offline
-        redoc_url=None,
+        redoc_url=None,  # ReDoc loads its logo from a CDN
     )
     app.add_middleware(Guard, settings=settings, metrics=metrics)
     app.state.quill = state  # the loaded service, for embedding code and tests
@@ -645,8 +645,7 @@ def _prediction_stored(service: PredictionService, request_id: str) -> bool:
 
 
 def _docs_assets() -> Path:
-    """The Swagger UI 5 and ReDoc files that ``fastapi-offline`` ships (found without
-    importing it)."""
+    """The Swagger UI 5 files that ``fastapi-offline`` ships (found without importing it)."""
     spec = importlib.util.find_spec("fastapi_offline")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("fastapi-offline is not installed (it ships the /docs assets)")
@@ -654,7 +653,8 @@ def _docs_assets() -> Path:
 
 
 def _add_offline_docs(app: FastAPI) -> None:
-    """/docs (Swagger UI) and /redoc from local assets: they render with no network."""
+    """/docs (Swagger UI 5) from local assets: it renders with no network. (No /redoc: its
+    page fetches a logo from a CDN, and one documentation page is enough.)"""
     app.mount(DOCS_STATIC, StaticFiles(directory=_docs_assets()), name="docs-static")
 
     @app.get("/docs", include_in_schema=False)
@@ -666,17 +666,6 @@ def _add_offline_docs(app: FastAPI) -> None:
             swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
             swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
-        )
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(request: Request) -> HTMLResponse:
-        root = request.scope.get("root_path", "").rstrip("/")
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
-            with_google_fonts=False,
         )
 
 
