@@ -99,7 +99,12 @@ def test_polarity_incident_is_detected_reported_and_fed_back(
         for rid in wrong[:6]:
             reply = http.post(
                 "/v1/feedback",
-                json={"request_id": rid, "flag": "incorrect", "correction": answers[rid]["truth"]},
+                json={
+                    "request_id": rid,
+                    "feedback_token": answers[rid]["feedback_token"],  # proves it got the answer
+                    "flag": "incorrect",
+                    "correction": answers[rid]["truth"],
+                },
             )
             assert reply.status_code == 200, reply.text
     # Leaving the server flushed the logger: every answer is in the store.
