@@ -8,9 +8,12 @@ the monitoring store (directly, or through the API's ``/v1/feedback``), not to a
 
 from __future__ import annotations
 
-import base64
 import io
+import json
+import logging
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +22,8 @@ from PIL import Image
 from quill.serving.errors import ServingError
 from quill.serving.service import PredictionService, load_service
 from quill.serving.settings import ServingSettings
+
+log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 FLAGS = ("incorrect", "offensive", "other")
@@ -52,20 +57,31 @@ class LocalBackend:
 
 
 class HttpBackend:
-    """A Quill REST API at ``url`` (it logs predictions and stores flags itself)."""
+    """A Quill REST API at ``url`` (it logs predictions and stores flags itself).
 
-    def __init__(self, url: str, timeout_s: float = HTTP_TIMEOUT_S):
+    The API answers each prediction with a ``feedback_token`` that a flag must quote: the
+    backend keeps the tokens of its recent answers (the app's flags name only the request
+    id). ``api_key`` is sent as ``X-API-Key`` for an API that requires one.
+    """
+
+    #: Answers whose feedback tokens are kept (a flag comes soon after its answer).
+    KEPT_TOKENS = 4096
+
+    def __init__(self, url: str, timeout_s: float = HTTP_TIMEOUT_S, api_key: str | None = None):
         import httpx
 
         self.url = url.rstrip("/")
-        self.client = httpx.Client(base_url=self.url, timeout=timeout_s)
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.client = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
         self.description = f"REST API at {self.url}"
+        self._tokens: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _call(self, path: str, **request: Any) -> dict[str, Any]:
         import httpx
 
         try:
-            response = self.client.post(path, json=payload)
+            response = self.client.post(path, **request)
         except httpx.HTTPError as exc:
             raise ServingError(
                 "backend_unreachable", f"cannot reach the API at {self.url}: {exc}", 502
@@ -84,45 +100,103 @@ class HttpBackend:
         return body
 
     def predict(self, image: bytes) -> dict[str, Any]:
-        return self._call("/v1/predict", {"image": base64.b64encode(image).decode("ascii")})
+        # multipart: the file's bytes as they are (no base64, a third smaller on the wire)
+        answer = self._call("/v1/predict", files={"image": ("image", image)})
+        token = answer.get("feedback_token")
+        if token:
+            with self._lock:
+                self._tokens[answer["request_id"]] = token
+                while len(self._tokens) > self.KEPT_TOKENS:
+                    self._tokens.popitem(last=False)
+        return answer
 
     def feedback(self, request_id: str, flag: str | None, correction: str | None) -> None:
-        self._call(
-            "/v1/feedback", {"request_id": request_id, "flag": flag, "correction": correction}
-        )
+        with self._lock:
+            token = self._tokens.get(request_id)
+        payload = {"request_id": request_id, "flag": flag, "correction": correction}
+        if token:
+            payload["feedback_token"] = token
+        self._call("/v1/feedback", json=payload)
 
 
 def make_backend(spec: str, settings: ServingSettings) -> Backend:
     """``local`` (load ``settings.model_dir`` here) or the URL of a running API."""
     if spec.startswith(("http://", "https://")):
-        return HttpBackend(spec)
+        return HttpBackend(spec, api_key=getattr(settings, "api_key", None) or None)
     if spec != "local":
         raise ValueError(f"backend must be 'local' or an http(s) URL, got {spec!r}")
     return LocalBackend(load_service(settings))
 
 
-def editor_image(value: Any) -> Image.Image | None:
-    """The picture in an ImageEditor value (its composite, i.e. after cropping), or None.
+def read_upload(value: Any) -> bytes | None:
+    """The bytes of the uploaded file exactly as the user sent them, or None (no image).
 
-    Transparent areas (a cropped or empty canvas) become white paper.
+    The app hands the model the original file (JPEG, PNG, TIFF...): no decode and re-encode
+    in the browser or here, which was slow for a page photo and changed the result.
 
-    >>> editor_image(None) is None
-    True
-    >>> editor_image({"background": None, "layers": [], "composite": None}) is None
+    >>> read_upload(None) is None and read_upload("") is None
     True
     """
-    if value is None:
+    if not value:
         return None
-    image = value.get("composite") if isinstance(value, dict) else value
-    if image is None:
+    path = value.get("path") if isinstance(value, dict) else value
+    return Path(path).read_bytes() if path else None
+
+
+#: Longest side of the annotated preview (the drawing is for the eye, not for the model).
+PREVIEW_SIDE = 1600
+#: Outline colours of successive lines, so that neighbours are told apart.
+LINE_COLOURS = ((220, 50, 47), (38, 139, 210), (133, 153, 0), (211, 54, 130), (181, 137, 0))
+
+
+def draw_lines(image: bytes, lines: list[dict[str, Any]], max_side: int = PREVIEW_SIDE) -> Any:
+    """A preview of ``image`` with each line found boxed and labelled with its text.
+
+    ``lines`` are the answer's lines (``box`` = left, top, right, bottom in the upright
+    image's pixels, as the API returns them). The preview is scaled to ``max_side`` at most
+    and decoded at a reduced size where the format allows it (JPEG), so a page photo stays
+    cheap to draw and to send to the browser. None when the image cannot be opened.
+    """
+    from PIL import ImageDraw, ImageFont, ImageOps
+
+    try:
+        picture = Image.open(io.BytesIO(image))
+        width, height = picture.size
+        if picture.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored sideways
+            width, height = height, width
+        scale = min(1.0, max_side / max(width, height))
+        picture.draft("RGB", (int(picture.width * scale) + 1, int(picture.height * scale) + 1))
+        picture = ImageOps.exif_transpose(picture).convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return None
-    if not isinstance(image, Image.Image):
-        image = Image.open(image) if isinstance(image, str | Path) else Image.fromarray(image)
-    if image.mode in ("RGBA", "LA", "P"):
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    return image.convert("RGB")
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    picture = picture.resize(size, Image.Resampling.LANCZOS) if picture.size != size else picture
+    overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    heights = sorted((line["box"][3] - line["box"][1]) * scale for line in lines) or [20.0]
+    font = ImageFont.load_default(size=max(11, min(40, round(heights[len(heights) // 2] * 0.4))))
+    for number, line in enumerate(lines):
+        colour = LINE_COLOURS[number % len(LINE_COLOURS)]
+        left, top, right, bottom = (round(v * scale) for v in line["box"])
+        draw.rectangle(
+            (left, top, right, bottom),
+            fill=(*colour, 28),
+            outline=(*colour, 255),
+            width=max(2, round(picture.width / 600)),
+        )
+        label = line["text"] or "(nothing read)"
+        text_box = draw.textbbox((0, 0), label, font=font)
+        label_h = text_box[3] - text_box[1] + 6
+        y = top - label_h if top - label_h >= 0 else top
+        draw.rectangle(
+            (left, y, left + text_box[2] - text_box[0] + 8, y + label_h),
+            fill=(255, 255, 255, 215),
+            outline=(*colour, 255),
+        )
+        draw.text(
+            (left + 4 - text_box[0], y + 3 - text_box[1]), label, font=font, fill=(*colour, 255)
+        )
+    return Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
 
 
 def to_png(image: Image.Image) -> bytes:
@@ -132,7 +206,13 @@ def to_png(image: Image.Image) -> bytes:
 
 
 def example_paths() -> list[str]:
-    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+    """The example images, in the order of ``examples.json`` (captions, attribution)."""
+    return [str(EXAMPLES_DIR / name) for name in example_catalogue()]
+
+
+def example_catalogue() -> dict[str, dict[str, str]]:
+    """``examples.json``: per file, its ``text``, ``caption`` and ``group`` (synthetic, real)."""
+    return json.loads((EXAMPLES_DIR / "examples.json").read_text(encoding="utf-8"))
 
 
 def store_flagging_callback_class() -> type:
@@ -166,59 +246,88 @@ def store_flagging_callback_class() -> type:
     return StoreFlaggingCallback
 
 
+#: Closes the toasts of an earlier read (run in the browser when a new image comes or Read is
+#: pressed), so an old error does not sit beside a new answer.
+CLOSE_TOASTS_JS = "() => { document.querySelectorAll('.toast-close').forEach(b => b.click()); }"
+NO_IMAGE = "**Add an image first**: upload, paste or take a photo of handwriting, then press Read."
+
+
 def build_app(backend: Backend) -> Any:
     """The Gradio Blocks of the web app, bound to ``backend``."""
     import gradio as gr
 
     callback = store_flagging_callback_class()(backend)
 
-    def read(value: Any) -> tuple[str, str, str, Any, str]:
-        image = editor_image(value)
+    def cleared(message: str = "") -> tuple[Any, ...]:
+        """Every output reset: text, confidence, request id, details, flag status, correction,
+        lines preview, message."""
+        return "", "", "", None, "", "", None, message
+
+    def read(value: Any) -> tuple[Any, ...]:
+        image = read_upload(value)
         if image is None:
-            raise gr.Error("Add an image first: upload, paste or take a photo.")
+            return cleared(NO_IMAGE)
         try:
-            answer = backend.predict(to_png(image))
+            answer = backend.predict(image)
         except ServingError as exc:
-            raise gr.Error(f"{exc.message} ({exc.code})") from exc
-        confidence = f"{answer['confidence']:.0%}"
+            if exc.status >= 500:
+                log.warning("the app could not read an image: %s (%s)", exc.message, exc.code)
+            return cleared(f"**Could not read this image**: {exc.message} (`{exc.code}`)")
         keys = ("request_id", "lines", "model_version", "latency_ms", "cached")
-        details = {k: answer[k] for k in keys}
-        return answer["text"], confidence, answer["request_id"], details, ""
+        details = {k: answer[k] for k in keys if k in answer}
+        lines = answer.get("lines") or []
+        count = f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
+        return (
+            answer["text"],
+            f"{answer['confidence']:.0%}",
+            answer["request_id"],
+            details,
+            "",
+            "",
+            draw_lines(image, lines),
+            f"Read {count} in {answer.get('latency_ms', 0):.0f} ms.",
+        )
 
     def flag(option: str):  # noqa: ANN202 - a Gradio event handler
         def handler(request_id: str, correction: str) -> str:
             try:
                 callback.flag([request_id, correction], flag_option=option)
             except ServingError as exc:
-                raise gr.Error(exc.message) from exc
+                if exc.status >= 500:
+                    log.warning("the app could not store a flag: %s (%s)", exc.message, exc.code)
+                return f"**Not flagged**: {exc.message}"
             kept = " with your correction" if (correction or "").strip() else ""
             return f"Thanks: flagged as **{option}**{kept}."
 
         return handler
 
+    catalogue = example_catalogue()
     with gr.Blocks(title="Quill: handwriting to text") as demo:
         gr.Markdown(
-            "# Quill\nDrop in a photo or scan of handwriting (a line or a paragraph), crop it "
-            f"if needed, and read it. Serving: {backend.description}."
+            "# Quill\nDrop in a photo or scan of handwriting (a line or a page) and read it: "
+            f"the lines found are drawn on the image. Serving: {backend.description}."
         )
         with gr.Row():
             with gr.Column():
-                image = gr.ImageEditor(
-                    label="Handwriting (upload, paste or webcam; crop with the editor)",
+                image = gr.Image(
+                    label="Handwriting (upload, paste or take a photo)",
                     sources=("upload", "clipboard", "webcam"),
-                    transforms=("crop",),
-                    type="pil",
-                    image_mode="RGB",
-                    brush=False,
-                    eraser=False,
-                    layers=False,
-                    format="png",
+                    type="filepath",  # the uploaded file as it is: never re-encoded
+                    image_mode=None,
                     elem_id="quill-image",
                 )
                 read_button = gr.Button("Read", variant="primary", elem_id="quill-read")
+                message = gr.Markdown(elem_id="quill-message")
             with gr.Column():
                 text = gr.Textbox(label="Text", lines=6, elem_id="quill-text")
                 confidence = gr.Textbox(label="Confidence", elem_id="quill-confidence")
+                lines_image = gr.Image(
+                    label="Lines found",
+                    type="pil",
+                    format="jpeg",
+                    interactive=False,
+                    elem_id="quill-lines",
+                )
                 with gr.Accordion("Details", open=False):
                     details = gr.JSON(label="Lines, model version, latency")
                 correction = gr.Textbox(
@@ -232,10 +341,25 @@ def build_app(backend: Backend) -> Any:
                 status = gr.Markdown(elem_id="quill-flag-status")
         request_id = gr.State("")
         callback.setup([request_id, correction], "")
-        outputs = [text, confidence, request_id, details, status]
+        outputs = [text, confidence, request_id, details, status, correction, lines_image, message]
+        for group in dict.fromkeys(entry.get("group", "Examples") for entry in catalogue.values()):
+            names = [name for name, entry in catalogue.items() if entry.get("group") == group]
+            gr.Examples(
+                [str(EXAMPLES_DIR / name) for name in names],
+                inputs=image,
+                outputs=outputs,
+                fn=read,
+                run_on_click=True,
+                label=group,
+                cache_examples=False,
+            )
+            gr.Markdown("\n".join(f"- {catalogue[name]['caption']}" for name in names))
+        # A new image (upload, paste, photo, or cleared) starts afresh: no old text,
+        # correction, flag status, error badge or toast.
+        image.input(lambda: cleared(), outputs=outputs, api_visibility="private")
+        image.input(None, js=CLOSE_TOASTS_JS)
+        read_button.click(None, js=CLOSE_TOASTS_JS)
         read_button.click(read, inputs=image, outputs=outputs, api_name="predict")
-        if example_paths():
-            gr.Examples(example_paths(), inputs=image, outputs=outputs, fn=read, run_on_click=True)
         for option, button in buttons.items():
             button.click(
                 flag(option),
@@ -247,7 +371,8 @@ def build_app(backend: Backend) -> Any:
 
 
 def launch(backend: Backend, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
-    """Serve the app on ``host:port`` (offline: no share link, no analytics)."""
+    """Serve the app on ``host:port`` (offline: no share link, no analytics, no hints about
+    them: Gradio's own start-up lines are silenced and one line says where the app is)."""
     demo = build_app(backend)
     demo.queue(default_concurrency_limit=2)
     demo.launch(
@@ -255,8 +380,11 @@ def launch(backend: Backend, host: str = "127.0.0.1", port: int = 7860, block: b
         server_port=port,
         share=False,
         inbrowser=False,
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         show_error=True,
-        quiet=not block,
+        quiet=True,
     )
+    if block:
+        print(f"Web app ready on http://{host}:{port} (Ctrl+C to stop)", flush=True)
+        demo.block_thread()
     return demo
