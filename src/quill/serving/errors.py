@@ -40,6 +40,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "image_not_found": 400,
     "url_fetch_failed": 400,
     "image_too_small": 422,
+    "image_bad_aspect": 422,
     "image_too_large": 413,
     # the server
     "model_not_ready": 503,
