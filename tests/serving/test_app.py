@@ -382,3 +382,44 @@ def test_browser_mistakes_get_a_message_and_a_new_image_starts_afresh(
             browser.close()
     finally:
         demo.close()
+
+
+def readme_curl_commands() -> list[str]:
+    """The README's Newcomer commands that call the API with curl (continuation lines joined)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Newcomer", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in section.split("```bash")[1:]:
+        joined = block.split("```", 1)[0].replace("|\n", "| ").replace("\\\n", " ")
+        commands += [line.split("  #")[0] for line in joined.splitlines() if "curl " in line]
+    return commands
+
+
+@pytest.mark.slow
+def test_readme_curl_commands_read_a_page_photo(
+    api: ApiServer, hooker_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 15: the README's curl failed on a photo of a page ("Argument list too long")."""
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    shutil.copy(hooker_dir / "pages" / "JDH_2_16_146_004.jpg", tmp_path / "scan.jpg")
+    commands = readme_curl_commands()
+    assert len(commands) >= 2 and any("-F image=@" in c for c in commands)
+    texts = set()
+    for command in commands:
+        command = command.replace("localhost:8000", api.url.removeprefix("http://"))
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        answer = json.loads(done.stdout)
+        assert answer["text"] and answer["feedback_token"], (command, answer)
+        texts.add(answer["text"])
+    assert len(texts) == 1  # the same page, the same answer however it is sent
