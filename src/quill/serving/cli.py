@@ -106,7 +106,7 @@ def app(
     threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
     monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
 ) -> None:
-    """The web app (Gradio): upload, webcam or paste an image, crop it, read the text, flag it."""
+    """The web app (Gradio): upload, webcam or paste an image, read the text, flag it."""
     from quill.serving.app import launch, make_backend
     from quill.serving.settings import ServingSettings
 
