@@ -44,7 +44,7 @@ class ServingSettings:
     #: Recognitions waiting for a free thread; beyond that a request answers 503
     #: ``overloaded`` at once. A timed-out recognition keeps its thread until it ends, so
     #: timeouts cannot pile up threads.
-    max_queue: int = 8
+    max_queue: int = 16
     #: Answers kept in the LRU cache keyed by (image hash, model version, kind); 0 disables.
     cache_size: int = 256
     #: Monitoring store (the same variables ``quill.monitoring`` reads): None uses its default
