@@ -38,7 +38,11 @@ def predict(
         DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help="Staged model directory."
     ),
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per input (path, text, confidence, lines)."
+        False,
+        "--json",
+        help="One JSON object per input: path, text, confidence, kind, timings, model_version "
+        "and lines, each with its text, confidence and box (left, top, right, bottom) in the "
+        "input image's pixels (where segmentation found the line on a page).",
     ),
     kind: str = typer.Option("auto", help="auto, line or paragraph."),
     backend: str = typer.Option("auto", help="auto (fastest measured), onnx, torchscript, eager."),
@@ -48,7 +52,11 @@ def predict(
     ),
 ) -> None:
     """Print the text in each image. Unreadable files are reported and skipped; the exit
-    code is 1 if any input failed."""
+    code is 1 if any input failed.
+
+    With --json a page's lines say where each line was found: each box is
+    (left, top, right, bottom) in the pixels of the image as given (after its EXIF
+    rotation), so the lines can be drawn on it. A single line's box is the whole image."""
     from rich.console import Console
     from rich.progress import Progress
 
