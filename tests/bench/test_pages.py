@@ -337,3 +337,43 @@ def test_bench_accuracy_with_pages_only_writes_the_page_tables(
     record = json.loads((tmp_path / "accuracy-page-predictions.jsonl").read_text())
     assert record["reference"] == "\n".join(PAGE_LINES)
     assert len(record["systems"]["quill"]["truth_line_readings"]) == 3
+
+
+def test_bench_accuracy_reads_line_datasets_and_page_sets_in_one_run(
+    tiny_model: Path, printed_dataset: Path, page_folder: Path, tmp_path: Path
+) -> None:
+    from quill.cli import app
+
+    args = ["bench", "accuracy", "--model", str(tiny_model), "--backend", "onnx"]
+    args += ["--data", f"printed={printed_dataset}", "--pages", f"letters={page_folder}"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "accuracy.json").read_text())
+    assert [d["name"] for d in payload["datasets"]] == ["printed"]
+    assert [p["name"] for p in payload["page_sets"]] == ["letters"]
+    markdown = (tmp_path / "accuracy.md").read_text()
+    assert markdown.index("## Summary") < markdown.index("## Whole pages")
+
+
+def test_bench_accuracy_page_arguments_fail_clearly(tmp_path: Path) -> None:
+    from quill.cli import app
+
+    nothing = CliRunner().invoke(app, ["bench", "accuracy", "--peer", "tesseract"])
+    assert nothing.exit_code == 1 and "nothing to read" in nothing.output
+    missing = ["bench", "accuracy", "--peer", "tesseract", "--pages", str(tmp_path / "none")]
+    result = CliRunner().invoke(app, missing)
+    assert result.exit_code == 1 and "page set not found" in result.output
+
+
+def test_pages_without_line_geometry_get_page_scores_only(tmp_path: Path) -> None:
+    image, boxes = compose_page(PAGE_LINES)
+    (tmp_path / "p.png").write_bytes(image)
+    page = PageSample(tmp_path / "p.png", "p", "\n".join(PAGE_LINES))  # from a labels.tsv
+    pages = PageSet("scans", tmp_path, "folder", "v", [page])
+    reader = ScriptedSystem("reader", list(zip(boxes, PAGE_LINES, strict=True)))
+    result = evaluate_pages(pages, [reader])
+    scored = result.score_of("reader")
+    assert scored.page.cer == 0.0
+    assert scored.lines is None and scored.detection is None and scored.segmentation_cost is None
+    row = next(r for r in pages_markdown([result]) if r.startswith("| reader |"))
+    assert row.split(" | ")[3:8] == ["—", "—", "—", "—", "—"]
