@@ -14,23 +14,52 @@ nothing else normalises images.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
 
 #: Images larger than this are refused before they are decoded (a 20,000 x 20,000 photo
 #: would need 1.6 GB as RGB floats).
 MAX_PIXELS = 50_000_000
+#: Neither side may be longer than this (checked from the header, before decoding).
+MAX_SIDE = 30_000
+#: Long side / short side above this is refused from the header: a long line of handwriting is
+#: about 30:1, a 4 x 12,000,000 strip is not a picture of text but a way to stall a server.
+MAX_ASPECT = 100
 #: Images smaller than this on either side cannot hold a legible character.
 MIN_SIDE = 4
+#: Line ink maps are computed on the image reduced (by an integer factor, never enlarged) to
+#: at least this multiple of the model's line height, not at the scan's resolution: a line
+#: then costs about the same for a 128-pixel crop and a 12-megapixel photo, and the map is
+#: still finer than the model's input.
+WORK_SCALE = 1.25
+#: Paragraph ink maps: the page is reduced to at least this multiple of the paragraph canvas.
+PAGE_WORK_SCALE = 1.5
+#: A JPEG whose short side is at least twice this is decoded at a reduced scale (1/2, 1/4,
+#: 1/8) keeping its short side at least this long: a cheap bound on decoding huge photos.
+DRAFT_MIN_SIDE = 2000
+#: Short side of the grid the paper colour is estimated on.
+PAPER_GRID = 16
+#: An image whose ink contrast (:func:`ink_contrast`) is below this holds no readable ink:
+#: its ink map is all paper, so a blank or near-blank photo reads as nothing rather than as
+#: confident text. Faint pencil on the Hooker letters is above 0.15, blank paper with JPEG
+#: noise, texture and shadows below 0.04.
+BLANK_CONTRAST = 0.05
+#: Floor of the contrast the ink map is normalised by (fainter ink is shown fainter).
+MIN_CONTRAST = 0.08
 
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
 
 # Quill enforces its own pixel limit (MAX_PIXELS) from the header, before decoding.
 Image.MAX_IMAGE_PIXELS = None
+
+#: Modes with more than 8 bits per sample, read by their value range (see _to_8bit).
+_WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 
 
 class ImageError(ValueError):
@@ -70,39 +99,82 @@ class PreprocessConfig:
         return cls(**known)
 
 
-def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Open ``source`` (path, encoded bytes, PIL image or array) upright, as RGB.
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a shape no handwriting photo has, before any pixel is decoded.
 
-    EXIF orientation is applied (phones store portrait photos sideways). Raises
-    :class:`ImageError` for anything that is not a usable image, naming the problem.
+    >>> check_size(900, 128)
+    >>> for shape in [(4, 12_000_000), (20_000, 100), (3, 300)]:
+    ...     try:
+    ...         check_size(*shape)
+    ...     except ImageError as error:
+    ...         print(error.code)
+    image_too_large
+    image_bad_aspect
+    image_too_small
     """
-    if isinstance(source, np.ndarray):
-        image = _array_to_image(source)
-    elif isinstance(source, Image.Image):
-        image = source
-    else:
-        image = _open_encoded(source)
-    width, height = image.size
     if width * height > max_pixels:
         raise ImageError(
             "image_too_large",
             f"image is {width}x{height} = {width * height:,} pixels; the limit is "
             f"{max_pixels:,}. Downscale it first.",
         )
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(
+            "image_too_large",
+            f"image is {width}x{height:,} pixels; each side may be at most {MAX_SIDE:,} "
+            "pixels. Crop or downscale it first.",
+        )
     if min(width, height) < MIN_SIDE:
         raise ImageError(
             "image_too_small",
             f"image is {width}x{height} pixels; each side needs at least {MIN_SIDE}.",
         )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(
+            "image_bad_aspect",
+            f"image is {width}x{height} pixels, {max(width, height) / min(width, height):,.0f} "
+            f"times longer than wide; Quill reads images up to {MAX_ASPECT}:1 (a long line of "
+            "handwriting is about 30:1). Crop it to the text first.",
+        )
+
+
+def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open ``source`` (path, encoded bytes, PIL image or array) upright, as RGB.
+
+    EXIF orientation is applied (phones store portrait photos sideways); 16-bit and float
+    greyscale is read by its value range. Raises :class:`ImageError` for anything that is not
+    a usable image, naming the problem; absurd shapes are refused from the header, before
+    decoding.
+    """
+    image = read_image(source, max_pixels)
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def read_image(
+    source: ImageSource, max_pixels: int = MAX_PIXELS, min_side: int = DRAFT_MIN_SIDE
+) -> Image.Image:
+    """:func:`load_image`, but greyscale stays one channel: mode L or RGB, what
+    :func:`ink_map` works on (a third of the memory and work for a grey scan). A PIL input
+    that is already upright L or RGB is returned as it is, not copied. A JPEG is decoded at
+    a reduced scale (1/2 to 1/8) that keeps its short side at least ``min_side``."""
+    if isinstance(source, np.ndarray):
+        image = _array_to_image(source)
+    elif isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open_encoded(source, max_pixels, min_side)
+    check_size(*image.size, max_pixels=max_pixels)
     try:
-        image = ImageOps.exif_transpose(image)
-        return image.convert("RGB")
+        image = _working_mode(image)
+        if image.getexif().get(0x0112, 1) != 1:
+            image = ImageOps.exif_transpose(image)
+        return image
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError("image_corrupt", f"image data is truncated or corrupt: {exc}") from exc
 
 
-def _open_encoded(source: str | Path | bytes) -> Image.Image:
-    """Decode a file or bytes; huge images come back undecoded so the caller can refuse them."""
+def _open_encoded(source: str | Path | bytes, max_pixels: int, min_side: int) -> Image.Image:
+    """Decode a file or bytes, after checking the shape its header declares."""
     if isinstance(source, bytes):
         if not source:
             raise ImageError("image_empty", "no image data was sent (0 bytes).")
@@ -114,14 +186,55 @@ def _open_encoded(source: str | Path | bytes) -> Image.Image:
         name, handle = str(path), path
     try:
         image = Image.open(handle)  # reads the header only
-        width, height = image.size
-        if width * height <= MAX_PIXELS:
-            image.load()
+        check_size(*image.size, max_pixels=max_pixels)
+        if image.format == "JPEG" and min(image.size) >= 2 * min_side:
+            image.draft(None, (min_side, min_side))
+        image.load()
         return image
     except UnidentifiedImageError as exc:
         raise ImageError("not_an_image", f"{name} is not an image format Quill can read") from exc
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageError):
+            raise
         raise ImageError("image_corrupt", f"{name} is truncated or corrupt: {exc}") from exc
+
+
+def _working_mode(image: Image.Image) -> Image.Image:
+    """The image as L (any greyscale) or RGB (anything else), unchanged if already so."""
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode in _WIDE_MODES:
+        return _to_8bit(np.asarray(image))
+    if image.mode in ("1", "LA", "La"):
+        return image.convert("L")
+    return image.convert("RGB")
+
+
+def _to_8bit(values: np.ndarray) -> Image.Image:
+    """Samples of any depth (uint16, int32, float, bool) as an 8-bit L (H, W) or RGB
+    (H, W, 3|4) image, by their value range.
+
+    The range is [0, 1] for floats and booleans up to 1, otherwise the smallest of 8, 9, ...
+    32 bits that holds the largest value: a 12-bit scan in a 16-bit file keeps its contrast,
+    and a blank 16-bit page stays blank instead of having its noise stretched into ink.
+
+    >>> _to_8bit(np.array([[0, 257 * 128, 65535]], np.uint16)).getpixel((1, 0))
+    128
+    >>> _to_8bit(np.array([[0, 16 * 200, 4095]], np.uint16)).getpixel((1, 0))  # 12 bits
+    199
+    >>> _to_8bit(np.array([[0.0, 0.5, 1.0]], np.float32)).getpixel((2, 0))
+    255
+    """
+    unit = values.dtype.kind in "fb"
+    values = np.nan_to_num(values.astype(np.float32))
+    if values.ndim == 3:
+        values = values[..., :3]
+    low = float(values.min(initial=0.0))
+    if low < 0:
+        values = values - low
+    high = float(values.max(initial=0.0))
+    full = 1.0 if unit and high <= 1.0 else float(2 ** max(8, math.ceil(math.log2(high + 1))) - 1)
+    return Image.fromarray(np.clip(values * (255.0 / full) + 0.5, 0, 255).astype(np.uint8))
 
 
 def _array_to_image(array: np.ndarray) -> Image.Image:
@@ -129,12 +242,25 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
         raise ImageError(
             "bad_array", f"array of shape {array.shape} is not (H, W), (H, W, 3) or (H, W, 4)"
         )
-    if array.dtype != np.uint8:
-        scale = 255.0 if array.max(initial=0) <= 1.0 else 1.0
-        array = np.clip(array.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+    check_size(array.shape[1], array.shape[0])
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    return Image.fromarray(array)
+    return Image.fromarray(array) if array.dtype == np.uint8 else _to_8bit(array)
+
+
+def reduce_to(image: Image.Image, width: int, height: int) -> tuple[Image.Image, int]:
+    """``image`` reduced by the largest integer factor that keeps it at least ``width`` x
+    ``height`` (each pixel the mean of a factor x factor block), and that factor.
+
+    One cheap pass over the source whatever its size; the result is between once and twice
+    the requested size, never enlarged.
+
+    >>> small, factor = reduce_to(Image.new("L", (900, 128)), 1, 60)
+    >>> small.size, factor
+    ((450, 64), 2)
+    """
+    factor = max(1, min(image.width // max(1, width), image.height // max(1, height)))
+    return (image.reduce(factor) if factor > 1 else image), factor
 
 
 def ink_map(image: Image.Image) -> np.ndarray:
@@ -146,36 +272,97 @@ def ink_map(image: Image.Image) -> np.ndarray:
     >>> bool(np.allclose(ink_map(dark_on_light), ink_map(light_on_dark), atol=0.02))
     True
     """
-    rgb = np.asarray(image.convert("RGB"))  # (H, W, 3) uint8
-    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        # A grey scan is worked on as one channel: the distance is then |pixel - paper|,
-        # what its three equal channels give, at a third of the cost.
-        grey = rgb[..., 0]
-        background = _paper_estimate(Image.fromarray(grey))  # (H, W)
-        distance = np.abs(grey.astype(np.float32) / 255.0 - background)  # (H, W)
-    else:
-        background = _paper_estimate(image.convert("RGB"))  # (H, W, 3)
-        difference = rgb.astype(np.float32) / 255.0 - background
-        distance = np.sqrt((difference**2).sum(axis=2)) / np.sqrt(3.0)  # (H, W)
-    low, high = (float(v) for v in np.percentile(distance, [50, 99.5]))
-    return np.clip((distance - low) / max(high - low, 0.08), 0.0, 1.0).astype(np.float32)
+    return _ink(image)[0]
 
 
-def _paper_estimate(image: Image.Image) -> np.ndarray:
-    """The paper colour around each pixel of an L or RGB image: a median over a window ~40%
-    of the short side, (H, W) or (H, W, 3) in [0, 1].
+def ink_contrast(image: Image.Image) -> float:
+    """How far the ink stands out from the paper, in [0, 1] of colour distance: the 99.5th
+    percentile of the distance from the local paper colour minus its median. Text is
+    0.15-0.8; blank paper (noise, texture, shadows) below :data:`BLANK_CONTRAST`.
 
-    Computed on a copy 24 pixels high, so it costs the same for a 64-pixel line and a 12-megapixel
-    photo, then scaled back up. Ink is thin and sparse, so the median lands on paper.
+    >>> round(ink_contrast(Image.new("L", (60, 30), 200)), 3)
+    0.0
+    """
+    return _ink(image)[1]
+
+
+def _ink(image: Image.Image) -> tuple[np.ndarray, float]:
+    """The ink map of an image and its contrast (:func:`ink_contrast`)."""
+    image = _working_mode(image)
+    if image.mode == "RGB" and _is_grey(image):
+        # A grey scan stored as RGB is worked on as one channel: the distance is then
+        # |pixel - paper|, what its three equal channels give, at a third of the cost.
+        image = image.getchannel(0)
+    difference = np.asarray(ImageChops.difference(image, _paper_estimate(image)))  # uint8
+    if difference.ndim == 2:  # grey: the distance is the difference, in 1/255 steps
+        distance, unit, levels = difference, 255.0, 256
+        bins = difference
+    else:  # colour: Euclidean distance (H, W), binned in 1/1023 steps for the percentiles
+        channels = difference.astype(np.float32)
+        distance = np.sqrt(np.einsum("ijk,ijk->ij", channels, channels))
+        unit, levels = 255.0 * math.sqrt(3.0), 1024
+        bins = (distance * ((levels - 1) / unit)).astype(np.int32)
+    counts = np.bincount(bins.ravel(), minlength=levels)
+    low, high = (v / (levels - 1) for v in _percentiles(counts, (50.0, 99.5)))
+    contrast = max(0.0, high - low)
+    if contrast < BLANK_CONTRAST:  # no ink worth the name: all paper, not stretched noise
+        return np.zeros(distance.shape, np.float32), contrast
+    span = max(contrast, MIN_CONTRAST)
+    if difference.ndim == 2:
+        table = np.clip((np.arange(256, dtype=np.float32) / 255.0 - low) / span, 0.0, 1.0)
+        return table.astype(np.float32)[distance], contrast
+    ink = distance * np.float32(1.0 / (unit * span)) - np.float32(low / span)
+    return np.clip(ink, 0.0, 1.0, out=ink), contrast
+
+
+def _percentiles(counts: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """Percentiles (as bin positions) of values given by their histogram, interpolated as
+    :func:`numpy.percentile` does between the two order statistics around each one."""
+    cumulative = np.cumsum(counts)
+    total = int(cumulative[-1])
+    result = []
+    for q in qs:
+        position = q / 100.0 * (total - 1)
+        below = int(math.floor(position))
+        lower = int(np.searchsorted(cumulative, below + 1))
+        upper = int(np.searchsorted(cumulative, min(below + 2, total)))
+        result.append(lower + (upper - lower) * (position - below))
+    return result
+
+
+def _is_grey(image: Image.Image) -> bool:
+    """Whether an RGB image has three equal channels (a sample is checked first)."""
+    rgb = np.asarray(image)
+    sample = rgb[::7, ::7]
+    if not ((sample[..., 0] == sample[..., 1]).all() and (sample[..., 1] == sample[..., 2]).all()):
+        return False
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def _paper_estimate(image: Image.Image) -> Image.Image:
+    """The paper colour around each pixel of an L or RGB image, as an image of its size and
+    mode: a median over a window ~40% of the short side.
+
+    Computed on a copy ``PAPER_GRID`` pixels on its short side, so it costs the same for a
+    64-pixel line and a 12-megapixel photo, then scaled back up. Ink is thin and sparse, so
+    the median lands on paper.
     """
     width, height = image.size
-    scale = 24.0 / min(width, height)
-    small_size = (max(3, round(width * scale)), max(3, round(height * scale)))
-    small = image.resize(small_size, Image.Resampling.BOX)
-    radius = max(1, min(small_size) * 2 // 5 // 2)
-    paper = small.filter(ImageFilter.MedianFilter(2 * radius + 1))
-    paper = paper.resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(paper, dtype=np.float32) / 255.0
+    scale = PAPER_GRID / min(width, height)
+    grid = image.resize(
+        (max(3, round(width * scale)), max(3, round(height * scale))), Image.Resampling.BOX
+    )
+    size = 2 * max(1, min(grid.size) * 2 // 5 // 2) + 1
+    if grid.mode == "L":
+        paper = grid.filter(ImageFilter.MedianFilter(size))
+    else:  # numpy's partition is faster than Pillow's rank filter on three bands
+        radius, small = size // 2, np.asarray(grid)  # (h, w, 3)
+        padded = np.pad(small, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
+        windows = sliding_window_view(padded, (size, size), axis=(0, 1))  # (h, w, 3, k, k)
+        windows = windows.reshape(*small.shape, size * size)
+        middle = size * size // 2
+        paper = Image.fromarray(np.partition(windows, middle, axis=-1)[..., middle], "RGB")
+    return paper.resize((width, height), Image.Resampling.BILINEAR)
 
 
 def crop_to_ink(ink: np.ndarray, threshold: float = 0.5, margin: float = 0.08) -> np.ndarray:
@@ -185,14 +372,23 @@ def crop_to_ink(ink: np.ndarray, threshold: float = 0.5, margin: float = 0.08) -
     >>> crop_to_ink(ink).shape
     (12, 22)
     """
-    rows = np.flatnonzero((ink > threshold).any(axis=1))
-    cols = np.flatnonzero((ink > threshold).any(axis=0))
+    top, bottom, left, right = ink_box(ink, threshold, margin)
+    return ink[top:bottom, left:right]
+
+
+def ink_box(
+    ink: np.ndarray, threshold: float = 0.5, margin: float = 0.08
+) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) of what :func:`crop_to_ink` keeps; the whole map if empty."""
+    strong = ink > threshold
+    rows = np.flatnonzero(strong.any(axis=1))
     if rows.size == 0:
-        return ink
+        return 0, ink.shape[0], 0, ink.shape[1]
+    cols = np.flatnonzero(strong[rows[0] : rows[-1] + 1].any(axis=0))
     pad = max(1, round(margin * (rows[-1] - rows[0] + 1)))
     top, bottom = max(0, rows[0] - pad), min(ink.shape[0], rows[-1] + 1 + pad)
     left, right = max(0, cols[0] - pad), min(ink.shape[1], cols[-1] + 1 + pad)
-    return ink[top:bottom, left:right]
+    return int(top), int(bottom), int(left), int(right)
 
 
 def _resize(ink: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -224,10 +420,30 @@ def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
     """Image -> its ink map cropped and scaled to the line height, (height, W) unpadded.
 
     :func:`preprocess` of a line is this, padded; the training loader caches it once per
-    dataset version, so both read identical pixels.
+    dataset version, so both read identical pixels. The ink map is computed on the image
+    reduced to between ``WORK_SCALE`` and twice that times the line height, not at the scan's
+    resolution; when the ink fills only a small part of a large image, the ink's region is
+    computed again from the source pixels.
     """
-    ink = ink_map(load_image(source))
-    return scale_line(crop_to_ink(ink) if config.crop_to_ink else ink, config)
+    image = read_image(source)
+    work = math.ceil(WORK_SCALE * config.height)
+    reduced, factor = reduce_to(image, 1, work)
+    ink = ink_map(reduced)
+    if not config.crop_to_ink:
+        return scale_line(ink, config)
+    top, bottom, left, right = ink_box(ink)
+    if factor > 1 and bottom - top < config.height:
+        # A line photographed with wide margins: the source has finer pixels of its ink.
+        region = image.crop(
+            (
+                left * factor,
+                top * factor,
+                min(image.width, right * factor),
+                min(image.height, bottom * factor),
+            )
+        )
+        return scale_line(crop_to_ink(ink_map(reduce_to(region, 1, work)[0])), config)
+    return scale_line(ink[top:bottom, left:right], config)
 
 
 def fit_paragraph(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
@@ -241,17 +457,37 @@ def fit_paragraph(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     )
 
 
+def page_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
+    """A page's ink map, the page reduced to between ``PAGE_WORK_SCALE`` and twice that times
+    the paragraph canvas (never enlarged)."""
+    image = read_image(source)
+    canvas = (config.paragraph_width, config.paragraph_height)
+    return ink_map(reduce_to(image, *(math.ceil(PAGE_WORK_SCALE * side) for side in canvas))[0])
+
+
 def preprocess(source: ImageSource, config: PreprocessConfig | None = None) -> np.ndarray:
     """Image (any :data:`ImageSource`) -> model input of shape (H, W), float32, ink = 1.
 
     For ``kind="line"`` H is ``config.height`` and W varies (a multiple of
     ``width_multiple``); for ``kind="paragraph"`` the shape is the fixed paragraph canvas.
+    A blank or near-blank image (:data:`BLANK_CONTRAST`) gives an input of paper only
+    (:func:`is_blank` says so).
     """
     config = config or PreprocessConfig()
     if config.kind == "line":
         return pad_width(line_ink(source, config), config.width_multiple)
-    ink = ink_map(load_image(source))
+    ink = page_ink(source, config)
     return fit_paragraph(crop_to_ink(ink) if config.crop_to_ink else ink, config)
+
+
+def is_blank(model_input: np.ndarray) -> bool:
+    """Whether a preprocessed input holds no ink at all (a blank or near-blank image): its
+    text is empty, whatever a model would guess from paper.
+
+    >>> is_blank(preprocess(Image.new("RGB", (300, 60), (240, 236, 228))))
+    True
+    """
+    return not bool((model_input > 0.5).any())
 
 
 def batch_images(images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

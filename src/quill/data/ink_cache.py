@@ -36,7 +36,7 @@ from quill.preprocess import ImageError, PreprocessConfig, line_ink
 log = logging.getLogger(__name__)
 
 #: Bump when what a cache holds changes meaning; old caches are then rebuilt, not misread.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: ink maps at a working resolution (preprocess.WORK_SCALE)
 #: Images per task handed to a worker process while building.
 CHUNK = 64
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from quill.preprocess import ImageError, ImageSource, load_image
+from quill.preprocess import ImageError, ImageSource, read_image
 
 URL_TIMEOUT_S = 10.0
 MAX_URL_BYTES = 20 * 1024 * 1024
@@ -50,9 +50,11 @@ def fetch_url(url: str, timeout_s: float = URL_TIMEOUT_S) -> bytes:
 
 
 def open_image(source: InputImage) -> Image.Image:
-    """An upright RGB image from any supported input; raises ``ImageError`` naming the input."""
+    """An upright image, mode L (greyscale) or RGB, from any supported input; raises
+    ``ImageError`` naming the input. Absurd shapes are refused from the header, before
+    decoding (:func:`quill.preprocess.check_size`)."""
     if is_url(source):
-        return load_image(fetch_url(str(source)))
+        return read_image(fetch_url(str(source)))
     if isinstance(source, str | Path) and not str(source):
         raise ImageError("image_not_found", "an empty path was given instead of an image")
-    return load_image(source)
+    return read_image(source)
