@@ -1,4 +1,5 @@
-"""Scoring on known strings, slicing, and reading real images through real systems."""
+"""Slicing, and reading real images through real systems. (Scoring on known strings, the
+bench's normalisation included, is tested in tests/evaluation/test_scoring.py.)"""
 
 from __future__ import annotations
 
@@ -7,49 +8,19 @@ from pathlib import Path
 import pytest
 
 from quill.bench.accuracy import (
-    ALL,
     UNSEEN_WRITERS,
     Readings,
     evaluate,
-    normalise,
     pool_unseen_writers,
     read_dataset,
-    score,
     score_slices,
-    slice_members,
 )
 from quill.bench.datasets import BenchDataset, BenchSample, load_dataset
 from quill.bench.systems import Kind, QuillSystem
+from quill.evaluation import ALL, normalise, slice_groups
 
 from .conftest import render_line
 from .test_datasets import _labelled_folder, write_writer_folder, writers_in
-
-
-def test_cer_and_wer_on_known_strings() -> None:
-    # kitten -> sitting: 3 edits over 7 reference characters; 1 of 1 word wrong.
-    result = score(["kitten"], ["sitting"])
-    assert result.cer == pytest.approx(3 / 7)
-    assert result.wer == 1.0
-    # Two lines: 1 + 0 char edits over 11 + 5 chars; 1 wrong word of 2 + 1.
-    result = score(["helo world", "fine."], ["hello world", "fine."])
-    assert (result.n, result.chars, result.words) == (2, 16, 3)
-    assert result.cer == pytest.approx(1 / 16)
-    assert result.wer == pytest.approx(1 / 3)
-
-
-def test_case_insensitive_rates_ignore_only_case() -> None:
-    result = score(["KEW gardens", "Lndon"], ["Kew Gardens", "London"])
-    assert result.cer == pytest.approx((3 + 1) / (11 + 6))  # E, W, g + the missing o
-    assert result.cer_nocase == pytest.approx(1 / 17)
-    assert result.wer == 1.0
-    assert result.wer_nocase == pytest.approx(1 / 3)
-
-
-def test_whitespace_and_blank_lines_are_not_errors() -> None:
-    assert normalise("\n  My  dear\tDyer \n\n") == "My dear Dyer"
-    assert score(["My  dear Dyer\n\n"], ["My dear Dyer"]).cer == 0.0
-    # ...but a missing line break inside a paragraph is one.
-    assert score(["My dear Dyer"], ["My dear\nDyer"]).cer == pytest.approx(1 / 12)
 
 
 def _dataset(slices: list[dict[str, str]], texts: list[str]) -> BenchDataset:
@@ -69,7 +40,7 @@ def test_slices_are_corpus_level_per_group_and_skip_whole_dataset_slices() -> No
         ],
         ["abcd", "ef", "ghij"],
     )
-    members = slice_members(dataset.samples)
+    members = slice_groups([sample.slices for sample in dataset.samples])
     assert members == {(ALL, ""): [0, 1, 2], ("group", "a"): [0, 1], ("group", "b"): [2]}
     readings = Readings("sys", ["abcd", "", "ghiX"], failures={1: "ImageError: broken"})
     rows = {(r.key, r.value): r.score for r in score_slices(dataset, [readings])}

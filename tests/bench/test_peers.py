@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from quill.bench.accuracy import score
 from quill.bench.inputs import compose_paragraphs
 from quill.bench.peers import INSTALL_HINT, PeerError, TesseractPeer, load_peer
 from quill.bench.systems import SystemUnavailable
+from quill.evaluation import score
 
 from .conftest import LINES, render_line
 

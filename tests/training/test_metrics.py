@@ -1,27 +1,12 @@
-"""CER and WER: corpus-level, case-sensitive, accumulated over batches like an epoch."""
+"""CER and WER of a training stage: corpus-level, case-sensitive, accumulated over batches
+like an epoch. (The rates themselves are tested in tests/evaluation/test_rates.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from quill.training.metrics import TextMetrics, character_error_rate, word_error_rate
-
-
-def test_cer_counts_edits_over_reference_characters() -> None:
-    # one deletion ("l"), one substitution (a->o) over 11 + 5 reference characters
-    assert character_error_rate(["helo world", "Kow"], ["hello world", "Kaw"]) == pytest.approx(
-        2 / 14
-    )
-
-
-def test_case_matters() -> None:
-    assert character_error_rate(["kew gardens"], ["Kew Gardens"]) == pytest.approx(2 / 11)
-    assert word_error_rate(["kew gardens"], ["Kew Gardens"]) == pytest.approx(1.0)
-
-
-def test_perfect_and_empty_predictions() -> None:
-    assert character_error_rate(["abc"], ["abc"]) == 0.0
-    assert character_error_rate([""], ["abcd"]) == 1.0
+from quill.evaluation import corpus_cer, corpus_wer
+from quill.training.metrics import CharErrorRate, TextMetrics, WordErrorRate
 
 
 def test_batches_accumulate_to_the_corpus_rate_not_the_mean_of_batches() -> None:
@@ -34,3 +19,14 @@ def test_batches_accumulate_to_the_corpus_rate_not_the_mean_of_batches() -> None
     metrics.reset()
     metrics.update(["x"], ["x"])
     assert metrics.compute()["cer"] == 0.0
+
+
+def test_the_epoch_metrics_count_edits_as_the_evaluation_package_does() -> None:
+    predictions = ["helo world", "Kow", "kew gardens", ""]
+    references = ["hello world", "Kaw", "Kew Gardens", "abcd"]
+    cer, wer = CharErrorRate(), WordErrorRate()
+    for prediction, reference in zip(predictions, references, strict=True):
+        cer.update([prediction], [reference])
+        wer.update([prediction], [reference])
+    assert float(cer.compute()) == pytest.approx(corpus_cer(predictions, references))
+    assert float(wer.compute()) == pytest.approx(corpus_wer(predictions, references))

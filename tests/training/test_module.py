@@ -13,8 +13,8 @@ import lightning as L
 import pytest
 import torch
 
+from quill.evaluation import corpus_cer
 from quill.training.config import resolve_config
-from quill.training.metrics import character_error_rate
 from quill.training.module import (
     CTCModule,
     Seq2SeqModule,
@@ -140,7 +140,7 @@ def memorize(
             module.eval()
             with torch.no_grad():
                 texts = [text for text, _ in module.transcribe(batch)]
-            cer = character_error_rate(texts, batch["texts"])
+            cer = corpus_cer(texts, batch["texts"])
             if loss < 0.1 and cer == 0.0:
                 break
         if time.process_time() - start > budget_s:

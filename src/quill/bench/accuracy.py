@@ -1,14 +1,13 @@
 """Accuracy: every system reads the same images; CER and WER per dataset and per slice.
 
-Rates are corpus-level (total edits / total reference characters or words over a slice),
-computed by the training layer's torchmetrics functions so the bench and the validation
-metric cannot disagree, both case-sensitive and case-insensitive (casefolded) alongside:
-the case-insensitive column shows how much of a peer's error is capitals alone.
-
-Before scoring, references and predictions get the same light normalisation (Unicode NFC,
-whitespace runs collapsed, empty lines dropped): Tesseract ends its output with blank lines
-and a peer's spacing convention is not a reading error. Newlines inside paragraphs stay and
-count as characters.
+Scoring is :mod:`quill.evaluation`'s, the same as ``quill evaluate``'s report card and the
+training metric's edit counting: corpus-level rates (total edits / total reference characters
+or words over a slice), case-sensitive and case-insensitive (casefolded) alongside, the
+case-insensitive column showing how much of a peer's error is capitals alone; references and
+predictions get the same light normalisation first (:func:`quill.evaluation.normalise`: NFC,
+whitespace runs collapsed, empty lines dropped), since Tesseract ends its output with blank
+lines and a peer's spacing convention is not a reading error. Newlines inside paragraphs
+stay and count as characters.
 
 The **unseen-writers** figure pools the test lines of every dataset split by writer (hands
 that no train line of their dataset has) and scores them as one corpus: total edits over
@@ -20,30 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-import unicodedata
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from quill import evaluation
 from quill.bench.datasets import BenchDataset, BenchSample
 from quill.bench.systems import KINDS, Kind, QuillSystem, System
+from quill.evaluation import ALL, Item, Score
 
-#: Slice key of the row covering the whole dataset.
-ALL = "all"
 #: Name of the pooled dataset of every writer-split dataset's lines.
 UNSEEN_WRITERS = "unseen writers"
-
-
-def normalise(text: str) -> str:
-    """The text as scored: NFC, single spaces, no blank lines, no surrounding space.
-
-    >>> normalise("  Dear   Sir,\\n\\n yours\\ttruly \\n")
-    'Dear Sir,\\nyours truly'
-    """
-    text = unicodedata.normalize("NFC", text)
-    lines = (" ".join(line.split()) for line in text.splitlines())
-    return "\n".join(line for line in lines if line)
 
 
 @dataclass
@@ -55,20 +41,6 @@ class Readings:
     #: Sample index -> why the system failed on it (its text then counts as empty).
     failures: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class Score:
-    """Error rates of one system on one slice."""
-
-    n: int
-    chars: int
-    words: int
-    cer: float
-    cer_nocase: float
-    wer: float
-    wer_nocase: float
-    failures: int
 
 
 @dataclass(frozen=True)
@@ -104,55 +76,17 @@ class DatasetResult:
         }
 
 
-def score(predictions: Sequence[str], references: Sequence[str], failures: int = 0) -> Score:
-    """Corpus CER/WER of normalised texts, case-sensitive and casefolded.
-
-    >>> s = score(["Dear sir"], ["Dear Sir"])
-    >>> s.cer, s.cer_nocase, s.wer, s.wer_nocase
-    (0.125, 0.0, 0.5, 0.0)
-    """
-    from quill.training.metrics import character_error_rate, word_error_rate
-
-    predicted = [normalise(text) for text in predictions]
-    expected = [normalise(text) for text in references]
-    folded_predicted = [text.casefold() for text in predicted]
-    folded_expected = [text.casefold() for text in expected]
-    return Score(
-        n=len(expected),
-        chars=sum(len(text) for text in expected),
-        words=sum(len(text.split()) for text in expected),
-        cer=character_error_rate(predicted, expected),
-        cer_nocase=character_error_rate(folded_predicted, folded_expected),
-        wer=word_error_rate(predicted, expected),
-        wer_nocase=word_error_rate(folded_predicted, folded_expected),
-        failures=failures,
-    )
-
-
-def slice_members(samples: Sequence[BenchSample]) -> dict[tuple[str, str], list[int]]:
-    """(key, value) -> indices of the samples in that slice; ``("all", "")`` holds all."""
-    members: dict[tuple[str, str], list[int]] = {(ALL, ""): list(range(len(samples)))}
-    grouped: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for index, sample in enumerate(samples):
-        for key, value in sample.slices.items():
-            grouped[key, value].append(index)
-    for key, value in sorted(grouped):
-        # A slice holding the whole dataset (one source, one kind) repeats the "all" row.
-        if len(grouped[key, value]) < len(samples):
-            members[key, value] = grouped[key, value]
-    return members
-
-
 def score_slices(dataset: BenchDataset, readings: Iterable[Readings]) -> list[SliceResult]:
-    """Every system's score on every slice of ``dataset``."""
-    members = slice_members(dataset.samples)
+    """Every system's score on the whole dataset (:data:`~quill.evaluation.ALL`) and on every
+    slice of it; a slice holding the whole dataset (one source, one kind) is left out."""
     rows = []
     for reading in readings:
-        for (key, value), indices in members.items():
-            texts = [reading.texts[i] for i in indices]
-            references = [dataset.samples[i].text for i in indices]
-            failed = sum(1 for i in indices if i in reading.failures)
-            rows.append(SliceResult(key, value, reading.system, score(texts, references, failed)))
+        items = [
+            Item(sample.text, reading.texts[index], sample.slices, index in reading.failures)
+            for index, sample in enumerate(dataset.samples)
+        ]
+        for row in evaluation.score_slices(items):
+            rows.append(SliceResult(row.key, row.value, reading.system, row.score))
     return rows
 
 

@@ -15,7 +15,7 @@ For every system, per page set:
 - **page CER/WER**: the system reads the page image (Quill: ``Recognizer.predict``, which
   segments lines; Tesseract: one block, ``--psm 6``; RapidOCR: detection + recognition);
   its lines joined by newlines are scored against the reference with the bench's scoring
-  (:func:`quill.bench.accuracy.score`: NFC, spaces collapsed, blank lines dropped; newlines
+  (:func:`quill.evaluation.score`: NFC, spaces collapsed, blank lines dropped; newlines
   count as characters, so a missed line break or a line read out of order costs edits);
 - **line CER**: the same system reads each ground-truth line, cropped by its polygon (outside
   painted paper colour, as the data readers cut training lines), and those readings, joined
@@ -40,9 +40,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from quill.bench.accuracy import Score, normalise, score
 from quill.bench.datasets import BenchDataError, parse_spec
 from quill.bench.systems import PageReading, System
+from quill.evaluation import Score, normalise, score
 
 #: A predicted line matches a ground-truth line at this box IoU or more.
 IOU_THRESHOLD = 0.5

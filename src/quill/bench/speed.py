@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from quill.bench.accuracy import score
 from quill.bench.inputs import SpeedInput
 from quill.bench.quantize import QuantizeError, quantize_staged
 from quill.bench.systems import Kind, QuillSystem, ReportsStages, System, SystemUnavailable
+from quill.evaluation import score
 
 PERCENTILES = (50, 95, 99)
 

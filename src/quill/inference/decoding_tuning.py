@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quill.evaluation import corpus_cer
 from quill.models.decoding import PRUNE_LOG_PROB, CTCDecoder, Decoded, ctc_greedy_decode
 from quill.models.language_model import CharNGramLM
 
@@ -96,8 +97,6 @@ def tune(
     """CER of greedy, of beam search alone and of beam search with ``lm`` at every
     (beam width, prune threshold, weight, bonus) of the grid, on the same recorded
     log-probabilities; best first."""
-    from quill.training.metrics import character_error_rate
-
     searches = [
         {"method": "beam", "beam_width": width, "prune_log_prob": prune}
         for width, prune in itertools.product(beam_widths, prunes)
@@ -116,7 +115,7 @@ def tune(
         decoded = [item for log_probs, lengths in batches for item in decoder(log_probs, lengths)]
         elapsed = (time.perf_counter() - start) * 1000 / max(1, len(decoded))
         texts = [decode_text(ids) for ids, _ in decoded]
-        results.append(TuningResult(setting, character_error_rate(texts, references), elapsed))
+        results.append(TuningResult(setting, corpus_cer(texts, references), elapsed))
     return sorted(results, key=lambda r: r.cer)
 
 

@@ -49,7 +49,7 @@ class PredictionTable(L.Callback):
         last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
         if trainer.current_epoch % self.every_n_epochs and not last:
             return
-        from quill.training.metrics import character_error_rate
+        from quill.evaluation import cer
 
         self.tracker.log_table(
             {
@@ -57,9 +57,7 @@ class PredictionTable(L.Callback):
                 "ground_truth": [e.truth for e in examples],
                 "prediction": [e.prediction for e in examples],
                 "confidence": [round(e.confidence, 4) for e in examples],
-                "cer": [
-                    round(character_error_rate([e.prediction], [e.truth]), 4) for e in examples
-                ],
+                "cer": [round(cer(e.prediction, e.truth), 4) for e in examples],
                 "source": [e.path for e in examples],
                 "epoch": [trainer.current_epoch] * len(examples),
             },

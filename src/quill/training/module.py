@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quill.models import build_model
-from quill.training.metrics import TextMetrics
+from quill.training.metrics import CharErrorRate, TextMetrics
 from quill.vocab import Tokenizer
 
 Batch = dict[str, Any]
@@ -90,8 +90,6 @@ class HTRModule(L.LightningModule):
         of the unseen-writers CER and each ``seen`` source's CER (synthetic sources left out),
         so a checkpoint is chosen for strangers' hands and the known ones alike.
         """
-        from torchmetrics.text import CharErrorRate
-
         self.source_roles = {metric_key(name): role for name, role in roles.items()}
         if roles:
             self.val_source_cer = nn.ModuleDict({key: CharErrorRate() for key in self.source_roles})
