@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from quill.data.manifest import Manifest, Sample
+from quill.evaluation import corpus_rates
 from quill.monitoring import projections as proj
 from quill.monitoring.store import MonitoringStore
-from quill.monitoring.textmetrics import corpus_rates
 from quill.preprocess import ImageError, load_image
 
 

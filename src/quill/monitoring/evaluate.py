@@ -6,6 +6,10 @@ latency, and a pass/fail verdict from ``configs/evaluation.yaml``: no overall re
 beyond a tolerance, no regression on a *protected* slice (say, the feedback set users
 corrected, or light-on-dark images), and no large latency increase. ``quill stage --promote``
 reads the card through :func:`check_promotion`.
+
+Scoring is :mod:`quill.evaluation`'s, the same as ``quill bench accuracy``'s: corpus CER/WER
+of normalised texts (NFC, whitespace runs collapsed, blank lines dropped) over the whole
+set and over each ``key=value`` slice.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from quill import evaluation
 from quill.data.manifest import Manifest, Sample
 from quill.monitoring import projections as proj
 from quill.monitoring.baseline import Predictor
 from quill.monitoring.drift import polarity_label
-from quill.monitoring.textmetrics import corpus_rates
 from quill.preprocess import ImageError, load_image
 
 DEFAULT_CONFIG = Path("configs/evaluation.yaml")
@@ -173,10 +177,20 @@ def _load(manifest: Manifest, samples: list[Sample], name: str, notes: list[str]
     return loaded
 
 
-def _scores(items: Sequence[Item], key: str) -> dict[str, float]:
-    rates = corpus_rates([i.outcomes[key].text for i in items], [i.label for i in items])
-    latency = float(np.median([i.outcomes[key].latency_ms for i in items])) if items else 0.0
-    return {**rates, "latency_p50_ms": latency}
+def _slice_rows(
+    items: Sequence[Item], keys: Sequence[str], model: str
+) -> list[evaluation.SliceScore]:
+    """``model``'s score on all ``items``, then on every ``key=value`` slice of ``keys``
+    (a slice holding every item included: a protected slice must be judged)."""
+    scored = [evaluation.Item(i.label, i.outcomes[model].text, i.slices) for i in items]
+    return evaluation.score_slices(scored, keys, repeat_whole=True)
+
+
+def _scores(items: Sequence[Item], row: evaluation.SliceScore, model: str) -> dict[str, float]:
+    """CER, WER and median latency of ``model`` on the members of ``row``."""
+    latencies = [items[i].outcomes[model].latency_ms for i in row.members]
+    latency = float(np.median(latencies)) if latencies else 0.0
+    return {"cer": row.score.cer, "wer": row.score.wer, "latency_p50_ms": latency}
 
 
 def report_card(
@@ -190,15 +204,19 @@ def report_card(
     if not items:
         raise ValueError("no evaluation samples could be read: " + "; ".join(notes))
     rules = config.rules
-    overall = {"candidate": _scores(items, "candidate"), "current": _scores(items, "current")}
-    groups: dict[str, list[Item]] = {}
-    for item in items:
-        for key in config.slices:
-            groups.setdefault(f"{key}={item.slices[key]}", []).append(item)
+    whole, *candidate_rows = _slice_rows(items, config.slices, "candidate")
+    whole_current, *current_rows = _slice_rows(items, config.slices, "current")
+    overall = {
+        "candidate": _scores(items, whole, "candidate"),
+        "current": _scores(items, whole_current, "current"),
+    }
     slices = []
-    for name, members in sorted(groups.items()):
-        cand, cur = _scores(members, "candidate"), _scores(members, "current")
-        judged = len(members) >= config.min_slice_samples
+    pairs = sorted(zip(candidate_rows, current_rows, strict=True), key=lambda pair: pair[0].name)
+    for candidate_row, current_row in pairs:
+        name, n = candidate_row.name, len(candidate_row.members)
+        cand = _scores(items, candidate_row, "candidate")
+        cur = _scores(items, current_row, "current")
+        judged = n >= config.min_slice_samples
         protected = name in config.protected
         regressed = (
             protected and judged and (cand["cer"] - cur["cer"] > rules["protected_max_regression"])
@@ -206,7 +224,7 @@ def report_card(
         slices.append(
             {
                 "slice": name,
-                "n": len(members),
+                "n": n,
                 "candidate": cand,
                 "current": cur,
                 "delta_cer": cand["cer"] - cur["cer"],
@@ -246,7 +264,8 @@ def report_card(
                     + ("" if s["judged"] else f" (< {config.min_slice_samples}: not judged)"),
                 )
             )
-    missing = [p for p in config.protected if p not in groups]
+    found = {row.name for row in candidate_rows}
+    missing = [p for p in config.protected if p not in found]
     notes = [*notes, *(f"protected slice {p} has no samples in these sets" for p in missing)]
     return {
         "format": CARD_FORMAT,

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from quill.evaluation import cer
 from quill.monitoring.baseline import Predictor
 from quill.monitoring.store import AsyncPredictionLogger, ShadowRecord
-from quill.monitoring.textmetrics import cer
 
 log = logging.getLogger(__name__)
 
