@@ -1,10 +1,17 @@
 """Closing the loop: flagged predictions -> Label Studio tasks -> annotations -> dataset, and
-user corrections -> dataset, through the real commands and file formats."""
+user corrections -> dataset, through the real commands and file formats.
+
+``quill monitor export`` is annotation's code (quill.annotation.from_monitoring, registered
+by quill.annotation.cli): annotation reads the monitoring store, monitoring never imports
+annotation."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -92,6 +99,34 @@ def test_flagged_predictions_become_preannotated_tasks(tmp_path, store_args):
         assert box["value"]["y"] == pytest.approx(6 / 48 * 100)
         assert box["value"]["width"] == pytest.approx(196 / 320 * 100)
         assert box["value"]["height"] == pytest.approx(34 / 48 * 100)
+
+
+def test_export_is_found_by_the_real_quill_command_which_loads_only_what_it_needs() -> None:
+    """`quill monitor export` through the console entry point (which imports only the
+    modules of the command asked for), and monitoring's modules never import annotation."""
+    code = "import sys; from quill.cli import main; sys.argv = ['quill', *sys.argv[1:]]; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "monitor", "export", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Label Studio tasks" in done.stdout and "--flagged" in done.stdout
+    # No import of annotation anywhere in monitoring, at module level or inside a function.
+    root = Path(__file__).resolve().parents[2] / "src" / "quill" / "monitoring"
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            upward += [f"{path.name}: {n}" for n in names if n.startswith("quill.annotation")]
+    assert upward == []
 
 
 def _annotate(tasks: list[dict]) -> list[dict]:

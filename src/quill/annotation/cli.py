@@ -1,4 +1,9 @@
-"""``quill annotate ...``: raw images to Label Studio, Label Studio exports to datasets.
+"""``quill annotate ...``: raw images to Label Studio, Label Studio exports to datasets;
+and ``quill monitor export``: stored predictions to Label Studio tasks.
+
+``quill monitor export`` lives here, on monitoring's ``quill monitor`` group, because it is
+annotation's side of the loop: annotation reads the monitoring store, and monitoring never
+imports annotation (the layer order is monitoring -> annotation).
 
 Every command imports its machinery inside its body, so ``quill --help`` stays instant.
 """
@@ -8,9 +13,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from quill.monitoring.cli import (
+    ConfigOption,
+    ImagesOption,
+    SinceOption,
+    UrlOption,
+    _settings,
+    _since,
+    _store,
+    monitor_app,
+)
 
 annotate_app = typer.Typer(
     help="Annotate lines of handwriting in Label Studio: config, tasks, import, serve, push, "
@@ -365,6 +381,63 @@ def pull_command(
     _console().print(f"wrote {len(tasks)} tasks ({annotated} annotated) to {out}")
 
 
+@monitor_app.command("export")
+def export_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Task file (JSON) to write.")],
+    to: Annotated[str, typer.Option("--to", help="Target tool.")] = "labelstudio",
+    flagged: Annotated[bool, typer.Option(help="Only predictions users flagged.")] = False,
+    corrected: Annotated[bool, typer.Option(help="Only predictions users corrected.")] = False,
+    slice_: Annotated[
+        list[str] | None,
+        typer.Option("--slice", help="Only KEY=VALUE, e.g. polarity=light-on-dark (repeat)."),
+    ] = None,
+    since: SinceOption = "7d",
+    limit: Annotated[int | None, typer.Option(help="At most this many tasks.")] = None,
+    document_root: Annotated[
+        Path | None,
+        typer.Option(help="Label Studio's local-files document root [default: OUT's folder]."),
+    ] = None,
+    url: UrlOption = None,
+    images: ImagesOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export predictions as Label Studio tasks, pre-annotated with the model's answer.
+
+    Images are copied to OUT's folder/images/. Import the tasks into a project made with
+    `quill annotate config`, then bring the annotations back with `quill annotate import`.
+    """
+    from quill.annotation.from_monitoring import FORMATS, export_labelstudio, select
+
+    if to not in FORMATS:
+        raise typer.BadParameter(f"use one of {FORMATS}", param_hint="--to")
+    settings = _settings(config)
+    store = _store(url, images, settings)
+    start = _since(since)
+    try:
+        chosen = select(
+            store.predictions(since=start, flagged=flagged),
+            settings,
+            flagged=flagged,
+            corrected=corrected,
+            slices=slice_ or [],
+        )[:limit]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--slice") from exc
+    try:
+        result = export_labelstudio(store, chosen, out, document_root=document_root)
+    except ValueError as exc:  # an image outside the document root
+        raise _fail(str(exc)) from exc
+    console = _console(stderr=False)
+    for note in result.skipped:
+        console.print(f"[yellow]skipped {note}[/yellow]")
+    if not chosen:
+        console.print(
+            "[yellow]no prediction matched the filters; wrote an empty task list[/yellow]"
+        )
+    console.print(f"wrote {len(result.tasks)} task(s) to {out} (images in {out.parent / 'images'})")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``quill annotate`` to the ``quill`` app."""
+    """Add ``quill annotate`` to the ``quill`` app (``quill monitor export`` is on
+    ``monitor_app`` as soon as this module is imported)."""
     app.add_typer(annotate_app, name="annotate")

@@ -1,5 +1,11 @@
 """``quill monitor export``: interesting production examples as Label Studio tasks.
 
+This is annotation's side of the loop (monitoring -> annotation): it reads the monitoring
+store through its public API (:meth:`MonitoringStore.predictions`,
+:meth:`MonitoringStore.image_bytes`) and monitoring's slice values, and writes tasks in the
+annotation layer's own format. Monitoring never imports annotation; the command is
+registered on ``quill monitor`` by :mod:`quill.annotation.cli`.
+
 Each stored prediction becomes one task whose image is copied next to the task file and
 whose pre-annotation is what the model answered (one region per recognised line, a
 rectangle and a transcription sharing an id, in percent of the image). Annotators correct a
@@ -16,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from quill.annotation.tasks import ImageRef, build_tasks, upright_size, write_tasks
 from quill.monitoring.drift import slice_values
 from quill.monitoring.settings import MonitoringSettings
 from quill.monitoring.store import MonitoringStore, StoredPrediction
@@ -73,8 +80,6 @@ def export_labelstudio(
     ``document_root`` is Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` (default:
     the task file's folder); image URLs are local-files URLs relative to it.
     """
-    from quill.annotation.tasks import ImageRef, build_tasks, upright_size, write_tasks
-
     out = Path(out)
     image_dir = out.parent / "images"
     image_dir.mkdir(parents=True, exist_ok=True)

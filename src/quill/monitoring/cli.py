@@ -45,7 +45,12 @@ SinceOption = Annotated[str, typer.Option("--since", help="How far back: 30m, 24
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``quill monitor`` and ``quill evaluate`` to the ``quill`` app."""
+    """Add ``quill monitor`` and ``quill evaluate`` to the ``quill`` app.
+
+    ``quill monitor export`` (stored predictions -> Label Studio tasks) is added to
+    ``monitor_app`` by :mod:`quill.annotation.cli`: annotation reads the store, and
+    monitoring never imports annotation.
+    """
     app.add_typer(monitor_app, name="monitor")
     app.command("evaluate")(evaluate_command)
 
@@ -248,62 +253,6 @@ def report_command(
         f" {alerts} alert(s) in the latest window"
         + ("" if data.baseline else "; no baseline (drift not measured)")
     )
-
-
-@monitor_app.command("export")
-def export_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Task file (JSON) to write.")],
-    to: Annotated[str, typer.Option("--to", help="Target tool.")] = "labelstudio",
-    flagged: Annotated[bool, typer.Option(help="Only predictions users flagged.")] = False,
-    corrected: Annotated[bool, typer.Option(help="Only predictions users corrected.")] = False,
-    slice_: Annotated[
-        list[str] | None,
-        typer.Option("--slice", help="Only KEY=VALUE, e.g. polarity=light-on-dark (repeat)."),
-    ] = None,
-    since: SinceOption = "7d",
-    limit: Annotated[int | None, typer.Option(help="At most this many tasks.")] = None,
-    document_root: Annotated[
-        Path | None,
-        typer.Option(help="Label Studio's local-files document root [default: OUT's folder]."),
-    ] = None,
-    url: UrlOption = None,
-    images: ImagesOption = None,
-    config: ConfigOption = None,
-) -> None:
-    """Export predictions as Label Studio tasks, pre-annotated with the model's answer.
-
-    Images are copied to OUT's folder/images/. Import the tasks into a project made with
-    `quill annotate config`, then bring the annotations back with `quill annotate import`.
-    """
-    from quill.monitoring.export import FORMATS, export_labelstudio, select
-
-    if to not in FORMATS:
-        raise typer.BadParameter(f"use one of {FORMATS}", param_hint="--to")
-    settings = _settings(config)
-    store = _store(url, images, settings)
-    start = _since(since)
-    try:
-        chosen = select(
-            store.predictions(since=start, flagged=flagged),
-            settings,
-            flagged=flagged,
-            corrected=corrected,
-            slices=slice_ or [],
-        )[:limit]
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--slice") from exc
-    try:
-        result = export_labelstudio(store, chosen, out, document_root=document_root)
-    except ValueError as exc:  # an image outside the document root
-        raise _fail(str(exc)) from exc
-    console = _console()
-    for note in result.skipped:
-        console.print(f"[yellow]skipped {note}[/yellow]")
-    if not chosen:
-        console.print(
-            "[yellow]no prediction matched the filters; wrote an empty task list[/yellow]"
-        )
-    console.print(f"wrote {len(result.tasks)} task(s) to {out} (images in {out.parent / 'images'})")
 
 
 def _since(text: str) -> Any:
