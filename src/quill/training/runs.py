@@ -305,7 +305,8 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:middle}
-th{background:#f3f3f3} img{max-height:64px;max-width:520px} .chart{max-width:100%}
+th{background:#f3f3f3} td img{max-height:64px;max-width:520px}
+img.chart{display:block;max-width:100%;height:auto}
 code{background:#f3f3f3;padding:1px 4px}
 """
 

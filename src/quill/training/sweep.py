@@ -350,26 +350,45 @@ def run_sweep(
     )
 
 
-def write_plots(study: Any, out_dir: Path) -> list[Path]:
-    """Parameter importance, parallel coordinates and history as one offline HTML page each.
+#: The page of a sweep's plots (in its output folder and in the parent run's artifacts).
+PLOTS_PAGE = "sweep_plots.html"
 
-    Importance needs at least two finished trials with varied parameters; with fewer, that
-    plot is skipped and the reason is written in its place.
+
+def write_plots(study: Any, out_dir: Path) -> list[Path]:
+    """Parameter importance, parallel coordinates and history on one offline HTML page.
+
+    The plotly library (4.8 MB) is inlined once, with the first figure drawn, and the later
+    figures use that copy (``include_plotlyjs=False``): one page per plot carried one copy
+    each. Importance needs at least two finished trials with varied parameters; with fewer,
+    that plot is skipped and the reason is written in its place.
     """
+    import html
+
     from optuna import visualization as vis
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, plot in (
-        ("param_importances", vis.plot_param_importances),
-        ("parallel_coordinate", vis.plot_parallel_coordinate),
-        ("optimization_history", vis.plot_optimization_history),
+    sections = []
+    library_included = False
+    for name, title, plot in (
+        ("param_importances", "Parameter importance", vis.plot_param_importances),
+        ("parallel_coordinate", "Parallel coordinates", vis.plot_parallel_coordinate),
+        ("optimization_history", "Optimization history", vis.plot_optimization_history),
     ):
-        path = out_dir / f"{name}.html"
         try:
-            plot(study).write_html(str(path), include_plotlyjs=True)
+            figure = plot(study).to_html(
+                full_html=False, include_plotlyjs=not library_included, div_id=name
+            )
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            path = out_dir / f"{name}.txt"
-            path.write_text(f"{name} not drawn: {exc}\n", encoding="utf-8")
-        written.append(path)
-    return written
+            sections.append(f"<h2>{title}</h2><p>not drawn: {html.escape(str(exc))}</p>")
+            continue
+        library_included = True
+        sections.append(f"<h2>{title}</h2>{figure}")
+    name = html.escape(str(study.study_name))
+    path = out_dir / PLOTS_PAGE
+    path.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {name}</title></head>"
+        f"<body style='font-family:system-ui,sans-serif'><h1>Sweep {name}</h1>"
+        f"{''.join(sections)}</body></html>",
+        encoding="utf-8",
+    )
+    return [path]
