@@ -2,7 +2,9 @@
 
 Concurrent clients POST images to ``/v1/predict`` for a fixed time and the report gives
 requests/s, p50/p95/p99 latency and errors. Each request carries a distinct PNG (a unique
-``tEXt`` chunk, same pixels), so the server's answer cache cannot flatter the numbers. Only
+``tEXt`` chunk, same pixels), so the server's answer cache cannot flatter the numbers. Every
+request says ``X-Quill-Client: bench``: the server stores it under client ``bench``, which
+monitoring leaves out of drift and alerts (a load test is not a change in users' traffic). Only
 loopback URLs are accepted: this is a measurement tool, not a load generator for other
 people's servers. With ``--model`` it starts ``quill serve`` itself at each ``--workers``
 count in turn.
@@ -82,11 +84,19 @@ async def _load(
 ) -> tuple[list[float], dict[str, int], int, float]:
     import httpx
 
+    from quill.monitoring.records import LOAD_TEST_CLIENT
+    from quill.serving.service import CLIENT_HEADER
+
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    headers = {CLIENT_HEADER: LOAD_TEST_CLIENT}
+    if os.environ.get("QUILL_API_KEY"):  # the server's key, when it has one
+        headers["X-API-Key"] = os.environ["QUILL_API_KEY"]
+    async with httpx.AsyncClient(
+        base_url=url, timeout=timeout_s, limits=limits, headers=headers
+    ) as client:
         start = time.perf_counter()
         deadline = start + duration_s
 

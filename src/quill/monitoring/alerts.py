@@ -13,7 +13,8 @@ from datetime import datetime
 
 import numpy as np
 
-from quill.monitoring.drift import ALL, DriftResult, compare
+from quill.monitoring.drift import ALL, DriftResult, compare, users_traffic
+from quill.monitoring.records import SYNTHETIC_CLIENTS
 from quill.monitoring.settings import MonitoringSettings
 from quill.monitoring.store import Baseline, MonitoringStore, StoredPrediction, utcnow
 
@@ -100,8 +101,18 @@ def evaluate_window(
     start: datetime,
     end: datetime,
 ) -> CheckResult:
+    """Alerts of one window. Load-test traffic (client ``bench``) is stored but never
+    judged: it is left out here, and a note says how much of it there was."""
+    users = users_traffic(predictions)
+    synthetic = len(predictions) - len(users)
+    predictions = users
     drift = compare(baseline, predictions, settings)
     result = CheckResult(start, end, len(predictions), settings, baseline, drift)
+    if synthetic:
+        labels = "/".join(sorted(SYNTHETIC_CLIENTS))
+        result.notes.append(
+            f"{synthetic} load-test prediction(s) (client {labels}) left out of drift and alerts"
+        )
     if len(predictions) < settings.min_samples:
         result.notes.append(
             f"only {len(predictions)} predictions (< min_samples={settings.min_samples}): "

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import numpy as np
 from scipy.stats import wasserstein_distance
 
+from quill.monitoring.records import SYNTHETIC_CLIENTS
 from quill.monitoring.settings import MonitoringSettings
 from quill.monitoring.store import Baseline, StoredPrediction
 
@@ -94,6 +95,12 @@ def distances(reference: np.ndarray, current: np.ndarray) -> dict[str, float]:
         "psi": psi(reference, current),
         "linf": linf(reference, current),
     }
+
+
+def users_traffic(predictions: Iterable[StoredPrediction]) -> list[StoredPrediction]:
+    """The predictions made for users: load tests (client ``bench``, see
+    :data:`~quill.monitoring.records.SYNTHETIC_CLIENTS`) are left out of drift and alerts."""
+    return [p for p in predictions if p.client not in SYNTHETIC_CLIENTS]
 
 
 # ---- slices -------------------------------------------------------------------------------
@@ -214,8 +221,10 @@ def compare(
 
     A polarity or size slice is compared with the same slice of the baseline when the
     baseline has at least ``min_samples`` there (so "dark-on-light" is judged against
-    dark-on-light test images), else with the whole baseline.
+    dark-on-light test images), else with the whole baseline. Load-test traffic is left out
+    (:func:`users_traffic`).
     """
+    predictions = users_traffic(predictions)
     reference_rows = baseline_rows(baseline)
     names = projection_names or sorted(baseline.values)
     groups: dict[str, list[StoredPrediction]] = {ALL: list(predictions)}

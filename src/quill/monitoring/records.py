@@ -11,6 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+#: The client label of load-test traffic (``quill bench serve``).
+LOAD_TEST_CLIENT = "bench"
+#: Clients whose traffic is not users': stored and listed like the rest, but left out of
+#: drift, feedback rates and latency alerts (a load test is not a change in what users send).
+SYNTHETIC_CLIENTS = frozenset({LOAD_TEST_CLIENT})
+
 
 def utcnow() -> datetime:
     """Naive UTC now, the time zone convention of every column in the store."""

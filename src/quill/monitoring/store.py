@@ -18,9 +18,11 @@ folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections onl
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime, timedelta
@@ -89,6 +91,7 @@ Flag = Literal["incorrect", "offensive", "other"]
 #: Rows per IN (...) list: well under every backend's parameter limit.
 _CHUNK = 500
 _IN_MEMORY = (None, "", ":memory:")
+_INSERT_PREDICTION = insert(PredictionRow.__table__)
 #: Names of the files an ImageStore writes: <sha256>.<ext>, or a temporary one beside it.
 _IMAGE_NAME = re.compile(r"(?P<sha>[0-9a-f]{64})\.\w+(?P<partial>\.partial-\w+)?")
 
@@ -140,6 +143,10 @@ class MonitoringStore:
         # in-memory database exists once per engine).
         parsed = make_url(self.url)
         on_file = parsed.get_backend_name() == "sqlite" and parsed.database not in _IN_MEMORY
+        # Writers of this process take turns on a mutex: a request waiting for the logger's
+        # batch is woken as soon as it commits, where SQLite's busy handler would sleep
+        # 1, 2, 5, 10... ms between tries. Other processes still meet the busy handler.
+        self._write_lock: Any = threading.Lock() if on_file else contextlib.nullcontext()
         self._request_engine = (
             _create_engine(self.url, lock_timeout=REQUEST_LOCK_TIMEOUT_S)
             if on_file
@@ -244,8 +251,9 @@ class MonitoringStore:
         if self.retain_images and record.image_bytes and self.images.is_local:
             image = self.images.put(record.image_bytes)
         try:
-            with self._request_engine.begin() as connection:
-                connection.execute(insert(PredictionRow).values(_prediction_values(record, image)))
+            with self._write_lock, self._request_engine.begin() as connection:
+                # Core statement, parameters apart: compiled once, cached (~0.1 ms)
+                connection.execute(_INSERT_PREDICTION, _prediction_values(record, image))
         except IntegrityError:
             if self._stored(record.request_id):
                 log.warning("request %s is already stored; skipped", record.request_id)
@@ -277,7 +285,7 @@ class MonitoringStore:
         remote = not self.images.is_local
         prepared_jobs = [(j, *self._prepare(j.record, store_image=remote)) for j in jobs]
         orphans: set[tuple[str, str]] = set()
-        with self._sessions.begin() as session:
+        with self._write_lock, self._sessions.begin() as session:
             existing = set()
             for chunk in _chunks([r.request_id for r in predictions]):
                 query = select(PredictionRow.request_id).where(PredictionRow.request_id.in_(chunk))
@@ -377,7 +385,7 @@ class MonitoringStore:
             raise ValueError(f"flag must be one of {FLAGS} or None, not {flag!r}")
         if flag is None and not comment and correction is None:
             raise ValueError("feedback needs a flag, a comment or a correction")
-        with self._sessions.begin() as session:
+        with self._write_lock, self._sessions.begin() as session:
             if strict and not session.scalar(
                 select(func.count()).where(PredictionRow.request_id == request_id)
             ):
@@ -505,7 +513,7 @@ class MonitoringStore:
 
     def delete_request(self, request_id: str) -> bool:
         """Erase everything about one request (a user's deletion request); True if found."""
-        with self._sessions.begin() as session:
+        with self._write_lock, self._sessions.begin() as session:
             row = session.scalar(
                 select(PredictionRow).where(PredictionRow.request_id == request_id)
             )
@@ -541,7 +549,7 @@ class MonitoringStore:
         counts = dict.fromkeys(
             ("predictions", "projections", "feedback", "shadow_predictions", "images"), 0
         )
-        with self._sessions.begin() as session:
+        with self._write_lock, self._sessions.begin() as session:
             images = set(
                 session.execute(
                     select(PredictionRow.image_sha256, PredictionRow.image_ext).where(
@@ -690,7 +698,7 @@ class MonitoringStore:
                 {"prediction_id": prediction.id, "name": n, "value": v}
                 for n, v in proj.compute(data, missing).items()
             ]
-        with self._sessions.begin() as session:
+        with self._write_lock, self._sessions.begin() as session:
             ids = [p.id for p in batch]
             # Replace what is recomputed; an absent row is simply added.
             session.execute(
@@ -743,7 +751,7 @@ class MonitoringStore:
         """Store (replacing any of the same name) one projection dict per test sample."""
         if not rows:
             raise ValueError(f"baseline {name!r} has no samples")
-        with self._sessions.begin() as session:
+        with self._write_lock, self._sessions.begin() as session:
             old = session.scalar(select(BaselineRow).where(BaselineRow.name == name))
             if old is not None:
                 session.execute(

@@ -47,10 +47,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from quill.serving.errors import ServingError, status_code_name
 from quill.serving.metrics import ApiMetrics
 from quill.serving.service import (
+    CLIENT_HEADER,
     FeedbackStore,
     PredictionLogger,
     PredictionService,
     build_monitoring,
+    client_label,
     decode_image_field,
     load_service,
 )
@@ -269,7 +271,8 @@ def create_app(
         service = ready_service()
         body = await _read_body(request, settings)
         image, kind = await _parse_predict(request, body)
-        answer = await recognitions.run(service, image, kind)
+        client = client_label("api", request.headers.get(CLIENT_HEADER))  # "bench": load tests
+        answer = await recognitions.run(service, image, kind, client)
         answer["feedback_token"] = tokens.issue(answer["request_id"])
         metrics.prediction(answer)
         return answer
@@ -490,7 +493,9 @@ class Recognitions:
         self.abandoned: OrderedDict[str, None] = OrderedDict()  # recent ids, bounded
         self.stats = {"started": 0, "abandoned": 0, "never_started": 0, "not_logged": 0}
 
-    async def run(self, service: PredictionService, image: bytes, kind: str) -> dict[str, Any]:
+    async def run(
+        self, service: PredictionService, image: bytes, kind: str, client: str = "api"
+    ) -> dict[str, Any]:
         """The service's answer for ``image``; ServingError 503 (full) or 504 (timeout)."""
         with self._lock:
             if self.taken >= self.capacity:
@@ -511,7 +516,7 @@ class Recognitions:
                         return None
                     ticket.started = True
                 self.stats["started"] += 1
-                return service.predict_bytes(image, "api", kind, request_id)
+                return service.predict_bytes(image, client, kind, request_id)
             finally:
                 self.tickets.pop(request_id, None)
                 with self._lock:

@@ -21,11 +21,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from quill.inference.recognizer import KINDS, Recognizer
+from quill.monitoring.records import SYNTHETIC_CLIENTS
 from quill.preprocess import ImageError, load_image
 from quill.serving.errors import ServingError
 from quill.serving.settings import ServingSettings
 
 log = logging.getLogger(__name__)
+
+#: Request header with which a caller labels its traffic for monitoring: ``bench`` for a
+#: load test (``quill bench serve`` sends it), so that it is stored but left out of drift and
+#: alerts. Only the labels in ``quill.monitoring.records.SYNTHETIC_CLIENTS`` are honoured.
+CLIENT_HEADER = "X-Quill-Client"
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,", re.IGNORECASE)
 
@@ -86,6 +92,21 @@ def decode_image_field(value: object, field: str = "image") -> bytes:
     if not data:
         raise ServingError("image_empty", f"field {field!r} decodes to 0 bytes")
     return data
+
+
+def client_label(interface: str, requested: str | None = None) -> str:
+    """The monitoring client of a request: the ``interface`` it came through (``api``,
+    ``app``, ``lambda``), or the label its :data:`CLIENT_HEADER` asks for when that is a known
+    synthetic label. Any other value is ignored, so a caller can neither invent slices nor
+    put a per-caller value (an address, a name) into the store.
+
+    >>> client_label("api", "bench"), client_label("api", " Bench "), client_label("api")
+    ('bench', 'bench', 'api')
+    >>> client_label("api", "alice@example.com")
+    'api'
+    """
+    label = (requested or "").strip().lower()
+    return label if label in SYNTHETIC_CLIENTS else interface
 
 
 class AnswerCache:
@@ -152,8 +173,9 @@ class PredictionService:
     ) -> dict[str, Any]:
         """The JSON answer for one encoded image (raises ServingError for bad input).
 
-        ``client`` is the interface, ``"api"``, ``"app"`` or ``"lambda"``: monitoring slices by
-        it, so it must never carry a per-caller value such as an IP address.
+        ``client`` is the interface, ``"api"``, ``"app"`` or ``"lambda"``, or a synthetic label
+        such as ``"bench"`` (:func:`client_label`): monitoring slices by it, so it must never
+        carry a per-caller value such as an IP address.
         """
         start = time.perf_counter()
         request_id = request_id or uuid.uuid4().hex
