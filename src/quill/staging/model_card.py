@@ -4,6 +4,7 @@ disagree."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 INTENDED_USE = (
@@ -29,11 +30,51 @@ LIMITS = (
 )
 
 
+#: What the model card calls a model metric: error rates and losses on a split, per dataset
+#: too (``val_cer``, ``test_wer``, ``val_cer_hooker``, ``best_val_cer_select``,
+#: ``train_loss_epoch``). The run's other metrics describe the training process or the
+#: machine (``system/*`` disk, network and memory, ``grad_norm/*``, ``lr``, throughput).
+MODEL_METRIC = re.compile(r"(best_)?(train|val|test)_(cer|wer|loss)(_\w+)?")
+
+
+def model_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The model metrics among a run's metrics.
+
+    >>> sorted(model_metrics({"val_cer": 0.1, "test_wer": 0.2, "system/disk_usage_megabytes": 9,
+    ...                       "grad_norm/total": 1.0, "lr": 0.001, "val_cer_hooker": 0.3}))
+    ['test_wer', 'val_cer', 'val_cer_hooker']
+    """
+    return {k: v for k, v in metrics.items() if MODEL_METRIC.fullmatch(k)}
+
+
 def _metrics_table(metrics: dict[str, float]) -> str:
     if not metrics:
         return "_No run metrics recorded (staged from a bare checkpoint file)._"
-    rows = "\n".join(f"| `{k}` | {v:.4g} |" for k, v in sorted(metrics.items()))
-    return "| metric | value |\n|---|---|\n" + rows
+    shown = model_metrics(metrics)
+    if not shown:
+        return "_The run recorded no error rates or losses._"
+    rows = "\n".join(f"| `{k}` | {v:.4g} |" for k, v in sorted(shown.items()))
+    left_out = len(metrics) - len(shown)
+    note = (
+        f"\n\n{left_out} other metric(s) of the training process and the machine (system "
+        "usage, gradient norms, learning rate, throughput) are in the training run."
+        if left_out
+        else ""
+    )
+    return "| metric | value |\n|---|---|\n" + rows + note
+
+
+METRICS_HEADING = "## Metrics (from the training run)"
+
+
+def with_metrics_section(card: str, metrics: dict[str, float]) -> str:
+    """``card`` (a rendered model card, maybe edited since) with its Metrics section
+    rewritten from ``metrics``, the rest untouched: how a card staged before the section
+    kept model metrics only is brought up to date."""
+    start = card.index(METRICS_HEADING)
+    end = card.find("\n## ", start + len(METRICS_HEADING))
+    end = len(card) if end < 0 else end + 1
+    return f"{card[:start]}{METRICS_HEADING}\n\n{_metrics_table(metrics)}\n\n{card[end:]}"
 
 
 def _parity_table(parity: dict[str, Any]) -> str:
@@ -95,7 +136,7 @@ with quill {meta["quill_version"]}.
 | data in the run config | `{training_data}` |
 | started from the weights of | {_initialised_from(lineage)} |
 
-## Metrics (from the training run)
+{METRICS_HEADING}
 
 {_metrics_table(meta.get("metrics") or {})}
 
