@@ -178,16 +178,29 @@ def runs_list(
         str, typer.Option(help="e.g. 'metrics.val_cer ASC'.")
     ] = "attributes.start_time DESC",
     max_results: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 50,
+    staging: Annotated[
+        bool,
+        typer.Option(
+            "--staging", help="Also list staging runs (their metrics are copied from training)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON records.")] = False,
     csv: Annotated[Path | None, typer.Option(help="Also write every column to this CSV.")] = None,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """List runs, newest first, with their key metrics."""
+    """List training runs, newest first, with their key metrics."""
     from quill.training import runs
 
     client = runs.client_for(tracking_uri)
     try:
-        found = runs.search(client, experiment or (), filter_string, [order_by], max_results)
+        found = runs.search(
+            client,
+            experiment or (),
+            filter_string,
+            [order_by],
+            max_results,
+            include_staging=staging,
+        )
         names = runs.experiment_names(client)
     except (ValueError, runs.RunNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)

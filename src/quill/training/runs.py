@@ -3,6 +3,12 @@
 All of it goes through the MLflow client, so it works the same on the embedded SQLite store
 and on a team's MLflow server. A run is named by its full id, a unique id prefix (the
 8 characters ``quill train`` prints) or its run name.
+
+Staging a model (``quill stage --register``) records a run of its own in the
+``quill-staging`` experiment, with the training run's metrics copied in. Lists show training
+runs only unless asked (``include_staging``, or that experiment named), so a staged model
+does not show up as a second run with the same numbers; a staging run can still be shown
+by its id or name.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from typing import Any
 
 #: Metrics shown in run tables, in this order, when a run has them.
 KEY_METRICS = ("val_cer", "best_val_cer", "val_wer", "test_cer", "test_wer", "val_loss")
+#: The experiment of staging runs (``quill.staging.registry.STAGING_EXPERIMENT``; training
+#: must not import staging, so the name is repeated here and a test keeps them equal).
+STAGING_EXPERIMENT = "quill-staging"
 #: Columns of the run list besides the key metrics.
 LIST_COLUMNS = ("run", "name", "experiment", "status", "started", "minutes", "model", "dataset")
 
@@ -38,10 +47,17 @@ def client_for(tracking_uri: str | None) -> Any:
     return MlflowClient(uri)
 
 
-def experiment_names(client: Any, names: Sequence[str] = ()) -> dict[str, str]:
-    """experiment id -> name, for the named experiments or all of them."""
+def experiment_names(
+    client: Any, names: Sequence[str] = (), *, include_staging: bool = True
+) -> dict[str, str]:
+    """experiment id -> name, for the named experiments or all of them (without the staging
+    experiment if not ``include_staging``, unless it is named)."""
     experiments = client.search_experiments()
-    chosen = {e.experiment_id: e.name for e in experiments if not names or e.name in names}
+    chosen = {
+        e.experiment_id: e.name
+        for e in experiments
+        if (e.name in names if names else include_staging or e.name != STAGING_EXPERIMENT)
+    }
     missing = set(names) - set(chosen.values())
     if missing:
         known = ", ".join(sorted(e.name for e in experiments)) or "none"
@@ -55,12 +71,15 @@ def search(
     filter_string: str = "",
     order_by: Sequence[str] = ("attributes.start_time DESC",),
     max_results: int = 100,
+    *,
+    include_staging: bool = False,
 ) -> list[Any]:
     """Runs matching an MLflow filter (e.g. ``metrics.val_cer < 0.2 and params.model.name =
-    'ctc_line'``), newest first by default."""
+    'ctc_line'``), newest first by default: training runs, plus the staging runs if
+    ``include_staging`` or the staging experiment is among ``experiments``."""
     from mlflow.exceptions import MlflowException
 
-    ids = experiment_names(client, experiments)
+    ids = experiment_names(client, experiments, include_staging=include_staging)
     if not ids:
         return []
     try:
@@ -85,7 +104,7 @@ def resolve_run(client: Any, key: str) -> Any:
             return client.get_run(key)
         except MlflowException:
             pass
-    runs = search(client, max_results=50_000)
+    runs = search(client, max_results=50_000, include_staging=True)
     matches = [r for r in runs if r.info.run_id.startswith(key) or r.info.run_name == key]
     if len(matches) == 1:
         return matches[0]

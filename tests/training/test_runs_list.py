@@ -1,0 +1,70 @@
+"""`quill runs list` lists training runs; staging runs (whose metrics are copies of their
+training run's) only when asked (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.inference.recognizer import METADATA_FILE
+from quill.staging.registry import STAGING_EXPERIMENT, register
+from quill.training import runs
+from quill.training.tracking import ensure_experiment
+
+runner = CliRunner()
+
+
+def quill(*args: str) -> str:
+    result = runner.invoke(app, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_runs_list_shows_training_runs_unless_staging_runs_are_asked_for(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = runs.client_for(uri)
+    experiment = ensure_experiment(client, "quill", uri)
+    training = client.create_run(experiment, run_name="train ctc")
+    metrics = {"val_cer": 0.25, "test_cer": 0.3, "system/disk_usage_megabytes": 9.0}
+    for key, value in metrics.items():
+        client.log_metric(training.info.run_id, key, value)
+    client.set_terminated(training.info.run_id)
+    # the real staging path, for a model staged from that run: a run in the staging
+    # experiment with the training run's metrics copied in
+    staged = tmp_path / "staged"
+    shutil.copytree(smoke_model, staged)
+    meta = json.loads((staged / METADATA_FILE).read_text())
+    meta["metrics"] = metrics
+    meta["lineage"]["run_id"] = training.info.run_id
+    (staged / METADATA_FILE).write_text(json.dumps(meta))
+    registered = register(staged, uri, name="quill-smoke")
+    staging = runs.search(client, [STAGING_EXPERIMENT])
+    assert len(staging) == 1 and staging[0].data.metrics == metrics  # copied
+
+    listed = json.loads(quill("runs", "list", "--tracking-uri", uri, "--json"))
+    assert [r["run"] for r in listed] == [training.info.run_id]
+
+    both = json.loads(quill("runs", "list", "--tracking-uri", uri, "--json", "--staging"))
+    assert {r["run"] for r in both} == {training.info.run_id, staging[0].info.run_id}
+    assert {r["experiment"] for r in both} == {"quill", STAGING_EXPERIMENT}
+
+    named = json.loads(
+        quill("runs", "list", "--tracking-uri", uri, "--json", "-e", STAGING_EXPERIMENT)
+    )
+    assert [r["run"] for r in named] == [staging[0].info.run_id]
+
+    # a staging run is still found by id prefix
+    shown = json.loads(
+        quill("runs", "show", staging[0].info.run_id[:8], "--tracking-uri", uri, "--json")
+    )
+    assert shown["experiment"] == STAGING_EXPERIMENT and registered.name == "quill-smoke"
+
+
+def test_the_staging_experiment_name_is_the_registrys() -> None:
+    assert runs.STAGING_EXPERIMENT == STAGING_EXPERIMENT
