@@ -15,7 +15,6 @@ length of the line, so a long confident line and a short confident line score al
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -169,12 +168,43 @@ def ctc_beam_search(
 
 
 def _logaddexp(a: float, b: float) -> float:
-    """log(exp(a) + exp(b)) for Python floats (NumPy's is ~20x slower per scalar call)."""
+    """log(exp(a) + exp(b)) for Python floats (NumPy's is ~20x slower per scalar call).
+
+    Beam search spells the same expression out inline in its inner loops (a call costs as
+    much as the arithmetic there); any change here must be made there too.
+    """
     if a == -math.inf:
         return b
     if b == -math.inf:
         return a
     return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+def _frame_candidates(
+    frames: np.ndarray, beam_width: int, blank: int, prune_log_prob: float, num_classes: int
+) -> list[list[tuple[int, float]] | None]:
+    """Per frame, the (token, log P) that may extend a prefix, most likely first; ``None`` for
+    a blank-only frame.
+
+    Only the ``beam_width + 1`` most likely classes of a frame can extend a surviving prefix,
+    and a class at or below ``prune_log_prob`` is taken not to change which prefixes survive:
+    most frames of a confident model leave one or two candidates, none between characters.
+    """
+    top = np.argsort(frames, axis=1)[:, ::-1][:, : min(num_classes, beam_width + 1)]  # (T, k)
+    values = np.take_along_axis(frames, top, axis=1)
+    # compared in float64, as Python compares the frames' values with the threshold
+    above = values > np.float64(prune_log_prob)
+    rows, columns = np.nonzero(above & (top != blank))  # row-major: frame by frame, best first
+    per_frame: list[list[tuple[int, float]] | None] = [None] * len(frames)
+    for row, token, value in zip(
+        rows.tolist(), top[rows, columns].tolist(), values[rows, columns].tolist(), strict=True
+    ):
+        candidates = per_frame[row]
+        if candidates is None:
+            per_frame[row] = [(token, value)]
+        else:
+            candidates.append((token, value))
+    return per_frame
 
 
 def _beam_search_one(
@@ -187,50 +217,143 @@ def _beam_search_one(
     prune_log_prob: float,
     num_classes: int,
 ) -> Decoded:
-    # prefix -> [log P(ending in blank), log P(ending in a label)]
-    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, -math.inf]}
-    lm_scores: dict[tuple[int, ...], float] = {(): 0.0}
+    """Prefix beam search of one item's (T, C) frames.
 
-    def rank(item: tuple[tuple[int, ...], list[float]]) -> float:
-        prefix, (p_blank, p_label) = item
-        acoustic = _logaddexp(p_blank, p_label)
-        return acoustic + lm_weight * lm_scores[prefix] + insertion_bonus * len(prefix)
-
-    # Only the most likely classes of each frame can extend a surviving prefix, and a class
-    # below prune_log_prob is taken not to change which prefixes survive: most frames of a
-    # confident model leave one or two candidates, which makes beam search several times faster.
-    top = np.argsort(frames, axis=1)[:, ::-1][:, : min(num_classes, beam_width + 1)]  # (T, k)
-    for frame, best in zip(frames.tolist(), top.tolist(), strict=True):
-        candidates = [token for token in best if frame[token] > prune_log_prob and token != blank]
-        if not candidates:
+    Prefixes are the nodes of a trie (an int each; its parent, last token and scores in
+    lists), so extending, merging and ranking them hashes small ints instead of ever longer
+    tuples. The arithmetic, the order in which prefixes are met and the stable sort are those
+    of the plain ``dict[prefix tuple, [log P_blank, log P_label]]`` formulation, so the answer
+    is the same to the bit. ``logaddexp`` is written out inline (see :func:`_logaddexp`): in
+    these loops a call costs as much as the arithmetic.
+    """
+    neg_inf = -math.inf
+    log1p, exp = math.log1p, math.exp
+    # An n-gram LM looks back a fixed number of tokens (``context_length``): asked with only
+    # those (through its memoised ``context_log_prob`` when it has one) it answers the same,
+    # and the prefixes' LM states stay short tuples.
+    context = getattr(lm, "context_length", None)
+    lm_log_prob = None
+    if lm is not None:
+        lm_log_prob = (
+            getattr(lm, "context_log_prob", lm.log_prob) if context is not None else lm.log_prob
+        )
+    # Per node: parent, last token (the root repeats none), what the LM is asked with, the
+    # LM log-probability so far, and the two prefix terms of the rank, which is
+    # log P_ctc + lm_weight * log P_lm + insertion_bonus * length summed in that order.
+    parent, last_token, lm_state, lm_score, length = [-1], [-1], [()], [0.0], [0]
+    lm_term, length_term = [lm_weight * 0.0], [insertion_bonus * 0]
+    children: dict[int, int] = {}  # node * num_classes + token -> node
+    # The beams, best first: node, log P(ending in blank), log P(ending in a label).
+    nodes, p_blanks, p_labels = [0], [0.0], [neg_inf]
+    labels_dead = True  # every p_label is -inf, as after a blank-only frame
+    blank_column = frames[:, blank].tolist() if len(frames) else []
+    for candidates, p_blank_frame in zip(
+        _frame_candidates(frames, beam_width, blank, prune_log_prob, num_classes),
+        blank_column,
+        strict=True,
+    ):
+        if candidates is None:
             # A blank-only frame (most frames between characters) adds the same log P(blank)
             # to every prefix: the ranking cannot change, so there is nothing to sort.
-            beams = {
-                prefix: [_logaddexp(p_blank, p_label) + frame[blank], -math.inf]
-                for prefix, (p_blank, p_label) in beams.items()
-            }
+            if labels_dead:  # logaddexp(b, -inf) is b
+                p_blanks = [b + p_blank_frame for b in p_blanks]
+            else:
+                p_blanks = [
+                    (
+                        lab
+                        if b == neg_inf
+                        else b
+                        if lab == neg_inf
+                        else (b if b > lab else lab) + log1p(exp(-abs(b - lab)))
+                    )
+                    + p_blank_frame
+                    for b, lab in zip(p_blanks, p_labels, strict=True)
+                ]
+                p_labels = [neg_inf] * len(nodes)
+                labels_dead = True
             continue
-        following: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf] * 2)
-        for prefix, (p_blank, p_label) in beams.items():
-            p_total = _logaddexp(p_blank, p_label)
-            stay = following[prefix]
-            stay[0] = _logaddexp(stay[0], p_total + frame[blank])
-            for token in candidates:
-                p = frame[token]
-                extended = (*prefix, token)
-                grown = following[extended]
-                if prefix and token == prefix[-1]:
-                    stay[1] = _logaddexp(stay[1], p_label + p)  # repeat collapses
-                    grown[1] = _logaddexp(grown[1], p_blank + p)  # needs a blank between
+        following: dict[int, list[float]] = {}
+        for node, b, lab in zip(nodes, p_blanks, p_labels, strict=True):
+            if b == neg_inf:
+                p_total = lab
+            elif lab == neg_inf:
+                p_total = b
+            else:
+                p_total = (b if b > lab else lab) + log1p(exp(-abs(b - lab)))
+            x = p_total + p_blank_frame
+            stay = following.get(node)
+            if stay is None:
+                following[node] = stay = [x, neg_inf]
+            else:
+                y = stay[0]
+                if y != neg_inf and x != neg_inf:
+                    x = (y if y > x else x) + log1p(exp(-abs(y - x)))
+                elif x == neg_inf:
+                    x = y
+                stay[0] = x
+            repeat = last_token[node]
+            key = node * num_classes
+            for token, p in candidates:
+                child = children.get(key + token)
+                if child is None:  # a new prefix: its LM score, once
+                    child = children[key + token] = len(parent)
+                    state = lm_state[node]
+                    step = lm_log_prob(state, token) if lm_log_prob is not None else 0.0
+                    if context is None:
+                        lm_state.append((*state, token))
+                    else:
+                        lm_state.append((*state, token)[-context:] if context else ())
+                    parent.append(node)
+                    last_token.append(token)
+                    score = lm_score[node] + step
+                    lm_score.append(score)
+                    lm_term.append(lm_weight * score)
+                    size = length[node] + 1
+                    length.append(size)
+                    length_term.append(insertion_bonus * size)
+                if token == repeat:
+                    stay[1] = _logaddexp(stay[1], lab + p)  # a repeat collapses
+                    x = b + p  # the repeated label needs a blank between
                 else:
-                    grown[1] = _logaddexp(grown[1], p_total + p)
-                if extended not in lm_scores:
-                    step = lm.log_prob(prefix, token) if lm is not None else 0.0
-                    lm_scores[extended] = lm_scores[prefix] + step
-        beams = dict(sorted(following.items(), key=rank, reverse=True)[:beam_width])
-    best, (p_blank, p_label) = next(iter(beams.items()))
-    confidence = math.exp(_logaddexp(p_blank, p_label) / len(frames)) if len(frames) else 1.0
-    return list(best), confidence
+                    x = p_total + p
+                grown = following.get(child)
+                if grown is None:
+                    following[child] = [neg_inf, x]
+                else:
+                    y = grown[1]
+                    if y != neg_inf and x != neg_inf:
+                        x = (y if y > x else x) + log1p(exp(-abs(y - x)))
+                    elif x == neg_inf:
+                        x = y
+                    grown[1] = x
+        entries = list(following.items())
+        ranks = [
+            (
+                lab
+                if b == neg_inf
+                else b
+                if lab == neg_inf
+                else (b if b > lab else lab) + log1p(exp(-abs(b - lab)))
+            )
+            + lm_term[node]
+            + length_term[node]
+            for node, (b, lab) in entries
+        ]
+        # sorted() is stable, reverse=True included: equal ranks keep the order met
+        order = sorted(range(len(entries)), key=ranks.__getitem__, reverse=True)[:beam_width]
+        nodes = [entries[i][0] for i in order]
+        p_blanks = [entries[i][1][0] for i in order]
+        p_labels = [entries[i][1][1] for i in order]
+        labels_dead = False
+    node = nodes[0]
+    confidence = (
+        math.exp(_logaddexp(p_blanks[0], p_labels[0]) / len(frames)) if len(frames) else 1.0
+    )
+    ids: list[int] = []
+    while node > 0:
+        ids.append(last_token[node])
+        node = parent[node]
+    return ids[::-1], confidence
 
 
 #: (tokens (B, 1) int64, self_keys, self_values) -> (logits (B, C), self_keys, self_values)

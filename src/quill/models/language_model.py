@@ -36,10 +36,16 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from quill.vocab import Tokenizer
 
 FORMAT_VERSION = 1
+#: Version of the compiled form (:meth:`CharNGramLM.save_compiled`); a reader of another
+#: version compiles the JSON again.
+COMPILED_FORMAT_VERSION = 1
 
 
 #: Marks the start of a line in contexts (not a vocabulary character), so that characters
@@ -60,19 +66,49 @@ class CharNGramLM:
     1.0
     """
 
-    def __init__(self, order: int, counts: dict[str, Counter[str]], tokenizer: Tokenizer):
+    def __init__(
+        self,
+        order: int,
+        counts: dict[str, Counter[str]] | None,
+        tokenizer: Tokenizer,
+        *,
+        compiled: _CompiledTables | None = None,
+        source: Path | None = None,
+    ):
         if order < 1:
             raise ValueError(f"n-gram order must be at least 1, got {order}")
         self.order = order
-        self.counts = counts  # context (0..order-1 characters) -> next character counts
+        #: How many previous tokens :meth:`log_prob` looks at (beam search keeps only those).
+        self.context_length = order - 1
         self.tokenizer = tokenizer
-        self._tables = _kneser_ney_tables(counts, order)
+        self._counts = counts  # context (0..order-1 characters) -> next character counts
+        self._source = source  # the JSON file, read for ``counts`` when loaded compiled
+        if compiled is not None:
+            self._tables = _Tables(compiled=compiled)
+        else:
+            if counts is None:
+                raise ValueError("a language model needs its counts or compiled tables")
+            self._tables = _Tables(_kneser_ney_tables(counts, order))
         self._uniform = 1.0 / len(tokenizer.characters)
         self._id_to_char = {tokenizer.encode(c)[0]: c for c in tokenizer.characters}
         self._known = set(tokenizer.characters)
         #: Characters :meth:`fit` met outside the vocabulary, with how often (not saved).
         self.unknown_characters: Counter[str] = Counter()
         self._cached_log_prob = lru_cache(maxsize=200_000)(self._log_prob)
+        #: ``context_log_prob(last context_length token ids, token)``: :meth:`log_prob` for a
+        #: prefix already cut to what the model looks at, memoised: beam search asks it for
+        #: every new prefix, most of them seen before.
+        self.context_log_prob = lru_cache(maxsize=200_000)(self._context_log_prob)
+
+    @property
+    def counts(self) -> dict[str, Counter[str]]:
+        """Context -> next-character counts (read from the JSON file on first use when the
+        model was loaded in its compiled form)."""
+        if self._counts is None:
+            if self._source is None:
+                raise ValueError("this language model was loaded without its counts")
+            self._counts = _read_json(self._source)[1]
+        return self._counts
 
     @classmethod
     def fit(
@@ -112,7 +148,7 @@ class CharNGramLM:
     def _log_prob(self, context: str, char: str) -> float:
         probability = self._uniform
         for start in range(len(context), -1, -1):  # shortest context first
-            table = self._tables.get(context[start:])
+            table = self._tables[context[start:]]
             if table is None:
                 break  # a longer context containing an unseen one is unseen too
             counts, total = table
@@ -122,12 +158,22 @@ class CharNGramLM:
 
     def log_prob(self, prefix: tuple[int, ...], token: int) -> float:
         """The beam-search hook: log P(``token`` | ``prefix``) over token ids."""
-        context = prefix[-(self.order - 1) :] if self.order > 1 else ()
+        return self.context_log_prob(
+            prefix[-self.context_length :] if self.context_length else (), token
+        )
+
+    def _context_log_prob(self, context: tuple[int, ...], token: int) -> float:
         history = "".join(self._id_to_char.get(i, "") for i in context)
-        if len(prefix) < self.order - 1:
+        if len(context) < self.context_length:  # the prefix is shorter than the context
             history = LINE_START + history
         char = self._id_to_char.get(token)
-        return -math.inf if char is None else self.char_log_prob(history, char)
+        return (
+            -math.inf
+            if char is None
+            else self._log_prob(
+                history[-self.context_length :] if self.context_length else "", char
+            )
+        )
 
     def perplexity(self, texts: Iterable[str]) -> float:
         """Per-character perplexity over ``texts`` (lower is better; 1 is certainty)."""
@@ -177,14 +223,133 @@ class CharNGramLM:
     def load(cls, path: str | Path) -> CharNGramLM:
         """Read a model written by :meth:`save`; a clear error for anything else."""
         path = Path(path)
+        order, counts, tokenizer = _read_json(path)
+        return cls(order, counts, tokenizer, source=path)
+
+    def save_compiled(self, path: str | Path) -> Path:
+        """Write the Kneser-Ney tables as arrays into the new folder ``path`` (one ``.npy``
+        file each and ``header.json``), which :meth:`load_compiled` maps into memory in a
+        millisecond, where reading the JSON and computing the tables takes a second or more:
+        inference keeps one per LM file in its cache (:mod:`quill.inference.cache`)."""
+        path = Path(path)
+        tables = _kneser_ney_tables(self.counts, self.order)
+        contexts = sorted(tables)
+        index = {char: i for i, char in enumerate(self.tokenizer.characters)}
+        starts, totals, chars, counts = [0], [], [], []
+        for context in contexts:
+            following, total = tables[context]
+            chars += [index[char] for char in following]
+            counts += following.values()
+            starts.append(len(chars))
+            totals.append(total)
+        path.mkdir(parents=True)
+        arrays = {
+            "contexts": np.array(contexts, dtype=f"<U{max(self.order - 1, 1)}"),
+            "starts": _smallest_int_array(starts),
+            "totals": _smallest_int_array(totals),
+            "chars": _smallest_int_array(chars),
+            "counts": _smallest_int_array(counts),
+        }
+        for name, array in arrays.items():
+            np.save(path / f"{name}.npy", array, allow_pickle=False)
+        header = {
+            "format_version": COMPILED_FORMAT_VERSION,
+            "order": self.order,
+            "tokenizer": self.tokenizer.to_dict(),
+        }
+        (path / "header.json").write_text(json.dumps(header, ensure_ascii=False), "utf-8")
+        return path
+
+    @classmethod
+    def load_compiled(cls, path: str | Path, source: str | Path | None = None) -> CharNGramLM:
+        """Map a folder written by :meth:`save_compiled` into memory (ValueError if it is not
+        one); ``source`` is the JSON it was compiled from, read only if :attr:`counts` is
+        asked for."""
+        path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if data.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
-            counts = {context: Counter(next_) for context, next_ in data["counts"].items()}
-            return cls(int(data["order"]), counts, Tokenizer.from_dict(data["tokenizer"]))
+            header = json.loads((path / "header.json").read_text("utf-8"))
+            if header.get("format_version") != COMPILED_FORMAT_VERSION:
+                raise ValueError(f"unsupported format_version {header.get('format_version')!r}")
+            tokenizer = Tokenizer.from_dict(header["tokenizer"])
+            arrays = {
+                name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                for name in ("contexts", "starts", "totals", "chars", "counts")
+            }
+            compiled = _CompiledTables(**arrays, alphabet=tokenizer.characters)
+            order = int(header["order"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"cannot read language model {path}: {exc}") from exc
+            raise ValueError(f"cannot read compiled language model {path}: {exc}") from exc
+        source_path = Path(source) if source else None
+        return cls(order, None, tokenizer, compiled=compiled, source=source_path)
+
+
+def _smallest_int_array(values: list[int]) -> np.ndarray:
+    """int32 when every value fits, else int64 (halves the compiled files)."""
+    array = np.array(values, dtype=np.int64)
+    if not len(array) or (array.min() >= -(2**31) and array.max() < 2**31):
+        return array.astype(np.int32)
+    return array
+
+
+def _read_json(path: Path) -> tuple[int, dict[str, Counter[str]], Tokenizer]:
+    """(order, counts, tokenizer) of an LM file written by :meth:`CharNGramLM.save`."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"unsupported format_version {data.get('format_version')!r}")
+        counts = {context: Counter(next_) for context, next_ in data["counts"].items()}
+        return int(data["order"]), counts, Tokenizer.from_dict(data["tokenizer"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"cannot read language model {path}: {exc}") from exc
+
+
+class _CompiledTables:
+    """The Kneser-Ney tables as sorted arrays: contexts, and per context a slice of
+    (character, count) entries with their total."""
+
+    def __init__(
+        self,
+        contexts: np.ndarray,
+        starts: np.ndarray,
+        totals: np.ndarray,
+        chars: np.ndarray,
+        counts: np.ndarray,
+        alphabet: str,
+    ):
+        if not (len(starts) == len(contexts) + 1 == len(totals) + 1 and len(chars) == len(counts)):
+            raise ValueError("inconsistent array lengths")
+        if contexts.dtype.kind != "U":
+            raise ValueError(f"contexts must be strings, not {contexts.dtype}")
+        self.contexts, self.starts, self.totals = contexts, starts, totals
+        self.chars, self.counts, self.alphabet = chars, counts, alphabet
+
+    def lookup(self, context: str) -> tuple[dict[str, int], int] | None:
+        """(next-character counts, their total) of ``context``, or None if it is unseen."""
+        i = int(np.searchsorted(self.contexts, context))
+        if i == len(self.contexts) or str(self.contexts[i]) != context:
+            return None
+        start, end = int(self.starts[i]), int(self.starts[i + 1])
+        alphabet = self.alphabet
+        chars = [alphabet[c] for c in self.chars[start:end].tolist()]
+        return dict(zip(chars, self.counts[start:end].tolist(), strict=True)), int(self.totals[i])
+
+
+class _Tables(dict):
+    """context -> (counts, total), None for an unseen context: filled at once (from counts)
+    or, for a compiled model, one context at a time on first use (a load then costs
+    milliseconds, and a process only ever asks about a few thousand contexts)."""
+
+    def __init__(
+        self, tables: dict[str, Any] | None = None, compiled: _CompiledTables | None = None
+    ):
+        super().__init__(tables or {})
+        self._compiled = compiled
+
+    def __missing__(self, context: str) -> tuple[dict[str, int], int] | None:
+        if self._compiled is None:
+            return None
+        table = self[context] = self._compiled.lookup(context)
+        return table
 
 
 def _kneser_ney_tables(

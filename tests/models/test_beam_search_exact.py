@@ -1,0 +1,186 @@
+"""The trie-based beam search answers exactly as the plain dict-of-tuples formulation.
+
+:func:`reference_beam_search` is the prefix beam search as Quill wrote it before it was made
+faster (issue 16): prefixes as tuples, ``dict[prefix, [log P_blank, log P_label]]``, a stable
+sort per frame. The fast one must give the same ids and the same confidence to the bit, with
+and without a language model, on frames with ties, repeats and pruning.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quill.models.decoding import _logaddexp, ctc_beam_search
+from quill.models.language_model import CharNGramLM
+from quill.vocab import Tokenizer
+
+TEXTS = [
+    "the botanic garden at Kew",
+    "my dear Hooker, the seeds came to Kew in March",
+    "the herbarium is there, and the letters too",
+    "aa bb cc dd ee ff gg hh",
+]
+
+
+def reference_beam_search(
+    frames: np.ndarray,
+    beam_width: int,
+    lm: CharNGramLM | None,
+    lm_weight: float,
+    insertion_bonus: float,
+    prune_log_prob: float,
+    blank: int = 0,
+) -> tuple[list[int], float]:
+    """One item's prefix beam search, as first written (the specification)."""
+    num_classes = frames.shape[1]
+    beams: dict[tuple[int, ...], list[float]] = {(): [0.0, -math.inf]}
+    lm_scores: dict[tuple[int, ...], float] = {(): 0.0}
+
+    def rank(item: tuple[tuple[int, ...], list[float]]) -> float:
+        prefix, (p_blank, p_label) = item
+        acoustic = _logaddexp(p_blank, p_label)
+        return acoustic + lm_weight * lm_scores[prefix] + insertion_bonus * len(prefix)
+
+    top = np.argsort(frames, axis=1)[:, ::-1][:, : min(num_classes, beam_width + 1)]
+    for frame, best in zip(frames.tolist(), top.tolist(), strict=True):
+        candidates = [token for token in best if frame[token] > prune_log_prob and token != blank]
+        if not candidates:
+            beams = {
+                prefix: [_logaddexp(p_blank, p_label) + frame[blank], -math.inf]
+                for prefix, (p_blank, p_label) in beams.items()
+            }
+            continue
+        following: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [-math.inf] * 2)
+        for prefix, (p_blank, p_label) in beams.items():
+            p_total = _logaddexp(p_blank, p_label)
+            stay = following[prefix]
+            stay[0] = _logaddexp(stay[0], p_total + frame[blank])
+            for token in candidates:
+                p = frame[token]
+                extended = (*prefix, token)
+                grown = following[extended]
+                if prefix and token == prefix[-1]:
+                    stay[1] = _logaddexp(stay[1], p_label + p)
+                    grown[1] = _logaddexp(grown[1], p_blank + p)
+                else:
+                    grown[1] = _logaddexp(grown[1], p_total + p)
+                if extended not in lm_scores:
+                    step = lm.log_prob(prefix, token) if lm is not None else 0.0
+                    lm_scores[extended] = lm_scores[prefix] + step
+        beams = dict(sorted(following.items(), key=rank, reverse=True)[:beam_width])
+    best, (p_blank, p_label) = next(iter(beams.items()))
+    confidence = math.exp(_logaddexp(p_blank, p_label) / len(frames)) if len(frames) else 1.0
+    return list(best), confidence
+
+
+def line_like_log_probs(rng: np.random.Generator, frames: int, classes: int) -> np.ndarray:
+    """Peaked frames like a trained model's: mostly blank, one or a few likely classes, some
+    exact ties (two classes with the same log-probability)."""
+    logits = rng.normal(size=(frames, classes)) * 1.5
+    peaks = rng.integers(0, classes, size=frames)
+    logits[np.arange(frames), peaks] += rng.choice([2.0, 6.0, 9.0], size=frames)
+    logits[rng.random(frames) < 0.4, 0] += 10.0  # blank-only stretches
+    tied = rng.random(frames) < 0.15  # two likely classes exactly as likely
+    logits[tied, 1] = logits[tied, 2] = logits[tied].max(axis=1) + 0.5
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return log_probs.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def lm() -> CharNGramLM:
+    return CharNGramLM.fit(TEXTS, order=4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(
+    ("beam_width", "lm_weight", "insertion_bonus", "prune"),
+    [(16, 0.6, 2.0, -5.0), (8, 0.5, 1.0, -12.0), (4, 0.0, 0.0, -8.0), (24, 1.2, -0.5, -3.0)],
+)
+def test_same_ids_and_confidence_to_the_bit(
+    seed, beam_width, lm_weight, insertion_bonus, prune, lm
+):
+    rng = np.random.default_rng(seed)
+    classes = len(Tokenizer())
+    batch = [line_like_log_probs(rng, int(rng.integers(1, 90)), classes) for _ in range(3)]
+    width = max(len(item) for item in batch)
+    padded = np.full((len(batch), width, classes), -30.0, dtype=np.float32)
+    for row, item in enumerate(batch):
+        padded[row, : len(item)] = item
+    lengths = np.array([len(item) for item in batch])
+    for language_model in (lm, None):
+        fast = ctc_beam_search(
+            padded,
+            lengths,
+            beam_width=beam_width,
+            lm=language_model,
+            lm_weight=lm_weight,
+            insertion_bonus=insertion_bonus,
+            prune_log_prob=prune,
+        )
+        for item, decoded in zip(batch, fast, strict=True):
+            expected = reference_beam_search(
+                item, beam_width, language_model, lm_weight, insertion_bonus, prune
+            )
+            assert decoded == expected  # ids, and the confidence as the same float
+
+
+def test_an_item_without_frames_reads_nothing_with_full_confidence(lm):
+    empty = np.zeros((1, 4, len(Tokenizer())), dtype=np.float32)
+    assert ctc_beam_search(empty, [0], lm=lm) == [([], 1.0)]
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default"
+
+
+def test_the_shipped_lm_decodes_like_the_reference():
+    """The shipped model's LM (compiled form, as inference loads it) in the shipped decoding
+    settings, on frames shaped like a line: the same answer as the reference."""
+    import json
+
+    from quill.inference.backends import ctc_decoder
+
+    if not (SHIPPED / "lm.json").is_file():
+        pytest.skip("no shipped model")
+    meta = json.loads((SHIPPED / "quill-model.json").read_text())
+    decoder = ctc_decoder(SHIPPED, meta)
+    if decoder.method != "beam" or decoder.lm is None:
+        pytest.skip("the shipped model decodes without an LM")
+    rng = np.random.default_rng(11)
+    classes = len(Tokenizer.from_dict(meta["tokenizer"]))
+    for _ in range(4):
+        frames = line_like_log_probs(rng, 120, classes)
+        expected = reference_beam_search(
+            frames,
+            decoder.beam_width,
+            decoder.lm,
+            decoder.lm_weight,
+            decoder.insertion_bonus,
+            decoder.prune_log_prob,
+        )
+        assert decoder(frames[None])[0] == expected
+
+
+def test_the_prune_threshold_is_compared_as_python_compares_it():
+    """float32 -3.3 lies above the double -3.3: that class is a candidate, as in the
+    reference, where frames are Python floats (NumPy would round the threshold to float32)."""
+    classes = 5
+    frames = np.full((3, classes), -9.0, dtype=np.float32)
+    frames[:, 0] = np.log(0.9)
+    frames[1, 2] = np.float32(-3.3)
+    assert float(frames[1, 2]) > -3.3
+    for prune in (-3.3, -8.2, -5.0):
+        expected = reference_beam_search(frames, 4, None, 0.0, 5.0, prune)
+        assert (
+            ctc_beam_search(frames[None], beam_width=4, insertion_bonus=5.0, prune_log_prob=prune)[
+                0
+            ]
+            == expected
+        )
+    assert ctc_beam_search(frames[None], beam_width=4, insertion_bonus=5.0, prune_log_prob=-3.3)[0][
+        0
+    ] == [2]
