@@ -2,22 +2,19 @@
 
 Each concern registers its own commands (``register(app)`` in its ``cli`` module) and keeps
 heavy imports (torch, mlflow, gradio) inside the command bodies, so ``quill --help`` is
-instant.
+instant. :func:`main` goes further for a start-up that users pay on every call (``quill
+predict`` over a folder, one file at a time): it imports only the module of the command
+asked for (:data:`COMMANDS`), and every module only for ``quill --help`` or an unknown
+command. ``app``, every command registered, is built on first use (tests, ``CliRunner``).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
 
 import typer
-
-app = typer.Typer(
-    name="quill",
-    help="Quill: handwritten text recognition, from data to a served, monitored model.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 #: Modules that add commands, in the order of the data flow.
 COMMAND_MODULES = (
@@ -31,9 +28,74 @@ COMMAND_MODULES = (
     "quill.bench.cli",
 )
 
-for module_name in COMMAND_MODULES:
-    importlib.import_module(module_name).register(app)
+#: Each top-level command and the module that registers it (tests/core/test_cli.py checks
+#: this against what the modules register).
+COMMANDS = {
+    "data": "quill.data.cli",
+    "train": "quill.training.cli",
+    "sweep": "quill.training.cli",
+    "ui": "quill.training.cli",
+    "runs": "quill.training.cli",
+    "stage": "quill.staging.cli",
+    "predict": "quill.inference.cli",
+    "lm": "quill.inference.cli",
+    "serve": "quill.serving.cli",
+    "app": "quill.serving.cli",
+    "up": "quill.serving.cli",
+    "evaluate": "quill.monitoring.cli",
+    "monitor": "quill.monitoring.cli",
+    "annotate": "quill.annotation.cli",
+    "bench": "quill.bench.cli",
+}
+
+#: Modules that add sub-commands to a group another module registers, loaded with it:
+#: ``quill monitor export`` is annotation's (annotation reads the monitoring store;
+#: monitoring never imports annotation).
+EXTENDS = {"quill.monitoring.cli": ("quill.annotation.cli",)}
+
+
+def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
+    """The ``quill`` app with the commands of ``modules``."""
+    app = typer.Typer(
+        name="quill",
+        help="Quill: handwritten text recognition, from data to a served, monitored model.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    # A callback keeps ``quill`` a group when only one command is registered (typer would
+    # otherwise run that command as the whole program: ``quill stage X`` as ``stage stage X``).
+    app.callback()(_group)
+    for module_name in modules:
+        importlib.import_module(module_name).register(app)
+    return app
+
+
+def _group() -> None:
+    pass
+
+
+def modules_for(args: Sequence[str]) -> tuple[str, ...]:
+    """The command modules a command line needs: the one owning its command, or all of them
+    (for ``quill``, ``quill --help`` and unknown commands, whose error lists them all).
+
+    >>> modules_for(["predict", "a.jpg"])
+    ('quill.inference.cli',)
+    >>> modules_for(["--help"]) == COMMAND_MODULES
+    True
+    """
+    module = COMMANDS.get(args[0]) if args else None
+    return (module, *EXTENDS.get(module, ())) if module else COMMAND_MODULES
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``quill.cli.app``: every command, registered on first access."""
+    if name == "app":
+        app = build_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
-    app()
+    build_app(modules_for(sys.argv[1:]))()

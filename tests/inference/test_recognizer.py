@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from quill.inference.recognizer import Recognizer
 from quill.preprocess import ImageError
 from quill.staging.parity import render_line
 from quill.staging.smoke import SMOKE_WORDS
+from quill.vocab import Tokenizer
 
 PAPER = (246, 242, 232)
 
@@ -144,3 +146,133 @@ def test_broken_model_directories_fail_to_load_clearly(smoke_model: Path, tmp_pa
     (broken / "model.pt").unlink()
     with pytest.raises(ModelLoadError, match="model.pt"):
         Recognizer.from_path(broken, backend="torchscript")
+
+
+def test_auto_measures_once_per_model_threads_and_machine(
+    smoke_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quill.inference import backends
+
+    monkeypatch.setenv("QUILL_CACHE_DIR", str(tmp_path / "cache"))
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    first = Recognizer.from_path(model, backend="auto", threads=1)
+    assert first.backend_choice == "measured"
+    assert (tmp_path / "cache" / "backend-choice.json").is_file()
+
+    def no_measuring(*args: object) -> None:
+        raise AssertionError("auto measured again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(backends, "choose_backend", no_measuring)
+        again = Recognizer.from_path(model, backend="auto", threads=1)
+    assert again.backend_choice == "cached" and again.backend == first.backend
+    assert again.backend_timings == pytest.approx(first.backend_timings, abs=1e-3)
+    assert again.describe()["backend_choice"] == "cached"
+    words = [render_line(w) for w in SMOKE_WORDS]
+    assert [p.text for p in again.predict(words)] == list(SMOKE_WORDS)
+    # another thread count, or a changed model file, is measured afresh
+    assert Recognizer.from_path(model, backend="auto", threads=2).backend_choice == "measured"
+    onnx = model / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes())
+    stat = onnx.stat()
+    os.utime(onnx, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert Recognizer.from_path(model, backend="auto", threads=1).backend_choice == "measured"
+
+
+def test_auto_and_the_lm_work_where_the_cache_cannot_be_written(
+    beam_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quill.inference import backends
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("the cache folder would have to be inside this file")
+    monkeypatch.setenv("QUILL_CACHE_DIR", str(blocker / "cache"))
+    words = [render_line(w) for w in SMOKE_WORDS]
+    for _ in range(2):
+        backends._load_lm.cache_clear()
+        recognizer = Recognizer.from_path(beam_model, backend="auto", threads=1)
+        assert recognizer.backend_choice == "measured"  # nothing could be remembered
+        assert [p.text for p in recognizer.predict(words)] == list(SMOKE_WORDS)
+    backends._load_lm.cache_clear()
+
+
+def test_cache_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from quill.inference import cache
+
+    monkeypatch.setenv("QUILL_CACHE_DIR", "off")
+    assert cache.cache_dir() is None and cache.compiled_lm_path(tmp_path / "lm.json") is None
+    assert cache.read_backend_choice("anything") is None
+    monkeypatch.delenv("QUILL_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.cache_dir() == tmp_path / "xdg" / "quill"
+
+
+@pytest.fixture()
+def beam_model(smoke_model: Path, tmp_path: Path) -> Path:
+    """The smoke model decoding with beam search and a character LM of its words."""
+    from quill.models.language_model import CharNGramLM
+
+    model = tmp_path / "beam-model"
+    shutil.copytree(smoke_model, model)
+    meta = json.loads((model / "quill-model.json").read_text())
+    tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+    texts = [" ".join(SMOKE_WORDS), *SMOKE_WORDS, "quill ink", "Kew hello"]
+    CharNGramLM.fit(texts, order=4, tokenizer=tokenizer).save(model / "lm.json")
+    meta["decoding"] = {"method": "beam", "beam_width": 8, "lm": "lm.json", "lm_weight": 0.5}
+    (model / "quill-model.json").write_text(json.dumps(meta))
+    return model
+
+
+def test_the_language_model_is_compiled_once_into_the_cache(
+    beam_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quill.inference import backends, cache
+
+    monkeypatch.setenv("QUILL_CACHE_DIR", str(tmp_path / "cache"))
+    words = [render_line(w) for w in SMOKE_WORDS]
+    backends._load_lm.cache_clear()
+    first = Recognizer.from_path(beam_model, backend="onnx", threads=1)
+    compiled = cache.compiled_lm_path(beam_model / "lm.json")
+    assert compiled is not None and (compiled / "header.json").is_file()
+    assert first.runtime.decoder.lm._counts is not None  # read from the JSON this time
+    backends._load_lm.cache_clear()
+    second = Recognizer.from_path(beam_model, backend="onnx", threads=1)
+    assert second.runtime.decoder.lm._counts is None  # mapped from the compiled arrays
+    assert [p.text for p in second.predict(words)] == [p.text for p in first.predict(words)]
+    assert [p.confidence for p in second.predict(words)] == [
+        p.confidence for p in first.predict(words)
+    ]
+    # a damaged compiled copy is compiled again; a changed LM file gets its own
+    (compiled / "header.json").write_text("{")
+    backends._load_lm.cache_clear()
+    Recognizer.from_path(beam_model, backend="onnx", threads=1)
+    assert json.loads((compiled / "header.json").read_text())["order"] == 4
+    lm_file = beam_model / "lm.json"
+    lm_file.write_text(lm_file.read_text())
+    stat = lm_file.stat()
+    os.utime(lm_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache.compiled_lm_path(lm_file) != compiled
+    backends._load_lm.cache_clear()
+
+
+def test_cold_start_with_onnx_never_imports_torch(smoke_model: Path, tmp_path: Path) -> None:
+    """`quill predict` on ONNX Runtime: only the predict command's module and no torch."""
+    import subprocess
+    import sys
+
+    render_line("quill").save(tmp_path / "q.png")
+    code = (
+        "import sys; from quill.cli import main\n"
+        f"sys.argv = ['quill', 'predict', {str(tmp_path / 'q.png')!r}, '--model', "
+        f"{str(smoke_model)!r}, '--backend', 'onnx']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "clis = sorted(m for m in sys.modules if m.startswith('quill.') and m.endswith('.cli'))\n"
+        "print('MODULES', clis, 'torch' in sys.modules)\n"
+    )
+    env = {**os.environ, "QUILL_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    ).stdout
+    assert out.splitlines()[0].endswith("quill")
+    assert "MODULES ['quill.cli', 'quill.inference.cli'] False" in out

@@ -9,13 +9,19 @@ Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B
 * seq2seq: ONNX runs ``encoder.onnx`` once and ``decoder_step.onnx`` per token with a KV
   cache, the loop in NumPy; TorchScript and eager call the model's own cached ``generate``.
 
-``auto`` times each available serving runtime on the same probe batch at load time and keeps
-the fastest: the winner depends on the machine, the thread count and the model, so it is
-measured where the model runs rather than assumed.
+``auto`` times each available serving runtime on the same probe batch and keeps the fastest:
+the winner depends on the machine, the thread count and the model, so it is measured where
+the model runs rather than assumed, once: :mod:`quill.inference.cache` remembers it per model,
+threads and machine, so later starts load only the winner (ONNX Runtime without torch).
+
+torch is imported only by the torch runtimes, inside them: an ONNX start never pays for it.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
+from collections.abc import Callable
 from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
@@ -23,9 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from quill.inference import cache
 from quill.models.decoding import CTCDecoder, Decoded, seq2seq_greedy_decode
-from quill.staging.parity import median_decode_ms
+from quill.models.language_model import CharNGramLM
 from quill.vocab import Tokenizer
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("onnx", "torchscript", "eager")
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
@@ -46,7 +55,7 @@ class Backend(Protocol):
 
 
 def _session(path: Path, threads: int | None) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: a TorchScript-only start does not load it
 
     options = ort.SessionOptions()
     if threads:
@@ -83,16 +92,26 @@ def ctc_decoder(model_dir: Path, meta: dict[str, Any]) -> CTCDecoder:
 
 
 @lru_cache(maxsize=4)
-def _load_lm(path: Path) -> Any:
-    """A language model file, read once per process (``auto`` opens several runtimes)."""
-    from quill.models.language_model import CharNGramLM
-
+def _load_lm(path: Path) -> CharNGramLM:
+    """A language model file, read once per process (``auto`` opens several runtimes), from
+    its compiled form in the user cache when that is there (milliseconds instead of the
+    second or more that reading the JSON and computing the tables takes)."""
     if not path.is_file():
         raise ModelLoadError(f"{path.parent} has no {path.name} (its decoding section names it)")
+    compiled = cache.compiled_lm_path(path)
+    if compiled is not None and compiled.is_dir():
+        try:
+            return CharNGramLM.load_compiled(compiled, source=path)
+        except ValueError as exc:  # a damaged copy: compile again
+            log.info("%s", exc)
+            shutil.rmtree(compiled, ignore_errors=True)
     try:
-        return CharNGramLM.load(path)
+        lm = CharNGramLM.load(path)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
+    if compiled is not None and cache.write_atomic(compiled, lm.save_compiled):
+        cache.prune(compiled.parent, cache.MAX_COMPILED_LMS)
+    return lm
 
 
 class OnnxCTC:
@@ -146,7 +165,7 @@ class TorchModuleRuntime:
         self.decoder = decoder or CTCDecoder()
 
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
-        import torch
+        import torch  # lazy: torch takes seconds to import; ONNX starts never need it
 
         batch = torch.from_numpy(images)
         with torch.inference_mode():
@@ -160,14 +179,14 @@ class TorchModuleRuntime:
 
 
 def _set_torch_threads(threads: int | None) -> None:
-    import torch
+    import torch  # lazy: torch takes seconds to import; ONNX starts never need it
 
     if threads:
         torch.set_num_threads(threads)  # process-wide: torch has no per-module setting
 
 
 def _load_script(path: Path) -> Any:
-    import torch
+    import torch  # lazy: torch takes seconds to import; ONNX starts never need it
 
     if not path.is_file():
         raise ModelLoadError(f"{path.parent} has no {path.name}")
@@ -195,9 +214,9 @@ class EagerRuntime(TorchModuleRuntime):
     name = "eager"
 
     def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
+        # lazy: the network's code needs torch, which ONNX starts never import
         from quill.models import build_model
         from quill.staging.export import export_interface
-        from quill.vocab import Tokenizer
 
         _set_torch_threads(threads)
         num_classes = len(Tokenizer.from_dict(meta["tokenizer"]))
@@ -245,6 +264,9 @@ def choose_backend(
     model_dir: Path, meta: dict[str, Any], threads: int | None, probe: tuple[np.ndarray, np.ndarray]
 ) -> tuple[Backend, dict[str, float]]:
     """The fastest of the available serving runtimes on ``probe``, and every time measured."""
+    # lazy: measuring is rare (its result is cached), and parity pulls in image drawing
+    from quill.staging.parity import median_decode_ms
+
     timings: dict[str, float] = {}
     loaded: dict[str, Backend] = {}
     for name in AUTO_CANDIDATES:
@@ -260,3 +282,27 @@ def choose_backend(
         raise ModelLoadError(f"{model_dir} has no ONNX or TorchScript file to run")
     best = min(timings, key=timings.__getitem__)
     return loaded[best], timings
+
+
+def auto_backend(
+    model_dir: Path,
+    meta: dict[str, Any],
+    threads: int | None,
+    probe: Callable[[], tuple[np.ndarray, np.ndarray]],
+) -> tuple[Backend, dict[str, float], bool]:
+    """``auto``: the runtime measured fastest for this model, threads and machine, and the
+    timings of that measurement; measured now (on ``probe()``) unless the cache remembers it.
+    The third value says whether the choice came from the cache."""
+    key = cache.backend_choice_key(model_dir, meta, threads, AUTO_CANDIDATES)
+    remembered = cache.read_backend_choice(key)
+    if remembered is not None and remembered["backend"] in AUTO_CANDIDATES:
+        try:
+            backend = load_backend(remembered["backend"], model_dir, meta, threads)
+            return backend, dict(remembered["timings_ms"]), True
+        except (ImportError, ModelLoadError) as exc:  # e.g. torch uninstalled since: measure
+            log.info("cached backend choice %s unusable: %s", remembered["backend"], exc)
+    backend, timings = choose_backend(model_dir, meta, threads, probe())
+    cache.write_backend_choice(
+        key, backend.name, timings, model_version=meta.get("version"), threads=threads
+    )
+    return backend, timings, False

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from quill.inference.backends import ModelLoadError, choose_backend, load_backend
+from quill.inference.backends import ModelLoadError, auto_backend, load_backend
 from quill.inference.sources import InputImage, open_image
 from quill.preprocess import ImageError, PreprocessConfig, batch_images, preprocess
 from quill.vocab import Tokenizer
@@ -93,7 +93,9 @@ class Recognizer:
     """A staged model loaded for inference on the CPU.
 
     ``backend`` is the runtime in use (``onnx``, ``torchscript`` or ``eager``);
-    ``backend_timings`` records what ``auto`` measured to choose it (ms per probe batch).
+    ``backend_timings`` records what ``auto`` measured to choose it (ms per probe batch), and
+    ``backend_choice`` whether that was measured by this load or remembered from an earlier
+    one on this machine (:mod:`quill.inference.cache`); ``given`` for a named backend.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Recognizer:
         self.runtime = backend
         self.backend: str = backend.name
         self.backend_timings = backend_timings or {}
+        self.backend_choice = "given"
         self.threads = threads
         self.tokenizer = Tokenizer.from_dict(meta["tokenizer"])
         self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
@@ -151,9 +154,13 @@ class Recognizer:
         if decoding is not None:
             meta["decoding"] = {**meta.get("decoding", {}), "method": decoding}
         if backend == "auto":
-            probe = _probe_batch(PreprocessConfig.from_dict(meta["preprocess"]))
-            runtime, timings = choose_backend(model_dir, meta, threads, probe)
-            return cls(model_dir, meta, runtime, timings, threads)
+            config = PreprocessConfig.from_dict(meta["preprocess"])
+            runtime, timings, cached = auto_backend(
+                model_dir, meta, threads, lambda: _probe_batch(config)
+            )
+            recognizer = cls(model_dir, meta, runtime, timings, threads)
+            recognizer.backend_choice = "cached" if cached else "measured"
+            return recognizer
         return cls(model_dir, meta, load_backend(backend, model_dir, meta, threads), None, threads)
 
     @classmethod
@@ -278,6 +285,7 @@ class Recognizer:
             "family": self.meta["family"],
             "backend": self.backend,
             "backend_timings_ms": {k: round(v, 2) for k, v in self.backend_timings.items()},
+            "backend_choice": self.backend_choice,
             "threads": self.threads,
         }
 

@@ -1,0 +1,199 @@
+"""What loading a model works out once per model and machine, kept between processes.
+
+A command-line call pays its start-up every time, so two costs are paid once and remembered:
+
+* **the ``auto`` backend's choice**: timing ONNX Runtime against TorchScript takes a second
+  or more and imports torch. The winner, with its timings, is stored under a key made of the
+  model (version, decoding section, size and modification time of its runtime files), the
+  thread count and the machine (CPU model and count, Python, the runtimes' installations);
+  a change to any of them measures again.
+* **the compiled language model**: reading ``lm.json`` and computing its Kneser-Ney tables
+  takes a second or more; its compiled arrays load in milliseconds (keyed by the LM file's
+  path, size and modification time).
+
+Files live in the user's cache, never in the model directory (which may be read-only, shared
+or inside a container image): ``$QUILL_CACHE_DIR``, else ``$XDG_CACHE_HOME/quill``, else
+``~/.cache/quill``. Every write is atomic, and a cache that cannot be written is skipped: the
+next start measures or compiles again. ``QUILL_CACHE_DIR=off`` turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BACKEND_CHOICES = "backend-choice.json"
+#: Compiled language models kept (each a few MB); the least recently written go first.
+MAX_COMPILED_LMS = 8
+#: Backend choices kept (a few hundred bytes each).
+MAX_BACKEND_CHOICES = 64
+
+
+def cache_dir() -> Path | None:
+    """Where Quill keeps what it measured or compiled, or None when turned off."""
+    configured = os.environ.get("QUILL_CACHE_DIR")
+    if configured:
+        return None if configured.lower() == "off" else Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "quill"
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _stamp(path: Path) -> list[object]:
+    """Name, size and modification time of a file (None if missing): changes when it does."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return [path.name, None]
+    return [path.name, stat.st_size, stat.st_mtime_ns]
+
+
+def _installation(package: str) -> list[object] | None:
+    """Where ``package`` is installed and when (reinstalling or upgrading changes it), found
+    without importing it (torch takes seconds to import)."""
+    try:
+        spec = find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    return [spec.origin, *_stamp(Path(spec.origin))[1:]]
+
+
+def machine_fingerprint() -> dict[str, Any]:
+    """What makes one runtime faster than another here: CPU, cores, Python, runtimes."""
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    return {
+        "machine": platform.machine(),
+        "cpu": cpu or platform.processor(),
+        "cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "python": sys.version.split()[0],
+        "onnxruntime": _installation("onnxruntime"),
+        "torch": _installation("torch"),
+    }
+
+
+def backend_choice_key(
+    model_dir: Path, meta: dict[str, Any], threads: int | None, candidates: tuple[str, ...]
+) -> str:
+    """The key of ``auto``'s choice for this model, thread count and machine."""
+    files = sorted(
+        {f for name in candidates for f in meta.get("backends", {}).get(name, {}).get("files", [])}
+    )
+    model = [meta.get("version"), meta.get("decoding"), [_stamp(model_dir / f) for f in files]]
+    return _digest(model, threads, candidates, machine_fingerprint())
+
+
+def read_backend_choice(key: str) -> dict[str, Any] | None:
+    """``{"backend", "timings_ms", "measured_at", ...}`` stored for ``key``, if any."""
+    root = cache_dir()
+    if root is None:
+        return None
+    try:
+        choices = json.loads((root / BACKEND_CHOICES).read_text())
+        choice = choices[key]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    valid = isinstance(choice, dict) and isinstance(choice.get("backend"), str)
+    return choice if valid and isinstance(choice.get("timings_ms"), dict) else None
+
+
+def write_backend_choice(key: str, backend: str, timings: dict[str, float], **info: Any) -> None:
+    """Remember ``auto``'s choice under ``key`` (skipped silently if the cache is unwritable)."""
+    root = cache_dir()
+    if root is None:
+        return
+    path = root / BACKEND_CHOICES
+    try:
+        choices = json.loads(path.read_text())
+        if not isinstance(choices, dict):
+            choices = {}
+    except (OSError, ValueError):
+        choices = {}
+    choices.pop(key, None)
+    choices[key] = {
+        "backend": backend,
+        "timings_ms": {name: round(ms, 3) for name, ms in timings.items()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **info,
+    }
+    kept = dict(list(choices.items())[-MAX_BACKEND_CHOICES:])  # the newest last
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(kept, indent=1) + "\n"))
+
+
+def compiled_lm_path(lm_file: Path) -> Path | None:
+    """Where the compiled form of ``lm_file`` is kept (None when the cache is off)."""
+    root = cache_dir()
+    if root is None:
+        return None
+    from quill.models.language_model import COMPILED_FORMAT_VERSION
+
+    key = _digest(str(lm_file.resolve()), _stamp(lm_file), COMPILED_FORMAT_VERSION)
+    return root / "lm" / f"{lm_file.stem}-{key}"
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> bool:
+    """Call ``write(a new temporary path)``, which makes a file or a folder there, then move
+    it to ``path`` in one step, so that readers never see half of it; False (logged, not
+    raised) if the cache cannot be written. A folder already at ``path`` (another process
+    wrote it first) is kept."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / "new"
+        try:
+            write(temporary)
+            if temporary.is_dir():
+                try:
+                    temporary.rename(path)
+                except OSError:
+                    if not path.is_dir():
+                        raise
+            else:
+                os.replace(temporary, path)
+        finally:
+            shutil.rmtree(temporary.parent, ignore_errors=True)
+    except OSError as exc:
+        log.info("cache %s not written: %s", path, exc)
+        return False
+    return True
+
+
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the ``keep`` most recently modified entries of ``folder`` (best effort;
+    entries starting with a dot are other writers' work in progress)."""
+    try:
+        entries = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
+        entries.sort(key=lambda entry: entry.stat().st_mtime, reverse=True)
+        for old in entries[keep:]:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
+    except OSError:
+        pass
