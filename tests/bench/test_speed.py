@@ -136,3 +136,46 @@ def test_a_missing_runtime_file_is_reported_not_fatal(tiny_model, tmp_path) -> N
     systems, missing = load_quill_variants(partial, ["torchscript", "onnx"], 1, tmp_path / "q")
     assert [s.name for s in systems] == ["quill-onnx"]
     assert "model.pt" in missing["quill-torchscript"]
+
+
+def test_cold_starts_take_turns_and_failures_are_reported(tmp_path: Path) -> None:
+    import sys
+
+    from quill.bench.speed import cold_start_markdown, cold_start_payload, time_cold_starts
+
+    log = tmp_path / "order.txt"
+    append = "import sys; open(sys.argv[1], 'a').write(sys.argv[2])"
+    commands = {
+        "quill": ([sys.executable, "-c", append + "; print('read')", str(log), "q"], {}),
+        "tesseract": ([sys.executable, "-c", append, str(log), "t"], {"OMP_THREAD_LIMIT": "1"}),
+        "broken": ([sys.executable, "-c", "raise SystemExit('no model')"], {}),
+    }
+    rows, failures = time_cold_starts(commands, runs=3, warmup=1)
+    assert log.read_text() == "qt" * 4  # one warm-up run each, then turns
+    assert [row.system for row in rows] == ["quill", "tesseract"]
+    assert all(len(row.runs_s) == 3 and min(row.runs_s) > 0 for row in rows)
+    assert rows[0].text == "read"
+    assert failures == {"broken": "exit code 1: no model"}
+    section = cold_start_payload(rows, {"rapidocr": "peer missing"}, failures)
+    ratio = section["quill_vs"]["tesseract"]
+    assert ratio == round(rows[1].p50_s / rows[0].p50_s, 2)
+    markdown = "\n".join(cold_start_markdown(section))
+    assert f"{ratio:.2f}x" in markdown and "peer missing" in markdown and "no model" in markdown
+
+
+def test_cold_start_commands_read_one_line_or_say_the_peer_is_missing(
+    tiny_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from quill.bench import speed
+
+    image = tmp_path / "line.png"
+    commands, missing = speed.cold_start_commands(tiny_model, image, 1, ["tesseract"])
+    quill, _ = commands["quill"]
+    assert quill[-6:] == ["predict", str(image), "--model", str(tiny_model), "--threads", "1"]
+    if "tesseract" in commands:
+        tesseract, env = commands["tesseract"]
+        assert tesseract[1:3] == [str(image), "stdout"] and "--psm" in tesseract
+        assert env == {"OMP_THREAD_LIMIT": "1"}
+    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
+    commands, missing = speed.cold_start_commands(None, image, 1, ["tesseract"])
+    assert commands == {} and missing["tesseract"].startswith("peer missing")

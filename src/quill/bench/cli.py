@@ -309,6 +309,14 @@ def speed(
         int, typer.Option(help="Images timed per row (at least 5 calls whatever the batch).")
     ] = 32,
     warmup: Annotated[int, typer.Option(help="Untimed calls before each row.")] = 2,
+    cold_start: Annotated[
+        int,
+        typer.Option(
+            "--cold-start",
+            help="Also time N cold starts: `quill predict` on one line as a new process each "
+            "time, taking turns with `tesseract` (with --peer tesseract); 0: skip.",
+        ),
+    ] = 0,
     split: Annotated[str, typer.Option(help="Split the inputs come from.")] = "test",
     out: Annotated[Path, typer.Option(help="Folder for speed.json/.md.")] = Path("bench/results"),
     cache: Annotated[Path, typer.Option(help="Where raw sources are imported once.")] = Path(
@@ -320,7 +328,7 @@ def speed(
     from quill.bench.inputs import speed_inputs
     from quill.bench.machine import machine_info
     from quill.bench.report import speed_markdown, speed_payload, write
-    from quill.bench.speed import BASELINE, VARIANTS, SpeedPlan, run_speed
+    from quill.bench.speed import BASELINE, VARIANTS, SpeedPlan, cold_start_markdown, run_speed
     from quill.data.readers.common import DatasetError
 
     kinds, variants = kind or ["line", "paragraph"], variant or list(VARIANTS)
@@ -366,6 +374,9 @@ def speed(
             status=lambda text: progress.update(task, description=text),
             advance=lambda n: progress.advance(task, n),
         )
+        if cold_start > 0:
+            progress.update(task, description=f"cold starts: {cold_start} runs per system")
+            cold = _time_cold_starts(model, fixed, Path(scratch), plan.threads[0], peer, cold_start)
     _print_skipped(unavailable)
     for key, reason in run.failures.items():
         console.print(f"[red]failed {key}:[/red] {reason}")
@@ -377,9 +388,35 @@ def speed(
         "calls": f"max(5, {images} / batch)",
     }
     payload = speed_payload(run, unavailable, machine, source, BASELINE)
-    json_path, md_path = write(out, "speed", payload, speed_markdown(payload))
-    console.print("\n".join(speed_markdown(payload)[4:]))
+    markdown = speed_markdown(payload)
+    if cold_start > 0:
+        payload["cold_start"] = cold
+        markdown += cold_start_markdown(cold)
+    json_path, md_path = write(out, "speed", payload, markdown)
+    console.print("\n".join(markdown[4:]))
     console.print(f"wrote {json_path} and {md_path}")
+
+
+def _time_cold_starts(
+    model: Path | None,
+    fixed: dict,
+    scratch: Path,
+    threads: int,
+    peers: list[str] | None,
+    runs: int,
+) -> dict:
+    """The cold-start section of a speed run, on the first fixed line (written to a file)."""
+    from quill.bench.speed import cold_start_commands, cold_start_payload, time_cold_starts
+
+    lines = fixed.get("line") or []
+    if not lines:
+        return cold_start_payload([], {"all": "no line input to read"}, {})
+    data = lines[0].image  # the file as the dataset has it, read by each program itself
+    path = scratch / ("cold-start-line.jpg" if data[:2] == b"\xff\xd8" else "cold-start-line.png")
+    path.write_bytes(data)
+    commands, missing = cold_start_commands(model, path, threads, peers or [])
+    rows, failures = time_cold_starts(commands, runs)
+    return cold_start_payload(rows, missing, failures)
 
 
 def register(app: typer.Typer) -> None:

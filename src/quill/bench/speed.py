@@ -11,6 +11,10 @@ which is exactly what a user gets from them.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from quill.bench.inputs import SpeedInput
+from quill.bench.peers import INSTALL_HINT, TESSERACT_PSM
 from quill.bench.quantize import QuantizeError, quantize_staged
 from quill.bench.systems import Kind, QuillSystem, ReportsStages, System, SystemUnavailable
 from quill.evaluation import score
@@ -285,3 +290,164 @@ def run_speed(
                     run.failures[f"{name} {kind} batch={batch} threads={threads}"] = error
                 advance(len(systems))
     return run
+
+
+#: Cold starts: the whole process, as someone scripting a folder one file at a time pays it.
+@dataclass
+class ColdStart:
+    """Wall times of one system's command, each run a fresh process reading one line."""
+
+    system: str
+    command: list[str]
+    runs_s: list[float] = field(default_factory=list)
+    text: str = ""
+
+    @property
+    def p50_s(self) -> float:
+        """Median wall time in seconds.
+
+        >>> ColdStart("s", ["true"], [0.3, 0.1, 0.2]).p50_s
+        0.2
+        """
+        return float(np.percentile(self.runs_s, 50))
+
+    def to_dict(self) -> dict:
+        return {
+            "system": self.system,
+            "command": " ".join(self.command),
+            "runs": len(self.runs_s),
+            "p50_s": round(self.p50_s, 3),
+            "min_s": round(min(self.runs_s), 3),
+            "max_s": round(max(self.runs_s), 3),
+            "runs_s": [round(s, 3) for s in self.runs_s],
+            "text": self.text,
+        }
+
+
+def quill_command() -> list[str]:
+    """How this installation starts ``quill``: its console script beside this Python, or the
+    same entry point through ``python -c``."""
+    script = Path(sys.executable).with_name("quill")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "from quill.cli import main; main()"]
+
+
+def cold_start_commands(
+    model_dir: Path | None, image: Path, threads: int, peers: Sequence[str]
+) -> tuple[dict[str, tuple[list[str], dict[str, str]]], dict[str, str]]:
+    """Per system, the command (and environment additions) that reads ``image`` from a cold
+    process: ``quill predict`` with the model's own decoding, and ``tesseract`` (``--psm 7``,
+    one line, as the speed rows run it); the second value says why a system was left out.
+    RapidOCR has no command-line program of its own, so it is not part of this row."""
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {}
+    missing: dict[str, str] = {}
+    if model_dir is not None:
+        quill = [*quill_command(), "predict", str(image), "--model", str(model_dir)]
+        commands["quill"] = ([*quill, "--threads", str(threads)], {})
+    if "tesseract" in peers:
+        binary = shutil.which("tesseract")
+        if binary is None:
+            missing["tesseract"] = f"peer missing: no `tesseract` program on PATH; {INSTALL_HINT}"
+        else:
+            tesseract = [binary, str(image), "stdout", "-l", "eng", "--psm"]
+            env = {"OMP_THREAD_LIMIT": str(threads)}
+            commands["tesseract"] = ([*tesseract, str(TESSERACT_PSM["line"])], env)
+    return commands, missing
+
+
+def time_cold_starts(
+    commands: Mapping[str, tuple[list[str], dict[str, str]]],
+    runs: int,
+    warmup: int = 1,
+    timeout_s: float = 120.0,
+) -> tuple[list[ColdStart], dict[str, str]]:
+    """Each command run ``warmup`` + ``runs`` times as a new process, the systems taking turns
+    run by run (so load from other processes hits them alike). The warm-up runs fill the
+    operating system's file cache and Quill's own (its backend choice and compiled language
+    model, :mod:`quill.inference.cache`), as the first of a user's calls does. A command that
+    fails is dropped; the second value maps its system to the error."""
+    rows = {name: ColdStart(name, command) for name, (command, _) in commands.items()}
+    failures: dict[str, str] = {}
+    for number in range(warmup + runs):
+        for name, (command, env) in commands.items():
+            if name in failures:
+                continue
+            start = time.perf_counter()
+            try:
+                done = subprocess.run(
+                    command,
+                    capture_output=True,
+                    env={**os.environ, **env},
+                    timeout=timeout_s,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                failures[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            elapsed = time.perf_counter() - start
+            if done.returncode != 0:
+                message = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+                failures[name] = f"exit code {done.returncode}: {' '.join(message)}"
+                continue
+            rows[name].text = done.stdout.decode(errors="replace").strip()
+            if number >= warmup:
+                rows[name].runs_s.append(elapsed)
+    return [row for name, row in rows.items() if name not in failures], failures
+
+
+def cold_start_payload(
+    rows: Sequence[ColdStart], missing: Mapping[str, str], failures: Mapping[str, str]
+) -> dict:
+    """The cold-start section of ``speed.json``: each system's runs, and Quill's p50 against
+    each other system's (``quill_vs``: their p50 / Quill's, above 1 when Quill starts faster).
+
+    >>> rows = [ColdStart("quill", ["q"], [0.5]), ColdStart("tesseract", ["t"], [0.25])]
+    >>> cold_start_payload(rows, {}, {})["quill_vs"]
+    {'tesseract': 0.5}
+    """
+    by_name = {row.system: row for row in rows}
+    quill = by_name.get("quill")
+    ratios = {
+        row.system: round(row.p50_s / quill.p50_s, 2)
+        for row in rows
+        if quill is not None and row.system != "quill"
+    }
+    return {
+        "rows": [row.to_dict() for row in rows],
+        "quill_vs": ratios,
+        "unavailable": dict(missing),
+        "failures": dict(failures),
+    }
+
+
+def cold_start_markdown(section: Mapping) -> list[str]:
+    """The cold-start table of the speed report."""
+    from quill.bench.report import table  # here: the report module imports this one
+
+    lines = [
+        "## Cold start: one line, one new process",
+        "",
+        "Each run starts the program afresh and reads one line image, as a script calling it "
+        "once per file does; the systems take turns run by run after one untimed warm-up run "
+        "each (operating-system file cache and Quill's own cache filled).",
+        "",
+    ]
+    for name, reason in {**section["unavailable"], **section["failures"]}.items():
+        lines.append(f"- **{name}**: {reason}")
+    rows = [
+        [
+            row["system"],
+            row["runs"],
+            f"{row['p50_s']:.3f}",
+            f"{row['min_s']:.3f}",
+            f"{row['max_s']:.3f}",
+            "—"
+            if row["system"] == "quill" or row["system"] not in section["quill_vs"]
+            else f"{section['quill_vs'][row['system']]:.2f}x",
+            f"`{row['command']}`",
+        ]
+        for row in section["rows"]
+    ]
+    header = ["system", "runs", "p50 s", "min s", "max s", "its p50 / quill's", "command"]
+    return [*lines, *table(header, rows), ""]
