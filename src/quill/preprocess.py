@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 from PIL import Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
 
 #: Images larger than this are refused before they are decoded (a 20,000 x 20,000 photo
@@ -370,17 +369,18 @@ def _paper_estimate(image: Image.Image) -> Image.Image:
     grid = image.resize(
         (max(3, round(width * scale)), max(3, round(height * scale))), Image.Resampling.BOX
     )
-    size = 2 * max(1, min(grid.size) * 2 // 5 // 2) + 1
+    median = ImageFilter.MedianFilter(2 * max(1, min(grid.size) * 2 // 5 // 2) + 1)
     if grid.mode == "L":
-        paper = grid.filter(ImageFilter.MedianFilter(size))
-    else:  # numpy's partition is faster than Pillow's rank filter on three bands
-        radius, small = size // 2, np.asarray(grid)  # (h, w, 3)
-        padded = np.pad(small, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
-        windows = sliding_window_view(padded, (size, size), axis=(0, 1))  # (h, w, 3, k, k)
-        windows = windows.reshape(*small.shape, size * size)
-        middle = size * size // 2
-        paper = Image.fromarray(np.partition(windows, middle, axis=-1)[..., middle], "RGB")
-    return paper.resize((width, height), Image.Resampling.BILINEAR)
+        return grid.filter(median).resize((width, height), Image.Resampling.BILINEAR)
+    # Colour: the paper's brightness is the local median of the luminance, its hue the
+    # image's median colour (a shadow dims all three channels alike). A third of the cost of
+    # a median per channel, which on a photo's noisy colour is most of a line's budget.
+    luminance = grid.convert("L")
+    local = np.asarray(luminance.filter(median), np.float32)  # (h, w)
+    pixels = np.asarray(grid, np.float32).reshape(-1, 3)
+    hue = np.median(pixels, axis=0) / max(1.0, float(np.median(np.asarray(luminance))))
+    paper = np.clip(local[..., None] * hue + 0.5, 0, 255).astype(np.uint8)  # (h, w, 3)
+    return Image.fromarray(paper, "RGB").resize((width, height), Image.Resampling.BILINEAR)
 
 
 def crop_to_ink(ink: np.ndarray, threshold: float = 0.5, margin: float = 0.08) -> np.ndarray:

@@ -28,7 +28,7 @@ from PIL import Image
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
-from quill.preprocess import ImageSource, ink_map, load_image
+from quill.preprocess import ImageSource, ink_map, read_image
 
 Box = tuple[int, int, int, int]
 
@@ -167,16 +167,18 @@ def _to_original(x: float, y: float, skew: float, cx: float, cy: float) -> tuple
 def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> list[LineSegment]:
     """Split a paragraph or page image into text lines, top to bottom.
 
-    Returns one :class:`LineSegment` per line (an empty list for an image without ink). The
-    crops are ordinary RGB images: feed them to :func:`quill.preprocess.preprocess` like any
-    line photo.
+    Returns one :class:`LineSegment` per line (an empty list for an image without ink, or
+    with too little contrast to hold any: :data:`quill.preprocess.BLANK_CONTRAST`). The crops
+    are ordinary images (L for a greyscale source, else RGB): feed them to
+    :func:`quill.preprocess.preprocess` like any line photo.
     """
     config = config or SegmentConfig()
-    image = load_image(source)
+    image = read_image(source)
     scale = min(1.0, config.analysis_size / max(image.size))
     small = image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
         Image.Resampling.BOX,
+        reducing_gap=2.0,  # a huge photo is first reduced by an integer factor: one cheap pass
     )
     mask = ink_map(small) > config.threshold  # (h, w) at analysis resolution
     if not mask.any():
@@ -190,7 +192,7 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> l
     bands = line_bands(profile, spacing, config.min_line_height)
     ink = [float(profile[top:bottom].sum()) for top, bottom in bands]
     floor = config.min_ink_fraction * float(np.median(ink)) if ink else 0.0
-    paper = _paper_colour(image)
+    paper = _paper_colour(small)
     pad = config.margin * spacing
     segments = []
     for (top, bottom), amount in zip(bands, ink, strict=True):
@@ -209,11 +211,13 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> l
 
 
 def _deskewed_crop(
-    image: Image.Image, rect: tuple[float, float, float, float], skew: float, paper: tuple
+    image: Image.Image, rect: tuple[float, float, float, float], skew: float, paper: tuple | int
 ) -> LineSegment:
     """Cut one line: its axis-aligned box in the original image, and the straightened crop.
 
-    Only the line's own box is rotated (rotating the whole photo costs ~100x more).
+    The crop is sampled straight from the original in one affine transform (rotation back by
+    ``skew`` about the image centre, then the line's rectangle), so its cost is the line's
+    own pixels, not those of the page or of a rotated box.
     """
     centre = (image.width / 2, image.height / 2)
     corners = [
@@ -226,27 +230,30 @@ def _deskewed_crop(
         min(image.width, math.ceil(max(xs))),
         min(image.height, math.ceil(max(ys))),
     )
-    crop = image.crop(box)
-    if skew:
-        # Rotating the box about its centre straightens the line, whose centre it shares.
-        straight = crop.rotate(-skew, Image.Resampling.BILINEAR, fillcolor=paper)
-        width, height = rect[2] - rect[0], rect[3] - rect[1]
-        cx, cy = (min(xs) + max(xs)) / 2 - box[0], (min(ys) + max(ys)) / 2 - box[1]
-        crop = straight.crop(
-            (
-                max(0, round(cx - width / 2)),
-                max(0, round(cy - height / 2)),
-                min(crop.width, round(cx + width / 2)),
-                min(crop.height, round(cy + height / 2)),
-            )
-        )
-    return LineSegment(box=box, image=crop)
+    if not skew:
+        return LineSegment(box=box, image=image.crop(box))
+    angle = math.radians(skew)
+    cos, sin = math.cos(angle), math.sin(angle)
+    left, top = _to_original(rect[0], rect[1], skew, *centre)
+    size = (max(1, round(rect[2] - rect[0])), max(1, round(rect[3] - rect[1])))
+    # Output (x, y) is the deskewed point (rect[0] + x, rect[1] + y), i.e. the original
+    # point (left, top) + x * (cos, -sin) + y * (sin, cos).
+    straight = image.transform(
+        size,
+        Image.Transform.AFFINE,
+        (cos, sin, left, -sin, cos, top),
+        Image.Resampling.BILINEAR,
+        fillcolor=paper,
+    )
+    return LineSegment(box=box, image=straight)
 
 
-def _paper_colour(image: Image.Image) -> tuple[int, int, int]:
-    """Median colour: the fill for corners uncovered by deskewing (ink is sparse)."""
-    pixels = np.asarray(image.convert("RGB").resize((64, 64))).reshape(-1, 3)
-    return tuple(int(v) for v in np.median(pixels, axis=0))  # type: ignore[return-value]
+def _paper_colour(image: Image.Image) -> tuple[int, ...] | int:
+    """Median colour: the fill for corners uncovered by deskewing (ink is sparse); an int for
+    a greyscale (L) image."""
+    pixels = np.asarray(image.resize((64, 64), Image.Resampling.BOX))
+    median = np.median(pixels.reshape(64 * 64, -1), axis=0)
+    return int(median[0]) if image.mode == "L" else tuple(int(v) for v in median)
 
 
 __all__ = [
