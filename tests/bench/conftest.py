@@ -78,8 +78,8 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from quill.models import build_model
     from quill.preprocess import PreprocessConfig
-    from quill.staging.checkpoint import CheckpointSource, write_checkpoint
     from quill.staging.stage import stage_checkpoint
+    from quill.training.checkpoint import CheckpointSource, write_checkpoint
     from quill.vocab import Tokenizer
 
     torch.set_num_threads(1)

@@ -17,9 +17,9 @@ from quill.cli import app
 from quill.inference.backends import TorchModuleRuntime
 from quill.models import build_model
 from quill.preprocess import PreprocessConfig
-from quill.staging.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
 from quill.staging.export import export_interface
 from quill.staging.parity import ParityError, check_parity, sample_inputs
+from quill.training.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
 from quill.vocab import Tokenizer
 
 TINY = {"channels": [8, 16, 16, 16], "hidden": 32, "layers": 1, "dropout": 0.0}

@@ -1,7 +1,7 @@
 """The GPU recipe, tiny and real: pack a run, unpack it without its images, plan, slim down.
 
 Issue 13: "Test the packing and the budgeting, tiny, in the suite." Everything here runs the
-real components (DataModule, ink caches, Lightning, staging's checkpoint loader) on a few
+real components (DataModule, ink caches, Lightning, the checkpoint loader) on a few
 printed lines and the 54 k-parameter tiny model.
 """
 
@@ -20,8 +20,8 @@ import torch
 import yaml
 
 from quill.preprocess import PreprocessConfig
-from quill.staging.checkpoint import load_checkpoint
 from quill.training import gpu_recipe
+from quill.training.checkpoint import load_checkpoint
 from quill.training.config import resolve_config
 from quill.training.gpu_recipe import (
     ARCHIVE_LIMIT,

@@ -169,7 +169,7 @@ MULTI48 = REPO_ROOT.parent / "shared" / "checkpoints" / "multi48" / "model.ckpt"
 
 @pytest.mark.skipif(not MULTI48.is_file(), reason="../shared/checkpoints/multi48 is not here")
 def test_the_multi48_checkpoint_warm_starts_a_latin_model() -> None:
-    from quill.staging.checkpoint import load_checkpoint
+    from quill.training.checkpoint import load_checkpoint
 
     latin = Tokenizer.named("latin")
     source = load_checkpoint(MULTI48)

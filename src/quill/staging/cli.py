@@ -95,13 +95,13 @@ def stage(
     from rich.console import Console
 
     from quill.monitoring.evaluate import PromotionRefused
-    from quill.staging.checkpoint import CheckpointError, resolve_source
     from quill.staging.export import ExportError
     from quill.staging.parity import ParityError
     from quill.staging.registry import RegistryError
     from quill.staging.registry import fetch as fetch_model
     from quill.staging.registry import register as reg
     from quill.staging.stage import stage_checkpoint
+    from quill.training.checkpoint import CheckpointError, resolve_source
     from quill.training.tracking import default_tracking_uri
 
     console = Console(stderr=True, soft_wrap=True)

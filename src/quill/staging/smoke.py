@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from quill.preprocess import PreprocessConfig, batch_images, preprocess
-from quill.staging.checkpoint import CheckpointSource, write_checkpoint
 from quill.staging.parity import render_line
 from quill.staging.stage import StagedModel, stage_checkpoint
+from quill.training.checkpoint import CheckpointSource, write_checkpoint
 from quill.vocab import Tokenizer
 
 SMOKE_WORDS = ("hello", "quill", "Kew", "ink")

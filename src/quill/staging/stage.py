@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from quill.preprocess import ImageSource, batch_images
-from quill.staging.checkpoint import CheckpointSource, LoadedCheckpoint, load_checkpoint
 from quill.staging.export import export_interface, export_onnx, export_torchscript
 from quill.staging.model_card import render_model_card
 from quill.staging.parity import check_parity, sample_inputs
 from quill.staging.registry import METADATA_FILE
+from quill.training.checkpoint import CheckpointSource, LoadedCheckpoint, load_checkpoint
 
 FORMAT_VERSION = 1
 MODEL_CARD_FILE = "MODEL_CARD.md"

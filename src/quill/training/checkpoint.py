@@ -1,31 +1,41 @@
-"""Find a training checkpoint (a path or an MLflow run) and rebuild its network.
+"""The checkpoint format training writes: find one (a path or an MLflow run), rebuild it.
 
-Staging must not need Lightning: a Quill ``.ckpt`` is a ``torch.save`` dict whose
-``hyper_parameters`` say how to build the network (``model_name``, ``model_config``) and how to
-read and write text (``tokenizer``, ``preprocess``), and whose ``state_dict`` holds the
-network's weights under the prefix ``model.``. Rebuilding from those alone is what makes a
-staged model independent of the training code that produced it.
+Training owns this format, so it lives here: staging and ``--init-from`` read checkpoints
+through this module, and nothing in training imports staging. Reading must not need
+Lightning: a Quill ``.ckpt`` is a ``torch.save`` dict whose ``hyper_parameters`` say how to
+build the network (``model_name``, ``model_config``) and how to read and write text
+(``tokenizer``, ``preprocess``), and whose ``state_dict`` holds the network's weights under
+the prefix ``model.``. Rebuilding from those alone is what makes a staged model independent
+of the training code that produced it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from quill.data.manifest import file_sha256
+from quill.errors import QuillError
+from quill.models import build_model
 from quill.preprocess import PreprocessConfig
+from quill.training.runs import RunNotFoundError, resolve_run
 from quill.vocab import Tokenizer
 
 #: Tag the training layer sets on a run to name its best checkpoint (artifact path).
 BEST_CHECKPOINT_TAG = "quill.best_checkpoint"
+#: Run tag naming the weights a run started from (``model.init_from``); staging copies it
+#: into the model's lineage.
+INITIALISED_FROM_TAG = "quill.initialised_from"
 WEIGHT_PREFIX = "model."
 REQUIRED_HYPER_PARAMETERS = ("model_name", "model_config", "tokenizer", "preprocess")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint or run cannot be staged; the message names the file or run and the fix."""
+class CheckpointError(QuillError, ValueError):
+    """A checkpoint or run cannot be read; the message names the file or run and the fix."""
+
+    code = "checkpoint_invalid"
 
 
 @dataclass
@@ -60,19 +70,9 @@ class LoadedCheckpoint:
         return str(self.model.family)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
     """Rebuild the network of a Quill training checkpoint, in eval mode on the CPU."""
-    import torch
-
-    from quill.models import build_model
+    import torch  # lazy, as everywhere torch is used outside models: imports stay light
 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
@@ -122,10 +122,7 @@ def resolve_source(reference: str, tracking_uri: str, download_dir: Path) -> Che
     path = Path(reference)
     if path.suffix == ".ckpt" or path.exists():
         return CheckpointSource(path=path)
-    from mlflow.tracking import MlflowClient
-
-    from quill.training.init_weights import INITIALISED_FROM_TAG
-    from quill.training.runs import RunNotFoundError, resolve_run
+    from mlflow.tracking import MlflowClient  # lazy: mlflow takes seconds to import
 
     client = MlflowClient(tracking_uri=tracking_uri)
     try:

@@ -26,23 +26,23 @@ from typing import Any
 import torch
 from torch import nn
 
+from quill.errors import QuillError
+from quill.training.checkpoint import INITIALISED_FROM_TAG as INITIALISED_FROM_TAG
+from quill.training.checkpoint import CheckpointError, load_checkpoint
 from quill.vocab import SPECIAL_TOKENS, Tokenizer
-
-#: Run tag naming the weights a run started from; staging copies it into the model's lineage.
-INITIALISED_FROM_TAG = "quill.initialised_from"
 
 logger = logging.getLogger(__name__)
 
 
-class InitWeightsError(ValueError):
+class InitWeightsError(QuillError, ValueError):
     """The weights to start from cannot be used for this run; the message says why."""
+
+    code = "init_weights_invalid"
 
 
 def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """The network weights and tokenizer of a Quill ``.ckpt``, read by the same function that
     stages one (weights-only unpickling, hyper-parameters checked)."""
-    from quill.staging.checkpoint import CheckpointError, load_checkpoint
-
     try:
         loaded = load_checkpoint(path)
     except CheckpointError as exc:
