@@ -171,7 +171,8 @@ def test_cold_start_commands_read_one_line_or_say_the_peer_is_missing(
     image = tmp_path / "line.png"
     commands, missing = speed.cold_start_commands(tiny_model, image, 1, ["tesseract"])
     quill, _ = commands["quill"]
-    assert quill[-6:] == ["predict", str(image), "--model", str(tiny_model), "--threads", "1"]
+    assert quill[-8:-4] == ["predict", str(image), "--model", str(tiny_model)]
+    assert quill[-4:] == ["--kind", "line", "--threads", "1"]
     if "tesseract" in commands:
         tesseract, env = commands["tesseract"]
         assert tesseract[1:3] == [str(image), "stdout"] and "--psm" in tesseract

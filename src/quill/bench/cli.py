@@ -313,8 +313,9 @@ def speed(
         int,
         typer.Option(
             "--cold-start",
-            help="Also time N cold starts: `quill predict` on one line as a new process each "
-            "time, taking turns with `tesseract` (with --peer tesseract); 0: skip.",
+            help="Also time N cold starts: `quill predict --kind line` on one line as a new "
+            "process each time, taking turns with `tesseract --psm 7` (with --peer "
+            "tesseract); 0: skip.",
         ),
     ] = 0,
     split: Annotated[str, typer.Option(help="Split the inputs come from.")] = "test",

@@ -337,14 +337,15 @@ def cold_start_commands(
     model_dir: Path | None, image: Path, threads: int, peers: Sequence[str]
 ) -> tuple[dict[str, tuple[list[str], dict[str, str]]], dict[str, str]]:
     """Per system, the command (and environment additions) that reads ``image`` from a cold
-    process: ``quill predict`` with the model's own decoding, and ``tesseract`` (``--psm 7``,
-    one line, as the speed rows run it); the second value says why a system was left out.
-    RapidOCR has no command-line program of its own, so it is not part of this row."""
+    process: ``quill predict --kind line`` with the model's own decoding, and ``tesseract
+    --psm 7``: both told that the image is one line, as the speed rows run them. The second
+    value says why a system was left out. RapidOCR has no command-line program of its own,
+    so it is not part of this row."""
     commands: dict[str, tuple[list[str], dict[str, str]]] = {}
     missing: dict[str, str] = {}
     if model_dir is not None:
         quill = [*quill_command(), "predict", str(image), "--model", str(model_dir)]
-        commands["quill"] = ([*quill, "--threads", str(threads)], {})
+        commands["quill"] = ([*quill, "--kind", "line", "--threads", str(threads)], {})
     if "tesseract" in peers:
         binary = shutil.which("tesseract")
         if binary is None:
