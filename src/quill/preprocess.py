@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -292,59 +293,120 @@ def ink_map(image: Image.Image) -> np.ndarray:
     return _ink(image)[0]
 
 
+def ink_mask(image: Image.Image, threshold: float = 0.5) -> np.ndarray:
+    """``ink_map(image) > threshold`` (H, W) bool, without building the float map: what line
+    segmentation needs from a whole page.
+
+    >>> page = Image.new("RGB", (60, 40), (230, 220, 200))
+    >>> page.paste((40, 30, 90), (5, 10, 50, 14))
+    >>> bool((ink_mask(page, 0.35) == (ink_map(page) > 0.35)).all())
+    True
+    """
+    distance = _PaperDistance.of(image)
+    if distance.contrast < BLANK_CONTRAST:
+        return np.zeros(distance.values.shape, bool)
+    if distance.squared:
+        limit = (distance.low + threshold * distance.span) * _COLOUR_UNIT
+        return distance.values > limit * limit
+    return (distance.table() > threshold)[distance.values]
+
+
 def ink_contrast(image: Image.Image) -> float:
     """How far the ink stands out from the paper, in [0, 1] of colour distance: the 99.5th
     percentile of the distance from the local paper colour minus its median. Text is
-    0.15-0.8; blank paper (noise, texture, shadows) below :data:`BLANK_CONTRAST`.
+    0.1-0.8; blank paper (noise, texture, shadows) below :data:`BLANK_CONTRAST`.
 
     >>> round(ink_contrast(Image.new("L", (60, 30), 200)), 3)
     0.0
     """
-    return _ink(image)[1]
+    return _PaperDistance.of(image).contrast
+
+
+_COLOUR_UNIT = 255.0 * math.sqrt(3.0)  # the largest Euclidean distance between two colours
+
+
+@dataclass(frozen=True)
+class _PaperDistance:
+    """Each pixel's distance from the local paper colour, and its 50th and 99.5th percentiles
+    (``low``, ``high``, in [0, 1]): for greyscale ``values`` is |pixel - paper| (H, W) uint8,
+    for colour the squared Euclidean distance (H, W) int32 (``squared``). Percentiles come
+    from a histogram of these integers, so they are exact and cost one pass."""
+
+    values: np.ndarray
+    squared: bool
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, image: Image.Image) -> _PaperDistance:
+        image = _working_mode(image)
+        if image.mode == "RGB" and _is_grey(image):
+            # A grey scan stored as RGB is worked on as one channel: the distance is then
+            # |pixel - paper|, what its three equal channels give, at a third of the cost.
+            image = image.getchannel(0)
+        difference = np.asarray(ImageChops.difference(image, _paper_estimate(image)))  # uint8
+        if difference.ndim == 2:
+            low, high = _percentiles(np.bincount(difference.ravel(), minlength=256))
+            return cls(difference, False, low / 255.0, high / 255.0)
+        wide = difference.astype(np.uint16)  # squares of 0..255 fit; their sum needs 32 bits
+        squared = (wide[..., 0] * wide[..., 0]).astype(np.int32)
+        squared += wide[..., 1] * wide[..., 1]
+        squared += wide[..., 2] * wide[..., 2]
+        low, high = _percentiles(np.bincount(squared.ravel()), math.sqrt)
+        return cls(squared, True, low / _COLOUR_UNIT, high / _COLOUR_UNIT)
+
+    @property
+    def contrast(self) -> float:
+        return max(0.0, self.high - self.low)
+
+    @property
+    def span(self) -> float:
+        """What the distance is normalised by: the contrast, at least MIN_CONTRAST."""
+        return max(self.contrast, MIN_CONTRAST)
+
+    def table(self) -> np.ndarray:
+        """Ink value (256,) float32 of each greyscale distance."""
+        levels = np.arange(256, dtype=np.float32) / 255.0
+        return np.clip((levels - self.low) / self.span, 0.0, 1.0).astype(np.float32)
+
+    def ink(self) -> np.ndarray:
+        """The ink map (H, W) float32 in [0, 1]; all paper below BLANK_CONTRAST."""
+        if self.contrast < BLANK_CONTRAST:  # no ink worth the name, not stretched noise
+            return np.zeros(self.values.shape, np.float32)
+        if not self.squared:
+            return self.table()[self.values]
+        ink = np.sqrt(self.values, dtype=np.float32)
+        ink *= np.float32(1.0 / (_COLOUR_UNIT * self.span))
+        ink -= np.float32(self.low / self.span)
+        return np.clip(ink, 0.0, 1.0, out=ink)
 
 
 def _ink(image: Image.Image) -> tuple[np.ndarray, float]:
     """The ink map of an image and its contrast (:func:`ink_contrast`)."""
-    image = _working_mode(image)
-    if image.mode == "RGB" and _is_grey(image):
-        # A grey scan stored as RGB is worked on as one channel: the distance is then
-        # |pixel - paper|, what its three equal channels give, at a third of the cost.
-        image = image.getchannel(0)
-    difference = np.asarray(ImageChops.difference(image, _paper_estimate(image)))  # uint8
-    if difference.ndim == 2:  # grey: the distance is the difference, in 1/255 steps
-        distance, unit, levels = difference, 255.0, 256
-        bins = difference
-    else:  # colour: Euclidean distance (H, W), binned in 1/1023 steps for the percentiles
-        channels = difference.astype(np.float32)
-        distance = np.sqrt(np.einsum("ijk,ijk->ij", channels, channels))
-        unit, levels = 255.0 * math.sqrt(3.0), 1024
-        bins = (distance * ((levels - 1) / unit)).astype(np.int32)
-    counts = np.bincount(bins.ravel(), minlength=levels)
-    low, high = (v / (levels - 1) for v in _percentiles(counts, (50.0, 99.5)))
-    contrast = max(0.0, high - low)
-    if contrast < BLANK_CONTRAST:  # no ink worth the name: all paper, not stretched noise
-        return np.zeros(distance.shape, np.float32), contrast
-    span = max(contrast, MIN_CONTRAST)
-    if difference.ndim == 2:
-        table = np.clip((np.arange(256, dtype=np.float32) / 255.0 - low) / span, 0.0, 1.0)
-        return table.astype(np.float32)[distance], contrast
-    ink = distance * np.float32(1.0 / (unit * span)) - np.float32(low / span)
-    return np.clip(ink, 0.0, 1.0, out=ink), contrast
+    distance = _PaperDistance.of(image)
+    return distance.ink(), distance.contrast
 
 
-def _percentiles(counts: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """Percentiles (as bin positions) of values given by their histogram, interpolated as
-    :func:`numpy.percentile` does between the two order statistics around each one."""
+def _percentiles(
+    counts: np.ndarray, value: Callable[[float], float] = float
+) -> tuple[float, float]:
+    """The 50th and 99.5th percentiles of integers given by their histogram (``value`` maps
+    an integer to what is interpolated, as :func:`numpy.percentile` does between the two
+    order statistics around each percentile).
+
+    >>> _percentiles(np.bincount([0, 0, 1, 5, 9]))
+    (1.0, 8.92)
+    """
     cumulative = np.cumsum(counts)
     total = int(cumulative[-1])
     result = []
-    for q in qs:
+    for q in (50.0, 99.5):
         position = q / 100.0 * (total - 1)
         below = int(math.floor(position))
-        lower = int(np.searchsorted(cumulative, below + 1))
-        upper = int(np.searchsorted(cumulative, min(below + 2, total)))
+        lower = value(int(np.searchsorted(cumulative, below + 1)))
+        upper = value(int(np.searchsorted(cumulative, min(below + 2, total))))
         result.append(lower + (upper - lower) * (position - below))
-    return result
+    return result[0], result[1]
 
 
 def _is_grey(image: Image.Image) -> bool:

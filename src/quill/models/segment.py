@@ -28,7 +28,7 @@ from PIL import Image
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
-from quill.preprocess import ImageSource, ink_map, read_image
+from quill.preprocess import ImageSource, ink_mask, read_image
 
 Box = tuple[int, int, int, int]
 
@@ -73,13 +73,16 @@ def sheared_profile(mask: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def _sheared_rows(ys: np.ndarray, xs: np.ndarray, height: int, degrees: float) -> np.ndarray:
-    rows = np.round(ys + xs * math.tan(math.radians(degrees))).astype(np.int64)
+    rows = np.rint(ys + xs * np.float32(math.tan(math.radians(degrees)))).astype(np.int32)
     keep = (rows >= 0) & (rows < height)
     return np.bincount(rows[keep], minlength=height).astype(np.float64)
 
 
 def estimate_skew(mask: np.ndarray, max_degrees: float, step: float) -> float:
     """Angle (degrees) that makes text lines horizontal: the sharpest sheared profile.
+
+    Searched every other step first, then at the steps beside the best one (the energy has
+    one sharp peak, so this finds the same angle in about half the projections).
 
     >>> mask = np.zeros((200, 400), bool)
     >>> for y in (50, 100, 150): mask[[round(y - (x - 200) * math.tan(math.radians(3)))
@@ -88,10 +91,19 @@ def estimate_skew(mask: np.ndarray, max_degrees: float, step: float) -> float:
     3.0
     """
     ys, xs = np.nonzero(mask)  # once: the search only re-projects these points
-    xs = xs - mask.shape[1] / 2
+    ys, xs = ys.astype(np.float32), (xs - mask.shape[1] / 2).astype(np.float32)
     angles = np.arange(-max_degrees, max_degrees + step / 2, step)
-    energy = [float((_sheared_rows(ys, xs, mask.shape[0], a) ** 2).sum()) for a in angles]
-    return float(angles[int(np.argmax(energy))])
+    energy: dict[int, float] = {}
+
+    def search(indices: range) -> int:
+        for i in indices:
+            if i not in energy and 0 <= i < len(angles):
+                energy[i] = float((_sheared_rows(ys, xs, mask.shape[0], angles[i]) ** 2).sum())
+        return max(energy, key=lambda i: (energy[i], -abs(angles[i])))
+
+    best = search(range(len(angles) // 2 % 2, len(angles), 2))
+    best = search(range(best - 1, best + 2))
+    return float(angles[best])
 
 
 def line_spacing(profile: np.ndarray, min_spacing: int) -> int:
@@ -180,7 +192,7 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> l
         Image.Resampling.BOX,
         reducing_gap=2.0,  # a huge photo is first reduced by an integer factor: one cheap pass
     )
-    mask = ink_map(small) > config.threshold  # (h, w) at analysis resolution
+    mask = ink_mask(small, config.threshold)  # (h, w) at analysis resolution
     if not mask.any():
         return []
     skew = estimate_skew(mask, config.max_skew_degrees, config.skew_step_degrees)
