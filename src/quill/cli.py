@@ -37,6 +37,7 @@ COMMANDS = {
     "ui": "quill.training.cli",
     "runs": "quill.training.cli",
     "stage": "quill.staging.cli",
+    "model": "quill.staging.cli",
     "predict": "quill.inference.cli",
     "lm": "quill.inference.cli",
     "serve": "quill.serving.cli",

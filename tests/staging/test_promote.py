@@ -1,4 +1,4 @@
-"""``quill stage --promote``: the report card gates the champion alias."""
+"""``quill model promote``: the report card gates the champion alias."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_promote_refuses_a_protected_slice_regression_unless_forced(
     meta = json.loads((smoke_model / "quill-model.json").read_text())
     card = card_regressing_a_protected_slice(meta["version"], tmp_path / "card")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    command = ["stage", str(smoke_model), "--promote", "--report-card", str(card)]
+    command = ["model", "promote", str(smoke_model), "--report-card", str(card)]
     command += ["--tracking-uri", uri]
     runner = CliRunner()
     client = MlflowClient(uri, registry_uri=uri)
@@ -59,7 +59,23 @@ def test_promote_refuses_a_card_for_another_version(smoke_model: Path, tmp_path:
     card = card_regressing_a_protected_slice("someone-else", tmp_path / "card")
     result = CliRunner().invoke(
         app,
-        ["stage", str(smoke_model), "--promote", "--force", "--report-card", str(card)]
+        ["model", "promote", str(smoke_model), "--force", "--report-card", str(card)]
         + ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
     )
     assert result.exit_code == 1 and "someone-else" in result.output
+
+
+def test_fetch_and_promote_are_model_commands_and_old_spellings_name_them(
+    tmp_path: Path,
+) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(app, ["model", "--help"])
+    assert listed.exit_code == 0 and "fetch" in listed.output and "promote" in listed.output
+    for old, new in [
+        (["--fetch", "m@champion", "--out", str(tmp_path)], "quill model fetch"),
+        ([str(tmp_path), "--promote"], "quill model promote"),
+    ]:
+        result = runner.invoke(app, ["stage", *old])
+        assert result.exit_code == 2 and new in result.output, result.output
+    not_staged = runner.invoke(app, ["model", "promote", str(tmp_path)])
+    assert not_staged.exit_code == 2 and "quill-model.json" in not_staged.output

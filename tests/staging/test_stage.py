@@ -82,8 +82,8 @@ def test_stage_register_and_fetch_through_the_cli(tmp_path: Path, tracking_uri: 
     result = runner.invoke(
         app,
         [
-            "stage",
-            "--fetch",
+            "model",
+            "fetch",
             "tiny@champion",
             "--out",
             str(fetched),
@@ -97,8 +97,8 @@ def test_stage_register_and_fetch_through_the_cli(tmp_path: Path, tracking_uri: 
     missing = runner.invoke(
         app,
         [
-            "stage",
-            "--fetch",
+            "model",
+            "fetch",
             "tiny@nope",
             "--out",
             str(tmp_path / "x"),

@@ -4,7 +4,7 @@ Both models read the same images in the same pass (batch by batch, interleaved, 
 load hits them alike). The card has CER/WER of both on every evaluation set and slice,
 latency, and a pass/fail verdict from ``configs/evaluation.yaml``: no overall regression
 beyond a tolerance, no regression on a *protected* slice (say, the feedback set users
-corrected, or light-on-dark images), and no large latency increase. ``quill stage --promote``
+corrected, or light-on-dark images), and no large latency increase. ``quill model promote``
 reads the card through :func:`check_promotion`.
 
 Scoring is :mod:`quill.evaluation`'s, the same as ``quill bench accuracy``'s: corpus CER/WER

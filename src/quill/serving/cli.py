@@ -165,7 +165,7 @@ def _require_model(model: Path) -> None:
         typer.echo(
             f"error: no staged model at {model} (quill-model.json missing). Stage one with "
             "`quill stage RUN_OR_CHECKPOINT --out DIR` or fetch one with "
-            "`quill stage --fetch NAME --out DIR`, then pass --model DIR.",
+            "`quill model fetch NAME --out DIR`, then pass --model DIR.",
             err=True,
         )
         raise typer.Exit(1)

@@ -1,4 +1,11 @@
-"""``quill stage``: turn a training run or checkpoint into a served, registered model."""
+"""Commands of the staging layer: ``quill stage`` and ``quill model fetch|promote``.
+
+``quill stage`` turns a training run or checkpoint into a staged model directory (and
+registers it); ``quill model fetch`` brings a registered version back as a directory;
+``quill model promote`` points the champion alias at a staged model whose report card
+passed. Heavy libraries (torch, mlflow, onnx) are imported inside the command bodies so
+``quill --help`` stays instant.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import glob
 import json
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +24,28 @@ if TYPE_CHECKING:
 
 #: The registry alias a promoted model gets (what serving fetches as NAME@champion).
 PROMOTE_ALIAS = "champion"
+#: Options ``quill stage`` had before fetch and promote became commands of their own.
+MOVED = {
+    "fetch": "quill model fetch NAME@ALIAS --out DIR",
+    "promote": "quill model promote DIR",
+}
+
+model_app = typer.Typer(
+    help="Registered models: fetch a version as a directory, promote a staged one.",
+    no_args_is_help=True,
+)
+
+TrackingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking/registry URI (default: $QUILL_TRACKING_URI or mlruns/mlflow.db).",
+        show_default=False,
+    ),
+]
+OutOption = Annotated[
+    Path, typer.Option("--out", "-o", help="Directory to write the model to.", show_default=False)
+]
 
 
 def _expand(patterns: list[str]) -> list[str]:
@@ -29,102 +58,94 @@ def _expand(patterns: list[str]) -> list[str]:
     return paths
 
 
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def _tracking_uri(given: str | None) -> str:
+    from quill.training.tracking import default_tracking_uri
+
+    return given or default_tracking_uri()
+
+
+def _moved(value: object, param: typer.CallbackParam) -> object:
+    """Old spellings of ``quill stage`` (``--fetch``, ``--promote``) name their new command."""
+    if value:
+        raise typer.BadParameter(f"moved: use `{MOVED[param.name or '']}`")
+    return value
+
+
 def stage(
-    reference: str = typer.Argument(
-        None,
-        help="MLflow run id (its best checkpoint is staged) or path to a .ckpt file; with "
-        "--promote, also an already staged model directory.",
-        show_default=False,
-    ),
-    out: Path = typer.Option(
-        None, "--out", "-o", help="Directory to write the staged model to.", show_default=False
-    ),
-    name: str = typer.Option(
-        None, help="Model name in quill-model.json and the registry [default: --out's name]."
-    ),
-    fetch: str = typer.Option(
-        None,
-        "--fetch",
-        help="Instead of staging, download NAME, NAME@ALIAS or NAME@VERSION from the registry.",
-    ),
-    alias: str = typer.Option(None, help="Registry alias to point at the new version."),
-    register: bool = typer.Option(
-        True, "--register/--no-register", help="Register the staged model in MLflow."
-    ),
-    run_id: str = typer.Option(
-        None, help="Training run to record as lineage when REFERENCE is a file."
-    ),
-    samples: list[str] = typer.Option(
-        [],
-        "--samples",
-        help="Images (files, directories or globs) for the parity check [default: rendered "
-        "sample sentences].",
-    ),
-    tracking_uri: str = typer.Option(
-        None,
-        help="MLflow tracking/registry URI [default: $QUILL_TRACKING_URI or mlruns/mlflow.db].",
-    ),
-    promote: bool = typer.Option(
-        False,
-        "--promote",
-        help=f"Register the model under the alias {PROMOTE_ALIAS!r} (or --alias), only if its "
-        "report card (`quill evaluate`) passed: no regression overall or on a protected slice.",
-    ),
-    report_card: Path = typer.Option(
-        Path("report-card/report-card.json"),
-        help="The candidate's report card, for --promote.",
-    ),
-    force: bool = typer.Option(
-        False, "--force", help="With --promote: promote despite a failing card (warns)."
-    ),
-    card_notes: Path = typer.Option(
-        None,
-        "--card-notes",
-        help="Markdown file appended to the generated model card (data attribution, the "
-        "commands that produced the model, its measured status), e.g. "
-        "configs/default_model_card.md for the shipped default.",
-        show_default=False,
-    ),
+    reference: Annotated[
+        str,
+        typer.Argument(
+            help="MLflow run (id, id prefix or name; its best checkpoint is staged) or path "
+            "to a .ckpt file.",
+            show_default=False,
+        ),
+    ],
+    out: OutOption,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Model name in quill-model.json and the registry (default: --out's name)."
+        ),
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Registry alias to point at the new version.")
+    ] = None,
+    register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Register the staged model in MLflow.")
+    ] = True,
+    run_id: Annotated[
+        str | None, typer.Option(help="Training run to record as lineage when REFERENCE is a file.")
+    ] = None,
+    samples: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--samples",
+            help="Images (files, directories or globs) for the parity check (default: rendered "
+            "sample sentences).",
+        ),
+    ] = None,
+    tracking_uri: TrackingOption = None,
+    card_notes: Annotated[
+        Path | None,
+        typer.Option(
+            "--card-notes",
+            help="Markdown file appended to the generated model card (data attribution, the "
+            "commands that produced the model, its measured status), e.g. "
+            "configs/default_model_card.md for the shipped default.",
+            show_default=False,
+        ),
+    ] = None,
+    fetch: Annotated[
+        str | None, typer.Option("--fetch", hidden=True, callback=_moved, is_eager=True)
+    ] = None,
+    promote: Annotated[
+        bool, typer.Option("--promote", hidden=True, callback=_moved, is_eager=True)
+    ] = False,
 ) -> None:
     """Export a checkpoint to ONNX + TorchScript, check parity, write a model card, register.
 
     Staging fails (exit code 1, nothing written or registered) if an export decodes the
-    sample set differently from eager PyTorch. ``--promote`` refuses (exit code 1, nothing
-    registered) a model whose report card failed, unless ``--force``.
+    sample set differently from eager PyTorch. `quill model promote` then makes a staged
+    model the champion; `quill model fetch` brings a registered one back.
     """
-    from rich.console import Console
-
-    from quill.monitoring.evaluate import PromotionRefused
     from quill.staging.export import ExportError
     from quill.staging.parity import ParityError
     from quill.staging.registry import RegistryError
-    from quill.staging.registry import fetch as fetch_model
-    from quill.staging.registry import register as reg
+    from quill.staging.registry import register as register_model
     from quill.staging.stage import stage_checkpoint
     from quill.training.checkpoint import CheckpointError, resolve_source
-    from quill.training.tracking import default_tracking_uri
 
-    console = Console(stderr=True, soft_wrap=True)
-    uri = tracking_uri or default_tracking_uri()
     if card_notes is not None and not card_notes.is_file():
         raise typer.BadParameter(f"no such file: {card_notes}", param_hint="--card-notes")
-    staged_dir = Path(reference) if reference else None
-    if not (promote and staged_dir is not None and (staged_dir / METADATA_FILE).is_file()):
-        staged_dir = None
-        if out is None:
-            raise typer.BadParameter("--out is required to stage or fetch a model")
+    console = _console()
+    uri = _tracking_uri(tracking_uri)
     try:
-        if fetch:
-            path = fetch_model(fetch, out, uri)
-            console.print(f"[green]fetched[/] {fetch} -> {path}")
-            return
-        if not reference:
-            raise typer.BadParameter("give a run id or checkpoint path, or --fetch NAME")
-        if staged_dir is not None:
-            _promote(staged_dir, report_card, force, console)
-            version = reg(staged_dir, uri, name, alias or PROMOTE_ALIAS)
-            console.print(f"[green]promoted[/] {version.name} version {version.version} in {uri}")
-            return
         with console.status("staging") as status, tempfile.TemporaryDirectory() as scratch:
             source = resolve_source(reference, uri, Path(scratch))
             if run_id:
@@ -133,7 +154,7 @@ def stage(
                 source,
                 out,
                 name or out.name,
-                _expand(samples),
+                _expand(samples or []),
                 progress=lambda step: status.update(step),
                 card_notes=card_notes.read_text() if card_notes else "",
             )
@@ -144,25 +165,89 @@ def stage(
                 f"{result['median_ms']:.1f} ms (eager {parity['eager_median_ms']:.1f} ms)"
             )
         console.print(f"[green]staged[/] {staged.meta['version']} -> {out}")
-        if promote:
-            _promote(out, report_card, force, console)
-        if register or promote:
-            version = reg(out, uri, name or out.name, alias or (PROMOTE_ALIAS if promote else None))
+        if register:
+            version = register_model(out, uri, name or out.name, alias)
             console.print(f"[green]registered[/] {version.name} version {version.version} in {uri}")
-    except (CheckpointError, ExportError, ParityError, RegistryError, PromotionRefused) as exc:
+    except (CheckpointError, ExportError, ParityError, RegistryError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
 
 
-def _promote(staged_dir: Path, card: Path, force: bool, console: Console) -> None:
-    """The promotion gate: the staged version's report card must have passed (or ``force``)."""
-    from quill.monitoring.evaluate import check_promotion
+@model_app.command("fetch")
+def fetch_command(
+    reference: Annotated[
+        str,
+        typer.Argument(
+            help="NAME (its latest version), NAME@ALIAS or NAME@VERSION in the registry.",
+            show_default=False,
+        ),
+    ],
+    out: OutOption,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Download a registered model version's staged files into a directory."""
+    from quill.staging.registry import RegistryError, fetch
 
+    console = _console()
+    try:
+        path = fetch(reference, out, _tracking_uri(tracking_uri))
+    except RegistryError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"[green]fetched[/] {reference} -> {path}")
+
+
+@model_app.command("promote")
+def promote_command(
+    staged_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A staged model directory (as `quill stage` or `quill model fetch` write).",
+            show_default=False,
+        ),
+    ],
+    report_card: Annotated[
+        Path, typer.Option(help="The candidate's report card (`quill evaluate`).")
+    ] = Path("report-card/report-card.json"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote despite a failing card (warns).")
+    ] = False,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Registered model name (default: the name in quill-model.json)."),
+    ] = None,
+    alias: Annotated[str, typer.Option(help="Registry alias to point at it.")] = PROMOTE_ALIAS,
+    tracking_uri: TrackingOption = None,
+) -> None:
+    """Register a staged model under the champion alias, only if its report card passed.
+
+    The card (`quill evaluate`) must be for this version and show no regression overall or on
+    a protected slice; otherwise nothing is registered and the exit code is 1, unless
+    `--force` (which warns about each failed check).
+    """
+    from quill.monitoring.evaluate import PromotionRefused, check_promotion
+    from quill.staging.registry import RegistryError, register
+
+    if not (staged_dir / METADATA_FILE).is_file():
+        raise typer.BadParameter(
+            f"{staged_dir} is not a staged model (no {METADATA_FILE}); stage one with "
+            "`quill stage RUN --out DIR` or fetch one with `quill model fetch NAME --out DIR`",
+            param_hint="STAGED_DIR",
+        )
+    console = _console()
+    uri = _tracking_uri(tracking_uri)
     version = json.loads((staged_dir / METADATA_FILE).read_text())["version"]
-    for failure in check_promotion(card, version, force=force):
-        console.print(f"[yellow]warning:[/] promoting despite a failed check: {failure}")
+    try:
+        for failure in check_promotion(report_card, version, force=force):
+            console.print(f"[yellow]warning:[/] promoting despite a failed check: {failure}")
+        registered = register(staged_dir, uri, name, alias)
+    except (PromotionRefused, RegistryError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"[green]promoted[/] {registered.name} version {registered.version} in {uri}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the `quill` app."""
     app.command("stage")(stage)
+    app.add_typer(model_app, name="model")

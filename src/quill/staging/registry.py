@@ -3,7 +3,7 @@
 Each staged directory is logged as the artifacts of a ``quill-staging`` run (tagged with the
 training run it came from) and registered as a new version of a registered model. The
 version's tags carry the lineage (training run, checkpoint, dataset version) so that
-``quill stage --fetch NAME@ALIAS`` can later bring back the exact files and say where they
+``quill model fetch NAME@ALIAS`` can later bring back the exact files and say where they
 came from.
 """
 
