@@ -6,6 +6,8 @@
   gradients, dead blocks), and histograms where the logger draws them.
 * :class:`Throughput`: training samples per second, the number a data or model change moves.
 * :class:`CheckpointArtifacts`: the top-k checkpoints uploaded to the run, the best marked.
+* :class:`ValidateBeforeMaxSteps`: a run that ``max_steps`` ends inside an epoch validates at
+  its last step (so checkpointing and early stopping have ``val_cer``).
 """
 
 from __future__ import annotations
@@ -148,6 +150,46 @@ class Throughput(L.Callback):
         if self._epoch_samples:
             rate = self._epoch_samples / max(elapsed, 1e-9)
             module.log("samples_per_sec_epoch", rate, on_step=False, on_epoch=True)
+
+
+class ValidateBeforeMaxSteps(L.Callback):
+    """Validate at the last step of a run that ``trainer.max_steps`` ends inside an epoch.
+
+    Lightning validates at the end of each epoch (or every ``val_check_interval`` batches);
+    a run whose ``max_steps`` stop it before the first validation had no ``val_cer``, so early
+    stopping raised "Early stopping conditioned on metric 'val_cer' which is not available",
+    the run was recorded FAILED and no checkpoint was chosen. When the steps left end inside
+    the current epoch before any validation, this moves the validation to that last step.
+    """
+
+    def __init__(self) -> None:
+        #: batch (1-based, in the epoch) of the moved validation, None when nothing was moved
+        self.validates_at: int | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # (Lightning skips this hook when it resumes inside an epoch: an epoch starts here.)
+        every = trainer.check_val_every_n_epoch
+        if (
+            trainer.max_steps is None
+            or trainer.max_steps < 0
+            or trainer.limit_val_batches == 0
+            or (every is not None and (trainer.current_epoch + 1) % every != 0)
+        ):
+            return
+        batches = trainer.fit_loop.max_batches
+        check = trainer.val_check_batch
+        if not isinstance(batches, int) or not isinstance(check, int | float):
+            return
+        batches_left = (trainer.max_steps - trainer.global_step) * trainer.accumulate_grad_batches
+        if 0 < batches_left < batches and check > batches_left:
+            trainer.val_check_batch = batches_left
+            self.validates_at = batches_left
+            if trainer.is_global_zero:
+                print(
+                    f"max_steps={trainer.max_steps} ends the run inside an epoch of {batches} "
+                    f"batches: validating after batch {batches_left}, its last step",
+                    flush=True,
+                )
 
 
 class CheckpointArtifacts(L.Callback):

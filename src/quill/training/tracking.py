@@ -427,11 +427,35 @@ class MLflowTracker(Tracker):
     def log_image(self, image: Any, artifact_file: str) -> None:
         self.client.log_image(self.run_id, image, artifact_file=artifact_file)
 
+    #: MLflow lists a run's tables in one tag (``mlflow.loggedArtifacts``) whose value is cut
+    #: at 8,000 characters: after ~150 tables its JSON broke and every later ``log_table``
+    #: raised, killing a long run (an ``--overfit-batches`` run logs a table every step). The
+    #: tag keeps the newest tables that fit; older table files stay in the run's artifacts.
+    TABLE_TAG_BUDGET = 6000
+
     def log_table(self, columns: Mapping[str, Sequence[Any]], artifact_file: str) -> None:
         # MLflow stores image cells as files and shows the table in the run's Evaluation tab.
+        self._make_room_in_table_tag()
         self.client.log_table(
             self.run_id, data={k: list(v) for k, v in columns.items()}, artifact_file=artifact_file
         )
+
+    def _make_room_in_table_tag(self) -> None:
+        from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+        raw = self.client.get_run(self.run_id).data.tags.get(MLFLOW_LOGGED_ARTIFACTS, "[]")
+        try:
+            entries = json.loads(raw)
+        except ValueError:  # already cut by an earlier run of this code's predecessors
+            entries = None
+        if isinstance(entries, list) and len(raw) < self.TABLE_TAG_BUDGET:
+            return
+        kept: list[Any] = []
+        for entry in reversed(entries if isinstance(entries, list) else []):
+            if len(json.dumps([entry, *kept])) > self.TABLE_TAG_BUDGET // 2:
+                break
+            kept.insert(0, entry)
+        self.client.set_tag(self.run_id, MLFLOW_LOGGED_ARTIFACTS, json.dumps(kept))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag

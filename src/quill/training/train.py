@@ -8,6 +8,7 @@ come from the config, so the same code runs on a laptop CPU and on multi-node DD
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets
 import time
@@ -27,6 +28,7 @@ from quill.training.callbacks import (
     Norms,
     PredictionTable,
     Throughput,
+    ValidateBeforeMaxSteps,
 )
 from quill.training.init_weights import (
     INITIALISED_FROM_TAG,
@@ -254,7 +256,59 @@ def build_trainer(
 def _validates(config: Mapping[str, Any], datamodule: Any) -> bool:
     """Whether validation runs, so that val_cer exists for checkpointing and early stopping."""
     limited_away = config["trainer"]["limit_val_batches"] in (0, 0.0)
-    return not limited_away and bool(datamodule.split_items("val"))
+    split = "train" if overfits(config) else "val"
+    return not limited_away and bool(datamodule.split_items(split))
+
+
+def overfits(config: Mapping[str, Any]) -> bool:
+    """Whether the run is an ``--overfit-batches`` run (learn N training batches by heart)."""
+    return bool(config["trainer"]["overfit_batches"])
+
+
+def overfit_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The config an ``--overfit-batches`` run needs, and what was changed (for the log).
+
+    Memorising a batch is the check that the model, loss and decoding can learn at all, so
+    nothing may get in its way: augmentation would show the model a different batch each
+    step, and early stopping (patience counted in epochs of one or a few steps) would end the
+    run while CTC still emits only blanks. Both are turned off; the recorded config says so.
+    """
+    config = copy.deepcopy(dict(config))
+    if not overfits(config):
+        return config, []
+    changed = []
+    if config["data"]["augment"]:
+        config["data"]["augment"] = False
+        changed.append("data.augment=false")
+    if config["early_stopping"]["enabled"]:
+        config["early_stopping"]["enabled"] = False
+        changed.append("early_stopping.enabled=false")
+    return config, changed
+
+
+def validate_on_training_batches(datamodule: Any, module: Any) -> None:
+    """Make validation read the training batches, as ``--overfit-batches`` promises.
+
+    Lightning's ``overfit_batches`` trains on the first N training batches but validates on
+    the first N batches of the *validation* split, so the prediction table could never read
+    the memorised batch back. Here the validation loader serves the training items in the
+    order the overfitting train loader reads them (Lightning makes it sequential), in
+    training batches, without augmentation: the same N batches.
+    """
+    from quill.data.datamodule import CachedCollate, CachedLineDataset, HTRDataset
+
+    items = datamodule.split_items("train")
+
+    def val_dataloader() -> Any:
+        if datamodule.cache:
+            collate = CachedCollate(datamodule.preprocess_config.width_multiple)
+            dataset = CachedLineDataset(items, datamodule.caches)
+            return datamodule._loader(dataset, datamodule.batch_size, collate_fn=collate)
+        dataset = HTRDataset(items, datamodule.preprocess_config)
+        return datamodule._loader(dataset, datamodule.batch_size)
+
+    datamodule.val_dataloader = val_dataloader
+    module.track_sources({s.spec.name: s.spec.role for s in datamodule.data if s.items["train"]})
 
 
 def _run_checkpoint_class() -> type:
@@ -293,6 +347,7 @@ def build_callbacks(
         PredictionTable(run.tracker, tr["prediction_table_every_n_epochs"]),
         Norms(run.tracker, tr["norms_every_n_steps"]),
         Throughput(),
+        ValidateBeforeMaxSteps(),
     ]
     stop = config["early_stopping"]
     if stop["enabled"] and validates:
@@ -376,7 +431,10 @@ def train(
     sweep) can link to the run even if training then stops with an exception. Under DDP only
     global rank 0 records anything; the other ranks train and stay silent.
     """
+    config, overfit_changes = overfit_config(config)
     datamodule, module, initialised_from = create_run_parts(config)
+    if overfits(config):
+        validate_on_training_batches(datamodule, module)
 
     output_root = tracking.project_root() / config["output_dir"]
     run_tags = dict(tags or {})
@@ -392,6 +450,13 @@ def train(
     outcome: dict[str, Any] = {"status": "FAILED", "metrics": {}}
     recorder = _recording(run, config, config_path, datamodule, module, output_dir, outcome)
     with recorder, _run_id_for_workers(run.run_id):
+        if overfits(config) and _is_rank_zero():
+            print(
+                f"overfit_batches={config['trainer']['overfit_batches']}: validating on the same "
+                "training batches"
+                + (f"; set {', '.join(overfit_changes)}" if overfit_changes else ""),
+                flush=True,
+            )
         trainer = build_trainer(config, run.logger, [*callbacks, *extra_callbacks], output_dir)
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
         metrics = _scalars(trainer)

@@ -1,0 +1,121 @@
+"""Short runs that must work: ``--max-steps`` inside one epoch, ``--overfit-batches`` (issue 15).
+
+* A ``--max-steps`` shorter than an epoch crashed any config with early stopping on ("Early
+  stopping conditioned on metric 'val_cer' which is not available") and the run was FAILED.
+* ``--overfit-batches`` validated on the val split, so the troubleshooting recipe ("the
+  prediction table must read the batch back exactly") could not work.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from quill.training.config import resolve_config
+from quill.training.train import overfit_config
+
+from .conftest import TINY_CONFIG
+from .test_train import artifact_paths, only_run, quill, train_args
+
+
+def test_max_steps_inside_one_epoch_validates_at_its_last_step(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    """24 training lines in batches of 8 are 3 batches; 2 steps end inside the epoch."""
+    output = quill(
+        *train_args(tiny_lines, tracking_uri, tmp_path / "out", "--experiment", "short"),
+        "early_stopping.enabled=true",
+        "--max-steps",
+        "2",
+    )
+    assert "validating after batch 2" in output
+    client = MlflowClient(tracking_uri)
+    run = only_run(client, "short")
+    assert run.info.status == "FINISHED"
+    assert "val_cer" in run.data.metrics and "test_cer" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "val_cer")
+    assert [m.step for m in history] == [1]  # validated once, after the second (last) step
+    (checkpoint,) = (tmp_path / "out" / run.info.run_id / "checkpoints").glob("epoch=*")
+    assert "val_cer=" in checkpoint.name  # chosen by val_cer, as for a full run
+
+
+def test_overfit_config_turns_off_what_prevents_memorising() -> None:
+    config = resolve_config(
+        TINY_CONFIG,
+        ["trainer.overfit_batches=1", "data.augment=true", "early_stopping.enabled=true"],
+    )
+    changed, notes = overfit_config(config)
+    assert changed["data"]["augment"] is False and changed["early_stopping"]["enabled"] is False
+    assert notes == ["data.augment=false", "early_stopping.enabled=false"]
+    assert config["data"]["augment"] is True  # the caller's config is left alone
+    plain = resolve_config(TINY_CONFIG, ["data.augment=true"])
+    assert overfit_config(plain) == (plain, [])
+
+
+@pytest.mark.slow
+def test_overfit_batches_memorises_the_batch_and_validates_on_it(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    """The docs/training.md recipe on one batch of 8 lines: validation reads that same
+    batch, and the last prediction table reads it back exactly."""
+    output = quill(
+        *train_args(tiny_lines, tracking_uri, tmp_path / "out", "--experiment", "overfit"),
+        "--overfit-batches",
+        "1",
+        "--max-epochs",
+        "400",
+        "optim.schedule=constant",
+        "data.augment=true",  # turned off for the run, and the record says so
+        "early_stopping.enabled=true",
+        "trainer.check_val_every_n_epoch=50",
+        "tracking.prediction_table_every_n_epochs=50",
+        "tracking.prediction_table_samples=8",
+        "tracking.test_after_fit=false",
+    )
+    assert "validating on the same training batches" in output
+    client = MlflowClient(tracking_uri)
+    run = only_run(client, "overfit")
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["val_cer"] == 0.0, run.data.metrics
+    train_texts = [
+        json.loads(line)["text"]
+        for line in (tiny_lines / "manifest.jsonl").read_text().splitlines()
+        if json.loads(line)["split"] == "train"
+    ][:8]
+    tables = sorted(p for p in artifact_paths(client, run.info.run_id, "predictions"))
+    table = json.loads(
+        Path(client.download_artifacts(run.info.run_id, tables[-1], str(tmp_path))).read_text()
+    )
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert sorted(r["ground_truth"] for r in rows) == sorted(train_texts)  # the training batch
+    assert all(r["prediction"] == r["ground_truth"] for r in rows), rows
+    resolved = yaml.safe_load(
+        Path(
+            client.download_artifacts(run.info.run_id, "config/resolved.yaml", str(tmp_path))
+        ).read_text()
+    )
+    assert resolved["data"]["augment"] is False
+    assert resolved["early_stopping"]["enabled"] is False
+
+
+def test_many_prediction_tables_do_not_break_the_run(tracking_uri: str) -> None:
+    """MLflow lists a run's tables in one tag cut at 8,000 characters: the 154th table broke
+    its JSON and every later table raised (an overfit run logs one per step)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
+
+    from quill.training import tracking
+
+    tracking.prepare_store(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment = tracking.ensure_experiment(client, "tables", tracking_uri)
+    run_id = client.create_run(experiment).info.run_id
+    tracker = tracking.MLflowTracker(client, run_id)
+    for epoch in range(200):
+        tracker.log_table({"epoch": [epoch]}, f"predictions/epoch_{epoch:03d}.json")
+    listed = json.loads(client.get_run(run_id).data.tags[MLFLOW_LOGGED_ARTIFACTS])
+    assert listed[-1]["path"] == "predictions/epoch_199.json"
+    assert len(artifact_paths(client, run_id, "predictions")) == 200  # every table kept
