@@ -513,16 +513,21 @@ def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
         return scale_line(ink, config)
     top, bottom, left, right = ink_box(ink)
     if scale < 1.0 and bottom - top < config.height:
-        # A line photographed with wide margins: the source has finer pixels of its ink.
+        # A line photographed with wide margins: its ink is worked again from the source
+        # pixels at ``work`` pixels for the ink's height, with a margin of paper around it
+        # as high as the ink (the paper estimate needs paper in its window).
+        context = bottom - top
         region = image.crop(
             (
-                math.floor(left / scale),
-                math.floor(top / scale),
-                min(image.width, math.ceil(right / scale)),
-                min(image.height, math.ceil(bottom / scale)),
+                max(0, math.floor((left - context) / scale)),
+                max(0, math.floor((top - context) / scale)),
+                min(image.width, math.ceil((right + context) / scale)),
+                min(image.height, math.ceil((bottom + context) / scale)),
             )
         )
-        return scale_line(crop_to_ink(ink_map(shrink_to_height(region, work)[0])), config)
+        fine = min(1.0, work * scale / (bottom - top))
+        region, _ = shrink_to_height(region, max(1, round(region.height * fine)))
+        return scale_line(crop_to_ink(ink_map(region)), config)
     return scale_line(ink[top:bottom, left:right], config)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from quill.models.segment import SegmentConfig, segment_lines
@@ -78,6 +80,26 @@ def test_crops_feed_the_shared_preprocessing():
 
 def test_blank_page_has_no_lines():
     assert segment_lines(Image.new("RGB", (300, 200), "white")) == []
+
+
+def test_near_blank_page_has_no_lines():
+    """Paper grain, JPEG noise and a shadow are not text (issue 15: a blank image must not
+    come back as confident text)."""
+    rng = np.random.default_rng(0)
+    shadow = np.linspace(1.0, 0.6, 900)[None, :, None]
+    pixels = np.clip(rng.normal((232, 226, 212), 4.0, (1200, 900, 3)) * shadow, 0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "JPEG", quality=75)
+    assert segment_lines(buffer.getvalue()) == []
+
+
+def test_a_larger_photo_of_the_page_finds_the_same_lines():
+    """The analysis runs at a fixed resolution (the 4x photo is reduced to it first)."""
+    image, _ = draw_paragraph(LINES)
+    large = image.resize((image.width * 4, image.height * 4), Image.Resampling.BICUBIC)
+    found = segment_lines(large)
+    assert len(found) == len(LINES)
+    assert all(s.box[3] - s.box[1] < 4 * 1.6 * 40 for s in found)
 
 
 def test_single_line():
