@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pytest
 from PIL import Image
 
 from quill.data.augment import AugmentConfig, Augmenter
+from quill.errors import ConfigError
 from quill.preprocess import PreprocessConfig, preprocess
 
 from .conftest import draw_page
@@ -58,3 +62,12 @@ def test_disabled_augmentation_is_identity_and_large_images_are_shrunk_first():
     big = image.resize((3200, 600))
     small = Augmenter(NOTHING, PreprocessConfig(height=64))(big, np.random.default_rng(0))
     assert small.height == 96 and small.width == 512
+
+
+def test_from_dict_round_trips_and_refuses_unknown_keys():
+    config = AugmentConfig(invert=0.9, blur_sigma=(0.1, 0.4))
+    assert AugmentConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ConfigError, match=r"'invret' \(did you mean 'invert'\?\); allowed: slant"):
+        AugmentConfig.from_dict({"invret": 0.5})
+    with pytest.raises(ValueError, match="data.augment: unknown key 'hieght'"):
+        AugmentConfig.from_dict({"hieght": 48}, where="data.augment")

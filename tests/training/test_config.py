@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from quill.models import build_model, model_config
+from quill.preprocess import PreprocessConfig
 from quill.training.config import ConfigError, resolve_config, save_config
 from quill.vocab import Tokenizer
 
@@ -111,3 +112,51 @@ def test_default_model_stages_chain_and_match_the_shipped_model() -> None:
     assert shipped["model_name"] == final["name"]
     assert shipped["tokenizer"] == Tokenizer.named(final["vocabulary"]).to_dict()
     assert shipped["model_config"] == model_config(final["name"], **final["config"]).to_dict()
+
+
+def test_fields_of_config_classes_are_overridden_without_plus() -> None:
+    """data.preprocess, data.augment and model.config know their class's fields, so a field
+    the config does not list is set as any other key; `+` still adds a key on purpose."""
+    config = resolve_config(
+        CONFIGS / "tiny.yaml",
+        [
+            "data.preprocess.max_width=1024",
+            "data.augment=true",
+            "data.augment.invert=0.9",
+            "model.config.convs_per_block=1",
+        ],
+    )
+    assert config["data"]["preprocess"] == {"kind": "line", "height": 32, "max_width": 1024}
+    assert config["data"]["augment"] == {"invert": 0.9}  # true + one field: defaults but that
+    assert config["model"]["config"]["convs_per_block"] == 1
+    assert PreprocessConfig.from_dict(config["data"]["preprocess"]).max_width == 1024
+    build_model("ctc_line", num_classes=10, **config["model"]["config"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.preprocess.hieght=48", r"data\.preprocess: unknown key 'hieght' \(did you mean "),
+        ("data.augment.invrt=1", r"data\.augment: unknown key 'invrt'.*allowed: slant"),
+        ("model.config.dropuot=0.1", r"model\.config: unknown key 'dropuot'.*'dropout'"),
+        ("data.augment.invert=0.5", r"data\.augment is false: set data\.augment=true"),
+    ],
+)
+def test_unknown_fields_of_config_classes_name_the_allowed_ones(
+    override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(CONFIGS / "tiny.yaml", [override])  # tiny.yaml: augment: false
+
+
+def test_a_typo_in_a_config_class_section_of_a_file_is_an_error(tmp_path: Path) -> None:
+    for text, key in [
+        ("data: {preprocess: {hieght: 48}}\n", "hieght"),
+        ("data: {augment: {invrt: 0.5}}\n", "invrt"),
+    ]:
+        path = tmp_path / "typo.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=rf"typo\.yaml: data\.\w+: unknown key '{key}'"):
+            resolve_config(path)
+    path.write_text("data: {augment: {invert: 0.5, blur_sigma: [0.1, 0.2]}}\n")
+    assert resolve_config(path)["data"]["augment"] == {"invert": 0.5, "blur_sigma": [0.1, 0.2]}

@@ -9,13 +9,16 @@ after the same normalisation. Validation and test data are never augmented.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from quill.data import distort
 from quill.preprocess import PreprocessConfig, ink_map
+from quill.strict_dict import strict_from_dict
 
 Range = tuple[float, float]
 #: Images are shrunk to at most this multiple of the model input before distortion.
@@ -55,9 +58,14 @@ class AugmentConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> AugmentConfig:
-        known = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**{k: v for k, v in known.items() if k in cls.__dataclass_fields__})
+    def from_dict(cls, data: Mapping[str, Any], where: str = "AugmentConfig") -> AugmentConfig:
+        """Fields from a YAML or JSON mapping (ranges as lists); a key that is not a field
+        is a :class:`~quill.errors.ConfigError` naming it and the allowed ones.
+
+        >>> AugmentConfig.from_dict({"invert": 0.5, "blur_sigma": [0.1, 0.2]}).blur_sigma
+        (0.1, 0.2)
+        """
+        return strict_from_dict(cls, data, where)
 
 
 class Augmenter:

@@ -18,13 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quill.errors import QuillError
+
 STAGING_EXPERIMENT = "quill-staging"
 ARTIFACT_PATH = "staged_model"
 METADATA_FILE = "quill-model.json"
 
 
-class RegistryError(LookupError):
+class RegistryError(QuillError, LookupError):
     """A registered model, version or alias does not exist, or the store refused a write."""
+
+    code = "registry_error"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,11 @@ config is what a run records and what a checkpoint stores, so a run can be repea
 Overrides use dotted keys and YAML values (``optim.lr=3e-4``, ``trainer.devices=2``,
 ``model.config.channels=[32,64]``). Overriding a key that does not exist is an error naming
 the closest known keys, because a typo that silently does nothing wastes a training run; a
-leading ``+`` (``+model.config.dropout=0.1``) adds a new key on purpose.
+leading ``+`` (``+model.config.extra=1``) adds a new key on purpose. The sections that are
+config dataclasses (:data:`SCHEMA_SECTIONS`: ``data.preprocess``, ``data.augment``,
+``model.config``) know every field of their class, so ``data.preprocess.max_width=1024``
+needs no ``+`` even though the config only lists the fields it changes; in a file, a key
+such a class does not have (``data.preprocess.hieght``) is an error naming the allowed ones.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from quill.errors import ConfigError
+from quill.preprocess import PreprocessConfig
+from quill.strict_dict import field_names, strict_from_dict, unknown_key_message
 
 #: Every key the training code reads, with its default. Config files override these.
 DEFAULTS: dict[str, Any] = {
@@ -112,8 +120,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the file or key."""
+#: Sections whose keys are the fields of a config dataclass (see :func:`schema_class`).
+SCHEMA_SECTIONS = (("data", "preprocess"), ("data", "augment"), ("model", "config"))
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,12 +227,81 @@ def resolve_config(
         config = deep_merge(config, file_config)
     for text in overrides:
         keys, value, add = parse_override(text)
+        if not add and _is_schema_field(config, keys):
+            _open_section(config, keys[:-1])
+            add = True
         set_dotted(config, keys, value, add=add)
     return config
 
 
+def schema_class(config: Mapping[str, Any], section: tuple[str, ...]) -> type | None:
+    """The config dataclass behind ``section`` of ``config`` (one of
+    :data:`SCHEMA_SECTIONS`), or None for a free-form section or an unknown model name.
+
+    The augmentation and model classes are imported here, on first need, not at the top:
+    they bring scipy and torch, and resolving a config must stay quick.
+
+    >>> schema_class({}, ("data", "preprocess")).__name__
+    'PreprocessConfig'
+    """
+    if section == ("data", "preprocess"):
+        return PreprocessConfig
+    if section == ("data", "augment"):
+        from quill.data.augment import AugmentConfig
+
+        return AugmentConfig
+    if section == ("model", "config"):
+        from quill.models import MODEL_NAMES, model_config
+
+        name = config.get("model", {}).get("name")
+        return type(model_config(name)) if name in MODEL_NAMES else None
+    return None
+
+
+def _is_schema_field(config: Mapping[str, Any], keys: list[str]) -> bool:
+    """Whether ``keys`` names a field of a dataclass section (``data.preprocess.height``),
+    which may be overridden without ``+`` though the config does not list it; a key the
+    class lacks is an error naming the allowed ones (``+`` still adds one on purpose)."""
+    section = tuple(keys[:-1])
+    if section not in SCHEMA_SECTIONS:
+        return False
+    node: Any = config
+    for key in section:  # a field the config already holds needs no schema
+        node = node.get(key) if isinstance(node, Mapping) else None
+    if isinstance(node, Mapping) and keys[-1] in node:
+        return False
+    schema = schema_class(config, section)
+    if schema is None:
+        return False
+    fields = field_names(schema)
+    if keys[-1] not in fields:
+        where = f"override of {'.'.join(section)}"
+        raise ConfigError(unknown_key_message(where, [keys[-1]], fields))
+    return True
+
+
+def _open_section(config: dict[str, Any], section: list[str]) -> None:
+    """Make ``section`` a mapping a field can be set in: ``data.augment: true`` (default
+    distortions) becomes ``{}`` (the same defaults); ``false`` stays an error, as turning
+    augmentation on should be said, not implied by one field."""
+    parent = config
+    for key in section[:-1]:
+        parent = parent.setdefault(key, {})
+    current = parent.get(section[-1])
+    if current is True:
+        parent[section[-1]] = {}
+    elif not isinstance(current, dict):
+        name, shown = ".".join(section), yaml.safe_dump(current).splitlines()[0]
+        raise ConfigError(
+            f"{name} is {shown}: set {name}=true or {name}={{FIELD: VALUE}} to override "
+            "one of its fields"
+        )
+
+
 def _check_known(data: Mapping[str, Any], known: Mapping[str, Any], where: str) -> None:
-    """Reject sections and keys no code reads; deeper levels (model.config) are free-form."""
+    """Reject sections and keys no code reads, and fields the ``data.preprocess`` and
+    ``data.augment`` classes lack; ``model.config`` is checked by the model's own config class
+    when the model is built (its fields depend on ``model.name``)."""
     for key, value in data.items():
         if key not in known:
             close = difflib.get_close_matches(key, list(known), n=3)
@@ -236,6 +313,12 @@ def _check_known(data: Mapping[str, Any], known: Mapping[str, Any], where: str) 
                 close = difflib.get_close_matches(str(sub), list(known[key]), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise ConfigError(f"{where}: unknown key {key}.{sub}{hint}")
+    data_section = data.get("data")
+    for sub in ("preprocess", "augment"):
+        value = data_section.get(sub) if isinstance(data_section, Mapping) else None
+        schema = schema_class(data, ("data", sub)) if isinstance(value, Mapping) else None
+        if schema is not None:
+            strict_from_dict(schema, value, f"{where}: data.{sub}")
 
 
 def save_config(config: Mapping[str, Any], path: str | Path) -> Path:

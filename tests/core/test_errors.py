@@ -1,0 +1,74 @@
+"""One exception base (QuillError), unique exception names, strict config dicts."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+import quill
+from quill.errors import ConfigError, QuillError
+from quill.strict_dict import strict_from_dict
+
+SOURCE = Path(quill.__file__).parent
+#: Names still defined twice, each by layers being reworked (issue 14): annotation.config's
+#: ConfigError (labeling config) besides quill.errors', and ExportError in annotation.importer
+#: and staging.export. Remove a name here when it is renamed; the list may only shrink.
+KNOWN_DUPLICATES = {"ConfigError", "ExportError"}
+
+
+def test_layer_errors_derive_from_quill_error_and_keep_their_builtin() -> None:
+    from quill.data.augment import AugmentConfig
+    from quill.staging.registry import RegistryError
+    from quill.training.checkpoint import CheckpointError
+    from quill.training.config import ConfigError as TrainingConfigError
+    from quill.training.init_weights import InitWeightsError
+
+    assert TrainingConfigError is ConfigError
+    for error, builtin in [
+        (ConfigError, ValueError),
+        (CheckpointError, ValueError),
+        (InitWeightsError, ValueError),
+        (RegistryError, LookupError),
+    ]:
+        assert issubclass(error, QuillError) and issubclass(error, builtin)
+        assert error.code != QuillError.code
+    with pytest.raises(QuillError):
+        AugmentConfig.from_dict({"hieght": 48})
+
+
+def test_exception_class_names_are_unique() -> None:
+    defined: dict[str, list[str]] = defaultdict(list)
+    for path in sorted(SOURCE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            bases = [ast.unparse(b) for b in node.bases] if isinstance(node, ast.ClassDef) else []
+            if any(b.endswith(("Error", "Exception", "Refused", "Unavailable")) for b in bases):
+                defined[node.name].append(str(path.relative_to(SOURCE)))
+    duplicates = {name: paths for name, paths in defined.items() if len(paths) > 1}
+    assert set(duplicates) <= KNOWN_DUPLICATES, duplicates
+
+
+@dataclasses.dataclass(frozen=True)
+class Pen:
+    width: float = 1.0
+    rgb: tuple[int, int, int] = (0, 0, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Style:
+    pen: Pen = Pen()
+    name: str = "plain"
+
+
+def test_strict_from_dict_recurses_into_nested_configs() -> None:
+    style = strict_from_dict(Style, {"pen": {"rgb": [0, 0, 255]}})
+    assert style == Style(pen=Pen(rgb=(0, 0, 255)))
+    with pytest.raises(ConfigError, match=r"^Style\.pen: unknown key 'widht' .*: width, rgb"):
+        strict_from_dict(Style, {"pen": {"widht": 2}})
+    with pytest.raises(ConfigError, match=r"^style: unknown keys 'nmae' .*, 'colour'; allowed:"):
+        strict_from_dict(Style, {"nmae": "x", "colour": 1}, where="style")
+    with pytest.raises(ConfigError, match="expected a mapping of fields, not list"):
+        strict_from_dict(Style, [1, 2])  # type: ignore[arg-type]
