@@ -121,7 +121,7 @@ def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
     if max(width, height) > MAX_SIDE:
         raise ImageError(
             "image_too_large",
-            f"image is {width}x{height:,} pixels; each side may be at most {MAX_SIDE:,} "
+            f"image is {width:,}x{height:,} pixels; each side may be at most {MAX_SIDE:,} "
             "pixels. Crop or downscale it first.",
         )
     if min(width, height) < MIN_SIDE:
@@ -132,9 +132,10 @@ def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise ImageError(
             "image_bad_aspect",
-            f"image is {width}x{height} pixels, {max(width, height) / min(width, height):,.0f} "
-            f"times longer than wide; Quill reads images up to {MAX_ASPECT}:1 (a long line of "
-            "handwriting is about 30:1). Crop it to the text first.",
+            f"image is {width:,}x{height:,} pixels, its long side "
+            f"{max(width, height) / min(width, height):,.0f} times its short side; Quill reads "
+            f"images up to {MAX_ASPECT}:1 (a long line of handwriting is about 30:1). Crop it "
+            "to the text first.",
         )
 
 
