@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
+
+from quill.strict_dict import strict_from_dict
 
 #: Images larger than this are refused before they are decoded (a 20,000 x 20,000 photo
 #: would need 1.6 GB as RGB floats).
@@ -94,9 +96,17 @@ class PreprocessConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> PreprocessConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_dict(
+        cls, data: Mapping[str, Any], where: str = "PreprocessConfig"
+    ) -> PreprocessConfig:
+        """Fields from a config, checkpoint or ``quill-model.json`` mapping; a key that is not
+        a field (a typo such as ``hieght``) is a :class:`~quill.errors.ConfigError` naming it
+        and the allowed ones, never silently ignored.
+
+        >>> PreprocessConfig.from_dict({"kind": "line", "height": 48}).height
+        48
+        """
+        return strict_from_dict(cls, data, where)
 
 
 def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:

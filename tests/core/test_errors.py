@@ -40,6 +40,15 @@ def test_layer_errors_derive_from_quill_error_and_keep_their_builtin() -> None:
         AugmentConfig.from_dict({"hieght": 48})
 
 
+def test_preprocess_config_from_dict_is_strict() -> None:
+    from quill.preprocess import PreprocessConfig
+
+    config = PreprocessConfig(kind="paragraph", paragraph_width=512)
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match=r"'hieght' \(did you mean 'height'\?\); allowed: kind"):
+        PreprocessConfig.from_dict({"hieght": 48})
+
+
 def test_exception_class_names_are_unique() -> None:
     defined: dict[str, list[str]] = defaultdict(list)
     for path in sorted(SOURCE.rglob("*.py")):
