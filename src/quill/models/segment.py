@@ -50,6 +50,11 @@ class SegmentConfig:
     min_ink_fraction: float = 0.15
     #: Extra margin around each crop, as a fraction of the line spacing.
     margin: float = 0.1
+    #: Crops taller than this many pixels are cut at a reduced scale (never enlarged): a
+    #: line model's preprocessing shrinks them to its working height anyway
+    #: (``preprocess.WORK_SCALE`` x its line height), so cutting and straightening them at
+    #: the scan's resolution would be wasted. None: crops at the image's resolution.
+    crop_height: int | None = None
 
 
 @dataclass(frozen=True)
@@ -218,18 +223,23 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> l
             (extent[1] + pad) / scale,
             (bottom + pad) / scale,
         )
-        segments.append(_deskewed_crop(image, rect, skew, paper))
+        segments.append(_deskewed_crop(image, rect, skew, paper, config.crop_height))
     return segments
 
 
 def _deskewed_crop(
-    image: Image.Image, rect: tuple[float, float, float, float], skew: float, paper: tuple | int
+    image: Image.Image,
+    rect: tuple[float, float, float, float],
+    skew: float,
+    paper: tuple | int,
+    crop_height: int | None = None,
 ) -> LineSegment:
     """Cut one line: its axis-aligned box in the original image, and the straightened crop.
 
-    The crop is sampled straight from the original in one affine transform (rotation back by
+    The crop is sampled from the original in one affine transform (rotation back by
     ``skew`` about the image centre, then the line's rectangle), so its cost is the line's
-    own pixels, not those of the page or of a rotated box.
+    own pixels, not those of the page or of a rotated box. With ``crop_height``, the box is
+    first shrunk with an area filter and the line sampled from it at that height.
     """
     centre = (image.width / 2, image.height / 2)
     corners = [
@@ -242,18 +252,34 @@ def _deskewed_crop(
         min(image.width, math.ceil(max(xs))),
         min(image.height, math.ceil(max(ys))),
     )
-    if not skew:
+    zoom = 1.0 if crop_height is None else min(1.0, crop_height / (rect[3] - rect[1]))
+    if not skew and zoom == 1.0:
         return LineSegment(box=box, image=image.crop(box))
+    source, origin, scale = image, (0, 0), (1.0, 1.0)
+    if zoom < 1.0:
+        region = image.crop(box)
+        size = (max(1, round(region.width * zoom)), max(1, round(region.height * zoom)))
+        source = region.resize(size, Image.Resampling.BOX)
+        origin, scale = box[:2], (size[0] / region.width, size[1] / region.height)
     angle = math.radians(skew)
     cos, sin = math.cos(angle), math.sin(angle)
     left, top = _to_original(rect[0], rect[1], skew, *centre)
-    size = (max(1, round(rect[2] - rect[0])), max(1, round(rect[3] - rect[1])))
-    # Output (x, y) is the deskewed point (rect[0] + x, rect[1] + y), i.e. the original
-    # point (left, top) + x * (cos, -sin) + y * (sin, cos).
-    straight = image.transform(
+    size = (max(1, round((rect[2] - rect[0]) * zoom)), max(1, round((rect[3] - rect[1]) * zoom)))
+    # Output (x, y) is the deskewed point (rect[0] + x / zoom, rect[1] + y / zoom), i.e. the
+    # original point (left, top) + (x / zoom) * (cos, -sin) + (y / zoom) * (sin, cos), in
+    # the source's pixels (the original, or the shrunk box).
+    sx, sy = scale
+    straight = source.transform(
         size,
         Image.Transform.AFFINE,
-        (cos, sin, left, -sin, cos, top),
+        (
+            cos / zoom * sx,
+            sin / zoom * sx,
+            (left - origin[0]) * sx,
+            -sin / zoom * sy,
+            cos / zoom * sy,
+            (top - origin[1]) * sy,
+        ),
         Image.Resampling.BILINEAR,
         fillcolor=paper,
     )
