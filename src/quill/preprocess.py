@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageChops, ImageFilter, ImageOps, UnidentifiedImageError
+from numpy.lib.stride_tricks import sliding_window_view
+from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from quill.strict_dict import strict_from_dict
 
@@ -442,18 +443,49 @@ def _paper_estimate(image: Image.Image) -> Image.Image:
     grid = image.resize(
         (max(3, round(width * scale)), max(3, round(height * scale))), Image.Resampling.BOX
     )
-    median = ImageFilter.MedianFilter(2 * max(1, min(grid.size) * 2 // 5 // 2) + 1)
+    size = 2 * max(1, min(grid.size) * 2 // 5 // 2) + 1  # the window, ~40% of the short side
     if grid.mode == "L":
-        return grid.filter(median).resize((width, height), Image.Resampling.BILINEAR)
+        paper = np.clip(_local_median(grid, size) + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(paper, "L").resize((width, height), Image.Resampling.BILINEAR)
     # Colour: the paper's brightness is the local median of the luminance, its hue the
     # image's median colour (a shadow dims all three channels alike). A third of the cost of
     # a median per channel, which on a photo's noisy colour is most of a line's budget.
     luminance = grid.convert("L")
-    local = np.asarray(luminance.filter(median), np.float32)  # (h, w)
     pixels = np.asarray(grid, np.float32).reshape(-1, 3)
     hue = np.median(pixels, axis=0) / max(1.0, float(np.median(np.asarray(luminance))))
-    paper = np.clip(local[..., None] * hue + 0.5, 0, 255).astype(np.uint8)  # (h, w, 3)
+    paper = _local_median(luminance, size)[..., None] * hue.astype(np.float32)  # (h, w, 3)
+    paper = np.clip(paper + 0.5, 0, 255).astype(np.uint8)
     return Image.fromarray(paper, "RGB").resize((width, height), Image.Resampling.BILINEAR)
+
+
+def _local_median(grid: Image.Image, size: int) -> np.ndarray:
+    """The median of each ``size`` x ``size`` window of an L image (edges repeated), (h, w)
+    float32: exact at every other cell along the long side, the mean of its two neighbours
+    in between (the paper changes slowly along a line; this halves the cost).
+
+    >>> cells = Image.fromarray(np.array([[0, 9, 0, 9, 0], [9, 0, 9, 0, 9]], np.uint8))
+    >>> _local_median(cells, 3).tolist()
+    [[0.0, 4.5, 9.0, 4.5, 0.0], [9.0, 4.5, 0.0, 4.5, 9.0]]
+    """
+    cells = np.asarray(grid)
+    transposed = cells.shape[0] > cells.shape[1]
+    if transposed:
+        cells = cells.T
+    height, width = cells.shape
+    radius, middle = size // 2, size * size // 2
+    rows = np.clip(np.arange(-radius, height + radius), 0, height - 1)
+    cols = np.clip(np.arange(-radius, width + radius), 0, width - 1)
+    windows = sliding_window_view(cells[rows[:, None], cols], (size, size))[:, ::2]
+    windows = windows.reshape(height, -1, size * size)  # (h, ceil(w / 2), size**2)
+    exact = np.partition(windows, middle, axis=-1)[..., middle].astype(np.float32)
+    median = np.empty((height, width), np.float32)
+    median[:, ::2] = exact
+    between = median[:, 1::2]
+    inner = exact.shape[1] - 1
+    between[:, :inner] = (exact[:, :-1] + exact[:, 1:]) / 2
+    if between.shape[1] > inner:  # an even width ends on an in-between cell
+        between[:, -1] = exact[:, -1]
+    return median.T if transposed else median
 
 
 def crop_to_ink(ink: np.ndarray, threshold: float = 0.5, margin: float = 0.08) -> np.ndarray:
@@ -504,7 +536,9 @@ def pad_width(image: np.ndarray, multiple: int) -> np.ndarray:
     (2, 8)
     """
     width = image.shape[1]
-    return np.pad(image, ((0, 0), (0, -(-width // multiple) * multiple - width)))
+    padded = np.zeros((image.shape[0], -(-width // multiple) * multiple), image.dtype)
+    padded[:, :width] = image
+    return padded
 
 
 def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
