@@ -541,6 +541,16 @@ def pad_width(image: np.ndarray, multiple: int) -> np.ndarray:
     return padded
 
 
+def working_height(config: PreprocessConfig) -> int:
+    """Height a line image is shrunk to before its ink map (``WORK_SCALE`` x the line height):
+    a caller cutting lines from a page need not cut them any taller.
+
+    >>> working_height(PreprocessConfig(height=48))
+    64
+    """
+    return round(WORK_SCALE * config.height)
+
+
 def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
     """Image -> its ink map cropped and scaled to the line height, (height, W) unpadded.
 
@@ -551,7 +561,7 @@ def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
     from the source pixels.
     """
     image = read_image(source)
-    work = round(WORK_SCALE * config.height)
+    work = working_height(config)
     reduced, scale = shrink_to_height(image, work)
     ink = ink_map(reduced)
     if not config.crop_to_ink:

@@ -21,7 +21,13 @@ from PIL import Image
 
 from quill.inference.backends import ModelLoadError, auto_backend, load_backend
 from quill.inference.sources import InputImage, open_image
-from quill.preprocess import ImageError, PreprocessConfig, batch_images, preprocess
+from quill.preprocess import (
+    ImageError,
+    PreprocessConfig,
+    batch_images,
+    preprocess,
+    working_height,
+)
 from quill.vocab import Tokenizer
 
 METADATA_FILE = "quill-model.json"
@@ -222,9 +228,12 @@ class Recognizer:
             return whole  # a paragraph model reads the page itself, newlines included
         if kind == "auto" and image.width >= LINE_ASPECT * image.height:
             return whole
-        from quill.models.segment import segment_lines
+        from quill.models.segment import SegmentConfig, segment_lines
 
-        segments = segment_lines(image)
+        # Lines are cut at the height preprocessing would shrink them to, not the scan's.
+        segments = segment_lines(
+            image, SegmentConfig(crop_height=working_height(self.preprocess_config))
+        )
         if kind == "auto" and len(segments) <= 1:
             return whole  # one line: the whole image keeps the margins the model trained with
         return [(segment.box, segment.image) for segment in segments] or whole
