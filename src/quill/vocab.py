@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from quill.errors import QuillError
+
 PAD = "<pad>"
 BOS = "<bos>"
 EOS = "<eos>"
@@ -39,8 +41,10 @@ LATIN_CHARACTERS = DEFAULT_CHARACTERS + "".join(
 VOCABULARIES = {"ascii": DEFAULT_CHARACTERS, "latin": LATIN_CHARACTERS}
 
 
-class UnknownCharacterError(ValueError):
+class UnknownCharacterError(QuillError, ValueError):
     """A text holds characters the vocabulary cannot represent."""
+
+    code = "unknown_character"
 
     def __init__(self, text: str, unknown: Sequence[str]):
         self.text = text

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from quill.annotation import config
 from quill.annotation.cli import register
-from quill.annotation.config import ConfigError, labeling_config, validate_config
+from quill.annotation.config import LabelingConfigError, labeling_config, validate_config
 
 
 def test_config_names_match_what_tasks_and_importer_use(ls):
@@ -53,7 +53,7 @@ def _box():
     ],
 )
 def test_validation_names_what_is_wrong(broken, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(LabelingConfigError, match=message):
         validate_config(broken)
 
 

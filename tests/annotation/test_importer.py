@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from quill.annotation.geometry import Box
-from quill.annotation.importer import ExportError, ImportOptions, import_export
+from quill.annotation.importer import ImportOptions, LabelStudioExportError, import_export
 from quill.data.manifest import Manifest, file_sha256
 
 SIZE = (900, 600)
@@ -269,12 +269,12 @@ def test_bad_exports_and_existing_dataset(tmp_path, ls, page):
     out = tmp_path / "dataset"
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(ExportError, match="not JSON"):
+    with pytest.raises(LabelStudioExportError, match="not JSON"):
         import_export(bad, out, opts)
     bad.write_text(json.dumps([{"ocr": "x.png", "transcription": ["a"], "id": 3}]))
-    with pytest.raises(ExportError, match="JSON-MIN"):
+    with pytest.raises(LabelStudioExportError, match="JSON-MIN"):
         import_export(bad, out, opts)
-    with pytest.raises(ExportError, match="no export"):
+    with pytest.raises(LabelStudioExportError, match="no export"):
         import_export(tmp_path / "absent.json", out, opts)
 
     path, lines = page

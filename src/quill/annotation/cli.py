@@ -204,7 +204,12 @@ def import_command(
     overwrite: bool = typer.Option(False, help="Replace a dataset already at --out."),
 ) -> None:
     """Turn a Label Studio export into line crops + paragraph samples with a manifest."""
-    from quill.annotation.importer import ExportError, ImportOptions, import_tasks, load_export
+    from quill.annotation.importer import (
+        ImportOptions,
+        LabelStudioExportError,
+        import_tasks,
+        load_export,
+    )
 
     options = ImportOptions(
         images_root=images_root,
@@ -223,7 +228,7 @@ def import_command(
             result = import_tasks(
                 tasks, str(export), out, options, overwrite, lambda n: progress.advance(bar, n)
             )
-    except (ExportError, FileExistsError) as exc:
+    except (LabelStudioExportError, FileExistsError) as exc:
         raise _fail(str(exc)) from exc
     _print_import(result, out)
 
@@ -334,7 +339,7 @@ def push_command(
     API token from LABEL_STUDIO_API_KEY or LABEL_STUDIO_USER_TOKEN.
     """
     from quill.annotation.client import LabelStudioError, storage_folder
-    from quill.annotation.config import ConfigError
+    from quill.annotation.config import LabelingConfigError
 
     try:
         tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
@@ -349,7 +354,7 @@ def push_command(
             if folder is not None:
                 client.ensure_local_storage(found["id"], folder)
             count = client.import_tasks(found["id"], tasks)
-        except (LabelStudioError, ConfigError) as exc:
+        except (LabelStudioError, LabelingConfigError) as exc:
             raise _fail(str(exc)) from exc
     verb = "created" if created else "found"
     _console().print(

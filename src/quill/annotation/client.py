@@ -20,6 +20,7 @@ import httpx
 
 from quill.annotation.config import instructions_html, labeling_config, validate_config
 from quill.annotation.tasks import LOCAL_FILES_PREFIX
+from quill.errors import QuillError
 
 URL_VAR = "LABEL_STUDIO_URL"
 KEY_VARS = ("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_USER_TOKEN")
@@ -28,8 +29,10 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 IMPORT_CHUNK = 500
 
 
-class LabelStudioError(RuntimeError):
+class LabelStudioError(QuillError, RuntimeError):
     """A call to Label Studio failed; the message names the call and what to do."""
+
+    code = "label_studio_error"
 
 
 def client_settings(env: Mapping[str, str], url: str | None = None) -> tuple[str, str]:

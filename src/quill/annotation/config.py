@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 from importlib import resources
 from pathlib import Path
 
+from quill.errors import QuillError
+
 #: Task variable holding the image URL (``data.ocr`` in tasks and exports).
 IMAGE_VARIABLE = "ocr"
 #: ``name`` of the Image tag: results' ``to_name``.
@@ -28,8 +30,10 @@ CONFIG_FILENAME = "labeling-config.xml"
 INSTRUCTIONS_FILENAME = "instructions.html"
 
 
-class ConfigError(ValueError):
+class LabelingConfigError(QuillError, ValueError):
     """A labeling config is not what the importer can read."""
+
+    code = "labeling_config_invalid"
 
 
 def labeling_config() -> str:
@@ -71,7 +75,7 @@ def labeling_config() -> str:
 
 
 def _one(root: ET.Element, tag: str, **attributes: str) -> ET.Element:
-    """The single element ``tag`` of ``root`` whose attributes match, or a ConfigError."""
+    """The single element ``tag`` of ``root`` whose attributes match, or a LabelingConfigError."""
     found = [
         el
         for el in root.iter(tag)
@@ -79,37 +83,42 @@ def _one(root: ET.Element, tag: str, **attributes: str) -> ET.Element:
     ]
     if len(found) != 1:
         wanted = " ".join(f'{k}="{v}"' for k, v in attributes.items())
-        raise ConfigError(f"expected exactly one <{tag} {wanted}>, found {len(found)}")
+        raise LabelingConfigError(f"expected exactly one <{tag} {wanted}>, found {len(found)}")
     return found[0]
 
 
 def validate_config(xml: str) -> None:
-    """Raise ConfigError unless ``xml`` is well formed and names what the importer reads.
+    """Raise LabelingConfigError unless ``xml`` is well formed and names what the importer
+    reads.
 
     >>> validate_config(labeling_config())
     >>> validate_config("<View><Image name='img' value='$image'/></View>")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    quill.annotation.config.ConfigError: expected exactly one <Image name="image" ...>, found 0
+    quill.annotation.config.LabelingConfigError: expected exactly one <Image name="image" ...>, ...
     """
     try:
         root = ET.fromstring(xml)
     except ET.ParseError as exc:
-        raise ConfigError(f"labeling config is not well-formed XML: {exc}") from exc
+        raise LabelingConfigError(f"labeling config is not well-formed XML: {exc}") from exc
     if root.tag != "View":
-        raise ConfigError(f"labeling config must start with <View>, not <{root.tag}>")
+        raise LabelingConfigError(f"labeling config must start with <View>, not <{root.tag}>")
     image = _one(root, "Image", name=IMAGE_NAME, value=f"${IMAGE_VARIABLE}")
     if image.get("rotateControl") != "true":
-        raise ConfigError('<Image> needs rotateControl="true" so sideways scans can be read')
+        raise LabelingConfigError(
+            '<Image> needs rotateControl="true" so sideways scans can be read'
+        )
     labels = _one(root, "RectangleLabels", name=LABEL_NAME, toName=IMAGE_NAME)
     if labels.get("canRotate", "true") != "true":
-        raise ConfigError("<RectangleLabels> must allow rotation (slanted lines)")
+        raise LabelingConfigError("<RectangleLabels> must allow rotation (slanted lines)")
     _one(labels, "Label", value=LINE_LABEL)
     text = _one(root, "TextArea", name=TEXT_NAME, toName=IMAGE_NAME)
     if text.get("perRegion") != "true":
-        raise ConfigError('<TextArea> must have perRegion="true": one transcription per line box')
+        raise LabelingConfigError(
+            '<TextArea> must have perRegion="true": one transcription per line box'
+        )
     if list(root.iter("PolygonLabels")) or list(root.iter("Polygon")):
-        raise ConfigError("polygons are not supported: draw one rotated rectangle per line")
+        raise LabelingConfigError("polygons are not supported: draw one rotated rectangle per line")
 
 
 def instructions_html() -> str:

@@ -41,6 +41,7 @@ from quill.annotation.geometry import (
 from quill.annotation.regions import Region, parse_regions
 from quill.data.manifest import MANIFEST_NAME, Manifest, file_sha256
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport
+from quill.errors import QuillError
 from quill.preprocess import ImageError, load_image
 from quill.vocab import Tokenizer
 
@@ -70,8 +71,10 @@ REASONS = {
 ASPECT_TOLERANCE = 0.01
 
 
-class ExportError(ValueError):
+class LabelStudioExportError(QuillError, ValueError):
     """The export file as a whole cannot be read."""
+
+    code = "label_studio_export_invalid"
 
 
 @dataclass
@@ -115,14 +118,16 @@ def load_export(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ExportError(f"no export at {path}") from exc
+        raise LabelStudioExportError(f"no export at {path}") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ExportError(f"{path} is not JSON: {exc}") from exc
+        raise LabelStudioExportError(f"{path} is not JSON: {exc}") from exc
     if not isinstance(data, list) or not all(isinstance(task, dict) for task in data):
-        raise ExportError(f"{path}: a Label Studio JSON export is a list of task objects")
+        raise LabelStudioExportError(
+            f"{path}: a Label Studio JSON export is a list of task objects"
+        )
     for task in data:
         if "data" not in task and "annotations" not in task:
-            raise ExportError(
+            raise LabelStudioExportError(
                 f"{path}: task {task.get('id', '?')} has no 'data'/'annotations': this looks "
                 "like a JSON-MIN or CSV export; export the project as 'JSON' instead"
             )
@@ -429,7 +434,7 @@ def import_tasks(
 ) -> LabelStudioImport:
     """Convert exported ``tasks`` (read from ``source``) into a dataset at ``out``."""
     if not options.images_root.is_dir():
-        raise ExportError(f"images root {options.images_root} is not a directory")
+        raise LabelStudioExportError(f"images root {options.images_root} is not a directory")
     prepare_output(out, overwrite)
     writer = DatasetWriter(out, SOURCE, ImportReport(source), options.tokenizer)
     importer = _TaskImporter(writer, options)

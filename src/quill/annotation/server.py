@@ -26,6 +26,8 @@ from typing import IO
 
 import httpx
 
+from quill.errors import QuillError
+
 DEFAULT_VENV = Path(".cache/labelstudio-venv")
 DEFAULT_DATA_DIR = Path(".cache/labelstudio-data")
 DEFAULT_PORT = 8080
@@ -47,8 +49,10 @@ TOKEN_LENGTH = (16, 40)
 MIN_PASSWORD = 8
 
 
-class ServeError(RuntimeError):
+class ServeError(QuillError, RuntimeError):
     """Label Studio cannot be started as asked (message says what to do)."""
+
+    code = "label_studio_serve_error"
 
 
 def is_loopback(host: str) -> bool:

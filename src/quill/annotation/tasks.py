@@ -27,6 +27,7 @@ from PIL import Image
 from quill.annotation.config import IMAGE_NAME, IMAGE_VARIABLE, LABEL_NAME, LINE_LABEL, TEXT_NAME
 from quill.annotation.geometry import Box, box_to_percent
 from quill.data.manifest import MANIFEST_NAME, Manifest, file_sha256
+from quill.errors import QuillError
 
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
@@ -35,8 +36,10 @@ LIST_SUFFIXES = (".txt", ".lst", ".urls")
 _SIDEWAYS = {5, 6, 7, 8}
 
 
-class TaskSourceError(ValueError):
+class TaskSourceError(QuillError, ValueError):
     """A task source (directory, manifest, list, URL) cannot be read."""
+
+    code = "task_source_invalid"
 
 
 @dataclass(frozen=True)
@@ -293,8 +296,10 @@ def write_tasks(tasks: list[dict[str, Any]], out: Path, fmt: str = "json") -> Pa
     return out
 
 
-class ModelUnavailable(ValueError):
+class ModelUnavailable(QuillError, ValueError):
     """The model given for pre-annotations cannot be loaded."""
+
+    code = "preannotation_model_unavailable"
 
 
 def recognizer_predictor(model_dir: Path, threads: int | None = None) -> Predictor:

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from quill.bench.systems import Kind
 from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split, split_by_writer
+from quill.errors import QuillError
 from quill.vocab import VOCABULARIES, Tokenizer
 
 #: Slices reported by default: a sample attribute or a key of its ``meta`` (the synthetic
@@ -45,8 +46,10 @@ FINGERPRINT_NAME = "bench-source.json"
 FOLDER_SPLIT_BY = "auto"
 
 
-class BenchDataError(ValueError):
+class BenchDataError(QuillError, ValueError):
     """A ``--data`` argument does not name a dataset the bench can read."""
+
+    code = "bench_data_invalid"
 
 
 @dataclass(frozen=True)

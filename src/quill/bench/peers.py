@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quill.bench.systems import Box, Kind, PageReading, System, SystemUnavailable
+from quill.errors import QuillError
 
 INSTALL_HINT = "install the optional peers with `make peers` (scripts/install_peers.sh)"
 
@@ -43,8 +44,10 @@ TESSERACT_PAGE_PSM = 6
 TESSERACT_TIMEOUT_S = 120.0
 
 
-class PeerError(RuntimeError):
+class PeerError(QuillError, RuntimeError):
     """A peer ran but failed on one input (bad exit status, timeout)."""
+
+    code = "peer_failed"
 
 
 def join_lines(lines: Sequence[str]) -> str:

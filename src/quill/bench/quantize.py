@@ -16,14 +16,18 @@ import logging
 import shutil
 from pathlib import Path
 
+from quill.errors import QuillError
+
 #: Operators quantised (see module docstring for why convolutions are not).
 QUANTIZED_OPS = ("MatMul", "Gemm", "LSTM", "Attention")
 METADATA_FILE = "quill-model.json"
 ONNX_FILE = "model.onnx"
 
 
-class QuantizeError(RuntimeError):
+class QuantizeError(QuillError, RuntimeError):
     """The model could not be quantised; the message names the file."""
+
+    code = "quantize_failed"
 
 
 def quantize_staged(model_dir: Path, out_dir: Path) -> Path:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
+from quill.errors import QuillError
+
 if TYPE_CHECKING:
     from quill.inference.recognizer import Recognizer
 
@@ -24,8 +26,10 @@ KINDS: tuple[Kind, ...] = ("line", "paragraph")
 Box = tuple[int, int, int, int]
 
 
-class SystemUnavailable(RuntimeError):
+class SystemUnavailable(QuillError, RuntimeError):
     """A system cannot run here (not installed, no model files); the message says how to fix."""
+
+    code = "system_unavailable"
 
 
 class System(Protocol):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quill.data.manifest import file_sha256
+from quill.errors import QuillError
 
 if TYPE_CHECKING:  # httpx is imported where a download happens, not at CLI start
     import httpx
@@ -33,8 +34,10 @@ SUMS_NAME = "SHA256SUMS"
 USER_ENV, PASSWORD_ENV = "IAM_USERNAME", "IAM_PASSWORD"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(QuillError, RuntimeError):
     """A download cannot go on: no credentials, no network, a bad checksum."""
+
+    code = "download_failed"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ import yaml
 
 from quill import evaluation
 from quill.data.manifest import Manifest, Sample
+from quill.errors import QuillError
 from quill.monitoring import projections as proj
 from quill.monitoring.baseline import Predictor
 from quill.monitoring.drift import polarity_label
@@ -43,8 +44,10 @@ DEFAULT_RULES = {
 }
 
 
-class PromotionRefused(RuntimeError):
+class PromotionRefused(QuillError, RuntimeError):
     """A candidate fails its report card (or has none)."""
+
+    code = "promotion_refused"
 
 
 @dataclass

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from quill.errors import QuillError
+
 CONFIG_ENV = "QUILL_MONITORING_CONFIG"
 DEFAULT_PATH = Path("configs/monitoring.yaml")
 #: The shipped file, when running from a source checkout (src/quill/monitoring -> repo root).
@@ -26,8 +28,10 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-class SettingsError(ValueError):
+class SettingsError(QuillError, ValueError):
     """The monitoring config is malformed; the message names the file and key."""
+
+    code = "monitoring_settings_invalid"
 
 
 def parse_duration(text: str | int | float) -> timedelta:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+from quill.errors import QuillError
 from quill.preprocess import ImageError
 
 #: HTTP status for each stable error code. Image codes come from ``quill.preprocess``.
@@ -54,7 +55,7 @@ STATUS_BY_CODE: dict[str, int] = {
 }
 
 
-class ServingError(Exception):
+class ServingError(QuillError):
     """An error to answer with; ``status`` defaults to the code's entry in STATUS_BY_CODE."""
 
     def __init__(self, code: str, message: str, status: int | None = None):

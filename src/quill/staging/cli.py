@@ -134,7 +134,7 @@ def stage(
     sample set differently from eager PyTorch. `quill model promote` then makes a staged
     model the champion; `quill model fetch` brings a registered one back.
     """
-    from quill.staging.export import ExportError
+    from quill.staging.export import ModelExportError
     from quill.staging.parity import ParityError
     from quill.staging.registry import RegistryError
     from quill.staging.registry import register as register_model
@@ -168,7 +168,7 @@ def stage(
         if register:
             version = register_model(out, uri, name or out.name, alias)
             console.print(f"[green]registered[/] {version.name} version {version.version} in {uri}")
-    except (CheckpointError, ExportError, ParityError, RegistryError) as exc:
+    except (CheckpointError, ModelExportError, ParityError, RegistryError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from exc
 

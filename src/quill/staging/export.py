@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from quill.errors import QuillError
+
 ONNX_FILE = "model.onnx"
 TORCHSCRIPT_FILE = "model.pt"
 ONNX_OPSET = 18
@@ -28,8 +30,10 @@ INPUT_NAMES = ("images", "widths")
 OUTPUT_NAMES = ("log_probs", "lengths")
 
 
-class ExportError(RuntimeError):
+class ModelExportError(QuillError, RuntimeError):
     """An export failed; the message names the format and the model."""
+
+    code = "model_export_failed"
 
 
 class CTCExport(nn.Module):
@@ -62,7 +66,7 @@ def export_interface(model: nn.Module) -> nn.Module:
         return CTCExport(model).eval()
     if model.family == "seq2seq":
         return model.eval()
-    raise ExportError(f"cannot export a model of family {model.family!r}")
+    raise ModelExportError(f"cannot export a model of family {model.family!r}")
 
 
 def ctc_example_inputs(height: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,7 +92,9 @@ def _export_seq2seq_onnx(model: nn.Module, example: torch.Tensor, out_dir: Path)
     try:
         files = export_seq2seq_onnx(model, out_dir, example)
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; name the step
-        raise ExportError(f"ONNX export of the encoder and decoder step failed: {exc}") from exc
+        raise ModelExportError(
+            f"ONNX export of the encoder and decoder step failed: {exc}"
+        ) from exc
     names = sorted(p.name for p in files)
     return ExportResult("onnx", names, {"exporter": "dynamo", "graphs": "encoder + decoder_step"})
 
@@ -119,7 +125,7 @@ def _export_ctc_onnx(module: nn.Module, height: int, out_dir: Path) -> ExportRes
             continue
         files = sorted(p.name for p in out_dir.glob(f"{ONNX_FILE}*"))
         return ExportResult("onnx", files, {"exporter": exporter, "opset": ONNX_OPSET})
-    raise ExportError("ONNX export failed with both exporters: " + "; ".join(errors))
+    raise ModelExportError("ONNX export failed with both exporters: " + "; ".join(errors))
 
 
 def _export_torchscript_based(module: nn.Module, inputs: tuple, path: Path) -> None:
@@ -167,5 +173,5 @@ def export_torchscript(module: nn.Module, out_dir: Path) -> ExportResult:
             scripted = torch.jit.script(module)
             scripted.save(str(path))
     except Exception as exc:  # noqa: BLE001 - TorchScript raises many types; name the step
-        raise ExportError(f"TorchScript export failed: {exc}") from exc
+        raise ModelExportError(f"TorchScript export failed: {exc}") from exc
     return ExportResult("torchscript", [TORCHSCRIPT_FILE], {"method": "script"})

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from quill.errors import QuillError
 from quill.models.decoding import Decoded
 from quill.preprocess import ImageSource, PreprocessConfig, batch_images, preprocess
 from quill.vocab import Tokenizer
@@ -43,8 +44,10 @@ class Runtime(Protocol):
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]: ...
 
 
-class ParityError(RuntimeError):
+class ParityError(QuillError, RuntimeError):
     """An export decodes differently from eager PyTorch; the message lists the differences."""
+
+    code = "export_parity_failed"
 
 
 def render_line(text: str, size: int = 40) -> Image.Image:

@@ -39,6 +39,7 @@ import yaml
 
 from quill.data import ink_cache
 from quill.data.manifest import MANIFEST_NAME, Manifest
+from quill.errors import QuillError
 from quill.preprocess import PreprocessConfig
 from quill.training.config import resolve_config
 from quill.training.train import (
@@ -64,8 +65,10 @@ CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "quill_family", "epoch", "g
 BUDGET_SHARE = 0.85
 
 
-class RecipeError(ValueError):
+class RecipeError(QuillError, ValueError):
     """The run cannot be packed, planned or finished as asked; the message says why."""
+
+    code = "gpu_recipe_error"
 
 
 # -- 1. pack ------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quill.errors import QuillError
+
 #: Metrics shown in run tables, in this order, when a run has them.
 KEY_METRICS = ("val_cer", "best_val_cer", "val_wer", "test_cer", "test_wer", "val_loss")
 #: The experiment of staging runs (``quill.staging.registry.STAGING_EXPERIMENT``; training
@@ -33,8 +35,10 @@ STAGING_EXPERIMENT = "quill-staging"
 LIST_COLUMNS = ("run", "name", "experiment", "status", "started", "minutes", "model", "dataset")
 
 
-class RunNotFoundError(LookupError):
+class RunNotFoundError(QuillError, LookupError):
     """No run, or more than one run, matches what the user typed."""
+
+    code = "run_not_found"
 
 
 def client_for(tracking_uri: str | None) -> Any:

@@ -21,6 +21,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from quill.errors import QuillError
 from quill.preprocess import PreprocessConfig
 from quill.training import tracking
 from quill.training.callbacks import (
@@ -39,8 +40,10 @@ from quill.training.module import create_module
 from quill.vocab import Tokenizer
 
 
-class TrainingSetupError(ValueError):
+class TrainingSetupError(QuillError, ValueError):
     """The config cannot make a run (no data, a model that does not fit the input...)."""
+
+    code = "training_setup_invalid"
 
 
 @dataclass

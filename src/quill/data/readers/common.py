@@ -23,6 +23,7 @@ from typing import Literal, TypeVar
 from PIL import Image
 
 from quill.data.manifest import Manifest, Sample, Split, assign_splits, file_sha256
+from quill.errors import QuillError
 from quill.preprocess import ImageError, load_image
 from quill.vocab import Tokenizer
 
@@ -33,8 +34,10 @@ REPORT_NAME = "import-report.json"
 T = TypeVar("T")
 
 
-class DatasetError(Exception):
+class DatasetError(QuillError):
     """The source as a whole cannot be read (missing directory, no files of the format)."""
+
+    code = "dataset_unreadable"
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,13 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from quill.errors import QuillError
 
-class LayoutError(ValueError):
+
+class LayoutError(QuillError, ValueError):
     """An XML file is not a well-formed document of the expected format."""
+
+    code = "layout_invalid"
 
 
 def parse_without_namespaces(path: Path) -> ET.Element:

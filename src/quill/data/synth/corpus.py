@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from quill.errors import QuillError
 from quill.vocab import Tokenizer
 
 JANEAUSTENR_DIR = Path("/usr/lib/R/site-library/janeaustenr")
@@ -95,8 +96,10 @@ def insert_number(line: str, rng: np.random.Generator, max_chars: int) -> str:
     return " ".join([*words[:at], token, *words[at:]])
 
 
-class CorpusError(RuntimeError):
+class CorpusError(QuillError, RuntimeError):
     """The corpus is not installed or unreadable; the message says how to fix it."""
+
+    code = "corpus_unavailable"
 
 
 class _RReader:

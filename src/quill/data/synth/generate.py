@@ -27,6 +27,7 @@ from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split
 from quill.data.synth import render
 from quill.data.synth.corpus import Corpus, load_corpus
 from quill.data.synth.fonts import FONTS, LoadedFont, load_fonts, npm_font_dir
+from quill.errors import QuillError
 from quill.vocab import Tokenizer
 
 Kind = Literal["line", "paragraph"]
@@ -34,8 +35,10 @@ SOURCE = "synthetic"
 IMAGE_DIR = "images"
 
 
-class SynthError(RuntimeError):
+class SynthError(QuillError, RuntimeError):
     """Synthesis cannot start (fonts or corpus missing, output in the way)."""
+
+    code = "synth_error"
 
 
 @dataclass(frozen=True)
