@@ -59,7 +59,11 @@ def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
     """The ``quill`` app with the commands of ``modules``."""
     app = typer.Typer(
         name="quill",
-        help="Quill: handwritten text recognition, from data to a served, monitored model.",
+        help="Quill: handwritten text recognition, from data to a served, monitored model.\n\n"
+        "Exit status (every command): 0 done; 1 ran, and the answer is no (some inputs could "
+        "not be read, a check failed, a promotion was refused, nothing was imported); 2 error "
+        "(usage, option or config, a missing or unreadable input, model or run, a service that "
+        "cannot be reached, a failed step).",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

@@ -5,9 +5,17 @@ their edge, and map it to an exit status or an HTTP answer (by the exception's `
 it has one); anything else is a bug and keeps its traceback. A layer's exceptions derive from
 it (and from the builtin they always were, e.g. ``ValueError``, so existing ``except``
 clauses keep working), with names that are unique across the package.
+
+The commands' exit statuses are here too (``EXIT_*``), with :func:`fail`, the one way a
+command reports an error and exits.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import typer
 
 
 class QuillError(Exception):
@@ -25,3 +33,34 @@ class ConfigError(QuillError, ValueError):
     key (and, for an unknown key, the keys that are allowed)."""
 
     code = "config_invalid"
+
+
+# -- exit statuses of the ``quill`` commands -----------------------------------------------
+# The policy ``quill --help`` and docs/cli.md state. It follows grep's and diff's: 0 yes,
+# 1 no, 2 trouble, and Click already exits 2 for a usage error.
+
+#: The command did what was asked.
+EXIT_OK = 0
+#: The command ran, and the answer is no: some inputs could not be read (``quill predict``),
+#: a check failed (``quill monitor check`` alerting, a report card that fails, a refused
+#: promotion), or nothing could be imported or exported.
+EXIT_FAILED = 1
+#: The command could not do what was asked: a usage error, a bad option, config or override,
+#: a missing or unreadable input (file, dataset, model, run, baseline), a service that cannot
+#: be reached or refuses, or a step that failed (a training setup, an export).
+EXIT_ERROR = 2
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    """Print ``error: message`` (red, on stderr, never wrapped) and return the exit to raise.
+
+    ``raise fail(str(exc)) from exc`` in a command; ``code`` is one of the ``EXIT_*``
+    statuses. Imports typer and rich only when called, so this module stays light.
+    """
+    import typer
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(stderr=True, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
+    return typer.Exit(code)
