@@ -16,8 +16,9 @@ from quill.cli import app
 from quill.monitoring import drift
 from quill.monitoring import projections as proj
 from quill.monitoring.alerts import run_check
+from quill.monitoring.records import utcnow
 from quill.monitoring.settings import MonitoringSettings, SettingsError
-from quill.monitoring.store import MonitoringStore, utcnow
+from quill.monitoring.store import MonitoringStore
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = ["Dear Sir", "I thank you", "for the seeds", "Kew Gardens", "yours truly", "J. D. Hooker"]

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.data.manifest import Manifest
-from quill.monitoring.store import MonitoringStore, utcnow
+from quill.monitoring.records import utcnow
+from quill.monitoring.store import MonitoringStore
 from quill.preprocess import load_image
 
 TEXTS = {"r0": "Dear Sir", "r1": "I thank you", "r2": "for the seeds", "r3": "Kew"}

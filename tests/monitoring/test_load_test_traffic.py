@@ -19,8 +19,9 @@ from PIL import Image
 from quill.bench.serve_load import run_load
 from quill.monitoring import projections as proj
 from quill.monitoring.alerts import run_check
+from quill.monitoring.records import utcnow
 from quill.monitoring.settings import MonitoringSettings
-from quill.monitoring.store import MonitoringStore, utcnow
+from quill.monitoring.store import MonitoringStore
 from quill.serving.runner import ApiServer
 from quill.serving.service import CLIENT_HEADER
 from quill.serving.settings import ServingSettings

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.monitoring import projections as proj
-from quill.monitoring.store import MonitoringStore, ShadowRecord, utcnow
+from quill.monitoring.records import ShadowRecord, utcnow
+from quill.monitoring.store import MonitoringStore
 
 REPO = Path(__file__).resolve().parents[2]
 WORDS = ["Dear Sir", "I thank you", "for the seeds", "Kew Gardens", "yours truly"]

@@ -6,8 +6,9 @@ import threading
 
 import pytest
 
+from quill.monitoring.async_logger import AsyncPredictionLogger
 from quill.monitoring.shadow import ShadowRecognizer
-from quill.monitoring.store import AsyncPredictionLogger, MonitoringStore
+from quill.monitoring.store import MonitoringStore
 
 
 @pytest.fixture

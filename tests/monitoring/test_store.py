@@ -13,14 +13,11 @@ import pytest
 from sqlalchemy import inspect, text
 
 from quill.monitoring import projections as proj
+from quill.monitoring.async_logger import AsyncPredictionLogger
+from quill.monitoring.predictions import UnknownRequestError
+from quill.monitoring.records import PredictionRecord, utcnow
 from quill.monitoring.schema import Base
-from quill.monitoring.store import (
-    AsyncPredictionLogger,
-    MonitoringStore,
-    PredictionRecord,
-    UnknownRequestError,
-    utcnow,
-)
+from quill.monitoring.store import MonitoringStore
 
 
 def _log(store: MonitoringStore, request_id: str, image: bytes | None, text: str = "hello", **kw):
@@ -286,7 +283,8 @@ def test_records_queued_at_exit_are_flushed(tmp_path, make_line):
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from quill.monitoring.store import AsyncPredictionLogger, MonitoringStore
+        from quill.monitoring.async_logger import AsyncPredictionLogger
+        from quill.monitoring.store import MonitoringStore
         store = MonitoringStore({store_url!r}, image_dir={str(tmp_path / "images")!r})
         logger = AsyncPredictionLogger(store, batch_size=1000, flush_interval=60)
         image = Path({str(tmp_path / "line.png")!r}).read_bytes()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from quill.monitoring.store import RETAIN_ENV
+from quill.monitoring.database import RETAIN_ENV
 from quill.serving.service import build_monitoring
 from quill.serving.settings import ServingSettings
 

@@ -24,8 +24,9 @@ from typing import Any
 
 from quill.annotation.tasks import ImageRef, build_tasks, upright_size, write_tasks
 from quill.monitoring.drift import slice_values
+from quill.monitoring.records import StoredPrediction
 from quill.monitoring.settings import MonitoringSettings
-from quill.monitoring.store import MonitoringStore, StoredPrediction
+from quill.monitoring.store import MonitoringStore
 
 FORMATS = ("labelstudio",)
 

@@ -14,9 +14,9 @@ from datetime import datetime
 import numpy as np
 
 from quill.monitoring.drift import ALL, DriftResult, compare, users_traffic
-from quill.monitoring.records import SYNTHETIC_CLIENTS
+from quill.monitoring.records import SYNTHETIC_CLIENTS, Baseline, StoredPrediction, utcnow
 from quill.monitoring.settings import MonitoringSettings
-from quill.monitoring.store import Baseline, MonitoringStore, StoredPrediction, utcnow
+from quill.monitoring.store import MonitoringStore
 
 
 @dataclass(frozen=True)

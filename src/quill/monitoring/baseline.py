@@ -3,6 +3,9 @@
 Drift is only meaningful against what the model was validated on, so the baseline runs the
 test split through the very model (and :meth:`Recognizer.predict` path) that serves, and
 projects inputs and outputs exactly as the store does on every request.
+
+:class:`BaselineStore` is the monitoring store's part that keeps baselines by name; drift,
+alerts and the report load one to compare production with.
 """
 
 from __future__ import annotations
@@ -12,11 +15,88 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import delete, insert, select
+
 from quill.data.manifest import Manifest, Sample
 from quill.evaluation import corpus_rates
 from quill.monitoring import projections as proj
-from quill.monitoring.store import MonitoringStore
+from quill.monitoring.database import StoreBase
+from quill.monitoring.records import Baseline, utcnow
+from quill.monitoring.schema import BaselineRow, BaselineValueRow
 from quill.preprocess import ImageError, load_image
+
+
+class BaselineStore(StoreBase):
+    """Baselines in the monitoring store: one projection dict per test sample, by name."""
+
+    def save_baseline(
+        self,
+        name: str,
+        rows: Sequence[dict[str, float | None]],
+        *,
+        dataset_version: str | None = None,
+        model_version: str | None = None,
+        meta: dict | None = None,
+    ) -> None:
+        """Store (replacing any of the same name) one projection dict per test sample."""
+        if not rows:
+            raise ValueError(f"baseline {name!r} has no samples")
+        with self._write_lock, self._sessions.begin() as session:
+            old = session.scalar(select(BaselineRow).where(BaselineRow.name == name))
+            if old is not None:
+                session.execute(
+                    delete(BaselineValueRow).where(BaselineValueRow.baseline_id == old.id)
+                )
+                session.delete(old)
+                session.flush()
+            baseline = BaselineRow(
+                name=name,
+                created_at=utcnow(),
+                dataset_version=dataset_version,
+                model_version=model_version,
+                meta=meta or {},
+            )
+            session.add(baseline)
+            session.flush()
+            session.execute(
+                insert(BaselineValueRow),
+                [
+                    {"baseline_id": baseline.id, "sample": i, "name": k, "value": v}
+                    for i, row in enumerate(rows)
+                    for k, v in row.items()
+                ],
+            )
+
+    def load_baseline(self, name: str = "default") -> Baseline:
+        """A stored baseline; KeyError listing the stored ones if ``name`` is not among them."""
+        with self._sessions() as session:
+            row = session.scalar(select(BaselineRow).where(BaselineRow.name == name))
+            if row is None:
+                known = list(session.scalars(select(BaselineRow.name)))
+                raise KeyError(
+                    f"no baseline named {name!r} in the store (stored: {known or 'none'}); "
+                    "make one with `quill monitor baseline`"
+                )
+            values: dict[str, list[float | None]] = {}
+            query = (
+                select(BaselineValueRow.name, BaselineValueRow.value)
+                .where(BaselineValueRow.baseline_id == row.id)
+                .order_by(BaselineValueRow.sample)
+            )
+            for key, value in session.execute(query):
+                values.setdefault(key, []).append(value)
+            return Baseline(
+                row.name,
+                row.created_at,
+                row.dataset_version,
+                row.model_version,
+                row.meta or {},
+                values,
+            )
+
+    def baseline_names(self) -> list[str]:
+        with self._sessions() as session:
+            return list(session.scalars(select(BaselineRow.name).order_by(BaselineRow.name)))
 
 
 class Predictor(Protocol):
@@ -96,7 +176,7 @@ def compute_baseline(
 
 
 def save_baseline(
-    store: MonitoringStore, name: str, data: BaselineData, dataset: Path, split: str
+    store: BaselineStore, name: str, data: BaselineData, dataset: Path, split: str
 ) -> None:
     rates = data.rates
     store.save_baseline(

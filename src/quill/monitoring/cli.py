@@ -256,7 +256,7 @@ def report_command(
 
 
 def _since(text: str) -> Any:
-    from quill.monitoring.store import utcnow
+    from quill.monitoring.records import utcnow
 
     return utcnow() - _duration(text, "--since")
 

@@ -22,9 +22,8 @@ from datetime import datetime, timedelta
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from quill.monitoring.records import SYNTHETIC_CLIENTS
+from quill.monitoring.records import SYNTHETIC_CLIENTS, Baseline, StoredPrediction
 from quill.monitoring.settings import MonitoringSettings
-from quill.monitoring.store import Baseline, StoredPrediction
 
 ALL = "all"
 #: Floor for bin shares in PSI, so an empty bin costs a bounded amount.

@@ -19,7 +19,8 @@ from PIL import Image
 
 from quill.data.manifest import Manifest
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport, ImportResult
-from quill.monitoring.store import MonitoringStore, StoredPrediction
+from quill.monitoring.records import StoredPrediction
+from quill.monitoring.store import MonitoringStore
 from quill.preprocess import ImageError, load_image
 from quill.vocab import Tokenizer
 

@@ -26,8 +26,9 @@ from quill.monitoring import projections as proj
 from quill.monitoring import svg
 from quill.monitoring.alerts import CheckResult, evaluate_window
 from quill.monitoring.drift import ALL, DriftResult, compare, finite, sliding_windows
+from quill.monitoring.records import Baseline, StoredPrediction, utcnow
 from quill.monitoring.settings import METRICS, MonitoringSettings
-from quill.monitoring.store import Baseline, MonitoringStore, StoredPrediction, utcnow
+from quill.monitoring.store import MonitoringStore
 from quill.preprocess import ImageError, load_image
 
 THUMBNAIL = (240, 80)

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from quill.evaluation import cer
+from quill.monitoring.async_logger import AsyncPredictionLogger
 from quill.monitoring.baseline import Predictor
-from quill.monitoring.store import AsyncPredictionLogger, ShadowRecord
+from quill.monitoring.records import ShadowRecord
 
 log = logging.getLogger(__name__)
 

@@ -267,8 +267,9 @@ def build_monitoring(
     """
     if not settings.monitoring_enabled:
         return None, None
+    from quill.monitoring.async_logger import AsyncPredictionLogger
     from quill.monitoring.settings import MonitoringSettings
-    from quill.monitoring.store import AsyncPredictionLogger, MonitoringStore
+    from quill.monitoring.store import MonitoringStore
 
     store = MonitoringStore.from_settings(
         MonitoringSettings.load(), settings.monitoring_url, settings.monitoring_images

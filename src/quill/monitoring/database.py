@@ -1,0 +1,212 @@
+"""The monitoring store's connection: which database and image store, and how to talk to them.
+
+:class:`StoreBase` holds what every part of :class:`~quill.monitoring.store.MonitoringStore`
+shares: the SQLAlchemy engines and sessions, the in-process write mutex, the image store, and
+the choice to retain images. The parts (predictions, backfill, retention, baselines) are
+subclasses of it, each in a module of its own.
+
+Configuration: ``$QUILL_MONITORING_URL`` (database), ``$QUILL_MONITORING_IMAGES`` (image
+folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections only),
+``$QUILL_MONITORING_SQLITE_SYNCHRONOUS`` (``NORMAL``, the default, survives a killed process;
+``FULL`` also survives power loss, at the cost of an fsync per commit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import sessionmaker
+
+from quill.monitoring.images import ImageStore
+from quill.monitoring.records import StoredPrediction
+from quill.monitoring.schema import Base, PredictionRow
+from quill.monitoring.settings import MonitoringSettings
+from quill.vocab import Tokenizer
+
+URL_ENV = "QUILL_MONITORING_URL"
+IMAGES_ENV = "QUILL_MONITORING_IMAGES"
+RETAIN_ENV = "QUILL_MONITORING_RETAIN_IMAGES"
+SYNCHRONOUS_ENV = "QUILL_MONITORING_SQLITE_SYNCHRONOUS"
+SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
+#: Seconds SQLite waits for a lock held by another writer (a purge, another worker).
+LOCK_TIMEOUT_S = 30.0
+#: The same wait on the request path: past it the prediction is queued instead, so that a
+#: long purge delays answers by at most this much.
+REQUEST_LOCK_TIMEOUT_S = 2.0
+#: Where the embedded store lives when nothing is configured (relative to the working dir).
+DEFAULT_DIR = Path("monitoring")
+#: Rows per IN (...) list: well under every backend's parameter limit.
+CHUNK = 500
+_IN_MEMORY = (None, "", ":memory:")
+
+
+def default_url() -> str:
+    """``$QUILL_MONITORING_URL``, else an SQLite file under ``./monitoring/``."""
+    return os.environ.get(URL_ENV) or f"sqlite:///{(DEFAULT_DIR / 'monitoring.db').resolve()}"
+
+
+def normalise_url(url: str) -> str:
+    """Route plain Postgres URLs to psycopg 3, the driver Quill installs.
+
+    >>> normalise_url("postgresql://u@h/db")
+    'postgresql+psycopg://u@h/db'
+    >>> normalise_url("sqlite:///x.db")
+    'sqlite:///x.db'
+    """
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def sqlite_synchronous() -> str:
+    """SQLite's ``synchronous`` setting from ``$QUILL_MONITORING_SQLITE_SYNCHRONOUS``.
+
+    In WAL mode ``NORMAL`` (the default) makes a commit survive the death of the process
+    (kill -9, out of memory): the WAL is in the operating system's cache. ``FULL`` also
+    survives a power loss or a kernel crash, with an fsync per commit.
+
+    >>> sqlite_synchronous()
+    'NORMAL'
+    """
+    value = os.environ.get(SYNCHRONOUS_ENV, "NORMAL").strip().upper()
+    if value not in SYNCHRONOUS_MODES:
+        raise ValueError(f"${SYNCHRONOUS_ENV}={value!r}: use one of {', '.join(SYNCHRONOUS_MODES)}")
+    return value
+
+
+def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
+    """``items`` in slices of at most ``size`` (one IN (...) list each)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class StoreBase:
+    """The database and the image store of the monitoring store, and how to reach them.
+
+    ``retain_images=False`` keeps projections only: image bytes are used to compute the input
+    projections and then dropped. Thread safe: each call opens its own session.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        image_dir: str | Path | None = None,
+        *,
+        retain_images: bool | None = None,
+        tokenizer: Tokenizer | None = None,
+        storage_options: dict[str, Any] | None = None,
+    ):
+        self.url = normalise_url(url or default_url())
+        self.engine = _create_engine(self.url)
+        Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The request path's connections wait less for a lock (an SQLite file only: an
+        # in-memory database exists once per engine).
+        parsed = make_url(self.url)
+        on_file = parsed.get_backend_name() == "sqlite" and parsed.database not in _IN_MEMORY
+        # Writers of this process take turns on a mutex: a request waiting for the logger's
+        # batch is woken as soon as it commits, where SQLite's busy handler would sleep
+        # 1, 2, 5, 10... ms between tries. Other processes still meet the busy handler.
+        self._write_lock: Any = threading.Lock() if on_file else contextlib.nullcontext()
+        self._request_engine = (
+            _create_engine(self.url, lock_timeout=REQUEST_LOCK_TIMEOUT_S)
+            if on_file
+            else self.engine
+        )
+        if image_dir is None:
+            image_dir = os.environ.get(IMAGES_ENV) or _default_image_dir(self.url)
+        self.images = ImageStore(str(image_dir), **(storage_options or {}))
+        if retain_images is None:
+            retain_images = os.environ.get(RETAIN_ENV, "1").lower() not in ("0", "false", "no")
+        self.retain_images = retain_images
+        self.tokenizer = tokenizer or Tokenizer()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: MonitoringSettings,
+        url: str | None = None,
+        image_dir: str | Path | None = None,
+    ) -> Self:
+        """A store honouring ``configs/monitoring.yaml``'s ``store.retain_images`` (the
+        environment variable, when set, wins)."""
+        configured = bool(settings.store.get("retain_images", True))
+        return cls(url, image_dir, retain_images=None if RETAIN_ENV in os.environ else configured)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        self.engine.dispose()
+        self._request_engine.dispose()
+
+    # ---- images -------------------------------------------------------------------------
+
+    def image_bytes(self, prediction: StoredPrediction) -> bytes | None:
+        """The stored input image, or None when it was not retained or has been purged."""
+        if prediction.image_sha256 is None or prediction.image_ext is None:
+            return None
+        return self.images.get(prediction.image_sha256, prediction.image_ext)
+
+    def image_location(self, prediction: StoredPrediction) -> str | None:
+        """Path or URL of the stored input image (None if it was not kept)."""
+        if prediction.image_sha256 is None or prediction.image_ext is None:
+            return None
+        return self.images.url(prediction.image_sha256, prediction.image_ext)
+
+    def _delete_unreferenced(self, images: Iterable[tuple[str, str]]) -> int:
+        """Delete image files no remaining prediction points to (the same photo can be
+        shared by several requests)."""
+        images = list(images)
+        with self._sessions() as session:
+            referenced = set()
+            for chunk in chunks([sha for sha, _ in images]):
+                referenced.update(
+                    session.scalars(
+                        select(PredictionRow.image_sha256).where(
+                            PredictionRow.image_sha256.in_(chunk)
+                        )
+                    )
+                )
+        return sum(self.images.delete(sha, ext) for sha, ext in images if sha not in referenced)
+
+
+def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        synchronous = sqlite_synchronous()
+        engine = create_engine(url, connect_args={"timeout": lock_timeout})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+            # WAL lets the report read while the logger writes; several API workers may
+            # share the file.
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous}")
+            cursor.close()
+
+        return engine
+    connect_args = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # An unreachable server fails a write in seconds, not after the TCP timeout.
+        connect_args["connect_timeout"] = 10
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _default_image_dir(url: str) -> str:
+    """Beside an SQLite file; under ./monitoring/ for a server database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in _IN_MEMORY:
+        return str(Path(parsed.database).parent / "images")
+    return str((DEFAULT_DIR / "images").resolve())
