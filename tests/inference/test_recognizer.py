@@ -276,3 +276,21 @@ def test_cold_start_with_onnx_never_imports_torch(smoke_model: Path, tmp_path: P
     ).stdout
     assert out.splitlines()[0].endswith("quill")
     assert "MODULES ['quill.cli', 'quill.inference.cli'] False" in out
+
+
+def test_lines_of_very_different_widths_are_read_as_when_alone(recognizer: Recognizer) -> None:
+    """The network runs over a batch's padding too: lines share a call only with lines of
+    similar width, so a short line next to a long one reads exactly as it does alone."""
+    from quill.inference.recognizer import width_groups
+
+    short = render_line("ink")
+    long = render_line("hello")
+    long = long.resize((long.width * 3, long.height))
+    together = recognizer.predict([short, long, short], kind="line")
+    alone = [recognizer.predict([image], kind="line")[0] for image in (short, long, short)]
+    assert [(p.text, p.confidence) for p in together] == [(p.text, p.confidence) for p in alone]
+    assert width_groups([10, 12, 30, 31, 32], lambda w: w, max_batch=2) == [
+        [10, 12],
+        [30, 31],
+        [32],
+    ]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol
 
 import numpy as np
@@ -219,12 +220,13 @@ def _beam_search_one(
 ) -> Decoded:
     """Prefix beam search of one item's (T, C) frames.
 
-    Prefixes are the nodes of a trie (an int each; its parent, last token and scores in
-    lists), so extending, merging and ranking them hashes small ints instead of ever longer
-    tuples. The arithmetic, the order in which prefixes are met and the stable sort are those
-    of the plain ``dict[prefix tuple, [log P_blank, log P_label]]`` formulation, so the answer
-    is the same to the bit. ``logaddexp`` is written out inline (see :func:`_logaddexp`): in
-    these loops a call costs as much as the arithmetic.
+    Prefixes are the nodes of a trie (an int each, with a record of its parent, last token,
+    LM state and scores), so extending, merging and ranking them hashes small ints instead of
+    ever longer tuples. The arithmetic, the order in which prefixes are met and the stable
+    sort are those of the plain ``dict[prefix tuple, [log P_blank, log P_label]]``
+    formulation (kept as the reference in tests/models/test_beam_search_exact.py), so the
+    answer is the same to the bit. ``logaddexp`` is written out inline (see
+    :func:`_logaddexp`): in these loops a call costs as much as the arithmetic.
     """
     neg_inf = -math.inf
     log1p, exp = math.log1p, math.exp
@@ -237,16 +239,16 @@ def _beam_search_one(
         lm_log_prob = (
             getattr(lm, "context_log_prob", lm.log_prob) if context is not None else lm.log_prob
         )
-    # Per node: parent, last token (the root repeats none), what the LM is asked with, the
-    # LM log-probability so far, and the two prefix terms of the rank, which is
-    # log P_ctc + lm_weight * log P_lm + insertion_bonus * length summed in that order.
-    parent, last_token, lm_state, lm_score, length = [-1], [-1], [()], [0.0], [0]
-    lm_term, length_term = [lm_weight * 0.0], [insertion_bonus * 0]
+    # Per node: (parent, last token, LM state, LM log-probability, lm_weight * that,
+    # length, insertion_bonus * length). A prefix's rank is
+    # log P_ctc + lm_weight * log P_lm + insertion_bonus * length, summed in that order.
+    nodes_info: list[tuple] = [(-1, -1, (), 0.0, lm_weight * 0.0, 0, insertion_bonus * 0)]
     children: dict[int, int] = {}  # node * num_classes + token -> node
     # The beams, best first: node, log P(ending in blank), log P(ending in a label).
     nodes, p_blanks, p_labels = [0], [0.0], [neg_inf]
     labels_dead = True  # every p_label is -inf, as after a blank-only frame
     blank_column = frames[:, blank].tolist() if len(frames) else []
+    rank_of = itemgetter(3)
     for candidates, p_blank_frame in zip(
         _frame_candidates(frames, beam_width, blank, prune_log_prob, num_classes),
         blank_column,
@@ -272,7 +274,13 @@ def _beam_search_one(
                 p_labels = [neg_inf] * len(nodes)
                 labels_dead = True
             continue
-        following: dict[int, list[float]] = {}
+        # The prefixes met this frame, in the order met (equal ranks keep it), as
+        # (node, log P_blank, log P_label, rank). A prefix that is not a beam has one parent
+        # among the beams, so it is met once, with its final values, and ranked at once; only
+        # the beams can be met twice (as themselves and as an extension of another beam), so
+        # only their entries are mutable lists, found through beam_at.
+        beam_at: dict[int, list | None] = dict.fromkeys(nodes)
+        entries: list = []
         for node, b, lab in zip(nodes, p_blanks, p_labels, strict=True):
             if b == neg_inf:
                 p_total = lab
@@ -281,69 +289,72 @@ def _beam_search_one(
             else:
                 p_total = (b if b > lab else lab) + log1p(exp(-abs(b - lab)))
             x = p_total + p_blank_frame
-            stay = following.get(node)
+            stay = beam_at[node]
             if stay is None:
-                following[node] = stay = [x, neg_inf]
+                stay = beam_at[node] = [node, x, neg_inf, neg_inf]  # ranked below, when complete
+                entries.append(stay)
             else:
-                y = stay[0]
+                y = stay[1]
                 if y != neg_inf and x != neg_inf:
                     x = (y if y > x else x) + log1p(exp(-abs(y - x)))
                 elif x == neg_inf:
                     x = y
-                stay[0] = x
-            repeat = last_token[node]
+                stay[1] = x
+            info = nodes_info[node]
+            repeat = info[1]
             key = node * num_classes
             for token, p in candidates:
                 child = children.get(key + token)
                 if child is None:  # a new prefix: its LM score, once
-                    child = children[key + token] = len(parent)
-                    state = lm_state[node]
+                    child = children[key + token] = len(nodes_info)
+                    state = info[2]
                     step = lm_log_prob(state, token) if lm_log_prob is not None else 0.0
                     if context is None:
-                        lm_state.append((*state, token))
+                        child_state = (*state, token)
                     else:
-                        lm_state.append((*state, token)[-context:] if context else ())
-                    parent.append(node)
-                    last_token.append(token)
-                    score = lm_score[node] + step
-                    lm_score.append(score)
-                    lm_term.append(lm_weight * score)
-                    size = length[node] + 1
-                    length.append(size)
-                    length_term.append(insertion_bonus * size)
+                        child_state = (*state, token)[-context:] if context else ()
+                    score = info[3] + step
+                    size = info[5] + 1
+                    nodes_info.append(
+                        (node, token, child_state, score, lm_weight * score, size,
+                         insertion_bonus * size)
+                    )  # fmt: skip
                 if token == repeat:
-                    stay[1] = _logaddexp(stay[1], lab + p)  # a repeat collapses
+                    stay[2] = _logaddexp(stay[2], lab + p)  # a repeat collapses
                     x = b + p  # the repeated label needs a blank between
                 else:
                     x = p_total + p
-                grown = following.get(child)
-                if grown is None:
-                    following[child] = [neg_inf, x]
+                if child not in beam_at:  # met once: logaddexp(-inf, x) is x
+                    grown = nodes_info[child]
+                    entries.append((child, neg_inf, x, x + grown[4] + grown[6]))
+                    continue
+                other = beam_at[child]
+                if other is None:
+                    other = beam_at[child] = [child, neg_inf, x, neg_inf]
+                    entries.append(other)
                 else:
-                    y = grown[1]
+                    y = other[2]
                     if y != neg_inf and x != neg_inf:
                         x = (y if y > x else x) + log1p(exp(-abs(y - x)))
                     elif x == neg_inf:
                         x = y
-                    grown[1] = x
-        entries = list(following.items())
-        ranks = [
-            (
-                lab
-                if b == neg_inf
-                else b
-                if lab == neg_inf
-                else (b if b > lab else lab) + log1p(exp(-abs(b - lab)))
-            )
-            + lm_term[node]
-            + length_term[node]
-            for node, (b, lab) in entries
-        ]
+                    other[2] = x
+        for entry in beam_at.values():
+            if entry is not None:
+                node, b, lab, _ = entry
+                if b == neg_inf:
+                    rank = lab
+                elif lab == neg_inf:
+                    rank = b
+                else:
+                    rank = (b if b > lab else lab) + log1p(exp(-abs(b - lab)))
+                info = nodes_info[node]
+                entry[3] = rank + info[4] + info[6]
         # sorted() is stable, reverse=True included: equal ranks keep the order met
-        order = sorted(range(len(entries)), key=ranks.__getitem__, reverse=True)[:beam_width]
-        nodes = [entries[i][0] for i in order]
-        p_blanks = [entries[i][1][0] for i in order]
-        p_labels = [entries[i][1][1] for i in order]
+        best = sorted(entries, key=rank_of, reverse=True)[:beam_width]
+        nodes = [entry[0] for entry in best]
+        p_blanks = [entry[1] for entry in best]
+        p_labels = [entry[2] for entry in best]
         labels_dead = False
     node = nodes[0]
     confidence = (
@@ -351,8 +362,8 @@ def _beam_search_one(
     )
     ids: list[int] = []
     while node > 0:
-        ids.append(last_token[node])
-        node = parent[node]
+        node, token = nodes_info[node][:2]
+        ids.append(token)
     return ids[::-1], confidence
 
 
