@@ -38,15 +38,15 @@ def test_accuracy_command_writes_reports_and_skips_missing_peers(
 
 def test_accuracy_command_explains_what_is_wrong(printed_dataset: Path, tmp_path: Path) -> None:
     nothing = runner.invoke(app, ["bench", "accuracy", "--data", str(printed_dataset)])
-    assert nothing.exit_code == 1 and "give --model DIR and/or --peer NAME" in nothing.output
+    assert nothing.exit_code == 2 and "give --model DIR and/or --peer NAME" in nothing.output
     missing = runner.invoke(
         app, ["bench", "accuracy", "--peer", "tesseract", "--data", str(tmp_path / "nope")]
     )
-    assert missing.exit_code == 1 and "dataset not found" in missing.output
+    assert missing.exit_code == 2 and "dataset not found" in missing.output
     not_a_model = runner.invoke(
         app, ["bench", "accuracy", "--model", str(tmp_path), "--data", str(printed_dataset)]
     )
-    assert not_a_model.exit_code == 1 and "quill-model.json is missing" in not_a_model.output
+    assert not_a_model.exit_code == 2 and "quill-model.json is missing" in not_a_model.output
 
 
 def test_accuracy_command_reports_unseen_writers_first(tiny_model: Path, tmp_path: Path) -> None:
@@ -101,4 +101,4 @@ def test_speed_command_compares_runtimes_in_one_run(
 def test_speed_command_rejects_unknown_variants(tiny_model: Path, printed_dataset) -> None:
     args = ["bench", "speed", "--model", str(tiny_model), "--data", str(printed_dataset)]
     result = runner.invoke(app, [*args, "--variant", "tensorrt"])
-    assert result.exit_code == 1 and "unknown variant or kind: tensorrt" in result.output
+    assert result.exit_code == 2 and "unknown variant or kind: tensorrt" in result.output

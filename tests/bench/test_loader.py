@@ -74,10 +74,10 @@ def test_bench_data_refuses_unknown_modes_and_bad_worker_counts(
 ) -> None:
     base = ["bench", "data", "--config", str(data_config), "--out", str(tmp_path / "out")]
     bad_mode = runner.invoke(app, [*base, "--mode", "turbo"])
-    assert bad_mode.exit_code == 1
+    assert bad_mode.exit_code == 2
     assert "modes must be among" in bad_mode.output and "per-sample" in bad_mode.output
     bad_workers = runner.invoke(app, [*base, "--workers", "two"])
-    assert bad_workers.exit_code == 1 and "error" in bad_workers.output
+    assert bad_workers.exit_code == 2 and "error" in bad_workers.output
     missing = runner.invoke(app, ["bench", "data", "--config", str(tmp_path / "nope.yaml")])
-    assert missing.exit_code == 1 and "error" in missing.output
+    assert missing.exit_code == 2 and "error" in missing.output
     assert not (tmp_path / "out").exists()

@@ -359,10 +359,10 @@ def test_bench_accuracy_page_arguments_fail_clearly(tmp_path: Path) -> None:
     from quill.cli import app
 
     nothing = CliRunner().invoke(app, ["bench", "accuracy", "--peer", "tesseract"])
-    assert nothing.exit_code == 1 and "nothing to read" in nothing.output
+    assert nothing.exit_code == 2 and "nothing to read" in nothing.output
     missing = ["bench", "accuracy", "--peer", "tesseract", "--pages", str(tmp_path / "none")]
     result = CliRunner().invoke(app, missing)
-    assert result.exit_code == 1 and "page set not found" in result.output
+    assert result.exit_code == 2 and "page set not found" in result.output
 
 
 def test_pages_without_line_geometry_get_page_scores_only(tmp_path: Path) -> None:

@@ -118,3 +118,21 @@ def test_strict_from_dict_recurses_into_nested_configs() -> None:
         strict_from_dict(Style, {"nmae": "x", "colour": 1}, where="style")
     with pytest.raises(ConfigError, match="expected a mapping of fields, not list"):
         strict_from_dict(Style, [1, 2])  # type: ignore[arg-type]
+
+
+def test_commands_fail_through_one_helper_and_help_states_the_exit_codes() -> None:
+    from typer.testing import CliRunner
+
+    from quill.cli import build_app
+    from quill.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
+
+    own_helpers = [
+        str(path.relative_to(SOURCE))
+        for path in sorted(SOURCE.rglob("*.py"))
+        if "def _fail(" in path.read_text(encoding="utf-8")
+    ]
+    assert own_helpers == []
+    assert (EXIT_OK, EXIT_FAILED, EXIT_ERROR) == (0, 1, 2)
+    shown = " ".join(CliRunner().invoke(build_app(()), ["--help"]).output.split())
+    assert "Exit status (every command): 0 done; 1 ran, and the answer is no" in shown
+    assert "; 2 error (usage" in shown

@@ -164,7 +164,7 @@ def test_tune_refuses_a_language_model_of_another_character_set(model_copy, val_
            "--vocabulary", "latin")  # fmt: skip
     result = CliRunner().invoke(app, ["lm", "tune", str(model_copy), "--data", str(val_lines),
                                       "--lm", str(lm_path)])  # fmt: skip
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "fitted with another character set" in " ".join(result.output.split())
 
 

@@ -84,7 +84,7 @@ def test_commands_without_a_staged_model_say_how_to_get_one(tmp_path: Path) -> N
     runner = CliRunner()
     for command in ("up", "serve", "app"):
         result = runner.invoke(app, [command, "--model", str(tmp_path / "none")])
-        assert result.exit_code == 1, command
+        assert result.exit_code == 2, command
         assert "no staged model" in result.output and "quill stage" in result.output
     wrong = runner.invoke(app, ["app", "--backend", "ftp://x"])
     assert wrong.exit_code == 2 and "neither 'local' nor an http(s) URL" in wrong.output

@@ -106,7 +106,7 @@ def test_stage_register_and_fetch_through_the_cli(tmp_path: Path, tracking_uri: 
             tracking_uri,
         ],
     )
-    assert missing.exit_code == 1 and "tiny@nope" in missing.output
+    assert missing.exit_code == 2 and "tiny@nope" in missing.output
 
 
 @pytest.mark.slow
@@ -196,7 +196,7 @@ def test_staging_a_file_that_is_not_a_checkpoint_fails_clearly(tmp_path: Path) -
     result = CliRunner().invoke(
         app, ["stage", str(junk), "--out", str(tmp_path / "out"), "--no-register"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "junk.ckpt" in result.output and not (tmp_path / "out").exists()
 
 

@@ -192,7 +192,7 @@ def test_unknown_run_is_a_clear_error(ctc_run) -> None:
     result = runner.invoke(
         app, ["runs", "show", "nosuchrun", "--tracking-uri", client.tracking_uri]
     )
-    assert result.exit_code == 1 and "no run with id" in result.output
+    assert result.exit_code == 2 and "no run with id" in result.output
 
 
 def test_resume_continues_from_the_checkpoint(ctc_run, tiny_lines: Path) -> None:
@@ -295,7 +295,7 @@ def test_optional_loggers_fail_clearly_when_not_installed(tiny_lines: Path, tmp_
     result = runner.invoke(
         app, train_args(tiny_lines, "sqlite:///unused.db", tmp_path, "--logger", "wandb")
     )
-    assert result.exit_code == 1 and "pip install wandb" in result.output
+    assert result.exit_code == 2 and "pip install wandb" in result.output
 
 
 def test_csv_logger_keeps_the_same_record_in_files(tiny_lines: Path, tmp_path: Path) -> None:
@@ -323,6 +323,6 @@ def test_csv_logger_keeps_the_same_record_in_files(tiny_lines: Path, tmp_path: P
 
 def test_missing_data_and_bad_override_fail_clearly(tmp_path: Path, tracking_uri: str) -> None:
     result = runner.invoke(app, train_args(tmp_path / "nothing", tracking_uri, tmp_path))
-    assert result.exit_code == 1 and "dataset folder not found" in result.output
+    assert result.exit_code == 2 and "dataset folder not found" in result.output
     result = runner.invoke(app, ["train", "--config", str(TINY_CONFIG), "optim.lrr=1"])
     assert result.exit_code == 2 and "did you mean lr" in result.output

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quill.errors import fail
 from quill.monitoring.cli import (
     ConfigOption,
     ImagesOption,
@@ -39,11 +40,6 @@ def _console(stderr: bool = True) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, soft_wrap=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    _console().print(f"[red]error:[/] {message}", highlight=False)
-    return typer.Exit(2)
 
 
 @annotate_app.command("config")
@@ -125,14 +121,14 @@ def tasks_command(
 
     fmt = fmt or ("csv" if out.suffix.lower() == ".csv" else "json")
     if fmt not in ("json", "csv"):
-        raise _fail(f"--format must be json or csv, not {fmt!r}")
+        raise fail(f"--format must be json or csv, not {fmt!r}")
     if fmt == "csv" and model is not None:
-        raise _fail("CSV tasks cannot carry pre-annotations: use --format json with --model")
+        raise fail("CSV tasks cannot carry pre-annotations: use --format json with --model")
     try:
         refs = collect_images(sources)
         predictor = recognizer_predictor(model, threads) if model is not None else None
     except (TaskSourceError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     progress, bar = _progress("tasks", len(refs))
     with progress:
         try:
@@ -144,7 +140,7 @@ def tasks_command(
                 progress=lambda n: progress.advance(bar, n),
             )
         except (TaskSourceError, ValueError, OSError) as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     write_tasks(tasks, out, fmt)
     console = _console()
     for note in notes:
@@ -164,7 +160,7 @@ def _load_tokenizer(path: Path | None) -> Any:
         data = json.loads(file.read_text(encoding="utf-8"))
         return Tokenizer.from_dict(data.get("tokenizer", data))
     except (OSError, ValueError, KeyError) as exc:
-        raise _fail(f"--vocab {path}: not a tokenizer JSON or staged model ({exc})") from exc
+        raise fail(f"--vocab {path}: not a tokenizer JSON or staged model ({exc})") from exc
 
 
 @annotate_app.command("import")
@@ -229,7 +225,7 @@ def import_command(
                 tasks, str(export), out, options, overwrite, lambda n: progress.advance(bar, n)
             )
     except (LabelStudioExportError, FileExistsError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     _print_import(result, out)
 
 
@@ -290,7 +286,7 @@ def serve_command(
     try:
         server = LabelStudioProcess(settings).start()
     except (ServeError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     try:
         with console.status("starting Label Studio (the first start takes about a minute)"):
             waited = server.wait_healthy(timeout)
@@ -298,7 +294,7 @@ def serve_command(
         code = server.wait()
     except ServeError as exc:
         server.stop()
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         server.stop()
         console.print("Label Studio stopped")
@@ -316,7 +312,7 @@ def _client(url: str | None) -> Any:
     try:
         return LabelStudioClient.from_env(url)
     except LabelStudioError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 URL_HELP = "Label Studio URL [default: $LABEL_STUDIO_URL or http://127.0.0.1:8080]."
@@ -344,9 +340,9 @@ def push_command(
     try:
         tasks = json.loads(tasks_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise _fail(f"{tasks_file}: cannot read tasks JSON ({exc})") from exc
+        raise fail(f"{tasks_file}: cannot read tasks JSON ({exc})") from exc
     if not isinstance(tasks, list):
-        raise _fail(f"{tasks_file}: tasks JSON must be a list")
+        raise fail(f"{tasks_file}: tasks JSON must be a list")
     with _client(url) as client:
         try:
             found, created = client.ensure_project(project)
@@ -355,7 +351,7 @@ def push_command(
                 client.ensure_local_storage(found["id"], folder)
             count = client.import_tasks(found["id"], tasks)
         except (LabelStudioError, LabelingConfigError) as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     verb = "created" if created else "found"
     _console().print(
         f"{verb} project {found.get('title')!r} (id {found['id']}); imported {count} tasks; "
@@ -376,10 +372,10 @@ def pull_command(
         try:
             found = client.project(project)
             if found is None:
-                raise _fail(f"no project {project!r} on {client.url}")
+                raise fail(f"no project {project!r} on {client.url}")
             tasks = client.export(found["id"])
         except LabelStudioError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(tasks, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     annotated = sum(1 for task in tasks if task.get("annotations"))
@@ -431,7 +427,7 @@ def export_command(
     try:
         result = export_labelstudio(store, chosen, out, document_root=document_root)
     except ValueError as exc:  # an image outside the document root
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console = _console(stderr=False)
     for note in result.skipped:
         console.print(f"[yellow]skipped {note}[/yellow]")

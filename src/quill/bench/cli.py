@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from quill.errors import fail
+
 console = Console()
 
 PEER_HELP = "Peer to compare against: tesseract, rapidocr (repeat for both)."
@@ -28,11 +30,6 @@ PAGES_HELP = (
     "or a folder with labels.tsv whose rows are whole pages (\\n marks a line break); "
     "NAME=PATH names it. Scores page CER/WER, line detection and line CER (repeat)."
 )
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code=1)
 
 
 def _progress():  # noqa: ANN202 - rich's Progress, imported lazily
@@ -131,9 +128,9 @@ def accuracy(
     specs = [*(data or []), *(more_data or [])]
     slices = slice_by or list(DEFAULT_SLICES)
     if model is None and not peer:
-        raise _fail("nothing to measure: give --model DIR and/or --peer NAME")
+        raise fail("nothing to measure: give --model DIR and/or --peer NAME")
     if not specs and not pages:
-        raise _fail("nothing to read: give --data PATH (lines, paragraphs) and/or --pages PATH")
+        raise fail("nothing to read: give --data PATH (lines, paragraphs) and/or --pages PATH")
     try:
         page_sets = [load_pages(spec) for spec in pages or []]
         # Raw sources are imported with a vocabulary the model can write (Latin + its own).
@@ -151,7 +148,7 @@ def accuracy(
             for spec in specs
         ]
     except (BenchDataError, DatasetError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     datasets = [dataset for dataset in loaded if dataset.samples]
     empty = [dataset for dataset in loaded if not dataset.samples]
     for dataset in empty:
@@ -160,7 +157,7 @@ def accuracy(
         for reason in page_set.skipped:
             console.print(f"[yellow]{page_set.name}: left out[/yellow] {reason}")
     if specs and not datasets and not page_sets:
-        raise _fail(f"no dataset has {split!r} samples to read")
+        raise fail(f"no dataset has {split!r} samples to read")
     systems = []
     if model is not None:
         variants = {"quill": None, **{f"quill-{d}": d for d in also_decoding or []}}
@@ -170,12 +167,12 @@ def accuracy(
                 for name, decoding in variants.items()
             ]
         except SystemUnavailable as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
     peers, unavailable = _load_peers(peer or [], threads)
     _print_skipped(unavailable)
     systems += peers
     if not systems:
-        raise _fail("no system left to measure (every peer is missing)")
+        raise fail("no system left to measure (every peer is missing)")
     results, page_results = [], []
     with _progress() as progress:
         for dataset in datasets:
@@ -337,18 +334,18 @@ def speed(
         k for k in kinds if k not in ("line", "paragraph")
     ]
     if unknown:
-        raise _fail(f"unknown variant or kind: {', '.join(unknown)} (see --help)")
+        raise fail(f"unknown variant or kind: {', '.join(unknown)} (see --help)")
     if model is None and not peer:
-        raise _fail("nothing to time: give --model DIR and/or --peer NAME")
+        raise fail("nothing to time: give --model DIR and/or --peer NAME")
     machine = machine_info()  # before the run: its load average says how busy the box was
     plan = SpeedPlan(tuple(batch or (1, 8)), tuple(threads or (1,)), images, warmup)
     try:
         dataset = load_dataset(data, split=split, cache_root=cache, show_progress=True)
     except (BenchDataError, DatasetError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     fixed = {k: v for k, v in speed_inputs(dataset.samples, inputs).items() if k in kinds and v}
     if not fixed:
-        raise _fail(f"{dataset.name} has no {' or '.join(kinds)} samples to time")
+        raise fail(f"{dataset.name} has no {' or '.join(kinds)} samples to time")
     unavailable: dict[str, str] = {}
     rows_per_system = len(fixed) * len(plan.batches)
     with tempfile.TemporaryDirectory(prefix="quill-int8-") as scratch, _progress() as progress:

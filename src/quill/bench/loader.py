@@ -19,6 +19,8 @@ from typing import Any
 
 import typer
 
+from quill.errors import fail
+
 #: Ways of loading compared: (name, data.cache, where the batch is augmented).
 MODES = (
     ("per-sample", False, "loader"),
@@ -187,14 +189,12 @@ def data_command(
         resolved = resolve_config(config, overrides or [])
         counts = [int(w) for w in workers.split(",")]
     except (ConfigError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     names = [m[0] for m in MODES]
     modes = mode or names[: 3 if torch.cuda.is_available() else 2]
     unknown = [m for m in modes if m not in names]
     if unknown or ("cached, GPU augment" in modes and not torch.cuda.is_available()):
-        console.print(f"[red]error:[/red] modes must be among {names} (the GPU one needs CUDA)")
-        raise typer.Exit(1)
+        raise fail(f"modes must be among {names} (the GPU one needs CUDA)")
     machine = machine_info()
     with console.status("measuring") as status:
         rows = run_bench(resolved, counts, batches, modes, lambda t: status.update(t))

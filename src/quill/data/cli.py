@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from quill.errors import fail
+
 if TYPE_CHECKING:
     from quill.data.readers.common import ImportResult
 
@@ -75,14 +77,6 @@ def _print_result(result: ImportResult, hint: Callable[[], str | None] | None = 
         raise typer.Exit(1)
 
 
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    return typer.Exit(2)
-
-
 @data_app.command(
     "import",
     help="Import real ground truth into a dataset folder (images + manifest.jsonl).\n\n"
@@ -143,7 +137,7 @@ def import_command(
     try:
         result = READERS[fmt.value](src, out, show_progress=True, **options)
     except DatasetError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     hinted = fmt is ImportFormat.folder and vocabulary is Vocabulary.ascii
     _print_result(result, (lambda: _latin_hint(src)) if hinted else None)
 
@@ -195,7 +189,7 @@ def paragraphs_command(
             src, out, n, seed=seed, config=config, workers=workers, show_progress=True
         )
     except (DatasetError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     _print_result(result)
 
 
@@ -216,7 +210,7 @@ def manifest_command(
     try:
         manifest = Manifest.load(folder)
     except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console = Console()
     groups = len({s.group for s in manifest})
     console.print(f"{manifest.root}  version [bold]{manifest.version}[/bold]")
@@ -249,7 +243,7 @@ def download_command(
     try:
         notes = download_iam(to, source=source, show_progress=True)
     except DownloadError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     for note in notes:
         typer.echo(note)
     typer.echo(f"IAM is in {to}; next: quill data import iam {to} --out data/iam")

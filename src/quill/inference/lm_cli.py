@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-if TYPE_CHECKING:
-    from rich.console import Console
+from quill.errors import fail
 
+if TYPE_CHECKING:
     from quill.vocab import Tokenizer
 
 lm_app = typer.Typer(
@@ -143,12 +143,11 @@ def fit(
     console = Console(stderr=True, soft_wrap=True)
     missing = [str(p) for p in [*text, *dataset, *evaluate] if not p.exists()]
     if missing:
-        console.print(f"[red]error:[/] not found: {', '.join(missing)}")
-        raise typer.Exit(1)
+        raise fail(f"not found: {', '.join(missing)}")
     tokenizer, vocabulary_name = _fit_tokenizer(model, vocabulary)
     texts = list(training_texts(text, [], False))
     for folder in dataset:
-        lines, skipped = _split_texts_or_exit(console, folder, "train", tokenizer)
+        lines, skipped = _split_texts_or_exit(folder, "train", tokenizer)
         console.print(f"{folder}: {len(lines):,} train lines")
         if skipped:
             console.print(
@@ -158,8 +157,7 @@ def fit(
     if corpus:
         texts += training_texts([], [], True)
     if not texts:
-        console.print("[red]error:[/] no text: give --text, --dataset or keep --corpus")
-        raise typer.Exit(1)
+        raise fail("no text: give --text, --dataset or keep --corpus")
     with console.status(f"counting {order}-grams over {sum(map(len, texts)):,} characters"):
         lm = CharNGramLM.fit(texts, order=order, tokenizer=tokenizer)
         lm.save(out)
@@ -174,21 +172,18 @@ def fit(
         f"({characters} characters)"
     )
     for folder in evaluate:
-        val, _ = _split_texts_or_exit(console, folder, "val", tokenizer)
+        val, _ = _split_texts_or_exit(folder, "val", tokenizer)
         console.print(f"perplexity on {folder} val ({len(val)} lines): {lm.perplexity(val):.2f}")
 
 
 def _split_texts_or_exit(
-    console: Console, folder: Path, split: str, tokenizer: Tokenizer
+    folder: Path, split: str, tokenizer: Tokenizer
 ) -> tuple[list[str], list[str]]:
-    """:func:`split_texts`, or a clear error and exit code 1."""
-    from rich.markup import escape
-
+    """:func:`split_texts`, or a clear error and exit code 2."""
     try:
         return split_texts(folder, split, tokenizer)
     except ValueError as exc:
-        console.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
 
 
 @lm_app.command("tune")
@@ -240,14 +235,12 @@ def tune(
             language.check_tokenizer(recognizer.tokenizer)
         manifests = [Manifest.load(folder) for folder in data]
     except (ModelLoadError, ValueError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     paths, texts = [], []
     for folder, manifest in zip(data, manifests, strict=True):
         samples = [s for s in manifest.split(split) if s.kind == "line"][: limit or None]
         if not samples:
-            console.print(f"[red]error:[/] {folder} has no {split!r} line samples")
-            raise typer.Exit(1)
+            raise fail(f"{folder} has no {split!r} line samples")
         paths += [manifest.path_of(s) for s in samples]
         texts += [s.text for s in samples]
     with Progress(console=console, transient=True) as progress:
@@ -257,8 +250,7 @@ def tune(
                 recognizer, paths, lambda: progress.advance(task)
             )
         except ValueError as exc:
-            console.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(1) from exc
+            raise fail(str(exc)) from exc
     results = decoding_tuning.tune(
         batches,
         texts,

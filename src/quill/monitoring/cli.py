@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from quill.errors import fail
+
 if TYPE_CHECKING:
     from quill.monitoring.settings import MonitoringSettings
     from quill.monitoring.store import MonitoringStore
@@ -61,20 +63,13 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, soft_wrap=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    from rich.markup import escape
-
-    _console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(2)
-
-
 def _settings(config: Path | None) -> MonitoringSettings:
     from quill.monitoring.settings import MonitoringSettings, SettingsError
 
     try:
         return MonitoringSettings.load(config)
     except SettingsError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
 
 
 def _store(url: str | None, images: str | None, settings: MonitoringSettings) -> MonitoringStore:
@@ -85,7 +80,7 @@ def _store(url: str | None, images: str | None, settings: MonitoringSettings) ->
     try:
         return MonitoringStore.from_settings(settings, url, images)
     except (SQLAlchemyError, ValueError) as exc:
-        raise _fail(f"cannot open the monitoring store: {exc}") from exc
+        raise fail(f"cannot open the monitoring store: {exc}") from exc
 
 
 def _duration(text: str, option: str) -> Any:
@@ -114,7 +109,7 @@ def _recognizer(path: Path, backend: str, threads: int | None, option: str) -> A
     try:
         return Recognizer.from_path(path, backend=backend, threads=threads)
     except (ModelLoadError, OSError, ValueError) as exc:
-        raise _fail(f"{option} {path}: {exc}") from exc
+        raise fail(f"{option} {path}: {exc}") from exc
 
 
 @monitor_app.command("status")
@@ -165,7 +160,7 @@ def baseline_command(
     try:
         manifest = Manifest.load(dataset)
     except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     recognizer = _recognizer(model, backend, threads, "--model")
     store = _store(url, images, settings)
     total = len([s for s in manifest if split in ("all", s.split)])
@@ -181,7 +176,7 @@ def baseline_command(
                 progress=advance,
             )
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     name = name or settings.baseline
     save_baseline(store, name, data, dataset, split)
     console = _console()
@@ -219,7 +214,7 @@ def check_command(
     try:
         result = run_check(store, settings, baseline_name=baseline)
     except KeyError as exc:
-        raise _fail(str(exc.args[0])) from exc
+        raise fail(str(exc.args[0])) from exc
     console = _console()
     style = "green" if result.ok else "red"
     summary = result.summary().splitlines()
@@ -321,7 +316,7 @@ def backfill_command(
     try:
         written = store.backfill(projection or None, recompute=recompute)
     except KeyError as exc:
-        raise _fail(str(exc.args[0])) from exc
+        raise fail(str(exc.args[0])) from exc
     _console().print(f"wrote {written} projection value(s)")
 
 
@@ -344,7 +339,7 @@ def delete_command(
         else:
             missing.append(rid)
     if missing:
-        raise _fail(f"no such request(s): {', '.join(missing)}")
+        raise fail(f"no such request(s): {', '.join(missing)}")
 
 
 @monitor_app.command("purge")
@@ -425,7 +420,7 @@ def evaluate_command(
     try:
         rules = ev.EvaluationConfig.load(config)
     except (ValueError, OSError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     specs = [ev.EvalSet(p.name, p, split) for p in dataset] if dataset else rules.datasets
     console = _console()
     sets, notes = [], []
@@ -436,7 +431,7 @@ def evaluate_command(
             notes.append(f"{spec.name}: {exc}")
             console.print(f"[yellow]skipped set {spec.name}: {exc}[/yellow]")
     if not sets:
-        raise _fail("no evaluation set could be read (pass --dataset DIR)")
+        raise fail("no evaluation set could be read (pass --dataset DIR)")
     models = {
         "candidate": _recognizer(candidate, backend, threads, "--candidate"),
         "current": _recognizer(current, backend, threads, "--current"),
@@ -454,7 +449,7 @@ def evaluate_command(
             items, rules, describe["candidate"], describe["current"], [*notes, *run_notes]
         )
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     json_path, md_path = ev.write_card(card, out)
     for check in card["checks"]:
         mark = "[green]pass[/green]" if check["passed"] else "[red]FAIL[/red]"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from quill.errors import fail
 from quill.inference import DEFAULT_MODEL_DIR
 
 MODEL_HELP = "Staged model directory (quill-model.json, model.onnx, model.pt)."
@@ -156,19 +157,16 @@ def _refuse_open(settings: object, host: str) -> None:
     """Exit with one line when ``host`` would expose an API without a key (and not allowed)."""
     problem = settings.exposure_problem(host)  # type: ignore[attr-defined]
     if problem is not None:
-        typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(2)
+        raise fail(problem)
 
 
 def _require_model(model: Path) -> None:
     if not (model / "quill-model.json").is_file():
-        typer.echo(
-            f"error: no staged model at {model} (quill-model.json missing). Stage one with "
+        raise fail(
+            f"no staged model at {model} (quill-model.json missing). Stage one with "
             "`quill stage RUN_OR_CHECKPOINT --out DIR` or fetch one with "
-            "`quill model fetch NAME --out DIR`, then pass --model DIR.",
-            err=True,
+            "`quill model fetch NAME --out DIR`, then pass --model DIR."
         )
-        raise typer.Exit(1)
 
 
 def register(app_: typer.Typer) -> None:

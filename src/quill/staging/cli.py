@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from quill.errors import EXIT_FAILED, fail
 from quill.staging.registry import METADATA_FILE
 
 if TYPE_CHECKING:
@@ -131,8 +132,9 @@ def stage(
     """Export a checkpoint to ONNX + TorchScript, check parity, write a model card, register.
 
     Staging fails (exit code 1, nothing written or registered) if an export decodes the
-    sample set differently from eager PyTorch. `quill model promote` then makes a staged
-    model the champion; `quill model fetch` brings a registered one back.
+    sample set differently from eager PyTorch; an unreadable checkpoint or a failed export
+    exits 2. `quill model promote` then makes a staged model the champion; `quill model
+    fetch` brings a registered one back.
     """
     from quill.staging.export import ModelExportError
     from quill.staging.parity import ParityError
@@ -168,9 +170,10 @@ def stage(
         if register:
             version = register_model(out, uri, name or out.name, alias)
             console.print(f"[green]registered[/] {version.name} version {version.version} in {uri}")
-    except (CheckpointError, ModelExportError, ParityError, RegistryError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    except ParityError as exc:  # a check that failed: EXIT_FAILED, as a refused promotion
+        raise fail(str(exc), EXIT_FAILED) from exc
+    except (CheckpointError, ModelExportError, RegistryError) as exc:
+        raise fail(str(exc)) from exc
 
 
 @model_app.command("fetch")
@@ -192,8 +195,7 @@ def fetch_command(
     try:
         path = fetch(reference, out, _tracking_uri(tracking_uri))
     except RegistryError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     console.print(f"[green]fetched[/] {reference} -> {path}")
 
 
@@ -241,9 +243,10 @@ def promote_command(
         for failure in check_promotion(report_card, version, force=force):
             console.print(f"[yellow]warning:[/] promoting despite a failed check: {failure}")
         registered = register(staged_dir, uri, name, alias)
-    except (PromotionRefused, RegistryError) as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+    except PromotionRefused as exc:
+        raise fail(str(exc), EXIT_FAILED) from exc
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
     console.print(f"[green]promoted[/] {registered.name} version {registered.version} in {uri}")
 
 

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from quill.errors import fail
+
 runs_app = typer.Typer(
     help="List, inspect, compare and report tracked training runs.", no_args_is_help=True
 )
@@ -127,8 +129,7 @@ def train_command(
     try:
         train(resolved, config_path=str(config), resume=resume)
     except (TrainingSetupError, ConfigError, FileNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
 
 
 def _client_and_runs(tracking_uri: str | None, keys: list[str]) -> tuple[object, list]:
@@ -138,8 +139,7 @@ def _client_and_runs(tracking_uri: str | None, keys: list[str]) -> tuple[object,
     try:
         return client, [resolve_run(client, key) for key in keys]
     except RunNotFoundError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
 
 
 def _print_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
@@ -203,8 +203,7 @@ def runs_list(
         )
         names = runs.experiment_names(client)
     except (ValueError, runs.RunNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     rows = [runs.summary(r, names) for r in found]
     if csv is not None:
         runs.runs_frame(found, names).to_csv(csv, index=False)

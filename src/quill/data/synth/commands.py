@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from quill.errors import fail
+
 
 class SynthKind(StrEnum):
     line = "line"
@@ -25,14 +27,6 @@ class ImageFormat(StrEnum):
 
 
 DatasetArg = Annotated[Path, typer.Argument(help="Dataset folder (holding manifest.jsonl).")]
-
-
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    return typer.Exit(2)
 
 
 def synth_command(
@@ -87,7 +81,7 @@ def synth_command(
             progress=True,
         )
     except (SynthError, CorpusError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     seconds = time.perf_counter() - start
     counts = ", ".join(f"{k} {v}" for k, v in sorted(manifest.counts().items()))
     Console().print(
@@ -118,7 +112,7 @@ def show_command(
             manifest, out, n=n, columns=columns, width=width, seed=seed, split=split
         )
     except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(f"Wrote {path}")
 
 
@@ -135,7 +129,7 @@ def stats_command(
     try:
         manifest = Manifest.load(dataset)
     except (FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     print_stats(dataset_stats(manifest), Console(), top=top)
 
 
