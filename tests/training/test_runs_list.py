@@ -13,7 +13,7 @@ from quill.cli import app
 from quill.inference.recognizer import METADATA_FILE
 from quill.staging.registry import STAGING_EXPERIMENT, register
 from quill.training import runs
-from quill.training.tracking import ensure_experiment
+from quill.training.tracking_store import ensure_experiment
 
 runner = CliRunner()
 

@@ -99,12 +99,12 @@ def test_workers_writing_the_same_new_keys_at_once_all_succeed(tmp_path: Path) -
     the first write of a key is an insert, and two inserts at once collide in the store."""
     import threading
 
-    from quill.training import tracking
+    from quill.training.tracking_store import ensure_experiment, log_to_shared_run, prepare_store
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    tracking.prepare_store(uri)
+    prepare_store(uri)
     client = MlflowClient(uri)
-    run_id = client.create_run(tracking.ensure_experiment(client, "shared", uri)).info.run_id
+    run_id = client.create_run(ensure_experiment(client, "shared", uri)).info.run_id
     rounds, workers = 25, 2
     barrier = threading.Barrier(workers)
     failures: list[BaseException] = []
@@ -114,7 +114,7 @@ def test_workers_writing_the_same_new_keys_at_once_all_succeed(tmp_path: Path) -
         for round_ in range(rounds):
             barrier.wait()
             try:
-                tracking.log_to_shared_run(
+                log_to_shared_run(
                     own, run_id, {f"key{round_}": f"w{worker}"}, {f"metric{round_}": worker}
                 )
             except BaseException as exc:  # noqa: BLE001 - reported by the assertion below

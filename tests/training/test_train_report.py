@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 
 from quill.training import runs, tracking
 from quill.training.sweep import PLOTS_PAGE, write_plots
+from quill.training.tracking_store import ensure_experiment, prepare_store
 
 #: The banner at the top of plotly.js, once per inlined copy of the library.
 PLOTLY_BANNER = "* plotly.js v"
@@ -22,9 +23,9 @@ PLOTLY_BANNER = "* plotly.js v"
 
 def tracked_run(tracking_uri: str) -> str:
     """A run with the metric histories and prediction table a training run records."""
-    tracking.prepare_store(tracking_uri)
+    prepare_store(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment = tracking.ensure_experiment(client, "report", tracking_uri)
+    experiment = ensure_experiment(client, "report", tracking_uri)
     run_id = client.create_run(experiment, run_name="charts").info.run_id
     for epoch in range(4):
         step = 10 * (epoch + 1)

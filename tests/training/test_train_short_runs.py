@@ -108,10 +108,11 @@ def test_many_prediction_tables_do_not_break_the_run(tracking_uri: str) -> None:
     from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS
 
     from quill.training import tracking
+    from quill.training.tracking_store import ensure_experiment, prepare_store
 
-    tracking.prepare_store(tracking_uri)
+    prepare_store(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment = tracking.ensure_experiment(client, "tables", tracking_uri)
+    experiment = ensure_experiment(client, "tables", tracking_uri)
     run_id = client.create_run(experiment).info.run_id
     tracker = tracking.MLflowTracker(client, run_id)
     for epoch in range(200):

@@ -186,7 +186,7 @@ class Recognizer:
     ) -> Recognizer:
         """Fetch ``NAME[@ALIAS|VERSION]`` from the MLflow registry (needs mlflow) and load it."""
         from quill.staging.registry import fetch, resolve
-        from quill.training.tracking import default_tracking_uri
+        from quill.training.tracking_store import default_tracking_uri
 
         uri = tracking_uri or default_tracking_uri()
         found = resolve(reference, uri)

@@ -66,7 +66,7 @@ def _console() -> Console:
 
 
 def _tracking_uri(given: str | None) -> str:
-    from quill.training.tracking import default_tracking_uri
+    from quill.training.tracking_store import default_tracking_uri
 
     return given or default_tracking_uri()
 

@@ -70,7 +70,7 @@ class RegisteredVersion:
 def _client(tracking_uri: str) -> Any:
     from mlflow.tracking import MlflowClient
 
-    from quill.training.tracking import prepare_store
+    from quill.training.tracking_store import prepare_store
 
     prepare_store(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -97,7 +97,7 @@ def register(
     """Log ``staged_dir`` as run artifacts and register it as a new model version."""
     from mlflow.exceptions import MlflowException
 
-    from quill.training.tracking import ensure_experiment
+    from quill.training.tracking_store import ensure_experiment
 
     meta = json.loads((staged_dir / METADATA_FILE).read_text())
     name = name or meta["name"]

@@ -281,7 +281,7 @@ def ui_command(
     """Open the MLflow UI on http://127.0.0.1:PORT for the run store."""
     import os
 
-    from quill.training.tracking import artifact_root, default_tracking_uri, prepare_store
+    from quill.training.tracking_store import artifact_root, default_tracking_uri, prepare_store
 
     uri = tracking_uri or default_tracking_uri()
     prepare_store(uri)

@@ -44,7 +44,7 @@ class RunNotFoundError(QuillError, LookupError):
 def client_for(tracking_uri: str | None) -> Any:
     from mlflow import MlflowClient
 
-    from quill.training.tracking import default_tracking_uri, prepare_store
+    from quill.training.tracking_store import default_tracking_uri, prepare_store
 
     uri = tracking_uri or default_tracking_uri()
     prepare_store(uri)  # a fresh checkout lists no runs rather than failing on a missing folder

@@ -31,8 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quill.training import tracking
 from quill.training.config import ConfigError, read_yaml, resolve_config, set_dotted
+from quill.training.tracking_store import (
+    default_tracking_uri,
+    ensure_experiment,
+    file_lock,
+    log_to_shared_run,
+    prepare_store,
+    project_root,
+)
 
 STORAGE_ENV = "QUILL_OPTUNA_STORAGE"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
@@ -53,9 +60,7 @@ class SweepSpec:
 
 def default_storage() -> str:
     """``$QUILL_OPTUNA_STORAGE``, else an SQLite file beside the embedded MLflow store."""
-    return os.environ.get(STORAGE_ENV) or (
-        f"sqlite:///{tracking.project_root() / 'mlruns' / 'optuna.db'}"
-    )
+    return os.environ.get(STORAGE_ENV) or (f"sqlite:///{project_root() / 'mlruns' / 'optuna.db'}")
 
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
@@ -151,7 +156,7 @@ def _storage(url: str) -> Any:
     if url.startswith("sqlite:///"):
         database = Path(url.removeprefix("sqlite:///"))
         # Creating the schema is not safe for two processes at once; using it is.
-        with tracking.file_lock(database.with_name(database.name + ".lock")):
+        with file_lock(database.with_name(database.name + ".lock")):
             return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
     return optuna.storages.RDBStorage(url)
 
@@ -284,7 +289,7 @@ def _mark(config: Mapping[str, Any], run_ids: list[str], state: str) -> None:
         return
     from mlflow import MlflowClient
 
-    client = MlflowClient(config["tracking"]["tracking_uri"] or tracking.default_tracking_uri())
+    client = MlflowClient(config["tracking"]["tracking_uri"] or default_tracking_uri())
     client.set_tag(run_ids[0], "quill.sweep.state", state)
     if state == "pruned":
         client.set_terminated(run_ids[0], "KILLED")
@@ -316,16 +321,16 @@ def run_sweep(
     tracking_cfg = spec.base_config["tracking"]
     if tracking_cfg["logger"] != "mlflow":
         raise ConfigError("sweeps record trials as MLflow child runs: use tracking.logger=mlflow")
-    uri = tracking_cfg["tracking_uri"] or tracking.default_tracking_uri()
+    uri = tracking_cfg["tracking_uri"] or default_tracking_uri()
     spec.base_config["tracking"]["tracking_uri"] = uri
-    tracking.prepare_store(uri)
+    prepare_store(uri)
     client = MlflowClient(uri)
-    experiment_id = tracking.ensure_experiment(client, tracking_cfg["experiment"], uri)
+    experiment_id = ensure_experiment(client, tracking_cfg["experiment"], uri)
     study, parent = open_study(spec, storage_url, name, client, experiment_id)
     study.optimize(objective_for(spec, parent, name), n_trials=trials, gc_after_trial=True)
 
     study = _reload(study)
-    out_dir = out_dir or tracking.project_root() / spec.base_config["output_dir"] / "sweeps" / name
+    out_dir = out_dir or project_root() / spec.base_config["output_dir"] / "sweeps" / name
     plots = write_plots(study, out_dir)
     for plot in plots:
         client.log_artifact(parent, str(plot), "sweep")
@@ -338,7 +343,7 @@ def run_sweep(
         tags["quill.sweep.best_run"] = str(best.user_attrs.get(RUN_ID_ATTR, ""))
         metrics[f"best_{spec.study['metric']}"] = float(best.value)
     # every worker writes this summary when it finishes, possibly at the same moment
-    tracking.log_to_shared_run(client, parent, tags, metrics)
+    log_to_shared_run(client, parent, tags, metrics)
     client.set_terminated(parent, "FINISHED")
     return SweepResult(
         name,

@@ -1,296 +1,46 @@
-"""Where runs are recorded, and everything a run records without being asked.
+"""Trackers: one interface over MLflow and the file-based loggers, and the run record.
 
-The default backend is MLflow embedded in the project: an SQLite store at
-``<project>/mlruns/mlflow.db`` with artifacts in ``<project>/mlruns/artifacts`` (no server, no
-account, works offline). ``QUILL_TRACKING_URI`` (or ``--tracking-uri``) points runs at any
-other store or MLflow server instead. TensorBoard, CSV and W&B loggers are optional
-alternatives; for them the same artifacts go to files in the logger's folder.
+A :class:`Tracker` takes a run's artifacts, tags and params, whichever logger Lightning
+writes metrics to: :class:`MLflowTracker` sends them to the MLflow run, the base class writes
+them into the TensorBoard, CSV or W&B logger's folder, :class:`NullTracker` drops them (DDP
+ranks other than 0). :func:`record_run_start` records what describes a run before it trains:
+the resolved config, git state and ``diff.patch``, environment and ``pip freeze``, the dataset
+version, the model summary and parameter count; :func:`system_metrics` samples the machine
+into the MLflow run meanwhile.
 
-Recorded with every run: the resolved config, git commit/branch/dirty state and a
-``diff.patch`` of uncommitted work, Python/OS/hardware and ``pip freeze``, the dataset
-version, the console log, the model summary and parameter count, system metrics.
+Where runs are recorded (the tracking URI) is :mod:`quill.training.tracking_store`; what is
+captured about the code and machine, :mod:`quill.training.environment`; the console log,
+:mod:`quill.training.console`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import platform
-import socket
-import subprocess
-import sys
+import shutil
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+import yaml
 
 from quill.training.config import flatten
+from quill.training.environment import (
+    environment_info,
+    git_diff_patch,
+    git_info,
+    parameter_count,
+    pip_freeze,
+)
+from quill.training.tracking_store import project_root
 
-TRACKING_URI_ENV = "QUILL_TRACKING_URI"
-ARTIFACT_ROOT_ENV = "QUILL_ARTIFACT_ROOT"
+# mlflow takes ~2 s to import: MLflowTracker and system_metrics import it where they use it,
+# so a run with another logger (csv, tensorboard, wandb) never pays for it.
+
 LOGGERS = ("mlflow", "tensorboard", "wandb", "csv")
 #: MLflow refuses parameter values longer than this.
 MAX_PARAM_LENGTH = 6000
-#: Untracked files larger than this are listed in diff.patch but not inlined.
-MAX_UNTRACKED_BYTES = 200_000
-
-
-def project_root(start: Path | None = None) -> Path:
-    """The nearest folder at or above ``start`` (default: cwd) holding a git repo or pyproject."""
-    start = (start or Path.cwd()).resolve()
-    for folder in (start, *start.parents):
-        if (folder / ".git").exists() or (folder / "pyproject.toml").is_file():
-            return folder
-    return start
-
-
-def default_tracking_uri() -> str:
-    """``$QUILL_TRACKING_URI``, else the project's embedded SQLite store."""
-    env = os.environ.get(TRACKING_URI_ENV)
-    if env:
-        return env
-    return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
-
-
-def artifact_root(tracking_uri: str) -> str | None:
-    """Artifact folder for new experiments: beside a SQLite store, or the server's choice.
-
-    >>> artifact_root("sqlite:////tmp/x/mlflow.db")
-    'file:///tmp/x/artifacts'
-    >>> artifact_root("http://127.0.0.1:5000") is None
-    True
-    """
-    env = os.environ.get(ARTIFACT_ROOT_ENV)
-    if env:
-        return env if "://" in env else Path(env).resolve().as_uri()
-    if tracking_uri.startswith("sqlite:///"):
-        database = Path(tracking_uri.removeprefix("sqlite:///"))
-        return (database.parent / "artifacts").as_uri()
-    return None
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path`` across processes (no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def prepare_store(tracking_uri: str) -> None:
-    """Create a local SQLite store's folder and tables, one process at a time.
-
-    Two sweep workers starting together on a new store would otherwise both run MLflow's
-    schema migrations and one would fail.
-    """
-    if not tracking_uri.startswith("sqlite:///"):
-        return
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    with file_lock(database.with_name(database.name + ".lock")):
-        from mlflow import MlflowClient
-
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
-
-
-def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
-    """Id of experiment ``name``, created if missing; safe when workers race to create it."""
-    from mlflow.exceptions import MlflowException
-
-    for attempt in range(5):
-        experiment = client.get_experiment_by_name(name)
-        if experiment is not None:
-            if experiment.lifecycle_stage == "deleted":
-                client.restore_experiment(experiment.experiment_id)
-            return experiment.experiment_id
-        try:
-            return client.create_experiment(name, artifact_location=artifact_root(tracking_uri))
-        except MlflowException:
-            # Another process created it between our lookup and our insert: look again.
-            time.sleep(0.2 * (attempt + 1))
-    raise RuntimeError(f"could not create or find MLflow experiment {name!r}")
-
-
-def log_to_shared_run(
-    client: Any, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float]
-) -> None:
-    """Write ``tags`` and ``metrics`` (step 0) onto a run that other processes write too.
-
-    The store inserts a key the first time it sees it on a run, so two workers writing the same
-    new key at once (sweep workers finishing together on their shared parent run) collide on
-    its unique constraint; the batch is one transaction, so the loser retries it whole and then
-    updates the row the winner inserted.
-    """
-    from mlflow.entities import Metric, RunTag
-    from mlflow.exceptions import MlflowException
-
-    timestamp = int(time.time() * 1000)
-    batch = {
-        "metrics": [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
-        "tags": [RunTag(key, str(value)) for key, value in tags.items()],
-    }
-    for attempt in range(5):
-        try:
-            client.log_batch(run_id, **batch)
-            return
-        except MlflowException:
-            if attempt == 4:
-                raise
-            time.sleep(0.2 * (attempt + 1))
-
-
-# -- what is recorded about the code and the machine ---------------------------------------
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=30, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout
-
-
-def git_info(root: Path) -> dict[str, str]:
-    """Commit, branch and dirty flag of the project's git checkout ({} outside git)."""
-    commit = _git(root, "rev-parse", "HEAD")
-    if commit is None:
-        return {}
-    branch = (_git(root, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
-    status = _git(root, "status", "--porcelain", "--untracked-files=no") or ""
-    return {"commit": commit.strip(), "branch": branch, "dirty": str(bool(status.strip()))}
-
-
-def git_diff_patch(root: Path) -> str:
-    """Uncommitted changes as a patch: tracked edits plus untracked (not ignored) files.
-
-    Applying it to the recorded commit (``git apply diff.patch``) restores the code the run
-    used, which the commit alone would not.
-    """
-    parts = [_git(root, "diff", "HEAD", "--binary") or ""]
-    untracked = (_git(root, "ls-files", "--others", "--exclude-standard") or "").split("\n")
-    for name in filter(None, untracked):
-        path = root / name
-        if path.is_file() and path.stat().st_size <= MAX_UNTRACKED_BYTES:
-            # --no-index exits 1 when the files differ, which they always do here.
-            result = subprocess.run(
-                ["git", "diff", "--no-index", "--binary", "--", "/dev/null", name],
-                cwd=root,
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            parts.append(result.stdout)
-        else:
-            parts.append(f"# untracked file not inlined (too large or unreadable): {name}\n")
-    return "".join(parts)
-
-
-def pip_freeze() -> str:
-    """Installed distributions as ``name==version`` lines (what ``pip freeze`` prints)."""
-    seen: dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name and name.lower() not in seen:
-            seen[name.lower()] = f"{name}=={dist.version}"
-    return "\n".join(sorted(seen.values(), key=str.lower)) + "\n"
-
-
-def environment_info() -> dict[str, str]:
-    """Python, OS, hardware and the versions of the libraries that shape training."""
-    import torch
-
-    info = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "hostname": socket.gethostname(),
-        "cpu_count": str(os.cpu_count()),
-        "torch": torch.__version__,
-        "cuda": str(torch.version.cuda),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
-    }
-    for package in ("lightning", "torchmetrics", "mlflow", "optuna", "numpy"):
-        try:
-            info[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            info[package] = "not installed"
-    return info
-
-
-def parameter_count(model: Any) -> dict[str, int]:
-    """Total and trainable parameters of a module."""
-    params = list(model.parameters())
-    return {
-        "total": sum(p.numel() for p in params),
-        "trainable": sum(p.numel() for p in params if p.requires_grad),
-    }
-
-
-# -- console log -----------------------------------------------------------------------------
-
-
-class _Tee(io.TextIOBase):
-    """Writes to the real stream and to a log file."""
-
-    def __init__(self, stream: TextIO, log: TextIO):
-        self.stream = stream
-        self.log = log
-
-    def write(self, text: str) -> int:
-        self.log.write(text)
-        return self.stream.write(text)
-
-    def flush(self) -> None:
-        self.stream.flush()
-        self.log.flush()
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.stream, "encoding", "utf-8")
-
-
-@contextmanager
-def capture_console(path: Path) -> Iterator[Path]:
-    """Copy everything printed to stdout/stderr (and logging) into ``path`` meanwhile."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as log:
-        out, err = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
-        try:
-            yield path
-        finally:
-            sys.stdout, sys.stderr = out, err
-
-
-def clean_console_log(text: str) -> str:
-    """Keep only the final state of lines a progress bar redrew with carriage returns.
-
-    >>> clean_console_log("Epoch 0: 10%\\rEpoch 0: 100%\\nDone\\n")
-    'Epoch 0: 100%\\nDone\\n'
-    """
-    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
-
-
-# -- trackers: one interface over MLflow and the file-based loggers --------------------------
 
 
 class Tracker:
@@ -311,8 +61,6 @@ class Tracker:
         return path
 
     def log_artifact(self, local_path: Path, artifact_dir: str | None = None) -> None:
-        import shutil
-
         target = self._target(
             f"{artifact_dir}/{local_path.name}" if artifact_dir else local_path.name
         )
@@ -536,8 +284,6 @@ def record_run_start(
 
 
 def _yaml(config: Mapping[str, Any]) -> str:
-    import yaml
-
     return yaml.safe_dump(dict(config), sort_keys=False)
 
 

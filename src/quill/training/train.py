@@ -31,12 +31,19 @@ from quill.training.callbacks import (
     Throughput,
     ValidateBeforeMaxSteps,
 )
+from quill.training.console import capture_console, clean_console_log
 from quill.training.init_weights import (
     INITIALISED_FROM_TAG,
     InitWeightsError,
     load_initial_weights,
 )
 from quill.training.module import create_module
+from quill.training.tracking_store import (
+    default_tracking_uri,
+    ensure_experiment,
+    prepare_store,
+    project_root,
+)
 from quill.vocab import Tokenizer
 
 
@@ -126,7 +133,7 @@ def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
     if not path.exists():
         raise TrainingSetupError(
             f"dataset folder not found: {source['path']} (looked in {Path.cwd()} and "
-            f"{tracking.project_root()}); make one with `quill data synth` or fix data.sources"
+            f"{project_root()}); make one with `quill data synth` or fix data.sources"
         )
     return {**source, "path": str(path.resolve())}
 
@@ -135,7 +142,7 @@ def project_path(raw: str | Path) -> Path:
     """A relative path means the working directory if it exists there, else the project root."""
     path = Path(raw).expanduser()
     if not path.is_absolute() and not path.exists():
-        path = tracking.project_root() / path
+        path = project_root() / path
     return path
 
 
@@ -205,10 +212,10 @@ def _open_mlflow_run(
     from lightning.pytorch.loggers import MLFlowLogger
     from mlflow import MlflowClient
 
-    uri = config["tracking"]["tracking_uri"] or tracking.default_tracking_uri()
-    tracking.prepare_store(uri)
+    uri = config["tracking"]["tracking_uri"] or default_tracking_uri()
+    prepare_store(uri)
     client = MlflowClient(uri)
-    experiment_id = tracking.ensure_experiment(client, experiment, uri)
+    experiment_id = ensure_experiment(client, experiment, uri)
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run.info.run_id)
     return Run(run.info.run_id, logger, tracking.MLflowTracker(client, run.info.run_id), uri)
@@ -439,7 +446,7 @@ def train(
     if overfits(config):
         validate_on_training_batches(datamodule, module)
 
-    output_root = tracking.project_root() / config["output_dir"]
+    output_root = project_root() / config["output_dir"]
     run_tags = dict(tags or {})
     if resume:
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
@@ -495,7 +502,7 @@ def _is_rank_zero() -> bool:
 def _follower_run(config: Mapping[str, Any]) -> Run:
     """What a DDP rank other than 0 uses: rank 0's run id (if known), no tracking of its own."""
     run_id = os.environ.get(RUN_ID_ENV, "unnamed-run")
-    uri = config["tracking"]["tracking_uri"] or tracking.default_tracking_uri()
+    uri = config["tracking"]["tracking_uri"] or default_tracking_uri()
     logger: Any = False
     if config["tracking"]["logger"] == "mlflow":
         from lightning.pytorch.loggers import MLFlowLogger
@@ -544,7 +551,7 @@ def _recording(
         enabled=bool(config["tracking"]["system_metrics"]) and run.tracking_uri is not None,
     )
     try:
-        with tracking.capture_console(console), monitor:
+        with capture_console(console), monitor:
             tracking.record_run_start(
                 run.tracker,
                 config,
@@ -561,7 +568,7 @@ def _recording(
         raise
     finally:
         if console.is_file():
-            text = tracking.clean_console_log(console.read_text(encoding="utf-8"))
+            text = clean_console_log(console.read_text(encoding="utf-8"))
             run.tracker.log_text(text, "console.log")
         run.tracker.finish(outcome["status"])
 

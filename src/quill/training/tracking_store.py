@@ -1,0 +1,140 @@
+"""Where runs are recorded: the tracking URI, the artifact root, and the MLflow store's setup.
+
+The default backend is MLflow embedded in the project: an SQLite store at
+``<project>/mlruns/mlflow.db`` with artifacts in ``<project>/mlruns/artifacts`` (no server, no
+account, works offline). ``QUILL_TRACKING_URI`` (or ``--tracking-uri``) points runs at any
+other store or MLflow server instead; ``QUILL_ARTIFACT_ROOT`` moves new experiments'
+artifacts. Several processes (sweep workers) may create the store, an experiment or a shared
+run's keys at once: the helpers here make that safe.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+TRACKING_URI_ENV = "QUILL_TRACKING_URI"
+ARTIFACT_ROOT_ENV = "QUILL_ARTIFACT_ROOT"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above ``start`` (default: cwd) holding a git repo or pyproject."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / ".git").exists() or (folder / "pyproject.toml").is_file():
+            return folder
+    return start
+
+
+def default_tracking_uri() -> str:
+    """``$QUILL_TRACKING_URI``, else the project's embedded SQLite store."""
+    env = os.environ.get(TRACKING_URI_ENV)
+    if env:
+        return env
+    return f"sqlite:///{project_root() / 'mlruns' / 'mlflow.db'}"
+
+
+def artifact_root(tracking_uri: str) -> str | None:
+    """Artifact folder for new experiments: beside a SQLite store, or the server's choice.
+
+    >>> artifact_root("sqlite:////tmp/x/mlflow.db")
+    'file:///tmp/x/artifacts'
+    >>> artifact_root("http://127.0.0.1:5000") is None
+    True
+    """
+    env = os.environ.get(ARTIFACT_ROOT_ENV)
+    if env:
+        return env if "://" in env else Path(env).resolve().as_uri()
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///"))
+        return (database.parent / "artifacts").as_uri()
+    return None
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` across processes (no-op where fcntl is missing)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# mlflow takes ~2 s to import, so it is imported inside the functions that need it: this
+# module is read by commands that only want a URI (`quill stage`, `quill runs`, inference).
+
+
+def prepare_store(tracking_uri: str) -> None:
+    """Create a local SQLite store's folder and tables, one process at a time.
+
+    Two sweep workers starting together on a new store would otherwise both run MLflow's
+    schema migrations and one would fail.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    with file_lock(database.with_name(database.name + ".lock")):
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+
+
+def ensure_experiment(client: Any, name: str, tracking_uri: str) -> str:
+    """Id of experiment ``name``, created if missing; safe when workers race to create it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(5):
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_root(tracking_uri))
+        except MlflowException:
+            # Another process created it between our lookup and our insert: look again.
+            time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"could not create or find MLflow experiment {name!r}")
+
+
+def log_to_shared_run(
+    client: Any, run_id: str, tags: Mapping[str, str], metrics: Mapping[str, float]
+) -> None:
+    """Write ``tags`` and ``metrics`` (step 0) onto a run that other processes write too.
+
+    The store inserts a key the first time it sees it on a run, so two workers writing the same
+    new key at once (sweep workers finishing together on their shared parent run) collide on
+    its unique constraint; the batch is one transaction, so the loser retries it whole and then
+    updates the row the winner inserted.
+    """
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+
+    timestamp = int(time.time() * 1000)
+    batch = {
+        "metrics": [Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
+        "tags": [RunTag(key, str(value)) for key, value in tags.items()],
+    }
+    for attempt in range(5):
+        try:
+            client.log_batch(run_id, **batch)
+            return
+        except MlflowException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
