@@ -304,26 +304,21 @@ def _beam_search_one(
             repeat = info[1]
             key = node * num_classes
             for token, p in candidates:
-                child = children.get(key + token)
-                if child is None:  # a new prefix: its LM score, once
-                    child = children[key + token] = len(nodes_info)
-                    state = info[2]
-                    step = lm_log_prob(state, token) if lm_log_prob is not None else 0.0
-                    if context is None:
-                        child_state = (*state, token)
-                    else:
-                        child_state = (*state, token)[-context:] if context else ()
-                    score = info[3] + step
-                    size = info[5] + 1
-                    nodes_info.append(
-                        (node, token, child_state, score, lm_weight * score, size,
-                         insertion_bonus * size)
-                    )  # fmt: skip
                 if token == repeat:
                     stay[2] = _logaddexp(stay[2], lab + p)  # a repeat collapses
                     x = b + p  # the repeated label needs a blank between
                 else:
                     x = p_total + p
+                child = children.get(key + token)
+                if child is None:
+                    # A prefix never kept before: ranked now, made a node only if it is kept
+                    # (most are not); met once, so logaddexp(-inf, x) is x.
+                    score = info[3] + (
+                        lm_log_prob(info[2], token) if lm_log_prob is not None else 0.0
+                    )
+                    rank = x + lm_weight * score + insertion_bonus * (info[5] + 1)
+                    entries.append((-1, neg_inf, x, rank, node, token, score))
+                    continue
                 if child not in beam_at:  # met once: logaddexp(-inf, x) is x
                     grown = nodes_info[child]
                     entries.append((child, neg_inf, x, x + grown[4] + grown[6]))
@@ -353,6 +348,21 @@ def _beam_search_one(
         # sorted() is stable, reverse=True included: equal ranks keep the order met
         best = sorted(entries, key=rank_of, reverse=True)[:beam_width]
         nodes = [entry[0] for entry in best]
+        for i, entry in enumerate(best):
+            if entry[0] < 0:  # a new prefix kept: now a node
+                _, _, _, _, from_node, token, score = entry
+                info = nodes_info[from_node]
+                state = info[2]
+                if context is None:
+                    state = (*state, token)
+                else:
+                    state = (*state, token)[-context:] if context else ()
+                size = info[5] + 1
+                nodes[i] = children[from_node * num_classes + token] = len(nodes_info)
+                nodes_info.append(
+                    (from_node, token, state, score, lm_weight * score, size,
+                     insertion_bonus * size)
+                )  # fmt: skip
         p_blanks = [entry[1] for entry in best]
         p_labels = [entry[2] for entry in best]
         labels_dead = False
