@@ -44,13 +44,15 @@ def _console(stderr: bool = True) -> Any:
 
 @annotate_app.command("config")
 def config_command(
-    out: Path = typer.Option(
-        None,
-        "--out",
-        "-o",
-        help="Folder to write labeling-config.xml and instructions.html to [default: print "
-        "the config XML].",
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder to write labeling-config.xml and instructions.html to [default: print "
+            "the config XML].",
+        ),
+    ] = None,
 ) -> None:
     """The labeling config (one rotatable Line box + a transcription per box) and instructions.
 
@@ -84,31 +86,41 @@ def _progress(description: str, total: int | None) -> Any:
 
 @annotate_app.command("tasks")
 def tasks_command(
-    sources: list[str] = typer.Argument(
-        ...,
-        help="Image folders, image files, dataset folders / manifest.jsonl, .txt lists of "
-        "paths or URLs, or http(s) URLs.",
-        show_default=False,
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Task file to write (.json or .csv)."),
-    fmt: str = typer.Option(
-        None, "--format", help="json or csv [default: from --out's suffix, else json]."
-    ),
-    model: Path = typer.Option(
-        None, "--model", help="Staged model folder: pre-annotate each page with its lines."
-    ),
-    url_prefix: str = typer.Option(
-        "/data/local-files/?d=",
-        help="Prefix of local images' URLs, followed by the path relative to --document-root. "
-        "The default is Label Studio's local-files storage; use e.g. https://host/images/ for "
-        "a web server.",
-    ),
-    document_root: Path = typer.Option(
-        Path("."),
-        help="Folder Label Studio serves local files from "
-        "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; `quill annotate serve --document-root`).",
-    ),
-    threads: int = typer.Option(None, help="Inference threads for --model [default: runtime's]."),
+    sources: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image folders, image files, dataset folders / manifest.jsonl, .txt lists of "
+            "paths or URLs, or http(s) URLs.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Task file to write (.json or .csv).")],
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="json or csv [default: from --out's suffix, else json]."),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Staged model folder: pre-annotate each page with its lines."),
+    ] = None,
+    url_prefix: Annotated[
+        str,
+        typer.Option(
+            help="Prefix of local images' URLs, followed by the path relative to --document-root. "
+            "The default is Label Studio's local-files storage; use e.g. https://host/images/ for "
+            "a web server."
+        ),
+    ] = "/data/local-files/?d=",
+    document_root: Annotated[
+        Path,
+        typer.Option(
+            help="Folder Label Studio serves local files from "
+            "(LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; `quill annotate serve --document-root`)."
+        ),
+    ] = Path("."),
+    threads: Annotated[
+        int | None, typer.Option(help="Inference threads for --model [default: runtime's].")
+    ] = None,
 ) -> None:
     """Write Label Studio tasks for images, optionally with a model's lines as pre-annotations."""
     from quill.annotation.tasks import (
@@ -165,39 +177,53 @@ def _load_tokenizer(path: Path | None) -> Any:
 
 @annotate_app.command("import")
 def import_command(
-    export: Path = typer.Argument(
-        ..., help="Label Studio JSON export (Export > JSON).", show_default=False
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Dataset folder to write."),
-    images_root: Path = typer.Option(
-        Path("."),
-        help="Where the tasks' images are: the document root the tasks were made with, or "
-        "the folder holding files uploaded to Label Studio.",
-    ),
-    min_agreement: float = typer.Option(
-        0.0,
-        min=0.0,
-        max=1.0,
-        help="Keep a task only if another annotator's transcription agrees at least this much "
-        "(1 - edit distance / length); ground-truth annotations always pass. 0 = off.",
-    ),
-    val_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of tasks for val."),
-    test_fraction: float = typer.Option(0.1, min=0.0, max=1.0, help="Share of tasks for test."),
-    keep_illegible: bool = typer.Option(
-        False, help="Keep lines with '#' illegible marks (default: leave them out)."
-    ),
-    keep_unknown: bool = typer.Option(
-        False, help="Keep lines with characters outside the vocabulary (default: leave out)."
-    ),
-    mask_paragraphs: bool = typer.Option(
-        True,
-        "--mask-paragraphs/--no-mask-paragraphs",
-        help="Paint everything outside the line boxes paper-coloured in paragraph samples.",
-    ),
-    vocab: Path = typer.Option(
-        None, help="Tokenizer JSON or staged model whose vocabulary labels must fit."
-    ),
-    overwrite: bool = typer.Option(False, help="Replace a dataset already at --out."),
+    export: Annotated[
+        Path, typer.Argument(help="Label Studio JSON export (Export > JSON).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
+    images_root: Annotated[
+        Path,
+        typer.Option(
+            help="Where the tasks' images are: the document root the tasks were made with, or "
+            "the folder holding files uploaded to Label Studio."
+        ),
+    ] = Path("."),
+    min_agreement: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Keep a task only if another annotator's transcription agrees at least this much "
+            "(1 - edit distance / length); ground-truth annotations always pass. 0 = off.",
+        ),
+    ] = 0.0,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of tasks for val.")
+    ] = 0.1,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of tasks for test.")
+    ] = 0.1,
+    keep_illegible: Annotated[
+        bool, typer.Option(help="Keep lines with '#' illegible marks (default: leave them out).")
+    ] = False,
+    keep_unknown: Annotated[
+        bool,
+        typer.Option(
+            help="Keep lines with characters outside the vocabulary (default: leave out)."
+        ),
+    ] = False,
+    mask_paragraphs: Annotated[
+        bool,
+        typer.Option(
+            "--mask-paragraphs/--no-mask-paragraphs",
+            help="Paint everything outside the line boxes paper-coloured in paragraph samples.",
+        ),
+    ] = True,
+    vocab: Annotated[
+        Path | None,
+        typer.Option(help="Tokenizer JSON or staged model whose vocabulary labels must fit."),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a dataset already at --out.")] = False,
 ) -> None:
     """Turn a Label Studio export into line crops + paragraph samples with a manifest."""
     from quill.annotation.importer import (
@@ -250,24 +276,28 @@ def _print_import(result: Any, out: Path) -> None:
 
 @annotate_app.command("serve")
 def serve_command(
-    port: int = typer.Option(8080, help="Port to listen on."),
-    host: str = typer.Option(
-        "127.0.0.1", help="Address to bind. Anything but loopback needs --allow-remote."
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    host: Annotated[
+        str, typer.Option(help="Address to bind. Anything but loopback needs --allow-remote.")
+    ] = "127.0.0.1",
+    data_dir: Annotated[Path, typer.Option(help="Label Studio's database and uploads.")] = Path(
+        ".cache/labelstudio-data"
     ),
-    data_dir: Path = typer.Option(
-        Path(".cache/labelstudio-data"), help="Label Studio's database and uploads."
-    ),
-    document_root: Path = typer.Option(
-        Path("."), help="Root for /data/local-files/ URLs (as in `quill annotate tasks`)."
-    ),
-    venv: Path = typer.Option(
-        Path(os.environ.get("QUILL_LABELSTUDIO_VENV", ".cache/labelstudio-venv")),
-        help="Label Studio's own virtualenv ($QUILL_LABELSTUDIO_VENV; `make labelstudio`).",
-    ),
-    allow_remote: bool = typer.Option(
-        False, help="Allow binding a non-loopback address (put TLS in front of it!)."
-    ),
-    timeout: float = typer.Option(300.0, help="Seconds to wait for the server to come up."),
+    document_root: Annotated[
+        Path, typer.Option(help="Root for /data/local-files/ URLs (as in `quill annotate tasks`).")
+    ] = Path("."),
+    venv: Annotated[
+        Path,
+        typer.Option(
+            help="Label Studio's own virtualenv ($QUILL_LABELSTUDIO_VENV; `make labelstudio`)."
+        ),
+    ] = Path(os.environ.get("QUILL_LABELSTUDIO_VENV", ".cache/labelstudio-venv")),
+    allow_remote: Annotated[
+        bool, typer.Option(help="Allow binding a non-loopback address (put TLS in front of it!).")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the server to come up.")
+    ] = 300.0,
 ) -> None:
     """Start Label Studio from its own virtualenv, offline, on localhost, password protected.
 
@@ -320,15 +350,19 @@ URL_HELP = "Label Studio URL [default: $LABEL_STUDIO_URL or http://127.0.0.1:808
 
 @annotate_app.command("push")
 def push_command(
-    tasks_file: Path = typer.Argument(
-        ..., help="Tasks JSON from `quill annotate tasks`.", show_default=False
-    ),
-    project: str = typer.Option("Quill handwriting", help="Project title (created if missing)."),
-    url: str = typer.Option(None, help=URL_HELP),
-    document_root: Path = typer.Option(
-        Path("."),
-        help="The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, for local-files tasks.",
-    ),
+    tasks_file: Annotated[
+        Path, typer.Argument(help="Tasks JSON from `quill annotate tasks`.", show_default=False)
+    ],
+    project: Annotated[
+        str, typer.Option(help="Project title (created if missing).")
+    ] = "Quill handwriting",
+    url: Annotated[str | None, typer.Option(help=URL_HELP)] = None,
+    document_root: Annotated[
+        Path,
+        typer.Option(
+            help="The server's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT, for local-files tasks."
+        ),
+    ] = Path("."),
 ) -> None:
     """Create/find the project (config + instructions) and import tasks into it.
 
@@ -361,9 +395,10 @@ def push_command(
 
 @annotate_app.command("pull")
 def pull_command(
-    project: str = typer.Option("Quill handwriting", help="Project title or id."),
-    out: Path = typer.Option(..., "--out", "-o", help="Export JSON file to write."),
-    url: str = typer.Option(None, help=URL_HELP),
+    *,
+    project: Annotated[str, typer.Option(help="Project title or id.")] = "Quill handwriting",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Export JSON file to write.")],
+    url: Annotated[str | None, typer.Option(help=URL_HELP)] = None,
 ) -> None:
     """Download a project's JSON export (every task) for `quill annotate import`."""
     from quill.annotation.client import LabelStudioError

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -165,16 +165,22 @@ def markdown(rows: Sequence[LoaderRate], config_path: str, machine: dict) -> lis
 
 
 def data_command(
-    config: Path = typer.Option(..., help="Training config whose data section is measured."),
-    workers: str = typer.Option("0", help="Loader worker counts to measure, e.g. '0,2'."),
-    batches: int = typer.Option(30, help="Timed batches per row (after one untimed)."),
-    mode: list[str] = typer.Option(
-        None,
-        help="per-sample, cached, or 'cached, GPU augment' (repeat; default: the first two, "
-        "and the third when a GPU is present).",
-    ),
-    overrides: list[str] = typer.Argument(None, help="Config overrides, e.g. data.batch_size=32."),
-    out: Path = typer.Option(Path("bench/results"), help="Folder for data.json/.md."),
+    config: Annotated[Path, typer.Option(help="Training config whose data section is measured.")],
+    workers: Annotated[
+        str, typer.Option(help="Loader worker counts to measure, e.g. '0,2'.")
+    ] = "0",
+    batches: Annotated[int, typer.Option(help="Timed batches per row (after one untimed).")] = 30,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="per-sample, cached, or 'cached, GPU augment' (repeat; default: the first two, "
+            "and the third when a GPU is present)."
+        ),
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="Config overrides, e.g. data.batch_size=32.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for data.json/.md.")] = Path("bench/results"),
 ) -> None:
     """Samples/s of the training loader, per worker and per CPU-second, per loading mode."""
     import torch

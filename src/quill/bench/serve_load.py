@@ -24,6 +24,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlparse
 
 import typer
@@ -208,14 +209,28 @@ def _image_png(image: Path | None) -> bytes:
 
 
 def serve_command(
-    url: str = typer.Option(None, help="A running API on loopback, e.g. http://127.0.0.1:8000."),
-    model: Path = typer.Option(None, help="Start `quill serve` with this staged model instead."),
-    workers: str = typer.Option("1", help="With --model: worker counts to test, e.g. '1,2'."),
-    threads: int = typer.Option(1, help="With --model: intra-op threads per worker."),
-    concurrency: int = typer.Option(4, help=f"Concurrent clients (at most {MAX_CONCURRENCY})."),
-    duration: float = typer.Option(10.0, help=f"Seconds per run (at most {MAX_DURATION_S:g})."),
-    image: Path = typer.Option(None, help="Image to send [default: a rendered sentence]."),
-    json_out: Path = typer.Option(None, "--json", help="Write the reports as JSON here."),
+    url: Annotated[
+        str | None, typer.Option(help="A running API on loopback, e.g. http://127.0.0.1:8000.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Start `quill serve` with this staged model instead.")
+    ] = None,
+    workers: Annotated[
+        str, typer.Option(help="With --model: worker counts to test, e.g. '1,2'.")
+    ] = "1",
+    threads: Annotated[int, typer.Option(help="With --model: intra-op threads per worker.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option(help=f"Concurrent clients (at most {MAX_CONCURRENCY}).")
+    ] = 4,
+    duration: Annotated[
+        float, typer.Option(help=f"Seconds per run (at most {MAX_DURATION_S:g}).")
+    ] = 10.0,
+    image: Annotated[
+        Path | None, typer.Option(help="Image to send [default: a rendered sentence].")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the reports as JSON here.")
+    ] = None,
 ) -> None:
     """Load-test the REST API on this machine: requests/s, p50/p95/p99 latency, errors."""
     from rich.console import Console

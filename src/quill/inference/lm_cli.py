@@ -14,7 +14,7 @@ import tempfile
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -108,30 +108,45 @@ def _fit_tokenizer(model: Path | None, vocabulary: str | None) -> tuple[Tokenize
 
 @lm_app.command("fit")
 def fit(
-    out: Path = typer.Argument(..., help="Where to write the model (JSON, e.g. lm.json)."),
-    text: list[Path] = typer.Option([], help="UTF-8 text file(s), one line per line of text."),
-    dataset: list[Path] = typer.Option(
-        [],
-        help="Dataset folder(s), a Quill dataset (manifest.jsonl) or a folder with labels.tsv "
-        "(split as `quill data import folder` splits it): their train split's transcriptions.",
-    ),
-    corpus: bool = typer.Option(
-        True, help="Also count Jane Austen's novels (the synthetic data's corpus)."
-    ),
-    order: int = typer.Option(
-        6, min=1, max=12, help="Characters of context + 1 (6: lowest Hooker val perplexity)."
-    ),
-    evaluate: list[Path] = typer.Option(
-        [], help="Dataset folder(s) (as --dataset) whose val split's perplexity to report."
-    ),
-    vocabulary: str = typer.Option(
-        None,
-        help="Character set to fit with: ascii or latin (Western European) [default: ascii].",
-        show_default=False,
-    ),
-    model: Path = typer.Option(
-        None, help="Fit with the character set of this staged model (instead of --vocabulary)."
-    ),
+    out: Annotated[Path, typer.Argument(help="Where to write the model (JSON, e.g. lm.json).")],
+    text: Annotated[
+        list[Path] | None, typer.Option(help="UTF-8 text file(s), one line per line of text.")
+    ] = None,
+    dataset: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Dataset folder(s), a Quill dataset (manifest.jsonl) or a folder with labels.tsv "
+            "(split as `quill data import folder` splits it): their train split's transcriptions."
+        ),
+    ] = None,
+    corpus: Annotated[
+        bool, typer.Option(help="Also count Jane Austen's novels (the synthetic data's corpus).")
+    ] = True,
+    order: Annotated[
+        int,
+        typer.Option(
+            min=1, max=12, help="Characters of context + 1 (6: lowest Hooker val perplexity)."
+        ),
+    ] = 6,
+    evaluate: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Dataset folder(s) (as --dataset) whose val split's perplexity to report."
+        ),
+    ] = None,
+    vocabulary: Annotated[
+        str | None,
+        typer.Option(
+            help="Character set to fit with: ascii or latin (Western European) [default: ascii].",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Fit with the character set of this staged model (instead of --vocabulary)."
+        ),
+    ] = None,
 ) -> None:
     """Count character n-grams and write the language model."""
     from rich.console import Console
@@ -140,6 +155,7 @@ def fit(
     from quill.inference.decoding_tuning import training_texts
     from quill.models.language_model import CharNGramLM
 
+    text, dataset, evaluate = text or [], dataset or [], evaluate or []
     console = Console(stderr=True, soft_wrap=True)
     missing = [str(p) for p in [*text, *dataset, *evaluate] if not p.exists()]
     if missing:
@@ -188,34 +204,45 @@ def _split_texts_or_exit(
 
 @lm_app.command("tune")
 def tune(
-    model: Path = typer.Argument(..., help="Staged CTC model directory."),
-    data: list[Path] = typer.Option(
-        ...,
-        help="Dataset folder with a manifest (line samples); repeat to tune on several at "
-        "once (e.g. one writer's pages and writer-split multi-writer sets).",
-    ),
-    lm: Path = typer.Option(None, help="Language model from `quill lm fit` (none: beam only)."),
-    split: str = typer.Option("val", help="Split to tune on (never tune on test)."),
-    weights: str = typer.Option("0.2,0.4,0.6,0.8,1.0", help="LM weights to try."),
-    bonuses: str = typer.Option("0,0.5,1,2", help="Per-character insertion bonuses to try."),
-    beam: str = typer.Option("8", help="Beam widths to try."),
-    prunes: str = typer.Option(
-        "-12",
-        help="Per-frame log-probabilities at or below which a character is not tried, to try "
-        "(higher is faster and may cost accuracy; -8 and -5 are worth measuring).",
-    ),
-    max_ms: float = typer.Option(
-        None,
-        help="Choose the best setting that decodes a line within this many milliseconds "
-        "(as measured by this run) [default: no limit].",
-        show_default=False,
-    ),
-    limit: int = typer.Option(
-        0, min=0, help="Use at most this many lines of each dataset (0: all)."
-    ),
-    write: bool = typer.Option(
-        False, help="Store the best setting in the model's decoding section (LM copied in)."
-    ),
+    model: Annotated[Path, typer.Argument(help="Staged CTC model directory.")],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            help="Dataset folder with a manifest (line samples); repeat to tune on several at "
+            "once (e.g. one writer's pages and writer-split multi-writer sets)."
+        ),
+    ],
+    lm: Annotated[
+        Path | None, typer.Option(help="Language model from `quill lm fit` (none: beam only).")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to tune on (never tune on test).")] = "val",
+    weights: Annotated[str, typer.Option(help="LM weights to try.")] = "0.2,0.4,0.6,0.8,1.0",
+    bonuses: Annotated[
+        str, typer.Option(help="Per-character insertion bonuses to try.")
+    ] = "0,0.5,1,2",
+    beam: Annotated[str, typer.Option(help="Beam widths to try.")] = "8",
+    prunes: Annotated[
+        str,
+        typer.Option(
+            help="Per-frame log-probabilities at or below which a character is not tried, to try "
+            "(higher is faster and may cost accuracy; -8 and -5 are worth measuring)."
+        ),
+    ] = "-12",
+    max_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Choose the best setting that decodes a line within this many milliseconds "
+            "(as measured by this run) [default: no limit].",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Use at most this many lines of each dataset (0: all).")
+    ] = 0,
+    write: Annotated[
+        bool,
+        typer.Option(help="Store the best setting in the model's decoding section (LM copied in)."),
+    ] = False,
 ) -> None:
     """Compare greedy, beam and beam+LM decoding on one model run; optionally keep the best."""
     from rich.console import Console

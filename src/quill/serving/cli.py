@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -23,30 +24,39 @@ STORE_HELP = (
 
 
 def serve(
-    model: Path = typer.Option(
-        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP
-    ),
-    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
-    port: int = typer.Option(8000, help="TCP port."),
-    workers: int = typer.Option(1, help="Worker processes, each with its own copy of the model."),
-    backend: str = typer.Option(
-        "auto", envvar="QUILL_BACKEND", help="auto (fastest measured), onnx, torchscript, eager."
-    ),
-    threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
-    monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
-    shadow: Path = typer.Option(
-        None,
-        "--shadow",
-        envvar="QUILL_SHADOW_MODEL_DIR",
-        metavar="MODEL_DIR",
-        help="Shadow mode: a candidate staged model that reads every request too; callers get "
-        "only --model's answer, the candidate's answer and disagreement go to the monitoring "
-        "store (see the shadow section of `quill monitor report`).",
-    ),
-    log_level: str = typer.Option("info", help="uvicorn log level."),
-    allow_open: bool = typer.Option(
-        False, "--allow-open", envvar="QUILL_ALLOW_OPEN", help=OPEN_HELP
-    ),
+    model: Annotated[
+        Path, typer.Option("--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP)
+    ] = DEFAULT_MODEL_DIR,
+    host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes, each with its own copy of the model.")
+    ] = 1,
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="QUILL_BACKEND", help="auto (fastest measured), onnx, torchscript, eager."
+        ),
+    ] = "auto",
+    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    monitoring_url: Annotated[
+        str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
+    ] = None,
+    shadow: Annotated[
+        Path | None,
+        typer.Option(
+            "--shadow",
+            envvar="QUILL_SHADOW_MODEL_DIR",
+            metavar="MODEL_DIR",
+            help="Shadow mode: a candidate staged model that reads every request too; callers get "
+            "only --model's answer, the candidate's answer and disagreement go to the monitoring "
+            "store (see the shadow section of `quill monitor report`).",
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    allow_open: Annotated[
+        bool, typer.Option("--allow-open", envvar="QUILL_ALLOW_OPEN", help=OPEN_HELP)
+    ] = False,
 ) -> None:
     """Serve a staged model as a REST API (FastAPI + uvicorn): POST /v1/predict, /docs.
 
@@ -94,18 +104,22 @@ def serve(
 
 
 def app(
-    backend: str = typer.Option(
-        "local",
-        envvar="QUILL_APP_BACKEND",
-        help="'local' loads the model here; a URL (http://host:port) calls that API.",
-    ),
-    model: Path = typer.Option(
-        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP
-    ),
-    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
-    port: int = typer.Option(7860, help="TCP port."),
-    threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
-    monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
+    backend: Annotated[
+        str,
+        typer.Option(
+            envvar="QUILL_APP_BACKEND",
+            help="'local' loads the model here; a URL (http://host:port) calls that API.",
+        ),
+    ] = "local",
+    model: Annotated[
+        Path, typer.Option("--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP)
+    ] = DEFAULT_MODEL_DIR,
+    host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
+    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    monitoring_url: Annotated[
+        str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
+    ] = None,
 ) -> None:
     """The web app (Gradio): upload, webcam or paste an image, read the text, flag it."""
     from quill.serving.app import launch, make_backend
@@ -122,17 +136,19 @@ def app(
 
 
 def up(
-    model: Path = typer.Option(
-        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP
-    ),
-    host: str = typer.Option("127.0.0.1", help=HOST_HELP),
-    api_port: int = typer.Option(8000, help="Port of the REST API."),
-    app_port: int = typer.Option(7860, help="Port of the web app."),
-    threads: int = typer.Option(0, envvar="QUILL_THREADS", help=THREADS_HELP),
-    monitoring_url: str = typer.Option(None, envvar="QUILL_MONITORING_URL", help=STORE_HELP),
-    allow_open: bool = typer.Option(
-        False, "--allow-open", envvar="QUILL_ALLOW_OPEN", help=OPEN_HELP
-    ),
+    model: Annotated[
+        Path, typer.Option("--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP)
+    ] = DEFAULT_MODEL_DIR,
+    host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
+    api_port: Annotated[int, typer.Option(help="Port of the REST API.")] = 8000,
+    app_port: Annotated[int, typer.Option(help="Port of the web app.")] = 7860,
+    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    monitoring_url: Annotated[
+        str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
+    ] = None,
+    allow_open: Annotated[
+        bool, typer.Option("--allow-open", envvar="QUILL_ALLOW_OPEN", help=OPEN_HELP)
+    ] = False,
 ) -> None:
     """Start the REST API and the web app together (the app calls the API) and print both URLs."""
     from quill.serving.app import launch, make_backend
