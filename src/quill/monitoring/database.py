@@ -167,7 +167,7 @@ class StoreBase:
         shared by several requests)."""
         images = list(images)
         with self._sessions() as session:
-            referenced = set()
+            referenced: set[str | None] = set()
             for chunk in chunks([sha for sha, _ in images]):
                 referenced.update(
                     session.scalars(

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from quill.monitoring import projections as proj
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 FLAGS = ("incorrect", "offensive", "other")
 Flag = Literal["incorrect", "offensive", "other"]
-_INSERT_PREDICTION = insert(PredictionRow.__table__)
+_INSERT_PREDICTION = insert(cast(Table, PredictionRow.__table__))
 
 
 class UnknownRequestError(KeyError):
@@ -153,7 +153,7 @@ class PredictionLog(StoreBase):
         prepared_jobs = [(j, *self._prepare(j.record, store_image=remote)) for j in jobs]
         orphans: set[tuple[str, str]] = set()
         with self._write_lock, self._sessions.begin() as session:
-            existing = set()
+            existing: set[str] = set()
             for chunk in chunks([r.request_id for r in predictions]):
                 query = select(PredictionRow.request_id).where(PredictionRow.request_id.in_(chunk))
                 existing.update(session.scalars(query))
@@ -196,10 +196,8 @@ class PredictionLog(StoreBase):
             found.update((row.request_id, row) for row in session.execute(query))
         projected: set[int] = set()
         for chunk in chunks([row.id for row in found.values()]):
-            query = select(ProjectionRow.prediction_id).where(
-                ProjectionRow.prediction_id.in_(chunk)
-            )
-            projected.update(session.scalars(query.distinct()))
+            ids = select(ProjectionRow.prediction_id).where(ProjectionRow.prediction_id.in_(chunk))
+            projected.update(session.scalars(ids.distinct()))
         rows = []
         for job, image, values in prepared:
             row = found.get(job.request_id)
@@ -311,9 +309,9 @@ class PredictionLog(StoreBase):
             feedback = select(FeedbackRow).where(
                 FeedbackRow.request_id.in_(select(PredictionRow.request_id).where(*conditions))
             )
-            for row in session.scalars(feedback.order_by(FeedbackRow.created_at, FeedbackRow.id)):
-                by_request[row.request_id].feedback.append(
-                    Feedback(row.created_at, row.flag, row.comment, row.correction)
+            for fb in session.scalars(feedback.order_by(FeedbackRow.created_at, FeedbackRow.id)):
+                by_request[fb.request_id].feedback.append(
+                    Feedback(fb.created_at, fb.flag, fb.comment, fb.correction)
                 )
         return list(found.values())
 
@@ -329,7 +327,8 @@ class PredictionLog(StoreBase):
             query = select(FeedbackRow.created_at, FeedbackRow.flag, FeedbackRow.correction)
             if since is not None:
                 query = query.where(FeedbackRow.created_at >= since)
-            return [tuple(r) for r in session.execute(query.order_by(FeedbackRow.created_at))]
+            rows = session.execute(query.order_by(FeedbackRow.created_at))
+            return [(created, flag, correction) for created, flag, correction in rows]
 
     def shadow_predictions(self, since: datetime | None = None) -> list[ShadowRecord]:
         with self._sessions() as session:
@@ -385,7 +384,10 @@ def _jsonable(lines: list | None) -> list | None:
     """Line predictions as plain JSON (serving may pass its dataclasses)."""
     if lines is None:
         return None
-    return [asdict(line) if is_dataclass(line) else line for line in lines]
+    return [
+        asdict(line) if is_dataclass(line) and not isinstance(line, type) else line
+        for line in lines
+    ]
 
 
 def _shadow_row(record: ShadowRecord) -> ShadowRow:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import CursorResult, Executable, delete, select, update
+from sqlalchemy.orm import Session
 
 from quill.monitoring.database import StoreBase, chunks
 from quill.monitoring.records import utcnow
@@ -30,15 +31,15 @@ class Retention(StoreBase):
             row = session.scalar(
                 select(PredictionRow).where(PredictionRow.request_id == request_id)
             )
-            had_feedback = session.execute(
-                delete(FeedbackRow).where(FeedbackRow.request_id == request_id)
-            ).rowcount
+            had_feedback = _deleted(
+                session, delete(FeedbackRow).where(FeedbackRow.request_id == request_id)
+            )
             session.execute(delete(ShadowRow).where(ShadowRow.request_id == request_id))
-            images = set()
+            images: set[tuple[str, str]] = set()
             if row is not None:
                 session.execute(delete(ProjectionRow).where(ProjectionRow.prediction_id == row.id))
                 if row.image_sha256:
-                    images.add((row.image_sha256, row.image_ext))
+                    images.add((row.image_sha256, cast(str, row.image_ext)))
                 session.delete(row)
         self._delete_unreferenced(images)
         return row is not None or bool(had_feedback)
@@ -63,12 +64,16 @@ class Retention(StoreBase):
             ("predictions", "projections", "feedback", "shadow_predictions", "images"), 0
         )
         with self._write_lock, self._sessions.begin() as session:
-            images = set(
-                session.execute(
-                    select(PredictionRow.image_sha256, PredictionRow.image_ext).where(
-                        old, PredictionRow.image_sha256.is_not(None)
-                    )
-                ).all()
+            # the image's hash and extension are set together
+            images = cast(
+                set[tuple[str, str]],
+                set(
+                    session.execute(
+                        select(PredictionRow.image_sha256, PredictionRow.image_ext).where(
+                            old, PredictionRow.image_sha256.is_not(None)
+                        )
+                    ).all()
+                ),
             )
             if images_only:
                 session.execute(
@@ -77,20 +82,22 @@ class Retention(StoreBase):
             else:
                 old_ids = select(PredictionRow.id).where(old)
                 old_requests = select(PredictionRow.request_id).where(old)
-                counts["projections"] = session.execute(
-                    delete(ProjectionRow).where(ProjectionRow.prediction_id.in_(old_ids))
-                ).rowcount
-                counts["feedback"] = session.execute(
+                counts["projections"] = _deleted(
+                    session, delete(ProjectionRow).where(ProjectionRow.prediction_id.in_(old_ids))
+                )
+                counts["feedback"] = _deleted(
+                    session,
                     delete(FeedbackRow).where(
                         FeedbackRow.request_id.in_(old_requests) | (FeedbackRow.created_at < cutoff)
-                    )
-                ).rowcount
-                counts["shadow_predictions"] = session.execute(
+                    ),
+                )
+                counts["shadow_predictions"] = _deleted(
+                    session,
                     delete(ShadowRow).where(
                         ShadowRow.request_id.in_(old_requests) | (ShadowRow.created_at < cutoff)
-                    )
-                ).rowcount
-                counts["predictions"] = session.execute(delete(PredictionRow).where(old)).rowcount
+                    ),
+                )
+                counts["predictions"] = _deleted(session, delete(PredictionRow).where(old))
         counts["images"] = self._delete_unreferenced(images)
         counts["images"] += self._delete_stray_images(cutoff)
         return counts
@@ -116,7 +123,7 @@ class Retention(StoreBase):
         if not candidates:
             return 0
         with self._sessions() as session:
-            referenced = set()
+            referenced: set[str | None] = set()
             for chunk in chunks(list(candidates)):
                 query = select(PredictionRow.image_sha256).where(
                     PredictionRow.image_sha256.in_(chunk)
@@ -130,6 +137,11 @@ class Retention(StoreBase):
                 self.images.fs.rm(path)
                 deleted += 1
         return deleted
+
+
+def _deleted(session: Session, statement: Executable) -> int:
+    """Run a DELETE; the number of rows it deleted."""
+    return cast(CursorResult, session.execute(statement)).rowcount
 
 
 def _modified(info: dict[str, Any]) -> datetime | None:
