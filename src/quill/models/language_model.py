@@ -35,6 +35,7 @@ import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +164,7 @@ class CharNGramLM:
         )
 
     def _context_log_prob(self, context: tuple[int, ...], token: int) -> float:
-        history = "".join(self._id_to_char.get(i, "") for i in context)
+        history = "".join(map(self._id_to_char.get, context, repeat("")))  # specials: ""
         if len(context) < self.context_length:  # the prefix is shorter than the context
             history = LINE_START + history
         char = self._id_to_char.get(token)
@@ -271,8 +272,12 @@ class CharNGramLM:
             if header.get("format_version") != COMPILED_FORMAT_VERSION:
                 raise ValueError(f"unsupported format_version {header.get('format_version')!r}")
             tokenizer = Tokenizer.from_dict(header["tokenizer"])
+            # mapped, not read: a process touches only the pages of the contexts it asks
+            # about; as plain arrays (a memmap's slices are slow to make)
             arrays = {
-                name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+                name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False).view(
+                    np.ndarray
+                )
                 for name in ("contexts", "starts", "totals", "chars", "counts")
             }
             compiled = _CompiledTables(**arrays, alphabet=tokenizer.characters)
@@ -329,8 +334,7 @@ class _CompiledTables:
         if i == len(self.contexts) or str(self.contexts[i]) != context:
             return None
         start, end = int(self.starts[i]), int(self.starts[i + 1])
-        alphabet = self.alphabet
-        chars = [alphabet[c] for c in self.chars[start:end].tolist()]
+        chars = map(self.alphabet.__getitem__, self.chars[start:end].tolist())
         return dict(zip(chars, self.counts[start:end].tolist(), strict=True)), int(self.totals[i])
 
 
