@@ -28,7 +28,7 @@ up: setup  ## the main job: web app + REST API with the shipped model on localho
 test: setup  ## the whole test suite with coverage
 	$(BIN)/pytest --cov=quill --cov-report=term:skip-covered --durations=15
 
-lint: setup  ## ruff, formatting check and shellcheck through pre-commit
+lint: setup  ## ruff, formatting check, shellcheck and mypy through pre-commit
 	$(BIN)/pre-commit run --all-files
 
 format: setup
@@ -50,4 +50,4 @@ labelstudio:  ## Label Studio in its own virtualenv (~1 GB) for `quill annotate 
 	$(LS_VENV)/bin/pip install -q 'label-studio==1.23.2'
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .coverage
