@@ -8,13 +8,22 @@ Heavy imports (torch, onnxruntime, the peers) happen inside the commands.
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
 
 from quill.errors import fail
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from rich.progress import Progress, TaskID
+
+    from quill.bench.systems import System
+    from quill.data.manifest import Split
 
 console = Console()
 
@@ -138,7 +147,7 @@ def accuracy(
         loaded = [
             load_dataset(
                 spec,
-                split=split,
+                split=cast("Split", split),  # an unknown name reads no samples (refused below)
                 limit=limit,
                 slices=slices,
                 cache_root=cache,
@@ -185,7 +194,7 @@ def accuracy(
                     dataset,
                     systems,
                     batch_size,
-                    lambda name, n, tasks=tasks: progress.advance(tasks[name], n),
+                    partial(_advance, progress, tasks),
                 )
             )
         for page_set in page_sets:
@@ -220,7 +229,11 @@ def accuracy(
     console.print(f"wrote {', '.join(str(path) for path in written)}")
 
 
-def _evaluate_page_set(page_set, systems: list, progress):  # noqa: ANN001, ANN202
+def _advance(progress: Progress, tasks: dict[str, TaskID], name: str, n: int) -> None:
+    progress.advance(tasks[name], n)
+
+
+def _evaluate_page_set(page_set, systems: Sequence[System], progress):  # noqa: ANN001, ANN202
     """Every system that can read a whole page reads ``page_set`` (a bar per system)."""
     from quill.bench.pages import evaluate_pages
     from quill.bench.systems import ReadsPages
@@ -340,7 +353,9 @@ def speed(
     machine = machine_info()  # before the run: its load average says how busy the box was
     plan = SpeedPlan(tuple(batch or (1, 8)), tuple(threads or (1,)), images, warmup)
     try:
-        dataset = load_dataset(data, split=split, cache_root=cache, show_progress=True)
+        # An unknown split name reads no samples, refused below.
+        wanted = cast("Split", split)
+        dataset = load_dataset(data, split=wanted, cache_root=cache, show_progress=True)
     except (BenchDataError, DatasetError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     fixed = {k: v for k, v in speed_inputs(dataset.samples, inputs).items() if k in kinds and v}

@@ -243,6 +243,7 @@ def serve_command(
     if url:
         reports.append(run_load(url, png, concurrency, duration))
     else:
+        assert model is not None  # exactly one of --url and --model, checked above
         for count in (int(w) for w in workers.split(",")):
             process, started = start_server(model, count, threads)
             try:

@@ -200,7 +200,7 @@ def input_accuracy(
     system: System, inputs: Mapping[Kind, Sequence[SpeedInput]], batch: int
 ) -> dict[str, float]:
     """CER of ``system`` on the timed inputs of each kind (kinds it fails on are left out)."""
-    cers = {}
+    cers: dict[str, float] = {}
     for kind, items in inputs.items():
         texts: list[str] = []
         try:

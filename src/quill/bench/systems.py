@@ -136,4 +136,4 @@ class QuillSystem:
         """The page as ``quill predict`` reads it (``kind="auto"``: a page is segmented into
         lines, each read by the model), with each line's box."""
         (prediction,) = self.recognizer.predict([image], kind="auto")
-        return PageReading([(tuple(line.box), line.text) for line in prediction.lines])
+        return PageReading([(line.box, line.text) for line in prediction.lines])

@@ -477,8 +477,8 @@ class HTRDataModule(pl.LightningDataModule):
             None if defer else self.ink_augment,
             defer,
         )
-        dataset = CachedLineDataset(self.train_items, self.caches)
-        return self._loader(dataset, self.batch_size, self.train_sampler(), collate_fn)
+        cached = CachedLineDataset(self.train_items, self.caches)
+        return self._loader(cached, self.batch_size, self.train_sampler(), collate_fn)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         """Augment a deferred training batch where it now is (the GPU)."""

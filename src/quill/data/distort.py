@@ -164,7 +164,7 @@ def scale(image: ImageLike, rng: np.random.Generator, factor: Range = (0.8, 1.2)
 def _resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize float pixels to (width, height) with PIL's bilinear filter, channel by channel."""
     if pixels.ndim == 2:
-        return np.asarray(Image.fromarray(pixels, mode="F").resize(size, Image.BILINEAR))
+        return np.asarray(Image.fromarray(pixels, mode="F").resize(size, Image.Resampling.BILINEAR))
     return np.stack([_resize(pixels[..., c], size) for c in range(pixels.shape[2])], axis=-1)
 
 

@@ -121,7 +121,7 @@ class InkAugmenter:
             theta[:, row, 0] = 2 / size * inverse[:, row, 0] * scale_u
             theta[:, row, 1] = 2 / size * inverse[:, row, 1] * scale_v
             theta[:, row, 2] = 2 / size * (inverse[:, row, 0] * shift_u + centre) - 1
-        shape = (batch, 1, height, out_width)
+        shape = [batch, 1, height, out_width]
         grid = F.affine_grid(theta.to(device), shape, align_corners=False)  # (B, H, W', 2)
         self._displace(grid, in_width, keystone, elastic, wave, period, phase)
         warped = F.grid_sample(images, grid, mode="bilinear", align_corners=False)

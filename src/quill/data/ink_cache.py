@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -115,6 +115,7 @@ def build(
     absolute = [str((root / image).resolve()) for image in images]
     chunks = [absolute[i : i + CHUNK] for i in range(0, len(absolute), CHUNK)]
     description = f"ink maps of {root.name}"
+    done: Iterable[np.ndarray | str]
     if workers > 0 and len(chunks) > 1:
         with ProcessPoolExecutor(workers) as pool:
             done = chain.from_iterable(pool.map(_ink_chunk, chunks, repeat(config)))

@@ -42,8 +42,8 @@ def choose_samples(manifest: Manifest, n: int, seed: int = 0, split: str | None 
 def _open_tile(path: Path, width: int, max_height: int) -> tuple[Image.Image, str | None]:
     """The image scaled to fit (width, max_height), or a red tile and the reason."""
     try:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         tile = Image.new("RGB", (width, 48), (200, 40, 40))
         reason = f"cannot read {path.name}: {exc}"
@@ -51,7 +51,7 @@ def _open_tile(path: Path, width: int, max_height: int) -> tuple[Image.Image, st
         return tile, reason
     scale = min(width / image.width, max_height / image.height, 2.0)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.LANCZOS), None
+    return image.resize(size, Image.Resampling.LANCZOS), None
 
 
 def _caption(sample: Sample, width: int, font, small) -> Image.Image:

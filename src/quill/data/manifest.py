@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Literal
 
 MANIFEST_NAME = "manifest.jsonl"
-SPLITS = ("train", "val", "test")
-
 Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 
 def file_sha256(path: str | Path) -> str:

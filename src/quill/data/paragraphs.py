@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -36,6 +37,8 @@ INK_FLOOR = 0.3
 #: Paper and pen whose RGB channels differ by at most this much are drawn as grey.
 GREY_SPREAD = 8
 
+K = TypeVar("K")
+
 
 @dataclass(frozen=True)
 class ParagraphConfig:
@@ -53,7 +56,7 @@ class ParagraphConfig:
     margin: float = 0.3
 
 
-def allocate(total: int, sizes: dict[str, int]) -> dict[str, int]:
+def allocate(total: int, sizes: dict[K, int]) -> dict[K, int]:
     """Share ``total`` among splits in proportion to ``sizes`` (largest remainder).
 
     >>> allocate(10, {"train": 80, "val": 10, "test": 10})
@@ -198,7 +201,7 @@ class _Builder:
     def __init__(
         self,
         manifest: Manifest,
-        pools: dict[str, list[Sample]],
+        pools: dict[Split, list[Sample]],
         seed: int,
         config: ParagraphConfig,
     ):

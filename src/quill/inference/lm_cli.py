@@ -14,13 +14,14 @@ import tempfile
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from quill.errors import fail
 
 if TYPE_CHECKING:
+    from quill.data.manifest import Split
     from quill.vocab import Tokenizer
 
 lm_app = typer.Typer(
@@ -43,7 +44,7 @@ def _beam_widths(text: str) -> list[int]:
     return [int(w) for w in widths]
 
 
-def split_texts(folder: Path, split: str, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
+def split_texts(folder: Path, split: Split, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
     """The transcriptions of ``split`` in a Quill dataset folder (``manifest.jsonl``) or a
     folder with ``labels.tsv``, and why rows were left out (the latter only).
 
@@ -193,7 +194,7 @@ def fit(
 
 
 def _split_texts_or_exit(
-    folder: Path, split: str, tokenizer: Tokenizer
+    folder: Path, split: Split, tokenizer: Tokenizer
 ) -> tuple[list[str], list[str]]:
     """:func:`split_texts`, or a clear error and exit code 2."""
     try:
@@ -265,7 +266,9 @@ def tune(
         raise fail(str(exc)) from exc
     paths, texts = [], []
     for folder, manifest in zip(data, manifests, strict=True):
-        samples = [s for s in manifest.split(split) if s.kind == "line"][: limit or None]
+        # An unknown split name reads no samples, refused just below.
+        wanted = cast("Split", split)
+        samples = [s for s in manifest.split(wanted) if s.kind == "line"][: limit or None]
         if not samples:
             raise fail(f"{folder} has no {split!r} line samples")
         paths += [manifest.path_of(s) for s in samples]

@@ -33,7 +33,7 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 
 
-def _lookup(name: str) -> tuple[type, type]:
+def _lookup(name: str) -> tuple[type[nn.Module], type[ModelConfig]]:
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
     module_name, model_class, config_class = _REGISTRY[name]

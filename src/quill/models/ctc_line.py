@@ -67,7 +67,8 @@ class CTCLineModel(nn.Module):
         self.num_classes = num_classes
         self.stride = 2**config.width_pool_blocks
         self.cnn = line_cnn(config.channels, config.convs_per_block, config.width_pool_blocks)
-        self.cnn.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to(memory_format=), which it accepts.
+        self.cnn.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.project = nn.Sequential(
             nn.Linear(config.channels[-1] * rows, config.hidden), nn.Dropout(config.dropout)
         )

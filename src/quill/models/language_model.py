@@ -236,7 +236,10 @@ class CharNGramLM:
         tables = _kneser_ney_tables(self.counts, self.order)
         contexts = sorted(tables)
         index = {char: i for i, char in enumerate(self.tokenizer.characters)}
-        starts, totals, chars, counts = [0], [], [], []
+        starts: list[int] = [0]
+        totals: list[int] = []
+        chars: list[int] = []
+        counts: list[int] = []
         for context in contexts:
             following, total = tables[context]
             chars += [index[char] for char in following]

@@ -43,7 +43,8 @@ class LineCNNTransformer(Seq2SeqModel):
         super().__init__(num_classes, config)
         rows = rows_after(config.height, len(config.channels))
         self.cnn = line_cnn(config.channels, config.convs_per_block, config.width_pool_blocks)
-        self.cnn.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to(memory_format=), which it accepts.
+        self.cnn.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.project = nn.Linear(config.channels[-1] * rows, config.dim)
         self.position = PositionalEncoding1D(config.dim, dropout=config.dropout)
 

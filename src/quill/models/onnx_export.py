@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
 
+from quill.models.seq2seq import Seq2SeqModel
 from quill.models.transformer_decoder import DecoderCache
 
 INPUT_NAME = "images"
@@ -87,7 +89,7 @@ class _EncoderGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.model = model
+        self.model = cast(Seq2SeqModel, model)  # export_seq2seq_onnx takes seq2seq models
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cache = self.model.decoder.init_cache(self.model.encode(images))
@@ -99,7 +101,7 @@ class _StepGraph(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.decoder = model.decoder
+        self.decoder = cast(Seq2SeqModel, model).decoder
 
     def forward(
         self,

@@ -8,6 +8,7 @@ still reads a longer one; the encodings are precomputed buffers sliced by the in
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -37,6 +38,9 @@ class PositionalEncoding1D(nn.Module):
     ``offset`` lets an incremental decoder encode step t without re-encoding 0..t-1.
     """
 
+    if TYPE_CHECKING:  # a buffer, (max_length, dim); declared for mypy only (TorchScript
+        table: torch.Tensor  # cannot read this module's string annotations on the class)
+
     def __init__(self, dim: int, max_length: int = 4096, dropout: float = 0.0):
         super().__init__()
         self.register_buffer("table", sinusoid_table(max_length, dim), persistent=False)
@@ -53,6 +57,10 @@ class PositionalEncoding2D(nn.Module):
     Half the channels encode the row, half the column, so after flattening to a sequence each
     position still knows where on the page it came from (needed to read lines in order).
     """
+
+    if TYPE_CHECKING:  # buffers, (dim / 2, max_height) and (dim / 2, max_width), as above
+        rows: torch.Tensor
+        cols: torch.Tensor
 
     def __init__(self, dim: int, max_height: int = 512, max_width: int = 2048):
         super().__init__()

@@ -80,7 +80,9 @@ class ResNet(nn.Module):
         # Zero the last BN of each block: every block starts as identity (Goyal et al. 2017).
         for module in self.modules():
             if isinstance(module, BasicBlock):
-                nn.init.zeros_(module.body[-1].weight)
+                last = module.body[-1]
+                assert isinstance(last, nn.BatchNorm2d)
+                nn.init.zeros_(last.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))

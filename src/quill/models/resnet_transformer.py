@@ -46,7 +46,8 @@ class ResnetTransformer(Seq2SeqModel):
         config = config or ResnetTransformerConfig()
         super().__init__(num_classes, config)
         self.resnet = ResNet(config.resnet_blocks, config.resnet_widths)
-        self.resnet.to(memory_format=torch.channels_last)
+        # torch's stubs omit Module.to(memory_format=), which it accepts.
+        self.resnet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.project = nn.Conv2d(self.resnet.out_channels, config.dim, 1)
         self.position = PositionalEncoding2D(config.dim)
         self.dropout = nn.Dropout(config.dropout)

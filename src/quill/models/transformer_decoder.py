@@ -177,7 +177,9 @@ class TransformerDecoder(nn.Module):
         """
         x = self._embed(tokens, 0)
         for layer in self.layers:
-            keys, values = layer.cross_attention.project_key_value(memory)
+            # A ModuleList yields nn.Module, whose attributes torch types as Tensor | Module (two
+            # mypy codes; TorchScript reads only a bare or one-code ignore at the end of a line).
+            keys, values = layer.cross_attention.project_key_value(memory)  # type: ignore
             x = layer(x, keys, values)
         return self.classifier(self.norm(x))
 
@@ -187,7 +189,9 @@ class TransformerDecoder(nn.Module):
         cross_keys: list[torch.Tensor] = []
         cross_values: list[torch.Tensor] = []
         for layer in self.layers:
-            keys, values = layer.cross_attention.project_key_value(memory)
+            # A ModuleList yields nn.Module, whose attributes torch types as Tensor | Module (two
+            # mypy codes; TorchScript reads only a bare or one-code ignore at the end of a line).
+            keys, values = layer.cross_attention.project_key_value(memory)  # type: ignore
             cross_keys.append(keys)
             cross_values.append(values)
         b = memory.shape[0]
@@ -201,7 +205,8 @@ class TransformerDecoder(nn.Module):
         self_keys: list[torch.Tensor] = []
         self_values: list[torch.Tensor] = []
         for index, layer in enumerate(self.layers):
-            x, keys, values = layer.step(
+            # layer: nn.Module (a ModuleList item, as above)
+            x, keys, values = layer.step(  # type: ignore[operator]
                 x,
                 cache.self_keys[index],
                 cache.self_values[index],

@@ -386,7 +386,7 @@ def purge_command(
         )
 
 
-def _days(option: int | None, configured: object) -> int | None:
+def _days(option: int | None, configured: int | float | str | None) -> int | None:
     """The option when given (0 included), else the configured period (None: keep all)."""
     return option if option is not None else (None if configured is None else int(configured))
 

@@ -213,7 +213,7 @@ def report_card(
         "candidate": _scores(items, whole, "candidate"),
         "current": _scores(items, whole_current, "current"),
     }
-    slices = []
+    slices: list[dict[str, Any]] = []
     pairs = sorted(zip(candidate_rows, current_rows, strict=True), key=lambda pair: pair[0].name)
     for candidate_row, current_row in pairs:
         name, n = candidate_row.name, len(candidate_row.members)

@@ -6,7 +6,7 @@ chart kinds cover it (overlaid histograms and stacked bars), drawn as plain SVG 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 import numpy as np
@@ -83,7 +83,7 @@ def histogram(
 
 def stacked_bars(
     labels: Sequence[str],
-    series: dict[str, Sequence[int]],
+    series: Mapping[str, Sequence[int]],
     title: str,
     *,
     width: int = 720,
@@ -109,7 +109,7 @@ def stacked_bars(
         legend_x -= 12 + 7 * len(name) + 14
     slot = plot_w / max(len(labels), 1)
     for i, label in enumerate(labels):
-        y = pad_top + plot_h
+        y: float = pad_top + plot_h
         for name, values in series.items():
             h = values[i] / top * plot_h
             if h > 0:

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -160,7 +161,7 @@ def draw_lines(image: bytes, lines: list[dict[str, Any]], max_side: int = PREVIE
     from PIL import ImageDraw, ImageFont, ImageOps
 
     try:
-        picture = Image.open(io.BytesIO(image))
+        picture: Image.Image = Image.open(io.BytesIO(image))
         width, height = picture.size
         if picture.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored sideways
             width, height = height, width
@@ -230,7 +231,7 @@ def store_flagging_callback_class() -> type:
             self.backend = backend
             self.count = 0
 
-        def setup(self, components: list, flagging_dir: str) -> None:
+        def setup(self, components: Sequence[Any], flagging_dir: str) -> None:
             self.components = components
 
         def flag(
@@ -311,7 +312,7 @@ def build_app(backend: Backend) -> Any:
             with gr.Column():
                 image = gr.Image(
                     label="Handwriting (upload, paste or take a photo)",
-                    sources=("upload", "clipboard", "webcam"),
+                    sources=["upload", "clipboard", "webcam"],
                     type="filepath",  # the uploaded file as it is: never re-encoded
                     image_mode=None,
                     elem_id="quill-image",

@@ -18,13 +18,16 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from quill.inference.recognizer import KINDS, Recognizer
+from quill.inference.recognizer import KINDS, Kind, Recognizer
 from quill.monitoring.records import SYNTHETIC_CLIENTS
 from quill.preprocess import ImageError, load_image
 from quill.serving.errors import ServingError
 from quill.serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from quill.monitoring.predictions import Flag
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +54,14 @@ class PredictionLogger(Protocol):
         lines: list[dict[str, Any]] | None = None,
     ) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self) -> object: ...  # the service ignores what it returns
 
 
 class FeedbackStore(Protocol):
     def add_feedback(
         self,
         request_id: str,
-        flag: str | None,
+        flag: Flag | None,
         comment: str | None = None,
         correction: str | None = None,
     ) -> None: ...
@@ -187,7 +190,8 @@ class PredictionService:
         if answer is None:
             try:
                 picture = load_image(image, max_pixels=self.settings.max_pixels)
-                prediction = self._recognize(picture, kind, request_id)
+                # kind is one of KINDS (checked above), the Recognizer's Kind.
+                prediction = self._recognize(picture, cast("Kind", kind), request_id)
             except ImageError as exc:
                 raise ServingError.from_image_error(exc) from exc
             answer = {
@@ -207,10 +211,10 @@ class PredictionService:
         self._log(response, image, client)
         return response
 
-    def _recognize(self, picture: Any, kind: str, request_id: str) -> Any:
+    def _recognize(self, picture: Any, kind: Kind, request_id: str) -> Any:
         if self._passes_request_ids:
             return self.recognizer.predict([picture], kind=kind, request_ids=[request_id])[0]  # type: ignore[call-arg]
-        return self.recognizer.predict([picture], kind=kind)[0]  # type: ignore[arg-type]
+        return self.recognizer.predict([picture], kind=kind)[0]
 
     def _log(self, response: dict[str, Any], image: bytes, client: str) -> None:
         if self.logger is None:
@@ -246,7 +250,9 @@ class PredictionService:
             raise ServingError(
                 "invalid_field", f"flag must be incorrect, offensive, other or null, got {flag!r}"
             )
-        self.feedback_store.add_feedback(request_id, flag, comment=comment, correction=correction)
+        checked = cast("Flag | None", flag)  # one of the flags (or None), checked just above
+        store = self.feedback_store
+        store.add_feedback(request_id, checked, comment=comment, correction=correction)
 
     def close(self) -> None:
         """Finish shadow comparisons, then flush queued monitoring writes (on shutdown)."""

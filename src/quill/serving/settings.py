@@ -11,8 +11,10 @@ import hashlib
 import hmac
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from quill.inference import DEFAULT_MODEL_DIR
 from quill.preprocess import MAX_PIXELS
@@ -88,17 +90,18 @@ class ServingSettings:
 
     @classmethod
     def from_env(
-        cls, environ: dict[str, str] | None = None, **overrides: object
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
     ) -> ServingSettings:
         """Defaults, then ``QUILL_*`` variables, then ``overrides`` (e.g. CLI options).
 
         >>> ServingSettings.from_env({"QUILL_THREADS": "1", "QUILL_TIMEOUT_S": "2.5"}).timeout_s
         2.5
         """
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
+        env = os.environ if environ is None else environ
+        # Any: each value was converted to its field's type (_convert) or is a CLI option's.
+        values: dict[str, Any] = {}
         for item in fields(cls):
-            raw = environ.get(ENV_PREFIX + item.name.upper())
+            raw = env.get(ENV_PREFIX + item.name.upper())
             if raw is not None:
                 values[item.name] = _convert(item.type, raw, item.name)
         values.update({k: v for k, v in overrides.items() if v is not None})

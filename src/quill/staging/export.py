@@ -47,7 +47,9 @@ class CTCExport(nn.Module):
         self, images: torch.Tensor, widths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs = self.model(images)  # (B, T, C)
-        return log_probs, self.model.output_lengths(widths)  # (B,)
+        # lengths (B,); self.model: nn.Module, whose attributes torch types as Tensor | Module
+        lengths = self.model.output_lengths(widths)  # type: ignore[operator]
+        return log_probs, lengths
 
 
 @dataclass

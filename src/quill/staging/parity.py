@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -53,7 +53,7 @@ class ParityError(QuillError, RuntimeError):
 def render_line(text: str, size: int = 40) -> Image.Image:
     """Dark text on a light, slightly uneven page: a deterministic stand-in for a scan."""
     font = ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(text)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
     image = Image.new("RGB", (right - left + 2 * size, bottom - top + size), (246, 242, 232))
     ImageDraw.Draw(image).text((size - left, size // 2 - top), text, fill=(30, 30, 60), font=font)
     return image
@@ -138,7 +138,7 @@ def median_decode_ms(
 
 
 def check_parity(
-    eager: Runtime, exports: dict[str, Runtime], inputs: list[np.ndarray], tokenizer: Tokenizer
+    eager: Runtime, exports: Mapping[str, Runtime], inputs: list[np.ndarray], tokenizer: Tokenizer
 ) -> ParityReport:
     """Compare each export with ``eager`` on ``inputs``: decoded text and confidence."""
     reference = _decode(eager, inputs)

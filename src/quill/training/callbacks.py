@@ -140,7 +140,10 @@ class Throughput(L.Callback):
         size = len(batch["texts"]) * trainer.world_size
         self._epoch_samples += size
         self._window_samples += size
-        if (batch_idx + 1) % trainer.log_every_n_steps == 0:
+        # Lightning sets log_every_n_steps on the trainer at run time; its Trainer class does
+        # not declare it.
+        every = trainer.log_every_n_steps  # type: ignore[attr-defined]
+        if (batch_idx + 1) % every == 0:
             elapsed = time.perf_counter() - self._window_start
             module.log("samples_per_sec", self._window_samples / max(elapsed, 1e-9), on_step=True)
             self._window_start, self._window_samples = time.perf_counter(), 0

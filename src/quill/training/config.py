@@ -316,9 +316,10 @@ def _check_known(data: Mapping[str, Any], known: Mapping[str, Any], where: str) 
     data_section = data.get("data")
     for sub in ("preprocess", "augment"):
         value = data_section.get(sub) if isinstance(data_section, Mapping) else None
-        schema = schema_class(data, ("data", sub)) if isinstance(value, Mapping) else None
-        if schema is not None:
-            strict_from_dict(schema, value, f"{where}: data.{sub}")
+        if isinstance(value, Mapping):
+            schema = schema_class(data, ("data", sub))
+            if schema is not None:
+                strict_from_dict(schema, value, f"{where}: data.{sub}")
 
 
 def save_config(config: Mapping[str, Any], path: str | Path) -> Path:

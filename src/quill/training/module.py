@@ -16,12 +16,13 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from quill.models import build_model
@@ -75,7 +76,7 @@ class HTRModule(L.LightningModule):
         self.val_text = TextMetrics()
         self.test_text = TextMetrics()
         self.val_source_cer = nn.ModuleDict()
-        self.val_unseen_cer: nn.Module | None = None
+        self.val_unseen_cer: CharErrorRate | None = None
         self.source_roles: dict[str, str] = {}
         self.examples: list[Example] = []
 
@@ -96,11 +97,14 @@ class HTRModule(L.LightningModule):
         if "unseen" in self.source_roles.values():
             self.val_unseen_cer = CharErrorRate()
 
+    def _source_metrics(self) -> list[tuple[str, CharErrorRate]]:
+        """``val_source_cer``'s items, typed (a ModuleDict holds them so they move with the
+        module to its device; it types its values as plain modules)."""
+        return [(key, cast(CharErrorRate, metric)) for key, metric in self.val_source_cer.items()]
+
     def on_validation_epoch_end(self) -> None:
         parts = [
-            metric
-            for key, metric in self.val_source_cer.items()
-            if self.source_roles.get(key) == "seen"
+            metric for key, metric in self._source_metrics() if self.source_roles.get(key) == "seen"
         ]
         if self.val_unseen_cer is not None:
             parts.append(self.val_unseen_cer)
@@ -162,7 +166,7 @@ class HTRModule(L.LightningModule):
         sources = batch.get("sources")
         if sources is None:
             return
-        for key, metric in self.val_source_cer.items():
+        for key, metric in self._source_metrics():
             rows = [i for i, name in enumerate(sources) if metric_key(name) == key]
             if rows:
                 metric.update([readings[i][0] for i in rows], [batch["texts"][i] for i in rows])
@@ -197,7 +201,7 @@ class HTRModule(L.LightningModule):
 
     # -- optimisation ----------------------------------------------------------------------
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         """AdamW (no decay on biases and norms) with warmup then cosine/one-cycle/constant."""
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
@@ -259,13 +263,14 @@ def build_scheduler(
         raise ValueError(f"optim.schedule must be cosine, onecycle or constant, not {schedule!r}")
     floor = float(optim["min_lr_ratio"])
     decays = schedule == "cosine" and total_steps is not None
+    span = max(1, total_steps - warm) if total_steps is not None else 1
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         if not decays:
             return 1.0
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+        progress = min(1.0, (step - warm) / span)
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -278,7 +283,9 @@ class CTCModule(HTRModule):
 
     def _frames(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs = self.model(batch["images"]).float()  # (B, T, C), fp32 for CTC
-        lengths = self.model.output_lengths(batch["widths"]).clamp(max=log_probs.shape[1])
+        # self.model: nn.Module, whose attributes torch types as Tensor | Module.
+        widths = self.model.output_lengths(batch["widths"])  # type: ignore[operator]
+        lengths = widths.clamp(max=log_probs.shape[1])
         return log_probs, lengths
 
     def _ctc_loss(
@@ -331,7 +338,8 @@ class Seq2SeqModule(HTRModule):
         ceiling = getattr(self.model, "max_output_length", None)
         if limit is not None and ceiling is not None:
             limit = min(int(limit), int(ceiling))  # its position table ends there
-        ids, scores = self.model.generate(
+        # self.model: nn.Module, whose attributes torch types as Tensor | Module.
+        ids, scores = self.model.generate(  # type: ignore[operator]
             batch["images"],
             max_length=limit,
             beam_size=int(self.decode_config["beam_size"]),
@@ -371,8 +379,8 @@ def create_module(
     """
     name = config["model"]["name"]
     model = build_model(name, len(tokenizer), **config["model"]["config"])
-    resolved = getattr(model, "config", None)
-    model_config = resolved.to_dict() if hasattr(resolved, "to_dict") else config["model"]["config"]
+    to_dict = getattr(getattr(model, "config", None), "to_dict", None)
+    model_config = to_dict() if to_dict is not None else config["model"]["config"]
     family = getattr(model, "family", None)
     if family not in MODULES:
         raise ValueError(f"model {name!r} has family {family!r}; expected one of {list(MODULES)}")

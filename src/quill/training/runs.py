@@ -269,9 +269,9 @@ def plot_curves(all_curves: Sequence[Curves]) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for c in all_curves:
         for key in ("val_cer", "val_wer"):
-            points = c.by_epoch(key)
-            if points:
-                ax.plot(list(points), list(points.values()), "o-", label=f"{key} · {c.label}")
+            epochs = c.by_epoch(key)
+            if epochs:
+                ax.plot(list(epochs), list(epochs.values()), "o-", label=f"{key} · {c.label}")
     ax.set(xlabel="epoch", ylabel="error rate", title="Validation CER / WER", ylim=(0, None))
     ax.legend(fontsize=7)
     charts["Error rates"] = _figure_png(fig)
@@ -368,9 +368,9 @@ def write_report(client: Any, runs: Sequence[Any], out: Path) -> Path:
             found = latest_prediction_table(client, run, Path(tmp) / run.info.run_id)
             if found is None:
                 continue
-            name, table = found
+            name, predictions = found
             parts.append(f"<h2>Predictions · {html.escape(c.label)}</h2><p>{html.escape(name)}</p>")
-            parts.append(_html_table(table["columns"], table["data"]))
+            parts.append(_html_table(predictions["columns"], predictions["data"]))
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>Quill run report</title>"
         f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"

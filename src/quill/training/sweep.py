@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +63,7 @@ def default_storage() -> str:
     return os.environ.get(STORAGE_ENV) or (f"sqlite:///{project_root() / 'mlruns' / 'optuna.db'}")
 
 
-def load_sweep(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     """Read a sweep file; ``overrides`` apply to the base config of every trial."""
     path = Path(path)
     data = read_yaml(path)
@@ -262,16 +262,18 @@ def objective_for(spec: SweepSpec, parent_run_id: str, study_name: str):
         }
         run_ids: list[str] = []
         pruning = PyTorchLightningPruningCallback(trial, monitor=metric)
+
+        def run_started(run_id: str) -> None:
+            run_ids.append(run_id)
+            trial.set_user_attr(RUN_ID_ATTR, run_id)
+
         try:
             result = train(
                 config,
                 config_path=str(spec.base_path),
                 extra_callbacks=[pruning],
                 tags=tags,
-                run_started=lambda run_id: (
-                    run_ids.append(run_id),
-                    trial.set_user_attr(RUN_ID_ATTR, run_id),
-                ),
+                run_started=run_started,
             )
         except optuna.TrialPruned:
             _mark(config, run_ids, "pruned")

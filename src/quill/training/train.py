@@ -172,6 +172,7 @@ def open_run(
         return _open_mlflow_run(config, experiment, run_name, all_tags)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     folder = output_root / run_id
+    logger: L.pytorch.loggers.Logger
     if kind == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
@@ -283,17 +284,17 @@ def overfit_config(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     step, and early stopping (patience counted in epochs of one or a few steps) would end the
     run while CTC still emits only blanks. Both are turned off; the recorded config says so.
     """
-    config = copy.deepcopy(dict(config))
-    if not overfits(config):
-        return config, []
+    result = copy.deepcopy(dict(config))
+    if not overfits(result):
+        return result, []
     changed = []
-    if config["data"]["augment"]:
-        config["data"]["augment"] = False
+    if result["data"]["augment"]:
+        result["data"]["augment"] = False
         changed.append("data.augment=false")
-    if config["early_stopping"]["enabled"]:
-        config["early_stopping"]["enabled"] = False
+    if result["early_stopping"]["enabled"]:
+        result["early_stopping"]["enabled"] = False
         changed.append("early_stopping.enabled=false")
-    return config, changed
+    return result, changed
 
 
 def validate_on_training_batches(datamodule: Any, module: Any) -> None:
@@ -312,8 +313,8 @@ def validate_on_training_batches(datamodule: Any, module: Any) -> None:
     def val_dataloader() -> Any:
         if datamodule.cache:
             collate = CachedCollate(datamodule.preprocess_config.width_multiple)
-            dataset = CachedLineDataset(items, datamodule.caches)
-            return datamodule._loader(dataset, datamodule.batch_size, collate_fn=collate)
+            cached = CachedLineDataset(items, datamodule.caches)
+            return datamodule._loader(cached, datamodule.batch_size, collate_fn=collate)
         dataset = HTRDataset(items, datamodule.preprocess_config)
         return datamodule._loader(dataset, datamodule.batch_size)
 

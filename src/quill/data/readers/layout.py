@@ -233,7 +233,8 @@ def _open_page(path: Path) -> Image.Image:
 def _pixel_scale(layout: PageLayout, page: Image.Image) -> tuple[tuple[float, float], str | None]:
     """Pixels per coordinate unit along x and y, or a reason the XML does not fit the image."""
     width, height = page.size
-    unit = {None: "pixel", 254: "mm10", 1200: "inch1200"}.get(layout.units_per_inch, "units")
+    names: dict[float | None, str] = {None: "pixel", 254: "mm10", 1200: "inch1200"}
+    unit = names.get(layout.units_per_inch, "units")
     if layout.size is None or min(layout.size) <= 0:
         if layout.units_per_inch is None:
             return (1.0, 1.0), None

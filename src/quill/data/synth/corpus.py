@@ -24,6 +24,7 @@ import textwrap
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class _RReader:
         self.pos += 4
         return value
 
-    def read(self) -> object:
+    def read(self) -> Any:
         flags = self._int()
         kind, has_attr, has_tag = flags & 0xFF, flags & (1 << 9), flags & (1 << 10)
         if kind == 254:  # NILVALUE
@@ -151,7 +152,7 @@ class _RReader:
         if kind in (10, 13, 16, 19):  # LGLSXP, INTSXP, STRSXP, VECSXP
             length = self._int()
             if kind in (10, 13):
-                values: object = list(struct.unpack_from(f">{length}i", self.data, self.pos))
+                values: list[Any] = list(struct.unpack_from(f">{length}i", self.data, self.pos))
                 self.pos += 4 * length
             else:
                 values = [self.read() for _ in range(length)]
@@ -159,7 +160,7 @@ class _RReader:
                 attributes = dict(self.read() or [])
                 names = attributes.get("names")
                 if names is not None:
-                    return dict(zip(names, values, strict=True))  # type: ignore[arg-type]
+                    return dict(zip(names, values, strict=True))
             return values
         raise CorpusError(f"unsupported R object type {kind}")
 
@@ -174,13 +175,13 @@ def read_r_lazyload(package_dir: Path) -> dict[str, list[str]]:
         )
     raw = index_path.read_bytes()
     index = _RReader(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else zlib.decompress(raw[4:]))
-    variables = index.read()["variables"]  # type: ignore[index]
+    variables = index.read()["variables"]
     blob = (package_dir / "data" / "Rdata.rdb").read_bytes()
     result = {}
     for name, (offset, length) in variables.items():
         chunk = blob[offset : offset + length]
         result[name] = _RReader(zlib.decompress(chunk[4:])).read()
-    return result  # type: ignore[return-value]
+    return result
 
 
 def paragraphs_from_lines(lines: list[str]) -> list[str]:
@@ -245,8 +246,8 @@ class Corpus:
         while len(wrapped) < lines[0]:
             wrapped = self._wrap(rng, max(20, max_chars // 2), max_chars)
         start = int(rng.integers(max(1, len(wrapped) - count + 1)))
-        lines = [self._with_number(line, rng, max_chars) for line in wrapped[start : start + count]]
-        return "\n".join(lines)
+        chosen = wrapped[start : start + count]
+        return "\n".join(self._with_number(line, rng, max_chars) for line in chosen)
 
     def _with_number(self, line: str, rng: np.random.Generator, max_chars: int) -> str:
         return insert_number(line, rng, max_chars) if rng.random() < self.numbers else line

@@ -79,7 +79,8 @@ def _glyph(path: Path, size: int, char: str) -> tuple[Image.Image, int, int]:
     """A glyph's coverage (``L`` image, tight box with a 2 px border) and its box's offset
     from the pen position on the baseline."""
     font = _font(path, size)
-    left, top, right, bottom = font.getbbox(char, anchor="ls")
+    # FreeType boxes are whole pixels (typed float for the basic fonts' sake).
+    left, top, right, bottom = (int(v) for v in font.getbbox(char, anchor="ls"))
     pad = 2
     patch = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
     ImageDraw.Draw(patch).text((pad - left, pad - top), char, font=font, fill=255, anchor="ls")
@@ -115,7 +116,9 @@ def _transform_glyph(
     c = a * left + b * top - dx
     f = d * left + e * top - dy
     size = (right - left, bottom - top)
-    out = patch.transform(size, Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR)
+    out = patch.transform(
+        size, Image.Transform.AFFINE, (a, b, c, d, e, f), resample=Image.Resampling.BILINEAR
+    )
     return out, left, top
 
 
