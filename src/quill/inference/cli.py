@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -31,25 +32,34 @@ def expand_inputs(items: list[str]) -> list[str]:
 
 
 def predict(
-    inputs: list[str] = typer.Argument(
-        ..., help="Image files, folders (searched recursively) or globs like 'scans/*.jpg'."
-    ),
-    model: Path = typer.Option(
-        DEFAULT_MODEL_DIR, "--model", "-m", envvar="QUILL_MODEL_DIR", help="Staged model directory."
-    ),
-    as_json: bool = typer.Option(
-        False,
-        "--json",
-        help="One JSON object per input: path, text, confidence, kind, timings, model_version "
-        "and lines, each with its text, confidence and box (left, top, right, bottom) in the "
-        "input image's pixels (where segmentation found the line on a page).",
-    ),
-    kind: str = typer.Option("auto", help="auto, line or paragraph."),
-    backend: str = typer.Option("auto", help="auto (fastest measured), onnx, torchscript, eager."),
-    threads: int = typer.Option(0, help="Intra-op threads (0: all cores)."),
-    decoding: str = typer.Option(
-        None, help="CTC models: greedy or beam (default: what the model's card says)."
-    ),
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files, folders (searched recursively) or globs like 'scans/*.jpg'."
+        ),
+    ],
+    model: Annotated[
+        Path,
+        typer.Option("--model", "-m", envvar="QUILL_MODEL_DIR", help="Staged model directory."),
+    ] = DEFAULT_MODEL_DIR,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="One JSON object per input: path, text, confidence, kind, timings, model_version "
+            "and lines, each with its text, confidence and box (left, top, right, bottom) in the "
+            "input image's pixels (where segmentation found the line on a page).",
+        ),
+    ] = False,
+    kind: Annotated[str, typer.Option(help="auto, line or paragraph.")] = "auto",
+    backend: Annotated[
+        str, typer.Option(help="auto (fastest measured), onnx, torchscript, eager.")
+    ] = "auto",
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0: all cores).")] = 0,
+    decoding: Annotated[
+        str | None,
+        typer.Option(help="CTC models: greedy or beam (default: what the model's card says)."),
+    ] = None,
 ) -> None:
     """Print the text in each image. Unreadable files are reported and skipped; the exit
     code is 1 if any input failed.
