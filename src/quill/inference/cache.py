@@ -33,6 +33,8 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from quill.models.language_model import COMPILED_FORMAT_VERSION
+
 log = logging.getLogger(__name__)
 
 BACKEND_CHOICES = "backend-choice.json"
@@ -152,8 +154,6 @@ def compiled_lm_path(lm_file: Path) -> Path | None:
     root = cache_dir()
     if root is None:
         return None
-    from quill.models.language_model import COMPILED_FORMAT_VERSION
-
     key = _digest(str(lm_file.resolve()), _stamp(lm_file), COMPILED_FORMAT_VERSION)
     return root / "lm" / f"{lm_file.stem}-{key}"
 

@@ -185,6 +185,7 @@ class Recognizer:
         threads: int | None = None,
     ) -> Recognizer:
         """Fetch ``NAME[@ALIAS|VERSION]`` from the MLflow registry (needs mlflow) and load it."""
+        # lazy: the registry needs mlflow, which reading a local model never imports
         from quill.staging.registry import fetch, resolve
         from quill.training.tracking_store import default_tracking_uri
 
@@ -234,6 +235,7 @@ class Recognizer:
             return whole  # a paragraph model reads the page itself, newlines included
         if kind == "auto" and image.width >= LINE_ASPECT * image.height:
             return whole
+        # lazy: segmentation imports scipy (a second of a cold start), which lines never need
         from quill.models.segment import SegmentConfig, segment_lines
 
         # Lines are cut at the height preprocessing would shrink them to, not the scan's.
