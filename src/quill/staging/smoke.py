@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from quill.preprocess import PreprocessConfig, batch_images, preprocess
 from quill.staging.parity import render_line
@@ -21,6 +22,8 @@ from quill.training.checkpoint import CheckpointSource, write_checkpoint
 from quill.vocab import Tokenizer
 
 SMOKE_WORDS = ("hello", "quill", "Kew", "ink")
+#: Noisy renderings of each word trained on beside the clean one.
+NOISY_RENDERINGS = 6
 #: A Transformer encoder: it memorises in ~60 steps where a BiLSTM sits on the CTC
 #: all-blank plateau for hundreds.
 SMOKE_CONFIG = {
@@ -44,9 +47,16 @@ def train_smoke_model(words: tuple[str, ...] = SMOKE_WORDS, steps: int = 300, se
     model = build_model("ctc_line", len(tokenizer), **SMOKE_CONFIG)
     lines = [preprocess(render_line(w), config) for w in words]
     # The padded batch and every word alone: a model that only ever saw one padded batch
-    # reads a word alone (different width, no padding) differently.
-    batches = [batch_images(lines), *(batch_images([line]) for line in lines)]
-    labels = [list(words), *([w] for w in words)]
+    # reads a word alone (different width, no padding) differently. Then the words on noisy
+    # paper: a little noise moves the ink crop by a few pixels, and a model that learnt one
+    # rendering only misreads the moved word.
+    noisy = [
+        preprocess(_on_noisy_paper(render_line(w), seed), config)
+        for seed in range(NOISY_RENDERINGS)
+        for w in words
+    ]
+    batches = [batch_images(lines), *(batch_images([line]) for line in lines), batch_images(noisy)]
+    labels = [list(words), *([w] for w in words), list(words) * NOISY_RENDERINGS]
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     ctc = torch.nn.CTCLoss(blank=tokenizer.blank_id, zero_infinity=True)
     model.train()
@@ -61,6 +71,13 @@ def train_smoke_model(words: tuple[str, ...] = SMOKE_WORDS, steps: int = 300, se
         if loss.item() < 0.05 * len(batches):
             break
     return model.eval(), tokenizer, config
+
+
+def _on_noisy_paper(image: Image.Image, seed: int) -> Image.Image:
+    """``image`` with Gaussian paper noise (sigma 3 grey levels), as a scanner adds it."""
+    rng = np.random.default_rng(seed)
+    pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 3, (image.height, image.width, 1))
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
 def _ctc_loss(model, ctc, tokenizer, images, widths, texts):  # noqa: ANN001, ANN202
