@@ -16,7 +16,7 @@ from quill.cli import app
 from quill.monitoring import drift
 from quill.monitoring import projections as proj
 from quill.monitoring.alerts import run_check
-from quill.monitoring.records import utcnow
+from quill.monitoring.records import PredictionRecord, utcnow
 from quill.monitoring.settings import MonitoringSettings, SettingsError
 from quill.monitoring.store import MonitoringStore
 
@@ -71,14 +71,16 @@ def _rows(make_line, n: int, dark_on_light: bool) -> list[dict]:
 def _stream(store, make_line, n, dark_on_light, texts, start, client="api", offset=0):
     for i in range(n):
         store.log_prediction(
-            f"{client}-{offset + i}",
-            client,
-            "m-1",
-            make_line(WORDS[i % len(WORDS)], dark_on_light, seed=offset + i),
-            texts[i % len(texts)],
-            0.9 if dark_on_light else 0.4,
-            20.0,
-            timestamp=start + timedelta(minutes=i),
+            PredictionRecord(
+                f"{client}-{offset + i}",
+                client,
+                "m-1",
+                make_line(WORDS[i % len(WORDS)], dark_on_light, seed=offset + i),
+                texts[i % len(texts)],
+                0.9 if dark_on_light else 0.4,
+                20.0,
+                timestamp=start + timedelta(minutes=i),
+            )
         )
 
 

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.data.manifest import Manifest
-from quill.monitoring.records import utcnow
+from quill.monitoring.records import PredictionRecord, utcnow
 from quill.monitoring.store import MonitoringStore
 from quill.preprocess import load_image
 
@@ -37,19 +37,30 @@ def store_args(tmp_path, make_line):
     for i, (rid, text) in enumerate(TEXTS.items()):
         lines = [{"text": "Dcar Sir", "confidence": 0.61, "box": [4, 6, 200, 40]}]
         store.log_prediction(
-            rid,
+            PredictionRecord(
+                rid,
+                "api",
+                "m-1",
+                make_line(text, seed=i),
+                "Dcar Sir",
+                0.61,
+                25.0,
+                lines=lines,
+                timestamp=now - timedelta(hours=i),
+            )
+        )
+    store.log_prediction(PredictionRecord("no-image", "lambda", "m-1", None, "x", 0.5, 1.0))
+    store.log_prediction(
+        PredictionRecord(
+            "old",
             "api",
             "m-1",
-            make_line(text, seed=i),
-            "Dcar Sir",
-            0.61,
-            25.0,
-            lines=lines,
-            timestamp=now - timedelta(hours=i),
+            make_line("old"),
+            "old",
+            0.9,
+            1.0,
+            timestamp=now - timedelta(days=30),
         )
-    store.log_prediction("no-image", "lambda", "m-1", None, "x", 0.5, 1.0)
-    store.log_prediction(
-        "old", "api", "m-1", make_line("old"), "old", 0.9, 1.0, timestamp=now - timedelta(days=30)
     )
     for rid in ("r0", "r1", "r2"):
         store.add_feedback(rid, "incorrect", correction=TEXTS[rid])

@@ -19,7 +19,7 @@ from PIL import Image
 from quill.bench.serve_load import run_load
 from quill.monitoring import projections as proj
 from quill.monitoring.alerts import run_check
-from quill.monitoring.records import utcnow
+from quill.monitoring.records import PredictionRecord, utcnow
 from quill.monitoring.settings import MonitoringSettings
 from quill.monitoring.store import MonitoringStore
 from quill.serving.runner import ApiServer
@@ -90,28 +90,32 @@ def test_load_test_traffic_is_left_out_of_drift_and_alerts(
     now = utcnow()
     for i in range(15):  # users: familiar lines
         store.log_prediction(
-            f"user-{i}",
-            "api",
-            "m-1",
-            make_line(WORDS[i % len(WORDS)], True, seed=i),
-            WORDS[i % len(WORDS)],
-            0.9,
-            20.0,
-            timestamp=now - timedelta(hours=3, minutes=i),
+            PredictionRecord(
+                f"user-{i}",
+                "api",
+                "m-1",
+                make_line(WORDS[i % len(WORDS)], True, seed=i),
+                WORDS[i % len(WORDS)],
+                0.9,
+                20.0,
+                timestamp=now - timedelta(hours=3, minutes=i),
+            )
         )
 
     def load_test(client: str) -> None:
         # one sentence, light on dark, slow and repetitive: nothing like the baseline
         for i in range(40):
             store.log_prediction(
-                f"{client}-{i}",
-                client,
-                "m-1",
-                make_line("the quick brown fox", False, size=(900, 40), seed=100 + i),
-                "hwhwhwhwhwhwhw",
-                0.3,
-                5000.0,
-                timestamp=now - timedelta(hours=1, seconds=i),
+                PredictionRecord(
+                    f"{client}-{i}",
+                    client,
+                    "m-1",
+                    make_line("the quick brown fox", False, size=(900, 40), seed=100 + i),
+                    "hwhwhwhwhwhwhw",
+                    0.3,
+                    5000.0,
+                    timestamp=now - timedelta(hours=1, seconds=i),
+                )
             )
 
     load_test("bench")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.monitoring import projections as proj
-from quill.monitoring.records import ShadowRecord, utcnow
+from quill.monitoring.records import PredictionRecord, ShadowRecord, utcnow
 from quill.monitoring.store import MonitoringStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,25 +36,29 @@ def populated(tmp_path, make_line):
     now = utcnow()
     for i in range(15):  # calm days
         store.log_prediction(
-            f"calm-{i}",
-            "api",
-            "m-1",
-            make_line(WORDS[i % 5], True, seed=i),
-            WORDS[i % 5],
-            0.9,
-            30.0 + i,
-            timestamp=now - timedelta(days=3, hours=-i),
+            PredictionRecord(
+                f"calm-{i}",
+                "api",
+                "m-1",
+                make_line(WORDS[i % 5], True, seed=i),
+                WORDS[i % 5],
+                0.9,
+                30.0 + i,
+                timestamp=now - timedelta(days=3, hours=-i),
+            )
         )
     for i in range(20):  # the incident: light-on-dark photos, gibberish out
         store.log_prediction(
-            f"bad-{i}",
-            "app",
-            "m-1",
-            make_line(WORDS[i % 5], False, seed=100 + i),
-            GIBBERISH[i % 3],
-            0.3,
-            50.0 + 10 * i,
-            timestamp=now - timedelta(hours=3, minutes=-i),
+            PredictionRecord(
+                f"bad-{i}",
+                "app",
+                "m-1",
+                make_line(WORDS[i % 5], False, seed=100 + i),
+                GIBBERISH[i % 3],
+                0.3,
+                50.0 + 10 * i,
+                timestamp=now - timedelta(hours=3, minutes=-i),
+            )
         )
     for i in range(5):
         store.add_feedback(f"bad-{i}", "incorrect", correction=WORDS[i % 5])

@@ -6,22 +6,25 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from sqlalchemy import inspect, text
 
 from quill.monitoring import projections as proj
 from quill.monitoring.async_logger import AsyncPredictionLogger
 from quill.monitoring.predictions import UnknownRequestError
-from quill.monitoring.records import PredictionRecord, utcnow
+from quill.monitoring.records import PredictionRecord, ShadowRecord, utcnow
 from quill.monitoring.schema import Base
 from quill.monitoring.store import MonitoringStore
+from quill.preprocess import read_image
 
 
 def _log(store: MonitoringStore, request_id: str, image: bytes | None, text: str = "hello", **kw):
-    store.log_prediction(request_id, "api", "m-1", image, text, 0.9, 12.5, **kw)
+    store.log_prediction(PredictionRecord(request_id, "api", "m-1", image, text, 0.9, 12.5, **kw))
 
 
 def test_prediction_round_trip_with_image_by_hash(store, make_line):
@@ -139,8 +142,8 @@ def test_purge_zero_days_deletes_every_kind_of_row_and_stray_image(store, make_l
     _log(store, "new", make_line("new"))
     store.add_feedback("new", "incorrect", correction="new")
     store.add_feedback("never-stored", "offensive", comment="no such prediction")
-    store.log_shadow("new", "m-2", "m-1", "neu", 0.4, 5.0, 0.5)
-    store.log_shadow("gone", "m-2", "m-1", "x", 0.4, 5.0, 1.0)
+    store.log_shadow(ShadowRecord("new", "m-2", "m-1", "neu", 0.4, 5.0, 0.5))
+    store.log_shadow(ShadowRecord("gone", "m-2", "m-1", "x", 0.4, 5.0, 1.0))
     stray = store.images.put(make_line("stray"))  # no row refers to it
     store.save_baseline("default", [{"length": 3.0}])
     # files written a moment ago are "older than now" too
@@ -205,11 +208,34 @@ def test_async_logger_batches_off_the_request_path(store, make_line):
     image = make_line()
     with AsyncPredictionLogger(store, batch_size=16, flush_interval=0.05, durable=False) as logger:
         for i in range(100):
-            logger.log(f"r{i}", "api", "m-1", image, f"text {i}", 0.5, 3.0)
+            logger.log(PredictionRecord(f"r{i}", "api", "m-1", image, f"text {i}", 0.5, 3.0))
         assert logger.stats()["committed_before_answer"] == 0  # queued, not written, by log()
         assert logger.flush(timeout=60)
         assert logger.stats()["written"] == 100
     assert len(store.predictions()) == 100
+
+
+def test_queued_records_keep_decoded_images_up_to_a_budget(store, make_line, monkeypatch):
+    """A record may carry the image serving decoded: its projections then need no decode.
+    Beyond ``max_decoded_pixels`` a queued record keeps only its bytes (decoded when
+    written), with the same projections."""
+    image = make_line()
+    decoded = read_image(image)  # what serving decodes: L or RGB
+    budget = 2 * decoded.width * decoded.height
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    with AsyncPredictionLogger(
+        store, flush_interval=60, durable=False, max_decoded_pixels=budget
+    ) as logger:
+        for i in range(5):
+            record = PredictionRecord(f"p{i}", "api", "m-1", image, "t", 0.5, 1.0)
+            logger.log(replace(record, decoded=decoded))
+        assert logger.flush(timeout=60)
+    assert len(opened) == 3  # two projected from the decoded image, three from their bytes
+    projections = [p.projections for p in store.predictions()]
+    assert len(projections) == 5 and all(p == projections[0] for p in projections)
+    assert projections[0]["width"] == decoded.width
 
 
 def test_durable_logger_commits_before_returning_and_projects_later(store, make_line):
@@ -219,7 +245,7 @@ def test_durable_logger_commits_before_returning_and_projects_later(store, make_
     with AsyncPredictionLogger(store, batch_size=1000, flush_interval=60) as logger:
         assert logger.durable
         for i, image in enumerate(images):
-            logger.log(f"d{i}", "api", "m-1", image, f"text {i}", 0.5, 3.0)
+            logger.log(PredictionRecord(f"d{i}", "api", "m-1", image, f"text {i}", 0.5, 3.0))
         reader = MonitoringStore(store.url, image_dir=store.images.root)
         stored = reader.predictions()
         assert {p.request_id for p in stored} == {f"d{i}" for i in range(60)}
@@ -253,7 +279,7 @@ def test_async_logger_survives_a_failing_store_and_catches_up(store, make_line, 
     logger = AsyncPredictionLogger(store, batch_size=8, flush_interval=0.02, max_backoff=0.1)
     Base.metadata.drop_all(store.engine)  # the database breaks under the running service
     for i in range(20):
-        logger.log(f"r{i}", "api", "m-1", make_line(seed=i), "t", 0.5, 1.0)
+        logger.log(PredictionRecord(f"r{i}", "api", "m-1", make_line(seed=i), "t", 0.5, 1.0))
     deadline = time.monotonic() + 30
     while logger.stats()["failed_writes"] < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -277,12 +303,13 @@ def test_records_queued_at_exit_are_flushed(tmp_path, make_line):
         f"""
         from pathlib import Path
         from quill.monitoring.async_logger import AsyncPredictionLogger
+        from quill.monitoring.records import PredictionRecord
         from quill.monitoring.store import MonitoringStore
         store = MonitoringStore({store_url!r}, image_dir={str(tmp_path / "images")!r})
         logger = AsyncPredictionLogger(store, batch_size=1000, flush_interval=60)
         image = Path({str(tmp_path / "line.png")!r}).read_bytes()
         for i in range(50):
-            logger.log(f"exit-{{i}}", "lambda", "m-1", image, "t", 0.5, 1.0)
+            logger.log(PredictionRecord(f"exit-{{i}}", "lambda", "m-1", image, "t", 0.5, 1.0))
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
@@ -297,9 +324,9 @@ def test_a_record_the_database_refuses_does_not_block_the_queue(store, make_line
     image = make_line()
     with AsyncPredictionLogger(store, batch_size=50, flush_interval=0.05) as logger:
         for i in range(5):
-            logger.log(f"ok-{i}", "api", "m-1", image, "t", 0.5, 1.0)
-        logger.log("bad-lines", "api", "m-1", image, "t", 0.5, 1.0, lines=[object()])
-        logger.log("x" * 300, "api", "m-1", image, "t", 0.5, 1.0)
+            logger.log(PredictionRecord(f"ok-{i}", "api", "m-1", image, "t", 0.5, 1.0))
+        logger.log(PredictionRecord("bad-lines", "api", "m-1", image, "t", 0.5, 1.0, [object()]))
+        logger.log(PredictionRecord("x" * 300, "api", "m-1", image, "t", 0.5, 1.0))
         assert logger.flush(timeout=60)
         stats = logger.stats()
     stored = {p.request_id for p in store.predictions()}

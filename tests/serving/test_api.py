@@ -293,7 +293,7 @@ def test_shadow_model_answers_are_stored_but_never_returned(
         monitoring_images=tmp_path / "images",
     )
     with ApiServer(settings) as server:
-        current = service_of(server).recognizer.current
+        current = service_of(server).recognizer  # the shadow model is a hook beside it
         response = httpx.post(
             f"{server.url}/v1/predict", json={"image": b64(encode(render_line("Kew")))}, timeout=60
         )

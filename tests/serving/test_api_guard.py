@@ -141,7 +141,7 @@ def test_feedback_needs_content_a_matching_token_and_a_stored_prediction(
     unknown = "0" * 32
     assert send(request_id=unknown, feedback_token=token, flag="incorrect").status_code == 403
     # ...and even with a token signed by the server's key, a prediction not in the store is 404.
-    signed = server.app.state.feedback_tokens.issue(unknown)
+    signed = server.state.feedback_tokens.issue(unknown)
     absent = send(request_id=unknown, feedback_token=signed, flag="incorrect")
     assert absent.status_code == 404 and absent.json()["error"]["code"] == "unknown_request_id"
 
@@ -316,7 +316,7 @@ def test_a_timeout_answers_in_time_frees_nothing_early_and_is_not_logged(
         results[name] = (response.status_code, time.perf_counter() - start, response.json())
 
     with ApiServer(settings, service=service) as server:
-        recognitions = server.app.state.recognitions
+        recognitions = server.state.recognitions
         running = threading.Thread(target=post, args=("running", server.url, "ink"))
         running.start()
         while slow.calls == 0:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from quill.monitoring.database import RETAIN_ENV
+from quill.monitoring.records import PredictionRecord
 from quill.serving.service import build_monitoring
 from quill.serving.settings import ServingSettings
 
@@ -27,7 +28,7 @@ def test_retain_images_false_in_the_config_keeps_no_image(
     assert logger is not None and store is not None
     png = io.BytesIO()
     Image.new("RGB", (64, 16), "white").save(png, format="PNG")
-    logger.log("r1", "api", "m-1", png.getvalue(), "ink", 0.9, 12.0)
+    logger.log(PredictionRecord("r1", "api", "m-1", png.getvalue(), "ink", 0.9, 12.0))
     logger.close()
     record = store.get_prediction("r1")
     assert record is not None and record.text == "ink"

@@ -1,4 +1,5 @@
-"""Turn any supported input (path, URL, bytes, PIL image, array) into a PIL image.
+"""Turn any supported input (path, URL, bytes, PIL image, array, loaded image) into a PIL
+image.
 
 URLs are for online users only: Quill itself never needs the network, so a URL is fetched
 with a short timeout and a size cap, and any failure becomes an ``ImageError`` that names the
@@ -7,17 +8,46 @@ URL rather than a hang or a stack trace.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
-from quill.preprocess import ImageError, ImageSource, read_image
+from quill.preprocess import MAX_PIXELS, ImageError, ImageSource, read_image
 
 URL_TIMEOUT_S = 10.0
 MAX_URL_BYTES = 20 * 1024 * 1024
 
-#: What ``Recognizer.predict`` accepts: everything ``load_image`` reads, plus http(s) URLs.
-InputImage = ImageSource
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """An image decoded once, with the bytes it was decoded from.
+
+    Serving makes one per request (:meth:`from_bytes`) and hands it on: ``Recognizer.predict``
+    takes it like any input and reads :attr:`image` without decoding again; the monitoring
+    record stores :attr:`data` as it came and computes its projections from :attr:`image`.
+    """
+
+    #: Upright, mode L (greyscale) or RGB: what :func:`open_image` makes of any input.
+    image: Image.Image
+    #: The encoded bytes as received; None for an image made in memory.
+    data: bytes | None = None
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+        """Decode ``data``; ``ImageError`` naming the problem (absurd shapes are refused from
+        the header, before decoding)."""
+        return cls(read_image(data, max_pixels), data)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the upright image."""
+        return self.image.size
+
+
+#: What ``Recognizer.predict`` accepts: everything ``load_image`` reads, http(s) URLs, and
+#: a :class:`LoadedImage`.
+InputImage = ImageSource | LoadedImage
 
 
 def is_url(source: object) -> bool:
@@ -52,7 +82,10 @@ def fetch_url(url: str, timeout_s: float = URL_TIMEOUT_S) -> bytes:
 def open_image(source: InputImage) -> Image.Image:
     """An upright image, mode L (greyscale) or RGB, from any supported input; raises
     ``ImageError`` naming the input. Absurd shapes are refused from the header, before
-    decoding (:func:`quill.preprocess.check_size`)."""
+    decoding (:func:`quill.preprocess.check_size`). A :class:`LoadedImage` is not decoded
+    again."""
+    if isinstance(source, LoadedImage):
+        return source.image
     if is_url(source):
         return read_image(fetch_url(str(source)))
     if isinstance(source, str | Path) and not str(source):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from quill.monitoring.records import PredictionRecord, ProjectionJob, Record, ShadowRecord, utcnow
+from quill.preprocess import MAX_PIXELS
 
 if TYPE_CHECKING:
     from quill.monitoring.store import MonitoringStore
@@ -54,6 +55,12 @@ class AsyncPredictionLogger:
     rather than exhausting memory. :meth:`close` (also run at interpreter exit) flushes what
     is queued. When it starts, the thread projects the predictions an earlier process
     committed but did not live to project (:meth:`MonitoringStore.project_pending`).
+
+    A record may carry its image as the model decoded it (:attr:`PredictionRecord.decoded`),
+    so that its projections need no second decode. Queued records keep at most
+    ``max_decoded_pixels`` of such images in all; the others (a burst, a failing store, a
+    batch to retry) keep only their encoded bytes, decoded again when written: a backlog
+    costs encoded bytes, never pixels.
     """
 
     def __init__(
@@ -65,8 +72,11 @@ class AsyncPredictionLogger:
         max_pending: int = 10_000,
         max_backoff: float = 10.0,
         durable: bool | None = None,
+        max_decoded_pixels: int = MAX_PIXELS,
     ):
         self.store = store
+        self.max_decoded_pixels = max_decoded_pixels
+        self._decoded_pixels = 0  # held by the decoded images of queued records
         self.durable = durable_default() if durable is None else durable
         self.batch_size = batch_size
         self.flush_interval = flush_interval
@@ -94,22 +104,8 @@ class AsyncPredictionLogger:
         self._thread.start()
         atexit.register(self.close)
 
-    def log(
-        self,
-        request_id: str,
-        client: str,
-        model_version: str,
-        image_bytes: bytes | None,
-        text: str,
-        confidence: float | None,
-        latency_ms: float | None,
-        lines: list | None = None,
-    ) -> None:
-        """Store a prediction (same arguments as :meth:`MonitoringStore.log_prediction`):
-        committed before returning in durable mode, else queued."""
-        record = PredictionRecord(
-            request_id, client, model_version, image_bytes, text, confidence, latency_ms, lines
-        )
+    def log(self, record: PredictionRecord) -> None:
+        """Store a prediction: committed before returning in durable mode, else queued."""
         if not (self.durable and self._commit(record)):
             self._enqueue(record)
 
@@ -158,6 +154,11 @@ class AsyncPredictionLogger:
                 else:
                     log.warning("monitoring %s; request %s not projected", why, record.request_id)
                 return
+            pixels = _decoded_pixels(record)
+            if pixels and self._decoded_pixels + pixels > self.max_decoded_pixels:
+                record = _without_decoded(record)
+            else:
+                self._decoded_pixels += pixels
             self._queue.append(record)
             self._stats["logged"] += int(count)
             if len(self._queue) >= self.batch_size:
@@ -228,10 +229,12 @@ class AsyncPredictionLogger:
                     self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))
                 ]
                 self._in_flight = len(batch)
+                self._decoded_pixels -= sum(_decoded_pixels(r) for r in batch)
             left = self._write(batch)
             with self._cond:
                 self._in_flight = 0
-                self._queue.extendleft(reversed(left))
+                # a batch to retry waits with its bytes only: the store may stay down a while
+                self._queue.extendleft(reversed([_without_decoded(r) for r in left]))
                 self._cond.notify_all()
                 if left:
                     backoff = min(self.max_backoff, 0.1 * 2**self._failures_in_row)
@@ -307,6 +310,14 @@ class AsyncPredictionLogger:
             self._failures_in_row = 0
             self._last_error = None
             self._stats["written"] += count
+
+
+def _decoded_pixels(record: Record) -> int:
+    return 0 if isinstance(record, ShadowRecord) else record.decoded_pixels
+
+
+def _without_decoded(record: Record) -> Record:
+    return record if isinstance(record, ShadowRecord) else record.without_decoded()
 
 
 def _new_records(records: list[Record]) -> int:

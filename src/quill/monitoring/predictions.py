@@ -48,59 +48,13 @@ class PredictionLog(StoreBase):
 
     # ---- writing ------------------------------------------------------------------------
 
-    def log_prediction(
-        self,
-        request_id: str,
-        client: str,
-        model_version: str,
-        image_bytes: bytes | None,
-        text: str,
-        confidence: float | None,
-        latency_ms: float | None,
-        lines: list | None = None,
-        *,
-        timestamp: datetime | None = None,
-    ) -> None:
+    def log_prediction(self, record: PredictionRecord) -> None:
         """Store one prediction now (serving should use :class:`AsyncPredictionLogger`)."""
-        self.write(
-            [
-                PredictionRecord(
-                    request_id,
-                    client,
-                    model_version,
-                    image_bytes,
-                    text,
-                    confidence,
-                    latency_ms,
-                    lines,
-                    timestamp or utcnow(),
-                )
-            ]
-        )
+        self.write([record])
 
-    def log_shadow(
-        self,
-        request_id: str,
-        model_version: str,
-        current_model_version: str,
-        text: str,
-        confidence: float | None,
-        latency_ms: float | None,
-        disagreement: float,
-    ) -> None:
-        self.write(
-            [
-                ShadowRecord(
-                    request_id,
-                    model_version,
-                    current_model_version,
-                    text,
-                    confidence,
-                    latency_ms,
-                    disagreement,
-                )
-            ]
-        )
+    def log_shadow(self, record: ShadowRecord) -> None:
+        """Store a shadow model's answer now."""
+        self.write([record])
 
     def commit_prediction(self, record: PredictionRecord) -> bool:
         """Store the row of one prediction now, durably, in a transaction of its own: the
@@ -223,8 +177,11 @@ class PredictionLog(StoreBase):
     def _prepare(
         self, record: PredictionRecord, *, store_image: bool = True
     ) -> tuple[tuple[str, str] | None, dict]:
-        """(stored image hash and extension or None, projections) of one record."""
-        image = decode_for_projections(record.image_bytes, record.request_id)
+        """(stored image hash and extension or None, projections) of one record: the image
+        the model read when the record carries it, else its bytes decoded."""
+        image = record.decoded
+        if image is None:
+            image = decode_for_projections(record.image_bytes, record.request_id)
         data = proj.ProjectionInput(record.text, record.confidence, image, self.tokenizer)
         stored = None
         if store_image and self.retain_images and record.image_bytes:

@@ -8,8 +8,10 @@ are what queries return.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+
+from PIL import Image
 
 #: The client label of load-test traffic (``quill bench serve``).
 LOAD_TEST_CLIENT = "bench"
@@ -25,17 +27,36 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True)
 class PredictionRecord:
-    """The arguments of :meth:`MonitoringStore.log_prediction`, captured at request time."""
+    """One answered prediction, captured at request time: what serving logs
+    (:meth:`AsyncPredictionLogger.log`), the store writes (:meth:`MonitoringStore.log_prediction`)
+    and the service's ``after_prediction`` hook (shadow mode) receives."""
 
     request_id: str
     client: str
     model_version: str
+    #: The image as it was sent (stored as it came, named by its hash).
     image_bytes: bytes | None
     text: str
     confidence: float | None
     latency_ms: float | None
     lines: list | None = None
     timestamp: datetime = field(default_factory=utcnow)
+    #: How the request asked for the image to be read (auto, line or paragraph), so that a
+    #: shadow model reads it the same way. Not stored.
+    kind: str = "auto"
+    #: ``image_bytes`` as the model read them (upright, mode L or RGB), when the caller
+    #: decoded them already: projections and a shadow model use it instead of decoding the
+    #: bytes again. Not stored; a logger drops it from a backlog (the bytes are kept).
+    decoded: Image.Image | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def decoded_pixels(self) -> int:
+        """Pixels held in :attr:`decoded` (0 without it): what keeping this record costs."""
+        return 0 if self.decoded is None else self.decoded.width * self.decoded.height
+
+    def without_decoded(self) -> PredictionRecord:
+        """This record holding only the encoded bytes (decoded again when projected)."""
+        return self if self.decoded is None else replace(self, decoded=None)
 
 
 @dataclass(frozen=True)
@@ -63,6 +84,13 @@ class ProjectionJob:
     @property
     def request_id(self) -> str:
         return self.record.request_id
+
+    @property
+    def decoded_pixels(self) -> int:
+        return self.record.decoded_pixels
+
+    def without_decoded(self) -> ProjectionJob:
+        return self if self.record.decoded is None else ProjectionJob(self.record.without_decoded())
 
 
 Record = PredictionRecord | ShadowRecord | ProjectionJob

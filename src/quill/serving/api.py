@@ -5,10 +5,18 @@ loaded when the app starts (``/readyz`` answers 503 until then), recognition run
 bounded thread pool under a timeout, every error is JSON with a stable code, and Prometheus
 metrics live in a registry of their own (one per app, so tests can build many).
 
+How it is built: one ``APIRouter`` per concern (:data:`predict_router`,
+:data:`feedback_router`, :data:`health_router` and :data:`metrics_router`), whose routes
+take what they need as dependencies (``Depends``): the app's :class:`ApiState` (kept on
+``app.state.quill``), the loaded service, the API key check. :func:`create_app` builds the
+state, the lifespan that loads the model, the guard and the error handlers, and includes the
+routers.
+
 What guards it (see docs/serving.md, "Deployment stance"):
 
 - a pure-ASGI guard in front of every route: the optional API key (``X-API-Key``) and the
-  body limit, counted on the bytes received (chunked uploads too);
+  body limit, counted on the bytes received (chunked uploads too); the protected routers
+  also declare the key as a dependency, which documents it in the OpenAPI schema;
 - each answer carries a ``feedback_token`` (an HMAC of its request id): ``/v1/feedback``
   needs it, so only the client that got a prediction can flag it;
 - at most ``max_concurrency`` recognitions run and ``max_queue`` wait; a request over the
@@ -22,28 +30,33 @@ Run it with ``quill serve`` or any ASGI server:
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import importlib.util
+import json
 import logging
 import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, cast
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from quill.monitoring.records import PredictionRecord, ShadowRecord
 from quill.serving.errors import ServingError, status_code_name
 from quill.serving.metrics import ApiMetrics
 from quill.serving.service import (
@@ -74,6 +87,7 @@ FEEDBACK_FLUSH_WAIT_S = 5.0
 
 ASGIApp = Callable[..., Awaitable[None]]
 Scope = MutableMapping[str, Any]
+Loader = Callable[[ServingSettings], "PredictionService"]
 
 
 class PredictRequest(BaseModel):
@@ -139,57 +153,218 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorResponse} for status in statuses}
 
 
+# ---- the app's state and the routes' dependencies ---------------------------------------
+
+
+@dataclass
+class ApiState:
+    """What the routes of one app share, on ``app.state.quill`` (:func:`api_state`)."""
+
+    settings: ServingSettings
+    metrics: ApiMetrics
+    recognitions: Recognitions
+    feedback_tokens: FeedbackTokens
+    #: Loads the service at startup when none was given (in a worker thread).
+    loader: Loader
+    #: None until the model is loaded (or when it could not be: see ``load_error``).
+    service: PredictionService | None = None
+    load_error: str | None = None
+
+    def ready_service(self) -> PredictionService:
+        """The loaded service; ServingError ``model_not_ready`` (503) until then."""
+        if self.service is None:
+            message = self.load_error or "the model is still loading; retry shortly"
+            raise ServingError("model_not_ready", message)
+        return self.service
+
+
+def api_state(app: Any) -> ApiState:
+    """The :class:`ApiState` of an app made by :func:`create_app`."""
+    return cast(ApiState, app.state.quill)
+
+
+def get_state(request: Request) -> ApiState:
+    return api_state(request.app)
+
+
+State = Annotated[ApiState, Depends(get_state)]
+
+
+def get_settings(state: State) -> ServingSettings:
+    return state.settings
+
+
+def ready_service(state: State) -> PredictionService:
+    return state.ready_service()
+
+
+Settings = Annotated[ServingSettings, Depends(get_settings)]
+ReadyService = Annotated[PredictionService, Depends(ready_service)]
+
+#: The key's header, as the OpenAPI schema declares it (Swagger UI's Authorize button).
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", scheme_name="ApiKey", auto_error=False)
+
+
+def require_api_key(
+    request: Request, settings: Settings, _: Annotated[str | None, Security(API_KEY_HEADER)]
+) -> None:
+    """The routers' API key check (the guard makes the same check before any body is read,
+    on every path; this one states it in each protected route and in the schema)."""
+    headers = {name.lower(): value for name, value in request.scope.get("headers", [])}
+    error = api_key_error(settings.api_key, headers)
+    if error is not None:
+        raise error
+
+
+def api_key_error(api_key: str | None, headers: Mapping[bytes, bytes]) -> ServingError | None:
+    """Why a request with these (lower-cased) headers may not pass, or None: the key in
+    ``X-API-Key`` or as an ``Authorization: Bearer`` token (what Prometheus sends)."""
+    if not api_key:
+        return None
+    given = headers.get(b"x-api-key")
+    if given is None:
+        scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
+        given = credentials.strip() if scheme.lower() == b"bearer" else None
+    if not given:
+        return ServingError(
+            "missing_api_key", "this server needs an API key: send it in the X-API-Key header"
+        )
+    if not hmac.compare_digest(given, api_key.encode()):
+        return ServingError("invalid_api_key", "the X-API-Key header is not the server's key")
+    return None
+
+
+# ---- routes -----------------------------------------------------------------------------
+
+predict_router = APIRouter()
+feedback_router = APIRouter()
+health_router = APIRouter()  # the probes: never behind the API key
+metrics_router = APIRouter()
+
+
+@predict_router.post(
+    "/v1/predict",
+    response_model=PredictResponse,
+    responses=_errors(400, 401, 413, 415, 422, 503, 504),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": PredictRequest.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "image": {"type": "string", "format": "binary"},
+                            "kind": {"type": "string", "default": "auto"},
+                        },
+                        "required": ["image"],
+                    }
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def predict(request: Request, service: ReadyService, state: State) -> dict[str, Any]:
+    """Recognise the handwriting in one image: JSON ``{"image": base64}`` or a multipart
+    upload (field ``image`` or ``file``). Keep ``request_id`` and ``feedback_token`` to
+    flag the answer later."""
+    body = await _read_body(request, state.settings.max_body_bytes)
+    image, kind = await _parse_predict(request, body)
+    client = client_label("api", request.headers.get(CLIENT_HEADER))  # "bench": load tests
+    answer = await state.recognitions.run(service, image, kind, client)
+    answer["feedback_token"] = state.feedback_tokens.issue(answer["request_id"])
+    state.metrics.prediction(answer)
+    return answer
+
+
+@feedback_router.post(
+    "/v1/feedback",
+    response_model=FeedbackResponse,
+    responses=_errors(401, 403, 404, 413, 422, 503),
+)
+async def feedback_endpoint(payload: FeedbackRequest, state: State) -> dict[str, Any]:
+    """Flag an answer (incorrect / offensive / other), comment on it and/or give the
+    right text. Needs the answer's ``request_id`` and ``feedback_token``; 404 if that
+    prediction is not stored."""
+    # The service is asked for here, not as a dependency: a body that fails validation is
+    # answered 422 even while the model loads (dependencies run before body validation).
+    service = state.ready_service()
+    comment, correction = _text_or_none(payload.comment), _text_or_none(payload.correction)
+    if payload.flag is None and comment is None and correction is None:
+        raise ServingError(
+            "empty_feedback", "feedback needs a flag, a comment or a correction (all empty)"
+        )
+    store = service.feedback_store
+    if store is None:
+        raise ServingError(
+            "feedback_disabled", "this server has no monitoring store configured", 503
+        )
+    if not state.feedback_tokens.verify(payload.request_id, payload.feedback_token):
+        raise ServingError(
+            "invalid_feedback_token",
+            "feedback_token does not match request_id: send the feedback_token that came "
+            "with that prediction's answer",
+        )
+    if not await run_in_threadpool(_prediction_stored, store, service.logger, payload.request_id):
+        raise ServingError(
+            "unknown_request_id",
+            f"no prediction {payload.request_id!r} is stored (not logged, or purged)",
+        )
+    try:
+        await run_in_threadpool(
+            service.add_feedback, payload.request_id, payload.flag, comment, correction
+        )
+    except ValueError as exc:  # the store's own checks
+        raise ServingError("invalid_field", str(exc)) from exc
+    state.metrics.feedback(payload.flag)
+    return {"status": "stored", "request_id": payload.request_id}
+
+
+@health_router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers (the model may still be loading)."""
+    return {"status": "ok"}
+
+
+@health_router.get("/readyz", responses=_errors(503))
+async def readyz(service: ReadyService) -> dict[str, Any]:
+    """Readiness: the model is loaded and requests will be answered."""
+    return {"status": "ready", "model": service.recognizer.describe()}
+
+
+@metrics_router.get("/metrics", responses=_errors(401))
+async def metrics_endpoint(state: State) -> Response:
+    """Prometheus metrics of this process."""
+    payload, content_type = state.metrics.render()
+    return Response(payload, media_type=content_type)
+
+
+# ---- the app ----------------------------------------------------------------------------
+
+
 def create_app(
     settings: ServingSettings | None = None,
     service: PredictionService | None = None,
     logger: PredictionLogger | None = None,
     feedback: FeedbackStore | None = None,
-    loader: Callable[[ServingSettings], PredictionService] | None = None,
+    loader: Loader | None = None,
 ) -> FastAPI:
     """The API app. Pass ``service`` to serve an already loaded model; otherwise the model
     in ``settings.model_dir`` is loaded at startup with the monitoring store from settings
     (``logger``/``feedback`` override it)."""
     settings = settings or ServingSettings.from_env()
-    metrics = ApiMetrics()
     recognitions = Recognitions(settings)
-    tokens = FeedbackTokens(settings.feedback_secret)
-    state: dict[str, Any] = {"service": service}
+    state = ApiState(
+        settings=settings,
+        metrics=ApiMetrics(),
+        recognitions=recognitions,
+        feedback_tokens=FeedbackTokens(settings.feedback_secret),
+        loader=loader or functools.partial(_load_gated, recognitions, logger, feedback),
+        service=service,
+    )
     if service is not None:
         recognitions.guard_logging(service)
-
-    def default_loader(config: ServingSettings) -> PredictionService:
-        pred_logger, store = (logger, feedback)
-        if pred_logger is None and store is None:
-            pred_logger, store = build_monitoring(config)
-        # The gate goes in before the service is built, so a shadow model logs through it too.
-        gated = recognitions.gate(pred_logger) if pred_logger is not None else None
-        return load_service(config, gated, store)
-
-    async def load() -> None:
-        try:
-            service = await run_in_threadpool(loader or default_loader, settings)
-        except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
-            log.exception("the model could not be loaded")
-            state["load_error"] = f"the model could not be loaded: {exc}"
-            return
-        recognitions.guard_logging(service)
-        state["service"] = service
-        metrics.model_info(service.recognizer.describe())
-        log.info("model loaded: %s", service.recognizer.describe())
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Load in the background: /healthz answers at once, /readyz once the model is in.
-        loading = asyncio.create_task(load()) if state["service"] is None else None
-        if loading is None:
-            metrics.model_info(state["service"].recognizer.describe())
-        yield
-        recognitions.shutdown()
-        if loading is not None:
-            await loading  # the app loaded the service, so it flushes and closes it
-            if state["service"] is not None:
-                await run_in_threadpool(state["service"].close)
-
     app = FastAPI(
         title="Quill handwriting recognition API",
         version="1",
@@ -199,147 +374,101 @@ def create_app(
             if settings.api_key
             else "No API key is configured: serve on localhost or behind an authenticating proxy."
         ),
-        lifespan=lifespan,
+        lifespan=_lifespan,
         docs_url=None,  # served below from local assets: /docs works offline
         redoc_url=None,  # ReDoc loads its logo from a CDN
     )
-    app.add_middleware(Guard, settings=settings, metrics=metrics)
-    app.state.quill = state  # the loaded service, for embedding code and tests
-    app.state.recognitions = recognitions
-    app.state.feedback_tokens = tokens
-
-    def ready_service() -> PredictionService:
-        if state["service"] is None:
-            message = state.get("load_error") or "the model is still loading; retry shortly"
-            raise ServingError("model_not_ready", message)
-        return state["service"]
-
-    @app.exception_handler(ServingError)
-    async def serving_error(_: Request, exc: ServingError) -> JSONResponse:
-        metrics.error(exc.code)
-        return _error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        error = ServingError("invalid_field", f"{where or 'body'}: {first.get('msg', 'invalid')}")
-        metrics.error(error.code)
-        return _error_response(error)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = status_code_name(exc.status_code)
-        metrics.error(code)
-        return _error_response(ServingError(code, str(exc.detail), exc.status_code))
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        metrics.error("internal_error")
-        return _error_response(
-            ServingError("internal_error", "the server failed to answer; the error is logged")
-        )
-
-    @app.post(
-        "/v1/predict",
-        response_model=PredictResponse,
-        responses=_errors(400, 401, 413, 415, 422, 503, 504),
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "application/json": {"schema": PredictRequest.model_json_schema()},
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "image": {"type": "string", "format": "binary"},
-                                "kind": {"type": "string", "default": "auto"},
-                            },
-                            "required": ["image"],
-                        }
-                    },
-                },
-                "required": True,
-            }
-        },
-    )
-    async def predict(request: Request) -> dict[str, Any]:
-        """Recognise the handwriting in one image: JSON ``{"image": base64}`` or a multipart
-        upload (field ``image`` or ``file``). Keep ``request_id`` and ``feedback_token`` to
-        flag the answer later."""
-        service = ready_service()
-        body = await _read_body(request, settings)
-        image, kind = await _parse_predict(request, body)
-        client = client_label("api", request.headers.get(CLIENT_HEADER))  # "bench": load tests
-        answer = await recognitions.run(service, image, kind, client)
-        answer["feedback_token"] = tokens.issue(answer["request_id"])
-        metrics.prediction(answer)
-        return answer
-
-    @app.post(
-        "/v1/feedback",
-        response_model=FeedbackResponse,
-        responses=_errors(401, 403, 404, 413, 422, 503),
-    )
-    async def feedback_endpoint(payload: FeedbackRequest) -> dict[str, Any]:
-        """Flag an answer (incorrect / offensive / other), comment on it and/or give the
-        right text. Needs the answer's ``request_id`` and ``feedback_token``; 404 if that
-        prediction is not stored."""
-        service = ready_service()
-        comment, correction = _text_or_none(payload.comment), _text_or_none(payload.correction)
-        if payload.flag is None and comment is None and correction is None:
-            raise ServingError(
-                "empty_feedback", "feedback needs a flag, a comment or a correction (all empty)"
-            )
-        if service.feedback_store is None:
-            raise ServingError(
-                "feedback_disabled", "this server has no monitoring store configured", 503
-            )
-        if not tokens.verify(payload.request_id, payload.feedback_token):
-            raise ServingError(
-                "invalid_feedback_token",
-                "feedback_token does not match request_id: send the feedback_token that came "
-                "with that prediction's answer",
-            )
-        if not await run_in_threadpool(_prediction_stored, service, payload.request_id):
-            raise ServingError(
-                "unknown_request_id",
-                f"no prediction {payload.request_id!r} is stored (not logged, or purged)",
-            )
-        try:
-            await run_in_threadpool(
-                service.add_feedback, payload.request_id, payload.flag, comment, correction
-            )
-        except ValueError as exc:  # the store's own checks
-            raise ServingError("invalid_field", str(exc)) from exc
-        metrics.feedback(payload.flag)
-        return {"status": "stored", "request_id": payload.request_id}
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers (the model may still be loading)."""
-        return {"status": "ok"}
-
-    @app.get("/readyz", responses=_errors(503))
-    async def readyz() -> dict[str, Any]:
-        """Readiness: the model is loaded and requests will be answered."""
-        return {"status": "ready", "model": ready_service().recognizer.describe()}
-
-    @app.get("/metrics", responses=_errors(401))
-    async def metrics_endpoint() -> Response:
-        """Prometheus metrics of this process."""
-        payload, content_type = metrics.render()
-        return Response(payload, media_type=content_type)
-
+    app.state.quill = state  # for the routes, embedding code and tests: api_state(app)
+    app.add_middleware(Guard, settings=settings, metrics=state.metrics)
+    app.exception_handler(ServingError)(_serving_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+    app.exception_handler(Exception)(_unexpected_error)
+    keyed = [Depends(require_api_key)] if settings.api_key else []
+    app.include_router(predict_router, dependencies=keyed)
+    app.include_router(feedback_router, dependencies=keyed)
+    app.include_router(health_router)
+    app.include_router(metrics_router, dependencies=keyed)
     _add_offline_docs(app)
-    _document_api_key(app, settings)
     return app
 
 
 def app_from_env() -> FastAPI:
     """App factory for ``uvicorn --factory`` and multi-worker serving (settings from QUILL_*)."""
     return create_app(ServingSettings.from_env())
+
+
+def _load_gated(
+    recognitions: Recognitions,
+    logger: PredictionLogger | None,
+    feedback: FeedbackStore | None,
+    settings: ServingSettings,
+) -> PredictionService:
+    """The default loader: the model of ``settings``, monitoring from settings unless
+    ``logger``/``feedback`` are given, logging through ``recognitions``' gate."""
+    if logger is None and feedback is None:
+        logger, feedback = build_monitoring(settings)
+    # The gate goes in before the service is built, so a shadow model logs through it too.
+    gated = recognitions.gate(logger) if logger is not None else None
+    return load_service(settings, gated, feedback)
+
+
+async def _load(state: ApiState) -> None:
+    try:
+        service = await run_in_threadpool(state.loader, state.settings)
+    except Exception as exc:  # noqa: BLE001 - reported by /readyz and the log
+        log.exception("the model could not be loaded")
+        state.load_error = f"the model could not be loaded: {exc}"
+        return
+    state.recognitions.guard_logging(service)
+    state.service = service
+    state.metrics.model_info(service.recognizer.describe())
+    log.info("model loaded: %s", service.recognizer.describe())
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = api_state(app)
+    # Load in the background: /healthz answers at once, /readyz once the model is in.
+    loading = asyncio.create_task(_load(state)) if state.service is None else None
+    if state.service is not None:
+        state.metrics.model_info(state.service.recognizer.describe())
+    yield
+    state.recognitions.shutdown()
+    if loading is not None:
+        await loading  # the app loaded the service, so it flushes and closes it
+        if state.service is not None:
+            await run_in_threadpool(state.service.close)
+
+
+# ---- errors: every one JSON with a stable code -------------------------------------------
+
+
+async def _serving_error(request: Request, exc: ServingError) -> JSONResponse:
+    api_state(request.app).metrics.error(exc.code)
+    return _error_response(exc)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    error = ServingError("invalid_field", f"{where or 'body'}: {first.get('msg', 'invalid')}")
+    api_state(request.app).metrics.error(error.code)
+    return _error_response(error)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    code = status_code_name(exc.status_code)
+    api_state(request.app).metrics.error(code)
+    return _error_response(ServingError(code, str(exc.detail), exc.status_code))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error")
+    api_state(request.app).metrics.error("internal_error")
+    return _error_response(
+        ServingError("internal_error", "the server failed to answer; the error is logged")
+    )
 
 
 # ---- the guard: API key and body limit on every route ------------------------------------
@@ -361,7 +490,7 @@ class Guard:
     def __init__(self, app: ASGIApp, settings: ServingSettings, metrics: ApiMetrics):
         self.app = app
         self.limit = settings.max_body_bytes
-        self.api_key = settings.api_key.encode() if settings.api_key else None
+        self.api_key = settings.api_key
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
@@ -375,10 +504,7 @@ class Guard:
 
         async def answer(error: ServingError) -> None:
             self.metrics.error(error.code)
-            response = _error_response(error)
-            if error.status == 401:
-                response.headers["www-authenticate"] = 'ApiKey header="X-API-Key"'
-            await response(scope, receive, send_counted)
+            await _error_response(error)(scope, receive, send_counted)
 
         async def send_counted(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -398,19 +524,9 @@ class Guard:
             self.metrics.observe(path, scope.get("method", ""), status["code"], start)
 
     def _check_key(self, path: str, headers: dict[bytes, bytes]) -> ServingError | None:
-        if self.api_key is None or path in OPEN_PATHS or path.startswith(DOCS_STATIC + "/"):
+        if path in OPEN_PATHS or path.startswith(DOCS_STATIC + "/"):
             return None
-        given = headers.get(b"x-api-key")
-        if given is None:
-            scheme, _, credentials = headers.get(b"authorization", b"").partition(b" ")
-            given = credentials.strip() if scheme.lower() == b"bearer" else None
-        if not given:
-            return ServingError(
-                "missing_api_key", "this server needs an API key: send it in the X-API-Key header"
-            )
-        if not hmac.compare_digest(given, self.api_key):
-            return ServingError("invalid_api_key", "the X-API-Key header is not the server's key")
-        return None
+        return api_key_error(self.api_key, headers)
 
     async def _call_counting(
         self,
@@ -583,32 +699,33 @@ class Recognitions:
 
 
 class GatedLogger:
-    """A prediction logger that drops the predictions of abandoned requests (timed out or
-    disconnected: their caller never got an answer) and forwards everything else."""
+    """A prediction logger that drops the predictions (and shadow answers) of abandoned
+    requests (timed out or disconnected: their caller never got an answer) and forwards
+    everything else."""
 
     def __init__(self, inner: PredictionLogger, owner: Recognitions):
         self.inner = inner
         self.owner = owner
 
-    def log(self, request_id: str, *args: Any, **kwargs: Any) -> None:
-        if self.owner.may_log(request_id):
-            self.inner.log(request_id, *args, **kwargs)
+    def log(self, record: PredictionRecord) -> None:
+        if self.owner.may_log(record.request_id):
+            self.inner.log(record)
         else:
             self.owner.stats["not_logged"] += 1
             log.warning(
-                "request %s timed out or was abandoned: its prediction is not logged", request_id
+                "request %s timed out or was abandoned: its prediction is not logged",
+                record.request_id,
             )
 
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self.inner, name)
-        if name != "log_shadow":
-            return attribute
+    def log_shadow(self, record: ShadowRecord) -> None:
+        if record.request_id not in self.owner.abandoned:
+            self.inner.log_shadow(record)
 
-        def log_shadow(record: Any) -> None:
-            if getattr(record, "request_id", None) not in self.owner.abandoned:
-                attribute(record)
+    def flush(self, timeout: float = 30.0) -> bool:
+        return self.inner.flush(timeout)
 
-        return log_shadow
+    def close(self) -> object:
+        return self.inner.close()
 
 
 def _retrieve_exception(future: asyncio.Future) -> None:
@@ -631,19 +748,17 @@ def _text_or_none(text: str | None) -> str | None:
     return text.strip()
 
 
-def _prediction_stored(service: PredictionService, request_id: str) -> bool:
+def _prediction_stored(
+    store: FeedbackStore, logger: PredictionLogger | None, request_id: str
+) -> bool:
     """Whether the store holds ``request_id``'s prediction, waiting for the monitoring
     queue once if not (a flag may come right after its answer, before the write)."""
-    get = getattr(service.feedback_store, "get_prediction", None)
-    if get is None:
-        return True  # a store that cannot be asked: the feedback token is the proof
-    if get(request_id) is not None:
+    if store.get_prediction(request_id) is not None:
         return True
-    flush = getattr(service.logger, "flush", None)
-    if flush is None:
+    if logger is None:
         return False
-    flush(FEEDBACK_FLUSH_WAIT_S)
-    return get(request_id) is not None
+    logger.flush(FEEDBACK_FLUSH_WAIT_S)
+    return store.get_prediction(request_id) is not None
 
 
 # ---- docs, bodies, errors ---------------------------------------------------------------
@@ -674,41 +789,22 @@ def _add_offline_docs(app: FastAPI) -> None:
         )
 
 
-def _document_api_key(app: FastAPI, settings: ServingSettings) -> None:
-    """Declare the X-API-Key scheme in the OpenAPI schema (Swagger UI's Authorize button)
-    for the protected routes, when a key is configured."""
-    if not settings.api_key:
-        return
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-            }
-            for path, operations in schema.get("paths", {}).items():
-                if path not in OPEN_PATHS:
-                    for operation in operations.values():
-                        operation["security"] = [{"ApiKey": []}]
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def _error_response(error: ServingError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if error.code == "overloaded" else None
+    headers = None
+    if error.code == "overloaded":
+        headers = {"Retry-After": "1"}
+    elif error.status == 401:
+        headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-async def _read_body(request: Request, settings: ServingSettings) -> bytes:
-    """The whole body, stopping as soon as it passes the limit (chunked uploads too)."""
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The whole body, stopping as soon as it passes ``limit`` bytes (chunked uploads too)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > settings.max_body_bytes:
-            raise _BodyTooLarge(settings.max_body_bytes)
+        if len(body) > limit:
+            raise _BodyTooLarge(limit)
     if not body:
         raise ServingError("empty_body", "the request body is empty; send an image")
     return bytes(body)
@@ -718,8 +814,6 @@ async def _parse_predict(request: Request, body: bytes) -> tuple[bytes, str]:
     """(image bytes, kind) from a JSON or multipart body."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        import json
-
         try:
             payload = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -12,13 +12,17 @@ import json
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE, H11Protocol
 
 from quill.serving.errors import error_body
 from quill.serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from quill.serving.api import ApiState
+    from quill.serving.service import PredictionService
 
 STARTUP_TIMEOUT_S = 120.0
 #: The HTTP protocol of every Quill server, as uvicorn's ``http`` option (an import string,
@@ -103,9 +107,12 @@ class ApiServer:
     ):
         import uvicorn
 
-        from quill.serving.api import create_app
+        # lazy: the app (FastAPI, the model's runtime) only when a server is made; uvicorn's
+        # worker processes import this module for JsonErrorH11Protocol alone
+        from quill.serving.api import api_state, create_app
 
         self.app = create_app(settings, **app_kwargs)  # type: ignore[arg-type]
+        self.state: ApiState = api_state(self.app)
         config = uvicorn.Config(
             self.app,
             host=host,
@@ -124,8 +131,9 @@ class ApiServer:
         return int(sockets[0].getsockname()[1])
 
     @property
-    def service(self):  # noqa: ANN201 - the PredictionService, None until loaded
-        return self.app.state.quill["service"]
+    def service(self) -> PredictionService | None:
+        """The app's service (None until the model is loaded)."""
+        return self.state.service
 
     @property
     def url(self) -> str:

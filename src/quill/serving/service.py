@@ -1,8 +1,11 @@
 """The request path shared by the REST API, the Lambda handler and the local web app.
 
-Decode the image field, check the image, answer from the cache or the recognizer, log the
-prediction to the monitoring store off the request path. Each adapter only translates its
-transport (HTTP, Lambda event, Gradio callback) to :meth:`PredictionService.predict_bytes`.
+Decode the image field, answer from the cache or decode the image once
+(:class:`~quill.inference.sources.LoadedImage`) and recognise it, log a
+:class:`~quill.monitoring.records.PredictionRecord` to the monitoring store (which keeps the
+bytes as they came and projects the decoded image), then hand the record to the optional
+``after_prediction`` hook (shadow mode). Each adapter only translates its transport (HTTP,
+Lambda event, Gradio callback) to :meth:`PredictionService.predict_bytes`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import inspect
 import logging
 import re
 import threading
@@ -20,9 +22,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from quill.inference.recognizer import KINDS, Kind, Recognizer
-from quill.monitoring.records import SYNTHETIC_CLIENTS
-from quill.preprocess import ImageError, load_image
+from quill.inference.recognizer import KINDS, Kind, Prediction, Recognizer
+from quill.inference.sources import LoadedImage
+from quill.monitoring.records import SYNTHETIC_CLIENTS, PredictionRecord, ShadowRecord
+from quill.preprocess import ImageError
 from quill.serving.errors import ServingError
 from quill.serving.settings import ServingSettings
 
@@ -40,24 +43,21 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(;[\w=.+-]+)*;base64,
 
 
 class PredictionLogger(Protocol):
-    """What the service needs of monitoring (``quill.monitoring.store.AsyncPredictionLogger``)."""
+    """What serving needs of monitoring: an
+    :class:`~quill.monitoring.async_logger.AsyncPredictionLogger`."""
 
-    def log(
-        self,
-        request_id: str,
-        client: str,
-        model_version: str,
-        image_bytes: bytes,
-        text: str,
-        confidence: float,
-        latency_ms: float,
-        lines: list[dict[str, Any]] | None = None,
-    ) -> None: ...
+    def log(self, record: PredictionRecord) -> None: ...
+
+    def log_shadow(self, record: ShadowRecord) -> None: ...
+
+    def flush(self, timeout: float = 30.0) -> bool: ...
 
     def close(self) -> object: ...  # the service ignores what it returns
 
 
 class FeedbackStore(Protocol):
+    """What serving needs of the monitoring store (``quill.monitoring.store.MonitoringStore``)."""
+
     def add_feedback(
         self,
         request_id: str,
@@ -65,6 +65,18 @@ class FeedbackStore(Protocol):
         comment: str | None = None,
         correction: str | None = None,
     ) -> None: ...
+
+    def get_prediction(self, request_id: str) -> object | None: ...
+
+
+class AfterPrediction(Protocol):
+    """What the service calls with each prediction its model made (not answers from the
+    cache), after logging it: shadow mode's :class:`~quill.monitoring.shadow.ShadowRunner`.
+    It must return at once (queue its work); its failures are logged, never answered."""
+
+    def __call__(self, record: PredictionRecord) -> None: ...
+
+    def close(self) -> None: ...  # on shutdown, before the logger is flushed
 
 
 def decode_image_field(value: object, field: str = "image") -> bytes:
@@ -157,14 +169,13 @@ class PredictionService:
         settings: ServingSettings,
         logger: PredictionLogger | None = None,
         feedback: FeedbackStore | None = None,
+        after_prediction: AfterPrediction | None = None,
     ):
         self.recognizer = recognizer
-        # A shadowing recognizer links the candidate's answers to the logged predictions by
-        # request id; a plain Recognizer takes no ids.
-        self._passes_request_ids = "request_ids" in inspect.signature(recognizer.predict).parameters
         self.settings = settings
         self.logger = logger
         self.feedback_store = feedback
+        self.after_prediction = after_prediction
         self.cache = AnswerCache(settings.cache_size)
 
     @property
@@ -186,52 +197,55 @@ class PredictionService:
             raise ServingError("invalid_field", f"kind must be one of {KINDS}, got {kind!r}")
         key = (hashlib.sha256(image).hexdigest(), self.model_version, kind)
         answer = self.cache.get(key)
-        cached = answer is not None
+        loaded = None  # a cached answer needs no pixels: the image is not decoded
         if answer is None:
             try:
-                picture = load_image(image, max_pixels=self.settings.max_pixels)
+                loaded = LoadedImage.from_bytes(image, max_pixels=self.settings.max_pixels)
                 # kind is one of KINDS (checked above), the Recognizer's Kind.
-                prediction = self._recognize(picture, cast("Kind", kind), request_id)
+                [prediction] = self.recognizer.predict([loaded], kind=cast("Kind", kind))
             except ImageError as exc:
                 raise ServingError.from_image_error(exc) from exc
-            answer = {
-                "text": prediction.text,
-                "confidence": prediction.confidence,
-                "lines": [
-                    {"text": line.text, "confidence": line.confidence, "box": list(line.box)}
-                    for line in prediction.lines
-                ],
-                "kind": prediction.kind,
-                "model_version": prediction.model_version,
-                "timings_ms": prediction.timings,
-            }
+            answer = _answer(prediction)
             self.cache.put(key, answer)
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
-        response = {**answer, "latency_ms": latency_ms, "request_id": request_id, "cached": cached}
-        self._log(response, image, client)
+        response = {
+            **answer,
+            "latency_ms": latency_ms,
+            "request_id": request_id,
+            "cached": loaded is None,
+        }
+        record = PredictionRecord(
+            request_id,
+            client,
+            response["model_version"],
+            image,
+            response["text"],
+            response["confidence"],
+            latency_ms,
+            lines=response["lines"],
+            kind=kind,
+            decoded=None if loaded is None else loaded.image,
+        )
+        self._log(record)
+        if loaded is not None:
+            self._after_prediction(record)
         return response
 
-    def _recognize(self, picture: Any, kind: Kind, request_id: str) -> Any:
-        if self._passes_request_ids:
-            return self.recognizer.predict([picture], kind=kind, request_ids=[request_id])[0]  # type: ignore[call-arg]
-        return self.recognizer.predict([picture], kind=kind)[0]
-
-    def _log(self, response: dict[str, Any], image: bytes, client: str) -> None:
+    def _log(self, record: PredictionRecord) -> None:
         if self.logger is None:
             return
         try:
-            self.logger.log(
-                response["request_id"],
-                client,
-                response["model_version"],
-                image,
-                response["text"],
-                response["confidence"],
-                response["latency_ms"],
-                lines=response["lines"],
-            )
+            self.logger.log(record)
         except Exception:  # noqa: BLE001 - monitoring must never fail a prediction
-            log.exception("could not queue prediction %s for monitoring", response["request_id"])
+            log.exception("could not queue prediction %s for monitoring", record.request_id)
+
+    def _after_prediction(self, record: PredictionRecord) -> None:
+        if self.after_prediction is None:
+            return
+        try:
+            self.after_prediction(record)
+        except Exception:  # noqa: BLE001 - a shadow model must never fail a prediction
+            log.exception("after_prediction failed for request %s", record.request_id)
 
     def add_feedback(
         self,
@@ -256,11 +270,25 @@ class PredictionService:
 
     def close(self) -> None:
         """Finish shadow comparisons, then flush queued monitoring writes (on shutdown)."""
-        close_recognizer = getattr(self.recognizer, "close", None)
-        if close_recognizer is not None:
-            close_recognizer()
+        if self.after_prediction is not None:
+            self.after_prediction.close()
         if self.logger is not None:
             self.logger.close()
+
+
+def _answer(prediction: Prediction) -> dict[str, Any]:
+    """The JSON answer of one prediction (without the request's own fields)."""
+    return {
+        "text": prediction.text,
+        "confidence": prediction.confidence,
+        "lines": [
+            {"text": line.text, "confidence": line.confidence, "box": list(line.box)}
+            for line in prediction.lines
+        ],
+        "kind": prediction.kind,
+        "model_version": prediction.model_version,
+        "timings_ms": prediction.timings,
+    }
 
 
 def build_monitoring(
@@ -273,6 +301,7 @@ def build_monitoring(
     """
     if not settings.monitoring_enabled:
         return None, None
+    # lazy: SQLAlchemy and the store load only with monitoring on (a Lambda's cold start)
     from quill.monitoring.async_logger import AsyncPredictionLogger
     from quill.monitoring.settings import MonitoringSettings
     from quill.monitoring.store import MonitoringStore
@@ -293,9 +322,10 @@ def load_service(
     recognizer = _load_recognizer(settings.model_dir, settings)
     if logger is None and feedback is None:
         logger, feedback = build_monitoring(settings)
+    shadow = None
     if settings.shadow_model_dir is not None:
-        recognizer = _with_shadow(recognizer, settings, logger)
-    return PredictionService(recognizer, settings, logger, feedback)
+        shadow = _shadow_runner(settings.shadow_model_dir, recognizer, settings, logger)
+    return PredictionService(recognizer, settings, logger, feedback, after_prediction=shadow)
 
 
 def _load_recognizer(model_dir: Path, settings: ServingSettings) -> Recognizer:
@@ -306,17 +336,21 @@ def _load_recognizer(model_dir: Path, settings: ServingSettings) -> Recognizer:
     return recognizer
 
 
-def _with_shadow(
-    current: Recognizer, settings: ServingSettings, logger: PredictionLogger | None
-) -> Any:
-    """``current`` answering, the shadow model beside it logging to the monitoring store."""
-    from quill.monitoring.shadow import ShadowRecognizer
+def _shadow_runner(
+    model_dir: Path, current: Recognizer, settings: ServingSettings, logger: PredictionLogger | None
+) -> AfterPrediction:
+    """The shadow model of ``model_dir``, reading what ``current`` answered, logging to the
+    monitoring store."""
+    # lazy: shadow mode is rare, and its module imports the evaluation package
+    from quill.monitoring.shadow import ShadowRunner
 
-    if logger is None or not hasattr(logger, "log_shadow"):
+    if logger is None:
         raise ValueError(
-            f"shadow model {settings.shadow_model_dir}: shadow mode needs the monitoring store "
+            f"shadow model {model_dir}: shadow mode needs the monitoring store "
             "(its answers are only logged there); do not turn monitoring off"
         )
-    candidate = _load_recognizer(settings.shadow_model_dir, settings)  # type: ignore[arg-type]
+    candidate = _load_recognizer(model_dir, settings)
     log.info("shadow model %s beside %s", candidate.model_version, current.model_version)
-    return ShadowRecognizer(current, candidate, logger)  # type: ignore[arg-type]
+    # Predictor.predict takes any kind string, a Recognizer one of KINDS: the runner passes
+    # the request's kind, which the service checked.
+    return ShadowRunner(candidate, logger)  # type: ignore[arg-type]
