@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.data.manifest import Manifest, Sample, file_sha256
-from quill.inference.backends import ModelLoadError
-from quill.inference.recognizer import METADATA_FILE, Recognizer
+from quill.inference.recognizer import Recognizer
+from quill.model_files import METADATA_FILE
+from quill.staged_model import ModelLoadError
 from quill.staging.parity import render_line
 from quill.staging.smoke import SMOKE_WORDS
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quill.inference.backends import ModelLoadError
 from quill.inference.recognizer import Recognizer
 from quill.preprocess import ImageError
+from quill.staged_model import ModelLoadError
 from quill.staging.parity import render_line
 from quill.staging.smoke import SMOKE_WORDS
 from quill.vocab import Tokenizer
@@ -151,7 +151,7 @@ def test_broken_model_directories_fail_to_load_clearly(smoke_model: Path, tmp_pa
 def test_auto_measures_once_per_model_threads_and_machine(
     smoke_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quill.inference import backends
+    from quill.runtimes import backends
 
     monkeypatch.setenv("QUILL_CACHE_DIR", str(tmp_path / "cache"))
     model = tmp_path / "model"
@@ -183,7 +183,7 @@ def test_auto_measures_once_per_model_threads_and_machine(
 def test_auto_and_the_lm_work_where_the_cache_cannot_be_written(
     beam_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quill.inference import backends
+    from quill.runtimes import backends
 
     blocker = tmp_path / "a-file"
     blocker.write_text("the cache folder would have to be inside this file")
@@ -198,7 +198,7 @@ def test_auto_and_the_lm_work_where_the_cache_cannot_be_written(
 
 
 def test_cache_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from quill.inference import cache
+    from quill.runtimes import cache
 
     monkeypatch.setenv("QUILL_CACHE_DIR", "off")
     assert cache.cache_dir() is None and cache.compiled_lm_path(tmp_path / "lm.json") is None
@@ -227,7 +227,7 @@ def beam_model(smoke_model: Path, tmp_path: Path) -> Path:
 def test_the_language_model_is_compiled_once_into_the_cache(
     beam_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from quill.inference import backends, cache
+    from quill.runtimes import backends, cache
 
     monkeypatch.setenv("QUILL_CACHE_DIR", str(tmp_path / "cache"))
     words = [render_line(w) for w in SMOKE_WORDS]

@@ -140,18 +140,17 @@ SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default"
 def test_the_shipped_lm_decodes_like_the_reference():
     """The shipped model's LM (compiled form, as inference loads it) in the shipped decoding
     settings, on frames shaped like a line: the same answer as the reference."""
-    import json
-
-    from quill.inference.backends import ctc_decoder
+    from quill.runtimes.backends import ctc_decoder
+    from quill.staged_model import StagedModel
 
     if not (SHIPPED / "lm.json").is_file():
         pytest.skip("no shipped model")
-    meta = json.loads((SHIPPED / "quill-model.json").read_text())
-    decoder = ctc_decoder(SHIPPED, meta)
+    staged = StagedModel.load(SHIPPED)
+    decoder = ctc_decoder(staged)
     if decoder.method != "beam" or decoder.lm is None:
         pytest.skip("the shipped model decodes without an LM")
     rng = np.random.default_rng(11)
-    classes = len(Tokenizer.from_dict(meta["tokenizer"]))
+    classes = len(staged.tokenizer)
     for _ in range(4):
         frames = line_like_log_probs(rng, 120, classes)
         expected = reference_beam_search(

@@ -68,7 +68,7 @@ def test_default_size_is_a_few_megabytes(tokenizer):
 )
 def test_onnx_export_matches_eager_with_dynamic_batch_and_width(tmp_path, encoder):
     model = build_model("ctc_line", num_classes=20, encoder=encoder, **TINY).eval()
-    files = export_ctc_onnx(model, tmp_path / "model.onnx", height=64)
+    files = export_ctc_onnx(model, tmp_path / "model.onnx", height=64).files
     assert files[0].name == "model.onnx"
     session = ort.InferenceSession(str(files[0]), providers=["CPUExecutionProvider"])
     for shape in [(1, 1, 64, 40), (3, 1, 64, 200)]:

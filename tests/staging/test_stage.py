@@ -14,10 +14,10 @@ import torch
 from typer.testing import CliRunner
 
 from quill.cli import app
-from quill.inference.backends import TorchModuleRuntime
 from quill.models import build_model
+from quill.models.onnx_export import export_interface
 from quill.preprocess import PreprocessConfig
-from quill.staging.export import export_interface
+from quill.runtimes.backends import TorchModuleRuntime
 from quill.staging.parity import ParityError, check_parity, sample_inputs
 from quill.training.checkpoint import CheckpointError, load_checkpoint, write_checkpoint
 from quill.vocab import Tokenizer

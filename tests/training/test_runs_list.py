@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from quill.cli import app
-from quill.inference.recognizer import METADATA_FILE
+from quill.model_files import METADATA_FILE
 from quill.staging.registry import STAGING_EXPERIMENT, register
 from quill.training import runs
 from quill.training.tracking_store import ensure_experiment

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from quill.errors import fail
+from quill.model_files import METADATA_FILE
 from quill.monitoring.cli import (
     ConfigOption,
     ImagesOption,
@@ -167,7 +168,7 @@ def _load_tokenizer(path: Path | None) -> Any:
 
     if path is None:
         return Tokenizer()
-    file = path / "quill-model.json" if path.is_dir() else path
+    file = path / METADATA_FILE if path.is_dir() else path
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
         return Tokenizer.from_dict(data.get("tokenizer", data))

@@ -304,8 +304,8 @@ class ModelUnavailable(QuillError, ValueError):
 
 def recognizer_predictor(model_dir: Path, threads: int | None = None) -> Predictor:
     """A predictor backed by a staged model; imported lazily (inference is optional here)."""
-    from quill.inference.backends import ModelLoadError
     from quill.inference.recognizer import Recognizer
+    from quill.staged_model import ModelLoadError
 
     try:
         recognizer = Recognizer.from_path(model_dir, threads=threads)

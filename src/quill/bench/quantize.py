@@ -11,17 +11,17 @@ so the benchmark runs it through the same ``Recognizer`` as every other backend.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import shutil
 from pathlib import Path
 
 from quill.errors import QuillError
+from quill.model_files import ONNX_FILE
+from quill.staged_model import BackendFiles, ModelLoadError, StagedModel
 
 #: Operators quantised (see module docstring for why convolutions are not).
 QUANTIZED_OPS = ("MatMul", "Gemm", "LSTM", "Attention")
-METADATA_FILE = "quill-model.json"
-ONNX_FILE = "model.onnx"
 
 
 class QuantizeError(QuillError, RuntimeError):
@@ -53,17 +53,22 @@ def quantize_staged(model_dir: Path, out_dir: Path) -> Path:
         raise QuantizeError(f"cannot quantise {source}: {exc}") from exc
     finally:
         root.setLevel(level)
-    meta = json.loads((model_dir / METADATA_FILE).read_text())
-    lm_file = meta.get("decoding", {}).get("lm")
+    try:
+        model = StagedModel.load(model_dir)
+    except ModelLoadError as exc:
+        raise QuantizeError(str(exc)) from exc
+    lm_file = model.decoding.lm if model.decoding else None
     if lm_file:  # the copy decodes like the original: same language model
         shutil.copyfile(model_dir / lm_file, out_dir / lm_file)
-    meta["version"] = f"{meta.get('version', 'model')}-int8"
-    meta["backends"] = {
-        "onnx": {
-            "files": [ONNX_FILE],
+    quantized = BackendFiles(
+        (ONNX_FILE,),
+        {
             "quantization": f"dynamic int8 ({', '.join(QUANTIZED_OPS)})",
             "quantized_from": str(source),
-        }
-    }
-    (out_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        },
+    )
+    copy = dataclasses.replace(
+        model, path=out_dir, version=f"{model.version}-int8", backends={"onnx": quantized}
+    )
+    copy.save()
     return out_dir

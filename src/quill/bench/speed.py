@@ -366,7 +366,7 @@ def time_cold_starts(
     """Each command run ``warmup`` + ``runs`` times as a new process, the systems taking turns
     run by run (so load from other processes hits them alike). The warm-up runs fill the
     operating system's file cache and Quill's own (its backend choice and compiled language
-    model, :mod:`quill.inference.cache`), as the first of a user's calls does. A command that
+    model, :mod:`quill.runtimes.cache`), as the first of a user's calls does. A command that
     fails is dropped; the second value maps its system to the error."""
     rows = {name: ColdStart(name, command) for name, (command, _) in commands.items()}
     failures: dict[str, str] = {}

@@ -118,7 +118,8 @@ class QuillSystem:
             message = f"cannot load Quill model {model_dir} ({backend}): {exc}"
             raise SystemUnavailable(message) from exc
         settings = {"model_dir": str(model_dir), "backend": backend, "threads": str(threads)}
-        settings["decoding"] = json.dumps(recognizer.meta.get("decoding", {"method": "greedy"}))
+        chosen = recognizer.model.decoding
+        settings["decoding"] = json.dumps(chosen.to_dict() if chosen else {"method": "greedy"})
         return cls(name or f"quill-{backend}", recognizer, settings)
 
     def describe(self) -> dict[str, str]:

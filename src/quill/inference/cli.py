@@ -70,9 +70,9 @@ def predict(
     from rich.console import Console
     from rich.progress import Progress
 
-    from quill.inference.backends import ModelLoadError
     from quill.inference.recognizer import Recognizer
     from quill.preprocess import ImageError, load_image
+    from quill.staged_model import ModelLoadError
 
     out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
     paths = expand_inputs(inputs)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from typing import Any
 from quill.evaluation import corpus_cer
 from quill.models.decoding import PRUNE_LOG_PROB, CTCDecoder, Decoded, ctc_greedy_decode
 from quill.models.language_model import CharNGramLM
-
-LM_FILE = "lm.json"
+from quill.staged_model import DecodingConfig, StagedModel
+from quill.staging.model_card import with_decoding_section, with_header
 
 
 def training_texts(
@@ -70,7 +69,7 @@ def record_log_probs(
 
     One image per call keeps the recorded outputs in the order of ``images``.
     """
-    if recognizer.meta["family"] != "ctc":
+    if recognizer.model.family != "ctc":
         raise ValueError("decoding with a language model applies to CTC models only")
     recorder = _RecordingDecoder()
     original, recognizer.runtime.decoder = recognizer.runtime.decoder, recorder
@@ -134,44 +133,18 @@ def attach(
     setting: dict[str, Any],
     results: Sequence[TuningResult] = (),
     tuned_on: str = "",
-) -> Path:
-    """Write ``setting`` as the staged model's ``decoding`` section (copying the LM in), and
-    the tuning table as the model card's Decoding section."""
-    from quill.inference.recognizer import METADATA_FILE
-
-    meta_path = model_dir / METADATA_FILE
-    meta = json.loads(meta_path.read_text())
-    decoding = dict(setting)
-    if "lm_weight" in decoding and lm_path is not None:
-        if lm_path.resolve() != (model_dir / LM_FILE).resolve():
-            shutil.copyfile(lm_path, model_dir / LM_FILE)
-        decoding["lm"] = LM_FILE
-    meta["decoding"] = decoding
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    card = model_dir / "MODEL_CARD.md"
-    if card.is_file():
-        card.write_text(_with_decoding_section(card.read_text(), decoding, results, tuned_on))
-    return meta_path
-
-
-def _with_decoding_section(
-    card: str, decoding: dict[str, Any], results: Sequence[TuningResult], tuned_on: str
-) -> str:
-    """The card with its "## Decoding" section (re)written, placed before "## Files"."""
-    lines = [
-        "## Decoding",
-        "",
-        f"`{json.dumps(decoding)}`, chosen by `quill lm tune` on {tuned_on or 'validation data'}:",
-        "",
-        "| decoding | CER | ms per line |",
-        "|---|---|---|",
-        *(f"| `{json.dumps(r.setting)}` | {r.cer:.4f} | {r.ms_per_line:.2f} |" for r in results),
-        "",
-    ]
-    section = "\n".join(lines) + "\n"
-    start = card.find("## Decoding\n")
-    if start >= 0:
-        end = card.find("\n## ", start + 1)
-        return card[:start] + section + (card[end + 1 :] if end >= 0 else "")
-    anchor = card.find("## Files\n")
-    return card[:anchor] + section + card[anchor:] if anchor >= 0 else card + "\n" + section
+) -> StagedModel:
+    """Write ``setting`` as the staged model's ``decoding`` section (copying the LM in) and
+    the tuning table as the model card's Decoding section. A decoding that reads differently
+    makes a new model version (:meth:`StagedModel.set_decoding`), which the card's header
+    then shows. Returns the model as written."""
+    staged = StagedModel.load(model_dir)
+    decoding = DecodingConfig.from_dict(setting)
+    staged = staged.set_decoding(decoding, lm_path if "lm_weight" in setting else None)
+    if staged.card_path.is_file():
+        rows = [(r.setting, r.cer, r.ms_per_line) for r in results]
+        card = staged.card_path.read_text()
+        written = (staged.decoding or DecodingConfig()).to_dict()
+        card = with_decoding_section(card, written, rows, tuned_on)
+        staged.card_path.write_text(with_header(card, staged))
+    return staged

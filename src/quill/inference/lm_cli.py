@@ -96,11 +96,11 @@ def _fit_tokenizer(model: Path | None, vocabulary: str | None) -> tuple[Tokenize
             return Tokenizer.named(name), f"{name} vocabulary"
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--vocabulary") from exc
-    meta_path = model / "quill-model.json"
+    from quill.staged_model import ModelLoadError, StagedModel
+
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        tokenizer = StagedModel.load(model).tokenizer
+    except ModelLoadError as exc:
         raise typer.BadParameter(
             f"{model} is not a staged model with a tokenizer ({exc})", param_hint="--model"
         ) from exc
@@ -251,9 +251,9 @@ def tune(
 
     from quill.data.manifest import Manifest
     from quill.inference import decoding_tuning
-    from quill.inference.backends import ModelLoadError
     from quill.inference.recognizer import Recognizer
     from quill.models.language_model import CharNGramLM
+    from quill.staged_model import ModelLoadError
 
     console = Console(stderr=True, soft_wrap=True)
     try:
@@ -302,5 +302,7 @@ def tune(
     print(f"best{budget}: {json.dumps(best.setting)}")
     if write:
         tuned_on = f"{len(texts)} {split} lines of `{names}`{budget}"
-        path = decoding_tuning.attach(model, lm, best.setting, results, tuned_on)
-        console.print(f"wrote decoding {best.setting} to {path}")
+        staged = decoding_tuning.attach(model, lm, best.setting, results, tuned_on)
+        console.print(
+            f"wrote decoding {best.setting} to {staged.metadata_path}: version {staged.version}"
+        )

@@ -3,12 +3,17 @@
 CLI, REST API, Lambda handler, web app, monitoring and benchmarks all go through
 :meth:`Recognizer.predict`, so batching, line segmentation, confidence and timings are
 defined once. A paragraph is split into lines (``quill.models.segment``); the lines of all
-images in a call are recognised together, sorted by width so that padding stays small.
+images in a call are recognised together, sorted by width so that padding stays small. A
+line (or image) with no ink (:func:`quill.preprocess.is_blank`) is not run through the model:
+its text is empty, with :data:`BLANK_NOTE` saying why, rather than what a model guesses from
+paper.
+
+The model is a :class:`~quill.staged_model.StagedModel` run by one of
+:mod:`quill.runtimes`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,18 +24,18 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from PIL import Image
 
-from quill.inference.backends import ModelLoadError, auto_backend, load_backend
 from quill.inference.sources import InputImage, open_image
 from quill.preprocess import (
     ImageError,
     PreprocessConfig,
     batch_images,
+    is_blank,
     preprocess,
     working_height,
 )
-from quill.vocab import Tokenizer
+from quill.runtimes.backends import Backend, auto_backend, load_backend
+from quill.staged_model import StagedModel
 
-METADATA_FILE = "quill-model.json"
 Kind = Literal["auto", "line", "paragraph"]
 KINDS = ("auto", "line", "paragraph")
 #: With kind="auto", an image at least this many times wider than tall is read as one line
@@ -43,6 +48,8 @@ MAX_BATCH = 32
 #: cost 2-3x more per line than calls of similar widths (1.25 measured best of 1.25, 1.5 and
 #: plain chunks of 4, 8 and 32 on Hooker lines).
 WIDTH_RATIO = 1.25
+#: :attr:`Prediction.note` of an image with no ink: nothing was read, and nothing guessed.
+BLANK_NOTE = "blank: no ink in the image; the model was not run"
 Box = tuple[int, int, int, int]
 T = TypeVar("T")
 
@@ -59,7 +66,11 @@ class LinePrediction:
 @dataclass
 class Prediction:
     """The answer for one image. ``timings`` are milliseconds: ``preprocess`` for this image,
-    ``model`` for the model calls shared by the whole ``predict`` call, ``total`` both."""
+    ``model`` for the model calls shared by the whole ``predict`` call, ``total`` both.
+
+    ``note`` says when the answer did not come from the model: :data:`BLANK_NOTE` for an
+    image with no ink (text "", confidence 1.0: certainly nothing to read), or how many of a
+    paragraph's lines were blank."""
 
     text: str
     confidence: float
@@ -67,6 +78,7 @@ class Prediction:
     timings: dict[str, float]
     model_version: str
     kind: str = "line"
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -80,6 +92,7 @@ class _Prepared:
 
     lines: list[np.ndarray]  # each (H, W) float32, ink = 1
     boxes: list[Box]
+    blank: list[bool]  # per line: no ink (not run through the model)
     kind: str
     preprocess_ms: float
     texts: list[str] = field(default_factory=list)
@@ -104,33 +117,37 @@ def combined_confidence(confidences: Sequence[float], texts: Sequence[str]) -> f
 class Recognizer:
     """A staged model loaded for inference on the CPU.
 
+    ``model`` is the staged model's metadata and folder; ``runtime`` runs it.
     ``backend`` is the runtime in use (``onnx``, ``torchscript`` or ``eager``);
     ``backend_timings`` records what ``auto`` measured to choose it (ms per probe batch), and
     ``backend_choice`` whether that was measured by this load or remembered from an earlier
-    one on this machine (:mod:`quill.inference.cache`); ``given`` for a named backend.
+    one on this machine (:mod:`quill.runtimes.cache`); ``given`` for a named backend.
     """
 
     def __init__(
         self,
-        model_dir: Path,
-        meta: dict[str, Any],
-        backend: Any,
+        model: StagedModel,
+        backend: Backend,
         backend_timings: dict[str, float] | None = None,
         threads: int | None = None,
     ):
-        self.model_dir = model_dir
-        self.meta = meta
-        self.runtime = backend
+        self.model = model
+        # Any: a runtime's own attributes (its decoder, session) are what tuning and tests use
+        self.runtime: Any = backend
         self.backend: str = backend.name
         self.backend_timings = backend_timings or {}
         self.backend_choice = "given"
         self.threads = threads
-        self.tokenizer = Tokenizer.from_dict(meta["tokenizer"])
-        self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
+        self.tokenizer = model.tokenizer
+        self.preprocess_config: PreprocessConfig = model.preprocess
+
+    @property
+    def model_dir(self) -> Path:
+        return self.model.path
 
     @property
     def model_version(self) -> str:
-        return str(self.meta["version"])
+        return self.model.version
 
     @property
     def reads_pages(self) -> bool:
@@ -139,7 +156,7 @@ class Recognizer:
 
     @property
     def name(self) -> str:
-        return str(self.meta["name"])
+        return self.model.name
 
     @classmethod
     def from_path(
@@ -155,25 +172,16 @@ class Recognizer:
         ``decoding`` section for a CTC model: beam search keeps the section's language
         model and weights, greedy trades their accuracy for speed.
         """
-        model_dir = Path(path)
-        meta_path = model_dir / METADATA_FILE
-        if not meta_path.is_file():
-            raise ModelLoadError(f"{model_dir} is not a staged model: {METADATA_FILE} is missing")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"{meta_path} is corrupt: {exc}") from exc
+        model = StagedModel.load(path)
         if decoding is not None:
-            meta["decoding"] = {**meta.get("decoding", {}), "method": decoding}
+            model = model.with_decoding_method(decoding)
         if backend == "auto":
-            config = PreprocessConfig.from_dict(meta["preprocess"])
-            runtime, timings, cached = auto_backend(
-                model_dir, meta, threads, lambda: _probe_batch(config)
-            )
-            recognizer = cls(model_dir, meta, runtime, timings, threads)
+            config = model.preprocess
+            runtime, timings, cached = auto_backend(model, threads, lambda: _probe_batch(config))
+            recognizer = cls(model, runtime, timings, threads)
             recognizer.backend_choice = "cached" if cached else "measured"
             return recognizer
-        return cls(model_dir, meta, load_backend(backend, model_dir, meta, threads), None, threads)
+        return cls(model, load_backend(backend, model, threads), None, threads)
 
     @classmethod
     def from_registry(
@@ -193,7 +201,7 @@ class Recognizer:
         found = resolve(reference, uri)
         root = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "quill" / "models"
         target = root / f"{found.name}-v{found.version}"
-        if not (target / METADATA_FILE).is_file():
+        if not StagedModel.is_staged(target):
             fetch(f"{found.name}@{found.version}", target, uri)
         return cls.from_path(target, backend=backend, threads=threads)
 
@@ -226,7 +234,9 @@ class Recognizer:
         many = len(crops) > 1 or kind == "paragraph"
         line_kind = "paragraph" if many or self.reads_pages else "line"
         boxes = [box for box, _ in crops]
-        return _Prepared(lines, boxes, line_kind, (time.perf_counter() - start) * 1000)
+        blank = [is_blank(line) for line in lines]
+        elapsed = (time.perf_counter() - start) * 1000
+        return _Prepared(lines, boxes, blank, line_kind, elapsed)
 
     def _lines(self, image: Image.Image, kind: str) -> list[tuple[Box, Image.Image]]:
         """(box, crop) of each text line; the whole image when it is (or looks like) one line."""
@@ -248,8 +258,14 @@ class Recognizer:
 
     def _recognise(self, prepared: list[_Prepared]) -> None:
         """Run every line of every prepared image through the model, in batches of lines of
-        similar width (:data:`WIDTH_RATIO`, :data:`MAX_BATCH`)."""
-        lines = [(item, i, line) for item in prepared for i, line in enumerate(item.lines)]
+        similar width (:data:`WIDTH_RATIO`, :data:`MAX_BATCH`); a blank line is not run (its
+        text stays empty, at confidence 1)."""
+        lines = [
+            (item, i, line)
+            for item in prepared
+            for i, line in enumerate(item.lines)
+            if not item.blank[i]
+        ]
         for item in prepared:
             item.texts = [""] * len(item.lines)
             item.confidences = [1.0] * len(item.lines)
@@ -272,6 +288,12 @@ class Recognizer:
                 LinePrediction(text, lines[0].confidence, lines[0].box)
                 for text in item.texts[0].split("\n")
             ]
+        blank = sum(item.blank)
+        note = None
+        if blank and blank == len(item.blank):
+            note = BLANK_NOTE
+        elif blank:
+            note = f"{blank} of {len(item.blank)} lines blank (no ink): not run through the model"
         return Prediction(
             text="\n".join(item.texts),
             confidence=round(combined_confidence(item.confidences, item.texts), 4),
@@ -283,6 +305,7 @@ class Recognizer:
             },
             model_version=self.model_version,
             kind=item.kind,
+            note=note,
         )
 
     def warm_up(self) -> None:
@@ -299,7 +322,7 @@ class Recognizer:
         return {
             "name": self.name,
             "model_version": self.model_version,
-            "family": self.meta["family"],
+            "family": self.model.family,
             "backend": self.backend,
             "backend_timings_ms": {k: round(v, 2) for k, v in self.backend_timings.items()},
             "backend_choice": self.backend_choice,

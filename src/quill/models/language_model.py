@@ -231,7 +231,7 @@ class CharNGramLM:
         """Write the Kneser-Ney tables as arrays into the new folder ``path`` (one ``.npy``
         file each and ``header.json``), which :meth:`load_compiled` maps into memory in a
         millisecond, where reading the JSON and computing the tables takes a second or more:
-        inference keeps one per LM file in its cache (:mod:`quill.inference.cache`)."""
+        inference keeps one per LM file in its cache (:mod:`quill.runtimes.cache`)."""
         path = Path(path)
         tables = _kneser_ney_tables(self.counts, self.order)
         contexts = sorted(tables)

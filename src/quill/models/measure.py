@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from quill.model_files import ONNX_FILE
 from quill.models import MODEL_NAMES, build_model
 from quill.models.generation import greedy_uncached
 from quill.vocab import Tokenizer
@@ -94,14 +95,14 @@ def _onnx_variant(model: torch.nn.Module, images: torch.Tensor) -> dict:
     from quill.models.onnx_export import export_ctc_onnx
 
     directory = Path(tempfile.mkdtemp(prefix="quill-measure-"))
-    export_ctc_onnx(model, directory / "model.onnx", height=images.shape[2])
+    onnx_file = export_ctc_onnx(model, directory / ONNX_FILE, height=images.shape[2]).files[0]
     sessions = {}
     for count in (1, 2):
         options = ort.SessionOptions()
         options.intra_op_num_threads = count
         options.inter_op_num_threads = 1
         sessions[count] = ort.InferenceSession(
-            str(directory / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            str(onnx_file), options, providers=["CPUExecutionProvider"]
         )
     feed = {"images": images.numpy()}
     # The ORT thread count follows torch's setting at call time, so rows line up.

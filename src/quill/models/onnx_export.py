@@ -1,11 +1,17 @@
-"""ONNX export: CTC models as one graph, seq2seq models as an encoder + a decoder-step graph.
+"""ONNX export, the one exporter: CTC models as one graph, seq2seq models as an encoder + a
+decoder-step graph. Staging (``quill.staging.export``) and model measurements call it.
 
-CTC: input ``images`` (B, 1, H, W) -> ``log_probs`` (B, T, C), batch and width dynamic. Which
-exporter works depends on the encoder, checked with torch 2.13: the dynamo exporter
-(torch's default) cannot decompose an LSTM over a symbolic sequence length, and the
-TorchScript-based exporter bakes the sequence length into the reshapes of
-``nn.MultiheadAttention``. So the BiLSTM model uses ``dynamo=False`` and the Transformer
-encoder ``dynamo=True``; both are checked against eager in ``tests/models``.
+CTC: :func:`export_interface` wraps a network as :class:`CTCExport`, ``(images (B,1,H,W),
+widths (B,)) -> (log_probs (B,T,C), lengths (B,))``, what a staged model ships, so inference
+needs neither torch nor the model's stride to find the valid frames; the bare network exports
+as ``images -> log_probs``. Batch and width are dynamic. Which of torch's exporters works
+depends on the encoder, checked with torch 2.13: the dynamo exporter cannot decompose an LSTM
+over a symbolic sequence length, and the TorchScript-based exporter bakes the sequence length
+into the reshapes of ``nn.MultiheadAttention``. A model states its need with ``onnx_dynamo``
+(the BiLSTM model: False, the Transformer encoder: True); one that does not say gets the
+TorchScript-based exporter first (about a second, one file). If the first exporter fails,
+the other is tried; staging's parity check catches a wrong but successful export (a frozen
+width decodes other widths differently).
 
 Seq2seq: exporting an unrolled generation loop takes the exporter many minutes, so the loop
 stays in the runtime (:func:`quill.models.decoding.seq2seq_greedy_decode`, NumPy) and two
@@ -16,70 +22,162 @@ and ``decoder_step.onnx`` (one token + the KV cache -> logits + the extended cac
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
 import torch
 from torch import nn
 
+from quill.errors import QuillError
+from quill.model_files import DECODER_STEP_FILE, ENCODER_FILE
 from quill.models.seq2seq import Seq2SeqModel
 from quill.models.transformer_decoder import DecoderCache
 
-INPUT_NAME = "images"
-OUTPUT_NAME = "log_probs"
+ONNX_OPSET = 18
+#: The exported CTC interface's inputs and outputs (the bare network: the first of each).
+INPUT_NAMES = ("images", "widths")
+OUTPUT_NAMES = ("log_probs", "lengths")
+INPUT_NAME, OUTPUT_NAME = INPUT_NAMES[0], OUTPUT_NAMES[0]
 
 
-def export_ctc_onnx(model: nn.Module, path: str | Path, height: int, opset: int = 18) -> list[Path]:
-    """Write ``model`` (a CTC-family model) to ``path``: input ``images`` (B, 1, height, W),
-    output ``log_probs`` (B, T, C), batch and width dynamic.
+class ModelExportError(QuillError, RuntimeError):
+    """An export failed; the message names the format and the model."""
 
-    Returns the files written: the dynamo exporter may add ``<path>.data`` with the weights,
-    which must be shipped beside the ``.onnx`` file.
+    code = "model_export_failed"
+
+
+class CTCExport(nn.Module):
+    """The exported interface of a CTC model: images and true widths in, frames and lengths out."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, images: torch.Tensor, widths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        log_probs = self.model(images)  # (B, T, C)
+        # lengths (B,); self.model: nn.Module, whose attributes torch types as Tensor | Module
+        lengths = self.model.output_lengths(widths)  # type: ignore[operator]
+        return log_probs, lengths
+
+
+def export_interface(model: nn.Module) -> nn.Module:
+    """The module every export of a staged model traces, in eval mode: a CTC model behind
+    :class:`CTCExport`; a seq2seq model as it is (TorchScript keeps its cached ``generate``)."""
+    if model.family == "ctc":
+        return CTCExport(model).eval()
+    if model.family == "seq2seq":
+        return model.eval()
+    raise ModelExportError(f"cannot export a model of family {model.family!r}")
+
+
+@dataclass
+class OnnxExport:
+    """The files one ONNX export wrote (weights may add ``<file>.data``) and the exporter."""
+
+    files: list[Path]
+    exporter: str
+
+
+def ctc_example_inputs(height: int, widths: bool = True) -> tuple[torch.Tensor, ...]:
+    """A batch of 2 (a batch of 1 would freeze the batch dimension) of unequal widths that are
+    not round numbers (an exporter may specialise on a width it can factor); with ``widths``
+    the true widths too, as :class:`CTCExport` takes them."""
+    images = torch.rand(2, 1, height, 136)
+    return (images, torch.tensor([136, 96])) if widths else (images,)
+
+
+def export_ctc_onnx(
+    model: nn.Module, path: str | Path, height: int, opset: int = ONNX_OPSET
+) -> OnnxExport:
+    """Write ``model`` to ``path``: a :class:`CTCExport` as ``(images, widths) -> (log_probs,
+    lengths)``, a bare CTC network as ``images (B, 1, height, W) -> log_probs (B, T, C)``,
+    batch and width dynamic. Raises :class:`ModelExportError` if both exporters fail.
+
+    The dynamo exporter may add ``<path>.data`` with the weights, which must be shipped beside
+    the ``.onnx`` file: it is in the returned files.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Batch 2 and a width that is not a round number, or the exporter may freeze them.
-    example = (torch.rand(2, 1, height, 136),)
+    interface = isinstance(model, CTCExport)
+    network = model.model if isinstance(model, CTCExport) else model
+    inputs = ctc_example_inputs(height, widths=interface)
+    order = ["torchscript", "dynamo"]
+    if getattr(network, "onnx_dynamo", False):
+        order.reverse()
     was_training = model.training
     model.eval()
-    use_dynamo = bool(getattr(model, "onnx_dynamo", True))
+    errors = []
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            if use_dynamo:
-                batch, width = torch.export.Dim("batch"), torch.export.Dim("width")
-                torch.onnx.export(
-                    model,
-                    example,
-                    str(path),
-                    dynamo=True,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_shapes={INPUT_NAME: {0: batch, 3: width}},
-                    opset_version=opset,
-                    verbose=False,
-                )
-            else:
-                torch.onnx.export(
-                    model,
-                    example,
-                    str(path),
-                    dynamo=False,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={
-                        INPUT_NAME: {0: "batch", 3: "width"},
-                        OUTPUT_NAME: {0: "batch", 1: "frames"},
-                    },
-                    opset_version=opset,
-                )
+        for exporter in order:
+            try:
+                with warnings.catch_warnings(), torch.no_grad():
+                    warnings.simplefilter("ignore")
+                    _EXPORTERS[exporter](model, inputs, path, opset)
+            except Exception as exc:  # noqa: BLE001 - any tracing failure: try the other one
+                errors.append(f"{exporter}: {exc}")
+                continue
+            written = [p for p in (path, path.with_name(path.name + ".data")) if p.exists()]
+            return OnnxExport(written, exporter)
     finally:
         model.train(was_training)
-    return [p for p in (path, path.with_name(path.name + ".data")) if p.exists()]
+    raise ModelExportError("ONNX export failed with both exporters: " + "; ".join(errors))
 
 
-ENCODER_FILE = "encoder.onnx"
-STEP_FILE = "decoder_step.onnx"
+def _names(count: int) -> tuple[list[str], list[str]]:
+    return list(INPUT_NAMES[:count]), list(OUTPUT_NAMES[:count])
+
+
+def _export_torchscript_based(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int
+) -> None:
+    input_names, output_names = _names(len(inputs))
+    axes = {
+        "images": {0: "batch", 3: "width"},
+        "widths": {0: "batch"},
+        "log_probs": {0: "batch", 1: "frames"},
+        "lengths": {0: "batch"},
+    }
+    torch.onnx.export(
+        model,
+        inputs,
+        str(path),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes={name: axes[name] for name in input_names + output_names},
+        opset_version=opset,
+        dynamo=False,
+    )
+
+
+def _export_dynamo(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int
+) -> None:
+    batch, width = torch.export.Dim("batch"), torch.export.Dim("width")
+    input_names, output_names = _names(len(inputs))
+    shapes = {"images": {0: batch, 3: width}, "widths": {0: batch}}
+    torch.onnx.export(
+        model,
+        inputs,
+        str(path),
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_shapes={name: shapes[name] for name in input_names},
+        opset_version=opset,
+        dynamo=True,
+        verbose=False,
+    )
+
+
+_EXPORTERS: dict[str, Callable[[nn.Module, tuple[torch.Tensor, ...], Path, int], None]] = {
+    "torchscript": _export_torchscript_based,
+    "dynamo": _export_dynamo,
+}
+
+
 STEP_INPUTS = ("tokens", "self_keys", "self_values", "cross_keys", "cross_values")
 STEP_OUTPUTS = ("logits", "new_self_keys", "new_self_values")
 
@@ -157,7 +255,7 @@ def export_seq2seq_onnx(
             torch.onnx.export(
                 _StepGraph(model),
                 (tokens, self_cache, self_cache.clone(), cross_keys, cross_values),
-                str(directory / STEP_FILE),
+                str(directory / DECODER_STEP_FILE),
                 dynamo=True,
                 optimize=optimize,
                 input_names=list(STEP_INPUTS),
@@ -173,5 +271,5 @@ def export_seq2seq_onnx(
             )
     finally:
         model.train(was_training)
-    names = (ENCODER_FILE, ENCODER_FILE + ".data", STEP_FILE, STEP_FILE + ".data")
+    names = (ENCODER_FILE, ENCODER_FILE + ".data", DECODER_STEP_FILE, DECODER_STEP_FILE + ".data")
     return [directory / n for n in names if (directory / n).exists()]

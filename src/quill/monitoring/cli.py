@@ -103,8 +103,8 @@ def _progress(description: str, total: int) -> Any:
 
 
 def _recognizer(path: Path, backend: str, threads: int | None, option: str) -> Any:
-    from quill.inference.backends import ModelLoadError
     from quill.inference.recognizer import Recognizer
+    from quill.staged_model import ModelLoadError
 
     try:
         return Recognizer.from_path(path, backend=backend, threads=threads)

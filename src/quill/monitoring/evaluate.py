@@ -5,7 +5,8 @@ load hits them alike). The card has CER/WER of both on every evaluation set and 
 latency, and a pass/fail verdict from ``configs/evaluation.yaml``: no overall regression
 beyond a tolerance, no regression on a *protected* slice (say, the feedback set users
 corrected, or light-on-dark images), and no large latency increase. ``quill model promote``
-reads the card through :func:`check_promotion`.
+reads the card through :func:`check_promotion` (staging's gate,
+:mod:`quill.staging.promotion`, re-exported here).
 
 Scoring is :mod:`quill.evaluation`'s, the same as ``quill bench accuracy``'s: corpus CER/WER
 of normalised texts (NFC, whitespace runs collapsed, blank lines dropped) over the whole
@@ -26,11 +27,12 @@ import yaml
 
 from quill import evaluation
 from quill.data.manifest import Manifest, Sample
-from quill.errors import QuillError
 from quill.monitoring import projections as proj
 from quill.monitoring.baseline import Predictor
 from quill.monitoring.drift import polarity_label
 from quill.preprocess import ImageError, load_image
+from quill.staging.promotion import PromotionRefused as PromotionRefused
+from quill.staging.promotion import check_promotion as check_promotion
 
 DEFAULT_CONFIG = Path("configs/evaluation.yaml")
 CHECKOUT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "evaluation.yaml"
@@ -42,12 +44,6 @@ DEFAULT_RULES = {
     "protected_max_regression": 0.005,
     "max_latency_ratio": 1.5,
 }
-
-
-class PromotionRefused(QuillError, RuntimeError):
-    """A candidate fails its report card (or has none)."""
-
-    code = "promotion_refused"
 
 
 @dataclass
@@ -331,25 +327,3 @@ def write_card(card: dict[str, Any], out: Path) -> tuple[Path, Path]:
     json_path.write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n")
     md_path.write_text(render_markdown(card), encoding="utf-8")
     return json_path, md_path
-
-
-def check_promotion(card_path: Path, candidate_version: str, *, force: bool = False) -> list[str]:
-    """Raise :class:`PromotionRefused` unless the card at ``card_path`` passed for this
-    candidate; with ``force``, return the failures as warnings instead."""
-    if not card_path.is_file():
-        raise PromotionRefused(
-            f"no report card at {card_path}: run `quill evaluate --candidate ... --current ...`"
-        )
-    card = json.loads(card_path.read_text())
-    if card.get("candidate", {}).get("version") != candidate_version:
-        raise PromotionRefused(
-            f"{card_path} evaluates {card.get('candidate', {}).get('version')!r}, "
-            f"not {candidate_version!r}"
-        )
-    failures = [f"{c['rule']}: {c['detail']}" for c in card["checks"] if not c["passed"]]
-    if failures and not force:
-        raise PromotionRefused(
-            "candidate fails its report card (use --force to promote anyway):\n  "
-            + "\n  ".join(failures)
-        )
-    return failures

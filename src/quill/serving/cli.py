@@ -9,6 +9,7 @@ import typer
 
 from quill.errors import fail
 from quill.inference import DEFAULT_MODEL_DIR
+from quill.model_files import METADATA_FILE
 
 MODEL_HELP = "Staged model directory (quill-model.json, model.onnx, model.pt)."
 HOST_HELP = "Interface to bind; the default keeps it on this machine."
@@ -177,7 +178,7 @@ def _refuse_open(settings: object, host: str) -> None:
 
 
 def _require_model(model: Path) -> None:
-    if not (model / "quill-model.json").is_file():
+    if not (model / METADATA_FILE).is_file():
         raise fail(
             f"no staged model at {model} (quill-model.json missing). Stage one with "
             "`quill stage RUN_OR_CHECKPOINT --out DIR` or fetch one with "

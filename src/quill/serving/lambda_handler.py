@@ -25,10 +25,10 @@ import json
 import logging
 from typing import Any
 
-from quill.inference.backends import ModelLoadError
 from quill.serving.errors import ServingError
 from quill.serving.service import PredictionService, decode_image_field, load_service
 from quill.serving.settings import FeedbackTokens, ServingSettings
+from quill.staged_model import ModelLoadError
 
 log = logging.getLogger(__name__)
 

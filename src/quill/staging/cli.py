@@ -10,7 +10,6 @@ passed. Heavy libraries (torch, mlflow, onnx) are imported inside the command bo
 from __future__ import annotations
 
 import glob
-import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from quill.errors import EXIT_FAILED, fail
-from quill.staging.registry import METADATA_FILE
+from quill.model_files import METADATA_FILE
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -136,7 +135,7 @@ def stage(
     exits 2. `quill model promote` then makes a staged model the champion; `quill model
     fetch` brings a registered one back.
     """
-    from quill.staging.export import ModelExportError
+    from quill.models.onnx_export import ModelExportError
     from quill.staging.parity import ParityError
     from quill.staging.registry import RegistryError
     from quill.staging.registry import register as register_model
@@ -160,13 +159,13 @@ def stage(
                 progress=lambda step: status.update(step),
                 card_notes=card_notes.read_text() if card_notes else "",
             )
-        parity = staged.meta["parity"]
+        parity = staged.parity or {"backends": {}}
         for backend, result in parity["backends"].items():
             console.print(
                 f"parity {backend}: {result['identical']}/{result['total']} identical, "
                 f"{result['median_ms']:.1f} ms (eager {parity['eager_median_ms']:.1f} ms)"
             )
-        console.print(f"[green]staged[/] {staged.meta['version']} -> {out}")
+        console.print(f"[green]staged[/] {staged.version} -> {out}")
         if register:
             version = register_model(out, uri, name or out.name, alias)
             console.print(f"[green]registered[/] {version.name} version {version.version} in {uri}")
@@ -227,10 +226,11 @@ def promote_command(
     a protected slice; otherwise nothing is registered and the exit code is 1, unless
     `--force` (which warns about each failed check).
     """
-    from quill.monitoring.evaluate import PromotionRefused, check_promotion
+    from quill.staged_model import ModelLoadError, StagedModel
+    from quill.staging.promotion import PromotionRefused, check_promotion
     from quill.staging.registry import RegistryError, register
 
-    if not (staged_dir / METADATA_FILE).is_file():
+    if not StagedModel.is_staged(staged_dir):
         raise typer.BadParameter(
             f"{staged_dir} is not a staged model (no {METADATA_FILE}); stage one with "
             "`quill stage RUN --out DIR` or fetch one with `quill model fetch NAME --out DIR`",
@@ -238,7 +238,10 @@ def promote_command(
         )
     console = _console()
     uri = _tracking_uri(tracking_uri)
-    version = json.loads((staged_dir / METADATA_FILE).read_text())["version"]
+    try:
+        version = StagedModel.load(staged_dir).version
+    except ModelLoadError as exc:
+        raise fail(str(exc)) from exc
     try:
         for failure in check_promotion(report_card, version, force=force):
             console.print(f"[yellow]warning:[/] promoting despite a failed check: {failure}")

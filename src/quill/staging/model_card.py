@@ -1,11 +1,23 @@
 """The model card shipped in every staged model: what it was trained on, how well it reads,
-what it is for and where it fails. Rendered from ``quill-model.json`` so the two never
-disagree."""
+what it is for and where it fails. Rendered from the model's metadata
+(:class:`~quill.staged_model.StagedModel`, ``quill-model.json``) so the two never disagree.
+
+A card is a header (name, version, family) and ``## `` sections, then the maintained notes
+appended at staging. A step that changes the model after staging rewrites the parts it
+changed through this module: :func:`with_header` (a new version), :func:`with_decoding_section`
+(``quill lm tune --write``), :func:`with_metrics_section`.
+"""
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+
+from quill.model_files import METADATA_FILE
+from quill.staged_model import StagedModel
 
 INTENDED_USE = (
     "Transcribing English handwriting (cursive or print) in photos and scans of single lines "
@@ -90,34 +102,100 @@ def _parity_table(parity: dict[str, Any]) -> str:
     )
 
 
-def _initialised_from(lineage: dict[str, Any]) -> str:
-    started = lineage.get("initialised_from")
+def _initialised_from(lineage: Any) -> str:
+    started = lineage.initialised_from
     if started:
         return f"`{started}` (fine-tuned)"
-    return "random initialisation" if lineage.get("run_id") else "not recorded"
+    return "random initialisation" if lineage.run_id else "not recorded"
 
 
-def render_model_card(meta: dict[str, Any], notes: str = "") -> str:
-    """Markdown model card for a staged model's metadata (``quill-model.json`` content).
+def _as_model(model: StagedModel | Mapping[str, Any]) -> StagedModel:
+    """A card is rendered from a :class:`StagedModel` or the content of its JSON."""
+    if isinstance(model, StagedModel):
+        return model
+    return StagedModel.from_dict(Path("."), model)
+
+
+def _header(model: StagedModel) -> str:
+    """The card's title and its version line (up to the first section)."""
+    return f"""# Model card: {model.name}
+
+Version `{model.version}` · family `{model.family}` · architecture `{model.model_name}`
+({model.parameters:,} parameters) · staged {model.created_at}
+with quill {model.quill_version}.
+"""
+
+
+def with_header(card: str, model: StagedModel | Mapping[str, Any]) -> str:
+    """``card`` with its header (everything before the first section) rendered again from
+    ``model``: how a new version reaches a card that was edited or tuned since staging."""
+    start = card.find("\n## ")
+    rest = card[start + 1 :] if start >= 0 else ""
+    return f"{_header(_as_model(model))}\n{rest}"
+
+
+DECODING_HEADING = "## Decoding"
+FILES_HEADING = "## Files"
+
+
+def decoding_section(
+    decoding: Mapping[str, Any],
+    rows: Sequence[tuple[Mapping[str, Any], float, float]],
+    tuned_on: str,
+) -> str:
+    """The Decoding section: the setting in use and what ``quill lm tune`` measured
+    (``rows`` of (setting, CER, ms per line), best first) on ``tuned_on``."""
+    lines = [
+        DECODING_HEADING,
+        "",
+        f"`{json.dumps(dict(decoding))}`, chosen by `quill lm tune` on "
+        f"{tuned_on or 'validation data'}:",
+        "",
+        "| decoding | CER | ms per line |",
+        "|---|---|---|",
+        *(f"| `{json.dumps(dict(setting))}` | {cer:.4f} | {ms:.2f} |" for setting, cer, ms in rows),
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def with_decoding_section(
+    card: str,
+    decoding: Mapping[str, Any],
+    rows: Sequence[tuple[Mapping[str, Any], float, float]],
+    tuned_on: str,
+) -> str:
+    """The card with its Decoding section (re)written, placed before the Files section."""
+    section = decoding_section(decoding, rows, tuned_on)
+    start = card.find(DECODING_HEADING + "\n")
+    if start >= 0:
+        end = card.find("\n## ", start + 1)
+        return card[:start] + section + (card[end + 1 :] if end >= 0 else "")
+    anchor = card.find(FILES_HEADING + "\n")
+    return card[:anchor] + section + card[anchor:] if anchor >= 0 else card + "\n" + section
+
+
+def render_model_card(model: StagedModel | Mapping[str, Any], notes: str = "") -> str:
+    """Markdown model card for a staged model (or the content of its ``quill-model.json``).
 
     ``notes`` is maintained Markdown appended at the end (data attribution, the commands that
     produced the model, its honest status): what metadata cannot say, kept in a file in the
     repository so that staging the model again does not lose it.
     """
-    lineage = meta["lineage"]
-    characters = meta["tokenizer"]["characters"]
+    model = _as_model(model)
+    lineage = model.lineage
+    characters = model.tokenizer.characters
     shown = characters.replace("\n", "\\n")
     limits = "\n".join(f"- {item}" for item in LIMITS)
-    config = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(meta["model_config"].items()))
-    preprocess = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(meta["preprocess"].items()))
-    checkpoint_hash = (lineage.get("checkpoint_sha256") or "")[:16]
-    training_data = meta.get("training_data") or "not recorded"
-    return f"""# Model card: {meta["name"]}
-
-Version `{meta["version"]}` · family `{meta["family"]}` · architecture `{meta["model_name"]}`
-({meta["parameters"]:,} parameters) · staged {meta["created_at"]}
-with quill {meta["quill_version"]}.
-
+    config = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(model.model_config.items()))
+    preprocess = "\n".join(
+        f"| `{k}` | `{v}` |" for k, v in sorted(model.preprocess.to_dict().items())
+    )
+    checkpoint_hash = (lineage.checkpoint_sha256 or "")[:16]
+    training_data = model.training_data or "not recorded"
+    parity = model.parity or {"samples": 0, "eager_median_ms": 0.0, "backends": {}}
+    files = ", ".join(f"`{f}`" for b in model.backends.values() for f in b.files)
+    return f"""{_header(model)}
 ## Intended use
 
 {INTENDED_USE}
@@ -130,22 +208,22 @@ with quill {meta["quill_version"]}.
 
 | | |
 |---|---|
-| dataset version | `{lineage.get("dataset_version") or "unknown"}` |
-| training run | `{lineage.get("run_id") or "none (staged from a file)"}` |
-| checkpoint | `{lineage.get("checkpoint")}` (sha256 `{checkpoint_hash}…`) |
+| dataset version | `{lineage.dataset_version or "unknown"}` |
+| training run | `{lineage.run_id or "none (staged from a file)"}` |
+| checkpoint | `{lineage.checkpoint}` (sha256 `{checkpoint_hash}…`) |
 | data in the run config | `{training_data}` |
 | started from the weights of | {_initialised_from(lineage)} |
 
 {METRICS_HEADING}
 
-{_metrics_table(meta.get("metrics") or {})}
+{_metrics_table(model.metrics)}
 
-## Export parity on {meta["parity"]["samples"]} fixed samples
+## Export parity on {parity["samples"]} fixed samples
 
 Each export decoded the sample set as one padded batch and image by image; staging fails
 unless every text matches eager PyTorch.
 
-{_parity_table(meta["parity"])}
+{_parity_table(parity)}
 
 ## Character set ({len(characters)} characters)
 
@@ -163,8 +241,8 @@ unless every text matches eager PyTorch.
 |---|---|
 {preprocess}
 
-## Files
+{FILES_HEADING}
 
-{", ".join(f"`{f}`" for b in meta["backends"].values() for f in b["files"])}, `quill-model.json`.
+{files}, `{METADATA_FILE}`.
 Load with `Recognizer.from_path(...)`, serve with `quill serve --model <dir>`.
 """ + (f"\n{notes.strip()}\n" if notes.strip() else "")

@@ -3,15 +3,13 @@
 An export that silently diverges (a frozen dimension, an operator with other semantics) would
 ship a different model than the one that was evaluated. Staging therefore decodes a fixed
 sample set with eager PyTorch and with each exported runtime exactly as inference will run
-it (``quill.inference.backends``), once as a padded batch of unequal widths (dynamic batch
+it (``quill.runtimes.backends``), once as a padded batch of unequal widths (dynamic batch
 and width) and once per image (batch of 1), and refuses to stage unless the decoded texts
 are identical.
 """
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -22,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from quill.errors import QuillError
 from quill.models.decoding import Decoded
 from quill.preprocess import ImageSource, PreprocessConfig, batch_images, preprocess
+from quill.runtimes.backends import median_decode_ms
 from quill.vocab import Tokenizer
 
 #: The fixed sentences rendered when no sample images are given: mixed case, digits,
@@ -39,7 +38,7 @@ SAMPLE_TEXTS = (
 
 
 class Runtime(Protocol):
-    """What parity runs: ``quill.inference.backends`` runtimes and in-memory modules."""
+    """What parity runs: ``quill.runtimes.backends`` runtimes and in-memory modules."""
 
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]: ...
 
@@ -122,19 +121,6 @@ def _decode(runtime: Runtime, inputs: list[np.ndarray]) -> list[Decoded]:
     for single in inputs:
         results += runtime.decode(*batch_images([single]))  # (1, 1, H, W)
     return results
-
-
-def median_decode_ms(
-    runtime: Runtime, batch: np.ndarray, widths: np.ndarray, repeats: int = 3
-) -> float:
-    """Median milliseconds of ``repeats`` decodes of one batch, after a warm-up decode."""
-    runtime.decode(batch, widths)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        runtime.decode(batch, widths)
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def check_parity(

@@ -10,7 +10,6 @@ came from.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shutil
 import tempfile
@@ -19,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from quill.errors import QuillError
+from quill.model_files import METADATA_FILE
+from quill.staged_model import StagedModel
 
 STAGING_EXPERIMENT = "quill-staging"
 ARTIFACT_PATH = "staged_model"
-METADATA_FILE = "quill-model.json"
 
 
 class RegistryError(QuillError, LookupError):
@@ -76,17 +76,17 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def lineage_tags(meta: dict[str, Any]) -> dict[str, str]:
+def lineage_tags(model: StagedModel) -> dict[str, str]:
     """Registry tags of a staged model: where it came from and what it is."""
-    lineage = meta["lineage"]
+    lineage = model.lineage
     tags = {
-        "quill.model_version": meta["version"],
-        "quill.family": meta["family"],
-        "quill.model_name": meta["model_name"],
-        "run_id": lineage.get("run_id") or "",
-        "checkpoint": lineage.get("checkpoint") or "",
-        "checkpoint_sha256": lineage.get("checkpoint_sha256") or "",
-        "dataset_version": lineage.get("dataset_version") or "",
+        "quill.model_version": model.version,
+        "quill.family": model.family,
+        "quill.model_name": model.model_name,
+        "run_id": lineage.run_id or "",
+        "checkpoint": lineage.checkpoint or "",
+        "checkpoint_sha256": lineage.checkpoint_sha256 or "",
+        "dataset_version": lineage.dataset_version or "",
     }
     return {k: str(v) for k, v in tags.items()}
 
@@ -99,24 +99,24 @@ def register(
 
     from quill.training.tracking_store import ensure_experiment
 
-    meta = json.loads((staged_dir / METADATA_FILE).read_text())
-    name = name or meta["name"]
+    model = StagedModel.load(staged_dir)
+    name = name or model.name
     client = _client(tracking_uri)
-    tags = lineage_tags(meta)
+    tags = lineage_tags(model)
     experiment_id = ensure_experiment(client, STAGING_EXPERIMENT, tracking_uri)
     run = client.create_run(
         experiment_id,
-        run_name=f"stage {name} {meta['version']}",
+        run_name=f"stage {name} {model.version}",
         tags={**tags, "mlflow.parentRunId": tags["run_id"]} if tags["run_id"] else tags,
     )
     stage_run_id = run.info.run_id
     try:
         client.log_artifacts(stage_run_id, str(staged_dir), ARTIFACT_PATH)
-        for key, value in (meta.get("metrics") or {}).items():
+        for key, value in model.metrics.items():
             client.log_metric(stage_run_id, key, float(value))
         client.set_terminated(stage_run_id)
         with contextlib.suppress(MlflowException):  # already registered: add a version
-            client.create_registered_model(name, description=f"Quill {meta['family']} recognizer")
+            client.create_registered_model(name, description=f"Quill {model.family} recognizer")
         source = f"{run.info.artifact_uri}/{ARTIFACT_PATH}"
         version = client.create_model_version(
             name, source, run_id=tags["run_id"] or stage_run_id, tags=tags

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from quill.model_files import METADATA_FILE
 from quill.preprocess import PreprocessConfig, batch_images, preprocess
+from quill.staged_model import StagedModel
 from quill.staging.parity import render_line
-from quill.staging.stage import StagedModel, stage_checkpoint
+from quill.staging.stage import stage_checkpoint
 from quill.training.checkpoint import CheckpointSource, write_checkpoint
 from quill.vocab import Tokenizer
 
@@ -118,7 +120,8 @@ def cached_smoke_model(cache_root: Path) -> Path:
     """The staged smoke model under ``cache_root``, built if this code has not built it yet.
 
     The folder is named by a hash of every source file that shapes the result (models,
-    staging, preprocessing, vocabulary) and the torch version, so an edit rebuilds it.
+    runtimes, staging, the staged folder's format, preprocessing, vocabulary) and the torch
+    version, so an edit rebuilds it.
     """
     import torch
 
@@ -128,7 +131,10 @@ def cached_smoke_model(cache_root: Path) -> Path:
     digest = hashlib.sha256(torch.__version__.encode())
     sources = [
         *sorted((package / "models").glob("*.py")),
+        *sorted((package / "runtimes").glob("*.py")),
         *sorted((package / "staging").glob("*.py")),
+        package / "staged_model.py",
+        package / "model_files.py",
         package / "preprocess.py",
         package / "vocab.py",
     ]
@@ -139,6 +145,6 @@ def cached_smoke_model(cache_root: Path) -> Path:
     # Test sessions of several packages may ask at once: one builds, the others wait.
     with (target.parent / "build.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "quill-model.json").is_file():
+        if not (target / METADATA_FILE).is_file():
             stage_smoke_model(target)
     return target

@@ -1,49 +1,33 @@
 """``checkpoint -> staged model directory``: rebuild, export, check parity, describe.
 
-The staged directory is self-contained (``quill-model.json``, ``model.onnx``, ``model.pt``,
-``MODEL_CARD.md``): inference reads nothing else, so it can be committed, copied into a
-container image or fetched back from the registry.
+The staged directory is self-contained (:mod:`quill.staged_model`: ``quill-model.json``,
+``model.onnx``, ``model.pt``, ``MODEL_CARD.md``): inference reads nothing else, so it can be
+committed, copied into a container image or fetched back from the registry.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
+import torch
+
+from quill.models.onnx_export import export_interface
 from quill.preprocess import ImageSource, batch_images
-from quill.staging.export import export_interface, export_onnx, export_torchscript
+from quill.runtimes.backends import TorchModuleRuntime, load_backend
+from quill.staged_model import FORMAT_VERSION, Lineage, StagedModel
+from quill.staging.export import ExportResult, export_onnx, export_torchscript
 from quill.staging.model_card import render_model_card
 from quill.staging.parity import check_parity, sample_inputs
-from quill.staging.registry import METADATA_FILE
 from quill.training.checkpoint import CheckpointSource, LoadedCheckpoint, load_checkpoint
-
-FORMAT_VERSION = 1
-MODEL_CARD_FILE = "MODEL_CARD.md"
 
 #: Called with a short description of each step, for progress display.
 Progress = Callable[[str], None]
-
-
-@dataclass
-class StagedModel:
-    path: Path
-    meta: dict[str, Any]
-
-
-def _version(name: str, files: Sequence[Path]) -> str:
-    """Content-addressed version: the same weights always get the same version string."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.read_bytes())
-    return f"{name}-{digest.hexdigest()[:12]}"
 
 
 def _package_version(name: str) -> str:
@@ -68,10 +52,6 @@ def stage_checkpoint(
     Raises ``ParityError`` (and leaves ``out_dir`` untouched) if an export reads differently
     from eager PyTorch.
     """
-    import torch
-
-    from quill.inference.backends import TorchModuleRuntime, load_backend
-
     progress(f"rebuilding the network from {source.path}")
     loaded = load_checkpoint(source.path)
     module = export_interface(loaded.model)
@@ -86,16 +66,15 @@ def stage_checkpoint(
         onnx = export_onnx(module, example, work)
         progress("exporting TorchScript")
         script = export_torchscript(module, work)
-        meta = _metadata(loaded, source, name, work, [onnx, script])
+        staged = _describe(loaded, source, name, work, [onnx, script])
         progress("checking parity with eager PyTorch")
-        max_length = int(meta.get("max_output_length", 0))
-        exports = {b: load_backend(b, work, meta, threads=None) for b in ("onnx", "torchscript")}
-        eager = TorchModuleRuntime(module, loaded.family, max_length)
+        exports = {b: load_backend(b, staged, threads=None) for b in ("onnx", "torchscript")}
+        eager = TorchModuleRuntime(module, loaded.family, staged.max_output_length or 0)
         parity = check_parity(eager, exports, inputs, loaded.tokenizer)
         parity.raise_for_failure()
-        meta["parity"] = parity.to_dict()
-        (work / METADATA_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        (work / MODEL_CARD_FILE).write_text(render_model_card(meta, card_notes))
+        staged = dataclasses.replace(staged, parity=parity.to_dict())
+        staged.save()
+        staged.card_path.write_text(render_model_card(staged, card_notes))
         progress(f"writing {out_dir}")
         work.chmod(0o755)  # mkdtemp made it private (0700)
         if out_dir.exists():
@@ -104,47 +83,48 @@ def stage_checkpoint(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return StagedModel(out_dir, meta)
+    return dataclasses.replace(staged, path=out_dir)
 
 
-def _metadata(
+def _describe(
     loaded: LoadedCheckpoint,
     source: CheckpointSource,
     name: str,
     work: Path,
-    exports: list,
-) -> dict[str, Any]:
-    weight_files = sorted(
-        p for e in exports if e.backend == "onnx" for p in map(work.joinpath, e.files)
-    )
+    exports: list[ExportResult],
+) -> StagedModel:
+    """The metadata of the model exported into ``work``, its version computed from the files
+    (:meth:`StagedModel.content_version`)."""
     data = loaded.config.get("data")
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "name": name,
-        "version": _version(name, weight_files),
-        "family": loaded.family,
-        "model_name": loaded.model_name,
-        "model_config": loaded.model_config,
-        "parameters": sum(p.numel() for p in loaded.model.parameters()),
-        "tokenizer": loaded.tokenizer.to_dict(),
-        "preprocess": loaded.preprocess.to_dict(),
-        "backends": {e.backend: {"files": e.files, **e.details} for e in exports},
-        "lineage": {
-            "run_id": source.run_id,
-            "checkpoint": source.artifact or str(source.path),
-            "checkpoint_sha256": loaded.sha256,
-            "dataset_version": loaded.dataset_version,
-            "initialised_from": source.initialised_from,
-        },
-        "training_data": data if isinstance(data, str | dict) else None,
-        "metrics": source.metrics,
-        "created_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        "quill_version": _package_version("quill"),
-        "runtime_versions": {
+    staged = StagedModel(
+        path=work,
+        format_version=FORMAT_VERSION,
+        name=name,
+        version="",
+        family=loaded.family,
+        model_name=loaded.model_name,
+        model_config=loaded.model_config,
+        parameters=sum(p.numel() for p in loaded.model.parameters()),
+        tokenizer=loaded.tokenizer,
+        preprocess=loaded.preprocess,
+        backends={e.backend: e.backend_files() for e in exports},
+        lineage=Lineage(
+            run_id=source.run_id,
+            checkpoint=source.artifact or str(source.path),
+            checkpoint_sha256=loaded.sha256,
+            dataset_version=loaded.dataset_version,
+            initialised_from=source.initialised_from,
+        ),
+        training_data=data if isinstance(data, str | dict) else None,
+        metrics=source.metrics,
+        created_at=datetime.now(UTC).replace(microsecond=0).isoformat(),
+        quill_version=_package_version("quill"),
+        runtime_versions={
             "torch": _package_version("torch"),
             "onnxruntime": _package_version("onnxruntime"),
         },
-    }
-    if loaded.family == "seq2seq":
-        meta["max_output_length"] = int(loaded.model.max_output_length)
-    return meta
+        max_output_length=(
+            int(loaded.model.max_output_length) if loaded.family == "seq2seq" else None
+        ),
+    )
+    return dataclasses.replace(staged, version=staged.content_version())

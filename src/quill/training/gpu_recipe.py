@@ -40,6 +40,7 @@ import yaml
 from quill.data import ink_cache
 from quill.data.manifest import MANIFEST_NAME, Manifest
 from quill.errors import QuillError
+from quill.model_files import METADATA_FILE, TORCHSCRIPT_FILE
 from quill.preprocess import PreprocessConfig
 from quill.training.config import resolve_config
 from quill.training.train import (
@@ -223,7 +224,7 @@ def _pack_weights(tar: tarfile.TarFile, source: Path, packed: dict[str, Any]) ->
         torch.save(checkpoint, buffer)
         packed["model"]["init_from"] = f"init/{source.name}"
         return _add_bytes(tar, f"init/{source.name}", buffer.getvalue())
-    files = [source / "quill-model.json", source / "model.pt"]
+    files = [source / METADATA_FILE, source / TORCHSCRIPT_FILE]
     if not all(f.is_file() for f in files):
         raise RecipeError(f"model.init_from: {source} is neither a .ckpt nor a staged model")
     packed["model"]["init_from"] = "init/model"

@@ -18,7 +18,6 @@ would make every output class read as the wrong character.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ import torch
 from torch import nn
 
 from quill.errors import QuillError
+from quill.model_files import METADATA_FILE, TORCHSCRIPT_FILE
+from quill.staged_model import ModelLoadError, StagedModel
 from quill.training.checkpoint import INITIALISED_FROM_TAG as INITIALISED_FROM_TAG
 from quill.training.checkpoint import CheckpointError, load_checkpoint
 from quill.vocab import SPECIAL_TOKENS, Tokenizer
@@ -51,22 +52,25 @@ def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
 
 
 def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    meta_path = directory / "quill-model.json"
-    scripted_path = directory / "model.pt"
-    if not meta_path.is_file() or not scripted_path.is_file():
+    """The weights of a staged model's TorchScript file, and its tokenizer and version."""
+    scripted_path = directory / TORCHSCRIPT_FILE
+    if not StagedModel.is_staged(directory) or not scripted_path.is_file():
         raise InitWeightsError(
             f"{directory} is not a staged model with TorchScript weights "
-            "(expected quill-model.json and model.pt, as `quill stage` writes)"
+            f"(expected {METADATA_FILE} and {TORCHSCRIPT_FILE}, as `quill stage` writes)"
         )
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    try:
+        staged = StagedModel.load(directory)
+    except ModelLoadError as exc:
+        raise InitWeightsError(f"cannot read {directory}: {exc}") from exc
     try:
         state = torch.jit.load(str(scripted_path), map_location="cpu").state_dict()
     except RuntimeError as exc:
         raise InitWeightsError(f"cannot read {scripted_path}: {exc}") from exc
-    # a CTC export wraps the network as `.model` (staging.export.CTCExport); seq2seq is bare
-    if meta.get("family") == "ctc":
+    # a CTC export wraps the network as `.model` (models.onnx_export.CTCExport); seq2seq is bare
+    if staged.family == "ctc":
         state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    return dict(state), meta.get("tokenizer", {}), f"{directory} ({meta.get('version')})"
+    return dict(state), staged.tokenizer.to_dict(), f"{directory} ({staged.version})"
 
 
 def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokenizer) -> str:

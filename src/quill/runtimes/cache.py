@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from quill.models.language_model import COMPILED_FORMAT_VERSION
+from quill.staged_model import StagedModel
 
 log = logging.getLogger(__name__)
 
@@ -101,15 +102,12 @@ def machine_fingerprint() -> dict[str, Any]:
     }
 
 
-def backend_choice_key(
-    model_dir: Path, meta: dict[str, Any], threads: int | None, candidates: tuple[str, ...]
-) -> str:
+def backend_choice_key(model: StagedModel, threads: int | None, candidates: tuple[str, ...]) -> str:
     """The key of ``auto``'s choice for this model, thread count and machine."""
-    files = sorted(
-        {f for name in candidates for f in meta.get("backends", {}).get(name, {}).get("files", [])}
-    )
-    model = [meta.get("version"), meta.get("decoding"), [_stamp(model_dir / f) for f in files]]
-    return _digest(model, threads, candidates, machine_fingerprint())
+    files = sorted({path for name in candidates for path in model.files_of(name)})
+    decoding = None if model.decoding is None else model.decoding.to_dict()
+    described = [model.version, decoding, [_stamp(path) for path in files]]
+    return _digest(described, threads, candidates, machine_fingerprint())
 
 
 def read_backend_choice(key: str) -> dict[str, Any] | None:

@@ -11,47 +11,54 @@ Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B
 
 ``auto`` times each available serving runtime on the same probe batch and keeps the fastest:
 the winner depends on the machine, the thread count and the model, so it is measured where
-the model runs rather than assumed, once: :mod:`quill.inference.cache` remembers it per model,
+the model runs rather than assumed, once: :mod:`quill.runtimes.cache` remembers it per model,
 threads and machine, so later starts load only the winner (ONNX Runtime without torch).
 
-torch is imported only by the torch runtimes, inside them: an ONNX start never pays for it.
+Every runtime reads a :class:`~quill.staged_model.StagedModel`. Staging runs them for its
+parity check and inference for every prediction, so they sit below both.
+
+torch is imported only by the torch runtimes, inside them: an ONNX start never pays for it
+(torch takes seconds to import; a container may serve with ONNX Runtime alone).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import statistics
+import time
 from collections.abc import Callable
-from dataclasses import fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from quill.inference import cache
+from quill.model_files import DECODER_STEP_FILE, ENCODER_FILE, ONNX_FILE, TORCHSCRIPT_FILE
 from quill.models.decoding import CTCDecoder, Decoded, seq2seq_greedy_decode
 from quill.models.language_model import CharNGramLM
-from quill.vocab import Tokenizer
+from quill.runtimes import cache
+from quill.staged_model import ModelLoadError, StagedModel
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("onnx", "torchscript", "eager")
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
 AUTO_CANDIDATES = ("onnx", "torchscript")
-FAMILIES = ("ctc", "seq2seq")
 
 
-class ModelLoadError(RuntimeError):
-    """A staged model's files are missing or unreadable; the message names the file."""
-
-
-class Backend(Protocol):
-    name: str
+class Decodes(Protocol):
+    """Anything that decodes a batch: a runtime, or a module staging compares with one."""
 
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         """(B,1,H,W) float32 images and their (B,) true widths -> ids and confidence each."""
         ...
+
+
+class Backend(Decodes, Protocol):
+    """A runtime of a staged model, named as ``--backend`` names it."""
+
+    name: str
 
 
 def _session(path: Path, threads: int | None) -> Any:
@@ -67,28 +74,28 @@ def _session(path: Path, threads: int | None) -> Any:
         raise ModelLoadError(f"cannot load ONNX model {path}: {exc}") from exc
 
 
-def ctc_decoder(model_dir: Path, meta: dict[str, Any]) -> CTCDecoder:
+def ctc_decoder(model: StagedModel) -> CTCDecoder:
     """The decoder a staged CTC model's ``decoding`` section asks for (greedy if none).
 
     ``{"method": "beam", "beam_width": 8, "lm": "lm.json", "lm_weight": 0.5,
     "insertion_bonus": 1.0, "prune_log_prob": -8.0}``; the language model file is relative to
     the model directory.
     """
-    spec = dict(meta.get("decoding") or {})
-    lm_file = spec.pop("lm", None)
-    unknown = set(spec) - {f.name for f in fields(CTCDecoder)}
-    if unknown:
-        raise ModelLoadError(f"{model_dir}: unknown decoding settings {sorted(unknown)}")
-    lm = _load_lm(model_dir / lm_file) if lm_file and spec.get("method") == "beam" else None
-    if lm is not None:
+    decoding = model.decoding
+    if decoding is None:
+        return CTCDecoder()
+    settings = decoding.decoder_settings()
+    lm_path = model.lm_path
+    lm = _load_lm(lm_path) if lm_path is not None else None
+    if lm is not None and lm_path is not None:
         try:
-            lm.check_tokenizer(Tokenizer.from_dict(meta["tokenizer"]))
+            lm.check_tokenizer(model.tokenizer)
         except ValueError as exc:
-            raise ModelLoadError(f"{model_dir / lm_file}: {exc}") from exc
+            raise ModelLoadError(f"{lm_path}: {exc}") from exc
     try:
-        return CTCDecoder(lm=lm, **spec)
+        return CTCDecoder(lm=lm, **settings)
     except (TypeError, ValueError) as exc:
-        raise ModelLoadError(f"{model_dir}: bad decoding settings {spec}: {exc}") from exc
+        raise ModelLoadError(f"{model.path}: bad decoding settings {settings}: {exc}") from exc
 
 
 @lru_cache(maxsize=4)
@@ -117,9 +124,9 @@ def _load_lm(path: Path) -> CharNGramLM:
 class OnnxCTC:
     name = "onnx"
 
-    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
-        self.session = _session(model_dir / "model.onnx", threads)
-        self.decoder = ctc_decoder(model_dir, meta)
+    def __init__(self, model: StagedModel, threads: int | None = None):
+        self.session = _session(model.path / ONNX_FILE, threads)
+        self.decoder = ctc_decoder(model)
 
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         log_probs, lengths = self.session.run(None, {"images": images, "widths": widths})
@@ -129,16 +136,20 @@ class OnnxCTC:
 class OnnxSeq2Seq:
     name = "onnx"
 
-    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
-        self.encoder = _session(model_dir / "encoder.onnx", threads)
-        self.step = _session(model_dir / "decoder_step.onnx", threads)
+    def __init__(self, model: StagedModel, threads: int | None = None):
+        self.encoder = _session(model.path / ENCODER_FILE, threads)
+        self.step = _session(model.path / DECODER_STEP_FILE, threads)
         self.session = self.encoder  # what thread-setting checks inspect
-        self.max_length = int(meta["max_output_length"])
+        if model.max_output_length is None:
+            raise ModelLoadError(f"{model.metadata_path} lacks a seq2seq max_output_length")
+        self.max_length = model.max_output_length
 
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         cross_keys, cross_values = self.encoder.run(None, {"images": images})
 
-        def step(tokens: np.ndarray, keys: np.ndarray, values: np.ndarray) -> list[np.ndarray]:
+        def step(
+            tokens: np.ndarray, keys: np.ndarray, values: np.ndarray
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             feeds = {
                 "tokens": tokens,
                 "self_keys": keys,
@@ -146,7 +157,8 @@ class OnnxSeq2Seq:
                 "cross_keys": cross_keys,
                 "cross_values": cross_values,
             }
-            return self.step.run(None, feeds)
+            logits, new_keys, new_values = self.step.run(None, feeds)
+            return logits, new_keys, new_values
 
         return seq2seq_greedy_decode(step, cross_keys, self.max_length)
 
@@ -199,10 +211,10 @@ def _load_script(path: Path) -> Any:
 class TorchScriptRuntime(TorchModuleRuntime):
     name = "torchscript"
 
-    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
+    def __init__(self, model: StagedModel, threads: int | None = None):
         _set_torch_threads(threads)
-        script = _load_script(model_dir / "model.pt")
-        super().__init__(script, meta["family"], *_torch_decoding(model_dir, meta))
+        script = _load_script(model.path / TORCHSCRIPT_FILE)
+        super().__init__(script, model.family, *_torch_decoding(model))
 
 
 class EagerRuntime(TorchModuleRuntime):
@@ -213,27 +225,26 @@ class EagerRuntime(TorchModuleRuntime):
 
     name = "eager"
 
-    def __init__(self, model_dir: Path, meta: dict[str, Any], threads: int | None = None):
+    def __init__(self, model: StagedModel, threads: int | None = None):
         # lazy: the network's code needs torch, which ONNX starts never import
         from quill.models import build_model
-        from quill.staging.export import export_interface
+        from quill.models.onnx_export import export_interface
 
         _set_torch_threads(threads)
-        num_classes = len(Tokenizer.from_dict(meta["tokenizer"]))
-        model = build_model(meta["model_name"], num_classes, **meta["model_config"])
-        module = export_interface(model)
+        network = build_model(model.model_name, len(model.tokenizer), **model.model_config)
+        module = export_interface(network)
         # A scripted module also saves non-persistent buffers (e.g. positional tables),
         # which the rebuilt module recomputes: load only the keys it persists.
         expected = module.state_dict().keys()
-        scripted = _load_script(model_dir / "model.pt").state_dict()
+        scripted = _load_script(model.path / TORCHSCRIPT_FILE).state_dict()
         module.load_state_dict({k: v for k, v in scripted.items() if k in expected})
-        super().__init__(module.eval(), meta["family"], *_torch_decoding(model_dir, meta))
+        super().__init__(module.eval(), model.family, *_torch_decoding(model))
 
 
-def _torch_decoding(model_dir: Path, meta: dict[str, Any]) -> tuple[int, CTCDecoder | None]:
+def _torch_decoding(model: StagedModel) -> tuple[int, CTCDecoder | None]:
     """(seq2seq length limit, CTC decoder) of a staged model for the torch runtimes."""
-    decoder = ctc_decoder(model_dir, meta) if meta["family"] == "ctc" else None
-    return int(meta.get("max_output_length", 0)), decoder
+    decoder = ctc_decoder(model) if model.family == "ctc" else None
+    return model.max_output_length or 0, decoder
 
 
 _RUNTIMES: dict[tuple[str, str], type] = {
@@ -246,63 +257,70 @@ _RUNTIMES: dict[tuple[str, str], type] = {
 }
 
 
-def load_backend(name: str, model_dir: Path, meta: dict[str, Any], threads: int | None) -> Backend:
-    """Open runtime ``name`` for the staged model in ``model_dir``."""
+def load_backend(name: str, model: StagedModel, threads: int | None) -> Backend:
+    """Open runtime ``name`` for the staged ``model``."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
-    family = meta.get("family")
-    if family not in FAMILIES:
-        raise ModelLoadError(f"{model_dir}: unknown model family {family!r}")
     source = "torchscript" if name == "eager" else name
-    for file in meta.get("backends", {}).get(source, {}).get("files", []):
-        if not (model_dir / file).is_file():
-            raise ModelLoadError(f"{model_dir} has no {file} for the {name} backend")
-    return _RUNTIMES[(family, name)](model_dir, meta, threads)
+    for path in model.files_of(source):
+        if not path.is_file():
+            raise ModelLoadError(f"{model.path} has no {path.name} for the {name} backend")
+    runtime: Backend = _RUNTIMES[(model.family, name)](model, threads)
+    return runtime
+
+
+def median_decode_ms(
+    runtime: Decodes, batch: np.ndarray, widths: np.ndarray, repeats: int = 3
+) -> float:
+    """Median milliseconds of ``repeats`` decodes of one batch, after a warm-up decode."""
+    runtime.decode(batch, widths)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        runtime.decode(batch, widths)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
 
 
 def choose_backend(
-    model_dir: Path, meta: dict[str, Any], threads: int | None, probe: tuple[np.ndarray, np.ndarray]
+    model: StagedModel, threads: int | None, probe: tuple[np.ndarray, np.ndarray]
 ) -> tuple[Backend, dict[str, float]]:
     """The fastest of the available serving runtimes on ``probe``, and every time measured."""
-    # lazy: measuring is rare (its result is cached), and parity pulls in image drawing
-    from quill.staging.parity import median_decode_ms
-
     timings: dict[str, float] = {}
     loaded: dict[str, Backend] = {}
     for name in AUTO_CANDIDATES:
-        files = meta.get("backends", {}).get(name, {}).get("files", [])
-        if not files or not all((model_dir / f).is_file() for f in files):
+        files = model.files_of(name)
+        if not files or not all(path.is_file() for path in files):
             continue
         try:
-            loaded[name] = load_backend(name, model_dir, meta, threads)
+            loaded[name] = load_backend(name, model, threads)
         except ImportError:
             continue  # e.g. an image without torch serves with ONNX Runtime alone
         timings[name] = median_decode_ms(loaded[name], *probe)
     if not loaded:
-        raise ModelLoadError(f"{model_dir} has no ONNX or TorchScript file to run")
+        raise ModelLoadError(f"{model.path} has no ONNX or TorchScript file to run")
     best = min(timings, key=timings.__getitem__)
     return loaded[best], timings
 
 
 def auto_backend(
-    model_dir: Path,
-    meta: dict[str, Any],
+    model: StagedModel,
     threads: int | None,
     probe: Callable[[], tuple[np.ndarray, np.ndarray]],
 ) -> tuple[Backend, dict[str, float], bool]:
     """``auto``: the runtime measured fastest for this model, threads and machine, and the
     timings of that measurement; measured now (on ``probe()``) unless the cache remembers it.
     The third value says whether the choice came from the cache."""
-    key = cache.backend_choice_key(model_dir, meta, threads, AUTO_CANDIDATES)
+    key = cache.backend_choice_key(model, threads, AUTO_CANDIDATES)
     remembered = cache.read_backend_choice(key)
     if remembered is not None and remembered["backend"] in AUTO_CANDIDATES:
         try:
-            backend = load_backend(remembered["backend"], model_dir, meta, threads)
+            backend = load_backend(remembered["backend"], model, threads)
             return backend, dict(remembered["timings_ms"]), True
         except (ImportError, ModelLoadError) as exc:  # e.g. torch uninstalled since: measure
             log.info("cached backend choice %s unusable: %s", remembered["backend"], exc)
-    backend, timings = choose_backend(model_dir, meta, threads, probe())
+    backend, timings = choose_backend(model, threads, probe())
     cache.write_backend_choice(
-        key, backend.name, timings, model_version=meta.get("version"), threads=threads
+        key, backend.name, timings, model_version=model.version, threads=threads
     )
     return backend, timings, False

@@ -1,0 +1,387 @@
+"""The staged model folder: its metadata (typed), how it is read and written, its version.
+
+A staged model is a self-contained folder that inference reads and nothing else (file names:
+:mod:`quill.model_files`)::
+
+    quill-model.json   metadata (:class:`StagedModel`): tokenizer, preprocessing, decoding,
+                       lineage, exported files, parity, metrics
+    model.onnx         CTC graph (seq2seq: encoder.onnx + decoder_step.onnx), ONNX Runtime
+    model.pt           TorchScript: the torchscript runtime, the eager one's weights,
+                       fine-tuning's starting weights
+    lm.json            the character language model its decoding names (optional)
+    MODEL_CARD.md      the model card (``quill.staging.model_card``)
+
+This module sits near the bottom of the layers (it needs only the vocabulary and the
+preprocessing config), so that training (``--init-from`` a staged model), the runtimes,
+staging (which writes the folder) and inference (which reads it) share one definition.
+
+**Version.** ``NAME-<12 hex>``, a SHA-256 of the weights (the ONNX files), the preprocessing,
+the vocabulary and the decoding (with the language model file it uses): a model that reads
+differently gets another version. :meth:`StagedModel.set_decoding` (``quill lm tune
+--write``) gives a new version when the decoding changes. Loading never recomputes the
+version: a folder keeps the one it records (the shipped models' versions were recorded when
+the version hashed the ONNX file alone).
+
+**Strict.** ``quill-model.json`` is parsed strictly: a key this Quill does not know (a typo, or
+a folder written by a newer format) is a :class:`ModelLoadError` naming it, never silently
+dropped; so is a decoding setting that is not one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quill.errors import ConfigError, QuillError
+from quill.model_files import LM_FILE, METADATA_FILE, MODEL_CARD_FILE
+from quill.preprocess import PreprocessConfig
+from quill.strict_dict import strict_from_dict, unknown_key_message
+from quill.vocab import Tokenizer
+
+#: ``format_version`` of the metadata this code writes and reads.
+FORMAT_VERSION = 1
+FAMILIES = ("ctc", "seq2seq")
+
+
+class ModelLoadError(QuillError, RuntimeError):
+    """A staged model's files are missing or unreadable; the message names the file."""
+
+    code = "model_load_failed"
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """A CTC model's ``decoding`` section: how its frames become text (``quill lm tune``).
+
+    A setting left out (None) takes :class:`quill.models.decoding.CTCDecoder`'s default;
+    ``lm`` is a file name relative to the model folder.
+
+    >>> DecodingConfig.from_dict({"method": "beam", "lm": "lm.json"}).to_dict()
+    {'method': 'beam', 'lm': 'lm.json'}
+    """
+
+    method: str | None = None
+    beam_width: int | None = None
+    prune_log_prob: float | None = None
+    lm_weight: float | None = None
+    insertion_bonus: float | None = None
+    lm: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "decoding") -> DecodingConfig:
+        """Strict: a key that is not a setting is a :class:`ModelLoadError`."""
+        if not isinstance(data, Mapping):
+            raise ModelLoadError(f"{where}: the decoding section must be a mapping")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelLoadError(f"{where}: unknown decoding settings {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings given (None left out), in field order."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def decoder_settings(self) -> dict[str, Any]:
+        """Keyword arguments of ``CTCDecoder`` (all but the LM file)."""
+        return {k: v for k, v in self.to_dict().items() if k != "lm"}
+
+    @property
+    def uses_lm(self) -> bool:
+        """Whether decoding reads the language model file (beam search naming one)."""
+        return self.method == "beam" and self.lm is not None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a staged model came from: its training run, checkpoint and data."""
+
+    run_id: str | None = None
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
+    dataset_version: str | None = None
+    #: The weights the run started from, when it was fine-tuned (``--init-from``).
+    initialised_from: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BackendFiles:
+    """What one export wrote (file names in the folder) and how (exporter, opset, ...)."""
+
+    files: tuple[str, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> BackendFiles:
+        files = data.get("files") if isinstance(data, Mapping) else None
+        if not isinstance(files, list | tuple) or not all(isinstance(f, str) for f in files):
+            raise ModelLoadError(f"{where}: expected a list of file names under 'files'")
+        return cls(tuple(files), {k: v for k, v in data.items() if k != "files"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": list(self.files), **self.details}
+
+
+@dataclass(frozen=True)
+class StagedModel:
+    """A staged model folder: ``path`` and the typed content of its ``quill-model.json``.
+
+    Read with :meth:`load`; write with :meth:`save` (``quill stage``) or
+    :meth:`set_decoding` (``quill lm tune --write``). Field order is the JSON's key order.
+    """
+
+    path: Path
+    name: str
+    version: str
+    family: str
+    model_name: str
+    model_config: dict[str, Any]
+    tokenizer: Tokenizer
+    preprocess: PreprocessConfig
+    backends: dict[str, BackendFiles]
+    parameters: int = 0
+    lineage: Lineage = field(default_factory=Lineage)
+    #: The ``data`` section of the training run's config (a dict, or a description).
+    training_data: str | dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    created_at: str = ""
+    quill_version: str = "unknown"
+    runtime_versions: dict[str, str] = field(default_factory=dict)
+    #: A seq2seq model's longest output, in tokens.
+    max_output_length: int | None = None
+    #: ``quill.staging.parity.ParityReport.to_dict()``: how each export compared with eager.
+    parity: dict[str, Any] | None = None
+    #: A CTC model's decoding; None: greedy.
+    decoding: DecodingConfig | None = None
+    format_version: int = FORMAT_VERSION
+
+    # -- reading ----------------------------------------------------------------------------
+    @staticmethod
+    def is_staged(path: str | Path) -> bool:
+        """Whether ``path`` is a folder with a ``quill-model.json``."""
+        return (Path(path) / METADATA_FILE).is_file()
+
+    @classmethod
+    def load(cls, path: str | Path) -> StagedModel:
+        """Read the folder's ``quill-model.json``; :class:`ModelLoadError` if it is missing,
+        corrupt or not this format."""
+        path = Path(path)
+        meta_path = path / METADATA_FILE
+        if not meta_path.is_file():
+            raise ModelLoadError(f"{path} is not a staged model: {METADATA_FILE} is missing")
+        try:
+            data = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{meta_path} is corrupt: {exc}") from exc
+        return cls.from_dict(path, data)
+
+    @classmethod
+    def from_dict(cls, path: str | Path, data: Mapping[str, Any]) -> StagedModel:
+        """The model at ``path`` described by ``data`` (the JSON's content), strictly."""
+        path = Path(path)
+        where = str(path / METADATA_FILE)
+        if not isinstance(data, Mapping):
+            raise ModelLoadError(f"{where} is corrupt: expected a JSON object")
+        allowed = [f.name for f in dataclasses.fields(cls) if f.name != "path"]
+        unknown = [str(key) for key in data if key not in allowed]
+        if unknown:
+            raise ModelLoadError(
+                f"{where}: " + unknown_key_message(METADATA_FILE, unknown, allowed)
+            )
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{where} has format_version {version!r}; this Quill reads {FORMAT_VERSION}"
+            )
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise ModelLoadError(f"{where} lacks {', '.join(map(repr, missing))}")
+        if data["family"] not in FAMILIES:
+            raise ModelLoadError(f"{path}: unknown model family {data['family']!r}")
+        try:
+            tokenizer = Tokenizer.from_dict(data["tokenizer"])
+            preprocess = PreprocessConfig.from_dict(data["preprocess"], f"{where}: preprocess")
+            lineage = strict_from_dict(Lineage, data.get("lineage") or {}, f"{where}: lineage")
+        except (ConfigError, KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{where}: {exc}") from exc
+        decoding = data.get("decoding")
+        backends = data["backends"]
+        if not isinstance(backends, Mapping):
+            raise ModelLoadError(f"{where}: 'backends' must map runtimes to their files")
+        max_length = data.get("max_output_length")
+        return cls(
+            path=path,
+            name=str(data["name"]),
+            version=str(data["version"]),
+            family=data["family"],
+            model_name=str(data["model_name"]),
+            model_config=dict(data["model_config"]),
+            tokenizer=tokenizer,
+            preprocess=preprocess,
+            backends={
+                name: BackendFiles.from_dict(spec, f"{where}: backends.{name}")
+                for name, spec in backends.items()
+            },
+            parameters=int(data.get("parameters", 0)),
+            lineage=lineage,
+            training_data=data.get("training_data"),
+            metrics=dict(data.get("metrics") or {}),
+            created_at=str(data.get("created_at", "")),
+            quill_version=str(data.get("quill_version", "unknown")),
+            runtime_versions=dict(data.get("runtime_versions") or {}),
+            max_output_length=None if max_length is None else int(max_length),
+            parity=data.get("parity"),
+            decoding=None if decoding is None else DecodingConfig.from_dict(decoding, str(path)),
+            format_version=FORMAT_VERSION,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The content of ``quill-model.json`` (what :meth:`from_dict` reads back)."""
+        data: dict[str, Any] = {
+            "format_version": self.format_version,
+            "name": self.name,
+            "version": self.version,
+            "family": self.family,
+            "model_name": self.model_name,
+            "model_config": self.model_config,
+            "parameters": self.parameters,
+            "tokenizer": self.tokenizer.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "backends": {name: spec.to_dict() for name, spec in self.backends.items()},
+            "lineage": self.lineage.to_dict(),
+            "training_data": self.training_data,
+            "metrics": self.metrics,
+            "created_at": self.created_at,
+            "quill_version": self.quill_version,
+            "runtime_versions": self.runtime_versions,
+        }
+        if self.max_output_length is not None:
+            data["max_output_length"] = self.max_output_length
+        if self.parity is not None:
+            data["parity"] = self.parity
+        if self.decoding is not None:
+            data["decoding"] = self.decoding.to_dict()
+        return data
+
+    # -- the folder's files -----------------------------------------------------------------
+    @property
+    def metadata_path(self) -> Path:
+        return self.path / METADATA_FILE
+
+    @property
+    def card_path(self) -> Path:
+        return self.path / MODEL_CARD_FILE
+
+    def files_of(self, backend: str) -> list[Path]:
+        """The files runtime ``backend`` (``onnx`` or ``torchscript``) reads; [] if none."""
+        spec = self.backends.get(backend)
+        return [self.path / name for name in spec.files] if spec else []
+
+    def weight_files(self) -> list[Path]:
+        """The files whose bytes the version hashes: the ONNX export (all of its files)."""
+        return sorted(self.files_of("onnx"))
+
+    @property
+    def lm_path(self) -> Path | None:
+        """The language model file the decoding reads, if it reads one."""
+        if self.decoding is None or not self.decoding.uses_lm or self.decoding.lm is None:
+            return None
+        return self.path / self.decoding.lm
+
+    # -- version ------------------------------------------------------------------------------
+    def content_version(self) -> str:
+        """``NAME-<12 hex>`` of the weights, preprocessing, vocabulary and decoding (with its
+        language model file): what this model's version is when it is (re)written."""
+        digest = hashlib.sha256()
+        for path in self.weight_files():
+            _hash_file(digest, path)
+        digest.update(self._decoding_digest().encode())
+        return f"{self.name}-{digest.hexdigest()[:12]}"
+
+    def _decoding_digest(self) -> str:
+        """A digest of how the frames become text: preprocessing and vocabulary (what the
+        frames mean) and the decoding, with the bytes of the LM file it uses."""
+        digest = hashlib.sha256()
+        described = {
+            "preprocess": self.preprocess.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "decoding": {"method": "greedy", **(self.decoding or DecodingConfig()).to_dict()},
+        }
+        digest.update(json.dumps(described, sort_keys=True).encode())
+        lm = self.lm_path
+        if lm is not None and lm.is_file():
+            _hash_file(digest, lm)
+        return digest.hexdigest()
+
+    # -- writing ------------------------------------------------------------------------------
+    def save(self) -> Path:
+        """Write ``quill-model.json`` (atomically: readers see the old or the new file)."""
+        text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        _write_atomic(self.metadata_path, text)
+        return self.metadata_path
+
+    def set_decoding(self, decoding: DecodingConfig, lm: Path | None = None) -> StagedModel:
+        """Make ``decoding`` this folder's decoding and return the model as now saved.
+
+        ``lm`` (a language model file for a beam search that uses one) is copied in as
+        ``lm.json`` and the decoding names it. The version changes when the model now decodes
+        differently (other settings, or another LM file); writing the same decoding again
+        keeps it.
+        """
+        before = self._decoding_digest()
+        if lm is not None:
+            if lm.resolve() != (self.path / LM_FILE).resolve():
+                shutil.copyfile(lm, self.path / LM_FILE)
+            decoding = dataclasses.replace(decoding, lm=LM_FILE)
+        updated = dataclasses.replace(self, decoding=decoding)
+        if updated._decoding_digest() != before:
+            updated = dataclasses.replace(updated, version=updated.content_version())
+        updated.save()
+        return updated
+
+    def with_decoding_method(self, method: str) -> StagedModel:
+        """In memory only: this model decoding with ``method`` (``greedy`` or ``beam``) and
+        its other decoding settings, for a caller that overrides how to decode."""
+        decoding = dataclasses.replace(self.decoding or DecodingConfig(), method=method)
+        return dataclasses.replace(self, decoding=decoding)
+
+
+_REQUIRED = (
+    "name",
+    "version",
+    "family",
+    "model_name",
+    "model_config",
+    "tokenizer",
+    "preprocess",
+    "backends",
+)
+
+
+def _hash_file(digest: Any, path: Path) -> None:
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
