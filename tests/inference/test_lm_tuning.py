@@ -14,7 +14,7 @@ from quill.cli import app
 from quill.data.manifest import Manifest, Sample, file_sha256
 from quill.inference.recognizer import Recognizer
 from quill.model_files import METADATA_FILE
-from quill.staged_model import ModelLoadError
+from quill.staged_model import ModelLoadError, StagedModel
 from quill.staging.parity import render_line
 from quill.staging.smoke import SMOKE_WORDS
 
@@ -47,7 +47,9 @@ def invoke(*args: str) -> str:
     return result.output
 
 
-def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(model_copy, val_lines, tmp_path):
+def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(
+    model_copy, val_lines, tmp_path, smoke_model
+):
     lm_path = tmp_path / "lm.json"
     fitted = invoke("lm", "fit", str(lm_path), "--dataset", str(val_lines), "--no-corpus",
                     "--order", "3", "--evaluate", str(val_lines))  # fmt: skip
@@ -63,8 +65,16 @@ def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(model_copy, va
     assert sorted(s.get("prune_log_prob", 0) for s in settings) == [-12] * 3 + [-4] * 3 + [0]
     assert [float(row[0]) for row in rows] == sorted(float(row[0]) for row in rows)
 
+    before = StagedModel.load(smoke_model)
+    written = StagedModel.load(model_copy)
     decoding = json.loads((model_copy / METADATA_FILE).read_text())["decoding"]
     card = (model_copy / "MODEL_CARD.md").read_text()
+    # a decoding that reads differently is a new version, shown in the card's header
+    assert (written.version == before.version) == (
+        written.content_version() == before.content_version()
+    )
+    assert written.version == written.content_version()
+    assert f"Version `{written.version}`" in card
     assert card.count("## Decoding") == 1 and card.index("## Decoding") < card.index("## Files")
     assert f"| `{json.dumps(decoding)}` |" in card and "4 val lines" in card
     assert decoding["method"] in ("greedy", "beam")
@@ -179,3 +189,23 @@ def test_a_staged_language_model_of_another_character_set_is_a_load_error(model_
     (model_copy / METADATA_FILE).write_text(json.dumps(meta))
     with pytest.raises(ModelLoadError, match="fitted with another character set"):
         Recognizer.from_path(model_copy, backend="onnx")
+
+
+def test_a_blank_tuning_line_is_scored_as_read_empty(smoke_model, tmp_path):
+    """The recognizer does not run the model on blank paper; tuning keeps its place in the
+    line order and scores it as the empty reading it gets."""
+    from PIL import Image
+
+    from quill.inference import decoding_tuning
+
+    render_line("ink").save(tmp_path / "ink.png")
+    Image.new("RGB", (600, 90), (246, 242, 232)).save(tmp_path / "blank.png")
+    recognizer = Recognizer.from_path(smoke_model, backend="onnx", threads=1, decoding="greedy")
+    batches = decoding_tuning.record_log_probs(
+        recognizer, [tmp_path / "ink.png", tmp_path / "blank.png"]
+    )
+    assert len(batches) == 2 and batches[1] == (None, None)
+    results = decoding_tuning.tune(
+        batches, ["ink", ""], recognizer.tokenizer.decode, None, [], [], [4]
+    )
+    assert {r.cer for r in results} == {0.0}

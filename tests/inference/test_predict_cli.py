@@ -44,3 +44,20 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert "not a staged model" in result.output
+
+
+def test_json_for_blank_paper_says_it_is_blank(smoke_model: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from quill.inference.recognizer import BLANK_NOTE
+
+    Image.new("RGB", (600, 90), (246, 242, 232)).save(tmp_path / "blank.png")
+    Image.new("L", (300, 60), 200).save(tmp_path / "grey.png")
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "*.png"), "--json", "--model", str(smoke_model)]
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 2
+    for record in records:
+        assert (record["text"], record["confidence"], record["note"]) == ("", 1.0, BLANK_NOTE)

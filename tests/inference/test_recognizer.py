@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quill.inference.recognizer import Recognizer
+from quill.inference.recognizer import BLANK_NOTE, Recognizer
 from quill.preprocess import ImageError
 from quill.staged_model import ModelLoadError
 from quill.staging.parity import render_line
@@ -294,3 +294,42 @@ def test_lines_of_very_different_widths_are_read_as_when_alone(recognizer: Recog
         [30, 31],
         [32],
     ]
+
+
+def near_blank_paper() -> Image.Image:
+    """A photo of empty paper: JPEG noise, a shadow across it and a speck of dust."""
+    rng = np.random.default_rng(0)
+    pixels = rng.normal((232, 226, 212), 4.0, (90, 600, 3))
+    pixels *= np.linspace(1.0, 0.8, 600)[None, :, None]
+    pixels[40:43, 300:303] -= 40
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=75)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def test_blank_and_near_blank_images_read_as_nothing_without_the_model(
+    recognizer: Recognizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Empty paper has no text: the model is not asked (it would guess letters from the
+    paper), the answer is "" at confidence 1 and its note says why."""
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (600, 90), PAPER).save(blank)
+    near = tmp_path / "near-blank.jpg"
+    near_blank_paper().save(near, quality=95)
+    calls: list[int] = []
+    decode = recognizer.runtime.decode
+
+    def counting(images: np.ndarray, widths: np.ndarray) -> list:
+        calls.append(len(images))
+        return decode(images, widths)
+
+    monkeypatch.setattr(recognizer.runtime, "decode", counting)
+    for kind in ("auto", "line", "paragraph"):
+        predictions = recognizer.predict([blank, near], kind=kind)
+        assert [(p.text, p.confidence, p.note) for p in predictions] == [("", 1.0, BLANK_NOTE)] * 2
+        assert all(len(p.lines) == 1 and p.lines[0].text == "" for p in predictions)
+    assert calls == []
+    # beside a word, only the word goes through the model
+    word, empty = recognizer.predict([render_line("ink"), blank], kind="line")
+    assert (word.text, word.note) == ("ink", None) and (empty.text, empty.note) == ("", BLANK_NOTE)
+    assert calls == [1]

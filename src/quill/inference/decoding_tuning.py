@@ -65,7 +65,8 @@ class _RecordingDecoder:
 def record_log_probs(
     recognizer: Any, images: Sequence[Path], progress: Callable[[], None] = lambda: None
 ) -> list[tuple[Any, Any]]:
-    """Run the model once over line images: one (log_probs (1, T, C), lengths (1,)) each.
+    """Run the model once over line images: one (log_probs (1, T, C), lengths (1,)) each,
+    or (None, None) for a blank image, which the recognizer reads as "" without the model.
 
     One image per call keeps the recorded outputs in the order of ``images``.
     """
@@ -75,7 +76,10 @@ def record_log_probs(
     original, recognizer.runtime.decoder = recognizer.runtime.decoder, recorder
     try:
         for path in images:
+            recorded = len(recorder.batches)
             recognizer.predict([str(path)], kind="line")
+            if len(recorder.batches) == recorded:  # blank: the model was not run
+                recorder.batches.append((None, None))
             progress()
     finally:
         recognizer.runtime.decoder = original
@@ -111,7 +115,11 @@ def tune(
         progress(json.dumps(setting))
         decoder = CTCDecoder(lm=lm if "lm_weight" in setting else None, **setting)
         start = time.perf_counter()
-        decoded = [item for log_probs, lengths in batches for item in decoder(log_probs, lengths)]
+        decoded = [
+            item
+            for log_probs, lengths in batches
+            for item in (decoder(log_probs, lengths) if log_probs is not None else [([], 1.0)])
+        ]
         elapsed = (time.perf_counter() - start) * 1000 / max(1, len(decoded))
         texts = [decode_text(ids) for ids, _ in decoded]
         results.append(TuningResult(setting, corpus_cer(texts, references), elapsed))
