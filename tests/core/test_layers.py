@@ -176,3 +176,13 @@ def test_importing_evaluation_loads_no_tensor_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_readme_and_the_architecture_page_state_the_order_in_code() -> None:
+    """The docs repeat the order for readers; they must say what LAYERS says."""
+    docs = SOURCE.parents[1]
+    readme = " ".join((docs / "README.md").read_text(encoding="utf-8").split())
+    assert " → ".join(", ".join(floor) for floor in LAYERS) in readme
+    page = (docs / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for index, floor in enumerate(LAYERS):
+        assert f"| {index} | {', '.join(f'`{name}`' for name in floor)} |" in page
