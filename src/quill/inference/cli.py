@@ -5,11 +5,14 @@ from __future__ import annotations
 import glob
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from quill.inference import DEFAULT_MODEL_DIR
+
+if TYPE_CHECKING:
+    from quill.inference.recognizer import Kind
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 #: Images decoded and recognised together (bounds memory for large folders).
@@ -46,9 +49,10 @@ def predict(
         bool,
         typer.Option(
             "--json",
-            help="One JSON object per input: path, text, confidence, kind, timings, model_version "
-            "and lines, each with its text, confidence and box (left, top, right, bottom) in the "
-            "input image's pixels (where segmentation found the line on a page).",
+            help="One JSON object per input: path, text, confidence, kind, timings, model_version, "
+            "note (set when the answer did not come from the model, e.g. blank paper) and lines, "
+            "each with its text, confidence and box (left, top, right, bottom) in the input "
+            "image's pixels (where segmentation found the line on a page).",
         ),
     ] = False,
     kind: Annotated[str, typer.Option(help="auto, line or paragraph.")] = "auto",
@@ -99,7 +103,9 @@ def predict(
                     failed += 1
                     _report_error(out, err, as_json, path, exc)
                 progress.advance(task)
-            for path, prediction in zip(good, recognizer.predict(images, kind=kind), strict=True):
+            # Recognizer.predict refuses a kind that is not one of its Kinds
+            predictions = recognizer.predict(images, kind=cast("Kind", kind))
+            for path, prediction in zip(good, predictions, strict=True):
                 if as_json:
                     record = {"path": path, **prediction.to_dict()}
                     out.print(json.dumps(record, ensure_ascii=False), markup=False, highlight=False)

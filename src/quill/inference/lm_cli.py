@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 
 from quill.errors import fail
+from quill.staged_model import ModelLoadError, StagedModel
 
 if TYPE_CHECKING:
     from quill.data.manifest import Split
@@ -96,8 +97,6 @@ def _fit_tokenizer(model: Path | None, vocabulary: str | None) -> tuple[Tokenize
             return Tokenizer.named(name), f"{name} vocabulary"
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--vocabulary") from exc
-    from quill.staged_model import ModelLoadError, StagedModel
-
     try:
         tokenizer = StagedModel.load(model).tokenizer
     except ModelLoadError as exc:
@@ -253,7 +252,6 @@ def tune(
     from quill.inference import decoding_tuning
     from quill.inference.recognizer import Recognizer
     from quill.models.language_model import CharNGramLM
-    from quill.staged_model import ModelLoadError
 
     console = Console(stderr=True, soft_wrap=True)
     try:
