@@ -224,24 +224,41 @@ class _Line:
     x0: int = 0  # first column of the ridge
     #: Ridge row in each column from x0 (nan: none)
     path: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: Rows holding the middle 80% of the ink nearest the ridge (first, last).
+    ink_rows: tuple[float, float] = (0.0, 0.0)
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1 on the reduced map
     ink: float = 0.0
     margin: bool = False
     #: Effective height of the ink (rows its ink fills, as if evenly), in line spacings.
     thickness: float = 0.0
+    #: Ink in each row of the map (the line's own pixels).
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: Mean row of the line's ink in each column of the map (nan: none near).
+    middles: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: Ink in each column of the map.
+    columns: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def middle(self) -> float:
+        """Mean row of all the line's ink."""
+        return float((self.rows * np.arange(self.rows.size)).sum() / max(self.ink, 1e-9))
 
     @property
     def centre(self) -> float:
         return float(np.nanmean(self.path))
 
 
-def _reduce(values: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of each ``factor`` x ``factor`` block of a bool or uint8 map (float32)."""
-    height, width = -(-values.shape[0] // factor), -(-values.shape[1] // factor)
+def _reduce(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Fraction of ink in each ``factor`` x ``factor`` block of a boolean map (float32;
+    blocks over the edge count the missing pixels as paper)."""
+    height, width = -(-mask.shape[0] // factor), -(-mask.shape[1] // factor)
     padded = np.zeros((height * factor, width * factor), np.uint8)
-    padded[: values.shape[0], : values.shape[1]] = values
-    sums = padded.reshape(height, factor, width, factor).sum(axis=(1, 3), dtype=np.uint32)
-    return sums.astype(np.float32) * np.float32(1 / factor**2)
+    padded[: mask.shape[0], : mask.shape[1]] = mask
+    padded *= 255
+    if factor == 1:
+        return padded.astype(np.float32) * np.float32(1 / 255)
+    means = np.asarray(Image.fromarray(padded).reduce(factor))  # box mean, rounded
+    return means.astype(np.float32) * np.float32(1 / 255)
 
 
 def _smooth(density: np.ndarray, rows: float, columns: float) -> np.ndarray:
@@ -308,9 +325,12 @@ def text_blocks(occupied: np.ndarray, spacing: float) -> list[tuple[int, int, in
     return blocks
 
 
-def _ridges(density: np.ndarray, spacing: float, regions: np.ndarray) -> list[_Line]:
+def _ridges(
+    density: np.ndarray, spacing: float, regions: np.ndarray
+) -> tuple[list[_Line], np.ndarray]:
     """Line fragments: runs of pixels where the density, smoothed along the line and a little
-    across it, peaks within a third of a line spacing up and down, with ink nearby."""
+    across it, peaks within 0.4 line spacings up and down, with ink nearby; and that smoothed
+    density."""
     along = _smooth(density, 0.1 * spacing, 0.6 * spacing)
     near = _smooth(density, 0.1 * spacing, 0.2 * spacing)
     positive = along[along > 0]
@@ -335,10 +355,12 @@ def _ridges(density: np.ndarray, spacing: float, regions: np.ndarray) -> list[_L
         columns = xs - found[1].start
         path = np.bincount(columns, weights=ys) / np.bincount(columns)
         fragments.append(_Line(ys, xs, int(regions[ys[0], xs[0]]), found[1].start, path))
-    return fragments
+    return fragments, along
 
 
-def _join(fragments: list[_Line], spacing: float, width: int) -> tuple[list[_Line], list[int]]:
+def _join(
+    fragments: list[_Line], spacing: float, along: np.ndarray
+) -> tuple[list[_Line], list[int]]:
     """Fragments of one line (broken at a gap between words) joined: same region, at most two
     spacings apart along the line and a quarter of one across it at the facing ends; never
     two that run side by side at different heights (an insertion above a line, the next
@@ -353,6 +375,11 @@ def _join(fragments: list[_Line], spacing: float, width: int) -> tuple[list[_Lin
     right = np.array([f.path[-half:].mean() for f in fragments])
     middle = np.array([f.path.mean() for f in fragments])
     region = np.array([f.region for f in fragments])
+    top = np.array([f.ink_rows[0] for f in fragments], float)
+    bottom = np.array([f.ink_rows[1] for f in fragments], float)
+    shared_rows = np.minimum.outer(bottom, bottom) - np.maximum.outer(top, top)
+    lowest = np.minimum.outer(bottom - top, bottom - top)
+    same_row = shared_rows >= 0.6 * np.maximum(lowest, 1)
 
     gap = x0[None, :] - x1[:, None]  # [i, j]: from the end of i to the start of j
     candidate = (
@@ -365,11 +392,24 @@ def _join(fragments: list[_Line], spacing: float, width: int) -> tuple[list[_Lin
     overlapping = (
         candidate & (gap < -spacing / 4) & (np.abs(middle[:, None] - middle[None, :]) < spacing)
     )
+    # Pairs that may differ by half a spacing: two crests of one line (its letters' middle
+    # and a heavy baseline).
+    unbroken: set[tuple[int, int]] = set()
     for i, j in zip(*np.nonzero(overlapping), strict=True):  # side by side: compare there
         step[i, j] = _disagreement(fragments[i], fragments[j])
+        if JOIN_STEP * spacing < step[i, j] <= spacing / 2 and _unbroken(
+            fragments[i], fragments[j], along
+        ):
+            step[i, j] = JOIN_STEP * spacing
+            unbroken.add((int(i), int(j)))
+    # End to end, two pieces whose ink fills the same rows may have their crests further
+    # apart (digits or capitals against a hand's heavy baseline).
+    abutting = same_row & (gap >= -spacing / 4) & (gap <= spacing) & (step <= spacing / 2)
+    accepted = candidate & ((step <= JOIN_STEP * spacing) | abutting)
+    unbroken |= {(int(i), int(j)) for i, j in zip(*np.nonzero(accepted & abutting), strict=True)}
     pairs = sorted(
         (float(step[i, j] + 0.1 * max(gap[i, j], 0)), int(i), int(j))
-        for i, j in zip(*np.nonzero(candidate & (step <= JOIN_STEP * spacing)), strict=True)
+        for i, j in zip(*np.nonzero(accepted), strict=True)
     )
     root = list(range(count))
     paths: dict[int, np.ndarray] = {}
@@ -382,7 +422,7 @@ def _join(fragments: list[_Line], spacing: float, width: int) -> tuple[list[_Lin
 
     def path(i: int) -> np.ndarray:
         if i not in paths:
-            full = np.full(width, np.nan)
+            full = np.full(along.shape[1], np.nan)
             full[fragments[i].x0 : fragments[i].x0 + fragments[i].path.size] = fragments[i].path
             paths[i] = full
         return paths[i]
@@ -393,7 +433,8 @@ def _join(fragments: list[_Line], spacing: float, width: int) -> tuple[list[_Lin
             continue
         pa, pb = path(a), path(b)
         both = ~np.isnan(pa) & ~np.isnan(pb)
-        if both.any() and np.abs(pa[both] - pb[both]).mean() > JOIN_STEP * spacing:
+        limit = (0.5 if (i, j) in unbroken else JOIN_STEP) * spacing
+        if both.any() and np.abs(pa[both] - pb[both]).mean() > limit:
             continue
         root[b] = a
         paths[a] = np.where(np.isnan(pa), pb, np.where(np.isnan(pb), pa, (pa + pb) / 2))
@@ -418,6 +459,22 @@ def _join(fragments: list[_Line], spacing: float, width: int) -> tuple[list[_Lin
             )
         )
     return lines, [number[find(i)] for i in range(count)]
+
+
+def _unbroken(a: _Line, b: _Line, along: np.ndarray) -> bool:
+    """Whether the smoothed density stays above 60% of the lower crest all the way between
+    two side-by-side fragments (in most shared columns): one line's letters, not two lines
+    (or a line and an insertion) with a valley between."""
+    start, end = max(a.x0, b.x0), min(a.x0 + a.path.size, b.x0 + b.path.size)
+    held = []
+    for column in range(start, end):
+        ya, yb = a.path[column - a.x0], b.path[column - b.x0]
+        if np.isnan(ya) or np.isnan(yb):
+            continue
+        low, high = sorted((round(ya), round(yb)))
+        profile = along[low : high + 1, column]
+        held.append(profile.min() >= 0.6 * min(profile[0], profile[-1]))
+    return bool(held) and sum(held) > 0.5 * len(held)
 
 
 def _disagreement(a: _Line, b: _Line) -> float:
@@ -447,6 +504,21 @@ def _nearest(
     return np.where((distance <= 0.9 * spacing) & (density > 0), seeds[iy, ix], 0)
 
 
+def _ink_rows(density: np.ndarray, owner: np.ndarray, fragments: list[_Line]) -> None:
+    """Each fragment's :attr:`_Line.ink_rows`: 10th and 90th percentile rows of its ink."""
+    height = density.shape[0]
+    count = len(fragments) + 1
+    rows = np.bincount(
+        (owner * height + np.arange(height)[:, None]).ravel(), density.ravel(), count * height
+    ).reshape(count, height)
+    cumulative = np.cumsum(rows, axis=1)
+    total = np.maximum(cumulative[:, -1:], 1e-9)
+    low = (cumulative < 0.1 * total).sum(axis=1)
+    high = (cumulative < 0.9 * total).sum(axis=1)
+    for number, fragment in enumerate(fragments, start=1):
+        fragment.ink_rows = (float(low[number]), float(high[number]) + 1)
+
+
 def _measure(density: np.ndarray, owner: np.ndarray, lines: list[_Line], spacing: float) -> None:
     """Each line's box: the extent of the ink it owns, trimmed of rows with under 3% of its
     fullest row and of columns with only a speck; its ink and thickness with it."""
@@ -456,19 +528,30 @@ def _measure(density: np.ndarray, owner: np.ndarray, lines: list[_Line], spacing
     rows = np.bincount(
         (owner * height + np.arange(height)[:, None]).ravel(), weights, count * height
     ).reshape(count, height)
-    columns = np.bincount(
-        (owner * width + np.arange(width)[None, :]).ravel(), weights, count * width
+    cells = (owner * width + np.arange(width)[None, :]).ravel()
+    columns = np.bincount(cells, weights, count * width).reshape(count, width)
+    heights = np.bincount(
+        cells, (density * np.arange(height, dtype=np.float32)[:, None]).ravel(), count * width
     ).reshape(count, width)
-    columns = uniform_filter1d(columns, max(1, round(spacing / 4)), axis=1)
+    # The height of each line's ink, column by column, averaged over half a spacing.
+    window = max(1, round(spacing / 2))
+    amount = uniform_filter1d(columns, window, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        middles = uniform_filter1d(heights, window, axis=1) / amount
+    middles[amount < 1e-6] = np.nan
+    spread = uniform_filter1d(columns, max(1, round(spacing / 4)), axis=1)
     for number, line in enumerate(lines, start=1):
+        line.middles = middles[number]
+        line.columns = columns[number]
         row = rows[number]
         filled = np.flatnonzero(row > 0.03 * row.max(initial=0.0))
-        used = np.flatnonzero(columns[number] > 0.02)
+        used = np.flatnonzero(spread[number] > 0.02)
         line.ink = 0.0
         if filled.size and used.size:
             line.box = (int(used[0]), int(filled[0]), int(used[-1]) + 1, int(filled[-1]) + 1)
             line.ink = float(row.sum())
             line.thickness = line.ink**2 / float((row**2).sum()) / spacing
+            line.rows = row
 
 
 def _attached(
@@ -536,21 +619,22 @@ def _trace(mask: np.ndarray, spacing: int) -> _Trace:
     regions = np.zeros(density.shape, np.int32)
     for number, (x0, y0, x1, y1) in enumerate(blocks, start=1):
         regions[y0:y1, x0:x1] = number
-    fragments = _ridges(density, step, regions)
+    fragments, along = _ridges(density, step, regions)
     owner = _nearest(density, fragments, step)
     strokes = _letter_strokes(occupied, 1.5 * step)
     # Loops and strokes of a line that made ridges of their own go to that line...
     lengths = [f.path.size / step for f in fragments]
     lookup = _attached(owner, strokes, fragments, lengths, 1.0, JOIN_STEP * step)
     kept = [i for i in range(len(fragments)) if lookup[i + 1] == i + 1]
-    lines, group = _join([fragments[i] for i in kept], step, density.shape[1])
+    _ink_rows(density, owner, fragments)
+    lines, group = _join([fragments[i] for i in kept], step, along)
     line_of = np.zeros(len(fragments) + 1, np.int64)
     line_of[[i + 1 for i in kept]] = np.asarray(group) + 1
     # Ink goes to the nearest line, its ridge bridged across gaps between words (else an
     # underline below a gap goes to the line above), except what went to absorbed strokes.
     absorbed = lookup[owner] != owner
     nearest = _nearest(density, lines, step, bridged=True)
-    owner = _by_letter(np.where(absorbed, line_of[lookup[owner]], nearest), strokes, 0.9 * step)
+    owner = np.where(absorbed, line_of[lookup[owner]], nearest)
     _measure(density, owner, lines, step)
     # ... and so do short lines that are mostly such strokes (a lone loop, a flourish), and
     # small pieces inside or at the end of a line (a capital, a tall "!").
@@ -566,7 +650,8 @@ def _trace(mask: np.ndarray, spacing: int) -> _Trace:
         renumber[[i + 1 for i in kept]] = np.arange(1, len(kept) + 1)
         owner = renumber[lookup[owner]]
         lines = [lines[i] for i in kept]
-        _measure(density, owner, lines, step)
+    owner = _by_letter(owner, strokes, 0.9 * step)
+    _measure(density, owner, lines, step)
     upright = _upright(density, owner, lines, step)
     lines = [line for line, text in zip(lines, _is_text(lines, step), strict=True) if text]
     _mark_margins(lines, blocks)
@@ -638,47 +723,69 @@ def _by_letter(owner: np.ndarray, strokes: np.ndarray, tallest: float) -> np.nda
 
 
 def _absorb(lines: list[_Line], lookup: np.ndarray, spacing: float) -> np.ndarray:
-    """Pieces of a line traced apart: a short line (a capital, a tall "!", a last word that
-    rises or drops) joins a longer line of its block when it lies over that line's ridge
-    (bridged across gaps) with its middle or its own ridge within a third of a spacing of it
-    (a piece at most two spacings wide), or lies beyond the ridge's end (at most 1.5
-    spacings away, 2.5 wide) within half a spacing of its height there, and no line over
-    which it lies is nearer. An insertion between two lines is further from both. A speck
-    (at most 0.7 spacings wide: a loop, a dot) goes to the nearest ridge within half a
-    spacing."""
+    """Pieces of a line traced apart join a longer line of their block, the one whose ridge
+    (bridged across its gaps) is nearest to the piece's middle or to its own ridge:
+
+    - in the line: over a stretch where the line has no ridge of its own (the piece's taller
+      letters, digits or brackets took the crest there), or with most of its ink in the
+      line's core rows, within half a spacing, at most four spacings wide;
+    - over the line's ink: within a third of a spacing, at most two spacings wide (a capital,
+      a tall "!"), and no other line under it nearer;
+    - beyond one end (at most 1.5 spacings away): a last word that rises or drops, within
+      half a spacing of the ridge's end, at most 2.5 spacings wide;
+    - a speck (at most 0.7 spacings wide: a loop, an accent, a quote mark) within 0.6 of a
+      spacing, over the line or half a spacing beyond its end.
+
+    An insertion between two lines lies over the ink of both and further from them."""
     lookup = lookup.copy()
     boxes = np.array([line.box for line in lines]).reshape(-1, 4)
     widths = boxes[:, 2] - boxes[:, 0]
     half = max(1, round(spacing / 2))
     ridges = [_bridged(line.path) for line in lines]
     for index, line in enumerate(lines):
-        if widths[index] > 2.5 * spacing or lookup[index + 1] != index + 1:
+        if widths[index] > 4 * spacing or lookup[index + 1] != index + 1:
             continue
         x0, y0, x1, y1 = boxes[index]
         heights = ((y0 + y1) / 2, line.centre)
-        speck = widths[index] <= 0.7 * spacing  # goes to the nearest line
-        best, nearest_over = None, np.inf
+        speck = widths[index] <= 0.7 * spacing
+        best, nearest_under = None, np.inf
         for other, host in enumerate(lines):
             if other == index or host.region != line.region or lookup[other + 1] != other + 1:
                 continue
             start, end = max(x0, host.x0), min(x1, host.x0 + host.path.size)
-            if end - start >= widths[index] / 2:  # over the host's ridge
-                ridge = ridges[other][start - host.x0 : end - host.x0].mean()
-                distance = min(abs(h - ridge) for h in heights)
-                if not speck:
-                    nearest_over = min(nearest_over, distance)
-                fits = widths[index] <= 2 * spacing and distance <= spacing / (2 if speck else 3)
+            if end - start >= widths[index] / 2:  # over the host
+                stretch = slice(start - host.x0, end - host.x0)
+                distance = min(abs(h - ridges[other][stretch].mean()) for h in heights)
+                if speck:
+                    fits = distance <= 0.6 * spacing
+                elif np.isnan(host.path[stretch]).mean() >= 0.6 or _in_core(line, host):
+                    fits = distance <= spacing / 2  # in a gap of its ridge, or its letters
+                else:
+                    nearest_under = min(nearest_under, distance)
+                    fits = widths[index] <= 2 * spacing and distance <= spacing / 3
             else:  # beyond one end (or hardly over it): the ridge's height at that end
                 right = x0 + x1 >= 2 * host.x0 + host.path.size
                 ridge = (ridges[other][-half:] if right else ridges[other][:half]).mean()
                 distance = min(abs(h - ridge) for h in heights)
-                reach = (0.5 if speck else 1.5) * spacing
-                fits = start - end <= reach and distance <= spacing / 2
+                fits = (
+                    start - end <= (0.5 if speck else 1.5) * spacing
+                    and distance <= (0.6 if speck else 0.5) * spacing
+                    and widths[index] <= 2.5 * spacing
+                )
             if fits and widths[other] > widths[index] and (best is None or distance < best[0]):
                 best = (distance, other)
-        if best is not None and best[0] <= nearest_over:
+        if best is not None and best[0] <= nearest_under:
             lookup[index + 1] = best[1] + 1
     return lookup
+
+
+def _in_core(piece: _Line, line: _Line) -> bool:
+    """Whether most of ``piece``'s ink lies in the core rows of ``line`` (those with at least
+    half its fullest row's ink): written in that line, not above or below it."""
+    if not piece.rows.size or not line.rows.size:
+        return False
+    core = np.flatnonzero(line.rows >= 0.5 * line.rows.max())
+    return bool(piece.rows[core[0] : core[-1] + 1].sum() >= 0.5 * piece.ink)
 
 
 def _bridged(path: np.ndarray) -> np.ndarray:
