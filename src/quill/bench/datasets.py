@@ -36,7 +36,7 @@ from pathlib import Path
 from quill.bench.systems import Kind
 from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split, split_by_writer
 from quill.errors import QuillError
-from quill.staged_model import StagedModel
+from quill.model_files import METADATA_FILE
 from quill.vocab import VOCABULARIES, Tokenizer
 
 #: Slices reported by default: a sample attribute or a key of its ``meta`` (the synthetic
@@ -145,8 +145,9 @@ def bench_tokenizer(model_dir: Path | None = None) -> Tokenizer:
     as the error it is. Characters of the staged model outside the Latin set are added.
     """
     characters = VOCABULARIES["latin"]
-    if model_dir is not None and StagedModel.is_staged(model_dir):
-        own = StagedModel.load(model_dir).tokenizer.characters
+    if model_dir is not None and (Path(model_dir) / METADATA_FILE).is_file():
+        meta = json.loads((Path(model_dir) / METADATA_FILE).read_text(encoding="utf-8"))
+        own = meta.get("tokenizer", {}).get("characters", "")  # only the tokenizer is needed
         characters += "".join(dict.fromkeys(c for c in own if c not in characters))
     return Tokenizer(characters=characters)
 
