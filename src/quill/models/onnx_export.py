@@ -22,10 +22,9 @@ and ``decoder_step.onnx`` (one token + the KV cache -> logits + the extended cac
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -116,7 +115,7 @@ def export_ctc_onnx(
             try:
                 with warnings.catch_warnings(), torch.no_grad():
                     warnings.simplefilter("ignore")
-                    _EXPORTERS[exporter](model, inputs, path, opset)
+                    _export_graph(model, inputs, path, opset, exporter)
             except Exception as exc:  # noqa: BLE001 - any tracing failure: try the other one
                 errors.append(f"{exporter}: {exc}")
                 continue
@@ -127,55 +126,36 @@ def export_ctc_onnx(
     raise ModelExportError("ONNX export failed with both exporters: " + "; ".join(errors))
 
 
-def _names(count: int) -> tuple[list[str], list[str]]:
-    return list(INPUT_NAMES[:count]), list(OUTPUT_NAMES[:count])
-
-
-def _export_torchscript_based(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int
+def _export_graph(
+    model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int, exporter: str
 ) -> None:
-    input_names, output_names = _names(len(inputs))
-    axes = {
-        "images": {0: "batch", 3: "width"},
-        "widths": {0: "batch"},
-        "log_probs": {0: "batch", 1: "frames"},
-        "lengths": {0: "batch"},
-    }
+    """``torch.onnx.export`` with batch and width dynamic, by the TorchScript-based exporter
+    (``dynamic_axes``) or the dynamo one (``dynamic_shapes``)."""
+    input_names = list(INPUT_NAMES[: len(inputs)])
+    output_names = list(OUTPUT_NAMES[: len(inputs)])
+    dynamic: dict[str, Any]
+    if exporter == "dynamo":
+        batch, width = torch.export.Dim("batch"), torch.export.Dim("width")
+        shapes = {"images": {0: batch, 3: width}, "widths": {0: batch}}
+        dynamic = {"dynamic_shapes": {n: shapes[n] for n in input_names}, "verbose": False}
+    else:
+        axes = {
+            "images": {0: "batch", 3: "width"},
+            "widths": {0: "batch"},
+            "log_probs": {0: "batch", 1: "frames"},
+            "lengths": {0: "batch"},
+        }
+        dynamic = {"dynamic_axes": {n: axes[n] for n in input_names + output_names}}
     torch.onnx.export(
         model,
         inputs,
         str(path),
         input_names=input_names,
         output_names=output_names,
-        dynamic_axes={name: axes[name] for name in input_names + output_names},
         opset_version=opset,
-        dynamo=False,
+        dynamo=exporter == "dynamo",
+        **dynamic,
     )
-
-
-def _export_dynamo(
-    model: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, opset: int
-) -> None:
-    batch, width = torch.export.Dim("batch"), torch.export.Dim("width")
-    input_names, output_names = _names(len(inputs))
-    shapes = {"images": {0: batch, 3: width}, "widths": {0: batch}}
-    torch.onnx.export(
-        model,
-        inputs,
-        str(path),
-        input_names=input_names,
-        output_names=output_names,
-        dynamic_shapes={name: shapes[name] for name in input_names},
-        opset_version=opset,
-        dynamo=True,
-        verbose=False,
-    )
-
-
-_EXPORTERS: dict[str, Callable[[nn.Module, tuple[torch.Tensor, ...], Path, int], None]] = {
-    "torchscript": _export_torchscript_based,
-    "dynamo": _export_dynamo,
-}
 
 
 STEP_INPUTS = ("tokens", "self_keys", "self_values", "cross_keys", "cross_values")
