@@ -249,22 +249,12 @@ class _Line:
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x0, y0, x1, y1 on the reduced map
     ink: float = 0.0
     margin: bool = False
-    #: Effective height of the ink (rows its ink fills, as if evenly), in line spacings.
-    thickness: float = 0.0
     #: Ink in each row of the map (the line's own pixels).
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    #: Mean row of the line's ink in each column of the map (nan: none near).
-    middles: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    #: Ink in each column of the map.
-    columns: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    @property
-    def middle(self) -> float:
-        """Mean row of all the line's ink."""
-        return float((self.rows * np.arange(self.rows.size)).sum() / max(self.ink, 1e-9))
 
     @property
     def centre(self) -> float:
+        """Mean row of the ridge."""
         return float(np.nanmean(self.path))
 
 
@@ -524,14 +514,17 @@ def _nearest(
     return np.where((distance <= 0.9 * spacing) & (density > 0), seeds[iy, ix], 0)
 
 
+def _row_ink(density: np.ndarray, owner: np.ndarray, count: int) -> np.ndarray:
+    """Ink in each row of the map per owner: (count, H), row 0 for unowned ink."""
+    height = density.shape[0]
+    cells = (owner * height + np.arange(height)[:, None]).ravel()
+    return np.bincount(cells, density.ravel(), count * height).reshape(count, height)
+
+
 def _ink_rows(density: np.ndarray, owner: np.ndarray, fragments: list[_Line]) -> None:
     """Each fragment's :attr:`_Line.ink_rows`: 10th and 90th percentile rows of its ink."""
-    height = density.shape[0]
     count = len(fragments) + 1
-    rows = np.bincount(
-        (owner * height + np.arange(height)[:, None]).ravel(), density.ravel(), count * height
-    ).reshape(count, height)
-    cumulative = np.cumsum(rows, axis=1)
+    cumulative = np.cumsum(_row_ink(density, owner, count), axis=1)
     total = np.maximum(cumulative[:, -1:], 1e-9)
     low = (cumulative < 0.1 * total).sum(axis=1)
     high = (cumulative < 0.9 * total).sum(axis=1)
@@ -541,37 +534,21 @@ def _ink_rows(density: np.ndarray, owner: np.ndarray, fragments: list[_Line]) ->
 
 def _measure(density: np.ndarray, owner: np.ndarray, lines: list[_Line], spacing: float) -> None:
     """Each line's box: the extent of the ink it owns, trimmed of rows with under 3% of its
-    fullest row and of columns with only a speck; its ink and thickness with it."""
-    height, width = density.shape
+    fullest row and of columns with only a speck; its ink and ink per row with it."""
+    width = density.shape[1]
     count = len(lines) + 1
-    weights = density.ravel()
-    rows = np.bincount(
-        (owner * height + np.arange(height)[:, None]).ravel(), weights, count * height
-    ).reshape(count, height)
+    rows = _row_ink(density, owner, count)
     cells = (owner * width + np.arange(width)[None, :]).ravel()
-    columns = np.bincount(cells, weights, count * width).reshape(count, width)
-    heights = np.bincount(
-        cells, (density * np.arange(height, dtype=np.float32)[:, None]).ravel(), count * width
-    ).reshape(count, width)
-    # The height of each line's ink, column by column, averaged over half a spacing.
-    window = max(1, round(spacing / 2))
-    amount = uniform_filter1d(columns, window, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        middles = uniform_filter1d(heights, window, axis=1) / amount
-    middles[amount < 1e-6] = np.nan
-    spread = uniform_filter1d(columns, max(1, round(spacing / 4)), axis=1)
+    columns = np.bincount(cells, density.ravel(), count * width).reshape(count, width)
+    columns = uniform_filter1d(columns, max(1, round(spacing / 4)), axis=1)
     for number, line in enumerate(lines, start=1):
-        line.middles = middles[number]
-        line.columns = columns[number]
-        row = rows[number]
+        row = line.rows = rows[number]
         filled = np.flatnonzero(row > 0.03 * row.max(initial=0.0))
-        used = np.flatnonzero(spread[number] > 0.02)
+        used = np.flatnonzero(columns[number] > 0.02)
         line.ink = 0.0
         if filled.size and used.size:
             line.box = (int(used[0]), int(filled[0]), int(used[-1]) + 1, int(filled[-1]) + 1)
             line.ink = float(row.sum())
-            line.thickness = line.ink**2 / float((row**2).sum()) / spacing
-            line.rows = row
 
 
 def _attached(
@@ -673,14 +650,14 @@ def _trace(mask: np.ndarray, spacing: int) -> _Trace:
         lines = [lines[i] for i in kept]
     owner = _by_letter(owner, strokes, 0.9 * step)
     _measure(density, owner, lines, step)
-    upright = _upright(density, owner, lines, step)
+    upright = _upright(lines, step)
     lines = [line for line, text in zip(lines, _is_text(lines, step), strict=True) if text]
     _mark_margins(lines, blocks)
     lines.sort(key=lambda line: (line.margin, line.region, line.centre, line.box[0]))
     return _Trace(lines, blocks, factor, upright)
 
 
-def _upright(density: np.ndarray, owner: np.ndarray, lines: list[_Line], spacing: float) -> float:
+def _upright(lines: list[_Line], spacing: float) -> float:
     """Evidence that the text is upright (> 0) rather than upside down (< 0), in [-2, 2]:
 
     - Latin script has more ascenders (b d f h k l t, capitals, accents, i-dots) than
@@ -691,17 +668,12 @@ def _upright(density: np.ndarray, owner: np.ndarray, lines: list[_Line], spacing
 
     0 with fewer than three lines two spacings long: too little to tell.
     """
-    height = density.shape[0]
-    count = len(lines) + 1
-    rows = np.bincount(
-        (owner * height + np.arange(height)[:, None]).ravel(), density.ravel(), count * height
-    ).reshape(count, height)
     long = [i for i, line in enumerate(lines) if line.box[2] - line.box[0] >= 2 * spacing]
     if len(long) < 3:
         return 0.0
     above = below = 0.0
     for index in long:
-        row = rows[index + 1]
+        row = lines[index].rows
         core = np.flatnonzero(row >= 0.5 * row.max())
         above += row[: core[0]].sum()
         below += row[core[-1] + 1 :].sum()
