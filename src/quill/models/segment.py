@@ -73,7 +73,7 @@ class SegmentConfig:
     #: Skew search range and step, degrees.
     max_skew_degrees: float = 5.0
     skew_step_degrees: float = 0.25
-    #: Bands lower than this (pixels at analysis resolution) are noise, not lines.
+    #: Smallest line spacing looked for (pixels at analysis resolution).
     min_line_height: int = 8
     #: Extra margin around each crop, as a fraction of the line spacing.
     margin: float = 0.1
@@ -344,13 +344,8 @@ def _ridges(
     along = _smooth(density, 0.1 * spacing, 0.6 * spacing)
     near = _smooth(density, 0.1 * spacing, 0.2 * spacing)
     positive = along[along > 0]
-    top = (
-        float(
-            np.partition(positive, int(0.99 * (positive.size - 1)))[int(0.99 * (positive.size - 1))]
-        )
-        if positive.size
-        else 0.0
-    )
+    rank = int(0.99 * (positive.size - 1))
+    top = float(np.partition(positive, rank)[rank]) if positive.size else 0.0  # 99th percentile
     window = max(3, int(0.8 * spacing) | 1)
     crest = (along >= maximum_filter1d(along, window, axis=0)) & (along > 0.08 * top)
     crest &= (near > 0.04 * top) & (regions > 0)
@@ -371,10 +366,12 @@ def _ridges(
 def _join(
     fragments: list[_Line], spacing: float, along: np.ndarray
 ) -> tuple[list[_Line], list[int]]:
-    """Fragments of one line (broken at a gap between words) joined: same region, at most two
-    spacings apart along the line and a quarter of one across it at the facing ends; never
-    two that run side by side at different heights (an insertion above a line, the next
-    line). Closest pairs first. Returns the lines and the line of each fragment."""
+    """Fragments of one line joined: same block, at most two spacings apart along the line
+    (a gap between words) and :data:`JOIN_STEP` spacings across it at the facing ends, or
+    half a spacing for two crests of one line (side by side with unbroken ink between them,
+    or end to end with their ink in the same rows); never two that run side by side at
+    different heights (an insertion above a line, the next line). Closest pairs first.
+    Returns the lines and the line of each fragment."""
     count = len(fragments)
     if count < 2:
         return fragments, list(range(count))
@@ -642,6 +639,10 @@ def _trace(mask: np.ndarray, spacing: int) -> _Trace:
         if not text and lookup[number] == number:
             lookup[number] = 0  # a speck, a faint mark: nobody's
     lookup = _absorb(lines, lookup, step)
+    for _ in range(len(lines)):  # a piece of a line that went to another goes there too
+        if (lookup[lookup] == lookup).all():
+            break
+        lookup = lookup[lookup]
     if (lookup != np.arange(lookup.size)).any():
         kept = [i for i in range(len(lines)) if lookup[i + 1] == i + 1]
         renumber = np.zeros(len(lines) + 1, np.int64)
