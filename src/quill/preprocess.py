@@ -190,7 +190,8 @@ def _open_encoded(source: str | Path | bytes, max_pixels: int, min_side: int) ->
     if isinstance(source, bytes):
         if not source:
             raise ImageError("image_empty", "no image data was sent (0 bytes).")
-        name, handle = "image bytes", io.BytesIO(source)
+        handle: io.BytesIO | Path = io.BytesIO(source)
+        name = "image bytes"
     else:
         path = Path(source)
         if not path.is_file():

@@ -692,8 +692,9 @@ def _without_graphics(density: np.ndarray, spacing: float) -> np.ndarray:
     a rule down the margin, a drawing. (Handwriting whose lines touch spans two spacings at
     most: none taller on the four Hooker pages and 30 synthetic ones but a stamp.)"""
     blobs, _ = label(density > 0, structure=np.ones((3, 3), bool))
-    tall = [False] + [f[0].stop - f[0].start > 2.5 * spacing for f in find_objects(blobs)]
-    tall = np.asarray(tall)
+    tall = np.asarray(
+        [False] + [f[0].stop - f[0].start > 2.5 * spacing for f in find_objects(blobs)]
+    )  # (labels + 1,): label 0 is the background
     return np.where(tall[blobs], np.float32(0), density) if tall.any() else density
 
 
