@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +21,9 @@ from sqlalchemy.exc import IntegrityError
 from quill.monitoring import projections as proj
 from quill.monitoring.database import StoreBase, chunks
 from quill.monitoring.records import (
+    FLAGS,
     Feedback,
+    Flag,
     PredictionRecord,
     ProjectionJob,
     Record,
@@ -34,8 +36,6 @@ from quill.preprocess import ImageError, load_image
 
 log = logging.getLogger(__name__)
 
-FLAGS = ("incorrect", "offensive", "other")
-Flag = Literal["incorrect", "offensive", "other"]
 _INSERT_PREDICTION = insert(cast(Table, PredictionRow.__table__))
 
 

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Literal
 
 from PIL import Image
+
+#: What a user may say about an answer: the one list the API, the web app, the store and the
+#: report read.
+FLAGS = ("incorrect", "offensive", "other")
+Flag = Literal["incorrect", "offensive", "other"]
 
 #: The client label of load-test traffic (``quill bench serve``).
 LOAD_TEST_CLIENT = "bench"

@@ -26,13 +26,12 @@ from quill.monitoring import projections as proj
 from quill.monitoring import svg
 from quill.monitoring.alerts import CheckResult, evaluate_window
 from quill.monitoring.drift import ALL, DriftResult, compare, finite, sliding_windows
-from quill.monitoring.records import Baseline, StoredPrediction, utcnow
+from quill.monitoring.records import FLAGS, Baseline, StoredPrediction, utcnow
 from quill.monitoring.settings import METRICS, MonitoringSettings
 from quill.monitoring.store import MonitoringStore
 from quill.preprocess import ImageError, load_image
 
 THUMBNAIL = (240, 80)
-FLAG_NAMES = ("incorrect", "offensive", "other")
 
 
 @dataclass
@@ -170,7 +169,7 @@ def _flags_chart(data: ReportData) -> str:
     def bucket(when: datetime) -> int:
         return min(int((when - floor) / step), len(labels) - 1)
 
-    flags = {name: [0] * len(labels) for name in FLAG_NAMES}
+    flags = {name: [0] * len(labels) for name in FLAGS}
     corrections = 0
     for when, flag, correction in data.feedback:
         if flag in flags:

@@ -56,7 +56,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from quill.monitoring.records import PredictionRecord, ShadowRecord
+from quill.monitoring.records import Flag, PredictionRecord, ShadowRecord
 from quill.serving.errors import ServingError, status_code_name
 from quill.serving.metrics import ApiMetrics
 from quill.serving.service import (
@@ -126,9 +126,7 @@ class FeedbackRequest(BaseModel):
     feedback_token: str = Field(
         max_length=256, description="feedback_token of the same answer (403 if it does not match)"
     )
-    flag: Literal["incorrect", "offensive", "other"] | None = Field(
-        None, description="incorrect, offensive, other, or null"
-    )
+    flag: Flag | None = Field(None, description="incorrect, offensive, other, or null")
     comment: str | None = Field(None, max_length=MAX_COMMENT_CHARS)
     correction: str | None = Field(
         None, max_length=MAX_CORRECTION_CHARS, description="The text the image really shows"

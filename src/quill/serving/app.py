@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from quill.monitoring.records import FLAGS
 from quill.serving.errors import ServingError
 from quill.serving.service import PredictionService, load_service
 from quill.serving.settings import ServingSettings
@@ -27,7 +28,6 @@ from quill.serving.settings import ServingSettings
 log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
-FLAGS = ("incorrect", "offensive", "other")
 HTTP_TIMEOUT_S = 60.0
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -20,17 +20,14 @@ import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import Any, Protocol, cast
 
 from quill.inference.recognizer import KINDS, Kind, Prediction, Recognizer
 from quill.inference.sources import LoadedImage
-from quill.monitoring.records import SYNTHETIC_CLIENTS, PredictionRecord, ShadowRecord
+from quill.monitoring.records import FLAGS, SYNTHETIC_CLIENTS, Flag, PredictionRecord, ShadowRecord
 from quill.preprocess import ImageError
 from quill.serving.errors import ServingError
 from quill.serving.settings import ServingSettings
-
-if TYPE_CHECKING:
-    from quill.monitoring.predictions import Flag
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +257,7 @@ class PredictionService:
             raise ServingError(
                 "feedback_disabled", "this server has no monitoring store configured", 503
             )
-        if flag not in (None, "incorrect", "offensive", "other"):
+        if flag is not None and flag not in FLAGS:
             raise ServingError(
                 "invalid_field", f"flag must be incorrect, offensive, other or null, got {flag!r}"
             )
