@@ -41,8 +41,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from quill.bench.datasets import BenchDataError, parse_spec
+from quill.bench.report import table
 from quill.bench.systems import PageReading, System
+from quill.data.readers.alto import parse_alto
+from quill.data.readers.common import DatasetError
+from quill.data.readers.folder import _read_rows
+from quill.data.readers.geometry import crop_polygons
+from quill.data.readers.layout import _line_height, _line_polygon, _pixel_scale
+from quill.data.readers.pagexml import parse_pagexml
+from quill.data.readers.xmlutil import LayoutError
 from quill.evaluation import Score, normalise, score
+from quill.preprocess import ImageError, load_image
 
 #: A predicted line matches a ground-truth line at this box IoU or more.
 IOU_THRESHOLD = 0.5
@@ -291,8 +300,6 @@ def _version(files: Sequence[Path], pages: Sequence[PageSample]) -> str:
 
 def _folder_pages(labels: Path) -> tuple[list[PageSample], list[str], list[Path]]:
     """Rows of a ``labels.tsv`` read as whole pages (text only, no line geometry)."""
-    from quill.data.readers.common import DatasetError
-    from quill.data.readers.folder import _read_rows
 
     try:
         rows = _read_rows(labels)
@@ -318,11 +325,6 @@ def _folder_pages(labels: Path) -> tuple[list[PageSample], list[str], list[Path]
 
 def _layout_page(xml: Path, label: str) -> tuple[PageSample, str] | str:
     """The page of one PAGE XML or ALTO file with its format, or why it cannot be used."""
-    from quill.data.readers.alto import parse_alto
-    from quill.data.readers.layout import _line_height, _line_polygon, _pixel_scale
-    from quill.data.readers.pagexml import parse_pagexml
-    from quill.data.readers.xmlutil import LayoutError
-    from quill.preprocess import ImageError, load_image
 
     layout, source_format, problems = None, "", []
     for candidate, parse in (("pagexml", parse_pagexml), ("alto", parse_alto)):
@@ -429,8 +431,6 @@ class PageSetResult:
 
 def line_crops(page: PageSample) -> list[bytes]:
     """PNG bytes of each text line of ``page``, cut by its polygon (outside: paper colour)."""
-    from quill.data.readers.geometry import crop_polygons
-    from quill.preprocess import load_image
 
     image = load_image(page.image)
     crops = []
@@ -608,7 +608,6 @@ def summary_rows(result: PageSetResult) -> list[list[str]]:
 
 def pages_markdown(results: Sequence[PageSetResult]) -> list[str]:
     """The Markdown section of the page sets: a summary table each, then per-page CER."""
-    from quill.bench.report import table
 
     lines = [
         "## Whole pages",
