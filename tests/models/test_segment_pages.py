@@ -179,6 +179,27 @@ def test_a_page_with_no_text_has_no_lines_and_says_so():
     assert segmentation.to_dict()["notes"] == list(segmentation.notes)
 
 
+@pytest.mark.parametrize("grain", [12, 20, 30])
+def test_a_grainy_photo_of_blank_paper_has_no_lines_and_says_so(grain):
+    """A phone photo of blank paper is all specks: tens of thousands of them, which traced as
+    lines took gigabytes (the process was killed at 20 GB) before specks were dropped."""
+    rng = np.random.default_rng(grain)
+    pixels = rng.normal(220, grain, (2000, 1400, 3))
+    segmentation = segment_lines(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)))
+    assert segmentation == []
+    assert any("specks" in note for note in segmentation.notes)
+
+
+@needs_lines
+def test_lines_under_heavy_grain_are_still_found():
+    darkness, truth = compose_lines(5)
+    image = np.asarray(render(darkness, 5), np.float32)
+    image += np.random.default_rng(5).normal(0, 12, image.shape)
+    grainy = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+    _, score = found_on(grainy, truth)
+    assert score.recall >= 0.9 and score.precision >= 0.9
+
+
 def _turned(box: Box, degrees: int, size: tuple[int, int]) -> Box:
     """Where a box of an image of ``size`` lies once the image is rotated ``degrees``
     counter-clockwise (``Image.rotate(degrees, expand=True)``)."""

@@ -561,28 +561,34 @@ def _attached(
     much of the stroke); it goes to the nearest of those, by ridge height. Returns a lookup
     table for ``owner`` (identity for the others)."""
     count = len(lines) + 1
-    table = np.bincount(
-        (owner * (strokes.max() + 1) + strokes).ravel(), minlength=count * (strokes.max() + 1)
-    ).reshape(count, -1)
-    table[:, 0] = 0
-    table[0] = 0
+    owners, stroke_ids, counts = _shares(owner, strokes)
+    # For each (owner, stroke) pair: the most any *other* owner holds of that stroke.
+    first, second, leader = _two_largest(stroke_ids, counts, owners, int(strokes.max()) + 1)
+    rival = np.where(leader[stroke_ids] == owners, second[stroke_ids], first[stroke_ids])
+    shared = rival >= 0.5 * counts
+    total = np.bincount(owners, counts, minlength=count)
+    shared_total = np.bincount(owners, np.where(shared, counts, 0), minlength=count)
     centres = np.array([np.inf] + [line.centre for line in lines])
     lookup = np.arange(count)
     for number in range(1, count):
-        if widths[number - 1] > longest:
+        if widths[number - 1] > longest or not shared_total[number] > 0.5 * total[number]:
             continue
-        own = table[number]
-        touched = own > 0
-        if not touched.any():
-            continue
-        sharing = table[:, touched] >= 0.5 * own[touched]  # (owners, strokes it touches)
-        sharing[number] = False
-        shared = sharing.any(axis=0)
-        if own[touched][shared].sum() > 0.5 * own.sum():
-            others = np.flatnonzero(sharing.any(axis=1))
-            target = int(others[np.argmin(np.abs(centres[others] - centres[number]))])
-            if abs(centres[target] - centres[number]) > apart:  # else: the same line, joined later
-                lookup[number] = target
+        mine = owners == number
+        touched = stroke_ids[mine]
+        holds = counts[mine]
+        pairs = np.isin(stroke_ids, touched) & (owners != number)
+        # another owner shares a stroke when it holds at least half of what this one does
+        needed = dict(zip(touched.tolist(), (0.5 * holds).tolist(), strict=True))
+        others = np.unique(
+            [
+                o
+                for o, s, c in zip(owners[pairs], stroke_ids[pairs], counts[pairs], strict=True)
+                if c >= needed[int(s)]
+            ]
+        ).astype(np.int64)
+        target = int(others[np.argmin(np.abs(centres[others] - centres[number]))])
+        if abs(centres[target] - centres[number]) > apart:  # else: the same line, joined later
+            lookup[number] = target
     # A chain (a -> b -> c) ends where it stops; a cycle keeps its first line.
     for number in range(1, count):
         seen = {number}
@@ -713,18 +719,47 @@ def _by_letter(owner: np.ndarray, strokes: np.ndarray, tallest: float) -> np.nda
     count = int(strokes.max()) + 1
     if count == 1:
         return owner
-    table = np.bincount(
-        (owner * count + strokes).ravel(), minlength=(int(owner.max()) + 1) * count
-    ).reshape(-1, count)
-    table[0] = 0
-    major = table.argmax(axis=0)
+    owners, stroke_ids, counts = _shares(owner, strokes)
+    _, _, major = _two_largest(stroke_ids, counts, owners, count)
     heights = np.zeros(count)
     for number, found in enumerate(find_objects(strokes), start=1):
         if found is not None:
             heights[number] = found[0].stop - found[0].start
-    letter = (heights <= tallest) & (table.max(axis=0) > 0)
-    letter[0] = False
+    letter = (heights <= tallest) & (major > 0)
     return np.where(letter[strokes], major[strokes], owner)
+
+
+def _shares(owner: np.ndarray, strokes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How much of each connected stroke each line owns, as three aligned arrays (owner,
+    stroke, pixels), pairs with no pixels, no owner or no stroke left out. Sparse: a noisy
+    page has thousands of both, whose full table would not fit in memory."""
+    strokes_count = int(strokes.max()) + 1
+    keys, counts = np.unique(
+        owner.astype(np.int64) * strokes_count + strokes, return_counts=True
+    )
+    owners, stroke_ids = np.divmod(keys, strokes_count)
+    keep = (owners > 0) & (stroke_ids > 0)
+    return owners[keep], stroke_ids[keep], counts[keep]
+
+
+def _two_largest(
+    stroke_ids: np.ndarray, counts: np.ndarray, owners: np.ndarray, strokes_count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per stroke: the largest share, the second largest, and the owner of the largest
+    (the lowest-numbered on a tie; 0 and 0 where nobody owns any of it)."""
+    order = np.lexsort((owners, -counts, stroke_ids))
+    ids, shares, holders = stroke_ids[order], counts[order], owners[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    first = np.zeros(strokes_count, np.int64)
+    second = np.zeros(strokes_count, np.int64)
+    leader = np.zeros(strokes_count, np.int64)
+    first[ids[starts]] = shares[starts]
+    leader[ids[starts]] = holders[starts]
+    runner_up = starts + 1
+    has_second = runner_up < ids.size
+    has_second[has_second] &= ids[runner_up[has_second]] == ids[starts[has_second]]
+    second[ids[starts[has_second]]] = shares[runner_up[has_second]]
+    return first, second, leader
 
 
 def _absorb(lines: list[_Line], lookup: np.ndarray, spacing: float) -> np.ndarray:
@@ -897,6 +932,10 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
     if not mask.any():
         notes.append("no text found: the image is blank or its ink too faint")
         return Segmentation(paper=paper_box, notes=tuple(notes))
+    mask, speckled = _without_specks(mask)
+    if speckled:
+        notes.append("no text found: the marks are specks (grain, noise or paper texture)")
+        return Segmentation(paper=paper_box, notes=tuple(notes))
     rotation = 0
     if config.find_rotation and _quarter_turned(mask):
         rotation, mask = 90, np.rot90(mask)
@@ -936,6 +975,25 @@ _TRANSPOSE = {
     180: Image.Transpose.ROTATE_180,
     270: Image.Transpose.ROTATE_270,
 }
+
+
+#: Connected marks of at most this many pixels at analysis resolution are specks (sensor
+#: grain, dust), not writing: the dot of an i is larger.
+SPECK_PIXELS = 3
+#: A mask whose specks hold more than this share of its ink is grain or texture, not a page
+#: of writing (Hooker's pages: under 1%; blank paper photographed with grain: over 80%).
+SPECKLED = 0.5
+
+
+def _without_specks(mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``mask`` without its specks, and whether specks were most of it. Tracing a grainy
+    blank photo's tens of thousands of specks as lines would take minutes and gigabytes."""
+    marks, _ = label(mask, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(marks.ravel())
+    speck = sizes <= SPECK_PIXELS
+    speck[0] = False
+    speck_ink = int(sizes[speck].sum())
+    return mask & ~speck[marks], speck_ink > SPECKLED * int(sizes[1:].sum())
 
 
 def _trace_page(mask: np.ndarray, config: SegmentConfig) -> tuple[float, int, _Trace]:
