@@ -81,6 +81,30 @@ def test_a_paragraph_is_segmented_and_its_lines_read_top_to_bottom(recognizer: R
     assert len(as_line.lines) == 1 and "\n" not in as_line.text
 
 
+def test_a_page_says_what_segmentation_found(recognizer: Recognizer) -> None:
+    """A page's answer carries the segmenter's findings; a line read whole has none."""
+    page = paragraph(("quill", "Kew", "quill")).rotate(90, expand=True)
+    [prediction] = recognizer.predict([page], kind="paragraph")
+    # three short lines are too few to tell upside down (the segmenter's tests cover that)
+    assert prediction.page is not None and prediction.page["rotation"] in (90, 270)
+    assert any("turned" in note for note in prediction.page["notes"])
+    assert [line.margin for line in prediction.lines] == [False] * 3
+    assert prediction.to_dict()["page"] == prediction.page
+    [line] = recognizer.predict([render_line("quill")], kind="line")
+    assert line.page is None
+
+
+def test_a_grainy_photo_of_blank_paper_reads_as_nothing_and_says_why(
+    recognizer: Recognizer,
+) -> None:
+    pixels = np.random.default_rng(1).normal(220, 20, (1200, 900, 3))
+    grainy = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    [prediction] = recognizer.predict([grainy], kind="paragraph")
+    assert (prediction.text, prediction.note) == ("", BLANK_NOTE)
+    assert prediction.page is not None
+    assert any("specks" in note for note in prediction.page["notes"])
+
+
 def test_runtimes_agree_and_auto_records_its_choice(smoke_model: Path) -> None:
     images = [render_line(w) for w in SMOKE_WORDS]
     texts = {

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from quill.inference.recognizer import BLANK_NOTE
 from quill.monitoring.store import MonitoringStore
 from quill.serving.api import create_app
 from quill.serving.runner import ApiServer
@@ -103,6 +104,27 @@ def test_predict_json_data_url_and_multipart(client: httpx.Client) -> None:
         "/v1/predict", files={"file": ("h.png", encode(render_line("hello")), "image/png")}
     )
     assert curl_style.json()["text"] == "hello"
+
+
+def test_a_page_answer_has_its_lines_findings_and_notes(client: httpx.Client) -> None:
+    """Lines with boxes and the margin mark, the segmenter's findings, and a note saying why
+    blank paper read as nothing."""
+    words = [render_line(word) for word in ("quill", "Kew", "ink")]
+    page = Image.new("RGB", (400, 60 * len(words) + 60), (246, 242, 232))
+    for number, word in enumerate(words):
+        page.paste(word, (20, 30 + 60 * number))
+    answer = client.post("/v1/predict", json={"image": b64(encode(page)), "kind": "paragraph"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["kind"] == "paragraph" and len(body["lines"]) == 3
+    assert [line["margin"] for line in body["lines"]] == [False] * 3
+    assert body["page"]["rotation"] == 0 and body["page"]["columns"] == 1
+    assert body["note"] is None
+    blank = client.post(
+        "/v1/predict", json={"image": b64(encode(Image.new("RGB", (500, 400), (246, 242, 232))))}
+    ).json()
+    assert (blank["text"], blank["note"]) == ("", BLANK_NOTE)
+    assert any("no text" in note for note in blank["page"]["notes"])
 
 
 def test_identical_images_are_answered_from_the_cache(client: httpx.Client) -> None:
@@ -301,8 +323,8 @@ def test_shadow_model_answers_are_stored_but_never_returned(
     assert response.status_code == 200 and answer["text"] == "Kew"
     assert answer["model_version"] == current.model_version
     assert set(answer) == {
-        "text", "confidence", "lines", "kind", "model_version", "timings_ms", "latency_ms",
-        "request_id", "feedback_token", "cached",
+        "text", "confidence", "lines", "kind", "note", "page", "model_version", "timings_ms",
+        "latency_ms", "request_id", "feedback_token", "cached",
     }  # fmt: skip
     store = MonitoringStore(settings.monitoring_url, settings.monitoring_images)
     [shadow] = store.shadow_predictions()

@@ -56,11 +56,13 @@ T = TypeVar("T")
 
 @dataclass
 class LinePrediction:
-    """One recognised line; ``box`` is (left, top, right, bottom) in the input's pixels."""
+    """One recognised line; ``box`` is (left, top, right, bottom) in the input's pixels;
+    ``margin``: a note in the margin beside the main text (read after it)."""
 
     text: str
     confidence: float
     box: Box
+    margin: bool = False
 
 
 @dataclass
@@ -70,7 +72,12 @@ class Prediction:
 
     ``note`` says when the answer did not come from the model: :data:`BLANK_NOTE` for an
     image with no ink (text "", confidence 1.0: certainly nothing to read), or how many of a
-    paragraph's lines were blank."""
+    paragraph's lines were blank.
+
+    ``page`` is what line segmentation found when it ran
+    (:meth:`quill.models.segment.Segmentation.to_dict`: ``rotation``, ``skew``, ``paper``,
+    ``columns`` and ``notes`` in words, e.g. why nothing was found); None for an image read
+    as one line without segmenting it."""
 
     text: str
     confidence: float
@@ -79,11 +86,22 @@ class Prediction:
     model_version: str
     kind: str = "line"
     note: str | None = None
+    page: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["lines"] = [{**line, "box": list(line["box"])} for line in data["lines"]]
         return data
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """One line cut from an input image: where (``box``), the pixels, and whether it is a
+    margin note."""
+
+    box: Box
+    image: Image.Image
+    margin: bool = False
 
 
 @dataclass
@@ -92,9 +110,11 @@ class _Prepared:
 
     lines: list[np.ndarray]  # each (H, W) float32, ink = 1
     boxes: list[Box]
+    margins: list[bool]  # per line: a margin note
     blank: list[bool]  # per line: no ink (not run through the model)
     kind: str
     preprocess_ms: float
+    page: dict[str, Any] | None
     texts: list[str] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
 
@@ -225,26 +245,28 @@ class Recognizer:
         start = time.perf_counter()
         try:
             image = open_image(source)
-            crops = self._lines(image, kind)
-            lines = [preprocess(crop, self.preprocess_config) for _, crop in crops]
+            crops, page = self._lines(image, kind)
+            lines = [preprocess(crop.image, self.preprocess_config) for crop in crops]
         except ImageError as exc:
             if count == 1:
                 raise
             raise ImageError(exc.code, f"input {index}: {exc}") from exc
         many = len(crops) > 1 or kind == "paragraph"
         line_kind = "paragraph" if many or self.reads_pages else "line"
-        boxes = [box for box, _ in crops]
+        boxes = [crop.box for crop in crops]
+        margins = [crop.margin for crop in crops]
         blank = [is_blank(line) for line in lines]
         elapsed = (time.perf_counter() - start) * 1000
-        return _Prepared(lines, boxes, blank, line_kind, elapsed)
+        return _Prepared(lines, boxes, margins, blank, line_kind, elapsed, page)
 
-    def _lines(self, image: Image.Image, kind: str) -> list[tuple[Box, Image.Image]]:
-        """(box, crop) of each text line; the whole image when it is (or looks like) one line."""
-        whole = [((0, 0, image.width, image.height), image)]
+    def _lines(self, image: Image.Image, kind: str) -> tuple[list[_Crop], dict[str, Any] | None]:
+        """Each text line's crop, and what segmentation found on the page (None when it did
+        not run); the whole image when it is (or looks like) one line."""
+        whole = [_Crop((0, 0, image.width, image.height), image)]
         if self.reads_pages or kind == "line":
-            return whole  # a paragraph model reads the page itself, newlines included
+            return whole, None  # a paragraph model reads the page itself, newlines included
         if kind == "auto" and image.width >= LINE_ASPECT * image.height:
-            return whole
+            return whole, None
         # lazy: segmentation imports scipy (a second of a cold start), which lines never need
         from quill.models.segment import SegmentConfig, segment_lines
 
@@ -252,9 +274,12 @@ class Recognizer:
         segments = segment_lines(
             image, SegmentConfig(crop_height=working_height(self.preprocess_config))
         )
+        page = segments.to_dict()
         if kind == "auto" and len(segments) <= 1:
-            return whole  # one line: the whole image keeps the margins the model trained with
-        return [(segment.box, segment.image) for segment in segments] or whole
+            # one line: the whole image keeps the margins the model trained with
+            return whole, page
+        crops = [_Crop(segment.box, segment.image, segment.margin) for segment in segments]
+        return crops or whole, page
 
     def _recognise(self, prepared: list[_Prepared]) -> None:
         """Run every line of every prepared image through the model, in batches of lines of
@@ -280,8 +305,10 @@ class Recognizer:
 
     def _result(self, item: _Prepared, model_ms: float) -> Prediction:
         lines = [
-            LinePrediction(text, round(conf, 4), box)
-            for text, conf, box in zip(item.texts, item.confidences, item.boxes, strict=True)
+            LinePrediction(text, round(conf, 4), box, margin)
+            for text, conf, box, margin in zip(
+                item.texts, item.confidences, item.boxes, item.margins, strict=True
+            )
         ]
         if self.reads_pages:  # one output for the page: its lines share box and confidence
             lines = [
@@ -306,6 +333,7 @@ class Recognizer:
             model_version=self.model_version,
             kind=item.kind,
             note=note,
+            page=item.page,
         )
 
     def warm_up(self) -> None:

@@ -101,6 +101,25 @@ class LineOut(BaseModel):
     text: str
     confidence: float
     box: list[int] = Field(description="left, top, right, bottom in input pixels")
+    margin: bool = Field(
+        False, description="A note in the margin beside the main text (read after it)"
+    )
+
+
+class PageOut(BaseModel):
+    """What line segmentation found on the page (absent when the image was read as one
+    line)."""
+
+    rotation: int = Field(
+        description="Degrees the image was turned counter-clockwise to read it: 0, 90, 180, 270"
+    )
+    skew: float = Field(description="Degrees the page was straightened by")
+    paper: list[int] | None = Field(
+        description="The paper's box (left, top, right, bottom) when a background around it "
+        "(a desk) was cut away"
+    )
+    columns: int = Field(description="Text columns side by side")
+    notes: list[str] = Field(description="What was found, in words (e.g. why no text was found)")
 
 
 class PredictResponse(BaseModel):
@@ -108,6 +127,10 @@ class PredictResponse(BaseModel):
     confidence: float = Field(description="Geometric mean of per-frame probabilities, 0-1")
     lines: list[LineOut]
     kind: str
+    note: str | None = Field(
+        None, description="Why the text did not come from the model (e.g. a blank image)"
+    )
+    page: PageOut | None = Field(None, description="Line segmentation's findings on a page")
     model_version: str
     latency_ms: float
     request_id: str = Field(description="Quote it in /v1/feedback")

@@ -186,6 +186,8 @@ def draw_lines(image: bytes, lines: list[dict[str, Any]], max_side: int = PREVIE
             width=max(2, round(picture.width / 600)),
         )
         label = line["text"] or "(nothing read)"
+        if line.get("margin"):
+            label = f"margin note: {label}"
         text_box = draw.textbbox((0, 0), label, font=font)
         label_h = text_box[3] - text_box[1] + 6
         y = top - label_h if top - label_h >= 0 else top
@@ -274,10 +276,12 @@ def build_app(backend: Backend) -> Any:
             if exc.status >= 500:
                 log.warning("the app could not read an image: %s (%s)", exc.message, exc.code)
             return cleared(f"**Could not read this image**: {exc.message} (`{exc.code}`)")
-        keys = ("request_id", "lines", "model_version", "latency_ms", "cached")
-        details = {k: answer[k] for k in keys if k in answer}
+        keys = ("request_id", "lines", "page", "note", "model_version", "latency_ms", "cached")
+        details = {k: answer[k] for k in keys if answer.get(k) is not None}
         lines = answer.get("lines") or []
         count = f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
+        found = [answer["note"]] if answer.get("note") else []
+        found += (answer.get("page") or {}).get("notes", [])
         return (
             answer["text"],
             f"{answer['confidence']:.0%}",
@@ -286,7 +290,7 @@ def build_app(backend: Backend) -> Any:
             "",
             "",
             draw_lines(image, lines),
-            f"Read {count} in {answer.get('latency_ms', 0):.0f} ms.",
+            " ".join([f"Read {count} in {answer.get('latency_ms', 0):.0f} ms.", *found]),
         )
 
     def flag(option: str):  # noqa: ANN202 - a Gradio event handler

@@ -279,10 +279,17 @@ def _answer(prediction: Prediction) -> dict[str, Any]:
         "text": prediction.text,
         "confidence": prediction.confidence,
         "lines": [
-            {"text": line.text, "confidence": line.confidence, "box": list(line.box)}
+            {
+                "text": line.text,
+                "confidence": line.confidence,
+                "box": list(line.box),
+                "margin": line.margin,
+            }
             for line in prediction.lines
         ],
         "kind": prediction.kind,
+        "note": prediction.note,
+        "page": prediction.page,
         "model_version": prediction.model_version,
         "timings_ms": prediction.timings,
     }
