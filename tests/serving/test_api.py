@@ -16,14 +16,16 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from quill.inference.recognizer import BLANK_NOTE
-from quill.monitoring.store import MonitoringStore
 from quill.serving.api import create_app
 from quill.serving.runner import ApiServer
 from quill.serving.service import load_service
 from quill.serving.settings import ServingSettings
 from quill.staging.parity import render_line
 
+from .conftest import monitored_settings, stored
+
 MAX_BODY = 400_000
+SERVING_OVERRIDES = {"max_body_bytes": MAX_BODY}
 
 
 def encode(image: Image.Image, fmt: str = "PNG") -> bytes:
@@ -51,30 +53,6 @@ def png_header_only(width: int, height: int) -> bytes:
         + png_chunk(b"IDAT", zlib.compress(b"\x00" * 64))
         + png_chunk(b"IEND", b"")
     )
-
-
-@pytest.fixture(scope="module")
-def settings(smoke_model: Path, tmp_path_factory: pytest.TempPathFactory) -> ServingSettings:
-    root = tmp_path_factory.mktemp("monitoring")
-    return ServingSettings(
-        model_dir=smoke_model,
-        threads=1,
-        max_body_bytes=MAX_BODY,
-        monitoring_url=f"sqlite:///{root / 'monitoring.db'}",
-        monitoring_images=root / "images",
-    )
-
-
-@pytest.fixture(scope="module")
-def server(settings: ServingSettings) -> Iterator[ApiServer]:
-    with ApiServer(settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: ApiServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        yield http
 
 
 def service_of(server: ApiServer):  # noqa: ANN201 - the PredictionService behind the app
@@ -144,7 +122,7 @@ def test_feedback_lands_in_the_monitoring_store(
     client: httpx.Client, server: ApiServer, settings: ServingSettings
 ) -> None:
     answer = client.post("/v1/predict", json={"image": b64(encode(render_line("Kew")))}).json()
-    stored = client.post(
+    accepted = client.post(
         "/v1/feedback",
         json={
             "request_id": answer["request_id"],
@@ -153,9 +131,9 @@ def test_feedback_lands_in_the_monitoring_store(
             "correction": "Kew Gardens",
         },
     )
-    assert stored.status_code == 200, stored.text
+    assert accepted.status_code == 200, accepted.text
     service_of(server).logger.flush()
-    store = MonitoringStore(settings.monitoring_url, settings.monitoring_images)
+    store = stored(settings)
     record = store.get_prediction(answer["request_id"])
     assert record is not None and record.text == "Kew" and record.client == "api"
     assert record.flag == "incorrect" and record.correction == "Kew Gardens"
@@ -307,13 +285,7 @@ def test_readiness_is_503_until_the_model_is_loaded(settings: ServingSettings) -
 def test_shadow_model_answers_are_stored_but_never_returned(
     smoke_model: Path, tmp_path: Path
 ) -> None:
-    settings = ServingSettings(
-        model_dir=smoke_model,
-        shadow_model_dir=smoke_model,
-        threads=1,
-        monitoring_url=f"sqlite:///{tmp_path / 'monitoring.db'}",
-        monitoring_images=tmp_path / "images",
-    )
+    settings = monitored_settings(smoke_model, tmp_path, shadow_model_dir=smoke_model)
     with ApiServer(settings) as server:
         current = service_of(server).recognizer  # the shadow model is a hook beside it
         response = httpx.post(
@@ -326,7 +298,7 @@ def test_shadow_model_answers_are_stored_but_never_returned(
         "text", "confidence", "lines", "kind", "note", "page", "model_version", "timings_ms",
         "latency_ms", "request_id", "feedback_token", "cached",
     }  # fmt: skip
-    store = MonitoringStore(settings.monitoring_url, settings.monitoring_images)
+    store = stored(settings)
     [shadow] = store.shadow_predictions()
     assert shadow.request_id == answer["request_id"]
     assert (shadow.text, shadow.disagreement) == ("Kew", 0.0)

@@ -17,11 +17,12 @@ from typing import Any
 import httpx
 import pytest
 
-from quill.monitoring.store import MonitoringStore
 from quill.serving.runner import ApiServer
 from quill.serving.service import PredictionService, build_monitoring, load_service
 from quill.serving.settings import ServingSettings
 from quill.staging.parity import render_line
+
+from .conftest import monitored_settings, stored
 
 MB = 1_000_000
 
@@ -37,30 +38,6 @@ def feedback_rows(settings: ServingSettings) -> list[tuple[str, int]]:
     path = str(settings.monitoring_url).removeprefix("sqlite:///")
     with sqlite3.connect(path) as db:
         return db.execute("SELECT request_id, length(correction) FROM feedback").fetchall()
-
-
-@pytest.fixture(scope="module")
-def settings(smoke_model: Path, tmp_path_factory: pytest.TempPathFactory) -> ServingSettings:
-    """The shipped limits (10 MiB body, 16 KiB head), a real SQLite store."""
-    root = tmp_path_factory.mktemp("guard-monitoring")
-    return ServingSettings(
-        model_dir=smoke_model,
-        threads=1,
-        monitoring_url=f"sqlite:///{root / 'monitoring.db'}",
-        monitoring_images=root / "images",
-    )
-
-
-@pytest.fixture(scope="module")
-def server(settings: ServingSettings) -> Iterator[ApiServer]:
-    with ApiServer(settings) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: ApiServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as http:
-        yield http
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +123,9 @@ def test_feedback_needs_content_a_matching_token_and_a_stored_prediction(
     assert absent.status_code == 404 and absent.json()["error"]["code"] == "unknown_request_id"
 
     # Sent at once after the answer, the good one is stored.
-    stored = send(request_id=rid, feedback_token=token, flag="incorrect", correction=" ink pen ")
-    assert stored.status_code == 200, stored.text
-    record = MonitoringStore(settings.monitoring_url, settings.monitoring_images).get_prediction(
-        rid
-    )
+    accepted = send(request_id=rid, feedback_token=token, flag="incorrect", correction=" ink pen ")
+    assert accepted.status_code == 200, accepted.text
+    record = stored(settings).get_prediction(rid)
     assert record is not None and (record.flag, record.correction) == ("incorrect", "ink pen")
     assert unknown not in {request_id for request_id, _ in feedback_rows(settings)}
 
@@ -295,14 +270,12 @@ class SlowRecognizer:
 def test_a_timeout_answers_in_time_frees_nothing_early_and_is_not_logged(
     smoke_model: Path, tmp_path: Path
 ) -> None:
-    settings = ServingSettings(
-        model_dir=smoke_model,
-        threads=1,
+    settings = monitored_settings(
+        smoke_model,
+        tmp_path,
         timeout_s=0.5,
         max_concurrency=1,
         max_queue=1,
-        monitoring_url=f"sqlite:///{tmp_path / 'monitoring.db'}",
-        monitoring_images=tmp_path / "images",
     )
     logger, store = build_monitoring(settings)
     real = load_service(replace(settings, monitoring_url="off")).recognizer
@@ -347,7 +320,7 @@ def test_a_timeout_answers_in_time_frees_nothing_early_and_is_not_logged(
     assert healthz_s < 1.0
     assert slow.calls == 2  # the queued request timed out before it started: it never ran
     assert recognitions.stats["never_started"] == 1 and recognitions.stats["not_logged"] == 1
-    logged = MonitoringStore(settings.monitoring_url, settings.monitoring_images).predictions()
+    logged = stored(settings).predictions()
     assert [p.request_id for p in logged] == [results["after"][2]["request_id"]]
     print(
         f"timeout 0.5 s, recognition 4 s: 504 after {results['running'][1]:.2f} s, "

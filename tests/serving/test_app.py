@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from quill.monitoring.store import MonitoringStore
 from quill.serving.app import (
     EXAMPLES_DIR,
     NO_IMAGE,
@@ -32,26 +31,7 @@ from quill.serving.service import load_service
 from quill.serving.settings import ServingSettings
 from quill.staging.parity import render_line
 
-
-@pytest.fixture(scope="module")
-def settings(smoke_model: Path, tmp_path_factory: pytest.TempPathFactory) -> ServingSettings:
-    root = tmp_path_factory.mktemp("app-monitoring")
-    return ServingSettings(
-        model_dir=smoke_model,
-        threads=1,
-        monitoring_url=f"sqlite:///{root / 'monitoring.db'}",
-        monitoring_images=root / "images",
-    )
-
-
-@pytest.fixture(scope="module")
-def api(settings: ServingSettings) -> Iterator[ApiServer]:
-    with ApiServer(settings) as server:
-        yield server
-
-
-def stored(settings: ServingSettings) -> MonitoringStore:
-    return MonitoringStore(settings.monitoring_url, settings.monitoring_images)
+from .conftest import stored
 
 
 def test_local_backend_flags_land_in_the_store(settings: ServingSettings) -> None:
@@ -69,14 +49,16 @@ def test_local_backend_flags_land_in_the_store(settings: ServingSettings) -> Non
     assert record.flag == "other" and record.correction == "Kew Gardens"
 
 
-def test_http_backend_passes_api_errors_through(api: ApiServer, settings: ServingSettings) -> None:
-    backend = HttpBackend(api.url)
+def test_http_backend_passes_api_errors_through(
+    server: ApiServer, settings: ServingSettings
+) -> None:
+    backend = HttpBackend(server.url)
     answer = backend.predict(to_png(render_line("ink")))
     assert answer["text"] == "ink"
     backend.feedback(answer["request_id"], "other", "ink!")  # quotes the answer's token
-    api.service.logger.flush()
+    server.service.logger.flush()
     assert stored(settings).get_prediction(answer["request_id"]).correction == "ink!"
-    assert HttpBackend(api.url, api_key="k").client.headers["x-api-key"] == "k"
+    assert HttpBackend(server.url, api_key="k").client.headers["x-api-key"] == "k"
     with pytest.raises(ServingError) as error:
         backend.predict(b"definitely not an image")
     assert error.value.code == "not_an_image" and error.value.status == 400
@@ -206,7 +188,7 @@ BROWSER_OPTIONS = {"viewport": {"width": 1400, "height": 1000}}
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_reads_an_upload_and_an_example_and_flags_it(
-    api: ApiServer, settings: ServingSettings, tmp_path: Path, chromium_launch: dict
+    server: ApiServer, settings: ServingSettings, tmp_path: Path, chromium_launch: dict
 ) -> None:
     """The app in URL mode (it calls the REST API), driven by headless Chromium."""
     from playwright.sync_api import sync_playwright
@@ -215,7 +197,7 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
     render_line("quill").save(image)
     flagged_before = {p.request_id for p in stored(settings).predictions(flagged=True)}
     port = free_port()
-    demo = launch(HttpBackend(api.url), port=port, block=False)
+    demo = launch(HttpBackend(server.url), port=port, block=False)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(**chromium_launch)
@@ -235,7 +217,9 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
             assert "Thanks" in page.inner_text("#quill-flag-status")
 
             example = example_paths()[0]
-            expected = api.service.recognizer.predict([Image.open(example).convert("RGB")])[0].text
+            expected = server.service.recognizer.predict([Image.open(example).convert("RGB")])[
+                0
+            ].text
             page.locator("[data-testid='examples'] button, .gallery-item").first.click()
             page.wait_for_function(
                 "text => document.querySelector('#quill-text textarea').value === text",
@@ -248,7 +232,7 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
             browser.close()
     finally:
         demo.close()
-    api.service.logger.flush()
+    server.service.logger.flush()
     texts = [p.text for p in stored(settings).predictions()]
     assert texts[-2:] == ["quill", expected]  # both answers came through the API
     flagged = [  # this test's flags: other tests share the store
@@ -402,7 +386,7 @@ def readme_curl_commands() -> list[str]:
 
 @pytest.mark.slow
 def test_readme_curl_commands_read_a_page_photo(
-    api: ApiServer, hooker_dir: Path, tmp_path: Path
+    server: ApiServer, hooker_dir: Path, tmp_path: Path
 ) -> None:
     """Issue 15: the README's curl failed on a photo of a page ("Argument list too long")."""
     import shutil
@@ -415,7 +399,7 @@ def test_readme_curl_commands_read_a_page_photo(
     assert len(commands) >= 2 and any("-F image=@" in c for c in commands)
     texts = set()
     for command in commands:
-        command = command.replace("localhost:8000", api.url.removeprefix("http://"))
+        command = command.replace("localhost:8000", server.url.removeprefix("http://"))
         done = subprocess.run(
             ["bash", "-o", "pipefail", "-c", command],
             cwd=tmp_path,
