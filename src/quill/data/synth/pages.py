@@ -1,0 +1,384 @@
+"""Synthetic pages made of real line crops, with every line's true box and core band.
+
+A learned line detector needs pages whose lines are known exactly; hand-annotated pages are
+few (four Hooker pages with PAGE XML), line crops are many (four shared datasets, over 400
+writers). So a page is composed: real line images of one writer pasted onto paper, the way
+a letter or a will lies on the page, and each pasted line's ink box (the truth a segmenter is
+scored against) and x-height band (what the detector learns to mark) recorded as it is
+placed.
+
+Two composers:
+
+- :func:`compose_lines` + :func:`render`: plain stacked lines (random height, spacing,
+  indent, a few short lines) on plain paper. The segmenter's tests and the synthetic-page
+  figures in docs/models.md use it; its pages for a given seed must not change.
+- :func:`compose_page_sample`: pages towards what real ones have, for training and measuring
+  the learned detector: per-page line height, spacing and slope, every line tilted a little
+  on its own, indents, short lines, headings, notes in a wide margin beside the text, a word
+  inserted between two lines, a faint pencil note in a corner, a stamp-like ring, and paper
+  with colour, texture, shading and grain.
+
+Writers are split the way ``quill data import folder --split-by writer`` splits them
+(:func:`quill.data.manifest.assign_splits` on the writer; Hooker's one hand on the page), so
+a page of ``split="test"`` holds only hands never trained on; the Hooker pages the bench
+scores whole (:data:`EVALUATION_PAGES`) are in no split.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from quill.data.manifest import Split, assign_splits, writer_of
+
+Box = tuple[int, int, int, int]
+
+#: The shared real-handwriting datasets (../shared/datasets/NAME/labels.tsv).
+DATASETS = ("copiste", "poilus", "mss19", "hooker-letters")
+#: The Hooker pages with PAGE XML that ``quill bench accuracy --pages`` reads whole: never
+#: composed into a synthetic page, so nothing trained on them.
+EVALUATION_PAGES = frozenset(
+    {"JDH_2_16_144_002", "JDH_2_16_145_001", "JDH_2_16_146_001", "JDH_2_16_146_004"}
+)
+#: Darkness above which a pixel of a pasted line is its ink (for its true box).
+INK = 0.4
+
+
+def shared_datasets() -> Path:
+    """``../shared/datasets`` beside the project checkout."""
+    return Path(__file__).resolve().parents[4].parent / "shared" / "datasets"
+
+
+@cache
+def line_files(
+    dataset: str, split: Split | None = None, root: Path | None = None
+) -> tuple[tuple[Path, ...], ...]:
+    """The line images of one shared dataset, grouped by writer (the page id's part before
+    ``__``; the page for Hooker's letters, one hand), sorted by writer; only the writers of
+    ``split`` when given; empty where the dataset is absent."""
+    folder = (root or shared_datasets()) / dataset
+    labels = folder / "labels.tsv"
+    if not labels.is_file():
+        return ()
+    writers: dict[str, list[Path]] = {}
+    with labels.open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["page"] in EVALUATION_PAGES:
+                continue
+            writer = writer_of(row["page"]) or row["page"]
+            writers.setdefault(writer, []).append(folder / row["file"])
+    if split is not None:
+        splits = assign_splits(writers)
+        writers = {name: files for name, files in writers.items() if splits[name] == split}
+    return tuple(tuple(files) for _, files in sorted(writers.items()))
+
+
+def ink_line(path: Path, height: int) -> np.ndarray:
+    """A line crop as darkness (h, w) in [0, 1] (paper 0), scaled to ``height`` pixels."""
+    image = Image.open(path).convert("L")
+    width = max(1, round(image.width * height / image.height))
+    grey = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), np.float32)
+    inside = grey[grey < 250]  # the polygon's own paper (outside it is painted white)
+    paper = np.percentile(inside, 75) if inside.size else 255.0
+    darkness = np.clip(1.0 - grey / max(paper, 1.0), 0.0, 1.0)
+    return np.clip(darkness / max(float(np.percentile(darkness, 99.5)), 0.2), 0.0, 1.0)
+
+
+def ink_box(darkness: np.ndarray, x: int, y: int) -> Box | None:
+    """The true box of a pasted line: its crop (the annotator's polygon box) trimmed to ink;
+    None for a crop with almost none."""
+    ink = darkness > INK
+    if ink.sum() < 20:
+        return None
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    return (x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1)
+
+
+def compose_lines(
+    seed: int, dataset: str | None = None, lines: int | None = None, height: int | None = None
+) -> tuple[np.ndarray, list[Box]]:
+    """Darkness (H, W) in [0, 1] of 6-12 real line images of one writer (the next writer's
+    when one has too few) stacked top to bottom with a random line height, spacing (0.75-1.3
+    line heights), left indent and sometimes a short line (the start of a line: a closing
+    line or a heading); and each line's true box. Writers of every split."""
+    rng = np.random.default_rng(seed)
+    dataset = dataset or DATASETS[seed % len(DATASETS)]
+    writers = line_files(dataset)
+    count = lines or int(rng.integers(6, 13))
+    files: list[Path] = []
+    for writer in rng.permutation(len(writers)):
+        if len(files) >= count:
+            break
+        files += list(writers[writer])[: count - len(files)]
+    height = height or int(rng.integers(48, 110))
+    picked = [ink_line(path, int(height * rng.uniform(0.95, 1.05))) for path in files]
+    for index in rng.choice(count, int(rng.integers(0, 3)), replace=False):
+        line = picked[index]  # a short line: its first 15-40%
+        picked[index] = line[:, : max(height, int(line.shape[1] * rng.uniform(0.15, 0.4)))]
+    width = max(line.shape[1] for line in picked)
+    margin = int(rng.integers(30, 160))
+    page_width = int(width * rng.uniform(1.05, 1.3)) + 2 * margin
+    spacing = rng.uniform(0.75, 1.3)
+    ys, y = [], margin
+    for _ in picked:
+        ys.append(y)
+        y += int(height * spacing * rng.uniform(0.92, 1.08))
+    darkness = np.zeros((y + height + margin, page_width), np.float32)
+    boxes = []
+    for line, top in zip(picked, ys, strict=True):
+        left = min(margin + int(rng.uniform(0, 0.12) * width), page_width - line.shape[1])
+        region = darkness[top : top + line.shape[0], left : left + line.shape[1]]
+        np.maximum(region, line[: region.shape[0], : region.shape[1]], out=region)
+        box = ink_box(line, left, top)
+        if box is not None:
+            boxes.append(box)
+    return darkness, boxes
+
+
+def render(darkness: np.ndarray, seed: int) -> Image.Image:
+    """Paper-coloured canvas (a random paper and ink colour, light falling off across the
+    page, grain) with ``darkness`` as ink."""
+    rng = np.random.default_rng(seed + 10_000)
+    paper = rng.uniform((205, 195, 170), (245, 240, 228))
+    ink = rng.uniform((10, 10, 20), (90, 70, 110))
+    width = darkness.shape[1]
+    shade = 1.0 - rng.uniform(0, 0.12) * np.linspace(0, 1, width)[None, :, None]
+    pixels = paper * shade + (ink - paper) * darkness[..., None]
+    pixels += rng.normal(0, 3.0, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def compose_page(
+    seed: int, dataset: str | None = None, lines: int | None = None
+) -> tuple[Image.Image, list[Box]]:
+    """A synthetic page (:func:`compose_lines` rendered) and its lines' true boxes."""
+    darkness, boxes = compose_lines(seed, dataset, lines)
+    return render(darkness, seed), boxes
+
+
+# ------------------------------------------------------------------ pages like real ones
+
+
+@dataclass(frozen=True)
+class PageSample:
+    """A composed page: the photo, each text line's true box (reading order: main text top
+    to bottom, then margin notes, then corner notes) and the line cores.
+
+    ``cores`` (H, W) bool marks each line's x-height band (the rows where its ink is
+    densest, across its whole length, word gaps included), tilted with the line: what the
+    learned detector is trained to find. Bands of neighbouring lines never touch, even when
+    the lines' ascenders and descenders do.
+    """
+
+    image: Image.Image
+    boxes: list[Box]
+    cores: np.ndarray
+
+
+@dataclass
+class _Canvas:
+    """Darkness, cores and true boxes of a page being composed."""
+
+    darkness: np.ndarray  # (H, W) float32 in [0, 1]
+    cores: np.ndarray  # (H, W) bool
+    boxes: list[Box]
+
+    def paste(self, line: np.ndarray, left: int, top: int, degrees: float, strength: float) -> None:
+        """Paste a line's darkness at (left, top), tilted ``degrees`` (counter-clockwise),
+        at ``strength`` (a faint pencil: 0.3), recording its true box and core band."""
+        core = _core_band(line)
+        if degrees:
+            line = _rotated(line, degrees, Image.Resampling.BILINEAR)
+            core = _rotated(core.astype(np.float32), degrees, Image.Resampling.BILINEAR) > 0.5
+        height, width = self.darkness.shape
+        rows = max(0, min(line.shape[0], height - top))
+        cols = max(0, min(line.shape[1], width - left))
+        if rows == 0 or cols == 0 or top < 0 or left < 0:
+            return
+        line, core = line[:rows, :cols], core[:rows, :cols]
+        box = ink_box(line, left, top)
+        if box is None or not core.any():
+            return
+        region = self.darkness[top : top + rows, left : left + cols]
+        np.maximum(region, line * strength, out=region)
+        self.cores[top : top + rows, left : left + cols] |= core
+        self.boxes.append(box)
+
+
+def _core_band(line: np.ndarray) -> np.ndarray:
+    """The x-height band of a line crop (h, w) -> (h, w) bool: from its first to its last
+    inked column, the quarter of its height that holds the most ink (a crop's height is
+    about four x-heights: ascenders above, descenders below). Rows inked across most of the
+    line are a ruled line of the paper (the copiste lines have them), not writing, and are
+    left out of the count. Bands of lines set 0.8 line heights apart stay apart."""
+    ink = line > INK
+    core = np.zeros(line.shape, bool)
+    cols = np.flatnonzero(ink.any(axis=0))
+    if cols.size == 0:
+        return core
+    profile = ink.sum(axis=1).astype(np.float32)
+    profile[profile > 0.6 * (cols[-1] - cols[0] + 1)] = 0.0  # a ruled line
+    band = max(1, line.shape[0] // 4)
+    window = np.convolve(profile, np.ones(band, np.float32), mode="valid")
+    top = int(window.argmax())
+    core[top : top + band, cols[0] : cols[-1] + 1] = True
+    return core
+
+
+def _rotated(array: np.ndarray, degrees: float, resample: Image.Resampling) -> np.ndarray:
+    """``array`` (h, w) float turned ``degrees`` counter-clockwise, the canvas grown to fit."""
+    image = Image.fromarray(array.astype(np.float32), mode="F")
+    return np.asarray(image.rotate(degrees, resample, expand=True), np.float32)
+
+
+def _pick_lines(
+    rng: np.random.Generator, split: Split | None, count: int, root: Path | None
+) -> list[Path]:
+    """``count`` line files of one writer of a random dataset (more writers of the same
+    dataset when one has too few), in their order on the writer's pages."""
+    available = [name for name in DATASETS if line_files(name, split, root)]
+    if not available:
+        raise FileNotFoundError(f"no shared line crops for split {split!r}")
+    writers = line_files(str(rng.choice(available)), split, root)
+    files: list[Path] = []
+    for writer in rng.permutation(len(writers)):
+        need = count - len(files)
+        start = int(rng.integers(0, max(1, len(writers[writer]) - need + 1)))
+        files += list(writers[writer])[start : start + need]
+        if len(files) >= count:
+            break
+    return files
+
+
+def compose_page_sample(
+    seed: int, split: Split | None = "train", root: Path | None = None
+) -> PageSample:
+    """A page like a real letter or will, of writers of ``split`` (None: every writer).
+
+    Per page: 4-22 lines of one hand at a height of 36-110 pixels, spacing 0.8-1.6 line
+    heights, the page tilted up to 2.5 degrees and each line another 0.8 on its own, a left
+    indent per line and a few short lines. Sometimes (each drawn per page) a heading above
+    the text, notes in a wide left or right margin, a word inserted between two lines, a
+    faint pencil note in a top corner (a true line: the bench's Hooker pages have one), a
+    stamp-like ring (not a line), and paper with texture, shading and grain.
+    """
+    rng = np.random.default_rng(seed)
+    count = int(rng.integers(4, 23))
+    files = _pick_lines(rng, split, count + 8, root)  # spares for notes and insertions
+    height = int(rng.integers(36, 111))
+    spacing = float(rng.uniform(0.8, 1.6))
+    tilt = float(rng.uniform(-2.5, 2.5)) if rng.random() < 0.6 else 0.0
+    picked = [ink_line(path, int(height * rng.uniform(0.93, 1.07))) for path in files[:count]]
+    spare = [ink_line(path, int(height * rng.uniform(0.6, 0.85))) for path in files[count:]]
+    for index in rng.choice(count, int(rng.integers(0, 1 + count // 4)), replace=False):
+        line = picked[index]
+        picked[index] = line[:, : max(height, int(line.shape[1] * rng.uniform(0.15, 0.5)))]
+    text_width = max(line.shape[1] for line in picked)
+    note_side = str(rng.choice(["left", "right"])) if rng.random() < 0.25 else None
+    note_width = int(text_width * rng.uniform(0.18, 0.3)) if note_side else 0
+    margin = int(rng.integers(30, 200))
+    gutter = int(height * rng.uniform(1.5, 3.0)) if note_side else 0
+    left_text = margin + (note_width + gutter if note_side == "left" else 0)
+    heading = rng.random() < 0.2
+    top = margin + (int(height * rng.uniform(1.4, 2.2)) if heading else 0)
+    ys = [top]
+    for _ in picked[1:]:
+        ys.append(ys[-1] + int(height * spacing * rng.uniform(0.92, 1.08)))
+    page_height = ys[-1] + 2 * height + margin
+    page_width = left_text + int(text_width * rng.uniform(1.02, 1.2)) + margin
+    page_width += note_width + gutter if note_side == "right" else 0
+    canvas = _Canvas(
+        np.zeros((page_height, page_width), np.float32), np.zeros((page_height, page_width), bool), []
+    )
+    if heading:
+        title = picked[0][:, : max(height, int(picked[0].shape[1] * rng.uniform(0.15, 0.3)))]
+        left = left_text + max(0, (text_width - title.shape[1]) // 2)
+        canvas.paste(title, left, margin, tilt, 1.0)
+    for line, y in zip(picked[heading:], ys[heading:], strict=True):
+        indent = int(rng.uniform(0, 0.12) * text_width) if rng.random() < 0.4 else 0
+        canvas.paste(line, left_text + indent, y, tilt + rng.uniform(-0.8, 0.8), 1.0)
+    main = list(canvas.boxes)
+    notes: list[Box] = []
+    if spare and spacing >= 1.2 and rng.random() < 0.3 and len(ys) > 2:
+        index = int(rng.integers(heading, len(ys) - 1))
+        word = spare.pop()
+        word = word[:, : max(word.shape[0], int(word.shape[1] * rng.uniform(0.08, 0.2)))]
+        between = (ys[index] + ys[index + 1] + height) // 2  # halfway between their cores
+        x = left_text + int(rng.uniform(0.1, 0.7) * text_width)
+        canvas.paste(word, x, between - word.shape[0] // 2, tilt, 1.0)
+        main = _in_reading_order(canvas.boxes)
+    if note_side and spare:
+        x = margin if note_side == "left" else page_width - margin - note_width
+        y = ys[int(rng.integers(0, len(ys)))]
+        for _ in range(int(rng.integers(1, 5))):
+            if not spare or y + height >= page_height:
+                break
+            note = spare.pop()[:, :note_width]
+            before = len(canvas.boxes)
+            canvas.paste(note, x, y, tilt + rng.uniform(-1.5, 1.5), 1.0)
+            notes += canvas.boxes[before:]
+            y += int(note.shape[0] * rng.uniform(1.0, 1.4))
+    if spare and rng.random() < 0.2 and margin > 1.2 * spare[-1].shape[0]:
+        pencil = spare.pop()  # in the top margin, above the first line
+        pencil = pencil[:, : max(pencil.shape[0], int(pencil.shape[1] * rng.uniform(0.08, 0.2)))]
+        x = page_width - margin // 2 - pencil.shape[1] if rng.random() < 0.7 else margin // 2
+        y = (margin - pencil.shape[0]) // 2
+        before = len(canvas.boxes)
+        canvas.paste(pencil, max(0, x), y, 0.0, float(rng.uniform(0.25, 0.45)))
+        notes += canvas.boxes[before:]
+    if rng.random() < 0.2:
+        _stamp(canvas.darkness, rng, height)
+    return PageSample(_paper(canvas.darkness, rng), main + notes, canvas.cores)
+
+
+def _in_reading_order(boxes: list[Box]) -> list[Box]:
+    """Boxes of one block top to bottom (an insertion between two lines between them)."""
+    return sorted(boxes, key=lambda box: (box[1] + box[3]) / 2)
+
+
+def _stamp(darkness: np.ndarray, rng: np.random.Generator, height: int) -> None:
+    """A round stamp's ring (radius 0.8-2 line heights, 2-3 lines of it ringed) somewhere on
+    the page, at 40-90% strength: ink that is no line."""
+    radius = height * rng.uniform(0.8, 2.0)
+    thick = max(2.0, radius * rng.uniform(0.04, 0.1))
+    cy = rng.uniform(radius, max(radius + 1, darkness.shape[0] - radius))
+    cx = rng.uniform(radius, max(radius + 1, darkness.shape[1] - radius))
+    y0, y1 = int(max(0, cy - radius - thick)), int(min(darkness.shape[0], cy + radius + thick))
+    x0, x1 = int(max(0, cx - radius - thick)), int(min(darkness.shape[1], cx + radius + thick))
+    yy, xx = np.mgrid[y0:y1, x0:x1]
+    distance = np.hypot(yy - cy, xx - cx)
+    ring = np.zeros(distance.shape, np.float32)
+    for r in (radius, radius * rng.uniform(0.7, 0.85)):
+        ring = np.maximum(ring, np.clip(1.0 - np.abs(distance - r) / thick, 0.0, 1.0))
+    region = darkness[y0:y1, x0:x1]
+    np.maximum(region, ring * float(rng.uniform(0.4, 0.9)), out=region)
+
+
+def _paper(darkness: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """``darkness`` as ink on paper: a paper colour (white to yellowed), an ink colour (black,
+    brown or blue), a soft texture of blotches, light falling off across the page in a
+    random direction, and grain."""
+    height, width = darkness.shape
+    paper = rng.uniform((200, 188, 160), (250, 246, 238))
+    ink = rng.uniform((10, 10, 20), (90, 70, 110))
+    if rng.random() < 0.25:
+        ink = rng.uniform((20, 30, 90), (60, 70, 160))  # blue ink
+    coarse = rng.normal(0, 1, (max(2, height // 64), max(2, width // 64))).astype(np.float32)
+    texture = np.asarray(
+        Image.fromarray(coarse, mode="F").resize((width, height), Image.Resampling.BICUBIC)
+    )
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = np.cos(angle) * np.linspace(0, 1, width)[None, :] + np.sin(angle) * np.linspace(
+        0, 1, height
+    )[:, None]
+    shade = 1.0 - rng.uniform(0, 0.2) * (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
+    shade = shade + rng.uniform(0, 0.03) * texture
+    pixels = (paper * shade[..., None] + (ink - paper) * darkness[..., None]).astype(np.float32)
+    pixels += rng.standard_normal(pixels.shape, np.float32) * rng.uniform(1.0, 6.0)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
