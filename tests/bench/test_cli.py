@@ -98,6 +98,30 @@ def test_speed_command_compares_runtimes_in_one_run(
     assert "| line | 1 | 1 | quill-eager |" in result.output
 
 
+def test_speed_command_times_whole_pages_beside_lines(
+    tiny_model: Path, printed_dataset: Path, tmp_path: Path
+) -> None:
+    from .test_pages import PAGE_LINES, compose_page, write_pagexml
+
+    pages = tmp_path / "pages"
+    pages.mkdir()
+    image, boxes = compose_page(PAGE_LINES)
+    (pages / "letter.png").write_bytes(image)
+    write_pagexml(pages, "letter", PAGE_LINES, boxes)
+    args = ["bench", "speed", "--model", str(tiny_model), "--data", str(printed_dataset)]
+    args += ["--kind", "line", "--batch", "1", "--variant", "onnx", "--pages", f"letters={pages}"]
+    args += ["--inputs", "2", "--images", "2", "--warmup", "1", "--out", str(tmp_path / "out")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "out" / "speed.json").read_text())
+    assert {(t["system"], t["kind"]) for t in payload["timings"]} == {
+        ("quill-onnx", "line"),
+        ("quill-onnx", "page"),
+    }
+    assert payload["inputs"]["page"] == 1 and payload["inputs"]["page_source"].startswith("letters")
+    assert "whole pages from `letters" in (tmp_path / "out" / "speed.md").read_text()
+
+
 def test_speed_command_rejects_unknown_variants(tiny_model: Path, printed_dataset) -> None:
     args = ["bench", "speed", "--model", str(tiny_model), "--data", str(printed_dataset)]
     result = runner.invoke(app, [*args, "--variant", "tensorrt"])

@@ -106,6 +106,36 @@ def test_speed_report_shows_ratios_stages_and_input_accuracy() -> None:
     assert "- **rapidocr**: skipped (not installed)" in markdown
 
 
+def test_speed_report_puts_quill_beside_the_peers_per_kind_and_batch() -> None:
+    timings = [
+        Timing("quill-onnx", "line", 1, 1, [5.0] * 5),
+        Timing("quill-onnx", "line", 8, 1, [20.0] * 5),
+        Timing("tesseract", "line", 1, 1, [80.0] * 5),
+        Timing("rapidocr", "line", 1, 1, [15.0] * 5),
+        Timing("quill-onnx", "page", 1, 1, [200.0, 220.0, 240.0, 260.0, 280.0]),
+        Timing("tesseract", "page", 1, 1, [800.0] * 5),
+    ]
+    inputs = {"source": "hooker", "line": 16, "paragraph": 0, "page": 4, "warmup": 2}
+    inputs |= {"calls": "5", "page_source": "hooker-pages (pages)"}
+    accuracy = {"quill-onnx": {"line": 0.05, "page": 0.1}, "tesseract": {"page": 0.7}}
+    payload = speed_payload(SpeedRun(timings, {}, {}, accuracy), {}, MACHINE, inputs, "none")
+    page = payload["timings"][4]
+    assert page["peers_p50_over_this"] == {"tesseract": round(800 / 240, 2)}
+    assert page["mean_ms"] == 240.0 and page["throughput_vs_batch_1"] is None
+    assert payload["timings"][1]["throughput_vs_batch_1"] == 2.0  # 8 in 20 ms vs 1 in 5 ms
+    assert payload["timings"][0]["peers_p50_over_this"] == {"rapidocr": 3.0, "tesseract": 16.0}
+    markdown = "\n".join(speed_markdown(payload))
+    assert "and 4 whole pages from `hooker-pages (pages)`" in markdown
+    assert "| kind | batch | threads | system | p50 ms | mean ms | rapidocr p50 / quill's |" in (
+        markdown
+    )
+    assert "| line | 1 | 1 | quill-onnx | 5.0 | 5.0 | 3.00x | 16.00x | — |" in markdown
+    assert "| line | 8 | 1 | quill-onnx | 2.5 | 2.5 | — | — | 2.00x |" in markdown
+    assert "| page | 1 | 1 | quill-onnx | 240.0 | 240.0 | — | 3.33x | — |" in markdown
+    assert "| system | line | paragraph | page |" in markdown
+    assert "| tesseract | — | — | 70.0% |" in markdown
+
+
 def test_peers_only_report_has_no_ratio_columns() -> None:
     full = _result()
     readings = {name: full.readings[name] for name in ("tesseract",)}

@@ -12,8 +12,18 @@ import pytest
 from quill.bench.datasets import load_dataset
 from quill.bench.inputs import SpeedInput, compose_paragraphs, speed_inputs
 from quill.bench.quantize import QuantizeError, quantize_staged
-from quill.bench.speed import SpeedPlan, load_quill_variants, run_speed, speedups, time_systems
+from quill.bench.pages import load_pages
+from quill.bench.speed import (
+    SpeedPlan,
+    load_quill_variants,
+    page_inputs,
+    run_speed,
+    speedups,
+    time_systems,
+)
 from quill.bench.systems import QuillSystem
+
+from .test_pages import PAGE_LINES, compose_page, write_pagexml
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +136,50 @@ def test_run_speed_times_every_variant_and_records_failures(
     ratios = speedups(run.timings, "quill-eager")
     eager_rows = [i for i, t in enumerate(run.timings) if t.system == "quill-eager"]
     assert all(ratios[i] == 1.0 for i in eager_rows) and len(ratios) == len(run.timings)
+
+
+class LinesOnly:
+    """The real Quill model read through ``read`` alone: a system that cannot find the lines
+    of a page by itself (as a line recogniser without a detector)."""
+
+    name = "lines-only"
+
+    def __init__(self, quill: QuillSystem):
+        self.quill = quill
+
+    def describe(self) -> dict[str, str]:
+        return {}
+
+    def read(self, images, kind):
+        return self.quill.read(images, kind)
+
+
+def test_whole_pages_are_timed_one_per_call_by_the_systems_that_read_pages(
+    tiny_model, line_inputs, tmp_path
+) -> None:
+    image, boxes = compose_page(PAGE_LINES)
+    (tmp_path / "letter.png").write_bytes(image)
+    write_pagexml(tmp_path, "letter", PAGE_LINES, boxes)
+    pages = page_inputs(load_pages(f"letters={tmp_path}"))
+    assert [(p.kind, p.text, p.image) for p in pages] == [("page", "\n".join(PAGE_LINES), image)]
+    quill = QuillSystem.load(tiny_model, "onnx", threads=1)
+    plan = SpeedPlan(batches=(1, 2), threads=(1,), images=2, warmup=1)
+    inputs = {"line": line_inputs, "page": pages}
+    run = run_speed(lambda threads: [quill, LinesOnly(quill)], inputs, plan)
+    assert run.failures == {}
+    rows = {(t.system, t.kind, t.batch) for t in run.timings}
+    # Pages are one request each (batch 1), timed only for systems that find lines themselves.
+    assert {row for row in rows if row[1] == "page"} == {("quill-onnx", "page", 1)}
+    assert {row for row in rows if row[1] == "line"} == {
+        (s, "line", b) for s in ("quill-onnx", "lines-only") for b in (1, 2)
+    }
+    (page_row,) = [t for t in run.timings if t.kind == "page"]
+    assert len(page_row.call_ms) == 5 and page_row.mean_ms > 0
+    # Finding the lines is preprocessing; the stages fit inside the timed calls.
+    assert page_row.stages["preprocess"] > 0 and page_row.stages["model"] > 0
+    assert sum(page_row.stages.values()) * page_row.images <= sum(page_row.call_ms) * 1.01
+    assert set(run.accuracy["quill-onnx"]) == {"line", "page"}
+    assert set(run.accuracy["lines-only"]) == {"line"}
 
 
 def test_a_missing_runtime_file_is_reported_not_fatal(tiny_model, tmp_path) -> None:

@@ -314,6 +314,15 @@ def speed(
         ),
     ] = None,
     peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,
+    pages: Annotated[
+        str | None,
+        typer.Option(
+            "--pages",
+            help="Also time whole pages, one per call, each system finding the lines itself "
+            "(Quill: Recognizer.predict with kind auto): a page set as --pages of `quill bench "
+            "accuracy` takes it (PAGE XML / ALTO folder or labels.tsv of pages); NAME=PATH.",
+        ),
+    ] = None,
     inputs: Annotated[int, typer.Option(help="Fixed inputs per kind.")] = 16,
     images: Annotated[
         int, typer.Option(help="Images timed per row (at least 5 calls whatever the batch).")
@@ -334,12 +343,21 @@ def speed(
         ".cache/bench-datasets"
     ),
 ) -> None:
-    """Latency p50/p95/p99 and throughput: eager vs TorchScript vs ONNX (and int8) vs peers."""
+    """Latency p50/p95/p99 and throughput: eager vs TorchScript vs ONNX (and int8) vs peers,
+    per line, paragraph and (with --pages) whole page."""
     from quill.bench.datasets import BenchDataError, load_dataset
     from quill.bench.inputs import speed_inputs
     from quill.bench.machine import machine_info
+    from quill.bench.pages import load_pages
     from quill.bench.report import speed_markdown, speed_payload, write
-    from quill.bench.speed import BASELINE, VARIANTS, SpeedPlan, cold_start_markdown, run_speed
+    from quill.bench.speed import (
+        BASELINE,
+        VARIANTS,
+        SpeedPlan,
+        cold_start_markdown,
+        page_inputs,
+        run_speed,
+    )
     from quill.data.readers.common import DatasetError
 
     kinds, variants = kind or ["line", "paragraph"], variant or list(VARIANTS)
@@ -356,13 +374,20 @@ def speed(
         # An unknown split name reads no samples, refused below.
         wanted = cast("Split", split)
         dataset = load_dataset(data, split=wanted, cache_root=cache, show_progress=True)
+        page_set = load_pages(pages) if pages else None
     except (BenchDataError, DatasetError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    fixed = {k: v for k, v in speed_inputs(dataset.samples, inputs).items() if k in kinds and v}
+    fixed: dict = {k: v for k, v in speed_inputs(dataset.samples, inputs).items() if k in kinds}
+    fixed = {k: v for k, v in fixed.items() if v}
     if not fixed:
         raise fail(f"{dataset.name} has no {' or '.join(kinds)} samples to time")
+    if page_set is not None:
+        for reason in page_set.skipped:
+            console.print(f"[yellow]{page_set.name}: left out[/yellow] {reason}")
+        fixed["page"] = page_inputs(page_set)
     unavailable: dict[str, str] = {}
-    rows_per_system = len(fixed) * len(plan.batches)
+    # a row per kind and batch size; whole pages at batch 1 only
+    rows_per_system = (len(fixed) - ("page" in fixed)) * len(plan.batches) + ("page" in fixed)
     with tempfile.TemporaryDirectory(prefix="quill-int8-") as scratch, _progress() as progress:
         task = progress.add_task("timing", total=0)
         planned = [0]
@@ -397,6 +422,8 @@ def speed(
         "source": f"{dataset.name} ({dataset.path}, split {split})",
         "line": len(fixed.get("line", [])),
         "paragraph": len(fixed.get("paragraph", [])),
+        "page": len(fixed.get("page", [])),
+        "page_source": f"{page_set.name} ({page_set.path})" if page_set else None,
         "warmup": warmup,
         "calls": f"max(5, {images} / batch)",
     }

@@ -15,10 +15,14 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from quill.bench.datasets import BenchSample
 from quill.bench.systems import Kind
 
+#: What a speed row reads: a line or a paragraph (:data:`Kind`, through ``System.read``), or a
+#: whole page, whose lines the system finds itself (``ReadsPages.read_page``).
+TimedKind = Kind | Literal["page"]
 #: Lines per composed paragraph.
 LINES_PER_PARAGRAPH = 5
 
@@ -29,7 +33,7 @@ class SpeedInput:
 
     image: bytes
     text: str
-    kind: Kind
+    kind: TimedKind
 
 
 def compose_paragraphs(

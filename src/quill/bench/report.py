@@ -17,7 +17,7 @@ from pathlib import Path
 from quill.bench.accuracy import ALL, UNSEEN_WRITERS, DatasetResult
 from quill.bench.datasets import BenchDataset
 from quill.bench.machine import describe_machine
-from quill.bench.speed import SpeedRun, int8_verdict, speedups
+from quill.bench.speed import SpeedRun, batch_gains, int8_verdict, peer_ratios, speedups
 
 #: Slice keys with more values than this are left out of the Markdown (kept in the JSON).
 MAX_SLICE_VALUES = 30
@@ -239,6 +239,8 @@ def speed_payload(
 ) -> dict:
     """The JSON document of a speed run."""
     ratios = speedups(run.timings, baseline)
+    against_peers = peer_ratios(run.timings)
+    gains = batch_gains(run.timings)
     return {
         "benchmark": "speed",
         "created": now(),
@@ -251,7 +253,12 @@ def speed_payload(
         "accuracy_on_inputs": {name: dict(cers) for name, cers in run.accuracy.items()},
         "int8": int8_verdict(run.accuracy),
         "timings": [
-            {**timing.to_dict(), "speedup_vs_baseline": ratios.get(index)}
+            {
+                **timing.to_dict(),
+                "speedup_vs_baseline": ratios.get(index),
+                "peers_p50_over_this": against_peers.get(index),
+                "throughput_vs_batch_1": gains.get(index),
+            }
             for index, timing in enumerate(run.timings)
         ],
     }
@@ -265,14 +272,21 @@ def _stage(timing: dict, stage: str) -> str:
 def speed_markdown(payload: dict) -> list[str]:
     """The Markdown tables of a speed run (from its JSON document)."""
     inputs = payload["inputs"]
+    pages = (
+        f", and {inputs['page']} whole pages from `{inputs['page_source']}` (one page per "
+        "call, each system finding the lines itself)"
+        if inputs.get("page")
+        else ""
+    )
     lines = [
         "# Quill speed benchmark",
         "",
         f"{payload['created']} · {describe_machine(payload['machine'])}",
         "",
         f"Inputs: {inputs['line']} lines and {inputs['paragraph']} paragraphs from "
-        f"`{inputs['source']}`; {inputs['warmup']} warm-up calls, then {inputs['calls']} timed "
-        "calls per row. Latency is per image (call time / batch size); *preprocess* and "
+        f"`{inputs['source']}`{pages}; {inputs['warmup']} warm-up calls, then "
+        f"{inputs['calls']} timed calls per row. Latency is per image (call time / batch "
+        "size); *preprocess* and "
         "*model* split Quill's mean time per image between image handling and the network; "
         f"speed-up is the p50 of `{payload['baseline']}` over the row's p50 under the same "
         "kind, batch and threads.",
@@ -300,8 +314,9 @@ def speed_markdown(payload: dict) -> list[str]:
     header = ["kind", "batch", "threads", "system", "p50 ms", "p95 ms", "p99 ms", "images/s"]
     header += ["preprocess ms", "model ms"]
     lines += [*table([*header, f"vs {payload['baseline']}"], rows), ""]
+    lines += _quill_against_peers(payload["timings"])
+    kinds = ["line", "paragraph", *(["page"] if inputs.get("page") else [])]
     lines += ["CER of each system on the timed inputs (the same images):", ""]
-    kinds = ["line", "paragraph"]
     cer_rows = [
         [name, *(percent(cers[kind]) if kind in cers else "—" for kind in kinds)]
         for name, cers in payload["accuracy_on_inputs"].items()
@@ -322,3 +337,37 @@ def speed_markdown(payload: dict) -> list[str]:
             + ".",
         ]
     return lines
+
+
+def _quill_against_peers(timings: list[dict]) -> list[str]:
+    """Each Quill row beside the peers of its kind, batch and threads: p50, mean, each peer's
+    p50 over Quill's, and the throughput gained over batch 1."""
+    peers = sorted({p for t in timings for p in t.get("peers_p50_over_this") or {}})
+    rows = [
+        [
+            t["kind"],
+            t["batch"],
+            t["threads"],
+            t["system"],
+            f"{t['p50_ms']:.1f}",
+            f"{t['mean_ms']:.1f}",
+            *(
+                f"{t['peers_p50_over_this'][p]:.2f}x"
+                if p in t["peers_p50_over_this"]
+                else "—"
+                for p in peers
+            ),
+            "—" if t["throughput_vs_batch_1"] is None else f"{t['throughput_vs_batch_1']:.2f}x",
+        ]
+        for t in timings
+        if t.get("peers_p50_over_this") is not None
+    ]
+    if not rows:
+        return []
+    header = ["kind", "batch", "threads", "system", "p50 ms", "mean ms"]
+    header += [f"{p} p50 / quill's" for p in peers] + ["images/s vs batch 1"]
+    intro = (
+        "Quill against the peers: each peer's p50 over Quill's under the same kind, batch and "
+        "threads (above 1: Quill is faster), and the throughput a batch gains over batch 1."
+    )
+    return [intro, "", *table(header, rows), ""]

@@ -7,6 +7,11 @@ of a row take turns call by call, so load from other processes hits them alike. 
 wall time divided by its batch size is the per-image latency; images per second of wall time
 is the throughput. Peers have no batching, so their batch-N number is N sequential reads,
 which is exactly what a user gets from them.
+
+Whole pages (kind ``page``) are timed the same way, one page per call, through each system's
+own page reading (:class:`~quill.bench.systems.ReadsPages`: Quill's ``Recognizer.predict``
+with ``kind="auto"``, which finds the lines; Tesseract's block mode; RapidOCR's detector),
+because a user who photographs a page waits for the segmentation as much as for the reading.
 """
 
 from __future__ import annotations
@@ -19,14 +24,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from quill.bench.inputs import SpeedInput
+from quill.bench.inputs import SpeedInput, TimedKind
 from quill.bench.peers import INSTALL_HINT, TESSERACT_PSM
 from quill.bench.quantize import QuantizeError, quantize_staged
-from quill.bench.systems import Kind, QuillSystem, ReportsStages, System, SystemUnavailable
+from quill.bench.systems import (
+    QuillSystem,
+    ReadsPages,
+    ReportsStages,
+    System,
+    SystemUnavailable,
+)
 from quill.evaluation import score
+
+if TYPE_CHECKING:
+    from quill.bench.pages import PageSet
 
 PERCENTILES = (50, 95, 99)
 
@@ -36,7 +51,7 @@ class Timing:
     """The timed calls of one (system, kind, batch, threads)."""
 
     system: str
-    kind: Kind
+    kind: TimedKind
     batch: int
     threads: int
     call_ms: list[float] = field(default_factory=list)
@@ -56,6 +71,15 @@ class Timing:
         return float(np.percentile(self.call_ms, q)) / self.batch
 
     @property
+    def mean_ms(self) -> float:
+        """Mean per-image latency.
+
+        >>> Timing("s", "page", 1, 1, [100.0, 300.0]).mean_ms
+        200.0
+        """
+        return float(np.mean(self.call_ms)) / self.batch
+
+    @property
     def throughput(self) -> float:
         """Images per second over all timed calls.
 
@@ -73,6 +97,7 @@ class Timing:
             "calls": len(self.call_ms),
             "images": self.images,
             **{f"p{q}_ms": round(self.per_image_ms(q), 3) for q in PERCENTILES},
+            "mean_ms": round(self.mean_ms, 3),
             "throughput_per_s": round(self.throughput, 2),
             "stage_ms_per_image": {k: round(v, 3) for k, v in self.stages.items()},
             "call_ms": [round(ms, 3) for ms in self.call_ms],
@@ -90,6 +115,28 @@ def batches(inputs: Sequence[SpeedInput], batch: int, count: int) -> list[list[b
         [inputs[(call * batch + j) % len(inputs)].image for j in range(batch)]
         for call in range(count)
     ]
+
+
+def page_inputs(pages: PageSet) -> list[SpeedInput]:
+    """The pages of a page set (:func:`quill.bench.pages.load_pages`) as timed inputs: each
+    image's bytes as stored, with the page's reference text."""
+    return [SpeedInput(page.image.read_bytes(), page.text, "page") for page in pages.pages]
+
+
+def reads(system: System, kind: TimedKind) -> bool:
+    """Whether ``system`` can read ``kind``: every system reads lines and paragraphs, only a
+    :class:`~quill.bench.systems.ReadsPages` finds the lines of a whole page itself."""
+    return kind != "page" or isinstance(system, ReadsPages)
+
+
+def read(system: System, images: Sequence[bytes], kind: TimedKind) -> list[str]:
+    """``system``'s text for each image: ``read`` for lines and paragraphs, one
+    ``read_page`` per image for whole pages."""
+    if kind != "page":
+        return system.read(images, kind)
+    if not isinstance(system, ReadsPages):
+        raise SystemUnavailable(f"{system.name} cannot read whole pages")
+    return [system.read_page(image).text for image in images]
 
 
 def time_systems(
@@ -120,7 +167,7 @@ def time_systems(
                 system.stage_ms = dict.fromkeys(system.stage_ms, 0.0)
             start = time.perf_counter()
             try:
-                system.read(images, kind)
+                read(system, images, kind)
             except Exception as exc:  # noqa: BLE001 - recorded; the other systems go on
                 failures[system.name] = f"{type(exc).__name__}: {exc}"
                 active.remove(system)
@@ -150,6 +197,51 @@ def speedups(timings: Sequence[Timing], baseline: str) -> dict[int, float]:
         if base is not None:
             ratios[index] = round(base / timing.per_image_ms(50), 2)
     return ratios
+
+
+def is_quill(name: str) -> bool:
+    """Whether a system name is one of Quill's runtimes (``quill``, ``quill-<variant>``)."""
+    return name == "quill" or name.startswith("quill-")
+
+
+def peer_ratios(timings: Sequence[Timing]) -> dict[int, dict[str, float]]:
+    """For each Quill timing (by index): each peer's p50 over its p50 under the same kind,
+    batch and threads (above 1: Quill is that many times faster).
+
+    >>> rows = [Timing("quill-onnx", "page", 1, 1, [200.0]), Timing("tesseract", "page", 1, 1,
+    ...         [800.0]), Timing("tesseract", "line", 1, 1, [80.0])]
+    >>> peer_ratios(rows)
+    {0: {'tesseract': 4.0}}
+    """
+    ratios: dict[int, dict[str, float]] = {}
+    for index, timing in enumerate(timings):
+        if not is_quill(timing.system):
+            continue
+        ratios[index] = {
+            other.system: round(other.per_image_ms(50) / timing.per_image_ms(50), 2)
+            for other in timings
+            if not is_quill(other.system)
+            and (other.kind, other.batch, other.threads)
+            == (timing.kind, timing.batch, timing.threads)
+        }
+    return ratios
+
+
+def batch_gains(timings: Sequence[Timing]) -> dict[int, float]:
+    """For each timing at a batch over 1 (by index): its throughput over the same system's at
+    batch 1, same kind and threads (what batching buys).
+
+    >>> rows = [Timing("q", "line", 1, 1, [10.0, 10.0]), Timing("q", "line", 8, 1, [40.0])]
+    >>> batch_gains(rows)
+    {1: 2.0}
+    """
+    single = {(t.system, t.kind, t.threads): t.throughput for t in timings if t.batch == 1}
+    gains = {}
+    for index, timing in enumerate(timings):
+        base = single.get((timing.system, timing.kind, timing.threads))
+        if timing.batch > 1 and base:
+            gains[index] = round(timing.throughput / base, 2)
+    return gains
 
 
 #: Quill runtimes compared: eager PyTorch (the baseline), the two exports, and int8 ONNX.
@@ -197,16 +289,17 @@ def load_quill_variants(
 
 
 def input_accuracy(
-    system: System, inputs: Mapping[Kind, Sequence[SpeedInput]], batch: int
+    system: System, inputs: Mapping[TimedKind, Sequence[SpeedInput]], batch: int
 ) -> dict[str, float]:
-    """CER of ``system`` on the timed inputs of each kind (kinds it fails on are left out)."""
+    """CER of ``system`` on the timed inputs of each kind (kinds it fails on or cannot read
+    are left out)."""
     cers: dict[str, float] = {}
     for kind, items in inputs.items():
         texts: list[str] = []
         try:
             for start in range(0, len(items), batch):
                 chunk = items[start : start + batch]
-                texts += system.read([item.image for item in chunk], kind)
+                texts += read(system, [item.image for item in chunk], kind)
         except Exception:  # noqa: BLE001 - the timing row records the error; no CER here
             continue
         cers[kind] = score(texts, [item.text for item in items]).cer
@@ -231,7 +324,8 @@ def int8_verdict(accuracy: Mapping[str, Mapping[str, float]]) -> dict | None:
 
 @dataclass(frozen=True)
 class SpeedPlan:
-    """What to time: each (threads, kind, batch) row for every system."""
+    """What to time: each (threads, kind, batch) row for every system. Whole pages are timed
+    at batch 1 only: a page is one request, and no system batches pages."""
 
     batches: tuple[int, ...] = (1, 8)
     threads: tuple[int, ...] = (1,)
@@ -254,7 +348,7 @@ class SpeedRun:
 
 def run_speed(
     load: Callable[[int], Sequence[System]],
-    inputs: Mapping[Kind, Sequence[SpeedInput]],
+    inputs: Mapping[TimedKind, Sequence[SpeedInput]],
     plan: SpeedPlan,
     status: Callable[[str], None] = lambda _: None,
     advance: Callable[[int], None] = lambda _: None,
@@ -275,10 +369,11 @@ def run_speed(
                 status(f"{system.name}: accuracy on the inputs")
                 run.accuracy[system.name] = input_accuracy(system, inputs, max(plan.batches))
         for kind, items in inputs.items():
-            for batch in plan.batches:
-                status(f"{kind} batch={batch} threads={threads}: {len(systems)} systems in turn")
+            readers = [system for system in systems if reads(system, kind)]
+            for batch in (1,) if kind == "page" else plan.batches:
+                status(f"{kind} batch={batch} threads={threads}: {len(readers)} systems in turn")
                 timings, failures = time_systems(
-                    systems,
+                    readers,
                     items,
                     batch=batch,
                     threads=threads,
@@ -288,7 +383,7 @@ def run_speed(
                 run.timings += timings
                 for name, error in failures.items():
                     run.failures[f"{name} {kind} batch={batch} threads={threads}"] = error
-                advance(len(systems))
+                advance(len(readers))
     return run
 
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from quill.errors import QuillError
 
 if TYPE_CHECKING:
-    from quill.inference.recognizer import Recognizer
+    from quill.inference.recognizer import Kind as PredictKind
+    from quill.inference.recognizer import Prediction, Recognizer
 
 Kind = Literal["line", "paragraph"]
 KINDS: tuple[Kind, ...] = ("line", "paragraph")
@@ -127,14 +128,19 @@ class QuillSystem:
         return {**self.settings, **{key: str(value) for key, value in loaded.items()}}
 
     def read(self, images: Sequence[bytes], kind: Kind) -> list[str]:
-        predictions = self.recognizer.predict(list(images), kind=kind)
-        self.stage_ms["preprocess"] += sum(p.timings["preprocess"] for p in predictions)
-        if predictions:  # the model time is one figure shared by the whole call
-            self.stage_ms["model"] += predictions[0].timings["model"]
+        predictions = self._predict(images, kind)
         return [prediction.text for prediction in predictions]
 
     def read_page(self, image: bytes) -> PageReading:
         """The page as ``quill predict`` reads it (``kind="auto"``: a page is segmented into
         lines, each read by the model), with each line's box."""
-        (prediction,) = self.recognizer.predict([image], kind="auto")
+        (prediction,) = self._predict([image], "auto")
         return PageReading([(line.box, line.text) for line in prediction.lines])
+
+    def _predict(self, images: Sequence[bytes], kind: PredictKind) -> list[Prediction]:
+        """``Recognizer.predict``, its stages added to :attr:`stage_ms`."""
+        predictions = self.recognizer.predict(list(images), kind=kind)
+        self.stage_ms["preprocess"] += sum(p.timings["preprocess"] for p in predictions)
+        if predictions:  # the model time is one figure shared by the whole call
+            self.stage_ms["model"] += predictions[0].timings["model"]
+        return predictions
