@@ -61,3 +61,20 @@ def test_json_for_blank_paper_says_it_is_blank(smoke_model: Path, tmp_path: Path
     assert len(records) == 2
     for record in records:
         assert (record["text"], record["confidence"], record["note"]) == ("", 1.0, BLANK_NOTE)
+
+
+def test_plain_output_says_why_blank_paper_read_as_nothing(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from quill.inference.recognizer import BLANK_NOTE
+
+    Image.new("RGB", (800, 1000), (246, 242, 232)).save(tmp_path / "blank.png")
+    result = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "blank.png"), "-m", str(smoke_model)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().split("\t")[1:] == ["1.00"]  # path, confidence, no text
+    assert f"blank.png: {BLANK_NOTE}" in result.stderr
+    assert "no text found" in result.stderr

@@ -12,7 +12,10 @@ import typer
 from quill.inference import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
-    from quill.inference.recognizer import Kind
+    from rich.console import Console
+
+    from quill.inference.recognizer import Kind, Prediction
+    from quill.preprocess import ImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
 #: Images decoded and recognised together (bounds memory for large folders).
@@ -50,9 +53,11 @@ def predict(
         typer.Option(
             "--json",
             help="One JSON object per input: path, text, confidence, kind, timings, model_version, "
-            "note (set when the answer did not come from the model, e.g. blank paper) and lines, "
-            "each with its text, confidence and box (left, top, right, bottom) in the input "
-            "image's pixels (where segmentation found the line on a page).",
+            "note (set when the answer did not come from the model, e.g. blank paper), page "
+            "(what segmentation found: rotation, skew, paper, columns, notes) and lines, "
+            "each with its text, confidence, box (left, top, right, bottom) in the input "
+            "image's pixels (where segmentation found the line on a page) and margin (a note "
+            "beside the main text).",
         ),
     ] = False,
     kind: Annotated[str, typer.Option(help="auto, line or paragraph.")] = "auto",
@@ -65,8 +70,10 @@ def predict(
         typer.Option(help="CTC models: greedy or beam (default: what the model's card says)."),
     ] = None,
 ) -> None:
-    """Print the text in each image. Unreadable files are reported and skipped; the exit
-    code is 1 if any input failed.
+    """Print the text in each image: path, confidence and text (lines joined by " / "),
+    tab-separated, on standard output, and on standard error what the reader should know
+    (blank paper, a page turned to be read, margin notes). Unreadable files are reported
+    and skipped; the exit code is 1 if any input failed.
 
     With --json a page's lines say where each line was found: each box is
     (left, top, right, bottom) in the pixels of the image as given (after its EXIF
@@ -78,7 +85,7 @@ def predict(
     from quill.preprocess import ImageError, load_image
     from quill.staged_model import ModelLoadError
 
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
     paths = expand_inputs(inputs)
     if not paths:
         err.print("[red]error:[/] no input files matched")
@@ -101,26 +108,35 @@ def predict(
                     good.append(path)
                 except ImageError as exc:
                     failed += 1
-                    _report_error(out, err, as_json, path, exc)
+                    _report_error(err, as_json, path, exc)
                 progress.advance(task)
             # Recognizer.predict refuses a kind that is not one of its Kinds
             predictions = recognizer.predict(images, kind=cast("Kind", kind))
             for path, prediction in zip(good, predictions, strict=True):
                 if as_json:
                     record = {"path": path, **prediction.to_dict()}
-                    out.print(json.dumps(record, ensure_ascii=False), markup=False, highlight=False)
+                    typer.echo(json.dumps(record, ensure_ascii=False))
                 else:
-                    out.print(f"{path}\t{prediction.confidence:.2f}\t", end="", markup=False)
-                    out.print(prediction.text.replace("\n", " / "), markup=False, highlight=False)
+                    text = prediction.text.replace("\n", " / ")
+                    typer.echo(f"{path}\t{prediction.confidence:.2f}\t{text}")
+                    for note in _notes(prediction):
+                        err.print(f"{path}: {note}", markup=False, highlight=False)
     if failed:
         err.print(f"{failed} of {len(paths)} inputs could not be read")
         raise typer.Exit(1)
 
 
-def _report_error(out, err, as_json: bool, path: str, exc) -> None:  # noqa: ANN001
+def _notes(prediction: Prediction) -> list[str]:
+    """What a reader of the plain output should know about one answer, in words."""
+    notes = [prediction.note] if prediction.note else []
+    page_notes = (prediction.page or {}).get("notes", [])
+    return notes + [note for note in page_notes if note not in notes]
+
+
+def _report_error(err: Console, as_json: bool, path: str, exc: ImageError) -> None:
     if as_json:
         record = {"path": path, "error": {"code": exc.code, "message": str(exc)}}
-        out.print(json.dumps(record, ensure_ascii=False), markup=False, highlight=False)
+        typer.echo(json.dumps(record, ensure_ascii=False))
     else:
         err.print(f"[red]{path}:[/] {exc}", highlight=False)
 
