@@ -33,6 +33,7 @@ COMMAND_MODULES = (
 COMMANDS = {
     "data": "quill.data.cli",
     "train": "quill.training.cli",
+    "detector": "quill.training.cli",
     "sweep": "quill.training.cli",
     "ui": "quill.training.cli",
     "runs": "quill.training.cli",

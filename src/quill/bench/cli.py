@@ -109,6 +109,15 @@ def accuracy(
             "quill-<method>, beside its own (repeat).",
         ),
     ] = None,
+    segmenter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--segmenter",
+            help="Also read the page sets (--pages) with this line segmenter, as "
+            "quill-<method>: trace (classical, the default's) or learned (the learned line "
+            "detector, models/line_detector); repeat for both.",
+        ),
+    ] = None,
     slice_by: Annotated[
         list[str] | None,
         typer.Option("--slice", help="Sample field or meta key to report separately (repeat)."),
@@ -177,6 +186,14 @@ def accuracy(
             ]
         except SystemUnavailable as exc:
             raise fail(str(exc)) from exc
+    segmented = []
+    if model is not None and page_sets:
+        for method in segmenter or []:
+            if method not in ("trace", "learned"):
+                raise fail(f"--segmenter {method!r}: trace or learned")
+            reader = QuillSystem.load(model, backend, threads, name=f"quill-{method}")
+            reader.segmenter = reader.settings["segmenter"] = method
+            segmented.append(reader)
     peers, unavailable = _load_peers(peer or [], threads)
     _print_skipped(unavailable)
     systems += peers
@@ -198,12 +215,12 @@ def accuracy(
                 )
             )
         for page_set in page_sets:
-            page_results.append(_evaluate_page_set(page_set, systems, progress))
+            page_results.append(_evaluate_page_set(page_set, systems + segmented, progress))
     quill = "quill" if model is not None else None
     unseen = pool_unseen_writers(results)
     payload = accuracy_payload(
         results,
-        {s.name: s.describe() for s in systems},
+        {s.name: s.describe() for s in systems + segmented},
         unavailable,
         machine,
         quill,

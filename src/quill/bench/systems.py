@@ -13,13 +13,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, cast, runtime_checkable
 
 from quill.errors import QuillError
 
 if TYPE_CHECKING:
     from quill.inference.recognizer import Kind as PredictKind
     from quill.inference.recognizer import Prediction, Recognizer
+    from quill.inference.sources import InputImage
 
 Kind = Literal["line", "paragraph"]
 KINDS: tuple[Kind, ...] = ("line", "paragraph")
@@ -96,6 +97,9 @@ class QuillSystem:
     settings: dict[str, str] = field(default_factory=dict)
     #: Preprocessing (per image) and model time (per call) summed over calls to ``read``.
     stage_ms: dict[str, float] = field(default_factory=lambda: {"preprocess": 0.0, "model": 0.0})
+    #: Line segmenter for whole pages (``SegmentConfig.method``: trace, learned); None: the
+    #: recognizer's own (what ``quill predict`` does).
+    segmenter: str | None = None
 
     @classmethod
     def load(
@@ -133,11 +137,24 @@ class QuillSystem:
 
     def read_page(self, image: bytes) -> PageReading:
         """The page as ``quill predict`` reads it (``kind="auto"``: a page is segmented into
-        lines, each read by the model), with each line's box."""
-        (prediction,) = self._predict([image], "auto")
-        return PageReading([(line.box, line.text) for line in prediction.lines])
+        lines, each read by the model), with each line's box; with :attr:`segmenter`, the
+        page is segmented by that method here and its lines read in one call."""
+        if self.segmenter is None:
+            (prediction,) = self._predict([image], "auto")
+            return PageReading([(line.box, line.text) for line in prediction.lines])
+        # lazy: segmentation imports scipy (and the learned method torch)
+        from quill.models.segment import SegmentConfig, segment_lines
+        from quill.preprocess import working_height
 
-    def _predict(self, images: Sequence[bytes], kind: PredictKind) -> list[Prediction]:
+        height = working_height(self.recognizer.preprocess_config)
+        method = cast("Literal['trace', 'learned']", self.segmenter)
+        segments = segment_lines(image, SegmentConfig(method=method, crop_height=height))
+        if not segments:
+            return PageReading([])
+        predictions = self._predict([segment.image for segment in segments], "line")
+        return PageReading([(s.box, p.text) for s, p in zip(segments, predictions, strict=True)])
+
+    def _predict(self, images: Sequence[InputImage], kind: PredictKind) -> list[Prediction]:
         """``Recognizer.predict``, its stages added to :attr:`stage_ms`."""
         predictions = self.recognizer.predict(list(images), kind=kind)
         self.stage_ms["preprocess"] += sum(p.timings["preprocess"] for p in predictions)

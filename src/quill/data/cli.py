@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from quill.errors import fail
 
 if TYPE_CHECKING:
+    from quill.data.manifest import Split
     from quill.data.readers.common import ImportResult
 
 data_app = typer.Typer(help="Make, import, inspect and version datasets.", no_args_is_help=True)
@@ -191,6 +192,40 @@ def paragraphs_command(
     except (DatasetError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
     _print_result(result)
+
+
+@data_app.command(
+    "pages",
+    help="Compose whole pages from real line crops of the shared datasets, as JPEG + PAGE XML "
+    "(a page set for `quill bench accuracy --pages NAME=OUT`).\n\n"
+    "Pages look like letters and wills: one hand per page, its own line height, spacing and "
+    "slope, indents, headings, notes in a margin, a word inserted between lines, a faint "
+    "pencil note, a stamp's ring, tinted and shaded paper. Only writers of --split are used "
+    "(writers split as `quill data import folder --split-by writer` splits them; the four "
+    "Hooker pages with PAGE XML never), and only whole lines, so every line's text is known. "
+    "The same seed gives the same pages.",
+)
+def pages_command(
+    out: OutOption,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="Pages to make.")] = 40,
+    split: Annotated[str, typer.Option(help="Writers of this split: train, val or test.")] = "test",
+    seed: Annotated[int, typer.Option(help="Seed of the first page (then seed+1, ...).")] = 0,
+    shared: Annotated[
+        Path | None,
+        typer.Option(help="Folder holding the shared datasets (default: ../shared/datasets)."),
+    ] = None,
+) -> None:
+    """Write N composed pages of SPLIT's writers to OUT."""
+    from quill.data.manifest import SPLITS
+    from quill.data.synth.pages import write_page_set
+
+    if split not in SPLITS:
+        raise typer.BadParameter(f"one of {', '.join(SPLITS)}", param_hint="--split")
+    try:
+        written = write_page_set(out, n, cast("Split", split), seed, shared)
+    except FileNotFoundError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(f"wrote {len(written)} pages (JPEG + PAGE XML) to {out}")
 
 
 @data_app.command("manifest")

@@ -30,6 +30,7 @@ segmenter's (``SegmentConfig(method="learned")``).
 from __future__ import annotations
 
 import dataclasses
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -109,8 +110,8 @@ class LineDetector(nn.Module):
 
 
 def resize_ink(ink: np.ndarray, size: int) -> np.ndarray:
-    """An ink map (H, W) area-resized so its longer side is ``size`` (never enlarged by more
-    than the resize needs: a small map is enlarged too, the network's scale is fixed)."""
+    """An ink map (H, W) resized so its longer side is ``size``: the network reads every page
+    at one scale (a page smaller than that is enlarged)."""
     scale = size / max(ink.shape)
     shape = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
     image = Image.fromarray(ink.astype(np.float32), mode="F")
@@ -233,6 +234,12 @@ def save_detector(net: LineDetector, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"config": net.config.to_dict(), "state_dict": net.state_dict()}, path)
     return path
+
+
+@cache
+def shared_detector(path: str) -> LineDetector:
+    """:func:`load_detector`, once per process and path: every page segmented reuses it."""
+    return load_detector(Path(path))
 
 
 def load_detector(path: Path) -> LineDetector:

@@ -113,7 +113,9 @@ def _crop(
     )
     y = int(rng.integers(0, ink.shape[0] - side + 1)) // OUTPUT_SCALE
     x = int(rng.integers(0, ink.shape[1] - side + 1)) // OUTPUT_SCALE
-    ink = ink[y * OUTPUT_SCALE : y * OUTPUT_SCALE + side, x * OUTPUT_SCALE : x * OUTPUT_SCALE + side]
+    ink = ink[
+        y * OUTPUT_SCALE : y * OUTPUT_SCALE + side, x * OUTPUT_SCALE : x * OUTPUT_SCALE + side
+    ]
     target = target[y : y + half, x : x + half]
     ink = np.pad(ink, ((0, side - ink.shape[0]), (0, side - ink.shape[1])))
     target = np.pad(target, ((0, half - target.shape[0]), (0, half - target.shape[1])))
@@ -156,7 +158,9 @@ def validation_pages(
     pages = []
     for seed in range(data["val_pages"]):
         ink, target = page_arrays(compose_page_sample(seed, split, root), size)
-        pages.append((torch.from_numpy(padded(ink))[None, None], torch.from_numpy(target)[None, None]))
+        pages.append(
+            (torch.from_numpy(padded(ink))[None, None], torch.from_numpy(target)[None, None])
+        )
     return pages
 
 

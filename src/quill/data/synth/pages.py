@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -57,11 +58,16 @@ def shared_datasets() -> Path:
 
 @cache
 def line_files(
-    dataset: str, split: Split | None = None, root: Path | None = None
+    dataset: str,
+    split: Split | None = None,
+    root: Path | None = None,
+    evaluation: bool = True,
 ) -> tuple[tuple[Path, ...], ...]:
     """The line images of one shared dataset, grouped by writer (the page id's part before
     ``__``; the page for Hooker's letters, one hand), sorted by writer; only the writers of
-    ``split`` when given; empty where the dataset is absent."""
+    ``split`` when given; empty where the dataset is absent. ``evaluation=False`` leaves out
+    the lines of :data:`EVALUATION_PAGES` (the segmenter's own tests compose pages with them,
+    as they always have; nothing trained or measured on composed pages sees them)."""
     folder = (root or shared_datasets()) / dataset
     labels = folder / "labels.tsv"
     if not labels.is_file():
@@ -69,7 +75,7 @@ def line_files(
     writers: dict[str, list[Path]] = {}
     with labels.open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle, delimiter="\t"):
-            if row["page"] in EVALUATION_PAGES:
+            if not evaluation and row["page"] in EVALUATION_PAGES:
                 continue
             writer = writer_of(row["page"]) or row["page"]
             writers.setdefault(writer, []).append(folder / row["file"])
@@ -167,48 +173,63 @@ def compose_page(
 
 @dataclass(frozen=True)
 class PageSample:
-    """A composed page: the photo, each text line's true box (reading order: main text top
-    to bottom, then margin notes, then corner notes) and the line cores.
+    """A composed page: the photo, each text line's true box and text (reading order: main
+    text top to bottom, then margin notes, then a corner note) and the line cores.
 
-    ``cores`` (H, W) bool marks each line's x-height band (the rows where its ink is
-    densest, across its whole length, word gaps included), tilted with the line: what the
-    learned detector is trained to find. Bands of neighbouring lines never touch, even when
-    the lines' ascenders and descenders do.
+    ``texts[i]`` is None where line ``i`` was cut short (its text is then unknown).
+    ``cores`` (H, W) bool marks each line's x-height band across its whole length, word
+    gaps included, tilted with the line: what the learned detector is trained to find.
+    Bands of neighbouring lines never touch, even where ascenders and descenders do.
     """
 
     image: Image.Image
     boxes: list[Box]
+    texts: list[str | None]
     cores: np.ndarray
+    #: The first ``main_lines`` lines are the main text; the rest are notes beside it.
+    main_lines: int
 
 
 @dataclass
 class _Canvas:
-    """Darkness, cores and true boxes of a page being composed."""
+    """Darkness, cores and true lines of a page being composed."""
 
     darkness: np.ndarray  # (H, W) float32 in [0, 1]
     cores: np.ndarray  # (H, W) bool
-    boxes: list[Box]
+    boxes: list[Box] = field(default_factory=list)
+    texts: list[str | None] = field(default_factory=list)
 
-    def paste(self, line: np.ndarray, left: int, top: int, degrees: float, strength: float) -> None:
-        """Paste a line's darkness at (left, top), tilted ``degrees`` (counter-clockwise),
-        at ``strength`` (a faint pencil: 0.3), recording its true box and core band."""
+    def paste(
+        self,
+        line: np.ndarray,
+        text: str | None,
+        at: tuple[int, int],
+        degrees: float,
+        strength: float = 1.0,
+    ) -> bool:
+        """Paste a line's darkness with its top left at ``at`` (x, y), tilted ``degrees``
+        (counter-clockwise), at ``strength`` (a faint pencil: 0.3), recording its true box,
+        text and core band; False when it fell off the page or holds no ink."""
         core = _core_band(line)
         if degrees:
             line = _rotated(line, degrees, Image.Resampling.BILINEAR)
             core = _rotated(core.astype(np.float32), degrees, Image.Resampling.BILINEAR) > 0.5
+        left, top = at
         height, width = self.darkness.shape
         rows = max(0, min(line.shape[0], height - top))
         cols = max(0, min(line.shape[1], width - left))
         if rows == 0 or cols == 0 or top < 0 or left < 0:
-            return
+            return False
         line, core = line[:rows, :cols], core[:rows, :cols]
         box = ink_box(line, left, top)
         if box is None or not core.any():
-            return
+            return False
         region = self.darkness[top : top + rows, left : left + cols]
         np.maximum(region, line * strength, out=region)
         self.cores[top : top + rows, left : left + cols] |= core
         self.boxes.append(box)
+        self.texts.append(text)
+        return True
 
 
 def _core_band(line: np.ndarray) -> np.ndarray:
@@ -237,15 +258,28 @@ def _rotated(array: np.ndarray, degrees: float, resample: Image.Resampling) -> n
     return np.asarray(image.rotate(degrees, resample, expand=True), np.float32)
 
 
+@cache
+def _texts(root: Path | None) -> dict[Path, str]:
+    """Every shared line file's transcription."""
+    texts = {}
+    for dataset in DATASETS:
+        folder = (root or shared_datasets()) / dataset
+        if (folder / "labels.tsv").is_file():
+            with (folder / "labels.tsv").open(encoding="utf-8") as handle:
+                for row in csv.DictReader(handle, delimiter="\t"):
+                    texts[folder / row["file"]] = row["text"]
+    return texts
+
+
 def _pick_lines(
     rng: np.random.Generator, split: Split | None, count: int, root: Path | None
 ) -> list[Path]:
     """``count`` line files of one writer of a random dataset (more writers of the same
     dataset when one has too few), in their order on the writer's pages."""
-    available = [name for name in DATASETS if line_files(name, split, root)]
+    available = [name for name in DATASETS if line_files(name, split, root, False)]
     if not available:
         raise FileNotFoundError(f"no shared line crops for split {split!r}")
-    writers = line_files(str(rng.choice(available)), split, root)
+    writers = line_files(str(rng.choice(available)), split, root, False)
     files: list[Path] = []
     for writer in rng.permutation(len(writers)):
         need = count - len(files)
@@ -256,8 +290,26 @@ def _pick_lines(
     return files
 
 
+Line = tuple[np.ndarray, str | None]
+
+
+def _cut(line: Line, width: int) -> Line:
+    """A line's first ``width`` pixels; its text is unknown once that cuts it short."""
+    darkness, text = line
+    return darkness[:, :width], text if width >= darkness.shape[1] else None
+
+
+def _fitting(spare: list[Line], width: float) -> Line | None:
+    """The last spare line at most ``width`` pixels wide, taken out of ``spare``; None when
+    no spare line is that short."""
+    for index in range(len(spare) - 1, -1, -1):
+        if spare[index][0].shape[1] <= width:
+            return spare.pop(index)
+    return None
+
+
 def compose_page_sample(
-    seed: int, split: Split | None = "train", root: Path | None = None
+    seed: int, split: Split | None = "train", root: Path | None = None, whole: bool = False
 ) -> PageSample:
     """A page like a real letter or will, of writers of ``split`` (None: every writer).
 
@@ -267,25 +319,37 @@ def compose_page_sample(
     the text, notes in a wide left or right margin, a word inserted between two lines, a
     faint pencil note in a top corner (a true line: the bench's Hooker pages have one), a
     stamp-like ring (not a line), and paper with texture, shading and grain.
+
+    ``whole``: no line is cut short, so every line's text is known (a page set whose text
+    is read and scored); headings, notes, insertions and corner notes are then naturally
+    short lines of the writer, left out where the writer has none short enough.
     """
     rng = np.random.default_rng(seed)
     count = int(rng.integers(4, 23))
     files = _pick_lines(rng, split, count + 8, root)  # spares for notes and insertions
+    texts = _texts(root)
     height = int(rng.integers(36, 111))
     spacing = float(rng.uniform(0.8, 1.6))
     tilt = float(rng.uniform(-2.5, 2.5)) if rng.random() < 0.6 else 0.0
-    picked = [ink_line(path, int(height * rng.uniform(0.93, 1.07))) for path in files[:count]]
-    spare = [ink_line(path, int(height * rng.uniform(0.6, 0.85))) for path in files[count:]]
+    picked: list[Line] = [
+        (ink_line(path, int(height * rng.uniform(0.93, 1.07))), texts[path])
+        for path in files[:count]
+    ]
+    spare: list[Line] = [
+        (ink_line(path, int(height * rng.uniform(0.6, 0.85))), texts[path])
+        for path in files[count:]
+    ]
     for index in rng.choice(count, int(rng.integers(0, 1 + count // 4)), replace=False):
-        line = picked[index]
-        picked[index] = line[:, : max(height, int(line.shape[1] * rng.uniform(0.15, 0.5)))]
-    text_width = max(line.shape[1] for line in picked)
+        width = max(height, int(picked[index][0].shape[1] * rng.uniform(0.15, 0.5)))
+        if not whole:
+            picked[index] = _cut(picked[index], width)
+    text_width = max(line.shape[1] for line, _ in picked)
     note_side = str(rng.choice(["left", "right"])) if rng.random() < 0.25 else None
     note_width = int(text_width * rng.uniform(0.18, 0.3)) if note_side else 0
     margin = int(rng.integers(30, 200))
     gutter = int(height * rng.uniform(1.5, 3.0)) if note_side else 0
     left_text = margin + (note_width + gutter if note_side == "left" else 0)
-    heading = rng.random() < 0.2
+    heading = rng.random() < 0.2 and (not whole or picked[0][0].shape[1] <= 0.5 * text_width)
     top = margin + (int(height * rng.uniform(1.4, 2.2)) if heading else 0)
     ys = [top]
     for _ in picked[1:]:
@@ -294,52 +358,65 @@ def compose_page_sample(
     page_width = left_text + int(text_width * rng.uniform(1.02, 1.2)) + margin
     page_width += note_width + gutter if note_side == "right" else 0
     canvas = _Canvas(
-        np.zeros((page_height, page_width), np.float32), np.zeros((page_height, page_width), bool), []
+        np.zeros((page_height, page_width), np.float32), np.zeros((page_height, page_width), bool)
     )
     if heading:
-        title = picked[0][:, : max(height, int(picked[0].shape[1] * rng.uniform(0.15, 0.3)))]
-        left = left_text + max(0, (text_width - title.shape[1]) // 2)
-        canvas.paste(title, left, margin, tilt, 1.0)
-    for line, y in zip(picked[heading:], ys[heading:], strict=True):
+        width = max(height, int(picked[0][0].shape[1] * rng.uniform(0.15, 0.3)))
+        title = picked[0] if whole else _cut(picked[0], width)
+        left = left_text + max(0, (text_width - title[0].shape[1]) // 2)
+        canvas.paste(*title, (left, margin), tilt)
+    for (line, text), y in zip(picked[heading:], ys[heading:], strict=True):
         indent = int(rng.uniform(0, 0.12) * text_width) if rng.random() < 0.4 else 0
-        canvas.paste(line, left_text + indent, y, tilt + rng.uniform(-0.8, 0.8), 1.0)
-    main = list(canvas.boxes)
-    notes: list[Box] = []
+        canvas.paste(line, text, (left_text + indent, y), tilt + rng.uniform(-0.8, 0.8))
     if spare and spacing >= 1.2 and rng.random() < 0.3 and len(ys) > 2:
         index = int(rng.integers(heading, len(ys) - 1))
-        word = spare.pop()
-        word = word[:, : max(word.shape[0], int(word.shape[1] * rng.uniform(0.08, 0.2)))]
+        if whole:
+            word = _fitting(spare, 0.25 * text_width)
+        else:
+            word = spare.pop()
+            fraction = rng.uniform(0.08, 0.2)
+            word = _cut(word, max(word[0].shape[0], int(word[0].shape[1] * fraction)))
         between = (ys[index] + ys[index + 1] + height) // 2  # halfway between their cores
         x = left_text + int(rng.uniform(0.1, 0.7) * text_width)
-        canvas.paste(word, x, between - word.shape[0] // 2, tilt, 1.0)
-        main = _in_reading_order(canvas.boxes)
+        if word is not None:
+            canvas.paste(*word, (x, between - word[0].shape[0] // 2), tilt)
+    order = sorted(range(len(canvas.boxes)), key=lambda i: canvas.boxes[i][1] + canvas.boxes[i][3])
+    main_lines = len(order)
     if note_side and spare:
         x = margin if note_side == "left" else page_width - margin - note_width
         y = ys[int(rng.integers(0, len(ys)))]
         for _ in range(int(rng.integers(1, 5))):
-            if not spare or y + height >= page_height:
+            note = _fitting(spare, note_width) if whole else _cut(spare.pop(), note_width)
+            if note is None or y + height >= page_height:
                 break
-            note = spare.pop()[:, :note_width]
-            before = len(canvas.boxes)
-            canvas.paste(note, x, y, tilt + rng.uniform(-1.5, 1.5), 1.0)
-            notes += canvas.boxes[before:]
-            y += int(note.shape[0] * rng.uniform(1.0, 1.4))
-    if spare and rng.random() < 0.2 and margin > 1.2 * spare[-1].shape[0]:
-        pencil = spare.pop()  # in the top margin, above the first line
-        pencil = pencil[:, : max(pencil.shape[0], int(pencil.shape[1] * rng.uniform(0.08, 0.2)))]
-        x = page_width - margin // 2 - pencil.shape[1] if rng.random() < 0.7 else margin // 2
-        y = (margin - pencil.shape[0]) // 2
-        before = len(canvas.boxes)
-        canvas.paste(pencil, max(0, x), y, 0.0, float(rng.uniform(0.25, 0.45)))
-        notes += canvas.boxes[before:]
+            if canvas.paste(*note, (x, y), tilt + rng.uniform(-1.5, 1.5)):
+                order.append(len(canvas.boxes) - 1)
+            y += int(note[0].shape[0] * rng.uniform(1.0, 1.4))
+            if not spare:
+                break
+    if spare and rng.random() < 0.2 and margin > 1.2 * spare[-1][0].shape[0]:
+        if whole:
+            pencil = _fitting(spare, 0.25 * text_width)
+        else:
+            pencil = spare.pop()  # in the top margin, above the first line
+            fraction = rng.uniform(0.08, 0.2)
+            pencil = _cut(pencil, max(pencil[0].shape[0], int(pencil[0].shape[1] * fraction)))
+        corner = rng.random() < 0.7
+        if pencil is not None:
+            x = page_width - margin // 2 - pencil[0].shape[1] if corner else margin // 2
+            y = (margin - pencil[0].shape[0]) // 2
+            strength = float(rng.uniform(0.25, 0.45))
+            if canvas.paste(*pencil, (max(0, x), max(0, y)), 0.0, strength):
+                order.append(len(canvas.boxes) - 1)
     if rng.random() < 0.2:
         _stamp(canvas.darkness, rng, height)
-    return PageSample(_paper(canvas.darkness, rng), main + notes, canvas.cores)
-
-
-def _in_reading_order(boxes: list[Box]) -> list[Box]:
-    """Boxes of one block top to bottom (an insertion between two lines between them)."""
-    return sorted(boxes, key=lambda box: (box[1] + box[3]) / 2)
+    return PageSample(
+        _paper(canvas.darkness, rng),
+        [canvas.boxes[i] for i in order],
+        [canvas.texts[i] for i in order],
+        canvas.cores,
+        main_lines,
+    )
 
 
 def _stamp(darkness: np.ndarray, rng: np.random.Generator, height: int) -> None:
@@ -374,11 +451,72 @@ def _paper(darkness: np.ndarray, rng: np.random.Generator) -> Image.Image:
         Image.fromarray(coarse, mode="F").resize((width, height), Image.Resampling.BICUBIC)
     )
     angle = rng.uniform(0, 2 * math.pi)
-    ramp = np.cos(angle) * np.linspace(0, 1, width)[None, :] + np.sin(angle) * np.linspace(
-        0, 1, height
-    )[:, None]
+    ramp = (
+        np.cos(angle) * np.linspace(0, 1, width)[None, :]
+        + np.sin(angle) * np.linspace(0, 1, height)[:, None]
+    )
     shade = 1.0 - rng.uniform(0, 0.2) * (ramp - ramp.min()) / max(np.ptp(ramp), 1e-6)
     shade = shade + rng.uniform(0, 0.03) * texture
     pixels = (paper * shade[..., None] + (ink - paper) * darkness[..., None]).astype(np.float32)
     pixels += rng.standard_normal(pixels.shape, np.float32) * rng.uniform(1.0, 6.0)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+#: PAGE XML namespace of the files :func:`write_page_set` writes (the 2013 schema, as
+#: Transkribus exports it).
+PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-15"
+
+
+def write_page_set(
+    out: Path, count: int, split: Split | None = "test", start: int = 0, root: Path | None = None
+) -> list[Path]:
+    """``count`` composed pages (seeds ``start``...) of ``split``'s writers, whole lines only
+    (every text known), as JPEG + PAGE XML in ``out``: a page set ``quill bench accuracy
+    --pages NAME=OUT`` reads (page CER, line detection, line CER). Each line's polygon is its
+    true box; main text and notes are two regions, in reading order. The PAGE XML files
+    written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for seed in range(start, start + count):
+        page = compose_page_sample(seed, split, root, whole=True)
+        name = f"synth_{split or 'all'}_{seed:05d}"
+        page.image.save(out / f"{name}.jpg", quality=92)
+        written.append(_write_pagexml(out / f"{name}.xml", f"{name}.jpg", page))
+    return written
+
+
+def _write_pagexml(path: Path, image_name: str, page: PageSample) -> Path:
+    """One page's PAGE XML: a region per block (main text, then the notes after it)."""
+    ET.register_namespace("", PAGE_NAMESPACE)
+    root = ET.Element(f"{{{PAGE_NAMESPACE}}}PcGts")
+    width, height = page.image.size
+    element = ET.SubElement(
+        root,
+        f"{{{PAGE_NAMESPACE}}}Page",
+        imageFilename=image_name,
+        imageWidth=str(width),
+        imageHeight=str(height),
+    )
+    region = None
+    for number, (box, text) in enumerate(zip(page.boxes, page.texts, strict=True), start=1):
+        if region is None or number - 1 == page.main_lines:
+            region = ET.SubElement(element, f"{{{PAGE_NAMESPACE}}}TextRegion", id=f"r{number}")
+            ET.SubElement(
+                region, f"{{{PAGE_NAMESPACE}}}Coords", points=_points((0, 0, width, height))
+            )
+        line = ET.SubElement(region, f"{{{PAGE_NAMESPACE}}}TextLine", id=f"l{number}")
+        ET.SubElement(line, f"{{{PAGE_NAMESPACE}}}Coords", points=_points(box))
+        equiv = ET.SubElement(line, f"{{{PAGE_NAMESPACE}}}TextEquiv")
+        ET.SubElement(equiv, f"{{{PAGE_NAMESPACE}}}Unicode").text = text or ""
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def _points(box: Box) -> str:
+    """A box as a PAGE XML polygon: ``x0,y0 x1,y0 x1,y1 x0,y1``.
+
+    >>> _points((1, 2, 30, 40))
+    '1,2 30,2 30,40 1,40'
+    """
+    x0, y0, x1, y1 = box
+    return f"{x0},{y0} {x1},{y0} {x1},{y1} {x0},{y1}"
