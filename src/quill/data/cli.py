@@ -210,6 +210,14 @@ def pages_command(
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Pages to make.")] = 40,
     split: Annotated[str, typer.Option(help="Writers of this split: train, val or test.")] = "test",
     seed: Annotated[int, typer.Option(help="Seed of the first page (then seed+1, ...).")] = 0,
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Shared dataset whose writers write the pages (repeat; default: all four: "
+            "copiste, poilus, mss19, hooker-letters). Hooker's letters are one hand, split by "
+            "page: leave it out for pages of writers never trained on."
+        ),
+    ] = None,
     shared: Annotated[
         Path | None,
         typer.Option(help="Folder holding the shared datasets (default: ../shared/datasets)."),
@@ -217,12 +225,19 @@ def pages_command(
 ) -> None:
     """Write N composed pages of SPLIT's writers to OUT."""
     from quill.data.manifest import SPLITS
-    from quill.data.synth.pages import write_page_set
+    from quill.data.synth.pages import DATASETS, write_page_set
 
     if split not in SPLITS:
         raise typer.BadParameter(f"one of {', '.join(SPLITS)}", param_hint="--split")
+    unknown = [name for name in dataset or [] if name not in DATASETS]
+    if unknown:
+        raise typer.BadParameter(
+            f"{unknown[0]!r}: one of {', '.join(DATASETS)}", param_hint="--dataset"
+        )
     try:
-        written = write_page_set(out, n, cast("Split", split), seed, shared)
+        written = write_page_set(
+            out, n, cast("Split", split), seed, shared, tuple(dataset or DATASETS)
+        )
     except FileNotFoundError as exc:
         raise fail(str(exc)) from exc
     typer.echo(f"wrote {len(written)} pages (JPEG + PAGE XML) to {out}")

@@ -68,7 +68,12 @@ DEFAULTS: dict[str, Any] = {
         "root": None,
     },
     "optim": {"lr": 3.0e-3, "weight_decay": 1.0e-4, "pos_weight": 2.0, "dice": 0.5},
-    "trainer": {"max_steps": 3000, "max_time": None, "val_every_n_steps": 250},
+    "trainer": {
+        "max_steps": 3000,
+        "max_time": None,
+        "val_every_n_steps": 250,
+        "log_every_n_steps": 10,
+    },
     "tracking": {"experiment": "line-detector", "tracking_uri": None, "run_name": None},
     "out": "models/line_detector",
 }
@@ -247,7 +252,7 @@ def train_line_detector(config: Mapping[str, Any]) -> Path:
         max_steps=config["trainer"]["max_steps"],
         max_time=config["trainer"]["max_time"],
         logger=logger,
-        log_every_n_steps=10,
+        log_every_n_steps=config["trainer"]["log_every_n_steps"],
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -235,16 +235,18 @@ class _Canvas:
 def _core_band(line: np.ndarray) -> np.ndarray:
     """The x-height band of a line crop (h, w) -> (h, w) bool: from its first to its last
     inked column, the quarter of its height that holds the most ink (a crop's height is
-    about four x-heights: ascenders above, descenders below). Rows inked across most of the
-    line are a ruled line of the paper (the copiste lines have them), not writing, and are
-    left out of the count. Bands of lines set 0.8 line heights apart stay apart."""
+    about four x-heights: ascenders above, descenders below). Rows inked across most of a
+    long line are a ruled line of the paper (the copiste lines have them), not writing, and
+    are left out of the count. Bands of lines set 0.8 line heights apart stay apart."""
     ink = line > INK
     core = np.zeros(line.shape, bool)
     cols = np.flatnonzero(ink.any(axis=0))
     if cols.size == 0:
         return core
     profile = ink.sum(axis=1).astype(np.float32)
-    profile[profile > 0.6 * (cols[-1] - cols[0] + 1)] = 0.0  # a ruled line
+    span = cols[-1] - cols[0] + 1
+    if span >= 3 * line.shape[0]:  # a word or two may be inked across; a long line is not
+        profile[profile > 0.6 * span] = 0.0  # a ruled line
     band = max(1, line.shape[0] // 4)
     window = np.convolve(profile, np.ones(band, np.float32), mode="valid")
     top = int(window.argmax())
@@ -272,11 +274,15 @@ def _texts(root: Path | None) -> dict[Path, str]:
 
 
 def _pick_lines(
-    rng: np.random.Generator, split: Split | None, count: int, root: Path | None
+    rng: np.random.Generator,
+    split: Split | None,
+    count: int,
+    root: Path | None,
+    datasets: tuple[str, ...],
 ) -> list[Path]:
-    """``count`` line files of one writer of a random dataset (more writers of the same
-    dataset when one has too few), in their order on the writer's pages."""
-    available = [name for name in DATASETS if line_files(name, split, root, False)]
+    """``count`` line files of one writer of a random one of ``datasets`` (more writers of
+    the same dataset when one has too few), in their order on the writer's pages."""
+    available = [name for name in datasets if line_files(name, split, root, False)]
     if not available:
         raise FileNotFoundError(f"no shared line crops for split {split!r}")
     writers = line_files(str(rng.choice(available)), split, root, False)
@@ -309,7 +315,11 @@ def _fitting(spare: list[Line], width: float) -> Line | None:
 
 
 def compose_page_sample(
-    seed: int, split: Split | None = "train", root: Path | None = None, whole: bool = False
+    seed: int,
+    split: Split | None = "train",
+    root: Path | None = None,
+    whole: bool = False,
+    datasets: tuple[str, ...] = DATASETS,
 ) -> PageSample:
     """A page like a real letter or will, of writers of ``split`` (None: every writer).
 
@@ -323,10 +333,11 @@ def compose_page_sample(
     ``whole``: no line is cut short, so every line's text is known (a page set whose text
     is read and scored); headings, notes, insertions and corner notes are then naturally
     short lines of the writer, left out where the writer has none short enough.
+    ``datasets``: the shared datasets whose writers may write the page.
     """
     rng = np.random.default_rng(seed)
     count = int(rng.integers(4, 23))
-    files = _pick_lines(rng, split, count + 8, root)  # spares for notes and insertions
+    files = _pick_lines(rng, split, count + 8, root, datasets)  # spares for notes and insertions
     texts = _texts(root)
     height = int(rng.integers(36, 111))
     spacing = float(rng.uniform(0.8, 1.6))
@@ -468,7 +479,12 @@ PAGE_NAMESPACE = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2013-07-1
 
 
 def write_page_set(
-    out: Path, count: int, split: Split | None = "test", start: int = 0, root: Path | None = None
+    out: Path,
+    count: int,
+    split: Split | None = "test",
+    start: int = 0,
+    root: Path | None = None,
+    datasets: tuple[str, ...] = DATASETS,
 ) -> list[Path]:
     """``count`` composed pages (seeds ``start``...) of ``split``'s writers, whole lines only
     (every text known), as JPEG + PAGE XML in ``out``: a page set ``quill bench accuracy
@@ -478,7 +494,7 @@ def write_page_set(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for seed in range(start, start + count):
-        page = compose_page_sample(seed, split, root, whole=True)
+        page = compose_page_sample(seed, split, root, whole=True, datasets=datasets)
         name = f"synth_{split or 'all'}_{seed:05d}"
         page.image.save(out / f"{name}.jpg", quality=92)
         written.append(_write_pagexml(out / f"{name}.xml", f"{name}.jpg", page))
