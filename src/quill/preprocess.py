@@ -489,6 +489,28 @@ def _local_median(grid: Image.Image, size: int) -> np.ndarray:
     return median.T if transposed else median
 
 
+def paper_colour(
+    image: Image.Image, size: int | None = 64, mode: str | None = None
+) -> tuple[int, ...]:
+    """The paper's colour, one value per band: the median, since ink covers a small share of
+    a page or a line. It fills what cropping, masking or deskewing uncovers, so that the ink
+    map reads it as paper. ``size``: measured on the image reduced to size x size pixels (a
+    whole page costs under a millisecond); None: on every pixel (exact, for crops whose
+    pixels are part of a dataset's version). ``mode``: the colour in that mode (e.g. RGB
+    for a greyscale page drawn in colour), converted after the reduction.
+
+    >>> page = Image.new("L", (20, 10), 230); page.paste(0, (5, 4, 15, 6))
+    >>> paper_colour(page, size=None), paper_colour(page.convert("RGB"))
+    ((230,), (230, 230, 230))
+    """
+    if size is not None:
+        image = image.resize((size, size), Image.Resampling.BOX)
+    if mode is not None and image.mode != mode:
+        image = image.convert(mode)
+    pixels = np.asarray(image).reshape(-1, len(image.getbands()))
+    return tuple(int(v) for v in np.median(pixels, axis=0))
+
+
 def crop_to_ink(ink: np.ndarray, threshold: float = 0.5, margin: float = 0.08) -> np.ndarray:
     """Crop empty margins of an ink map, keeping a small border; empty maps are unchanged.
 

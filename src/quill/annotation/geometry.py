@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from quill.preprocess import paper_colour
+
 
 @dataclass(frozen=True)
 class Box:
@@ -136,16 +138,7 @@ def enclosing_box(boxes: Sequence[Box], rotation: float, margin: float = 0.0) ->
     )
 
 
-def paper_colour(image: Image.Image) -> tuple[int, int, int]:
-    """Median colour of a thumbnail: what to fill outside the page so it reads as paper."""
-    thumb = image.convert("RGB").copy()
-    thumb.thumbnail((64, 64))
-    pixels = np.asarray(thumb).reshape(-1, 3)
-    median = np.median(pixels, axis=0)
-    return int(median[0]), int(median[1]), int(median[2])
-
-
-def crop_box(image: Image.Image, box: Box, fill: tuple[int, int, int] | None = None) -> Image.Image:
+def crop_box(image: Image.Image, box: Box, fill: tuple[int, ...] | None = None) -> Image.Image:
     """Cut a rotated box out of ``image`` as an upright picture of width x height pixels.
 
     An affine warp maps each output pixel (u, v) to ``top_left + u * along + v * down`` in the
@@ -163,7 +156,7 @@ def crop_box(image: Image.Image, box: Box, fill: tuple[int, int, int] | None = N
         Image.Transform.AFFINE,
         (cos, -sin, box.x, sin, cos, box.y),
         resample=Image.Resampling.BICUBIC,
-        fillcolor=fill if fill is not None else paper_colour(image),
+        fillcolor=fill if fill is not None else paper_colour(rgb),
     )
     # transform() copies the page's metadata: a scanner's ICC profile (often ~0.7 MB) would be
     # compressed into every line crop. The crop is plain RGB pixels.
@@ -172,7 +165,7 @@ def crop_box(image: Image.Image, box: Box, fill: tuple[int, int, int] | None = N
 
 
 def mask_outside(
-    image: Image.Image, boxes: Sequence[Box], fill: tuple[int, int, int] | None = None
+    image: Image.Image, boxes: Sequence[Box], fill: tuple[int, ...] | None = None
 ) -> Image.Image:
     """A copy of ``image`` where everything outside ``boxes`` is painted paper colour.
 

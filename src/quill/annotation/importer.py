@@ -34,7 +34,6 @@ from quill.annotation.geometry import (
     crop_box,
     enclosing_box,
     mask_outside,
-    paper_colour,
     percent_to_box,
     signed_angle,
 )
@@ -42,7 +41,7 @@ from quill.annotation.regions import Region, parse_regions
 from quill.data.manifest import MANIFEST_NAME, Manifest, file_sha256
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport
 from quill.errors import QuillError
-from quill.preprocess import ImageError, load_image
+from quill.preprocess import ImageError, load_image, paper_colour
 from quill.vocab import Tokenizer
 
 SOURCE = "labelstudio"
@@ -356,7 +355,7 @@ class _TaskImporter:
             return self.skip(where, "no_regions", f"annotation {chosen.get('id')}")
         ordered, angle = reading_order(lines)
         group = self._group(task, image)
-        paper = paper_colour(image)
+        paper = paper_colour(image, mode="RGB")  # the crops are RGB
         base = {
             "task_id": task_id,
             "project": task.get("project"),

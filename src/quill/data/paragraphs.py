@@ -29,8 +29,7 @@ from quill.data.readers.common import (
     ImportResult,
     progress,
 )
-from quill.data.readers.geometry import paper_colour
-from quill.preprocess import ImageError, ink_map, load_image
+from quill.preprocess import ImageError, ink_map, load_image, paper_colour
 
 #: Ink below this strength (polygon edges, show-through from the back of the page) is dropped.
 INK_FLOOR = 0.3
@@ -94,7 +93,7 @@ def stack_lines(
         ink = np.clip((ink_map(resized) - INK_FLOOR) / (1 - INK_FLOOR), 0, 1)  # (h, w)
         inks.append(ink)
         pixels = np.asarray(resized, dtype=np.float32).reshape(-1, 3)
-        paper.append(paper_colour(resized))
+        paper.append(paper_colour(resized, size=None))
         if (ink > 0.6).any():
             pen.append(np.median(pixels[ink.reshape(-1) > 0.6], axis=0))
     margin = round(config.margin * height)

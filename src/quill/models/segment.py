@@ -65,7 +65,7 @@ from scipy.ndimage import (
 )
 from scipy.signal import find_peaks
 
-from quill.preprocess import ImageSource, ink_map, ink_mask, read_image
+from quill.preprocess import ImageSource, ink_map, ink_mask, paper_colour, read_image
 
 Box = tuple[int, int, int, int]
 
@@ -968,7 +968,7 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
     if not trace.lines:
         notes.append("no text lines found")
     upright = image.transpose(_TRANSPOSE[rotation]) if rotation else image
-    fill = _paper_colour(small)
+    fill = paper_colour(small)
     pad = config.margin * spacing
     segments = []
     for line in trace.lines:
@@ -1258,7 +1258,7 @@ def _deskewed_crop(
     image: Image.Image,
     rect: tuple[float, float, float, float],
     skew: float,
-    paper: tuple | int,
+    paper: tuple[int, ...],
     crop_height: int | None = None,
 ) -> tuple[Box, Image.Image]:
     """Cut one line: its axis-aligned box in the original image, and the straightened crop.
@@ -1311,14 +1311,6 @@ def _deskewed_crop(
         fillcolor=paper,
     )
     return box, straight
-
-
-def _paper_colour(image: Image.Image) -> tuple[int, ...] | int:
-    """Median colour: the fill for corners uncovered by deskewing (ink is sparse); an int for
-    a greyscale (L) image."""
-    pixels = np.asarray(image.resize((64, 64), Image.Resampling.BOX))
-    median = np.median(pixels.reshape(64 * 64, -1), axis=0)
-    return int(median[0]) if image.mode == "L" else tuple(int(v) for v in median)
 
 
 __all__ = [

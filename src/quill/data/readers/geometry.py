@@ -14,6 +14,8 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw
 
+from quill.preprocess import paper_colour
+
 Point = tuple[float, float]
 Polygon = list[Point]
 
@@ -101,17 +103,6 @@ def outside_problem(points: Polygon, size: tuple[int, int], tolerance: float = 0
     return None
 
 
-def paper_colour(image: Image.Image) -> tuple[int, ...]:
-    """Per-channel median of an image: the paper, since ink covers a small share of a text crop.
-
-    >>> page = Image.new("L", (20, 10), 230); page.paste(0, (5, 4, 15, 6))
-    >>> paper_colour(page)
-    (230,)
-    """
-    pixels = np.asarray(image).reshape(-1, len(image.getbands()))
-    return tuple(int(v) for v in np.median(pixels, axis=0))
-
-
 def crop_polygons(page: Image.Image, polygons: list[Polygon]) -> Image.Image:
     """The bounding box of ``polygons`` cut from ``page``, outside them painted paper colour.
 
@@ -131,6 +122,6 @@ def crop_polygons(page: Image.Image, polygons: list[Polygon]) -> Image.Image:
     draw = ImageDraw.Draw(mask)
     for polygon in polygons:
         draw.polygon([(x - box[0], y - box[1]) for x, y in polygon], fill=255)
-    fill = paper_colour(crop)
+    fill = paper_colour(crop, size=None)
     background = Image.new(crop.mode, crop.size, fill if len(fill) > 1 else fill[0])
     return Image.composite(crop, background, mask)
