@@ -7,7 +7,9 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -185,53 +187,62 @@ def free_port() -> int:
 BROWSER_OPTIONS = {"viewport": {"width": 1400, "height": 1000}}
 
 
+@contextmanager
+def app_in_browser(backend: Any, chromium_launch: dict) -> Iterator[Any]:
+    """The web app for ``backend`` on a free local port, open in headless Chromium and ready
+    (its buttons drawn); yields the playwright Page."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    demo = launch(backend, port=port, block=False)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(**chromium_launch)
+            try:
+                page = browser.new_page(**BROWSER_OPTIONS)
+                page.goto(f"http://127.0.0.1:{port}")
+                page.wait_for_selector("#quill-flag-other")
+                yield page
+            finally:
+                browser.close()
+    finally:
+        demo.close()
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_reads_an_upload_and_an_example_and_flags_it(
     server: ApiServer, settings: ServingSettings, tmp_path: Path, chromium_launch: dict
 ) -> None:
     """The app in URL mode (it calls the REST API), driven by headless Chromium."""
-    from playwright.sync_api import sync_playwright
-
     image = tmp_path / "quill.png"
     render_line("quill").save(image)
     flagged_before = {p.request_id for p in stored(settings).predictions(flagged=True)}
-    port = free_port()
-    demo = launch(HttpBackend(server.url), port=port, block=False)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(**chromium_launch)
-            page = browser.new_page(**BROWSER_OPTIONS)
-            page.goto(f"http://127.0.0.1:{port}")
-            upload(page, image)
-            assert read_text(page) == "quill"
-            assert page.input_value("#quill-confidence textarea").endswith("%")
-            page.wait_for_selector("#quill-lines img")  # the line found, drawn
-            assert "Read 1 line in" in page.inner_text("#quill-message")
-            page.fill("#quill-correction textarea", "quill pen")
-            page.click("#quill-flag-incorrect")
-            page.wait_for_function(
-                "/Thanks|Not flagged/.test(document.querySelector('#quill-flag-status').innerText)",
-                timeout=60_000,
-            )
-            assert "Thanks" in page.inner_text("#quill-flag-status")
+    with app_in_browser(HttpBackend(server.url), chromium_launch) as page:
+        upload(page, image)
+        assert read_text(page) == "quill"
+        assert page.input_value("#quill-confidence textarea").endswith("%")
+        page.wait_for_selector("#quill-lines img")  # the line found, drawn
+        assert "Read 1 line in" in page.inner_text("#quill-message")
+        page.fill("#quill-correction textarea", "quill pen")
+        page.click("#quill-flag-incorrect")
+        page.wait_for_function(
+            "/Thanks|Not flagged/.test(document.querySelector('#quill-flag-status').innerText)",
+            timeout=60_000,
+        )
+        assert "Thanks" in page.inner_text("#quill-flag-status")
 
-            example = example_paths()[0]
-            expected = server.service.recognizer.predict([Image.open(example).convert("RGB")])[
-                0
-            ].text
-            page.locator("[data-testid='examples'] button, .gallery-item").first.click()
-            page.wait_for_function(
-                "text => document.querySelector('#quill-text textarea').value === text",
-                arg=expected,
-                timeout=60_000,
-            )
-            # reading the example started afresh: the earlier correction and thanks are gone
-            assert page.input_value("#quill-correction textarea") == ""
-            assert page.inner_text("#quill-flag-status").strip() == ""
-            browser.close()
-    finally:
-        demo.close()
+        example = example_paths()[0]
+        expected = server.service.recognizer.predict([Image.open(example).convert("RGB")])[0].text
+        page.locator("[data-testid='examples'] button, .gallery-item").first.click()
+        page.wait_for_function(
+            "text => document.querySelector('#quill-text textarea').value === text",
+            arg=expected,
+            timeout=60_000,
+        )
+        # reading the example started afresh: the earlier correction and thanks are gone
+        assert page.input_value("#quill-correction textarea") == ""
+        assert page.inner_text("#quill-flag-status").strip() == ""
     server.service.logger.flush()
     texts = [p.text for p in stored(settings).predictions()]
     assert texts[-2:] == ["quill", expected]  # both answers came through the API
@@ -287,25 +298,13 @@ def test_browser_sends_a_page_photo_as_it_is_and_draws_its_lines(
 ) -> None:
     """Issue 15: a page took 10.7-14.4 s in the browser against 0.8-1.8 s through the API,
     because the app re-encoded the upload (which also changed the result)."""
-    from playwright.sync_api import sync_playwright
-
     photo = hooker_dir / "pages" / "JDH_2_16_146_004.jpg"
-    port = free_port()
-    demo = launch(spy, port=port, block=False)  # type: ignore[arg-type]
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(**chromium_launch)
-            page = browser.new_page(**BROWSER_OPTIONS)
-            page.goto(f"http://127.0.0.1:{port}")
-            page.wait_for_selector("#quill-flag-other")
-            start = time.perf_counter()
-            upload(page, photo)
-            read_text(page)
-            in_browser = time.perf_counter() - start
-            page.wait_for_selector("#quill-lines img")
-            browser.close()
-    finally:
-        demo.close()
+    with app_in_browser(spy, chromium_launch) as page:
+        start = time.perf_counter()
+        upload(page, photo)
+        read_text(page)
+        in_browser = time.perf_counter() - start
+        page.wait_for_selector("#quill-lines img")
     assert spy.sent == [photo.read_bytes()]  # the user's JPEG, byte for byte
     # upload + read + drawing + page updates cost seconds at most beyond the model's own time
     assert in_browser < spy.seconds[0] + 6.0, (in_browser, spy.seconds)
@@ -318,59 +317,47 @@ def test_browser_mistakes_get_a_message_and_a_new_image_starts_afresh(
 ) -> None:
     """Read with no image: a message, no traceback. A new image clears the last answer, the
     correction, the flag status, error toasts and the red error badges."""
-    from playwright.sync_api import sync_playwright
-
     first, second = tmp_path / "kew.png", tmp_path / "ink.png"
     render_line("Kew").save(first)
     render_line("ink").save(second)
     badges = "[data-testid='status-tracker'] .error"
-    port = free_port()
-    demo = launch(spy, port=port, block=False)  # type: ignore[arg-type]
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(**chromium_launch)
-            page = browser.new_page(**BROWSER_OPTIONS)
-            page.goto(f"http://127.0.0.1:{port}")
-            page.wait_for_selector("#quill-flag-other")
-            capfd.readouterr()
-            page.click("#quill-read")  # no image yet
-            page.wait_for_function(
-                "document.querySelector('#quill-message').innerText.includes('Add an image')",
-                timeout=30_000,
-            )
-            page.click("#quill-flag-incorrect")  # nothing read yet
-            page.wait_for_function(
-                "document.querySelector('#quill-flag-status').innerText.includes('Not flagged')",
-                timeout=30_000,
-            )
-            assert page.locator(badges).count() == 0 and page.locator(".toast-body").count() == 0
-            printed = capfd.readouterr()
-            assert "Traceback" not in printed.err + printed.out
-            assert NO_IMAGE.split(":")[0].strip("*") in page.inner_text("#quill-message")
+    with app_in_browser(spy, chromium_launch) as page:
+        capfd.readouterr()
+        page.click("#quill-read")  # no image yet
+        page.wait_for_function(
+            "document.querySelector('#quill-message').innerText.includes('Add an image')",
+            timeout=30_000,
+        )
+        page.click("#quill-flag-incorrect")  # nothing read yet
+        page.wait_for_function(
+            "document.querySelector('#quill-flag-status').innerText.includes('Not flagged')",
+            timeout=30_000,
+        )
+        assert page.locator(badges).count() == 0 and page.locator(".toast-body").count() == 0
+        printed = capfd.readouterr()
+        assert "Traceback" not in printed.err + printed.out
+        assert NO_IMAGE.split(":")[0].strip("*") in page.inner_text("#quill-message")
 
-            upload(page, first)
-            assert read_text(page) == "Kew"
-            page.fill("#quill-correction textarea", "Kew Gardens")
-            spy.fail_next = True  # an unexpected failure: Gradio's toast and red badges
-            page.click("#quill-read")
-            page.wait_for_selector(".toast-body", timeout=30_000)
-            page.wait_for_selector(badges, timeout=30_000)
+        upload(page, first)
+        assert read_text(page) == "Kew"
+        page.fill("#quill-correction textarea", "Kew Gardens")
+        spy.fail_next = True  # an unexpected failure: Gradio's toast and red badges
+        page.click("#quill-read")
+        page.wait_for_selector(".toast-body", timeout=30_000)
+        page.wait_for_selector(badges, timeout=30_000)
 
-            upload(page, second)  # a new image: all of it goes
-            page.wait_for_function(
-                "document.querySelectorAll('.toast-body').length === 0", timeout=30_000
-            )
-            page.wait_for_function(
-                "document.querySelector('#quill-correction textarea').value === ''",
-                timeout=30_000,
-            )
-            assert page.locator(badges).count() == 0
-            assert page.input_value("#quill-text textarea") == ""
-            assert page.inner_text("#quill-flag-status").strip() == ""
-            assert read_text(page) == "ink"
-            browser.close()
-    finally:
-        demo.close()
+        upload(page, second)  # a new image: all of it goes
+        page.wait_for_function(
+            "document.querySelectorAll('.toast-body').length === 0", timeout=30_000
+        )
+        page.wait_for_function(
+            "document.querySelector('#quill-correction textarea').value === ''",
+            timeout=30_000,
+        )
+        assert page.locator(badges).count() == 0
+        assert page.input_value("#quill-text textarea") == ""
+        assert page.inner_text("#quill-flag-status").strip() == ""
+        assert read_text(page) == "ink"
 
 
 def readme_curl_commands() -> list[str]:
