@@ -12,7 +12,7 @@ import pytest
 import typer
 from PIL import Image
 
-from quill.bench.serve_load import check_loopback, run_load, with_unique_chunk
+from quill.bench.serve_load import CpuShare, check_loopback, run_load, with_unique_chunk
 from quill.serving.runner import ApiServer
 from quill.serving.settings import ServingSettings
 from quill.staging.parity import render_line
@@ -43,6 +43,41 @@ def test_a_short_load_run_reports_throughput_and_percentiles(server: ApiServer) 
     assert 0 < latency["p50"] <= latency["p95"] <= latency["p99"] <= latency["max"]
     # every request carried a distinct image, so each one was recognised, none cached
     assert len(server.service.cache) >= report.ok
+    # The server runs in this process here: its work is the load generator's, and no server
+    # process is known to the report.
+    assert report.cpu["load_generator_cores"] > 0
+    assert report.cpu["machine_busy_cores"] >= 0
+    assert report.cpu["server_cores"] is None and report.cpu["server_cpu_ms_per_request"] is None
+
+
+def test_cpu_share_counts_every_process_of_the_server_tree() -> None:
+    """A server whose root process only waits and whose child does the work (as uvicorn's
+    supervisor and its workers): the child's CPU is the server's, not the generator's."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    busy = f"{sys.executable} -c 'while True: pass'"
+    root = subprocess.Popen(["/bin/sh", "-c", f"{busy} & wait"])
+    try:
+        share = CpuShare(root.pid)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until the child has run a little, however busy
+            children = psutil.Process(root.pid).children(recursive=True)
+            if children and sum(children[0].cpu_times()[:2]) > 0.2:
+                break
+            time.sleep(0.05)
+        cpu = share.cores(requests=10)
+    finally:
+        for child in psutil.Process(root.pid).children(recursive=True):
+            child.kill()
+        root.kill()
+        root.wait()
+    assert cpu["server_cores"] is not None and cpu["server_cores"] > 0
+    assert cpu["server_cpu_ms_per_request"] is not None and cpu["server_cpu_ms_per_request"] > 0
+    assert cpu["other_cores"] is not None
 
 
 def test_unique_chunks_change_the_hash_but_not_the_pixels() -> None:
@@ -90,4 +125,5 @@ def test_bench_serve_starts_quill_serve_with_two_workers(smoke_model: Path, tmp_
     assert result.exit_code == 0, result.output
     [report] = json.loads(out.read_text())
     assert report["workers"] == 2 and report["ok"] > 0 and report["errors"] == 0
-    assert "req/s" in result.output
+    assert report["cpu"]["server_cores"] > 0 and report["cpu"]["server_cpu_ms_per_request"] > 0
+    assert "req/s" in result.output and "server ms/req" in result.output

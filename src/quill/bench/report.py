@@ -352,9 +352,7 @@ def _quill_against_peers(timings: list[dict]) -> list[str]:
             f"{t['p50_ms']:.1f}",
             f"{t['mean_ms']:.1f}",
             *(
-                f"{t['peers_p50_over_this'][p]:.2f}x"
-                if p in t["peers_p50_over_this"]
-                else "—"
+                f"{t['peers_p50_over_this'][p]:.2f}x" if p in t["peers_p50_over_this"] else "—"
                 for p in peers
             ),
             "—" if t["throughput_vs_batch_1"] is None else f"{t['throughput_vs_batch_1']:.2f}x",

@@ -8,6 +8,13 @@ monitoring leaves out of drift and alerts (a load test is not a change in users'
 loopback URLs are accepted: this is a measurement tool, not a load generator for other
 people's servers. With ``--model`` it starts ``quill serve`` itself at each ``--workers``
 count in turn.
+
+Each run also says where the machine's CPU went while it lasted, in cores (CPU seconds per
+second of wall time): the load generator's own (this process), the server's (every process
+of the ``quill serve`` the bench started), and the rest of the machine's (other work on a
+shared box). Throughput is the cores the server got divided by its CPU time per request, so
+when workers are added and requests/s does not follow, these columns tell a server that
+spends more per request from one that simply got no more CPU.
 """
 
 from __future__ import annotations
@@ -47,6 +54,68 @@ class LoadReport:
     latency_ms: dict[str, float]
     workers: int | None = None
     machine: dict[str, object] = field(default_factory=dict)
+    #: Cores used during the run (see :class:`CpuShare`); server figures only when the bench
+    #: started the server.
+    cpu: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class CpuShare:
+    """CPU seconds used over a run's wall time, by whom: the load generator (this process),
+    the server's processes, and the whole machine (all cores, from the kernel's counters).
+    ``server_pid`` is the root of the server's process tree (None: a server the bench did not
+    start, whose processes it does not know)."""
+
+    server_pid: int | None = None
+    _start: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        import psutil  # lazy: only a load run needs it (a dependency of the bench extras)
+
+        busy = psutil.cpu_times()
+        idle = busy.idle + getattr(busy, "iowait", 0.0)
+        totals = {
+            "generator": sum(psutil.Process().cpu_times()[:2]),
+            "machine": sum(busy) - idle,
+            "wall": time.perf_counter(),
+        }
+        if self.server_pid is not None:
+            try:
+                root = psutil.Process(self.server_pid)
+                processes = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                processes = []
+            server = 0.0
+            for process in processes:
+                try:
+                    server += sum(process.cpu_times()[:2])
+                except psutil.NoSuchProcess:
+                    continue
+            totals["server"] = server
+        return totals
+
+    def cores(self, requests: int) -> dict[str, float | None]:
+        """Cores used since this object was made, and the server's CPU ms per answered
+        request; ``others`` is the machine's busy cores less the generator's and the
+        server's (None where the server's are not known)."""
+        end = self._read()
+        wall = end["wall"] - self._start["wall"]
+        used = {key: (end[key] - self._start[key]) / wall for key in end if key != "wall"}
+        server = used.get("server")
+        return {
+            "load_generator_cores": round(used["generator"], 2),
+            "server_cores": None if server is None else round(server, 2),
+            "machine_busy_cores": round(used["machine"], 2),
+            "other_cores": None
+            if server is None
+            else round(used["machine"] - used["generator"] - server, 2),
+            "server_cpu_ms_per_request": None
+            if server is None or not requests
+            else round(server * wall * 1000 / requests, 2),
+        }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -123,15 +192,23 @@ async def _load(
 
 
 def run_load(
-    url: str, png: bytes, concurrency: int, duration_s: float, timeout_s: float = 60.0
+    url: str,
+    png: bytes,
+    concurrency: int,
+    duration_s: float,
+    timeout_s: float = 60.0,
+    server_pid: int | None = None,
 ) -> LoadReport:
-    """Load ``url`` with ``concurrency`` clients for ``duration_s`` seconds."""
+    """Load ``url`` with ``concurrency`` clients for ``duration_s`` seconds; ``server_pid``
+    (the server's root process, when known) adds the server's CPU to the report."""
     url = check_loopback(url)
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     duration_s = max(0.5, min(duration_s, MAX_DURATION_S))
+    share = CpuShare(server_pid)
     latencies, errors, sent, elapsed = asyncio.run(
         _load(url, png, concurrency, duration_s, timeout_s)
     )
+    cpu = share.cores(len(latencies))
     return LoadReport(
         url=url,
         concurrency=concurrency,
@@ -144,6 +221,7 @@ def run_load(
         latency_ms={f"p{q}": round(percentile(latencies, q), 1) for q in (50, 95, 99)}
         | {"max": round(max(latencies, default=0.0), 1)},
         machine={"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        cpu=cpu,
     )
 
 
@@ -247,7 +325,7 @@ def serve_command(
         for count in (int(w) for w in workers.split(",")):
             process, started = start_server(model, count, threads)
             try:
-                report = run_load(started, png, concurrency, duration)
+                report = run_load(started, png, concurrency, duration, server_pid=process.pid)
                 report.workers = count
                 reports.append(report)
             finally:
@@ -264,6 +342,17 @@ def serve_command(
             str(r.ok),
             str(r.errors),
         )
-    Console().print(table)
+    cpu = Table(title=f"CPU during each run, in cores (of {os.cpu_count()})")
+    for column in ("workers", "req/s", "load gen.", "server", "others", "server ms/req"):
+        cpu.add_column(column, justify="right")
+    for r in reports:
+        cells = [r.cpu.get(k) for k in ("load_generator_cores", "server_cores", "other_cores")]
+        cells.append(r.cpu.get("server_cpu_ms_per_request"))
+        cpu.add_row(
+            str(r.workers or "-"),
+            f"{r.requests_per_s:.1f}",
+            *("—" if value is None else f"{value:.2f}" for value in cells),
+        )
+    Console().print(table, cpu)
     if json_out:
         json_out.write_text(json.dumps([asdict(r) for r in reports], indent=2) + "\n")
