@@ -63,7 +63,6 @@ from scipy.ndimage import (
     maximum_filter1d,
     uniform_filter1d,
 )
-from scipy.signal import find_peaks
 
 from quill.preprocess import ImageSource, ink_map, ink_mask, paper_colour, read_image
 
@@ -210,6 +209,34 @@ def estimate_skew(mask: np.ndarray, max_degrees: float, step: float) -> float:
     return float(angles[best])
 
 
+def prominent_peaks(signal: np.ndarray, prominence: float) -> np.ndarray:
+    """Indices of the local maxima of ``signal`` (the middle of a flat top) that stand at
+    least ``prominence`` above the higher of their two bases, the lowest point on each side
+    before a higher sample: ``scipy.signal.find_peaks(signal, prominence=...)``, whose
+    import alone costs half a second of reading a page from a cold start.
+
+    >>> prominent_peaks(np.array([0, 3, 1, 2, 1, 5, 5, 0]), 1.5)
+    array([1, 5])
+    """
+    inner = signal[1:-1]
+    rising = np.flatnonzero((inner > signal[:-2]) & (inner >= signal[2:])) + 1
+    found = []
+    for start in rising:
+        height = signal[start]
+        end = start
+        while end + 1 < signal.size and signal[end + 1] == height:
+            end += 1
+        if end + 1 == signal.size or signal[end + 1] > height:
+            continue  # a flat step up, not a top
+        bases = []
+        for side in (signal[:start][::-1], signal[end + 1 :]):  # outwards from the top
+            higher = np.flatnonzero(side > height)
+            bases.append(side[: higher[0]].min() if higher.size else side.min())
+        if height - max(bases) >= prominence:
+            found.append((start + end) // 2)
+    return np.array(found, dtype=np.intp)
+
+
 def line_spacing(mask: np.ndarray, min_spacing: int, strips: int = 4) -> int:
     """Typical distance between text lines of an ink ``mask`` (H, W): the first clear peak
     of the autocorrelation of the row profile, at least 0.6 of the highest (with uneven
@@ -233,7 +260,7 @@ def line_spacing(mask: np.ndarray, min_spacing: int, strips: int = 4) -> int:
         correlation = np.correlate(centred, centred, mode="full")[len(centred) - 1 :]
         if correlation[0] > 0:
             total += correlation / correlation[0] * profile.sum()
-    peaks, _ = find_peaks(total[: len(total) // 2 + 1], prominence=0.05 * total[0])
+    peaks = prominent_peaks(total[: len(total) // 2 + 1], 0.05 * total[0])
     peaks = peaks[peaks >= min_spacing]
     if peaks.size == 0:  # a single line: lines of its height would be ~1.3 heights apart
         rows = np.flatnonzero(mask.any(axis=1))
