@@ -8,7 +8,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from quill.models.segment import SegmentConfig, segment_lines
+from quill.models.segment import SegmentConfig, prominent_peaks, segment_lines
 from quill.preprocess import PreprocessConfig, preprocess
 
 LINES = [
@@ -115,3 +115,18 @@ def test_real_page_line_count_close_to_ground_truth(hooker_dir):
     assert abs(len(found) - expected) <= 0.2 * expected, (len(found), expected)
     tops = [s.box[1] for s in found]
     assert tops == sorted(tops)
+
+
+def test_prominent_peaks_are_scipys_without_importing_it():
+    """The segmenter's own peak finder gives scipy.signal.find_peaks' answer (plateaus and
+    steps included) on random walks; scipy.signal itself costs half a second to import."""
+    from scipy.signal import find_peaks
+
+    rng = np.random.default_rng(0)
+    for trial in range(500):
+        walk = np.cumsum(rng.normal(size=int(rng.integers(3, 150))))
+        if trial % 3 == 0:
+            walk = np.round(walk)  # flat tops and steps
+        prominence = rng.uniform(0, 3)
+        expected, _ = find_peaks(walk, prominence=prominence)
+        assert np.array_equal(prominent_peaks(walk, prominence), expected), (trial, walk)
