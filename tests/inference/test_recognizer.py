@@ -17,6 +17,7 @@ from PIL import Image
 
 from quill.inference.recognizer import BLANK_NOTE, Recognizer
 from quill.preprocess import ImageError
+from quill.runtimes.backends import AUTO_MARGIN
 from quill.staged_model import ModelLoadError
 from quill.staging.parity import render_line
 from quill.staging.smoke import SMOKE_WORDS
@@ -117,7 +118,9 @@ def test_runtimes_agree_and_auto_records_its_choice(smoke_model: Path) -> None:
     assert texts["onnx"] == texts["torchscript"] == texts["eager"] == list(SMOKE_WORDS)
     auto = Recognizer.from_path(smoke_model, backend="auto", threads=1)
     assert set(auto.backend_timings) == {"onnx", "torchscript"}
-    assert auto.backend == min(auto.backend_timings, key=auto.backend_timings.get)
+    # ONNX unless TorchScript is clearly faster (it would import torch at every start)
+    onnx, torchscript = auto.backend_timings["onnx"], auto.backend_timings["torchscript"]
+    assert auto.backend == ("torchscript" if torchscript <= AUTO_MARGIN * onnx else "onnx")
     assert auto.describe()["backend"] == auto.backend
 
 
@@ -201,6 +204,10 @@ def test_auto_measures_once_per_model_threads_and_machine(
     onnx.write_bytes(onnx.read_bytes())
     stat = onnx.stat()
     os.utime(onnx, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert Recognizer.from_path(model, backend="auto", threads=1).backend_choice == "measured"
+    # so is a choice made by another rule of choosing
+    assert Recognizer.from_path(model, backend="auto", threads=1).backend_choice == "cached"
+    monkeypatch.setattr(backends, "AUTO_RULE", backends.AUTO_RULE + " (changed)")
     assert Recognizer.from_path(model, backend="auto", threads=1).backend_choice == "measured"
 
 

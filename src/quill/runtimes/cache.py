@@ -5,8 +5,8 @@ A command-line call pays its start-up every time, so two costs are paid once and
 * **the ``auto`` backend's choice**: timing ONNX Runtime against TorchScript takes a second
   or more and imports torch. The winner, with its timings, is stored under a key made of the
   model (version, decoding section, size and modification time of its runtime files), the
-  thread count and the machine (CPU model and count, Python, the runtimes' installations);
-  a change to any of them measures again.
+  thread count, the machine (CPU model and count, Python, the runtimes' installations) and
+  the rule ``auto`` chooses by; a change to any of them measures again.
 * **the compiled language model**: reading ``lm.json`` and computing its Kneser-Ney tables
   takes a second or more; its compiled arrays load in milliseconds (keyed by the LM file's
   path, size and modification time).
@@ -102,12 +102,15 @@ def machine_fingerprint() -> dict[str, Any]:
     }
 
 
-def backend_choice_key(model: StagedModel, threads: int | None, candidates: tuple[str, ...]) -> str:
-    """The key of ``auto``'s choice for this model, thread count and machine."""
+def backend_choice_key(
+    model: StagedModel, threads: int | None, candidates: tuple[str, ...], rule: str
+) -> str:
+    """The key of ``auto``'s choice for this model, thread count and machine, made among
+    ``candidates`` by ``rule`` (a description of how it chooses: a new rule measures again)."""
     files = sorted({path for name in candidates for path in model.files_of(name)})
     decoding = None if model.decoding is None else model.decoding.to_dict()
     described = [model.version, decoding, [_stamp(path) for path in files]]
-    return _digest(described, threads, candidates, machine_fingerprint())
+    return _digest(described, threads, candidates, rule, machine_fingerprint())
 
 
 def read_backend_choice(key: str) -> dict[str, Any] | None:
