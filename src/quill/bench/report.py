@@ -336,7 +336,7 @@ def speed_markdown(payload: dict) -> list[str]:
             + "; ".join(kept)
             + ".",
         ]
-    return lines
+    return [*lines, ""]  # sections appended after (cold starts) start on a new paragraph
 
 
 def _quill_against_peers(timings: list[dict]) -> list[str]:
