@@ -339,6 +339,30 @@ def test_bench_accuracy_with_pages_only_writes_the_page_tables(
     assert len(record["systems"]["quill"]["truth_line_readings"]) == 3
 
 
+def test_bench_accuracy_reads_pages_with_each_segmenter_asked_for(
+    page_folder: Path, tmp_path: Path
+) -> None:
+    """``--segmenter trace --segmenter learned``: two more rows, quill-trace (the default's
+    segmenter, so the same lines as quill) and quill-learned (the shipped detector)."""
+    from quill.cli import app
+    from quill.models.segment import DEFAULT_DETECTOR
+
+    root = Path(__file__).resolve().parents[2]
+    if not (MODEL / "quill-model.json").is_file() or not (root / DEFAULT_DETECTOR).is_file():
+        pytest.skip(f"no shipped model at {MODEL} or detector at {DEFAULT_DETECTOR}")
+    args = ["bench", "accuracy", "--model", str(MODEL), "--backend", "onnx", "--out", str(tmp_path)]
+    args += ["--pages", f"letters={page_folder}", "--segmenter", "trace", "--segmenter", "learned"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    (page_set,) = json.loads((tmp_path / "accuracy.json").read_text())["page_sets"]
+    rows = {row["system"]: row for row in page_set["results"]}
+    assert set(rows) == {"quill", "quill-trace", "quill-learned"}
+    assert rows["quill-trace"]["detection"] == rows["quill"]["detection"]
+    assert rows["quill-learned"]["detection"]["truth"] == 3
+    wrong = CliRunner().invoke(app, [*args, "--segmenter", "projection"])
+    assert wrong.exit_code == 2 and "trace or learned" in wrong.output
+
+
 def test_bench_accuracy_reads_line_datasets_and_page_sets_in_one_run(
     tiny_model: Path, printed_dataset: Path, page_folder: Path, tmp_path: Path
 ) -> None:

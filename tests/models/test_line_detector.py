@@ -186,7 +186,8 @@ needs_shipped = pytest.mark.skipif(
 @needs_shipped
 def test_shipped_detector_finds_lines_of_unseen_writers():
     """Four pages of test-split writers (copiste, poilus): none trained on. Measured on these
-    pages: see FLOOR."""
+    pages: recall and precision 100% (69 of 69 lines, no extra box); the floor leaves room for
+    other torch builds."""
     total = None
     for seed in range(900, 904):
         page = compose_page_sample(seed, "test", whole=True, datasets=("copiste", "poilus"))
@@ -198,4 +199,4 @@ def test_shipped_detector_finds_lines_of_unseen_writers():
 
 
 #: Recall and precision floor for the shipped weights on the four pages above.
-FLOOR = 0.8
+FLOOR = 0.9

@@ -195,8 +195,9 @@ class LineDetectorModule(L.LightningModule):
 
     def on_train_batch_end(self, *_: Any) -> None:
         every = self.config["trainer"]["val_every_n_steps"]
-        if self.global_step % every == 0 and self.val_pages:
-            self.log_dict(self.validate_pages())
+        if self.global_step % every == 0 and self.val_pages and self.logger is not None:
+            # To the logger directly: self.log would repeat the value at every logging step.
+            self.logger.log_metrics(self.validate_pages(), step=self.global_step)
 
     def validate_pages(self) -> dict[str, float]:
         """Loss and core IoU over the validation pages, whole (not cropped)."""
