@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from quill.bench.pages import detect_score
+from quill.bench.pages import detect_score, load_pages
 from quill.data.manifest import assign_splits
 from quill.data.synth.pages import (
     DATASETS,
@@ -116,6 +116,26 @@ def test_whole_pages_know_every_line_text(tiny_shared):
     page = compose_page_sample(3, None, tiny_shared, whole=True)
     assert all(text and text.startswith("line ") for text in page.texts)
     assert 0 < page.main_lines <= len(page.boxes)
+
+
+def test_data_pages_writes_a_page_set_the_bench_reads(tiny_shared, tmp_path):
+    from typer.testing import CliRunner
+
+    from quill.cli import app
+
+    args = ["data", "pages", "--out", str(tmp_path), "-n", "2", "--split", "test"]
+    args += ["--shared", str(tiny_shared), "--dataset", "poilus", "--seed", "5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    pages = load_pages(f"composed={tmp_path}")
+    expected = [
+        compose_page_sample(seed, "test", tiny_shared, True, ("poilus",)) for seed in (5, 6)
+    ]
+    assert [len(page.text_lines) for page in pages.pages] == [len(e.boxes) for e in expected]
+    assert pages.pages[0].text == "\n".join(text or "" for text in expected[0].texts)
+    assert [line.box for line in pages.pages[1].text_lines] == expected[1].boxes
+    wrong = CliRunner().invoke(app, [*args, "--dataset", "iam"])
+    assert wrong.exit_code == 2 and "one of copiste" in wrong.output
 
 
 # ------------------------------------------------------------------ the network
