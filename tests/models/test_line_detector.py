@@ -33,6 +33,7 @@ from quill.models.line_detector import (
     load_detector,
 )
 from quill.models.segment import DEFAULT_DETECTOR, SegmentConfig, segment_lines
+from quill.training.config import ConfigError
 from quill.training.line_detector import resolve, train_line_detector
 
 SHIPPED = Path(__file__).resolve().parents[2] / DEFAULT_DETECTOR
@@ -192,6 +193,14 @@ def test_a_few_training_steps_through_lightning(tiny_shared, tmp_path):
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         keys = {key for (key,) in db.execute("select distinct key from metrics")}
     assert {"train/loss", "val/loss", "val/core_iou"} <= keys
+
+
+def test_a_typo_in_the_config_is_an_error(tmp_path):
+    (tmp_path / "typo.yaml").write_text("trainer:\n  max_step: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="max_steps"):
+        resolve(tmp_path / "typo.yaml", [])
+    with pytest.raises(ConfigError, match="max_steps"):
+        resolve(None, ["trainer.max_step=3"])
 
 
 # ------------------------------------------------------------------ the shipped weights

@@ -43,6 +43,7 @@ from quill.models.line_detector import (
 from quill.models.segment import SegmentConfig
 from quill.preprocess import ink_map
 from quill.training.config import (
+    _check_known,
     deep_merge,
     flatten,
     parse_override,
@@ -80,8 +81,11 @@ DEFAULTS: dict[str, Any] = {
 
 
 def resolve(path: Path | None, overrides: list[str]) -> dict[str, Any]:
-    """:data:`DEFAULTS` <- YAML file <- ``key.path=value`` overrides."""
-    config = deep_merge(DEFAULTS, read_yaml(path) if path else {})
+    """:data:`DEFAULTS` <- YAML file <- ``key.path=value`` overrides; an unknown section or
+    key (a typo) is a :class:`ConfigError`, in the file as in an override."""
+    file_config = read_yaml(path) if path else {}
+    _check_known(file_config, DEFAULTS, str(path))
+    config = deep_merge(DEFAULTS, file_config)
     for text in overrides:
         keys, value, _ = parse_override(text)
         set_dotted(config, keys, value)
