@@ -309,7 +309,7 @@ def test_predict_json_gives_each_line_a_box_on_the_page(tmp_path: Path) -> None:
     record = json.loads(result.stdout)
     assert record["kind"] == "paragraph" and len(record["lines"]) == 3
     for line, box, text in zip(record["lines"], boxes, PAGE_LINES, strict=True):
-        assert set(line) == {"text", "confidence", "box"}
+        assert set(line) == {"text", "confidence", "box", "margin"} and line["margin"] is False
         assert box_iou(line["box"], box) >= 0.5, (line, box)
         assert line["text"].split()[0] == text.split()[0]
     assert record["text"] == "\n".join(line["text"] for line in record["lines"])
