@@ -227,5 +227,17 @@ def test_shipped_detector_finds_lines_of_unseen_writers():
     assert total.recall >= FLOOR and total.precision >= FLOOR, total
 
 
+@needs_shipped
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_learned_lines_of_a_turned_page_are_read_upright(degrees):
+    """The quarter turn is the tracer's; the half turn reads the learned lines' ink (more
+    above their cores than below, ragged right ends)."""
+    page = compose_page_sample(901, "test", whole=True, datasets=("copiste", "poilus"))
+    turned = page.image.rotate(degrees, expand=True)
+    found = segment_lines(turned, SegmentConfig(method="learned", detector=str(SHIPPED)))
+    assert found.rotation == 360 - degrees  # turning it back
+    assert len(found) == len(page.boxes)
+
+
 #: Recall and precision floor for the shipped weights on the four pages above.
 FLOOR = 0.9

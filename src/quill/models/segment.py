@@ -36,8 +36,8 @@ beside the main text) last, marked ``margin``.
 Learned lines (``method="learned"``): steps 1-4 are the same; the lines are then found by a
 small network trained on composed pages (:mod:`quill.models.line_detector`, the shipped
 weights :data:`DEFAULT_DETECTOR`) on the deskewed ink map, put in the same reading order
-(blocks of step 5, margin notes last), cut and straightened the same way. The upside-down
-test needs traced lines and is not made.
+(blocks of step 5, margin notes last), cut and straightened the same way; the upside-down
+test of step 3 reads the ink of the lines found.
 
 Limits: straight lines (mild skew, not curved or diagonal writing), Latin script for the
 upside-down test, a page darker than its background is not found as paper, a stamp's
@@ -982,14 +982,13 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
     rotation = 0
     if config.find_rotation and _quarter_turned(mask):
         rotation, mask = 90, np.rot90(mask)
+    ink = None
     if config.method == "learned":
-        ink = ink_map(small) * (outline if outline is not None else 1.0)
-        skew, spacing, trace = _detect_page(mask, np.rot90(ink, rotation // 90), config)
-    else:
-        skew, spacing, trace = _trace_page(mask, config)
+        ink = np.rot90(ink_map(small) * (outline if outline is not None else 1.0), rotation // 90)
+    skew, spacing, trace = _find_lines(mask, ink, config)
     if config.find_rotation and trace.upright < -HALF_TURN:
         rotation, mask = rotation + 180, np.rot90(mask, 2)
-        skew, spacing, trace = _trace_page(mask, config)
+        skew, spacing, trace = _find_lines(mask, None if ink is None else np.rot90(ink, 2), config)
     if rotation:
         notes.append(f"turned the page {rotation} degrees counter-clockwise to read it")
     if not trace.lines:
@@ -1041,6 +1040,16 @@ def _without_specks(mask: np.ndarray) -> tuple[np.ndarray, bool]:
     speck[0] = False
     speck_ink = int(sizes[speck].sum())
     return mask & ~speck[marks], speck_ink > SPECKLED * int(sizes[1:].sum())
+
+
+def _find_lines(
+    mask: np.ndarray, ink: np.ndarray | None, config: SegmentConfig
+) -> tuple[float, int, _Trace]:
+    """Skew, line spacing and lines of an upright page, by ``config.method``: traced on its
+    ink mask, or found by the learned detector on its ink map (``ink``, the mask's size)."""
+    if ink is None:
+        return _trace_page(mask, config)
+    return _detect_page(mask, ink, config)
 
 
 def _trace_page(mask: np.ndarray, config: SegmentConfig) -> tuple[float, int, _Trace]:
@@ -1107,9 +1116,14 @@ def _in_reading_order(boxes: list[Box], mask: np.ndarray, spacing: int) -> _Trac
                 box=box,
             )
         )
+    for line in lines:  # its ink per row of the mask, for the upside-down test
+        x0, y0, x1, y1 = line.box
+        line.rows = np.zeros(mask.shape[0])
+        line.rows[y0:y1] = mask[y0:y1, x0:x1].sum(axis=1)
+    upright = _upright(lines, spacing)
     _mark_margins(lines, blocks)
     lines.sort(key=lambda line: (line.margin, line.region, line.centre, line.box[0]))
-    return _Trace(lines, blocks, 1, 0.0)
+    return _Trace(lines, blocks, 1, upright)
 
 
 def _unturned(box: Box, rotation: int, size: tuple[int, int]) -> Box:
