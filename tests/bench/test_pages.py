@@ -360,7 +360,7 @@ def test_bench_accuracy_reads_pages_with_each_segmenter_asked_for(
     assert rows["quill-trace"]["detection"] == rows["quill"]["detection"]
     assert rows["quill-learned"]["detection"]["truth"] == 3
     wrong = CliRunner().invoke(app, [*args, "--segmenter", "projection"])
-    assert wrong.exit_code == 2 and "trace or learned" in wrong.output
+    assert wrong.exit_code == 2 and "one of trace, learned" in wrong.output
 
 
 def test_bench_accuracy_reads_line_datasets_and_page_sets_in_one_run(

@@ -9,6 +9,7 @@ training loop to run for real in a second.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from typer.testing import CliRunner
 
 from quill.bench.pages import detect_score, load_pages
+from quill.cli import app
 from quill.data.manifest import assign_splits
 from quill.data.synth.pages import (
     DATASETS,
@@ -237,6 +240,24 @@ def test_learned_lines_of_a_turned_page_are_read_upright(degrees):
     found = segment_lines(turned, SegmentConfig(method="learned", detector=str(SHIPPED)))
     assert found.rotation == 360 - degrees  # turning it back
     assert len(found) == len(page.boxes)
+
+
+@needs_shipped
+def test_quill_predict_cuts_pages_with_the_segmenter_asked_for(smoke_model, tmp_path):
+    """``quill predict --segmenter learned`` reads a page by the detector's lines (boxes on
+    the page, in reading order); an unknown segmenter is a usage error."""
+    page = compose_page_sample(902, "test", whole=True, datasets=("copiste", "poilus"))
+    page.image.save(tmp_path / "page.png")
+    command = ["predict", str(tmp_path / "page.png"), "--json", "-m", str(smoke_model)]
+    result = CliRunner().invoke(app, [*command, "--segmenter", "learned"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    found = detect_score([line["box"] for line in record["lines"]], page.boxes)
+    assert found.recall >= FLOOR and found.precision >= FLOOR, found
+    tops = [line["box"][1] for line in record["lines"]]
+    assert tops == sorted(tops)
+    wrong = CliRunner().invoke(app, [*command, "--segmenter", "nearest"])
+    assert wrong.exit_code == 2 and "trace, learned" in wrong.output
 
 
 #: Recall and precision floor for the shipped weights on the four pages above.

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from quill.bench.systems import System
     from quill.data.manifest import Split
+    from quill.inference.recognizer import Segmenter
 
 console = Console()
 
@@ -141,6 +142,7 @@ def accuracy(
     from quill.bench.report import accuracy_markdown, accuracy_payload, write, write_predictions
     from quill.bench.systems import QuillSystem, SystemUnavailable
     from quill.data.readers.common import DatasetError
+    from quill.inference.recognizer import SEGMENTERS
 
     machine = machine_info()  # before the run: its load average says how busy the box was
     specs = [*(data or []), *(more_data or [])]
@@ -189,10 +191,11 @@ def accuracy(
     segmented = []
     if model is not None and page_sets:
         for method in segmenter or []:
-            if method not in ("trace", "learned"):
-                raise fail(f"--segmenter {method!r}: trace or learned")
-            reader = QuillSystem.load(model, backend, threads, name=f"quill-{method}")
-            reader.segmenter = reader.settings["segmenter"] = method
+            if method not in SEGMENTERS:
+                raise fail(f"--segmenter {method!r}: one of {', '.join(SEGMENTERS)}")
+            reader = QuillSystem.load(
+                model, backend, threads, name=f"quill-{method}", segmenter=cast("Segmenter", method)
+            )
             segmented.append(reader)
     peers, unavailable = _load_peers(peer or [], threads)
     _print_skipped(unavailable)

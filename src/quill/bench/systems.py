@@ -13,13 +13,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from quill.errors import QuillError
 
 if TYPE_CHECKING:
     from quill.inference.recognizer import Kind as PredictKind
-    from quill.inference.recognizer import Prediction, Recognizer
+    from quill.inference.recognizer import Prediction, Recognizer, Segmenter
     from quill.inference.sources import InputImage
 
 Kind = Literal["line", "paragraph"]
@@ -97,9 +97,6 @@ class QuillSystem:
     settings: dict[str, str] = field(default_factory=dict)
     #: Preprocessing (per image) and model time (per call) summed over calls to ``read``.
     stage_ms: dict[str, float] = field(default_factory=lambda: {"preprocess": 0.0, "model": 0.0})
-    #: Line segmenter for whole pages (``SegmentConfig.method``: trace, learned); None: the
-    #: recognizer's own (what ``quill predict`` does).
-    segmenter: str | None = None
 
     @classmethod
     def load(
@@ -109,15 +106,17 @@ class QuillSystem:
         threads: int | None = None,
         name: str = "",
         decoding: str | None = None,
+        segmenter: Segmenter = "trace",
     ) -> QuillSystem:
         """Open a staged model directory; a clear :class:`SystemUnavailable` if it cannot be.
 
-        ``decoding`` overrides the model's CTC decoding method (greedy or beam)."""
+        ``decoding`` overrides the model's CTC decoding method (greedy or beam);
+        ``segmenter`` how pages are cut into lines (trace or learned)."""
         from quill.inference.recognizer import Recognizer
 
         try:
             recognizer = Recognizer.from_path(
-                model_dir, backend=backend, threads=threads, decoding=decoding
+                model_dir, backend=backend, threads=threads, decoding=decoding, segmenter=segmenter
             )
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             message = f"cannot load Quill model {model_dir} ({backend}): {exc}"
@@ -137,22 +136,9 @@ class QuillSystem:
 
     def read_page(self, image: bytes) -> PageReading:
         """The page as ``quill predict`` reads it (``kind="auto"``: a page is segmented into
-        lines, each read by the model), with each line's box; with :attr:`segmenter`, the
-        page is segmented by that method here and its lines read in one call."""
-        if self.segmenter is None:
-            (prediction,) = self._predict([image], "auto")
-            return PageReading([(line.box, line.text) for line in prediction.lines])
-        # lazy: segmentation imports scipy (and the learned method torch)
-        from quill.models.segment import SegmentConfig, segment_lines
-        from quill.preprocess import working_height
-
-        height = working_height(self.recognizer.preprocess_config)
-        method = cast("Literal['trace', 'learned']", self.segmenter)
-        segments = segment_lines(image, SegmentConfig(method=method, crop_height=height))
-        if not segments:
-            return PageReading([])
-        predictions = self._predict([segment.image for segment in segments], "line")
-        return PageReading([(s.box, p.text) for s, p in zip(segments, predictions, strict=True)])
+        lines by the recognizer's segmenter, each read by the model), with each line's box."""
+        (prediction,) = self._predict([image], "auto")
+        return PageReading([(line.box, line.text) for line in prediction.lines])
 
     def _predict(self, images: Sequence[InputImage], kind: PredictKind) -> list[Prediction]:
         """``Recognizer.predict``, its stages added to :attr:`stage_ms`."""

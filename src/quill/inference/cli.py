@@ -14,7 +14,7 @@ from quill.inference import DEFAULT_MODEL_DIR
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from quill.inference.recognizer import Kind, Prediction
+    from quill.inference.recognizer import Kind, Prediction, Segmenter
     from quill.preprocess import ImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
@@ -69,6 +69,14 @@ def predict(
         str | None,
         typer.Option(help="CTC models: greedy or beam (default: what the model's card says)."),
     ] = None,
+    segmenter: Annotated[
+        str,
+        typer.Option(
+            help="How a page is cut into lines: trace (along the ink; the default, better on "
+            "real pages) or learned (the learned line detector in models/line_detector; "
+            "docs/models.md compares them)."
+        ),
+    ] = "trace",
 ) -> None:
     """Print the text in each image: path, confidence and text (lines joined by " / "),
     tab-separated, on standard output, and on standard error what the reader should know
@@ -81,7 +89,7 @@ def predict(
     from rich.console import Console
     from rich.progress import Progress
 
-    from quill.inference.recognizer import Recognizer
+    from quill.inference.recognizer import SEGMENTERS, Recognizer
     from quill.preprocess import ImageError, load_image
     from quill.staged_model import ModelLoadError
 
@@ -90,9 +98,16 @@ def predict(
     if not paths:
         err.print("[red]error:[/] no input files matched")
         raise typer.Exit(1)
+    if segmenter not in SEGMENTERS:
+        err.print(f"[red]error:[/] --segmenter must be one of {', '.join(SEGMENTERS)}")
+        raise typer.Exit(2)
     try:
         recognizer = Recognizer.from_path(
-            model, backend=backend, threads=threads or None, decoding=decoding
+            model,
+            backend=backend,
+            threads=threads or None,
+            decoding=decoding,
+            segmenter=cast("Segmenter", segmenter),
         )
     except ModelLoadError as exc:
         err.print(f"[red]error:[/] {exc}")

@@ -38,6 +38,11 @@ from quill.staged_model import StagedModel
 
 Kind = Literal["auto", "line", "paragraph"]
 KINDS = ("auto", "line", "paragraph")
+#: How a page is cut into lines (:class:`quill.models.segment.SegmentConfig` ``method``):
+#: traced along the ink (the default, measured better on real pages) or found by the
+#: learned line detector.
+Segmenter = Literal["trace", "learned"]
+SEGMENTERS: tuple[Segmenter, ...] = ("trace", "learned")
 #: With kind="auto", an image at least this many times wider than tall is read as one line
 #: without trying to segment it.
 LINE_ASPECT = 4.0
@@ -142,6 +147,7 @@ class Recognizer:
     ``backend_timings`` records what ``auto`` measured to choose it (ms per probe batch), and
     ``backend_choice`` whether that was measured by this load or remembered from an earlier
     one on this machine (:mod:`quill.runtimes.cache`); ``given`` for a named backend.
+    ``segmenter`` cuts pages into lines (:data:`Segmenter`).
     """
 
     def __init__(
@@ -150,7 +156,10 @@ class Recognizer:
         backend: Backend,
         backend_timings: dict[str, float] | None = None,
         threads: int | None = None,
+        segmenter: Segmenter = "trace",
     ):
+        if segmenter not in SEGMENTERS:
+            raise ValueError(f"segmenter must be one of {SEGMENTERS}, got {segmenter!r}")
         self.model = model
         # Any: a runtime's own attributes (its decoder, session) are what tuning and tests use
         self.runtime: Any = backend
@@ -160,6 +169,7 @@ class Recognizer:
         self.threads = threads
         self.tokenizer = model.tokenizer
         self.preprocess_config: PreprocessConfig = model.preprocess
+        self.segmenter: Segmenter = segmenter
 
     @property
     def model_dir(self) -> Path:
@@ -185,6 +195,7 @@ class Recognizer:
         backend: str = "auto",
         threads: int | None = None,
         decoding: str | None = None,
+        segmenter: Segmenter = "trace",
     ) -> Recognizer:
         """Load a staged model directory; ``threads`` sets the runtime's intra-op threads.
 
@@ -198,10 +209,10 @@ class Recognizer:
         if backend == "auto":
             config = model.preprocess
             runtime, timings, cached = auto_backend(model, threads, lambda: _probe_batch(config))
-            recognizer = cls(model, runtime, timings, threads)
+            recognizer = cls(model, runtime, timings, threads, segmenter)
             recognizer.backend_choice = "cached" if cached else "measured"
             return recognizer
-        return cls(model, load_backend(backend, model, threads), None, threads)
+        return cls(model, load_backend(backend, model, threads), None, threads, segmenter)
 
     @classmethod
     def from_registry(
@@ -272,7 +283,10 @@ class Recognizer:
 
         # Lines are cut at the height preprocessing would shrink them to, not the scan's.
         segments = segment_lines(
-            image, SegmentConfig(crop_height=working_height(self.preprocess_config))
+            image,
+            SegmentConfig(
+                method=self.segmenter, crop_height=working_height(self.preprocess_config)
+            ),
         )
         page = segments.to_dict()
         if kind == "auto" and len(segments) <= 1:
@@ -355,6 +369,7 @@ class Recognizer:
             "backend_timings_ms": {k: round(v, 2) for k, v in self.backend_timings.items()},
             "backend_choice": self.backend_choice,
             "threads": self.threads,
+            "segmenter": self.segmenter,
         }
 
 
