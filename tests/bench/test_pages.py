@@ -13,18 +13,9 @@ from PIL import Image, ImageDraw, ImageFont
 from typer.testing import CliRunner
 
 from quill.bench.datasets import BenchDataError
-from quill.bench.pages import (
-    Detection,
-    PageSample,
-    PageSet,
-    TruthLine,
-    box_iou,
-    detect_score,
-    evaluate_pages,
-    load_pages,
-    match_lines,
-    pages_markdown,
-)
+from quill.bench.detection import Detection, box_iou, detect_score, match_lines
+from quill.bench.page_sets import PageSample, PageSet, TruthLine, load_pages
+from quill.bench.pages import evaluate_pages, pages_markdown
 from quill.bench.systems import PageReading, QuillSystem
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "default"

@@ -79,7 +79,7 @@ def test_peer_reads_a_page_with_a_box_per_line(peer_name: str, request) -> None:
     image, boxes = compose_page(PAGE_LINES)
     reading = peer.read_page(image)
     assert score([reading.text], ["\n".join(PAGE_LINES)]).cer < 0.1, reading.text
-    from quill.bench.pages import detect_score
+    from quill.bench.detection import detect_score
 
     found = detect_score(reading.boxes, boxes)
     assert found.recall == 1.0 and found.precision == 1.0, (reading.lines, boxes)

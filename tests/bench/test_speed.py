@@ -11,7 +11,7 @@ import pytest
 
 from quill.bench.datasets import load_dataset
 from quill.bench.inputs import SpeedInput, compose_paragraphs, speed_inputs
-from quill.bench.pages import load_pages
+from quill.bench.page_sets import load_pages
 from quill.bench.quantize import QuantizeError, quantize_staged
 from quill.bench.speed import (
     SpeedPlan,

@@ -19,7 +19,8 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from quill.bench.pages import detect_score, load_pages
+from quill.bench.detection import detect_score
+from quill.bench.page_sets import load_pages
 from quill.cli import app
 from quill.data.manifest import assign_splits
 from quill.data.synth.pages import (

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
-from quill.bench.pages import detect_score, load_pages
+from quill.bench.detection import detect_score
+from quill.bench.page_sets import load_pages
 from quill.data.synth.pages import (
     DATASETS,
     Box,

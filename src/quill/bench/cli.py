@@ -138,7 +138,8 @@ def accuracy(
     from quill.bench.accuracy import evaluate, pool_unseen_writers
     from quill.bench.datasets import DEFAULT_SLICES, BenchDataError, bench_tokenizer, load_dataset
     from quill.bench.machine import machine_info
-    from quill.bench.pages import load_pages, pages_markdown, write_page_predictions
+    from quill.bench.page_sets import load_pages
+    from quill.bench.pages import pages_markdown, write_page_predictions
     from quill.bench.report import accuracy_markdown, accuracy_payload, write, write_predictions
     from quill.bench.systems import QuillSystem, SystemUnavailable
     from quill.data.readers.common import DatasetError
@@ -368,7 +369,7 @@ def speed(
     from quill.bench.datasets import BenchDataError, load_dataset
     from quill.bench.inputs import speed_inputs
     from quill.bench.machine import machine_info
-    from quill.bench.pages import load_pages
+    from quill.bench.page_sets import load_pages
     from quill.bench.report import speed_markdown, speed_payload, write
     from quill.bench.speed import (
         BASELINE,

@@ -1,14 +1,7 @@
 """Whole pages: how well each system reads a page it has to find the lines of itself.
 
-A page set (``--pages NAME=PATH``) is page images with their text in reading order:
-
-- PAGE XML or ALTO files (a folder searched recursively, or one file), each naming its image;
-  the page's text is its transcribed lines in the file's reading order (regions, then lines,
-  as the data readers order them), joined by newlines, and every line has its ground-truth
-  polygon (or a band around its baseline, as the readers draw one);
-- a folder with ``labels.tsv`` (``file``, ``text``, optional ``page``) whose rows are whole
-  pages, ``\\n`` in the text marking a line break. These pages have text only: page CER/WER
-  are measured, line detection and line CER are not.
+A page set (``--pages NAME=PATH``, read by :mod:`quill.bench.page_sets`) is page images
+with their text in reading order, and with PAGE XML or ALTO each line's outline.
 
 For every system, per page set:
 
@@ -23,341 +16,28 @@ For every system, per page set:
   would get with perfect line finding and reading order, so **page CER minus line CER is the
   cost of segmentation and reading order**. The plain per-line corpus CER is in the JSON too;
 - **line detection**: each line box the system reports is matched one-to-one to the
-  ground-truth lines by box IoU (the bounding boxes of the polygons), greedily from the
-  highest IoU, counting a match at IoU >= 0.5. Recall = matched / ground-truth lines with
-  text; precision = matched / predicted lines. A prediction that matches a line transcribed
-  as empty (a mark, an untranscribed margin note) is neither right nor wrong and is left out
-  of precision.
+  ground-truth lines by box IoU (the bounding boxes of the polygons), recall and precision
+  as :mod:`quill.bench.detection` scores them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from quill.bench.datasets import BenchDataError, parse_spec
-from quill.bench.report import table
+from quill.bench.detection import IOU_THRESHOLD, Detection, detect_score
+from quill.bench.page_sets import PageSample, PageSet
+from quill.bench.report import table, write_jsonl
 from quill.bench.systems import PageReading, System
-from quill.data.readers.alto import parse_alto
-from quill.data.readers.common import DatasetError
-from quill.data.readers.folder import _read_rows
 from quill.data.readers.geometry import crop_polygons
-from quill.data.readers.layout import _line_height, _line_polygon, _pixel_scale
-from quill.data.readers.pagexml import parse_pagexml
-from quill.data.readers.xmlutil import LayoutError
 from quill.evaluation import Score, normalise, score
-from quill.preprocess import ImageError, load_image
+from quill.preprocess import load_image
 
-#: A predicted line matches a ground-truth line at this box IoU or more.
-IOU_THRESHOLD = 0.5
 #: Ground-truth line crops read per call.
 LINE_BATCH = 16
-
-FloatBox = tuple[float, float, float, float]
-
-
-# ------------------------------------------------------------------ detection matching
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (left, top, right, bottom) boxes.
-
-    >>> box_iou((0, 0, 10, 10), (5, 0, 15, 10))  # half of each overlaps: 50 / 150
-    0.3333333333333333
-    >>> box_iou((0, 0, 10, 10), (20, 20, 30, 30)), box_iou((0, 0, 10, 10), (0, 0, 10, 10))
-    (0.0, 1.0)
-    """
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    if width <= 0 or height <= 0:
-        return 0.0
-    overlap = width * height
-    area_a = (a[2] - a[0]) * (a[3] - a[1])
-    area_b = (b[2] - b[0]) * (b[3] - b[1])
-    return overlap / (area_a + area_b - overlap)
-
-
-def match_lines(
-    predicted: Sequence[Sequence[float]],
-    truth: Sequence[Sequence[float]],
-    threshold: float = IOU_THRESHOLD,
-) -> list[tuple[int, int, float]]:
-    """One-to-one matches ``(predicted index, truth index, iou)`` with IoU >= ``threshold``.
-
-    Greedy from the highest IoU: each box is used at most once. (At a threshold of 0.5 or
-    more a box overlaps at most one other box that much in practice, so greedy and optimal
-    assignment agree.)
-
-    >>> truth = [(0, 0, 100, 20), (0, 20, 100, 40)]
-    >>> match_lines([(0, 18, 100, 40), (0, 0, 100, 22), (0, 0, 100, 40)], truth)
-    [(0, 1, 0.9090909090909091), (1, 0, 0.9090909090909091)]
-    """
-    pairs = [
-        (iou, p, t)
-        for p, box in enumerate(predicted)
-        for t, other in enumerate(truth)
-        if (iou := box_iou(box, other)) >= threshold
-    ]
-    pairs.sort(key=lambda pair: (-pair[0], pair[1], pair[2]))
-    used_p: set[int] = set()
-    used_t: set[int] = set()
-    matches = []
-    for iou, p, t in pairs:
-        if p not in used_p and t not in used_t:
-            used_p.add(p)
-            used_t.add(t)
-            matches.append((p, t, iou))
-    return sorted(matches)
-
-
-@dataclass(frozen=True)
-class Detection:
-    """Line-detection counts on one page or summed over a page set."""
-
-    truth: int
-    predicted: int
-    matched: int
-    #: Predictions that matched a ground-truth line transcribed as empty (not counted).
-    ignored: int = 0
-    #: Sum of the matched pairs' IoU (mean IoU = iou_sum / matched).
-    iou_sum: float = 0.0
-
-    @property
-    def recall(self) -> float:
-        return self.matched / self.truth if self.truth else 1.0
-
-    @property
-    def precision(self) -> float:
-        counted = self.predicted - self.ignored
-        return self.matched / counted if counted else 1.0
-
-    def __add__(self, other: Detection) -> Detection:
-        return Detection(
-            self.truth + other.truth,
-            self.predicted + other.predicted,
-            self.matched + other.matched,
-            self.ignored + other.ignored,
-            self.iou_sum + other.iou_sum,
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            **asdict(self),
-            "recall": self.recall,
-            "precision": self.precision,
-            "mean_iou": self.iou_sum / self.matched if self.matched else 0.0,
-        }
-
-
-def detect_score(
-    predicted: Sequence[Sequence[float]],
-    truth: Sequence[Sequence[float]],
-    ignore: Sequence[Sequence[float]] = (),
-    threshold: float = IOU_THRESHOLD,
-) -> Detection:
-    """Match ``predicted`` boxes to ``truth`` boxes; unmatched ones that match an ``ignore``
-    box (a line transcribed as empty) are left out of precision.
-
-    >>> truth = [(0, 0, 100, 20), (0, 30, 100, 50)]
-    >>> found = detect_score([(0, 0, 100, 22), (0, 60, 30, 80), (500, 0, 600, 20)],
-    ...                      truth, ignore=[(0, 60, 30, 80)])
-    >>> found.matched, found.recall, found.precision
-    (1, 0.5, 0.5)
-    """
-    matches = match_lines(predicted, truth, threshold)
-    matched = {p for p, _, _ in matches}
-    rest = [box for index, box in enumerate(predicted) if index not in matched]
-    ignored = len(match_lines(rest, ignore, threshold)) if ignore else 0
-    return Detection(
-        len(truth), len(predicted), len(matches), ignored, sum(iou for _, _, iou in matches)
-    )
-
-
-# ------------------------------------------------------------------ page sets
-
-
-@dataclass(frozen=True)
-class TruthLine:
-    """One ground-truth line: its id, transcription and outline in page pixels."""
-
-    id: str
-    text: str
-    polygon: list[tuple[float, float]]
-
-    @property
-    def box(self) -> FloatBox:
-        xs = [x for x, _ in self.polygon]
-        ys = [y for _, y in self.polygon]
-        return min(xs), min(ys), max(xs), max(ys)
-
-    @property
-    def blank(self) -> bool:
-        """Transcribed as empty (a mark, an untranscribed note): no text to read."""
-        return not normalise(self.text)
-
-
-@dataclass(frozen=True)
-class PageSample:
-    """One page image, its reference text and (from PAGE/ALTO) its lines in reading order."""
-
-    image: Path
-    page_id: str
-    text: str
-    lines: tuple[TruthLine, ...] = ()
-
-    @property
-    def has_lines(self) -> bool:
-        return bool(self.lines)
-
-    @property
-    def text_lines(self) -> list[TruthLine]:
-        """The lines with text, in reading order (the ones read and detected)."""
-        return [line for line in self.lines if not line.blank]
-
-
-@dataclass
-class PageSet:
-    """The pages of one ``--pages`` argument."""
-
-    name: str
-    path: Path
-    format: str
-    version: str
-    pages: list[PageSample]
-    #: Pages (or rows) left out, each with the reason.
-    skipped: list[str] = field(default_factory=list)
-
-    @property
-    def has_lines(self) -> bool:
-        """Every page has ground-truth lines (detection and line CER are measured)."""
-        return bool(self.pages) and all(page.has_lines for page in self.pages)
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "path": str(self.path),
-            "format": self.format,
-            "version": self.version,
-            "pages": len(self.pages),
-            "lines": sum(len(page.text_lines) for page in self.pages),
-            "characters": sum(len(normalise(page.text)) for page in self.pages),
-            "skipped": self.skipped,
-        }
-
-
-def load_pages(spec: str) -> PageSet:
-    """Resolve one ``--pages`` argument (``PATH`` or ``NAME=PATH``) into its pages.
-
-    PATH is a folder with ``labels.tsv`` (page images and their text), a folder of PAGE XML /
-    ALTO files (searched recursively), or one such file. Pages that cannot be used (image
-    missing, XML not matching its image, a line without geometry) are skipped with the
-    reason; a set left with no page is an error.
-    """
-    name, path = parse_spec(spec)
-    if not path.exists():
-        raise BenchDataError(f"page set not found: {path}")
-    if path.is_dir() and (path / "labels.tsv").is_file():
-        pages, skipped, files = _folder_pages(path / "labels.tsv")
-        source_format = "folder"
-    else:
-        xmls = [path] if path.is_file() else sorted(path.rglob("*.xml"))
-        if not xmls:
-            raise BenchDataError(
-                f"{path} is not a page set: expected labels.tsv (page images and their text) "
-                "or PAGE XML / ALTO files"
-            )
-        pages, skipped, formats = [], [], set()
-        for xml in xmls:
-            label = xml.relative_to(path).as_posix() if path.is_dir() else xml.name
-            outcome = _layout_page(xml, label)
-            if isinstance(outcome, str):
-                skipped.append(f"{label}: {outcome}")
-            else:
-                pages.append(outcome[0])
-                formats.add(outcome[1])
-        source_format = "+".join(sorted(formats)) or "xml"
-        files = xmls
-    if not pages:
-        reasons = "; ".join(skipped[:3]) or "no pages"
-        raise BenchDataError(f"{name} ({path}) has no usable page ({reasons})")
-    return PageSet(name, path, source_format, _version(files, pages), pages, skipped)
-
-
-def _version(files: Sequence[Path], pages: Sequence[PageSample]) -> str:
-    """A short hash of the ground-truth files and the page images' names and sizes."""
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
-    for page in pages:
-        digest.update(f"{page.image.name}:{page.image.stat().st_size}".encode())
-    return digest.hexdigest()[:12]
-
-
-def _folder_pages(labels: Path) -> tuple[list[PageSample], list[str], list[Path]]:
-    """Rows of a ``labels.tsv`` read as whole pages (text only, no line geometry)."""
-
-    try:
-        rows = _read_rows(labels)
-    except DatasetError as exc:
-        raise BenchDataError(str(exc)) from exc
-    pages, skipped = [], []
-    for number, row in rows:
-        where = f"{labels.name}:{number}"
-        if isinstance(row, str):
-            skipped.append(f"{where}: {row}")
-            continue
-        image = Path(row["file"])
-        image = image if image.is_absolute() else labels.parent / image
-        if row.get("kind") == "line":
-            skipped.append(f"{where}: a line, not a page (kind=line); use --data for lines")
-        elif not image.is_file():
-            skipped.append(f"{where}: image file not found: {image}")
-        else:
-            text = row["text"].replace("\\n", "\n")
-            pages.append(PageSample(image, row.get("page") or image.stem, text))
-    return pages, skipped, [labels]
-
-
-def _layout_page(xml: Path, label: str) -> tuple[PageSample, str] | str:
-    """The page of one PAGE XML or ALTO file with its format, or why it cannot be used."""
-
-    layout, source_format, problems = None, "", []
-    for candidate, parse in (("pagexml", parse_pagexml), ("alto", parse_alto)):
-        try:
-            layout, source_format = parse(xml), candidate
-            break
-        except LayoutError as exc:
-            problems.append(str(exc))
-    if layout is None:
-        return "; ".join(dict.fromkeys(problems))
-    if layout.image is None:
-        return f"image file {layout.image_name!r} not found"
-    try:
-        # The image as the readers and Recognizer see it (EXIF orientation applied).
-        image = load_image(layout.image)
-    except ImageError as exc:
-        return f"image {layout.image.name}: {exc}"
-    scale, problem = _pixel_scale(layout, image)
-    if problem:
-        return problem
-    height = _line_height(layout) * scale[1] or image.height / 40
-    lines = []
-    for region in layout.regions:
-        for line in region.lines:
-            polygon = _line_polygon(line, *scale, height)
-            if len(polygon) < 3 and normalise(line.text):
-                return f"line {line.id} has text but no Coords and no Baseline"
-            if len(polygon) >= 3:
-                lines.append(TruthLine(line.id, line.text, polygon))
-    if not lines:
-        return "no text lines"
-    text = "\n".join(line.text for line in lines if not line.blank)
-    return PageSample(layout.image, layout.page_id or label, text, tuple(lines)), source_format
 
 
 # ------------------------------------------------------------------ reading and scoring
@@ -654,30 +334,31 @@ def pages_markdown(results: Sequence[PageSetResult]) -> list[str]:
 def write_page_predictions(path: Path, results: Sequence[PageSetResult]) -> Path:
     """One JSON line per page: the reference, and every system's lines (box, text) and its
     readings of the ground-truth lines (error analysis: which line was missed or misread)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        for result in results:
-            for index, page in enumerate(result.pages.pages):
-                record = {
-                    "pages": result.pages.name,
-                    "page": page.page_id,
-                    "image": str(page.image),
-                    "reference": page.text,
-                    "truth_lines": [
-                        {"id": line.id, "text": line.text, "box": [round(v) for v in line.box]}
-                        for line in page.lines
-                    ],
-                    "systems": {
-                        name: {
-                            "text": reading.pages[index].text,
-                            "lines": [
-                                {"box": list(box), "text": text}
-                                for box, text in reading.pages[index].lines
-                            ],
-                            "truth_line_readings": reading.lines[index],
-                        }
-                        for name, reading in result.readings.items()
-                    },
-                }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+    return write_jsonl(
+        path,
+        (
+            {
+                "pages": result.pages.name,
+                "page": page.page_id,
+                "image": str(page.image),
+                "reference": page.text,
+                "truth_lines": [
+                    {"id": line.id, "text": line.text, "box": [round(v) for v in line.box]}
+                    for line in page.lines
+                ],
+                "systems": {
+                    name: {
+                        "text": reading.pages[index].text,
+                        "lines": [
+                            {"box": list(box), "text": text}
+                            for box, text in reading.pages[index].lines
+                        ],
+                        "truth_line_readings": reading.lines[index],
+                    }
+                    for name, reading in result.readings.items()
+                },
+            }
+            for result in results
+            for index, page in enumerate(result.pages.pages)
+        ),
+    )

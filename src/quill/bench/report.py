@@ -10,7 +10,7 @@ as one corpus), then each dataset.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -97,27 +97,35 @@ def accuracy_payload(
     }
 
 
-def write_predictions(path: Path, results: Sequence[DatasetResult]) -> Path:
-    """One JSON line per sample: its reference and what every system read (error analysis)."""
+def write_jsonl(path: Path, records: Iterable[dict]) -> Path:
+    """``records`` as JSON lines (UTF-8, not escaped) into ``path``, its folder made."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
-        for result in results:
-            for index, sample in enumerate(result.dataset.samples):
-                record = {
-                    "dataset": result.dataset.name,
-                    "image": str(sample.image),
-                    "kind": sample.kind,
-                    "slices": sample.slices,
-                    "reference": sample.text,
-                    "predictions": {n: r.texts[index] for n, r in result.readings.items()},
-                    "failures": {
-                        n: r.failures[index]
-                        for n, r in result.readings.items()
-                        if index in r.failures
-                    },
-                }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path
+
+
+def write_predictions(path: Path, results: Sequence[DatasetResult]) -> Path:
+    """One JSON line per sample: its reference and what every system read (error analysis)."""
+    return write_jsonl(
+        path,
+        (
+            {
+                "dataset": result.dataset.name,
+                "image": str(sample.image),
+                "kind": sample.kind,
+                "slices": sample.slices,
+                "reference": sample.text,
+                "predictions": {n: r.texts[index] for n, r in result.readings.items()},
+                "failures": {
+                    n: r.failures[index] for n, r in result.readings.items() if index in r.failures
+                },
+            }
+            for result in results
+            for index, sample in enumerate(result.dataset.samples)
+        ),
+    )
 
 
 def accuracy_markdown(payload: dict) -> list[str]:

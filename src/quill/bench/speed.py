@@ -41,7 +41,7 @@ from quill.bench.systems import (
 from quill.evaluation import score
 
 if TYPE_CHECKING:
-    from quill.bench.pages import PageSet
+    from quill.bench.page_sets import PageSet
 
 PERCENTILES = (50, 95, 99)
 
@@ -118,7 +118,7 @@ def batches(inputs: Sequence[SpeedInput], batch: int, count: int) -> list[list[b
 
 
 def page_inputs(pages: PageSet) -> list[SpeedInput]:
-    """The pages of a page set (:func:`quill.bench.pages.load_pages`) as timed inputs: each
+    """The pages of a page set (:func:`quill.bench.page_sets.load_pages`) as timed inputs: each
     image's bytes as stored, with the page's reference text."""
     return [SpeedInput(page.image.read_bytes(), page.text, "page") for page in pages.pages]
 
