@@ -306,11 +306,7 @@ def speed_markdown(payload: dict) -> list[str]:
         lines.append(f"- **{row}**: failed ({reason})")
     rows = [
         [
-            t["kind"],
-            t["batch"],
-            t["threads"],
-            t["system"],
-            f"{t['p50_ms']:.1f}",
+            *_timing_cells(t),
             f"{t['p95_ms']:.1f}",
             f"{t['p99_ms']:.1f}",
             f"{t['throughput_per_s']:.1f}",
@@ -347,17 +343,24 @@ def speed_markdown(payload: dict) -> list[str]:
     return [*lines, ""]  # sections appended after (cold starts) start on a new paragraph
 
 
+def _timing_cells(timing: dict) -> list:
+    """The first cells of a speed row: what was timed (kind, batch, threads, system), p50."""
+    return [
+        timing["kind"],
+        timing["batch"],
+        timing["threads"],
+        timing["system"],
+        f"{timing['p50_ms']:.1f}",
+    ]
+
+
 def _quill_against_peers(timings: list[dict]) -> list[str]:
     """Each Quill row beside the peers of its kind, batch and threads: p50, mean, each peer's
     p50 over Quill's, and the throughput gained over batch 1."""
     peers = sorted({p for t in timings for p in t.get("peers_p50_over_this") or {}})
     rows = [
         [
-            t["kind"],
-            t["batch"],
-            t["threads"],
-            t["system"],
-            f"{t['p50_ms']:.1f}",
+            *_timing_cells(t),
             f"{t['mean_ms']:.1f}",
             *(
                 f"{t['peers_p50_over_this'][p]:.2f}x" if p in t["peers_p50_over_this"] else "—"
