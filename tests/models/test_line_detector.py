@@ -263,3 +263,19 @@ def test_quill_predict_cuts_pages_with_the_segmenter_asked_for(smoke_model, tmp_
 
 #: Recall and precision floor for the shipped weights on the four pages above.
 FLOOR = 0.9
+
+
+def test_missing_detector_weights_fail_the_load_clearly(smoke_model, tmp_path, monkeypatch):
+    """From a folder without the shipped weights (and none in the checkout), asking for the
+    learned segmenter is a clear error at load, not a traceback on the first page."""
+    import quill.models.segment as segment
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(segment, "CHECKOUT", tmp_path / "elsewhere")
+    render = Image.new("RGB", (400, 200), "white")
+    render.save(tmp_path / "page.png")
+    command = ["predict", str(tmp_path / "page.png"), "-m", str(smoke_model)]
+    result = CliRunner().invoke(app, [*command, "--segmenter", "learned"])
+    assert result.exit_code == 1
+    assert "no line detector weights at models/line_detector/line_detector.pt" in result.output
+    assert "Traceback" not in result.output

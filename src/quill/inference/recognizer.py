@@ -160,6 +160,11 @@ class Recognizer:
     ):
         if segmenter not in SEGMENTERS:
             raise ValueError(f"segmenter must be one of {SEGMENTERS}, got {segmenter!r}")
+        if segmenter == "learned":
+            # lazy: segmentation imports scipy, which reading lines never needs
+            from quill.models.segment import detector_weights
+
+            detector_weights()  # missing weights fail the load, not the first page
         self.model = model
         # Any: a runtime's own attributes (its decoder, session) are what tuning and tests use
         self.runtime: Any = backend

@@ -65,12 +65,15 @@ from scipy.ndimage import (
 )
 
 from quill.preprocess import ImageSource, ink_map, ink_mask, paper_colour, read_image
+from quill.staged_model import ModelLoadError
 
 Box = tuple[int, int, int, int]
 
 #: The learned line detector's weights shipped with Quill (relative to the working
-#: directory, like the default model: ``models/default``).
+#: directory, like the default model: ``models/default``, or to this source checkout).
 DEFAULT_DETECTOR = Path("models/line_detector/line_detector.pt")
+#: The source checkout this module lives in (``src/quill/models/segment.py``).
+CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -1084,8 +1087,22 @@ def _detect_page(
         turned = Image.fromarray(np.ascontiguousarray(ink, np.float32), mode="F")
         ink = np.asarray(turned.rotate(-skew, Image.Resampling.BILINEAR))
     spacing = line_spacing(mask, min_spacing=config.min_line_height)
-    detector = shared_detector(str(config.detector or DEFAULT_DETECTOR))
+    detector = shared_detector(str(detector_weights(config.detector)))
     return skew, spacing, _in_reading_order(detect_lines(detector, ink), mask, spacing)
+
+
+def detector_weights(detector: str | None = None) -> Path:
+    """The learned line detector's weights: ``detector``, or the shipped ones
+    (:data:`DEFAULT_DETECTOR` under the working directory, else under this checkout), so
+    that ``quill predict --segmenter learned`` works from any folder. A
+    :class:`~quill.staged_model.ModelLoadError` naming where it looked when there are none.
+    """
+    candidates = [Path(detector)] if detector else [DEFAULT_DETECTOR, CHECKOUT / DEFAULT_DETECTOR]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    looked = " or ".join(str(c) for c in candidates)
+    raise ModelLoadError(f"no line detector weights at {looked} (quill detector train makes them)")
 
 
 def _in_reading_order(boxes: list[Box], mask: np.ndarray, spacing: int) -> _Trace:
