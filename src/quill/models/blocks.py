@@ -7,10 +7,15 @@ from collections.abc import Sequence
 from torch import nn
 
 
-def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
-    """3x3 convolution (same padding, no bias: BatchNorm supplies it), BatchNorm, ReLU."""
+def conv_bn_relu(
+    in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1
+) -> list[nn.Module]:
+    """3x3 convolution (same padding, no bias: BatchNorm supplies it), BatchNorm, ReLU;
+    ``stride`` 2 halves each side, ``dilation`` widens what it sees at the same cost."""
     return [
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.Conv2d(
+            in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation, bias=False
+        ),
         nn.BatchNorm2d(out_channels),
         nn.ReLU(inplace=True),
     ]

@@ -40,6 +40,7 @@ from scipy.ndimage import distance_transform_edt, find_objects, label
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from quill.models.blocks import conv_bn_relu
 from quill.models.config import ModelConfig
 
 Box = tuple[int, int, int, int]
@@ -76,12 +77,9 @@ class LineDetectorConfig(ModelConfig):
 
 
 def _conv(inputs: int, outputs: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    """3x3 convolution, batch norm, ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(inputs, outputs, 3, stride, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(outputs),
-        nn.ReLU(inplace=True),
-    )
+    """:func:`~quill.models.blocks.conv_bn_relu` as one module (its weights' names, 0 and 1,
+    are those of the shipped detector)."""
+    return nn.Sequential(*conv_bn_relu(inputs, outputs, stride, dilation))
 
 
 class LineDetector(nn.Module):
