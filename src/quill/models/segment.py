@@ -1123,20 +1123,17 @@ def _in_reading_order(boxes: list[Box], mask: np.ndarray, spacing: int) -> _Trac
             * max(0, min(box[3], b[3]) - max(box[1], b[1]))
             for b in blocks
         ]
-        middle = (box[1] + box[3]) / 2
-        lines.append(
-            _Line(
-                np.zeros(0),
-                np.zeros(0),
-                region=int(np.argmax(overlaps)) + 1,
-                path=np.array([middle]),
-                box=box,
-            )
+        line = _Line(
+            np.zeros(0),
+            np.zeros(0),
+            region=int(np.argmax(overlaps)) + 1,
+            path=np.array([(box[1] + box[3]) / 2]),
+            box=box,
         )
-    for line in lines:  # its ink per row of the mask, for the upside-down test
-        x0, y0, x1, y1 = line.box
-        line.rows = np.zeros(mask.shape[0])
+        x0, y0, x1, y1 = box
+        line.rows = np.zeros(mask.shape[0])  # its ink per row, for the upside-down test
         line.rows[y0:y1] = mask[y0:y1, x0:x1].sum(axis=1)
+        lines.append(line)
     upright = _upright(lines, spacing)
     _mark_margins(lines, blocks)
     lines.sort(key=lambda line: (line.margin, line.region, line.centre, line.box[0]))
