@@ -19,30 +19,73 @@ from typing import Any
 from quill.model_files import METADATA_FILE
 from quill.staged_model import StagedModel
 
-INTENDED_USE = (
-    "Transcribing English handwriting (cursive or print) in photos and scans of single lines "
-    "or of simple paragraphs with one column of horizontal lines: letters, notes, forms "
-    "filled in by hand. Runs on a CPU; confidence is a geometric mean of per-frame "
-    "probabilities in [0, 1] and is meant for ranking and flagging, not as a calibrated "
-    "probability."
-)
+def intended_use(characters: str) -> str:
+    """What the model is for; the languages follow its character set (an ASCII model spells
+    English only, a Latin one the Western European languages it was trained on)."""
+    languages = (
+        "English handwriting"
+        if characters.isascii()
+        else "handwriting in Western European Latin script (the languages of its training "
+        "data below)"
+    )
+    return (
+        f"Transcribing {languages}, cursive or print, in photos and scans of single lines or "
+        "of simple paragraphs with one column of horizontal lines: letters, notes, forms "
+        "filled in by hand. Runs on a CPU; confidence is a geometric mean of per-frame "
+        "probabilities in [0, 1] and is meant for ranking and flagging, not as a calibrated "
+        "probability."
+    )
 
-LIMITS = (
-    "**Printed text** is outside the training distribution: typed or typeset text is often "
-    "read, but less accurately than a dedicated OCR engine would.",
+
+LAYOUT_LIMIT = (
     "**Layouts**: a page is cut into lines by a segmenter that traces them along the ink "
     "(docs/models.md): it finds the paper on a desk, turns pages read sideways or upside "
     "down, reads columns left to right and margin notes last, but curved or diagonal "
     "lines, tables and text mixed with drawings are read out of order or missed, and on "
     "the four Hooker pages with ground truth 94% of the lines are found (the paragraph "
-    "model that would read a page whole has no trained weights).",
-    "**Character set**: only the characters listed below can ever be output; anything else "
-    "(accents, other scripts, symbols) is read as the closest known character or dropped.",
-    "**Languages**: trained on English text; other Latin-script languages lose the help of "
-    "learned spelling.",
-    "**Writers**: accuracy varies with handwriting style; measure on your own writers before "
-    "relying on it, and use the flag buttons to collect the failures.",
+    "model that would read a page whole has no trained weights)."
 )
+
+
+def limits(characters: str) -> list[str]:
+    """Where the model fails, as the card's bullet points, for a model that can output
+    ``characters``.
+
+    >>> [item.split("**")[1] for item in limits("ab")]
+    ['Printed text', 'Layouts', 'Character set', 'Languages', 'Writers']
+    >>> "accents" in limits("ab")[2], "accents" in limits("aé")[2]
+    (True, False)
+    """
+    if characters.isascii():
+        character_set = (
+            "**Character set**: only the characters listed below can ever be output; anything "
+            "else (accents, other scripts, symbols) is read as the closest known character or "
+            "dropped."
+        )
+        languages = (
+            "**Languages**: trained on English text; other Latin-script languages lose the "
+            "help of learned spelling."
+        )
+    else:
+        character_set = (
+            "**Character set**: Western European Latin script, the characters listed below "
+            "(accented letters, ç, œ, ß, ſ); other scripts and symbols are read as the closest "
+            "known character or dropped."
+        )
+        languages = (
+            "**Languages**: the spelling it learned (its network and its language model) is "
+            "that of its training texts; other languages are read by the shapes of their "
+            "letters alone, less accurately."
+        )
+    return [
+        "**Printed text** is outside the training distribution: typed or typeset text is "
+        "often read, but less accurately than a dedicated OCR engine would.",
+        LAYOUT_LIMIT,
+        character_set,
+        languages,
+        "**Writers**: accuracy varies with handwriting style; measure on your own writers "
+        "before relying on it, and use the flag buttons to collect the failures.",
+    ]
 
 
 #: What the model card calls a model metric: error rates and losses on a split, per dataset
@@ -189,7 +232,7 @@ def render_model_card(model: StagedModel | Mapping[str, Any], notes: str = "") -
     lineage = model.lineage
     characters = model.tokenizer.characters
     shown = characters.replace("\n", "\\n")
-    limits = "\n".join(f"- {item}" for item in LIMITS)
+    limit_list = "\n".join(f"- {item}" for item in limits(characters))
     config = "\n".join(f"| `{k}` | `{v}` |" for k, v in sorted(model.model_config.items()))
     preprocess = "\n".join(
         f"| `{k}` | `{v}` |" for k, v in sorted(model.preprocess.to_dict().items())
@@ -201,11 +244,11 @@ def render_model_card(model: StagedModel | Mapping[str, Any], notes: str = "") -
     return f"""{_header(model)}
 ## Intended use
 
-{INTENDED_USE}
+{intended_use(characters)}
 
 ## Limits
 
-{limits}
+{limit_list}
 
 ## Training data and lineage
 
