@@ -51,6 +51,18 @@ def test_an_iam_copy_is_recognised_by_its_layout(tmp_path: Path) -> None:
     assert detect_format(tmp_path) == "iam"
 
 
+#: An mtime long before any test runs (2001), given to a file before a step that may rewrite it.
+LONG_AGO_NS = 10**18
+
+
+def backdate(path: Path) -> int:
+    """Set ``path``'s mtime to :data:`LONG_AGO_NS` and return it. A rewrite then always shows
+    as a new mtime: two writes a few milliseconds apart can share one, as many file systems
+    stamp files from a clock that ticks only every few milliseconds."""
+    os.utime(path, ns=(LONG_AGO_NS, LONG_AGO_NS))
+    return LONG_AGO_NS
+
+
 def _labelled_folder(root: Path, pages: int) -> None:
     """A folder dataset as the Hooker letters ship: images + labels.tsv (file, page, text)."""
     (root / "lines").mkdir(parents=True, exist_ok=True)
@@ -68,7 +80,8 @@ def test_folder_source_is_imported_once_and_again_when_it_changes(tmp_path: Path
     _labelled_folder(source, pages=30)
     first = load_dataset(str(source), cache_root=cache)
     manifest = cache / "letters" / "manifest.jsonl"
-    stamp = manifest.stat().st_mtime_ns
+    written = manifest.stat().st_mtime_ns
+    stamp = backdate(manifest)
     again = load_dataset(str(source), cache_root=cache)
     assert manifest.stat().st_mtime_ns == stamp  # reused, not re-imported
     assert again.samples == first.samples and first.format == "folder"
@@ -79,7 +92,7 @@ def test_folder_source_is_imported_once_and_again_when_it_changes(tmp_path: Path
 
     with open(source / "labels.tsv", "a", encoding="utf-8") as handle:
         handle.write("lines/p0.png\tpage999\textra line\n")
-    os.utime(source / "labels.tsv", ns=(stamp + 10**9, stamp + 10**9))
+    os.utime(source / "labels.tsv", ns=(written + 10**9, written + 10**9))
     load_dataset(str(source), cache_root=cache)
     assert manifest.stat().st_mtime_ns != stamp
 
@@ -204,13 +217,13 @@ def test_cache_is_rebuilt_when_the_split_rule_or_vocabulary_changes(tmp_path: Pa
     # A cache written before split rules and vocabularies were recorded: rebuilt, not reused.
     old = {k: v for k, v in stamp.items() if k not in ("split_by", "vocabulary")}
     stamp_path.write_text(json.dumps(old))
-    before = manifest.stat().st_mtime_ns
+    before = backdate(manifest)
     again = load_dataset(f"hands={tmp_path / 'hands'}", cache_root=cache)
     assert manifest.stat().st_mtime_ns != before and json.loads(stamp_path.read_text()) == stamp
     assert again.split_by == "writer"
 
     # Another vocabulary (an ASCII-only import) is another cache: the accented lines go.
-    before = manifest.stat().st_mtime_ns
+    before = backdate(manifest)
     ascii_only = load_dataset(
         f"hands={tmp_path / 'hands'}", cache_root=cache, tokenizer=Tokenizer.named("ascii")
     )
