@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -15,17 +16,21 @@ import httpx
 import pytest
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: each probe stays bound until all are chosen (one probe
+    at a time, the kernel may hand out the port it just took back)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 @pytest.mark.slow
 def test_quill_up_serves_api_and_app_and_prints_both_urls(
     smoke_model: Path, tmp_path: Path
 ) -> None:
-    api_port, app_port = free_port(), free_port()
+    api_port, app_port = free_ports(2)
     command = [
         sys.executable,
         "-c",
