@@ -24,7 +24,9 @@ Method (classical, no training, ~50 ms of analysis per page on one core):
    line of its own). Every ink pixel goes to the nearest line (each connected letter whole);
    loops, capitals, accents and a rising last word that made crests of their own rejoin
    their line; specks and faint marks (a stamp, much fainter than the page's lines) are
-   dropped, and connected ink taller than 2.5 spacings (a stamp's ring, a frame) ignored.
+   dropped, and connected ink taller than 2.5 spacings (a stamp's ring, a frame) ignored;
+   a line too faint to keep that was joined from fragments which are text on their own
+   keeps those (a stamp's letters beside a small printed line no longer drown it).
 7. Each line's box is the extent of its ink (rows with under 3% of its fullest row
    trimmed), padded by ``margin``; boxes are in the pixels of the image as given, crops are
    upright and straightened.
@@ -299,6 +301,8 @@ class _Line:
     margin: bool = False
     #: Ink in each row of the map (the line's own pixels).
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: The crest fragments it was joined from (their numbers in the fragments' owner map).
+    fragments: tuple[int, ...] = ()
 
     @property
     def centre(self) -> float:
@@ -407,7 +411,8 @@ def _ridges(
         ys, xs = ys + found[0].start, xs + found[1].start
         columns = xs - found[1].start
         path = np.bincount(columns, weights=ys) / np.bincount(columns)
-        fragments.append(_Line(ys, xs, int(regions[ys[0], xs[0]]), found[1].start, path))
+        region = int(regions[ys[0], xs[0]])
+        fragments.append(_Line(ys, xs, region, found[1].start, path, fragments=(index,)))
     return fragments, along
 
 
@@ -511,6 +516,7 @@ def _join(
                 parts[0].region,
                 int(known[0]),
                 full[known[0] : known[-1] + 1],
+                fragments=tuple(number for part in parts for number in part.fragments),
             )
         )
     return lines, [number[find(i)] for i in range(count)]
@@ -676,6 +682,8 @@ def _trace(mask: np.ndarray, spacing: int) -> _Trace:
     lookup = _attached(owner, strokes, fragments, lengths, 1.0, JOIN_STEP * step)
     kept = [i for i in range(len(fragments)) if lookup[i + 1] == i + 1]
     _ink_rows(density, owner, fragments)
+    fragment_of = lookup[owner]  # each pixel's fragment (an attached stroke's: its host's)
+    dense = _dense(density, fragment_of, fragments, step)
     lines, group = _join([fragments[i] for i in kept], step, along)
     line_of = np.zeros(len(fragments) + 1, np.int64)
     line_of[[i + 1 for i in kept]] = np.asarray(group) + 1
@@ -705,6 +713,7 @@ def _trace(mask: np.ndarray, spacing: int) -> _Trace:
         lines = [lines[i] for i in kept]
     owner = _by_letter(owner, strokes, 0.9 * step)
     _measure(density, owner, lines, step)
+    owner = _without_faint_company(density, owner, fragment_of, dense, lines, step)
     upright = _upright(lines, step)
     lines = [line for line, text in zip(lines, _is_text(lines, step), strict=True) if text]
     _mark_margins(lines, blocks)
@@ -885,22 +894,81 @@ def _bridged(path: np.ndarray) -> np.ndarray:
 
 def _is_text(lines: list[_Line], spacing: float) -> list[bool]:
     """Which lines are text: not specks (at least a third of a spacing wide, a fifth high,
-    with ink of a 0.02-square-spacing blot) and not much fainter than the page's lines (at
-    least 0.3 of the median ink per box area: a stamp, bleed-through, a ruled edge)."""
-    density = [
-        line.ink / max(1, (line.box[2] - line.box[0]) * (line.box[3] - line.box[1]))
-        for line in lines
-    ]
-    solid = [
+    with ink of a 0.02-square-spacing blot) and not much fainter than the page's lines
+    (:func:`_faint`: a stamp, bleed-through, a ruled edge)."""
+    solid = _solid(lines, spacing)
+    return [ok and not faint for ok, faint in zip(solid, _faint(lines, solid), strict=True)]
+
+
+def _solid(lines: list[_Line], spacing: float) -> list[bool]:
+    """Which lines are more than a speck: at least a third of a spacing wide, a fifth high,
+    with ink of a 0.02-square-spacing blot."""
+    return [
         line.box[2] - line.box[0] >= spacing / 3
         and line.box[3] - line.box[1] >= spacing / 5
         and line.ink >= 0.02 * spacing**2
         for line in lines
     ]
+
+
+#: A line whose ink per box area is under this fraction of the median of the page's solid
+#: lines is a faint mark, not text (a stamp's letters: 0.1 of the median on Hooker's page
+#: 146_001; its small printed letterhead, the thinnest real text seen, 0.5).
+FAINT = 0.3
+
+
+def _faint(lines: list[_Line], solid: list[bool]) -> list[bool]:
+    """Which lines are much fainter than the ``solid`` ones: ink per box area under
+    :data:`FAINT` of their median; none when no line is solid (nothing to compare with)."""
+    density = [
+        line.ink / max(1, (line.box[2] - line.box[0]) * (line.box[3] - line.box[1]))
+        for line in lines
+    ]
     if not any(solid):
-        return solid
+        return [False] * len(lines)
     typical = float(np.median([d for d, ok in zip(density, solid, strict=True) if ok]))
-    return [ok and d >= 0.3 * typical for d, ok in zip(density, solid, strict=True)]
+    return [d < FAINT * typical for d in density]
+
+
+def _dense(
+    density: np.ndarray, owner: np.ndarray, fragments: list[_Line], spacing: float
+) -> np.ndarray:
+    """Which crest fragments are text on their own (:func:`_is_text` among the fragments,
+    each measured on the ink it owns), as a lookup by fragment number (0: none)."""
+    _measure(density, owner, fragments, spacing)
+    return np.array([False, *_is_text(fragments, spacing)])
+
+
+def _without_faint_company(
+    density: np.ndarray,
+    owner: np.ndarray,
+    fragment_of: np.ndarray,
+    dense: np.ndarray,
+    lines: list[_Line],
+    spacing: float,
+) -> np.ndarray:
+    """``owner`` with each line that is too faint to be text (:func:`_faint`) but was
+    joined from some fragments that are text on their own (``dense``, by fragment number;
+    ``fragment_of``: each pixel's fragment) left with the ink of those alone.
+
+    Faint marks at a line's height a word's gap beside it join it like words: a stamp's
+    letters beside a small printed letterhead line (Hooker's 146_001: "THE CAMP." and the
+    stamp's date, 0.9 spacings apart) dilute its ink per box area below the faintness test,
+    and the whole line was dropped. What is kept is what the test would keep had it been
+    traced alone, so whether a line survives no longer depends on the faint marks beside
+    it; a stamp or bleed-through whose pieces are all faint is still dropped, and a line
+    that passes the test is left as it is. The lines changed are measured again."""
+    solid = _solid(lines, spacing)
+    company = np.zeros(owner.shape, bool)
+    for number, (line, faint) in enumerate(zip(lines, _faint(lines, solid), strict=True), 1):
+        kept = [part for part in line.fragments if dense[part]]
+        if solid[number - 1] and faint and 0 < len(kept) < len(line.fragments):
+            company |= (owner == number) & ~np.isin(fragment_of, kept)
+    if not company.any():
+        return owner
+    owner = np.where(company, 0, owner)
+    _measure(density, owner, lines, spacing)
+    return owner
 
 
 def _mark_margins(lines: list[_Line], blocks: list[tuple[int, int, int, int]]) -> None:
