@@ -19,6 +19,7 @@ from typing import Any
 from quill.model_files import METADATA_FILE
 from quill.staged_model import StagedModel
 
+
 def intended_use(characters: str) -> str:
     """What the model is for; the languages follow its character set (an ASCII model spells
     English only, a Latin one the Western European languages it was trained on)."""
