@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from quill.inference.recognizer import BLANK_NOTE
+from quill.inference.recognizer import BLANK_NOTE, SEGMENTERS, Recognizer
 from quill.serving.api import create_app
 from quill.serving.runner import ApiServer
 from quill.serving.service import load_service
@@ -84,13 +84,19 @@ def test_predict_json_data_url_and_multipart(client: httpx.Client) -> None:
     assert curl_style.json()["text"] == "hello"
 
 
-def test_a_page_answer_has_its_lines_findings_and_notes(client: httpx.Client) -> None:
-    """Lines with boxes and the margin mark, the segmenter's findings, and a note saying why
-    blank paper read as nothing."""
+def three_line_page() -> Image.Image:
+    """A page of three rendered words, one a line."""
     words = [render_line(word) for word in ("quill", "Kew", "ink")]
     page = Image.new("RGB", (400, 60 * len(words) + 60), (246, 242, 232))
     for number, word in enumerate(words):
         page.paste(word, (20, 30 + 60 * number))
+    return page
+
+
+def test_a_page_answer_has_its_lines_findings_and_notes(client: httpx.Client) -> None:
+    """Lines with boxes and the margin mark, the segmenter's findings, and a note saying why
+    blank paper read as nothing."""
+    page = three_line_page()
     answer = client.post("/v1/predict", json={"image": b64(encode(page)), "kind": "paragraph"})
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -103,6 +109,40 @@ def test_a_page_answer_has_its_lines_findings_and_notes(client: httpx.Client) ->
     ).json()
     assert (blank["text"], blank["note"]) == ("", BLANK_NOTE)
     assert any("no text" in note for note in blank["page"]["notes"])
+
+
+def test_the_settings_choose_the_segmenter_that_cuts_pages(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """QUILL_SEGMENTER (``--segmenter``) chooses how pages are cut into lines: a server told
+    ``learned`` loads the line detector, says so on /readyz and reads a page through it."""
+    assert ServingSettings.from_env({"QUILL_SEGMENTER": "learned"}).segmenter == "learned"
+    with pytest.raises(ValueError, match="QUILL_SEGMENTER"):
+        ServingSettings.from_env({"QUILL_SEGMENTER": "magic"})
+    settings = monitored_settings(smoke_model, tmp_path, segmenter="learned")
+    with ApiServer(settings) as server, httpx.Client(base_url=server.url, timeout=120) as http:
+        assert http.get("/readyz").json()["model"]["segmenter"] == "learned"
+        answer = http.post("/v1/predict", json={"image": b64(encode(three_line_page()))})
+    assert answer.status_code == 200, answer.text
+    boxes = {
+        segmenter: [list(line.box) for line in reader.predict([three_line_page()])[0].lines]
+        for segmenter in SEGMENTERS
+        for reader in [Recognizer.from_path(smoke_model, threads=1, segmenter=segmenter)]
+    }
+    assert boxes["learned"] != boxes["trace"]  # (the detector cuts rendered words apart)
+    assert [line["box"] for line in answer.json()["lines"]] == boxes["learned"]
+
+
+@pytest.mark.parametrize("command", ["serve", "app", "up"])
+def test_an_unknown_segmenter_is_refused_in_one_line(smoke_model: Path, command: str) -> None:
+    from typer.testing import CliRunner
+
+    from quill.cli import app
+
+    result = CliRunner().invoke(app, [command, "--model", str(smoke_model), "--segmenter", "magic"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "segmenter must be one of trace, learned" in lines[0], lines
 
 
 def test_identical_images_are_answered_from_the_cache(client: httpx.Client) -> None:
@@ -152,6 +192,7 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["model"]["backend"] in ("onnx", "torchscript")
+    assert ready["model"]["segmenter"] == "trace"
     assert "quill_http_requests_total" in client.get("/metrics").text
     schema = client.get("/openapi.json").json()
     content = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]

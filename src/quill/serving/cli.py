@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,9 +11,19 @@ from quill.errors import fail
 from quill.inference import DEFAULT_MODEL_DIR
 from quill.model_files import METADATA_FILE
 
+if TYPE_CHECKING:
+    from quill.serving.settings import ServingSettings
+
 MODEL_HELP = "Staged model directory (quill-model.json, model.onnx, model.pt)."
 HOST_HELP = "Interface to bind; the default keeps it on this machine."
 THREADS_HELP = "Intra-op threads per worker (0: all cores; use 1 per worker on busy machines)."
+SEGMENTER_HELP = (
+    "How a page is cut into lines: trace (follows the ink) or learned (the line detector in "
+    "models/line_detector); docs/models.md measures both."
+)
+SegmenterOption = Annotated[
+    str, typer.Option(envvar="QUILL_SEGMENTER", help=SEGMENTER_HELP, show_default=True)
+]
 OPEN_HELP = (
     "Serve on a non-loopback --host without an API key (only behind a proxy that "
     "authenticates callers). Without it, such a --host needs QUILL_API_KEY."
@@ -40,6 +50,7 @@ def serve(
         ),
     ] = "auto",
     threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
         str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
     ] = None,
@@ -69,12 +80,12 @@ def serve(
     import uvicorn
 
     from quill.serving.runner import uvicorn_options
-    from quill.serving.settings import ServingSettings
 
-    settings = ServingSettings.from_env(
+    settings = _settings(
         model_dir=model,
         backend=backend,
         threads=threads,
+        segmenter=segmenter,
         monitoring_url=monitoring_url,
         shadow_model_dir=shadow,
         allow_open=allow_open or None,
@@ -118,20 +129,20 @@ def app(
     host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
     threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
         str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
     ] = None,
 ) -> None:
     """The web app (Gradio): upload, webcam or paste an image, read the text, flag it."""
     from quill.serving.app import launch, make_backend
-    from quill.serving.settings import ServingSettings
 
     if backend == "local":
         _require_model(model)
     elif not backend.startswith(("http://", "https://")):
         raise typer.BadParameter(f"{backend!r} is neither 'local' nor an http(s) URL")
-    settings = ServingSettings.from_env(
-        model_dir=model, threads=threads, monitoring_url=monitoring_url
+    settings = _settings(
+        model_dir=model, threads=threads, segmenter=segmenter, monitoring_url=monitoring_url
     )
     launch(make_backend(backend, settings), host=host, port=port)
 
@@ -144,6 +155,7 @@ def up(
     api_port: Annotated[int, typer.Option(help="Port of the REST API.")] = 8000,
     app_port: Annotated[int, typer.Option(help="Port of the web app.")] = 7860,
     threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
         str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
     ] = None,
@@ -154,11 +166,11 @@ def up(
     """Start the REST API and the web app together (the app calls the API) and print both URLs."""
     from quill.serving.app import launch, make_backend
     from quill.serving.runner import ApiServer
-    from quill.serving.settings import ServingSettings
 
-    settings = ServingSettings.from_env(
+    settings = _settings(
         model_dir=model,
         threads=threads,
+        segmenter=segmenter,
         monitoring_url=monitoring_url,
         allow_open=allow_open or None,
     )
@@ -168,6 +180,16 @@ def up(
         typer.echo(f"REST API: {api.url}  (docs: {api.url}/docs)")
         typer.echo(f"Web app:  http://{host}:{app_port}")
         launch(make_backend(api.url, settings), host=host, port=app_port)
+
+
+def _settings(**overrides: object) -> ServingSettings:
+    """The settings of ``QUILL_*`` and the options; a value they refuse exits with one line."""
+    from quill.serving.settings import ServingSettings  # lazy: --help stays light
+
+    try:
+        return ServingSettings.from_env(None, **overrides)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
 
 
 def _refuse_open(settings: object, host: str) -> None:

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from quill.inference.recognizer import KINDS, Kind, Prediction, Recognizer
+from quill.inference.recognizer import KINDS, Kind, Prediction, Recognizer, Segmenter
 from quill.inference.sources import LoadedImage
 from quill.monitoring.records import FLAGS, SYNTHETIC_CLIENTS, Flag, PredictionRecord, ShadowRecord
 from quill.preprocess import ImageError
@@ -334,7 +334,10 @@ def load_service(
 
 def _load_recognizer(model_dir: Path, settings: ServingSettings) -> Recognizer:
     recognizer = Recognizer.from_path(
-        model_dir, backend=settings.backend, threads=settings.threads or None
+        model_dir,
+        backend=settings.backend,
+        threads=settings.threads or None,
+        segmenter=cast("Segmenter", settings.segmenter),  # checked by ServingSettings
     )
     recognizer.warm_up()
     return recognizer

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quill.inference import DEFAULT_MODEL_DIR
+from quill.inference.recognizer import SEGMENTERS
 from quill.preprocess import MAX_PIXELS
 
 ENV_PREFIX = "QUILL_"
@@ -31,6 +32,9 @@ class ServingSettings:
     backend: str = "auto"
     #: Intra-op threads per worker process (0: the runtime's default, all cores).
     threads: int = 0
+    #: How a page is cut into lines: ``trace`` (follows the ink, the default) or ``learned``
+    #: (the line detector in models/line_detector); docs/models.md measures both.
+    segmenter: str = "trace"
     #: Largest request body accepted, in bytes (a base64 image is 4/3 of the file); counted
     #: on the bytes received, so chunked uploads are cut off too, on every route.
     max_body_bytes: int = 10 * 1024 * 1024
@@ -66,6 +70,13 @@ class ServingSettings:
     #: (``quill serve`` shares one between its workers), so tokens die with a restart; set
     #: it to keep them valid across restarts and replicas.
     feedback_secret: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(
+                f"segmenter must be one of {', '.join(SEGMENTERS)} "
+                f"({ENV_PREFIX}SEGMENTER or --segmenter), got {self.segmenter!r}"
+            )
 
     @property
     def monitoring_enabled(self) -> bool:
