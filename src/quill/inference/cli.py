@@ -75,7 +75,7 @@ def predict(
             envvar="QUILL_SEGMENTER",
             help="How a page is cut into lines: trace (along the ink; the default, better on "
             "real pages) or learned (the learned line detector in models/line_detector; "
-            "docs/models.md compares them)."
+            "docs/models.md compares them).",
         ),
     ] = "trace",
 ) -> None:
