@@ -59,8 +59,8 @@ def test_synthetic_page_lines_are_found(seed):
 
 
 def test_hooker_pages_lines_are_found(hooker_dir):
-    """The four real pages with PAGE XML (the bench's page set): at least 92% of the lines
-    found and 92% of the boxes right (measured 94.4% and 95.8%)."""
+    """The four real pages with PAGE XML (the bench's page set): at least 95% of the lines
+    found and 95% of the boxes right (measured 95.8% and 98.6%: 69 of 72 lines, 70 boxes)."""
     pages = load_pages(str(hooker_dir / "pages"))
     total = None
     for page in pages.pages:
@@ -70,7 +70,7 @@ def test_hooker_pages_lines_are_found(hooker_dir):
             [line.box for line in page.lines if line.blank],
         )
         total = found if total is None else total + found
-    assert total.recall >= 0.92 and total.precision >= 0.92, total
+    assert total.recall >= 0.95 and total.precision >= 0.95, total
 
 
 def test_a_letterhead_line_beside_a_stamp_is_found(hooker_dir):
