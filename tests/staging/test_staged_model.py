@@ -20,7 +20,7 @@ SHIPPED = sorted(p.parent for p in REPO.glob(f"models/*/{METADATA_FILE}"))
 #: The versions the shipped models were released with (README, model cards): kept on load.
 SHIPPED_VERSIONS = {
     "default": "quill-default-e4515c39b107",
-    "multiwriter": "quill-multiwriter-a3f06f7d42ce",
+    "multiwriter": "quill-multiwriter-3aa77be95ad2",
 }
 
 
