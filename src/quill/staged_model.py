@@ -73,6 +73,7 @@ class DecodingConfig:
     prune_log_prob: float | None = None
     lm_weight: float | None = None
     insertion_bonus: float | None = None
+    rank_gap: float | None = None
     lm: str | None = None
 
     @classmethod

@@ -15,6 +15,7 @@ from quill.bench.page_sets import load_pages
 from quill.bench.quantize import QuantizeError, quantize_staged
 from quill.bench.speed import (
     SpeedPlan,
+    batches,
     load_quill_variants,
     page_inputs,
     run_speed,
@@ -23,6 +24,7 @@ from quill.bench.speed import (
 )
 from quill.bench.systems import QuillSystem
 
+from .test_pages import MODEL as SHIPPED_MODEL
 from .test_pages import PAGE_LINES, compose_page, write_pagexml
 
 
@@ -44,6 +46,20 @@ def test_time_system_counts_only_timed_calls_and_splits_quill_stages(
     assert set(stages) == {"preprocess", "model"} and all(v > 0 for v in stages.values())
     # The stages happen inside the timed calls, so they cannot add up to more than them.
     assert (stages["preprocess"] + stages["model"]) * timing.images <= sum(timing.call_ms) * 1.01
+
+
+def test_quill_forgets_its_language_model_answers_before_each_timed_call(line_inputs) -> None:
+    """The shipped model's beam search memoises its LM's answers: reading the same inputs
+    again would be timed as cheaper than new text. After the timed calls the memo holds what
+    the last call alone put there."""
+    quill = QuillSystem.load(SHIPPED_MODEL, "onnx", threads=1)
+    lm = quill.recognizer.runtime.decoder.lm
+    time_systems([quill], line_inputs[:2], batch=1, threads=1, calls=3, warmup=1)
+    after_timing = lm.context_log_prob.cache_info().currsize
+    last_call = batches(line_inputs[:2], batch=1, count=4)[-1]
+    quill.forget_memos()
+    quill.read(last_call, "line")
+    assert after_timing == lm.context_log_prob.cache_info().currsize > 0
 
 
 class BrokenRecognizer:

@@ -93,6 +93,32 @@ def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(
     assert json.loads((model_copy / METADATA_FILE).read_text())["decoding"]["method"] == "greedy"
 
 
+def test_tune_tries_rank_gaps_and_can_take_the_fastest_within_a_tolerance(
+    model_copy, val_lines, tmp_path
+):
+    lm_path = tmp_path / "lm.json"
+    invoke("lm", "fit", str(lm_path), "--dataset", str(val_lines), "--no-corpus", "--order", "3")
+    table = invoke("lm", "tune", str(model_copy), "--data", str(val_lines), "--lm", str(lm_path),
+                   "--weights", "0.5", "--bonuses", "1", "--beam", "4", "--rank-gaps", "none,8",
+                   "--cer-tolerance", "100", "--write")  # fmt: skip
+    rows = [line.split(maxsplit=2) for line in table.splitlines() if ROW.match(line)]
+    settings = [json.loads(row[2]) for row in rows]
+    # greedy, beam alone and beam + LM, each beam with the whole beam and with a gap of 8
+    assert sorted(str(s.get("rank_gap")) for s in settings) == ["8.0"] * 2 + ["None"] * 3
+    # within 100 points of the best, every setting qualifies: the fastest is chosen
+    fastest = min(rows, key=lambda row: float(row[1]))
+    assert f"of the best: {fastest[2]}" in table
+    decoding = json.loads((model_copy / METADATA_FILE).read_text())["decoding"]
+    assert decoding == {
+        **json.loads(fastest[2]),
+        **({"lm": "lm.json"} if "lm_weight" in decoding else {}),
+    }
+    for bad in ("0", "-3", "wide"):
+        result = CliRunner().invoke(app, ["lm", "tune", str(model_copy), "--data",
+                                          str(val_lines), "--rank-gaps", bad])  # fmt: skip
+        assert result.exit_code == 2 and "rank gaps must be" in " ".join(result.output.split())
+
+
 def test_beam_with_a_language_model_reads_through_every_runtime(model_copy, val_lines, tmp_path):
     invoke("lm", "fit", str(tmp_path / "lm.json"), "--dataset", str(val_lines), "--no-corpus")
     shutil.copyfile(tmp_path / "lm.json", model_copy / "lm.json")

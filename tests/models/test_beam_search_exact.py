@@ -34,6 +34,7 @@ def reference_beam_search(
     lm_weight: float,
     insertion_bonus: float,
     prune_log_prob: float,
+    rank_gap: float | None = None,
     blank: int = 0,
 ) -> tuple[list[int], float]:
     """One item's prefix beam search, as first written (the specification)."""
@@ -72,7 +73,11 @@ def reference_beam_search(
                 if extended not in lm_scores:
                     step = lm.log_prob(prefix, token) if lm is not None else 0.0
                     lm_scores[extended] = lm_scores[prefix] + step
-        beams = dict(sorted(following.items(), key=rank, reverse=True)[:beam_width])
+        kept = sorted(following.items(), key=rank, reverse=True)[:beam_width]
+        if rank_gap is not None:
+            cut = rank(kept[0]) - rank_gap
+            kept = [item for item in kept if not rank(item) < cut]
+        beams = dict(kept)
     best, (p_blank, p_label) = next(iter(beams.items()))
     confidence = math.exp(_logaddexp(p_blank, p_label) / len(frames)) if len(frames) else 1.0
     return list(best), confidence
@@ -98,11 +103,19 @@ def lm() -> CharNGramLM:
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize(
-    ("beam_width", "lm_weight", "insertion_bonus", "prune"),
-    [(16, 0.6, 2.0, -5.0), (8, 0.5, 1.0, -12.0), (4, 0.0, 0.0, -8.0), (24, 1.2, -0.5, -3.0)],
+    ("beam_width", "lm_weight", "insertion_bonus", "prune", "gap"),
+    [
+        (16, 0.6, 2.0, -5.0, None),
+        (8, 0.5, 1.0, -12.0, None),
+        (4, 0.0, 0.0, -8.0, None),
+        (24, 1.2, -0.5, -3.0, None),
+        (16, 0.6, 2.0, -5.0, 6.0),
+        (8, 0.5, 1.0, -12.0, 2.5),
+        (4, 0.0, 0.0, -8.0, 4.0),
+    ],
 )
 def test_same_ids_and_confidence_to_the_bit(
-    seed, beam_width, lm_weight, insertion_bonus, prune, lm
+    seed, beam_width, lm_weight, insertion_bonus, prune, gap, lm
 ):
     rng = np.random.default_rng(seed)
     classes = len(Tokenizer())
@@ -121,10 +134,11 @@ def test_same_ids_and_confidence_to_the_bit(
             lm_weight=lm_weight,
             insertion_bonus=insertion_bonus,
             prune_log_prob=prune,
+            rank_gap=gap,
         )
         for item, decoded in zip(batch, fast, strict=True):
             expected = reference_beam_search(
-                item, beam_width, language_model, lm_weight, insertion_bonus, prune
+                item, beam_width, language_model, lm_weight, insertion_bonus, prune, gap
             )
             assert decoded == expected  # ids, and the confidence as the same float
 
@@ -160,6 +174,7 @@ def test_the_shipped_lm_decodes_like_the_reference():
             decoder.lm_weight,
             decoder.insertion_bonus,
             decoder.prune_log_prob,
+            decoder.rank_gap,
         )
         assert decoder(frames[None])[0] == expected
 

@@ -117,6 +117,17 @@ def test_pruned_classes_never_extend_a_prefix():
     assert CTCDecoder("beam", prune_log_prob=-1.0)(log_probs)[0][0] == []
 
 
+def test_a_rank_gap_drops_prefixes_far_below_the_best():
+    # After the first frame [] ranks log .5 and [1] log .4: a gap of 1 keeps both, and [1]
+    # wins (P = .47 over all its paths); a gap of 0.1 drops [1] there, and [] is left.
+    log_probs = np.log(np.array([[[0.5, 0.4, 0.1], [0.5, 0.3, 0.2]]]))
+    assert ctc_beam_search(log_probs, rank_gap=1.0)[0][0] == [1]
+    assert ctc_beam_search(log_probs, rank_gap=0.1)[0][0] == []
+    assert CTCDecoder("beam", rank_gap=0.1)(log_probs)[0][0] == []
+    with pytest.raises(ValueError, match="rank_gap must be positive"):
+        CTCDecoder("beam", rank_gap=0.0)
+
+
 def test_ctc_decoder_dispatches_and_rejects_unknown_methods():
     log_probs = random_log_probs(np.random.default_rng(3), 4, 6, 5)
     assert CTCDecoder()(log_probs) == ctc_greedy_decode(log_probs)

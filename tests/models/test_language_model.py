@@ -183,3 +183,15 @@ def test_the_shipped_ascii_lm_scores_exactly_as_before():
     assert shipped.log_prob(prefix, token) == -1.6124795873392803
     text = "My dear Hooker, the seeds came to Kew in March"
     assert shipped.perplexity([text]) == pytest.approx(4.798723136219419, rel=1e-12)
+
+
+def test_forget_drops_the_memoised_answers_not_the_answers():
+    lm = CharNGramLM.fit(["the cat", "the hat", "the mat"], order=3)
+    tokenizer = lm.tokenizer
+    prefix, token = tuple(tokenizer.encode("th")), tokenizer.encode("e")[0]
+    answer = lm.log_prob(prefix, token)
+    memos = (lm.context_log_prob, lm._context_chain)
+    assert [memo.cache_info().currsize for memo in memos] == [1, 1]
+    lm.forget()
+    assert [memo.cache_info().currsize for memo in memos] == [0, 0]
+    assert lm.log_prob(prefix, token) == answer

@@ -88,6 +88,15 @@ class ReportsStages(Protocol):
     stage_ms: dict[str, float]
 
 
+@runtime_checkable
+class ForgetsMemos(Protocol):
+    """A system that memoises across reads (Quill's language model remembers its answers
+    for the contexts it has met): the speed bench makes it forget before each timed call, so
+    that its fixed inputs, read again and again, cost what new text costs."""
+
+    def forget_memos(self) -> None: ...
+
+
 @dataclass
 class QuillSystem:
     """A Quill staged model behind the one inference contract, ``Recognizer.predict``."""
@@ -133,6 +142,9 @@ class QuillSystem:
     def read(self, images: Sequence[bytes], kind: Kind) -> list[str]:
         predictions = self._predict(images, kind)
         return [prediction.text for prediction in predictions]
+
+    def forget_memos(self) -> None:
+        self.recognizer.forget_memos()
 
     def read_page(self, image: bytes) -> PageReading:
         """The page as ``quill predict`` reads it (``kind="auto"``: a page is segmented into

@@ -95,14 +95,16 @@ def tune(
     bonuses: Sequence[float],
     beam_widths: Sequence[int],
     prunes: Sequence[float] = (PRUNE_LOG_PROB,),
+    rank_gaps: Sequence[float | None] = (None,),
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[TuningResult]:
     """CER of greedy, of beam search alone and of beam search with ``lm`` at every
-    (beam width, prune threshold, weight, bonus) of the grid, on the same recorded
-    log-probabilities; best first."""
+    (beam width, prune threshold, rank gap, weight, bonus) of the grid, on the same recorded
+    log-probabilities; best first. A rank gap of None keeps the whole beam."""
     searches = [
         {"method": "beam", "beam_width": width, "prune_log_prob": prune}
-        for width, prune in itertools.product(beam_widths, prunes)
+        | ({} if gap is None else {"rank_gap": gap})
+        for width, prune, gap in itertools.product(beam_widths, prunes, rank_gaps)
     ]
     settings: list[dict[str, Any]] = [{"method": "greedy"}, *searches]
     if lm is not None:
@@ -114,25 +116,41 @@ def tune(
     for setting in settings:
         progress(json.dumps(setting))
         decoder = CTCDecoder(lm=lm if "lm_weight" in setting else None, **setting)
-        start = time.perf_counter()
-        decoded = [
-            item
-            for log_probs, lengths in batches
-            for item in (decoder(log_probs, lengths) if log_probs is not None else [([], 1.0)])
-        ]
-        elapsed = (time.perf_counter() - start) * 1000 / max(1, len(decoded))
+        decoded: list[Decoded] = []
+        elapsed = 0.0
+        for log_probs, lengths in batches:
+            if log_probs is None:
+                decoded.append(([], 1.0))
+                continue
+            decoder.forget()  # each line timed as new text, whatever was decoded before
+            start = time.perf_counter()
+            decoded += decoder(log_probs, lengths)
+            elapsed += time.perf_counter() - start
+        elapsed = elapsed * 1000 / max(1, len(decoded))
         texts = [decode_text(ids) for ids, _ in decoded]
         results.append(TuningResult(setting, corpus_cer(texts, references), elapsed))
     return sorted(results, key=lambda r: r.cer)
 
 
-def best_within(results: Sequence[TuningResult], max_ms: float | None) -> TuningResult:
+def best_within(
+    results: Sequence[TuningResult], max_ms: float | None, cer_tolerance: float = 0.0
+) -> TuningResult:
     """The lowest-CER result that decodes within ``max_ms`` per line, or if none does, the
-    fastest (greedy)."""
+    fastest (greedy). With ``cer_tolerance`` (a CER, 0.0005 = 0.05 points), the fastest of
+    the affordable results that read within that of the lowest CER.
+
+    >>> results = [TuningResult({"a": 1}, 0.2281, 2.8), TuningResult({"b": 1}, 0.2282, 2.3)]
+    >>> best_within(results, None).setting, best_within(results, None, 0.0005).setting
+    ({'a': 1}, {'b': 1})
+    """
     affordable = [r for r in results if max_ms is None or r.ms_per_line <= max_ms]
     if not affordable:
         return min(results, key=lambda r: r.ms_per_line)
-    return min(affordable, key=lambda r: r.cer)
+    lowest = min(r.cer for r in affordable)
+    return min(
+        (r for r in affordable if r.cer <= lowest + cer_tolerance),
+        key=lambda r: (r.ms_per_line, r.cer),
+    )
 
 
 def attach(

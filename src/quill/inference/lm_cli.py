@@ -45,6 +45,19 @@ def _beam_widths(text: str) -> list[int]:
     return [int(w) for w in widths]
 
 
+def _rank_gaps(text: str) -> list[float | None]:
+    """``none`` (the whole beam kept) or positive numbers, comma-separated."""
+    refused = typer.BadParameter(f"rank gaps must be 'none' or positive numbers, got {text!r}")
+    parts = [part.strip().lower() for part in text.split(",") if part.strip()]
+    try:
+        gaps = [None if part == "none" else float(part) for part in parts]
+    except ValueError as exc:
+        raise refused from exc
+    if not gaps or any(gap is not None and not gap > 0 for gap in gaps):
+        raise refused
+    return gaps
+
+
 def split_texts(folder: Path, split: Split, tokenizer: Tokenizer) -> tuple[list[str], list[str]]:
     """The transcriptions of ``split`` in a Quill dataset folder (``manifest.jsonl``) or a
     folder with ``labels.tsv``, and why rows were left out (the latter only).
@@ -228,6 +241,13 @@ def tune(
             "(higher is faster and may cost accuracy; -8 and -5 are worth measuring)."
         ),
     ] = "-12",
+    rank_gaps: Annotated[
+        str,
+        typer.Option(
+            help="Rank gaps to try: a prefix ranked more than this below the best one is dropped "
+            "even when the beam has room ('none' keeps the whole beam; 10 is worth measuring)."
+        ),
+    ] = "none",
     max_ms: Annotated[
         float | None,
         typer.Option(
@@ -236,6 +256,14 @@ def tune(
             show_default=False,
         ),
     ] = None,
+    cer_tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Choose the fastest setting whose CER is within this many points (0.05 = "
+            "0.05%) of the best one's, instead of the best one.",
+        ),
+    ] = 0.0,
     limit: Annotated[
         int, typer.Option(min=0, help="Use at most this many lines of each dataset (0: all).")
     ] = 0,
@@ -288,6 +316,7 @@ def tune(
         _floats(bonuses),
         _beam_widths(beam),
         _floats(prunes),
+        _rank_gaps(rank_gaps),
         progress=lambda setting: console.print(f"trying {setting}", style="dim"),
     )
     names = " + ".join(str(folder) for folder in data)
@@ -295,8 +324,10 @@ def tune(
     print(f"{'CER':>8} {'ms/line':>8}  decoding")
     for result in results:
         print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {json.dumps(result.setting)}")
-    best = decoding_tuning.best_within(results, max_ms)
+    best = decoding_tuning.best_within(results, max_ms, cer_tolerance / 100)
     budget = f" within {max_ms:g} ms per line" if max_ms is not None else ""
+    if cer_tolerance:
+        budget += f", the fastest within {cer_tolerance:g} CER points of the best"
     print(f"best{budget}: {json.dumps(best.setting)}")
     if write:
         tuned_on = f"{len(texts)} {split} lines of `{names}`{budget}"

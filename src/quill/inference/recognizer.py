@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from quill.inference.sources import InputImage, open_image
+from quill.models.decoding import CTCDecoder
 from quill.preprocess import (
     ImageError,
     PreprocessConfig,
@@ -363,6 +364,14 @@ class Recognizer:
             for left in range(20, 300, 40):
                 page.paste((20, 20, 20), (left, top, left + 24, top + 30))
         self.predict([page], kind="auto")
+
+    def forget_memos(self) -> None:
+        """Drop what decoding memoised from earlier lines (a CTC beam search's language-model
+        answers), so that the next call costs what new text costs: a benchmark that reads the
+        same lines again and again calls this before each read."""
+        decoder = getattr(self.runtime, "decoder", None)
+        if isinstance(decoder, CTCDecoder):
+            decoder.forget()
 
     def describe(self) -> dict[str, Any]:
         """What is loaded, for health endpoints and logs."""

@@ -90,6 +90,9 @@ FLOOR_MARGIN = 1e-9
 #: -5 let a 16-wide beam cost less than an 8-wide one at -12 and read better (``quill lm tune
 #: --prunes`` measures it for a model).
 PRUNE_LOG_PROB = -12.0
+#: Beam search's default ``rank_gap``: none, every one of the ``beam_width`` best prefixes is
+#: kept however far below the best it ranks.
+RANK_GAP: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,10 +110,20 @@ class CTCDecoder:
     lm_weight: float = 0.0
     insertion_bonus: float = 0.0
     prune_log_prob: float = PRUNE_LOG_PROB
+    rank_gap: float | None = RANK_GAP
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "beam"):
             raise ValueError(f"decoding method must be 'greedy' or 'beam', got {self.method!r}")
+        if self.rank_gap is not None and not self.rank_gap > 0:
+            raise ValueError(f"rank_gap must be positive (or None), got {self.rank_gap!r}")
+
+    def forget(self) -> None:
+        """Drop what the language model memoised from earlier lines (see
+        :meth:`quill.models.language_model.CharNGramLM.forget`); nothing to drop without one."""
+        forget = getattr(self.lm, "forget", None)
+        if forget is not None:
+            forget()
 
     def __call__(self, log_probs: Any, lengths: Any = None) -> list[Decoded]:
         """(B, T, C) log-probabilities and (B,) valid frames -> (ids, confidence) each."""
@@ -124,6 +137,7 @@ class CTCDecoder:
             lm_weight=self.lm_weight,
             insertion_bonus=self.insertion_bonus,
             prune_log_prob=self.prune_log_prob,
+            rank_gap=self.rank_gap,
         )
 
 
@@ -136,6 +150,7 @@ def ctc_beam_search(
     lm_weight: float = 0.5,
     insertion_bonus: float = 0.0,
     prune_log_prob: float = PRUNE_LOG_PROB,
+    rank_gap: float | None = RANK_GAP,
 ) -> list[Decoded]:
     """CTC prefix beam search over (B, T, C) log-probabilities.
 
@@ -144,7 +159,10 @@ def ctc_beam_search(
     ranked by ``log P_ctc + lm_weight * log P_lm + insertion_bonus * length``; confidence
     uses the CTC probability alone, so it stays comparable with greedy decoding. A class whose
     log-probability in a frame is at or below ``prune_log_prob`` does not extend any prefix
-    there (a trade of accuracy for speed: see :data:`PRUNE_LOG_PROB`).
+    there (a trade of accuracy for speed: see :data:`PRUNE_LOG_PROB`). With ``rank_gap``, a
+    prefix ranked more than that below the frame's best is dropped even when the beam has room
+    (the other trade: a prefix e**-10 times less likely than the best rarely overtakes it, and
+    most frames of a confident model then carry a few prefixes instead of ``beam_width``).
 
     Greedy takes the best single path (blank, blank) with probability .25; beam search sums
     the three paths of ``[1]`` (.4*.3 + .4*.5 + .5*.3 = .47):
@@ -167,6 +185,7 @@ def ctc_beam_search(
             insertion_bonus,
             prune_log_prob,
             log_probs.shape[2],
+            rank_gap,
         )
         for frames, length in zip(log_probs, lengths, strict=True)
     ]
@@ -221,6 +240,7 @@ def _beam_search_one(
     insertion_bonus: float,
     prune_log_prob: float,
     num_classes: int,
+    rank_gap: float | None = None,
 ) -> Decoded:
     """Prefix beam search of one item's (T, C) frames.
 
@@ -232,7 +252,10 @@ def _beam_search_one(
     answer is the same to the bit. Once the beam is full, a prefix whose rank is below every
     beam's rank in this frame (a floor the stays cannot fall under) is left out of the sort,
     and its LM score is not asked for when no LM score could lift it over the floor: on
-    Hooker lines that is about a third of the new prefixes and 8% of the instructions.
+    Hooker lines that is about a third of the new prefixes and 8% of the instructions. With
+    ``rank_gap`` the floor is also the best beam's last rank plus this frame's log P(blank),
+    less the gap (the frame's best ranks at least there), and the beam is cut at its best
+    rank less the gap.
     ``logaddexp`` is written out inline (see :func:`_logaddexp`): in these loops a call costs
     as much as the arithmetic.
     """
@@ -263,6 +286,8 @@ def _beam_search_one(
     # no LM (at a weight of 0 an unknown character's -inf makes a rank NaN, unordered).
     lm_bounded = lm_weight > 0 or lm is None
     lowest = neg_inf
+    # The best beam's rank, moved on as ``lowest`` is: with ``rank_gap``, the other floor.
+    leading = 0.0
     for candidates, p_blank_frame in zip(
         _frame_candidates(frames, beam_width, blank, prune_log_prob, num_classes),
         blank_column,
@@ -272,6 +297,7 @@ def _beam_search_one(
             # A blank-only frame (most frames between characters) adds the same log P(blank)
             # to every prefix: the ranking cannot change, so there is nothing to sort.
             lowest += p_blank_frame
+            leading += p_blank_frame
             if labels_dead:  # logaddexp(b, -inf) is b
                 p_blanks = [b + p_blank_frame for b in p_blanks]
             else:
@@ -302,6 +328,8 @@ def _beam_search_one(
         # not asked for when even a certain next character (log P_lm = 0) would leave it
         # below. ``floor`` is that lowest, less a margin for the rounding of the sums.
         floor = lowest + p_blank_frame
+        if rank_gap is not None and lm_bounded:
+            floor = max(floor, leading + p_blank_frame - rank_gap)
         floor -= FLOOR_MARGIN * (1.0 + abs(floor))
         for node, b, lab in zip(nodes, p_blanks, p_labels, strict=True):
             if b == neg_inf:
@@ -375,8 +403,12 @@ def _beam_search_one(
                 entry[3] = rank + info[4] + info[6]
         # sorted() is stable, reverse=True included: equal ranks keep the order met
         best = sorted(entries, key=rank_of, reverse=True)[:beam_width]
-        if lm_bounded and len(best) == beam_width:
-            lowest = best[-1][3]
+        if rank_gap is not None:
+            cut = best[0][3] - rank_gap
+            best = [entry for entry in best if not entry[3] < cut]  # (NaN ranks are kept)
+            leading = best[0][3]
+        # (a beam cut short by rank_gap gives no floor from its last rank)
+        lowest = best[-1][3] if lm_bounded and len(best) == beam_width else neg_inf
         nodes = [entry[0] for entry in best]
         for i, entry in enumerate(best):
             if entry[0] < 0:  # a new prefix kept: now a node
