@@ -32,7 +32,8 @@ latest_run() {
     --card-notes configs/default_model_card.md
 "$quill" lm fit models/default/lm.json --dataset data/hooker --evaluate data/hooker
 "$quill" lm tune models/default --data data/hooker --lm models/default/lm.json \
-    --beam 8,16 --prunes -8,-5 --weights 0.5,0.6,0.8 --bonuses 1.5,2,2.5 --max-ms 14 --write
+    --beam 8,16 --prunes -8,-5 --rank-gaps none,6 --weights 0.5,0.6,0.8 --bonuses 1.5,2,2.5 \
+    --cer-tolerance 0.05 --max-ms 14 --write
 
 "$quill" bench accuracy --model models/default --also-decoding greedy \
     --data hooker="$hooker" --data synth-heldout=data/synth/lines --split test \
