@@ -264,10 +264,13 @@ def _run(jobs: list, workers: int, progress: bool, label: str) -> list[Sample]:
 
 
 def _start_method() -> str:
-    """``fork`` where there is one: workers inherit the fonts and corpus the parent loaded
-    (about 2 s per worker otherwise). Workers only use numpy, scipy and Pillow, so a parent
-    with native thread pools (torch) is safe to fork. ``spawn`` elsewhere."""
-    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    """``forkserver`` where there is one, else ``spawn``: each worker loads the fonts and
+    corpus itself (``_load_resources``, once per worker). Not ``fork``: a parent that has
+    loaded pyarrow (MLflow does) runs jemalloc's background thread, and a child forked while
+    that thread held an allocator lock waited on it for ever (seen once in a test run: the
+    parent waiting for its pool, the worker asleep on a futex)."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _write_info(
