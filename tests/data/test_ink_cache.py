@@ -41,6 +41,19 @@ def test_the_key_changes_with_version_geometry_and_format(monkeypatch) -> None:
     assert ink_cache.cache_key("v1", CONFIG) != key
 
 
+def test_worker_processes_compute_the_maps_computed_here(make_line_dataset, monkeypatch) -> None:
+    """Workers start from a fresh interpreter (quill.data.processes), not a fork of this one,
+    and give the same bytes as building in-process."""
+    manifest = make_line_dataset("lines", TEXTS)
+    images = [s.image for s in manifest]
+    here = ink_cache.build(manifest.root, images, CONFIG)
+    monkeypatch.setattr(ink_cache, "CHUNK", 2)  # several chunks, so the pool is used
+    there = ink_cache.build(manifest.root, images, CONFIG, workers=2)
+    assert there.paths == here.paths == images and there.failures == {}
+    assert np.array_equal(there.widths, here.widths)
+    assert np.array_equal(there.pixels, here.pixels)
+
+
 def test_unreadable_images_are_failures_and_skipped_by_the_datamodule(make_line_dataset) -> None:
     manifest = make_line_dataset("lines", TEXTS)
     broken = manifest.samples[1].image

@@ -172,11 +172,3 @@ def test_partial_font_install_still_generates_and_says_what_is_missing(tmp_path,
     npm_fonts = {spec.name for spec in FONTS if spec.source == "npm"}
     assert set(info["fonts_not_installed"]) == npm_fonts
     assert not {s.group for s in manifest} & npm_fonts
-
-
-def test_workers_start_from_a_fresh_process_not_a_fork_of_the_caller():
-    """A fork of a process running jemalloc's background thread (pyarrow, loaded by MLflow)
-    can inherit a held allocator lock and sleep for ever: the pool never forks its caller."""
-    from quill.data.synth.generate import _start_method
-
-    assert _start_method() in ("forkserver", "spawn")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from quill.data.manifest import Manifest
+from quill.data.processes import worker_context
 from quill.data.readers.common import progress
 from quill.preprocess import ImageError, PreprocessConfig, line_ink
 
@@ -117,7 +118,7 @@ def build(
     description = f"ink maps of {root.name}"
     done: Iterable[np.ndarray | str]
     if workers > 0 and len(chunks) > 1:
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, mp_context=worker_context()) as pool:
             done = chain.from_iterable(pool.map(_ink_chunk, chunks, repeat(config)))
             results = list(progress(done, description, len(absolute), show_progress))
     else:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from quill.data.manifest import SPLITS, Manifest, Sample, Split
+from quill.data.processes import worker_context
 from quill.data.readers.common import (
     DatasetError,
     DatasetWriter,
@@ -248,7 +249,9 @@ def _render_all(
     if workers <= 1:
         yield from map(builder, jobs)
         return
-    with ProcessPoolExecutor(workers, initializer=_set_builder, initargs=(builder,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=worker_context(), initializer=_set_builder, initargs=(builder,)
+    ) as pool:
         yield from pool.map(_build, jobs, chunksize=4)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import shutil
 from collections import Counter
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split
+from quill.data.processes import worker_context
 from quill.data.synth import render
 from quill.data.synth.corpus import Corpus, load_corpus
 from quill.data.synth.fonts import FONTS, LoadedFont, load_fonts, npm_font_dir
@@ -254,23 +254,12 @@ def _run(jobs: list, workers: int, progress: bool, label: str) -> list[Sample]:
                 samples.append(sample)
                 bar.advance(task)
             return samples
-        context = multiprocessing.get_context(_start_method())
-        with context.Pool(workers) as pool:
+        with worker_context().Pool(workers) as pool:
             chunk = max(1, min(16, len(jobs) // (workers * 8)))
             for sample in pool.imap_unordered(_work, jobs, chunksize=chunk):
                 samples.append(sample)
                 bar.advance(task)
     return samples
-
-
-def _start_method() -> str:
-    """``forkserver`` where there is one, else ``spawn``: each worker loads the fonts and
-    corpus itself (``_load_resources``, once per worker). Not ``fork``: a parent that has
-    loaded pyarrow (MLflow does) runs jemalloc's background thread, and a child forked while
-    that thread held an allocator lock waited on it for ever (seen once in a test run: the
-    parent waiting for its pool, the worker asleep on a futex)."""
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
 
 
 def _write_info(
