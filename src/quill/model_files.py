@@ -18,5 +18,7 @@ DECODER_STEP_FILE = "decoder_step.onnx"
 TORCHSCRIPT_FILE = "model.pt"
 #: The character language model a CTC model's decoding may name.
 LM_FILE = "lm.json"
+#: With other languages: the small LM that recognises the main language's lines.
+IDENTIFIER_FILE = "identify.json"
 #: The model card (``quill.staging.model_card``).
 MODEL_CARD_FILE = "MODEL_CARD.md"

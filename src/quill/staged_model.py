@@ -9,6 +9,9 @@ A staged model is a self-contained folder that inference reads and nothing else 
     model.pt           TorchScript: the torchscript runtime, the eager one's weights,
                        fine-tuning's starting weights
     lm.json            the character language model its decoding names (optional)
+    identify.json      with other languages (``quill lm language``): a small LM of the main
+    lm-LANG.json       language's text that recognises its lines, and per other language
+    identify-LANG.json its beam-search LM and the small LM that recognises its lines
     MODEL_CARD.md      the model card (``quill.staging.model_card``)
 
 This module sits near the bottom of the layers (it needs only the vocabulary and the
@@ -16,7 +19,7 @@ preprocessing config), so that training (``--init-from`` a staged model), the ru
 staging (which writes the folder) and inference (which reads it) share one definition.
 
 **Version.** ``NAME-<12 hex>``, a SHA-256 of the weights (the ONNX files), the preprocessing,
-the vocabulary and the decoding (with the language model file it uses): a model that reads
+the vocabulary and the decoding (with the language model files it uses): a model that reads
 differently gets another version. :meth:`StagedModel.set_decoding` (``quill lm tune
 --write``) gives a new version when the decoding changes. Loading never recomputes the
 version: a folder keeps the one it records (the shipped models' versions were recorded when
@@ -41,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from quill.errors import ConfigError, QuillError
-from quill.model_files import LM_FILE, METADATA_FILE, MODEL_CARD_FILE
+from quill.model_files import IDENTIFIER_FILE, LM_FILE, METADATA_FILE, MODEL_CARD_FILE
 from quill.preprocess import PreprocessConfig
 from quill.strict_dict import strict_from_dict, unknown_key_message
 from quill.vocab import Tokenizer
@@ -55,6 +58,27 @@ class ModelLoadError(QuillError, RuntimeError):
     """A staged model's files are missing or unreadable; the message names the file."""
 
     code = "model_load_failed"
+
+
+@dataclass(frozen=True)
+class LanguageDecoding:
+    """One more language a CTC model's beam search reads (``quill lm language``): the LM file
+    its lines are decoded with and that LM's weights, and the small LM file that recognises
+    its lines (:class:`quill.models.decoding.LanguageOption`). Files are relative to the
+    model folder."""
+
+    language: str
+    lm: str
+    identifier: str
+    lm_weight: float
+    insertion_bonus: float
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> LanguageDecoding:
+        try:
+            return strict_from_dict(cls, data, where)
+        except (ConfigError, TypeError) as exc:
+            raise ModelLoadError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,11 @@ class DecodingConfig:
     insertion_bonus: float | None = None
     rank_gap: float | None = None
     lm: str | None = None
+    #: Other languages (``quill lm language``): the small LM file that recognises the main
+    #: language's lines, the margin another language must win by, and those languages.
+    identifier: str | None = None
+    identify_margin: float | None = None
+    languages: tuple[LanguageDecoding, ...] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "decoding") -> DecodingConfig:
@@ -85,15 +114,53 @@ class DecodingConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ModelLoadError(f"{where}: unknown decoding settings {unknown}")
-        return cls(**data)
+        values = dict(data)
+        if values.get("languages") is not None:
+            if not isinstance(values["languages"], list | tuple):
+                raise ModelLoadError(f"{where}: 'languages' must be a list")
+            values["languages"] = tuple(
+                LanguageDecoding.from_dict(item, f"{where}.languages[{i}]")
+                for i, item in enumerate(values["languages"])
+            )
+        if values.get("languages") and values.get("identifier") is None:
+            raise ModelLoadError(f"{where}: other languages need an 'identifier' file")
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings given (None left out), in field order."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None} | (
+            {"languages": [dataclasses.asdict(item) for item in self.languages]}
+            if self.languages is not None
+            else {}
+        )
 
     def decoder_settings(self) -> dict[str, Any]:
-        """Keyword arguments of ``CTCDecoder`` (all but the LM file)."""
-        return {k: v for k, v in self.to_dict().items() if k != "lm"}
+        """Keyword arguments of ``CTCDecoder`` (all but the LM files and the languages)."""
+        files = ("lm", "identifier", "languages")
+        return {k: v for k, v in self.to_dict().items() if k not in files}
+
+    def files(self) -> list[str]:
+        """Every language model file the decoding reads (beam search only), in order."""
+        if self.method != "beam":
+            return []
+        names = [self.lm, self.identifier]
+        for language in self.languages or ():
+            names += [language.lm, language.identifier]
+        return [name for name in names if name is not None]
+
+    def keeping_languages_of(self, other: DecodingConfig | None) -> DecodingConfig:
+        """This decoding with ``other``'s languages (a re-tuned main LM keeps them), when
+        this one names none and is a beam search weighing an LM."""
+        if other is None or self.languages is not None:
+            return self
+        if self.method != "beam" or self.lm_weight is None:
+            return self
+        return dataclasses.replace(
+            self,
+            identifier=other.identifier,
+            identify_margin=other.identify_margin,
+            languages=other.languages,
+        )
 
     @property
     def uses_lm(self) -> bool:
@@ -320,10 +387,17 @@ class StagedModel:
             "decoding": {"method": "greedy", **(self.decoding or DecodingConfig()).to_dict()},
         }
         digest.update(json.dumps(described, sort_keys=True).encode())
-        lm = self.lm_path
-        if lm is not None and lm.is_file():
-            _hash_file(digest, lm)
+        for path in self.decoding_files():
+            if path.is_file():
+                _hash_file(digest, path)
         return digest.hexdigest()
+
+    def decoding_files(self) -> list[Path]:
+        """Every language model file the decoding reads: the main LM, and with other
+        languages the identifiers and their LMs (greedy decoding reads none)."""
+        if self.decoding is None or not self.decoding.uses_lm:
+            return []
+        return [self.path / name for name in self.decoding.files()]
 
     # -- writing ------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -345,6 +419,49 @@ class StagedModel:
             if lm.resolve() != (self.path / LM_FILE).resolve():
                 shutil.copyfile(lm, self.path / LM_FILE)
             decoding = dataclasses.replace(decoding, lm=LM_FILE)
+        updated = dataclasses.replace(self, decoding=decoding)
+        if updated._decoding_digest() != before:
+            updated = dataclasses.replace(updated, version=updated.content_version())
+        updated.save()
+        return updated
+
+    def set_languages(
+        self,
+        identifier: Path,
+        margin: float,
+        languages: list[tuple[LanguageDecoding, Path, Path]],
+    ) -> StagedModel:
+        """Make beam search read other languages too and return the model as now saved.
+
+        ``identifier`` (a small LM of the main language's text) is copied in as
+        ``identify.json``; each language's ``(settings, LM file, identifier file)`` as
+        ``lm-LANG.json`` and ``identify-LANG.json``. A language the decoding reads already
+        is replaced, others are kept. Needs a beam search with an LM (``quill lm tune``).
+        """
+        decoding = self.decoding
+        if decoding is None or not decoding.uses_lm:
+            raise ModelLoadError(
+                f"{self.path}: other languages need a beam search with a language model "
+                "first (quill lm tune --write)"
+            )
+        before = self._decoding_digest()
+        kept = {item.language: item for item in decoding.languages or ()}
+        for language, lm, language_identifier in languages:
+            names = (f"lm-{language.language}.json", f"identify-{language.language}.json")
+            for source, name in zip((lm, language_identifier), names, strict=True):
+                if source.resolve() != (self.path / name).resolve():
+                    shutil.copyfile(source, self.path / name)
+            kept[language.language] = dataclasses.replace(
+                language, lm=names[0], identifier=names[1]
+            )
+        if identifier.resolve() != (self.path / IDENTIFIER_FILE).resolve():
+            shutil.copyfile(identifier, self.path / IDENTIFIER_FILE)
+        decoding = dataclasses.replace(
+            decoding,
+            identifier=IDENTIFIER_FILE,
+            identify_margin=margin,
+            languages=tuple(kept[name] for name in sorted(kept)),
+        )
         updated = dataclasses.replace(self, decoding=decoding)
         if updated._decoding_digest() != before:
             updated = dataclasses.replace(updated, version=updated.content_version())

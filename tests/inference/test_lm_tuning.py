@@ -11,7 +11,6 @@ import pytest
 from typer.testing import CliRunner
 
 from quill.cli import app
-from quill.data.manifest import Manifest, Sample, file_sha256
 from quill.inference.recognizer import Recognizer
 from quill.model_files import METADATA_FILE
 from quill.staged_model import ModelLoadError, StagedModel
@@ -20,25 +19,6 @@ from quill.staging.smoke import SMOKE_WORDS
 
 #: A result row of `quill lm tune`: CER, ms per line, the decoding setting as JSON.
 ROW = re.compile(r"^ *\d+\.\d{4} +\d+\.\d{2}  \{")
-
-
-@pytest.fixture
-def model_copy(smoke_model: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(smoke_model, tmp_path / "model"))
-
-
-@pytest.fixture
-def val_lines(tmp_path: Path) -> Path:
-    root = tmp_path / "lines"
-    (root / "images").mkdir(parents=True)
-    samples = []
-    for index, word in enumerate(SMOKE_WORDS * 2):
-        image = root / "images" / f"{index}.png"
-        render_line(word).save(image)
-        split = "val" if index < len(SMOKE_WORDS) else "train"
-        samples.append(Sample(f"images/{index}.png", word, split, "test", file_sha256(image)))
-    Manifest(root, samples).save()
-    return root
 
 
 def invoke(*args: str) -> str:

@@ -57,8 +57,8 @@ def quantize_staged(model_dir: Path, out_dir: Path) -> Path:
         model = StagedModel.load(model_dir)
     except ModelLoadError as exc:
         raise QuantizeError(str(exc)) from exc
-    lm_file = model.decoding.lm if model.decoding else None
-    if lm_file:  # the copy decodes like the original: same language model
+    for lm_file in model.decoding.files() if model.decoding else []:
+        # the copy decodes like the original: same language models
         shutil.copyfile(model_dir / lm_file, out_dir / lm_file)
     quantized = BackendFiles(
         (ONNX_FILE,),

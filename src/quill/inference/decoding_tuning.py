@@ -11,6 +11,7 @@ Tuning on validation data, never on the test split, keeps the benchmark honest.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -20,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from quill.evaluation import corpus_cer
-from quill.models.decoding import PRUNE_LOG_PROB, CTCDecoder, Decoded, ctc_greedy_decode
+from quill.models.decoding import (
+    PRUNE_LOG_PROB,
+    CTCDecoder,
+    Decoded,
+    LanguageOption,
+    ctc_greedy_decode,
+)
 from quill.models.language_model import CharNGramLM
 from quill.staged_model import DecodingConfig, StagedModel
 from quill.staging.model_card import with_decoding_section, with_header
@@ -116,19 +123,73 @@ def tune(
     for setting in settings:
         progress(json.dumps(setting))
         decoder = CTCDecoder(lm=lm if "lm_weight" in setting else None, **setting)
-        decoded: list[Decoded] = []
-        elapsed = 0.0
-        for log_probs, lengths in batches:
-            if log_probs is None:
-                decoded.append(([], 1.0))
-                continue
-            decoder.forget()  # each line timed as new text, whatever was decoded before
-            start = time.perf_counter()
-            decoded += decoder(log_probs, lengths)
-            elapsed += time.perf_counter() - start
-        elapsed = elapsed * 1000 / max(1, len(decoded))
-        texts = [decode_text(ids) for ids, _ in decoded]
-        results.append(TuningResult(setting, corpus_cer(texts, references), elapsed))
+        texts, ms_per_line = _decode_all(decoder, batches, decode_text)
+        results.append(TuningResult(setting, corpus_cer(texts, references), ms_per_line))
+    return sorted(results, key=lambda r: r.cer)
+
+
+def _decode_all(
+    decoder: CTCDecoder, batches: Sequence[tuple[Any, Any]], decode_text: Callable[[list[int]], str]
+) -> tuple[list[str], float]:
+    """Every recorded line's text with ``decoder`` ("" for a blank one), and the mean
+    milliseconds decoding took per line, each line timed as new text."""
+    decoded: list[Decoded] = []
+    elapsed = 0.0
+    for log_probs, lengths in batches:
+        if log_probs is None:
+            decoded.append(([], 1.0))
+            continue
+        decoder.forget()  # each line timed as new text, whatever was decoded before
+        start = time.perf_counter()
+        decoded += decoder(log_probs, lengths)
+        elapsed += time.perf_counter() - start
+    return [decode_text(ids) for ids, _ in decoded], elapsed * 1000 / max(1, len(decoded))
+
+
+@dataclass
+class LanguageTuningResult(TuningResult):
+    """:class:`TuningResult` of a decoding with one more language, and how many of the
+    tuning lines it decoded in that language."""
+
+    lines_in_language: int = 0
+
+
+def tune_language(
+    batches: Sequence[tuple[Any, Any]],
+    references: Sequence[str],
+    decode_text: Callable[[list[int]], str],
+    main: CTCDecoder,
+    identifier: CharNGramLM,
+    option: LanguageOption,
+    weights: Sequence[float],
+    bonuses: Sequence[float],
+    margins: Sequence[float],
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[LanguageTuningResult]:
+    """CER of ``main`` (a beam search with its LM, as the model decodes now) and of ``main``
+    reading ``option``'s language too, at every identification margin and weight and bonus
+    of ``option``'s LM, on the same recorded log-probabilities; best first. A language
+    ``main`` reads already is replaced by ``option``; its other languages are kept."""
+    kept = tuple(other for other in main.languages if other.language != option.language)
+    results = []
+    baseline_texts, baseline_ms = _decode_all(main, batches, decode_text)
+    results.append(LanguageTuningResult({}, corpus_cer(baseline_texts, references), baseline_ms, 0))
+    for margin, weight, bonus in itertools.product(margins, weights, bonuses):
+        setting = {"identify_margin": margin, "lm_weight": weight, "insertion_bonus": bonus}
+        progress(json.dumps(setting))
+        languages = (*kept, dataclasses.replace(option, lm_weight=weight, insertion_bonus=bonus))
+        decoder = dataclasses.replace(
+            main, identifier=identifier, identify_margin=margin, languages=languages
+        )
+        texts, ms_per_line = _decode_all(decoder, batches, decode_text)
+        in_language = sum(
+            chosen is not None and chosen.language == option.language
+            for log_probs, lengths in batches
+            if log_probs is not None
+            for chosen in decoder.languages_of(log_probs, lengths)
+        )
+        cer = corpus_cer(texts, references)
+        results.append(LanguageTuningResult(setting, cer, ms_per_line, in_language))
     return sorted(results, key=lambda r: r.cer)
 
 
@@ -165,7 +226,8 @@ def attach(
     makes a new model version (:meth:`StagedModel.set_decoding`), which the card's header
     then shows. Returns the model as written."""
     staged = StagedModel.load(model_dir)
-    decoding = DecodingConfig.from_dict(setting)
+    # a re-tuned main language model keeps the other languages (quill lm language)
+    decoding = DecodingConfig.from_dict(setting).keeping_languages_of(staged.decoding)
     staged = staged.set_decoding(decoding, lm_path if "lm_weight" in setting else None)
     if staged.card_path.is_file():
         rows = [(r.setting, r.cer, r.ms_per_line) for r in results]

@@ -1,10 +1,11 @@
-"""``quill lm fit|tune``: a character language model for CTC beam search.
+"""``quill lm fit|tune|language``: a character language model for CTC beam search.
 
 ``quill lm fit`` counts the train split of any number of datasets (Quill dataset folders, or
 folders with ``labels.tsv`` split as ``quill data import folder`` splits them), text files and
 Austen's novels, under the character set of a staged model (``--model``) or a named one
 (``--vocabulary latin``), so one LM can cover English and French. Characters outside that set
-are reported with their counts, never dropped silently.
+are reported with their counts, never dropped silently. ``quill lm language`` adds another
+language's LM, used for the lines that read as that language.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 import unicodedata
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -274,37 +275,19 @@ def tune(
 ) -> None:
     """Compare greedy, beam and beam+LM decoding on one model run; optionally keep the best."""
     from rich.console import Console
-    from rich.progress import Progress
 
-    from quill.data.manifest import Manifest
     from quill.inference import decoding_tuning
-    from quill.inference.recognizer import Recognizer
     from quill.models.language_model import CharNGramLM
 
     console = Console(stderr=True, soft_wrap=True)
     try:
-        recognizer = Recognizer.from_path(model, decoding="greedy")
         language = CharNGramLM.load(lm) if lm else None
-        if language is not None:
-            language.check_tokenizer(recognizer.tokenizer)
-        manifests = [Manifest.load(folder) for folder in data]
-    except (ModelLoadError, ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
-    paths, texts = [], []
-    for folder, manifest in zip(data, manifests, strict=True):
-        # An unknown split name reads no samples, refused just below.
-        wanted = cast("Split", split)
-        samples = [s for s in manifest.split(wanted) if s.kind == "line"][: limit or None]
-        if not samples:
-            raise fail(f"{folder} has no {split!r} line samples")
-        paths += [manifest.path_of(s) for s in samples]
-        texts += [s.text for s in samples]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("running the model", total=len(paths))
+    recognizer, batches, texts = _record(model, data, split, limit, console, "greedy")
+    if language is not None:
         try:
-            batches = decoding_tuning.record_log_probs(
-                recognizer, paths, lambda: progress.advance(task)
-            )
+            language.check_tokenizer(recognizer.tokenizer)
         except ValueError as exc:
             raise fail(str(exc)) from exc
     results = decoding_tuning.tune(
@@ -334,4 +317,165 @@ def tune(
         staged = decoding_tuning.attach(model, lm, best.setting, results, tuned_on)
         console.print(
             f"wrote decoding {best.setting} to {staged.metadata_path}: version {staged.version}"
+        )
+
+
+def _record(
+    model: Path, data: list[Path], split: str, limit: int, console: Any, decoding: str | None
+) -> tuple[Any, list[tuple[Any, Any]], list[str]]:
+    """Load ``model`` (``decoding`` overriding its method, or None for its own decoding) and
+    run it once over the ``split`` line samples of ``data``: (recognizer, recorded
+    log-probabilities, reference texts). Fails with a clear message on a bad model, folder
+    or split."""
+    from rich.progress import Progress
+
+    from quill.data.manifest import Manifest
+    from quill.inference import decoding_tuning
+    from quill.inference.recognizer import Recognizer
+
+    try:
+        recognizer = Recognizer.from_path(model, decoding=decoding)
+        manifests = [Manifest.load(folder) for folder in data]
+    except (ModelLoadError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    paths, texts = [], []
+    for folder, manifest in zip(data, manifests, strict=True):
+        # An unknown split name reads no samples, refused just below.
+        wanted = cast("Split", split)
+        samples = [s for s in manifest.split(wanted) if s.kind == "line"][: limit or None]
+        if not samples:
+            raise fail(f"{folder} has no {split!r} line samples")
+        paths += [manifest.path_of(s) for s in samples]
+        texts += [s.text for s in samples]
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("running the model", total=len(paths))
+        try:
+            batches = decoding_tuning.record_log_probs(
+                recognizer, paths, lambda: progress.advance(task)
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+    return recognizer, batches, texts
+
+
+@lm_app.command("language")
+def language(
+    model: Annotated[
+        Path, typer.Argument(help="Staged CTC model directory that beam-searches with an LM.")
+    ],
+    name: Annotated[str, typer.Option("--language", help="The language's name, e.g. fr.")],
+    lm: Annotated[
+        Path, typer.Option(help="Its language model (`quill lm fit` on its texts alone).")
+    ],
+    identify: Annotated[
+        Path,
+        typer.Option(
+            help="A small LM of its texts alone that recognises its lines (`quill lm fit "
+            "--order 4`)."
+        ),
+    ],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            help="Dataset folders to tune on, of this language and of the model's main one "
+            "(repeat), so that a line wrongly read as this language costs what it costs."
+        ),
+    ],
+    identify_main: Annotated[
+        Path | None,
+        typer.Option(
+            help="A small LM of the main language's texts (order 4, like --identify) "
+            "[default: the one the model has].",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to tune on (never tune on test).")] = "val",
+    weights: Annotated[str, typer.Option(help="Weights of its LM to try.")] = "0.3,0.5,0.8",
+    bonuses: Annotated[str, typer.Option(help="Insertion bonuses to try.")] = "1,2",
+    margins: Annotated[
+        str,
+        typer.Option(
+            help="Identification margins to try: how much more likely per character (natural "
+            "log) a line's greedy reading must be under --identify than under the main "
+            "language's identifier to be decoded in this language."
+        ),
+    ] = "0.3,0.5,0.7",
+    limit: Annotated[
+        int, typer.Option(min=0, help="Use at most this many lines of each dataset (0: all).")
+    ] = 0,
+    write: Annotated[
+        bool,
+        typer.Option(help="Store the best setting in the model's decoding (LM files copied in)."),
+    ] = False,
+) -> None:
+    """Let beam search read one more language with its own LM, each line in the language it
+    reads as; tune its weights and the identification margin on val data, optionally keep
+    the best (only if it beats the model's decoding as it is)."""
+    from rich.console import Console
+
+    from quill.inference import decoding_tuning
+    from quill.models.decoding import CTCDecoder, LanguageOption
+    from quill.models.language_model import CharNGramLM
+    from quill.staged_model import LanguageDecoding
+    from quill.staging.model_card import with_header
+
+    console = Console(stderr=True, soft_wrap=True)
+    recognizer, batches, texts = _record(model, data, split, limit, console, None)
+    main = recognizer.runtime.decoder
+    if not isinstance(main, CTCDecoder) or main.method != "beam" or main.lm is None:
+        raise fail(
+            f"{model} does not beam-search with a language model: give it one first "
+            "(quill lm tune --lm ... --write)"
+        )
+    staged = StagedModel.load(model)
+    if identify_main is not None:
+        main_identifier = identify_main
+    elif staged.decoding is not None and staged.decoding.identifier is not None:
+        main_identifier = model / staged.decoding.identifier
+    else:
+        raise fail(f"{model} has no identifier of its main language yet: give --identify-main")
+    loaded = {}
+    for path in (lm, identify, main_identifier):
+        try:
+            loaded[path] = CharNGramLM.load(path)
+            loaded[path].check_tokenizer(recognizer.tokenizer)
+        except (ValueError, FileNotFoundError) as exc:
+            raise fail(f"{path}: {exc}") from exc
+    option = LanguageOption(name, loaded[identify], loaded[lm], 0.0, 0.0)
+    results = decoding_tuning.tune_language(
+        batches,
+        texts,
+        recognizer.tokenizer.decode,
+        main,
+        loaded[main_identifier],
+        option,
+        _floats(weights),
+        _floats(bonuses),
+        _floats(margins),
+        progress=lambda setting: console.print(f"trying {setting}", style="dim"),
+    )
+    names = " + ".join(str(folder) for folder in data)
+    print(f"{model} reading {name} too, on {names} {split}: {len(texts)} lines, best first")
+    print(f"{'CER':>8} {'ms/line':>8} {'lines':>6}  {name} decoding")
+    for result in results:
+        setting = json.dumps(result.setting) if result.setting else "(the model as it is)"
+        print(
+            f"{result.cer:8.4f} {result.ms_per_line:8.2f} {result.lines_in_language:6d}  {setting}"
+        )
+    best = results[0]
+    if not best.setting:
+        print(f"reading {name} with its own LM does not help here: nothing to keep")
+        return
+    print(f"best: {json.dumps(best.setting)}")
+    if write:
+        chosen = LanguageDecoding(
+            name, lm.name, identify.name, best.setting["lm_weight"], best.setting["insertion_bonus"]
+        )
+        updated = staged.set_languages(
+            main_identifier, best.setting["identify_margin"], [(chosen, lm, identify)]
+        )
+        if updated.card_path.is_file():
+            updated.card_path.write_text(with_header(updated.card_path.read_text(), updated))
+        console.print(
+            f"wrote {name} to the decoding of {updated.metadata_path}: version {updated.version}"
         )

@@ -15,7 +15,7 @@ length of the line, so a long confident line and a short confident line score al
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, Protocol
@@ -81,6 +81,50 @@ class CharLanguageModel(Protocol):
     def log_prob(self, prefix: tuple[int, ...], token: int) -> float: ...
 
 
+def mean_log_prob(lm: CharLanguageModel, ids: Sequence[int]) -> float:
+    """Mean log P(token | the tokens before it) of ``ids`` read as one line: how much the line
+    reads like the text ``lm`` was fitted on (0.0 for no tokens).
+
+    >>> from quill.models.language_model import CharNGramLM
+    >>> english = CharNGramLM.fit(["the cat sat on the mat"] * 3, order=3)
+    >>> french = CharNGramLM.fit(["le chat est sur le tapis"] * 3, 3, english.tokenizer)
+    >>> ids = english.tokenizer.encode("the mat")
+    >>> mean_log_prob(english, ids) > mean_log_prob(french, ids)
+    True
+    """
+    context = getattr(lm, "context_length", None)
+    total = 0.0
+    for i, token in enumerate(ids):
+        start = 0 if context is None else max(0, i - context)
+        total += lm.log_prob(tuple(ids[start:i]), token)
+    return total / len(ids) if ids else 0.0
+
+
+@dataclass(frozen=True)
+class LanguageOption:
+    """Beam search for the lines of one more language (:attr:`CTCDecoder.languages`).
+
+    ``identifier`` is a small LM of that language's text alone: a line whose greedy reading
+    it finds more likely than the main language's identifier does (by the decoder's margin)
+    is decoded with ``lm`` and this option's weights instead of the main ones.
+    """
+
+    language: str
+    identifier: CharLanguageModel
+    lm: CharLanguageModel
+    lm_weight: float
+    insertion_bonus: float
+
+
+#: Mean log-probability per character by which another language's identifier must beat the
+#: main language's before a line is decoded in that language. A line read in the wrong
+#: language loses more than one read in the main LM (which, for the multiwriter, knows every
+#: language a little) gains, so the main language gets the benefit of the doubt: on the val
+#: lines of Hooker and the three French sets, 0.7 read Hooker as without a French LM and
+#: kept most of the French sets' gain (docs/models.md).
+IDENTIFY_MARGIN = 0.7
+
+
 #: Relative margin under beam search's floor (the lowest rank a kept prefix can have): far
 #: above the rounding of a few float64 sums (~1e-16 relative each), so the floor stays below
 #: every rank it bounds and the search keeps exactly the prefixes it would without it.
@@ -111,24 +155,55 @@ class CTCDecoder:
     insertion_bonus: float = 0.0
     prune_log_prob: float = PRUNE_LOG_PROB
     rank_gap: float | None = RANK_GAP
+    #: Other languages' LMs for beam search, each used for the lines that read like its
+    #: language (:meth:`languages_of`); ``identifier`` recognises the main language's lines.
+    languages: tuple[LanguageOption, ...] = ()
+    identifier: CharLanguageModel | None = None
+    identify_margin: float = IDENTIFY_MARGIN
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "beam"):
             raise ValueError(f"decoding method must be 'greedy' or 'beam', got {self.method!r}")
         if self.rank_gap is not None and not self.rank_gap > 0:
             raise ValueError(f"rank_gap must be positive (or None), got {self.rank_gap!r}")
+        if self.languages and self.identifier is None:
+            raise ValueError("other languages need an identifier of the main language")
 
     def forget(self) -> None:
-        """Drop what the language model memoised from earlier lines (see
+        """Drop what the language models memoised from earlier lines (see
         :meth:`quill.models.language_model.CharNGramLM.forget`); nothing to drop without one."""
-        forget = getattr(self.lm, "forget", None)
-        if forget is not None:
-            forget()
+        models = [self.lm, self.identifier]
+        for option in self.languages:
+            models += [option.lm, option.identifier]
+        for lm in models:
+            forget = getattr(lm, "forget", None)
+            if forget is not None:
+                forget()
+
+    def languages_of(self, log_probs: Any, lengths: Any = None) -> list[LanguageOption | None]:
+        """Per item of (B, T, C) log-probabilities, the other language it reads as, or None
+        for the main one: the language whose identifier gives the greedy reading the highest
+        :func:`mean_log_prob`, if that beats the main identifier's by ``identify_margin``
+        (an empty reading stays in the main language)."""
+        if not self.languages or self.identifier is None:
+            return [None] * len(_as_numpy(log_probs))
+        chosen: list[LanguageOption | None] = []
+        for ids, _ in ctc_greedy_decode(log_probs, lengths):
+            bar = mean_log_prob(self.identifier, ids) + self.identify_margin
+            best: LanguageOption | None = None
+            for option in self.languages if ids else ():
+                score = mean_log_prob(option.identifier, ids)
+                if score > bar:
+                    best, bar = option, score
+            chosen.append(best)
+        return chosen
 
     def __call__(self, log_probs: Any, lengths: Any = None) -> list[Decoded]:
         """(B, T, C) log-probabilities and (B,) valid frames -> (ids, confidence) each."""
         if self.method == "greedy":
             return ctc_greedy_decode(log_probs, lengths)
+        if self.languages:
+            return self._decode_by_language(log_probs, lengths)
         return ctc_beam_search(
             log_probs,
             lengths,
@@ -139,6 +214,30 @@ class CTCDecoder:
             prune_log_prob=self.prune_log_prob,
             rank_gap=self.rank_gap,
         )
+
+    def _decode_by_language(self, log_probs: Any, lengths: Any) -> list[Decoded]:
+        """Beam search of each item with the LM and weights of the language it reads as."""
+        log_probs = _as_numpy(log_probs)
+        lengths = _lengths(log_probs, lengths)
+        decoded = []
+        for frames, length, option in zip(
+            log_probs, lengths, self.languages_of(log_probs, lengths), strict=True
+        ):
+            lm, weight, bonus = (
+                (self.lm, self.lm_weight, self.insertion_bonus)
+                if option is None
+                else (option.lm, option.lm_weight, option.insertion_bonus)
+            )
+            decoded += ctc_beam_search(
+                frames[None, :length],  # (1, length, C)
+                beam_width=self.beam_width,
+                lm=lm,
+                lm_weight=weight,
+                insertion_bonus=bonus,
+                prune_log_prob=self.prune_log_prob,
+                rank_gap=self.rank_gap,
+            )
+        return decoded
 
 
 def ctc_beam_search(

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from quill.model_files import DECODER_STEP_FILE, ENCODER_FILE, ONNX_FILE, TORCHSCRIPT_FILE
-from quill.models.decoding import CTCDecoder, Decoded, seq2seq_greedy_decode
+from quill.models.decoding import CTCDecoder, Decoded, LanguageOption, seq2seq_greedy_decode
 from quill.models.language_model import CharNGramLM
 from quill.runtimes import cache
 from quill.staged_model import ModelLoadError, StagedModel
@@ -93,29 +93,51 @@ def ctc_decoder(model: StagedModel) -> CTCDecoder:
     """The decoder a staged CTC model's ``decoding`` section asks for (greedy if none).
 
     ``{"method": "beam", "beam_width": 8, "lm": "lm.json", "lm_weight": 0.5,
-    "insertion_bonus": 1.0, "prune_log_prob": -8.0}``; the language model file is relative to
-    the model directory.
+    "insertion_bonus": 1.0, "prune_log_prob": -8.0}``, and with other languages
+    ``"identifier": "identify.json", "identify_margin": 0.7, "languages": [{"language": "fr",
+    "lm": "lm-fr.json", "identifier": "identify-fr.json", "lm_weight": 0.5,
+    "insertion_bonus": 2.0}]``; language model files are relative to the model directory.
     """
     decoding = model.decoding
     if decoding is None:
         return CTCDecoder()
     settings = decoding.decoder_settings()
     lm_path = model.lm_path
-    lm = _load_lm(lm_path) if lm_path is not None else None
-    if lm is not None and lm_path is not None:
-        try:
-            lm.check_tokenizer(model.tokenizer)
-        except ValueError as exc:
-            raise ModelLoadError(f"{lm_path}: {exc}") from exc
+    lm = _checked_lm(model, lm_path) if lm_path is not None else None
+    others: dict[str, Any] = {}
+    if decoding.uses_lm and decoding.languages and decoding.identifier is not None:
+        others["identifier"] = _checked_lm(model, model.path / decoding.identifier)
+        others["languages"] = tuple(
+            LanguageOption(
+                language.language,
+                _checked_lm(model, model.path / language.identifier),
+                _checked_lm(model, model.path / language.lm),
+                language.lm_weight,
+                language.insertion_bonus,
+            )
+            for language in decoding.languages
+        )
     try:
-        return CTCDecoder(lm=lm, **settings)
+        return CTCDecoder(lm=lm, **settings, **others)
     except (TypeError, ValueError) as exc:
         raise ModelLoadError(f"{model.path}: bad decoding settings {settings}: {exc}") from exc
 
 
-@lru_cache(maxsize=4)
+def _checked_lm(model: StagedModel, path: Path) -> CharNGramLM:
+    """A language model file of ``model``'s decoding, loaded and checked against its
+    character set."""
+    lm = _load_lm(path)
+    try:
+        lm.check_tokenizer(model.tokenizer)
+    except ValueError as exc:
+        raise ModelLoadError(f"{path}: {exc}") from exc
+    return lm
+
+
+@lru_cache(maxsize=8)
 def _load_lm(path: Path) -> CharNGramLM:
-    """A language model file, read once per process (``auto`` opens several runtimes), from
+    """A language model file, read once per process (``auto`` opens several runtimes, each
+    reading up to four with other languages), from
     its compiled form in the user cache when that is there (milliseconds instead of the
     second or more that reading the JSON and computing the tables takes)."""
     if not path.is_file():
