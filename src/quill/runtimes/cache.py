@@ -39,8 +39,9 @@ from quill.staged_model import StagedModel
 log = logging.getLogger(__name__)
 
 BACKEND_CHOICES = "backend-choice.json"
-#: Compiled language models kept (each a few MB); the least recently written go first.
-MAX_COMPILED_LMS = 8
+#: Compiled language models kept (each a few MB; a model reading two languages has four);
+#: the least recently written go first.
+MAX_COMPILED_LMS = 12
 #: Backend choices kept (a few hundred bytes each).
 MAX_BACKEND_CHOICES = 64
 
