@@ -81,9 +81,21 @@ def test_a_language_that_reads_better_is_written_and_used_by_every_runtime(
     for name, source in copied.items():
         assert (model_copy / name).read_bytes() == source.read_bytes()
     assert written.version == written.content_version() != before.version
-    assert f"Version `{written.version}`" in (model_copy / "MODEL_CARD.md").read_text()
+    card = (model_copy / "MODEL_CARD.md").read_text()
+    assert f"Version `{written.version}`" in card
+    # the card says which languages the decoding reads and what the tuning measured
+    section = card[card.index("## Other languages") : card.index("## Files")]
+    assert "| xx | `lm-xx.json` | `identify-xx.json` | 0.5 |" in section
+    assert "`identify.json`" in section and "(0.5) nats per character" in section
+    assert section.count("| the model as it was |") == 1 and "4 val lines" in section
     for backend in ("onnx", "torchscript"):
         assert read(model_copy, backend) == list(SMOKE_WORDS), backend
+
+    # asked again, the language the model reads already is as good as any setting tried
+    again = invoke("lm", "language", str(model_copy), "--language", "xx", "--lm", str(words),
+                   "--identify", str(words), "--data", str(val_lines), "--weights", "0.5",
+                   "--bonuses", "0", "--margins", "0.5")  # fmt: skip
+    assert "reads better than the xx the model reads now: kept" in again
 
     # the identifier's bytes are part of the version
     (model_copy / "identify-xx.json").write_bytes(main.read_bytes())

@@ -416,8 +416,8 @@ def language(
     from quill.inference import decoding_tuning
     from quill.models.decoding import CTCDecoder, LanguageOption
     from quill.models.language_model import CharNGramLM
-    from quill.staged_model import LanguageDecoding
-    from quill.staging.model_card import with_header
+    from quill.staged_model import DecodingConfig, LanguageDecoding
+    from quill.staging.model_card import languages_section, with_header, with_languages_section
 
     console = Console(stderr=True, soft_wrap=True)
     recognizer, batches, texts = _record(model, data, split, limit, console, None)
@@ -464,7 +464,10 @@ def language(
         )
     best = results[0]
     if not best.setting:
-        print(f"reading {name} with its own LM does not help here: nothing to keep")
+        if any(other.language == name for other in main.languages):
+            print(f"no setting tried reads better than the {name} the model reads now: kept")
+        else:
+            print(f"reading {name} with its own LM does not help here: nothing to keep")
         return
     print(f"best: {json.dumps(best.setting)}")
     if write:
@@ -475,7 +478,12 @@ def language(
             main_identifier, best.setting["identify_margin"], [(chosen, lm, identify)]
         )
         if updated.card_path.is_file():
-            updated.card_path.write_text(with_header(updated.card_path.read_text(), updated))
+            rows = [(r.setting, r.cer, r.ms_per_line, r.lines_in_language) for r in results]
+            tuned_on = f"{len(texts)} {split} lines of `{names}`"
+            written = (updated.decoding or DecodingConfig()).to_dict()
+            section = languages_section(written, rows, name, tuned_on)
+            card = with_languages_section(updated.card_path.read_text(), section)
+            updated.card_path.write_text(with_header(card, updated))
         console.print(
             f"wrote {name} to the decoding of {updated.metadata_path}: version {updated.version}"
         )

@@ -5,7 +5,8 @@ what it is for and where it fails. Rendered from the model's metadata
 A card is a header (name, version, family) and ``## `` sections, then the maintained notes
 appended at staging. A step that changes the model after staging rewrites the parts it
 changed through this module: :func:`with_header` (a new version), :func:`with_decoding_section`
-(``quill lm tune --write``), :func:`with_metrics_section`.
+(``quill lm tune --write``), :func:`with_languages_section` (``quill lm language --write``),
+:func:`with_metrics_section`.
 """
 
 from __future__ import annotations
@@ -182,6 +183,7 @@ def with_header(card: str, model: StagedModel | Mapping[str, Any]) -> str:
 
 
 DECODING_HEADING = "## Decoding"
+LANGUAGES_HEADING = "## Other languages"
 FILES_HEADING = "## Files"
 
 
@@ -213,8 +215,58 @@ def with_decoding_section(
     tuned_on: str,
 ) -> str:
     """The card with its Decoding section (re)written, placed before the Files section."""
-    section = decoding_section(decoding, rows, tuned_on)
-    start = card.find(DECODING_HEADING + "\n")
+    return _with_section(card, DECODING_HEADING, decoding_section(decoding, rows, tuned_on))
+
+
+def languages_section(
+    decoding: Mapping[str, Any],
+    rows: Sequence[tuple[Mapping[str, Any], float, float, int]],
+    language: str,
+    tuned_on: str,
+) -> str:
+    """The Other languages section: the languages a decoding reads besides its main one, and
+    what ``quill lm language`` measured for ``language`` (``rows`` of (setting, CER, ms per
+    line, lines read in the language), best first; an empty setting is the model as it was)
+    on ``tuned_on``."""
+    lines = [
+        LANGUAGES_HEADING,
+        "",
+        "Beam search decodes a line with another language's LM when that language's "
+        "identifier finds the line's greedy reading more likely than the main language's "
+        f"identifier (`{decoding.get('identifier')}`) does, by `identify_margin` "
+        f"({decoding.get('identify_margin')}) nats per character:",
+        "",
+        "| language | LM | identifier | LM weight | insertion bonus |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {item['language']} | `{item['lm']}` | `{item['identifier']}` | "
+            f"{item['lm_weight']} | {item['insertion_bonus']} |"
+            for item in decoding.get("languages") or []
+        ),
+        "",
+        f"`{language}` was chosen by `quill lm language` on {tuned_on or 'validation data'}:",
+        "",
+        f"| {language} decoding | CER | ms per line | lines read as {language} |",
+        "|---|---|---|---|",
+        *(
+            f"| {f'`{json.dumps(dict(setting))}`' if setting else 'the model as it was'} | "
+            f"{cer:.4f} | {ms:.2f} | {count} |"
+            for setting, cer, ms, count in rows
+        ),
+        "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def with_languages_section(card: str, section: str) -> str:
+    """The card with its Other languages section (re)written, placed before Files."""
+    return _with_section(card, LANGUAGES_HEADING, section)
+
+
+def _with_section(card: str, heading: str, section: str) -> str:
+    """``card`` with the section under ``heading`` replaced by ``section``, or ``section``
+    put before the Files section (at the end when there is none)."""
+    start = card.find(heading + "\n")
     if start >= 0:
         end = card.find("\n## ", start + 1)
         return card[:start] + section + (card[end + 1 :] if end >= 0 else "")
