@@ -364,3 +364,37 @@ def test_blank_and_near_blank_images_read_as_nothing_without_the_model(
     word, empty = recognizer.predict([render_line("ink"), blank], kind="line")
     assert (word.text, word.note) == ("ink", None) and (empty.text, empty.note) == ("", BLANK_NOTE)
     assert calls == [1]
+
+
+def test_the_lines_of_one_page_are_read_in_one_language(smoke_model: Path, tmp_path: Path) -> None:
+    """A model reading a second language decodes a page's lines in the language their
+    greedy readings look like together: "ink" alone reads as the main language (whose LM
+    here misleads), on a page with "quill" and "Kew" it is read in the second one."""
+    from quill.models.language_model import CharNGramLM
+    from quill.staged_model import DecodingConfig, LanguageDecoding, StagedModel
+
+    model = Path(shutil.copytree(smoke_model, tmp_path / "two-languages"))
+    tokenizer = StagedModel.load(model).tokenizer
+    files = {
+        "main.json": ["qqqq xxxx zzzz"] * 5,  # an LM under which the words misread
+        "main-id.json": ["ink"] * 20 + ["qqqq xxxx zzzz"] * 5,  # "ink" looks like this one
+        "words.json": list(SMOKE_WORDS) * 5,
+        "words-id.json": ["hello", "quill", "Kew"] * 5,
+    }
+    for name, texts in files.items():
+        CharNGramLM.fit(texts, order=3, tokenizer=tokenizer).save(tmp_path / name)
+    staged = StagedModel.load(model).set_decoding(
+        DecodingConfig(method="beam", beam_width=4, lm_weight=1.0, insertion_bonus=0.0),
+        tmp_path / "main.json",
+    )
+    words = LanguageDecoding("xx", "", "", lm_weight=0.5, insertion_bonus=0.0)
+    staged.set_languages(
+        tmp_path / "main-id.json",
+        0.0,
+        [(words, tmp_path / "words.json", tmp_path / "words-id.json")],
+    )
+    recognizer = Recognizer.from_path(model, backend="onnx", threads=1)
+    alone = recognizer.predict([render_line(w) for w in ("quill", "Kew", "ink")], kind="line")
+    assert [p.text for p in alone[:2]] == ["quill", "Kew"] and alone[2].text != "ink"
+    [page] = recognizer.predict([paragraph(("quill", "Kew", "ink"))], kind="paragraph")
+    assert [line.text for line in page.lines] == ["quill", "Kew", "ink"]

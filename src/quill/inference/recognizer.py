@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from quill.inference.sources import InputImage, open_image
-from quill.models.decoding import CTCDecoder
+from quill.models.decoding import CTCDecoder, ReadingScores
 from quill.preprocess import (
     ImageError,
     PreprocessConfig,
@@ -315,11 +315,39 @@ class Recognizer:
             item.texts = [""] * len(item.lines)
             item.confidences = [1.0] * len(item.lines)
         lines.sort(key=lambda entry: entry[2].shape[1])
-        for chunk in width_groups(lines, lambda entry: entry[2].shape[1]):
+        chunks = width_groups(lines, lambda entry: entry[2].shape[1])
+        decoder = getattr(self.runtime, "decoder", None)
+        if isinstance(decoder, CTCDecoder) and decoder.method == "beam" and decoder.languages:
+            self._recognise_by_language(chunks, decoder)
+            return
+        for chunk in chunks:
             batch, widths = batch_images([line for _, _, line in chunk])  # (B,1,H,Wmax), (B,)
             for (item, i, _), (ids, confidence) in zip(
                 chunk, self.runtime.decode(batch, widths), strict=True
             ):
+                item.texts[i] = self.tokenizer.decode(ids)
+                item.confidences[i] = confidence
+
+    def _recognise_by_language(self, chunks: list[list[Any]], decoder: CTCDecoder) -> None:
+        """:meth:`_recognise` for a CTC model that reads more than one language: the network
+        runs over every chunk first, then each image's lines are beam-searched in the one
+        language their greedy readings, all together, look like (a page is written in one
+        language; its short or garbled lines alone could pass for another)."""
+        outputs = []
+        readings: dict[int, list[ReadingScores]] = {}
+        for chunk in chunks:
+            batch, widths = batch_images([line for _, _, line in chunk])  # (B,1,H,Wmax), (B,)
+            log_probs, lengths = self.runtime.forward(batch, widths)  # (B, T, C), (B,)
+            outputs.append((chunk, log_probs, lengths))
+            for (item, _, _), scores in zip(
+                chunk, decoder.reading_scores(log_probs, lengths), strict=True
+            ):
+                readings.setdefault(id(item), []).append(scores)
+        language = {key: decoder.choose_language(scores) for key, scores in readings.items()}
+        for chunk, log_probs, lengths in outputs:
+            for row, (item, i, _) in enumerate(chunk):
+                frames = log_probs[row : row + 1, : lengths[row]]  # (1, T, C)
+                ids, confidence = decoder.decode_as(language[id(item)], frames)[0]
                 item.texts[i] = self.tokenizer.decode(ids)
                 item.confidences[i] = confidence
 

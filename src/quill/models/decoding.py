@@ -23,6 +23,9 @@ from typing import Any, Protocol
 import numpy as np
 
 Decoded = tuple[list[int], float]
+#: A greedy reading's characters and its log-likelihood under each language's identifier
+#: (:meth:`CTCDecoder.reading_scores`).
+ReadingScores = tuple[int, list[float]]
 
 
 def _as_numpy(array: Any) -> np.ndarray:
@@ -180,23 +183,60 @@ class CTCDecoder:
             if forget is not None:
                 forget()
 
+    def reading_scores(self, log_probs: Any, lengths: Any = None) -> list[ReadingScores]:
+        """Per item of (B, T, C) log-probabilities, how much its greedy reading looks like
+        each language: ``(characters, [log-likelihood under the main identifier, then under
+        each other language's])`` (empty without other languages)."""
+        identifiers = [self.identifier] if self.identifier is not None and self.languages else []
+        identifiers += [option.identifier for option in self.languages]
+        return [
+            (len(ids), [mean_log_prob(lm, ids) * len(ids) for lm in identifiers])
+            for ids, _ in ctc_greedy_decode(log_probs, lengths)
+        ]
+
+    def choose_language(self, readings: Sequence[ReadingScores]) -> LanguageOption | None:
+        """The language of lines read together (one line, or the lines of one page): the
+        other language whose identifier finds their greedy readings, all characters
+        together, the most likely, if it beats the main identifier by ``identify_margin``
+        per character; None (the main language) otherwise, and for no characters at all."""
+        characters = sum(count for count, _ in readings)
+        if not self.languages or not characters:
+            return None
+        totals = np.sum([scores for count, scores in readings if count], axis=0) / characters
+        best: LanguageOption | None = None
+        bar = totals[0] + self.identify_margin
+        for option, score in zip(self.languages, totals[1:], strict=True):
+            if score > bar:
+                best, bar = option, score
+        return best
+
     def languages_of(self, log_probs: Any, lengths: Any = None) -> list[LanguageOption | None]:
-        """Per item of (B, T, C) log-probabilities, the other language it reads as, or None
-        for the main one: the language whose identifier gives the greedy reading the highest
-        :func:`mean_log_prob`, if that beats the main identifier's by ``identify_margin``
-        (an empty reading stays in the main language)."""
-        if not self.languages or self.identifier is None:
-            return [None] * len(_as_numpy(log_probs))
-        chosen: list[LanguageOption | None] = []
-        for ids, _ in ctc_greedy_decode(log_probs, lengths):
-            bar = mean_log_prob(self.identifier, ids) + self.identify_margin
-            best: LanguageOption | None = None
-            for option in self.languages if ids else ():
-                score = mean_log_prob(option.identifier, ids)
-                if score > bar:
-                    best, bar = option, score
-            chosen.append(best)
-        return chosen
+        """Per item of (B, T, C) log-probabilities, the other language it reads as on its
+        own (:meth:`choose_language` of its reading alone), or None for the main one."""
+        return [
+            self.choose_language([scores]) for scores in self.reading_scores(log_probs, lengths)
+        ]
+
+    def decode_as(
+        self, language: LanguageOption | None, log_probs: Any, lengths: Any = None
+    ) -> list[Decoded]:
+        """Beam search of every item with the LM and weights of ``language`` (None: the main
+        LM's), whatever the items read as."""
+        lm, weight, bonus = (
+            (self.lm, self.lm_weight, self.insertion_bonus)
+            if language is None
+            else (language.lm, language.lm_weight, language.insertion_bonus)
+        )
+        return ctc_beam_search(
+            log_probs,
+            lengths,
+            beam_width=self.beam_width,
+            lm=lm,
+            lm_weight=weight,
+            insertion_bonus=bonus,
+            prune_log_prob=self.prune_log_prob,
+            rank_gap=self.rank_gap,
+        )
 
     def __call__(self, log_probs: Any, lengths: Any = None) -> list[Decoded]:
         """(B, T, C) log-probabilities and (B,) valid frames -> (ids, confidence) each."""
@@ -220,23 +260,10 @@ class CTCDecoder:
         log_probs = _as_numpy(log_probs)
         lengths = _lengths(log_probs, lengths)
         decoded = []
-        for frames, length, option in zip(
+        for frames, length, language in zip(
             log_probs, lengths, self.languages_of(log_probs, lengths), strict=True
         ):
-            lm, weight, bonus = (
-                (self.lm, self.lm_weight, self.insertion_bonus)
-                if option is None
-                else (option.lm, option.lm_weight, option.insertion_bonus)
-            )
-            decoded += ctc_beam_search(
-                frames[None, :length],  # (1, length, C)
-                beam_width=self.beam_width,
-                lm=lm,
-                lm_weight=weight,
-                insertion_bonus=bonus,
-                prune_log_prob=self.prune_log_prob,
-                rank_gap=self.rank_gap,
-            )
+            decoded += self.decode_as(language, frames[None, :length])  # (1, length, C)
         return decoded
 
 

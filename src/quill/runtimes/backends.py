@@ -3,9 +3,10 @@
 Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B,) int64)
 -> [(token ids, confidence)]``, for both model families:
 
-* CTC: one graph ``(images, widths) -> (log_probs, lengths)``, then the model's
-  :class:`~quill.models.decoding.CTCDecoder`: best path, or beam search with the character
-  language model its ``decoding`` section names.
+* CTC: one graph ``(images, widths) -> (log_probs, lengths)`` (``forward``, which a caller
+  choosing one language for a page's lines runs apart), then the model's
+  :class:`~quill.models.decoding.CTCDecoder` (``decoder``): best path, or beam search with the
+  character language models its ``decoding`` section names.
 * seq2seq: ONNX runs ``encoder.onnx`` once and ``decoder_step.onnx`` per token with a KV
   cache, the loop in NumPy; TorchScript and eager call the model's own cached ``generate``.
 
@@ -165,9 +166,13 @@ class OnnxCTC:
         self.session = _session(model.path / ONNX_FILE, threads)
         self.decoder = ctc_decoder(model)
 
-    def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
+    def forward(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network alone: (log_probs (B, T, C), lengths (B,)) for ``decoder``."""
         log_probs, lengths = self.session.run(None, {"images": images, "widths": widths})
-        return self.decoder(log_probs, lengths)  # log_probs (B, T, C)
+        return log_probs, lengths
+
+    def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
+        return self.decoder(*self.forward(images, widths))
 
 
 class OnnxSeq2Seq:
@@ -213,15 +218,23 @@ class TorchModuleRuntime:
         self.max_length = max_length
         self.decoder = decoder or CTCDecoder()
 
+    def forward(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A CTC module's network alone: (log_probs (B, T, C), lengths (B,)) for ``decoder``."""
+        import torch  # lazy: torch takes seconds to import; ONNX starts never need it
+
+        if self.family != "ctc":
+            raise ValueError(f"forward() is for CTC models; this one is {self.family}")
+        with torch.inference_mode():
+            log_probs, lengths = self.module(torch.from_numpy(images), torch.from_numpy(widths))
+        return log_probs.float().numpy(), lengths.numpy()
+
     def decode(self, images: np.ndarray, widths: np.ndarray) -> list[Decoded]:
         import torch  # lazy: torch takes seconds to import; ONNX starts never need it
 
-        batch = torch.from_numpy(images)
+        if self.family == "ctc":
+            return self.decoder(*self.forward(images, widths))
         with torch.inference_mode():
-            if self.family == "ctc":
-                log_probs, lengths = self.module(batch, torch.from_numpy(widths))
-                return self.decoder(log_probs, lengths)
-            ids, scores = self.module.generate(batch, self.max_length)  # (B, L), (B,)
+            ids, scores = self.module.generate(torch.from_numpy(images), self.max_length)
         return [
             (row, float(score)) for row, score in zip(ids.tolist(), scores.tolist(), strict=True)
         ]
