@@ -148,3 +148,5 @@ def test_languages_are_refused_where_they_cannot_work(model_copy, val_lines, tmp
     out = invoke("lm", "language", str(model_copy), *args, "--identify-main", str(ascii_lm),
                  code=2)  # fmt: skip
     assert str(ascii_lm) in out and "character set" in out
+    out = invoke("lm", "language", str(model_copy), *args[2:], "--language", "../fr", code=2)
+    assert "letters, digits" in out

@@ -11,6 +11,7 @@ language's LM, used for the lines that read as that language.
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import unicodedata
 from collections import Counter
@@ -25,6 +26,9 @@ from quill.staged_model import ModelLoadError, StagedModel
 if TYPE_CHECKING:
     from quill.data.manifest import Split
     from quill.vocab import Tokenizer
+
+#: What ``quill lm language --language`` accepts: it names the files copied into the model.
+LANGUAGE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 lm_app = typer.Typer(
     help="Character language model for CTC beam search: fit it on text, tune it on val data.",
@@ -408,9 +412,9 @@ def language(
         typer.Option(help="Store the best setting in the model's decoding (LM files copied in)."),
     ] = False,
 ) -> None:
-    """Let beam search read one more language with its own LM, each line in the language it
-    reads as; tune its weights and the identification margin on val data, optionally keep
-    the best (only if it beats the model's decoding as it is)."""
+    """Let beam search read one more language with its own LM, each image (a line or a page)
+    in the language its lines look like; tune its weights and the identification margin on
+    val data, optionally keep the best (only if it beats the model's decoding as it is)."""
     from rich.console import Console
 
     from quill.inference import decoding_tuning
@@ -419,6 +423,11 @@ def language(
     from quill.staged_model import DecodingConfig, LanguageDecoding
     from quill.staging.model_card import languages_section, with_header, with_languages_section
 
+    if not LANGUAGE_NAME.fullmatch(name):
+        raise typer.BadParameter(
+            "a language's name is letters, digits, '-' or '_' (it names files)",
+            param_hint="--language",
+        )
     console = Console(stderr=True, soft_wrap=True)
     recognizer, batches, texts = _record(model, data, split, limit, console, None)
     main = recognizer.runtime.decoder
