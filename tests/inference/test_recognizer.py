@@ -396,5 +396,7 @@ def test_the_lines_of_one_page_are_read_in_one_language(smoke_model: Path, tmp_p
     recognizer = Recognizer.from_path(model, backend="onnx", threads=1)
     alone = recognizer.predict([render_line(w) for w in ("quill", "Kew", "ink")], kind="line")
     assert [p.text for p in alone[:2]] == ["quill", "Kew"] and alone[2].text != "ink"
+    assert [p.language for p in alone] == ["xx", "xx", None]
     [page] = recognizer.predict([paragraph(("quill", "Kew", "ink"))], kind="paragraph")
     assert [line.text for line in page.lines] == ["quill", "Kew", "ink"]
+    assert page.language == "xx" and page.to_dict()["language"] == "xx"

@@ -336,7 +336,8 @@ def test_shadow_model_answers_are_stored_but_never_returned(
     assert response.status_code == 200 and answer["text"] == "Kew"
     assert answer["model_version"] == current.model_version
     assert set(answer) == {
-        "text", "confidence", "lines", "kind", "note", "page", "model_version", "timings_ms",
+        "text", "confidence", "lines", "kind", "note", "page", "language", "model_version",
+        "timings_ms",
         "latency_ms", "request_id", "feedback_token", "cached",
     }  # fmt: skip
     store = stored(settings)

@@ -83,7 +83,10 @@ class Prediction:
     ``page`` is what line segmentation found when it ran
     (:meth:`quill.models.segment.Segmentation.to_dict`: ``rotation``, ``skew``, ``paper``,
     ``columns`` and ``notes`` in words, e.g. why nothing was found); None for an image read
-    as one line without segmenting it."""
+    as one line without segmenting it.
+
+    ``language`` is the other language (``quill lm language``) whose language model read the
+    image's lines, chosen for the whole image; None when the model's main one did."""
 
     text: str
     confidence: float
@@ -93,6 +96,7 @@ class Prediction:
     kind: str = "line"
     note: str | None = None
     page: dict[str, Any] | None = None
+    language: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -123,6 +127,7 @@ class _Prepared:
     page: dict[str, Any] | None
     texts: list[str] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
+    language: str | None = None  # another language's LM read the lines (quill lm language)
 
 
 def combined_confidence(confidences: Sequence[float], texts: Sequence[str]) -> float:
@@ -346,8 +351,10 @@ class Recognizer:
         language = {key: decoder.choose_language(scores) for key, scores in readings.items()}
         for chunk, log_probs, lengths in outputs:
             for row, (item, i, _) in enumerate(chunk):
+                chosen = language[id(item)]
+                item.language = None if chosen is None else chosen.language
                 frames = log_probs[row : row + 1, : lengths[row]]  # (1, T, C)
-                ids, confidence = decoder.decode_as(language[id(item)], frames)[0]
+                ids, confidence = decoder.decode_as(chosen, frames)[0]
                 item.texts[i] = self.tokenizer.decode(ids)
                 item.confidences[i] = confidence
 
@@ -382,6 +389,7 @@ class Recognizer:
             kind=item.kind,
             note=note,
             page=item.page,
+            language=item.language,
         )
 
     def warm_up(self) -> None:

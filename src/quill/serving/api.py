@@ -131,6 +131,11 @@ class PredictResponse(BaseModel):
         None, description="Why the text did not come from the model (e.g. a blank image)"
     )
     page: PageOut | None = Field(None, description="Line segmentation's findings on a page")
+    language: str | None = Field(
+        None,
+        description="The other language whose language model read the image's lines (a model "
+        "can read more than one: quill lm language); null when its main one did",
+    )
     model_version: str
     latency_ms: float
     request_id: str = Field(description="Quote it in /v1/feedback")

@@ -276,7 +276,10 @@ def build_app(backend: Backend) -> Any:
             if exc.status >= 500:
                 log.warning("the app could not read an image: %s (%s)", exc.message, exc.code)
             return cleared(f"**Could not read this image**: {exc.message} (`{exc.code}`)")
-        keys = ("request_id", "lines", "page", "note", "model_version", "latency_ms", "cached")
+        keys = (
+            "request_id", "lines", "page", "note", "language", "model_version", "latency_ms",
+            "cached",
+        )  # fmt: skip
         details = {k: answer[k] for k in keys if answer.get(k) is not None}
         lines = answer.get("lines") or []
         count = f"{len(lines)} line{'s' if len(lines) != 1 else ''}"

@@ -290,6 +290,7 @@ def _answer(prediction: Prediction) -> dict[str, Any]:
         "kind": prediction.kind,
         "note": prediction.note,
         "page": prediction.page,
+        "language": prediction.language,
         "model_version": prediction.model_version,
         "timings_ms": prediction.timings,
     }
