@@ -7,13 +7,14 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.inference.decoding_tuning import attach
 from quill.inference.recognizer import Recognizer
 from quill.model_files import METADATA_FILE
-from quill.staged_model import DecodingConfig, StagedModel
+from quill.staged_model import DecodingConfig, LanguageDecoding, ModelLoadError, StagedModel
 from quill.staging.parity import render_line
 from quill.staging.smoke import SMOKE_WORDS
 
@@ -128,6 +129,29 @@ def test_a_language_that_does_not_help_is_not_written(model_copy, val_lines, tmp
                    "--write")  # fmt: skip
     assert "does not help here: nothing to keep" in table
     assert (model_copy / METADATA_FILE).read_text() == before
+
+
+def test_a_broken_languages_section_is_a_clear_load_error(model_copy, val_lines, tmp_path):
+    words = words_lm(model_copy, val_lines, tmp_path)
+    staged = StagedModel.load(model_copy).set_decoding(
+        DecodingConfig(method="beam", beam_width=4, lm_weight=0.5, insertion_bonus=0.0), words
+    )
+    language = LanguageDecoding("xx", "", "", lm_weight=0.5, insertion_bonus=0.0)
+    staged.set_languages(words, 0.5, [(language, words, words)])
+    metadata = json.loads((model_copy / METADATA_FILE).read_text())
+    (model_copy / "lm-xx.json").unlink()
+    with pytest.raises(ModelLoadError, match="has no lm-xx.json"):
+        Recognizer.from_path(model_copy, backend="onnx")
+    broken = {**metadata["decoding"]["languages"][0], "weight": 1.0}
+    cases = {
+        "unknown key 'weight'": {**metadata["decoding"], "languages": [broken]},
+        "need an 'identifier' file": {**metadata["decoding"], "identifier": None},
+        "'languages' must be a list": {**metadata["decoding"], "languages": "fr"},
+    }
+    for message, decoding in cases.items():
+        (model_copy / METADATA_FILE).write_text(json.dumps({**metadata, "decoding": decoding}))
+        with pytest.raises(ModelLoadError, match=message):
+            StagedModel.load(model_copy)
 
 
 def test_languages_are_refused_where_they_cannot_work(model_copy, val_lines, tmp_path, smoke_model):
