@@ -63,10 +63,13 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
 
 @pytest.fixture(scope="module")
 def ctc_run(tiny_lines: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One tracked CTC run (2 epochs); returns (client, run, output folder)."""
+    """One tracked CTC run (2 epochs); returns (client, run, output folder). System metrics
+    are sampled every 10 minutes, far longer than the run: the sample held at its end is
+    still logged."""
     folder = tmp_path_factory.mktemp("ctc_run")
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    quill(*train_args(tiny_lines, uri, folder / "out", "--experiment", "smoke", "--profile"))
+    quill(*train_args(tiny_lines, uri, folder / "out", "--experiment", "smoke", "--profile",
+                      "tracking.system_metrics_interval_s=600"))  # fmt: skip
     client = MlflowClient(uri)
     return client, only_run(client, "smoke"), folder
 

@@ -16,6 +16,7 @@ captured about the code and machine, :mod:`quill.training.environment`; the cons
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -37,6 +38,8 @@ from quill.training.tracking_store import project_root
 
 # mlflow takes ~2 s to import: MLflowTracker and system_metrics import it where they use it,
 # so a run with another logger (csv, tensorboard, wandb) never pays for it.
+
+log = logging.getLogger(__name__)
 
 LOGGERS = ("mlflow", "tensorboard", "wandb", "csv")
 #: MLflow refuses parameter values longer than this.
@@ -291,7 +294,12 @@ def _yaml(config: Mapping[str, Any]) -> str:
 def system_metrics(
     run_id: str, tracking_uri: str, interval_s: float, enabled: bool
 ) -> Iterator[None]:
-    """CPU, memory, disk, network (and GPU with pynvml) sampled into the MLflow run meanwhile."""
+    """CPU, memory, disk, network (and GPU with pynvml) sampled into the MLflow run meanwhile.
+
+    MLflow's monitor publishes a sample only after waiting ``interval_s`` and drops the one it
+    holds when stopped, so a run shorter than the interval (a smoke run, a tiny config, a fast
+    machine) would get none: the sample held at the end is published too.
+    """
     if not enabled:
         yield
         return
@@ -305,3 +313,8 @@ def system_metrics(
         yield
     finally:
         monitor.finish()
+        try:
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception as exc:  # noqa: BLE001 - a missing last sample must not fail a run
+            log.warning("could not log the last system metrics sample: %s", exc)
