@@ -15,6 +15,7 @@ import re
 import tempfile
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -29,6 +30,12 @@ if TYPE_CHECKING:
 
 #: What ``quill lm language --language`` accepts: it names the files copied into the model.
 LANGUAGE_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+#: Options of the commands that tune on a dataset's lines (``tune``, ``language``).
+TuningSplit = Annotated[str, typer.Option(help="Split to tune on (never tune on test).")]
+LinesLimit = Annotated[
+    int, typer.Option(min=0, help="Use at most this many lines of each dataset (0: all).")
+]
 
 lm_app = typer.Typer(
     help="Character language model for CTC beam search: fit it on text, tune it on val data.",
@@ -233,7 +240,7 @@ def tune(
     lm: Annotated[
         Path | None, typer.Option(help="Language model from `quill lm fit` (none: beam only).")
     ] = None,
-    split: Annotated[str, typer.Option(help="Split to tune on (never tune on test).")] = "val",
+    split: TuningSplit = "val",
     weights: Annotated[str, typer.Option(help="LM weights to try.")] = "0.2,0.4,0.6,0.8,1.0",
     bonuses: Annotated[
         str, typer.Option(help="Per-character insertion bonuses to try.")
@@ -269,9 +276,7 @@ def tune(
             "0.05%) of the best one's, instead of the best one.",
         ),
     ] = 0.0,
-    limit: Annotated[
-        int, typer.Option(min=0, help="Use at most this many lines of each dataset (0: all).")
-    ] = 0,
+    limit: LinesLimit = 0,
     write: Annotated[
         bool,
         typer.Option(help="Store the best setting in the model's decoding section (LM copied in)."),
@@ -288,7 +293,7 @@ def tune(
         language = CharNGramLM.load(lm) if lm else None
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
-    recognizer, batches, texts = _record(model, data, split, limit, console, "greedy")
+    recognizer, batches, texts, names = _record(model, data, split, limit, console, "greedy")
     if language is not None:
         try:
             language.check_tokenizer(recognizer.tokenizer)
@@ -304,9 +309,8 @@ def tune(
         _beam_widths(beam),
         _floats(prunes),
         _rank_gaps(rank_gaps),
-        progress=lambda setting: console.print(f"trying {setting}", style="dim"),
+        progress=_trying(console),
     )
-    names = " + ".join(str(folder) for folder in data)
     print(f"{model} on {names} {split}: {len(texts)} lines, best first")
     print(f"{'CER':>8} {'ms/line':>8}  decoding")
     for result in results:
@@ -324,13 +328,18 @@ def tune(
         )
 
 
+def _trying(console: Any) -> Callable[[str], None]:
+    """A tuner's progress callback: each setting it tries, dimmed on ``console``."""
+    return lambda setting: console.print(f"trying {setting}", style="dim")
+
+
 def _record(
     model: Path, data: list[Path], split: str, limit: int, console: Any, decoding: str | None
-) -> tuple[Any, list[tuple[Any, Any]], list[str]]:
+) -> tuple[Any, list[tuple[Any, Any]], list[str], str]:
     """Load ``model`` (``decoding`` overriding its method, or None for its own decoding) and
     run it once over the ``split`` line samples of ``data``: (recognizer, recorded
-    log-probabilities, reference texts). Fails with a clear message on a bad model, folder
-    or split."""
+    log-probabilities, reference texts, the folders' names joined by " + "). Fails with a
+    clear message on a bad model, folder or split."""
     from rich.progress import Progress
 
     from quill.data.manifest import Manifest
@@ -359,7 +368,7 @@ def _record(
             )
         except ValueError as exc:
             raise fail(str(exc)) from exc
-    return recognizer, batches, texts
+    return recognizer, batches, texts, " + ".join(str(folder) for folder in data)
 
 
 @lm_app.command("language")
@@ -393,7 +402,7 @@ def language(
             show_default=False,
         ),
     ] = None,
-    split: Annotated[str, typer.Option(help="Split to tune on (never tune on test).")] = "val",
+    split: TuningSplit = "val",
     weights: Annotated[str, typer.Option(help="Weights of its LM to try.")] = "0.3,0.5,0.8",
     bonuses: Annotated[str, typer.Option(help="Insertion bonuses to try.")] = "1,2",
     margins: Annotated[
@@ -404,9 +413,7 @@ def language(
             "language's identifier to be decoded in this language."
         ),
     ] = "0.3,0.5,0.7",
-    limit: Annotated[
-        int, typer.Option(min=0, help="Use at most this many lines of each dataset (0: all).")
-    ] = 0,
+    limit: LinesLimit = 0,
     write: Annotated[
         bool,
         typer.Option(help="Store the best setting in the model's decoding (LM files copied in)."),
@@ -429,7 +436,7 @@ def language(
             param_hint="--language",
         )
     console = Console(stderr=True, soft_wrap=True)
-    recognizer, batches, texts = _record(model, data, split, limit, console, None)
+    recognizer, batches, texts, names = _record(model, data, split, limit, console, None)
     main = recognizer.runtime.decoder
     if not isinstance(main, CTCDecoder) or main.method != "beam" or main.lm is None:
         raise fail(
@@ -461,9 +468,8 @@ def language(
         _floats(weights),
         _floats(bonuses),
         _floats(margins),
-        progress=lambda setting: console.print(f"trying {setting}", style="dim"),
+        progress=_trying(console),
     )
-    names = " + ".join(str(folder) for folder in data)
     print(f"{model} reading {name} too, on {names} {split}: {len(texts)} lines, best first")
     print(f"{'CER':>8} {'ms/line':>8} {'lines':>6}  {name} decoding")
     for result in results:
