@@ -244,16 +244,7 @@ class CTCDecoder:
             return ctc_greedy_decode(log_probs, lengths)
         if self.languages:
             return self._decode_by_language(log_probs, lengths)
-        return ctc_beam_search(
-            log_probs,
-            lengths,
-            beam_width=self.beam_width,
-            lm=self.lm,
-            lm_weight=self.lm_weight,
-            insertion_bonus=self.insertion_bonus,
-            prune_log_prob=self.prune_log_prob,
-            rank_gap=self.rank_gap,
-        )
+        return self.decode_as(None, log_probs, lengths)
 
     def _decode_by_language(self, log_probs: Any, lengths: Any) -> list[Decoded]:
         """Beam search of each item with the LM and weights of the language it reads as."""
