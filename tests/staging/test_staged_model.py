@@ -20,7 +20,7 @@ SHIPPED = sorted(p.parent for p in REPO.glob(f"models/*/{METADATA_FILE}"))
 #: The versions the shipped models were released with (README, model cards): kept on load.
 SHIPPED_VERSIONS = {
     "default": "quill-default-0402c8dc03d3",
-    "multiwriter": "quill-multiwriter-b6210a203d3f",
+    "multiwriter": "quill-multiwriter-f6a38470045e",
 }
 
 
