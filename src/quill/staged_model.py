@@ -416,14 +416,8 @@ class StagedModel:
         """
         before = self._decoding_digest()
         if lm is not None:
-            if lm.resolve() != (self.path / LM_FILE).resolve():
-                shutil.copyfile(lm, self.path / LM_FILE)
-            decoding = dataclasses.replace(decoding, lm=LM_FILE)
-        updated = dataclasses.replace(self, decoding=decoding)
-        if updated._decoding_digest() != before:
-            updated = dataclasses.replace(updated, version=updated.content_version())
-        updated.save()
-        return updated
+            decoding = dataclasses.replace(decoding, lm=self._copy_in(lm, LM_FILE))
+        return self._saved_with(decoding, before)
 
     def set_languages(
         self,
@@ -447,21 +441,31 @@ class StagedModel:
         before = self._decoding_digest()
         kept = {item.language: item for item in decoding.languages or ()}
         for language, lm, language_identifier in languages:
-            names = (f"lm-{language.language}.json", f"identify-{language.language}.json")
-            for source, name in zip((lm, language_identifier), names, strict=True):
-                if source.resolve() != (self.path / name).resolve():
-                    shutil.copyfile(source, self.path / name)
-            kept[language.language] = dataclasses.replace(
-                language, lm=names[0], identifier=names[1]
+            name = language.language
+            kept[name] = dataclasses.replace(
+                language,
+                lm=self._copy_in(lm, f"lm-{name}.json"),
+                identifier=self._copy_in(language_identifier, f"identify-{name}.json"),
             )
-        if identifier.resolve() != (self.path / IDENTIFIER_FILE).resolve():
-            shutil.copyfile(identifier, self.path / IDENTIFIER_FILE)
         decoding = dataclasses.replace(
             decoding,
-            identifier=IDENTIFIER_FILE,
+            identifier=self._copy_in(identifier, IDENTIFIER_FILE),
             identify_margin=margin,
             languages=tuple(kept[name] for name in sorted(kept)),
         )
+        return self._saved_with(decoding, before)
+
+    def _copy_in(self, source: Path, name: str) -> str:
+        """Copy ``source`` into the folder as ``name`` (nothing to copy when it is that file
+        already) and return ``name``, for the decoding to refer to."""
+        if source.resolve() != (self.path / name).resolve():
+            shutil.copyfile(source, self.path / name)
+        return name
+
+    def _saved_with(self, decoding: DecodingConfig, before: str) -> StagedModel:
+        """This model decoding with ``decoding``, saved: a new version when it reads otherwise
+        than ``before`` (the decoding digest taken before any file was copied in), the same
+        version when it reads the same."""
         updated = dataclasses.replace(self, decoding=decoding)
         if updated._decoding_digest() != before:
             updated = dataclasses.replace(updated, version=updated.content_version())

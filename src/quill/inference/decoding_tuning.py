@@ -174,22 +174,25 @@ def tune_language(
     results = []
     baseline_texts, baseline_ms = _decode_all(main, batches, decode_text)
     results.append(LanguageTuningResult({}, corpus_cer(baseline_texts, references), baseline_ms, 0))
-    for margin, weight, bonus in itertools.product(margins, weights, bonuses):
-        setting = {"identify_margin": margin, "lm_weight": weight, "insertion_bonus": bonus}
-        progress(json.dumps(setting))
-        languages = (*kept, dataclasses.replace(option, lm_weight=weight, insertion_bonus=bonus))
-        decoder = dataclasses.replace(
-            main, identifier=identifier, identify_margin=margin, languages=languages
+    for margin in margins:
+        # which lines read as the language depends on the margin alone, not on the weights
+        choosing = dataclasses.replace(
+            main, identifier=identifier, identify_margin=margin, languages=(*kept, option)
         )
-        texts, ms_per_line = _decode_all(decoder, batches, decode_text)
         in_language = sum(
             chosen is not None and chosen.language == option.language
             for log_probs, lengths in batches
             if log_probs is not None
-            for chosen in decoder.languages_of(log_probs, lengths)
+            for chosen in choosing.languages_of(log_probs, lengths)
         )
-        cer = corpus_cer(texts, references)
-        results.append(LanguageTuningResult(setting, cer, ms_per_line, in_language))
+        for weight, bonus in itertools.product(weights, bonuses):
+            setting = {"identify_margin": margin, "lm_weight": weight, "insertion_bonus": bonus}
+            progress(json.dumps(setting))
+            weighted = dataclasses.replace(option, lm_weight=weight, insertion_bonus=bonus)
+            decoder = dataclasses.replace(choosing, languages=(*kept, weighted))
+            texts, ms_per_line = _decode_all(decoder, batches, decode_text)
+            cer = corpus_cer(texts, references)
+            results.append(LanguageTuningResult(setting, cer, ms_per_line, in_language))
     return sorted(results, key=lambda r: r.cer)
 
 

@@ -443,7 +443,7 @@ def language(
             f"{model} does not beam-search with a language model: give it one first "
             "(quill lm tune --lm ... --write)"
         )
-    staged = StagedModel.load(model)
+    staged = recognizer.model  # as loaded, its own decoding
     if identify_main is not None:
         main_identifier = identify_main
     elif staged.decoding is not None and staged.decoding.identifier is not None:
