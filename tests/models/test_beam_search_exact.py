@@ -1,9 +1,12 @@
-"""The trie-based beam search answers exactly as the plain dict-of-tuples formulation.
+"""The trie-based beam search, in Python and compiled, answers exactly as the plain
+dict-of-tuples formulation.
 
 :func:`reference_beam_search` is the prefix beam search as Quill wrote it before it was made
 faster (issue 16): prefixes as tuples, ``dict[prefix, [log P_blank, log P_label]]``, a stable
-sort per frame. The fast one must give the same ids and the same confidence to the bit, with
-and without a language model, on frames with ties, repeats and pruning.
+sort per frame. Both fast ones (``compiled=False``: Python; ``compiled=None``: the compiled
+search wherever it can run, the Python one elsewhere) must give the same ids and the same
+confidence to the bit, with and without a language model, on frames with ties, repeats and
+pruning.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quill.models.decoding import _logaddexp, ctc_beam_search
+from quill.models.decoding import COMPILED_SEARCH, CTCDecoder, _logaddexp, ctc_beam_search
 from quill.models.language_model import CharNGramLM
 from quill.vocab import Tokenizer
 
@@ -101,6 +104,7 @@ def lm() -> CharNGramLM:
     return CharNGramLM.fit(TEXTS, order=4)
 
 
+@pytest.mark.parametrize("compiled", [False, None], ids=["python", "compiled"])
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize(
     ("beam_width", "lm_weight", "insertion_bonus", "prune", "gap"),
@@ -115,7 +119,7 @@ def lm() -> CharNGramLM:
     ],
 )
 def test_same_ids_and_confidence_to_the_bit(
-    seed, beam_width, lm_weight, insertion_bonus, prune, gap, lm
+    seed, beam_width, lm_weight, insertion_bonus, prune, gap, lm, compiled
 ):
     rng = np.random.default_rng(seed)
     classes = len(Tokenizer())
@@ -135,6 +139,7 @@ def test_same_ids_and_confidence_to_the_bit(
             insertion_bonus=insertion_bonus,
             prune_log_prob=prune,
             rank_gap=gap,
+            compiled=compiled,
         )
         for item, decoded in zip(batch, fast, strict=True):
             expected = reference_beam_search(
@@ -143,9 +148,48 @@ def test_same_ids_and_confidence_to_the_bit(
             assert decoded == expected  # ids, and the confidence as the same float
 
 
-def test_an_item_without_frames_reads_nothing_with_full_confidence(lm):
+def test_the_compiled_search_is_built():
+    """`make setup` builds it (setup.py); without it every beam search runs in Python, 10-30x
+    slower, and the parity tests above would only ever compare Python with Python."""
+    assert COMPILED_SEARCH, "quill.models._ctc_beam is missing: reinstall with a C compiler"
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["python", "compiled"])
+def test_an_item_without_frames_reads_nothing_with_full_confidence(lm, compiled):
     empty = np.zeros((1, 4, len(Tokenizer())), dtype=np.float32)
-    assert ctc_beam_search(empty, [0], lm=lm) == [([], 1.0)]
+    assert ctc_beam_search(empty, [0], lm=lm, compiled=compiled) == [([], 1.0)]
+
+
+def test_the_compiled_search_says_why_it_cannot_run_and_python_answers_instead(lm):
+    """At an LM weight of 0 an unknown character's -inf LM score makes a rank NaN, which the
+    compiled search does not order as Python does; frames holding NaN likewise."""
+    rng = np.random.default_rng(3)
+    frames = line_like_log_probs(rng, 40, len(Tokenizer()))[None]
+    with pytest.raises(ValueError, match="lm_weight is 0.0"):
+        ctc_beam_search(frames, lm=lm, lm_weight=0.0, compiled=True)
+    broken = frames.copy()
+    broken[0, 3, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        ctc_beam_search(broken, compiled=True)
+    for odd in ({"lm": lm, "lm_weight": 0.0}, {}):
+        sample = broken if not odd else frames
+        assert ctc_beam_search(sample, **odd) == ctc_beam_search(sample, compiled=False, **odd)
+
+
+def test_an_lm_of_another_kind_is_searched_in_python():
+    """Any object with ``log_prob`` is a language model to beam search (the protocol); only
+    :class:`CharNGramLM` has tables for the compiled search."""
+
+    class Vowels:
+        def log_prob(self, prefix: tuple[int, ...], token: int) -> float:
+            return math.log(0.5 if token in (1, 5, 9) else 0.01)
+
+    rng = np.random.default_rng(4)
+    frames = line_like_log_probs(rng, 60, len(Tokenizer()))[None]
+    with pytest.raises(ValueError, match="Vowels has no tables"):
+        ctc_beam_search(frames, lm=Vowels(), compiled=True)
+    expected = reference_beam_search(frames[0], 8, Vowels(), 0.5, 0.0, -12.0)
+    assert ctc_beam_search(frames, lm=Vowels()) == [expected]
 
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default"
@@ -177,6 +221,8 @@ def test_the_shipped_lm_decodes_like_the_reference():
             decoder.rank_gap,
         )
         assert decoder(frames[None])[0] == expected
+        python = CTCDecoder(**{**decoder.__dict__, "compiled": False})
+        assert python(frames[None])[0] == expected
 
 
 def test_the_prune_threshold_is_compared_as_python_compares_it():

@@ -108,6 +108,8 @@ def test_the_main_language_keeps_the_benefit_of_the_doubt(decoder, tokenizer):
 
 
 def test_forget_clears_every_language_model_and_languages_need_an_identifier(decoder, tokenizer):
+    """(The Python search memoises LM answers; the compiled one keeps nothing between lines.)"""
+    decoder = dataclasses.replace(decoder, compiled=False)
     decoder(reading("voici la rue", tokenizer, 3))
     decoder(reading("this is the way", tokenizer, 4))
     models = [decoder.lm, decoder.identifier]

@@ -331,7 +331,8 @@ def speed(
         list[str] | None,
         typer.Option(
             help="Quill runtime: eager, torchscript, onnx, onnx-int8, onnx-greedy (greedy CTC "
-            "decoding whatever the model's decoding section says) (repeat; default: all)."
+            "decoding whatever the model's decoding section says), onnx-python-beam (beam "
+            "search in Python, not compiled: same answers) (repeat; default: all)."
         ),
     ] = None,
     peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,

@@ -250,8 +250,10 @@ def batch_gains(timings: Sequence[Timing]) -> dict[int, float]:
 
 
 #: Quill runtimes compared: eager PyTorch (the baseline), the two exports, and int8 ONNX.
-#: ``onnx-greedy`` is ONNX with greedy CTC decoding whatever the model's decoding section says.
-VARIANTS = ("eager", "torchscript", "onnx", "onnx-int8", "onnx-greedy")
+#: ``onnx-greedy`` is ONNX with greedy CTC decoding whatever the model's decoding section says;
+#: ``onnx-python-beam`` is ONNX with the beam search in Python instead of compiled (the same
+#: answers: what the compiled search saves, or what a build without a C compiler costs).
+VARIANTS = ("eager", "torchscript", "onnx", "onnx-int8", "onnx-greedy", "onnx-python-beam")
 BASELINE = "quill-eager"
 #: int8 "keeps accuracy" if its CER on the timed inputs is at most this much above float32's.
 INT8_TOLERANCE = 0.005
@@ -286,6 +288,10 @@ def load_quill_variants(
                 systems.append(QuillSystem.load(int8_dir, "onnx", threads, name))
             elif variant == "onnx-greedy":
                 systems.append(QuillSystem.load(model_dir, "onnx", threads, name, "greedy"))
+            elif variant == "onnx-python-beam":
+                system = QuillSystem.load(model_dir, "onnx", threads, name)
+                system.recognizer.search_in_python()
+                systems.append(system)
             else:
                 systems.append(QuillSystem.load(model_dir, variant, threads, name))
         except (SystemUnavailable, QuantizeError) as exc:

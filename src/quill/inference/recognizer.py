@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -400,6 +400,13 @@ class Recognizer:
             for left in range(20, 300, 40):
                 page.paste((20, 20, 20), (left, top, left + 24, top + 30))
         self.predict([page], kind="auto")
+
+    def search_in_python(self) -> None:
+        """Beam-search in Python from now on, not compiled (same answers, slower): what
+        ``quill bench speed --variant onnx-python-beam`` times against the compiled search."""
+        decoder = getattr(self.runtime, "decoder", None)
+        if isinstance(decoder, CTCDecoder):
+            self.runtime.decoder = replace(decoder, compiled=False)
 
     def forget_memos(self) -> None:
         """Drop what decoding memoised from earlier lines (a CTC beam search's language-model

@@ -34,6 +34,7 @@ import math
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import repeat
 from pathlib import Path
@@ -105,6 +106,7 @@ class CharNGramLM:
         #: (context, token) pair then costs a few multiplications instead of building and
         #: looking up every suffix of the context again.
         self._context_chain = lru_cache(maxsize=50_000)(self._chain)
+        self._beam_tables: BeamTables | None = None
 
     def forget(self) -> None:
         """Drop the memoised answers (not the tables read from a compiled file): the next
@@ -244,12 +246,13 @@ class CharNGramLM:
         order, counts, tokenizer = _read_json(path)
         return cls(order, counts, tokenizer, source=path)
 
-    def save_compiled(self, path: str | Path) -> Path:
-        """Write the Kneser-Ney tables as arrays into the new folder ``path`` (one ``.npy``
-        file each and ``header.json``), which :meth:`load_compiled` maps into memory in a
-        millisecond, where reading the JSON and computing the tables takes a second or more:
-        inference keeps one per LM file in its cache (:mod:`quill.runtimes.cache`)."""
-        path = Path(path)
+    def _table_arrays(self) -> dict[str, np.ndarray]:
+        """The Kneser-Ney tables as sorted arrays (the compiled form): ``contexts`` (strings),
+        and per context a slice ``starts[i]:starts[i + 1]`` of ``chars`` (alphabet indices)
+        and ``counts``, with their total in ``totals``."""
+        compiled = self._tables.compiled
+        if compiled is not None:
+            return compiled.arrays()
         tables = _kneser_ney_tables(self.counts, self.order)
         contexts = sorted(tables)
         index = {char: i for i, char in enumerate(self.tokenizer.characters)}
@@ -263,14 +266,49 @@ class CharNGramLM:
             counts += following.values()
             starts.append(len(chars))
             totals.append(total)
-        path.mkdir(parents=True)
-        arrays = {
+        return {
             "contexts": np.array(contexts, dtype=f"<U{max(self.order - 1, 1)}"),
             "starts": _smallest_int_array(starts),
             "totals": _smallest_int_array(totals),
             "chars": _smallest_int_array(chars),
             "counts": _smallest_int_array(counts),
         }
+
+    def beam_tables(self) -> BeamTables | None:
+        """The tables in the form the compiled beam search reads (:class:`BeamTables`), made
+        once; None when the contexts cannot be keyed in 63 bits (a very long order over a
+        large alphabet), and beam search then runs in Python."""
+        if self._beam_tables is None:
+            alphabet = self.tokenizer.characters
+            base = len(alphabet) + 2  # codes 1..len(alphabet), then LINE_START
+            if base ** max(self.context_length, 1) >= 2**63:
+                return None
+            arrays = self._table_arrays()
+            token_codes = np.zeros(len(self.tokenizer), dtype=np.int32)
+            for token, char in self._id_to_char.items():
+                token_codes[token] = alphabet.index(char) + 1
+            self._beam_tables = BeamTables(
+                keys=_context_keys(arrays["contexts"], alphabet, base),
+                starts=np.ascontiguousarray(arrays["starts"], dtype=np.int64),
+                totals=np.ascontiguousarray(arrays["totals"], dtype=np.int64),
+                chars=np.ascontiguousarray(arrays["chars"], dtype=np.int32),
+                counts=np.ascontiguousarray(arrays["counts"], dtype=np.int32),
+                token_codes=token_codes,
+                context_length=self.context_length,
+                base=base,
+                line_start=base - 1,
+                uniform=self._uniform,
+            )
+        return self._beam_tables
+
+    def save_compiled(self, path: str | Path) -> Path:
+        """Write the Kneser-Ney tables as arrays into the new folder ``path`` (one ``.npy``
+        file each and ``header.json``), which :meth:`load_compiled` maps into memory in a
+        millisecond, where reading the JSON and computing the tables takes a second or more:
+        inference keeps one per LM file in its cache (:mod:`quill.runtimes.cache`)."""
+        path = Path(path)
+        arrays = self._table_arrays()
+        path.mkdir(parents=True)
         for name, array in arrays.items():
             np.save(path / f"{name}.npy", array, allow_pickle=False)
         header = {
@@ -306,6 +344,45 @@ class CharNGramLM:
             raise ValueError(f"cannot read compiled language model {path}: {exc}") from exc
         source_path = Path(source) if source else None
         return cls(order, None, tokenizer, compiled=compiled, source=source_path)
+
+
+@dataclass(frozen=True)
+class BeamTables:
+    """A language model's Kneser-Ney tables as the compiled beam search reads them
+    (``quill/models/_ctc_beam.c``). A context is keyed by its characters' codes (alphabet index
+    + 1, :data:`LINE_START` ``base - 1``) as the digits of a base-``base`` number, the last
+    character least significant: no code is 0, so contexts of different lengths never share
+    a key, and the empty context is 0."""
+
+    keys: np.ndarray  # (contexts,) uint64
+    starts: np.ndarray  # (contexts + 1,) int64: context i's entries are starts[i]:starts[i + 1]
+    totals: np.ndarray  # (contexts,) int64
+    chars: np.ndarray  # (entries,) int32: alphabet index
+    counts: np.ndarray  # (entries,) int32
+    token_codes: np.ndarray  # (token ids,) int32: a token's character code, 0 for specials
+    context_length: int
+    base: int
+    line_start: int
+    uniform: float
+
+
+def _context_keys(contexts: np.ndarray, alphabet: str, base: int) -> np.ndarray:
+    """(contexts,) uint64 keys of :class:`BeamTables` for the compiled form's context strings
+    (NumPy pads each with NUL characters, which take no digit)."""
+    width = contexts.dtype.itemsize // 4
+    points = np.ascontiguousarray(contexts).view(np.uint32).reshape(len(contexts), width)
+    known = alphabet + LINE_START
+    code_of = np.zeros(max(map(ord, known)) + 1, dtype=np.uint64)  # code point -> code
+    code_of[[ord(char) for char in known]] = np.arange(1, len(known) + 1, dtype=np.uint64)
+    if len(points) and points.max() >= len(code_of):
+        raise ValueError("a context holds a character outside the language model's alphabet")
+    codes = code_of[points]  # (contexts, width)
+    if np.any(codes[points != 0] == 0):
+        raise ValueError("a context holds a character outside the language model's alphabet")
+    keys = np.zeros(len(contexts), dtype=np.uint64)
+    for column in codes.T:  # first character first: each one more digit
+        keys = np.where(column > 0, keys * np.uint64(base) + column, keys)
+    return keys
 
 
 def _smallest_int_array(values: list[int]) -> np.ndarray:
@@ -348,6 +425,11 @@ class _CompiledTables:
         self.contexts, self.starts, self.totals = contexts, starts, totals
         self.chars, self.counts, self.alphabet = chars, counts, alphabet
 
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays by their names in the compiled folder."""
+        names = ("contexts", "starts", "totals", "chars", "counts")
+        return {name: getattr(self, name) for name in names}
+
     def lookup(self, context: str) -> tuple[dict[str, int], int] | None:
         """(next-character counts, their total) of ``context``, or None if it is unseen."""
         i = int(np.searchsorted(self.contexts, context))
@@ -379,12 +461,12 @@ class _Tables(dict):
         self, tables: dict[str, Any] | None = None, compiled: _CompiledTables | None = None
     ):
         super().__init__(tables or {})
-        self._compiled = compiled
+        self.compiled = compiled
 
     def __missing__(self, context: str) -> tuple[dict[str, int], int] | None:
-        if self._compiled is None:
+        if self.compiled is None:
             return None
-        table = self[context] = self._compiled.lookup(context)
+        table = self[context] = self.compiled.lookup(context)
         return table
 
 

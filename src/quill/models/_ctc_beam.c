@@ -1,0 +1,583 @@
+/*
+ * CTC prefix beam search with Quill's character n-gram LM, compiled.
+ *
+ * The same search as quill.models.decoding._beam_search_one, step for step: the same
+ * arithmetic in the same order (doubles, libm's exp/log1p/log, no contraction into fused
+ * multiply-adds), the prefixes met in the same order and the same stable ranking, so it gives
+ * the same ids and the same confidence to the bit. tests/models/test_beam_search_exact.py
+ * holds both to the plain reference formulation. Python keeps the parts that are not per
+ * prefix: choosing each frame's candidates (NumPy) and building the LM's tables (NumPy).
+ *
+ * The LM: interpolated Kneser-Ney over contexts of up to `context_length` characters. Its
+ * tables arrive as arrays (quill.models.language_model.CharNGramLM.native_tables): per
+ * context a key (the context's character codes as digits of base `base`, last character
+ * least significant; code 0 is never used, so every key names one context), a slice
+ * [starts[i], starts[i + 1]) of (character, count) entries, and its total. A hash table maps
+ * keys to contexts. Each node (prefix) keeps the contexts its LM state is interpolated from
+ * (its "chain"), found once, the first time a child of the node is scored.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Changed whenever the search or the arguments change: Python uses the compiled search only
+ * when this matches (a stale build falls back to the Python search). */
+#define ABI_VERSION 1
+#define MAX_CONTEXT 15
+#define DISCOUNT 0.8
+#define FLOOR_MARGIN 1e-9
+#define EMPTY_KEY UINT64_MAX
+
+/* ------------------------------------------------------------------ the language model */
+
+typedef struct {
+    Py_buffer starts, totals, chars, counts, token_codes; /* int64, int64, int32, int32, int32 */
+    uint64_t *table_keys; /* open addressing; EMPTY_KEY marks a free slot */
+    int32_t *table_contexts;
+    uint64_t mask;
+    int context_length;
+    uint64_t base;
+    int32_t line_start;
+    double uniform;
+} NativeLM;
+
+static const char *LM_CAPSULE = "quill.models._ctc_beam.LM";
+
+static uint64_t mixed(uint64_t key) { /* splitmix64's finaliser: keys differ in few bits */
+    key ^= key >> 30;
+    key *= 0xBF58476D1CE4E5B9ULL;
+    key ^= key >> 27;
+    key *= 0x94D049BB133111EBULL;
+    return key ^ (key >> 31);
+}
+
+static uint64_t slot_of(uint64_t key, uint64_t mask) { return mixed(key) & mask; }
+
+static int32_t find_context(const NativeLM *lm, uint64_t key) {
+    for (uint64_t slot = slot_of(key, lm->mask);; slot = (slot + 1) & lm->mask) {
+        uint64_t found = lm->table_keys[slot];
+        if (found == key) return lm->table_contexts[slot];
+        if (found == EMPTY_KEY) return -1;
+    }
+}
+
+static void free_lm(NativeLM *lm) {
+    Py_buffer *views[] = {&lm->starts, &lm->totals, &lm->chars, &lm->counts, &lm->token_codes};
+    for (size_t i = 0; i < sizeof views / sizeof *views; i++)
+        if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
+    free(lm->table_keys);
+    free(lm->table_contexts);
+    free(lm);
+}
+
+static void lm_capsule_destructor(PyObject *capsule) {
+    free_lm(PyCapsule_GetPointer(capsule, LM_CAPSULE));
+}
+
+static int get_view(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, const char *name) {
+    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+    if (view->itemsize != itemsize || view->ndim != 1) {
+        PyErr_Format(PyExc_ValueError, "%s must be a 1-D array of %zd-byte integers", name,
+                     itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+/* lm_tables(keys u64, starts i64, totals i64, chars i32, counts i32, token_codes i32,
+ *           context_length, base, line_start, uniform) -> capsule */
+static PyObject *lm_tables(PyObject *self, PyObject *args) {
+    PyObject *keys_object, *starts, *totals, *chars, *counts, *token_codes;
+    int context_length;
+    unsigned long long base;
+    int line_start;
+    double uniform;
+    if (!PyArg_ParseTuple(args, "OOOOOOiKid", &keys_object, &starts, &totals, &chars, &counts,
+                          &token_codes, &context_length, &base, &line_start, &uniform))
+        return NULL;
+    if (context_length < 0 || context_length > MAX_CONTEXT) {
+        PyErr_Format(PyExc_ValueError, "context_length must be 0..%d", MAX_CONTEXT);
+        return NULL;
+    }
+    NativeLM *lm = calloc(1, sizeof *lm);
+    if (lm == NULL) return PyErr_NoMemory();
+    lm->context_length = context_length;
+    lm->base = base;
+    lm->line_start = line_start;
+    lm->uniform = uniform;
+    Py_buffer keys = {0};
+    if (get_view(keys_object, &keys, 8, "keys") < 0 || get_view(starts, &lm->starts, 8, "starts") < 0 ||
+        get_view(totals, &lm->totals, 8, "totals") < 0 || get_view(chars, &lm->chars, 4, "chars") < 0 ||
+        get_view(counts, &lm->counts, 4, "counts") < 0 ||
+        get_view(token_codes, &lm->token_codes, 4, "token_codes") < 0)
+        goto fail;
+    Py_ssize_t contexts = keys.shape[0];
+    if (lm->starts.shape[0] != contexts + 1 || lm->totals.shape[0] != contexts ||
+        lm->chars.shape[0] != lm->counts.shape[0]) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent array lengths");
+        goto fail;
+    }
+    uint64_t size = 16;
+    while (size < 2 * (uint64_t)contexts) size <<= 1;
+    lm->mask = size - 1;
+    lm->table_keys = malloc(size * sizeof *lm->table_keys);
+    lm->table_contexts = malloc(size * sizeof *lm->table_contexts);
+    if (lm->table_keys == NULL || lm->table_contexts == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    memset(lm->table_keys, 0xff, size * sizeof *lm->table_keys);
+    const uint64_t *key_values = keys.buf;
+    for (Py_ssize_t i = 0; i < contexts; i++) {
+        uint64_t slot = slot_of(key_values[i], lm->mask);
+        while (lm->table_keys[slot] != EMPTY_KEY) slot = (slot + 1) & lm->mask;
+        lm->table_keys[slot] = key_values[i];
+        lm->table_contexts[slot] = (int32_t)i;
+    }
+    PyBuffer_Release(&keys);
+    PyObject *capsule = PyCapsule_New(lm, LM_CAPSULE, lm_capsule_destructor);
+    if (capsule == NULL) free_lm(lm);
+    return capsule;
+fail:
+    if (keys.obj != NULL) PyBuffer_Release(&keys);
+    free_lm(lm);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------------- beam search */
+
+typedef struct {
+    int32_t parent, token, size;
+    double score, weighted, bonus; /* log P_lm, lm_weight * that, insertion_bonus * size */
+    int32_t state[MAX_CONTEXT];    /* the last context_length tokens (fewer near the start) */
+    int32_t state_length;
+    int32_t chain[MAX_CONTEXT + 1]; /* contexts of the state's suffixes, shortest first */
+    int32_t chain_length;           /* -1: not found yet */
+} Node;
+
+typedef struct {
+    int32_t node; /* -1: a prefix not kept before (from_node + token) */
+    double blank, label, rank;
+    int32_t from_node, token;
+    double score;
+} Entry;
+
+typedef struct {
+    Node *nodes;
+    Py_ssize_t count, capacity;
+    int64_t *child_keys; /* node * classes + token, -1 for a free slot */
+    int32_t *child_nodes;
+    uint64_t child_mask;
+    Py_ssize_t child_count;
+    int32_t *beam_entry; /* per node: -2 not a beam this frame, -1 a beam not met yet, else entry */
+} Trie;
+
+static uint64_t child_slot(int64_t key, uint64_t mask) { return mixed((uint64_t)key) & mask; }
+
+static int32_t find_child(const Trie *trie, int64_t key) {
+    for (uint64_t slot = child_slot(key, trie->child_mask);; slot = (slot + 1) & trie->child_mask) {
+        if (trie->child_keys[slot] == key) return trie->child_nodes[slot];
+        if (trie->child_keys[slot] < 0) return -1;
+    }
+}
+
+static int put_child(Trie *trie, int64_t key, int32_t node) {
+    if (2 * (uint64_t)(trie->child_count + 1) > trie->child_mask + 1) {
+        uint64_t size = 2 * (trie->child_mask + 1);
+        int64_t *keys = malloc(size * sizeof *keys);
+        int32_t *nodes = malloc(size * sizeof *nodes);
+        if (keys == NULL || nodes == NULL) {
+            free(keys);
+            free(nodes);
+            return -1;
+        }
+        memset(keys, 0xff, size * sizeof *keys);
+        for (uint64_t i = 0; i <= trie->child_mask; i++) {
+            if (trie->child_keys[i] < 0) continue;
+            uint64_t slot = child_slot(trie->child_keys[i], size - 1);
+            while (keys[slot] >= 0) slot = (slot + 1) & (size - 1);
+            keys[slot] = trie->child_keys[i];
+            nodes[slot] = trie->child_nodes[i];
+        }
+        free(trie->child_keys);
+        free(trie->child_nodes);
+        trie->child_keys = keys;
+        trie->child_nodes = nodes;
+        trie->child_mask = size - 1;
+    }
+    uint64_t slot = child_slot(key, trie->child_mask);
+    while (trie->child_keys[slot] >= 0) slot = (slot + 1) & trie->child_mask;
+    trie->child_keys[slot] = key;
+    trie->child_nodes[slot] = node;
+    trie->child_count++;
+    return 0;
+}
+
+static Node *new_node(Trie *trie) {
+    if (trie->count == trie->capacity) {
+        Py_ssize_t capacity = trie->capacity * 2;
+        Node *nodes = realloc(trie->nodes, capacity * sizeof *nodes);
+        int32_t *marks = realloc(trie->beam_entry, capacity * sizeof *marks);
+        if (nodes != NULL) trie->nodes = nodes;
+        if (marks != NULL) trie->beam_entry = marks;
+        if (nodes == NULL || marks == NULL) return NULL;
+        trie->capacity = capacity;
+    }
+    trie->beam_entry[trie->count] = -2;
+    return &trie->nodes[trie->count++];
+}
+
+static void free_trie(Trie *trie) {
+    free(trie->nodes);
+    free(trie->child_keys);
+    free(trie->child_nodes);
+    free(trie->beam_entry);
+}
+
+/* The contexts a node's state is interpolated from, shortest first (CharNGramLM._chain): the
+ * state's characters (special tokens dropped), after a line start when the state is shorter
+ * than the LM's context, cut to the last context_length characters. */
+static void find_chain(const NativeLM *lm, Node *node) {
+    int32_t history[MAX_CONTEXT + 1];
+    int length = 0;
+    const int32_t *codes = lm->token_codes.buf;
+    Py_ssize_t known = lm->token_codes.shape[0];
+    if (node->state_length < lm->context_length) history[length++] = lm->line_start;
+    for (int i = 0; i < node->state_length; i++) {
+        int32_t token = node->state[i];
+        int32_t code = token >= 0 && token < known ? codes[token] : 0;
+        if (code > 0) history[length++] = code;
+    }
+    int first = length > lm->context_length ? length - lm->context_length : 0;
+    uint64_t key = 0, scale = 1;
+    node->chain_length = 0;
+    for (int i = length;; i--) { /* the suffix history[i:], shortest first */
+        if (i < length) {
+            key += (uint64_t)history[i] * scale;
+            scale *= lm->base;
+        }
+        int32_t context = find_context(lm, key);
+        if (context < 0) break; /* a longer context containing an unseen one is unseen too */
+        node->chain[node->chain_length++] = context;
+        if (i == first) break;
+    }
+}
+
+static double lm_log_prob(const NativeLM *lm, Node *node, int32_t token) {
+    const int32_t *codes = lm->token_codes.buf;
+    int32_t code = token >= 0 && token < lm->token_codes.shape[0] ? codes[token] : 0;
+    if (code <= 0) return -INFINITY; /* a special token: not a character the LM knows */
+    if (node->chain_length < 0) find_chain(lm, node);
+    const int64_t *starts = lm->starts.buf, *totals = lm->totals.buf;
+    const int32_t *chars = lm->chars.buf, *counts = lm->counts.buf;
+    int32_t character = code - 1;
+    double probability = lm->uniform;
+    for (int level = 0; level < node->chain_length; level++) {
+        int32_t context = node->chain[level];
+        int64_t start = starts[context], end = starts[context + 1];
+        int64_t count = 0;
+        for (int64_t j = start; j < end; j++)
+            if (chars[j] == character) {
+                count = counts[j];
+                break;
+            }
+        double discounted = (double)count - DISCOUNT;
+        double mass = DISCOUNT * (double)(end - start);
+        probability = ((discounted > 0 ? discounted : 0.0) + mass * probability) / (double)totals[context];
+    }
+    return log(probability);
+}
+
+static double logaddexp(double a, double b) { /* decoding._logaddexp */
+    if (a == -INFINITY) return b;
+    if (b == -INFINITY) return a;
+    return (a >= b ? a : b) + log1p(exp(-fabs(a - b)));
+}
+
+static double merged(double y, double x) { /* the inline merge: y is what was there */
+    if (y != -INFINITY && x != -INFINITY) return (y > x ? y : x) + log1p(exp(-fabs(y - x)));
+    return x == -INFINITY ? y : x;
+}
+
+static double total_of(double b, double lab) { /* the inline logaddexp of a beam's two parts */
+    if (b == -INFINITY) return lab;
+    if (lab == -INFINITY) return b;
+    return (b > lab ? b : lab) + log1p(exp(-fabs(b - lab)));
+}
+
+/* The entries by_rank compares: a static, as qsort passes no context; beam_search holds the
+ * GIL throughout, so no two calls sort at once. */
+static const Entry *sort_entries;
+
+static int by_rank(const void *left, const void *right) { /* best first; ties: order met */
+    int32_t i = *(const int32_t *)left, j = *(const int32_t *)right;
+    double a = sort_entries[i].rank, b = sort_entries[j].rank;
+    if (a > b) return -1;
+    if (a < b) return 1;
+    return (i > j) - (i < j);
+}
+
+/* beam_search(blank_column f64[T], candidate_starts i64[T+1], candidate_tokens i32,
+ *             candidate_values f64, classes, beam_width, lm capsule or None, lm_weight,
+ *             insertion_bonus, rank_gap or None) -> (ids list, confidence) */
+static PyObject *beam_search(PyObject *self, PyObject *args) {
+    PyObject *blank_object, *starts_object, *tokens_object, *values_object, *lm_object, *gap_object;
+    Py_ssize_t classes;
+    int beam_width;
+    double lm_weight, insertion_bonus;
+    if (!PyArg_ParseTuple(args, "OOOOniOddO", &blank_object, &starts_object, &tokens_object,
+                          &values_object, &classes, &beam_width, &lm_object, &lm_weight,
+                          &insertion_bonus, &gap_object))
+        return NULL;
+    NativeLM *lm = NULL;
+    if (lm_object != Py_None && (lm = PyCapsule_GetPointer(lm_object, LM_CAPSULE)) == NULL)
+        return NULL;
+    int has_gap = gap_object != Py_None;
+    double rank_gap = has_gap ? PyFloat_AsDouble(gap_object) : 0.0;
+    if (has_gap && rank_gap == -1.0 && PyErr_Occurred()) return NULL;
+    if (beam_width < 1 || classes < 1) {
+        PyErr_SetString(PyExc_ValueError, "beam_width and classes must be positive");
+        return NULL;
+    }
+    Py_buffer blank_view = {0}, starts_view = {0}, tokens_view = {0}, values_view = {0};
+    Trie trie = {0};
+    Entry *entries = NULL;
+    int32_t *order = NULL, *beam_nodes = NULL;
+    double *p_blanks = NULL, *p_labels = NULL;
+    PyObject *result = NULL;
+    if (get_view(blank_object, &blank_view, 8, "blank_column") < 0 ||
+        get_view(starts_object, &starts_view, 8, "candidate_starts") < 0 ||
+        get_view(tokens_object, &tokens_view, 4, "candidate_tokens") < 0 ||
+        get_view(values_object, &values_view, 8, "candidate_values") < 0)
+        goto done;
+    Py_ssize_t frames = blank_view.shape[0];
+    if (starts_view.shape[0] != frames + 1 || tokens_view.shape[0] != values_view.shape[0]) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent candidate arrays");
+        goto done;
+    }
+    const double *blank_column = blank_view.buf, *values = values_view.buf;
+    const int64_t *starts = starts_view.buf;
+    const int32_t *tokens = tokens_view.buf;
+    Py_ssize_t most_candidates = 0;
+    for (Py_ssize_t t = 0; t < frames; t++) {
+        if (starts[t + 1] - starts[t] > most_candidates) most_candidates = starts[t + 1] - starts[t];
+        if (starts[t] < 0 || starts[t + 1] < starts[t] || starts[t + 1] > tokens_view.shape[0]) {
+            PyErr_SetString(PyExc_ValueError, "candidate_starts out of range");
+            goto done;
+        }
+    }
+    Py_ssize_t most_entries = (Py_ssize_t)beam_width * (most_candidates + 1);
+    trie.capacity = 256;
+    trie.nodes = malloc(trie.capacity * sizeof *trie.nodes);
+    trie.beam_entry = malloc(trie.capacity * sizeof *trie.beam_entry);
+    trie.child_mask = 255;
+    trie.child_keys = malloc(256 * sizeof *trie.child_keys);
+    trie.child_nodes = malloc(256 * sizeof *trie.child_nodes);
+    entries = malloc((most_entries + 1) * sizeof *entries);
+    order = malloc((most_entries + 1) * sizeof *order);
+    beam_nodes = malloc(beam_width * sizeof *beam_nodes);
+    p_blanks = malloc(beam_width * sizeof *p_blanks);
+    p_labels = malloc(beam_width * sizeof *p_labels);
+    if (!trie.nodes || !trie.beam_entry || !trie.child_keys || !trie.child_nodes || !entries ||
+        !order || !beam_nodes || !p_blanks || !p_labels) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    memset(trie.child_keys, 0xff, 256 * sizeof *trie.child_keys);
+    int context = lm != NULL ? lm->context_length : -1;
+    Node *root = new_node(&trie);
+    *root = (Node){.parent = -1, .token = -1, .size = 0, .score = 0.0, .weighted = lm_weight * 0.0,
+                   .bonus = insertion_bonus * 0, .state_length = 0, .chain_length = -1};
+    int beams = 1;
+    beam_nodes[0] = 0;
+    p_blanks[0] = 0.0;
+    p_labels[0] = -INFINITY;
+    int labels_dead = 1;
+    int lm_bounded = lm_weight > 0 || lm == NULL;
+    double lowest = -INFINITY, leading = 0.0;
+    for (Py_ssize_t t = 0; t < frames; t++) {
+        double p_blank_frame = blank_column[t];
+        int64_t first = starts[t], last = starts[t + 1];
+        if (first == last) { /* a blank-only frame: the ranking cannot change */
+            lowest += p_blank_frame;
+            leading += p_blank_frame;
+            if (labels_dead) {
+                for (int i = 0; i < beams; i++) p_blanks[i] = p_blanks[i] + p_blank_frame;
+            } else {
+                for (int i = 0; i < beams; i++) {
+                    p_blanks[i] = total_of(p_blanks[i], p_labels[i]) + p_blank_frame;
+                    p_labels[i] = -INFINITY;
+                }
+                labels_dead = 1;
+            }
+            continue;
+        }
+        Py_ssize_t met = 0;
+        for (int i = 0; i < beams; i++) trie.beam_entry[beam_nodes[i]] = -1;
+        double floor_rank = lowest + p_blank_frame;
+        if (has_gap && lm_bounded) {
+            double other = leading + p_blank_frame - rank_gap;
+            if (other > floor_rank) floor_rank = other;
+        }
+        floor_rank -= FLOOR_MARGIN * (1.0 + fabs(floor_rank));
+        for (int i = 0; i < beams; i++) {
+            int32_t node = beam_nodes[i];
+            double b = p_blanks[i], lab = p_labels[i];
+            double p_total = total_of(b, lab);
+            double x = p_total + p_blank_frame;
+            int32_t stay = trie.beam_entry[node];
+            if (stay < 0) {
+                stay = trie.beam_entry[node] = (int32_t)met;
+                entries[met++] = (Entry){node, x, -INFINITY, -INFINITY, -1, -1, 0.0};
+            } else {
+                entries[stay].blank = merged(entries[stay].blank, x);
+            }
+            int32_t repeat = trie.nodes[node].token;
+            int64_t key = (int64_t)node * classes;
+            for (int64_t c = first; c < last; c++) {
+                int32_t token = tokens[c];
+                double p = values[c];
+                if (token == repeat) {
+                    entries[stay].label = logaddexp(entries[stay].label, lab + p);
+                    x = b + p;
+                } else {
+                    x = p_total + p;
+                }
+                int32_t child = find_child(&trie, key + token);
+                if (child < 0) {
+                    Node *info = &trie.nodes[node];
+                    double score;
+                    if (lm == NULL) {
+                        score = info->score + 0.0;
+                    } else if (x + info->weighted + insertion_bonus * (info->size + 1) < floor_rank) {
+                        continue;
+                    } else {
+                        score = info->score + lm_log_prob(lm, info, token);
+                    }
+                    double rank = x + lm_weight * score + insertion_bonus * (info->size + 1);
+                    if (!(rank < floor_rank))
+                        entries[met++] = (Entry){-1, -INFINITY, x, rank, node, token, score};
+                    continue;
+                }
+                int32_t other = trie.beam_entry[child];
+                if (other == -2) { /* not a beam: met once */
+                    const Node *grown = &trie.nodes[child];
+                    double rank = x + grown->weighted + grown->bonus;
+                    if (!(rank < floor_rank))
+                        entries[met++] = (Entry){child, -INFINITY, x, rank, -1, -1, 0.0};
+                    continue;
+                }
+                if (other == -1) {
+                    trie.beam_entry[child] = (int32_t)met;
+                    entries[met++] = (Entry){child, -INFINITY, x, -INFINITY, -1, -1, 0.0};
+                } else {
+                    entries[other].label = merged(entries[other].label, x);
+                }
+            }
+        }
+        for (int i = 0; i < beams; i++) {
+            int32_t entry = trie.beam_entry[beam_nodes[i]];
+            if (entry >= 0) {
+                const Node *info = &trie.nodes[entries[entry].node];
+                double rank = total_of(entries[entry].blank, entries[entry].label);
+                entries[entry].rank = rank + info->weighted + info->bonus;
+            }
+            trie.beam_entry[beam_nodes[i]] = -2;
+        }
+        for (Py_ssize_t i = 0; i < met; i++) order[i] = (int32_t)i;
+        sort_entries = entries;
+        qsort(order, met, sizeof *order, by_rank);
+        int kept = met < beam_width ? (int)met : beam_width;
+        if (has_gap) {
+            double cut = entries[order[0]].rank - rank_gap;
+            int within = 0;
+            while (within < kept && !(entries[order[within]].rank < cut)) within++;
+            kept = within;
+            leading = entries[order[0]].rank;
+        }
+        lowest = lm_bounded && kept == beam_width ? entries[order[kept - 1]].rank : -INFINITY;
+        for (int i = 0; i < kept; i++) {
+            Entry *entry = &entries[order[i]];
+            if (entry->node < 0) { /* a new prefix kept: now a node */
+                Node *made = new_node(&trie);
+                if (made == NULL) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+                const Node *from = &trie.nodes[entry->from_node];
+                made->parent = entry->from_node;
+                made->token = entry->token;
+                made->size = from->size + 1;
+                made->score = entry->score;
+                made->weighted = lm_weight * entry->score;
+                made->bonus = insertion_bonus * made->size;
+                made->chain_length = -1;
+                int length = 0;
+                if (context > 0) {
+                    int skip = from->state_length + 1 > context ? from->state_length + 1 - context : 0;
+                    for (int s = skip; s < from->state_length; s++) made->state[length++] = from->state[s];
+                    made->state[length++] = entry->token;
+                }
+                made->state_length = length;
+                entry->node = (int32_t)(trie.count - 1);
+                if (put_child(&trie, (int64_t)entry->from_node * classes + entry->token, entry->node) < 0) {
+                    PyErr_NoMemory();
+                    goto done;
+                }
+            }
+            beam_nodes[i] = entry->node;
+            p_blanks[i] = entry->blank;
+            p_labels[i] = entry->label;
+        }
+        beams = kept;
+        labels_dead = 0;
+    }
+    double confidence = frames ? exp(logaddexp(p_blanks[0], p_labels[0]) / (double)frames) : 1.0;
+    Py_ssize_t length = 0;
+    for (int32_t node = beam_nodes[0]; node > 0; node = trie.nodes[node].parent) length++;
+    PyObject *ids = PyList_New(length);
+    if (ids == NULL) goto done;
+    for (int32_t node = beam_nodes[0]; node > 0; node = trie.nodes[node].parent) {
+        PyObject *token = PyLong_FromLong(trie.nodes[node].token);
+        if (token == NULL) {
+            Py_DECREF(ids);
+            goto done;
+        }
+        PyList_SET_ITEM(ids, --length, token);
+    }
+    result = Py_BuildValue("(Nd)", ids, confidence);
+done:
+    if (blank_view.obj) PyBuffer_Release(&blank_view);
+    if (starts_view.obj) PyBuffer_Release(&starts_view);
+    if (tokens_view.obj) PyBuffer_Release(&tokens_view);
+    if (values_view.obj) PyBuffer_Release(&values_view);
+    free_trie(&trie);
+    free(entries);
+    free(order);
+    free(beam_nodes);
+    free(p_blanks);
+    free(p_labels);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"lm_tables", lm_tables, METH_VARARGS, "Build a language model's tables for beam_search."},
+    {"beam_search", beam_search, METH_VARARGS, "CTC prefix beam search of one item."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ctc_beam",
+                                    "Compiled CTC beam search (see quill.models.decoding).", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__ctc_beam(void) {
+    PyObject *created = PyModule_Create(&module);
+    if (created != NULL && PyModule_AddIntConstant(created, "ABI_VERSION", ABI_VERSION) < 0) {
+        Py_DECREF(created);
+        return NULL;
+    }
+    return created;
+}

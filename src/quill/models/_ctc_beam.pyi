@@ -1,0 +1,34 @@
+"""Types of the compiled beam search (``_ctc_beam.c``); see quill.models.decoding."""
+
+from typing import Any
+
+import numpy as np
+
+ABI_VERSION: int
+
+def lm_tables(
+    keys: np.ndarray,
+    starts: np.ndarray,
+    totals: np.ndarray,
+    chars: np.ndarray,
+    counts: np.ndarray,
+    token_codes: np.ndarray,
+    context_length: int,
+    base: int,
+    line_start: int,
+    uniform: float,
+    /,
+) -> Any: ...
+def beam_search(
+    blank_column: np.ndarray,
+    candidate_starts: np.ndarray,
+    candidate_tokens: np.ndarray,
+    candidate_values: np.ndarray,
+    classes: int,
+    beam_width: int,
+    lm: Any,
+    lm_weight: float,
+    insertion_bonus: float,
+    rank_gap: float | None,
+    /,
+) -> tuple[list[int], float]: ...
