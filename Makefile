@@ -20,7 +20,7 @@ $(BIN)/.installed: pyproject.toml setup.py src/quill/models/_ctc_beam.c requirem
 system-deps:  ## Debian packages (browser, fonts, corpus) and npm fonts the project needs
 	./scripts/install_fonts.sh
 
-setup: $(BIN)/.installed system-deps  ## create .venv with the locked dependencies
+setup: system-deps $(BIN)/.installed  ## system packages first (the C compiler), then .venv with the locked dependencies
 
 up: setup  ## the main job: web app + REST API with the shipped model on localhost
 	$(BIN)/quill up --host $(HOST)
