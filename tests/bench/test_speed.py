@@ -49,10 +49,11 @@ def test_time_system_counts_only_timed_calls_and_splits_quill_stages(
 
 
 def test_quill_forgets_its_language_model_answers_before_each_timed_call(line_inputs) -> None:
-    """The shipped model's beam search memoises its LM's answers: reading the same inputs
-    again would be timed as cheaper than new text. After the timed calls the memo holds what
-    the last call alone put there."""
+    """The shipped model's beam search in Python memoises its LM's answers: reading the same
+    inputs again would be timed as cheaper than new text. After the timed calls the memo holds
+    what the last call alone put there. (The compiled search keeps nothing between lines.)"""
     quill = QuillSystem.load(SHIPPED_MODEL, "onnx", threads=1)
+    quill.recognizer.search_in_python()
     lm = quill.recognizer.runtime.decoder.lm
     time_systems([quill], line_inputs[:2], batch=1, threads=1, calls=3, warmup=1)
     after_timing = lm.context_log_prob.cache_info().currsize
@@ -60,6 +61,20 @@ def test_quill_forgets_its_language_model_answers_before_each_timed_call(line_in
     quill.forget_memos()
     quill.read(last_call, "line")
     assert after_timing == lm.context_log_prob.cache_info().currsize > 0
+
+
+def test_the_python_beam_variant_reads_as_the_compiled_search_does(line_inputs, tmp_path) -> None:
+    """`--variant onnx-python-beam` times the same decoding with the search in Python: the
+    same texts, only slower (what the compiled search saves)."""
+    systems, missing = load_quill_variants(
+        SHIPPED_MODEL, ["onnx", "onnx-python-beam"], 1, tmp_path / "int8"
+    )
+    assert not missing
+    compiled, python = systems
+    assert python.recognizer.runtime.decoder.compiled is False
+    assert compiled.recognizer.runtime.decoder.compiled is None  # compiled where it can be
+    images = [item.image for item in line_inputs]
+    assert python.read(images, "line") == compiled.read(images, "line")
 
 
 class BrokenRecognizer:
