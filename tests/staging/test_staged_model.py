@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p.parent for p in REPO.glob(f"models/*/{METADATA_FILE}"))
 #: The versions the shipped models were released with (README, model cards): kept on load.
 SHIPPED_VERSIONS = {
-    "default": "quill-default-0402c8dc03d3",
-    "multiwriter": "quill-multiwriter-f6a38470045e",
+    "default": "quill-default-af4adf13670b",
+    "multiwriter": "quill-multiwriter-9b60e64850d3",
 }
 
 
