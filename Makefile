@@ -10,7 +10,7 @@ HOST ?= 127.0.0.1
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml setup.py src/quill/models/_ctc_beam.c requirements.lock
+$(BIN)/.installed: pyproject.toml setup.py src/quill/models/_ctc_beam.c src/quill/_paper.c requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.lock

@@ -1,20 +1,27 @@
-"""The compiled part of Quill: CTC beam search in C (``quill.models._ctc_beam``).
+"""The compiled parts of Quill: CTC beam search (``quill.models._ctc_beam``) and the ink map's
+window medians (``quill._paper``), in C.
 
-Everything else is configured in pyproject.toml. The extension is optional: where no C
-compiler is found (a slim container image), installing still succeeds and beam search runs
-in Python, with the same answers, slower (see ``quill.models.decoding``). The flags keep
-the arithmetic exactly Python's: no fused multiply-adds, no fast-math.
+Everything else is configured in pyproject.toml. Both extensions are optional: where no C
+compiler is found (a slim container image), installing still succeeds and Quill runs their
+Python and NumPy twins, with the same answers, slower (``quill.models.decoding``,
+``quill.preprocess``). The flags keep the arithmetic exactly Python's: no fused
+multiply-adds, no fast-math.
 """
 
 from setuptools import Extension, setup
+
+#: Compiler flags of both extensions.
+FLAGS = ["-O2", "-std=c11", "-ffp-contract=off", "-fno-fast-math"]
 
 setup(
     ext_modules=[
         Extension(
             "quill.models._ctc_beam",
             ["src/quill/models/_ctc_beam.c"],
-            extra_compile_args=["-O2", "-std=c11", "-ffp-contract=off", "-fno-fast-math"],
+            extra_compile_args=FLAGS,
             optional=True,
-        )
+        ),
+        # the paper estimate's window medians (quill.preprocess), exact integers
+        Extension("quill._paper", ["src/quill/_paper.c"], extra_compile_args=FLAGS, optional=True),
     ]
 )

@@ -19,8 +19,9 @@ from __future__ import annotations
 #: Floors, bottom first. Each name is a package (``quill/NAME/``) or a module
 #: (``quill/NAME.py``) directly under ``quill``.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    # foundations: exceptions and exit codes, the staged folder's file names, this list
-    ("errors", "model_files", "layers"),
+    # foundations: exceptions and exit codes, the staged folder's file names, this list,
+    # the compiled part of the paper estimate (C, no imports)
+    ("errors", "model_files", "layers", "_paper"),
     # strict config dicts; the character set and tokenizer
     ("strict_dict", "vocab"),
     # image normalisation shared by training and inference; CER/WER and slices

@@ -26,6 +26,11 @@ from PIL import Image, ImageChops, ImageOps, UnidentifiedImageError
 
 from quill.strict_dict import strict_from_dict
 
+try:  # built by `pip install` where there is a C compiler (setup.py); else NumPy, the same
+    from quill import _paper
+except ImportError:  # pragma: no cover - a build without a compiler
+    _paper = None  # type: ignore[assignment]
+
 #: Images larger than this are refused before they are decoded (a 20,000 x 20,000 photo
 #: would need 1.6 GB as RGB floats).
 MAX_PIXELS = 50_000_000
@@ -473,12 +478,7 @@ def _local_median(grid: Image.Image, size: int) -> np.ndarray:
     if transposed:
         cells = cells.T
     height, width = cells.shape
-    radius, middle = size // 2, size * size // 2
-    rows = np.clip(np.arange(-radius, height + radius), 0, height - 1)
-    cols = np.clip(np.arange(-radius, width + radius), 0, width - 1)
-    windows = sliding_window_view(cells[rows[:, None], cols], (size, size))[:, ::2]
-    windows = windows.reshape(height, -1, size * size)  # (h, ceil(w / 2), size**2)
-    exact = np.partition(windows, middle, axis=-1)[..., middle].astype(np.float32)
+    exact = _window_medians(cells, size).astype(np.float32)  # (h, ceil(w / 2))
     median = np.empty((height, width), np.float32)
     median[:, ::2] = exact
     between = median[:, 1::2]
@@ -487,6 +487,33 @@ def _local_median(grid: Image.Image, size: int) -> np.ndarray:
     if between.shape[1] > inner:  # an even width ends on an in-between cell
         between[:, -1] = exact[:, -1]
     return median.T if transposed else median
+
+
+#: The compiled window medians' version this module speaks (a stale build is not used).
+COMPILED_PAPER_VERSION = 1
+
+
+def _window_medians(cells: np.ndarray, size: int) -> np.ndarray:
+    """The median of the ``size`` x ``size`` window (edges repeated) centred on every other
+    cell of each row of an (h, w) uint8 grid: (h, ceil(w / 2)) uint8. Compiled where
+    ``pip install`` built ``quill._paper`` (a line's preprocessing is ~25% faster), NumPy
+    otherwise: the same values."""
+    height, width = cells.shape
+    if _paper is not None and _paper.ABI_VERSION == COMPILED_PAPER_VERSION:
+        medians = _paper.window_medians(np.ascontiguousarray(cells, dtype=np.uint8), size)
+        return np.frombuffer(medians, np.uint8).reshape(height, (width + 1) // 2)
+    return _numpy_window_medians(cells, size)
+
+
+def _numpy_window_medians(cells: np.ndarray, size: int) -> np.ndarray:
+    """:func:`_window_medians` in NumPy (the compiled one is tested against it)."""
+    height, width = cells.shape
+    radius, middle = size // 2, size * size // 2
+    rows = np.clip(np.arange(-radius, height + radius), 0, height - 1)
+    cols = np.clip(np.arange(-radius, width + radius), 0, width - 1)
+    windows = sliding_window_view(cells[rows[:, None], cols], (size, size))[:, ::2]
+    windows = windows.reshape(height, -1, size * size)  # (h, ceil(w / 2), size**2)
+    return np.partition(windows, middle, axis=-1)[..., middle]
 
 
 def paper_colour(

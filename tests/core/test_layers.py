@@ -19,6 +19,8 @@ from quill.layers import LAYERS, floor_of, may_import
 
 SOURCE = Path(quill.__file__).parent
 MODULES = sorted(SOURCE.rglob("*.py"))
+#: Compiled modules (C, with a ``.pyi`` of their types): on a floor too, importing nothing.
+COMPILED = sorted(SOURCE.glob("*.pyi"))
 
 #: Imports that run against the order and cannot move yet: ``(file, imported module)`` ->
 #: why. Empty: every backward import of issue 14 was removed by moving code down (runtimes
@@ -86,6 +88,7 @@ def test_every_package_and_module_is_on_exactly_one_floor() -> None:
     listed = [name for floor in LAYERS for name in floor]
     assert len(listed) == len(set(listed)), "a name is on two floors"
     present = {top_level(path) for path in MODULES} - {"__init__"}
+    present |= {path.stem for path in COMPILED}
     assert present == set(listed), (
         f"not in quill.layers.LAYERS: {sorted(present - set(listed))}; "
         f"listed but not in src/quill: {sorted(set(listed) - present)}"

@@ -1,0 +1,7 @@
+"""Types of the compiled part of the ink map (``_paper.c``); see quill.preprocess."""
+
+import numpy as np
+
+ABI_VERSION: int
+
+def window_medians(cells: np.ndarray, size: int, /) -> bytes: ...
