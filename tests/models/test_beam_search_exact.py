@@ -149,7 +149,7 @@ def test_same_ids_and_confidence_to_the_bit(
 
 
 def test_the_compiled_search_is_built():
-    """`make setup` builds it (setup.py); without it every beam search runs in Python, 10-30x
+    """`make setup` builds it (setup.py); without it every beam search runs in Python, 5-15x
     slower, and the parity tests above would only ever compare Python with Python."""
     assert COMPILED_SEARCH, "quill.models._ctc_beam is missing: reinstall with a C compiler"
 

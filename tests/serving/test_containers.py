@@ -55,7 +55,7 @@ def test_dockerignore_keeps_the_context_small() -> None:
 
 def test_images_build_the_compiled_beam_search() -> None:
     """setup.py declares the C extension and a compiler is there when Quill is installed:
-    without either the image would search in Python, 10-30x slower per line."""
+    without either the image would search in Python, 5-15x slower per line."""
     for path in DOCKERFILES:
         body = path.read_text()
         install = body.index("pip install --no-deps")

@@ -7,7 +7,7 @@ exported encoder + decoder-step graphs.
 
 Beam search runs compiled (``_ctc_beam.c``) where ``pip install`` could build it, and in
 Python otherwise: the same search, step for step, with the same answers to the bit
-(:data:`COMPILED_SEARCH`). The compiled one is 10-30x faster per line.
+(:data:`COMPILED_SEARCH`). The compiled one is 5-15x faster per line.
 
 Confidence, everywhere in Quill, is a geometric mean of probabilities in [0, 1]:
 ``exp(mean log p)``. For CTC greedy it is over the best class of every valid frame (the
