@@ -9,7 +9,7 @@
  * prefix: choosing each frame's candidates (NumPy) and building the LM's tables (NumPy).
  *
  * The LM: interpolated Kneser-Ney over contexts of up to `context_length` characters. Its
- * tables arrive as arrays (quill.models.language_model.CharNGramLM.native_tables): per
+ * tables arrive as arrays (quill.models.language_model.CharNGramLM.beam_tables): per
  * context a key (the context's character codes as digits of base `base`, last character
  * least significant; code 0 is never used, so every key names one context), a slice
  * [starts[i], starts[i + 1]) of (character, count) entries, and its total. A hash table maps
@@ -28,10 +28,8 @@
 
 /* Changed whenever the search or the arguments change: Python uses the compiled search only
  * when this matches (a stale build falls back to the Python search). */
-#define ABI_VERSION 1
+#define ABI_VERSION 2
 #define MAX_CONTEXT 15
-#define DISCOUNT 0.8
-#define FLOOR_MARGIN 1e-9
 #define EMPTY_KEY UINT64_MAX
 
 /* ------------------------------------------------------------------ the language model */
@@ -53,7 +51,7 @@ typedef struct {
     int context_length;
     uint64_t base;
     int32_t line_start;
-    double uniform;
+    double uniform, discount; /* Kneser-Ney's, as language_model.DISCOUNT */
 } NativeLM;
 
 static const char *LM_CAPSULE = "quill.models._ctc_beam.LM";
@@ -100,15 +98,15 @@ static int get_view(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, cons
 }
 
 /* lm_tables(keys u64, starts i64, totals i64, chars i32, counts i32, token_codes i32,
- *           context_length, base, line_start, uniform) -> capsule */
+ *           context_length, base, line_start, uniform, discount) -> capsule */
 static PyObject *lm_tables(PyObject *self, PyObject *args) {
     PyObject *keys_object, *starts, *totals, *chars, *counts, *token_codes;
     int context_length;
     unsigned long long base;
     int line_start;
-    double uniform;
-    if (!PyArg_ParseTuple(args, "OOOOOOiKid", &keys_object, &starts, &totals, &chars, &counts,
-                          &token_codes, &context_length, &base, &line_start, &uniform))
+    double uniform, discount;
+    if (!PyArg_ParseTuple(args, "OOOOOOiKidd", &keys_object, &starts, &totals, &chars, &counts,
+                          &token_codes, &context_length, &base, &line_start, &uniform, &discount))
         return NULL;
     if (context_length < 0 || context_length > MAX_CONTEXT) {
         PyErr_Format(PyExc_ValueError, "context_length must be 0..%d", MAX_CONTEXT);
@@ -120,6 +118,7 @@ static PyObject *lm_tables(PyObject *self, PyObject *args) {
     lm->base = base;
     lm->line_start = line_start;
     lm->uniform = uniform;
+    lm->discount = discount;
     Py_buffer keys = {0}, chars_view = {0}, counts_view = {0};
     if (get_view(keys_object, &keys, 8, "keys") < 0 || get_view(starts, &lm->starts, 8, "starts") < 0 ||
         get_view(totals, &lm->totals, 8, "totals") < 0 || get_view(chars, &chars_view, 4, "chars") < 0 ||
@@ -335,8 +334,8 @@ static double lm_log_prob(const NativeLM *lm, Trie *trie, Node *node, int32_t to
                 count = lm->following[j].count;
                 break;
             }
-        double discounted = (double)count - DISCOUNT;
-        double mass = DISCOUNT * (double)(context->end - context->start);
+        double discounted = (double)count - lm->discount;
+        double mass = lm->discount * (double)(context->end - context->start);
         probability = ((discounted > 0 ? discounted : 0.0) + mass * probability) / context->total;
     }
     double answer = log(probability);
@@ -377,15 +376,15 @@ static int by_rank(const void *left, const void *right) { /* best first; ties: o
 
 /* beam_search(blank_column f64[T], candidate_starts i64[T+1], candidate_tokens i32,
  *             candidate_values f64, classes, beam_width, lm capsule or None, lm_weight,
- *             insertion_bonus, rank_gap or None) -> (ids list, confidence) */
+ *             insertion_bonus, rank_gap or None, floor_margin) -> (ids list, confidence) */
 static PyObject *beam_search(PyObject *self, PyObject *args) {
     PyObject *blank_object, *starts_object, *tokens_object, *values_object, *lm_object, *gap_object;
     Py_ssize_t classes;
     int beam_width;
-    double lm_weight, insertion_bonus;
-    if (!PyArg_ParseTuple(args, "OOOOniOddO", &blank_object, &starts_object, &tokens_object,
+    double lm_weight, insertion_bonus, floor_margin;
+    if (!PyArg_ParseTuple(args, "OOOOniOddOd", &blank_object, &starts_object, &tokens_object,
                           &values_object, &classes, &beam_width, &lm_object, &lm_weight,
-                          &insertion_bonus, &gap_object))
+                          &insertion_bonus, &gap_object, &floor_margin))
         return NULL;
     NativeLM *lm = NULL;
     if (lm_object != Py_None && (lm = PyCapsule_GetPointer(lm_object, LM_CAPSULE)) == NULL)
@@ -478,7 +477,7 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
             double other = leading + p_blank_frame - rank_gap;
             if (other > floor_rank) floor_rank = other;
         }
-        floor_rank -= FLOOR_MARGIN * (1.0 + fabs(floor_rank));
+        floor_rank -= floor_margin * (1.0 + fabs(floor_rank));
         for (int i = 0; i < beams; i++) {
             int32_t node = beam_nodes[i];
             double b = p_blanks[i], lab = p_labels[i];

@@ -17,6 +17,7 @@ def lm_tables(
     base: int,
     line_start: int,
     uniform: float,
+    discount: float,
     /,
 ) -> Any: ...
 def beam_search(
@@ -30,5 +31,6 @@ def beam_search(
     lm_weight: float,
     insertion_bonus: float,
     rank_gap: float | None,
+    floor_margin: float,
     /,
 ) -> tuple[list[int], float]: ...

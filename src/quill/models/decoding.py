@@ -155,7 +155,7 @@ RANK_GAP: float | None = None
 
 #: The compiled search's version this module speaks; a build of another (a stale ``.so`` left
 #: by an older checkout) is not used.
-COMPILED_SEARCH_VERSION = 1
+COMPILED_SEARCH_VERSION = 2
 #: Whether beam search can run compiled (:func:`ctc_beam_search`'s ``compiled``).
 COMPILED_SEARCH = _ctc_beam is not None and _ctc_beam.ABI_VERSION == COMPILED_SEARCH_VERSION
 #: A language model's tables as the compiled search holds them, made on its first search.
@@ -337,6 +337,7 @@ def ctc_beam_search(
                     np.ascontiguousarray(frames[:, blank], dtype=np.float64),  # (T,)
                     *candidates, num_classes, beam_width, _compiled_lm(lm), lm_weight,
                     insertion_bonus, None if rank_gap is None else float(rank_gap),
+                    FLOOR_MARGIN,
                 )
             )  # fmt: skip
             continue

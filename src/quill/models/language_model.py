@@ -46,8 +46,8 @@ from quill.vocab import Tokenizer
 
 FORMAT_VERSION = 1
 #: Version of the compiled form (:meth:`CharNGramLM.save_compiled`); a reader of another
-#: version compiles the JSON again.
-COMPILED_FORMAT_VERSION = 1
+#: version compiles the JSON again. 2: the contexts' keys for the compiled beam search too.
+COMPILED_FORMAT_VERSION = 2
 
 
 #: Marks the start of a line in contexts (not a vocabulary character), so that characters
@@ -249,7 +249,8 @@ class CharNGramLM:
     def _table_arrays(self) -> dict[str, np.ndarray]:
         """The Kneser-Ney tables as sorted arrays (the compiled form): ``contexts`` (strings),
         and per context a slice ``starts[i]:starts[i + 1]`` of ``chars`` (alphabet indices)
-        and ``counts``, with their total in ``totals``."""
+        and ``counts``, with their total in ``totals``; and the contexts' ``keys`` of
+        :class:`BeamTables` where they fit in 63 bits."""
         compiled = self._tables.compiled
         if compiled is not None:
             return compiled.arrays()
@@ -266,29 +267,38 @@ class CharNGramLM:
             counts += following.values()
             starts.append(len(chars))
             totals.append(total)
-        return {
+        arrays = {
             "contexts": np.array(contexts, dtype=f"<U{max(self.order - 1, 1)}"),
             "starts": _smallest_int_array(starts),
             "totals": _smallest_int_array(totals),
             "chars": _smallest_int_array(chars),
             "counts": _smallest_int_array(counts),
         }
+        base = self._key_base()
+        if base is not None:
+            arrays["keys"] = _context_keys(arrays["contexts"], self.tokenizer.characters, base)
+        return arrays
+
+    def _key_base(self) -> int | None:
+        """The base of :class:`BeamTables`' context keys (codes 1..alphabet size, then
+        :data:`LINE_START`), or None when a context's key would not fit in 63 bits (a very
+        long order over a large alphabet)."""
+        base = len(self.tokenizer.characters) + 2
+        return base if base ** max(self.context_length, 1) < 2**63 else None
 
     def beam_tables(self) -> BeamTables | None:
         """The tables in the form the compiled beam search reads (:class:`BeamTables`), made
-        once; None when the contexts cannot be keyed in 63 bits (a very long order over a
-        large alphabet), and beam search then runs in Python."""
-        if self._beam_tables is None:
+        once (the keys come with the compiled form); None when the contexts cannot be keyed in
+        63 bits, and beam search then runs in Python."""
+        base = self._key_base()
+        if self._beam_tables is None and base is not None:
             alphabet = self.tokenizer.characters
-            base = len(alphabet) + 2  # codes 1..len(alphabet), then LINE_START
-            if base ** max(self.context_length, 1) >= 2**63:
-                return None
             arrays = self._table_arrays()
             token_codes = np.zeros(len(self.tokenizer), dtype=np.int32)
             for token, char in self._id_to_char.items():
                 token_codes[token] = alphabet.index(char) + 1
             self._beam_tables = BeamTables(
-                keys=_context_keys(arrays["contexts"], alphabet, base),
+                keys=arrays["keys"],  # made with the tables, compiled or not, where base fits
                 starts=np.ascontiguousarray(arrays["starts"], dtype=np.int64),
                 totals=np.ascontiguousarray(arrays["totals"], dtype=np.int64),
                 chars=np.ascontiguousarray(arrays["chars"], dtype=np.int32),
@@ -298,6 +308,7 @@ class CharNGramLM:
                 base=base,
                 line_start=base - 1,
                 uniform=self._uniform,
+                discount=DISCOUNT,
             )
         return self._beam_tables
 
@@ -336,7 +347,8 @@ class CharNGramLM:
                 name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False).view(
                     np.ndarray
                 )
-                for name in ("contexts", "starts", "totals", "chars", "counts")
+                for name in ("contexts", "starts", "totals", "chars", "counts", "keys")
+                if name != "keys" or (path / "keys.npy").is_file()  # none: unkeyable contexts
             }
             compiled = _CompiledTables(**arrays, alphabet=tokenizer.characters)
             order = int(header["order"])
@@ -364,6 +376,7 @@ class BeamTables:
     base: int
     line_start: int
     uniform: float
+    discount: float
 
 
 def _context_keys(contexts: np.ndarray, alphabet: str, base: int) -> np.ndarray:
@@ -417,18 +430,22 @@ class _CompiledTables:
         chars: np.ndarray,
         counts: np.ndarray,
         alphabet: str,
+        keys: np.ndarray | None = None,
     ):
         if not (len(starts) == len(contexts) + 1 == len(totals) + 1 and len(chars) == len(counts)):
             raise ValueError("inconsistent array lengths")
+        if keys is not None and (len(keys) != len(contexts) or keys.dtype != np.uint64):
+            raise ValueError("keys must be one uint64 per context")
         if contexts.dtype.kind != "U":
             raise ValueError(f"contexts must be strings, not {contexts.dtype}")
         self.contexts, self.starts, self.totals = contexts, starts, totals
-        self.chars, self.counts, self.alphabet = chars, counts, alphabet
+        self.chars, self.counts, self.alphabet, self.keys = chars, counts, alphabet, keys
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays by their names in the compiled folder."""
         names = ("contexts", "starts", "totals", "chars", "counts")
-        return {name: getattr(self, name) for name in names}
+        arrays = {name: getattr(self, name) for name in names}
+        return arrays if self.keys is None else {**arrays, "keys": self.keys}
 
     def lookup(self, context: str) -> tuple[dict[str, int], int] | None:
         """(next-character counts, their total) of ``context``, or None if it is unseen."""
