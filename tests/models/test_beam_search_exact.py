@@ -176,6 +176,17 @@ def test_the_compiled_search_says_why_it_cannot_run_and_python_answers_instead(l
         assert ctc_beam_search(sample, **odd) == ctc_beam_search(sample, compiled=False, **odd)
 
 
+def test_an_lm_with_contexts_longer_than_the_compiled_search_keeps_is_searched_in_python():
+    """The compiled search keeps up to 15 characters of context; an order-17 LM over a tiny
+    alphabet fits the keys but not that, so Python searches, with the same answer."""
+    tokenizer = Tokenizer("ab")
+    long = CharNGramLM.fit(["abba" * 8, "baab" * 8], order=17, tokenizer=tokenizer)
+    frames = np.log(np.random.default_rng(1).dirichlet(np.ones(len(tokenizer)), 30))[None]
+    with pytest.raises(ValueError, match="CharNGramLM has no tables"):
+        ctc_beam_search(frames, lm=long, compiled=True)
+    assert ctc_beam_search(frames, lm=long) == ctc_beam_search(frames, lm=long, compiled=False)
+
+
 def test_an_lm_of_another_kind_is_searched_in_python():
     """Any object with ``log_prob`` is a language model to beam search (the protocol); only
     :class:`CharNGramLM` has tables for the compiled search."""

@@ -359,11 +359,15 @@ def _compiled_lm(lm: CharLanguageModel | None) -> Any:
         return None
     if lm not in _compiled_lms:
         arrays = beam_tables()
-        _compiled_lms[lm] = (
-            None
-            if arrays is None
-            else _ctc_beam.lm_tables(*(getattr(arrays, f.name) for f in fields(arrays)))
-        )
+        try:
+            tables = (
+                None
+                if arrays is None
+                else _ctc_beam.lm_tables(*(getattr(arrays, f.name) for f in fields(arrays)))
+            )
+        except ValueError:  # tables it cannot hold (a context longer than it keeps)
+            tables = None
+        _compiled_lms[lm] = tables
     return _compiled_lms[lm]
 
 
