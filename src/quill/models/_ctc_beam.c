@@ -52,7 +52,7 @@ typedef struct {
     uint64_t base;
     int32_t line_start;
     double uniform, discount; /* Kneser-Ney's, as language_model.DISCOUNT */
-} NativeLM;
+} CompiledLM;
 
 static const char *LM_CAPSULE = "quill.models._ctc_beam.LM";
 
@@ -66,7 +66,7 @@ static uint64_t mixed(uint64_t key) { /* splitmix64's finaliser: keys differ in 
 
 static uint64_t slot_of(uint64_t key, uint64_t mask) { return mixed(key) & mask; }
 
-static int32_t find_context(const NativeLM *lm, uint64_t key) {
+static int32_t find_context(const CompiledLM *lm, uint64_t key) {
     for (uint64_t slot = slot_of(key, lm->mask);; slot = (slot + 1) & lm->mask) {
         const Slot *found = &lm->table[slot];
         if (found->key == key) return found->context;
@@ -74,7 +74,7 @@ static int32_t find_context(const NativeLM *lm, uint64_t key) {
     }
 }
 
-static void free_lm(NativeLM *lm) {
+static void free_lm(CompiledLM *lm) {
     Py_buffer *views[] = {&lm->starts, &lm->totals, &lm->token_codes};
     for (size_t i = 0; i < sizeof views / sizeof *views; i++)
         if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
@@ -112,7 +112,7 @@ static PyObject *lm_tables(PyObject *self, PyObject *args) {
         PyErr_Format(PyExc_ValueError, "context_length must be 0..%d", MAX_CONTEXT);
         return NULL;
     }
-    NativeLM *lm = calloc(1, sizeof *lm);
+    CompiledLM *lm = calloc(1, sizeof *lm);
     if (lm == NULL) return PyErr_NoMemory();
     lm->context_length = context_length;
     lm->base = base;
@@ -180,7 +180,7 @@ typedef struct {
     int32_t memo_next;
 } Node;
 
-typedef struct { /* a context of a chain: its entries in NativeLM.following, and their total */
+typedef struct { /* a context of a chain: its entries in CompiledLM.following, and their total */
     int64_t start, end;
     double total;
 } Level;
@@ -278,7 +278,7 @@ static void forget_answers(Node *node) {
 /* The contexts a node's state is interpolated from, shortest first (CharNGramLM._chain): the
  * state's characters (special tokens dropped), after a line start when the state is shorter
  * than the LM's context, cut to the last context_length characters. -1 without memory. */
-static int find_chain(const NativeLM *lm, Trie *trie, Node *node) {
+static int find_chain(const CompiledLM *lm, Trie *trie, Node *node) {
     int32_t history[MAX_CONTEXT + 1];
     int length = 0;
     const int32_t *codes = lm->token_codes.buf;
@@ -317,7 +317,7 @@ static int find_chain(const NativeLM *lm, Trie *trie, Node *node) {
 }
 
 /* log P(token | the node's state), or NaN without memory (never an answer otherwise). */
-static double lm_log_prob(const NativeLM *lm, Trie *trie, Node *node, int32_t token) {
+static double lm_log_prob(const CompiledLM *lm, Trie *trie, Node *node, int32_t token) {
     for (int i = 0; i < MEMO; i++)
         if (node->memo_tokens[i] == token) return node->memo_log_probs[i];
     const int32_t *codes = lm->token_codes.buf;
@@ -386,7 +386,7 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                           &values_object, &classes, &beam_width, &lm_object, &lm_weight,
                           &insertion_bonus, &gap_object, &floor_margin))
         return NULL;
-    NativeLM *lm = NULL;
+    CompiledLM *lm = NULL;
     if (lm_object != Py_None && (lm = PyCapsule_GetPointer(lm_object, LM_CAPSULE)) == NULL)
         return NULL;
     int has_gap = gap_object != Py_None;

@@ -1,9 +1,9 @@
 """CTC decoding: greedy best path and prefix beam search (with an optional character LM).
 
-Pure NumPy on purpose: the ONNX inference path decodes model outputs without importing
-torch. Torch tensors are accepted too (converted once). Seq2seq generation in torch lives in
-:mod:`quill.models.generation`; :func:`seq2seq_greedy_decode` is its NumPy twin for the
-exported encoder + decoder-step graphs.
+NumPy (and C for the beam search), no torch, on purpose: the ONNX inference path decodes
+model outputs without importing torch. Torch tensors are accepted too (converted once).
+Seq2seq generation in torch lives in :mod:`quill.models.generation`;
+:func:`seq2seq_greedy_decode` is its NumPy twin for the exported encoder + decoder-step graphs.
 
 Beam search runs compiled (``_ctc_beam.c``) where ``pip install`` could build it, and in
 Python otherwise: the same search, step for step, with the same answers to the bit
