@@ -491,6 +491,8 @@ def _local_median(grid: Image.Image, size: int) -> np.ndarray:
 
 #: The compiled window medians' version this module speaks (a stale build is not used).
 COMPILED_PAPER_VERSION = 1
+#: Whether the window medians run compiled (:func:`_window_medians`).
+COMPILED_MEDIANS = _paper is not None and _paper.ABI_VERSION == COMPILED_PAPER_VERSION
 
 
 def _window_medians(cells: np.ndarray, size: int) -> np.ndarray:
@@ -499,7 +501,7 @@ def _window_medians(cells: np.ndarray, size: int) -> np.ndarray:
     ``pip install`` built ``quill._paper`` (a line's preprocessing is ~25% faster), NumPy
     otherwise: the same values."""
     height, width = cells.shape
-    if _paper is not None and _paper.ABI_VERSION == COMPILED_PAPER_VERSION:
+    if COMPILED_MEDIANS:
         medians = _paper.window_medians(np.ascontiguousarray(cells, dtype=np.uint8), size)
         return np.frombuffer(medians, np.uint8).reshape(height, (width + 1) // 2)
     return _numpy_window_medians(cells, size)

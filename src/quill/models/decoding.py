@@ -322,22 +322,26 @@ def ctc_beam_search(
     log_probs = _as_numpy(log_probs)
     lengths = _lengths(log_probs, lengths)
     num_classes = log_probs.shape[2]
+    # what rules the compiled search out for every item alike, asked once
+    settings_rule_out = (
+        "asked for the Python search"
+        if compiled is False
+        else _why_not_compiled(beam_width, lm, lm_weight, insertion_bonus)
+    )
+    tables = None if settings_rule_out else _compiled_lm(lm)
     decoded = []
     for frames, length in zip(log_probs, lengths, strict=True):
         frames = frames[:length]  # (T, C)
         candidates = _candidate_arrays(frames, beam_width, blank, prune_log_prob, num_classes)
-        why_not = (
-            "asked for the Python search"
-            if compiled is False
-            else _why_not_compiled(frames, beam_width, lm, lm_weight, insertion_bonus)
-        )
+        why_not = settings_rule_out
+        if why_not is None and len(frames) and not np.all(frames < np.inf):
+            why_not = "the frames hold NaN or +inf"
         if why_not is None:
             decoded.append(
                 _ctc_beam.beam_search(
                     np.ascontiguousarray(frames[:, blank], dtype=np.float64),  # (T,)
-                    *candidates, num_classes, beam_width, _compiled_lm(lm), lm_weight,
-                    insertion_bonus, None if rank_gap is None else float(rank_gap),
-                    FLOOR_MARGIN,
+                    *candidates, num_classes, beam_width, tables, lm_weight, insertion_bonus,
+                    None if rank_gap is None else float(rank_gap), FLOOR_MARGIN,
                 )
             )  # fmt: skip
             continue
@@ -372,15 +376,12 @@ def _compiled_lm(lm: CharLanguageModel | None) -> Any:
 
 
 def _why_not_compiled(
-    frames: np.ndarray,
-    beam_width: int,
-    lm: CharLanguageModel | None,
-    lm_weight: float,
-    insertion_bonus: float,
+    beam_width: int, lm: CharLanguageModel | None, lm_weight: float, insertion_bonus: float
 ) -> str | None:
-    """Why the compiled search cannot answer these frames as the Python one would, or None.
-    It ranks with plain float comparisons, so it leaves to Python frames with NaN or +inf, an
-    LM at a weight of 0 or less (0 * -inf is NaN) and non-finite weights."""
+    """Why the compiled search cannot answer with these settings as the Python one would, or
+    None. It ranks with plain float comparisons, so it leaves to Python an LM at a weight of 0
+    or less (0 * -inf is NaN) and non-finite weights (and :func:`ctc_beam_search` frames
+    holding NaN or +inf)."""
     if not COMPILED_SEARCH:
         return "quill.models._ctc_beam is not built (no C compiler at install)"
     if lm is not None and _compiled_lm(lm) is None:
@@ -391,8 +392,6 @@ def _why_not_compiled(
         return "a weight is not finite"
     if beam_width < 1:
         return f"beam_width is {beam_width}"
-    if len(frames) and not np.all(frames < np.inf):
-        return "the frames hold NaN or +inf"
     return None
 
 
@@ -425,8 +424,9 @@ def _candidate_arrays(
     possible = frames > np.float64(prune_log_prob)  # (T, C)
     possible[:, blank] = False
     active = np.flatnonzero(possible.any(axis=1))
-    order = np.argsort(frames[active], axis=1)[:, ::-1][:, : min(num_classes, beam_width + 1)]
-    values = np.take_along_axis(frames[active], order, axis=1)  # (active frames, k)
+    active_frames = frames[active]  # (active frames, C)
+    order = np.argsort(active_frames, axis=1)[:, ::-1][:, : min(num_classes, beam_width + 1)]
+    values = np.take_along_axis(active_frames, order, axis=1)  # (active frames, k)
     above = values > np.float64(prune_log_prob)
     rows, columns = np.nonzero(above & (order != blank))  # row-major: frame by frame, best first
     starts = np.searchsorted(active[rows], np.arange(len(frames) + 1))  # (T + 1,)

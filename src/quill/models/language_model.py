@@ -254,7 +254,7 @@ class CharNGramLM:
         compiled = self._tables.compiled
         if compiled is not None:
             return compiled.arrays()
-        tables = _kneser_ney_tables(self.counts, self.order)
+        tables = self._tables  # every context's, computed from the counts at construction
         contexts = sorted(tables)
         index = {char: i for i, char in enumerate(self.tokenizer.characters)}
         starts: list[int] = [0]
