@@ -8,8 +8,8 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from quill.models.segment import SegmentConfig, prominent_peaks, segment_lines
-from quill.preprocess import PreprocessConfig, preprocess
+from quill.models.segment import SegmentConfig, line_spacing, prominent_peaks, segment_lines
+from quill.preprocess import PreprocessConfig, ink_mask, preprocess, read_image
 
 LINES = [
     "The quick brown fox jumps",
@@ -106,6 +106,16 @@ def test_single_line():
     image, drawn = draw_paragraph(LINES[:1])
     (segment,) = segment_lines(image)
     assert contains(segment.box, drawn[0])
+
+
+def test_one_word_cut_out_along_its_outline_is_one_line(hooker_dir):
+    """A real one-word line, cut from its page along its polygon (white around it): its row
+    profile correlates with itself only negatively past its own height, which once left
+    the line-spacing estimate without a peak and crashed every reading of it as a page."""
+    word = hooker_dir / "lines" / "JDH_2_16_159_001_r1l2.jpg"  # "Arundall"
+    assert line_spacing(ink_mask(read_image(word), 0.35), min_spacing=8) > 0
+    (segment,) = segment_lines(word)
+    assert segment.image.height > 0
 
 
 def test_real_page_line_count_close_to_ground_truth(hooker_dir):

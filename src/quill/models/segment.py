@@ -266,7 +266,9 @@ def line_spacing(mask: np.ndarray, min_spacing: int, strips: int = 4) -> int:
         if correlation[0] > 0:
             total += correlation / correlation[0] * profile.sum()
     peaks = prominent_peaks(total[: len(total) // 2 + 1], 0.05 * total[0])
-    peaks = peaks[peaks >= min_spacing]
+    # A peak of negative correlation is no repeat: a single word's profile (one line) has
+    # only such peaks, and none would pass the 0.6 test below.
+    peaks = peaks[(peaks >= min_spacing) & (total[peaks] > 0)]
     if peaks.size == 0:  # a single line: lines of its height would be ~1.3 heights apart
         rows = np.flatnonzero(mask.any(axis=1))
         return max(min_spacing, round(1.3 * (rows[-1] - rows[0] + 1)))
