@@ -141,7 +141,7 @@ def labels_folder(root: Path, rows: list[tuple[str, str]]) -> Path:
     return root
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "hooker"
 FRENCH = ["il a été reçu par sa sœur", "l’été fut doux ∞", "cet été nous avons été là"]
 ENGLISH = ["my dear Hooker", "the seeds came to Kew", "the summer was warm"]
 

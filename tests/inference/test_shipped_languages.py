@@ -1,5 +1,5 @@
-"""The shipped multiwriter reads French with its French language model and Hooker's English
-pages with its main one, and says which it used."""
+"""The shipped default (the multiwriter) reads French with its French language model and
+Hooker's English pages with its main one, and says which it used."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ SHARED = REPO.parent / "shared" / "datasets"
 
 @pytest.fixture(scope="module")
 def multiwriter() -> Recognizer:
-    return Recognizer.from_path(REPO / "models" / "multiwriter", backend="onnx", threads=1)
+    return Recognizer.from_path(REPO / "models" / "default", backend="onnx", threads=1)
 
 
 def test_french_lines_are_read_with_the_french_lm_and_an_english_page_with_the_main_one(

@@ -203,7 +203,7 @@ def test_an_lm_of_another_kind_is_searched_in_python():
     assert ctc_beam_search(frames, lm=Vowels()) == [expected]
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "models" / "default"
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "hooker"
 
 
 def test_the_shipped_lm_decodes_like_the_reference():

@@ -166,7 +166,7 @@ def test_an_lm_must_speak_the_model_s_character_set(lm):
         lm.check_tokenizer(LATIN)
 
 
-SHIPPED_LM = Path(__file__).resolve().parents[2] / "models" / "default" / "lm.json"
+SHIPPED_LM = Path(__file__).resolve().parents[2] / "models" / "hooker" / "lm.json"
 
 
 def test_the_shipped_ascii_lm_scores_exactly_as_before():

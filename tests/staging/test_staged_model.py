@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(p.parent for p in REPO.glob(f"models/*/{METADATA_FILE}"))
 #: The versions the shipped models were released with (README, model cards): kept on load.
 SHIPPED_VERSIONS = {
-    "default": "quill-default-af4adf13670b",
-    "multiwriter": "quill-multiwriter-9b60e64850d3",
+    "default": "quill-multiwriter-9b60e64850d3",
+    "hooker": "quill-default-af4adf13670b",
 }
 
 
@@ -70,9 +70,10 @@ def test_unknown_keys_and_decoding_settings_are_refused_by_name(tmp_path: Path) 
 
 
 def _copy(tmp_path: Path) -> StagedModel:
-    """The shipped default, its ONNX weights and LM only (what the version reads)."""
+    """The shipped Hooker model (named quill-default), its ONNX weights and LM only (what the
+    version reads)."""
     folder = tmp_path / "model"
-    shutil.copytree(SHIPPED[0], folder, ignore=shutil.ignore_patterns("model.pt"))
+    shutil.copytree(REPO / "models" / "hooker", folder, ignore=shutil.ignore_patterns("model.pt"))
     return StagedModel.load(folder)
 
 
@@ -129,4 +130,5 @@ def test_lm_tune_write_rewrites_the_card_header_with_the_new_version(tmp_path: P
     assert f"Version `{written.version}`" in card and model.version not in card.split("\n## ")[0]
     assert card.count("## Decoding") == 1 and "3 val lines" in card
     assert '| `{"method": "beam", "beam_width": 4}` | 0.2500 | 3.00 |' in card
-    assert card.endswith(SHIPPED[0].joinpath(MODEL_CARD_FILE).read_text().split("## Files")[1])
+    hooker_card = (REPO / "models" / "hooker" / MODEL_CARD_FILE).read_text()
+    assert card.endswith(hooker_card.split("## Files")[1])

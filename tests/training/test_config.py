@@ -77,10 +77,10 @@ def test_saved_config_round_trips(tmp_path: Path) -> None:
 
 
 def test_default_model_stages_chain_and_match_the_shipped_model() -> None:
-    """scripts/train_default_model.sh starts each stage from the previous stage's weights, so
+    """scripts/train_hooker_model.sh starts each stage from the previous stage's weights, so
     every stage's architecture must hold the same tensors, but for the output rows when a
     stage changes the character set (they are copied by character); the last one shipped."""
-    script = (CONFIGS.parent / "scripts" / "train_default_model.sh").read_text()
+    script = (CONFIGS.parent / "scripts" / "train_hooker_model.sh").read_text()
     stages = re.findall(r"train --config (configs/\S+\.yaml)", script)
     assert len(stages) >= 2 and stages[0] == "configs/default.yaml"
     configs = [resolve_config(CONFIGS.parent / stage) for stage in stages]
@@ -107,7 +107,7 @@ def test_default_model_stages_chain_and_match_the_shipped_model() -> None:
         )
         assert bool(changed) == (rows_before != rows_after)
 
-    shipped = json.loads((CONFIGS.parent / "models" / "default" / "quill-model.json").read_text())
+    shipped = json.loads((CONFIGS.parent / "models" / "hooker" / "quill-model.json").read_text())
     final = configs[-1]["model"]
     assert shipped["model_name"] == final["name"]
     assert shipped["tokenizer"] == Tokenizer.named(final["vocabulary"]).to_dict()

@@ -16,7 +16,7 @@ from quill.vocab import SPECIAL_TOKENS, Tokenizer
 
 from .conftest import REPO_ROOT
 
-SHIPPED = REPO_ROOT / "models" / "default"
+SHIPPED = REPO_ROOT / "models" / "hooker"
 
 
 def shipped_architecture(num_classes: int | None = None, **changes: object) -> torch.nn.Module:
