@@ -11,6 +11,8 @@ module can name the files without loading anything.
 METADATA_FILE = "quill-model.json"
 #: A CTC model's one graph ``(images, widths) -> (log_probs, lengths)``.
 ONNX_FILE = "model.onnx"
+#: The same graph with int8 weights in its matrix products (``quill model quantize``).
+ONNX_INT8_FILE = "model-int8.onnx"
 #: A seq2seq model's two graphs: the encoder and one cached decoder step.
 ENCODER_FILE = "encoder.onnx"
 DECODER_STEP_FILE = "decoder_step.onnx"

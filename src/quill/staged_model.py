@@ -6,6 +6,8 @@ A staged model is a self-contained folder that inference reads and nothing else 
     quill-model.json   metadata (:class:`StagedModel`): tokenizer, preprocessing, decoding,
                        lineage, exported files, parity, metrics
     model.onnx         CTC graph (seq2seq: encoder.onnx + decoder_step.onnx), ONNX Runtime
+    model-int8.onnx    the CTC graph with int8 matrix products (optional: ``quill model
+                       quantize``), the ``onnx-int8`` runtime
     model.pt           TorchScript: the torchscript runtime, the eager one's weights,
                        fine-tuning's starting weights
     lm.json            the character language model its decoding names (optional)
@@ -18,7 +20,8 @@ This module sits near the bottom of the layers (it needs only the vocabulary and
 preprocessing config), so that training (``--init-from`` a staged model), the runtimes,
 staging (which writes the folder) and inference (which reads it) share one definition.
 
-**Version.** ``NAME-<12 hex>``, a SHA-256 of the weights (the ONNX files), the preprocessing,
+**Version.** ``NAME-<12 hex>``, a SHA-256 of the weights (the ONNX files, the int8 copy
+included), the preprocessing,
 the vocabulary and the decoding (with the language model files it uses): a model that reads
 differently gets another version. :meth:`StagedModel.set_decoding` (``quill lm tune
 --write``) gives a new version when the decoding changes. Loading never recomputes the
@@ -352,13 +355,15 @@ class StagedModel:
         return self.path / MODEL_CARD_FILE
 
     def files_of(self, backend: str) -> list[Path]:
-        """The files runtime ``backend`` (``onnx`` or ``torchscript``) reads; [] if none."""
+        """The files runtime ``backend`` (``onnx``, ``onnx-int8`` or ``torchscript``) reads;
+        [] if none."""
         spec = self.backends.get(backend)
         return [self.path / name for name in spec.files] if spec else []
 
     def weight_files(self) -> list[Path]:
-        """The files whose bytes the version hashes: the ONNX export (all of its files)."""
-        return sorted(self.files_of("onnx"))
+        """The files whose bytes the version hashes: the ONNX export (all of its files) and
+        its int8 copy where there is one (``auto`` may serve with either)."""
+        return sorted(self.files_of("onnx")) + self.files_of("onnx-int8")
 
     @property
     def lm_path(self) -> Path | None:

@@ -6,13 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
-import onnx
 import pytest
 
 from quill.bench.datasets import load_dataset
 from quill.bench.inputs import SpeedInput, compose_paragraphs, speed_inputs
 from quill.bench.page_sets import load_pages
-from quill.bench.quantize import QuantizeError, quantize_staged
 from quill.bench.speed import (
     SpeedPlan,
     batches,
@@ -107,16 +105,16 @@ def test_paragraphs_are_composed_from_consecutive_lines_of_one_page(printed_data
     assert first == compose_paragraphs(samples, count=5, lines_per_paragraph=2)  # same bytes
 
 
-def test_int8_copy_quantises_matrix_products_but_not_convolutions(tiny_model, tmp_path) -> None:
-    out = quantize_staged(tiny_model, tmp_path / "int8")
-    ops = {node.op_type for node in onnx.load(str(out / "model.onnx")).graph.node}
-    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops
-    assert "ConvInteger" not in ops and "Conv" in ops
-    meta = json.loads((out / "quill-model.json").read_text())
-    assert meta["version"].endswith("-int8") and list(meta["backends"]) == ["onnx"]
-    assert (out / "model.onnx").stat().st_size < (tiny_model / "model.onnx").stat().st_size
-    with pytest.raises(QuantizeError, match="no model.onnx"):
-        quantize_staged(tmp_path / "int8-missing", tmp_path / "nowhere")
+def test_a_model_without_an_int8_copy_is_quantised_into_a_copy_for_the_bench(
+    tiny_model, tmp_path
+) -> None:
+    systems, missing = load_quill_variants(tiny_model, ["onnx-int8"], 1, tmp_path / "int8")
+    assert missing == {} and systems[0].recognizer.backend == "onnx-int8"
+    assert systems[0].recognizer.model_dir == tmp_path / "int8"
+    assert not (tiny_model / "model-int8.onnx").exists()  # the model itself is untouched
+    assert (
+        "onnx-int8" in json.loads((tmp_path / "int8" / "quill-model.json").read_text())["backends"]
+    )
 
 
 def test_variants_keep_or_override_the_models_decoding(tiny_model, tmp_path) -> None:

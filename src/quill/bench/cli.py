@@ -97,9 +97,9 @@ def accuracy(
         int | None, typer.Option(help="At most N samples per dataset (a seeded random draw).")
     ] = None,
     split: Annotated[str, typer.Option(help="Split of each dataset to read.")] = "test",
-    backend: Annotated[str, typer.Option(help="Quill runtime: auto, onnx, torchscript, eager.")] = (
-        "auto"
-    ),
+    backend: Annotated[
+        str, typer.Option(help="Quill runtime: auto, onnx, onnx-int8, torchscript, eager.")
+    ] = ("auto"),
     threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per Quill call.")] = 16,
     also_decoding: Annotated[

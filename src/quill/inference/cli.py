@@ -62,7 +62,7 @@ def predict(
     ] = False,
     kind: Annotated[str, typer.Option(help="auto, line or paragraph.")] = "auto",
     backend: Annotated[
-        str, typer.Option(help="auto (fastest measured), onnx, torchscript, eager.")
+        str, typer.Option(help="auto (fastest measured), onnx, onnx-int8, torchscript, eager.")
     ] = "auto",
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: all cores).")] = 0,
     decoding: Annotated[

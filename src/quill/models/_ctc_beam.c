@@ -547,17 +547,22 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
             }
             trie.beam_entry[beam_nodes[i]] = -2;
         }
-        for (Py_ssize_t i = 0; i < met; i++) order[i] = (int32_t)i;
-        sort_entries = entries;
-        qsort(order, met, sizeof *order, by_rank);
-        int kept = met < beam_width ? (int)met : beam_width;
+        /* Only the prefixes within rank_gap of the best can be kept: the rest are not sorted
+         * (the same beams as sorting all of them and cutting after: the order is total). */
+        Py_ssize_t ranked = 0;
         if (has_gap) {
-            double cut = entries[order[0]].rank - rank_gap;
-            int within = 0;
-            while (within < kept && !(entries[order[within]].rank < cut)) within++;
-            kept = within;
-            leading = entries[order[0]].rank;
+            leading = -INFINITY;
+            for (Py_ssize_t i = 0; i < met; i++)
+                if (entries[i].rank > leading) leading = entries[i].rank;
+            double cut = leading - rank_gap;
+            for (Py_ssize_t i = 0; i < met; i++)
+                if (!(entries[i].rank < cut)) order[ranked++] = (int32_t)i;
+        } else {
+            for (Py_ssize_t i = 0; i < met; i++) order[ranked++] = (int32_t)i;
         }
+        sort_entries = entries;
+        qsort(order, ranked, sizeof *order, by_rank);
+        int kept = ranked < beam_width ? (int)ranked : beam_width;
         lowest = lm_bounded && kept == beam_width ? entries[order[kept - 1]].rank : -INFINITY;
         for (int i = 0; i < kept; i++) {
             Entry *entry = &entries[order[i]];

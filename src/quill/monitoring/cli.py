@@ -146,7 +146,7 @@ def baseline_command(
     name: Annotated[str, typer.Option(help="Baseline name (replaces one of that name).")] = "",
     limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per predict call.")] = 16,
-    backend: Annotated[str, typer.Option(help="auto, onnx or torchscript.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torchscript.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
     url: UrlOption = None,
     images: ImagesOption = None,
@@ -406,7 +406,7 @@ def evaluate_command(
         Path | None, typer.Option(help="Rules YAML [default: configs/evaluation.yaml].")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per predict call.")] = 8,
-    backend: Annotated[str, typer.Option(help="auto, onnx or torchscript.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torchscript.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads per model.")] = None,
 ) -> None:
     """Compare a candidate model with the current one on every evaluation set and slice.

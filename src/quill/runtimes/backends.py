@@ -1,4 +1,5 @@
-"""Runtimes that execute a staged model: ONNX Runtime, TorchScript and eager PyTorch.
+"""Runtimes that execute a staged model: ONNX Runtime (float32, or int8 where the model has
+an int8 copy), TorchScript and eager PyTorch.
 
 Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B,) int64)
 -> [(token ids, confidence)]``, for both model families:
@@ -10,8 +11,10 @@ Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B
 * seq2seq: ONNX runs ``encoder.onnx`` once and ``decoder_step.onnx`` per token with a KV
   cache, the loop in NumPy; TorchScript and eager call the model's own cached ``generate``.
 
-``auto`` times each available serving runtime on the same probe batch and keeps ONNX Runtime
-unless another is clearly faster (:data:`AUTO_MARGIN`): the winner depends on the machine, the
+``auto`` times each available serving runtime on the same probe batch and keeps the faster of
+ONNX Runtime's files unless TorchScript is clearly faster (:data:`AUTO_MARGIN`): the winner
+depends on the machine (int8 matrix products gain most where the CPU has int8 dot-product
+instructions), the
 thread count and the model, so it is measured where the model runs rather than assumed, once:
 :mod:`quill.runtimes.cache` remembers it per model, threads and machine, so later starts load
 only the winner (ONNX Runtime without torch).
@@ -31,13 +34,13 @@ import shutil
 import statistics
 import time
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from quill.model_files import DECODER_STEP_FILE, ENCODER_FILE, ONNX_FILE, TORCHSCRIPT_FILE
+from quill.model_files import DECODER_STEP_FILE, ENCODER_FILE, TORCHSCRIPT_FILE
 from quill.models.decoding import CTCDecoder, Decoded, LanguageOption, seq2seq_greedy_decode
 from quill.models.language_model import CharNGramLM
 from quill.runtimes import cache
@@ -45,10 +48,13 @@ from quill.staged_model import ModelLoadError, StagedModel
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnx", "torchscript", "eager")
+BACKENDS = ("onnx", "onnx-int8", "torchscript", "eager")
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
-AUTO_CANDIDATES = ("onnx", "torchscript")
-#: ``auto`` keeps ONNX Runtime unless another runtime takes at most this share of its time
+AUTO_CANDIDATES = ("onnx", "onnx-int8", "torchscript")
+#: The runtimes that run on ONNX Runtime alone: ``auto`` keeps the fastest of them, whose
+#: readings the model's parity record vouches for (int8's: ``quill model quantize``).
+ONNX_RUNTIMES = ("onnx", "onnx-int8")
+#: ``auto`` keeps ONNX Runtime unless TorchScript takes at most this share of its time
 #: on the probe. ONNX starts without importing torch (about 1.5 s of every cold start), and
 #: the choice is remembered for good: on a busy machine one disturbed probe once kept
 #: TorchScript at 0.74x of ONNX's time for the default model, which ONNX runs in 0.63x of
@@ -60,7 +66,10 @@ AUTO_MARGIN = 0.7
 AUTO_ROUNDS = 5
 #: How ``auto`` chooses, part of the remembered choice's key: a choice made by another rule
 #: is measured again.
-AUTO_RULE = f"onnx unless <= {AUTO_MARGIN}x, best of {AUTO_ROUNDS} rounds in turn"
+AUTO_RULE = (
+    f"fastest of {'/'.join(ONNX_RUNTIMES)} unless torchscript <= {AUTO_MARGIN}x, "
+    f"best of {AUTO_ROUNDS} rounds in turn"
+)
 
 
 class Decodes(Protocol):
@@ -160,10 +169,12 @@ def _load_lm(path: Path) -> CharNGramLM:
 
 
 class OnnxCTC:
-    name = "onnx"
+    """A CTC model's graph on ONNX Runtime: ``model.onnx``, or its int8 copy as
+    ``onnx-int8``."""
 
-    def __init__(self, model: StagedModel, threads: int | None = None):
-        self.session = _session(model.path / ONNX_FILE, threads)
+    def __init__(self, model: StagedModel, threads: int | None = None, name: str = "onnx"):
+        self.name = name
+        self.session = _session(model.files_of(name)[0], threads)
         self.decoder = ctc_decoder(model)
 
     def forward(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -297,8 +308,9 @@ def _torch_decoding(model: StagedModel) -> tuple[int, CTCDecoder | None]:
     return model.max_output_length or 0, decoder
 
 
-_RUNTIMES: dict[tuple[str, str], type] = {
+_RUNTIMES: dict[tuple[str, str], Callable[..., Backend]] = {
     ("ctc", "onnx"): OnnxCTC,
+    ("ctc", "onnx-int8"): partial(OnnxCTC, name="onnx-int8"),
     ("seq2seq", "onnx"): OnnxSeq2Seq,
     ("ctc", "torchscript"): TorchScriptRuntime,
     ("seq2seq", "torchscript"): TorchScriptRuntime,
@@ -312,11 +324,16 @@ def load_backend(name: str, model: StagedModel, threads: int | None) -> Backend:
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose auto or one of {', '.join(BACKENDS)}")
     source = "torchscript" if name == "eager" else name
+    if (model.family, name) not in _RUNTIMES or (name == "onnx-int8" and not model.files_of(name)):
+        raise ModelLoadError(
+            f"{model.path} has no int8 copy (make one with `quill model quantize {model.path}`)"
+            if model.family == "ctc"
+            else f"the {name} backend runs CTC models only; {model.path} is {model.family}"
+        )
     for path in model.files_of(source):
         if not path.is_file():
             raise ModelLoadError(f"{model.path} has no {path.name} for the {name} backend")
-    runtime: Backend = _RUNTIMES[(model.family, name)](model, threads)
-    return runtime
+    return _RUNTIMES[(model.family, name)](model, threads)
 
 
 def median_decode_ms(
@@ -353,21 +370,24 @@ def best_decode_ms(
 
 
 def preferred(timings: dict[str, float]) -> str:
-    """The runtime ``auto`` keeps among those timed: ONNX unless another takes at most
-    :data:`AUTO_MARGIN` of its time (then the fastest).
+    """The runtime ``auto`` keeps among those timed: the fastest ONNX Runtime file, unless
+    another runtime takes at most :data:`AUTO_MARGIN` of its time (then the fastest).
 
     >>> preferred({"onnx": 20.0, "torchscript": 15.0})
     'onnx'
     >>> preferred({"onnx": 20.0, "torchscript": 13.0})
     'torchscript'
+    >>> preferred({"onnx": 20.0, "onnx-int8": 17.0, "torchscript": 15.0})
+    'onnx-int8'
     >>> preferred({"torchscript": 30.0})
     'torchscript'
     """
     fastest = min(timings, key=timings.__getitem__)
-    onnx = timings.get("onnx")
-    if onnx is None or timings[fastest] <= AUTO_MARGIN * onnx:
+    onnx = [name for name in ONNX_RUNTIMES if name in timings]
+    if not onnx:
         return fastest
-    return "onnx"
+    best_onnx = min(onnx, key=timings.__getitem__)
+    return fastest if timings[fastest] <= AUTO_MARGIN * timings[best_onnx] else best_onnx
 
 
 def choose_backend(
@@ -380,6 +400,8 @@ def choose_backend(
         files = model.files_of(name)
         if not files or not all(path.is_file() for path in files):
             continue
+        if (model.family, name) not in _RUNTIMES:
+            continue  # e.g. a seq2seq model's int8 copy: only CTC models have an int8 runtime
         try:
             loaded[name] = load_backend(name, model, threads)
         except ImportError:

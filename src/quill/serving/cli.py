@@ -46,7 +46,8 @@ def serve(
     backend: Annotated[
         str,
         typer.Option(
-            envvar="QUILL_BACKEND", help="auto (fastest measured), onnx, torchscript, eager."
+            envvar="QUILL_BACKEND",
+            help="auto (fastest measured), onnx, onnx-int8, torchscript, eager.",
         ),
     ] = "auto",
     threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,

@@ -6,7 +6,7 @@ A card is a header (name, version, family) and ``## `` sections, then the mainta
 appended at staging. A step that changes the model after staging rewrites the parts it
 changed through this module: :func:`with_header` (a new version), :func:`with_decoding_section`
 (``quill lm tune --write``), :func:`with_languages_section` (``quill lm language --write``),
-:func:`with_metrics_section`.
+:func:`with_metrics_section`, :func:`with_runtime_sections` (``quill model quantize``).
 """
 
 from __future__ import annotations
@@ -140,14 +140,62 @@ def with_metrics_section(card: str, metrics: dict[str, float]) -> str:
 def _parity_table(parity: dict[str, Any]) -> str:
     rows = [f"| eager PyTorch | reference | - | {parity['eager_median_ms']:.1f} |"]
     for name, b in parity["backends"].items():
+        against = f" to {b['reference']}'s" if b.get("reference") else ""
+        drift = f" (CER {b['drift_cer']:.2%} against them)" if b.get("drift_cer") else ""
         rows.append(
-            f"| {name} | {b['identical']}/{b['total']} identical | "
+            f"| {name} | {b['identical']}/{b['total']} identical{against}{drift} | "
             f"{b['max_confidence_diff']:.2e} | {b['median_ms']:.1f} |"
         )
     return (
         "| runtime | decoded text vs eager | max confidence difference | batch time (ms) |\n"
         "|---|---|---|---|\n" + "\n".join(rows)
     )
+
+
+PARITY_HEADING = "## Export parity"
+
+
+def parity_section(model: StagedModel) -> str:
+    """The Export parity section: how each runtime read the staging samples."""
+    parity = model.parity or {"samples": 0, "eager_median_ms": 0.0, "backends": {}}
+    int8 = (
+        "\n\nThe int8 copy (`quill model quantize`) reads almost, not exactly, as the float\n"
+        "graph does. Its row counts the samples it was checked on (read as a batch and one by\n"
+        "one), against `onnx`'s readings of them; above 2% CER it is refused."
+        if "onnx-int8" in parity["backends"]
+        else ""
+    )
+    return f"""{PARITY_HEADING} on {parity["samples"]} fixed samples
+
+Each export decoded the sample set as one padded batch and image by image; staging fails
+unless every text matches eager PyTorch.{int8}
+
+{_parity_table(parity)}
+"""
+
+
+def files_section(model: StagedModel) -> str:
+    """The Files section: what the folder holds and how to load it."""
+    files = ", ".join(f"`{f}`" for b in model.backends.values() for f in b.files)
+    return f"""{FILES_HEADING}
+
+{files}, `{METADATA_FILE}`.
+Load with `Recognizer.from_path(...)`, serve with `quill serve --model <dir>`.
+"""
+
+
+def with_runtime_sections(card: str, model: StagedModel) -> str:
+    """``card`` with its header, Export parity and Files sections rendered again from
+    ``model``: how a runtime added after staging (``quill model quantize``) reaches it."""
+    for heading, section in (
+        (PARITY_HEADING, parity_section(model)),
+        (FILES_HEADING, files_section(model)),
+    ):
+        start = card.find(f"\n{heading}") + 1
+        if start > 0:
+            end = card.find("\n## ", start)
+            card = card[:start] + section + (card[end:] if end >= 0 else "")
+    return with_header(card, model)
 
 
 def _initialised_from(lineage: Any) -> str:
@@ -292,8 +340,6 @@ def render_model_card(model: StagedModel | Mapping[str, Any], notes: str = "") -
     )
     checkpoint_hash = (lineage.checkpoint_sha256 or "")[:16]
     training_data = model.training_data or "not recorded"
-    parity = model.parity or {"samples": 0, "eager_median_ms": 0.0, "backends": {}}
-    files = ", ".join(f"`{f}`" for b in model.backends.values() for f in b.files)
     return f"""{_header(model)}
 ## Intended use
 
@@ -317,13 +363,7 @@ def render_model_card(model: StagedModel | Mapping[str, Any], notes: str = "") -
 
 {_metrics_table(model.metrics)}
 
-## Export parity on {parity["samples"]} fixed samples
-
-Each export decoded the sample set as one padded batch and image by image; staging fails
-unless every text matches eager PyTorch.
-
-{_parity_table(parity)}
-
+{parity_section(model)}
 ## Character set ({len(characters)} characters)
 
 `{shown}`
@@ -340,8 +380,4 @@ unless every text matches eager PyTorch.
 |---|---|
 {preprocess}
 
-{FILES_HEADING}
-
-{files}, `{METADATA_FILE}`.
-Load with `Recognizer.from_path(...)`, serve with `quill serve --model <dir>`.
-""" + (f"\n{notes.strip()}\n" if notes.strip() else "")
+{files_section(model)}""" + (f"\n{notes.strip()}\n" if notes.strip() else "")

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from quill.errors import QuillError
+from quill.evaluation.metrics import corpus_cer
 from quill.models.decoding import Decoded
 from quill.preprocess import ImageSource, PreprocessConfig, batch_images, preprocess
 from quill.runtimes.backends import median_decode_ms
@@ -76,6 +77,9 @@ class BackendParity:
     max_confidence_diff: float
     median_ms: float
     mismatches: list[dict[str, str]] = field(default_factory=list)
+    #: CER of its texts with the reference's as reference: 0 for an exact export, the
+    #: measure of an int8 copy (``quill.staging.quantize``).
+    drift_cer: float = 0.0
 
     @property
     def passed(self) -> bool:
@@ -126,7 +130,8 @@ def _decode(runtime: Runtime, inputs: list[np.ndarray]) -> list[Decoded]:
 def check_parity(
     eager: Runtime, exports: Mapping[str, Runtime], inputs: list[np.ndarray], tokenizer: Tokenizer
 ) -> ParityReport:
-    """Compare each export with ``eager`` on ``inputs``: decoded text and confidence."""
+    """Compare each export with ``eager`` (or another reference runtime) on ``inputs``:
+    decoded text and confidence."""
     reference = _decode(eager, inputs)
     want = [tokenizer.decode(ids) for ids, _ in reference]
     results = []
@@ -144,6 +149,7 @@ def check_parity(
                 ),
                 median_ms=median_decode_ms(runtime, *batch_images(inputs)),
                 mismatches=mismatches,
+                drift_cer=round(corpus_cer(got, want), 5),
             )
         )
     return ParityReport(len(inputs), median_decode_ms(eager, *batch_images(inputs)), results)
