@@ -118,6 +118,18 @@ def test_one_word_cut_out_along_its_outline_is_one_line(hooker_dir):
     assert segment.image.height > 0
 
 
+def test_a_page_whose_strokes_no_line_owns_is_read_not_crashed():
+    """A dot and a solid bar: the tracer finds a line, but no connected stroke belongs to it,
+    and giving each stroke to its line once indexed an empty table (IndexError: every such
+    upload, through the API, the app or quill predict, crashed)."""
+    page = Image.new("L", (600, 400), 255)
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((10, 10, 12, 12), fill=0)
+    draw.rectangle((100, 200, 500, 230), fill=0)
+    segments = segment_lines(page)
+    assert all(segment.image.width > 0 and segment.image.height > 0 for segment in segments)
+
+
 def test_real_page_line_count_close_to_ground_truth(hooker_dir):
     page = hooker_dir / "pages" / "JDH_2_16_146_004.jpg"
     expected = len(re.findall(r"<TextLine\b", page.with_suffix(".xml").read_text("utf-8")))

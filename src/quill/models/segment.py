@@ -804,12 +804,14 @@ def _two_largest(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per stroke: the largest share, the second largest, and the owner of the largest
     (the lowest-numbered on a tie; 0 and 0 where nobody owns any of it)."""
-    order = np.lexsort((owners, -counts, stroke_ids))
-    ids, shares, holders = stroke_ids[order], counts[order], owners[order]
-    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     first = np.zeros(strokes_count, np.int64)
     second = np.zeros(strokes_count, np.int64)
     leader = np.zeros(strokes_count, np.int64)
+    if not stroke_ids.size:  # no line owns any stroke (a dot and a rule, say)
+        return first, second, leader
+    order = np.lexsort((owners, -counts, stroke_ids))
+    ids, shares, holders = stroke_ids[order], counts[order], owners[order]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
     first[ids[starts]] = shares[starts]
     leader[ids[starts]] = holders[starts]
     runner_up = starts + 1
