@@ -8,7 +8,13 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from quill.models.segment import SegmentConfig, line_spacing, prominent_peaks, segment_lines
+from quill.models.segment import (
+    SegmentConfig,
+    _line_likeness,
+    line_spacing,
+    prominent_peaks,
+    segment_lines,
+)
 from quill.preprocess import PreprocessConfig, ink_mask, preprocess, read_image
 
 LINES = [
@@ -128,6 +134,17 @@ def test_a_page_whose_strokes_no_line_owns_is_read_not_crashed():
     draw.rectangle((100, 200, 500, 230), fill=0)
     segments = segment_lines(page)
     assert all(segment.image.width > 0 and segment.image.height > 0 for segment in segments)
+
+
+def test_a_skew_that_shears_every_pixel_off_a_flat_mask_is_skipped():
+    """Found by fuzzing: a tall, narrow image (28 x 1278 px) is tested for a quarter turn by
+    the line-likeness of its transpose, a mask 14 rows high; in a strip with ink only at its
+    two ends, a 6-degree shear moves every pixel off the mask, and the empty profile crashed
+    the segmenter (IndexError)."""
+    mask = np.zeros((4, 100), bool)
+    mask[3, :10] = True
+    mask[0, 90:] = True
+    assert _line_likeness(mask, strips=1) > 0
 
 
 def test_real_page_line_count_close_to_ground_truth(hooker_dir):

@@ -1279,6 +1279,8 @@ def _line_likeness(mask: np.ndarray, strips: int = 4) -> float:
         for degrees in (-6.0, -3.0, 0.0, 3.0, 6.0):
             profile = _sheared_rows(ys, xs, mask.shape[0], degrees)
             filled = np.flatnonzero(profile)
+            if not filled.size:  # sheared off the mask: a strip much wider than it is high
+                continue
             extent = filled[-1] - filled[0] + 1
             best = max(best, float((profile**2).sum()) / float(profile.sum()) ** 2 * extent)
         total += best * ys.size
