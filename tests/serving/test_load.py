@@ -50,6 +50,15 @@ def test_a_short_load_run_reports_throughput_and_percentiles(server: ApiServer) 
     assert report.cpu["server_cores"] is None and report.cpu["server_cpu_ms_per_request"] is None
 
 
+def test_a_batch_load_run_counts_images_as_well_as_requests(server: ApiServer) -> None:
+    before = len(server.service.cache)
+    report = run_load(server.url, png(render_line("Kew")), concurrency=2, duration_s=2, batch=3)
+    assert report.ok > 0 and report.errors == 0 and report.batch == 3
+    assert report.images_per_s == pytest.approx(3 * report.requests_per_s, rel=0.02)
+    # three distinct images a request, each recognised
+    assert len(server.service.cache) - before >= 3 * report.ok
+
+
 def test_cpu_share_counts_every_process_of_the_server_tree() -> None:
     """A server whose root process only waits and whose child does the work (as uvicorn's
     supervisor and its workers): the child's CPU is the server's, not the generator's."""

@@ -1,7 +1,8 @@
 """``quill bench serve``: a bounded load test of the REST API on this machine.
 
-Concurrent clients POST images to ``/v1/predict`` for a fixed time and the report gives
-requests/s, p50/p95/p99 latency and errors. Each request carries a distinct PNG (a unique
+Concurrent clients POST images to ``/v1/predict`` (or, with ``--batch N``, N images a request
+to ``/v1/predict/batch``) for a fixed time and the report gives requests/s, images/s,
+p50/p95/p99 latency and errors. Each request carries a distinct PNG (a unique
 ``tEXt`` chunk, same pixels), so the server's answer cache cannot flatter the numbers. Every
 request says ``X-Quill-Client: bench``: the server stores it under client ``bench``, which
 monitoring leaves out of drift and alerts (a load test is not a change in users' traffic). Only
@@ -31,10 +32,13 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlparse
 
 import typer
+
+if TYPE_CHECKING:
+    import httpx
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 MAX_CONCURRENCY = 64
@@ -53,6 +57,10 @@ class LoadReport:
     requests_per_s: float
     latency_ms: dict[str, float]
     workers: int | None = None
+    #: Images per request (1: ``/v1/predict``; more: ``/v1/predict/batch``).
+    batch: int = 1
+    #: Images answered per second (requests/s times the batch, counting only answered images).
+    images_per_s: float = 0.0
     machine: dict[str, object] = field(default_factory=dict)
     #: Cores used during the run (see :class:`CpuShare`); server figures only when the bench
     #: started the server.
@@ -149,9 +157,25 @@ def check_loopback(url: str) -> str:
     return url.rstrip("/")
 
 
+def _request(png: bytes, first: int, batch: int) -> tuple[str, dict[str, object]]:
+    """(path, JSON body) of one request carrying ``batch`` distinct copies of ``png``."""
+    copies = [base64.b64encode(with_unique_chunk(png, first + i)).decode() for i in range(batch)]
+    if batch == 1:
+        return "/v1/predict", {"image": copies[0]}
+    return "/v1/predict/batch", {"images": copies}
+
+
+def _answered(response: httpx.Response, batch: int) -> int:
+    """Images a 200 answer answered (a batch may refuse some of its images one by one)."""
+    if batch == 1:
+        return 1
+    results = response.json()["results"]
+    return sum(result.get("prediction") is not None for result in results)
+
+
 async def _load(
-    url: str, png: bytes, concurrency: int, duration_s: float, timeout_s: float
-) -> tuple[list[float], dict[str, int], int, float]:
+    url: str, png: bytes, concurrency: int, duration_s: float, timeout_s: float, batch: int = 1
+) -> tuple[list[float], dict[str, int], int, float, int]:
     """Every request goes on a new connection (no keep-alive). Worker processes share the
     listening socket, and a connection stays with the worker that accepted it: kept alive,
     all the clients' connections stayed with the first worker ready, and `--workers 2` was
@@ -163,7 +187,7 @@ async def _load(
 
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    counter = 0
+    counter = images = 0
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
     headers = {CLIENT_HEADER: LOAD_TEST_CLIENT}
     if os.environ.get("QUILL_API_KEY"):  # the server's key, when it has one
@@ -175,24 +199,25 @@ async def _load(
         deadline = start + duration_s
 
         async def worker() -> None:
-            nonlocal counter
+            nonlocal counter, images
             while time.perf_counter() < deadline:
                 counter += 1
-                body = {"image": base64.b64encode(with_unique_chunk(png, counter)).decode()}
+                path, body = _request(png, counter * batch, batch)
                 sent = time.perf_counter()
                 try:
-                    response = await client.post("/v1/predict", json=body)
+                    response = await client.post(path, json=body)
                     status = str(response.status_code)
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
                 if status == "200":
                     latencies.append((time.perf_counter() - sent) * 1000)
+                    images += _answered(response, batch)
                 else:
                     errors[status] = errors.get(status, 0) + 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed = time.perf_counter() - start
-    return latencies, errors, counter, elapsed
+    return latencies, errors, counter, elapsed, images
 
 
 def run_load(
@@ -202,15 +227,17 @@ def run_load(
     duration_s: float,
     timeout_s: float = 60.0,
     server_pid: int | None = None,
+    batch: int = 1,
 ) -> LoadReport:
-    """Load ``url`` with ``concurrency`` clients for ``duration_s`` seconds; ``server_pid``
-    (the server's root process, when known) adds the server's CPU to the report."""
+    """Load ``url`` with ``concurrency`` clients for ``duration_s`` seconds, ``batch`` images
+    a request; ``server_pid`` (the server's root process, when known) adds the server's CPU
+    to the report."""
     url = check_loopback(url)
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     duration_s = max(0.5, min(duration_s, MAX_DURATION_S))
     share = CpuShare(server_pid)
-    latencies, errors, sent, elapsed = asyncio.run(
-        _load(url, png, concurrency, duration_s, timeout_s)
+    latencies, errors, sent, elapsed, images = asyncio.run(
+        _load(url, png, concurrency, duration_s, timeout_s, batch)
     )
     cpu = share.cores(len(latencies))
     return LoadReport(
@@ -222,6 +249,8 @@ def run_load(
         errors=sum(errors.values()),
         errors_by_status=errors,
         requests_per_s=round(len(latencies) / elapsed, 2),
+        batch=batch,
+        images_per_s=round(images / elapsed, 2),
         latency_ms={f"p{q}": round(percentile(latencies, q), 1) for q in (50, 95, 99)}
         | {"max": round(max(latencies, default=0.0), 1)},
         machine={"cpus": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
@@ -300,6 +329,23 @@ def _image_png(image: Path | None) -> bytes:
     return buffer.getvalue()
 
 
+def _counts(values: str, option: str) -> list[int]:
+    """A comma-separated list of positive counts, e.g. ``--workers 1,2``.
+
+    >>> _counts("1, 8", "--batch")
+    [1, 8]
+    """
+    try:
+        counts = [int(value) for value in values.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter(
+            f"expected counts such as '1,2', got {values!r}", param_hint=option
+        )
+    return counts
+
+
 def serve_command(
     url: Annotated[
         str | None, typer.Option(help="A running API on loopback, e.g. http://127.0.0.1:8000.")
@@ -320,6 +366,13 @@ def serve_command(
     image: Annotated[
         Path | None, typer.Option(help="Image to send [default: a rendered sentence].")
     ] = None,
+    batch: Annotated[
+        str,
+        typer.Option(
+            help="Images per request to test, e.g. '1,8': 1 posts /v1/predict, more post "
+            "/v1/predict/batch (distinct copies of the image, as one request)."
+        ),
+    ] = "1",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the reports as JSON here.")
     ] = None,
@@ -331,39 +384,47 @@ def serve_command(
     if (url is None) == (model is None):
         raise typer.BadParameter("give exactly one of --url or --model")
     png = _image_png(image)
+    sizes = _counts(batch, "--batch")
     reports = []
     if url:
-        reports.append(run_load(url, png, concurrency, duration))
+        reports += [run_load(url, png, concurrency, duration, batch=size) for size in sizes]
     else:
         assert model is not None  # exactly one of --url and --model, checked above
-        for count in (int(w) for w in workers.split(",")):
+        for count in _counts(workers, "--workers"):
             process, started = start_server(model, count, threads)
             try:
-                report = run_load(started, png, concurrency, duration, server_pid=process.pid)
-                report.workers = count
-                reports.append(report)
+                for size in sizes:
+                    report = run_load(
+                        started, png, concurrency, duration, server_pid=process.pid, batch=size
+                    )
+                    report.workers = count
+                    reports.append(report)
             finally:
                 process.terminate()
                 process.wait(timeout=60)
     table = Table(title=f"quill bench serve ({concurrency} clients, {duration:g} s)")
-    for column in ("workers", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "ok", "errors"):
+    columns = ("workers", "batch", "req/s", "images/s", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    for column in (*columns, "ok", "errors"):
         table.add_column(column, justify="right")
     for r in reports:
         table.add_row(
             str(r.workers or "-"),
+            str(r.batch),
             f"{r.requests_per_s:.1f}",
+            f"{r.images_per_s:.1f}",
             *(f"{r.latency_ms[k]:.0f}" for k in ("p50", "p95", "p99", "max")),
             str(r.ok),
             str(r.errors),
         )
     cpu = Table(title=f"CPU during each run, in cores (of {os.cpu_count()})")
-    for column in ("workers", "req/s", "load gen.", "server", "others", "server ms/req"):
+    for column in ("workers", "batch", "req/s", "load gen.", "server", "others", "server ms/req"):
         cpu.add_column(column, justify="right")
     for r in reports:
         cells = [r.cpu.get(k) for k in ("load_generator_cores", "server_cores", "other_cores")]
         cells.append(r.cpu.get("server_cpu_ms_per_request"))
         cpu.add_row(
             str(r.workers or "-"),
+            str(r.batch),
             f"{r.requests_per_s:.1f}",
             *("—" if value is None else f"{value:.2f}" for value in cells),
         )

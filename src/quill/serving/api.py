@@ -1,4 +1,5 @@
-"""The REST API: ``POST /v1/predict``, ``POST /v1/feedback``, health, readiness, metrics.
+"""The REST API: ``POST /v1/predict`` (and ``/v1/predict/batch``), ``POST /v1/feedback``,
+health, readiness, metrics.
 
 A thin FastAPI adapter over :class:`~quill.serving.service.PredictionService`. The model is
 loaded when the app starts (``/readyz`` answers 503 until then), recognition runs in a
@@ -97,6 +98,24 @@ class PredictRequest(BaseModel):
     kind: str = Field("auto", description="auto, line or paragraph")
 
 
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorOut
+
+
+class PredictBatchRequest(BaseModel):
+    """JSON body of ``/v1/predict/batch``: several images read in one call."""
+
+    images: list[str] = Field(
+        description="The images, each as base64 or a data URL, answered in this order"
+    )
+    kind: str = Field("auto", description="auto, line or paragraph (the same for every image)")
+
+
 class LineOut(BaseModel):
     text: str
     confidence: float
@@ -147,6 +166,17 @@ class PredictResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+class BatchItemOut(BaseModel):
+    """One image's answer in a batch, or why it has none (the other images are answered)."""
+
+    prediction: PredictResponse | None = None
+    error: ErrorOut | None = None
+
+
+class PredictBatchResponse(BaseModel):
+    results: list[BatchItemOut] = Field(description="One per image, in the order sent")
+
+
 class FeedbackRequest(BaseModel):
     """A flag, comment and/or correction of one answer (at least one of the three)."""
 
@@ -164,15 +194,6 @@ class FeedbackRequest(BaseModel):
 class FeedbackResponse(BaseModel):
     status: Literal["stored"]
     request_id: str
-
-
-class ErrorOut(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorOut
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -302,6 +323,64 @@ async def predict(request: Request, service: ReadyService, state: State) -> dict
     answer["feedback_token"] = state.feedback_tokens.issue(answer["request_id"])
     state.metrics.prediction(answer)
     return answer
+
+
+@predict_router.post(
+    "/v1/predict/batch",
+    response_model=PredictBatchResponse,
+    responses=_errors(400, 401, 413, 415, 422, 503, 504),
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": PredictBatchRequest.model_json_schema()},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "image": {
+                                "type": "array",
+                                "items": {"type": "string", "format": "binary"},
+                            },
+                            "kind": {"type": "string", "default": "auto"},
+                        },
+                        "required": ["image"],
+                    }
+                },
+            },
+            "required": True,
+        }
+    },
+)
+async def predict_batch(request: Request, service: ReadyService, state: State) -> dict[str, Any]:
+    """Recognise several images in one request (the lines of a document, say): JSON
+    ``{"images": [base64, ...]}`` or a multipart upload repeating the ``image`` field. They
+    are read together, which costs the server less per image than a request each. Each image
+    gets its own answer (``request_id``, ``feedback_token``) or its own error, in order."""
+    settings = state.settings
+    body = await _read_body(request, settings.max_body_bytes)
+    parsed, kind = await _parse_batch(request, body)
+    if not parsed:
+        raise ServingError("missing_image", "the batch holds no images")
+    if len(parsed) > settings.max_batch_images:
+        raise ServingError(
+            "too_many_images",
+            f"the batch holds {len(parsed)} images; this server reads at most "
+            f"{settings.max_batch_images} per request (QUILL_MAX_BATCH_IMAGES)",
+        )
+    images = [item for item in parsed if isinstance(item, bytes)]
+    client = client_label("api", request.headers.get(CLIENT_HEADER))
+    answers = iter(await state.recognitions.run_many(service, images, kind, client))
+    results = []
+    for item in parsed:
+        answer = next(answers) if isinstance(item, bytes) else item
+        if isinstance(answer, ServingError):
+            state.metrics.error(answer.code)
+            results.append(answer.body())
+            continue
+        answer["feedback_token"] = state.feedback_tokens.issue(answer["request_id"])
+        state.metrics.prediction(answer)
+        results.append({"prediction": answer})
+    return {"results": results}
 
 
 @feedback_router.post(
@@ -638,7 +717,18 @@ class Recognitions:
     async def run(
         self, service: PredictionService, image: bytes, kind: str, client: str = "api"
     ) -> dict[str, Any]:
-        """The service's answer for ``image``; ServingError 503 (full) or 504 (timeout)."""
+        """The service's answer for ``image``; ServingError for bad input, 503 (full) or
+        504 (timeout)."""
+        [answer] = await self.run_many(service, [image], kind, client)
+        if isinstance(answer, ServingError):
+            raise answer
+        return answer
+
+    async def run_many(
+        self, service: PredictionService, images: list[bytes], kind: str, client: str = "api"
+    ) -> list[dict[str, Any] | ServingError]:
+        """The service's answers for ``images`` (each with its request id, or its error), read
+        as one recognition: one place, one timeout; ServingError 503 (full) or 504."""
         with self._lock:
             if self.taken >= self.capacity:
                 raise ServingError(
@@ -647,10 +737,11 @@ class Recognitions:
                     "limit); retry shortly",
                 )
             self.taken += 1
-        request_id = uuid.uuid4().hex
-        ticket = self.tickets[request_id] = _Ticket()
+        request_ids = [uuid.uuid4().hex for _ in images]
+        ticket = _Ticket()
+        self.tickets.update(dict.fromkeys(request_ids, ticket))
 
-        def work() -> dict[str, Any] | None:
+        def work() -> list[dict[str, Any] | ServingError] | None:
             try:
                 with ticket.lock:
                     if ticket.abandoned:
@@ -658,37 +749,39 @@ class Recognitions:
                         return None
                     ticket.started = True
                 self.stats["started"] += 1
-                return service.predict_bytes(image, client, kind, request_id)
+                return service.predict_many(images, client, kind, request_ids)
             finally:
-                self.tickets.pop(request_id, None)
+                for request_id in request_ids:
+                    self.tickets.pop(request_id, None)
                 with self._lock:
                     self.taken -= 1
 
         future = asyncio.get_running_loop().run_in_executor(self.executor, work)
         future.add_done_callback(_retrieve_exception)
         try:
-            answer = await asyncio.wait_for(asyncio.shield(future), self.settings.timeout_s)
+            answers = await asyncio.wait_for(asyncio.shield(future), self.settings.timeout_s)
         except TimeoutError as exc:
-            if self._abandon(ticket, request_id):
+            if self._abandon(ticket, request_ids):
                 raise ServingError(
                     "timeout",
                     f"recognition took longer than {self.settings.timeout_s:g} s "
                     "(not logged as a prediction)",
                 ) from exc
-            answer = await future  # it finished (and was logged) as the clock ran out
+            answers = await future  # it finished (and was logged) as the clock ran out
         except asyncio.CancelledError:  # the client went away, or the server stops
-            self._abandon(ticket, request_id)
+            self._abandon(ticket, request_ids)
             raise
-        assert answer is not None  # only abandoned work returns None
-        return answer
+        assert answers is not None  # only abandoned work returns None
+        return answers
 
-    def _abandon(self, ticket: _Ticket, request_id: str) -> bool:
-        """Give up on a request; False if its work already finished (and was logged)."""
+    def _abandon(self, ticket: _Ticket, request_ids: list[str]) -> bool:
+        """Give up on a request; False if its work already logged an answer (it finished)."""
         with ticket.lock:
             if ticket.logged:
                 return False
             ticket.abandoned = True
-        self._remember_abandoned(request_id)
+        for request_id in request_ids:
+            self._remember_abandoned(request_id)
         return True
 
     def _remember_abandoned(self, request_id: str) -> None:
@@ -838,40 +931,89 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 async def _parse_predict(request: Request, body: bytes) -> tuple[bytes, str]:
     """(image bytes, kind) from a JSON or multipart body."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        try:
-            payload = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ServingError("invalid_json", f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(payload, dict):
-            raise ServingError("invalid_json", "the JSON body must be an object with an 'image'")
-        return decode_image_field(payload.get("image")), str(payload.get("kind", "auto"))
-    if content_type == "multipart/form-data":
+    if _content_type(request) == "multipart/form-data":
         return await _parse_multipart(request, body)
-    raise ServingError(
-        "unsupported_media_type",
-        f"content type {content_type or 'missing'!r} is not supported; send application/json "
-        '{"image": "<base64>"} or a multipart/form-data upload with an "image" file',
-    )
+    payload = _json_object(request, body, "an 'image'")
+    return decode_image_field(payload.get("image")), str(payload.get("kind", "auto"))
 
 
-async def _parse_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
+async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | ServingError], str]:
+    """(each image's bytes, or why its field is unusable; kind) from a JSON or multipart
+    batch body."""
+    if _content_type(request) == "multipart/form-data":
+        form = await _form(request, body)
+        uploads = [item for name in UPLOAD_FIELDS for item in form.getlist(name)]
+        return [await _field_bytes(item, "image") for item in uploads], str(
+            form.get("kind") or "auto"
+        )
+    payload = _json_object(request, body, "an 'images' list")
+    images = payload.get("images")
+    if not isinstance(images, list):
+        raise ServingError("invalid_field", "'images' must be a list of base64 images")
+    decoded = [_decoded_or_error(value, f"images[{index}]") for index, value in enumerate(images)]
+    return decoded, str(payload.get("kind", "auto"))
+
+
+def _decoded_or_error(value: object, field: str) -> bytes | ServingError:
+    try:
+        return decode_image_field(value, field)
+    except ServingError as exc:
+        return exc
+
+
+async def _field_bytes(item: Any, name: str) -> bytes | ServingError:
+    """A multipart field's bytes: an uploaded file's, or a base64 text field decoded."""
+    if isinstance(item, str):
+        return _decoded_or_error(item, name)
+    return cast(bytes, await item.read())
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:
+    """The JSON object of a body; ServingError for another content type or bad JSON."""
+    content_type = _content_type(request)
+    if content_type != "application/json":
+        raise ServingError(
+            "unsupported_media_type",
+            f"content type {content_type or 'missing'!r} is not supported; send "
+            f"application/json with {expected} (base64) or a multipart/form-data upload with "
+            'an "image" file',
+        )
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ServingError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise ServingError("invalid_json", f"the JSON body must be an object with {expected}")
+    return payload
+
+
+async def _form(request: Request, body: bytes) -> Any:
+    """The parsed multipart form of ``body`` (read already, so it is replayed)."""
+
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form()
+        return await Request(request.scope, replay).form()
     except Exception as exc:  # noqa: BLE001 - the multipart parser raises several types
         raise ServingError("invalid_field", f"the multipart body cannot be parsed: {exc}") from exc
+
+
+async def _parse_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
+    form = await _form(request, body)
     kind = str(form.get("kind") or "auto")
     for name in UPLOAD_FIELDS:
         item = form.get(name)
         if item is None:
             continue
-        if isinstance(item, str):
-            return decode_image_field(item, name), kind
-        return await item.read(), kind
+        image = await _field_bytes(item, name)
+        if isinstance(image, ServingError):
+            raise image
+        return image, kind
     raise ServingError(
         "missing_image", f"the multipart upload has no {' or '.join(UPLOAD_FIELDS)} field"
     )

@@ -19,6 +19,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "empty_body": 400,
     "invalid_json": 400,
     "missing_image": 400,
+    "too_many_images": 422,
     "bad_base64": 400,
     "invalid_field": 422,
     "unsupported_media_type": 415,

@@ -5,7 +5,8 @@ Decode the image field, answer from the cache or decode the image once
 :class:`~quill.monitoring.records.PredictionRecord` to the monitoring store (which keeps the
 bytes as they came and projects the decoded image), then hand the record to the optional
 ``after_prediction`` hook (shadow mode). Each adapter only translates its transport (HTTP,
-Lambda event, Gradio callback) to :meth:`PredictionService.predict_bytes`.
+Lambda event, Gradio callback) to :meth:`PredictionService.predict_bytes`, or
+:meth:`PredictionService.predict_many` for the API's batches.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast
 
@@ -188,45 +190,87 @@ class PredictionService:
         such as ``"bench"`` (:func:`client_label`): monitoring slices by it, so it must never
         carry a per-caller value such as an IP address.
         """
+        [answer] = self.predict_many([image], client, kind, [request_id or uuid.uuid4().hex])
+        if isinstance(answer, ServingError):
+            raise answer
+        return answer
+
+    def predict_many(
+        self, images: Sequence[bytes], client: str, kind: str, request_ids: Sequence[str]
+    ) -> list[dict[str, Any] | ServingError]:
+        """:meth:`predict_bytes` of each image, read together (the recognizer batches all
+        their lines by width), each answer or error in its place: one bad image does not
+        cost the others their answers. Each answer is logged under its own request id; its
+        ``latency_ms`` is the whole call's."""
         start = time.perf_counter()
-        request_id = request_id or uuid.uuid4().hex
         if kind not in KINDS:
             raise ServingError("invalid_field", f"kind must be one of {KINDS}, got {kind!r}")
-        key = (hashlib.sha256(image).hexdigest(), self.model_version, kind)
-        answer = self.cache.get(key)
-        loaded = None  # a cached answer needs no pixels: the image is not decoded
-        if answer is None:
+        keys = [(hashlib.sha256(image).hexdigest(), self.model_version, kind) for image in images]
+        answers: list[dict[str, Any] | ServingError | None] = [self.cache.get(k) for k in keys]
+        loaded: dict[int, LoadedImage] = {}  # a cached answer needs no pixels: not decoded
+        for index, image in enumerate(images):
+            if answers[index] is not None:
+                continue
             try:
-                loaded = LoadedImage.from_bytes(image, max_pixels=self.settings.max_pixels)
-                # kind is one of KINDS (checked above), the Recognizer's Kind.
-                [prediction] = self.recognizer.predict([loaded], kind=cast("Kind", kind))
+                loaded[index] = LoadedImage.from_bytes(image, max_pixels=self.settings.max_pixels)
             except ImageError as exc:
-                raise ServingError.from_image_error(exc) from exc
-            answer = _answer(prediction)
-            self.cache.put(key, answer)
+                answers[index] = ServingError.from_image_error(exc)
+        for index, prediction in self._recognise(loaded, cast("Kind", kind)).items():
+            if isinstance(prediction, ServingError):
+                answers[index] = prediction
+                continue
+            read = answers[index] = _answer(prediction)
+            self.cache.put(keys[index], read)
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
-        response = {
-            **answer,
-            "latency_ms": latency_ms,
-            "request_id": request_id,
-            "cached": loaded is None,
-        }
-        record = PredictionRecord(
-            request_id,
-            client,
-            response["model_version"],
-            image,
-            response["text"],
-            response["confidence"],
-            latency_ms,
-            lines=response["lines"],
-            kind=kind,
-            decoded=None if loaded is None else loaded.image,
-        )
-        self._log(record)
-        if loaded is not None:
-            self._after_prediction(record)
-        return response
+        results: list[dict[str, Any] | ServingError] = []
+        for index, answer in enumerate(answers):
+            assert answer is not None  # each image was answered from the cache, read or refused
+            if isinstance(answer, ServingError):
+                results.append(answer)
+                continue
+            decoded = loaded.get(index)
+            response = {
+                **answer,
+                "latency_ms": latency_ms,
+                "request_id": request_ids[index],
+                "cached": decoded is None,
+            }
+            record = PredictionRecord(
+                response["request_id"],
+                client,
+                response["model_version"],
+                images[index],
+                response["text"],
+                response["confidence"],
+                latency_ms,
+                lines=response["lines"],
+                kind=kind,
+                decoded=None if decoded is None else decoded.image,
+            )
+            self._log(record)
+            if decoded is not None:
+                self._after_prediction(record)
+            results.append(response)
+        return results
+
+    def _recognise(
+        self, loaded: dict[int, LoadedImage], kind: Kind
+    ) -> dict[int, Prediction | ServingError]:
+        """Each decoded image's prediction, all in one call; when that call fails on one of
+        them, each is read again alone, so that only the bad one gets an error."""
+        if not loaded:
+            return {}
+        try:
+            return dict(
+                zip(loaded, self.recognizer.predict(list(loaded.values()), kind), strict=True)
+            )
+        except ImageError as exc:
+            if len(loaded) == 1:
+                return dict.fromkeys(loaded, ServingError.from_image_error(exc))
+        alone: dict[int, Prediction | ServingError] = {}
+        for index, image in loaded.items():
+            alone |= self._recognise({index: image}, kind)
+        return alone
 
     def _log(self, record: PredictionRecord) -> None:
         if self.logger is None:

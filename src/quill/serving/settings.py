@@ -51,6 +51,8 @@ class ServingSettings:
     #: ``overloaded`` at once. A timed-out recognition keeps its thread until it ends, so
     #: timeouts cannot pile up threads.
     max_queue: int = 16
+    #: Images one ``/v1/predict/batch`` request may hold (read together, as one recognition).
+    max_batch_images: int = 32
     #: Answers kept in the LRU cache keyed by (image hash, model version, kind); 0 disables.
     cache_size: int = 256
     #: Monitoring store (the same variables ``quill.monitoring`` reads): None uses its default
