@@ -289,28 +289,34 @@ health_router = APIRouter()  # the probes: never behind the API key
 metrics_router = APIRouter()
 
 
+def _image_body(json_model: type[BaseModel], image: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its body itself: JSON as
+    ``json_model``, or a multipart upload whose ``image`` field is ``image``."""
+    upload = {
+        "type": "object",
+        "properties": {"image": image, "kind": {"type": "string", "default": "auto"}},
+        "required": ["image"],
+    }
+    return {
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": json_model.model_json_schema()},
+                "multipart/form-data": {"schema": upload},
+            },
+            "required": True,
+        }
+    }
+
+
+#: An uploaded file in an OpenAPI schema.
+FILE_SCHEMA = {"type": "string", "format": "binary"}
+
+
 @predict_router.post(
     "/v1/predict",
     response_model=PredictResponse,
     responses=_errors(400, 401, 413, 415, 422, 503, 504),
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": PredictRequest.model_json_schema()},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "image": {"type": "string", "format": "binary"},
-                            "kind": {"type": "string", "default": "auto"},
-                        },
-                        "required": ["image"],
-                    }
-                },
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=_image_body(PredictRequest, FILE_SCHEMA),
 )
 async def predict(request: Request, service: ReadyService, state: State) -> dict[str, Any]:
     """Recognise the handwriting in one image: JSON ``{"image": base64}`` or a multipart
@@ -329,27 +335,7 @@ async def predict(request: Request, service: ReadyService, state: State) -> dict
     "/v1/predict/batch",
     response_model=PredictBatchResponse,
     responses=_errors(400, 401, 413, 415, 422, 503, 504),
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": PredictBatchRequest.model_json_schema()},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "image": {
-                                "type": "array",
-                                "items": {"type": "string", "format": "binary"},
-                            },
-                            "kind": {"type": "string", "default": "auto"},
-                        },
-                        "required": ["image"],
-                    }
-                },
-            },
-            "required": True,
-        }
-    },
+    openapi_extra=_image_body(PredictBatchRequest, {"type": "array", "items": FILE_SCHEMA}),
 )
 async def predict_batch(request: Request, service: ReadyService, state: State) -> dict[str, Any]:
     """Recognise several images in one request (the lines of a document, say): JSON
