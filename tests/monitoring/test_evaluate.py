@@ -67,6 +67,8 @@ def test_report_cards_pass_an_equal_model_and_fail_a_broken_one(
     assert card["rules_version"] == "test-1"
     overall = card["overall"]
     assert overall["candidate"]["cer"] == overall["current"]["cer"] < 0.2
+    # the same model read the same lines: every resample of their groups differs by 0
+    assert overall["delta_cer_interval"] == [0.0, 0.0] and overall["groups"] >= 2
     slices = {s["slice"]: s for s in card["slices"]}
     assert {
         "dataset=smoke",
@@ -89,8 +91,13 @@ def test_report_cards_pass_an_equal_model_and_fail_a_broken_one(
     } <= failed
     assert "max_latency_ratio" not in failed
     assert card["overall"]["candidate"]["cer"] > 0.5
+    low, high = card["overall"]["delta_cer_interval"]
+    assert (
+        0 < low <= card["overall"]["candidate"]["cer"] - card["overall"]["current"]["cer"] <= high
+    )
     markdown = (tmp_path / "broken" / "report-card.md").read_text()
     assert markdown.startswith("# Report card: smoke-broken vs smoke-") and "**FAIL**" in markdown
+    assert f"{low:+.4f} to {high:+.4f}" in markdown
 
     # The promotion gate reads the card.
     card_path = tmp_path / "broken" / "report-card.json"

@@ -5,7 +5,9 @@
   raw texts, case-sensitive (``quill.evaluation.metrics``);
 - :func:`normalise`: the one normalisation applied before scoring (``.normalise``);
 - :func:`score` and :func:`score_slices`: normalised corpus CER/WER, case-sensitive and
-  casefolded, for a set and each of its slices (``.slices``).
+  casefolded, for a set and each of its slices (``.slices``);
+- :func:`paired_interval`: how sure a difference in CER between two models is, by a paired
+  bootstrap over the samples' groups (``.bootstrap``).
 
 Users: training's validation metric (``quill.training.metrics``), ``quill bench accuracy``
 (``quill.bench``), ``quill evaluate`` and its report card, monitoring's shadow disagreement
@@ -17,6 +19,7 @@ standard library only, never another Quill layer, so every layer may import it.
 
 from __future__ import annotations
 
+from quill.evaluation.bootstrap import paired_interval
 from quill.evaluation.metrics import (
     ErrorCounts,
     cer,
@@ -41,6 +44,7 @@ __all__ = [
     "corpus_wer",
     "edit_distance",
     "normalise",
+    "paired_interval",
     "score",
     "score_slices",
     "slice_groups",

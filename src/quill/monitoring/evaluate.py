@@ -2,7 +2,9 @@
 
 Both models read the same images in the same pass (batch by batch, interleaved, so machine
 load hits them alike). The card has CER/WER of both on every evaluation set and slice,
-latency, and a pass/fail verdict from ``configs/evaluation.yaml``: no overall regression
+latency, the 95% interval of each CER difference (a paired bootstrap over the samples'
+groups: pages, writers; :mod:`quill.evaluation.bootstrap`), and a pass/fail verdict from
+``configs/evaluation.yaml``: no overall regression
 beyond a tolerance, no regression on a *protected* slice (say, the feedback set users
 corrected, or light-on-dark images), and no large latency increase. ``quill model promote``
 reads the card through :func:`check_promotion` (staging's gate,
@@ -116,6 +118,8 @@ class Item:
     label: str
     slices: dict[str, str]
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    #: The unit the bootstrap resamples: the sample's group (its page, its writer).
+    group: str = ""
 
 
 def length_bucket(text: str) -> str:
@@ -172,7 +176,7 @@ def _load(manifest: Manifest, samples: list[Sample], name: str, notes: list[str]
             "polarity": polarity_label(polarity),
             "length": length_bucket(sample.text),
         }
-        loaded.append((Item(sample.text, slices), image))
+        loaded.append((Item(sample.text, slices, group=sample.group or sample.image), image))
     return loaded
 
 
@@ -183,6 +187,32 @@ def _slice_rows(
     (a slice holding every item included: a protected slice must be judged)."""
     scored = [evaluation.Item(i.label, i.outcomes[model].text, i.slices) for i in items]
     return evaluation.score_slices(scored, keys, repeat_whole=True)
+
+
+def _item_edits(items: Sequence[Item], model: str) -> list[evaluation.ErrorCounts]:
+    """Each item's character edits and reference characters for ``model``, of normalised
+    texts as the card's CER counts them."""
+    return [
+        evaluation.ErrorCounts.of(
+            [evaluation.normalise(item.outcomes[model].text)], [evaluation.normalise(item.label)]
+        )
+        for item in items
+    ]
+
+
+def _delta_interval(
+    items: Sequence[Item],
+    members: Sequence[int],
+    edits: dict[str, list[evaluation.ErrorCounts]],
+) -> list[float]:
+    """95% interval of candidate - current CER on ``members``, resampling their groups."""
+    low, high = evaluation.paired_interval(
+        [edits["candidate"][i].char_edits for i in members],
+        [edits["current"][i].char_edits for i in members],
+        [edits["current"][i].chars for i in members],
+        [items[i].group or str(i) for i in members],
+    )
+    return [round(low, 5), round(high, 5)]
 
 
 def _scores(items: Sequence[Item], row: evaluation.SliceScore, model: str) -> dict[str, float]:
@@ -205,9 +235,12 @@ def report_card(
     rules = config.rules
     whole, *candidate_rows = _slice_rows(items, config.slices, "candidate")
     whole_current, *current_rows = _slice_rows(items, config.slices, "current")
-    overall = {
+    edits = {model: _item_edits(items, model) for model in ("candidate", "current")}
+    overall: dict[str, Any] = {
         "candidate": _scores(items, whole, "candidate"),
         "current": _scores(items, whole_current, "current"),
+        "delta_cer_interval": _delta_interval(items, whole.members, edits),
+        "groups": len({items[i].group for i in whole.members}),
     }
     slices: list[dict[str, Any]] = []
     pairs = sorted(zip(candidate_rows, current_rows, strict=True), key=lambda pair: pair[0].name)
@@ -227,6 +260,8 @@ def report_card(
                 "candidate": cand,
                 "current": cur,
                 "delta_cer": cand["cer"] - cur["cer"],
+                "delta_cer_interval": _delta_interval(items, candidate_row.members, edits),
+                "groups": len({items[i].group for i in candidate_row.members}),
                 "protected": protected,
                 "judged": judged,
                 "regressed": regressed,
@@ -302,19 +337,27 @@ def render_markdown(card: dict[str, Any]) -> str:
             for c in card["checks"]
         ),
         "",
-        "| slice | n | CER candidate | CER current | Δ CER | WER candidate | WER current "
-        "| protected |",
-        "|---|---|---|---|---|---|---|---|",
+        "| slice | n | groups | CER candidate | CER current | Δ CER | 95% interval of Δ "
+        "| WER candidate | WER current | protected |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = [{"slice": "**all**", "n": card["samples"], **card["overall"], "protected": False}]
     for s in rows + card["slices"]:
         delta = s["candidate"]["cer"] - s["current"]["cer"]
         mark = " ⚠" if s.get("regressed") else ""
+        low, high = s.get("delta_cer_interval") or (delta, delta)
         lines.append(
-            f"| {s['slice']}{mark} | {s['n']} | {s['candidate']['cer']:.4f} | "
-            f"{s['current']['cer']:.4f} | {delta:+.4f} | {s['candidate']['wer']:.4f} | "
+            f"| {s['slice']}{mark} | {s['n']} | {s.get('groups', '')} | "
+            f"{s['candidate']['cer']:.4f} | {s['current']['cer']:.4f} | {delta:+.4f} | "
+            f"{low:+.4f} to {high:+.4f} | {s['candidate']['wer']:.4f} | "
             f"{s['current']['wer']:.4f} | {'yes' if s['protected'] else ''} |"
         )
+    lines += [
+        "",
+        "The interval resamples the samples' groups (pages, writers) with replacement, both "
+        "models together: an interval holding 0 means these samples cannot tell the two "
+        "models apart on that slice.",
+    ]
     if card["notes"]:
         lines += ["", "Notes:", *(f"- {n}" for n in card["notes"])]
     return "\n".join(lines) + "\n"
