@@ -14,10 +14,9 @@ Every runtime answers one question, ``decode(images (B,1,H,W) float32, widths (B
 ``auto`` times each available serving runtime on the same probe batch and keeps the faster of
 ONNX Runtime's files unless TorchScript is clearly faster (:data:`AUTO_MARGIN`): the winner
 depends on the machine (int8 matrix products gain most where the CPU has int8 dot-product
-instructions), the
-thread count and the model, so it is measured where the model runs rather than assumed, once:
-:mod:`quill.runtimes.cache` remembers it per model, threads and machine, so later starts load
-only the winner (ONNX Runtime without torch).
+instructions), the thread count and the model, so it is measured where the model runs
+rather than assumed, once: :mod:`quill.runtimes.cache` remembers it per model, threads and
+machine, so later starts load only the winner (ONNX Runtime without torch).
 
 Every runtime reads a :class:`~quill.staged_model.StagedModel`. Staging runs them for its
 parity check and inference for every prediction, so they sit below both.
