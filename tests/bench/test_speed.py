@@ -117,6 +117,13 @@ def test_a_model_without_an_int8_copy_is_quantised_into_a_copy_for_the_bench(
     )
 
 
+def test_the_auto_variant_names_the_runtime_it_chose(tiny_model, tmp_path) -> None:
+    [system], missing = load_quill_variants(tiny_model, ["auto"], 1, tmp_path / "int8")
+    assert missing == {} and system.name == "quill-auto"
+    assert system.settings["chosen_backend"] == system.recognizer.backend
+    assert system.recognizer.backend in {"onnx", "torchscript"}  # the tiny model has no int8
+
+
 def test_variants_keep_or_override_the_models_decoding(tiny_model, tmp_path) -> None:
     from quill.models.language_model import CharNGramLM
 

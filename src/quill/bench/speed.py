@@ -252,11 +252,21 @@ def batch_gains(timings: Sequence[Timing]) -> dict[int, float]:
     return gains
 
 
-#: Quill runtimes compared: eager PyTorch (the baseline), the two exports, and int8 ONNX.
+#: Quill runtimes compared: eager PyTorch (the baseline), the two exports, and int8 ONNX;
+#: ``auto`` is what a user gets (the runtime ``--backend auto`` chooses on this machine, named
+#: in the row's settings as ``chosen_backend``).
 #: ``onnx-greedy`` is ONNX with greedy CTC decoding whatever the model's decoding section says;
 #: ``onnx-python-beam`` is ONNX with the beam search in Python instead of compiled (the same
 #: answers: what the compiled search saves, or what a build without a C compiler costs).
-VARIANTS = ("eager", "torchscript", "onnx", "onnx-int8", "onnx-greedy", "onnx-python-beam")
+VARIANTS = (
+    "eager",
+    "torchscript",
+    "onnx",
+    "onnx-int8",
+    "auto",
+    "onnx-greedy",
+    "onnx-python-beam",
+)
 BASELINE = "quill-eager"
 #: int8 "keeps accuracy" if its CER on the timed inputs is at most this much above float32's.
 INT8_TOLERANCE = 0.005

@@ -130,7 +130,12 @@ class QuillSystem:
         except (FileNotFoundError, ValueError, RuntimeError) as exc:
             message = f"cannot load Quill model {model_dir} ({backend}): {exc}"
             raise SystemUnavailable(message) from exc
-        settings = {"model_dir": str(model_dir), "backend": backend, "threads": str(threads)}
+        settings = {
+            "model_dir": str(model_dir),
+            "backend": backend,
+            "chosen_backend": recognizer.backend,
+            "threads": str(threads),
+        }
         chosen = recognizer.model.decoding
         settings["decoding"] = json.dumps(chosen.to_dict() if chosen else {"method": "greedy"})
         return cls(name or f"quill-{backend}", recognizer, settings)
