@@ -65,6 +65,10 @@ def test_what_cannot_be_quantised_is_named(model: Path, tmp_path: Path) -> None:
         load_backend("onnx-int8", StagedModel.load(model), threads=1)
     with pytest.raises(QuantizeError, match="quill-model.json"):
         add_int8(tmp_path / "nowhere")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(QuantizeError, match="a sample to check the int8 copy on"):
+        add_int8(model, [tmp_path / "cut.png"])
+    assert not (model / ONNX_INT8_FILE).exists() and not list(model.glob(".int8-*"))
     (model / ONNX_FILE).unlink()
     with pytest.raises(QuantizeError, match="no ONNX graph"):
         add_int8(model)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from quill.errors import QuillError
 from quill.model_files import ONNX_INT8_FILE
-from quill.preprocess import ImageSource
+from quill.preprocess import ImageError, ImageSource
 from quill.runtimes.backends import load_backend
 from quill.staged_model import BackendFiles, ModelLoadError, StagedModel
 from quill.staging.parity import check_parity, sample_inputs
@@ -74,12 +74,12 @@ def add_int8(
 ) -> StagedModel:
     """Give the staged CTC model in ``model_dir`` its int8 copy (``model-int8.onnx``), checked
     on ``samples`` (default: staging's rendered sentences) to read them at most ``max_drift``
-    apart from the float graph, and return the model as saved:
-    with the ``onnx-int8`` backend, its check in ``parity``, and a new version.
+    apart from the float graph, and return the model as saved: with the ``onnx-int8``
+    backend, its check in ``parity``, and a new version.
 
-    Raises :class:`QuantizeError` (the folder unchanged) for a model that is not CTC or has no
-    ONNX graph, :class:`Int8Drift` when the copy reads the samples more than
-    ``max_drift`` apart.
+    Raises :class:`QuantizeError` (the folder unchanged) for a model that is not CTC, that has
+    no ONNX graph or a sample that cannot be read, :class:`Int8Drift` when the copy reads the
+    samples more than ``max_drift`` apart.
     """
     try:
         model = StagedModel.load(model_dir)
@@ -104,7 +104,10 @@ def add_int8(
                 "onnx-int8": BackendFiles((f"{scratch.name}/{ONNX_INT8_FILE}",), details),
             },
         )
-        inputs = sample_inputs(model.preprocess, samples)
+        try:
+            inputs = sample_inputs(model.preprocess, samples)
+        except ImageError as exc:
+            raise QuantizeError(f"a sample to check the int8 copy on: {exc}") from exc
         reference = load_backend("onnx", model, threads=1)
         report = check_parity(
             reference, {"onnx-int8": load_backend("onnx-int8", trial, 1)}, inputs, model.tokenizer
