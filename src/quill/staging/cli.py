@@ -265,8 +265,8 @@ def quantize_command(
         list[str] | None,
         typer.Option(
             "--samples",
-            help="Line images (files, directories or globs) the copy is checked on (default: "
-            "staging's rendered sample sentences).",
+            help="Line images (files, directories or globs) the copy is checked on: real lines "
+            "of your data test it best (default: staging's rendered sample sentences).",
         ),
     ] = None,
 ) -> None:
