@@ -428,7 +428,7 @@ def _candidate_arrays(
     ([0, 2, 2, 4], [1, 2, 1, 2])
     """
     # compared in float64, as Python compares the frames' values with the threshold
-    above = frames > np.float64(prune_log_prob)  # (T, C), blank included: it takes a rank
+    above: np.ndarray = frames > np.float64(prune_log_prob)  # (T, C), blank takes a rank too
     extends = above.copy()
     extends[:, blank] = False
     above &= extends.any(axis=1)[:, None]  # a blank-only frame has no candidate
