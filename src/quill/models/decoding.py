@@ -428,10 +428,10 @@ def _candidate_arrays(
     ([0, 2, 2, 4], [1, 2, 1, 2])
     """
     # compared in float64, as Python compares the frames' values with the threshold
-    above: np.ndarray = frames > np.float64(prune_log_prob)  # (T, C), blank takes a rank too
+    above = frames > np.float64(prune_log_prob)  # (T, C), blank included: it takes a rank
     extends = above.copy()
     extends[:, blank] = False
-    above &= extends.any(axis=1)[:, None]  # a blank-only frame has no candidate
+    above &= extends.any(axis=1, keepdims=True)  # (T, 1): a blank-only frame has none
     rows, classes = np.nonzero(above)  # row-major
     values = frames[rows, classes]
     order = np.lexsort((-values, rows))  # frame by frame, best first; stable: ties by class
