@@ -99,7 +99,7 @@ def accuracy(
     split: Annotated[str, typer.Option(help="Split of each dataset to read.")] = "test",
     backend: Annotated[
         str, typer.Option(help="Quill runtime: auto, onnx, onnx-int8, torchscript, eager.")
-    ] = ("auto"),
+    ] = "auto",
     threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
     batch_size: Annotated[int, typer.Option(help="Images per Quill call.")] = 16,
     also_decoding: Annotated[

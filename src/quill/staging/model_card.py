@@ -158,11 +158,13 @@ PARITY_HEADING = "## Export parity"
 def parity_section(model: StagedModel) -> str:
     """The Export parity section: how each runtime read the staging samples."""
     parity = model.parity or {"samples": 0, "eager_median_ms": 0.0, "backends": {}}
+    check = parity["backends"].get("onnx-int8")
     int8 = (
         "\n\nThe int8 copy (`quill model quantize`) reads almost, not exactly, as the float\n"
         "graph does. Its row counts the samples it was checked on (read as a batch and one by\n"
-        "one), against `onnx`'s readings of them; above 2% CER it is refused."
-        if "onnx-int8" in parity["backends"]
+        f"one), against `onnx`'s readings of them; above {check['max_drift_cer']:.0%} CER it "
+        "is refused."
+        if check
         else ""
     )
     return f"""{PARITY_HEADING} on {parity["samples"]} fixed samples
