@@ -3,8 +3,9 @@ health, readiness, metrics.
 
 A thin FastAPI adapter over :class:`~quill.serving.service.PredictionService`. The model is
 loaded when the app starts (``/readyz`` answers 503 until then), recognition runs in a
-bounded thread pool under a timeout, every error is JSON with a stable code, and Prometheus
-metrics live in a registry of their own (one per app, so tests can build many).
+bounded thread pool under a timeout (:mod:`quill.serving.recognitions`), every error is
+JSON with a stable code, and Prometheus metrics live in a registry of their own (one per
+app, so tests can build many).
 
 How it is built: one ``APIRouter`` per concern (:data:`predict_router`,
 :data:`feedback_router`, :data:`health_router` and :data:`metrics_router`), whose routes
@@ -36,12 +37,8 @@ import hmac
 import importlib.util
 import json
 import logging
-import threading
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +54,10 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from quill.monitoring.records import Flag, PredictionRecord, ShadowRecord
+from quill.monitoring.records import Flag
 from quill.serving.errors import ServingError, status_code_name
 from quill.serving.metrics import ApiMetrics
+from quill.serving.recognitions import Recognitions
 from quill.serving.service import (
     CLIENT_HEADER,
     FeedbackStore,
@@ -661,183 +659,6 @@ def _route_path(scope: Scope) -> str:
     """The path below the app's root path (what the routes match)."""
     path, root = scope.get("path", ""), scope.get("root_path", "")
     return path[len(root) :] if root and path.startswith(root) else path
-
-
-# ---- recognitions: bounded threads, a real timeout, no log for an abandoned request -------
-
-
-class _Ticket:
-    """One recognition's state, shared by the waiting request and the worker thread."""
-
-    __slots__ = ("abandoned", "lock", "logged", "started")
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.started = False
-        self.logged = False
-        self.abandoned = False
-
-
-class Recognitions:
-    """Where recognitions run: ``max_concurrency`` threads, at most ``max_queue`` waiting.
-
-    A place is given back when the work ends, not when the request stops waiting: a
-    recognition that outlives its timeout (Python cannot interrupt a running thread) keeps
-    its place, and once every place is taken requests answer 503 ``overloaded`` at once
-    instead of stacking threads and memory. A request that gives up (timeout, client gone)
-    answers at once; if its work had not started it never starts, and if it finishes later
-    its prediction is not logged (the caller never got it).
-    """
-
-    def __init__(self, settings: ServingSettings):
-        self.settings = settings
-        self.threads = max(1, settings.max_concurrency)
-        self.capacity = self.threads + max(0, settings.max_queue)
-        self.executor = ThreadPoolExecutor(self.threads, thread_name_prefix="quill-recognize")
-        self._lock = threading.Lock()
-        self.taken = 0
-        self.tickets: dict[str, _Ticket] = {}
-        self.abandoned: OrderedDict[str, None] = OrderedDict()  # recent ids, bounded
-        self.stats = {"started": 0, "abandoned": 0, "never_started": 0, "not_logged": 0}
-
-    async def run(
-        self, service: PredictionService, image: bytes, kind: str, client: str = "api"
-    ) -> dict[str, Any]:
-        """The service's answer for ``image``; ServingError for bad input, 503 (full) or
-        504 (timeout)."""
-        [answer] = await self.run_many(service, [image], kind, client)
-        if isinstance(answer, ServingError):
-            raise answer
-        return answer
-
-    async def run_many(
-        self, service: PredictionService, images: list[bytes], kind: str, client: str = "api"
-    ) -> list[dict[str, Any] | ServingError]:
-        """The service's answers for ``images`` (each with its request id, or its error), read
-        as one recognition: one place, one timeout; ServingError 503 (full) or 504."""
-        with self._lock:
-            if self.taken >= self.capacity:
-                raise ServingError(
-                    "overloaded",
-                    f"the server is busy ({self.taken} recognitions running or waiting, the "
-                    "limit); retry shortly",
-                )
-            self.taken += 1
-        request_ids = [uuid.uuid4().hex for _ in images]
-        ticket = _Ticket()
-        self.tickets.update(dict.fromkeys(request_ids, ticket))
-
-        def work() -> list[dict[str, Any] | ServingError] | None:
-            try:
-                with ticket.lock:
-                    if ticket.abandoned:
-                        self.stats["never_started"] += 1
-                        return None
-                    ticket.started = True
-                self.stats["started"] += 1
-                return service.predict_many(images, client, kind, request_ids)
-            finally:
-                for request_id in request_ids:
-                    self.tickets.pop(request_id, None)
-                with self._lock:
-                    self.taken -= 1
-
-        future = asyncio.get_running_loop().run_in_executor(self.executor, work)
-        future.add_done_callback(_retrieve_exception)
-        try:
-            answers = await asyncio.wait_for(asyncio.shield(future), self.settings.timeout_s)
-        except TimeoutError as exc:
-            if self._abandon(ticket, request_ids):
-                raise ServingError(
-                    "timeout",
-                    f"recognition took longer than {self.settings.timeout_s:g} s "
-                    "(not logged as a prediction)",
-                ) from exc
-            answers = await future  # it finished (and was logged) as the clock ran out
-        except asyncio.CancelledError:  # the client went away, or the server stops
-            self._abandon(ticket, request_ids)
-            raise
-        assert answers is not None  # only abandoned work returns None
-        return answers
-
-    def _abandon(self, ticket: _Ticket, request_ids: list[str]) -> bool:
-        """Give up on a request; False if its work already logged an answer (it finished)."""
-        with ticket.lock:
-            if ticket.logged:
-                return False
-            ticket.abandoned = True
-        for request_id in request_ids:
-            self._remember_abandoned(request_id)
-        return True
-
-    def _remember_abandoned(self, request_id: str) -> None:
-        self.stats["abandoned"] += 1
-        self.abandoned[request_id] = None
-        while len(self.abandoned) > 10_000:
-            self.abandoned.popitem(last=False)
-
-    def may_log(self, request_id: str) -> bool:
-        """Called by the gated logger: False for a request that was given up on."""
-        ticket = self.tickets.get(request_id)
-        if ticket is None:
-            return request_id not in self.abandoned
-        with ticket.lock:
-            if ticket.abandoned:
-                return False
-            ticket.logged = True
-            return True
-
-    def gate(self, logger: PredictionLogger) -> GatedLogger:
-        return (
-            logger
-            if isinstance(logger, GatedLogger) and logger.owner is self
-            else GatedLogger(logger, self)
-        )
-
-    def guard_logging(self, service: PredictionService) -> None:
-        """Route ``service``'s prediction log through this gate (idempotent)."""
-        if service.logger is not None:
-            service.logger = self.gate(service.logger)
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=False)
-
-
-class GatedLogger:
-    """A prediction logger that drops the predictions (and shadow answers) of abandoned
-    requests (timed out or disconnected: their caller never got an answer) and forwards
-    everything else."""
-
-    def __init__(self, inner: PredictionLogger, owner: Recognitions):
-        self.inner = inner
-        self.owner = owner
-
-    def log(self, record: PredictionRecord) -> None:
-        if self.owner.may_log(record.request_id):
-            self.inner.log(record)
-        else:
-            self.owner.stats["not_logged"] += 1
-            log.warning(
-                "request %s timed out or was abandoned: its prediction is not logged",
-                record.request_id,
-            )
-
-    def log_shadow(self, record: ShadowRecord) -> None:
-        if record.request_id not in self.owner.abandoned:
-            self.inner.log_shadow(record)
-
-    def flush(self, timeout: float = 30.0) -> bool:
-        return self.inner.flush(timeout)
-
-    def close(self) -> object:
-        return self.inner.close()
-
-
-def _retrieve_exception(future: asyncio.Future) -> None:
-    """Read an abandoned work's exception, so asyncio does not report it as never retrieved
-    (the waiting request already answered)."""
-    if not future.cancelled() and future.exception() is not None:
-        log.debug("an abandoned recognition failed: %r", future.exception())
 
 
 # ---- feedback ---------------------------------------------------------------------------
