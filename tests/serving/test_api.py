@@ -84,13 +84,18 @@ def test_predict_json_data_url_and_multipart(client: httpx.Client) -> None:
     assert curl_style.json()["text"] == "hello"
 
 
-def three_line_page() -> Image.Image:
-    """A page of three rendered words, one a line."""
-    words = [render_line(word) for word in ("quill", "Kew", "ink")]
+def page_of(texts: tuple[str, ...]) -> Image.Image:
+    """A page of rendered texts, one a line."""
+    words = [render_line(text) for text in texts]
     page = Image.new("RGB", (400, 60 * len(words) + 60), (246, 242, 232))
     for number, word in enumerate(words):
         page.paste(word, (20, 30 + 60 * number))
     return page
+
+
+def three_line_page() -> Image.Image:
+    """A page of three rendered words, one a line."""
+    return page_of(("quill", "Kew", "ink"))
 
 
 def test_a_page_answer_has_its_lines_findings_and_notes(client: httpx.Client) -> None:
@@ -293,9 +298,11 @@ def test_slow_recognition_times_out_with_504(server: ApiServer, settings: Servin
 
     impatient = replace(settings, timeout_s=0.001)
     with TestClient(create_app(impatient, service=service_of(server))) as http:
-        # An image no test sent before, so the service's cache cannot answer it at once.
-        unseen = encode(render_line("ink quill Kew hello"))
-        response = http.post("/v1/predict", json={"image": b64(unseen)})
+        # An image no test sent before, so the service's cache cannot answer it at once; a
+        # page of four lines, so that its reading outlasts the 1 ms by far even when a busy
+        # machine fires the timer late (a one-line image once finished first: 200).
+        unseen = encode(page_of(("ink quill", "Kew hello", "quill ink", "hello")))
+        response = http.post("/v1/predict", json={"image": b64(unseen), "kind": "paragraph"})
     assert response.status_code == 504 and response.json()["error"]["code"] == "timeout"
 
 
