@@ -84,6 +84,31 @@ class LanguageDecoding:
             raise ModelLoadError(str(exc)) from exc
 
 
+#: ``with_decoding_method``'s name for the model's own decoding read from one network pass.
+SINGLE_PASS = "single-pass"
+#: The largest vertical shift a decoding may ask for, in pixels of the model's input (an
+#: eighth of a 64-pixel line): a letter moved further is cut off at the window's edge.
+MAX_SHIFT = 8
+
+
+def check_shifts(shifts: Any) -> tuple[int, ...]:
+    """A decoding's ``shifts`` as a tuple, or a ValueError saying what is wrong with them.
+
+    >>> check_shifts([0, -2, 2])
+    (0, -2, 2)
+    """
+    if not isinstance(shifts, list | tuple) or not shifts:
+        raise ValueError("shifts must be a list of at least one shift (0: the image as it is)")
+    for value in shifts:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"shifts must be whole pixels, got {value!r}")
+        if abs(value) > MAX_SHIFT:
+            raise ValueError(f"a shift of {value} pixels is more than the {MAX_SHIFT} allowed")
+    if len(set(shifts)) != len(shifts):
+        raise ValueError(f"shifts {list(shifts)} repeat a shift")
+    return tuple(shifts)
+
+
 @dataclass(frozen=True)
 class DecodingConfig:
     """A CTC model's ``decoding`` section: how its frames become text (``quill lm tune``).
@@ -107,6 +132,9 @@ class DecodingConfig:
     identifier: str | None = None
     identify_margin: float | None = None
     languages: tuple[LanguageDecoding, ...] | None = None
+    #: Vertical shifts in pixels of the line image whose network outputs are averaged before
+    #: decoding (``quill lm shifts``; :mod:`quill.inference.shifts`); None reads one pass.
+    shifts: tuple[int, ...] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "decoding") -> DecodingConfig:
@@ -127,20 +155,30 @@ class DecodingConfig:
             )
         if values.get("languages") and values.get("identifier") is None:
             raise ModelLoadError(f"{where}: other languages need an 'identifier' file")
+        if values.get("shifts") is not None:
+            try:
+                values["shifts"] = check_shifts(values["shifts"])
+            except (TypeError, ValueError) as exc:
+                raise ModelLoadError(f"{where}.shifts: {exc}") from exc
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings given (None left out), in field order."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None} | (
-            {"languages": [dataclasses.asdict(item) for item in self.languages]}
-            if self.languages is not None
-            else {}
+        """The settings given (None left out), in field order, as JSON holds them."""
+        return (
+            {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+            | (
+                {"languages": [dataclasses.asdict(item) for item in self.languages]}
+                if self.languages is not None
+                else {}
+            )
+            | ({"shifts": list(self.shifts)} if self.shifts is not None else {})
         )
 
     def decoder_settings(self) -> dict[str, Any]:
-        """Keyword arguments of ``CTCDecoder`` (all but the LM files and the languages)."""
-        files = ("lm", "identifier", "languages")
-        return {k: v for k, v in self.to_dict().items() if k not in files}
+        """Keyword arguments of ``CTCDecoder`` (all but the LM files, the languages and the
+        shifts, which are the network's)."""
+        others = ("lm", "identifier", "languages", "shifts")
+        return {k: v for k, v in self.to_dict().items() if k not in others}
 
     def files(self) -> list[str]:
         """Every language model file the decoding reads (beam search only), in order."""
@@ -479,8 +517,13 @@ class StagedModel:
 
     def with_decoding_method(self, method: str) -> StagedModel:
         """In memory only: this model decoding with ``method`` (``greedy`` or ``beam``) and
-        its other decoding settings, for a caller that overrides how to decode."""
-        decoding = dataclasses.replace(self.decoding or DecodingConfig(), method=method)
+        its other decoding settings, or (``single-pass``) its own decoding of one network
+        pass instead of its shifts, for a caller that overrides how to decode."""
+        decoding = self.decoding or DecodingConfig()
+        if method == SINGLE_PASS:
+            decoding = dataclasses.replace(decoding, shifts=None)
+        else:
+            decoding = dataclasses.replace(decoding, method=method)
         return dataclasses.replace(self, decoding=decoding)
 
 

@@ -160,3 +160,17 @@ def test_a_batch_of_one(config: AugmentConfig) -> None:
         out, out_widths = seeded(augmenter, images, widths, seed)
         assert out.shape[0] == 1 and out_widths.shape == (1,)
         assert_well_formed(out, out_widths, augmenter)
+
+
+@pytest.mark.parametrize("pixels", [-3.0, 2.0])
+def test_a_shift_moves_the_fitted_line_up_or_down_by_its_pixels(pixels: float) -> None:
+    config = replace(NOTHING, shift=1.0, shift_pixels=(pixels, pixels))
+    augmenter = InkAugmenter(config, width_multiple=8, max_width=1536)
+    images, widths = batch([ink_line("Hooker"), ink_line("Kew")])
+    out, out_widths = seeded(augmenter, images, widths, 0)
+    assert_well_formed(out, out_widths, augmenter)
+    rows = torch.arange(HEIGHT, dtype=torch.float32)[:, None]
+    for row in range(2):
+        before = float((images[row, 0] * rows).sum() / images[row, 0].sum())
+        after = float((out[row, 0] * rows).sum() / out[row, 0].sum())
+        assert after - before == pytest.approx(pixels, abs=0.15)  # centre of the ink, in rows

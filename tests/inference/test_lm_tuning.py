@@ -56,7 +56,10 @@ def test_tune_writes_the_best_decoding_and_the_recognizer_uses_it(
     assert written.version == written.content_version()
     assert f"Version `{written.version}`" in card
     assert card.count("## Decoding") == 1 and card.index("## Decoding") < card.index("## Files")
-    assert f"| `{json.dumps(decoding)}` |" in card and "4 val lines" in card
+    assert f"`{json.dumps(decoding)}`, chosen by" in card and "4 val lines" in card
+    # the setting in use is a row of the table (which names no files), whichever won
+    measured = [json.loads(row) for row in re.findall(r"^\| `(\{.*\})` \|", card, re.M)]
+    assert {k: v for k, v in decoding.items() if k != "lm"} in measured
     assert decoding["method"] in ("greedy", "beam")
     recognizer = Recognizer.from_path(model_copy, backend="onnx", threads=1)
     assert recognizer.runtime.decoder.method == decoding["method"]

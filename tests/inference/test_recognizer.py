@@ -348,13 +348,13 @@ def test_blank_and_near_blank_images_read_as_nothing_without_the_model(
     near = tmp_path / "near-blank.jpg"
     near_blank_paper().save(near, quality=95)
     calls: list[int] = []
-    decode = recognizer.runtime.decode
+    network = recognizer.runtime.forward
 
-    def counting(images: np.ndarray, widths: np.ndarray) -> list:
+    def counting(images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         calls.append(len(images))
-        return decode(images, widths)
+        return network(images, widths)
 
-    monkeypatch.setattr(recognizer.runtime, "decode", counting)
+    monkeypatch.setattr(recognizer.runtime, "forward", counting)
     for kind in ("auto", "line", "paragraph"):
         predictions = recognizer.predict([blank, near], kind=kind)
         assert [(p.text, p.confidence, p.note) for p in predictions] == [("", 1.0, BLANK_NOTE)] * 2

@@ -106,7 +106,8 @@ def accuracy(
         list[str] | None,
         typer.Option(
             "--also-decoding",
-            help="Also measure the model with this CTC decoding (greedy or beam) as "
+            help="Also measure the model with this CTC decoding (greedy, beam, or single-pass: "
+            "its own decoding without its shifts) as "
             "quill-<method>, beside its own (repeat).",
         ),
     ] = None,

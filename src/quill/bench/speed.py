@@ -43,7 +43,7 @@ from quill.bench.systems import (
 )
 from quill.evaluation import score
 from quill.model_files import ONNX_INT8_FILE
-from quill.staged_model import ModelLoadError, StagedModel
+from quill.staged_model import SINGLE_PASS, ModelLoadError, StagedModel
 from quill.staging.quantize import QuantizeError, add_int8
 
 if TYPE_CHECKING:
@@ -262,6 +262,8 @@ def batch_gains(timings: Sequence[Timing]) -> dict[int, float]:
 #: ``onnx-greedy`` is ONNX with greedy CTC decoding whatever the model's decoding section says;
 #: ``onnx-python-beam`` is ONNX with the beam search in Python instead of compiled (the same
 #: answers: what the compiled search saves, or what a build without a C compiler costs).
+#: ``auto-single-pass`` is ``auto`` reading each line once where the model's decoding averages
+#: the network over vertical shifts (:mod:`quill.inference.shifts`): what the shifts cost.
 VARIANTS = (
     "eager",
     "torchscript",
@@ -270,6 +272,7 @@ VARIANTS = (
     "auto",
     "onnx-greedy",
     "onnx-python-beam",
+    "auto-single-pass",
 )
 BASELINE = "quill-eager"
 #: int8 "keeps accuracy" if its CER on the timed inputs is at most this much above float32's.
@@ -311,6 +314,8 @@ def load_quill_variants(
                 systems.append(QuillSystem.load(source, "onnx-int8", threads, name))
             elif variant == "onnx-greedy":
                 systems.append(QuillSystem.load(model_dir, "onnx", threads, name, "greedy"))
+            elif variant == "auto-single-pass":
+                systems.append(QuillSystem.load(model_dir, "auto", threads, name, SINGLE_PASS))
             elif variant == "onnx-python-beam":
                 system = QuillSystem.load(model_dir, "onnx", threads, name)
                 system.recognizer.search_in_python()

@@ -119,7 +119,8 @@ class QuillSystem:
     ) -> QuillSystem:
         """Open a staged model directory; a clear :class:`SystemUnavailable` if it cannot be.
 
-        ``decoding`` overrides the model's CTC decoding method (greedy or beam);
+        ``decoding`` overrides the model's CTC decoding method (greedy or beam) or reads one
+        network pass instead of its shifts (single-pass);
         ``segmenter`` how pages are cut into lines (trace or learned)."""
         from quill.inference.recognizer import Recognizer
 

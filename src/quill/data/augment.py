@@ -53,6 +53,13 @@ class AugmentConfig:
     blur_sigma: Range = (0.3, 1.2)
     noise: float = 0.3
     noise_std: Range = (0.01, 0.05)
+    #: Move the line up or down by this many pixels of the model's input after it is fitted
+    #: to the height (cached ink maps only): a hand's letters sit anywhere in the window, and
+    #: the network, which never saw them moved, read them better averaged over shifts
+    #: (:mod:`quill.inference.shifts`). Off by default: 0 draws nothing, so the other
+    #: distortions' random draws stay those of earlier runs.
+    shift: float = 0.0
+    shift_pixels: Range = (-3.0, 3.0)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,7 +8,8 @@ ink maps of :mod:`quill.data.ink_cache` (ink = 1, paper = 0), batched as tensors
 - one ``grid_sample`` does all the geometry: slant (shear), rotation, perspective (a
   keystone), a horizontal stretch, elastic wobble and a wandering baseline. Each line is
   refitted to the model height, as :func:`quill.preprocess.line_ink` fits a line, so a
-  rotated line is scaled to fit rather than cut;
+  rotated line is scaled to fit rather than cut, and then, if asked (``shift``), moved a
+  few pixels up or down;
 - stroke width (a blend towards a 3x3 max or min), lower resolution, blur, faint ink,
   paper that is not quite flat (stains, ruled lines, shadows as an ink map shows them)
   and noise act on the result.
@@ -91,6 +92,8 @@ class InkAugmenter:
         wave = _amount((0.0, 0.04 * height), pick(c.baseline_wave), generator)
         period = _amount((3.0 * height, 12.0 * height), wave > 0, generator, 1.0)
         phase = _amount((0.0, 2 * math.pi), wave > 0, generator)
+        # drawn last, and only when asked for: runs without it keep their random streams
+        lift = _amount(c.shift_pixels, pick(c.shift), generator) if c.shift else None
 
         # forward map about each line's centre: rotate . shear . stretch, (B, 2, 2)
         cos, sin = torch.cos(angle), torch.sin(angle)
@@ -121,6 +124,8 @@ class InkAugmenter:
             theta[:, row, 0] = 2 / size * inverse[:, row, 0] * scale_u
             theta[:, row, 1] = 2 / size * inverse[:, row, 1] * scale_v
             theta[:, row, 2] = 2 / size * (inverse[:, row, 0] * shift_u + centre) - 1
+        if lift is not None:  # output row y reads source row y - lift: the line moves down
+            theta[:, 1, 2] -= 2 / height * lift / fit
         shape = [batch, 1, height, out_width]
         grid = F.affine_grid(theta.to(device), shape, align_corners=False)  # (B, H, W', 2)
         self._displace(grid, in_width, keystone, elastic, wave, period, phase)

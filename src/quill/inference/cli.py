@@ -67,7 +67,10 @@ def predict(
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: all cores).")] = 0,
     decoding: Annotated[
         str | None,
-        typer.Option(help="CTC models: greedy or beam (default: what the model's card says)."),
+        typer.Option(
+            help="CTC models: greedy, beam, or single-pass (the model's own decoding of one "
+            "network pass instead of its vertical shifts) [default: what the model's card says]."
+        ),
     ] = None,
     segmenter: Annotated[
         str,

@@ -32,6 +32,9 @@ from quill.models.language_model import CharNGramLM
 from quill.staged_model import DecodingConfig, StagedModel
 from quill.staging.model_card import with_decoding_section, with_header
 
+#: Lines per call when :func:`measure_shifts` reads a tuning set (as `quill bench accuracy`).
+SHIFT_BATCH = 16
+
 
 def training_texts(
     text_files: Sequence[Path], datasets: Sequence[Path], corpus: bool
@@ -220,6 +223,33 @@ def best_within(
     )
 
 
+def measure_shifts(
+    recognizer: Any,
+    images: Sequence[Path],
+    references: Sequence[str],
+    candidates: Sequence[tuple[int, ...]],
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[TuningResult]:
+    """CER and milliseconds per line (preprocessing, network and decoding) of ``recognizer``
+    reading ``images`` with each candidate's shifts and its own decoding; best first, the
+    faster of equal ones first. The recognizer keeps the shifts it had."""
+    kept, results = recognizer.shifts, []
+    try:
+        for shifts in candidates:
+            progress(f"shifts {list(shifts)}")
+            recognizer.shifts = shifts
+            start, texts = time.perf_counter(), []
+            for first in range(0, len(images), SHIFT_BATCH):
+                chunk = [str(path) for path in images[first : first + SHIFT_BATCH]]
+                texts += [p.text for p in recognizer.predict(chunk, kind="line")]
+            ms = (time.perf_counter() - start) * 1000 / max(1, len(images))
+            setting = {"shifts": list(shifts)}
+            results.append(TuningResult(setting, corpus_cer(texts, list(references)), ms))
+    finally:
+        recognizer.shifts = kept
+    return sorted(results, key=lambda r: (r.cer, r.ms_per_line))
+
+
 def attach(
     model_dir: Path,
     lm_path: Path | None,
@@ -232,8 +262,11 @@ def attach(
     makes a new model version (:meth:`StagedModel.set_decoding`), which the card's header
     then shows. Returns the model as written."""
     staged = StagedModel.load(model_dir)
-    # a re-tuned main language model keeps the other languages (quill lm language)
+    # a re-tuned main language model keeps the other languages (quill lm language), and the
+    # shifts the tuning read the network with
     decoding = DecodingConfig.from_dict(setting).keeping_languages_of(staged.decoding)
+    if staged.decoding is not None:
+        decoding = dataclasses.replace(decoding, shifts=staged.decoding.shifts)
     staged = staged.set_decoding(decoding, lm_path if "lm_weight" in setting else None)
     if staged.card_path.is_file():
         rows = [(r.setting, r.cer, r.ms_per_line) for r in results]

@@ -10,6 +10,7 @@ language's LM, used for the lines that read as that language.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tempfile
@@ -342,8 +343,26 @@ def _record(
     clear message on a bad model, folder or split."""
     from rich.progress import Progress
 
-    from quill.data.manifest import Manifest
     from quill.inference import decoding_tuning
+
+    recognizer, paths, texts, names = _tuning_lines(model, data, split, limit, decoding)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("running the model", total=len(paths))
+        try:
+            batches = decoding_tuning.record_log_probs(
+                recognizer, paths, lambda: progress.advance(task)
+            )
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+    return recognizer, batches, texts, names
+
+
+def _tuning_lines(
+    model: Path, data: list[Path], split: str, limit: int, decoding: str | None
+) -> tuple[Any, list[Path], list[str], str]:
+    """Load ``model`` and list the ``split`` line samples of ``data``: (recognizer, image
+    paths, reference texts, the folders' names joined by " + ")."""
+    from quill.data.manifest import Manifest
     from quill.inference.recognizer import Recognizer
 
     try:
@@ -360,15 +379,88 @@ def _record(
             raise fail(f"{folder} has no {split!r} line samples")
         paths += [manifest.path_of(s) for s in samples]
         texts += [s.text for s in samples]
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("running the model", total=len(paths))
-        try:
-            batches = decoding_tuning.record_log_probs(
-                recognizer, paths, lambda: progress.advance(task)
+    return recognizer, paths, texts, " + ".join(str(folder) for folder in data)
+
+
+@lm_app.command("shifts")
+def shifts(
+    model: Annotated[Path, typer.Argument(help="Staged CTC model directory.")],
+    data: Annotated[
+        list[Path], typer.Option(help="Dataset folder with a manifest (line samples); repeat.")
+    ],
+    candidates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--shifts",
+            help="Vertical shifts in pixels to average the network over, comma-separated, "
+            "e.g. 0,-2,2 (repeat to compare several; 0 alone is one pass) "
+            "[default: 0 and 0,-2,2].",
+            show_default=False,
+        ),
+    ] = None,
+    split: TuningSplit = "val",
+    max_ms: Annotated[
+        float | None,
+        typer.Option(
+            help="Choose the best shifts that read a line within this many milliseconds "
+            "(as measured by this run) [default: no limit].",
+            show_default=False,
+        ),
+    ] = None,
+    cer_tolerance: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Choose the fastest shifts whose CER is within this many points (0.05 = "
+            "0.05%) of the best one's: every shift is one more pass of the network.",
+        ),
+    ] = 0.05,
+    limit: LinesLimit = 0,
+    write: Annotated[
+        bool, typer.Option(help="Store the best shifts in the model's decoding section.")
+    ] = False,
+) -> None:
+    """Compare reading each line once with averaging the network over vertical shifts of it
+    (test-time augmentation), each with the model's own decoding; optionally keep the best."""
+    from rich.console import Console
+
+    from quill.inference import decoding_tuning
+    from quill.staged_model import DecodingConfig, check_shifts
+    from quill.staging.model_card import with_header, with_shifts_section
+
+    console = Console(stderr=True, soft_wrap=True)
+    try:
+        options = [check_shifts([int(v) for v in text.split(",")]) for text in candidates or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--shifts") from exc
+    recognizer, paths, texts, names = _tuning_lines(model, data, split, limit, None)
+    if recognizer.model.family != "ctc":
+        raise fail(f"{model} is not a CTC model: shifts average a CTC network's outputs")
+    results = decoding_tuning.measure_shifts(
+        recognizer, paths, texts, options or [(0,), (0, -2, 2)], _trying(console)
+    )
+    print(f"{model} on {names} {split}: {len(texts)} lines, best first")
+    print(f"{'CER':>8} {'ms/line':>8}  shifts")
+    for result in results:
+        print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {result.setting['shifts']}")
+    best = decoding_tuning.best_within(results, max_ms, cer_tolerance / 100)
+    print(f"best: {best.setting['shifts']}")
+    if write:
+        staged = recognizer.model
+        chosen = tuple(best.setting["shifts"])
+        decoding = dataclasses.replace(
+            staged.decoding or DecodingConfig(), shifts=None if chosen == (0,) else chosen
+        )
+        staged = staged.set_decoding(decoding)
+        if staged.card_path.is_file():
+            rows = [(r.setting["shifts"], r.cer, r.ms_per_line) for r in results]
+            tuned_on = (
+                f"{len(texts)} {split} lines of `{names}`, the fastest within "
+                f"{cer_tolerance:g} CER points of the best"
             )
-        except ValueError as exc:
-            raise fail(str(exc)) from exc
-    return recognizer, batches, texts, " + ".join(str(folder) for folder in data)
+            card = with_shifts_section(staged.card_path.read_text(), chosen, rows, tuned_on)
+            staged.card_path.write_text(with_header(card, staged))
+        console.print(f"wrote shifts {list(chosen)} to {staged.metadata_path}: {staged.version}")
 
 
 @lm_app.command("language")

@@ -24,6 +24,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 from PIL import Image
 
+from quill.inference.shifts import ONE_PASS, forward_shifted
 from quill.inference.sources import InputImage, open_image
 from quill.models.decoding import CTCDecoder, ReadingScores
 from quill.preprocess import (
@@ -181,6 +182,8 @@ class Recognizer:
         self.tokenizer = model.tokenizer
         self.preprocess_config: PreprocessConfig = model.preprocess
         self.segmenter: Segmenter = segmenter
+        #: Vertical shifts whose network outputs a CTC model averages (its decoding's).
+        self.shifts: tuple[int, ...] = (model.decoding and model.decoding.shifts) or ONE_PASS
 
     @property
     def model_dir(self) -> Path:
@@ -212,7 +215,8 @@ class Recognizer:
 
         ``decoding`` (``greedy`` or ``beam``) overrides the method of the model's
         ``decoding`` section for a CTC model: beam search keeps the section's language
-        model and weights, greedy trades their accuracy for speed.
+        model and weights, greedy trades their accuracy for speed; ``single-pass`` keeps the
+        section but runs the network once per line instead of once per shift.
         """
         model = StagedModel.load(path)
         if decoding is not None:
@@ -327,9 +331,11 @@ class Recognizer:
             return
         for chunk in chunks:
             batch, widths = batch_images([line for _, _, line in chunk])  # (B,1,H,Wmax), (B,)
-            for (item, i, _), (ids, confidence) in zip(
-                chunk, self.runtime.decode(batch, widths), strict=True
-            ):
+            if self.model.family == "ctc":
+                decoded = self.runtime.decoder(*self._forward(batch, widths))
+            else:
+                decoded = self.runtime.decode(batch, widths)
+            for (item, i, _), (ids, confidence) in zip(chunk, decoded, strict=True):
                 item.texts[i] = self.tokenizer.decode(ids)
                 item.confidences[i] = confidence
 
@@ -342,7 +348,7 @@ class Recognizer:
         readings: dict[int, list[ReadingScores]] = {}
         for chunk in chunks:
             batch, widths = batch_images([line for _, _, line in chunk])  # (B,1,H,Wmax), (B,)
-            log_probs, lengths = self.runtime.forward(batch, widths)  # (B, T, C), (B,)
+            log_probs, lengths = self._forward(batch, widths)  # (B, T, C), (B,)
             outputs.append((chunk, log_probs, lengths))
             for (item, _, _), scores in zip(
                 chunk, decoder.reading_scores(log_probs, lengths), strict=True
@@ -357,6 +363,11 @@ class Recognizer:
                 ids, confidence = decoder.decode_as(chosen, frames)[0]
                 item.texts[i] = self.tokenizer.decode(ids)
                 item.confidences[i] = confidence
+
+    def _forward(self, batch: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A CTC network over a batch (B,1,H,W): log-probs (B,T,C) and lengths (B,), averaged
+        over :attr:`shifts`."""
+        return forward_shifted(self.runtime.forward, batch, widths, self.shifts)
 
     def _result(self, item: _Prepared, model_ms: float) -> Prediction:
         lines = [
@@ -427,6 +438,7 @@ class Recognizer:
             "backend_choice": self.backend_choice,
             "threads": self.threads,
             "segmenter": self.segmenter,
+            "shifts": list(self.shifts),
         }
 
 

@@ -234,6 +234,7 @@ def with_header(card: str, model: StagedModel | Mapping[str, Any]) -> str:
 
 DECODING_HEADING = "## Decoding"
 LANGUAGES_HEADING = "## Other languages"
+SHIFTS_HEADING = "## Shifts"
 FILES_HEADING = "## Files"
 
 
@@ -311,6 +312,31 @@ def languages_section(
 def with_languages_section(card: str, section: str) -> str:
     """The card with its Other languages section (re)written, placed before Files."""
     return _with_section(card, LANGUAGES_HEADING, section)
+
+
+def with_shifts_section(
+    card: str,
+    shifts: Sequence[int],
+    rows: Sequence[tuple[Sequence[int], float, float]],
+    tuned_on: str,
+) -> str:
+    """The card with its Shifts section (re)written: the vertical shifts the network's outputs
+    are averaged over, and what ``quill lm shifts`` measured (``rows`` of (shifts, CER, ms per
+    line), best first) on ``tuned_on``."""
+    lines = [
+        SHIFTS_HEADING,
+        "",
+        f"Each line is read by the network shifted by {', '.join(map(str, shifts))} pixels "
+        "vertically, the per-frame probabilities averaged before decoding "
+        "(`quill.inference.shifts`).",
+        f"Chosen by `quill lm shifts` on {tuned_on or 'validation data'}:",
+        "",
+        "| shifts | CER | ms per line |",
+        "|---|---|---|",
+        *(f"| {', '.join(map(str, row))} | {cer:.4f} | {ms:.2f} |" for row, cer, ms in rows),
+        "",
+    ]
+    return _with_section(card, SHIFTS_HEADING, "\n".join(lines) + "\n")
 
 
 def _with_section(card: str, heading: str, section: str) -> str:
