@@ -76,6 +76,13 @@ def test_a_multipart_batch_repeats_the_image_field(client: httpx.Client) -> None
     response = client.post("/v1/predict/batch", files=files, data={"kind": "line"})
     assert response.status_code == 200, response.text
     assert [r["prediction"]["text"] for r in response.json()["results"]] == ["ink", "Kew", "quill"]
+    # a text field that is not base64 is that image's error, named by its place in the batch
+    fields = [("image", (None, "not base64!")), files[0]]
+    response = client.post("/v1/predict/batch", files=fields, data={"kind": "line"})
+    assert response.status_code == 200, response.text
+    first, second = response.json()["results"]
+    assert first["error"]["code"] == "bad_base64" and "'image[0]'" in first["error"]["message"]
+    assert second["prediction"]["text"] == "ink"
 
 
 def test_an_image_that_fails_while_being_read_costs_the_others_nothing(

@@ -749,10 +749,13 @@ async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | Serv
     batch body."""
     if _content_type(request) == "multipart/form-data":
         form = await _form(request, body)
-        uploads = [item for name in UPLOAD_FIELDS for item in form.getlist(name)]
-        return [await _field_bytes(item, "image") for item in uploads], str(
-            form.get("kind") or "auto"
-        )
+        uploads = [(name, item) for name in UPLOAD_FIELDS for item in form.getlist(name)]
+        # an error names the field and the image's place in the batch, as images[i] does
+        images = [
+            await _field_bytes(item, f"{name}[{index}]")
+            for index, (name, item) in enumerate(uploads)
+        ]
+        return images, str(form.get("kind") or "auto")
     payload = _json_object(request, body, "an 'images' list")
     images = payload.get("images")
     if not isinstance(images, list):
