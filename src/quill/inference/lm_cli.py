@@ -37,6 +37,22 @@ TuningSplit = Annotated[str, typer.Option(help="Split to tune on (never tune on 
 LinesLimit = Annotated[
     int, typer.Option(min=0, help="Use at most this many lines of each dataset (0: all).")
 ]
+MaxMs = Annotated[
+    float | None,
+    typer.Option(
+        help="Choose the best setting that reads a line within this many milliseconds "
+        "(as measured by this run) [default: no limit].",
+        show_default=False,
+    ),
+]
+CerTolerance = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="Choose the fastest setting whose CER is within this many points (0.05 = "
+        "0.05%) of the best one's, instead of the best one.",
+    ),
+]
 
 lm_app = typer.Typer(
     help="Character language model for CTC beam search: fit it on text, tune it on val data.",
@@ -261,22 +277,8 @@ def tune(
             "even when the beam has room ('none' keeps the whole beam; 10 is worth measuring)."
         ),
     ] = "none",
-    max_ms: Annotated[
-        float | None,
-        typer.Option(
-            help="Choose the best setting that decodes a line within this many milliseconds "
-            "(as measured by this run) [default: no limit].",
-            show_default=False,
-        ),
-    ] = None,
-    cer_tolerance: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            help="Choose the fastest setting whose CER is within this many points (0.05 = "
-            "0.05%) of the best one's, instead of the best one.",
-        ),
-    ] = 0.0,
+    max_ms: MaxMs = None,
+    cer_tolerance: CerTolerance = 0.0,
     limit: LinesLimit = 0,
     write: Annotated[
         bool,
@@ -399,22 +401,9 @@ def shifts(
         ),
     ] = None,
     split: TuningSplit = "val",
-    max_ms: Annotated[
-        float | None,
-        typer.Option(
-            help="Choose the best shifts that read a line within this many milliseconds "
-            "(as measured by this run) [default: no limit].",
-            show_default=False,
-        ),
-    ] = None,
-    cer_tolerance: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            help="Choose the fastest shifts whose CER is within this many points (0.05 = "
-            "0.05%) of the best one's: every shift is one more pass of the network.",
-        ),
-    ] = 0.05,
+    max_ms: MaxMs = None,
+    # every shift is one more pass of the network: a tie goes to the fewer passes
+    cer_tolerance: CerTolerance = 0.05,
     limit: LinesLimit = 0,
     write: Annotated[
         bool, typer.Option(help="Store the best shifts in the model's decoding section.")

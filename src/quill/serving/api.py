@@ -751,11 +751,11 @@ async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | Serv
         form = await _form(request, body)
         uploads = [(name, item) for name in UPLOAD_FIELDS for item in form.getlist(name)]
         # an error names the field and the image's place in the batch, as images[i] does
-        images = [
+        uploaded = [
             await _field_bytes(item, f"{name}[{index}]")
             for index, (name, item) in enumerate(uploads)
         ]
-        return images, str(form.get("kind") or "auto")
+        return uploaded, str(form.get("kind") or "auto")
     payload = _json_object(request, body, "an 'images' list")
     images = payload.get("images")
     if not isinstance(images, list):
