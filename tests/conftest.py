@@ -8,6 +8,15 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO_ROOT.parent / "shared" / "datasets"
+#: Columns of the console a command's messages are drawn for in the tests: wide enough that an
+#: error naming a temporary path is not wrapped mid-sentence (at 80 columns, where the wrap
+#: fell moved with the length of pytest's numbered temporary folder).
+CONSOLE_COLUMNS = "250"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", CONSOLE_COLUMNS)
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ def averaged(log_probs: np.ndarray, count: int) -> np.ndarray:
     (count * B, T, C) -> (B, T, C), float32.
 
     >>> lp = np.log(np.array([[[0.2, 0.8]], [[0.6, 0.4]]], np.float32))
-    >>> np.exp(averaged(lp, 2)).round(3).tolist()
+    >>> np.exp(averaged(lp, 2)).astype(float).round(3).tolist()
     [[[0.4, 0.6]]]
     """
     batch = len(log_probs) // count
