@@ -414,6 +414,7 @@ def shifts(
     from rich.console import Console
 
     from quill.inference import decoding_tuning
+    from quill.inference.shifts import ONE_PASS
     from quill.staged_model import DecodingConfig, check_shifts
     from quill.staging.model_card import with_header, with_shifts_section
 
@@ -426,7 +427,7 @@ def shifts(
     if recognizer.model.family != "ctc":
         raise fail(f"{model} is not a CTC model: shifts average a CTC network's outputs")
     results = decoding_tuning.measure_shifts(
-        recognizer, paths, texts, options or [(0,), (0, -2, 2)], _trying(console)
+        recognizer, paths, texts, options or [ONE_PASS, (0, -2, 2)], _trying(console)
     )
     print(f"{model} on {names} {split}: {len(texts)} lines, best first")
     print(f"{'CER':>8} {'ms/line':>8}  shifts")
@@ -438,7 +439,7 @@ def shifts(
         staged = recognizer.model
         chosen = tuple(best.setting["shifts"])
         decoding = dataclasses.replace(
-            staged.decoding or DecodingConfig(), shifts=None if chosen == (0,) else chosen
+            staged.decoding or DecodingConfig(), shifts=None if chosen == ONE_PASS else chosen
         )
         staged = staged.set_decoding(decoding)
         if staged.card_path.is_file():
