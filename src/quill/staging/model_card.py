@@ -162,8 +162,8 @@ def parity_section(model: StagedModel) -> str:
     int8 = (
         "\n\nThe int8 copy (`quill model quantize`) reads almost, not exactly, as the float\n"
         "graph does. Its row counts the samples it was checked on (read as a batch and one by\n"
-        f"one), against `onnx`'s readings of them; above {check['max_drift_cer']:.0%} CER it "
-        "is refused."
+        f"one), against `onnx`'s readings of them; above {check['max_drift_cer'] * 100:g}% CER "
+        "it is refused."
         if check
         else ""
     )
