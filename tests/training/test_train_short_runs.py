@@ -67,7 +67,7 @@ def test_overfit_batches_memorises_the_batch_and_validates_on_it(
         "--overfit-batches",
         "1",
         "--max-epochs",
-        "1000",
+        "500",  # this batch reads back exactly after 200-300 epochs (still 33% CER at 200)
         "optim.schedule=constant",
         "data.augment=true",  # turned off for the run, and the record says so
         "early_stopping.enabled=true",
