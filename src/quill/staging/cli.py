@@ -3,7 +3,8 @@
 ``quill stage`` turns a training run or checkpoint into a staged model directory (and
 registers it); ``quill model fetch`` brings a registered version back as a directory;
 ``quill model promote`` points the champion alias at a staged model whose report card
-passed; ``quill model quantize`` gives a staged CTC model its checked int8 copy. Heavy
+passed; ``quill model quantize`` gives a staged CTC model its checked int8 copy; ``quill
+model average`` averages the weights of fine-tunes of one model into a checkpoint. Heavy
 libraries (torch, mlflow, onnx) are imported inside the command bodies so
 ``quill --help`` stays instant.
 """
@@ -35,7 +36,7 @@ MOVED = {
 
 model_app = typer.Typer(
     help="Registered and staged models: fetch a version as a directory, promote a staged one, "
-    "add an int8 copy.",
+    "add an int8 copy, average fine-tunes.",
     no_args_is_help=True,
 )
 
@@ -345,6 +346,46 @@ def quantize_command(
         f"{check['reference_median_ms']:.1f} ms"
     )
     console.print(f"[green]quantised[/] {model.version} -> {staged_dir}")
+
+
+@model_app.command("average")
+def average_command(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Two or more models of one architecture and character set: training "
+            "checkpoints (.ckpt) or staged model directories; at least one .ckpt.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The averaged checkpoint (.ckpt) to write.")
+    ],
+    weight: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--weight",
+            help="Each model's share, in the order given (repeat; normalised to sum to 1; "
+            "default: equal shares).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Average the weights of fine-tunes of one model (a "model soup") into a checkpoint.
+
+    Fine-tunes of the same model can be averaged, and the average often reads new hands
+    better than either; it costs no training. Stage the result (`quill stage FILE --out
+    DIR`) and measure it like any candidate, or start a run from it (`--init-from`).
+    """
+    from quill.training.average import AveragingError, average_weights
+
+    try:
+        averaged = average_weights(sources, out, weight)
+    except AveragingError as exc:
+        raise fail(str(exc)) from exc
+    for source, share in averaged.sources:
+        _console().print(f"{share:.3f} x {source}")
+    _console().print(f"[green]averaged[/] -> {averaged.path}")
 
 
 def register(app: typer.Typer) -> None:

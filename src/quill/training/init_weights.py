@@ -83,12 +83,9 @@ def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokeni
     and shape, except the output-class rows, which are matched by character).
     """
     path = Path(source)
-    if path.is_dir():
-        state, source_tokenizer, loaded = _from_staged(path)
-    elif path.is_file():
-        state, source_tokenizer, loaded = _from_checkpoint(path)
-    else:
+    if not path.exists():
         raise InitWeightsError(f"model.init_from: {path} does not exist")
+    state, source_tokenizer, loaded = read_weights(path)
     try:
         source_vocabulary = Tokenizer.from_dict(source_tokenizer)
     except (KeyError, TypeError, ValueError) as exc:
@@ -120,6 +117,17 @@ def class_rows(source: Tokenizer, run: Tokenizer) -> list[int | None]:
     special = list(range(len(SPECIAL_TOKENS)))
     known = set(source.characters)
     return special + [source.encode(c)[0] if c in known else None for c in run.characters]
+
+
+def read_weights(source: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """The network weights of ``source`` (a ``.ckpt`` or a staged model directory), its
+    tokenizer as a dict, and how to name it in a lineage; :class:`InitWeightsError` if it is
+    neither."""
+    if source.is_dir():
+        return _from_staged(source)
+    if source.is_file():
+        return _from_checkpoint(source)
+    raise InitWeightsError(f"{source} does not exist")
 
 
 def _class_tensor_names(model: nn.Module, num_classes: int) -> set[str]:

@@ -1,0 +1,101 @@
+"""`quill model average`: the weighted mean of fine-tunes of one model, written as a training
+checkpoint that staging and `--init-from` take; on the real smoke model and its checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.staging.parity import render_line
+from quill.staging.smoke import SMOKE_WORDS
+from quill.staging.stage import CheckpointSource, stage_checkpoint
+from quill.training.average import AVERAGED_FROM_KEY, AveragingError, average_weights
+from quill.training.checkpoint import WEIGHT_PREFIX, load_checkpoint
+
+
+@pytest.fixture
+def checkpoint(smoke_model: Path) -> Path:
+    """The checkpoint the smoke model was staged from."""
+    return smoke_model.parent / "smoke.ckpt"
+
+
+def _shifted(checkpoint: Path, target: Path, by: float) -> Path:
+    """A copy of ``checkpoint`` with every float network weight moved by ``by``."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    saved["state_dict"] = {
+        key: value + by if key.startswith(WEIGHT_PREFIX) and value.is_floating_point() else value
+        for key, value in saved["state_dict"].items()
+    }
+    torch.save(saved, target)
+    return target
+
+
+def test_the_average_is_the_weighted_mean_and_stages(
+    smoke_model: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    moved = _shifted(checkpoint, tmp_path / "moved.ckpt", 1.0)
+    averaged = average_weights([checkpoint, moved], tmp_path / "soup.ckpt", [3.0, 1.0])
+    assert [share for _, share in averaged.sources] == [0.75, 0.25]
+
+    original = load_checkpoint(checkpoint).model.state_dict()
+    soup = load_checkpoint(averaged.path).model.state_dict()
+    for name, tensor in original.items():
+        expected = tensor + 0.25 if tensor.is_floating_point() else tensor
+        assert torch.allclose(soup[name], expected, atol=1e-6), name
+    saved = torch.load(averaged.path, map_location="cpu", weights_only=True)
+    assert "optimizer_states" not in saved
+    assert [entry["weight"] for entry in saved[AVERAGED_FROM_KEY]] == [0.75, 0.25]
+
+    # a staged model is a source too (its TorchScript weights); the same weights average
+    # to themselves, and the result stages and reads as the model did
+    same = average_weights([smoke_model, checkpoint], tmp_path / "same.ckpt")
+    assert "(smoke-" in same.sources[0][0]
+    staged = stage_checkpoint(
+        CheckpointSource(same.path),
+        tmp_path / "staged",
+        "soup",
+        samples=[render_line(word) for word in SMOKE_WORDS],
+    )
+    assert staged.parity["backends"]["onnx"]["passed"]
+
+
+def test_what_cannot_be_averaged_is_named(
+    smoke_model: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(AveragingError, match="at least two"):
+        average_weights([checkpoint], tmp_path / "out.ckpt")
+    with pytest.raises(AveragingError, match="one positive weight per model"):
+        average_weights([checkpoint, checkpoint], tmp_path / "out.ckpt", [1.0, 0.0])
+    other = Path(shutil.copytree(smoke_model, tmp_path / "other"))
+    with pytest.raises(AveragingError, match=r"at least one training checkpoint \(\.ckpt\)"):
+        average_weights([smoke_model, other], tmp_path / "out.ckpt")
+    with pytest.raises(AveragingError, match="does not exist"):
+        average_weights([checkpoint, tmp_path / "nowhere.ckpt"], tmp_path / "out.ckpt")
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    name = next(k for k, v in saved["state_dict"].items() if v.ndim == 2)
+    saved["state_dict"][name] = torch.zeros(3, 3)
+    torch.save(saved, tmp_path / "narrow.ckpt")
+    with pytest.raises(AveragingError):
+        average_weights([checkpoint, tmp_path / "narrow.ckpt"], tmp_path / "out.ckpt")
+    assert not (tmp_path / "out.ckpt").exists()
+
+
+def test_the_command_writes_the_checkpoint_and_names_its_shares(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    moved = _shifted(checkpoint, tmp_path / "moved.ckpt", 0.5)
+    out = tmp_path / "soups" / "soup.ckpt"
+    result = CliRunner().invoke(
+        app, ["model", "average", str(checkpoint), str(moved), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "0.500 x" in result.output and "averaged" in result.output and out.is_file()
+
+    refused = CliRunner().invoke(app, ["model", "average", str(checkpoint), "--out", str(out)])
+    assert refused.exit_code == 2 and "at least two" in refused.output
