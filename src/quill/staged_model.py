@@ -189,15 +189,18 @@ class DecodingConfig:
             names += [language.lm, language.identifier]
         return [name for name in names if name is not None]
 
-    def keeping_languages_of(self, other: DecodingConfig | None) -> DecodingConfig:
-        """This decoding with ``other``'s languages (a re-tuned main LM keeps them), when
-        this one names none and is a beam search weighing an LM."""
-        if other is None or self.languages is not None:
+    def keeping_tunings_of(self, other: DecodingConfig | None) -> DecodingConfig:
+        """This decoding (a re-tuned main LM) with what the other tunings chose in ``other``:
+        its shifts (``quill lm shifts``), which the tuning read the network with, when this
+        one names none; its languages (``quill lm language``), when this one names none and
+        is a beam search weighing an LM."""
+        if other is None:
             return self
-        if self.method != "beam" or self.lm_weight is None:
-            return self
+        kept = self if self.shifts is not None else dataclasses.replace(self, shifts=other.shifts)
+        if kept.languages is not None or kept.method != "beam" or kept.lm_weight is None:
+            return kept
         return dataclasses.replace(
-            self,
+            kept,
             identifier=other.identifier,
             identify_margin=other.identify_margin,
             languages=other.languages,

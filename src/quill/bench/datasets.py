@@ -28,13 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from quill.bench.systems import Kind
-from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split, split_by_writer
+from quill.data.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    Sample,
+    Split,
+    choose,
+    split_by_writer,
+)
 from quill.errors import QuillError
 from quill.model_files import METADATA_FILE
 from quill.vocab import VOCABULARIES, Tokenizer
@@ -238,20 +244,6 @@ def slice_values(sample: Sample, keys: Sequence[str]) -> dict[str, str]:
         if value not in (None, ""):
             values[key] = str(value)
     return values
-
-
-def choose(samples: list[Sample], limit: int | None, seed: int = 0) -> list[Sample]:
-    """At most ``limit`` samples, drawn evenly at random (seeded) so every group can appear.
-
-    >>> items = [Sample(f"{i}.png", "t", "test", "s", str(i)) for i in range(10)]
-    >>> picked = choose(items, 3)
-    >>> len(picked), picked == choose(items, 3), picked == sorted(picked, key=items.index)
-    (3, True, True)
-    """
-    if limit is None or len(samples) <= limit:
-        return samples
-    chosen = set(random.Random(seed).sample(range(len(samples)), limit))
-    return [sample for index, sample in enumerate(samples) if index in chosen]
 
 
 def load_dataset(

@@ -7,7 +7,6 @@ naming the problem and counted in the statistics; it never stops the rest.
 
 from __future__ import annotations
 
-import random
 import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from quill.data.manifest import Manifest, Sample
+from quill.data.manifest import Manifest, Sample, choose
 from quill.vocab import Tokenizer
 
 LABEL_FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
@@ -28,15 +27,6 @@ def _label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     if LABEL_FONT.is_file():
         return ImageFont.truetype(str(LABEL_FONT), size)
     return ImageFont.load_default(size)
-
-
-def choose_samples(manifest: Manifest, n: int, seed: int = 0, split: str | None = None):
-    """``n`` samples spread over the dataset (random but fixed by ``seed``), in file order."""
-    pool = [s for s in manifest if split is None or s.split == split]
-    if len(pool) <= n:
-        return pool
-    picked = sorted(random.Random(seed).sample(range(len(pool)), n))
-    return [pool[i] for i in picked]
 
 
 def _open_tile(path: Path, width: int, max_height: int) -> tuple[Image.Image, str | None]:
@@ -85,7 +75,7 @@ def contact_sheet(
 
     The sheet is ``width`` pixels wide; its height follows from the tiles. Returns ``out``.
     """
-    samples = choose_samples(manifest, n, seed, split)
+    samples = choose([s for s in manifest if split is None or s.split == split], n, seed)
     if not samples:
         raise ValueError(
             f"{manifest.root}: no samples to show" + (f" in split {split}" if split else "")

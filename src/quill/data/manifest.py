@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -172,3 +173,17 @@ def split_by_writer(samples: Iterable[Sample]) -> bool:
         if not writer or split_of.setdefault(writer, sample.split) != sample.split:
             return False
     return bool(split_of)
+
+
+def choose(samples: list[Sample], limit: int | None, seed: int = 0) -> list[Sample]:
+    """At most ``limit`` samples, drawn evenly at random (seeded) so every group can appear.
+
+    >>> items = [Sample(f"{i}.png", "t", "test", "s", str(i)) for i in range(10)]
+    >>> picked = choose(items, 3)
+    >>> len(picked), picked == choose(items, 3), picked == sorted(picked, key=items.index)
+    (3, True, True)
+    """
+    if limit is None or len(samples) <= limit:
+        return samples
+    chosen = set(random.Random(seed).sample(range(len(samples)), limit))
+    return [sample for index, sample in enumerate(samples) if index in chosen]

@@ -262,11 +262,7 @@ def attach(
     makes a new model version (:meth:`StagedModel.set_decoding`), which the card's header
     then shows. Returns the model as written."""
     staged = StagedModel.load(model_dir)
-    # a re-tuned main language model keeps the other languages (quill lm language), and the
-    # shifts the tuning read the network with
-    decoding = DecodingConfig.from_dict(setting).keeping_languages_of(staged.decoding)
-    if staged.decoding is not None:
-        decoding = dataclasses.replace(decoding, shifts=staged.decoding.shifts)
+    decoding = DecodingConfig.from_dict(setting).keeping_tunings_of(staged.decoding)
     staged = staged.set_decoding(decoding, lm_path if "lm_weight" in setting else None)
     if staged.card_path.is_file():
         rows = [(r.setting, r.cer, r.ms_per_line) for r in results]

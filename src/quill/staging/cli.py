@@ -12,14 +12,13 @@ libraries (torch, mlflow, onnx) are imported inside the command bodies so
 from __future__ import annotations
 
 import glob
-import random
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from quill.data.manifest import MANIFEST_NAME, Manifest
+from quill.data.manifest import MANIFEST_NAME, Manifest, choose
 from quill.errors import EXIT_FAILED, fail
 from quill.model_files import METADATA_FILE
 
@@ -82,8 +81,7 @@ def _training_lines(root: Path) -> list[str]:
     lines = [sample for sample in manifest.split("train") if sample.kind == "line"]
     if not lines:
         raise typer.BadParameter(f"{root} has no training lines", param_hint="--samples")
-    chosen = random.Random(0).sample(lines, min(LINES_PER_DATASET, len(lines)))
-    return [str(manifest.path_of(sample)) for sample in chosen]
+    return [str(manifest.path_of(sample)) for sample in choose(lines, LINES_PER_DATASET)]
 
 
 def _console() -> Console:
