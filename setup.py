@@ -1,5 +1,5 @@
 """The compiled parts of Quill: CTC beam search (``quill.models._ctc_beam``) and the ink map's
-window medians (``quill._paper``), in C.
+window medians and colour distances (``quill._paper``), in C.
 
 Everything else is configured in pyproject.toml. Both extensions are optional: where no C
 compiler is found (a slim container image), installing still succeeds and Quill runs their
@@ -21,7 +21,7 @@ setup(
             extra_compile_args=FLAGS,
             optional=True,
         ),
-        # the paper estimate's window medians (quill.preprocess), exact integers
+        # the ink map's window medians and colour distances (quill.preprocess), exact
         Extension("quill._paper", ["src/quill/_paper.c"], extra_compile_args=FLAGS, optional=True),
     ]
 )

@@ -1,9 +1,11 @@
-"""The compiled window medians of the paper estimate (``quill._paper``) are NumPy's, exactly.
+"""The compiled parts of the ink map (``quill._paper``) are NumPy's, exactly.
 
 ``quill.preprocess._numpy_window_medians`` partitions every window; the compiled one slides a
 histogram along each row. Both must give the same integer for every window, on grids shaped
 like a line's (wide and short), a page's, tiny ones, odd and even widths, and on values that
-change abruptly (ink) as well as slowly (paper).
+change abruptly (ink) as well as slowly (paper). The compiled colour distances count their
+squares in one pass; NumPy squares, sums and bincounts: the same integers and the same
+percentiles, to the last bit of the float.
 """
 
 from __future__ import annotations
@@ -13,12 +15,21 @@ import pytest
 from PIL import Image
 
 from quill import preprocess
-from quill.preprocess import _numpy_window_medians, _window_medians, ink_map
+from quill.preprocess import (
+    _colour_distance,
+    _numpy_colour_distance,
+    _numpy_window_medians,
+    _paper_estimate,
+    _window_medians,
+    ink_map,
+    ink_mask,
+)
 
 
 def test_the_compiled_medians_are_built():
     """`make setup` builds them (setup.py); without them the tests below compare NumPy with
     itself."""
+    assert preprocess.COMPILED_PAPER
     assert preprocess._paper is not None, "quill._paper is missing: reinstall with a C compiler"
     assert preprocess._paper.ABI_VERSION == preprocess.COMPILED_PAPER_VERSION
 
@@ -49,14 +60,43 @@ def test_a_transposed_view_is_read_as_its_values():
 
 
 def test_the_ink_map_is_the_same_either_way(monkeypatch):
-    """The whole ink map of a colour line photo, compiled medians or NumPy's."""
+    """The whole ink map and mask of a colour line photo, compiled or NumPy's."""
     rng = np.random.default_rng(9)
     photo = np.clip(rng.normal(200, 8, (90, 700, 3)), 0, 255).astype(np.uint8)
     photo[30:60, 40:650:9] = (30, 40, 120)  # blue strokes
     image = Image.fromarray(photo)
-    compiled = ink_map(image)
-    monkeypatch.setattr(preprocess, "COMPILED_MEDIANS", False)
+    compiled, compiled_mask = ink_map(image), ink_mask(image, 0.4)
+    assert compiled_mask.any() and not compiled_mask.all()
+    monkeypatch.setattr(preprocess, "COMPILED_PAPER", False)
     assert np.array_equal(ink_map(image), compiled)
+    assert np.array_equal(ink_mask(image, 0.4), compiled_mask)
+
+
+@pytest.mark.parametrize(("height", "width"), [(1, 1), (2, 3), (48, 700), (300, 211)])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_same_colour_distances_as_numpy(height, width, seed):
+    """Squares and both percentiles, on a photo with its own paper estimate, on noise against
+    another noise, and on an image that is all paper (every distance 0)."""
+    rng = np.random.default_rng(seed)
+    photo = np.clip(rng.normal((205, 195, 170), 9, (height, width, 3)), 0, 255).astype(np.uint8)
+    strokes = rng.random((height, width)) < 0.1
+    photo[strokes] = (60, 40, 30)
+    paper = np.asarray(_paper_estimate(Image.fromarray(photo)))
+    noise = rng.integers(0, 256, (2, height, width, 3), dtype=np.uint8)
+    for image, estimate in ((photo, paper), (noise[0], noise[1]), (photo, photo)):
+        squared, low, high = _colour_distance(image, estimate)
+        expected, expected_low, expected_high = _numpy_colour_distance(image, estimate)
+        assert squared.dtype == np.int32 and np.array_equal(squared, expected)
+        assert (low, high) == (expected_low, expected_high)
+
+
+def test_bad_colour_images_are_refused():
+    with pytest.raises(ValueError, match="one size"):
+        preprocess._paper.colour_distance(
+            np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)
+        )
+    with pytest.raises(ValueError, match="non-empty"):
+        preprocess._paper.colour_distance(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8))
 
 
 def test_bad_grids_are_refused():

@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
+from quill.cores import usable_cores
 from quill.data import ink_cache
 from quill.data.augment import AugmentConfig, Augmenter
 from quill.data.ink_augment import InkAugmenter
@@ -59,8 +60,7 @@ CACHE_FOLDER = ".ink-cache"
 
 def default_num_workers() -> int:
     """Loader processes for this machine: one core stays with the training loop, at most 4."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, min((cores or 1) - 1, 4))
+    return max(0, min(usable_cores() - 1, 4))
 
 
 SourceRole = Literal["seen", "unseen", "synthetic"]

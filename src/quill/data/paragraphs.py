@@ -9,7 +9,6 @@ only, so no line of a validation or test page ever appears in a training paragra
 
 from __future__ import annotations
 
-import os
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from quill.cores import usable_cores
 from quill.data.manifest import SPLITS, Manifest, Sample, Split
 from quill.data.processes import worker_context
 from quill.data.readers.common import (
@@ -162,7 +162,7 @@ def make_paragraphs(
     ]
     builder = _Builder(manifest, pools, seed, config or ParagraphConfig())
     lines_version = manifest.version
-    workers = min(workers or len(os.sched_getaffinity(0)), len(jobs))
+    workers = min(workers or usable_cores(), len(jobs))
     reported: set[str] = set()
     for paragraph in progress(
         _render_all(builder, jobs, workers), "paragraphs", len(jobs), show_progress

@@ -33,6 +33,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from quill.cores import usable_cores
 from quill.models.language_model import COMPILED_FORMAT_VERSION
 from quill.staged_model import StagedModel
 
@@ -88,15 +89,11 @@ def machine_fingerprint() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in info if "model name" in line), "")
     except OSError:
         pass
-    try:
-        usable: int | None = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count()
     return {
         "machine": platform.machine(),
         "cpu": cpu or platform.processor(),
         "cpus": os.cpu_count(),
-        "usable_cpus": usable,
+        "usable_cpus": usable_cores(),
         "python": sys.version.split()[0],
         "onnxruntime": _installation("onnxruntime"),
         "torch": _installation("torch"),

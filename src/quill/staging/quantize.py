@@ -218,7 +218,7 @@ def add_int8(
         if result.drift_cer > max_drift:
             raise Int8Drift(
                 f"the int8 copy reads the {len(inputs)} samples {result.drift_cer:.1%} apart "
-                f"from {source[0].name} (at most {max_drift:.0%}); nothing was written. "
+                f"from {source[0].name} (at most {max_drift * 100:g}%); nothing was written. "
                 "First differences: "
                 + "; ".join(f"{m['eager']!r} vs {m['export']!r}" for m in result.mismatches[:3])
             )

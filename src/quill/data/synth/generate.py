@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -22,6 +21,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from quill.cores import usable_cores
 from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split
 from quill.data.processes import worker_context
 from quill.data.synth import render
@@ -188,7 +188,7 @@ def _work(job: tuple[int, int, SynthConfig, str]) -> Sample:
 
 def default_workers() -> int:
     """One worker per core this process may use."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return usable_cores()
 
 
 def _prepare_output(out_dir: Path, overwrite: bool) -> None:
