@@ -117,6 +117,21 @@ def test_composed_lines_lie_in_their_true_boxes(tiny_shared, seed):
     assert grey[inside].min() < np.median(grey) - 60  # the boxes hold the ink
 
 
+def test_scan_marks_add_ink_but_no_line(tiny_shared):
+    """Show-through, a scanner's edge, a fold and dust darken the page and leave its lines,
+    texts and cores as they were: they are what the detector must learn to pass over."""
+    marked = 0
+    for seed in range(8):
+        plain = compose_page_sample(seed, None, tiny_shared)
+        scanned = compose_page_sample(seed, None, tiny_shared, scan_marks=True)
+        assert scanned.boxes == plain.boxes and scanned.texts == plain.texts
+        assert np.array_equal(scanned.cores, plain.cores)
+        before, after = np.asarray(plain.image, float), np.asarray(scanned.image, float)
+        assert (after <= before + 1).all()  # the same paper: marks only darken it
+        marked += bool((after < before - 20).sum() > 50)
+    assert marked >= 4
+
+
 def test_whole_pages_know_every_line_text(tiny_shared):
     page = compose_page_sample(3, None, tiny_shared, whole=True)
     assert all(text and text.startswith("line ") for text in page.texts)

@@ -67,6 +67,9 @@ DEFAULTS: dict[str, Any] = {
         "new_pages": 1,
         "val_pages": 24,
         "root": None,
+        #: Also compose what scans show besides writing (show-through, the scanner's edge, a
+        #: fold, dust): quill.data.synth.pages._scan_marks.
+        "scan_marks": False,
     },
     "optim": {"lr": 3.0e-3, "weight_decay": 1.0e-4, "pos_weight": 2.0, "dice": 0.5},
     "trainer": {
@@ -146,7 +149,9 @@ class PagePool(IterableDataset):
         root = Path(self.data["root"]) if self.data["root"] else None
         while True:
             for _ in range(self.data["new_pages"]):
-                page = compose_page_sample(next_page, self.data["split"], root)
+                page = compose_page_sample(
+                    next_page, self.data["split"], root, scan_marks=self.data["scan_marks"]
+                )
                 next_page += 1
                 arrays = page_arrays(page, self.size)
                 if len(pool) < self.data["pool"]:
@@ -166,7 +171,8 @@ def validation_pages(
     root = Path(data["root"]) if data["root"] else None
     pages = []
     for seed in range(data["val_pages"]):
-        ink, target = page_arrays(compose_page_sample(seed, split, root), size)
+        page = compose_page_sample(seed, split, root, scan_marks=data["scan_marks"])
+        ink, target = page_arrays(page, size)
         pages.append(
             (torch.from_numpy(padded(ink))[None, None], torch.from_numpy(target)[None, None])
         )

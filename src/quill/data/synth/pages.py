@@ -16,7 +16,9 @@ Two composers:
   the learned detector: per-page line height, spacing and slope, every line tilted a little
   on its own, indents, short lines, headings, notes in a wide margin beside the text, a word
   inserted between two lines, a faint pencil note in a corner, a stamp-like ring, and paper
-  with colour, texture, shading and grain.
+  with colour, texture, shading and grain; with ``scan_marks``, also what a scan shows
+  besides writing (the other side's writing showing through, the scanner's dark edge, a
+  fold, dust).
 
 Writers are split the way ``quill data import folder --split-by writer`` splits them
 (:func:`quill.data.manifest.assign_splits` on the writer; Hooker's one hand on the page), so
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 
 from quill.data.manifest import Split, assign_splits, writer_of
 
@@ -49,6 +52,8 @@ EVALUATION_PAGES = frozenset(
 )
 #: Darkness above which a pixel of a pasted line is its ink (for its true box).
 INK = 0.4
+#: The second word of the seed of a page's scan marks (:func:`_scan_marks`).
+SCAN_MARKS_STREAM = 5
 
 
 def shared_datasets() -> Path:
@@ -320,6 +325,7 @@ def compose_page_sample(
     root: Path | None = None,
     whole: bool = False,
     datasets: tuple[str, ...] = DATASETS,
+    scan_marks: bool = False,
 ) -> PageSample:
     """A page like a real letter or will, of writers of ``split`` (None: every writer).
 
@@ -333,7 +339,9 @@ def compose_page_sample(
     ``whole``: no line is cut short, so every line's text is known (a page set whose text
     is read and scored); headings, notes, insertions and corner notes are then naturally
     short lines of the writer, left out where the writer has none short enough.
-    ``datasets``: the shared datasets whose writers may write the page.
+    ``datasets``: the shared datasets whose writers may write the page. ``scan_marks``: add
+    :func:`_scan_marks`, drawn from a generator of their own: a seed's page is otherwise the
+    same, paper and grain included.
     """
     rng = np.random.default_rng(seed)
     count = int(rng.integers(4, 23))
@@ -421,6 +429,8 @@ def compose_page_sample(
                 order.append(len(canvas.boxes) - 1)
     if rng.random() < 0.2:
         _stamp(canvas.darkness, rng, height)
+    if scan_marks:  # from their own generator: the paper below stays the plain page's
+        _scan_marks(canvas.darkness, np.random.default_rng([seed, SCAN_MARKS_STREAM]))
     return PageSample(
         _paper(canvas.darkness, rng),
         [canvas.boxes[i] for i in order],
@@ -446,6 +456,55 @@ def _stamp(darkness: np.ndarray, rng: np.random.Generator, height: int) -> None:
         ring = np.maximum(ring, np.clip(1.0 - np.abs(distance - r) / thick, 0.0, 1.0))
     region = darkness[y0:y1, x0:x1]
     np.maximum(region, ring * float(rng.uniform(0.4, 0.9)), out=region)
+
+
+def _scan_marks(darkness: np.ndarray, rng: np.random.Generator) -> None:
+    """What a scanned page shows besides its writing, none of it a line (each drawn per
+    page): the other side's writing showing through (this page's own ink mirrored, moved and
+    blurred, at 5-20% strength), the scanner's dark edge along one or two sides, a fold
+    across the page, and specks of dust. The bench's real Hooker pages have all four, and
+    the detector trained without them took each for writing (docs/models.md)."""
+    height, width = darkness.shape
+    if rng.random() < 0.5:
+        shift = (
+            int(rng.integers(-height // 4, height // 4 + 1)),
+            int(rng.integers(-width // 8, width // 8 + 1)),
+        )
+        ghost = gaussian_filter(
+            np.roll(darkness[:, ::-1], shift, axis=(0, 1)), rng.uniform(0.8, 2.0)
+        )
+        np.maximum(darkness, ghost * np.float32(rng.uniform(0.05, 0.2)), out=darkness)
+    if rng.random() < 0.5:
+        views = [darkness, darkness[::-1], darkness.T, darkness.T[::-1]]  # top, bottom, left, right
+        for side in rng.choice(4, int(rng.integers(1, 3)), replace=False):
+            edge = views[side]
+            depth = max(2.0, min(height, width) * rng.uniform(0.005, 0.03))
+            # a ragged edge: its depth wanders along the side, slowly
+            wander = np.interp(
+                np.arange(edge.shape[1]),
+                np.linspace(0, edge.shape[1], 9),
+                rng.uniform(0.5, 1.5, 9),
+            )
+            rows = np.arange(int(math.ceil(1.5 * depth)))[:, None]
+            band = np.clip(1.0 - rows / (depth * wander[None, :]), 0.0, 1.0)
+            region = edge[: rows.shape[0]]
+            np.maximum(region, (band * rng.uniform(0.5, 1.0)).astype(np.float32), out=region)
+    if rng.random() < 0.3:
+        angle = rng.uniform(0, math.pi)
+        y, x = np.mgrid[0:height, 0:width]
+        distance = np.abs(
+            (x - width / 2) * math.sin(angle) - (y - rng.uniform(0, height)) * math.cos(angle)
+        )
+        fold = np.clip(1.0 - distance / rng.uniform(1.0, 3.0), 0.0, 1.0) * rng.uniform(0.1, 0.3)
+        np.maximum(darkness, fold.astype(np.float32), out=darkness)
+    for _ in range(int(rng.integers(0, 120)) if rng.random() < 0.6 else 0):
+        side = int(rng.integers(1, 5))
+        y, x = (
+            int(rng.integers(0, max(1, height - side))),
+            int(rng.integers(0, max(1, width - side))),
+        )
+        region = darkness[y : y + side, x : x + side]
+        np.maximum(region, np.float32(rng.uniform(0.3, 0.9)), out=region)
 
 
 def _paper(darkness: np.ndarray, rng: np.random.Generator) -> Image.Image:
