@@ -463,7 +463,8 @@ def _scan_marks(darkness: np.ndarray, rng: np.random.Generator) -> None:
     page): the other side's writing showing through (this page's own ink mirrored, moved and
     blurred, at 5-20% strength), the scanner's dark edge along one or two sides, a fold
     across the page, and specks of dust. The bench's real Hooker pages have all four, and
-    the detector trained without them took each for writing (docs/models.md)."""
+    the detector trained without them boxed the edge, show-through and specks as lines
+    (docs/models.md)."""
     height, width = darkness.shape
     if rng.random() < 0.5:
         shift = (
