@@ -492,9 +492,10 @@ def _scan_marks(darkness: np.ndarray, rng: np.random.Generator) -> None:
             np.maximum(region, (band * rng.uniform(0.5, 1.0)).astype(np.float32), out=region)
     if rng.random() < 0.3:
         angle = rng.uniform(0, math.pi)
-        y, x = np.mgrid[0:height, 0:width]
+        columns, rows = np.arange(width)[None, :], np.arange(height)[:, None]  # -> (H, W)
         distance = np.abs(
-            (x - width / 2) * math.sin(angle) - (y - rng.uniform(0, height)) * math.cos(angle)
+            (columns - width / 2) * math.sin(angle)
+            - (rows - rng.uniform(0, height)) * math.cos(angle)
         )
         fold = np.clip(1.0 - distance / rng.uniform(1.0, 3.0), 0.0, 1.0) * rng.uniform(0.1, 0.3)
         np.maximum(darkness, fold.astype(np.float32), out=darkness)
