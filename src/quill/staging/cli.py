@@ -381,9 +381,10 @@ def average_command(
         averaged = average_weights(sources, out, weight)
     except AveragingError as exc:
         raise fail(str(exc)) from exc
+    console = _console()
     for source, share in averaged.sources:
-        _console().print(f"{share:.3f} x {source}")
-    _console().print(f"[green]averaged[/] -> {averaged.path}")
+        console.print(f"{share:.3f} x {source}")
+    console.print(f"[green]averaged[/] -> {averaged.path}")
 
 
 def register(app: typer.Typer) -> None:
