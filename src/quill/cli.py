@@ -41,6 +41,7 @@ COMMANDS = {
     "model": "quill.staging.cli",
     "predict": "quill.inference.cli",
     "lm": "quill.inference.cli",
+    "adapt": "quill.inference.cli",
     "serve": "quill.serving.cli",
     "app": "quill.serving.cli",
     "up": "quill.serving.cli",

@@ -491,9 +491,11 @@ def register(app: typer.Typer) -> None:
     )
     bench.command("accuracy")(accuracy)
     bench.command("speed")(speed)
+    from quill.bench.adapt import adapt_command
     from quill.bench.loader import data_command
     from quill.bench.serve_load import serve_command
 
     bench.command("serve")(serve_command)
     bench.command("data")(data_command)
+    bench.command("adapt")(adapt_command)
     app.add_typer(bench, name="bench")

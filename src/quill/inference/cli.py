@@ -162,7 +162,9 @@ def _report_error(err: Console, as_json: bool, path: str, exc: ImageError) -> No
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the `quill` app."""
+    from quill.inference.adapt_cli import adapt
     from quill.inference.lm_cli import lm_app
 
     app.command("predict")(predict)
+    app.command("adapt")(adapt)
     app.add_typer(lm_app, name="lm")

@@ -53,7 +53,7 @@ def train_smoke_model(words: tuple[str, ...] = SMOKE_WORDS, steps: int = 300, se
     # paper: a little noise moves the ink crop by a few pixels, and a model that learnt one
     # rendering only misreads the moved word.
     noisy = [
-        preprocess(_on_noisy_paper(render_line(w), seed), config)
+        preprocess(on_noisy_paper(render_line(w), seed), config)
         for seed in range(NOISY_RENDERINGS)
         for w in words
     ]
@@ -75,7 +75,7 @@ def train_smoke_model(words: tuple[str, ...] = SMOKE_WORDS, steps: int = 300, se
     return model.eval(), tokenizer, config
 
 
-def _on_noisy_paper(image: Image.Image, seed: int) -> Image.Image:
+def on_noisy_paper(image: Image.Image, seed: int) -> Image.Image:
     """``image`` with Gaussian paper noise (sigma 3 grey levels), as a scanner adds it."""
     rng = np.random.default_rng(seed)
     pixels = np.asarray(image, dtype=np.float32) + rng.normal(0, 3, (image.height, image.width, 1))

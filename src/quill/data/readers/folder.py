@@ -98,6 +98,30 @@ def read_folder(
     return writer.finish(val_fraction=val_fraction, test_fraction=test_fraction)
 
 
+def labelled_lines(src: Path) -> list[tuple[Path, str]]:
+    """Each row of a folder's ``labels.tsv`` (or the TSV itself) as (image path, text), in
+    file order: a handful of lines to read or adapt on, not a dataset to import. Raises
+    :class:`DatasetError` naming every row that cannot be used (malformed, no image)."""
+    labels = _labels_path(Path(src))
+    lines, problems = [], []
+    for number, row in _read_rows(labels):
+        if isinstance(row, str):
+            problems.append(f"{labels.name}:{number}: {row}")
+            continue
+        path = Path(row["file"])
+        path = path if path.is_absolute() else labels.parent / path
+        problem = _row_problem(row, path)
+        if problem:
+            problems.append(f"{labels.name}:{number} ({row['file']}): {problem}")
+        else:
+            lines.append((path, row["text"]))
+    if problems:
+        raise DatasetError("; ".join(problems))
+    if not lines:
+        raise DatasetError(f"{labels} lists no lines")
+    return lines
+
+
 def resolve_split_by(
     rows: list[tuple[int, dict[str, str] | str]], split_by: str, labels: Path
 ) -> Literal["page", "writer"]:

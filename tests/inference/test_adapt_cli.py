@@ -1,0 +1,76 @@
+"""``quill adapt``: a folder of one writer's lines in, a staged model of that hand out, read
+before and after on held-out lines; lines it cannot use are named and nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.inference.recognizer import Recognizer
+from quill.staged_model import StagedModel
+from quill.staging.parity import render_line
+from quill.staging.smoke import on_noisy_paper
+
+WORD = "wink"  # never read by the smoke model
+
+
+def _folder(root: Path, rows: list[tuple[str, str]]) -> Path:
+    root.mkdir()
+    for index, (file, text) in enumerate(rows):
+        if file.endswith(".png"):
+            on_noisy_paper(render_line(text), seed=index).save(root / file)
+    lines = "".join(f"{file}\t{text}\n" for file, text in rows)
+    (root / "labels.tsv").write_text("file\ttext\n" + lines, encoding="utf-8")
+    return root
+
+
+def test_adapted_model_reads_the_writer_and_decodes_as_its_base(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    lines = _folder(tmp_path / "mine", [(f"{i}.png", WORD) for i in range(5)])
+    out = tmp_path / "my-hand"
+    result = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            str(lines),
+            "--model",
+            str(smoke_model),
+            "--out",
+            str(out),
+            "--hold-out",
+            "1",
+            "--steps",
+            "60",
+            "--learning-rate",
+            "3e-3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"-> {out} (4 lines, 60 steps" in result.output
+    assert "your 1 held-out lines" in result.output and "after 0.0%" in result.output
+    base, adapted = StagedModel.load(smoke_model), StagedModel.load(out)
+    assert adapted.version != base.version and adapted.tokenizer == base.tokenizer
+    assert adapted.decoding == base.decoding
+    assert base.version in (adapted.lineage.initialised_from or "")
+    assert "## Adapted to one writer" in adapted.card_path.read_text()
+    (prediction,) = Recognizer.from_path(out).predict([render_line(WORD)], kind="line")
+    assert prediction.text == WORD
+
+
+def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    missing = _folder(tmp_path / "missing", [("0.png", "ink"), ("gone.png_", "ink")])
+    unwritable = _folder(tmp_path / "unwritable", [("0.png", "ink"), ("1.png", "ink☃")])
+    for folder, message in (
+        (missing, "gone.png_): image file not found"),
+        (unwritable, "1.png: '☃'"),
+    ):
+        result = CliRunner().invoke(
+            app, ["adapt", str(folder), "--model", str(smoke_model), "--out", str(out)]
+        )
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+    assert not out.exists()
