@@ -59,6 +59,8 @@ def test_each_writer_is_read_before_and_after_adapting(smoke_model: Path, tmp_pa
             str(smoke_model),
             "--lines",
             "3",
+            "--steps",
+            "60",
             "--learning-rate",
             "3e-3",
             "--out",

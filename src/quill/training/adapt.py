@@ -10,8 +10,8 @@ from five lines would set them to those five.
 
 Measured with ``quill bench adapt`` (docs/training.md): the shipped default on the 41 test
 writers of copiste and poilus, adapted on the first half of each writer's lines (5 to 10)
-and read on the rest, 16.2% -> 14.2% CER with 60 steps, about ten seconds a writer on one
-CPU core.
+and read on the rest, 16.2% -> 14.3% CER with the default 15 steps (chosen on the val
+writers: more steps overfit five lines), about three seconds a writer on one CPU core.
 
 Shapes: each line's ink map (H, W_i) is cached once; a step stacks a batch (B, 1, H, W),
 augments it (:class:`~quill.data.ink_augment.InkAugmenter`) and runs the network to
@@ -56,7 +56,7 @@ class AdaptConfig:
     """How a model is adapted. The defaults are those ``quill bench adapt`` measured."""
 
     #: Optimiser steps; each is one batch of the lines, augmented afresh.
-    steps: int = 60
+    steps: int = 15
     #: AdamW's learning rate, constant: a tenth of what trained the default.
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
