@@ -157,7 +157,7 @@ def adapt_command(
     lines: Annotated[
         int, typer.Option(min=MIN_LINES, help="Adapt on at most this many of a writer's lines.")
     ] = 10,
-    steps: Annotated[int, typer.Option(min=1, help="Adaptation steps per writer.")] = 15,
+    steps: Annotated[int, typer.Option(min=1, help="Adaptation steps per writer.")] = 30,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 3e-4,
     writers: Annotated[
         int, typer.Option(min=0, help="Measure at most this many writers per dataset (0: all).")

@@ -52,7 +52,7 @@ def adapt(
     ] = 0,
     steps: Annotated[
         int, typer.Option(min=1, help="Fine-tuning steps (each a batch of your lines, augmented).")
-    ] = 15,
+    ] = 30,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 3e-4,
     seed: Annotated[int, typer.Option(help="Seed of the batches and augmentations.")] = 0,
     name: Annotated[
@@ -62,9 +62,9 @@ def adapt(
     """Adapt a line model to your handwriting from a few transcribed lines of it.
 
     Five to ten lines help most hands: on the 41 unseen writers of the test sets, adapting
-    on the first half of each writer's lines cut the CER on the rest from 16.2% to 14.3%, 30
-    writers better and 8 worse (`quill bench adapt`, docs/training.md). Adapting takes a few
-    seconds on one CPU core; staging (exports, parity, int8 copy) a few more.
+    on the first half of each writer's lines cut the CER on the rest from 16.2% to 14.4%, 30
+    writers better and 9 worse (`quill bench adapt`, docs/training.md). Fine-tuning takes
+    about six seconds on one CPU core; staging (exports, parity, int8 copy) about twenty.
     Then read with it: `quill predict --model OUT ...` or `QUILL_MODEL_DIR=OUT quill up`.
     Exits 2 for lines it cannot use (a missing image, a character the model cannot write).
     """
