@@ -64,9 +64,12 @@ def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_
     out = tmp_path / "never"
     missing = _folder(tmp_path / "missing", [("0.png", "ink"), ("gone.png_", "ink")])
     unwritable = _folder(tmp_path / "unwritable", [("0.png", "ink"), ("1.png", "ink☃")])
+    truncated = _folder(tmp_path / "truncated", [("0.png", "ink"), ("1.png", "ink")])
+    (truncated / "1.png").write_bytes((truncated / "1.png").read_bytes()[:60])
     for folder, message in (
         (missing, "gone.png_): image file not found"),
         (unwritable, "1.png: '☃'"),
+        (truncated, "images that cannot be read: 1.png:"),
     ):
         result = CliRunner().invoke(
             app, ["adapt", str(folder), "--model", str(smoke_model), "--out", str(out)]

@@ -165,8 +165,6 @@ def adapt_command(
     out: Annotated[Path, typer.Option(help="Folder for adapt.json/.md.")] = Path("bench/results"),
 ) -> None:
     """CER on each unseen writer's lines before and after adapting to their first lines."""
-    import sys
-
     import torch
     from rich.console import Console
 
@@ -197,7 +195,10 @@ def adapt_command(
                 bar.update(task, advance=1)
     except (QuillError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    command = "quill bench adapt " + " ".join(sys.argv[3:])
+    command = " ".join(
+        ["quill bench adapt", *(f"--data {spec}" for spec in data), f"--model {model}"]
+        + [f"--split {split} --lines {lines} --steps {steps} --learning-rate {learning_rate:g}"]
+    )
     table = markdown(gains, str(model), command)
     payload = {
         "model": str(model),

@@ -32,7 +32,14 @@ from torch import nn
 from quill.data.augment import AugmentConfig
 from quill.data.ink_augment import InkAugmenter
 from quill.errors import QuillError
-from quill.preprocess import ImageSource, PreprocessConfig, batch_images, line_ink, pad_width
+from quill.preprocess import (
+    ImageError,
+    ImageSource,
+    PreprocessConfig,
+    batch_images,
+    line_ink,
+    pad_width,
+)
 from quill.vocab import Tokenizer
 
 
@@ -109,9 +116,7 @@ def adapt_network(
     if not lines:
         raise AdaptError("no lines to adapt on")
     targets = _encoded(tokenizer, lines)
-    inks = [
-        pad_width(line_ink(line.image, preprocess), preprocess.width_multiple) for line in lines
-    ]
+    inks = _ink_maps(preprocess, lines)
     augmenter = InkAugmenter(config.augment, preprocess.width_multiple, preprocess.max_width)
     generator = torch.Generator().manual_seed(config.seed)
     network.train()  # dropout on; BatchNorm's statistics follow the writer's lines
@@ -165,6 +170,20 @@ def _fine_tune(
         if progress:
             progress(step + 1, config.steps, losses[-1])
     return losses
+
+
+def _ink_maps(preprocess: PreprocessConfig, lines: Sequence[AdaptLine]) -> list[np.ndarray]:
+    """Each line's padded ink map (H, W_i), the model's input; :class:`AdaptError` naming
+    every image that cannot be read (truncated, not an image, too large)."""
+    inks, problems = [], []
+    for index, line in enumerate(lines):
+        try:
+            inks.append(pad_width(line_ink(line.image, preprocess), preprocess.width_multiple))
+        except ImageError as exc:
+            problems.append(f"{line.name or f'line {index + 1}'}: {exc}")
+    if problems:
+        raise AdaptError(f"images that cannot be read: {'; '.join(problems)}")
+    return inks
 
 
 def _encoded(tokenizer: Tokenizer, lines: Sequence[AdaptLine]) -> list[list[int]]:
