@@ -8,6 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from quill.cli import app
+from quill.data.manifest import Manifest, Sample, file_sha256
 from quill.inference.recognizer import Recognizer
 from quill.staged_model import StagedModel
 from quill.staging.parity import render_line
@@ -77,3 +78,39 @@ def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_a_dataset_of_corrections_adapts_too(smoke_model: Path, tmp_path: Path) -> None:
+    """A Quill dataset (what `quill monitor feedback-dataset` writes) is read by its manifest:
+    its line samples adapt, a paragraph sample is left out with a note."""
+    root = tmp_path / "feedback"
+    (root / "images").mkdir(parents=True)
+    samples = []
+    for index, (text, kind) in enumerate([(WORD, "line")] * 4 + [("ink\nKew", "paragraph")]):
+        image = root / "images" / f"{index}.png"
+        on_noisy_paper(render_line(text.replace("\n", " ")), seed=index).save(image)
+        samples.append(
+            Sample(f"images/{index}.png", text, "train", "feedback", file_sha256(image), kind=kind)
+        )
+    Manifest(root, samples).save()
+    out = tmp_path / "from-feedback"
+    result = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            str(root),
+            "--model",
+            str(smoke_model),
+            "--out",
+            str(out),
+            "--steps",
+            "60",
+            "--learning-rate",
+            "3e-3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 paragraph sample(s) left out" in result.output
+    assert "(4 lines, 60 steps" in result.output
+    (prediction,) = Recognizer.from_path(out).predict([render_line(WORD)], kind="line")
+    assert prediction.text == WORD

@@ -1,10 +1,11 @@
 """``quill adapt``: a model of your own hand from a few lines of it.
 
 Give it a folder of your lines with a ``labels.tsv`` (``file``, ``text``), as for ``quill data
-import folder``. It fine-tunes the model on them (:mod:`quill.training.adapt`), stages the
-result beside your other models (:mod:`quill.staging.adapt`) and, with ``--hold-out N``,
-reads your last N lines with the model before and after, so you see what it gained before
-you use it.
+import folder``, or a Quill dataset: ``quill monitor feedback-dataset`` turns the corrections
+you typed in the web app into one, so the lines the model misread teach it. It fine-tunes
+the model on them (:mod:`quill.training.adapt`), stages the result beside your other models
+(:mod:`quill.staging.adapt`) and, with ``--hold-out N``, reads your last N lines with the
+model before and after, so you see what it gained before you use it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from quill.errors import fail
 from quill.inference import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from quill.inference.recognizer import Recognizer
     from quill.training.adapt import AdaptLine
 
@@ -27,7 +30,8 @@ def adapt(
         Path,
         typer.Argument(
             help="Folder with your line images and a labels.tsv (columns file and text, "
-            "tab-separated), or the labels.tsv itself.",
+            "tab-separated), the labels.tsv itself, or a Quill dataset folder (e.g. your "
+            "corrections: quill monitor feedback-dataset).",
             show_default=False,
         ),
     ],
@@ -73,7 +77,6 @@ def adapt(
     from rich.progress import BarColumn, Progress, TextColumn
 
     from quill.data.readers.common import DatasetError
-    from quill.data.readers.folder import labelled_lines
     from quill.errors import QuillError
     from quill.evaluation.metrics import corpus_cer
     from quill.inference.recognizer import Recognizer
@@ -82,7 +85,7 @@ def adapt(
 
     console = Console(stderr=True)
     try:
-        rows = labelled_lines(lines)
+        rows = _lines_of(lines, console)
         config = AdaptConfig(steps=steps, learning_rate=learning_rate, seed=seed)
         train, measure = held_out(
             [AdaptLine(path, text, path.name) for path, text in rows], hold_out
@@ -129,6 +132,23 @@ def adapt(
                 "[yellow]the adapted model reads your held-out lines worse than its base:[/] "
                 "keep the base, or adapt on more lines"
             )
+
+
+def _lines_of(source: Path, console: Console) -> list[tuple[Path, str]]:
+    """(image, text) of each line in ``source``: a folder with ``labels.tsv``, or a Quill
+    dataset (``manifest.jsonl``, e.g. what ``quill monitor feedback-dataset`` made of your
+    corrections in the web app), whose line samples are used in order, all splits."""
+    from quill.data.manifest import MANIFEST_NAME, Manifest
+    from quill.data.readers.folder import labelled_lines
+
+    if not (source / MANIFEST_NAME).is_file():
+        return labelled_lines(source)
+    dataset = Manifest.load(source)
+    lines = [(dataset.path_of(s), s.text) for s in dataset.samples if s.kind == "line"]
+    others = len(dataset.samples) - len(lines)
+    if others:
+        console.print(f"{others} paragraph sample(s) left out: only single lines adapt a model")
+    return lines
 
 
 def _read(recognizer: Recognizer, lines: list[AdaptLine]) -> list[str]:
