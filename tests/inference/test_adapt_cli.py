@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from quill.cli import app
 from quill.data.manifest import Manifest, Sample, file_sha256
@@ -15,6 +15,14 @@ from quill.staging.parity import render_line
 from quill.staging.smoke import on_noisy_paper
 
 WORD = "wink"  # never read by the smoke model
+#: Settings that teach the tiny smoke model a word (the defaults suit real models).
+FAST = ("--steps", "60", "--learning-rate", "3e-3")
+
+
+def _adapt(lines: Path, model: Path, out: Path, *options: str) -> Result:
+    return CliRunner().invoke(
+        app, ["adapt", str(lines), "--model", str(model), "--out", str(out), *options]
+    )
 
 
 def _folder(root: Path, rows: list[tuple[str, str]]) -> Path:
@@ -32,23 +40,7 @@ def test_adapted_model_reads_the_writer_and_decodes_as_its_base(
 ) -> None:
     lines = _folder(tmp_path / "mine", [(f"{i}.png", WORD) for i in range(5)])
     out = tmp_path / "my-hand"
-    result = CliRunner().invoke(
-        app,
-        [
-            "adapt",
-            str(lines),
-            "--model",
-            str(smoke_model),
-            "--out",
-            str(out),
-            "--hold-out",
-            "1",
-            "--steps",
-            "60",
-            "--learning-rate",
-            "3e-3",
-        ],
-    )
+    result = _adapt(lines, smoke_model, out, "--hold-out", "1", *FAST)
     assert result.exit_code == 0, result.output
     assert f"-> {out} (4 lines, 60 steps" in result.output
     assert "your 1 held-out lines" in result.output and "after 0.0%" in result.output
@@ -72,9 +64,7 @@ def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_
         (unwritable, "1.png: '☃'"),
         (truncated, "images that cannot be read: 1.png:"),
     ):
-        result = CliRunner().invoke(
-            app, ["adapt", str(folder), "--model", str(smoke_model), "--out", str(out)]
-        )
+        result = _adapt(folder, smoke_model, out)
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split())
     assert not out.exists()
@@ -94,21 +84,7 @@ def test_a_dataset_of_corrections_adapts_too(smoke_model: Path, tmp_path: Path) 
         )
     Manifest(root, samples).save()
     out = tmp_path / "from-feedback"
-    result = CliRunner().invoke(
-        app,
-        [
-            "adapt",
-            str(root),
-            "--model",
-            str(smoke_model),
-            "--out",
-            str(out),
-            "--steps",
-            "60",
-            "--learning-rate",
-            "3e-3",
-        ],
-    )
+    result = _adapt(root, smoke_model, out, *FAST)
     assert result.exit_code == 0, result.output
     assert "1 paragraph sample(s) left out" in result.output
     assert "(4 lines, 60 steps" in result.output
