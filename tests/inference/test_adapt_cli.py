@@ -4,6 +4,7 @@ before and after on held-out lines; lines it cannot use are named and nothing is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from typer.testing import CliRunner, Result
 
@@ -76,7 +77,8 @@ def test_a_dataset_of_corrections_adapts_too(smoke_model: Path, tmp_path: Path) 
     root = tmp_path / "feedback"
     (root / "images").mkdir(parents=True)
     samples = []
-    for index, (text, kind) in enumerate([(WORD, "line")] * 4 + [("ink\nKew", "paragraph")]):
+    entries: list[tuple[str, Literal["line", "paragraph"]]] = [(WORD, "line")] * 4
+    for index, (text, kind) in enumerate([*entries, ("ink\nKew", "paragraph")]):
         image = root / "images" / f"{index}.png"
         on_noisy_paper(render_line(text.replace("\n", " ")), seed=index).save(image)
         samples.append(

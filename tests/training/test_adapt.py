@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 from quill.inference.recognizer import Recognizer
 from quill.models.onnx_export import export_interface
@@ -30,7 +31,7 @@ def _writer_lines(word: str) -> list[AdaptLine]:
     ]
 
 
-def _reads(model: StagedModel, network: object, word: str) -> str:
+def _reads(model: StagedModel, network: nn.Module, word: str) -> str:
     runtime = TorchModuleRuntime(export_interface(network), "ctc", 0, ctc_decoder(model))
     unseen = on_noisy_paper(render_line(word), seed=99)  # a rendering it did not adapt on
     (prediction,) = Recognizer(model, runtime, None, 1).predict([unseen], kind="line")
