@@ -85,7 +85,7 @@ def adapt(
 
     console = Console(stderr=True)
     try:
-        rows = _lines_of(lines, console)
+        rows = read_adapt_lines(lines, console)
         config = AdaptConfig(steps=steps, learning_rate=learning_rate, seed=seed)
         train, measure = held_out(
             [AdaptLine(path, text, path.name) for path, text in rows], hold_out
@@ -134,7 +134,7 @@ def adapt(
             )
 
 
-def _lines_of(source: Path, console: Console) -> list[tuple[Path, str]]:
+def read_adapt_lines(source: Path, console: Console) -> list[tuple[Path, str]]:
     """(image, text) of each line in ``source``: a folder with ``labels.tsv``, or a Quill
     dataset (``manifest.jsonl``, e.g. what ``quill monitor feedback-dataset`` made of your
     corrections in the web app), whose line samples are used in order, all splits."""
