@@ -70,7 +70,8 @@ class AdaptConfig:
     weight_decay: float = 0.01
     #: Lines per step, drawn at random with replacement (all of them when fewer).
     batch_size: int = 8
-    #: Seed of the draws and the augmentations: the same lines give the same model.
+    #: Seed of the draws and the augmentations: the same lines give the same model (with the
+    #: same number of torch threads).
     seed: int = 0
     #: The training augmentations (``data.augment``'s defaults).
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -121,7 +122,7 @@ def adapt_network(
     generator = torch.Generator().manual_seed(config.seed)
     network.train()  # dropout on; BatchNorm's statistics follow the writer's lines
     # Dropout and the augmenter's noise draw from torch's global generator: seeded here, and
-    # given back as it was, so the same lines and seed give the same model.
+    # given back as it was, so the same lines and seed give the same model (on as many threads).
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         losses = _fine_tune(network, inks, targets, augmenter, generator, config, progress)
