@@ -71,6 +71,9 @@ def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_
         result = _adapt(folder, smoke_model, out)
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split())
+    result = _adapt(truncated, smoke_model, out, "--hold-out", "1")  # read before adapting
+    assert result.exit_code == 2, result.output
+    assert "a held-out line cannot be read" in " ".join(result.output.split())
     assert not out.exists()
 
 

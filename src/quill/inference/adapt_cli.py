@@ -80,6 +80,7 @@ def adapt(
     from quill.errors import QuillError
     from quill.evaluation.metrics import corpus_cer
     from quill.inference.recognizer import Recognizer
+    from quill.preprocess import ImageError
     from quill.staging.adapt import adapt_staged
     from quill.training.adapt import AdaptConfig, AdaptLine, held_out
 
@@ -110,7 +111,9 @@ def adapt(
                     task, completed=done, loss=f"loss {loss:.3f}"
                 ),
             )
-    except (DatasetError, QuillError) as exc:
+    except ImageError as exc:  # a held-out line, read before adapting (the others are checked)
+        raise fail(f"a held-out line cannot be read: {exc}") from exc
+    except (DatasetError, QuillError, ValueError) as exc:  # ValueError: a malformed manifest
         raise fail(str(exc)) from exc
     console.print(
         f"[green]adapted[/] {adapted.model.version} -> {out} ({len(train)} lines, {steps} "
