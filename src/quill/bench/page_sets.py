@@ -22,7 +22,7 @@ from quill.bench.datasets import BenchDataError, parse_spec
 from quill.bench.detection import FloatBox
 from quill.data.readers.alto import parse_alto
 from quill.data.readers.common import DatasetError
-from quill.data.readers.folder import _read_rows
+from quill.data.readers.folder import _read_rows, row_image
 from quill.data.readers.layout import _line_height, _line_polygon, _pixel_scale
 from quill.data.readers.pagexml import parse_pagexml
 from quill.data.readers.xmlutil import LayoutError
@@ -160,8 +160,7 @@ def _folder_pages(labels: Path) -> tuple[list[PageSample], list[str], list[Path]
         if isinstance(row, str):
             skipped.append(f"{where}: {row}")
             continue
-        image = Path(row["file"])
-        image = image if image.is_absolute() else labels.parent / image
+        image = row_image(labels, row)
         if row.get("kind") == "line":
             skipped.append(f"{where}: a line, not a page (kind=line); use --data for lines")
         elif not image.is_file():

@@ -69,8 +69,7 @@ def read_folder(
             report.skip(f"{labels.name}:{number}", row)
             continue
         where = f"{labels.name}:{number} ({row['file']})"
-        path = Path(row["file"])
-        path = path if path.is_absolute() else labels.parent / path
+        path = row_image(labels, row)
         problem = _row_problem(row, path)
         if problem:
             report.skip(where, problem)
@@ -108,8 +107,7 @@ def labelled_lines(src: Path) -> list[tuple[Path, str]]:
         if isinstance(row, str):
             problems.append(f"{labels.name}:{number}: {row}")
             continue
-        path = Path(row["file"])
-        path = path if path.is_absolute() else labels.parent / path
+        path = row_image(labels, row)
         problem = _row_problem(row, path)
         if problem:
             problems.append(f"{labels.name}:{number} ({row['file']}): {problem}")
@@ -156,6 +154,17 @@ def rows_only_in(src: Path, narrow: Tokenizer, wide: Tokenizer) -> tuple[int, li
             count += 1
             characters.update(dict.fromkeys(missing))
     return count, list(characters)
+
+
+def row_image(labels: Path, row: dict[str, str]) -> Path:
+    """The image a ``labels.tsv`` row names: its ``file``, relative to the folder holding
+    ``labels.tsv`` unless absolute.
+
+    >>> row_image(Path("/data/lines/labels.tsv"), {"file": "a/1.png"}).as_posix()
+    '/data/lines/a/1.png'
+    """
+    image = Path(row["file"])
+    return image if image.is_absolute() else labels.parent / image
 
 
 def _labels_path(src: Path) -> Path:
