@@ -12,6 +12,7 @@ to measure.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,6 +25,10 @@ import typer
 from quill.errors import fail
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from quill.models.decoding import CTCDecoder
+    from quill.staged_model import StagedModel
     from quill.training.adapt import AdaptConfig
 
 #: The fewest lines a writer adapts on (and is read on).
@@ -65,35 +70,51 @@ def writers_of(dataset: Path, split: str) -> dict[str, list[tuple[Path, str]]]:
     return dict(lines)
 
 
+@dataclass(frozen=True)
+class Base:
+    """The model every writer starts from, read once per run: its metadata, its network
+    (each writer adapts a copy) and its decoder (beam search and LMs)."""
+
+    model: StagedModel
+    network: nn.Module
+    decoder: CTCDecoder
+
+    @classmethod
+    def load(cls, path: Path) -> Base:
+        from quill.runtimes.backends import ctc_decoder
+        from quill.staged_model import StagedModel
+        from quill.staging.adapt import base_network
+
+        model = StagedModel.load(path)
+        return cls(model, base_network(model), ctc_decoder(model))
+
+
 def measure_writer(
-    model_dir: Path,
+    base: Base,
     dataset: str,
     writer: str,
     lines: Sequence[tuple[Path, str]],
     most: int,
     config: AdaptConfig,
 ) -> WriterGain:
-    """Adapt a fresh copy of the model on the writer's first lines, read the rest before and
-    after."""
+    """Adapt a fresh copy of the base network on the writer's first lines, read the rest
+    before and after."""
     from quill.evaluation.metrics import ErrorCounts
     from quill.inference.recognizer import Recognizer
     from quill.models.onnx_export import export_interface
-    from quill.runtimes.backends import TorchModuleRuntime, ctc_decoder
-    from quill.staged_model import StagedModel
-    from quill.staging.adapt import base_network
+    from quill.runtimes.backends import TorchModuleRuntime
     from quill.training.adapt import AdaptLine, adapt_network
 
     start = time.perf_counter()
-    model = StagedModel.load(model_dir)
+    model = base.model
     count = min(most, len(lines) // 2)
     adapt_on = [AdaptLine(path, text, path.name) for path, text in lines[:count]]
     images = [path for path, _ in lines[count:]]
     references = [text for _, text in lines[count:]]
-    network = base_network(model)
-    decoder = ctc_decoder(model)
+    network = copy.deepcopy(base.network)
 
     def read() -> list[str]:
-        runtime = TorchModuleRuntime(export_interface(network), model.family, 0, decoder)
+        runtime = TorchModuleRuntime(export_interface(network), model.family, 0, base.decoder)
         return [p.text for p in Recognizer(model, runtime, None, 1).predict(images, kind="line")]
 
     before = ErrorCounts.of(read(), references)
@@ -187,11 +208,12 @@ def adapt_command(
             work += [(name, w, found[w]) for w in chosen[: writers or None]]
         if not work:
             raise QuillError(f"no writer with {2 * MIN_LINES}+ lines in the {split} split")
+        base = Base.load(model)
         gains = []
         with _progress() as bar:
             task = bar.add_task("writers", total=len(work))
             for name, writer, rows in work:
-                gains.append(measure_writer(model, name, writer, rows, lines, config))
+                gains.append(measure_writer(base, name, writer, rows, lines, config))
                 bar.update(task, advance=1)
     except (QuillError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
