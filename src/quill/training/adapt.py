@@ -22,7 +22,7 @@ log-probabilities (B, T, C) for the CTC loss.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -84,13 +84,13 @@ class AdaptConfig:
             )
 
     def to_dict(self) -> dict:
-        return {
-            "steps": self.steps,
-            "learning_rate": self.learning_rate,
-            "weight_decay": self.weight_decay,
-            "batch_size": self.batch_size,
-            "seed": self.seed,
-        }
+        """The settings a model card and a checkpoint record (the augmentations are the
+        training defaults, not repeated).
+
+        >>> AdaptConfig().to_dict()
+        {'steps': 30, 'learning_rate': 0.0003, 'weight_decay': 0.01, 'batch_size': 8, 'seed': 0}
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "augment"}
 
 
 #: Called after each step with (steps done, steps in all, the step's loss).
