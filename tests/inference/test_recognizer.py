@@ -274,14 +274,21 @@ def test_the_language_model_is_compiled_once_into_the_cache(
     assert [p.confidence for p in second.predict(words)] == [
         p.confidence for p in first.predict(words)
     ]
-    # a damaged compiled copy is compiled again; a changed LM file gets its own
+    # a damaged compiled copy is compiled again
     (compiled / "header.json").write_text("{")
     backends._load_lm.cache_clear()
     Recognizer.from_path(beam_model, backend="onnx", threads=1)
     assert json.loads((compiled / "header.json").read_text())["order"] == 4
-    lm_file = beam_model / "lm.json"
-    lm_file.write_text(lm_file.read_text())
+    # a copy of the model (as `quill adapt` copies its base's LMs) maps the same compiled LM
+    copy = shutil.copytree(beam_model, tmp_path / "copy")
+    assert cache.compiled_lm_path(copy / "lm.json") == compiled
+    backends._load_lm.cache_clear()
+    assert Recognizer.from_path(copy, backend="onnx", threads=1).runtime.decoder.lm._counts is None
+    assert sorted(compiled.parent.iterdir()) == [compiled]  # nothing compiled or evicted
+    # a changed LM file gets its own
+    lm_file = copy / "lm.json"
     stat = lm_file.stat()
+    lm_file.write_text(lm_file.read_text() + " ")
     os.utime(lm_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert cache.compiled_lm_path(lm_file) != compiled
     backends._load_lm.cache_clear()

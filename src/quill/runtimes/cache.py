@@ -8,8 +8,11 @@ A command-line call pays its start-up every time, so two costs are paid once and
   thread count, the machine (CPU model and count, Python, the runtimes' installations) and
   the rule ``auto`` chooses by; a change to any of them measures again.
 * **the compiled language model**: reading ``lm.json`` and computing its Kneser-Ney tables
-  takes a second or more; its compiled arrays load in milliseconds (keyed by the LM file's
-  path, size and modification time).
+  takes a second or more; its compiled arrays load in milliseconds. They are keyed by the LM
+  file's content, so a copy of a model (``quill adapt`` copies its base model's LMs, a
+  container copies a model folder) shares the compiled form of the original instead of
+  compiling, and evicting, its own. Which content a file holds is remembered under its path,
+  size and modification time: a start reads one small file, not megabytes to hash.
 
 Files live in the user's cache, never in the model directory (which may be read-only, shared
 or inside a container image): ``$QUILL_CACHE_DIR``, else ``$XDG_CACHE_HOME/quill``, else
@@ -45,6 +48,8 @@ BACKEND_CHOICES = "backend-choice.json"
 MAX_COMPILED_LMS = 12
 #: Backend choices kept (a few hundred bytes each).
 MAX_BACKEND_CHOICES = 64
+#: Language model files whose content digest is remembered (a few bytes each).
+MAX_LM_DIGESTS = 64
 
 
 def cache_dir() -> Path | None:
@@ -149,12 +154,34 @@ def write_backend_choice(key: str, backend: str, timings: dict[str, float], **in
 
 
 def compiled_lm_path(lm_file: Path) -> Path | None:
-    """Where the compiled form of ``lm_file`` is kept (None when the cache is off)."""
+    """Where the compiled form of ``lm_file`` is kept (None when the cache is off): named by
+    the file's content, so that every copy of one LM maps to one compiled folder; None too
+    when the file cannot be read (loading it will say why)."""
     root = cache_dir()
     if root is None:
         return None
-    key = _digest(str(lm_file.resolve()), _stamp(lm_file), COMPILED_FORMAT_VERSION)
-    return root / "lm" / f"{lm_file.stem}-{key}"
+    try:
+        content = _content_digest(root / "lm-digests", lm_file)
+    except OSError:
+        return None
+    return root / "lm" / f"{lm_file.stem}-{_digest(content, COMPILED_FORMAT_VERSION)}"
+
+
+def _content_digest(digests: Path, path: Path) -> str:
+    """The SHA-256 of ``path``'s bytes, remembered in ``digests`` under its path, size and
+    modification time (a changed file is hashed again); OSError if it cannot be read."""
+    remembered = digests / _digest(str(path.resolve()), _stamp(path))
+    try:
+        digest = remembered.read_text("ascii").strip()
+        if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+            return digest
+    except (OSError, UnicodeDecodeError):
+        pass
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if write_atomic(remembered, lambda new: new.write_text(digest, "ascii")):
+        prune(digests, MAX_LM_DIGESTS)
+    return digest
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> bool:
