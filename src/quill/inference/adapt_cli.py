@@ -68,7 +68,8 @@ def adapt(
     Five to ten lines help most hands: on the 41 unseen writers of the test sets, adapting
     on the first half of each writer's lines cut the CER on the rest from 16.2% to 14.4%, 30
     writers better and 9 worse (`quill bench adapt`, docs/training.md). Fine-tuning takes
-    about six seconds on one CPU core; staging (exports, parity, int8 copy) about twenty.
+    about six seconds on one CPU core, the whole command with staging (exports, parity, int8
+    copy) under twenty.
     Then read with it: `quill predict --model OUT ...` or `QUILL_MODEL_DIR=OUT quill up`.
     Exits 2 for lines it cannot use (a missing image, a character the model cannot write).
     """
