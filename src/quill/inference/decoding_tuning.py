@@ -248,7 +248,8 @@ def measure_shifts(
     faster of equal ones first. The recognizer keeps the shifts it had."""
     kept, results = recognizer.shifts, []
     try:
-        recognizer.predict([str(images[0])], kind="line")  # warm-up: the first read is slow
+        if images:  # a warm-up read: the first candidate is not timed with the cold start
+            recognizer.predict([str(images[0])], kind="line")
         for shifts in candidates:
             progress(f"shifts {list(shifts)}")
             recognizer.shifts = shifts
