@@ -71,6 +71,10 @@ def test_lines_the_model_cannot_write_are_named_and_nothing_trains(smoke_model: 
     with pytest.raises(AdaptError, match=r"bad\.png: '☃'") as caught:
         adapt_network(network, model.tokenizer, model.preprocess, lines, FAST)
     assert "ok.png" not in str(caught.value)
+    # a transcription left empty would teach the model to read that ink as nothing
+    lines[1] = AdaptLine(render_line("x"), " ", "forgot.png")
+    with pytest.raises(AdaptError, match=r"lines without text .*: forgot\.png$"):
+        adapt_network(network, model.tokenizer, model.preprocess, lines, FAST)
     assert all((network.state_dict()[k] == v).all() for k, v in before.items())
 
 

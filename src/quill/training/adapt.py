@@ -188,12 +188,20 @@ def _ink_maps(preprocess: PreprocessConfig, lines: Sequence[AdaptLine]) -> list[
 
 
 def _encoded(tokenizer: Tokenizer, lines: Sequence[AdaptLine]) -> list[list[int]]:
-    """Each line's token ids; :class:`AdaptError` listing every line the model cannot write."""
+    """Each line's token ids; :class:`AdaptError` listing every line without text (a
+    transcription left empty would teach the model to read that ink as nothing) and every
+    line the model cannot write."""
+    names = [line.name or f"line {index + 1}" for index, line in enumerate(lines)]
+    empty = [name for name, line in zip(names, lines, strict=True) if not line.text.strip()]
+    if empty:
+        raise AdaptError(
+            f"lines without text (type what each says, or leave it out): {', '.join(empty)}"
+        )
     problems = []
-    for index, line in enumerate(lines):
+    for name, line in zip(names, lines, strict=True):
         unknown = tokenizer.unknown_characters(line.text)
         if unknown:
-            problems.append(f"{line.name or f'line {index + 1}'}: {''.join(unknown)!r}")
+            problems.append(f"{name}: {''.join(unknown)!r}")
     if problems:
         raise AdaptError(
             "characters the model cannot write (fix the transcription, or leave the line "
