@@ -4,6 +4,7 @@ before and after on held-out lines; lines it cannot use are named and nothing is
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +76,26 @@ def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_
     assert result.exit_code == 2, result.output
     assert "a held-out line cannot be read" in " ".join(result.output.split())
     assert not out.exists()
+
+
+def test_the_base_model_and_other_folders_are_never_written_over(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """Staging replaces its folder whole: --out as the base model's own folder, a folder
+    holding it, or a folder of other things is refused before any work, and all are kept."""
+    lines = _folder(tmp_path / "lines", [("0.png", WORD), ("1.png", WORD)])
+    base = Path(shutil.copytree(smoke_model, tmp_path / "models" / "base"))
+    before = sorted(path.name for path in base.iterdir())
+    for out, message in (
+        (base, "which staging reads from"),
+        (base.parent, "which staging reads from"),
+        (lines, "is not empty and is not a staged model"),
+    ):
+        result = _adapt(lines, base, out)
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+    assert sorted(path.name for path in base.iterdir()) == before
+    assert (lines / "labels.tsv").is_file() and (lines / "0.png").is_file()
 
 
 def test_a_dataset_of_corrections_gives_its_line_samples(tmp_path: Path) -> None:

@@ -200,6 +200,29 @@ def test_staging_a_file_that_is_not_a_checkpoint_fails_clearly(tmp_path: Path) -
     assert "junk.ckpt" in result.output and not (tmp_path / "out").exists()
 
 
+def test_staging_never_writes_over_its_checkpoint_or_a_folder_of_other_things(
+    tmp_path: Path,
+) -> None:
+    """The staged folder is replaced whole, so a folder that is not a staged model, or that
+    holds the checkpoint being staged, is refused before any work and kept as it was."""
+    run = tmp_path / "run"
+    checkpoint = tiny_checkpoint(run / "checkpoints" / "last.ckpt")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("mine")
+    for out, message in (
+        (run, "which staging reads from"),
+        (notes, "is not empty and is not a staged model"),
+        (notes / "keep.txt", "is a file"),
+    ):
+        result = CliRunner().invoke(
+            app, ["stage", str(checkpoint), "--out", str(out), "--no-register"]
+        )
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+    assert checkpoint.is_file() and (notes / "keep.txt").read_text() == "mine"
+
+
 def test_checkpoint_round_trip_rebuilds_identical_outputs(tmp_path: Path) -> None:
     checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
     torch.manual_seed(0)

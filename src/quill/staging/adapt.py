@@ -23,7 +23,7 @@ from quill.models import build_model
 from quill.staged_model import StagedModel
 from quill.staging.model_card import with_runtime_sections
 from quill.staging.quantize import MAX_DRIFT_CER, Int8Drift, add_int8
-from quill.staging.stage import stage_checkpoint
+from quill.staging.stage import check_target, stage_checkpoint
 from quill.training.adapt import AdaptConfig, AdaptError, AdaptLine, StepProgress, adapt_network
 from quill.training.checkpoint import CheckpointSource, write_checkpoint
 from quill.training.init_weights import read_weights
@@ -63,8 +63,11 @@ def adapt_staged(
 ) -> Adapted:
     """Adapt the staged model in ``base_dir`` to ``lines`` and stage it in ``out_dir``
     (replaced only when staging succeeds). Raises :class:`AdaptError` for lines it cannot
-    use, ``ParityError`` if an export reads differently from eager PyTorch."""
+    use, ``StagingTargetError`` (before fine-tuning) for an ``out_dir`` that is the base
+    model's folder or holds other things, ``ParityError`` if an export reads differently
+    from eager PyTorch."""
     config = config or AdaptConfig()
+    check_target(out_dir, [base_dir])
     base = StagedModel.load(base_dir)
     network = base_network(base)
     progress(f"adapting {base.version} to {len(lines)} lines")

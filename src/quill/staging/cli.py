@@ -164,7 +164,7 @@ def stage(
     from quill.staging.parity import ParityError
     from quill.staging.registry import RegistryError
     from quill.staging.registry import register as register_model
-    from quill.staging.stage import stage_checkpoint
+    from quill.staging.stage import StagingTargetError, stage_checkpoint
     from quill.training.checkpoint import CheckpointError, resolve_source
 
     if card_notes is not None and not card_notes.is_file():
@@ -196,7 +196,7 @@ def stage(
             console.print(f"[green]registered[/] {version.name} version {version.version} in {uri}")
     except ParityError as exc:  # a check that failed: EXIT_FAILED, as a refused promotion
         raise fail(str(exc), EXIT_FAILED) from exc
-    except (CheckpointError, ModelExportError, RegistryError) as exc:
+    except (CheckpointError, ModelExportError, RegistryError, StagingTargetError) as exc:
         raise fail(str(exc)) from exc
 
 

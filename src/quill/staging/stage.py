@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from quill.errors import QuillError
+from quill.model_files import METADATA_FILE
 from quill.models.onnx_export import export_interface
 from quill.preprocess import ImageSource, batch_images
 from quill.runtimes.backends import TorchModuleRuntime, load_backend
@@ -37,6 +39,33 @@ def _package_version(name: str) -> str:
         return "unknown"
 
 
+class StagingTargetError(QuillError, ValueError):
+    """The folder a staged model would be written to holds something that must not be lost."""
+
+    code = "staging_target_invalid"
+
+
+def check_target(out_dir: Path, keep: Sequence[Path] = ()) -> None:
+    """Refuse ``out_dir`` as the place of a staged model unless it is new, empty or a staged
+    model, and none of ``keep`` (what staging reads from) is it or inside it: staging
+    replaces the folder whole, so ``models/`` or a home folder given by mistake would be lost.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise StagingTargetError(f"{out_dir} is a file, not a folder for a staged model")
+    target = out_dir.resolve()
+    for path in keep:
+        if path.resolve() == target or target in path.resolve().parents:
+            raise StagingTargetError(
+                f"{out_dir} holds {path}, which staging reads from: writing the staged model "
+                "there would replace it. Give another folder."
+            )
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / METADATA_FILE).is_file():
+        raise StagingTargetError(
+            f"{out_dir} is not empty and is not a staged model (no {METADATA_FILE}): staging "
+            "replaces its folder whole. Give a new or empty folder, or a staged model's."
+        )
+
+
 def stage_checkpoint(
     source: CheckpointSource,
     out_dir: Path,
@@ -50,8 +79,10 @@ def stage_checkpoint(
     ``card_notes`` (Markdown) is appended to the generated model card.
 
     Raises ``ParityError`` (and leaves ``out_dir`` untouched) if an export reads differently
-    from eager PyTorch.
+    from eager PyTorch, :class:`StagingTargetError` (before any work) for an ``out_dir``
+    that :func:`check_target` refuses.
     """
+    check_target(out_dir, [source.path])
     progress(f"rebuilding the network from {source.path}")
     loaded = load_checkpoint(source.path)
     module = export_interface(loaded.model)
