@@ -85,3 +85,12 @@ def test_a_split_without_writers_is_a_clear_error(smoke_model: Path, tmp_path: P
     )
     assert result.exit_code == 2
     assert "no writer with 6+ lines in the val split" in result.output
+
+
+def test_read_from_keeps_writers_with_enough_lines_to_read(tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "hands")  # six lines a writer
+    command = ["bench", "adapt", "--data", f"hands={data}", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, [*command, "--read-from", "4"])
+    assert result.exit_code == 2 and "no writer with 7+ lines" in result.output
+    result = CliRunner().invoke(app, [*command, "--read-from", "2"])
+    assert result.exit_code == 2 and "0, or at least 3" in " ".join(result.output.split())

@@ -49,6 +49,7 @@ def test_adapted_model_reads_the_writer_and_decodes_as_its_base(
     assert result.exit_code == 0, result.output
     assert f"-> {out} (4 lines, 60 steps" in result.output
     assert "your 1 held-out lines" in result.output and "after 0.0%" in result.output
+    assert "adapting on 4 lines: on unseen writers" in " ".join(result.output.split())
     base, adapted = StagedModel.load(smoke_model), StagedModel.load(out)
     assert adapted.version != base.version and adapted.tokenizer == base.tokenizer
     assert adapted.decoding == base.decoding
@@ -60,14 +61,17 @@ def test_adapted_model_reads_the_writer_and_decodes_as_its_base(
 
 def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_path: Path) -> None:
     out = tmp_path / "never"
-    missing = _folder(tmp_path / "missing", [("0.png", "ink"), ("gone.png_", "ink")])
-    unwritable = _folder(tmp_path / "unwritable", [("0.png", "ink"), ("1.png", "ink☃")])
-    truncated = _folder(tmp_path / "truncated", [("0.png", "ink"), ("1.png", "ink")])
-    (truncated / "1.png").write_bytes((truncated / "1.png").read_bytes()[:60])
+    ok = [("0.png", "ink"), ("1.png", "Kew")]
+    missing = _folder(tmp_path / "missing", [*ok, ("gone.png_", "ink")])
+    unwritable = _folder(tmp_path / "unwritable", [*ok, ("2.png", "ink☃")])
+    truncated = _folder(tmp_path / "truncated", [*ok, ("2.png", "ink")])
+    too_few = _folder(tmp_path / "too-few", ok)
+    (truncated / "2.png").write_bytes((truncated / "2.png").read_bytes()[:60])
     for folder, message in (
         (missing, "gone.png_): image file not found"),
-        (unwritable, "1.png: '☃'"),
-        (truncated, "images that cannot be read: 1.png:"),
+        (unwritable, "2.png: '☃'"),
+        (truncated, "images that cannot be read: 2.png:"),
+        (too_few, "2 line(s) are too few to adapt on"),
     ):
         result = _adapt(folder, smoke_model, out)
         assert result.exit_code == 2, result.output

@@ -67,6 +67,7 @@ def test_lines_the_model_cannot_write_are_named_and_nothing_trains(smoke_model: 
     lines = [
         AdaptLine(render_line("ink"), "ink", "ok.png"),
         AdaptLine(render_line("x"), "x☃y", "bad.png"),
+        AdaptLine(render_line("Kew"), "Kew", "ok-too.png"),
     ]
     with pytest.raises(AdaptError, match=r"bad\.png: '☃'") as caught:
         adapt_network(network, model.tokenizer, model.preprocess, lines, FAST)
@@ -75,6 +76,9 @@ def test_lines_the_model_cannot_write_are_named_and_nothing_trains(smoke_model: 
     lines[1] = AdaptLine(render_line("x"), " ", "forgot.png")
     with pytest.raises(AdaptError, match=r"lines without text .*: forgot\.png$"):
         adapt_network(network, model.tokenizer, model.preprocess, lines, FAST)
+    # one or two lines read the writer worse than no adapting at all (docs/training.md)
+    with pytest.raises(AdaptError, match=r"2 line\(s\) are too few to adapt on: give at least 3"):
+        adapt_network(network, model.tokenizer, model.preprocess, lines[::2], FAST)
     assert all((network.state_dict()[k] == v).all() for k, v in before.items())
 
 

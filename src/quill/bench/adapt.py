@@ -7,7 +7,9 @@ first half, at most ``--lines``, adapt a fresh copy of the model, and the rest a
 model before and after. Both readings use the same runtime (eager PyTorch, float32) and the
 model's own decoding (beam search, language models, heights), so the gain is the adaptation's
 alone. Writers with fewer than ``2 * MIN_LINES`` lines are left out: too few to adapt on and
-to measure.
+to measure. ``--read-from K`` reads every writer's lines from the K-th on instead, so that
+runs with different ``--lines`` read the same lines: how the gain grows with the lines a
+user transcribes.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
     from quill.staged_model import StagedModel
     from quill.training.adapt import AdaptConfig
 
-#: The fewest lines a writer adapts on (and is read on).
+#: The fewest lines a writer adapts on (and is read on): ``quill.training.adapt.MIN_LINES``,
+#: not imported from there because that module imports torch, and ``quill --help`` must not.
 MIN_LINES = 3
 
 
@@ -96,9 +99,12 @@ def measure_writer(
     lines: Sequence[tuple[Path, str]],
     most: int,
     config: AdaptConfig,
+    read_from: int = 0,
 ) -> WriterGain:
     """Adapt a fresh copy of the base network on the writer's first lines, read the rest
-    before and after."""
+    before and after: the first half, at most ``most``, and the lines after them; or with
+    ``read_from``, the first ``most`` and the lines from ``read_from`` on, the same lines
+    whatever ``most`` is."""
     from quill.evaluation.metrics import ErrorCounts
     from quill.inference.recognizer import Recognizer
     from quill.models.onnx_export import export_interface
@@ -107,10 +113,10 @@ def measure_writer(
 
     start = time.perf_counter()
     model = base.model
-    count = min(most, len(lines) // 2)
+    count = min(most, read_from) if read_from else min(most, len(lines) // 2)
     adapt_on = [AdaptLine(path, text, path.name) for path, text in lines[:count]]
-    images = [path for path, _ in lines[count:]]
-    references = [text for _, text in lines[count:]]
+    images = [path for path, _ in lines[read_from or count :]]
+    references = [text for _, text in lines[read_from or count :]]
     network = copy.deepcopy(base.network)
 
     def read() -> list[str]:
@@ -180,6 +186,16 @@ def adapt_command(
     ] = 10,
     steps: Annotated[int, typer.Option(min=1, help="Adaptation steps per writer.")] = 30,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 3e-4,
+    read_from: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Read each writer's lines from this one on (0-based), the same lines for "
+            "any --lines, and adapt on the first --lines (at most this many); writers with "
+            f"fewer than it + {MIN_LINES} lines are left out. 0: adapt on the first half, at "
+            "most --lines, and read the rest.",
+        ),
+    ] = 0,
     writers: Annotated[
         int, typer.Option(min=0, help="Measure at most this many writers per dataset (0: all).")
     ] = 0,
@@ -199,32 +215,37 @@ def adapt_command(
     torch.set_num_threads(1)
     console = Console()
     config = AdaptConfig(steps=steps, learning_rate=learning_rate)
+    if 0 < read_from < MIN_LINES:
+        raise typer.BadParameter(f"0, or at least {MIN_LINES}", param_hint="--read-from")
+    fewest = read_from + MIN_LINES if read_from else 2 * MIN_LINES
     try:
         work = []
         for spec in data:
             name, path = parse_spec(spec)
             found = writers_of(path, split)
-            chosen = [w for w in sorted(found) if len(found[w]) >= 2 * MIN_LINES]
+            chosen = [w for w in sorted(found) if len(found[w]) >= fewest]
             work += [(name, w, found[w]) for w in chosen[: writers or None]]
         if not work:
-            raise QuillError(f"no writer with {2 * MIN_LINES}+ lines in the {split} split")
+            raise QuillError(f"no writer with {fewest}+ lines in the {split} split")
         base = Base.load(model)
         gains = []
         with _progress() as bar:
             task = bar.add_task("writers", total=len(work))
             for name, writer, rows in work:
-                gains.append(measure_writer(base, name, writer, rows, lines, config))
+                gains.append(measure_writer(base, name, writer, rows, lines, config, read_from))
                 bar.update(task, advance=1)
     except (QuillError, FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     command = " ".join(
         ["quill bench adapt", *(f"--data {spec}" for spec in data), f"--model {model}"]
         + [f"--split {split} --lines {lines} --steps {steps} --learning-rate {learning_rate:g}"]
+        + ([f"--read-from {read_from}"] if read_from else [])
     )
     table = markdown(gains, str(model), command)
     payload = {
         "model": str(model),
         "split": split,
+        "read_from": read_from,
         "adapt": config.to_dict(),
         "machine": machine_info(),
         "writers": [

@@ -83,7 +83,7 @@ def adapt(
     from quill.inference.recognizer import Recognizer
     from quill.preprocess import ImageError
     from quill.staging.adapt import adapt_staged
-    from quill.training.adapt import AdaptConfig, AdaptLine, held_out
+    from quill.training.adapt import ADVISED_LINES, AdaptConfig, AdaptLine, held_out
 
     console = Console(stderr=True)
     try:
@@ -92,6 +92,12 @@ def adapt(
         train, measure = held_out(
             [AdaptLine(path, text, path.name) for path, text in rows], hold_out
         )
+        if len(train) < ADVISED_LINES:
+            console.print(
+                f"[yellow]adapting on {len(train)} lines:[/] on unseen writers, three lines "
+                "read the writer's other lines 1.2 CER points worse on average, five 0.2 "
+                "better, ten 3.2 and twenty 4.4 better; transcribe more if you can"
+            )
         before = _read(Recognizer.from_path(model), measure) if measure else None
         with Progress(
             TextColumn("{task.description}"),
