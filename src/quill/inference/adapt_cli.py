@@ -65,13 +65,16 @@ def adapt(
 ) -> None:
     """Adapt a line model to your handwriting from a few transcribed lines of it.
 
-    Five to ten lines help most hands: on the 41 unseen writers of the test sets, adapting
-    on the first half of each writer's lines cut the CER on the rest from 16.2% to 14.4%, 30
-    writers better and 9 worse (`quill bench adapt`, docs/training.md). Fine-tuning takes
+    Give ten lines or more (at least three): on the 41 unseen writers of the test sets,
+    adapting on the first half of each writer's lines (5 to 10) cut the CER on the rest from
+    16.2% to 14.4%, 30 writers better and 9 worse, and more lines gain more (`quill bench
+    adapt`, docs/training.md). Fine-tuning takes
     about six seconds on one CPU core, the whole command with staging (exports, parity, int8
     copy) under twenty.
     Then read with it: `quill predict --model OUT ...` or `QUILL_MODEL_DIR=OUT quill up`.
-    Exits 2 for lines it cannot use (a missing image, a character the model cannot write).
+    Exits 2 for lines it cannot use (a missing image, an empty transcription, a character
+    the model cannot write, fewer than three lines) and for an --out that is not a new folder
+    or a staged model's.
     """
     # lazy: adapting imports torch and the training code, which `quill --help` must not
     from rich.console import Console
@@ -94,9 +97,9 @@ def adapt(
         )
         if len(train) < ADVISED_LINES:
             console.print(
-                f"[yellow]adapting on {len(train)} lines:[/] on unseen writers, three lines "
-                "read the writer's other lines 1.2 CER points worse on average, five 0.2 "
-                "better, ten 3.2 and twenty 4.4 better; transcribe more if you can"
+                f"[yellow]adapting on {len(train)} lines:[/] on unseen writers, three or five "
+                "lines gained nothing on average, ten 2.5 to 3.8 CER points and twenty 3.7 to "
+                "5.3; transcribe more if you can"
             )
         before = _read(Recognizer.from_path(model), measure) if measure else None
         with Progress(

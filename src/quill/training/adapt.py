@@ -42,11 +42,11 @@ from quill.preprocess import (
 )
 from quill.vocab import Tokenizer
 
-#: The fewest lines a model adapts on. Measured on 14 unseen poilus writers, reading their
-#: lines from the eleventh on (docs/training.md): 20.6% CER before; adapted on one line
-#: 26.5%, two 23.1%, three 21.7%, five 20.3%, ten 17.3%. One or two lines are refused;
-#: three and four are allowed with a warning (ADVISED_LINES), as `--hold-out` can show
-#: whether they helped this writer.
+#: The fewest lines a model adapts on. Measured on unseen poilus writers, reading their
+#: lines from the eleventh on (docs/training.md): one or two lines read them 6.0 and 2.5 CER
+#: points worse than before, three 0.4 to 1.9 worse, five between 1.1 better and 0.7 worse,
+#: ten 2.5 to 3.8 better. One or two lines are refused; three to nine are allowed with a
+#: warning (ADVISED_LINES), as ``--hold-out`` can show whether they helped this writer.
 MIN_LINES = 3
 #: Below this many lines a model still adapts, with a warning that more would help.
 ADVISED_LINES = 10
@@ -127,7 +127,7 @@ def adapt_network(
         raise AdaptError(
             f"{len(lines)} line(s) are too few to adapt on: give at least {MIN_LINES}, ten or "
             "more if you can (adapted on one or two lines, a model read its writer's other "
-            "lines 6 and 2.5 CER points worse than before; on ten, 3.2 points better)"
+            "lines 6.0 and 2.5 CER points worse than before; on ten, 2.5 to 3.8 better)"
         )
     targets = _encoded(tokenizer, lines)
     inks = _ink_maps(preprocess, lines)
