@@ -54,7 +54,9 @@ def test_adapted_model_reads_the_writer_and_decodes_as_its_base(
     assert adapted.version != base.version and adapted.tokenizer == base.tokenizer
     assert adapted.decoding == base.decoding
     assert base.version in (adapted.lineage.initialised_from or "")
-    assert "## Adapted to one writer" in adapted.card_path.read_text()
+    card = adapted.card_path.read_text()
+    assert "## Adapted to one writer" in card
+    assert "1 of the writer's lines were kept out" in card and "0.0% adapted" in card
     (prediction,) = Recognizer.from_path(out).predict([render_line(WORD)], kind="line")
     assert prediction.text == WORD
 

@@ -86,6 +86,7 @@ def adapt(
     from quill.inference.recognizer import Recognizer
     from quill.preprocess import ImageError
     from quill.staging.adapt import adapt_staged
+    from quill.staging.model_card import with_held_out_section
     from quill.training.adapt import ADVISED_LINES, AdaptConfig, AdaptLine, held_out
 
     console = Console(stderr=True)
@@ -136,10 +137,13 @@ def adapt(
         after = _read(recognizer, measure)
         references = [line.text for line in measure]
         rates = corpus_cer(before, references), corpus_cer(after, references)
+        runtime = recognizer.describe()["backend"]
         console.print(
-            f"your {len(measure)} held-out lines, CER ({recognizer.describe()['backend']}): "
+            f"your {len(measure)} held-out lines, CER ({runtime}): "
             f"before {rates[0]:.1%}, after {rates[1]:.1%}"
         )
+        card = recognizer.model.card_path
+        card.write_text(with_held_out_section(card.read_text(), len(measure), *rates, runtime))
         if rates[1] > rates[0]:
             console.print(
                 "[yellow]the adapted model reads your held-out lines worse than its base:[/] "

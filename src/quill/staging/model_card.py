@@ -235,6 +235,7 @@ def with_header(card: str, model: StagedModel | Mapping[str, Any]) -> str:
 DECODING_HEADING = "## Decoding"
 LANGUAGES_HEADING = "## Other languages"
 SHIFTS_HEADING = "## Shifts"
+HELD_OUT_HEADING = "## The writer's held-out lines"
 FILES_HEADING = "## Files"
 
 
@@ -337,6 +338,22 @@ def with_shifts_section(
         "",
     ]
     return _with_section(card, SHIFTS_HEADING, "\n".join(lines) + "\n")
+
+
+def with_held_out_section(card: str, lines: int, before: float, after: float, runtime: str) -> str:
+    """The card of a model adapted to one writer with what ``quill adapt --hold-out`` read:
+    the writer's last ``lines`` lines, kept out of the adaptation, read by the base model
+    (CER ``before``) and the adapted one (``after``), on ``runtime``. It goes last, after
+    the notes that say what the model was adapted from."""
+    section = (
+        f"{HELD_OUT_HEADING}\n\n{lines} of the writer's lines were kept out of the "
+        f"adaptation and read by both models ({runtime}): CER {before:.1%} with the base "
+        f"model, {after:.1%} adapted. So few lines say little on their own: a writer's own "
+        "lines vary, and so do its gains (docs/training.md).\n"
+    )
+    if HELD_OUT_HEADING + "\n" in card:
+        return _with_section(card, HELD_OUT_HEADING, section)
+    return card.rstrip("\n") + "\n\n" + section
 
 
 def _with_section(card: str, heading: str, section: str) -> str:
