@@ -115,8 +115,8 @@ def measure_writer(
     model = base.model
     count = min(most, read_from) if read_from else min(most, len(lines) // 2)
     adapt_on = [AdaptLine(path, text, path.name) for path, text in lines[:count]]
-    images = [path for path, _ in lines[read_from or count :]]
-    references = [text for _, text in lines[read_from or count :]]
+    measured = lines[read_from or count :]
+    images, references = [path for path, _ in measured], [text for _, text in measured]
     network = copy.deepcopy(base.network)
 
     def read() -> list[str]:

@@ -137,13 +137,14 @@ def adapt(
         after = _read(recognizer, measure)
         references = [line.text for line in measure]
         rates = corpus_cer(before, references), corpus_cer(after, references)
-        runtime = recognizer.describe()["backend"]
         console.print(
-            f"your {len(measure)} held-out lines, CER ({runtime}): "
+            f"your {len(measure)} held-out lines, CER ({recognizer.backend}): "
             f"before {rates[0]:.1%}, after {rates[1]:.1%}"
         )
         card = recognizer.model.card_path
-        card.write_text(with_held_out_section(card.read_text(), len(measure), *rates, runtime))
+        card.write_text(
+            with_held_out_section(card.read_text(), len(measure), *rates, recognizer.backend)
+        )
         if rates[1] > rates[0]:
             console.print(
                 "[yellow]the adapted model reads your held-out lines worse than its base:[/] "

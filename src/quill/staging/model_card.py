@@ -351,19 +351,24 @@ def with_held_out_section(card: str, lines: int, before: float, after: float, ru
         f"model, {after:.1%} adapted. So few lines say little on their own: a writer's own "
         "lines vary, and so do its gains (docs/training.md).\n"
     )
-    if HELD_OUT_HEADING + "\n" in card:
-        return _with_section(card, HELD_OUT_HEADING, section)
-    return card.rstrip("\n") + "\n\n" + section
+    return _with_section(card, HELD_OUT_HEADING, section, before=None)
 
 
-def _with_section(card: str, heading: str, section: str) -> str:
-    """``card`` with the section under ``heading`` replaced by ``section``, or ``section``
-    put before the Files section (at the end when there is none)."""
+def _with_section(card: str, heading: str, section: str, before: str | None = FILES_HEADING) -> str:
+    r"""``card`` with the section under ``heading`` replaced by ``section``, or ``section``
+    put before the ``before`` section (at the end when there is none, or ``before`` is
+    None).
+
+    >>> _with_section("# M\n\n## Files\n\nx\n", "## New", "## New\n\ny\n\n")
+    '# M\n\n## New\n\ny\n\n## Files\n\nx\n'
+    >>> _with_section("# M\n\n## Files\n\nx\n", "## New", "## New\n\ny\n", before=None)
+    '# M\n\n## Files\n\nx\n\n## New\n\ny\n'
+    """
     start = card.find(heading + "\n")
     if start >= 0:
         end = card.find("\n## ", start + 1)
         return card[:start] + section + (card[end + 1 :] if end >= 0 else "")
-    anchor = card.find(FILES_HEADING + "\n")
+    anchor = card.find(before + "\n") if before else -1
     return card[:anchor] + section + card[anchor:] if anchor >= 0 else card + "\n" + section
 
 

@@ -54,7 +54,8 @@ def check_target(out_dir: Path, keep: Sequence[Path] = ()) -> None:
         raise StagingTargetError(f"{out_dir} is a file, not a folder for a staged model")
     target = out_dir.resolve()
     for path in keep:
-        if path.resolve() == target or target in path.resolve().parents:
+        held = path.resolve()
+        if held == target or target in held.parents:
             raise StagingTargetError(
                 f"{out_dir} holds {path}, which staging reads from: writing the staged model "
                 "there would replace it. Give another folder."

@@ -190,11 +190,11 @@ def _ink_maps(preprocess: PreprocessConfig, lines: Sequence[AdaptLine]) -> list[
     """Each line's padded ink map (H, W_i), the model's input; :class:`AdaptError` naming
     every image that cannot be read (truncated, not an image, too large)."""
     inks, problems = [], []
-    for index, line in enumerate(lines):
+    for name, line in zip(_names(lines), lines, strict=True):
         try:
             inks.append(pad_width(line_ink(line.image, preprocess), preprocess.width_multiple))
         except ImageError as exc:
-            problems.append(f"{line.name or f'line {index + 1}'}: {exc}")
+            problems.append(f"{name}: {exc}")
     if problems:
         raise AdaptError(f"images that cannot be read: {'; '.join(problems)}")
     return inks
@@ -204,7 +204,7 @@ def _encoded(tokenizer: Tokenizer, lines: Sequence[AdaptLine]) -> list[list[int]
     """Each line's token ids; :class:`AdaptError` listing every line without text (a
     transcription left empty would teach the model to read that ink as nothing) and every
     line the model cannot write."""
-    names = [line.name or f"line {index + 1}" for index, line in enumerate(lines)]
+    names = _names(lines)
     empty = [name for name, line in zip(names, lines, strict=True) if not line.text.strip()]
     if empty:
         raise AdaptError(
@@ -221,6 +221,11 @@ def _encoded(tokenizer: Tokenizer, lines: Sequence[AdaptLine]) -> list[list[int]
             f"out): {'; '.join(problems)}"
         )
     return [tokenizer.encode(line.text) for line in lines]
+
+
+def _names(lines: Sequence[AdaptLine]) -> list[str]:
+    """How an error names each line: its file name, else its place (``line 2``)."""
+    return [line.name or f"line {index + 1}" for index, line in enumerate(lines)]
 
 
 def held_out(lines: Sequence[AdaptLine], count: int) -> tuple[list[AdaptLine], list[AdaptLine]]:
