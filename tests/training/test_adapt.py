@@ -16,7 +16,8 @@ from quill.staged_model import StagedModel
 from quill.staging.adapt import base_network
 from quill.staging.parity import render_line
 from quill.staging.smoke import on_noisy_paper
-from quill.training.adapt import AdaptConfig, AdaptError, AdaptLine, adapt_network, held_out
+from quill.training.adapt import AdaptConfig, adapt_network
+from quill.training.adapt_lines import AdaptError, AdaptLine, held_out
 
 #: A word the smoke model never trained on, of letters it did ("ink").
 NEW_WORD = "wink"

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from quill.errors import fail
+from quill.training.adapt_lines import MIN_LINES, AdaptLine
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from quill.models.decoding import CTCDecoder
     from quill.staged_model import StagedModel
     from quill.training.adapt import AdaptConfig
-
-#: The fewest lines a writer adapts on (and is read on): ``quill.training.adapt.MIN_LINES``,
-#: not imported from there because that module imports torch, and ``quill --help`` must not.
-MIN_LINES = 3
 
 
 @dataclass(frozen=True)
@@ -109,7 +106,7 @@ def measure_writer(
     from quill.inference.recognizer import Recognizer
     from quill.models.onnx_export import export_interface
     from quill.runtimes.backends import TorchModuleRuntime
-    from quill.training.adapt import AdaptLine, adapt_network
+    from quill.training.adapt import adapt_network
 
     start = time.perf_counter()
     model = base.model

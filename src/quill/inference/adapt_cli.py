@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from quill.inference.recognizer import Recognizer
-    from quill.training.adapt import AdaptLine
+    from quill.training.adapt_lines import AdaptLine
 
 
 def adapt(
@@ -87,7 +87,8 @@ def adapt(
     from quill.preprocess import ImageError
     from quill.staging.adapt import adapt_staged
     from quill.staging.model_card import with_held_out_section
-    from quill.training.adapt import ADVISED_LINES, AdaptConfig, AdaptLine, held_out
+    from quill.training.adapt import AdaptConfig
+    from quill.training.adapt_lines import ADVISED_LINES, AdaptLine, held_out
 
     console = Console(stderr=True)
     try:

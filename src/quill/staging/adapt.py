@@ -24,7 +24,8 @@ from quill.staged_model import StagedModel
 from quill.staging.model_card import with_runtime_sections
 from quill.staging.quantize import MAX_DRIFT_CER, Int8Drift, add_int8
 from quill.staging.stage import check_target, stage_checkpoint
-from quill.training.adapt import AdaptConfig, AdaptError, AdaptLine, StepProgress, adapt_network
+from quill.training.adapt import AdaptConfig, StepProgress, adapt_network
+from quill.training.adapt_lines import AdaptError, AdaptLine
 from quill.training.checkpoint import CheckpointSource, write_checkpoint
 from quill.training.init_weights import read_weights
 

@@ -31,41 +31,15 @@ from torch import nn
 
 from quill.data.augment import AugmentConfig
 from quill.data.ink_augment import InkAugmenter
-from quill.errors import QuillError
 from quill.preprocess import (
     ImageError,
-    ImageSource,
     PreprocessConfig,
     batch_images,
     line_ink,
     pad_width,
 )
+from quill.training.adapt_lines import MIN_LINES, AdaptError, AdaptLine, line_names
 from quill.vocab import Tokenizer
-
-#: The fewest lines a model adapts on. Measured on unseen poilus writers, reading their
-#: lines from the eleventh on (docs/training.md): one or two lines read them 6.0 and 2.5 CER
-#: points worse than before, three 0.4 to 1.9 worse, five between 1.1 better and 0.7 worse,
-#: ten 2.5 to 3.8 better. One or two lines are refused; three to nine are allowed with a
-#: warning (ADVISED_LINES), as ``--hold-out`` can show whether they helped this writer.
-MIN_LINES = 3
-#: Below this many lines a model still adapts, with a warning that more would help.
-ADVISED_LINES = 10
-
-
-class AdaptError(QuillError, ValueError):
-    """The lines cannot adapt this model; the message says which and why."""
-
-    code = "adapt_invalid"
-
-
-@dataclass(frozen=True)
-class AdaptLine:
-    """One transcribed line of the writer's hand: an image (path, bytes, PIL) and its text."""
-
-    image: ImageSource
-    text: str
-    #: How to name the line in an error (its file name).
-    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -190,7 +164,7 @@ def _ink_maps(preprocess: PreprocessConfig, lines: Sequence[AdaptLine]) -> list[
     """Each line's padded ink map (H, W_i), the model's input; :class:`AdaptError` naming
     every image that cannot be read (truncated, not an image, too large)."""
     inks, problems = [], []
-    for name, line in zip(_names(lines), lines, strict=True):
+    for name, line in zip(line_names(lines), lines, strict=True):
         try:
             inks.append(pad_width(line_ink(line.image, preprocess), preprocess.width_multiple))
         except ImageError as exc:
@@ -204,7 +178,7 @@ def _encoded(tokenizer: Tokenizer, lines: Sequence[AdaptLine]) -> list[list[int]
     """Each line's token ids; :class:`AdaptError` listing every line without text (a
     transcription left empty would teach the model to read that ink as nothing) and every
     line the model cannot write."""
-    names = _names(lines)
+    names = line_names(lines)
     empty = [name for name, line in zip(names, lines, strict=True) if not line.text.strip()]
     if empty:
         raise AdaptError(
@@ -223,30 +197,4 @@ def _encoded(tokenizer: Tokenizer, lines: Sequence[AdaptLine]) -> list[list[int]
     return [tokenizer.encode(line.text) for line in lines]
 
 
-def _names(lines: Sequence[AdaptLine]) -> list[str]:
-    """How an error names each line: its file name, else its place (``line 2``)."""
-    return [line.name or f"line {index + 1}" for index, line in enumerate(lines)]
-
-
-def held_out(lines: Sequence[AdaptLine], count: int) -> tuple[list[AdaptLine], list[AdaptLine]]:
-    """``lines`` split into (lines to adapt on, the last ``count`` to measure on), in order.
-
-    >>> adapt, measure = held_out([AdaptLine(str(i), "x") for i in range(5)], 2)
-    >>> [line.image for line in adapt], [line.image for line in measure]
-    (['0', '1', '2'], ['3', '4'])
-    """
-    if count < 0 or count >= len(lines):
-        raise AdaptError(f"cannot hold out {count} of {len(lines)} lines: keep at least one")
-    cut = len(lines) - count
-    return list(lines[:cut]), list(lines[cut:])
-
-
-__all__ = [
-    "ADVISED_LINES",
-    "MIN_LINES",
-    "AdaptConfig",
-    "AdaptError",
-    "AdaptLine",
-    "adapt_network",
-    "held_out",
-]
+__all__ = ["AdaptConfig", "StepProgress", "adapt_network"]
