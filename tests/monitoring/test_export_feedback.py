@@ -46,6 +46,7 @@ def store_args(tmp_path, make_line):
                 0.61,
                 25.0,
                 lines=lines,
+                runtime="onnx-int8",
                 timestamp=now - timedelta(hours=i),
             )
         )
@@ -199,6 +200,7 @@ def test_exported_tasks_round_trip_into_a_dataset_version(tmp_path, store_args):
     assert f"version {merged.version}" in output
     for sample in own:
         assert sample.meta["model_text"] == "Dcar Sir" and sample.meta["flag"] == "incorrect"
+        assert sample.meta["model_version"] == "m-1" and sample.meta["runtime"] == "onnx-int8"
         assert (merged.root / sample.image).is_file()
     # The image is the one the user sent (pixel for pixel).
     r0 = next(s for s in own if s.meta["request_id"] == "r0")

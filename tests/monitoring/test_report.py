@@ -87,6 +87,7 @@ def test_report_is_self_contained_and_shows_the_incident(tmp_path, populated):
     assert "<link" not in html and "<script src" not in html
     assert html.count('src="data:image/jpeg;base64,') >= 35 + 10  # examples + slowest
     for section in (
+        "Models and runtimes",
         "Alerts",
         "Feedback over time",
         "Drift against the baseline",

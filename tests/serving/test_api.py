@@ -181,6 +181,7 @@ def test_feedback_lands_in_the_monitoring_store(
     store = stored(settings)
     record = store.get_prediction(answer["request_id"])
     assert record is not None and record.text == "Kew" and record.client == "api"
+    assert record.runtime == service_of(server).recognizer.backend
     assert record.flag == "incorrect" and record.correction == "Kew Gardens"
     bad_flag = client.post(
         "/v1/feedback",

@@ -260,6 +260,10 @@ class SlowRecognizer:
     def model_version(self) -> str:
         return self.inner.model_version
 
+    @property
+    def backend(self) -> str:
+        return self.inner.backend
+
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 

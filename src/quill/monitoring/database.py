@@ -3,7 +3,8 @@
 :class:`StoreBase` holds what every part of :class:`~quill.monitoring.store.MonitoringStore`
 shares: the SQLAlchemy engines and sessions, the in-process write mutex, the image store, and
 the choice to retain images. The parts (predictions, backfill, retention, baselines) are
-subclasses of it, each in a module of its own.
+subclasses of it, each in a module of its own. Opening a store creates the tables it lacks
+and adds to older tables the nullable columns added since (:mod:`quill.monitoring.migrate`).
 
 Configuration: ``$QUILL_MONITORING_URL`` (database), ``$QUILL_MONITORING_IMAGES`` (image
 folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections only),
@@ -25,6 +26,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
 from quill.monitoring.images import ImageStore
+from quill.monitoring.migrate import add_missing_columns
 from quill.monitoring.records import StoredPrediction
 from quill.monitoring.schema import Base, PredictionRow
 from quill.monitoring.settings import MonitoringSettings
@@ -107,6 +109,8 @@ class StoreBase:
         self.url = normalise_url(url or default_url())
         self.engine = _create_engine(self.url)
         Base.metadata.create_all(self.engine)
+        # A store written by an older Quill gains the nullable columns added since.
+        add_missing_columns(self.engine, Base.metadata)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # The request path's connections wait less for a lock (an SQLite file only: an
         # in-memory database exists once per engine).

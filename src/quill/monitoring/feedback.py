@@ -73,6 +73,7 @@ def build_feedback_dataset(
                 meta={
                     "request_id": p.request_id,
                     "model_version": p.model_version,
+                    "runtime": p.runtime,
                     "model_text": p.text,
                     "client": p.client,
                     "flag": p.flag,

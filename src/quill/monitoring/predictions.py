@@ -324,6 +324,7 @@ def _prediction_values(record: PredictionRecord, image: tuple[str, str] | None) 
         "created_at": record.timestamp,
         "client": record.client[:32],
         "model_version": record.model_version[:128],
+        "runtime": None if record.runtime is None else record.runtime[:32],
         "image_sha256": image[0] if image else None,
         "image_ext": image[1] if image else None,
         "text": record.text,
@@ -373,4 +374,5 @@ def _stored(row: PredictionRow) -> StoredPrediction:
         lines=row.lines,
         image_sha256=row.image_sha256,
         image_ext=row.image_ext,
+        runtime=row.runtime,
     )

@@ -40,6 +40,9 @@ class PredictionRecord:
     request_id: str
     client: str
     model_version: str
+    #: The runtime that served it (``Recognizer.backend``); keyword only, so that callers
+    #: that predate it keep working.
+    runtime: str | None = field(default=None, kw_only=True)
     #: The image as it was sent (stored as it came, named by its hash).
     image_bytes: bytes | None
     text: str
@@ -125,6 +128,8 @@ class StoredPrediction:
     lines: list | None
     image_sha256: str | None
     image_ext: str | None
+    #: The runtime that served it; None for predictions stored before it was recorded.
+    runtime: str | None = None
     projections: dict[str, float | None] = field(default_factory=dict)
     feedback: list[Feedback] = field(default_factory=list)
 

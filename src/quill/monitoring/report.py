@@ -2,10 +2,11 @@
 
 Everything is inline (SVG charts, base64 thumbnails, a few lines of JavaScript for sorting
 and filtering the example table), so the file can be mailed, archived with a release, or
-opened on a machine without network. Sections: alerts of the latest window (exactly what
-``quill monitor check`` reports), flags over time, drift per projection and slice,
-production-vs-baseline distributions, the slowest requests, shadow-model disagreement, and
-the raw examples with thumbnails, outputs, flags and corrections.
+opened on a machine without network. Sections: predictions per model version and runtime,
+alerts of the latest window (exactly what ``quill monitor check`` reports), flags over time,
+drift per projection and slice, production-vs-baseline distributions, the slowest requests,
+shadow-model disagreement, and the raw examples with thumbnails, outputs, flags and
+corrections.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ def render(store: MonitoringStore, data: ReportData) -> str:
     sections = {
         "title": "Quill monitoring report",
         "meta": meta,
+        "models": _models(data),
         "alerts": _alerts(data),
         "flags_chart": _flags_chart(data),
         "drift": _drift(data),
@@ -131,6 +133,27 @@ def write_report(
 
 
 # ---- sections -----------------------------------------------------------------------------
+
+
+def _models(data: ReportData) -> str:
+    """Predictions per model version and runtime: one version served by two runtimes
+    (``--backend auto`` chose differently after a restart) reads slightly differently, which
+    a drift or accuracy question must be able to tell apart."""
+    served = Counter((p.model_version, p.runtime) for p in data.predictions)
+    if not served:
+        return '<p class="muted">No predictions in the period.</p>'
+    rows = []
+    for (version, runtime), count in sorted(served.items(), key=lambda i: (i[0][0], i[0][1] or "")):
+        runtime_cell = (
+            f"<td>{escape(runtime)}</td>" if runtime else '<td class="muted">not recorded</td>'
+        )
+        rows.append(
+            f'<tr><td>{escape(version)}</td>{runtime_cell}<td class="num">{count}</td></tr>'
+        )
+    return (
+        '<table id="models-table"><thead><tr><th>model version</th><th>runtime</th>'
+        f"<th>predictions</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _alerts(data: ReportData) -> str:

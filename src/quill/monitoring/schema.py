@@ -4,7 +4,9 @@ Projections are stored long (one row per prediction and projection name) rather 
 columns, so a projection added later is back-filled by inserting rows, with no migration.
 Feedback is keyed by request id, not by a foreign key: a flag may arrive while its
 prediction is still queued in the asynchronous logger, and must not be refused for that.
-Times are naive UTC (SQLite keeps no time zone).
+Times are naive UTC (SQLite keeps no time zone). A column added to a table later must be
+nullable: an older store gains it when opened (:mod:`quill.monitoring.migrate`), with NULL
+in the rows it already holds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ class PredictionRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, index=True)
     client: Mapped[str] = mapped_column(String(32), index=True)
     model_version: Mapped[str] = mapped_column(String(128), index=True)
+    #: The runtime that read the image (``Recognizer.backend``: ``onnx``, ``onnx-int8``,
+    #: ``torchscript``, ``eager``): one model version can serve with different runtimes
+    #: across restarts, and their readings differ slightly. None for rows stored before
+    #: Quill recorded it.
+    runtime: Mapped[str | None] = mapped_column(String(32), nullable=True)
     #: None when image retention is off, or after the image was purged.
     image_sha256: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     image_ext: Mapped[str | None] = mapped_column(String(8), nullable=True)

@@ -244,6 +244,7 @@ class PredictionService:
                 response["confidence"],
                 latency_ms,
                 lines=response["lines"],
+                runtime=self.recognizer.backend,
                 kind=kind,
                 decoded=None if decoded is None else decoded.image,
             )
