@@ -57,6 +57,9 @@ MAX_BATCH = 32
 WIDTH_RATIO = 1.25
 #: :attr:`Prediction.note` of an image with no ink: nothing was read, and nothing guessed.
 BLANK_NOTE = "blank: no ink in the image; the model was not run"
+#: :attr:`Prediction.note` of an image whose marks are not writing (specks, noise, a
+#: texture: ``page["notes"]`` says which): nothing was read, and nothing guessed.
+NOT_WRITING_NOTE = "no writing found: the marks are not lines of text; the model was not run"
 Box = tuple[int, int, int, int]
 T = TypeVar("T")
 
@@ -287,7 +290,8 @@ class Recognizer:
 
     def _lines(self, image: Image.Image, kind: str) -> tuple[list[_Crop], dict[str, Any] | None]:
         """Each text line's crop, and what segmentation found on the page (None when it did
-        not run); the whole image when it is (or looks like) one line."""
+        not run); the whole image when it is (or looks like) one line; none when its marks
+        are not writing (:data:`NOT_WRITING_NOTE`)."""
         whole = [_Crop((0, 0, image.width, image.height), image)]
         if self.reads_pages or kind == "line":
             return whole, None  # a paragraph model reads the page itself, newlines included
@@ -304,6 +308,8 @@ class Recognizer:
             ),
         )
         page = segments.to_dict()
+        if segments.no_text:
+            return [], page
         if kind == "auto" and len(segments) <= 1:
             # one line: the whole image keeps the margins the model trained with
             return whole, page
@@ -383,7 +389,9 @@ class Recognizer:
             ]
         blank = sum(item.blank)
         note = None
-        if blank and blank == len(item.blank):
+        if not item.lines:
+            note = NOT_WRITING_NOTE
+        elif blank == len(item.blank):
             note = BLANK_NOTE
         elif blank:
             note = f"{blank} of {len(item.blank)} lines blank (no ink): not run through the model"

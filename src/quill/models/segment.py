@@ -66,6 +66,7 @@ from scipy.ndimage import (
     uniform_filter1d,
 )
 
+from quill.errors import QuillError
 from quill.preprocess import ImageSource, ink_map, ink_mask, paper_colour, read_image
 from quill.staged_model import ModelLoadError
 
@@ -138,6 +139,10 @@ class Segmentation(list):
         columns: text columns side by side (the most blocks next to each other).
         notes: what a reader of the result should know, in words (no text found, the
             rotation, the paper, columns, margin notes).
+        no_text: the image has marks, but they are not writing (specks, or too many
+            scattered pieces to be lines: noise, a texture): its text is empty, whatever a
+            line model would make of the whole image. False for a blank image, which
+            :func:`quill.preprocess.is_blank` already tells.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class Segmentation(list):
         paper: Box | None = None,
         columns: int = 0,
         notes: tuple[str, ...] = (),
+        no_text: bool = False,
     ) -> None:
         super().__init__(lines)
         self.rotation = rotation
@@ -156,6 +162,7 @@ class Segmentation(list):
         self.paper = paper
         self.columns = columns
         self.notes = notes
+        self.no_text = no_text
 
     def to_dict(self) -> dict:
         """The page-level findings (not the lines), JSON-ready."""
@@ -389,12 +396,31 @@ def text_blocks(occupied: np.ndarray, spacing: float) -> list[tuple[int, int, in
     return blocks
 
 
+#: The most line fragments (crests of ink, :func:`_ridges`) a page may make. Hooker's
+#: letters make 70 to 150 for 12 to 20 lines, about 7 a line, so this is room for some 280
+#: lines: more than a page at the analysis size can hold. Noise or a photographed texture
+#: makes tens of thousands, and joining them in pairs (:func:`_join`'s n x n arrays) took
+#: 12 GB and minutes.
+MAX_FRAGMENTS = 2000
+
+
+class _TooManyFragments(QuillError):
+    """The ink breaks into more than :data:`MAX_FRAGMENTS` fragments: not lines of writing.
+    Caught by :func:`segment_lines`, which says so in its notes."""
+
+    code = "not_writing"
+
+    def __init__(self, count: int) -> None:
+        super().__init__(count)
+        self.count = count
+
+
 def _ridges(
     density: np.ndarray, spacing: float, regions: np.ndarray
 ) -> tuple[list[_Line], np.ndarray]:
     """Line fragments: runs of pixels where the density, smoothed along the line and a little
     across it, peaks within 0.4 line spacings up and down, with ink nearby; and that smoothed
-    density."""
+    density. :class:`_TooManyFragments` past :data:`MAX_FRAGMENTS`, before any is built."""
     along = _smooth(density, 0.1 * spacing, 0.6 * spacing)
     near = _smooth(density, 0.1 * spacing, 0.2 * spacing)
     positive = along[along > 0]
@@ -407,6 +433,8 @@ def _ridges(
     # mark), not a line of its own; an insertion between lines is about as dense as they are.
     crest &= along >= WEAK_CREST * maximum_filter1d(along, int(1.5 * spacing) | 1, axis=0)
     labels, count = label(crest, structure=np.ones((3, 3), bool))
+    if count > MAX_FRAGMENTS:
+        raise _TooManyFragments(count)
     fragments = []
     for index, found in enumerate(find_objects(labels), start=1):
         ys, xs = np.nonzero(labels[found] == index)
@@ -1053,17 +1081,25 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
     mask, speckled = _without_specks(mask)
     if speckled:
         notes.append("no text found: the marks are specks (grain, noise or paper texture)")
-        return Segmentation(paper=paper_box, notes=tuple(notes))
+        return Segmentation(paper=paper_box, notes=tuple(notes), no_text=True)
     rotation = 0
     if config.find_rotation and _quarter_turned(mask):
         rotation, mask = 90, np.rot90(mask)
     ink = None
     if config.method == "learned":
         ink = np.rot90(ink_map(small) * (outline if outline is not None else 1.0), rotation // 90)
-    skew, spacing, trace = _find_lines(mask, ink, config)
-    if config.find_rotation and trace.upright < -HALF_TURN:
-        rotation, mask = rotation + 180, np.rot90(mask, 2)
-        skew, spacing, trace = _find_lines(mask, None if ink is None else np.rot90(ink, 2), config)
+    try:
+        skew, spacing, trace = _find_lines(mask, ink, config)
+        if config.find_rotation and trace.upright < -HALF_TURN:
+            rotation, mask = rotation + 180, np.rot90(mask, 2)
+            turned = None if ink is None else np.rot90(ink, 2)
+            skew, spacing, trace = _find_lines(mask, turned, config)
+    except _TooManyFragments as exc:
+        notes.append(
+            f"no text found: the ink breaks into {exc.count} pieces, too many to be lines of "
+            "writing (noise, a texture or a picture)"
+        )
+        return Segmentation(paper=paper_box, notes=tuple(notes), no_text=True)
     if rotation:
         notes.append(f"turned the page {rotation} degrees counter-clockwise to read it")
     if not trace.lines:

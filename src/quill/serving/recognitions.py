@@ -107,6 +107,7 @@ class Recognitions:
             answers = await asyncio.wait_for(asyncio.shield(future), self.settings.timeout_s)
         except TimeoutError as exc:
             if self._abandon(ticket, request_ids):
+                future.add_done_callback(_report_abandoned_failure)
                 raise ServingError(
                     "timeout",
                     f"recognition took longer than {self.settings.timeout_s:g} s "
@@ -190,6 +191,13 @@ class GatedLogger:
 
     def close(self) -> object:
         return self.inner.close()
+
+
+def _report_abandoned_failure(future: asyncio.Future) -> None:
+    """Log, as a warning, the failure of a recognition its request gave up on (out of memory,
+    a bug): nobody is left to answer with it, and an operator must still hear of it."""
+    if not future.cancelled() and future.exception() is not None:
+        log.warning("a recognition that timed out then failed: %r", future.exception())
 
 
 def _retrieve_exception(future: asyncio.Future) -> None:
