@@ -68,6 +68,10 @@ Image.MAX_IMAGE_PIXELS = None
 
 #: Modes with more than 8 bits per sample, read by their value range (see _to_8bit).
 _WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+#: Formats whose extra frames are pages of their own (a multi-page TIFF scan, an animated
+#: GIF, PNG or WebP), refused rather than read as their first page alone. Not MPO: a phone's
+#: JPEG carries its depth map or preview as a second frame, and the first is the photo.
+PAGED_FORMATS = ("TIFF", "GIF", "PNG", "WEBP")
 
 
 class ImageError(ValueError):
@@ -200,32 +204,74 @@ def _open_encoded(source: str | Path | bytes, max_pixels: int, min_side: int) ->
     else:
         path = Path(source)
         if not path.is_file():
-            raise ImageError("image_not_found", f"no such image file: {path}")
+            raise ImageError("image_not_found", _not_a_file(path))
         name, handle = str(path), path
     try:
         image = Image.open(handle)  # reads the header only
         check_size(*image.size, max_pixels=max_pixels)
+        pages = getattr(image, "n_frames", 1)
+        if pages > 1 and image.format in PAGED_FORMATS:
+            raise ImageError(
+                "image_many_pages",
+                f"{name} holds {pages} pages or frames ({image.format}): Quill reads one page "
+                "an image; save each page as an image of its own, or send them as a batch",
+            )
         if image.format == "JPEG" and min(image.size) >= 2 * min_side:
             image.draft(None, (min_side, min_side))
         image.load()
         return image
     except UnidentifiedImageError as exc:
         raise ImageError("not_an_image", f"{name} is not an image format Quill can read") from exc
+    except PermissionError as exc:
+        raise ImageError("image_unreadable", f"{name} cannot be read: permission denied") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageError):
             raise
         raise ImageError("image_corrupt", f"{name} is truncated or corrupt: {exc}") from exc
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path``, which is not a regular file, cannot be read as an image."""
+    if path.is_dir():
+        return f"{path} is a folder, not an image file"
+    if path.exists():
+        return f"{path} is not a regular file (a device, a pipe or a socket)"
+    return f"no such image file: {path}"
+
+
 def _working_mode(image: Image.Image) -> Image.Image:
-    """The image as L (any greyscale) or RGB (anything else), unchanged if already so."""
+    """The image as L (any greyscale) or RGB (anything else), unchanged if already so; one
+    with transparency laid on a backdrop first (:func:`_on_backdrop`)."""
     if image.mode in ("L", "RGB"):
         return image
     if image.mode in _WIDE_MODES:
         return _to_8bit(np.asarray(image))
-    if image.mode in ("1", "LA", "La"):
-        return image.convert("L")
-    return image.convert("RGB")
+    grey = image.mode in ("1", "LA", "La")
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        return _on_backdrop(image, "L" if grey else "RGB")
+    return image.convert("L" if grey else "RGB")
+
+
+def _on_backdrop(image: Image.Image, mode: str) -> Image.Image:
+    """An image with transparency laid on an opaque backdrop its marks stand out on, as
+    ``mode``: white under dark marks, black under light ones.
+
+    A tablet or signature app exports ink as opaque strokes on a transparent page, and the
+    colour under the transparent pixels is often black: dropping the alpha channel left a
+    black image, read as blank. The marks' brightness is the opaque pixels' mean (on a
+    small copy, so a large image costs little); an image that is opaque throughout is only
+    converted.
+    """
+    rgba = image.convert("RGBA")
+    if rgba.getchannel("A").getextrema()[0] == 255:
+        return rgba.convert(mode)
+    small = rgba.copy()
+    small.thumbnail((256, 256))
+    pixels = np.asarray(small, np.float32)
+    opacity = pixels[..., 3] / 255.0
+    brightness = float((pixels[..., :3].mean(axis=2) * opacity).sum() / max(opacity.sum(), 1e-6))
+    backdrop = (0, 0, 0, 255) if brightness > 127.5 else (255, 255, 255, 255)
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, backdrop), rgba).convert(mode)
 
 
 def _to_8bit(values: np.ndarray) -> Image.Image:

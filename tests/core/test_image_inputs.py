@@ -8,6 +8,7 @@ import io
 import struct
 import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -232,6 +233,70 @@ def test_ink_mask_is_the_thresholded_ink_map(mode):
     image = draw_line(ink=(40, 60, 160)).convert(mode)
     for threshold in (0.35, 0.5):
         assert (ink_mask(image, threshold) == (ink_map(image) > threshold)).mean() > 0.9999
+
+
+def _ink_as_alpha(colour: int, mode: str) -> Image.Image:
+    """A line as a tablet exports it: every pixel ``colour``, the ink in the alpha channel."""
+    ink = 255 - np.asarray(draw_line(paper=(255, 255, 255), ink=(0, 0, 0)).convert("L"))
+    if mode == "LA":
+        return Image.fromarray(np.dstack([np.full_like(ink, colour), ink]), "LA")
+    return Image.fromarray(np.dstack([np.full_like(ink, colour)] * 3 + [ink]), "RGBA")
+
+
+@pytest.mark.parametrize(
+    ("colour", "mode"),
+    [(0, "RGBA"), (0, "LA"), (255, "RGBA"), (40, "RGBA")],
+    ids=["black-on-clear", "grey-alpha", "white-on-clear", "dark-grey-on-clear"],
+)
+def test_ink_in_the_alpha_channel_is_read_as_ink(colour, mode):
+    """The audit's image: strokes on a transparent page read as blank, because the colour
+    under every pixel was black and the alpha channel was dropped."""
+    reference = preprocess(draw_line(paper=(255, 255, 255), ink=(0, 0, 0)), LINE)
+    clear = _ink_as_alpha(colour, mode)
+    assert read_image(clear).mode == ("L" if mode == "LA" else "RGB")
+    for source in (clear, _png(clear)):
+        model_input = preprocess(source, LINE)
+        assert not is_blank(model_input)
+        assert agreement(model_input, reference) > 0.98
+
+
+def test_an_opaque_image_with_an_alpha_channel_reads_as_without_it():
+    photo = draw_line()
+    opaque = photo.convert("RGBA")
+    assert np.array_equal(np.asarray(read_image(opaque)), np.asarray(photo))
+
+
+@pytest.mark.parametrize("format_", ["TIFF", "GIF", "PNG"])
+def test_an_image_of_several_pages_is_refused_not_read_as_its_first(format_):
+    """A three-page TIFF scan (or an animated GIF or PNG) was read as its first page, and the
+    other two were dropped without a word."""
+    pages = [draw_line(), draw_line(ink=(90, 20, 20)), draw_line(ink=(20, 20, 90))]
+    buffer = io.BytesIO()
+    pages[0].save(buffer, format_, save_all=True, append_images=pages[1:])
+    with pytest.raises(ImageError, match=rf"holds 3 pages or frames \({format_}\)") as caught:
+        read_image(buffer.getvalue())
+    assert caught.value.code == "image_many_pages"
+    single = io.BytesIO()
+    pages[0].save(single, format_)
+    assert not is_blank(preprocess(single.getvalue(), LINE))
+
+
+def test_a_path_that_is_no_file_says_what_it_is(tmp_path):
+    cases = {
+        tmp_path: "is a folder, not an image file",
+        tmp_path / "missing.png": "no such image file",
+        Path("/dev/null"): "is not a regular file",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ImageError, match=message) as caught:
+            read_image(path)
+        assert caught.value.code == "image_not_found"
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def test_pil_inputs_are_not_copied_when_nothing_changes():

@@ -40,6 +40,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "image_corrupt": 400,
     "bad_array": 400,
     "image_not_found": 400,
+    "image_unreadable": 400,
+    "image_many_pages": 422,
     "url_fetch_failed": 400,
     "image_too_small": 422,
     "image_bad_aspect": 422,
