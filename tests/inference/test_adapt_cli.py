@@ -81,6 +81,11 @@ def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_
     result = _adapt(truncated, smoke_model, out, "--hold-out", "1")  # read before adapting
     assert result.exit_code == 2, result.output
     assert "a held-out line cannot be read" in " ".join(result.output.split())
+    # a learning rate that blows the weights up used to stage a model reading NaN
+    good = _folder(tmp_path / "good", [*ok, ("2.png", "ink")])
+    result = _adapt(good, smoke_model, out, "--steps", "5", "--learning-rate", "1e9")
+    assert result.exit_code == 2, result.output
+    assert "fine-tuning diverged at step" in " ".join(result.output.split())
     assert not out.exists()
 
 

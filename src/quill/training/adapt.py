@@ -151,13 +151,27 @@ def _fine_tune(
             blank=Tokenizer.blank_id,
             zero_infinity=True,  # a line too narrow for its text gives no gradient, not NaN
         )
+        if not torch.isfinite(loss):
+            raise _diverged(step + 1, config)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
         losses.append(loss.item())
         if progress:
             progress(step + 1, config.steps, losses[-1])
+    if not all(bool(torch.isfinite(p).all()) for p in network.parameters()):
+        raise _diverged(config.steps, config)
     return losses
+
+
+def _diverged(step: int, config: AdaptConfig) -> AdaptError:
+    """The error for a fine-tune whose loss or weights stopped being numbers: a model with
+    NaN weights reads every line as nothing, so none is staged."""
+    return AdaptError(
+        f"fine-tuning diverged at step {step} of {config.steps} (the loss or the weights are "
+        f"no longer finite): lower the learning rate (it was {config.learning_rate:g}); "
+        "nothing was written"
+    )
 
 
 def _ink_maps(preprocess: PreprocessConfig, lines: Sequence[AdaptLine]) -> list[np.ndarray]:
