@@ -57,8 +57,8 @@ MAX_BATCH = 32
 WIDTH_RATIO = 1.25
 #: :attr:`Prediction.note` of an image with no ink: nothing was read, and nothing guessed.
 BLANK_NOTE = "blank: no ink in the image; the model was not run"
-#: :attr:`Prediction.note` of an image whose marks are not writing (specks, noise, a
-#: texture: ``page["notes"]`` says which): nothing was read, and nothing guessed.
+#: :attr:`Prediction.note` of an image whose marks are not writing (noise, a texture:
+#: ``page["notes"]`` says what segmentation found): nothing was read, and nothing guessed.
 NOT_WRITING_NOTE = "no writing found: the marks are not lines of text; the model was not run"
 Box = tuple[int, int, int, int]
 T = TypeVar("T")

@@ -139,10 +139,13 @@ class Segmentation(list):
         columns: text columns side by side (the most blocks next to each other).
         notes: what a reader of the result should know, in words (no text found, the
             rotation, the paper, columns, margin notes).
-        no_text: the image has marks, but they are not writing (specks, or too many
-            scattered pieces to be lines: noise, a texture): its text is empty, whatever a
-            line model would make of the whole image. False for a blank image, which
-            :func:`quill.preprocess.is_blank` already tells.
+        no_text: the image has marks, but far too many scattered pieces to be lines of
+            writing (noise, a texture): its text is empty, whatever a line model would make
+            of the whole image. False for a blank image, which
+            :func:`quill.preprocess.is_blank` already tells, and for specks: a small line
+            photo with faint strokes looks like specks at the analysis size (5 of 150 poilus
+            line images that are not wide enough to be read as lines directly), and read
+            whole, it reads well.
     """
 
     def __init__(
@@ -1081,7 +1084,7 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
     mask, speckled = _without_specks(mask)
     if speckled:
         notes.append("no text found: the marks are specks (grain, noise or paper texture)")
-        return Segmentation(paper=paper_box, notes=tuple(notes), no_text=True)
+        return Segmentation(paper=paper_box, notes=tuple(notes))
     rotation = 0
     if config.find_rotation and _quarter_turned(mask):
         rotation, mask = 90, np.rot90(mask)
