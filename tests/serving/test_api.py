@@ -206,6 +206,7 @@ def test_health_readiness_metrics_and_docs(client: httpx.Client) -> None:
     assert client.get("/docs").status_code == 200
 
 
+PNG_INK = encode(render_line("ink"))
 TRUNCATED_PNG = encode(render_line("quill"))[:300]
 TRUNCATED_JPEG = encode(render_line("quill"), "JPEG")[:400]
 
@@ -252,6 +253,22 @@ BAD_REQUESTS = {
         "missing_image",
     ),
     "empty upload": ({"files": {"image": ("a.png", b"", "image/png")}}, 400, "image_empty"),
+    "empty base64": ({"json": {"image": ""}}, 400, "image_empty"),
+    "two uploads": (
+        {"files": [("image", ("a.png", PNG_INK, "image/png"))] * 2},
+        400,
+        "multiple_images",
+    ),
+    "multipart without boundary": (
+        {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
+        400,
+        "invalid_multipart",
+    ),
+    "unparseable multipart": (
+        {"content": b"garbage", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+        400,
+        "invalid_multipart",
+    ),
     "bad kind": (
         {"json": {"image": b64(encode(render_line("ink"))), "kind": "poem"}},
         422,
@@ -274,6 +291,34 @@ def test_bad_input_gets_the_right_4xx_and_the_server_keeps_serving(
         client.post("/v1/predict", json={"image": b64(encode(render_line("ink")))}).json()["text"]
         == "ink"
     )
+
+
+def test_several_uploads_to_predict_are_refused_not_all_but_one_dropped(
+    client: httpx.Client,
+) -> None:
+    """Two images sent to the one-image route were once answered for the last alone."""
+    blank = encode(Image.new("RGB", (400, 100), "white"))
+    for second_field in ("image", "file"):
+        files = [
+            ("image", ("ink.png", PNG_INK, "image/png")),
+            (second_field, ("white.png", blank, "image/png")),
+        ]
+        response = client.post("/v1/predict", files=files)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["code"] == "multiple_images"
+        assert "one image per request" in error["message"]
+        assert "/v1/predict/batch" in error["message"]
+
+
+def test_an_empty_or_missing_boundary_is_named_in_the_message(client: httpx.Client) -> None:
+    """An empty image field is said to be empty (it is there); a multipart body without a
+    boundary says so, rather than a parser's status line."""
+    empty = client.post("/v1/predict", json={"image": ""}).json()["error"]
+    assert empty == {"code": "image_empty", "message": "field 'image' is empty"}
+    headers = {"content-type": "multipart/form-data"}
+    unbounded = client.post("/v1/predict", content=b"--x\r\n", headers=headers)
+    assert "no boundary" in unbounded.json()["error"]["message"]
 
 
 def test_a_chunked_upload_over_the_limit_is_cut_off(client: httpx.Client) -> None:

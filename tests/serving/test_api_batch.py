@@ -85,6 +85,31 @@ def test_a_multipart_batch_repeats_the_image_field(client: httpx.Client) -> None
     assert second["prediction"]["text"] == "ink"
 
 
+def test_a_multipart_batch_is_answered_in_the_order_sent_across_both_fields(
+    client: httpx.Client,
+) -> None:
+    """``file`` then ``image``: the answers follow the upload, not the list of field names."""
+    files = [
+        ("file", ("a.png", encode(render_line("quill")), "image/png")),
+        ("image", ("b.png", encode(render_line("ink")), "image/png")),
+    ]
+    response = client.post("/v1/predict/batch", files=files, data={"kind": "line"})
+    assert response.status_code == 200, response.text
+    assert [r["prediction"]["text"] for r in response.json()["results"]] == ["quill", "ink"]
+
+
+def test_an_empty_image_in_a_batch_is_said_to_be_empty(client: httpx.Client) -> None:
+    images = [b64(encode(render_line("hello"))), ""]
+    response = client.post("/v1/predict/batch", json={"images": images, "kind": "line"})
+    assert response.status_code == 200, response.text
+    answered, empty = response.json()["results"]
+    assert answered["prediction"]["text"] == "hello"
+    assert empty == {
+        "prediction": None,
+        "error": {"code": "image_empty", "message": "field 'images[1]' is empty"},
+    }
+
+
 def test_an_image_that_fails_while_being_read_costs_the_others_nothing(
     client: httpx.Client,
 ) -> None:
@@ -106,6 +131,11 @@ def test_a_batch_that_cannot_be_read_at_all_is_refused_whole(client: httpx.Clien
         "not a list": ({"json": {"images": line}}, 422, "invalid_field"),
         "bad kind": ({"json": {"images": [line], "kind": "poem"}}, 422, "invalid_field"),
         "text body": ({"content": b"ink", "headers": {"content-type": "text/plain"}}, 415, None),
+        "multipart without boundary": (
+            {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data"}},
+            400,
+            "invalid_multipart",
+        ),
     }
     for name, (request, status, code) in cases.items():
         response = client.post("/v1/predict/batch", **request)

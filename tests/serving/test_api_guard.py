@@ -25,6 +25,8 @@ from quill.staging.parity import render_line
 from .conftest import monitored_settings, stored
 
 MB = 1_000_000
+#: The routes that take a JSON body, the one FastAPI validates first.
+PATHS_READING_JSON = ("/v1/feedback", "/v1/predict")
 
 
 def b64_png(text: str) -> str:
@@ -130,6 +132,20 @@ def test_feedback_needs_content_a_matching_token_and_a_stored_prediction(
     record = stored(settings).get_prediction(rid)
     assert record is not None and (record.flag, record.correction) == ("incorrect", "ink pen")
     assert unknown not in {request_id for request_id, _ in feedback_rows(settings)}
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"request_id": "x", ', b"\xff\xfe{"], ids=["cut short", "not utf-8"]
+)
+def test_broken_json_feedback_answers_as_predict_does(client: httpx.Client, body: bytes) -> None:
+    """The same 400 ``invalid_json`` with the decoder's reason as /v1/predict, not a 422
+    "1: JSON decode error" from the framework's validation."""
+    headers = {"content-type": "application/json"}
+    answers = [client.post(path, content=body, headers=headers) for path in PATHS_READING_JSON]
+    assert [answer.status_code for answer in answers] == [400, 400], [a.text for a in answers]
+    feedback, predict = (answer.json()["error"] for answer in answers)
+    assert feedback == predict and feedback["code"] == "invalid_json"
+    assert feedback["message"].startswith("the body is not valid JSON: ")
 
 
 def test_the_feedback_token_is_documented_in_the_openapi_schema(client: httpx.Client) -> None:

@@ -291,6 +291,37 @@ def spy(smoke_model: Path, tmp_path: Path) -> Iterator[Spy]:
     service.close()
 
 
+def test_files_that_are_not_images_get_quills_message_not_a_generic_error(
+    spy: Spy, tmp_path: Path
+) -> None:
+    """An empty file, a text file named .jpg and a PDF once failed in Gradio's own
+    preprocessing (PIL could not open them) with a bare "Error"; they get Quill's message,
+    as a truncated file does, and the app reads the next image."""
+    from gradio_client import Client, handle_file
+
+    uploads = {
+        "zero.jpg": (b"", "image_empty"),
+        "text.jpg": (b"just some words, no picture\n", "not_an_image"),
+        "doc.pdf": (b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n", "not_an_image"),
+    }
+    line = tmp_path / "ink.png"
+    render_line("ink").save(line)
+    port = free_port()
+    demo = launch(spy, port=port, block=False)
+    try:
+        client = Client(f"http://127.0.0.1:{port}", verbose=False)
+        for name, (content, code) in uploads.items():
+            (tmp_path / name).write_bytes(content)
+            answer = client.predict(handle_file(str(tmp_path / name)), api_name="/predict")
+            text, message = answer[0], answer[-1]
+            assert text == "" and message.startswith("**Could not read this image**"), name
+            assert f"(`{code}`)" in message, (name, message)
+        assert client.predict(handle_file(str(line)), api_name="/predict")[0] == "ink"
+    finally:
+        demo.close()
+    assert spy.sent[-1] == line.read_bytes()  # the upload still reaches the model as sent
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_sends_a_page_photo_as_it_is_and_draws_its_lines(

@@ -318,8 +318,8 @@ FILE_SCHEMA = {"type": "string", "format": "binary"}
 )
 async def predict(request: Request, service: ReadyService, state: State) -> dict[str, Any]:
     """Recognise the handwriting in one image: JSON ``{"image": base64}`` or a multipart
-    upload (field ``image`` or ``file``). Keep ``request_id`` and ``feedback_token`` to
-    flag the answer later."""
+    upload (field ``image`` or ``file``, once: several images go to ``/v1/predict/batch``).
+    Keep ``request_id`` and ``feedback_token`` to flag the answer later."""
     body = await _read_body(request, state.settings.max_body_bytes)
     image, kind = await _parse_predict(request, body)
     client = client_label("api", request.headers.get(CLIENT_HEADER))  # "bench": load tests
@@ -370,7 +370,7 @@ async def predict_batch(request: Request, service: ReadyService, state: State) -
 @feedback_router.post(
     "/v1/feedback",
     response_model=FeedbackResponse,
-    responses=_errors(401, 403, 404, 413, 422, 503),
+    responses=_errors(400, 401, 403, 404, 413, 422, 503),
 )
 async def feedback_endpoint(payload: FeedbackRequest, state: State) -> dict[str, Any]:
     """Flag an answer (incorrect / offensive / other), comment on it and/or give the
@@ -539,17 +539,31 @@ async def _serving_error(request: Request, exc: ServingError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """A body FastAPI validated against a route's model (``/v1/feedback``): broken JSON is
+    ``invalid_json`` (400) as on the routes that parse their own body, anything else
+    ``invalid_field`` (422) naming the field."""
     first = exc.errors()[0] if exc.errors() else {}
-    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-    error = ServingError("invalid_field", f"{where or 'body'}: {first.get('msg', 'invalid')}")
+    if first.get("type") == "json_invalid":
+        # FastAPI keeps the decoder's message and position: rebuilt, they read as /v1/predict's
+        position = first["loc"][-1]
+        error = _invalid_json(json.JSONDecodeError(first["ctx"]["error"], exc.body, position))
+    else:
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        error = ServingError("invalid_field", f"{where or 'body'}: {first.get('msg', 'invalid')}")
     api_state(request.app).metrics.error(error.code)
     return _error_response(error)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    code = status_code_name(exc.status_code)
-    api_state(request.app).metrics.error(code)
-    return _error_response(ServingError(code, str(exc.detail), exc.status_code))
+    """An HTTP error the framework raised itself (404, 405, ...). A JSON body that is not
+    UTF-8 reaches here too (FastAPI's 400 "error parsing the body", caused by the decode
+    error): it is ``invalid_json``, as on the routes that parse their own body."""
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        error = _invalid_json(exc.__cause__)
+    else:
+        error = ServingError(status_code_name(exc.status_code), str(exc.detail), exc.status_code)
+    api_state(request.app).metrics.error(error.code)
+    return _error_response(error)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -749,11 +763,10 @@ async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | Serv
     batch body."""
     if _content_type(request) == "multipart/form-data":
         form = await _form(request, body)
-        uploads = [(name, item) for name in UPLOAD_FIELDS for item in form.getlist(name)]
         # an error names the field and the image's place in the batch, as images[i] does
         uploaded = [
             await _field_bytes(item, f"{name}[{index}]")
-            for index, (name, item) in enumerate(uploads)
+            for index, (name, item) in enumerate(_uploads(form))
         ]
         return uploaded, str(form.get("kind") or "auto")
     payload = _json_object(request, body, "an 'images' list")
@@ -795,14 +808,41 @@ def _json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ServingError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+        raise _invalid_json(exc) from exc
     if not isinstance(payload, dict):
         raise ServingError("invalid_json", f"the JSON body must be an object with {expected}")
     return payload
 
 
+def _invalid_json(exc: json.JSONDecodeError | UnicodeDecodeError) -> ServingError:
+    """The error of a body that is not JSON, with where the decoder stopped (every route)."""
+    return ServingError("invalid_json", f"the body is not valid JSON: {exc}")
+
+
+def _content_type_params(request: Request) -> dict[str, str]:
+    """The parameters of the Content-Type header (``boundary``, ``charset``), keys lower-cased.
+
+    >>> from starlette.requests import Request
+    >>> header = (b"content-type", b'multipart/form-data; Boundary="x-1"; charset=utf-8')
+    >>> _content_type_params(Request({"type": "http", "headers": [header]}))
+    {'boundary': 'x-1', 'charset': 'utf-8'}
+    """
+    _, *params = request.headers.get("content-type", "").split(";")
+    pairs = (param.partition("=") for param in params)
+    return {key.strip().lower(): value.strip().strip('"') for key, _, value in pairs}
+
+
 async def _form(request: Request, body: bytes) -> Any:
-    """The parsed multipart form of ``body`` (read already, so it is replayed)."""
+    """The parsed multipart form of ``body`` (read already, so it is replayed). A body that
+    cannot be split into fields is ``invalid_multipart`` (400): a malformed request, as
+    broken JSON is ``invalid_json``, not a field with a wrong value."""
+    if not _content_type_params(request).get("boundary"):
+        raise ServingError(
+            "invalid_multipart",
+            "the multipart body has no boundary: its Content-Type must be "
+            "'multipart/form-data; boundary=...', which HTTP clients write themselves "
+            "(curl -F, a files= upload) when the header is not set by hand",
+        )
 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -810,20 +850,39 @@ async def _form(request: Request, body: bytes) -> Any:
     try:
         return await Request(request.scope, replay).form()
     except Exception as exc:  # noqa: BLE001 - the multipart parser raises several types
-        raise ServingError("invalid_field", f"the multipart body cannot be parsed: {exc}") from exc
+        # Starlette reports the parser's own message as an HTTPException's detail
+        reason = exc.detail if isinstance(exc, StarletteHTTPException) else exc
+        raise ServingError(
+            "invalid_multipart", f"the multipart body cannot be parsed: {reason}"
+        ) from exc
+
+
+def _uploads(form: Any) -> list[tuple[str, Any]]:
+    """Every (field name, value) of the form's image fields, in the order sent.
+
+    All of them, not ``form.get(name)``: that keeps one value of a repeated field and would
+    drop the other images without a word."""
+    return [(name, item) for name, item in form.multi_items() if name in UPLOAD_FIELDS]
 
 
 async def _parse_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
+    """(image bytes, kind) from a multipart upload of exactly one image: several are
+    refused (``multiple_images``) rather than all but one answered as if they were one."""
     form = await _form(request, body)
-    kind = str(form.get("kind") or "auto")
-    for name in UPLOAD_FIELDS:
-        item = form.get(name)
-        if item is None:
-            continue
-        image = await _field_bytes(item, name)
-        if isinstance(image, ServingError):
-            raise image
-        return image, kind
-    raise ServingError(
-        "missing_image", f"the multipart upload has no {' or '.join(UPLOAD_FIELDS)} field"
-    )
+    uploads = _uploads(form)
+    if not uploads:
+        raise ServingError(
+            "missing_image", f"the multipart upload has no {' or '.join(UPLOAD_FIELDS)} field"
+        )
+    if len(uploads) > 1:
+        fields = ", ".join(name for name, _ in uploads)
+        raise ServingError(
+            "multiple_images",
+            f"the multipart upload holds {len(uploads)} images ({fields}): send one image per "
+            "request to /v1/predict, or several to /v1/predict/batch",
+        )
+    name, item = uploads[0]
+    image = await _field_bytes(item, name)
+    if isinstance(image, ServingError):
+        raise image
+    return image, str(form.get("kind") or "auto")

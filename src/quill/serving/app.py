@@ -132,8 +132,11 @@ def make_backend(spec: str, settings: ServingSettings) -> Backend:
 def read_upload(value: Any) -> bytes | None:
     """The bytes of the uploaded file exactly as the user sent them, or None (no image).
 
-    The app hands the model the original file (JPEG, PNG, TIFF...): no decode and re-encode
-    in the browser or here, which was slow for a page photo and changed the result.
+    ``value`` is a path (an example, preprocessed by Gradio) or the upload's FileData as a
+    dict (the Read button's event skips preprocessing, so that a file PIL cannot open gets
+    Quill's message). The app hands the model the original file (JPEG, PNG, TIFF...): no
+    decode and re-encode in the browser or here, which was slow for a page photo and
+    changed the result.
 
     >>> read_upload(None) is None and read_upload("") is None
     True
@@ -367,7 +370,11 @@ def build_app(backend: Backend) -> Any:
         image.input(lambda: cleared(), outputs=outputs, api_visibility="private")
         image.input(None, js=CLOSE_TOASTS_JS)
         read_button.click(None, js=CLOSE_TOASTS_JS)
-        read_button.click(read, inputs=image, outputs=outputs, api_name="predict")
+        # Unpreprocessed, ``read`` gets the upload's FileData (already checked to be in
+        # Gradio's upload cache): gr.Image's preprocessing opens the file with PIL first and
+        # answers a generic "Error" for a file that is not an image (empty, text, PDF)
+        # before Quill's own read can give its message; the upload is read as sent anyway.
+        read_button.click(read, inputs=image, outputs=outputs, api_name="predict", preprocess=False)
         for option, button in buttons.items():
             button.click(
                 flag(option),

@@ -33,6 +33,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_api_key": 401,
     "request_header_too_large": 431,
     "bad_http_request": 400,
+    "multiple_images": 400,
+    "invalid_multipart": 400,
     "unsupported_event": 400,
     # the image (codes raised by quill.preprocess / quill.inference)
     "image_empty": 400,

@@ -89,13 +89,24 @@ def decode_image_field(value: object, field: str = "image") -> bytes:
     Traceback (most recent call last):
     ...
     quill.serving.errors.ServingError: field 'image' is not valid base64 (not base64!)
+
+    An empty string is a field that is there but empty (``image_empty``, like a data URL of
+    0 bytes), not a missing one (``missing_image``: absent or null), so the client is told
+    what it sent:
+
+    >>> decode_image_field("", "images[1]")
+    Traceback (most recent call last):
+    ...
+    quill.serving.errors.ServingError: field 'images[1]' is empty
     """
-    if value is None or value == "":
+    if value is None:
         raise ServingError("missing_image", f"the request has no {field!r} field (base64 image)")
     if not isinstance(value, str):
         raise ServingError(
             "invalid_field", f"field {field!r} must be a base64 string, got {type(value).__name__}"
         )
+    if not value.strip():
+        raise ServingError("image_empty", f"field {field!r} is empty")
     payload = _DATA_URL.sub("", value.strip(), count=1)
     payload = "".join(payload.split())  # line breaks from MIME-style encoders
     try:
