@@ -91,11 +91,14 @@ def test_missing_source_is_one_clear_error(fmt: str, tmp_path: Path):
 def test_folder_rows_each_report_their_problem(folder_dataset: Path, tmp_path: Path):
     labels = folder_dataset / "labels.tsv"
     (folder_dataset / "lines" / "p2_2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    lines = folder_dataset / "lines"
+    for number in (0, 1):  # images of their own: a second text for one image is a conflict
+        shutil.copyfile(lines / f"p1_{number}.png", lines / f"p3_{number}.png")
     rows = labels.read_text().splitlines()
     rows += [
         "lines/absent.png\tp3\tnever drawn",
-        "lines/p1_0.png\tp3\t",
-        "lines/p1_1.png\tp3\tnaïve",
+        "lines/p3_0.png\tp3\t",
+        "lines/p3_1.png\tp3\tnaïve",
         "lines/p1_2.png\tonly two fields",
     ]
     labels.write_text("\n".join(rows) + "\n")
@@ -106,7 +109,7 @@ def test_folder_rows_each_report_their_problem(folder_dataset: Path, tmp_path: P
     assert len(reasons) == 5
     assert "labels.tsv:7 (lines/p2_2.png): " in reasons[0] and "not an image" in reasons[0]
     assert reasons[1].startswith("labels.tsv:8 (lines/absent.png): image file not found")
-    assert reasons[2] == "labels.tsv:9 (lines/p1_0.png): empty label"
+    assert reasons[2] == "labels.tsv:9 (lines/p3_0.png): empty label"
     assert "'ï'" in reasons[3]
     assert reasons[4] == "labels.tsv:11: expected 3 tab-separated fields, got 2"
     assert result.report.total_loaded == 5

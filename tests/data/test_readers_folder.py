@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -170,7 +171,8 @@ def test_page_split_of_multi_writer_folder_on_request(tmp_path: Path):
 def test_writer_split_needs_every_page_to_name_a_writer(tmp_path: Path):
     source = _multi_writer_folder(tmp_path / "hands", ["w1", "w2"], pages=1, lines=1)
     labels = source / "labels.tsv"
-    image = "lines/w1__p0_0.png"
+    image = "lines/loose_0.png"  # its own image: a second text for one image is a conflict
+    shutil.copyfile(source / "lines" / "w1__p0_0.png", source / image)
     labels.write_text(labels.read_text() + f"{image}\tloose-page\tno writer here\n")
     auto = read_folder(source, tmp_path / "auto").manifest  # auto falls back to pages
     assert {s.group for s in auto} == {"w1__p0", "w2__p0", "loose-page"}

@@ -42,7 +42,7 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["predict", str(tmp_path / "q.png"), "--model", str(tmp_path / "nope")]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a missing model: nothing was read
     assert "not a staged model" in result.output
 
 

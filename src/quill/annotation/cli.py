@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quill.errors import fail
+from quill.errors import EXIT_FAILED, fail
 from quill.model_files import METADATA_FILE
 from quill.monitoring.cli import (
     ConfigOption,
@@ -226,14 +226,22 @@ def import_command(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already at --out.")] = False,
 ) -> None:
-    """Turn a Label Studio export into line crops + paragraph samples with a manifest."""
+    """Turn a Label Studio export into line crops + paragraph samples with a manifest.
+
+    Exits 1 when nothing could be imported (every task left out: the table says why), as
+    `quill data import` does."""
     from quill.annotation.importer import (
         ImportOptions,
         LabelStudioExportError,
         import_tasks,
         load_export,
     )
+    from quill.data.manifest import check_split_fractions
 
+    try:  # before any crop is written, not when the dataset is split at the end
+        check_split_fractions(val_fraction, test_fraction)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--val-fraction/--test-fraction") from exc
     options = ImportOptions(
         images_root=images_root,
         min_agreement=min_agreement,
@@ -254,6 +262,8 @@ def import_command(
     except (LabelStudioExportError, FileExistsError) as exc:
         raise fail(str(exc)) from exc
     _print_import(result, out)
+    if not len(result.manifest):
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _print_import(result: Any, out: Path) -> None:

@@ -93,8 +93,13 @@ def import_command(
     kinds: Annotated[
         str, typer.Option(help="Samples to make from layouts: line, paragraph or both.")
     ] = "line,paragraph",
-    val_fraction: Annotated[float, typer.Option(help="Share of groups for validation.")] = 0.1,
-    test_fraction: Annotated[float, typer.Option(help="Share of groups for test.")] = 0.1,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of groups for validation.")
+    ] = 0.1,
+    test_fraction: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of groups for test (with val's, at most 1)."),
+    ] = 0.1,
     copy: Annotated[
         bool, typer.Option(help="folder: copy images into OUT instead of referencing them.")
     ] = False,
@@ -114,9 +119,25 @@ def import_command(
     ] = Vocabulary.ascii,
 ) -> None:
     """Import real ground truth in FORMAT from SRC into dataset folder OUT."""
+    from quill.data.manifest import check_split_fractions
     from quill.data.readers import READERS, DatasetError
+    from quill.data.readers.common import KINDS
     from quill.vocab import Tokenizer
 
+    try:
+        check_split_fractions(val_fraction, test_fraction)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--val-fraction/--test-fraction") from exc
+    # checked for every format: the folder's rows name their own kind (labels.tsv's kind
+    # column), but a misspelt --kinds must not pass unnoticed there either
+    chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    unknown = [kind for kind in chosen if kind not in KINDS]
+    if not chosen or unknown:
+        raise typer.BadParameter(
+            f"{', '.join(unknown) or 'none'} given; the kinds are {', '.join(KINDS)} "
+            "(comma-separated)",
+            param_hint="--kinds",
+        )
     tokenizer = Tokenizer.named(vocabulary.value)
     options: dict = {
         "val_fraction": val_fraction,
@@ -129,9 +150,6 @@ def import_command(
     else:
         if split_by is not SplitBy.auto:
             raise typer.BadParameter("only the folder format takes it", param_hint="--split-by")
-        chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())
-        if not chosen or set(chosen) - {"line", "paragraph"}:
-            raise typer.BadParameter("use line, paragraph or line,paragraph", param_hint="--kinds")
         options["kinds"] = chosen
     if fmt is ImportFormat.iam:
         options["split_lists"] = split_lists

@@ -117,17 +117,46 @@ class Manifest:
         return len(self.samples)
 
 
+#: Rounding slack of :func:`check_split_fractions`'s sum (0.7 + 0.3 is not exactly 1.0).
+FRACTION_TOLERANCE = 1e-9
+
+
+def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise ValueError unless both shares are between 0 and 1 and add up to at most 1.
+
+    Outside that, :func:`assign_splits` would still split, silently: a share above 1 takes
+    every group, a negative one none, and the two together can leave train nothing.
+
+    >>> check_split_fractions(0.5, 0.5)
+    >>> check_split_fractions(0.7, 0.4)
+    Traceback (most recent call last):
+    ...
+    ValueError: val and test fractions add up to 1.1, more than 1 (val 0.7, test 0.4)
+    """
+    for name, share in (("val", val_fraction), ("test", test_fraction)):
+        if not 0 <= share <= 1:
+            raise ValueError(f"the {name} fraction must be between 0 and 1, got {share}")
+    total = val_fraction + test_fraction
+    if total > 1 + FRACTION_TOLERANCE:
+        raise ValueError(
+            f"val and test fractions add up to {total:g}, more than 1 "
+            f"(val {val_fraction:g}, test {test_fraction:g})"
+        )
+
+
 def assign_splits(
     groups: Iterable[str], val_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> dict[str, Split]:
     """Split by group, deterministically: a group's samples all land on one side.
 
     The assignment hashes each group name, so adding a group never moves the others.
+    Shares that :func:`check_split_fractions` refuses raise its ValueError.
 
     >>> splits = assign_splits([f"page{i}" for i in range(1000)])
     >>> sorted(Counter(splits.values()).items())
     [('test', 102), ('train', 787), ('val', 111)]
     """
+    check_split_fractions(val_fraction, test_fraction)
     result: dict[str, Split] = {}
     for group in sorted(set(groups)):
         bucket = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
+from quill.errors import EXIT_FAILED, fail
 from quill.inference import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def predict(
     backend: Annotated[
         str, typer.Option(help="auto (fastest measured), onnx, onnx-int8, torchscript, eager.")
     ] = "auto",
-    threads: Annotated[int, typer.Option(help="Intra-op threads (0: all cores).")] = 0,
+    threads: Annotated[int, typer.Option(min=0, help="Intra-op threads (0: all cores).")] = 0,
     decoding: Annotated[
         str | None,
         typer.Option(
@@ -85,7 +86,8 @@ def predict(
     """Print the text in each image: path, confidence and text (lines joined by " / "),
     tab-separated, on standard output, and on standard error what the reader should know
     (blank paper, a page turned to be read, margin notes). Unreadable files are reported
-    and skipped; the exit code is 1 if any input failed.
+    and skipped; the exit code is 1 if any input failed, 2 if no input matched, an option is
+    not one of its choices or the model cannot be loaded (nothing was read).
 
     With --json a page's lines say where each line was found: each box is
     (left, top, right, bottom) in the pixels of the image as given (after its EXIF
@@ -93,18 +95,15 @@ def predict(
     from rich.console import Console
     from rich.progress import Progress
 
-    from quill.inference.recognizer import SEGMENTERS, Recognizer
+    from quill.inference.recognizer import Recognizer
     from quill.preprocess import ImageError, load_image
     from quill.staged_model import ModelLoadError
 
+    _check_choices(kind, backend, decoding, segmenter)
     err = Console(stderr=True, soft_wrap=True)
     paths = expand_inputs(inputs)
     if not paths:
-        err.print("[red]error:[/] no input files matched")
-        raise typer.Exit(1)
-    if segmenter not in SEGMENTERS:
-        err.print(f"[red]error:[/] --segmenter must be one of {', '.join(SEGMENTERS)}")
-        raise typer.Exit(2)
+        raise fail(f"no input files matched {' '.join(inputs)}")
     try:
         recognizer = Recognizer.from_path(
             model,
@@ -114,8 +113,7 @@ def predict(
             segmenter=cast("Segmenter", segmenter),
         )
     except ModelLoadError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from exc
+        raise fail(str(exc)) from exc
     failed = 0
     with Progress(console=err, transient=True, disable=len(paths) < 2) as progress:
         task = progress.add_task("reading", total=len(paths))
@@ -129,7 +127,6 @@ def predict(
                     failed += 1
                     _report_error(err, as_json, path, exc)
                 progress.advance(task)
-            # Recognizer.predict refuses a kind that is not one of its Kinds
             predictions = recognizer.predict(images, kind=cast("Kind", kind))
             for path, prediction in zip(good, predictions, strict=True):
                 if as_json:
@@ -142,7 +139,31 @@ def predict(
                         err.print(f"{path}: {note}", markup=False, highlight=False)
     if failed:
         err.print(f"{failed} of {len(paths)} inputs could not be read")
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _check_choices(kind: str, backend: str, decoding: str | None, segmenter: str) -> None:
+    """Exit 2 with one line naming the allowed values when an option is not one of them,
+    before the model loads (a bad --kind would otherwise surface only after loading it, as
+    the recognizer's traceback). The allowed values are the ones the code defines."""
+    from quill.inference.recognizer import KINDS, SEGMENTERS
+    from quill.models.decoding import CTCDecoder
+    from quill.runtimes.backends import BACKENDS
+    from quill.staged_model import SINGLE_PASS
+
+    choices = {
+        "--kind": (kind, KINDS),
+        "--backend": (backend, ("auto", *BACKENDS)),
+        "--segmenter": (segmenter, SEGMENTERS),
+    }
+    for option, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise fail(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+    if decoding is not None and decoding != SINGLE_PASS:
+        try:  # the decoder names the methods it knows
+            CTCDecoder(method=decoding)
+        except ValueError as exc:
+            raise fail(f"--decoding: {exc} (or {SINGLE_PASS!r})") from exc
 
 
 def _notes(prediction: Prediction) -> list[str]:

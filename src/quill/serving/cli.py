@@ -50,7 +50,7 @@ def serve(
             help="auto (fastest measured), onnx, onnx-int8, torchscript, eager.",
         ),
     ] = "auto",
-    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", min=0, help=THREADS_HELP)] = 0,
     segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
         str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
@@ -129,7 +129,7 @@ def app(
     ] = DEFAULT_MODEL_DIR,
     host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
-    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", min=0, help=THREADS_HELP)] = 0,
     segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
         str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
@@ -155,7 +155,7 @@ def up(
     host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
     api_port: Annotated[int, typer.Option(help="Port of the REST API.")] = 8000,
     app_port: Annotated[int, typer.Option(help="Port of the web app.")] = 7860,
-    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", help=THREADS_HELP)] = 0,
+    threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", min=0, help=THREADS_HELP)] = 0,
     segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
         str | None, typer.Option(envvar="QUILL_MONITORING_URL", help=STORE_HELP)
@@ -184,13 +184,24 @@ def up(
 
 
 def _settings(**overrides: object) -> ServingSettings:
-    """The settings of ``QUILL_*`` and the options; a value they refuse exits with one line."""
-    from quill.serving.settings import ServingSettings  # lazy: --help stays light
+    """The settings of ``QUILL_*`` and the options; a value they refuse exits with one line.
+
+    The runtime is checked here, at startup: a server given one that does not exist would
+    start, fail to load the model in every worker and answer 503 forever."""
+    from quill.runtimes.backends import BACKENDS  # lazy: --help stays light
+    from quill.serving.settings import ServingSettings
 
     try:
-        return ServingSettings.from_env(None, **overrides)
+        settings = ServingSettings.from_env(None, **overrides)
     except ValueError as exc:
         raise fail(str(exc)) from exc
+    backends = ("auto", *BACKENDS)
+    if settings.backend not in backends:
+        raise fail(
+            f"backend must be one of {', '.join(backends)} (QUILL_BACKEND or --backend), "
+            f"got {settings.backend!r}"
+        )
+    return settings
 
 
 def _refuse_open(settings: object, host: str) -> None:

@@ -62,14 +62,25 @@ SAMPLES_HELP = (
 
 
 def _expand(patterns: list[str]) -> list[str]:
+    """The sample files of ``--samples``, or a usage error naming the pattern that gives
+    none: an empty folder or a glob (or file name) matching nothing would otherwise fall
+    back to the built-in samples, or fail later as a missing image."""
     paths: list[str] = []
     for pattern in patterns:
         if (Path(pattern) / MANIFEST_NAME).is_file():
             paths += _training_lines(Path(pattern))
         elif Path(pattern).is_dir():
-            paths += sorted(str(p) for p in Path(pattern).iterdir() if p.is_file())
+            files = sorted(str(p) for p in Path(pattern).iterdir() if p.is_file())
+            if not files:
+                raise typer.BadParameter(
+                    f"{pattern} is a folder with no images", param_hint="--samples"
+                )
+            paths += files
         else:
-            paths += sorted(glob.glob(pattern)) or [pattern]
+            matches = sorted(glob.glob(pattern))
+            if not matches:
+                raise typer.BadParameter(f"no file matches {pattern}", param_hint="--samples")
+            paths += matches
     return paths
 
 
@@ -161,6 +172,7 @@ def stage(
     fetch` brings a registered one back.
     """
     from quill.models.onnx_export import ModelExportError
+    from quill.preprocess import ImageError
     from quill.staging.parity import ParityError
     from quill.staging.registry import RegistryError
     from quill.staging.registry import register as register_model
@@ -169,6 +181,7 @@ def stage(
 
     if card_notes is not None and not card_notes.is_file():
         raise typer.BadParameter(f"no such file: {card_notes}", param_hint="--card-notes")
+    sample_files = _expand(samples or [])
     console = _console()
     uri = _tracking_uri(tracking_uri)
     try:
@@ -180,7 +193,7 @@ def stage(
                 source,
                 out,
                 name or out.name,
-                _expand(samples or []),
+                sample_files,
                 progress=lambda step: status.update(step),
                 card_notes=card_notes.read_text() if card_notes else "",
             )
@@ -196,6 +209,8 @@ def stage(
             console.print(f"[green]registered[/] {version.name} version {version.version} in {uri}")
     except ParityError as exc:  # a check that failed: EXIT_FAILED, as a refused promotion
         raise fail(str(exc), EXIT_FAILED) from exc
+    except ImageError as exc:  # a --samples file that is no image: staging reads no other
+        raise fail(f"a sample to check parity on (--samples): {exc}") from exc
     except (CheckpointError, ModelExportError, RegistryError, StagingTargetError) as exc:
         raise fail(str(exc)) from exc
 

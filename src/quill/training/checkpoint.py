@@ -11,7 +11,6 @@ of the training code that produced it.
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,27 +70,45 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Rebuild the network of a Quill training checkpoint, in eval mode on the CPU."""
+    """Rebuild the network of a Quill training checkpoint, in eval mode on the CPU.
+
+    Anything that is not one (a missing file, a text file, another zip or pickle, weights
+    of another network) raises :class:`CheckpointError` naming the file, never the reader's
+    own exception: the commands turn it into one line and exit 2."""
     import torch  # lazy, as everywhere torch is used outside models: imports stay light
 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+    except Exception as exc:
+        # Any: torch's weights-only unpickler, fed bytes that are no checkpoint (a text file,
+        # a zip of something else), raises whatever it trips on: UnpicklingError,
+        # RuntimeError, EOFError, KeyError, IndexError, struct.error, OSError...
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint: {_cause(exc)}"
+        ) from exc
     hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
-    missing = [k for k in REQUIRED_HYPER_PARAMETERS if k not in (hyper or {})]
-    if hyper is None or missing:
+    if not isinstance(hyper, dict):
+        hyper = {}  # (a list, a number): it lacks every one
+    missing = [k for k in REQUIRED_HYPER_PARAMETERS if k not in hyper]
+    if missing:
         raise CheckpointError(
             f"{path} is not a Quill training checkpoint: hyper_parameters lack {missing}"
         )
-    tokenizer = Tokenizer.from_dict(hyper["tokenizer"])
-    model = build_model(hyper["model_name"], len(tokenizer), **hyper["model_config"])
+    try:
+        tokenizer = Tokenizer.from_dict(hyper["tokenizer"])
+        model = build_model(hyper["model_name"], len(tokenizer), **hyper["model_config"])
+        preprocess = PreprocessConfig.from_dict(hyper["preprocess"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{path}: its hyper_parameters describe no network Quill can build: {exc!r}"
+        ) from exc
+    state = checkpoint.get("state_dict")
     weights = {
         key.removeprefix(WEIGHT_PREFIX): value
-        for key, value in checkpoint.get("state_dict", {}).items()
-        if key.startswith(WEIGHT_PREFIX)
+        for key, value in (state.items() if isinstance(state, dict) else ())
+        if isinstance(key, str) and key.startswith(WEIGHT_PREFIX)
     }
     if not weights:
         raise CheckpointError(f"{path} holds no weights under the prefix {WEIGHT_PREFIX!r}")
@@ -105,11 +122,21 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         model_name=hyper["model_name"],
         model_config=dict(hyper["model_config"]),
         tokenizer=tokenizer,
-        preprocess=PreprocessConfig.from_dict(hyper["preprocess"]),
+        preprocess=preprocess,
         dataset_version=hyper.get("dataset_version"),
         config=dict(hyper.get("config") or {}),
         sha256=file_sha256(path),
     )
+
+
+def _cause(exc: Exception) -> str:
+    """Why torch.load refused a file, in one line. Its weights-only refusals are paragraphs
+    around the cause that advise ``weights_only=False``, which is never right for a file
+    that is not a checkpoint (it would run whatever the pickle says)."""
+    text = str(exc)
+    _, marker, cause = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (cause if marker else text).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def resolve_source(reference: str, tracking_uri: str, download_dir: Path) -> CheckpointSource:

@@ -57,11 +57,15 @@ def read_folder(
     """Import a folder with ``labels.tsv`` (or the TSV file itself) into dataset ``out``.
 
     Rows without a ``split`` are split by ``split_by`` (page, writer, or auto: writer when
-    every page id is ``writer__page``) with :func:`assign_splits`.
+    every page id is ``writer__page``) with :func:`assign_splits`. Unusable rows are skipped
+    and reported, among them rows that name one image with different texts (all of them)
+    and exact repeats of a row (the repeat; the first is imported): see
+    :func:`_repeated_images`.
     """
     labels = _labels_path(Path(src))
     rows = _read_rows(labels)
     unit = resolve_split_by(rows, split_by, labels)
+    repeated = _repeated_images(labels, rows)
     report = ImportReport(f"folder:{labels}")
     writer = DatasetWriter(out, labels.parent.name or "folder", report, tokenizer)
     for number, row in progress(rows, "labelled images", len(rows), show_progress):
@@ -70,7 +74,7 @@ def read_folder(
             continue
         where = f"{labels.name}:{number} ({row['file']})"
         path = row_image(labels, row)
-        problem = _row_problem(row, path)
+        problem = _row_problem(row, path) or repeated.get(number)
         if problem:
             report.skip(where, problem)
             continue
@@ -100,15 +104,20 @@ def read_folder(
 def labelled_lines(src: Path) -> list[tuple[Path, str]]:
     """Each row of a folder's ``labels.tsv`` (or the TSV itself) as (image path, text), in
     file order: a handful of lines to read or adapt on, not a dataset to import. Raises
-    :class:`DatasetError` naming every row that cannot be used (malformed, no image)."""
+    :class:`DatasetError` naming every row that cannot be used (malformed, no image, an
+    image another row names too): rows that give one image different texts are refused
+    naming each other, and so is an exact repeat of a row (same image, same text), which
+    would count that line twice."""
     labels = _labels_path(Path(src))
+    rows = _read_rows(labels)
+    repeated = _repeated_images(labels, rows)
     lines, problems = [], []
-    for number, row in _read_rows(labels):
+    for number, row in rows:
         if isinstance(row, str):
             problems.append(f"{labels.name}:{number}: {row}")
             continue
         path = row_image(labels, row)
-        problem = _row_problem(row, path)
+        problem = _row_problem(row, path) or repeated.get(number)
         if problem:
             problems.append(f"{labels.name}:{number} ({row['file']}): {problem}")
         else:
@@ -202,6 +211,31 @@ def _read_rows(labels: Path) -> list[tuple[int, dict[str, str] | str]]:
         else:
             rows.append((number, dict(zip(header, fields, strict=True))))
     return rows
+
+
+def _repeated_images(labels: Path, rows: list[tuple[int, dict[str, str] | str]]) -> dict[int, str]:
+    """Why rows that name the same image file as another row cannot be used, by line number.
+
+    Rows giving one image different texts all conflict: which text is right is not for the
+    reader to guess, so each names the others. A row that repeats an earlier one exactly
+    (same image, same text) is a duplicate: the repeat is refused, the first row stands.
+    Paths are compared resolved, so ``a.png`` and ``./a.png`` are one image.
+    """
+    by_image: dict[Path, list[tuple[int, str]]] = {}
+    for number, row in rows:
+        if not isinstance(row, str) and row["file"]:
+            by_image.setdefault(row_image(labels, row).resolve(), []).append((number, row["text"]))
+    problems: dict[int, str] = {}
+    for named in by_image.values():
+        numbers = [number for number, _ in named]
+        if len({text for _, text in named}) > 1:
+            for number in numbers:
+                others = ", ".join(f"{labels.name}:{n}" for n in numbers if n != number)
+                problems[number] = f"the same image as {others}, with a different text"
+        else:
+            for number in numbers[1:]:
+                problems[number] = f"repeats {labels.name}:{numbers[0]} (same image, same text)"
+    return problems
 
 
 def _row_problem(row: dict[str, str], path: Path) -> str | None:

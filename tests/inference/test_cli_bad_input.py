@@ -1,0 +1,109 @@
+"""``quill predict`` refuses bad options and unloadable models with one line and exit 2.
+
+Exit 2 is "usage, or a missing or unreadable input or model" (quill.errors); exit 1 stays for
+"some inputs could not be read" (test_predict_cli.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quill.cli import app
+from quill.errors import EXIT_ERROR
+from quill.model_files import METADATA_FILE
+from quill.staging.parity import render_line
+
+
+@pytest.fixture
+def line_image(tmp_path: Path) -> Path:
+    path = tmp_path / "line.png"
+    render_line("quill").save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--kind", "bogus", "auto, line, paragraph"),
+        ("--backend", "bogus", "auto, onnx, onnx-int8, torchscript, eager"),
+        ("--segmenter", "bogus", "trace, learned"),
+        ("--decoding", "bogus", "'greedy' or 'beam'"),
+    ],
+)
+def test_an_unknown_choice_is_refused_before_the_model_loads(
+    line_image: Path, tmp_path: Path, option: str, value: str, allowed: str
+) -> None:
+    # the model does not exist: the option is refused before anything tries to load it
+    result = CliRunner().invoke(
+        app, ["predict", str(line_image), option, value, "-m", str(tmp_path / "none")]
+    )
+    assert result.exit_code == EXIT_ERROR, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and option in lines[0] and allowed in lines[0], lines
+    assert "Traceback" not in result.output
+
+
+def test_negative_threads_are_a_usage_error(line_image: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["predict", str(line_image), "--threads", "-1", "-m", str(tmp_path / "none")]
+    )
+    assert result.exit_code == EXIT_ERROR
+    assert "--threads" in result.output and "Traceback" not in result.output
+
+
+def test_a_glob_that_matches_nothing_exits_2(tmp_path: Path) -> None:
+    pattern = str(tmp_path / "nomatch" / "*.jpg")
+    result = CliRunner().invoke(app, ["predict", pattern, "-m", str(tmp_path / "none")])
+    assert result.exit_code == EXIT_ERROR
+    assert "no input files matched" in result.output and pattern in result.output
+
+
+def _corrupt_metadata(model: Path) -> None:
+    (model / METADATA_FILE).write_text('{"name": ')
+
+
+def _truncate_onnx(model: Path) -> None:
+    onnx = model / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:100])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [(_corrupt_metadata, "is corrupt"), (_truncate_onnx, "cannot load ONNX model")],
+)
+def test_an_unloadable_model_exits_2(
+    model_copy: Path, line_image: Path, damage: Callable[[Path], None], message: str
+) -> None:
+    damage(model_copy)
+    result = CliRunner().invoke(
+        app, ["predict", str(line_image), "-m", str(model_copy), "--backend", "onnx"]
+    )
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_zero_threads_reads_with_all_cores(smoke_model: Path, line_image: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["predict", str(line_image), "--threads", "0", "-m", str(smoke_model)]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith("quill")
+
+
+def test_adapt_refuses_one_image_labelled_twice_differently(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name, text in (("a", "hello"), ("b", "quill")):
+        render_line(text).save(folder / f"{name}.png")
+    rows = ["file\ttext", "a.png\thello", "b.png\tquill", "a.png\tjello"]
+    (folder / "labels.tsv").write_text("\n".join(rows) + "\n")
+    result = CliRunner().invoke(
+        app, ["adapt", str(folder), "--out", str(tmp_path / "adapted"), "-m", str(tmp_path)]
+    )
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert "labels.tsv:2 (a.png): the same image as labels.tsv:4" in result.output
+    assert not (tmp_path / "adapted").exists()
