@@ -242,6 +242,14 @@ BAD_REQUESTS = {
         "empty_body",
     ),
     "huge body": ({"json": {"image": "A" * (MAX_BODY + 10)}}, 413, "request_too_large"),
+    "deeply nested json": (
+        {
+            "content": b"[" * 100_000 + b"]" * 100_000,
+            "headers": {"content-type": "application/json"},
+        },
+        400,
+        "invalid_json",
+    ),
     "wrong content type": (
         {"content": b"hello", "headers": {"content-type": "text/plain"}},
         415,

@@ -1,12 +1,15 @@
 """``quill serve`` / ``app`` / ``up`` refuse a runtime or thread count that cannot work at
-startup, with exit 2, instead of starting a server that answers 503 forever."""
+startup, with exit 2, instead of starting a server that answers 503 forever; and a port or
+--host they cannot listen on, before the model loads."""
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from quill.cli import app
 from quill.errors import EXIT_ERROR
@@ -35,3 +38,88 @@ def test_negative_threads_are_refused(smoke_model: Path, command: str) -> None:
     result = CliRunner().invoke(app, [command, "-m", str(smoke_model), "--threads", "-1"])
     assert result.exit_code == EXIT_ERROR, result.output
     assert "--threads" in result.output
+
+
+def never_started(*args: object, **kwargs: object) -> None:
+    raise AssertionError("a server or the model was started before the address was checked")
+
+
+@pytest.fixture()
+def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands' servers and model loading fail the test if they are reached."""
+    import uvicorn
+
+    from quill.serving import app as web_app
+    from quill.serving import runner
+
+    monkeypatch.setattr(uvicorn, "run", never_started)
+    monkeypatch.setattr(runner, "ApiServer", never_started)
+    monkeypatch.setattr(web_app, "make_backend", never_started)
+    monkeypatch.setattr(web_app, "launch", never_started)
+
+
+@pytest.fixture()
+def taken_port() -> Iterator[int]:
+    """A localhost port another process listens on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        yield int(listener.getsockname()[1])
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == EXIT_ERROR, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("serve", "--port"), ("app", "--port"), ("up", "--api-port"), ("up", "--app-port")],
+)
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_port_in_use_is_refused_before_the_model_loads(
+    smoke_model: Path, taken_port: int, command: str, option: str
+) -> None:
+    """Was: the model loaded, the URL was printed, then uvicorn's 'address already in use'
+    (exit 3) or a traceback."""
+    result = CliRunner().invoke(app, [command, "-m", str(smoke_model), option, str(taken_port)])
+    error = one_line_error(result)
+    assert f"port {taken_port} on 127.0.0.1 is already in use" in error
+    assert f"pick {option})" in error
+
+
+@pytest.mark.parametrize("command", ["serve", "app", "up"])
+@pytest.mark.parametrize("host", ["not a host!", "999.1.1.1"])
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_host_that_does_not_resolve_is_refused(
+    smoke_model: Path, command: str, host: str
+) -> None:
+    allow_open = [] if command == "app" else ["--allow-open"]
+    result = CliRunner().invoke(app, [command, "-m", str(smoke_model), "--host", host, *allow_open])
+    assert f"--host {host!r} is not an address or a name this machine can resolve" in (
+        one_line_error(result)
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("serve", "--port"), ("app", "--port"), ("up", "--api-port"), ("up", "--app-port")],
+)
+@pytest.mark.parametrize("port", ["0", "70000"])
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_port_out_of_range_is_a_usage_error(
+    smoke_model: Path, command: str, option: str, port: str
+) -> None:
+    """Was: a traceback (OverflowError: bind(): port must be 0-65535)."""
+    result = CliRunner().invoke(app, [command, "-m", str(smoke_model), option, port])
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert f"Invalid value for '{option}'" in result.output
+
+
+@pytest.mark.usefixtures("nothing_starts")
+def test_up_refuses_one_port_for_both_servers(smoke_model: Path) -> None:
+    ports = ["--api-port", "8123", "--app-port", "8123"]
+    result = CliRunner().invoke(app, ["up", "-m", str(smoke_model), *ports])
+    assert one_line_error(result) == "error: --api-port and --app-port must be different ports"

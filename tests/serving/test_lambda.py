@@ -200,3 +200,65 @@ def test_feedback_token_only_with_a_shared_secret(handler, monkeypatch: pytest.M
     answer = handler({"image": b64_png(render_line("ink"))}, None)
     tokens = FeedbackTokens("shared-with-the-api")
     assert tokens.verify(answer["request_id"], answer["feedback_token"])
+
+
+def with_fields(**fields: object) -> dict:
+    """A function URL event with a JSON body and some fields replaced."""
+    return {**function_url_event(json.dumps({"image": b64_png(render_line("ink"))})), **fields}
+
+
+@pytest.mark.parametrize(
+    ("event", "status", "code", "words"),
+    [
+        (with_fields(headers=["a"]), 422, "invalid_field", "headers must be an object"),
+        (with_fields(headers="content-type: x"), 422, "invalid_field", "got str"),
+        (
+            with_fields(queryStringParameters="kind=line"),
+            422,
+            "invalid_field",
+            "queryStringParameters must be an object",
+        ),
+        (with_fields(isBase64Encoded="false"), 422, "invalid_field", "isBase64Encoded"),
+        (with_fields(isBase64Encoded=1), 422, "invalid_field", "got int"),
+        (
+            function_url_event("[" * 100_000 + "]" * 100_000),
+            400,
+            "invalid_json",
+            "too deeply",
+        ),
+        (
+            function_url_event(base64.b64encode(b"[" * 100_000).decode(), is_base64=True),
+            400,
+            "invalid_json",
+            "too deeply",
+        ),
+    ],
+    ids=[
+        "headers-list",
+        "headers-string",
+        "query-string",
+        "base64-flag-string",
+        "base64-flag-int",
+        "deeply-nested-json",
+        "deeply-nested-base64-json",
+    ],
+)
+def test_malformed_events_get_a_client_error_not_a_500(
+    handler,  # noqa: ANN001
+    event: dict,
+    status: int,
+    code: str,
+    words: str,
+) -> None:
+    """Fields of the wrong type and JSON too deep to decode were 500 internal_error."""
+    response = handler(event, None)
+    error = json.loads(response["body"])["error"]
+    assert (response["statusCode"], error["code"]) == (status, code), error
+    assert words in error["message"]
+
+
+def test_null_event_fields_mean_absent(handler) -> None:  # noqa: ANN001
+    event = with_fields(headers=None, queryStringParameters=None, isBase64Encoded=None)
+    response = handler(event, None)
+    assert response["statusCode"] == 200, response["body"]
+    assert json.loads(response["body"])["text"] == "ink"

@@ -809,6 +809,10 @@ def _json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _invalid_json(exc) from exc
+    except RecursionError as exc:  # "[[[[...]]]]" deeper than the decoder's recursion limit
+        raise ServingError(
+            "invalid_json", "the body nests JSON arrays or objects too deeply to read"
+        ) from exc
     if not isinstance(payload, dict):
         raise ServingError("invalid_json", f"the JSON body must be an object with {expected}")
     return payload

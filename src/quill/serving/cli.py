@@ -39,7 +39,7 @@ def serve(
         Path, typer.Option("--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP)
     ] = DEFAULT_MODEL_DIR,
     host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[
         int, typer.Option(help="Worker processes, each with its own copy of the model.")
     ] = 1,
@@ -97,6 +97,7 @@ def serve(
         _require_model(shadow)
     if shadow is not None and not settings.monitoring_enabled:
         raise typer.BadParameter("--shadow needs the monitoring store; drop --monitoring-url off")
+    _require_free_address(host, {"--port": port})
     if settings.feedback_secret is None:  # one key for all workers: any of them checks a token
         settings = replace(settings, feedback_secret=secrets.token_urlsafe(32))
     # Workers are separate processes that build the app from the environment.
@@ -128,7 +129,7 @@ def app(
         Path, typer.Option("--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP)
     ] = DEFAULT_MODEL_DIR,
     host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 7860,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 7860,
     threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", min=0, help=THREADS_HELP)] = 0,
     segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
@@ -145,6 +146,7 @@ def app(
     settings = _settings(
         model_dir=model, threads=threads, segmenter=segmenter, monitoring_url=monitoring_url
     )
+    _require_free_address(host, {"--port": port})
     launch(make_backend(backend, settings), host=host, port=port)
 
 
@@ -153,8 +155,8 @@ def up(
         Path, typer.Option("--model", "-m", envvar="QUILL_MODEL_DIR", help=MODEL_HELP)
     ] = DEFAULT_MODEL_DIR,
     host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
-    api_port: Annotated[int, typer.Option(help="Port of the REST API.")] = 8000,
-    app_port: Annotated[int, typer.Option(help="Port of the web app.")] = 7860,
+    api_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the REST API.")] = 8000,
+    app_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the web app.")] = 7860,
     threads: Annotated[int, typer.Option(envvar="QUILL_THREADS", min=0, help=THREADS_HELP)] = 0,
     segmenter: SegmenterOption = "trace",
     monitoring_url: Annotated[
@@ -177,10 +179,12 @@ def up(
     )
     _refuse_open(settings, host)
     _require_model(model)
+    _require_free_address(host, {"--api-port": api_port, "--app-port": app_port})
     with ApiServer(settings, host=host, port=api_port) as api:
         typer.echo(f"REST API: {api.url}  (docs: {api.url}/docs)")
-        typer.echo(f"Web app:  http://{host}:{app_port}")
-        launch(make_backend(api.url, settings), host=host, port=app_port)
+        web_app = launch(make_backend(api.url, settings), host=host, port=app_port, block=False)
+        typer.echo(f"Web app:  http://{host}:{app_port}")  # once it listens
+        web_app.block_thread()
 
 
 def _settings(**overrides: object) -> ServingSettings:
@@ -218,6 +222,54 @@ def _require_model(model: Path) -> None:
             "`quill stage RUN_OR_CHECKPOINT --out DIR` or fetch one with "
             "`quill model fetch NAME --out DIR`, then pass --model DIR."
         )
+
+
+def _require_free_address(host: str, ports: dict[str, int]) -> None:
+    """Exit with one line unless ``host`` resolves and each of ``ports`` (option name to port)
+    can be bound on it.
+
+    Checked before the model loads, because uvicorn and Gradio bind only after it: a port in
+    use or a bad --host otherwise costs the load, then ends in an OS error or a traceback.
+    The probe binds as both servers do (asyncio's ``create_server``: every address ``host``
+    resolves to, SO_REUSEADDR so that a port in TIME_WAIT counts as free, IPv6 sockets
+    v6-only) and closes at once. Another process may still take a port between this check
+    and the server's own bind; that rare race ends in the server's error, which is fine."""
+    import socket
+
+    if len(set(ports.values())) < len(ports):
+        raise fail(f"{' and '.join(ports)} must be different ports")
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, UnicodeError) as exc:
+        raise fail(f"--host {host!r} is not an address or a name this machine can resolve") from exc
+    for option, port in ports.items():
+        for family, kind, protocol, _, address in addresses:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    probe.bind((address[0], port, *address[2:]))
+                except OSError as exc:
+                    raise fail(_bind_problem(exc, host, port, option)) from exc
+
+
+def _bind_problem(exc: OSError, host: str, port: int, option: str) -> str:
+    """What a failed bind of ``host:port`` means, and the option that fixes it."""
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use (another quill server? pick {option})"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"--host {host!r} is not an address of this machine (use one of its interfaces, "
+            "127.0.0.1 or 0.0.0.0)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"port {port} needs privileges this user lacks (pick a {option} above 1023)"
+    return f"cannot listen on {host} port {port}: {exc.strerror}"
 
 
 def register(app_: typer.Typer) -> None:

@@ -58,13 +58,43 @@ RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
 
 
+def _event_mapping(event: dict[str, Any], field: str) -> dict[str, Any]:
+    """The object in ``event[field]`` (``headers``, ``queryStringParameters``): AWS sends an
+    object or null; anything else is a malformed event, refused as ``invalid_field``."""
+    value = event.get(field)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ServingError(
+            "invalid_field",
+            f"the event's {field} must be an object (name to value) or null, "
+            f"got {type(value).__name__}",
+        )
+    return value
+
+
 def _header(event: dict[str, Any], name: str) -> str:
     """A request header, whatever its case (REST APIs keep the client's, function URLs
     lower-case it)."""
-    for key, value in (event.get("headers") or {}).items():
-        if key.lower() == name:
+    for key, value in _event_mapping(event, "headers").items():
+        if str(key).lower() == name:
             return str(value)
     return ""
+
+
+def _is_base64_encoded(event: dict[str, Any]) -> bool:
+    """The event's ``isBase64Encoded`` flag (absent or null: false); otherwise strictly a
+    bool, because the string "false" is truthy and would send a JSON body to the base64
+    decoder."""
+    flag = event.get("isBase64Encoded")
+    if flag is None:
+        return False
+    if not isinstance(flag, bool):
+        raise ServingError(
+            "invalid_field",
+            f"the event's isBase64Encoded must be true or false, got {type(flag).__name__}",
+        )
+    return flag
 
 
 def _request(event: dict[str, Any]) -> tuple[bytes, str]:
@@ -81,7 +111,7 @@ def _request(event: dict[str, Any]) -> tuple[bytes, str]:
         )
     media = _header(event, "content-type").split(";")[0].strip().lower()
     raw_image = media.startswith(RAW_IMAGE_TYPES)
-    if event.get("isBase64Encoded"):
+    if _is_base64_encoded(event):
         try:
             data = base64.b64decode(body or "", validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -101,7 +131,7 @@ def _request(event: dict[str, Any]) -> tuple[bytes, str]:
         raise ServingError(
             "empty_body", 'the request body is empty; send {"image": base64} or image bytes'
         )
-    kind = str((event.get("queryStringParameters") or {}).get("kind") or "auto")
+    kind = str(_event_mapping(event, "queryStringParameters").get("kind") or "auto")
     if raw_image:
         return data, kind
     if media not in ("", "application/json", "text/plain") and not media.endswith("+json"):
@@ -120,6 +150,10 @@ def _request(event: dict[str, Any]) -> tuple[bytes, str]:
                 "it with content-type image/png, image/jpeg, ... (a binary media type)",
             ) from exc
         raise ServingError("invalid_json", f"the body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # the decoder recurses once per nested [ or {
+        raise ServingError(
+            "invalid_json", "the body nests JSON arrays or objects too deeply to read"
+        ) from exc
     if not isinstance(payload, dict):
         raise ServingError("invalid_json", "the JSON body must be an object with an 'image'")
     return _from_json_object(payload)
