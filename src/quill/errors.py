@@ -7,11 +7,15 @@ it (and from the builtin they always were, e.g. ``ValueError``, so existing ``ex
 clauses keep working), with names that are unique across the package.
 
 The commands' exit statuses are here too (``EXIT_*``), with :func:`fail`, the one way a
-command reports an error and exits.
+command reports an error and exits, and :func:`check_output`, the check every command runs
+on what it will write before it starts.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -64,3 +68,40 @@ def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
     console = Console(stderr=True, soft_wrap=True)
     console.print(f"[red]error:[/red] {escape(message)}", highlight=False)
     return typer.Exit(code)
+
+
+def check_output(path: Path, *, folder: bool, option: str = "--out") -> None:
+    """Refuse, before any work, an output that cannot be written: exit 2 naming it and why.
+
+    Commands write their output last, so a path under a read-only folder, or a folder where
+    a file is wanted (or the reverse), used to end in a traceback after all the work. Every
+    layer's commands that write a file or folder call this (``folder`` says which); nothing
+    is created, and folders that do not exist yet are the command's to make.
+    """
+    problem = output_problem(path, folder=folder)
+    if problem:
+        raise fail(f"{option} {path}: {problem}")
+
+
+def output_problem(path: Path, *, folder: bool) -> str | None:
+    """Why ``path`` cannot be written as a file (as a folder with ``folder``); None if it can.
+
+    The nearest existing folder is probed with a temporary file, gone at once: permissions
+    alone do not tell (root may write anywhere, except e.g. in /proc or a read-only mount).
+    """
+    if path.is_dir() and not folder:
+        return "is a folder; give a file name"
+    if path.exists() and not path.is_dir() and folder:
+        return "is a file, not a folder"
+    if path.is_file() and not os.access(path, os.W_OK):
+        return "is read-only"
+    start = path if folder else path.parent
+    existing = next(p for p in (start, *start.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        return f"cannot write in {existing} ({exc.strerror or exc})"
+    return None

@@ -166,6 +166,7 @@ def test_refuses_to_overwrite_unless_asked(lines, tmp_path):
 
 def test_partial_font_install_still_generates_and_says_what_is_missing(tmp_path, monkeypatch):
     """Without the npm fonts (an empty font dir) the Debian fonts still cover every split."""
+    (tmp_path / "no-fonts").mkdir()
     monkeypatch.setenv("QUILL_FONT_DIR", str(tmp_path / "no-fonts"))
     manifest = generate(tmp_path / "debian-only", "line", n=3, seed=0, workers=1)
     info = json.loads((manifest.root / "synth.json").read_text())

@@ -160,10 +160,13 @@ def test_check_command_exit_codes(tmp_path, settings, make_line):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     common = ["--url", url, "--images", str(tmp_path / "img"), "--config", settings.source]
     runner = CliRunner()
+    no_store = runner.invoke(app, ["monitor", "check", *common])
+    assert no_store.exit_code == 2 and "no monitoring store at" in no_store.output
+
+    store = MonitoringStore(url, image_dir=tmp_path / "img")
     missing = runner.invoke(app, ["monitor", "check", *common])
     assert missing.exit_code == 2 and "no baseline named 'default'" in missing.output
 
-    store = MonitoringStore(url, image_dir=tmp_path / "img")
     store.save_baseline("default", _rows(make_line, 12, dark_on_light=True))
     _stream(store, make_line, 12, True, WORDS, utcnow() - timedelta(hours=1))
     calm = runner.invoke(app, ["monitor", "check", *common])

@@ -69,8 +69,11 @@ def test_what_cannot_be_averaged_is_named(
 ) -> None:
     with pytest.raises(AveragingError, match="at least two"):
         average_weights([checkpoint], tmp_path / "out.ckpt")
-    with pytest.raises(AveragingError, match="one positive weight per model"):
-        average_weights([checkpoint, checkpoint], tmp_path / "out.ckpt", [1.0, 0.0])
+    with pytest.raises(AveragingError, match="one weight per model"):
+        average_weights([checkpoint, checkpoint], tmp_path / "out.ckpt", [1.0])
+    for weights in ([1.0, 0.0], [float("nan"), 1.0], [float("inf"), 1.0], [-1.0, 2.0]):
+        with pytest.raises(AveragingError, match="weights must be positive finite numbers"):
+            average_weights([checkpoint, checkpoint], tmp_path / "out.ckpt", weights)
     other = Path(shutil.copytree(smoke_model, tmp_path / "other"))
     with pytest.raises(AveragingError, match=r"at least one training checkpoint \(\.ckpt\)"):
         average_weights([smoke_model, other], tmp_path / "out.ckpt")
@@ -99,3 +102,34 @@ def test_the_command_writes_the_checkpoint_and_names_its_shares(
 
     refused = CliRunner().invoke(app, ["model", "average", str(checkpoint), "--out", str(out)])
     assert refused.exit_code == 2 and "at least two" in refused.output
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf"])
+def test_the_command_refuses_a_weight_that_is_not_a_positive_number(
+    checkpoint: Path, tmp_path: Path, weight: str
+) -> None:
+    out = tmp_path / "soup.ckpt"
+    args = ["model", "average", str(checkpoint), str(checkpoint), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--weight", weight, "--weight", "1"])
+    assert result.exit_code == 2, result.output
+    assert "error: weights must be positive finite numbers" in result.output
+    assert not out.exists()
+
+
+def test_an_output_that_cannot_be_written_is_refused_before_averaging(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder\n")
+    for out, message in [
+        (a_file / "soup.ckpt", f"{a_file} is a file, not a folder"),
+        (tmp_path, f"{tmp_path}: is a folder; give a file name"),
+        # permission bits let root write anywhere: /proc takes no file all the same
+        (Path("/proc/nowhere/soup.ckpt"), "cannot write in /proc"),
+    ]:
+        result = CliRunner().invoke(
+            app, ["model", "average", str(checkpoint), str(checkpoint), "-o", str(out)]
+        )
+        assert result.exit_code == 2, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert message in result.output and not out.is_file()

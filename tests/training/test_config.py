@@ -160,3 +160,44 @@ def test_a_typo_in_a_config_class_section_of_a_file_is_an_error(tmp_path: Path) 
             resolve_config(path)
     path.write_text("data: {augment: {invert: 0.5, blur_sigma: [0.1, 0.2]}}\n")
     assert resolve_config(path)["data"]["augment"] == {"invert": 0.5, "blur_sigma": [0.1, 0.2]}
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=fast", "optim.lr must be a number, got 'fast'"),
+        ("optim.lr=-0.01", "optim.lr must be a positive finite number, got -0.01"),
+        ("optim.lr=.inf", "optim.lr must be a positive finite number, got inf"),
+        ("optim.weight_decay=-1", "optim.weight_decay must be a zero or positive finite number"),
+        ("data.batch_size=0", "data.batch_size must be a positive whole number, got 0"),
+        ("data.batch_size=2.5", "data.batch_size must be a whole number, got 2.5"),
+        ("data.batch_size=true", "data.batch_size must be a whole number, got True"),
+        ("trainer.max_steps=0", "trainer.max_steps must be a positive whole number or -1"),
+        ("trainer.max_epochs=ten", "trainer.max_epochs must be a whole number or -1 or null"),
+    ],
+)
+def test_values_of_the_wrong_type_or_sign_name_their_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(CONFIGS / "tiny.yaml", [override])
+
+
+def test_values_that_mean_unset_or_no_limit_are_accepted() -> None:
+    config = resolve_config(
+        CONFIGS / "tiny.yaml",
+        ["data.eval_batch_size=null", "trainer.max_steps=-1", "optim.weight_decay=0"],
+    )
+    assert config["trainer"]["max_steps"] == -1 and config["optim"]["weight_decay"] == 0
+
+
+def test_a_wrong_value_in_a_file_names_its_key(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("extends: " + str(CONFIGS / "tiny.yaml") + "\ndata: {batch_size: eight}\n")
+    with pytest.raises(ConfigError, match="data.batch_size must be a whole number, got 'eight'"):
+        resolve_config(path)
+
+
+def test_an_unknown_model_name_suggests_the_registered_one() -> None:
+    with pytest.raises(
+        ConfigError, match="model.name 'ctc_lien' is not a model; did you mean ctc_line"
+    ):
+        resolve_config(CONFIGS / "tiny.yaml", ["model.name=ctc_lien"])

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from quill.errors import EXIT_FAILED, fail
+from quill.errors import EXIT_FAILED, check_output, fail
 from quill.model_files import METADATA_FILE
 from quill.monitoring.cli import (
     ConfigOption,
@@ -67,6 +67,7 @@ def config_command(
         validate_config(xml)
         typer.echo(xml, nl=False)
         return
+    check_output(out, folder=True)
     for path in write_config(out):
         _console().print(f"wrote {path}")
 
@@ -137,6 +138,7 @@ def tasks_command(
         raise fail(f"--format must be json or csv, not {fmt!r}")
     if fmt == "csv" and model is not None:
         raise fail("CSV tasks cannot carry pre-annotations: use --format json with --model")
+    check_output(out, folder=False)
     try:
         refs = collect_images(sources)
         predictor = recognizer_predictor(model, threads) if model is not None else None
@@ -414,6 +416,7 @@ def pull_command(
     """Download a project's JSON export (every task) for `quill annotate import`."""
     from quill.annotation.client import LabelStudioError
 
+    check_output(out, folder=False)
     with _client(url) as client:
         try:
             found = client.project(project)
@@ -457,8 +460,9 @@ def export_command(
 
     if to not in FORMATS:
         raise typer.BadParameter(f"use one of {FORMATS}", param_hint="--to")
+    check_output(out, folder=False)
     settings = _settings(config)
-    store = _store(url, images, settings)
+    store = _store(url, images, settings, must_exist=True)
     start = _since(since)
     try:
         chosen = select(

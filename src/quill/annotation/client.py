@@ -56,12 +56,15 @@ class LabelStudioClient:
         transport: httpx.BaseTransport | None = None,
     ):
         self.url = url.rstrip("/")
-        self.http = httpx.Client(
-            base_url=self.url,
-            headers={"Authorization": f"Token {api_key}"},
-            timeout=timeout_s,
-            transport=transport,
-        )
+        try:
+            self.http = httpx.Client(
+                base_url=self.url,
+                headers={"Authorization": f"Token {api_key}"},
+                timeout=timeout_s,
+                transport=transport,
+            )
+        except httpx.InvalidURL as exc:
+            raise LabelStudioError(f"not a Label Studio URL: {url!r} ({exc})") from exc
 
     @classmethod
     def from_env(
@@ -196,11 +199,15 @@ class LabelStudioClient:
 
 
 def _explain(response: httpx.Response) -> str:
-    """The messages of an error answer (Django REST framework nests them in dicts/lists)."""
+    """The messages of an error answer (Django REST framework nests them in dicts/lists).
+
+    An answer that is not JSON comes from something else than Label Studio's API (another
+    server on the port, a proxy): its first line only, not a whole HTML error page.
+    """
     try:
         body = response.json()
     except ValueError:
-        return response.text[:500]
+        return _not_label_studio(response)
     messages: list[str] = []
 
     def walk(node: Any) -> None:
@@ -215,6 +222,15 @@ def _explain(response: httpx.Response) -> str:
 
     walk(body)
     return "; ".join(messages)[:500] or response.text[:500]
+
+
+def _not_label_studio(response: httpx.Response) -> str:
+    """One line for a non-JSON error answer: its first line, or that it was an HTML page."""
+    first = next((line.strip() for line in response.text.splitlines() if line.strip()), "")
+    if first.startswith("<"):
+        first = "an HTML page"
+    shown = first[:200] or "an empty answer"
+    return f"{shown}, not an answer of Label Studio's API: is the URL Label Studio's?"
 
 
 def storage_folder(tasks: Sequence[dict[str, Any]], document_root: Path) -> Path | None:

@@ -111,8 +111,14 @@ def _from_manifest(path: Path) -> list[ImageRef]:
 
 
 def _from_list(path: Path) -> list[ImageRef]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TaskSourceError(
+            f"{path}: not a UTF-8 list of image paths and URLs ({exc.reason})"
+        ) from exc
     refs = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, raw in enumerate(text.splitlines(), 1):
         entry = raw.strip()
         if not entry or entry.startswith("#"):
             continue
@@ -189,15 +195,24 @@ def line_results(
     ]
 
 
-def prediction_for(prediction: Any, key: str, width: int, height: int) -> dict[str, Any]:
-    """Label Studio prediction from a ``quill.inference`` Prediction (boxes are l, t, r, b)."""
+def prediction_for(prediction: Any, key: str, width: int, height: int) -> dict[str, Any] | None:
+    """Label Studio prediction from a ``quill.inference`` Prediction (boxes are l, t, r, b).
+
+    Lines read as nothing are left out: on a blank page the model answers one page-wide
+    line with empty text (and a high score), which would give annotators a box to delete
+    rather than a draft. None when no line is left (no pre-annotation at all).
+    """
     result = []
     for index, line in enumerate(prediction.lines):
+        if not line.text.strip():
+            continue
         left, top, right, bottom = (float(v) for v in line.box)
         box = Box(left, top, right - left, bottom - top)
         result += line_results(
             region_id(key, index), box, line.text, width, height, line.confidence
         )
+    if not result:
+        return None
     return {
         "model_version": str(prediction.model_version),
         "score": round(float(prediction.confidence), 4),
@@ -231,7 +246,9 @@ def build_tasks(
         predictions = predictor([path for _, path in pending])
         for (task, path), prediction in zip(pending, predictions, strict=True):
             width, height = upright_size(path)
-            task["predictions"] = [prediction_for(prediction, str(path), width, height)]
+            converted = prediction_for(prediction, str(path), width, height)
+            if converted is not None:
+                task["predictions"] = [converted]
         if progress:
             progress(len(pending))
         pending.clear()

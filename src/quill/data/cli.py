@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from quill.errors import fail
+from quill.errors import check_output, fail
 
 if TYPE_CHECKING:
     from quill.data.manifest import Split
@@ -202,6 +202,7 @@ def paragraphs_command(
 
     if max_lines < min_lines:
         raise typer.BadParameter("must be at least --min-lines", param_hint="--max-lines")
+    check_output(out, folder=True)
     config = ParagraphConfig(min_lines=min_lines, max_lines=max_lines)
     try:
         result = make_paragraphs(

@@ -152,15 +152,16 @@ def make_paragraphs(
     pools = {split: [s for s in manifest.split(split) if s.kind == "line"] for split in SPLITS}
     if not any(pools.values()):
         raise DatasetError(f"{src} has no line samples to stack into paragraphs")
+    config = config or ParagraphConfig()
+    shares = allocate(n, {k: len(v) for k, v in pools.items()})
+    for split, count in shares.items():
+        if count:
+            _check_enough_lines(manifest, split, pools[split], config.min_lines)
     source = Counter(s.source for pool in pools.values() for s in pool).most_common(1)[0][0]
     report = ImportReport(f"paragraphs:{src}")
     writer = DatasetWriter(out, f"{source}-paragraphs", report)
-    jobs = [
-        (split, i)
-        for split, count in allocate(n, {k: len(v) for k, v in pools.items()}).items()
-        for i in range(count)
-    ]
-    builder = _Builder(manifest, pools, seed, config or ParagraphConfig())
+    jobs = [(split, i) for split, count in shares.items() for i in range(count)]
+    builder = _Builder(manifest, pools, seed, config)
     lines_version = manifest.version
     workers = min(workers or usable_cores(), len(jobs))
     reported: set[str] = set()
@@ -184,6 +185,21 @@ def make_paragraphs(
             split=split,
         )
     return writer.finish()
+
+
+def _check_enough_lines(manifest: Manifest, split: Split, pool: list[Sample], least: int) -> None:
+    """Refuse, before anything is written, a split whose lines cannot fill a paragraph.
+
+    Without this, paragraphs of such a split came out shorter than ``least`` lines (one
+    line, even) with no word said. Only the files' presence is checked here (cheap); an
+    image that is there but cannot be decoded is caught when the lines are drawn.
+    """
+    present = sum(1 for sample in pool if manifest.path_of(sample).is_file())
+    if present < least:
+        raise DatasetError(
+            f"the {split} split has {present} line(s) with an image file (of {len(pool)}), "
+            f"fewer than the {least} a paragraph needs (--min-lines)"
+        )
 
 
 @dataclass
@@ -212,6 +228,12 @@ class _Builder:
         split, i = job
         rng = random.Random(f"{self.seed}:{split}:{i}")
         picked, failures = self._pick(self.pools[split], rng)
+        if len(picked) < self.config.min_lines:  # every line was tried: too few decode
+            raise DatasetError(
+                f"the {split} split has {len(picked)} readable line(s) (of "
+                f"{len(self.pools[split])}), fewer than the {self.config.min_lines} a "
+                "paragraph needs (--min-lines)"
+            )
         image = stack_lines([im for _, im in picked], rng, self.config) if picked else None
         return _Paragraph(job, [sample for sample, _ in picked], image, failures)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import tempfile
 import unicodedata
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from quill.errors import fail
+from quill.errors import check_output, fail
 from quill.staged_model import ModelLoadError, StagedModel
 
 if TYPE_CHECKING:
@@ -60,23 +61,56 @@ lm_app = typer.Typer(
 )
 
 
-def _floats(text: str) -> list[float]:
+def _floats(
+    text: str,
+    option: str,
+    wanted: str = "finite numbers",
+    allowed: Callable[[float], bool] = math.isfinite,
+) -> list[float]:
+    """The comma-separated numbers of ``option``, at least one, each ``allowed`` (``wanted``
+    says which in the error). Parsed before the model runs over the data, so a bad value
+    costs nothing."""
+    refused = typer.BadParameter(
+        f"expected {wanted}, comma-separated, got {text!r}", param_hint=option
+    )
     try:
-        return [float(part) for part in text.split(",") if part.strip()]
+        values = [float(part) for part in text.split(",") if part.strip()]
     except ValueError as exc:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from exc
+        raise refused from exc
+    if not values or not all(allowed(value) for value in values):
+        raise refused
+    return values
+
+
+def _lm_weights(text: str) -> list[float]:
+    """LM weights: finite and not negative (a negative weight would favour what the LM finds
+    unlikely; 0 is beam search that ignores the LM)."""
+    return _floats(
+        text, "--weights", "numbers of at least 0", lambda w: math.isfinite(w) and w >= 0
+    )
 
 
 def _beam_widths(text: str) -> list[int]:
-    widths = _floats(text)
-    if not widths or any(w != int(w) or w < 2 for w in widths):
-        raise typer.BadParameter(f"beam widths must be whole numbers of at least 2, got {text!r}")
+    widths = _floats(
+        text,
+        "--beam",
+        "whole numbers of at least 2",
+        lambda w: math.isfinite(w) and w >= 2 and w == int(w),
+    )
     return [int(w) for w in widths]
+
+
+def _prunes(text: str) -> list[float]:
+    """Prune thresholds: per-frame log-probabilities, so below 0 (at 0 or above, no
+    character could be tried and every line would read empty); -inf tries every class."""
+    return _floats(text, "--prunes", "negative numbers", lambda p: p < 0)
 
 
 def _rank_gaps(text: str) -> list[float | None]:
     """``none`` (the whole beam kept) or positive numbers, comma-separated."""
-    refused = typer.BadParameter(f"rank gaps must be 'none' or positive numbers, got {text!r}")
+    refused = typer.BadParameter(
+        f"rank gaps must be 'none' or positive numbers, got {text!r}", param_hint="--rank-gaps"
+    )
     parts = [part.strip().lower() for part in text.split(",") if part.strip()]
     try:
         gaps = [None if part == "none" else float(part) for part in parts]
@@ -202,8 +236,9 @@ def fit(
     missing = [str(p) for p in [*text, *dataset, *evaluate] if not p.exists()]
     if missing:
         raise fail(f"not found: {', '.join(missing)}")
+    check_output(out, folder=False, option="OUT")
     tokenizer, vocabulary_name = _fit_tokenizer(model, vocabulary)
-    texts = list(training_texts(text, [], False))
+    texts = [line for path in text for line in _text_lines(path)]
     for folder in dataset:
         lines, skipped = _split_texts_or_exit(folder, "train", tokenizer)
         console.print(f"{folder}: {len(lines):,} train lines")
@@ -213,11 +248,12 @@ def fit(
             )
         texts += lines
     if corpus:
-        texts += training_texts([], [], True)
+        texts += training_texts([], [], corpus=True)
     if not texts:
         raise fail("no text: give --text, --dataset or keep --corpus")
     with console.status(f"counting {order}-grams over {sum(map(len, texts)):,} characters"):
         lm = CharNGramLM.fit(texts, order=order, tokenizer=tokenizer)
+        out.parent.mkdir(parents=True, exist_ok=True)
         lm.save(out)
     if lm.unknown_characters:
         console.print(
@@ -232,6 +268,20 @@ def fit(
     for folder in evaluate:
         val, _ = _split_texts_or_exit(folder, "val", tokenizer)
         console.print(f"perplexity on {folder} val ({len(val)} lines): {lm.perplexity(val):.2f}")
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a ``--text`` file, which must be UTF-8: decoding anything else with
+    replacement characters would fit the LM to noise (a binary file, another encoding)."""
+    try:
+        return path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise fail(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); give a UTF-8 file, one "
+            "line of text per line"
+        ) from exc
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def _split_texts_or_exit(
@@ -291,6 +341,14 @@ def tune(
     from quill.inference import decoding_tuning
     from quill.models.language_model import CharNGramLM
 
+    # every option is checked before the model runs over the data, which takes minutes
+    grid = (
+        _lm_weights(weights),
+        _floats(bonuses, "--bonuses"),
+        _beam_widths(beam),
+        _prunes(prunes),
+        _rank_gaps(rank_gaps),
+    )
     console = Console(stderr=True, soft_wrap=True)
     try:
         language = CharNGramLM.load(lm) if lm else None
@@ -303,16 +361,7 @@ def tune(
         except ValueError as exc:
             raise fail(str(exc)) from exc
     results = decoding_tuning.tune(
-        batches,
-        texts,
-        recognizer.tokenizer.decode,
-        language,
-        _floats(weights),
-        _floats(bonuses),
-        _beam_widths(beam),
-        _floats(prunes),
-        _rank_gaps(rank_gaps),
-        progress=_trying(console),
+        batches, texts, recognizer.tokenizer.decode, language, *grid, progress=_trying(console)
     )
     print(f"{model} on {names} {split}: {len(texts)} lines, best first")
     print(f"{'CER':>8} {'ms/line':>8}  decoding")
@@ -460,13 +509,20 @@ def language(
     ],
     name: Annotated[str, typer.Option("--language", help="The language's name, e.g. fr.")],
     lm: Annotated[
-        Path, typer.Option(help="Its language model (`quill lm fit` on its texts alone).")
+        Path,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Its language model (`quill lm fit` on its texts alone).",
+        ),
     ],
     identify: Annotated[
         Path,
         typer.Option(
+            exists=True,
+            dir_okay=False,
             help="A small LM of its texts alone that recognises its lines (`quill lm fit "
-            "--order 4`)."
+            "--order 4`).",
         ),
     ],
     data: Annotated[
@@ -479,6 +535,8 @@ def language(
     identify_main: Annotated[
         Path | None,
         typer.Option(
+            exists=True,
+            dir_okay=False,
             help="A small LM of the main language's texts (order 4, like --identify) "
             "[default: the one the model has].",
             show_default=False,
@@ -517,6 +575,8 @@ def language(
             "a language's name is letters, digits, '-' or '_' (it names files)",
             param_hint="--language",
         )
+    # every option is checked before the model runs over the data, which takes minutes
+    grid = (_lm_weights(weights), _floats(bonuses, "--bonuses"), _floats(margins, "--margins"))
     console = Console(stderr=True, soft_wrap=True)
     recognizer, batches, texts, names = _record(model, data, split, limit, console, None)
     main = recognizer.runtime.decoder
@@ -547,9 +607,7 @@ def language(
         main,
         loaded[main_identifier],
         option,
-        _floats(weights),
-        _floats(bonuses),
-        _floats(margins),
+        *grid,
         progress=_trying(console),
     )
     print(f"{model} reading {name} too, on {names} {split}: {len(texts)} lines, best first")

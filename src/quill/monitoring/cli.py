@@ -2,7 +2,9 @@
 
 Every command reads the store at ``--url`` (default ``$QUILL_MONITORING_URL``, else
 ``./monitoring/monitoring.db``) and the thresholds in ``--config`` (default
-``configs/monitoring.yaml``). Heavy imports stay inside the commands.
+``configs/monitoring.yaml``). The commands that only read the store refuse a missing SQLite
+file rather than create an empty store; those that write to it create it, as serving does.
+Heavy imports stay inside the commands.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from quill.errors import fail
+from quill.errors import check_output, fail
 
 if TYPE_CHECKING:
     from quill.monitoring.settings import MonitoringSettings
@@ -72,12 +74,24 @@ def _settings(config: Path | None) -> MonitoringSettings:
         raise fail(str(exc)) from exc
 
 
-def _store(url: str | None, images: str | None, settings: MonitoringSettings) -> MonitoringStore:
+def _store(
+    url: str | None,
+    images: str | None,
+    settings: MonitoringSettings,
+    *,
+    must_exist: bool = False,
+) -> MonitoringStore:
+    """The store at ``url``; ``must_exist`` for commands that only read it, which refuse a
+    missing SQLite file (a typo in --url) instead of creating an empty store to report on."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from quill.monitoring.database import default_url, sqlite_file
     from quill.monitoring.store import MonitoringStore
 
     try:
+        file = sqlite_file(url or default_url()) if must_exist else None
+        if file is not None and not file.is_file():
+            raise fail(f"no monitoring store at {file}")
         return MonitoringStore.from_settings(settings, url, images)
     except (SQLAlchemyError, ValueError) as exc:
         raise fail(f"cannot open the monitoring store: {exc}") from exc
@@ -118,7 +132,7 @@ def status_command(
 ) -> None:
     """Where the store is, how much it holds, and which baselines exist."""
     settings = _settings(config)
-    store = _store(url, images, settings)
+    store = _store(url, images, settings, must_exist=True)
     console = _console()
     console.print(f"store  {store!r}")
     console.print(f"images {store.images.root} (retained: {store.retain_images})")
@@ -144,8 +158,10 @@ def baseline_command(
     model: Annotated[Path, typer.Option(help="Staged model folder (the one that serves).")],
     split: Annotated[str, typer.Option(help="Split to project: test, val, train or all.")] = "test",
     name: Annotated[str, typer.Option(help="Baseline name (replaces one of that name).")] = "",
-    limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per predict call.")] = 16,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="At most this many samples [default: all].")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per predict call.")] = 16,
     backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torchscript.")] = "auto",
     threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
     url: UrlOption = None,
@@ -210,7 +226,7 @@ def check_command(
     settings = _settings(config)
     if window:
         settings.window = _duration(window, "--window")
-    store = _store(url, images, settings)
+    store = _store(url, images, settings, must_exist=True)
     try:
         result = run_check(store, settings, baseline_name=baseline)
     except KeyError as exc:
@@ -239,9 +255,11 @@ def report_command(
     """Write a self-contained HTML dashboard (open it in any browser, offline)."""
     from quill.monitoring.report import write_report
 
+    check_output(out, folder=False)
+    period = _duration(since, "--since")
     settings = _settings(config)
-    store = _store(url, images, settings)
-    data = write_report(store, settings, out, _duration(since, "--since"), baseline_name=baseline)
+    store = _store(url, images, settings, must_exist=True)
+    data = write_report(store, settings, out, period, baseline_name=baseline)
     alerts = len(data.latest.alerts) if data.latest else 0
     _console().print(
         f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(data.predictions)} predictions,"
@@ -264,8 +282,12 @@ def feedback_dataset_command(
         list[Path] | None,
         typer.Option(help="Also copy in these dataset folders (e.g. `quill annotate import`)."),
     ] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of images for validation.")] = 0.1,
-    test_fraction: Annotated[float, typer.Option(help="Share of images for test.")] = 0.1,
+    val_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of images for validation.")
+    ] = 0.1,
+    test_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of images for test.")
+    ] = 0.1,
     url: UrlOption = None,
     images: ImagesOption = None,
     config: ConfigOption = None,
@@ -275,16 +297,23 @@ def feedback_dataset_command(
     Each corrected image becomes a sample with source "feedback"; mix it into training with
     a weight in the run config's data sources.
     """
+    from quill.data.manifest import check_split_fractions
     from quill.monitoring.feedback import build_feedback_dataset
 
-    settings = _settings(config)
-    store = _store(url, images, settings)
+    try:  # before the dataset folder is made, not when it is split at the end
+        check_split_fractions(val_fraction, test_fraction)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--val-fraction/--test-fraction") from exc
+    check_output(out, folder=True)
+    start = _since(since)
     for path in merge or []:
         if not (path / "manifest.jsonl").is_file():
             raise typer.BadParameter(f"{path} is not a dataset folder", param_hint="--merge")
+    settings = _settings(config)
+    store = _store(url, images, settings, must_exist=True)
     result = build_feedback_dataset(
         store,
-        store.predictions(since=_since(since)),
+        store.predictions(since=start),
         out,
         merge=merge or [],
         val_fraction=val_fraction,
@@ -417,6 +446,7 @@ def evaluate_command(
     from quill.data.manifest import Manifest
     from quill.monitoring import evaluate as ev
 
+    check_output(out, folder=True)
     try:
         rules = ev.EvaluationConfig.load(config)
     except (ValueError, OSError) as exc:

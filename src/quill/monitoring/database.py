@@ -68,6 +68,23 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file an SQLite URL names; None for a server database or an in-memory one.
+
+    Commands that only read ask it whether the store exists before opening it, since
+    opening creates a missing one (as serving wants).
+
+    >>> sqlite_file("sqlite:////srv/monitoring.db")
+    PosixPath('/srv/monitoring.db')
+    >>> sqlite_file("postgresql://u@h/db") is None, sqlite_file("sqlite://") is None
+    (True, True)
+    """
+    parsed = make_url(normalise_url(url))
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in _IN_MEMORY:
+        return Path(parsed.database)
+    return None
+
+
 def sqlite_synchronous() -> str:
     """SQLite's ``synchronous`` setting from ``$QUILL_MONITORING_SQLITE_SYNCHRONOUS``.
 

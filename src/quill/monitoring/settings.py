@@ -26,6 +26,8 @@ METRICS = ("wasserstein", "psi", "linf")
 SLICE_KEYS = ("client", "model_version", "polarity", "size_bucket")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: The longest duration accepted: "now minus it" must stay a date (year 1 at the earliest).
+MAX_DURATION = timedelta(days=365_000)
 
 
 class SettingsError(QuillError, ValueError):
@@ -43,11 +45,19 @@ def parse_duration(text: str | int | float) -> timedelta:
     datetime.timedelta(days=2)
     """
     if isinstance(text, int | float):
-        return timedelta(days=text)
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d, 2w)")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        amount, unit = float(text), "days"
+    else:
+        match = _DURATION.match(text)
+        if not match:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 24h, 7d, 2w)")
+        amount, unit = float(match.group(1)), _UNITS[match.group(2)]
+    try:
+        duration: timedelta | None = timedelta(**{unit: amount})
+    except OverflowError:
+        duration = None
+    if duration is None or duration > MAX_DURATION:
+        raise ValueError(f"duration too long: {text!r} (at most {MAX_DURATION.days}d)")
+    return duration
 
 
 @dataclass
@@ -111,6 +121,12 @@ class MonitoringSettings:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise SettingsError(f"{path}: not valid YAML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"{path}: not a UTF-8 text file ({exc.reason})") from exc
+        except OSError as exc:
+            raise SettingsError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+        if not isinstance(raw, dict):
+            raise SettingsError(f"{path}: not a mapping of settings (got {type(raw).__name__})")
         return cls.from_dict(raw, source=str(path))
 
     @classmethod

@@ -17,6 +17,7 @@ with the averaged weights, without optimiser state, and with where its weights c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from quill.errors import QuillError
+from quill.errors import QuillError, output_problem
 from quill.training.checkpoint import WEIGHT_PREFIX
 from quill.training.init_weights import InitWeightsError, read_weights
 
@@ -54,12 +55,16 @@ def average_weights(
     """Write to ``out`` a checkpoint whose network is the weighted mean of ``sources``'
     (uniform unless ``weights``, one positive number per source, normalised to sum to 1).
 
-    Raises :class:`AveragingError` for fewer than two sources, weights that do not fit, no
-    ``.ckpt`` among the sources, or sources of different architectures or character sets.
+    Raises :class:`AveragingError` for fewer than two sources, weights that do not fit, an
+    ``out`` that cannot be written, no ``.ckpt`` among the sources, or sources of different
+    architectures or character sets.
     """
     if len(sources) < 2:
         raise AveragingError("give at least two models to average")
     shares = _shares(weights, len(sources))
+    problem = output_problem(out, folder=False)
+    if problem:  # before the sources are read, not after
+        raise AveragingError(f"cannot write {out}: {problem}")
     template_path = next((path for path in sources if path.is_file()), None)
     if template_path is None:
         raise AveragingError(
@@ -107,8 +112,11 @@ def _shares(weights: Sequence[float] | None, count: int) -> list[float]:
     """
     if weights is None:
         return [1.0 / count] * count
-    if len(weights) != count or any(w <= 0 for w in weights):
-        raise AveragingError(f"give one positive weight per model ({count}), not {list(weights)}")
+    if len(weights) != count:
+        raise AveragingError(f"give one weight per model ({count}), not {list(weights)}")
+    # NaN fails every comparison and inf normalises the others to 0: both would write NaNs.
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        raise AveragingError(f"weights must be positive finite numbers, not {list(weights)}")
     total = float(sum(weights))
     return [w / total for w in weights]
 

@@ -120,7 +120,7 @@ def train_command(
     try:
         resolved = resolve_config(config, [*(overrides or []), *flag_overrides])
     except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if resume is not None and not resume.is_file():
         raise typer.BadParameter(f"checkpoint not found: {resume}", param_hint="--resume")
 

@@ -13,6 +13,10 @@ config dataclasses (:data:`SCHEMA_SECTIONS`: ``data.preprocess``, ``data.augment
 ``model.config``) know every field of their class, so ``data.preprocess.max_width=1024``
 needs no ``+`` even though the config only lists the fields it changes; in a file, a key
 such a class does not have (``data.preprocess.hieght``) is an error naming the allowed ones.
+
+The values a run cannot start without are checked too (:data:`VALUE_RULES`, ``model.name``),
+so ``optim.lr=fast`` or ``data.batch_size: eight`` is a one-line error naming the key when the
+config is resolved, not a traceback from torch or Lightning after a run was opened.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import json
+import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +131,62 @@ DEFAULTS: dict[str, Any] = {
 SCHEMA_SECTIONS = (("data", "preprocess"), ("data", "augment"), ("model", "config"))
 
 
+@dataclass(frozen=True)
+class NumberRule:
+    """What a numeric value of the config must be: a whole number (a count) or any finite
+    number, positive or at least 0, or one of ``also`` (a value that means "not set" or "no
+    limit", e.g. null or Lightning's -1)."""
+
+    whole: bool
+    positive: bool
+    also: tuple[Any, ...] = ()
+
+    def problem(self, key: str, value: Any) -> str | None:
+        """Why ``value`` cannot be ``key``'s (the one-line error), or None if it can.
+
+        >>> NumberRule(whole=True, positive=True).problem("data.batch_size", "eight")
+        "data.batch_size must be a whole number, got 'eight'"
+        >>> NumberRule(whole=False, positive=True).problem("optim.lr", -0.01)
+        'optim.lr must be a positive finite number, got -0.01'
+        """
+        if value in self.also:
+            return None
+        kind = "whole number" if self.whole else "number"
+        alternatives = "".join(f" or {json.dumps(v)}" for v in self.also)
+        # bool is an int to Python, but `batch_size: yes` is no count
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else int | float):
+            return f"{key} must be a {kind}{alternatives}, got {value!r}"
+        sign_ok = value > 0 if self.positive else value >= 0
+        if not (math.isfinite(value) and sign_ok):
+            size = "positive" if self.positive else "zero or positive"
+            finite = "" if self.whole else " finite"
+            return f"{key} must be a {size}{finite} {kind}{alternatives}, got {value!r}"
+        return None
+
+
+_COUNT = NumberRule(whole=True, positive=True)
+_RATE = NumberRule(whole=False, positive=True)
+_AMOUNT = NumberRule(whole=False, positive=False)
+
+#: The numeric settings a run needs right, by dotted key: checked by :func:`check_values`
+#: when a config is resolved, before any data is read or any run is opened.
+VALUE_RULES: dict[str, NumberRule] = {
+    "optim.lr": _RATE,
+    "optim.weight_decay": _AMOUNT,
+    # warmup steps (>= 1) or a fraction of all steps (< 1)
+    "optim.warmup": _AMOUNT,
+    "optim.min_lr_ratio": _AMOUNT,
+    "data.batch_size": _COUNT,
+    "data.eval_batch_size": NumberRule(whole=True, positive=True, also=(None,)),
+    "data.epoch_size": NumberRule(whole=True, positive=True, also=(None,)),
+    "trainer.max_epochs": NumberRule(whole=True, positive=True, also=(-1, None)),
+    "trainer.max_steps": NumberRule(whole=True, positive=True, also=(-1,)),
+    "trainer.accumulate_grad_batches": _COUNT,
+    "trainer.log_every_n_steps": _COUNT,
+    "trainer.num_nodes": _COUNT,
+}
+
+
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """``update`` over ``base``, recursing into nested dicts; lists are replaced whole.
 
@@ -188,15 +251,24 @@ def parse_override(text: str) -> tuple[list[str], Any, bool]:
     return keys, value, adds
 
 
+def _did_you_mean(word: str, known: Iterable[Any]) -> str:
+    """``"; did you mean lr?"``: the known names closest to a misspelt ``word``, or "".
+
+    >>> _did_you_mean("lrr", ["lr", "weight_decay"]), _did_you_mean("zzz", ["lr"])
+    ('; did you mean lr?', '')
+    """
+    close = difflib.get_close_matches(word, [str(k) for k in known], n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
 def set_dotted(config: dict[str, Any], keys: list[str], value: Any, *, add: bool = False) -> None:
     """Set ``config[k1][k2]... = value``; unknown keys are an error unless ``add``."""
     node = config
     for depth, key in enumerate(keys):
         last = depth == len(keys) - 1
         if key not in node and not add:
-            close = difflib.get_close_matches(key, [str(k) for k in node], n=3)
             where = ".".join(keys[: depth + 1])
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = _did_you_mean(key, node)
             raise ConfigError(
                 f"unknown config key {where!r}{hint} (prefix the override with '+' to add it)"
             )
@@ -231,7 +303,28 @@ def resolve_config(
             _open_section(config, keys[:-1])
             add = True
         set_dotted(config, keys, value, add=add)
+    check_values(config)
     return config
+
+
+def check_values(config: Mapping[str, Any]) -> None:
+    """Refuse a ``model.name`` no model is registered under and a value of
+    :data:`VALUE_RULES` of the wrong type or sign, naming the key: found here, they cost
+    nothing; found by torch or Lightning, after the data was read and a run opened.
+    """
+    from quill.models import MODEL_NAMES
+
+    flat = flatten(config)
+    name = flat.get("model.name")
+    if name not in MODEL_NAMES:
+        raise ConfigError(
+            f"model.name {name!r} is not a model{_did_you_mean(str(name), MODEL_NAMES)} "
+            f"(known: {', '.join(MODEL_NAMES)})"
+        )
+    for key, rule in VALUE_RULES.items():
+        problem = rule.problem(key, flat.get(key))
+        if problem:
+            raise ConfigError(problem)
 
 
 def schema_class(config: Mapping[str, Any], section: tuple[str, ...]) -> type | None:
@@ -310,8 +403,7 @@ def _check_known(data: Mapping[str, Any], known: Mapping[str, Any], where: str) 
             continue
         for sub in value:
             if sub not in known[key]:
-                close = difflib.get_close_matches(str(sub), list(known[key]), n=3)
-                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                hint = _did_you_mean(str(sub), known[key])
                 raise ConfigError(f"{where}: unknown key {key}.{sub}{hint}")
     data_section = data.get("data")
     for sub in ("preprocess", "augment"):

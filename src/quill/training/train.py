@@ -131,9 +131,14 @@ def _resolve_source(source: Mapping[str, Any]) -> dict[str, Any]:
         raise TrainingSetupError(f"each data.sources entry needs a path, got {source!r}")
     path = project_path(source["path"])
     if not path.exists():
+        # a relative path was looked for in the working folder and the project root (one
+        # folder when run from the root); an absolute one only where it says
+        folders = " and ".join(dict.fromkeys(str(f) for f in (Path.cwd(), project_root())))
+        relative = not Path(source["path"]).expanduser().is_absolute()
+        looked = f" (looked in {folders})" if relative else ""
         raise TrainingSetupError(
-            f"dataset folder not found: {source['path']} (looked in {Path.cwd()} and "
-            f"{project_root()}); make one with `quill data synth` or fix data.sources"
+            f"dataset folder not found: {source['path']}{looked}; make one with "
+            "`quill data synth` or fix data.sources"
         )
     return {**source, "path": str(path.resolve())}
 
@@ -155,12 +160,36 @@ def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> str:
         raise TrainingSetupError(str(exc)) from exc
 
 
+def mlflow_store(config: Mapping[str, Any]) -> tuple[str, Any]:
+    """The MLflow store of ``config``'s runs: its URI and a client. :func:`train` opens it
+    before the data is read, so a URI no store can be at (a plain file, a folder that cannot
+    be made) is a one-line error before any work and before any run exists to be left
+    FAILED."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError  # an sqlite:/// file that is no database
+
+    uri = config["tracking"]["tracking_uri"] or default_tracking_uri()
+    if "://" not in uri and Path(uri).expanduser().is_file():
+        raise TrainingSetupError(
+            f"tracking URI {uri} is a file, not an MLflow store: give sqlite:///PATH.db or "
+            "an MLflow server's http(s):// address"
+        )
+    try:
+        prepare_store(uri)
+        return uri, MlflowClient(uri)
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
+        raise TrainingSetupError(f"tracking URI {uri}: {str(exc).splitlines()[0]}") from exc
+
+
 def open_run(
     config: Mapping[str, Any],
     output_root: Path,
     tags: Mapping[str, str] | None = None,
+    store: tuple[str, Any] | None = None,
 ) -> Run:
-    """Create the run in the configured logger and return it with its tracker."""
+    """Create the run in the configured logger and return it with its tracker; an MLflow
+    run in ``store`` (from :func:`mlflow_store`, opened here if not given)."""
     kind = config["tracking"]["logger"]
     experiment = config["tracking"]["experiment"]
     # MLflow's random names repeat here: seeding fixes Python's RNG before the run exists.
@@ -169,7 +198,8 @@ def open_run(
     )
     all_tags = {**{k: str(v) for k, v in config["tracking"]["tags"].items()}, **(tags or {})}
     if kind == "mlflow":
-        return _open_mlflow_run(config, experiment, run_name, all_tags)
+        uri, client = store or mlflow_store(config)
+        return _open_mlflow_run(client, uri, experiment, run_name, all_tags)
     run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
     folder = output_root / run_id
     logger: L.pytorch.loggers.Logger
@@ -208,14 +238,10 @@ def _require(module: str, what: str, package: str) -> None:
 
 
 def _open_mlflow_run(
-    config: Mapping[str, Any], experiment: str, run_name: str | None, tags: dict[str, str]
+    client: Any, uri: str, experiment: str, run_name: str | None, tags: dict[str, str]
 ) -> Run:
     from lightning.pytorch.loggers import MLFlowLogger
-    from mlflow import MlflowClient
 
-    uri = config["tracking"]["tracking_uri"] or default_tracking_uri()
-    prepare_store(uri)
-    client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, experiment, uri)
     run = client.create_run(experiment_id, run_name=run_name, tags=tags)
     logger = MLFlowLogger(experiment_name=experiment, tracking_uri=uri, run_id=run.info.run_id)
@@ -443,6 +469,8 @@ def train(
     global rank 0 records anything; the other ranks train and stay silent.
     """
     config, overfit_changes = overfit_config(config)
+    mlflow = config["tracking"]["logger"] == "mlflow" and _is_rank_zero()
+    store = mlflow_store(config) if mlflow else None
     datamodule, module, initialised_from = create_run_parts(config)
     if overfits(config):
         validate_on_training_batches(datamodule, module)
@@ -453,7 +481,10 @@ def train(
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
     if initialised_from:
         run_tags[INITIALISED_FROM_TAG] = initialised_from
-    run = open_run(config, output_root, run_tags) if _is_rank_zero() else _follower_run(config)
+    if _is_rank_zero():
+        run = open_run(config, output_root, run_tags, store)
+    else:
+        run = _follower_run(config)
     if run_started is not None and _is_rank_zero():
         run_started(run.run_id)
     output_dir = output_root / run.run_id

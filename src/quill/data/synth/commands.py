@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from quill.errors import fail
+from quill.errors import check_output, fail
 
 
 class SynthKind(StrEnum):
@@ -60,8 +60,10 @@ def synth_command(
     from rich.console import Console
 
     from quill.data.synth.corpus import CorpusError
-    from quill.data.synth.generate import SynthConfig, SynthError, generate
+    from quill.data.synth.fonts import FONTS, FontDirError
+    from quill.data.synth.generate import SynthConfig, SynthError, check_resources, generate
 
+    check_output(out, folder=True)
     config = SynthConfig(
         kind=kind.value,
         image_format=image_format.value,
@@ -70,6 +72,15 @@ def synth_command(
     )
     start = time.perf_counter()
     try:
+        # generate() checks again (cached): here, to warn before the work starts
+        _, absent = check_resources(config)
+        if absent:
+            Console(stderr=True, soft_wrap=True).print(
+                f"[yellow]warning:[/yellow] {len(absent)} of {len(FONTS)} registered fonts are "
+                "not installed, so their hands are left out (listed in synth.json); run "
+                "scripts/install_fonts.sh",
+                highlight=False,
+            )
         manifest = generate(
             out,
             kind.value,
@@ -80,7 +91,7 @@ def synth_command(
             overwrite=overwrite,
             progress=True,
         )
-    except (SynthError, CorpusError) as exc:
+    except (SynthError, CorpusError, FontDirError) as exc:
         raise fail(str(exc)) from exc
     seconds = time.perf_counter() - start
     counts = ", ".join(f"{k} {v}" for k, v in sorted(manifest.counts().items()))

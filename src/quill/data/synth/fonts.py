@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from quill.data.manifest import Split
+from quill.errors import QuillError
 
 Style = Literal["handwriting", "printed"]
 FONT_DIR_ENV = "QUILL_FONT_DIR"
@@ -257,14 +258,26 @@ FONTS: tuple[FontSpec, ...] = (
 )
 
 
+class FontDirError(QuillError, NotADirectoryError):
+    """``$QUILL_FONT_DIR`` names no folder (a typo would silently drop every npm font)."""
+
+    code = "font_dir_missing"
+
+
 def npm_font_dir() -> Path:
     """Where ``scripts/install_fonts.sh`` put the npm fonts.
 
-    ``$QUILL_FONT_DIR`` wins; otherwise ``.cache/fonts`` in the source checkout, or
-    ``~/.cache/quill/fonts`` when quill is installed without one.
+    ``$QUILL_FONT_DIR`` wins, and must be a folder; otherwise ``.cache/fonts`` in the source
+    checkout, or ``~/.cache/quill/fonts`` when quill is installed without one.
     """
     if os.environ.get(FONT_DIR_ENV):
-        return Path(os.environ[FONT_DIR_ENV])
+        chosen = Path(os.environ[FONT_DIR_ENV])
+        if not chosen.is_dir():
+            raise FontDirError(
+                f"${FONT_DIR_ENV}={chosen} is not a folder: unset it or point it at the "
+                "folder scripts/install_fonts.sh installed the fonts into"
+            )
+        return chosen
     checkout = Path(__file__).resolve().parents[4]
     if (checkout / "pyproject.toml").is_file():
         return checkout / ".cache" / "fonts"

@@ -1,0 +1,66 @@
+"""`quill train` with bad values: one line, exit 2, before any data is read or any run is
+opened in the store (a FAILED run left behind for a typo is noise in every run list)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from quill.training.cli import register
+
+from .test_train import train_args
+
+runner = CliRunner()
+app = typer.Typer()
+register(app)
+
+
+def refused(*args: str) -> str:
+    """The one error line of a refused command (exit 2)."""
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=fast", "optim.lr must be a number, got 'fast'"),
+        ("optim.lr=-0.01", "optim.lr must be a positive finite number, got -0.01"),
+        ("model.name=ctc_lien", "did you mean ctc_line?"),
+    ],
+)
+def test_bad_config_values_fail_before_a_run_exists(
+    override: str, message: str, tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    line = refused(*train_args(tiny_lines, tracking_uri, tmp_path / "out", override))
+    assert message in line
+    assert not (tmp_path / "mlruns").exists()  # the store was never opened: no run in it
+
+
+def test_a_tracking_uri_that_is_a_file_fails_before_the_data_is_read(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    store = tmp_path / "store.txt"
+    store.write_text("not a store\n")
+    # no dataset at all: the store is checked first
+    line = refused(*train_args(tmp_path / "nothing", str(store), tmp_path / "out"))
+    assert f"tracking URI {store} is a file" in line
+    line = refused(*train_args(tmp_path / "nothing", f"sqlite:///{store}", tmp_path / "out"))
+    assert "file is not a database" in line
+
+
+def test_a_missing_dataset_names_each_folder_looked_in_once(
+    tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no project above: the project root is the working folder
+    line = refused(*train_args(Path("nowhere"), tracking_uri, tmp_path / "out"))
+    assert f"dataset folder not found: nowhere (looked in {tmp_path});" in line
+    line = refused(*train_args(tmp_path / "gone", tracking_uri, tmp_path / "out"))
+    assert f"dataset folder not found: {tmp_path / 'gone'}; make one" in line
