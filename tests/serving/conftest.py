@@ -30,6 +30,25 @@ def monitored_settings(model_dir: Path, root: Path, **overrides: Any) -> Serving
     )
 
 
+class WrappedRecognizer:
+    """The real recognizer behind a wrapper that changes how ``predict`` behaves (slow,
+    failing): the service reads the rest (version, runtime, description) through it."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    @property
+    def model_version(self) -> str:
+        return self.inner.model_version
+
+    @property
+    def backend(self) -> str:
+        return self.inner.backend
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+
 def stored(settings: ServingSettings) -> MonitoringStore:
     """The monitoring store a server with ``settings`` writes to."""
     return MonitoringStore(settings.monitoring_url, settings.monitoring_images)

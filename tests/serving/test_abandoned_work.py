@@ -19,25 +19,15 @@ from quill.serving.runner import ApiServer
 from quill.serving.service import PredictionService, build_monitoring, load_service
 from quill.staging.parity import render_line
 
-from .conftest import monitored_settings
+from .conftest import WrappedRecognizer, monitored_settings
 
 
-class FailingLateRecognizer:
+class FailingLateRecognizer(WrappedRecognizer):
     """The real recognizer, made to fail with MemoryError after ``delay`` seconds once."""
 
     def __init__(self, inner: Any, delay: float):
-        self.inner, self.delay, self.failed = inner, delay, False
-
-    @property
-    def model_version(self) -> str:
-        return self.inner.model_version
-
-    @property
-    def backend(self) -> str:
-        return self.inner.backend
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
+        super().__init__(inner)
+        self.delay, self.failed = delay, False
 
     def predict(self, images: list, kind: str = "auto") -> list:
         if not self.failed:

@@ -22,7 +22,7 @@ from quill.serving.service import PredictionService, build_monitoring, load_serv
 from quill.serving.settings import ServingSettings
 from quill.staging.parity import render_line
 
-from .conftest import monitored_settings, stored
+from .conftest import WrappedRecognizer, monitored_settings, stored
 
 MB = 1_000_000
 #: The routes that take a JSON body, the one FastAPI validates first.
@@ -266,22 +266,12 @@ def test_docs_render_offline_in_a_real_browser(server: ApiServer, chromium_launc
 # ---- 8. a timeout answers in time, is not logged, and cannot pile up threads -----------
 
 
-class SlowRecognizer:
+class SlowRecognizer(WrappedRecognizer):
     """The real recognizer behind a sleep, as a pathological image would be."""
 
     def __init__(self, inner: Any, delay: float):
-        self.inner, self.delay, self.calls = inner, delay, 0
-
-    @property
-    def model_version(self) -> str:
-        return self.inner.model_version
-
-    @property
-    def backend(self) -> str:
-        return self.inner.backend
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
+        super().__init__(inner)
+        self.delay, self.calls = delay, 0
 
     def predict(self, images: list, kind: str = "auto") -> list:
         self.calls += 1
