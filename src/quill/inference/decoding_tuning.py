@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,22 +35,6 @@ from quill.staging.model_card import with_decoding_section, with_header
 
 #: Lines per call when :func:`measure_shifts` reads a tuning set (as `quill bench accuracy`).
 SHIFT_BATCH = 16
-
-
-def training_texts(
-    text_files: Sequence[Path], datasets: Sequence[Path], corpus: bool
-) -> Iterable[str]:
-    """Lines to count: text files, the train split of dataset folders, Austen's novels."""
-    from quill.data.manifest import Manifest
-
-    for path in text_files:
-        yield from path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for folder in datasets:
-        yield from (sample.text for sample in Manifest.load(folder).split("train"))
-    if corpus:
-        from quill.data.synth.corpus import load_corpus
-
-        yield from load_corpus().paragraphs
 
 
 @dataclass

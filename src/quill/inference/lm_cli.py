@@ -228,7 +228,7 @@ def fit(
     from rich.console import Console
     from rich.markup import escape
 
-    from quill.inference.decoding_tuning import training_texts
+    from quill.data.synth.corpus import load_corpus
     from quill.models.language_model import CharNGramLM
 
     text, dataset, evaluate = text or [], dataset or [], evaluate or []
@@ -248,7 +248,7 @@ def fit(
             )
         texts += lines
     if corpus:
-        texts += training_texts([], [], corpus=True)
+        texts += load_corpus().paragraphs
     if not texts:
         raise fail("no text: give --text, --dataset or keep --corpus")
     with console.status(f"counting {order}-grams over {sum(map(len, texts)):,} characters"):
