@@ -148,12 +148,12 @@ def _check_choices(kind: str, backend: str, decoding: str | None, segmenter: str
     the recognizer's traceback). The allowed values are the ones the code defines."""
     from quill.inference.recognizer import KINDS, SEGMENTERS
     from quill.models.decoding import CTCDecoder
-    from quill.runtimes.backends import BACKENDS
+    from quill.runtimes.backends import BACKEND_CHOICES
     from quill.staged_model import SINGLE_PASS
 
     choices = {
         "--kind": (kind, KINDS),
-        "--backend": (backend, ("auto", *BACKENDS)),
+        "--backend": (backend, BACKEND_CHOICES),
         "--segmenter": (segmenter, SEGMENTERS),
     }
     for option, (value, allowed) in choices.items():

@@ -48,6 +48,8 @@ from quill.staged_model import ModelLoadError, StagedModel
 log = logging.getLogger(__name__)
 
 BACKENDS = ("onnx", "onnx-int8", "torchscript", "eager")
+#: What a ``--backend`` option takes: a runtime, or ``auto`` (:func:`auto_backend`).
+BACKEND_CHOICES = ("auto", *BACKENDS)
 #: What ``auto`` compares: eager is the reference, not a serving runtime.
 AUTO_CANDIDATES = ("onnx", "onnx-int8", "torchscript")
 #: The runtimes that run on ONNX Runtime alone: ``auto`` keeps the fastest of them, whose

@@ -192,17 +192,16 @@ def _settings(**overrides: object) -> ServingSettings:
 
     The runtime is checked here, at startup: a server given one that does not exist would
     start, fail to load the model in every worker and answer 503 forever."""
-    from quill.runtimes.backends import BACKENDS  # lazy: --help stays light
+    from quill.runtimes.backends import BACKEND_CHOICES  # lazy: --help stays light
     from quill.serving.settings import ServingSettings
 
     try:
         settings = ServingSettings.from_env(None, **overrides)
     except ValueError as exc:
         raise fail(str(exc)) from exc
-    backends = ("auto", *BACKENDS)
-    if settings.backend not in backends:
+    if settings.backend not in BACKEND_CHOICES:
         raise fail(
-            f"backend must be one of {', '.join(backends)} (QUILL_BACKEND or --backend), "
+            f"backend must be one of {', '.join(BACKEND_CHOICES)} (QUILL_BACKEND or --backend), "
             f"got {settings.backend!r}"
         )
     return settings
