@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
+from quill.data.cli import require_split_fractions
 from quill.errors import EXIT_FAILED, check_output, fail
 from quill.model_files import METADATA_FILE
 from quill.monitoring.cli import (
@@ -238,12 +239,8 @@ def import_command(
         import_tasks,
         load_export,
     )
-    from quill.data.manifest import check_split_fractions
 
-    try:  # before any crop is written, not when the dataset is split at the end
-        check_split_fractions(val_fraction, test_fraction)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--val-fraction/--test-fraction") from exc
+    require_split_fractions(val_fraction, test_fraction)
     options = ImportOptions(
         images_root=images_root,
         min_agreement=min_agreement,

@@ -51,6 +51,18 @@ class DownloadTarget(StrEnum):
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")]
 
 
+def require_split_fractions(val_fraction: float, test_fraction: float) -> None:
+    """:func:`~quill.data.manifest.check_split_fractions` as a usage error naming both
+    options, for every command that makes a dataset (import, annotate import, feedback
+    dataset): checked before anything is written, not when the dataset is split at the end."""
+    from quill.data.manifest import check_split_fractions
+
+    try:
+        check_split_fractions(val_fraction, test_fraction)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--val-fraction/--test-fraction") from exc
+
+
 def _print_result(result: ImportResult, hint: Callable[[], str | None] | None = None) -> None:
     """The import report (skips in yellow), then the dataset's version and split counts.
 
@@ -119,15 +131,11 @@ def import_command(
     ] = Vocabulary.ascii,
 ) -> None:
     """Import real ground truth in FORMAT from SRC into dataset folder OUT."""
-    from quill.data.manifest import check_split_fractions
     from quill.data.readers import READERS, DatasetError
     from quill.data.readers.common import KINDS
     from quill.vocab import Tokenizer
 
-    try:
-        check_split_fractions(val_fraction, test_fraction)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--val-fraction/--test-fraction") from exc
+    require_split_fractions(val_fraction, test_fraction)
     # checked for every format: the folder's rows name their own kind (labels.tsv's kind
     # column), but a misspelt --kinds must not pass unnoticed there either
     chosen = tuple(k.strip() for k in kinds.split(",") if k.strip())

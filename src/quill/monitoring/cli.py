@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from quill.data.cli import require_split_fractions
 from quill.errors import check_output, fail
 
 if TYPE_CHECKING:
@@ -297,13 +298,9 @@ def feedback_dataset_command(
     Each corrected image becomes a sample with source "feedback"; mix it into training with
     a weight in the run config's data sources.
     """
-    from quill.data.manifest import check_split_fractions
     from quill.monitoring.feedback import build_feedback_dataset
 
-    try:  # before the dataset folder is made, not when it is split at the end
-        check_split_fractions(val_fraction, test_fraction)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--val-fraction/--test-fraction") from exc
+    require_split_fractions(val_fraction, test_fraction)
     check_output(out, folder=True)
     start = _since(since)
     for path in merge or []:
