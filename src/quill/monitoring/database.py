@@ -72,7 +72,8 @@ def sqlite_file(url: str) -> Path | None:
     """The file an SQLite URL names; None for a server database or an in-memory one.
 
     Commands that only read ask it whether the store exists before opening it, since
-    opening creates a missing one (as serving wants).
+    opening creates a missing one (as serving wants); the store asks it where its images
+    go and whether its writers share a file.
 
     >>> sqlite_file("sqlite:////srv/monitoring.db")
     PosixPath('/srv/monitoring.db')
@@ -131,8 +132,7 @@ class StoreBase:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # The request path's connections wait less for a lock (an SQLite file only: an
         # in-memory database exists once per engine).
-        parsed = make_url(self.url)
-        on_file = parsed.get_backend_name() == "sqlite" and parsed.database not in _IN_MEMORY
+        on_file = sqlite_file(self.url) is not None
         # Writers of this process take turns on a mutex: a request waiting for the logger's
         # batch is woken as soon as it commits, where SQLite's busy handler would sleep
         # 1, 2, 5, 10... ms between tries. Other processes still meet the busy handler.
@@ -203,8 +203,9 @@ class StoreBase:
 def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        file = sqlite_file(url)
+        if file is not None:
+            file.parent.mkdir(parents=True, exist_ok=True)
         synchronous = sqlite_synchronous()
         engine = create_engine(url, connect_args={"timeout": lock_timeout})
 
@@ -227,7 +228,5 @@ def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
 
 def _default_image_dir(url: str) -> str:
     """Beside an SQLite file; under ./monitoring/ for a server database."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in _IN_MEMORY:
-        return str(Path(parsed.database).parent / "images")
-    return str((DEFAULT_DIR / "images").resolve())
+    file = sqlite_file(url)
+    return str(file.parent / "images") if file else str((DEFAULT_DIR / "images").resolve())
