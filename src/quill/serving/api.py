@@ -66,6 +66,7 @@ from quill.serving.service import (
     build_monitoring,
     client_label,
     decode_image_field,
+    load_json_body,
     load_service,
 )
 from quill.serving.settings import FeedbackTokens, ServingSettings
@@ -806,13 +807,9 @@ def _json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]
             'an "image" file',
         )
     try:
-        payload = json.loads(body)
+        payload = load_json_body(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _invalid_json(exc) from exc
-    except RecursionError as exc:  # "[[[[...]]]]" deeper than the decoder's recursion limit
-        raise ServingError(
-            "invalid_json", "the body nests JSON arrays or objects too deeply to read"
-        ) from exc
     if not isinstance(payload, dict):
         raise ServingError("invalid_json", f"the JSON body must be an object with {expected}")
     return payload

@@ -26,7 +26,12 @@ import logging
 from typing import Any
 
 from quill.serving.errors import ServingError
-from quill.serving.service import PredictionService, decode_image_field, load_service
+from quill.serving.service import (
+    PredictionService,
+    decode_image_field,
+    load_json_body,
+    load_service,
+)
 from quill.serving.settings import FeedbackTokens, ServingSettings
 from quill.staged_model import ModelLoadError
 
@@ -141,7 +146,7 @@ def _request(event: dict[str, Any]) -> tuple[bytes, str]:
             '{"image": "<base64>"} or the image bytes as image/* (a binary media type)',
         )
     try:
-        payload = json.loads(data)
+        payload = load_json_body(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         if data.startswith(_IMAGE_MAGIC):
             raise ServingError(
@@ -150,10 +155,6 @@ def _request(event: dict[str, Any]) -> tuple[bytes, str]:
                 "it with content-type image/png, image/jpeg, ... (a binary media type)",
             ) from exc
         raise ServingError("invalid_json", f"the body is not valid JSON: {exc}") from exc
-    except RecursionError as exc:  # the decoder recurses once per nested [ or {
-        raise ServingError(
-            "invalid_json", "the body nests JSON arrays or objects too deeply to read"
-        ) from exc
     if not isinstance(payload, dict):
         raise ServingError("invalid_json", "the JSON body must be an object with an 'image'")
     return _from_json_object(payload)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -76,6 +77,25 @@ class AfterPrediction(Protocol):
     def __call__(self, record: PredictionRecord) -> None: ...
 
     def close(self) -> None: ...  # on shutdown, before the logger is flushed
+
+
+def load_json_body(body: bytes | str) -> Any:
+    """A request body decoded as JSON, for the REST API and the Lambda handler alike. The
+    decoder recurses once per nested ``[`` or ``{``, so a body like ``[[[...]]]`` raised
+    RecursionError (a 500): it is ``invalid_json`` here. A body that is not JSON at all
+    raises the decoder's own error, which each adapter explains in its own words.
+
+    >>> load_json_body(b"[" * 100_000 + b"]" * 100_000)
+    Traceback (most recent call last):
+    ...
+    quill.serving.errors.ServingError: the body nests JSON arrays or objects too deeply to read
+    """
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise ServingError(
+            "invalid_json", "the body nests JSON arrays or objects too deeply to read"
+        ) from exc
 
 
 def decode_image_field(value: object, field: str = "image") -> bytes:
