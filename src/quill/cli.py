@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import typer
 
+from quill.errors import QuillError, fail
+
 #: Modules that add commands, in the order of the data flow.
 COMMAND_MODULES = (
     "quill.data.cli",
@@ -105,4 +107,9 @@ def __getattr__(name: str) -> typer.Typer:
 
 
 def main() -> None:
-    build_app(modules_for(sys.argv[1:]))()
+    """Run the command asked for; a :class:`~quill.errors.QuillError` that its command did
+    not report itself is still one line and exit 2, not a traceback."""
+    try:
+        build_app(modules_for(sys.argv[1:]))()
+    except QuillError as exc:
+        sys.exit(fail(str(exc)).exit_code)

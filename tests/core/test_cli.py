@@ -49,3 +49,48 @@ def test_unknown_commands_and_bare_help_see_every_command():
     assert modules_for([]) == modules_for(["--help"]) == modules_for(["nosuch"]) == COMMAND_MODULES
     result = CliRunner().invoke(build_app(modules_for(["nosuch"])), ["nosuch"])
     assert result.exit_code == 2 and "No such command" in result.output
+
+
+def _commands(command, path=()):
+    """Every leaf command of a click group, with its path of names."""
+    subcommands = getattr(command, "commands", None)
+    if not subcommands:
+        yield " ".join(path), command
+        return
+    for name, sub in subcommands.items():
+        yield from _commands(sub, (*path, name))
+
+
+#: Integer options whose range the resolved config checks instead (-1: no limit).
+CHECKED_BY_CONFIG = {("train", "--max-epochs"), ("train", "--max-steps")}
+
+
+def test_every_count_option_has_a_lower_bound():
+    """A count, a port, a seed or a limit below its range is a usage error (exit 2) named by
+    its option, not a ZeroDivisionError, a negative slice dropping the last items, or a seed
+    numpy refuses mid-run."""
+    import typer
+
+    from quill.cli import COMMAND_MODULES, build_app
+
+    unbounded = []
+    for path, command in _commands(typer.main.get_command(build_app(COMMAND_MODULES))):
+        for param in command.params:
+            annotation = str(getattr(param.type_descriptor, "annotation", ""))
+            if "int" not in annotation or "Literal" in annotation:
+                continue
+            if param.min is None and (path, param.opts[0]) not in CHECKED_BY_CONFIG:
+                unbounded.append(f"quill {path} {param.opts[0]}")
+    assert unbounded == []
+
+
+def test_a_negative_limit_is_refused_before_anything_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from quill.cli import COMMAND_MODULES, build_app
+
+    out = tmp_path / "tasks.json"
+    args = ["monitor", "export", "--out", str(out), "--limit", "-5"]
+    result = CliRunner().invoke(build_app(COMMAND_MODULES), args)
+    assert result.exit_code == 2 and "--limit" in result.output
+    assert not out.exists()

@@ -222,6 +222,24 @@ def test_a_typo_in_the_config_is_an_error(tmp_path):
         resolve(None, ["trainer.max_step=3"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.batch_size=0", "data.batch_size must be a positive whole number, got 0"),
+        ("optim.lr=-1", "optim.lr must be a positive finite number, got -1"),
+        ("data.crop=abc", "data.crop must be a whole number, got 'abc'"),
+        ("model.size=-5", "model.size must be a positive whole number, got -5"),
+    ],
+)
+def test_a_value_out_of_its_range_is_an_error_before_any_page_is_composed(override, message):
+    """torch's own errors came after the data was composed: "Invalid learning rate: -1", or a
+    TypeError deep in the cropping for a crop size that is no number."""
+    with pytest.raises(ConfigError) as refused:
+        resolve(None, [override])
+    assert str(refused.value) == message
+    assert resolve(None, ["trainer.max_steps=-1"])["trainer"]["max_steps"] == -1  # no limit
+
+
 # ------------------------------------------------------------------ the shipped weights
 
 

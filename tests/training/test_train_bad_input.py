@@ -3,6 +3,9 @@ opened in the store (a FAILED run left behind for a typo is noise in every run l
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from quill.training.cli import register
+from quill.training.tracking_store import check_server
 
 from .test_train import train_args
 
@@ -64,3 +68,36 @@ def test_a_missing_dataset_names_each_folder_looked_in_once(
     assert f"dataset folder not found: nowhere (looked in {tmp_path});" in line
     line = refused(*train_args(tmp_path / "gone", tracking_uri, tmp_path / "out"))
     assert f"dataset folder not found: {tmp_path / 'gone'}; make one" in line
+
+
+def _closed_port() -> int:
+    """A localhost port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_tracking_server_that_does_not_answer_fails_in_one_line(tmp_path: Path) -> None:
+    """MLflow's client would retry for minutes and end in a page of traceback."""
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    line = refused(*train_args(tmp_path / "nothing", uri, tmp_path / "out"))
+    assert f"no MLflow tracking server answers at {uri}" in line
+    # the runs commands open the store through the same check, and `quill` (its main) reports
+    # what a command leaves uncaught in one line too
+    listing = subprocess.run(
+        [str(Path(sys.executable).with_name("quill")), "runs", "list", "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 2
+    assert listing.stderr.startswith("error: no MLflow tracking server answers")
+    assert "Traceback" not in listing.stderr
+
+
+def test_a_tracking_server_that_listens_passes_the_check() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_server(f"http://127.0.0.1:{server.getsockname()[1]}")
+    check_server("sqlite:///anything.db")  # a local store is not probed

@@ -122,7 +122,7 @@ def tasks_command(
         ),
     ] = Path("."),
     threads: Annotated[
-        int | None, typer.Option(help="Inference threads for --model [default: runtime's].")
+        int | None, typer.Option(min=1, help="Inference threads for --model [default: runtime's].")
     ] = None,
 ) -> None:
     """Write Label Studio tasks for images, optionally with a model's lines as pre-annotations."""
@@ -286,7 +286,7 @@ def _print_import(result: Any, out: Path) -> None:
 
 @annotate_app.command("serve")
 def serve_command(
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8080,
     host: Annotated[
         str, typer.Option(help="Address to bind. Anything but loopback needs --allow-remote.")
     ] = "127.0.0.1",
@@ -439,7 +439,7 @@ def export_command(
         typer.Option("--slice", help="Only KEY=VALUE, e.g. polarity=light-on-dark (repeat)."),
     ] = None,
     since: SinceOption = "7d",
-    limit: Annotated[int | None, typer.Option(help="At most this many tasks.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many tasks.")] = None,
     document_root: Annotated[
         Path | None,
         typer.Option(help="Label Studio's local-files document root [default: OUT's folder]."),

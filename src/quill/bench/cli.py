@@ -94,14 +94,15 @@ def accuracy(
     pages: Annotated[list[str] | None, typer.Option("--pages", help=PAGES_HELP)] = None,
     peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,
     limit: Annotated[
-        int | None, typer.Option(help="At most N samples per dataset (a seeded random draw).")
+        int | None,
+        typer.Option(min=1, help="At most N samples per dataset (a seeded random draw)."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split of each dataset to read.")] = "test",
     backend: Annotated[
         str, typer.Option(help="Quill runtime: auto, onnx, onnx-int8, torchscript, eager.")
     ] = "auto",
-    threads: Annotated[int, typer.Option(help=THREADS_HELP)] = 1,
-    batch_size: Annotated[int, typer.Option(help="Images per Quill call.")] = 16,
+    threads: Annotated[int, typer.Option(min=1, help=THREADS_HELP)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per Quill call.")] = 16,
     also_decoding: Annotated[
         list[str] | None,
         typer.Option(
@@ -320,10 +321,10 @@ def speed(
         typer.Option(help="Staged model directory (quill-model.json). Omit to time peers only."),
     ] = None,
     batch: Annotated[
-        list[int] | None, typer.Option(help="Batch size (repeat; default: 1 and 8).")
+        list[int] | None, typer.Option(min=1, help="Batch size (repeat; default: 1 and 8).")
     ] = None,
     threads: Annotated[
-        list[int] | None, typer.Option(help=THREADS_HELP + " Repeat; default: 1.")
+        list[int] | None, typer.Option(min=1, help=THREADS_HELP + " Repeat; default: 1.")
     ] = None,
     kind: Annotated[
         list[str] | None, typer.Option(help="line and/or paragraph (repeat; default: both).")
@@ -346,15 +347,16 @@ def speed(
             "accuracy` takes it (PAGE XML / ALTO folder or labels.tsv of pages); NAME=PATH.",
         ),
     ] = None,
-    inputs: Annotated[int, typer.Option(help="Fixed inputs per kind.")] = 16,
+    inputs: Annotated[int, typer.Option(min=1, help="Fixed inputs per kind.")] = 16,
     images: Annotated[
-        int, typer.Option(help="Images timed per row (at least 5 calls whatever the batch).")
+        int, typer.Option(min=1, help="Images timed per row (at least 5 calls whatever the batch).")
     ] = 32,
-    warmup: Annotated[int, typer.Option(help="Untimed calls before each row.")] = 2,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed calls before each row.")] = 2,
     cold_start: Annotated[
         int,
         typer.Option(
             "--cold-start",
+            min=0,
             help="Also time N cold starts: `quill predict --kind line` on one line as a new "
             "process each time, taking turns with `tesseract --psm 7` (with --peer "
             "tesseract); 0: skip.",

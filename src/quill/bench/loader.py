@@ -169,7 +169,9 @@ def data_command(
     workers: Annotated[
         str, typer.Option(help="Loader worker counts to measure, e.g. '0,2'.")
     ] = "0",
-    batches: Annotated[int, typer.Option(help="Timed batches per row (after one untimed).")] = 30,
+    batches: Annotated[
+        int, typer.Option(min=1, help="Timed batches per row (after one untimed).")
+    ] = 30,
     mode: Annotated[
         list[str] | None,
         typer.Option(

@@ -356,9 +356,11 @@ def serve_command(
     workers: Annotated[
         str, typer.Option(help="With --model: worker counts to test, e.g. '1,2'.")
     ] = "1",
-    threads: Annotated[int, typer.Option(help="With --model: intra-op threads per worker.")] = 1,
+    threads: Annotated[
+        int, typer.Option(min=1, help="With --model: intra-op threads per worker.")
+    ] = 1,
     concurrency: Annotated[
-        int, typer.Option(help=f"Concurrent clients (at most {MAX_CONCURRENCY}).")
+        int, typer.Option(min=1, help=f"Concurrent clients (at most {MAX_CONCURRENCY}).")
     ] = 4,
     duration: Annotated[
         float, typer.Option(help=f"Seconds per run (at most {MAX_DURATION_S:g}).")

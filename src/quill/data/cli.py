@@ -197,7 +197,7 @@ def paragraphs_command(
     ],
     out: OutOption,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Paragraphs to make.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same paragraphs).")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed (same seed, same paragraphs).")] = 0,
     min_lines: Annotated[int, typer.Option(min=1, help="Fewest lines per paragraph.")] = 2,
     max_lines: Annotated[int, typer.Option(min=1, help="Most lines per paragraph.")] = 8,
     workers: Annotated[
@@ -236,7 +236,9 @@ def pages_command(
     out: OutOption,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Pages to make.")] = 40,
     split: Annotated[str, typer.Option(help="Writers of this split: train, val or test.")] = "test",
-    seed: Annotated[int, typer.Option(help="Seed of the first page (then seed+1, ...).")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seed of the first page (then seed+1, ...).")
+    ] = 0,
     dataset: Annotated[
         list[str] | None,
         typer.Option(

@@ -58,7 +58,7 @@ def adapt(
         int, typer.Option(min=1, help="Fine-tuning steps (each a batch of your lines, augmented).")
     ] = 30,
     learning_rate: Annotated[float, typer.Option(min=0.0, help="AdamW learning rate.")] = 3e-4,
-    seed: Annotated[int, typer.Option(help="Seed of the batches and augmentations.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the batches and augmentations.")] = 0,
     name: Annotated[
         str | None, typer.Option(help="The adapted model's name (default: --out's name).")
     ] = None,

@@ -164,7 +164,7 @@ def baseline_command(
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per predict call.")] = 16,
     backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torchscript.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="Inference threads.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads.")] = None,
     url: UrlOption = None,
     images: ImagesOption = None,
     config: ConfigOption = None,
@@ -431,9 +431,9 @@ def evaluate_command(
     config: Annotated[
         Path | None, typer.Option(help="Rules YAML [default: configs/evaluation.yaml].")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per predict call.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per predict call.")] = 8,
     backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torchscript.")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="Inference threads per model.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Inference threads per model.")] = None,
 ) -> None:
     """Compare a candidate model with the current one on every evaluation set and slice.
 

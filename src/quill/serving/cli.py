@@ -41,7 +41,7 @@ def serve(
     host: Annotated[str, typer.Option(help=HOST_HELP)] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     workers: Annotated[
-        int, typer.Option(help="Worker processes, each with its own copy of the model.")
+        int, typer.Option(min=1, help="Worker processes, each with its own copy of the model.")
     ] = 1,
     backend: Annotated[
         str,
@@ -104,7 +104,9 @@ def serve(
     os.environ.update(settings.to_env())
     key = "API key required" if settings.api_key else "no API key"
     typer.echo(
-        f"Quill API: http://{host}:{port}  (docs: http://{host}:{port}/docs; {key})", err=True
+        f"Quill API: http://{host}:{port}  (docs: http://{host}:{port}/docs; {key}); the model "
+        f"loads in the background, and http://{host}:{port}/readyz answers 200 once it is in",
+        err=True,
     )
     uvicorn.run(
         "quill.serving.api:app_from_env",

@@ -177,7 +177,7 @@ def runs_list(
     order_by: Annotated[
         str, typer.Option(help="e.g. 'metrics.val_cer ASC'.")
     ] = "attributes.start_time DESC",
-    max_results: Annotated[int, typer.Option("--max", help="At most this many runs.")] = 50,
+    max_results: Annotated[int, typer.Option("--max", min=1, help="At most this many runs.")] = 50,
     staging: Annotated[
         bool,
         typer.Option(
@@ -275,7 +275,7 @@ def runs_report(
 
 
 def ui_command(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 5000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
     tracking_uri: TrackingOption = None,
 ) -> None:
     """Open the MLflow UI on http://127.0.0.1:PORT for the run store."""
@@ -300,7 +300,7 @@ def sweep_command(
         list[str] | None,
         typer.Argument(help="Overrides of the base run config, e.g. trainer.max_epochs=3."),
     ] = None,
-    trials: Annotated[int, typer.Option(help="Trials this worker runs.")] = 10,
+    trials: Annotated[int, typer.Option(min=1, help="Trials this worker runs.")] = 10,
     storage: Annotated[
         str | None,
         typer.Option(

@@ -164,26 +164,27 @@ class NumberRule:
         return None
 
 
-_COUNT = NumberRule(whole=True, positive=True)
-_RATE = NumberRule(whole=False, positive=True)
-_AMOUNT = NumberRule(whole=False, positive=False)
+#: A count of things (at least 1), a rate (above 0) and an amount (0 or more).
+COUNT = NumberRule(whole=True, positive=True)
+RATE = NumberRule(whole=False, positive=True)
+AMOUNT = NumberRule(whole=False, positive=False)
 
 #: The numeric settings a run needs right, by dotted key: checked by :func:`check_values`
 #: when a config is resolved, before any data is read or any run is opened.
 VALUE_RULES: dict[str, NumberRule] = {
-    "optim.lr": _RATE,
-    "optim.weight_decay": _AMOUNT,
+    "optim.lr": RATE,
+    "optim.weight_decay": AMOUNT,
     # warmup steps (>= 1) or a fraction of all steps (< 1)
-    "optim.warmup": _AMOUNT,
-    "optim.min_lr_ratio": _AMOUNT,
-    "data.batch_size": _COUNT,
+    "optim.warmup": AMOUNT,
+    "optim.min_lr_ratio": AMOUNT,
+    "data.batch_size": COUNT,
     "data.eval_batch_size": NumberRule(whole=True, positive=True, also=(None,)),
     "data.epoch_size": NumberRule(whole=True, positive=True, also=(None,)),
     "trainer.max_epochs": NumberRule(whole=True, positive=True, also=(-1, None)),
     "trainer.max_steps": NumberRule(whole=True, positive=True, also=(-1,)),
-    "trainer.accumulate_grad_batches": _COUNT,
-    "trainer.log_every_n_steps": _COUNT,
-    "trainer.num_nodes": _COUNT,
+    "trainer.accumulate_grad_batches": COUNT,
+    "trainer.log_every_n_steps": COUNT,
+    "trainer.num_nodes": COUNT,
 }
 
 
@@ -321,7 +322,13 @@ def check_values(config: Mapping[str, Any]) -> None:
             f"model.name {name!r} is not a model{_did_you_mean(str(name), MODEL_NAMES)} "
             f"(known: {', '.join(MODEL_NAMES)})"
         )
-    for key, rule in VALUE_RULES.items():
+    check_rules(flat, VALUE_RULES)
+
+
+def check_rules(flat: Mapping[str, Any], rules: Mapping[str, NumberRule]) -> None:
+    """Refuse the first value of a flattened config (:func:`flatten`) that breaks its rule,
+    naming its key."""
+    for key, rule in rules.items():
         problem = rule.problem(key, flat.get(key))
         if problem:
             raise ConfigError(problem)

@@ -43,7 +43,12 @@ from quill.models.line_detector import (
 from quill.models.segment import SegmentConfig
 from quill.preprocess import ink_map
 from quill.training.config import (
+    AMOUNT,
+    COUNT,
+    RATE,
+    NumberRule,
     _check_known,
+    check_rules,
     deep_merge,
     flatten,
     parse_override,
@@ -83,15 +88,36 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+#: The numeric settings a detector run needs right, checked when its config is resolved
+#: (as :data:`quill.training.config.VALUE_RULES` are for a recognition model's run).
+VALUE_RULES: dict[str, NumberRule] = {
+    "model.size": COUNT,
+    "data.crop": COUNT,
+    "data.batch_size": COUNT,
+    "data.pool": COUNT,
+    "data.new_pages": COUNT,
+    "data.val_pages": NumberRule(whole=True, positive=False),
+    "optim.lr": RATE,
+    "optim.weight_decay": AMOUNT,
+    "optim.pos_weight": RATE,
+    "optim.dice": AMOUNT,
+    "trainer.max_steps": NumberRule(whole=True, positive=True, also=(-1,)),
+    "trainer.val_every_n_steps": COUNT,
+    "trainer.log_every_n_steps": COUNT,
+}
+
+
 def resolve(path: Path | None, overrides: list[str]) -> dict[str, Any]:
     """:data:`DEFAULTS` <- YAML file <- ``key.path=value`` overrides; an unknown section or
-    key (a typo) is a :class:`ConfigError`, in the file as in an override."""
+    key (a typo) or a value that breaks :data:`VALUE_RULES` is a :class:`ConfigError`, in the
+    file as in an override, before any page is composed."""
     file_config = read_yaml(path) if path else {}
     _check_known(file_config, DEFAULTS, str(path))
     config = deep_merge(DEFAULTS, file_config)
     for text in overrides:
         keys, value, _ = parse_override(text)
         set_dotted(config, keys, value)
+    check_rules(flatten(config), VALUE_RULES)
     return config
 
 

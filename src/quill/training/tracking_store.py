@@ -11,11 +11,15 @@ run's keys at once: the helpers here make that safe.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from quill.errors import QuillError
 
 try:
     import fcntl
@@ -79,12 +83,45 @@ def file_lock(path: Path) -> Iterator[None]:
 # module is read by commands that only want a URI (`quill stage`, `quill runs`, inference).
 
 
+class TrackingServerUnreachable(QuillError, ConnectionError):
+    """An http(s) tracking URI with no MLflow server answering at its address."""
+
+    code = "tracking_server_unreachable"
+
+
+#: Seconds to wait for a tracking server to accept a connection before saying it is not there.
+SERVER_PROBE_TIMEOUT_S = 5.0
+
+
+def check_server(tracking_uri: str) -> None:
+    """Refuse an http(s) tracking URI whose server does not accept a connection.
+
+    MLflow's client retries a refused request with backoff for minutes before it raises, and
+    then with a page of traceback; one connection attempt says the same in a few seconds.
+    """
+    address = urlsplit(tracking_uri)
+    if address.scheme not in ("http", "https"):
+        return
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        with socket.create_connection((address.hostname or "", port), SERVER_PROBE_TIMEOUT_S):
+            return
+    except OSError as exc:
+        raise TrackingServerUnreachable(
+            f"no MLflow tracking server answers at {tracking_uri} ({exc.strerror or exc}): "
+            "start it (`mlflow server`, or `quill ui` for the local store), or drop "
+            "--tracking-uri / QUILL_TRACKING_URI to record runs in the project's own store"
+        ) from exc
+
+
 def prepare_store(tracking_uri: str) -> None:
-    """Create a local SQLite store's folder and tables, one process at a time.
+    """Create a local SQLite store's folder and tables, one process at a time; for a server,
+    check that it answers (:func:`check_server`).
 
     Two sweep workers starting together on a new store would otherwise both run MLflow's
     schema migrations and one would fail.
     """
+    check_server(tracking_uri)
     if not tracking_uri.startswith("sqlite:///"):
         return
     database = Path(tracking_uri.removeprefix("sqlite:///"))

@@ -35,7 +35,9 @@ def synth_command(
         SynthKind.line
     ),
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="Number of images.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Same seed, same images, whatever --workers.")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Same seed, same images, whatever --workers.")
+    ] = 0,
     workers: Annotated[int, typer.Option(min=0, help="Processes (0 = one per core).")] = 0,
     image_format: Annotated[ImageFormat, typer.Option("--format", help="Image files.")] = (
         ImageFormat.jpg
@@ -111,7 +113,7 @@ def show_command(
     columns: Annotated[int, typer.Option(min=1, max=8, help="Columns of tiles.")] = 2,
     width: Annotated[int, typer.Option(min=200, help="Sheet width in pixels.")] = 1600,
     split: Annotated[str | None, typer.Option(help="Only this split (train/val/test).")] = None,
-    seed: Annotated[int, typer.Option(help="Which samples: another seed shows others.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Which samples: another seed shows others.")] = 0,
 ) -> None:
     """Write a contact sheet PNG: each sample's image with its label underneath."""
     from quill.data.inspect import contact_sheet
