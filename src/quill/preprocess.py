@@ -58,6 +58,10 @@ PAPER_GRID = 16
 #: confident text. Measured: the faintest of the 5,493 Hooker lines is 0.096 (99.9% are above
 #: 0.17); blank paper with JPEG noise (sigma 4), a shadow or a paper texture is below 0.03.
 BLANK_CONTRAST = 0.05
+#: Ink that fits in a square this many pixels wide in a line's working map (at most
+#: ``WORK_SCALE`` x the line height) is a dot or a speck, not writing (:func:`is_a_dot`):
+#: a full stop at that size is 3-5 pixels, a letter's x-height some 20.
+DOT_PIXELS = 4
 #: Floor of the contrast the ink map is normalised by (fainter ink is shown fainter).
 MIN_CONTRAST = 0.08
 
@@ -683,6 +687,8 @@ def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
     work = working_height(config)
     reduced, scale = shrink_to_height(image, work)
     ink = ink_map(reduced)
+    if is_a_dot(ink):
+        ink = np.zeros_like(ink)
     if not config.crop_to_ink:
         return scale_line(ink, config)
     top, bottom, left, right = ink_box(ink)
@@ -703,6 +709,22 @@ def line_ink(source: ImageSource, config: PreprocessConfig) -> np.ndarray:
         region, _ = shrink_to_height(region, max(1, round(region.height * fine)))
         return scale_line(crop_to_ink(ink_map(region)), config)
     return scale_line(ink[top:bottom, left:right], config)
+
+
+def is_a_dot(ink: np.ndarray, threshold: float = 0.5) -> bool:
+    """Whether the ink of a line's map fits in a :data:`DOT_PIXELS`-square box: a dot, a
+    speck or a full stop, not writing. Enlarged to the line height, a dot would be read as a
+    letter or two ("an", from a 4 x 4 image with one dark pixel); it reads as blank instead.
+
+    >>> ink = np.zeros((64, 300), np.float32); ink[30:32, 100:102] = 1.0
+    >>> is_a_dot(ink), is_a_dot(np.zeros((64, 300), np.float32))
+    (True, False)
+    """
+    strong = ink > threshold
+    rows, columns = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
+    if rows.size == 0:
+        return False
+    return bool(rows[-1] - rows[0] < DOT_PIXELS and columns[-1] - columns[0] < DOT_PIXELS)
 
 
 def fit_paragraph(ink: np.ndarray, config: PreprocessConfig) -> np.ndarray:

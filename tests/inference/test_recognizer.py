@@ -106,6 +106,17 @@ def test_a_grainy_photo_of_blank_paper_reads_as_nothing_and_says_why(
     assert any("specks" in note for note in prediction.page["notes"])
 
 
+@pytest.mark.parametrize("kind", ["auto", "line"])
+def test_a_dot_is_not_read_as_a_letter(recognizer: Recognizer, kind: str) -> None:
+    """A 4 x 4 image with one dark pixel read "an": its dot, enlarged to the line height,
+    was a blob the model took for letters. Its answer is blank, as the segmenter's note
+    (specks) already said."""
+    dot = Image.new("L", (4, 4), 255)
+    dot.putpixel((1, 1), 0)
+    [prediction] = recognizer.predict([dot], kind=kind)
+    assert (prediction.text, prediction.note) == ("", BLANK_NOTE)
+
+
 @pytest.mark.parametrize("kind", ["auto", "paragraph"])
 def test_noise_is_not_read_as_text(recognizer: Recognizer, kind: str) -> None:
     """Random ink on a fifth of the pixels: segmentation finds thousands of pieces, not
