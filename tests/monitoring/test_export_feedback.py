@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.data.manifest import Manifest
+from quill.monitoring.images import OWNER_FILE
 from quill.monitoring.records import PredictionRecord, utcnow
 from quill.monitoring.store import MonitoringStore
 from quill.preprocess import load_image
@@ -243,6 +244,28 @@ def test_purge_older_than_zero_deletes_everything_not_the_configured_180_days(st
         "shadow_predictions": 0,
         "baselines": 0,
     }
-    assert not [p for p in Path(images).rglob("*") if p.is_file()]
+    # no image is left; the folder still says whose it is
+    left = [p.name for p in Path(images).rglob("*") if p.is_file()]
+    assert left == [OWNER_FILE]
     negative = CliRunner().invoke(app, ["monitor", "purge", "--older-than", "-1", *store_args])
     assert negative.exit_code == 2
+
+
+def test_a_second_store_cannot_share_the_first_ones_image_folder(store_args, tmp_path):
+    """Two SQLite files in one folder both put their images in images/ beside them: a purge
+    of an empty second store deleted all 93 of the first one's photos as strays."""
+    images = Path(store_args[3])
+    photos = sorted(p for p in images.rglob("*.png"))
+    assert photos and (images / OWNER_FILE).read_text().strip() == f"sqlite:///{tmp_path / 'm.db'}"
+    other = ["--url", f"sqlite:///{tmp_path / 'other.db'}", "--images", str(images)]
+    for command in (["purge", "--older-than", "0"], ["backfill"]):
+        refused = CliRunner().invoke(app, ["monitor", *command, *other])
+        assert refused.exit_code == 2, refused.output
+        assert "holds the images of another monitoring store" in refused.output
+    assert sorted(p for p in images.rglob("*.png")) == photos
+    # a folder of its own works, and is marked as that store's on its first write
+    own = tmp_path / "other-images"
+    MonitoringStore(other[1], image_dir=own).log_prediction(
+        PredictionRecord("x", "api", "m-1", photos[0].read_bytes(), "x", 0.5, 1.0)
+    )
+    assert (own / OWNER_FILE).read_text().strip() == f"sqlite:///{tmp_path / 'other.db'}"

@@ -135,6 +135,29 @@ def test_feedback_needs_content_a_matching_token_and_a_stored_prediction(
 
 
 @pytest.mark.parametrize(
+    ("field", "text", "code_point"),
+    [("correction", "nul \x00 inside", "U+0000"), ("comment", "an \x1b escape", "U+001B")],
+)
+def test_feedback_holding_a_control_character_is_refused_and_not_stored(
+    client: httpx.Client, settings: ServingSettings, field: str, text: str, code_point: str
+) -> None:
+    """A NUL byte in a correction was a 500 on PostgreSQL (which cannot store one) and reset
+    the client's connection; SQLite stored it. Now both refuse it, naming the character."""
+    fresh = client.post("/v1/predict", json={"image": b64_png("Kew")}).json()
+    payload = {"request_id": fresh["request_id"], "feedback_token": fresh["feedback_token"]}
+    response = client.post("/v1/feedback", json={**payload, "flag": "incorrect", field: text})
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert (
+        error["code"] == "invalid_field"
+        and f"control character ({code_point})" in (error["message"])
+    )
+    assert fresh["request_id"] not in {request_id for request_id, _ in feedback_rows(settings)}
+    lines = {"correction": "Kew\nGardens\t1843"}  # line breaks and tabs are text
+    assert client.post("/v1/feedback", json={**payload, **lines}).status_code == 200
+
+
+@pytest.mark.parametrize(
     "body", [b'{"request_id": "x", ', b"\xff\xfe{"], ids=["cut short", "not utf-8"]
 )
 def test_broken_json_feedback_answers_as_predict_does(client: httpx.Client, body: bytes) -> None:

@@ -4,6 +4,7 @@ startup, with exit 2, instead of starting a server that answers 503 forever; and
 
 from __future__ import annotations
 
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,13 @@ from typer.testing import CliRunner, Result
 
 from quill.cli import app
 from quill.errors import EXIT_ERROR
+
+
+@pytest.fixture(autouse=True)
+def own_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commands open their monitoring store at startup: a temporary one, not the
+    checkout's."""
+    monkeypatch.setenv("QUILL_MONITORING_URL", f"sqlite:///{tmp_path / 'monitoring.db'}")
 
 
 def test_serve_refuses_an_unknown_backend_in_one_line(smoke_model: Path) -> None:
@@ -123,3 +131,34 @@ def test_up_refuses_one_port_for_both_servers(smoke_model: Path) -> None:
     ports = ["--api-port", "8123", "--app-port", "8123"]
     result = CliRunner().invoke(app, ["up", "-m", str(smoke_model), *ports])
     assert one_line_error(result) == "error: --api-port and --app-port must be different ports"
+
+
+@pytest.mark.parametrize("command", ["serve", "app", "up"])
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_model_missing_a_file_is_refused_before_a_server_starts(
+    smoke_model: Path, tmp_path: Path, command: str
+) -> None:
+    """Was: `serve` answered 503 "the model could not be loaded" for as long as it ran, and
+    `up` ended in two tracebacks and exit 1."""
+    incomplete = tmp_path / "model"
+    shutil.copytree(smoke_model, incomplete)
+    for weights in incomplete.glob("model.*"):  # every runtime's files
+        weights.unlink()
+    error = one_line_error(CliRunner().invoke(app, [command, "-m", str(incomplete)]))
+    assert f"{incomplete} is incomplete: " in error and "missing" in error
+
+
+@pytest.mark.parametrize("command", ["serve", "app", "up"])
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_monitoring_store_that_cannot_open_is_refused_before_a_server_starts(
+    smoke_model: Path, tmp_path: Path, command: str
+) -> None:
+    """Was: the API started and answered 503 with "the model could not be loaded: ...
+    unable to open database file" for as long as it ran."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    url = f"sqlite:///{blocker / 'monitoring.db'}"
+    args = [command, "-m", str(smoke_model), "--monitoring-url", url]
+    error = one_line_error(CliRunner().invoke(app, args))
+    assert error.startswith(f"error: cannot open the monitoring store {url}: ")
+    assert error.endswith("(--monitoring-url off serves without one)")

@@ -144,7 +144,9 @@ class StoreBase:
         )
         if image_dir is None:
             image_dir = os.environ.get(IMAGES_ENV) or _default_image_dir(self.url)
-        self.images = ImageStore(str(image_dir), **(storage_options or {}))
+        self.images = ImageStore(
+            str(image_dir), store_identity(self.url), **(storage_options or {})
+        )
         if retain_images is None:
             retain_images = os.environ.get(RETAIN_ENV, "1").lower() not in ("0", "false", "no")
         self.retain_images = retain_images
@@ -224,6 +226,19 @@ def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
         # An unreachable server fails a write in seconds, not after the TCP timeout.
         connect_args["connect_timeout"] = 10
     return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def store_identity(url: str) -> str:
+    """What names a store in its image folder (:data:`quill.monitoring.images.OWNER_FILE`):
+    an SQLite file's absolute path, a server's URL without its password.
+
+    >>> store_identity("postgresql://quill:secret@db/quill")
+    'postgresql+psycopg://quill:***@db/quill'
+    """
+    file = sqlite_file(url)
+    if file is not None:
+        return f"sqlite:///{file.resolve()}"
+    return make_url(normalise_url(url)).render_as_string(hide_password=True)
 
 
 def _default_image_dir(url: str) -> str:

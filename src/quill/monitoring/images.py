@@ -13,6 +13,23 @@ import uuid
 
 import fsspec
 
+from quill.errors import QuillError
+
+#: The file in an image root naming the monitoring store its images belong to.
+OWNER_FILE = ".quill-store"
+
+
+class ImageRootTaken(QuillError, ValueError):
+    """An image folder already holds another monitoring store's images.
+
+    Images are shared by content across the predictions of one store, and a purge deletes
+    those its own rows no longer point to: two stores in one folder would delete each
+    other's photos.
+    """
+
+    code = "image_root_taken"
+
+
 #: Leading bytes of the formats :func:`quill.preprocess.load_image` accepts.
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),
@@ -48,9 +65,38 @@ def sha256_hex(data: bytes) -> str:
 class ImageStore:
     """Put, get and delete images by content hash under ``root`` (path or fsspec URL)."""
 
-    def __init__(self, root: str, **storage_options: object):
+    def __init__(self, root: str, owner: str | None = None, **storage_options: object):
+        """``owner``: the store whose images these are (:data:`OWNER_FILE`): a root another
+        store holds is refused here (:class:`ImageRootTaken`), and the first write or
+        deletion marks a root no store holds yet as this one's."""
         self.root = str(root).rstrip("/")
         self.fs, self._base = fsspec.core.url_to_fs(self.root, **storage_options)
+        self.owner = owner
+        holder = self.holder() if owner is not None else None
+        if holder not in (None, owner):
+            raise ImageRootTaken(
+                f"the image folder {self.root} holds the images of another monitoring store "
+                f"({holder}); a purge of one would delete the other's: give the store "
+                f"{owner} a folder of its own (--images or $QUILL_MONITORING_IMAGES)"
+            )
+        self._claimed = holder is not None
+
+    def holder(self) -> str | None:
+        """The store this root's images belong to, if one has written or deleted here."""
+        try:
+            with self.fs.open(posixpath.join(self._base, OWNER_FILE), "rb") as handle:
+                return handle.read().decode("utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def claim(self) -> None:
+        """Mark the root as :attr:`owner`'s, once, before its first write or deletion."""
+        if self.owner is None or self._claimed:
+            return
+        self.fs.makedirs(self._base, exist_ok=True)
+        with self.fs.open(posixpath.join(self._base, OWNER_FILE), "wb") as handle:
+            handle.write(self.owner.encode("utf-8") + b"\n")
+        self._claimed = True
 
     def _path(self, sha256: str, ext: str) -> str:
         return posixpath.join(self._base, sha256[:2], f"{sha256}.{ext}")
@@ -73,6 +119,7 @@ class ImageStore:
         """Store ``data`` (once) and return its (sha256, extension)."""
         digest, ext = sha256_hex(data), image_extension(data)
         path = self._path(digest, ext)
+        self.claim()
         if not self.fs.exists(path):
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             # Write under a temporary name, then move: a reader never sees half an image.
@@ -99,5 +146,6 @@ class ImageStore:
         path = self._path(sha256, ext)
         if not self.fs.exists(path):
             return False
+        self.claim()
         self.fs.rm(path)
         return True

@@ -10,6 +10,7 @@ report, the drift check and the export. Serving calls it through
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
@@ -207,6 +208,8 @@ class PredictionLog(StoreBase):
             raise ValueError(f"flag must be one of {FLAGS} or None, not {flag!r}")
         if flag is None and not comment and correction is None:
             raise ValueError("feedback needs a flag, a comment or a correction")
+        for field, text in (("comment", comment), ("correction", correction)):
+            _check_plain_text(field, text)
         with self._write_lock, self._sessions.begin() as session:
             if strict and not session.scalar(
                 select(func.count()).where(PredictionRow.request_id == request_id)
@@ -376,3 +379,26 @@ def _stored(row: PredictionRow) -> StoredPrediction:
         image_ext=row.image_ext,
         runtime=row.runtime,
     )
+
+
+#: Control characters a comment or correction may hold: line breaks and tabs.
+_ALLOWED_CONTROLS = frozenset("\n\r\t")
+
+
+def _check_plain_text(field: str, text: str | None) -> None:
+    """Refuse a text holding a control character other than a line break or a tab: a NUL
+    byte cannot be stored in PostgreSQL (the write failed with a 500), and no correction of
+    handwriting holds a bell or an escape.
+
+    >>> _check_plain_text("correction", "Dear Sir,\\nKew")
+    >>> _check_plain_text("correction", "nul \\x00 inside")
+    Traceback (most recent call last):
+    ...
+    ValueError: correction holds a control character (U+0000) at position 4: send plain text
+    """
+    for position, character in enumerate(text or ""):
+        if unicodedata.category(character) == "Cc" and character not in _ALLOWED_CONTROLS:
+            raise ValueError(
+                f"{field} holds a control character (U+{ord(character):04X}) at position "
+                f"{position}: send plain text"
+            )

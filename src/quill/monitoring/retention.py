@@ -122,6 +122,7 @@ class Retention(StoreBase):
             candidates.setdefault(sha, []).append(path)
         if not candidates:
             return 0
+        self.images.claim()
         with self._sessions() as session:
             referenced: set[str | None] = set()
             for chunk in chunks(list(candidates)):

@@ -97,6 +97,7 @@ def serve(
         _require_model(shadow)
     if shadow is not None and not settings.monitoring_enabled:
         raise typer.BadParameter("--shadow needs the monitoring store; drop --monitoring-url off")
+    _require_store(settings)
     _require_free_address(host, {"--port": port})
     if settings.feedback_secret is None:  # one key for all workers: any of them checks a token
         settings = replace(settings, feedback_secret=secrets.token_urlsafe(32))
@@ -148,6 +149,8 @@ def app(
     settings = _settings(
         model_dir=model, threads=threads, segmenter=segmenter, monitoring_url=monitoring_url
     )
+    if backend == "local":
+        _require_store(settings)
     _require_free_address(host, {"--port": port})
     launch(make_backend(backend, settings), host=host, port=port)
 
@@ -181,12 +184,20 @@ def up(
     )
     _refuse_open(settings, host)
     _require_model(model)
+    _require_store(settings)
     _require_free_address(host, {"--api-port": api_port, "--app-port": app_port})
-    with ApiServer(settings, host=host, port=api_port) as api:
+    api = ApiServer(settings, host=host, port=api_port)
+    try:
+        api.start()
+    except (RuntimeError, TimeoutError) as exc:  # the model or the server failed to start
+        raise fail(str(exc)) from exc
+    try:
         typer.echo(f"REST API: {api.url}  (docs: {api.url}/docs)")
         web_app = launch(make_backend(api.url, settings), host=host, port=app_port, block=False)
         typer.echo(f"Web app:  http://{host}:{app_port}")  # once it listens
         web_app.block_thread()
+    finally:
+        api.stop()
 
 
 def _settings(**overrides: object) -> ServingSettings:
@@ -217,12 +228,47 @@ def _refuse_open(settings: object, host: str) -> None:
 
 
 def _require_model(model: Path) -> None:
+    """Exit with one line unless ``model`` is a staged model with every file its decoding
+    reads and the files of at least one runtime: a server would otherwise start, fail the
+    load in the background, and answer 503 for as long as it runs."""
+    from quill.staged_model import ModelLoadError, StagedModel
+
     if not (model / METADATA_FILE).is_file():
         raise fail(
             f"no staged model at {model} (quill-model.json missing). Stage one with "
             "`quill stage RUN_OR_CHECKPOINT --out DIR` or fetch one with "
             "`quill model fetch NAME --out DIR`, then pass --model DIR."
         )
+    try:
+        staged = StagedModel.load(model)
+    except (ModelLoadError, ValueError, OSError) as exc:
+        raise fail(f"{model}: {exc}") from exc
+    runtimes = [b for b in staged.backends if all(p.is_file() for p in staged.files_of(b))]
+    missing = [p.name for p in staged.decoding_files() if not p.is_file()]
+    if missing or not runtimes:
+        missing += [] if runtimes else [p.name for b in staged.backends for p in staged.files_of(b)]
+        raise fail(
+            f"{model} is incomplete: {', '.join(sorted(set(missing)))} missing (named in its "
+            f"{METADATA_FILE}); copy the whole folder or stage the model again"
+        )
+
+
+def _require_store(settings: ServingSettings) -> None:
+    """Exit with one line unless the monitoring store of ``settings`` opens (its database
+    and its image folder): the API opens it with the model, in the background, and one that
+    cannot open made every route answer 503 with a message about the model."""
+    from quill.serving.service import open_store
+
+    try:
+        store = open_store(settings)
+    except Exception as exc:  # noqa: BLE001 - any driver's error: reported in one line
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise fail(
+            f"cannot open the monitoring store {settings.monitoring_url or '(default)'}: "
+            f"{first} (--monitoring-url off serves without one)"
+        ) from exc
+    if store is not None:
+        store.close()
 
 
 def _require_free_address(host: str, ports: dict[str, int]) -> None:

@@ -23,7 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from quill.inference.recognizer import KINDS, Kind, Prediction, Recognizer, Segmenter
 from quill.inference.sources import LoadedImage
@@ -31,6 +31,9 @@ from quill.monitoring.records import FLAGS, SYNTHETIC_CLIENTS, Flag, PredictionR
 from quill.preprocess import ImageError
 from quill.serving.errors import ServingError
 from quill.serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from quill.monitoring.store import MonitoringStore
 
 log = logging.getLogger(__name__)
 
@@ -380,17 +383,26 @@ def build_monitoring(
     The store honours ``configs/monitoring.yaml`` (e.g. ``store.retain_images``), so what
     serving keeps is decided in the same versioned file as the monitoring rules.
     """
-    if not settings.monitoring_enabled:
+    store = open_store(settings)
+    if store is None:
         return None, None
-    # lazy: SQLAlchemy and the store load only with monitoring on (a Lambda's cold start)
     from quill.monitoring.async_logger import AsyncPredictionLogger
+
+    return AsyncPredictionLogger(store), store
+
+
+def open_store(settings: ServingSettings) -> MonitoringStore | None:
+    """The monitoring store of ``settings`` (None when disabled); ``quill serve`` opens it
+    once at startup too, so that one that cannot open is an error before the server starts."""
+    if not settings.monitoring_enabled:
+        return None
+    # lazy: SQLAlchemy and the store load only with monitoring on (a Lambda's cold start)
     from quill.monitoring.settings import MonitoringSettings
     from quill.monitoring.store import MonitoringStore
 
-    store = MonitoringStore.from_settings(
+    return MonitoringStore.from_settings(
         MonitoringSettings.load(), settings.monitoring_url, settings.monitoring_images
     )
-    return AsyncPredictionLogger(store), store
 
 
 def load_service(
