@@ -94,3 +94,25 @@ def test_a_negative_limit_is_refused_before_anything_runs(tmp_path):
     result = CliRunner().invoke(build_app(COMMAND_MODULES), args)
     assert result.exit_code == 2 and "--limit" in result.output
     assert not out.exists()
+
+
+def test_no_help_text_loses_words_to_rich_markup():
+    """Rich reads "[default: ...]" in a help text as a markup tag and drops it: `quill serve
+    --help` printed "('off' disables) ." where the default store should have been."""
+    import typer
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    from quill.cli import COMMAND_MODULES, build_app
+
+    eaten = []
+    for path, command in _commands(typer.main.get_command(build_app(COMMAND_MODULES))):
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        for text in texts:
+            try:
+                shown = Text.from_markup(text).plain
+            except MarkupError:
+                shown = ""
+            if shown != text:
+                eaten.append(f"quill {path}: {text!r}")
+    assert eaten == []

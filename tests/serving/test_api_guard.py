@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import socket
 import sqlite3
 import threading
@@ -250,6 +251,55 @@ def test_a_1mb_header_gets_a_json_431_and_bad_http_a_json_400(server: ApiServer)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head
     assert b'"bad_http_request"' in body
+
+
+def _raw_answer(port: int, request: bytes) -> tuple[bytes, bytes]:
+    """The head and body of the answer to ``request`` sent in one write on a new socket."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(request)
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    return head, body
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /healthz?" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 50_000 + b"\r\n",
+    ],
+    ids=["100 kB query", "50 kB header"],
+)
+def test_a_head_over_the_limit_sent_in_one_write_is_refused_too(
+    server: ApiServer, request_head: bytes
+) -> None:
+    """The HTTP server checks the limit only while a head is still arriving: these, whole in
+    one read, were answered 200."""
+    head, body = _raw_answer(server.port, request_head + b"Connection: close\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), head
+    assert b'"request_header_too_large"' in body
+
+
+def test_health_probes_answer_head_and_a_405_says_what_is_allowed(server: ApiServer) -> None:
+    for path in ("/healthz", "/readyz"):
+        assert httpx.head(f"{server.url}{path}").status_code == 200
+    wrong = httpx.delete(f"{server.url}/healthz")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert "GET" in wrong.headers["allow"]  # was no Allow header at all
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_feedback_in_another_content_type_is_415_as_predict(
+    client: httpx.Client, answer: dict[str, Any], content_type: str | None
+) -> None:
+    """Was: 422 "body: Input should be a valid dictionary or object to extract fields from"."""
+    body = json.dumps({**answer, "flag": "incorrect"}).encode()
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/v1/feedback", content=body, headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.json()["error"]["code"] == "unsupported_media_type"
 
 
 # ---- 7. /docs renders offline ----------------------------------------------------------

@@ -366,7 +366,7 @@ def serve_command(
         float, typer.Option(help=f"Seconds per run (at most {MAX_DURATION_S:g}).")
     ] = 10.0,
     image: Annotated[
-        Path | None, typer.Option(help="Image to send [default: a rendered sentence].")
+        Path | None, typer.Option(help="Image to send (default: a rendered sentence).")
     ] = None,
     batch: Annotated[
         str,

@@ -70,7 +70,7 @@ def predict(
         str | None,
         typer.Option(
             help="CTC models: greedy, beam, or single-pass (the model's own decoding of one "
-            "network pass instead of its vertical shifts) [default: what the model's card says]."
+            "network pass instead of its vertical shifts) (default: what the model's card says)."
         ),
     ] = None,
     segmenter: Annotated[

@@ -42,7 +42,7 @@ MaxMs = Annotated[
     float | None,
     typer.Option(
         help="Choose the best setting that reads a line within this many milliseconds "
-        "(as measured by this run) [default: no limit].",
+        "(as measured by this run) (default: no limit).",
         show_default=False,
     ),
 ]
@@ -213,7 +213,7 @@ def fit(
     vocabulary: Annotated[
         str | None,
         typer.Option(
-            help="Character set to fit with: ascii or latin (Western European) [default: ascii].",
+            help="Character set to fit with: ascii or latin (Western European) (default: ascii).",
             show_default=False,
         ),
     ] = None,
@@ -445,7 +445,7 @@ def shifts(
             "--shifts",
             help="Vertical shifts in pixels to average the network over, comma-separated, "
             "e.g. 0,-2,2 (repeat to compare several; 0 alone is one pass) "
-            "[default: 0 and 0,-2,2].",
+            "(default: 0 and 0,-2,2).",
             show_default=False,
         ),
     ] = None,
@@ -538,7 +538,7 @@ def language(
             exists=True,
             dir_okay=False,
             help="A small LM of the main language's texts (order 4, like --identify) "
-            "[default: the one the model has].",
+            "(default: the one the model has).",
             show_default=False,
         ),
     ] = None,

@@ -9,6 +9,7 @@ Heavy imports stay inside the commands.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -31,20 +32,20 @@ UrlOption = Annotated[
     typer.Option(
         "--url",
         help="Store database URL (sqlite:///..., postgresql://...) "
-        "[default: $QUILL_MONITORING_URL or ./monitoring/monitoring.db].",
+        "(default: $QUILL_MONITORING_URL or ./monitoring/monitoring.db).",
     ),
 ]
 ImagesOption = Annotated[
     str | None,
     typer.Option(
         "--images",
-        help="Image store folder or fsspec URL [default: $QUILL_MONITORING_IMAGES or beside "
-        "the SQLite file].",
+        help="Image store folder or fsspec URL (default: $QUILL_MONITORING_IMAGES or beside "
+        "the SQLite file).",
     ),
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", help="Monitoring rules YAML [default: configs/monitoring.yaml]."),
+    typer.Option("--config", help="Monitoring rules YAML (default: configs/monitoring.yaml)."),
 ]
 SinceOption = Annotated[str, typer.Option("--since", help="How far back: 30m, 24h, 7d, 2w.")]
 
@@ -89,13 +90,19 @@ def _store(
     from quill.monitoring.database import default_url, sqlite_file
     from quill.monitoring.store import MonitoringStore
 
+    file = sqlite_file(url or default_url())
+    if must_exist and file is not None and not file.is_file():
+        raise fail(f"no monitoring store at {file}")
     try:
-        file = sqlite_file(url or default_url()) if must_exist else None
-        if file is not None and not file.is_file():
-            raise fail(f"no monitoring store at {file}")
         return MonitoringStore.from_settings(settings, url, images)
     except (SQLAlchemyError, ValueError) as exc:
-        raise fail(f"cannot open the monitoring store: {exc}") from exc
+        reason = str(exc).splitlines()[0]
+        if file is not None and file.is_file() and not os.access(file.parent, os.W_OK):
+            reason = (
+                f"its folder {file.parent} is read-only, and SQLite writes a journal beside "
+                "the file even to read it: copy the store to a writable folder"
+            )
+        raise fail(f"cannot open the monitoring store: {reason}") from exc
 
 
 def _duration(text: str, option: str) -> Any:
@@ -160,7 +167,7 @@ def baseline_command(
     split: Annotated[str, typer.Option(help="Split to project: test, val, train or all.")] = "test",
     name: Annotated[str, typer.Option(help="Baseline name (replaces one of that name).")] = "",
     limit: Annotated[
-        int | None, typer.Option(min=1, help="At most this many samples [default: all].")
+        int | None, typer.Option(min=1, help="At most this many samples (default: all).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per predict call.")] = 16,
     backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torchscript.")] = "auto",
@@ -210,7 +217,7 @@ def baseline_command(
 @monitor_app.command("check")
 def check_command(
     window: Annotated[
-        str | None, typer.Option(help="Window length [default: the config's window].")
+        str | None, typer.Option(help="Window length (default: the config's window).")
     ] = None,
     baseline: Annotated[str | None, typer.Option(help="Baseline name.")] = None,
     url: UrlOption = None,
@@ -329,7 +336,7 @@ def feedback_dataset_command(
 @monitor_app.command("backfill")
 def backfill_command(
     projection: Annotated[
-        list[str] | None, typer.Option(help="Only these projections (repeat) [default: all].")
+        list[str] | None, typer.Option(help="Only these projections (repeat) (default: all).")
     ] = None,
     recompute: Annotated[bool, typer.Option(help="Recompute values already stored.")] = False,
     url: UrlOption = None,
@@ -375,7 +382,7 @@ def purge_command(
         typer.Option(
             min=0,
             help="Delete data older than DAYS; 0 deletes everything stored until now "
-            "[default: the config's retention_days].",
+            "(default: the config's retention_days).",
         ),
     ] = None,
     images_older_than: Annotated[
@@ -383,7 +390,7 @@ def purge_command(
         typer.Option(
             min=0,
             help="Delete images older than DAYS; 0 deletes them all "
-            "[default: the config's image_retention_days].",
+            "(default: the config's image_retention_days).",
         ),
     ] = None,
     url: UrlOption = None,
@@ -422,14 +429,14 @@ def evaluate_command(
     current: Annotated[Path, typer.Option(help="Staged model serving today.")],
     dataset: Annotated[
         list[Path] | None,
-        typer.Option(help="Evaluation dataset folder (repeat) [default: the config's sets]."),
+        typer.Option(help="Evaluation dataset folder (repeat) (default: the config's sets)."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split of --dataset folders.")] = "test",
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the card.")] = Path(
         "report-card"
     ),
     config: Annotated[
-        Path | None, typer.Option(help="Rules YAML [default: configs/evaluation.yaml].")
+        Path | None, typer.Option(help="Rules YAML (default: configs/evaluation.yaml).")
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per predict call.")] = 8,
     backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torchscript.")] = "auto",

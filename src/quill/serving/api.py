@@ -373,7 +373,9 @@ async def predict_batch(request: Request, service: ReadyService, state: State) -
     response_model=FeedbackResponse,
     responses=_errors(400, 401, 403, 404, 413, 422, 503),
 )
-async def feedback_endpoint(payload: FeedbackRequest, state: State) -> dict[str, Any]:
+async def feedback_endpoint(
+    payload: FeedbackRequest, state: State, _: Annotated[None, Depends(require_json)]
+) -> dict[str, Any]:
     """Flag an answer (incorrect / offensive / other), comment on it and/or give the
     right text. Needs the answer's ``request_id`` and ``feedback_token``; 404 if that
     prediction is not stored."""
@@ -411,12 +413,14 @@ async def feedback_endpoint(payload: FeedbackRequest, state: State) -> dict[str,
     return {"status": "stored", "request_id": payload.request_id}
 
 
+@health_router.head("/healthz", include_in_schema=False)  # for probes that send HEAD
 @health_router.get("/healthz")
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers (the model may still be loading)."""
     return {"status": "ok"}
 
 
+@health_router.head("/readyz", include_in_schema=False)
 @health_router.get("/readyz", responses=_errors(503))
 async def readyz(service: ReadyService) -> dict[str, Any]:
     """Readiness: the model is loaded and requests will be answered."""
@@ -564,7 +568,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     else:
         error = ServingError(status_code_name(exc.status_code), str(exc.detail), exc.status_code)
     api_state(request.app).metrics.error(error.code)
-    return _error_response(error)
+    response = _error_response(error)
+    response.headers.update(exc.headers or {})  # e.g. a 405's Allow: the methods there are
+    return response
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -585,15 +591,35 @@ class _BodyTooLarge(ServingError):
         )
 
 
+class _HeadTooLarge(ServingError):
+    def __init__(self, limit: int):
+        super().__init__(
+            "request_header_too_large",
+            f"the request line and headers are larger than the limit of {limit:,} bytes",
+        )
+
+
+def _head_size(scope: Scope) -> int:
+    """Bytes of a request's line and headers, as sent (near enough: separators counted)."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path") or b"") + 12
+    line += len(scope.get("query_string", b"")) + 1
+    return line + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
+
+
 class Guard:
     """Pure-ASGI middleware in front of every route: checks the API key (when one is set),
     refuses a declared ``Content-Length`` over the limit, counts the body bytes as they
     arrive (a chunked upload has no length to declare) and answers 413 as soon as they pass
-    the limit, whatever the route does with its body. Also counts every answer in metrics."""
+    the limit, whatever the route does with its body. Also counts every answer in metrics.
+
+    It also answers 431 to a request line and headers over their limit: the HTTP server's
+    own check (``h11_max_incomplete_event_size``) only holds while the head is still
+    arriving, and a head that arrives whole in one read (up to 256 KiB) passed it."""
 
     def __init__(self, app: ASGIApp, settings: ServingSettings, metrics: ApiMetrics):
         self.app = app
         self.limit = settings.max_body_bytes
+        self.header_limit = settings.max_header_bytes
         self.api_key = settings.api_key
         self.metrics = metrics
 
@@ -618,7 +644,9 @@ class Guard:
         try:
             denied = self._check_key(path, headers)
             declared = headers.get(b"content-length", b"")
-            if denied is not None:
+            if _head_size(scope) > self.header_limit:
+                await answer(_HeadTooLarge(self.header_limit))
+            elif denied is not None:
                 await answer(denied)
             elif declared.isdigit() and int(declared) > self.limit:
                 await answer(_BodyTooLarge(self.limit))
@@ -794,6 +822,18 @@ async def _field_bytes(item: Any, name: str) -> bytes | ServingError:
 
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def require_json(request: Request) -> None:
+    """A route whose body is a JSON object answers 415 to another declared type, as
+    /v1/predict does (a dependency: it runs before FastAPI validates the body, which
+    answered a form or text body 422 "Input should be a valid dictionary")."""
+    content_type = _content_type(request)
+    if content_type != "application/json":
+        raise ServingError(
+            "unsupported_media_type",
+            f"content type {content_type or 'missing'!r} is not supported; send application/json",
+        )
 
 
 def _json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:

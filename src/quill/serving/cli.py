@@ -30,7 +30,7 @@ OPEN_HELP = (
 )
 STORE_HELP = (
     "Monitoring store URL for predictions and flags ('off' disables) "
-    "[default: $QUILL_MONITORING_URL or monitoring/monitoring.db]."
+    "(default: $QUILL_MONITORING_URL or monitoring/monitoring.db)."
 )
 
 
