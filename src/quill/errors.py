@@ -53,6 +53,10 @@ EXIT_FAILED = 1
 #: a missing or unreadable input (file, dataset, model, run, baseline), a service that cannot
 #: be reached or refuses, or a step that failed (a training setup, an export).
 EXIT_ERROR = 2
+#: Stopped by Ctrl+C (SIGINT) or by SIGTERM: what a shell reports for a process that signal
+#: killed (128 + its number). ``quill train`` records its run as KILLED and says how to resume.
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:

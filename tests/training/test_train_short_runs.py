@@ -9,6 +9,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -120,3 +124,27 @@ def test_many_prediction_tables_do_not_break_the_run(tracking_uri: str) -> None:
     listed = json.loads(client.get_run(run_id).data.tags[MLFLOW_LOGGED_ARTIFACTS])
     assert listed[-1]["path"] == "predictions/epoch_199.json"
     assert len(artifact_paths(client, run_id, "predictions")) == 200  # every table kept
+
+
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_run_exits_as_stopped_and_says_where_its_checkpoints_are(
+    tiny_lines: Path, tracking_uri: str, tmp_path: Path, stop: signal.Signals, status: int
+) -> None:
+    """SIGTERM used to exit 0 (Lightning's own exit), so a script took a killed run for a
+    finished one; Ctrl+C exited 1 saying nothing of the checkpoints."""
+    out = tmp_path / "out"
+    args = train_args(tiny_lines, tracking_uri, out, "trainer.max_epochs=500")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("quill")), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*/*.ckpt")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until an epoch has ended: training is under way
+    process.send_signal(stop)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr[-2000:]
+    assert "stopped (recorded as KILLED); its checkpoints: " in stderr
+    assert only_run(MlflowClient(tracking_uri), "tiny").info.status == "KILLED"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import copy
 import os
 import secrets
+import shlex
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,8 +22,9 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from quill.errors import QuillError
+from quill.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, QuillError
 from quill.preprocess import PreprocessConfig
 from quill.training import tracking
 from quill.training.callbacks import (
@@ -594,10 +597,13 @@ def _recording(
                 str(ModelSummary(module, max_depth=3)),
             )
             yield
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit) as exc:
         # Ctrl+C, or SIGTERM (Lightning exits after its SIGTERM handler): stopped, not broken.
+        # Lightning ends both as an exit of 1 or 0, and 0 told a script the run was done.
         outcome["status"] = "KILLED"
-        raise
+        _print_stopped(run, output_dir, config_path)
+        terminated = isinstance(exc, SIGTERMException)
+        raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from exc
     finally:
         if console.is_file():
             text = clean_console_log(console.read_text(encoding="utf-8"))
@@ -607,6 +613,21 @@ def _recording(
 
 def _scalars(trainer: L.Trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+def _print_stopped(run: Run, output_dir: Path, config_path: str | None) -> None:
+    """Say on stderr where a stopped run's checkpoints are and how to go on from them."""
+    print(
+        f"\nrun {run.run_id} stopped (recorded as KILLED); its checkpoints: {output_dir}",
+        file=sys.stderr,
+    )
+    last = output_dir / "last.ckpt"
+    if last.is_file():
+        config = shlex.quote(config_path) if config_path else "CONFIG"
+        print(
+            f"  go on with `quill train --config {config} --resume {shlex.quote(str(last))}`",
+            file=sys.stderr,
+        )
 
 
 def _print_summary(run: Run, best: Path | None, metrics: Mapping[str, float]) -> None:
