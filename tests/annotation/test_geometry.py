@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from quill.annotation.geometry import (
     Box,
@@ -12,6 +13,7 @@ from quill.annotation.geometry import (
     enclosing_box,
     mask_outside,
     percent_to_box,
+    share_on_image,
 )
 
 
@@ -105,3 +107,25 @@ def test_crops_do_not_carry_the_page_metadata(ls):
     page, lines = ls.draw_page([("profiled", 20, 20, 0)], (300, 100))
     page.info.update(icc_profile=b"\0" * 10_000, exif=b"Exif\0\0", dpi=(300, 300))
     assert crop_box(page, lines[0].box).info == {}
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        Box(20, 20, 100, 30),  # on the image
+        Box(250, 40, 100, 30),  # past the right edge
+        Box(-60, 150, 120, 40, 30),  # rotated across the left and bottom edges
+        Box(280, 60, 90, 50, 200),  # turned upside down across the top edge
+        Box(500, 500, 40, 10, 45),  # far off
+    ],
+)
+def test_share_on_image_is_the_drawn_share(box):
+    """The clipped area against pixels counted in a drawing of the box around the image."""
+    width, height, margin = 300, 200, 400
+    canvas = Image.new("L", (width + 2 * margin, height + 2 * margin), 0)
+    corners = [(x + margin, y + margin) for x, y in box.corners().tolist()]
+    ImageDraw.Draw(canvas).polygon(corners, fill=1)
+    drawn = np.asarray(canvas, dtype=np.int64)
+    on_image = drawn[margin : margin + height, margin : margin + width].sum()
+    expected = on_image / drawn.sum() if drawn.sum() else 0.0
+    assert share_on_image(box, width, height) == pytest.approx(expected, abs=0.03)

@@ -17,16 +17,27 @@ SIZE = (900, 600)
 TEXTS = ["Kew, 3rd May", "my dear Asa Gray", "the seeds came"]
 
 
-@pytest.fixture
-def page(tmp_path, ls):
-    """A page with three slanted lines, saved as PNG; returns (path, drawn lines)."""
-    specs = [(text, 60 + 10 * i, 80 + 120 * i, 4.0) for i, text in enumerate(TEXTS)]
+def save_page(tmp_path, ls, name="page1.png", slant=4.0):
+    """A page with three lines at ``slant`` degrees, saved as PNG: (path, drawn lines)."""
+    specs = [(text, 60 + 10 * i, 80 + 120 * i, slant) for i, text in enumerate(TEXTS)]
     image, lines = ls.draw_page(specs, SIZE)
     images = tmp_path / "images" / "scans"
-    images.mkdir(parents=True)
-    path = images / "page1.png"
+    images.mkdir(parents=True, exist_ok=True)
+    path = images / name
     image.save(path)
     return path, lines
+
+
+@pytest.fixture
+def page(tmp_path, ls):
+    return save_page(tmp_path, ls)
+
+
+@pytest.fixture
+def other_page(tmp_path, ls):
+    """The same lines at another slant: other pixels (a shift alone would give the same
+    crops), so annotations reading them otherwise do not conflict with ``page``'s."""
+    return save_page(tmp_path, ls, "page2.png", slant=-3.0)
 
 
 def data_for(path: Path, root: Path) -> dict:
@@ -103,11 +114,13 @@ def test_paragraph_holds_only_boxed_ink(tmp_path, ls):
     assert prompt_ink > 0 and ink.sum() >= boxed_ink  # the crop is the same box, unmasked
 
 
-def test_annotator_policy_ground_truth_then_latest_and_cancelled_ignored(tmp_path, ls, page):
+def test_annotator_policy_ground_truth_then_latest_and_cancelled_ignored(
+    tmp_path, ls, page, other_page
+):
     path, lines = page
     data = data_for(path, tmp_path / "images")
 
-    def with_first_text(aid, first, **kwargs):
+    def with_first_text(aid, first, lines=lines, **kwargs):
         results = ls.region("r0", lines[0].box, first, SIZE)
         for i in (1, 2):
             results += ls.region(f"r{i}", lines[i].box, lines[i].text, SIZE)
@@ -127,20 +140,22 @@ def test_annotator_policy_ground_truth_then_latest_and_cancelled_ignored(tmp_pat
         ),
         ls.task(
             2,
-            data,
+            data_for(other_page[0], tmp_path / "images"),
             [
                 with_first_text(
-                    20, "reviewed", updated_at="2026-03-01T10:00:00Z", ground_truth=True
+                    20,
+                    "reviewed",
+                    other_page[1],
+                    updated_at="2026-03-01T10:00:00Z",
+                    ground_truth=True,
                 ),
-                with_first_text(21, "latest", updated_at="2026-03-05T10:00:00Z"),
+                with_first_text(21, "latest", other_page[1], updated_at="2026-03-05T10:00:00Z"),
             ],
         ),
     ]
     result = run(tmp_path, ls, tasks)
     firsts = {s.meta["task_id"]: s.text for s in result.manifest if s.meta.get("line") == 1}
     assert firsts == {1: "newer", 2: "reviewed"}
-    # The same image in two tasks lands in one group, so it cannot straddle two splits.
-    assert len({s.group for s in result.manifest}) == 1
 
 
 def test_every_skip_reason_is_reported(tmp_path, ls, page):
@@ -214,23 +229,27 @@ def test_keep_flags_and_escaped_hash(tmp_path, ls, page):
     assert texts == ["Item #5 naïve", "the ### came", '"quoted" text...']
 
 
-def test_min_agreement(tmp_path, ls, page):
+def test_min_agreement(tmp_path, ls, page, other_page):
     path, lines = page
     data = data_for(path, tmp_path / "images")
 
-    def reading(aid, first, **kwargs):
+    def reading(aid, first, lines=lines, **kwargs):
         results = ls.region("r0", lines[0].box, first, SIZE)
         results += ls.region("r1", lines[1].box, lines[1].text, SIZE)
         return ls.annotation(aid, results, **kwargs)
 
     agree = [reading(1, "Kew, 3rd May"), reading(2, "Kew, 3rd Mey", updated_at="2026-03-02T0:00Z")]
     disagree = [reading(3, "Kew, 3rd May"), reading(4, "zzzz zzzz zz", updated_at="2026-03-02")]
-    reviewed = [reading(5, "Kew, 3rd May", ground_truth=True), reading(6, "zzzz zzzz zz")]
+    # Kept with task 1, which reads the first line otherwise: on another page, no conflict.
+    reviewed = [
+        reading(5, "Kew, 3rd May", other_page[1], ground_truth=True),
+        reading(6, "zzzz zzzz zz", other_page[1]),
+    ]
     tasks = [
         ls.task(1, data, agree),
         ls.task(2, data, disagree),
         ls.task(3, data, [reading(7, "Kew, 3rd May")]),
-        ls.task(4, data, reviewed),
+        ls.task(4, data_for(other_page[0], tmp_path / "images"), reviewed),
     ]
     result = run(tmp_path, ls, tasks, min_agreement=0.9)
     assert dict(result.reasons) == {"low_agreement": 1, "no_second_annotation": 1}
@@ -258,10 +277,13 @@ def test_image_resolution_upload_and_http_and_size_checks(tmp_path, ls, page):
     (root / "page1.png").write_bytes(path.read_bytes())  # uploads resolve by file name
     tasks = [ls.task(1, upload, [half]), ls.task(2, web, [half]), ls.task(3, web, [sideways])]
     result = run(tmp_path, ls, tasks)
-    assert dict(result.reasons) == {"size_mismatch": 1}
-    assert {s.meta["task_id"] for s in result.manifest} == {1, 2}
+    # Tasks 1 and 2 found the same file: their samples are the same pixels and texts, once.
+    assert dict(result.reasons) == {"size_mismatch": 1, "duplicate": 4}
+    assert {s.meta["task_id"] for s in result.manifest} == {1}
     report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
     assert "EXIF" in report["skipped"][0]["reason"]
+    duplicates = [s["where"] for s in report["skipped"] if s["reason"].startswith("duplicate")]
+    assert duplicates == ["task 2 region r0", "task 2 region r1", "task 2 region r2", "task 2"]
 
 
 def test_bad_exports_and_existing_dataset(tmp_path, ls, page):
@@ -311,3 +333,133 @@ def test_reading_order_on_a_rotated_page(tmp_path, ls):
     assert paragraph.meta["box"][4] == pytest.approx(-20.0)
     crop = Image.open(result.manifest.path_of(paragraph))
     assert crop.width > crop.height, "the tilted page comes out level"
+
+
+def test_a_box_mostly_off_the_image_is_left_out_of_lines_and_paragraph(
+    tmp_path, ls, page, other_page
+):
+    path, lines = page
+    # x = 150 %, as in a hand-edited export: the crop would be blank paper labelled "Stamp".
+    off = ls.region("off", Box(0, 300, 100, 40), "Stamp", SIZE)
+    for result in off:
+        result["value"].update(x=150, width=50)
+    results = ls.region("r0", lines[0].box, TEXTS[0], SIZE) + off
+    results += ls.region("r1", lines[1].box, TEXTS[1], SIZE)
+    # A box reaching a little past the right edge is kept: its overhang is painted paper.
+    last = other_page[1][2].box
+    past_edge = Box(last.x, last.y, (SIZE[0] - last.x) / 0.92, last.height, last.rotation)
+    tasks = [
+        ls.task(1, data_for(path, tmp_path / "images"), [ls.annotation(1, results)]),
+        ls.task(
+            2,
+            data_for(other_page[0], tmp_path / "images"),
+            [ls.annotation(2, ls.region("r2", past_edge, TEXTS[2], SIZE))],
+        ),
+    ]
+    result = run(tmp_path, ls, tasks)
+    assert dict(result.reasons) == {"outside_image": 1, "incomplete_paragraph": 1}
+    texts = {(s.meta["task_id"], s.kind, s.text) for s in result.manifest}
+    assert texts == {
+        (1, "line", TEXTS[0]),
+        (1, "line", TEXTS[1]),
+        (2, "line", TEXTS[2]),
+        (2, "paragraph", TEXTS[2]),
+    }
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    where = {s["where"]: s["reason"] for s in report["skipped"]}
+    assert where["task 1 region off"].startswith("outside_image")
+    assert "0% of the box on the image" in where["task 1 region off"]
+
+
+def test_oddly_typed_exports_skip_the_task_or_region_and_go_on(tmp_path, ls, page):
+    """Valid JSON with types no Label Studio writes used to raise (AttributeError,
+    ValueError, OverflowError) or, for a box 10^6 % wide, run for minutes."""
+    path, lines = page
+    data = data_for(path, tmp_path / "images")
+
+    def first_line_with(**value):
+        results = ls.region("r0", lines[0].box, TEXTS[0], SIZE)
+        for result in results:
+            result["value"].update(value)
+        return [ls.annotation(1, results)]
+
+    stray = ls.region("junk", lines[2].box, "junk", SIZE)
+    stray[0]["value"] = "x=10,y=20"  # a string where the value object belongs
+    tasks = [
+        ls.task(1, data, [full_annotation(ls, lines, order=(0, 1))]),
+        ls.task(2, "scans/page1.png", [full_annotation(ls, lines)]),  # data as a string
+        ls.task(3, data, first_line_with(x=float("nan"))),
+        ls.task(4, data, first_line_with(width=float("inf"))),
+        ls.task(5, data, first_line_with(width=1e6)),
+        ls.task(6, data, [{**ls.annotation(1, []), "result": "r0"}]),
+        ls.task(7, {"ocr": "https://[::1/page1.png"}, [full_annotation(ls, lines)]),  # no URL
+    ]
+    tasks[0]["annotations"][0]["result"] += stray
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))  # NaN and Infinity, as Python's json writes them
+    assert "NaN" in export.read_text() and "Infinity" in export.read_text()
+    opts = ImportOptions(images_root=tmp_path / "images")
+    result = import_export(export, tmp_path / "dataset", opts)
+
+    assert dict(result.reasons) == {
+        "bad_region": 4,
+        "bad_task": 3,
+        "no_regions": 3,
+        "incomplete_paragraph": 1,
+    }
+    assert [s.text for s in result.manifest] == TEXTS[:2]  # task 1's two good lines
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    where = {s["where"]: s["reason"] for s in report["skipped"]}
+    assert "value is str, not an object" in where["task 1 region junk"]
+    assert "data is str, not an object" in where["task 2"]
+    assert "x is nan" in where["task 3 region r0"]
+    assert "width is inf" in where["task 4 region r0"]
+    assert "width is 1000000.0" in where["task 5 region r0"]
+    assert "annotation 1 result is str, not a list" in where["task 6"]
+    assert "Invalid IPv6 URL" in where["task 7"]
+
+
+def test_conflicting_labels_of_the_same_pixels_are_left_out_and_repeats_kept_once(
+    tmp_path, ls, page
+):
+    path, lines = page
+    data = data_for(path, tmp_path / "images")
+    # Task 2 shows the same image with the same boxes (pushed twice, or one photo exported
+    # twice from monitoring) but reads the first line otherwise.
+    second = full_annotation(ls, lines, aid=2)
+    for result in second["result"]:
+        if result["id"] == "r0" and result["type"] == "textarea":
+            result["value"]["text"] = ["Label B"]
+    # Task 3 boxes the second line more loosely: other pixels, so its own sample.
+    loose = lines[1].box
+    loose = Box(loose.x - 6, loose.y - 6, loose.width + 12, loose.height + 12, loose.rotation)
+    tasks = [
+        ls.task(1, data, [full_annotation(ls, lines)]),
+        ls.task(2, data, [second]),
+        ls.task(3, data, [ls.annotation(3, ls.region("r1", loose, TEXTS[1], SIZE))]),
+    ]
+    result = run(tmp_path, ls, tasks)
+
+    assert dict(result.reasons) == {
+        "conflicting_label": 2,  # line 1 of tasks 1 and 2
+        "incomplete_paragraph": 2,  # their pages, which hold that line
+        "duplicate": 2,  # lines 2 and 3 of task 2, the same as task 1's
+    }
+    kept = sorted((s.meta["task_id"], s.kind, s.text) for s in result.manifest)
+    assert kept == [
+        (1, "line", TEXTS[1]),
+        (1, "line", TEXTS[2]),
+        (3, "line", TEXTS[1]),
+        (3, "paragraph", TEXTS[1]),
+    ]
+    assert "Label B" not in {s.text for s in result.manifest}
+    assert len({s.sha256 for s in result.manifest}) == len(result.manifest)
+    # The same image in several tasks lands in one group, so it cannot straddle two splits.
+    assert len({s.group for s in result.manifest}) == 1
+    assert result.tasks_used == 2
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    where = {s["where"]: s["reason"] for s in report["skipped"]}
+    assert "task 2 region r0 says 'Label B'" in where["task 1 region r0"]
+    assert "task 1 region r0 says 'Kew, 3rd May'" in where["task 2 region r0"]
+    assert "kept from task 1 region r1" in where["task 2 region r1"]
+    assert not list((tmp_path / "dataset").glob(".scratch-*")), "the scratch folder is removed"

@@ -51,8 +51,8 @@ def config_command(
         typer.Option(
             "--out",
             "-o",
-            help="Folder to write labeling-config.xml and instructions.html to [default: print "
-            "the config XML].",
+            help="Folder to write labeling-config.xml and instructions.html to (default: print "
+            "the config XML).",
         ),
     ] = None,
 ) -> None:
@@ -100,7 +100,7 @@ def tasks_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Task file to write (.json or .csv).")],
     fmt: Annotated[
         str | None,
-        typer.Option("--format", help="json or csv [default: from --out's suffix, else json]."),
+        typer.Option("--format", help="json or csv (default: from --out's suffix, else json)."),
     ] = None,
     model: Annotated[
         Path | None,
@@ -122,7 +122,7 @@ def tasks_command(
         ),
     ] = Path("."),
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Inference threads for --model [default: runtime's].")
+        int | None, typer.Option(min=1, help="Inference threads for --model (default: runtime's).")
     ] = None,
 ) -> None:
     """Write Label Studio tasks for images, optionally with a model's lines as pre-annotations."""
@@ -355,7 +355,7 @@ def _client(url: str | None) -> Any:
         raise fail(str(exc)) from exc
 
 
-URL_HELP = "Label Studio URL [default: $LABEL_STUDIO_URL or http://127.0.0.1:8080]."
+URL_HELP = "Label Studio URL (default: $LABEL_STUDIO_URL or http://127.0.0.1:8080)."
 
 
 @annotate_app.command("push")
@@ -436,13 +436,17 @@ def export_command(
     corrected: Annotated[bool, typer.Option(help="Only predictions users corrected.")] = False,
     slice_: Annotated[
         list[str] | None,
-        typer.Option("--slice", help="Only KEY=VALUE, e.g. polarity=light-on-dark (repeat)."),
+        typer.Option(
+            "--slice",
+            help="Only KEY=VALUE, e.g. polarity=light-on-dark (repeat); an unknown key or value "
+            "is an error naming the known ones.",
+        ),
     ] = None,
     since: SinceOption = "7d",
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many tasks.")] = None,
     document_root: Annotated[
         Path | None,
-        typer.Option(help="Label Studio's local-files document root [default: OUT's folder]."),
+        typer.Option(help="Label Studio's local-files document root (default: OUT's folder)."),
     ] = None,
     url: UrlOption = None,
     images: ImagesOption = None,
@@ -452,25 +456,35 @@ def export_command(
 
     Images are copied to OUT's folder/images/. Import the tasks into a project made with
     `quill annotate config`, then bring the annotations back with `quill annotate import`.
+    When no prediction matches and OUT already holds tasks, OUT is left as it was and the
+    command exits 1 (an empty list would silently replace tasks not yet imported).
     """
-    from quill.annotation.from_monitoring import FORMATS, export_labelstudio, select
+    from quill.annotation.from_monitoring import (
+        FORMATS,
+        export_labelstudio,
+        parse_slices,
+        select,
+    )
 
     if to not in FORMATS:
         raise typer.BadParameter(f"use one of {FORMATS}", param_hint="--to")
     check_output(out, folder=False)
     settings = _settings(config)
-    store = _store(url, images, settings, must_exist=True)
-    start = _since(since)
     try:
-        chosen = select(
-            store.predictions(since=start, flagged=flagged),
-            settings,
-            flagged=flagged,
-            corrected=corrected,
-            slices=slice_ or [],
-        )[:limit]
+        slices = parse_slices(slice_ or [], settings)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--slice") from exc
+    store = _store(url, images, settings, must_exist=True)
+    start = _since(since)
+    chosen = select(
+        store.predictions(since=start, flagged=flagged),
+        settings,
+        flagged=flagged,
+        corrected=corrected,
+        slices=slices,
+    )[:limit]
+    if not chosen and _holds_tasks(out):
+        raise fail(f"no prediction matched the filters; {out} left as it was", EXIT_FAILED)
     try:
         result = export_labelstudio(store, chosen, out, document_root=document_root)
     except ValueError as exc:  # an image outside the document root
@@ -483,6 +497,18 @@ def export_command(
             "[yellow]no prediction matched the filters; wrote an empty task list[/yellow]"
         )
     console.print(f"wrote {len(result.tasks)} task(s) to {out} (images in {out.parent / 'images'})")
+
+
+def _holds_tasks(path: Path) -> bool:
+    """Whether ``path`` holds something an empty task list would replace: anything but
+    nothing at all or an empty JSON list."""
+    if not path.is_file():
+        return False
+    try:
+        text = path.read_text(encoding="utf-8")
+        return bool(text.strip()) and json.loads(text) != []
+    except (OSError, ValueError):  # unreadable or not JSON: not ours to replace with []
+        return True
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ a dataset version. The task format is the annotation layer's own
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from quill.annotation.tasks import ImageRef, build_tasks, upright_size, write_tasks
-from quill.monitoring.drift import slice_values
+from quill.monitoring.drift import polarity_label, size_bucket, slice_values
 from quill.monitoring.records import StoredPrediction
 from quill.monitoring.settings import MonitoringSettings
 from quill.monitoring.store import MonitoringStore
@@ -44,11 +45,10 @@ def select(
     *,
     flagged: bool = False,
     corrected: bool = False,
-    slices: Sequence[str] = (),
+    slices: Sequence[tuple[str, str]] = (),
 ) -> list[StoredPrediction]:
-    """Predictions matching every filter; ``slices`` are ``key=value`` (e.g.
-    ``polarity=light-on-dark``) as in the drift tables."""
-    wanted = [_parse_slice(s) for s in slices]
+    """Predictions matching every filter; ``slices`` are (key, value) pairs from
+    :func:`parse_slices`."""
     chosen = []
     for p in predictions:
         if flagged and p.flag is None:
@@ -56,16 +56,51 @@ def select(
         if corrected and p.correction is None:
             continue
         values = slice_values(p.projections, settings, p.client, p.model_version)
-        if all(values.get(key) == value for key, value in wanted):
+        if all(values.get(key) == value for key, value in slices):
             chosen.append(p)
     return chosen
 
 
-def _parse_slice(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key or not value:
-        raise ValueError(f"slice {text!r}: use KEY=VALUE, e.g. polarity=light-on-dark")
-    return key, value
+def slice_choices(settings: MonitoringSettings) -> dict[str, list[str] | None]:
+    """The slices predictions can be chosen by, each with its possible values (None: any).
+
+    The keys are the settings' ``slices`` (no other key is ever computed). Polarity and
+    size bucket are labels :func:`~quill.monitoring.drift.slice_values` makes from
+    projections, so their values are what its labelling functions give for every input (the
+    polarity projection is 1, 0 or missing; a size is under a bucket's limit, above all of
+    them, or missing); client and model version are whatever was stored.
+    """
+    buckets = settings.size_buckets
+    closed = {
+        "polarity": sorted({polarity_label(value) for value in (1.0, 0.0, None)}),
+        "size_bucket": [
+            *sorted(buckets, key=buckets.__getitem__),
+            size_bucket(math.inf, math.inf, buckets),
+            size_bucket(None, None, buckets),
+        ],
+    }
+    return {key: closed.get(key) for key in settings.slices}
+
+
+def parse_slices(texts: Sequence[str], settings: MonitoringSettings) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` filters as (key, value) pairs, checked against :func:`slice_choices`.
+
+    A misspelt key or value would match nothing, and an export of nothing looks like a quiet
+    week: ValueError names what is known instead.
+    """
+    choices = slice_choices(settings)
+    pairs = []
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"slice {text!r}: use KEY=VALUE, e.g. polarity=light-on-dark")
+        if key not in choices:
+            raise ValueError(f"slice {text!r}: unknown key {key!r}; known: {', '.join(choices)}")
+        known = choices[key]
+        if known is not None and value not in known:
+            raise ValueError(f"slice {text!r}: unknown {key} {value!r}; known: {', '.join(known)}")
+        pairs.append((key, value))
+    return pairs
 
 
 def export_labelstudio(

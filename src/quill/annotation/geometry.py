@@ -83,6 +83,53 @@ def percent_to_box(value: dict, image_width: float, image_height: float) -> Box:
     )
 
 
+def share_on_image(box: Box, image_width: float, image_height: float) -> float:
+    """The part of ``box``'s area (0 to 1) that lies on an image of the given size.
+
+    A crop fills what lies off the image with paper colour, so a box mostly off the page
+    would become a blank picture labelled with text. The rotated box is clipped to each edge
+    of the image in turn (Sutherland-Hodgman) and the area left is measured (shoelace).
+
+    >>> share_on_image(Box(-50, 10, 100, 20), 200, 100), share_on_image(Box(300, 0, 9, 9), 200, 100)
+    (0.5, 0.0)
+    >>> round(share_on_image(Box(10, 50, 100, 20, 90), 200, 100), 6)  # turned across an edge
+    0.25
+    """
+    polygon = [(float(x), float(y)) for x, y in box.corners()]
+    edges = ((0, 0.0, -1), (0, image_width, 1), (1, 0.0, -1), (1, image_height, 1))
+    for axis, limit, sign in edges:  # left, right, top, bottom: keep the side facing inwards
+        polygon = _clip(polygon, axis, limit, sign)
+    if len(polygon) < 3:
+        return 0.0
+    xs, ys = np.array(polygon).T
+    area = 0.5 * abs(float(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))))
+    return area / abs(box.width * box.height)
+
+
+def _clip(
+    polygon: list[tuple[float, float]], axis: int, limit: float, sign: int
+) -> list[tuple[float, float]]:
+    """The part of a convex polygon where ``sign * (coordinate[axis] - limit) <= 0``."""
+
+    def inside(point: tuple[float, float]) -> bool:
+        return sign * (point[axis] - limit) <= 0
+
+    clipped = []
+    for index, current in enumerate(polygon):
+        previous = polygon[index - 1]
+        if inside(current) != inside(previous):  # the edge crosses the line: keep the crossing
+            t = (limit - previous[axis]) / (current[axis] - previous[axis])
+            clipped.append(
+                (
+                    previous[0] + t * (current[0] - previous[0]),
+                    previous[1] + t * (current[1] - previous[1]),
+                )
+            )
+        if inside(current):
+            clipped.append(current)
+    return clipped
+
+
 def box_to_percent(box: Box, image_width: float, image_height: float) -> dict[str, float]:
     """Label Studio ``value`` geometry (percent units) of a pixel box; inverse of the above.
 

@@ -8,6 +8,11 @@ and, when every line of the page is usable, cut the page's lines out as one para
 the image shows exactly the text of its label). Splits are assigned by task, so a page's
 lines and its paragraph always land in the same split.
 
+Samples go to a scratch dataset first: only once every task is read is it known whether
+another task labelled the very same pixels (the same image shown twice, the same box)
+differently. Such contradicting samples are all left out, since the import cannot tell which
+reading is right; samples that agree are kept once (:meth:`_TaskImporter.settle`).
+
 Nothing is dropped silently: every task, line or paragraph left out is recorded with a
 reason code (see :data:`REASONS`) in ``import-report.json`` and the command's summary.
 """
@@ -18,7 +23,8 @@ import json
 import math
 import shutil
 import statistics
-from collections import Counter
+import tempfile
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ from quill.annotation.geometry import (
     enclosing_box,
     mask_outside,
     percent_to_box,
+    share_on_image,
     signed_angle,
 )
 from quill.annotation.regions import Region, parse_regions
@@ -51,7 +58,7 @@ REASONS = {
     "no_annotations": "task never annotated",
     "all_cancelled": "every annotation was skipped/cancelled",
     "no_regions": "annotation submitted with no line boxes",
-    "bad_task": "task has no image reference",
+    "bad_task": "task has no usable image reference, or data/annotations/result of wrong type",
     "image_not_found": "image not found under the images root",
     "image_unreadable": "image cannot be decoded",
     "image_changed": "image differs from the one annotated (sha256)",
@@ -59,15 +66,23 @@ REASONS = {
     "low_agreement": "annotators disagree more than --min-agreement allows",
     "no_second_annotation": "--min-agreement set but only one annotation",
     "not_a_line": "region label is not Line",
+    "bad_region": "region result malformed (value not an object, geometry not a number or absurd)",
     "text_without_box": "transcription without a box",
     "box_without_text": "box without a transcription",
     "tiny_box": "box smaller than 2 pixels",
+    "outside_image": "box mostly outside the image",
     "illegible": "text marks illegible characters (#)",
     "unknown_characters": "characters outside the vocabulary",
     "incomplete_paragraph": "a line of the page was left out, so the paragraph is too",
+    "conflicting_label": "the same pixels (image and box) have another text elsewhere",
+    "duplicate": "the same pixels with the same text came earlier: kept once",
 }
 #: Relative difference of aspect ratios tolerated between the annotated and the found image.
 ASPECT_TOLERANCE = 0.01
+#: Share of a box's area that must lie on the image: a rotated box may poke past an edge
+#: (that part of the crop is paper), but a box mostly off the page would be a blank crop
+#: labelled with text.
+MIN_SHARE_ON_IMAGE = 0.75
 
 
 class LabelStudioExportError(QuillError, ValueError):
@@ -177,6 +192,9 @@ def read_lines(
     lines: list[Line] = []
     boxless: list[tuple[str, str, str]] = []
     for region in regions:
+        if region.malformed:
+            boxless.append((region.id, "bad_region", region.malformed))
+            continue
         if not region.is_line:
             boxless.append((region.id, "not_a_line", f"label {region.labels}"))
             continue
@@ -185,15 +203,18 @@ def read_lines(
             boxless.append((region.id, "text_without_box", repr(text)))
             continue
         line = Line(region, percent_to_box(region.geometry, *size), text)
-        _check(line, options)
+        _check(line, size, options)
         lines.append(line)
     return lines, boxless
 
 
-def _check(line: Line, options: ImportOptions) -> None:
-    """Mark why ``line`` cannot be a training label (or unescape its text if it can)."""
+def _check(line: Line, size: tuple[int, int], options: ImportOptions) -> None:
+    """Mark why ``line`` on an image of ``size`` cannot be a training label (or unescape its
+    text if it can)."""
     if min(line.box.width, line.box.height) < 2:
         line.problem, line.detail = "tiny_box", f"{line.box.width:.1f}x{line.box.height:.1f} px"
+    elif (share := share_on_image(line.box, *size)) < MIN_SHARE_ON_IMAGE:
+        line.problem, line.detail = "outside_image", f"{share:.0%} of the box on the image"
     elif not line.text:
         line.problem = "box_without_text"
     elif transcription.is_illegible(line.text) and not options.keep_illegible:
@@ -230,14 +251,46 @@ def paragraph_text(lines: list[Line]) -> str:
     return "\n".join(line.text for line in reading_order(lines)[0] if line.text)
 
 
-class _TaskImporter:
-    """Imports the tasks of one export into one DatasetWriter."""
+def _wrong_type(task: dict[str, Any]) -> str | None:
+    """Which part of ``task`` has a type no Label Studio export gives it, or None.
 
-    def __init__(self, writer: DatasetWriter, options: ImportOptions):
+    The file is valid JSON all the same, so :func:`load_export` let it through; one odd task
+    must not stop the import of the others.
+    """
+    annotations = task.get("annotations")
+    fields = [("data", task.get("data"), dict), ("annotations", annotations, list)]
+    if isinstance(annotations, list):
+        fields += [
+            (f"annotation {a.get('id')} result", a.get("result"), list)
+            for a in annotations
+            if isinstance(a, dict)
+        ]
+    for name, value, kind in fields:
+        if value is not None and not isinstance(value, kind):
+            wanted = "an object" if kind is dict else "a list"
+            return f"{name} is {type(value).__name__}, not {wanted}"
+    return None
+
+
+@dataclass
+class _Staged:
+    """Where a sample waiting in the scratch dataset came from."""
+
+    where: str
+    #: The task's position in the export (hand-made exports may repeat or omit ids).
+    position: int
+
+
+class _TaskImporter:
+    """Imports the tasks of one export into one DatasetWriter, by way of a scratch one."""
+
+    def __init__(self, writer: DatasetWriter, scratch: DatasetWriter, options: ImportOptions):
         self.writer = writer
+        self.scratch = scratch
         self.options = options
         self.reasons: Counter[str] = Counter()
         self.group_of_image: dict[str, str] = {}
+        self.staged: list[_Staged] = []
         self.used = 0
 
     def skip(self, where: str, code: str, detail: str = "") -> None:
@@ -248,6 +301,9 @@ class _TaskImporter:
     def run(self, index: int, task: dict[str, Any]) -> None:
         task = {"id": f"#{index}", **task}  # hand-made exports may lack ids: use the position
         where = f"task {task['id']}"
+        wrong = _wrong_type(task)
+        if wrong:
+            return self.skip(where, "bad_task", wrong)
         annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
         if not annotations:
             extra = "only model predictions" if task.get("predictions") else ""
@@ -266,10 +322,14 @@ class _TaskImporter:
         lines, boxless = read_lines(chosen, image.size, self.options)
         accepted, score = self._agreement(where, chosen, annotations, image.size, lines)
         if accepted:
-            self._write(task, chosen, image, lines, boxless, score)
+            self._write(index, task, chosen, image, lines, boxless, score)
 
     def _open(self, where: str, data: dict[str, Any]) -> Image.Image | None:
-        path, tried = resolve_image(data, self.options.images_root)
+        try:
+            path, tried = resolve_image(data, self.options.images_root)
+        except ValueError as exc:  # a reference urlparse refuses, e.g. "http://[host"
+            self.skip(where, "bad_task", f"{data.get(IMAGE_VARIABLE)!r}: {exc}")
+            return None
         if path is None:
             shown = ", ".join(str(p) for p in tried) or "nothing to try"
             self.skip(where, "image_not_found", f"{data.get(IMAGE_VARIABLE)!r}; tried {shown}")
@@ -338,6 +398,7 @@ class _TaskImporter:
 
     def _write(
         self,
+        position: int,
         task: dict[str, Any],
         chosen: dict[str, Any],
         image: Image.Image,
@@ -345,12 +406,14 @@ class _TaskImporter:
         boxless: list[tuple[str, str, str]],
         score: float | None,
     ) -> None:
-        """Write the usable lines and, if the page is complete, its paragraph."""
+        """Stage the usable lines and, if the page is complete, its paragraph."""
         task_id = task.get("id")
         where = f"task {task_id}"
         for region_id, code, detail in boxless:
             self.skip(f"{where} region {region_id}", code, detail)
-        missing_text = any(code == "text_without_box" for _, code, _ in boxless)
+        # a transcription without a box, or a region that cannot be read, is text the
+        # paragraph would lack (a region labelled other than Line is meant to be left out)
+        missing_text = any(code != "not_a_line" for _, code, _ in boxless)
         if not lines:
             return self.skip(where, "no_regions", f"annotation {chosen.get('id')}")
         ordered, angle = reading_order(lines)
@@ -366,13 +429,13 @@ class _TaskImporter:
             "agreement": None if score is None else round(score, 4),
             "page": image.info["quill_path"],
         }
-        written = 0
+        staged = 0
         for number, line in enumerate(ordered, 1):
             if line.problem:
                 self.skip(f"{where} region {line.region.id}", line.problem, line.detail)
                 continue
             meta = {**base, "region_id": line.region.id, "line": number, "box": _box(line.box)}
-            self.writer.add_crop(
+            self.scratch.add_crop(
                 f"t{task_id}-l{number:02d}",
                 crop_box(image, line.box, paper),
                 line.text,
@@ -380,15 +443,15 @@ class _TaskImporter:
                 kind="line",
                 meta=meta,
             )
-            written += 1
-        self.used += int(written > 0)
-        if written < len(ordered) or missing_text:
+            self.staged.append(_Staged(f"{where} region {line.region.id}", position))
+            staged += 1
+        if staged < len(ordered) or missing_text:
             return self.skip(where, "incomplete_paragraph")
         boxes = [line.box for line in ordered]
         margin = 0.25 * statistics.median(b.height for b in boxes)
         page = mask_outside(image, boxes, paper) if self.options.mask_paragraphs else image
         outline = enclosing_box(boxes, angle, margin)
-        self.writer.add_crop(
+        self.scratch.add_crop(
             f"t{task_id}-page",
             crop_box(page, outline, paper),
             "\n".join(line.text for line in ordered),
@@ -396,6 +459,47 @@ class _TaskImporter:
             kind="paragraph",
             meta={**base, "lines": len(ordered), "box": _box(outline)},
         )
+        self.staged.append(_Staged(where, position))
+
+    def settle(self) -> None:
+        """Copy the scratch samples into the dataset, leaving out contradictions and repeats.
+
+        Samples with the same pixels (sha256: the same image, the same box) are one region
+        read twice. If their texts differ there is no telling which reading is right, so none
+        is kept, nor the paragraph of a page holding such a line (a reviewer settles it in
+        Label Studio and the next export imports). If they agree, the first is kept once.
+        """
+        scratch = self.scratch.finish().manifest
+        samples = list(zip(scratch, self.staged, strict=True))
+        readings: defaultdict[str, list[tuple[_Staged, str]]] = defaultdict(list)
+        for sample, staged in samples:
+            readings[sample.sha256].append((staged, sample.text))
+        kept: dict[str, str] = {}
+        contested: set[int] = set()
+        used: set[int] = set()
+        for sample, staged in samples:
+            others = [(o, text) for o, text in readings[sample.sha256] if text != sample.text]
+            if sample.kind == "paragraph" and staged.position in contested:
+                self.skip(staged.where, "incomplete_paragraph", "a line's label conflicts")
+            elif others:
+                named = "; ".join(f"{o.where} says {text!r}" for o, text in others)
+                self.skip(staged.where, "conflicting_label", f"{sample.text!r}, but {named}")
+                contested.add(staged.position)
+            elif sample.sha256 in kept:
+                self.skip(staged.where, "duplicate", f"kept from {kept[sample.sha256]}")
+            else:
+                kept[sample.sha256] = staged.where
+                used.add(staged.position)
+                self.writer.add_file(
+                    scratch.path_of(sample),
+                    sample.text,
+                    group=sample.group,
+                    kind=sample.kind,
+                    meta=sample.meta,
+                    copy=True,
+                    where=staged.where,
+                )
+        self.used = len(used)
 
 
 def _box(box: Box) -> list[float]:
@@ -436,11 +540,14 @@ def import_tasks(
         raise LabelStudioExportError(f"images root {options.images_root} is not a directory")
     prepare_output(out, overwrite)
     writer = DatasetWriter(out, SOURCE, ImportReport(source), options.tokenizer)
-    importer = _TaskImporter(writer, options)
-    for index, task in enumerate(tasks):
-        importer.run(index, task)
-        if progress:
-            progress(1)
+    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out) as scratch_dir:
+        scratch = DatasetWriter(Path(scratch_dir), SOURCE, ImportReport(source), options.tokenizer)
+        importer = _TaskImporter(writer, scratch, options)
+        for index, task in enumerate(tasks):
+            importer.run(index, task)
+            if progress:
+                progress(1)
+        importer.settle()
     result = writer.finish(val_fraction=options.val_fraction, test_fraction=options.test_fraction)
     report = result.report.to_dict()
     report.update(
@@ -450,6 +557,7 @@ def import_tasks(
         dataset_version=result.manifest.version,
         policy={
             "annotation": "ground_truth first, else the most recently updated; cancelled ignored",
+            "same_pixels": "conflicting texts: none kept; the same text: kept once",
             "min_agreement": options.min_agreement,
             "keep_illegible": options.keep_illegible,
             "keep_unknown": options.keep_unknown,

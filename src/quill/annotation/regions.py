@@ -3,6 +3,11 @@
 Label Studio writes one region as several results sharing an ``id``: a ``rectanglelabels``
 (or plain ``rectangle``) result with the box and its label, and a ``textarea`` result with
 the text (which repeats the box geometry). Results without an ``id`` each stand alone.
+
+An export is JSON anyone can edit, so a result may hold a string where an object belongs,
+or NaN, Infinity and 1e6 where a percentage belongs. Such a region is kept with a
+``malformed`` note instead of being read as a box, so the importer reports it and goes on:
+a NaN cannot be cut out, and a box a million percent wide would take minutes to.
 """
 
 from __future__ import annotations
@@ -15,6 +20,12 @@ from quill.annotation.config import LINE_LABEL
 GEOMETRY_KEYS = ("x", "y", "width", "height")
 BOX_TYPES = ("rectanglelabels", "rectangle")
 TEXT_TYPES = ("textarea",)
+#: Largest magnitude of a geometry value (percent, or degrees for ``rotation``): a box may
+#: reach a little past the edge of its image (the importer judges how much), but a number
+#: beyond ten times the image is no box Label Studio drew.
+GEOMETRY_LIMIT = 1000.0
+#: Largest ``original_width`` / ``original_height`` taken for a pixel count.
+SIZE_LIMIT = 1_000_000
 
 
 @dataclass
@@ -27,6 +38,8 @@ class Region:
     labels: list[str] = field(default_factory=list)
     typed: list[str] | None = None
     has_box_result: bool = False
+    #: Why a result of this region cannot be read (e.g. "x is nan"), or None.
+    malformed: str | None = None
 
     @property
     def is_line(self) -> bool:
@@ -34,12 +47,57 @@ class Region:
         return not self.labels or LINE_LABEL in self.labels
 
 
+def _number(value: Any, name: str, limit: float) -> float:
+    """``value`` as a float if it is a JSON number within +-``limit``, else ValueError.
+
+    The range test also refuses NaN and the infinities (they fail every comparison or the
+    limit), and integers too large for a float.
+    """
+    number = isinstance(value, int | float) and not isinstance(value, bool)  # JSON true is 1
+    if not number or not -limit <= value <= limit:
+        raise ValueError(f"{name} is {value!r}")
+    return float(value)
+
+
 def _geometry(value: dict[str, Any]) -> dict[str, float] | None:
-    if not all(isinstance(value.get(k), int | float) for k in GEOMETRY_KEYS):
+    """The box in ``value`` (None when it holds none, as a bare transcription's may)."""
+    if not any(k in value for k in GEOMETRY_KEYS):
         return None
-    geometry = {k: float(value[k]) for k in GEOMETRY_KEYS}
-    geometry["rotation"] = float(value.get("rotation") or 0.0)
+    geometry = {k: _number(value.get(k), k, GEOMETRY_LIMIT) for k in GEOMETRY_KEYS}
+    geometry["rotation"] = _number(value.get("rotation") or 0.0, "rotation", GEOMETRY_LIMIT)
     return geometry
+
+
+def _strings(value: Any, name: str) -> list[str]:
+    """A label or text field: a string or a list of them (absent: none)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [str(item) for item in value]
+    raise ValueError(f"{name} is {type(value).__name__}, not text")
+
+
+def _read(region: Region, kind: str, item: dict[str, Any]) -> None:
+    """Add what one result says to ``region``; ValueError names what is malformed."""
+    value = item.get("value") or {}
+    if not isinstance(value, dict):
+        raise ValueError(f"value is {type(value).__name__}, not an object")
+    geometry = _geometry(value)
+    if geometry is not None:
+        region.geometry = region.geometry or geometry
+        if kind in BOX_TYPES:  # the box result is authoritative for geometry
+            region.geometry = geometry
+    width, height = item.get("original_width"), item.get("original_height")
+    if width is not None and height is not None:
+        size = _number(width, "original_width", SIZE_LIMIT)
+        region.original_size = (int(size), int(_number(height, "original_height", SIZE_LIMIT)))
+    if kind in BOX_TYPES:
+        region.has_box_result = True
+        region.labels = _strings(value.get("rectanglelabels"), "rectanglelabels")
+    else:
+        region.typed = _strings(value.get("text"), "text")
 
 
 def parse_regions(result: list[dict[str, Any]]) -> tuple[list[Region], list[str]]:
@@ -56,19 +114,8 @@ def parse_regions(result: list[dict[str, Any]]) -> tuple[list[Region], list[str]
             continue
         rid = str(item.get("id") or f"result-{index}")
         region = regions.setdefault(rid, Region(rid))
-        value = item.get("value") or {}
-        geometry = _geometry(value)
-        if geometry is not None:
-            region.geometry = region.geometry or geometry
-            if kind in BOX_TYPES:  # the box result is authoritative for geometry
-                region.geometry = geometry
-        width, height = item.get("original_width"), item.get("original_height")
-        if isinstance(width, int | float) and isinstance(height, int | float):
-            region.original_size = (int(width), int(height))
-        if kind in BOX_TYPES:
-            region.has_box_result = True
-            region.labels = [str(label) for label in value.get("rectanglelabels") or []]
-        else:
-            text = value.get("text")
-            region.typed = [text] if isinstance(text, str) else [str(t) for t in text or []]
+        try:
+            _read(region, kind, item)
+        except ValueError as exc:
+            region.malformed = region.malformed or f"{kind} result: {exc}"
     return list(regions.values()), ignored

@@ -1,7 +1,7 @@
 """``quill monitor feedback-dataset``: what users corrected becomes a dataset version.
 
 A correction typed under a prediction is a label for the image the user sent: no
-annotation round needed. Each corrected, still-retained image becomes a sample with
+annotation round needed. Each corrected, still-retained image becomes one sample with
 ``source="feedback"`` in a dataset folder (images + ``manifest.jsonl``), split by image hash
 (the same photo sent twice lands on one side), ready for ``quill train`` to mix in by
 weight. Dataset folders from ``quill annotate import`` can be merged into the same version.
@@ -13,6 +13,7 @@ import json
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from PIL import Image
@@ -28,17 +29,23 @@ SOURCE = "feedback"
 
 
 def corrected(predictions: Sequence[StoredPrediction]) -> list[StoredPrediction]:
-    """Predictions carrying a user correction, latest image+text pair once."""
-    seen: set[tuple[str | None, str]] = set()
-    chosen = []
-    for p in sorted(predictions, key=lambda p: p.created_at, reverse=True):
-        if p.correction is None:
-            continue
-        key = (p.image_sha256, p.correction)
-        if key not in seen:
-            seen.add(key)
-            chosen.append(p)
-    return chosen[::-1]
+    """Predictions carrying a user correction, one per image: the latest correction wins.
+
+    The same photo sent twice and corrected twice is one image with two labels; a dataset
+    holding both would teach contradictions, and the later correction is the user's last
+    word. "Latest" is when the correction was typed (then when the prediction was made).
+    A prediction whose image was not kept stands alone (it is reported, not written).
+    """
+    latest: dict[str, StoredPrediction] = {}
+    for p in sorted(predictions, key=_corrected_at):
+        if p.correction is not None:
+            latest[p.image_sha256 or p.request_id] = p
+    return sorted(latest.values(), key=lambda p: p.created_at)
+
+
+def _corrected_at(p: StoredPrediction) -> tuple[datetime, datetime]:
+    typed = [f.created_at for f in p.feedback if f.correction]
+    return max(typed, default=p.created_at), p.created_at
 
 
 def build_feedback_dataset(
@@ -55,11 +62,19 @@ def build_feedback_dataset(
     """Write the corrected predictions (and the samples of ``merge`` datasets) to ``out``.
 
     Unusable corrections (no image kept, unreadable image, characters outside the
-    vocabulary) are recorded in the report with the request id, never silently dropped.
+    vocabulary) and corrections of an image corrected again later are recorded in the report
+    with the request id, never silently dropped.
     """
     report = ImportReport(SOURCE)
     writer = DatasetWriter(out, SOURCE, report, tokenizer or Tokenizer())
-    for p in corrected(predictions):
+    chosen = corrected(predictions)
+    kept = {p.request_id for p in chosen}
+    latest = {p.image_sha256: p.request_id for p in chosen}
+    for p in predictions:
+        if p.correction is not None and p.request_id not in kept:
+            later = latest[p.image_sha256]
+            report.skip(f"request {p.request_id}", f"image corrected again later, in {later}")
+    for p in chosen:
         where = f"request {p.request_id}"
         text = writer.check(where, p.correction or "")
         image = _image(store, p, report, where) if text is not None else None
