@@ -211,7 +211,27 @@ def test_a_few_training_steps_through_lightning(tiny_shared, tmp_path):
     assert (tmp_path / "detector" / "config.yaml").is_file()
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         keys = {key for (key,) in db.execute("select distinct key from metrics")}
+        runs = db.execute("select name, status from runs").fetchall()
     assert {"train/loss", "val/loss", "val/core_iou"} <= keys
+    [(name, status)] = runs
+    assert status == "FINISHED" and name.startswith("line-detector-")  # not MLflow's seeded name
+
+
+def test_a_run_that_fails_is_recorded_as_failed_not_left_running(tiny_shared, tmp_path):
+    store = tmp_path / "mlflow.db"
+    overrides = [f"data.root={tiny_shared}", f"tracking.tracking_uri=sqlite:///{store}"]
+    config = resolve(None, [*overrides, "model.channels=[1]", f"out={tmp_path / 'detector'}"])
+    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever the network's own error
+        train_line_detector(config)
+    with sqlite3.connect(store) as db:
+        assert db.execute("select status from runs").fetchall() == [("FAILED",)]
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    result = CliRunner().invoke(app, ["detector", "train", f"out={blocker / 'detector'}"])
+    assert result.exit_code == 2 and "out " in result.output and "not a folder" in result.output
 
 
 def test_a_typo_in_the_config_is_an_error(tmp_path):

@@ -79,6 +79,11 @@ def test_what_cannot_be_averaged_is_named(
         average_weights([smoke_model, other], tmp_path / "out.ckpt")
     with pytest.raises(AveragingError, match="does not exist"):
         average_weights([checkpoint, tmp_path / "nowhere.ckpt"], tmp_path / "out.ckpt")
+    before = checkpoint.read_bytes()
+    copy = Path(shutil.copy(checkpoint, tmp_path / "copy.ckpt"))
+    with pytest.raises(AveragingError, match="is one of the models to average"):
+        average_weights([checkpoint, copy], checkpoint)  # was: the run's checkpoint replaced
+    assert checkpoint.read_bytes() == before
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     name = next(k for k, v in saved["state_dict"].items() if v.ndim == 2)

@@ -65,6 +65,11 @@ def average_weights(
     problem = output_problem(out, folder=False)
     if problem:  # before the sources are read, not after
         raise AveragingError(f"cannot write {out}: {problem}")
+    if any(out.resolve() == source.resolve() for source in sources):
+        raise AveragingError(
+            f"--out {out} is one of the models to average: it would be overwritten; "
+            "write the average to a new file"
+        )
     template_path = next((path for path in sources if path.is_file()), None)
     if template_path is None:
         raise AveragingError(

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from quill.errors import fail
+from quill.errors import check_output, fail
 
 runs_app = typer.Typer(
     help="List, inspect, compare and report tracked training runs.", no_args_is_help=True
@@ -372,6 +372,7 @@ def detector_train(
 
     try:
         resolved = resolve(config, overrides or [])
+        check_output(Path(resolved["out"]), folder=True, option="out")
         weights = train_line_detector(resolved)
     except (ConfigError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc

@@ -19,6 +19,8 @@ MLflow with the resolved config, and writes the weights (:func:`save_detector`) 
 from __future__ import annotations
 
 import math
+import re
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from quill.data.manifest import Split
 from quill.data.synth.pages import PageSample, compose_page_sample
+from quill.errors import ConfigError
 from quill.models.line_detector import (
     OUTPUT_SCALE,
     LineDetector,
@@ -96,7 +99,7 @@ VALUE_RULES: dict[str, NumberRule] = {
     "data.batch_size": COUNT,
     "data.pool": COUNT,
     "data.new_pages": COUNT,
-    "data.val_pages": NumberRule(whole=True, positive=False),
+    "data.val_pages": COUNT,
     "optim.lr": RATE,
     "optim.weight_decay": AMOUNT,
     "optim.pos_weight": RATE,
@@ -118,6 +121,9 @@ def resolve(path: Path | None, overrides: list[str]) -> dict[str, Any]:
         keys, value, _ = parse_override(text)
         set_dotted(config, keys, value)
     check_rules(flatten(config), VALUE_RULES)
+    limit = config["trainer"]["max_time"]
+    if limit is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", str(limit)):
+        raise ConfigError(f"trainer.max_time must be DD:HH:MM:SS or null, got {limit!r}")
     return config
 
 
@@ -265,6 +271,31 @@ def train_line_detector(config: Mapping[str, Any]) -> Path:
     from lightning.pytorch.loggers import MLFlowLogger
     from mlflow import MlflowClient
 
+    tracking = config["tracking"]
+    uri = tracking["tracking_uri"] or default_tracking_uri()
+    prepare_store(uri)
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, tracking["experiment"], uri)
+    # Named before seeding: MLflow's random names, drawn after it, were the same every run.
+    run_name = tracking["run_name"] or f"line-detector-{time.strftime('%m%d-%H%M%S')}"
+    run = client.create_run(experiment, run_name=run_name)
+    status = "FAILED"
+    try:
+        logger = MLFlowLogger(tracking["experiment"], tracking_uri=uri, run_id=run.info.run_id)
+        weights = _fit(config, logger)
+        client.log_artifact(run.info.run_id, str(weights))
+        status = "FINISHED"
+        return weights
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:  # a run that stopped on an error is not left RUNNING
+        client.set_terminated(run.info.run_id, status)
+
+
+def _fit(config: Mapping[str, Any], logger: Any) -> Path:
+    """Compose the validation pages, train, validate and write the weights into the run of
+    ``logger`` (an MLFlowLogger); the weights file."""
     torch.set_num_threads(config["threads"])
     L.seed_everything(config["seed"], workers=True)
     module = LineDetectorModule(config)
@@ -273,17 +304,10 @@ def train_line_detector(config: Mapping[str, Any]) -> Path:
     loader = DataLoader(
         PagePool(data, size, config["seed"]), batch_size=data["batch_size"], num_workers=0
     )
-    tracking = config["tracking"]
-    uri = tracking["tracking_uri"] or default_tracking_uri()
-    prepare_store(uri)
-    client = MlflowClient(uri)
-    experiment = ensure_experiment(client, tracking["experiment"], uri)
-    run = client.create_run(experiment, run_name=tracking["run_name"])
-    logger = MLFlowLogger(tracking["experiment"], tracking_uri=uri, run_id=run.info.run_id)
     out = Path(config["out"])
     out.mkdir(parents=True, exist_ok=True)
     resolved = save_config(dict(config), out / "config.yaml")
-    client.log_artifact(run.info.run_id, str(resolved))
+    logger.experiment.log_artifact(logger.run_id, str(resolved))
     logger.log_hyperparams(flatten(config))
     trainer = L.Trainer(
         max_steps=config["trainer"]["max_steps"],
@@ -298,6 +322,4 @@ def train_line_detector(config: Mapping[str, Any]) -> Path:
     )
     trainer.fit(module, loader)
     logger.log_metrics(module.validate_pages(), step=trainer.global_step)
-    weights = save_detector(module.net, out / "line_detector.pt")
-    client.log_artifact(run.info.run_id, str(weights))
-    return weights
+    return save_detector(module.net, out / "line_detector.pt")
