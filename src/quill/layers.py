@@ -20,8 +20,9 @@ from __future__ import annotations
 #: (``quill/NAME.py``) directly under ``quill``.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # foundations: exceptions and exit codes, the staged folder's file names, this list,
-    # the compiled part of the paper estimate (C, no imports); the cores this process may use
-    ("errors", "model_files", "layers", "_paper", "cores"),
+    # the compiled part of the paper estimate (C, no imports); the cores this process may use;
+    # whether a server can listen on a host and port
+    ("errors", "model_files", "layers", "_paper", "cores", "ports"),
     # strict config dicts; the character set and tokenizer
     ("strict_dict", "vocab"),
     # image normalisation shared by training and inference; CER/WER and slices

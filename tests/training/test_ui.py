@@ -54,3 +54,22 @@ def test_ui_serves_the_store_on_localhost(tmp_path: Path) -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and the workers it started
         server.wait(timeout=60)
+
+
+def test_a_port_in_use_is_refused_before_mlflow_starts(tmp_path: Path) -> None:
+    """Was: "MLflow UI ... on http://127.0.0.1:PORT", then MLflow's "Address already in use",
+    and exit 0."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        result = subprocess.run(
+            [QUILL, "ui", "--port", str(port), "--tracking-uri", uri],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "MLflow UI" not in result.stdout

@@ -10,6 +10,7 @@ import typer
 from quill.errors import fail
 from quill.inference import DEFAULT_MODEL_DIR
 from quill.model_files import METADATA_FILE
+from quill.ports import listen_problem
 
 if TYPE_CHECKING:
     from quill.serving.settings import ServingSettings
@@ -273,50 +274,10 @@ def _require_store(settings: ServingSettings) -> None:
 
 def _require_free_address(host: str, ports: dict[str, int]) -> None:
     """Exit with one line unless ``host`` resolves and each of ``ports`` (option name to port)
-    can be bound on it.
-
-    Checked before the model loads, because uvicorn and Gradio bind only after it: a port in
-    use or a bad --host otherwise costs the load, then ends in an OS error or a traceback.
-    The probe binds as both servers do (asyncio's ``create_server``: every address ``host``
-    resolves to, SO_REUSEADDR so that a port in TIME_WAIT counts as free, IPv6 sockets
-    v6-only) and closes at once. Another process may still take a port between this check
-    and the server's own bind; that rare race ends in the server's error, which is fine."""
-    import socket
-
-    if len(set(ports.values())) < len(ports):
-        raise fail(f"{' and '.join(ports)} must be different ports")
-    try:
-        addresses = socket.getaddrinfo(
-            host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except (OSError, UnicodeError) as exc:
-        raise fail(f"--host {host!r} is not an address or a name this machine can resolve") from exc
-    for option, port in ports.items():
-        for family, kind, protocol, _, address in addresses:
-            with socket.socket(family, kind, protocol) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if family == socket.AF_INET6:
-                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                try:
-                    probe.bind((address[0], port, *address[2:]))
-                except OSError as exc:
-                    raise fail(_bind_problem(exc, host, port, option)) from exc
-
-
-def _bind_problem(exc: OSError, host: str, port: int, option: str) -> str:
-    """What a failed bind of ``host:port`` means, and the option that fixes it."""
-    import errno
-
-    if exc.errno == errno.EADDRINUSE:
-        return f"port {port} on {host} is already in use (another quill server? pick {option})"
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return (
-            f"--host {host!r} is not an address of this machine (use one of its interfaces, "
-            "127.0.0.1 or 0.0.0.0)"
-        )
-    if exc.errno == errno.EACCES:
-        return f"port {port} needs privileges this user lacks (pick a {option} above 1023)"
-    return f"cannot listen on {host} port {port}: {exc.strerror}"
+    can be bound on it (:func:`quill.ports.listen_problem`), before the model loads."""
+    problem = listen_problem(host, ports)
+    if problem is not None:
+        raise fail(problem)
 
 
 def register(app_: typer.Typer) -> None:

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from quill.errors import check_output, fail
+from quill.ports import listen_problem
 
 runs_app = typer.Typer(
     help="List, inspect, compare and report tracked training runs.", no_args_is_help=True
@@ -283,6 +284,9 @@ def ui_command(
 
     from quill.training.tracking_store import artifact_root, default_tracking_uri, prepare_store
 
+    problem = listen_problem("127.0.0.1", {"--port": port})
+    if problem is not None:  # MLflow would say so after its start-up, and exit 0
+        raise fail(problem)
     uri = tracking_uri or default_tracking_uri()
     prepare_store(uri)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
