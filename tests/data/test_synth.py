@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quill.data.manifest import Manifest, file_sha256
+from quill.data.manifest import DatasetExistsError, Manifest, file_sha256
 from quill.data.synth import corpus as corpus_module
 from quill.data.synth.fonts import FONTS, glyph_coverage, load_fonts
-from quill.data.synth.generate import SynthConfig, SynthError, generate, render_sample
+from quill.data.synth.generate import SynthConfig, generate, render_sample
 from quill.vocab import Tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,7 +157,7 @@ def test_paragraphs(tmp_path):
 def test_refuses_to_overwrite_unless_asked(lines, tmp_path):
     target = tmp_path / "twice"
     generate(target, "line", n=2, seed=0, workers=1)
-    with pytest.raises(SynthError, match="already holds a dataset"):
+    with pytest.raises(DatasetExistsError, match="already holds a dataset"):
         generate(target, "line", n=2, seed=0, workers=1)
     replaced = generate(target, "line", n=3, seed=1, workers=1, overwrite=True)
     assert len(Manifest.load(target)) == 3 == len(list((target / "images").iterdir()))

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+import typer
 from mlflow import MlflowClient
 
 from quill.training.config import ConfigError
-from quill.training.sweep import load_sweep, suggest
+from quill.training.sweep import load_sweep, run_sweep, suggest
+from quill.training.train import TrainingSetupError
 
 SWEEPS = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 QUILL = str(Path(sys.executable).with_name("quill"))
@@ -129,3 +131,69 @@ def test_workers_writing_the_same_new_keys_at_once_all_succeed(tmp_path: Path) -
     data = client.get_run(run_id).data
     assert {f"key{r}" for r in range(rounds)} <= set(data.tags)
     assert {f"metric{r}" for r in range(rounds)} <= set(data.metrics)
+
+
+def test_a_study_metric_training_never_logs_is_refused_at_load(tmp_path: Path) -> None:
+    """A misspelt metric trained a whole trial before Lightning refused it."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        f"base: {SWEEPS.parent / 'tiny.yaml'}\nstudy: {{metric: val_cerr}}\n"
+        "search_space: {optim.lr: {type: float, low: 0.001, high: 0.01}}\n"
+    )
+    with pytest.raises(ConfigError, match="'val_cerr' is not logged by training; did you mean"):
+        load_sweep(typo)
+    source = f"data.sources=[{{path: {tmp_path / 'hooker letters'}, weight: 1, role: unseen}}]"
+    per_source = tmp_path / "per-source.yaml"
+    per_source.write_text(typo.read_text().replace("val_cerr", "val_cer_hooker_letters"))
+    assert load_sweep(per_source, [source]).study["metric"] == "val_cer_hooker_letters"
+
+
+@pytest.mark.parametrize(
+    ("dimension", "problem"),
+    [
+        ("{type: float, low: 0.01, high: 0.001}", "low 0.01 is above high 0.001"),
+        ("{type: int, low: 8, high: 2}", "low 8 is above high 2"),
+        ("{type: float, low: 0, high: 1, log: true}", "log: true needs low above 0"),
+        ("{type: float, low: small, high: 1}", "low and high must be numbers"),
+    ],
+)
+def test_a_dimension_optuna_would_refuse_is_refused_at_load(
+    tmp_path: Path, dimension: str, problem: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        f"base: {SWEEPS.parent / 'tiny.yaml'}\nsearch_space: {{optim.lr: {dimension}}}\n"
+    )
+    with pytest.raises(ConfigError, match=f"search_space.optim.lr: {problem}"):
+        load_sweep(bad)
+
+
+def test_an_unwritable_plots_folder_is_refused_before_any_trial(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = load_sweep(SWEEPS / "tiny.yaml", [f"tracking.tracking_uri=sqlite:///{tmp_path}/m.db"])
+    with pytest.raises(typer.Exit):
+        run_sweep(spec, 1, storage, out_dir=tmp_path / "a-file" / "plots")
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_the_parent_run_ends_failed_when_a_trial_raises(tmp_path: Path) -> None:
+    """A trial whose data is missing fails at once; the parent run used to stay RUNNING."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = load_sweep(
+        SWEEPS / "tiny.yaml",
+        [
+            f"data.sources=[{{path: {tmp_path / 'missing'}, weight: 1}}]",
+            f"output_dir={tmp_path / 'out'}",
+            f"tracking.tracking_uri={uri}",
+        ],
+    )
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(TrainingSetupError, match="dataset folder not found"):
+        run_sweep(spec, 1, storage, out_dir=tmp_path / "plots")
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny_sweep").experiment_id])
+    parent = next(r for r in runs if r.data.tags.get("quill.sweep.role") == "parent")
+    assert parent.info.status == "FAILED"
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]

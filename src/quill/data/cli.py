@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -49,6 +51,7 @@ class DownloadTarget(StrEnum):
 
 
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace a dataset already in --out.")]
 
 
 def require_split_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -76,11 +79,13 @@ def _print_result(result: ImportResult, hint: Callable[[], str | None] | None = 
     for line in summary[1:]:
         console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
     manifest = result.manifest
-    counts = ", ".join(f"{split} {n}" for split, n in sorted(manifest.counts().items()))
-    console.print(
-        f"dataset {manifest.root}  version {manifest.version}  ({counts or 'empty'})",
-        soft_wrap=True,
-    )
+    if len(manifest):
+        counts = ", ".join(f"{split} {n}" for split, n in sorted(manifest.counts().items()))
+        console.print(
+            f"dataset {manifest.root}  version {manifest.version}  ({counts})", soft_wrap=True
+        )
+    else:
+        console.print(f"nothing imported: no dataset written to {manifest.root}", soft_wrap=True)
     if result.report.skipped:
         console.print(f"full report: {manifest.root / 'import-report.json'}", soft_wrap=True)
         note = hint() if hint else None
@@ -88,6 +93,55 @@ def _print_result(result: ImportResult, hint: Callable[[], str | None] | None = 
             console.print(f"[cyan]{escape(note)}[/cyan]", soft_wrap=True)
     if not len(manifest):
         raise typer.Exit(1)
+
+
+def _make_dataset(
+    src: Path, what: str, out: Path, overwrite: bool, make: Callable[[], ImportResult]
+) -> ImportResult:
+    """Run ``make`` (which writes a dataset read from ``src`` into ``out``) after the checks
+    every command that makes a dataset owes its --out; leave no dataset when it makes none.
+
+    Before any work: ``out`` must be writable (:func:`check_output`), not the source
+    folder itself (``src``, or its folder when it is a file: ``quill data paragraphs ds --out
+    ds`` replaced the lines it read with its paragraphs; a folder inside it is fine) and
+    free of a dataset unless ``overwrite`` (:func:`~quill.data.manifest.prepare_dataset_folder`, which removes the old
+    one, so the source, ``what`` in the message, is first checked to exist). An import that
+    loads nothing leaves only its report (the reasons, exit 1): an empty manifest would pass
+    for a dataset. A source found unusable midway leaves no folder the command created.
+    """
+    from quill.data.manifest import DatasetExistsError, prepare_dataset_folder
+    from quill.data.readers import DatasetError
+
+    check_output(out, folder=True)
+    if not src.exists():
+        raise fail(f"{what} not found: {src}")
+    source = (src if src.is_dir() else src.parent).resolve()
+    if out.resolve() == source:
+        raise fail(f"--out {out}: is the source folder {source}; write the dataset elsewhere")
+    try:
+        prepare_dataset_folder(out, overwrite, keep=source)
+    except DatasetExistsError as exc:
+        raise fail(str(exc)) from exc
+    created = not out.exists()
+    try:
+        result = make()
+    except (DatasetError, FileNotFoundError) as exc:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise fail(str(exc)) from exc
+    if not len(result.manifest):
+        _discard_empty(out)
+    return result
+
+
+def _discard_empty(out: Path) -> None:
+    """Remove the empty manifest and images folder of an import that loaded nothing."""
+    from quill.data.manifest import IMAGE_DIR, MANIFEST_NAME
+
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    images = out / IMAGE_DIR
+    if images.is_dir() and not any(images.iterdir()):
+        images.rmdir()
 
 
 @data_app.command(
@@ -129,9 +183,10 @@ def import_command(
         Vocabulary,
         typer.Option(help="Character set labels must fit: ascii, or latin (Western European)."),
     ] = Vocabulary.ascii,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Import real ground truth in FORMAT from SRC into dataset folder OUT."""
-    from quill.data.readers import READERS, DatasetError
+    from quill.data.readers import READERS
     from quill.data.readers.common import KINDS
     from quill.vocab import Tokenizer
 
@@ -161,10 +216,13 @@ def import_command(
         options["kinds"] = chosen
     if fmt is ImportFormat.iam:
         options["split_lists"] = split_lists
-    try:
-        result = READERS[fmt.value](src, out, show_progress=True, **options)
-    except DatasetError as exc:
-        raise fail(str(exc)) from exc
+    result = _make_dataset(
+        src,
+        f"{fmt.value} source",
+        out,
+        overwrite,
+        lambda: READERS[fmt.value](src, out, show_progress=True, **options),
+    )
     hinted = fmt is ImportFormat.folder and vocabulary is Vocabulary.ascii
     _print_result(result, (lambda: _latin_hint(src)) if hinted else None)
 
@@ -203,21 +261,23 @@ def paragraphs_command(
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes (default: one per core).")
     ] = None,
+    overwrite: OverwriteOption = False,
 ) -> None:
     """Stack line crops of dataset SRC into N paragraphs in OUT."""
     from quill.data.paragraphs import ParagraphConfig, make_paragraphs
-    from quill.data.readers import DatasetError
 
     if max_lines < min_lines:
         raise typer.BadParameter("must be at least --min-lines", param_hint="--max-lines")
-    check_output(out, folder=True)
     config = ParagraphConfig(min_lines=min_lines, max_lines=max_lines)
-    try:
-        result = make_paragraphs(
+    result = _make_dataset(
+        src,
+        "dataset",
+        out,
+        overwrite,
+        lambda: make_paragraphs(
             src, out, n, seed=seed, config=config, workers=workers, show_progress=True
-        )
-    except (DatasetError, FileNotFoundError) as exc:
-        raise fail(str(exc)) from exc
+        ),
+    )
     _print_result(result)
 
 
@@ -325,4 +385,4 @@ def download_command(
         raise fail(str(exc)) from exc
     for note in notes:
         typer.echo(note)
-    typer.echo(f"IAM is in {to}; next: quill data import iam {to} --out data/iam")
+    typer.echo(f"IAM is in {to}; next: quill data import iam {shlex.quote(str(to))} --out data/iam")

@@ -18,7 +18,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from quill.errors import QuillError
+
 MANIFEST_NAME = "manifest.jsonl"
+#: Where a dataset's images go when it writes them (imports with --copy, crops, synth).
+IMAGE_DIR = "images"
+#: What an import skipped and why, beside its manifest.
+REPORT_NAME = "import-report.json"
+#: The files a dataset folder holds besides its manifest and images: its import report and
+#: how a synthetic set was made. They belong to the dataset and go when it is replaced.
+DATASET_FILES = (REPORT_NAME, "synth.json")
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
@@ -115,6 +124,42 @@ class Manifest:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+
+class DatasetExistsError(QuillError, FileExistsError):
+    """An output folder already holds a dataset, and replacing it was not asked for."""
+
+    code = "dataset_exists"
+
+
+def prepare_dataset_folder(out: Path, overwrite: bool, keep: Path | None = None) -> None:
+    """Make way for a new dataset in ``out``: refuse one already there unless ``overwrite``.
+
+    Every command that makes a dataset calls this before any work: writing over a dataset
+    without asking lost it, and writing a new one over the old left the old images behind
+    as orphans. With ``overwrite`` the old dataset goes: its manifest, its
+    :data:`DATASET_FILES` and the images it lists under ``out/images``. A file it only
+    referenced (an import without --copy) is not its to delete, nor one under ``keep`` (the
+    new command's source, which the old dataset may have referenced in place).
+    """
+    if not (out / MANIFEST_NAME).is_file():
+        return
+    if not overwrite:
+        raise DatasetExistsError(f"{out} already holds a dataset: use --overwrite to replace it")
+    try:
+        old = Manifest.load(out)
+    except ValueError as exc:
+        raise DatasetExistsError(f"{exc}; remove {out} by hand to replace it") from exc
+    images = (out / IMAGE_DIR).resolve()
+    kept = keep.resolve() if keep else None
+    for sample in old:
+        path = old.path_of(sample)
+        if images in path.parents and not (kept and (path == kept or kept in path.parents)):
+            path.unlink(missing_ok=True)
+    for name in (MANIFEST_NAME, *DATASET_FILES):
+        (out / name).unlink(missing_ok=True)
+    if images.is_dir() and not any(images.iterdir()):
+        images.rmdir()
 
 
 #: Rounding slack of :func:`check_split_fractions`'s sum (0.7 + 0.3 is not exactly 1.0).

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quill.training.config import ConfigError, read_yaml, resolve_config, set_dotted
+from quill.errors import check_output
+from quill.training.config import (
+    ConfigError,
+    _did_you_mean,
+    read_yaml,
+    resolve_config,
+    set_dotted,
+)
 from quill.training.tracking_store import (
     default_tracking_uri,
     ensure_experiment,
@@ -46,6 +53,8 @@ PARENT_RUN_ATTR = "mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
 #: How long a worker that joined a study waits for the creator to open the parent run.
 PARENT_WAIT_S = 60.0
+#: What every validation epoch logs, whatever the data (``HTRModule._evaluate``).
+VALIDATION_METRICS = ("val_cer", "val_wer", "val_loss")
 
 
 @dataclass
@@ -82,6 +91,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
         "pruner": {"name": "median"},
         **data.get("study", {}),
     }
+    _check_metric(path, study["metric"], base)
     space = data["search_space"]
     for key, spec in space.items():
         _check_dimension(path, key, spec)
@@ -90,7 +100,39 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
     return SweepSpec(base, base_path, study, space)
 
 
+def logged_metrics(config: Mapping[str, Any]) -> list[str]:
+    """The validation metrics a run of ``config`` logs each epoch (``HTRModule``):
+    :data:`VALIDATION_METRICS`, ``val_cer_<source>`` per source, ``val_cer_unseen`` with an
+    unseen-writers source and ``val_cer_select`` with a real (seen or unseen) one."""
+    from quill.data.datamodule import SourceSpec
+    from quill.training.module import metric_key
+
+    try:
+        sources = [SourceSpec.parse(item) for item in config["data"]["sources"]]
+    except ValueError as exc:
+        raise ConfigError(f"data.sources: {exc}") from exc
+    roles = {source.role for source in sources}
+    return [
+        *VALIDATION_METRICS,
+        *(f"val_cer_{metric_key(source.name)}" for source in sources),
+        *(["val_cer_unseen"] if "unseen" in roles else []),
+        *(["val_cer_select"] if roles & {"seen", "unseen"} else []),
+    ]
+
+
+def _check_metric(path: Path, metric: Any, base: Mapping[str, Any]) -> None:
+    """Refuse a study metric no trial logs: pruning and checkpointing need it every epoch,
+    and Lightning only said so after a whole trial had trained."""
+    known = logged_metrics(base)
+    if metric not in known:
+        raise ConfigError(
+            f"{path}: study.metric {metric!r} is not logged by training"
+            f"{_did_you_mean(str(metric), known)} (it logs {', '.join(known)})"
+        )
+
+
 def _check_dimension(path: Path, key: str, spec: Mapping[str, Any]) -> None:
+    """Refuse a dimension Optuna would refuse, now rather than at the first trial."""
     kind = spec.get("type")
     needs = {"float": ("low", "high"), "int": ("low", "high"), "categorical": ("choices",)}
     if kind not in needs:
@@ -98,6 +140,16 @@ def _check_dimension(path: Path, key: str, spec: Mapping[str, Any]) -> None:
     missing = [k for k in needs[kind] if k not in spec]
     if missing:
         raise ConfigError(f"{path}: search_space.{key} ({kind}) needs {missing}")
+    if kind == "categorical":
+        return
+    try:
+        low, high = float(spec["low"]), float(spec["high"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: search_space.{key}: low and high must be numbers") from exc
+    if low > high:
+        raise ConfigError(f"{path}: search_space.{key}: low {low:g} is above high {high:g}")
+    if spec.get("log") and low <= 0:
+        raise ConfigError(f"{path}: search_space.{key}: log: true needs low above 0")
 
 
 def suggest(trial: Any, space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -278,6 +330,10 @@ def objective_for(spec: SweepSpec, parent_run_id: str, study_name: str):
         except optuna.TrialPruned:
             _mark(config, run_ids, "pruned")
             raise
+        except SystemExit as exc:
+            # Lightning answers Ctrl+C with a graceful shutdown and sys.exit(1), which Optuna
+            # lets through with the trial left RUNNING; an interrupt it marks FAIL.
+            raise KeyboardInterrupt from exc
         _mark(config, run_ids, "complete")
         if result.best_score is None:
             raise RuntimeError(f"trial {trial.number} produced no {metric}: did validation run?")
@@ -323,30 +379,38 @@ def run_sweep(
     tracking_cfg = spec.base_config["tracking"]
     if tracking_cfg["logger"] != "mlflow":
         raise ConfigError("sweeps record trials as MLflow child runs: use tracking.logger=mlflow")
+    out_dir = out_dir or project_root() / spec.base_config["output_dir"] / "sweeps" / name
+    check_output(out_dir, folder=True)  # the plots are written after every trial
     uri = tracking_cfg["tracking_uri"] or default_tracking_uri()
     spec.base_config["tracking"]["tracking_uri"] = uri
     prepare_store(uri)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, tracking_cfg["experiment"], uri)
     study, parent = open_study(spec, storage_url, name, client, experiment_id)
-    study.optimize(objective_for(spec, parent, name), n_trials=trials, gc_after_trial=True)
-
-    study = _reload(study)
-    out_dir = out_dir or project_root() / spec.base_config["output_dir"] / "sweeps" / name
-    plots = write_plots(study, out_dir)
-    for plot in plots:
-        client.log_artifact(parent, str(plot), "sweep")
-    completed = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
-    best = study.best_trial if completed else None
-    tags = {"quill.sweep.trials": str(len(study.trials))}
-    metrics = {}
-    if best is not None:
-        tags["quill.sweep.best_trial"] = str(best.number)
-        tags["quill.sweep.best_run"] = str(best.user_attrs.get(RUN_ID_ATTR, ""))
-        metrics[f"best_{spec.study['metric']}"] = float(best.value)
-    # every worker writes this summary when it finishes, possibly at the same moment
-    log_to_shared_run(client, parent, tags, metrics)
-    client.set_terminated(parent, "FINISHED")
+    # the parent run ends however the sweep does: left RUNNING, it looked alive forever
+    status = "FAILED"
+    try:
+        study.optimize(objective_for(spec, parent, name), n_trials=trials, gc_after_trial=True)
+        study = _reload(study)
+        plots = write_plots(study, out_dir)
+        for plot in plots:
+            client.log_artifact(parent, str(plot), "sweep")
+        completed = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+        best = study.best_trial if completed else None
+        tags = {"quill.sweep.trials": str(len(study.trials))}
+        metrics = {}
+        if best is not None:
+            tags["quill.sweep.best_trial"] = str(best.number)
+            tags["quill.sweep.best_run"] = str(best.user_attrs.get(RUN_ID_ATTR, ""))
+            metrics[f"best_{spec.study['metric']}"] = float(best.value)
+        # every worker writes this summary when it finishes, possibly at the same moment
+        log_to_shared_run(client, parent, tags, metrics)
+        status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit):
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(parent, status)
     return SweepResult(
         name,
         parent,

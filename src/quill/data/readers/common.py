@@ -22,14 +22,21 @@ from typing import Literal, TypeVar
 
 from PIL import Image
 
-from quill.data.manifest import Manifest, Sample, Split, assign_splits, file_sha256
+from quill.data.manifest import (
+    IMAGE_DIR,
+    REPORT_NAME,
+    Manifest,
+    Sample,
+    Split,
+    assign_splits,
+    file_sha256,
+)
 from quill.errors import QuillError
 from quill.preprocess import ImageError, load_image
 from quill.vocab import Tokenizer
 
 Kind = Literal["line", "paragraph"]
 KINDS: tuple[Kind, ...] = ("line", "paragraph")
-REPORT_NAME = "import-report.json"
 
 T = TypeVar("T")
 
@@ -171,7 +178,7 @@ class DatasetWriter:
         #: Samples so far, each with whether its split was given (True) or is to be assigned.
         self._pending: list[tuple[Sample, bool]] = []
         self._names: set[str] = set()
-        (self.out / "images").mkdir(parents=True, exist_ok=True)
+        (self.out / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
 
     def check(self, where: str, text: str) -> str | None:
         """The normalised label, or None after recording why it is unusable."""
@@ -194,7 +201,7 @@ class DatasetWriter:
         split: Split | None = None,
     ) -> None:
         """Write ``image`` as ``images/<name>.png`` and record it (``text`` already checked)."""
-        relative = f"images/{self._unique(name)}.png"
+        relative = f"{IMAGE_DIR}/{self._unique(name)}.png"
         path = self.out / relative
         image.save(path, compress_level=1)  # level 6 is ~5x slower for ~15% smaller scans
         self._record(relative, path, text, group, kind, meta, split)
@@ -222,7 +229,7 @@ class DatasetWriter:
             self.report.skip(where or path, str(exc))
             return
         if copy:
-            relative = f"images/{self._unique(path.stem)}{path.suffix.lower()}"
+            relative = f"{IMAGE_DIR}/{self._unique(path.stem)}{path.suffix.lower()}"
             shutil.copyfile(path, self.out / relative)
         else:
             relative = Path(os.path.relpath(path.resolve(), self.out.resolve())).as_posix()

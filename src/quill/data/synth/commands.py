@@ -57,10 +57,12 @@ def synth_command(
     width, warps, paper, ink colours and both polarities. Validation and test images use
     fonts that training never sees.
     """
+    import shlex
     import time
 
     from rich.console import Console
 
+    from quill.data.manifest import DatasetExistsError
     from quill.data.synth.corpus import CorpusError
     from quill.data.synth.fonts import FONTS, FontDirError
     from quill.data.synth.generate import SynthConfig, SynthError, check_resources, generate
@@ -93,7 +95,7 @@ def synth_command(
             overwrite=overwrite,
             progress=True,
         )
-    except (SynthError, CorpusError, FontDirError) as exc:
+    except (SynthError, CorpusError, FontDirError, DatasetExistsError) as exc:
         raise fail(str(exc)) from exc
     seconds = time.perf_counter() - start
     counts = ", ".join(f"{k} {v}" for k, v in sorted(manifest.counts().items()))
@@ -101,8 +103,10 @@ def synth_command(
         f"Wrote {len(manifest)} {kind.value} images to {out} in {seconds:.1f} s "
         f"({len(manifest) / seconds:.1f} images/s): {counts}; "
         f"{len({s.group for s in manifest})} fonts; version {manifest.version}\n"
-        f"Look at them: quill data show {out} --out {out / 'sheet.png'}",
+        f"Look at them: quill data show {shlex.quote(str(out))} "
+        f"--out {shlex.quote(str(out / 'sheet.png'))}",
         soft_wrap=True,
+        markup=False,  # a path may hold [brackets]
     )
 
 
@@ -119,6 +123,7 @@ def show_command(
     from quill.data.inspect import contact_sheet
     from quill.data.manifest import Manifest
 
+    check_output(out, folder=False)
     try:
         manifest = Manifest.load(dataset)
         path = contact_sheet(

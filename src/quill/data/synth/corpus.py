@@ -273,7 +273,13 @@ def load_corpus(path: str | Path | None = None, tokenizer: Tokenizer | None = No
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"corpus file not found: {path}")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:  # replacing bytes dropped their paragraphs unsaid
+        raise CorpusError(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); give a UTF-8 file, "
+            "paragraphs separated by blank lines"
+        ) from exc
     return Corpus.from_paragraphs(
         paragraphs_from_lines(lines), source=str(path), licence="user supplied", tokenizer=tokenizer
     )

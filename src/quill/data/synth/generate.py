@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
@@ -22,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from quill.cores import usable_cores
-from quill.data.manifest import MANIFEST_NAME, Manifest, Sample, Split
+from quill.data.manifest import IMAGE_DIR, Manifest, Sample, Split, prepare_dataset_folder
 from quill.data.processes import worker_context
 from quill.data.synth import render
 from quill.data.synth.corpus import Corpus, load_corpus
@@ -32,11 +31,10 @@ from quill.vocab import Tokenizer
 
 Kind = Literal["line", "paragraph"]
 SOURCE = "synthetic"
-IMAGE_DIR = "images"
 
 
 class SynthError(QuillError, RuntimeError):
-    """Synthesis cannot start (fonts or corpus missing, output in the way)."""
+    """Synthesis cannot start (fonts or corpus missing, nothing to render)."""
 
     code = "synth_error"
 
@@ -191,15 +189,6 @@ def default_workers() -> int:
     return usable_cores()
 
 
-def _prepare_output(out_dir: Path, overwrite: bool) -> None:
-    if (out_dir / MANIFEST_NAME).exists():
-        if not overwrite:
-            raise SynthError(f"{out_dir} already holds a dataset: use --overwrite to replace it")
-        (out_dir / MANIFEST_NAME).unlink()
-        shutil.rmtree(out_dir / IMAGE_DIR, ignore_errors=True)
-    (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-
-
 def generate(
     out_dir: str | Path,
     kind: Kind = "line",
@@ -223,7 +212,8 @@ def generate(
         config = replace(config, kind=kind)
     out_dir = Path(out_dir)
     fonts, absent = check_resources(config)
-    _prepare_output(out_dir, overwrite)
+    prepare_dataset_folder(out_dir, overwrite)
+    (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
     workers = min(workers or default_workers(), n)
     jobs = [(index, seed, config, str(out_dir)) for index in range(n)]
     samples = _run(jobs, workers, progress, f"Rendering {n} synthetic {kind}s")
