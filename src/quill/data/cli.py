@@ -101,13 +101,14 @@ def _make_dataset(
     """Run ``make`` (which writes a dataset read from ``src`` into ``out``) after the checks
     every command that makes a dataset owes its --out; leave no dataset when it makes none.
 
-    Before any work: ``out`` must be writable (:func:`check_output`), not the source
-    folder itself (``src``, or its folder when it is a file: ``quill data paragraphs ds --out
-    ds`` replaced the lines it read with its paragraphs; a folder inside it is fine) and
-    free of a dataset unless ``overwrite`` (:func:`~quill.data.manifest.prepare_dataset_folder`, which removes the old
-    one, so the source, ``what`` in the message, is first checked to exist). An import that
-    loads nothing leaves only its report (the reasons, exit 1): an empty manifest would pass
-    for a dataset. A source found unusable midway leaves no folder the command created.
+    Before any work: ``out`` must be writable (:func:`check_output`), not the source folder
+    itself (``src``, or its folder when it is a file: ``quill data paragraphs ds --out ds``
+    replaced the lines it read with its paragraphs; a folder inside it is fine) and free of a
+    dataset unless ``overwrite`` (:func:`~quill.data.manifest.prepare_dataset_folder`, which
+    removes the old one, so the source, ``what`` in the message, is first checked to exist). An
+    import that loads nothing leaves only its report (the reasons, exit 1): an empty manifest
+    would pass for a dataset. A source found unusable midway leaves no folder the command
+    created.
     """
     from quill.data.manifest import DatasetExistsError, prepare_dataset_folder
     from quill.data.readers import DatasetError
