@@ -222,6 +222,33 @@ def test_resume_continues_from_the_checkpoint(ctc_run, tiny_lines: Path) -> None
     assert first_step >= torch.load(last, weights_only=False)["global_step"]
 
 
+def test_a_checkpoint_no_run_can_go_on_from_is_refused_before_a_run_exists(
+    ctc_run, tiny_lines: Path, tmp_path: Path
+) -> None:
+    """Each was a traceback after the data was read, leaving a FAILED run tagged as
+    resumed: a truncated file, an averaged soup (no optimiser state), another network size."""
+    client, run, folder = ctc_run
+    last = folder / "out" / run.info.run_id / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[:3000])
+    soup = tmp_path / "soup.ckpt"
+    torch.save(
+        {k: v for k, v in torch.load(last, weights_only=False).items() if k != "optimizer_states"},
+        soup,
+    )
+    cases = [
+        (truncated, [], "is not a readable PyTorch checkpoint"),
+        (soup, [], "holds no optimiser state"),
+        (last, ["model.config.hidden=96"], "does not fit this config's ctc_line"),
+    ]
+    for checkpoint, extra, message in cases:
+        args = ["--experiment", "refused", "--resume", str(checkpoint), *extra]
+        result = runner.invoke(app, train_args(tiny_lines, client.tracking_uri, tmp_path, *args))
+        assert result.exit_code == 2, result.output
+        assert f"error: --resume {checkpoint}" in result.output and message in result.output
+    assert client.get_experiment_by_name("refused") is None
+
+
 def test_init_from_starts_a_fresh_run_from_checkpoint_weights(ctc_run, tiny_lines: Path) -> None:
     client, run, folder = ctc_run
     last = folder / "out" / run.info.run_id / "checkpoints" / "last.ckpt"

@@ -69,12 +69,8 @@ class LoadedCheckpoint:
         return str(self.model.family)
 
 
-def load_checkpoint(path: Path) -> LoadedCheckpoint:
-    """Rebuild the network of a Quill training checkpoint, in eval mode on the CPU.
-
-    Anything that is not one (a missing file, a text file, another zip or pickle, weights
-    of another network) raises :class:`CheckpointError` naming the file, never the reader's
-    own exception: the commands turn it into one line and exit 2."""
+def _read(path: Path) -> dict[str, Any]:
+    """The contents of a checkpoint file; :class:`CheckpointError` for anything else."""
     import torch  # lazy, as everywhere torch is used outside models: imports stay light
 
     if not path.is_file():
@@ -88,7 +84,54 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint: {_cause(exc)}"
         ) from exc
-    hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    return checkpoint if isinstance(checkpoint, dict) else {}
+
+
+def _weights(path: Path, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The network's weights in a checkpoint (its ``state_dict`` under the module's prefix)."""
+    state = checkpoint.get("state_dict")
+    weights = {
+        key.removeprefix(WEIGHT_PREFIX): value
+        for key, value in (state.items() if isinstance(state, dict) else ())
+        if isinstance(key, str) and key.startswith(WEIGHT_PREFIX)
+    }
+    if not weights:
+        raise CheckpointError(f"{path} holds no weights under the prefix {WEIGHT_PREFIX!r}")
+    return weights
+
+
+def check_resumable(path: Path, config: dict[str, Any]) -> None:
+    """Refuse, before any data is read or run opened, a checkpoint the run of ``config``
+    cannot go on from: unreadable, without optimiser state (an averaged soup), or holding
+    weights of another network or size. Lightning found each only after the data was read,
+    in a traceback, leaving a FAILED run tagged as resumed."""
+    checkpoint = _read(path)
+    if not checkpoint.get("optimizer_states"):
+        raise CheckpointError(
+            f"{path} holds no optimiser state (an averaged or weights-only checkpoint), so no "
+            f"run can go on from it: start a new run from its weights with --init-from {path}"
+        )
+    name = config["model"]["name"]
+    try:
+        tokenizer = Tokenizer.named(config["model"]["vocabulary"])
+        model = build_model(name, len(tokenizer), **config["model"]["config"])
+        model.load_state_dict(_weights(path, checkpoint))
+    except (RuntimeError, TypeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()
+        raise CheckpointError(
+            f"{path} does not fit this config's {name} (model.config, model.vocabulary): "
+            f"{' '.join(first[:3])[:400]}; resume with the config it was trained with"
+        ) from exc
+
+
+def load_checkpoint(path: Path) -> LoadedCheckpoint:
+    """Rebuild the network of a Quill training checkpoint, in eval mode on the CPU.
+
+    Anything that is not one (a missing file, a text file, another zip or pickle, weights
+    of another network) raises :class:`CheckpointError` naming the file, never the reader's
+    own exception: the commands turn it into one line and exit 2."""
+    checkpoint = _read(path)
+    hyper = checkpoint.get("hyper_parameters")
     if not isinstance(hyper, dict):
         hyper = {}  # (a list, a number): it lacks every one
     missing = [k for k in REQUIRED_HYPER_PARAMETERS if k not in hyper]
@@ -104,16 +147,8 @@ def load_checkpoint(path: Path) -> LoadedCheckpoint:
         raise CheckpointError(
             f"{path}: its hyper_parameters describe no network Quill can build: {exc!r}"
         ) from exc
-    state = checkpoint.get("state_dict")
-    weights = {
-        key.removeprefix(WEIGHT_PREFIX): value
-        for key, value in (state.items() if isinstance(state, dict) else ())
-        if isinstance(key, str) and key.startswith(WEIGHT_PREFIX)
-    }
-    if not weights:
-        raise CheckpointError(f"{path} holds no weights under the prefix {WEIGHT_PREFIX!r}")
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(_weights(path, checkpoint))
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {path} do not fit {hyper['model_name']}: {exc}") from exc
     model.eval()

@@ -125,7 +125,14 @@ def train_command(
     if resume is not None and not resume.is_file():
         raise typer.BadParameter(f"checkpoint not found: {resume}", param_hint="--resume")
 
+    from quill.training.checkpoint import CheckpointError, check_resumable
     from quill.training.train import TrainingSetupError, train
+
+    try:
+        if resume is not None:
+            check_resumable(resume, resolved)
+    except CheckpointError as exc:
+        raise fail(f"--resume {exc}") from exc
 
     try:
         train(resolved, config_path=str(config), resume=resume)
