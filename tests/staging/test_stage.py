@@ -214,6 +214,7 @@ def test_staging_never_writes_over_its_checkpoint_or_a_folder_of_other_things(
         (run, "which staging reads from"),
         (notes, "is not empty and is not a staged model"),
         (notes / "keep.txt", "is a file"),
+        (notes / "keep.txt" / "model", "is a file, not a folder"),  # was a traceback
     ):
         result = CliRunner().invoke(
             app, ["stage", str(checkpoint), "--out", str(out), "--no-register"]

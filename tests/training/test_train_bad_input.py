@@ -38,6 +38,10 @@ def refused(*args: str) -> str:
         ("optim.lr=fast", "optim.lr must be a number, got 'fast'"),
         ("optim.lr=-0.01", "optim.lr must be a positive finite number, got -0.01"),
         ("model.name=ctc_lien", "did you mean ctc_line?"),
+        # were tracebacks after the data was read, one leaving its run RUNNING
+        ("checkpoint.save_top_k=abc", "checkpoint.save_top_k must be a whole number or -1"),
+        ("seed=abc", "seed must be a whole number, got 'abc'"),
+        ("data.num_workers=x", "data.num_workers must be a whole number or null, got 'x'"),
     ],
 )
 def test_bad_config_values_fail_before_a_run_exists(
@@ -58,6 +62,17 @@ def test_a_tracking_uri_that_is_a_file_fails_before_the_data_is_read(
     assert f"tracking URI {store} is a file" in line
     line = refused(*train_args(tmp_path / "nothing", f"sqlite:///{store}", tmp_path / "out"))
     assert "file is not a database" in line
+
+
+def test_an_output_dir_that_cannot_be_written_fails_before_the_data_is_read(
+    tmp_path: Path, tracking_uri: str
+) -> None:
+    """Was a PermissionError when the first checkpoint was written, after the data was read,
+    with a FAILED run left behind."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    args = train_args(tmp_path / "nothing", tracking_uri, tmp_path / "out", f"output_dir={blocker}")
+    assert f"output_dir {blocker}: is a file, not a folder" in refused(*args)
 
 
 def test_a_missing_dataset_names_each_folder_looked_in_once(

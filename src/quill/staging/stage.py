@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from quill.errors import QuillError
+from quill.errors import QuillError, output_problem
 from quill.model_files import METADATA_FILE
 from quill.models.onnx_export import export_interface
 from quill.preprocess import ImageSource, batch_images
@@ -60,6 +60,10 @@ def check_target(out_dir: Path, keep: Sequence[Path] = ()) -> None:
                 f"{out_dir} holds {path}, which staging reads from: writing the staged model "
                 "there would replace it. Give another folder."
             )
+    # the model is written in a temporary folder beside out_dir, then moved into place
+    problem = output_problem(out_dir, folder=True) or output_problem(out_dir.parent, folder=True)
+    if problem:
+        raise StagingTargetError(f"{out_dir}: {problem}")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / METADATA_FILE).is_file():
         raise StagingTargetError(
             f"{out_dir} is not empty and is not a staged model (no {METADATA_FILE}): staging "

@@ -185,6 +185,12 @@ VALUE_RULES: dict[str, NumberRule] = {
     "trainer.accumulate_grad_batches": COUNT,
     "trainer.log_every_n_steps": COUNT,
     "trainer.num_nodes": COUNT,
+    "trainer.gradient_clip_val": NumberRule(whole=False, positive=False, also=(None,)),
+    "seed": NumberRule(whole=True, positive=False),
+    "threads": NumberRule(whole=True, positive=True, also=(None,)),
+    "data.num_workers": NumberRule(whole=True, positive=False, also=(None,)),
+    # -1: keep every checkpoint; 0: none
+    "checkpoint.save_top_k": NumberRule(whole=True, positive=False, also=(-1,)),
 }
 
 

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from quill.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, QuillError
+from quill.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, QuillError, output_problem
 from quill.preprocess import PreprocessConfig
 from quill.training import tracking
 from quill.training.callbacks import (
@@ -474,11 +474,14 @@ def train(
     config, overfit_changes = overfit_config(config)
     mlflow = config["tracking"]["logger"] == "mlflow" and _is_rank_zero()
     store = mlflow_store(config) if mlflow else None
+    output_root = project_root() / config["output_dir"]
+    problem = output_problem(output_root, folder=True)
+    if problem:  # before the data is read, not when the first checkpoint is written
+        raise TrainingSetupError(f"output_dir {output_root}: {problem}")
     datamodule, module, initialised_from = create_run_parts(config)
     if overfits(config):
         validate_on_training_batches(datamodule, module)
 
-    output_root = project_root() / config["output_dir"]
     run_tags = dict(tags or {})
     if resume:
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
