@@ -9,7 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from quill.cli import app
-from quill.monitoring.evaluate import PromotionRefused, check_promotion
+from quill.monitoring.evaluate import EvaluationConfig, PromotionRefused, check_promotion
 
 
 @pytest.fixture
@@ -142,3 +142,16 @@ def test_evaluate_names_what_is_missing(tmp_path, rules, smoke_dataset):
         ],
     )
     assert result.exit_code == 2 and "no evaluation set could be read" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("rules: [unclosed\n", "is not a readable YAML file"), ("- a\n- b\n", "expected a mapping")],
+)
+def test_a_rules_file_that_is_not_a_mapping_of_settings_is_named(tmp_path, text, message):
+    """An unparseable file was a yaml.parser.ParserError traceback (exit 1)."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message) as refused:
+        EvaluationConfig.load(path)
+    assert str(path) in str(refused.value)

@@ -68,8 +68,9 @@ def ctc_run(tiny_lines: Path, tmp_path_factory: pytest.TempPathFactory):
     still logged."""
     folder = tmp_path_factory.mktemp("ctc_run")
     uri = f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
-    quill(*train_args(tiny_lines, uri, folder / "out", "--experiment", "smoke", "--profile",
-                      "tracking.system_metrics_interval_s=600"))  # fmt: skip
+    output = quill(*train_args(tiny_lines, uri, folder / "out", "--experiment", "smoke",
+                               "--profile", "tracking.system_metrics_interval_s=600"))  # fmt: skip
+    (folder / "output.txt").write_text(output, encoding="utf-8")
     client = MlflowClient(uri)
     return client, only_run(client, "smoke"), folder
 
@@ -196,6 +197,15 @@ def test_unknown_run_is_a_clear_error(ctc_run) -> None:
         app, ["runs", "show", "nosuchrun", "--tracking-uri", client.tracking_uri]
     )
     assert result.exit_code == 2 and "no run with id" in result.output
+
+
+def test_the_summary_shows_the_best_validation_cer_the_test_figures_come_from(ctc_run) -> None:
+    """It showed the last epoch's, beside test figures of the best epoch's checkpoint."""
+    _, run, folder = ctc_run
+    output = (folder / "output.txt").read_text(encoding="utf-8")
+    best = run.data.metrics["best_val_cer"]
+    assert f"  val_cer    {best:.4f}  (best)" in output
+    assert "  val_wer    " in output and "(last epoch)" in output
 
 
 def test_resume_continues_from_the_checkpoint(ctc_run, tiny_lines: Path) -> None:

@@ -74,7 +74,12 @@ class EvaluationConfig:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"evaluation config not found: {path}")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path} is not a readable YAML file: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
         known = {"version", "datasets", "slices", "min_slice_samples", "rules", "protected"}
         if set(raw) - known:
             raise ValueError(f"{path}: unknown key(s) {sorted(set(raw) - known)}")

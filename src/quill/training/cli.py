@@ -81,7 +81,8 @@ def train_command(
         Path | None,
         typer.Option(
             help="Start from the weights of this .ckpt or staged model directory (fine-tuning: "
-            "fresh optimiser and schedule; same architecture and character set)."
+            "fresh optimiser and schedule; same architecture; another character set is fine: "
+            "the characters both share keep their weights)."
         ),
     ] = None,
     logger: Annotated[

@@ -514,9 +514,10 @@ def train(
             trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None)
             metrics.update(_scalars(trainer))
         outcome.update(status="KILLED" if trainer.interrupted else "FINISHED", metrics=metrics)
+        score = checkpoint.best_model_score
         if _is_rank_zero():
-            _print_summary(run, best, metrics)
-    score = checkpoint.best_model_score
+            best_score = None if score is None else float(score)
+            _print_summary(run, best, metrics, str(checkpoint.monitor), best_score)
     return TrainResult(
         run.run_id,
         output_dir,
@@ -633,11 +634,22 @@ def _print_stopped(run: Run, output_dir: Path, config_path: str | None) -> None:
         )
 
 
-def _print_summary(run: Run, best: Path | None, metrics: Mapping[str, float]) -> None:
+def _print_summary(
+    run: Run,
+    best: Path | None,
+    metrics: Mapping[str, float],
+    monitor: str,
+    best_score: float | None,
+) -> None:
+    """The closing lines: the monitored metric at its best (the checkpoint the test scores
+    come from), not at the last epoch, which is what the other validation figures are."""
     shown = {k: metrics[k] for k in ("val_cer", "val_wer", "test_cer", "test_wer") if k in metrics}
+    if best_score is not None:
+        shown[monitor] = best_score
     print(f"\nrun {run.run_id} finished")
     for key, value in shown.items():
-        print(f"  {key:10s} {value:.4f}")
+        note = "  (best)" if key == monitor else "  (last epoch)" if key.startswith("val") else ""
+        print(f"  {key:10s} {value:.4f}{note}")
     if best:
         print(f"  best checkpoint: {best}")
     if run.tracking_uri:
