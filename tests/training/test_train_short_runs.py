@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from quill.training.config import resolve_config
 from quill.training.train import overfit_config
 
-from .conftest import TINY_CONFIG
+from .conftest import TINY_CONFIG, make_line_dataset
 from .test_train import artifact_paths, only_run, quill, train_args
 
 
@@ -148,3 +148,17 @@ def test_a_stopped_run_exits_as_stopped_and_says_where_its_checkpoints_are(
     assert process.returncode == status, stderr[-2000:]
     assert "stopped (recorded as KILLED); its checkpoints: " in stderr
     assert only_run(MlflowClient(tracking_uri), "tiny").info.status == "KILLED"
+
+
+def test_a_run_without_val_samples_says_so_and_names_checkpoints_by_epoch(
+    tmp_path: Path, tracking_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It trained without a word and wrote epoch=001-val_cer=0.0000.ckpt, a CER never
+    measured."""
+    data = tmp_path / "train-only"
+    make_line_dataset(data, {"train": 16})
+    with caplog.at_level("WARNING", logger="quill.training.train"):
+        quill(*train_args(data, tracking_uri, tmp_path / "out", "trainer.max_epochs=1"))
+    assert "no val samples in data.sources" in caplog.text
+    names = sorted(p.name for p in (tmp_path / "out").glob("*/checkpoints/*.ckpt"))
+    assert names == ["epoch=000.ckpt", "last.ckpt"]

@@ -9,6 +9,7 @@ come from the config, so the same code runs on a laptop CPU and on multi-node DD
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import secrets
 import shlex
@@ -48,6 +49,8 @@ from quill.training.tracking_store import (
     project_root,
 )
 from quill.vocab import Tokenizer
+
+log = logging.getLogger(__name__)
 
 
 class TrainingSetupError(QuillError, ValueError):
@@ -371,9 +374,11 @@ def build_callbacks(
     from lightning.pytorch.callbacks import EarlyStopping
 
     ckpt = config["checkpoint"]
+    # without validation the monitored metric is never logged: a name with it read "=0.0000"
+    scored = f"-{ckpt['monitor']}={{{ckpt['monitor']}:.4f}}" if validates else ""
     checkpoint = _run_checkpoint_class()(
         dirpath=str(output_dir / "checkpoints"),
-        filename=f"epoch={{epoch:03d}}-{ckpt['monitor']}={{{ckpt['monitor']}:.4f}}",
+        filename=f"epoch={{epoch:03d}}{scored}",
         auto_insert_metric_name=False,
         monitor=ckpt["monitor"] if validates else None,
         mode=ckpt["mode"],
@@ -494,7 +499,15 @@ def train(
     if run_started is not None and _is_rank_zero():
         run_started(run.run_id)
     output_dir = output_root / run.run_id
-    callbacks, checkpoint = build_callbacks(config, run, output_dir, _validates(config, datamodule))
+    validates = _validates(config, datamodule)
+    if not validates and config["trainer"]["limit_val_batches"] not in (0, 0.0):
+        log.warning(
+            "no val samples in data.sources: this run trains without validation, so no "
+            "checkpoint is chosen by %s (the last epoch's is kept) and nothing stops it early; "
+            "give a source a val split (quill data import --val-fraction)",
+            config["checkpoint"]["monitor"],
+        )
+    callbacks, checkpoint = build_callbacks(config, run, output_dir, validates)
     outcome: dict[str, Any] = {"status": "FAILED", "metrics": {}}
     recorder = _recording(run, config, config_path, datamodule, module, output_dir, outcome)
     with recorder, _run_id_for_workers(run.run_id):
