@@ -117,11 +117,25 @@ def check_resumable(path: Path, config: dict[str, Any]) -> None:
         model = build_model(name, len(tokenizer), **config["model"]["config"])
         model.load_state_dict(_weights(path, checkpoint))
     except (RuntimeError, TypeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()
         raise CheckpointError(
             f"{path} does not fit this config's {name} (model.config, model.vocabulary): "
-            f"{' '.join(first[:3])[:400]}; resume with the config it was trained with"
+            f"{weights_mismatch(exc)}; resume with the config it was trained with"
         ) from exc
+
+
+def weights_mismatch(exc: Exception) -> str:
+    """The first two things torch's ``load_state_dict`` found wrong, on one line: its own
+    message opens with a line that names only the class ("Error(s) in loading state_dict
+    for CTCLineModel:") and then lists every tensor.
+
+    >>> weights_mismatch(RuntimeError("Error(s) in loading state_dict for M:\\n\\tsize "
+    ...     "mismatch for a.weight: copying [3] into [4].\\n\\tsize mismatch for b: x.\\n\\tc"))
+    'size mismatch for a.weight: copying [3] into [4]. size mismatch for b: x. (and more)'
+    """
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    details = [line for line in lines if not line.startswith("Error(s) in loading")] or lines
+    more = " (and more)" if len(details) > 2 else ""
+    return " ".join(details[:2])[:400] + more
 
 
 def load_checkpoint(path: Path) -> LoadedCheckpoint:

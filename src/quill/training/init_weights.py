@@ -29,7 +29,7 @@ from quill.errors import QuillError
 from quill.model_files import METADATA_FILE, TORCHSCRIPT_FILE
 from quill.staged_model import ModelLoadError, StagedModel
 from quill.training.checkpoint import INITIALISED_FROM_TAG as INITIALISED_FROM_TAG
-from quill.training.checkpoint import CheckpointError, load_checkpoint
+from quill.training.checkpoint import CheckpointError, load_checkpoint, weights_mismatch
 from quill.vocab import SPECIAL_TOKENS, Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -149,9 +149,8 @@ def _load_exactly(model: nn.Module, state: dict[str, torch.Tensor], path: Path) 
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first_line = str(exc).strip().splitlines()[0]
         raise InitWeightsError(
-            f"the weights in {path} do not fit this run's model.config ({first_line}); "
+            f"the weights in {path} do not fit this run's model.config ({weights_mismatch(exc)}); "
             "start from a model of the same architecture"
         ) from exc
 
