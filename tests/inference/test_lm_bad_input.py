@@ -104,3 +104,11 @@ def test_fit_makes_the_folders_its_output_needs(tmp_path: Path, text: Path) -> N
     result = CliRunner().invoke(app, ["lm", "fit", str(out), "--text", str(text), "--no-corpus"])
     assert result.exit_code == 0, result.output
     assert out.is_file()
+
+
+def test_fit_on_a_text_with_no_line_says_so(tmp_path: Path) -> None:
+    """It said "give --text, --dataset or keep --corpus" to someone who gave --text."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    output = refused("lm", "fit", str(tmp_path / "lm.json"), "--text", str(empty), "--no-corpus")
+    assert "no text to fit: the --text and --dataset given hold no line" in output

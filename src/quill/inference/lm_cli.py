@@ -249,8 +249,12 @@ def fit(
         texts += lines
     if corpus:
         texts += load_corpus().paragraphs
+    texts = [line for line in texts if line.strip()]  # blank lines teach nothing
     if not texts:
-        raise fail("no text: give --text, --dataset or keep --corpus")
+        given = (
+            "the --text and --dataset given hold" if (text or dataset) else "nothing given holds"
+        )
+        raise fail(f"no text to fit: {given} no line (give --text, --dataset or keep --corpus)")
     with console.status(f"counting {order}-grams over {sum(map(len, texts)):,} characters"):
         lm = CharNGramLM.fit(texts, order=order, tokenizer=tokenizer)
         out.parent.mkdir(parents=True, exist_ok=True)
