@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from quill.training.cli import register
 from quill.training.tracking_store import check_server
 
+from .conftest import TINY_CONFIG
 from .test_train import train_args
 
 runner = CliRunner()
@@ -42,6 +43,11 @@ def refused(*args: str) -> str:
         ("checkpoint.save_top_k=abc", "checkpoint.save_top_k must be a whole number or -1"),
         ("seed=abc", "seed must be a whole number, got 'abc'"),
         ("data.num_workers=x", "data.num_workers must be a whole number or null, got 'x'"),
+        ("optim.schedule=foo", "optim.schedule must be one of cosine, onecycle, constant"),
+        ("trainer.precision=foo", "trainer.precision must be one of auto, 32-true"),
+        ("trainer.accelerator=tpu", "trainer.accelerator must be one of auto, cpu, gpu"),
+        ("data.augment=maybe", "data.augment must be true, false or a mapping, got 'maybe'"),
+        ("data.sources=ds", "data.sources must be a list such as [{path: DIR, weight: 1.0}]"),
     ],
 )
 def test_bad_config_values_fail_before_a_run_exists(
@@ -116,3 +122,14 @@ def test_a_tracking_server_that_listens_passes_the_check() -> None:
         server.listen()
         check_server(f"http://127.0.0.1:{server.getsockname()[1]}")
     check_server("sqlite:///anything.db")  # a local store is not probed
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5"])
+def test_a_batch_limit_that_is_no_count_or_fraction_is_a_usage_error(value: str) -> None:
+    """Was a ValueError traceback (abc) or Lightning's MisconfigurationException (-1)."""
+    for option in ("--limit-train-batches", "--overfit-batches"):
+        result = runner.invoke(app, ["train", "--config", str(TINY_CONFIG), option, value])
+        assert result.exit_code == 2, result.output
+        assert "expected a number of batches or a fraction from 0 to 1" in " ".join(
+            result.output.replace("│", " ").split()
+        )

@@ -7,6 +7,7 @@ Heavy libraries (torch, lightning, mlflow, optuna) are imported inside the comma
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,14 +36,24 @@ ExperimentOption = Annotated[
 ]
 
 
-def _number(text: str) -> int | float:
-    """Lightning's limit_* semantics: an integer is a batch count, a fraction a share.
+def _number(text: str, option: str) -> int | float:
+    """Lightning's limit_* semantics: an integer is a batch count, a fraction a share;
+    anything else is a usage error naming ``option``.
 
-    >>> _number("10"), _number("0.25"), _number("1.0")
+    >>> _number("10", "--limit-val-batches"), _number("0.25", "-"), _number("1.0", "-")
     (10, 0.25, 1.0)
     """
-    value = float(text)
-    return int(value) if value.is_integer() and "." not in text else value
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    count = value.is_integer() and "." not in text
+    if not (count and value >= 0) and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter(
+            f"expected a number of batches or a fraction from 0 to 1, got {text!r}",
+            param_hint=option,
+        )
+    return int(value) if count else value
 
 
 def _max_time(text: str) -> str:
@@ -103,11 +114,15 @@ def train_command(
 
     flags = {
         "trainer.fast_dev_run": fast_dev_run or None,
-        "trainer.overfit_batches": _number(overfit_batches) if overfit_batches else None,
-        "trainer.limit_train_batches": _number(limit_train_batches)
+        "trainer.overfit_batches": _number(overfit_batches, "--overfit-batches")
+        if overfit_batches
+        else None,
+        "trainer.limit_train_batches": _number(limit_train_batches, "--limit-train-batches")
         if limit_train_batches
         else None,
-        "trainer.limit_val_batches": _number(limit_val_batches) if limit_val_batches else None,
+        "trainer.limit_val_batches": _number(limit_val_batches, "--limit-val-batches")
+        if limit_val_batches
+        else None,
         "trainer.max_epochs": max_epochs,
         "trainer.max_steps": max_steps,
         "trainer.max_time": _max_time(max_time) if max_time else None,

@@ -178,6 +178,7 @@ VALUE_RULES: dict[str, NumberRule] = {
     "optim.warmup": AMOUNT,
     "optim.min_lr_ratio": AMOUNT,
     "data.batch_size": COUNT,
+    "data.preprocess.height": COUNT,
     "data.eval_batch_size": NumberRule(whole=True, positive=True, also=(None,)),
     "data.epoch_size": NumberRule(whole=True, positive=True, also=(None,)),
     "trainer.max_epochs": NumberRule(whole=True, positive=True, also=(-1, None)),
@@ -191,6 +192,30 @@ VALUE_RULES: dict[str, NumberRule] = {
     "data.num_workers": NumberRule(whole=True, positive=False, also=(None,)),
     # -1: keep every checkpoint; 0: none
     "checkpoint.save_top_k": NumberRule(whole=True, positive=False, also=(-1,)),
+}
+
+
+#: Settings with a fixed set of values, by dotted key: checked with :data:`VALUE_RULES`.
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "optim.schedule": ("cosine", "onecycle", "constant"),
+    "trainer.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+    # "auto": bf16-mixed where the GPU supports it, else 32-true; the rest are Lightning's
+    "trainer.precision": (
+        "auto",
+        "32-true",
+        "16-mixed",
+        "bf16-mixed",
+        "16-true",
+        "bf16-true",
+        "64-true",
+        "32",
+        "16",
+        "bf16",
+        "64",
+        32,
+        16,
+        64,
+    ),  # fmt: skip
 }
 
 
@@ -315,9 +340,10 @@ def resolve_config(
 
 
 def check_values(config: Mapping[str, Any]) -> None:
-    """Refuse a ``model.name`` no model is registered under and a value of
-    :data:`VALUE_RULES` of the wrong type or sign, naming the key: found here, they cost
-    nothing; found by torch or Lightning, after the data was read and a run opened.
+    """Refuse a ``model.name`` no model is registered under, a value of :data:`VALUE_RULES`
+    of the wrong type or sign, one not among its :data:`CHOICES`, and a ``data.augment`` or
+    ``data.sources`` of the wrong shape, naming the key: found here, they cost nothing; found
+    by torch or Lightning, after the data was read and a run opened.
     """
     from quill.models import MODEL_NAMES
 
@@ -329,6 +355,19 @@ def check_values(config: Mapping[str, Any]) -> None:
             f"(known: {', '.join(MODEL_NAMES)})"
         )
     check_rules(flat, VALUE_RULES)
+    for key, allowed in CHOICES.items():
+        value = flat.get(key)
+        if value not in allowed or isinstance(value, bool):
+            shown = ", ".join(str(choice) for choice in allowed if isinstance(choice, str))
+            raise ConfigError(f"{key} must be one of {shown}, got {value!r}")
+    augment = config["data"].get("augment")
+    if not isinstance(augment, bool | Mapping | None):
+        raise ConfigError(f"data.augment must be true, false or a mapping, got {augment!r}")
+    sources = config["data"].get("sources")
+    if not isinstance(sources, list):
+        raise ConfigError(
+            f"data.sources must be a list such as [{{path: DIR, weight: 1.0}}], got {sources!r}"
+        )
 
 
 def check_rules(flat: Mapping[str, Any], rules: Mapping[str, NumberRule]) -> None:
