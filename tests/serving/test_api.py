@@ -319,6 +319,22 @@ def test_several_uploads_to_predict_are_refused_not_all_but_one_dropped(
         assert "/v1/predict/batch" in error["message"]
 
 
+def test_a_file_in_a_field_that_is_not_read_is_refused_not_ignored(
+    client: httpx.Client,
+) -> None:
+    """`images` (the JSON batch's key) as a multipart field was ignored beside `image`
+    fields, and alone answered "the batch holds no images"."""
+    stray = ("images", ("ink.png", PNG_INK, "image/png"))
+    files = [("image", ("ink.png", PNG_INK, "image/png")), stray]
+    response = client.post("/v1/predict/batch", files=files)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_field" and "field(s) images" in error["message"]
+    alone = client.post("/v1/predict/batch", files=[stray]).json()["error"]
+    assert alone["code"] == "missing_image"
+    assert "a multipart upload repeating a field named image or file" in alone["message"]
+
+
 def test_an_empty_or_missing_boundary_is_named_in_the_message(client: httpx.Client) -> None:
     """An empty image field is said to be empty (it is there); a multipart body without a
     boundary says so, rather than a parser's status line."""

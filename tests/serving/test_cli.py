@@ -162,3 +162,17 @@ def test_a_monitoring_store_that_cannot_open_is_refused_before_a_server_starts(
     error = one_line_error(CliRunner().invoke(app, args))
     assert error.startswith(f"error: cannot open the monitoring store {url}: ")
     assert error.endswith("(--monitoring-url off serves without one)")
+
+
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_model_missing_one_runtime_is_served_by_another_with_a_warning(
+    smoke_model: Path, tmp_path: Path, taken_port: int
+) -> None:
+    """A copy without model.onnx was served on another runtime without a word."""
+    partial = tmp_path / "model"
+    shutil.copytree(smoke_model, partial)
+    for onnx in partial.glob("model.onnx*"):
+        onnx.unlink()
+    # the taken port stops the command after the model checks, before anything starts
+    result = CliRunner().invoke(app, ["serve", "-m", str(partial), "--port", str(taken_port)])
+    assert "lacks the files of its onnx runtime(s); serving with torchscript" in result.output

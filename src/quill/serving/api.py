@@ -345,7 +345,11 @@ async def predict_batch(request: Request, service: ReadyService, state: State) -
     body = await _read_body(request, settings.max_body_bytes)
     parsed, kind = await _parse_batch(request, body)
     if not parsed:
-        raise ServingError("missing_image", "the batch holds no images")
+        raise ServingError(
+            "missing_image",
+            'the batch holds no images: send JSON {"images": [base64, ...]} or a multipart '
+            f"upload repeating a field named {' or '.join(UPLOAD_FIELDS)}",
+        )
     if len(parsed) > settings.max_batch_images:
         raise ServingError(
             "too_many_images",
@@ -902,8 +906,21 @@ def _uploads(form: Any) -> list[tuple[str, Any]]:
     """Every (field name, value) of the form's image fields, in the order sent.
 
     All of them, not ``form.get(name)``: that keeps one value of a repeated field and would
-    drop the other images without a word."""
-    return [(name, item) for name, item in form.multi_items() if name in UPLOAD_FIELDS]
+    drop the other images without a word. A file sent under another name beside them is
+    refused, for the same reason (``images``, the JSON batch's key, was ignored); alone, it
+    is an upload with no image (``missing_image``)."""
+    uploads = [(name, item) for name, item in form.multi_items() if name in UPLOAD_FIELDS]
+    strays = sorted(
+        {name for name, item in form.multi_items() if not isinstance(item, str)}
+        - set(UPLOAD_FIELDS)
+    )
+    if uploads and strays:
+        raise ServingError(
+            "invalid_field",
+            f"the multipart upload has a file in field(s) {', '.join(strays)}, which are not "
+            f"read: send each image in a field named {' or '.join(UPLOAD_FIELDS)}",
+        )
+    return uploads
 
 
 async def _parse_multipart(request: Request, body: bytes) -> tuple[bytes, str]:

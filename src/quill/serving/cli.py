@@ -252,6 +252,13 @@ def _require_model(model: Path) -> None:
             f"{model} is incomplete: {', '.join(sorted(set(missing)))} missing (named in its "
             f"{METADATA_FILE}); copy the whole folder or stage the model again"
         )
+    lacking = [b for b in staged.backends if b not in runtimes]
+    if lacking:  # served all the same, by another runtime: said, since it may read differently
+        typer.echo(
+            f"warning: {model} lacks the files of its {', '.join(lacking)} runtime(s); "
+            f"serving with {', '.join(runtimes)}",
+            err=True,
+        )
 
 
 def _require_store(settings: ServingSettings) -> None:
