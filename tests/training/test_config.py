@@ -28,11 +28,11 @@ def test_every_shipped_config_resolves(path: Path) -> None:
 def test_overrides_parse_yaml_values_and_keep_other_keys() -> None:
     config = resolve_config(
         CONFIGS / "ctc_line_synth.yaml",
-        ["optim.lr=1e-4", "trainer.devices=2", "trainer.strategy=ddp", "+model.config.foo=[1, 2]"],
+        ["optim.lr=1e-4", "trainer.devices=2", "trainer.strategy=ddp", "+tracking.tags.foo=[1, 2]"],
     )
     assert config["optim"]["lr"] == pytest.approx(1e-4)
     assert (config["trainer"]["devices"], config["trainer"]["strategy"]) == (2, "ddp")
-    assert config["model"]["config"]["foo"] == [1, 2]
+    assert config["tracking"]["tags"]["foo"] == [1, 2]
     assert config["model"]["config"]["hidden"] == 192  # from the file
     assert config["optim"]["betas"] == [0.9, 0.999]  # from the defaults
 

@@ -48,6 +48,8 @@ def refused(*args: str) -> str:
         ("trainer.accelerator=tpu", "trainer.accelerator must be one of auto, cpu, gpu"),
         ("data.augment=maybe", "data.augment must be true, false or a mapping, got 'maybe'"),
         ("data.sources=ds", "data.sources must be a list such as [{path: DIR, weight: 1.0}]"),
+        # tiny.yaml's ctc_line model.config kept for another model
+        ("model.name=line_cnn_transformer", "model.config does not fit model line_cnn_transformer"),
     ],
 )
 def test_bad_config_values_fail_before_a_run_exists(

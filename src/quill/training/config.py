@@ -345,7 +345,7 @@ def check_values(config: Mapping[str, Any]) -> None:
     ``data.sources`` of the wrong shape, naming the key: found here, they cost nothing; found
     by torch or Lightning, after the data was read and a run opened.
     """
-    from quill.models import MODEL_NAMES
+    from quill.models import MODEL_NAMES, model_config
 
     flat = flatten(config)
     name = flat.get("model.name")
@@ -355,6 +355,13 @@ def check_values(config: Mapping[str, Any]) -> None:
             f"(known: {', '.join(MODEL_NAMES)})"
         )
     check_rules(flat, VALUE_RULES)
+    try:
+        model_config(name, **(config["model"].get("config") or {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"model.config does not fit model {name}: {exc} (a model.config written for "
+            f"another model? give {name}'s own)"
+        ) from exc
     for key, allowed in CHOICES.items():
         value = flat.get(key)
         if value not in allowed or isinstance(value, bool):
