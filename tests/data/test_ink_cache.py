@@ -152,3 +152,19 @@ def test_a_shared_cache_dir_keeps_the_caches_of_similarly_named_sources(
     ink_cache.dataset_cache(synth, "synth", CONFIG, directory)
     big_key = ink_cache.cache_key(bigger.version, CONFIG)
     assert ink_cache.load(directory, "synth-big", big_key) is not None
+
+
+def test_a_cache_folder_that_cannot_be_written_keeps_the_cache_in_memory(
+    make_line_dataset, tmp_path, caplog
+) -> None:
+    """A read-only dataset built its whole cache, then failed with PermissionError: a
+    training run could not read a dataset it may not write into."""
+    manifest = make_line_dataset("lines", TEXTS)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    with caplog.at_level(logging.WARNING, logger="quill.data.ink_cache"):
+        cache = ink_cache.dataset_cache(manifest, "lines", CONFIG, blocker / "caches")
+    assert "kept in memory for this run" in caplog.text and "data.cache_dir" in caplog.text
+    built = ink_cache.dataset_cache(manifest, "lines", CONFIG, tmp_path / "caches")
+    assert np.array_equal(np.asarray(cache.pixels), np.asarray(built.pixels))
+    assert cache.paths == built.paths

@@ -32,6 +32,7 @@ import numpy as np
 from quill.data.manifest import Manifest
 from quill.data.processes import worker_context
 from quill.data.readers.common import progress
+from quill.errors import output_problem
 from quill.preprocess import ImageError, PreprocessConfig, line_ink
 
 log = logging.getLogger(__name__)
@@ -202,6 +203,16 @@ def dataset_cache(
         return cache
     images = list(dict.fromkeys(s.image for s in manifest if s.kind == "line"))
     log.info("building the ink cache of %s (%d lines)", name, len(images))
+    unwritable = output_problem(directory, folder=True)  # asked first: the build takes minutes
     cache = build(manifest.root, images, config, workers, show_progress)
+    if unwritable:
+        log.warning(
+            "the ink cache of %s cannot be saved in %s (%s): it is kept in memory for this "
+            "run and built again next time; set data.cache_dir to a writable folder to keep it",
+            name,
+            directory,
+            unwritable,
+        )
+        return cache
     save(cache, directory, name, key)
     return load(directory, name, key) or cache
