@@ -141,7 +141,7 @@ def test_a_stopped_run_exits_as_stopped_and_says_where_its_checkpoints_are(
         text=True,
     )
     deadline = time.monotonic() + 120
-    while not list(out.glob("*/*.ckpt")) and time.monotonic() < deadline:
+    while not list(out.glob("*/checkpoints/*.ckpt")) and time.monotonic() < deadline:
         time.sleep(0.2)  # until an epoch has ended: training is under way
     process.send_signal(stop)
     _, stderr = process.communicate(timeout=120)

@@ -178,7 +178,7 @@ VALUE_RULES: dict[str, NumberRule] = {
     "optim.warmup": AMOUNT,
     "optim.min_lr_ratio": AMOUNT,
     "data.batch_size": COUNT,
-    "data.preprocess.height": COUNT,
+    "data.preprocess.height": NumberRule(whole=True, positive=True, also=(None,)),
     "data.eval_batch_size": NumberRule(whole=True, positive=True, also=(None,)),
     "data.epoch_size": NumberRule(whole=True, positive=True, also=(None,)),
     "trainer.max_epochs": NumberRule(whole=True, positive=True, also=(-1, None)),
