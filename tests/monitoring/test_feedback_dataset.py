@@ -50,3 +50,22 @@ def test_one_photo_corrected_twice_is_one_sample_with_the_latest_correction(tmp_
         "request a": "image corrected again later, in b",
         "request c": "image corrected again later, in b",
     }
+
+
+def test_typed_corrections_are_normalised_as_scoring_normalises_them(tmp_path, make_line):
+    """A tab was reported as a character outside the vocabulary and the sample dropped; an
+    accent typed as two code points (e + U+0301) likewise."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    store = MonitoringStore(url, image_dir=tmp_path / "images")
+    corrections = {"tab": "Dear\tSir,  yours", "accent": "cafe\u0301 noir"}
+    for seed, (rid, correction) in enumerate(corrections.items()):
+        image = make_line(correction, seed=seed)
+        store.log_prediction(PredictionRecord(rid, "api", "m-1", image, "x", 0.5, 10.0))
+        store.add_feedback(rid, "incorrect", correction=correction)
+    store.close()
+    out = tmp_path / "feedback"
+    args = ["monitor", "feedback-dataset", "--out", str(out), "--url", url]  # latin: the default
+    result = CliRunner().invoke(app, [*args, "--images", str(tmp_path / "images")])
+    assert result.exit_code == 0, result.output
+    texts = {s.meta["request_id"]: s.text for s in Manifest.load(out)}
+    assert texts == {"tab": "Dear Sir, yours", "accent": "caf\u00e9 noir"}

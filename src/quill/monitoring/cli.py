@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from quill.data.cli import require_split_fractions
+from quill.data.cli import Vocabulary, require_split_fractions
 from quill.errors import check_output, fail
 
 if TYPE_CHECKING:
@@ -296,6 +296,13 @@ def feedback_dataset_command(
     test_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of images for test.")
     ] = 0.1,
+    vocabulary: Annotated[
+        Vocabulary,
+        typer.Option(
+            help="Character set corrections must fit: latin (Western European, the shipped "
+            "default model's) or ascii."
+        ),
+    ] = Vocabulary.latin,
     url: UrlOption = None,
     images: ImagesOption = None,
     config: ConfigOption = None,
@@ -306,6 +313,7 @@ def feedback_dataset_command(
     a weight in the run config's data sources.
     """
     from quill.monitoring.feedback import build_feedback_dataset
+    from quill.vocab import Tokenizer
 
     require_split_fractions(val_fraction, test_fraction)
     check_output(out, folder=True)
@@ -322,6 +330,7 @@ def feedback_dataset_command(
         merge=merge or [],
         val_fraction=val_fraction,
         test_fraction=test_fraction,
+        tokenizer=Tokenizer.named(vocabulary.value),
     )
     console = _console()
     for line in result.report.summary():

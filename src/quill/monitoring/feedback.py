@@ -20,6 +20,7 @@ from PIL import Image
 
 from quill.data.manifest import Manifest
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport, ImportResult
+from quill.evaluation.normalise import normalise
 from quill.monitoring.records import StoredPrediction
 from quill.monitoring.store import MonitoringStore
 from quill.preprocess import ImageError, load_image
@@ -76,7 +77,9 @@ def build_feedback_dataset(
             report.skip(f"request {p.request_id}", f"image corrected again later, in {later}")
     for p in chosen:
         where = f"request {p.request_id}"
-        text = writer.check(where, p.correction or "")
+        # typed text: a tab, doubled spaces or an accent typed as two code points (as some
+        # keyboards send it) is what scoring normalises too, not a character to learn
+        text = writer.check(where, normalise(p.correction or ""))
         image = _image(store, p, report, where) if text is not None else None
         if image is not None and text is not None:
             writer.add_crop(
