@@ -53,3 +53,21 @@ def test_split_shares_above_1_are_refused_before_importing(export: Path, tmp_pat
     code, output = _import(export, tmp_path / "images", tmp_path / "dataset", *options)
     assert code == EXIT_ERROR, output
     assert "add up to 1.2" in output and not (tmp_path / "dataset").exists()
+
+
+def test_accented_lines_fit_the_default_vocabulary(tmp_path: Path, ls: SimpleNamespace) -> None:
+    """The default was ASCII: every line with an accent was left out, for a shipped model that
+    reads French."""
+    text = "Reçu à Kew, été"
+    image, lines = ls.draw_page([(text, 60, 80, 0.0)], SIZE)
+    (tmp_path / "images").mkdir()
+    image.save(tmp_path / "images" / "page.png")
+    task = ls.task(
+        1,
+        {"ocr": "/data/local-files/?d=page.png", "image_path": "page.png"},
+        [ls.annotation(1, ls.region("r0", lines[0].box, text, SIZE))],
+    )
+    export = ls.write_export(tmp_path / "export.json", [task])
+    code, output = _import(export, tmp_path / "images", tmp_path / "dataset")
+    assert code == EXIT_OK, output
+    assert "1/1 tasks -> 1 lines" in output

@@ -166,11 +166,13 @@ def tasks_command(
 
 
 def _load_tokenizer(path: Path | None) -> Any:
-    """The vocabulary to check labels against: default, a tokenizer JSON or a staged model."""
+    """The vocabulary to check labels against: a tokenizer JSON's, a staged model's, or by
+    default the Latin (Western European) set the shipped model reads: the ASCII default
+    left out every line with an accent."""
     from quill.vocab import Tokenizer
 
     if path is None:
-        return Tokenizer()
+        return Tokenizer.named("latin")
     file = path / METADATA_FILE if path.is_dir() else path
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
@@ -225,7 +227,10 @@ def import_command(
     ] = True,
     vocab: Annotated[
         Path | None,
-        typer.Option(help="Tokenizer JSON or staged model whose vocabulary labels must fit."),
+        typer.Option(
+            help="Tokenizer JSON or staged model whose vocabulary labels must fit (default: "
+            "the Latin, Western European, set of the shipped model)."
+        ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already at --out.")] = False,
 ) -> None:
