@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -78,3 +80,55 @@ def test_plain_output_says_why_blank_paper_read_as_nothing(
     assert result.stdout.strip().split("\t")[1:] == ["1.00"]  # path, confidence, no text
     assert f"blank.png: {BLANK_NOTE}" in result.stderr
     assert "no text found" in result.stderr
+
+
+def test_inputs_are_the_files_named_each_read_once(smoke_model: Path, tmp_path: Path) -> None:
+    """scan[1].png was read as a pattern (scan1.png read in its place); a pattern matching
+    nothing beside other inputs was dropped without a word; a symlinked folder was not
+    searched; ./a.png and a.png were read twice."""
+    render_line("hello").save(tmp_path / "scan[1].png")
+    render_line("ink").save(tmp_path / "scan1.png")
+    (tmp_path / "real").mkdir()
+    render_line("Kew").save(tmp_path / "real" / "kew.png")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "real").symlink_to(tmp_path / "real")
+    (tmp_path / "linked" / "loop").symlink_to(tmp_path / "linked")
+    (tmp_path / "linked" / "folder.png").mkdir()  # a folder named like an image is none
+    args = [
+        str(tmp_path / "scan[1].png"),
+        str(tmp_path / "." / "scan[1].png"),
+        str(tmp_path / "nomatch" / "*.png"),
+        str(tmp_path / "linked"),
+    ]
+    result = CliRunner().invoke(app, ["predict", *args, "--json", "--model", str(smoke_model)])
+    assert result.exit_code == 1, result.output  # the pattern that matched nothing
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    read = {Path(r["path"]).name: r.get("text") or r["error"]["code"] for r in records}
+    assert read == {"scan[1].png": "hello", "*.png": "image_not_found", "kew.png": "Kew"}
+    assert len(records) == 3
+
+
+def test_inputs_none_of_which_can_be_read_exit_2(smoke_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "bad.png"), "-m", str(smoke_model)])
+    assert result.exit_code == 2, result.output
+    assert "1 of 1 inputs could not be read" in result.output
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """A full disk behind stdout was a traceback (OSError: No space left on device)."""
+    render_line("ink").save(tmp_path / "ink.png")
+    quill = str(Path(sys.executable).with_name("quill"))
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [quill, "predict", str(tmp_path / "ink.png"), "-m", str(smoke_model)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2, result.stderr
+    assert "error: cannot write the results to standard output" in result.stderr
+    assert "Traceback" not in result.stderr

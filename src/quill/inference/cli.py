@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from quill.errors import EXIT_FAILED, fail
+from quill.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, fail
 from quill.inference import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
@@ -24,18 +26,52 @@ CHUNK = 16
 
 
 def expand_inputs(items: list[str]) -> list[str]:
-    """Files as given, image files inside folders (sorted), glob matches; unmatched names are
-    kept so that they are reported as missing rather than silently skipped."""
+    """Files as given, image files inside folders (sorted), glob matches, each file once.
+
+    A name that exists is that file, even with ``[`` or ``?`` in it (``scan[1].jpg`` was
+    read as a pattern, and another file read in its place); a name or pattern that matches
+    nothing is kept, so that it is reported as missing rather than silently skipped."""
     paths: list[str] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths += sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif any(c in item for c in "*?["):
-            paths += sorted(glob.glob(item, recursive=True))
-        else:
+            paths += _images_under(path)
+        elif path.exists() or not any(c in item for c in "*?["):
             paths.append(item)
-    return list(dict.fromkeys(paths))
+        else:
+            paths += sorted(glob.glob(item, recursive=True)) or [item]
+    first_name: dict[str, str] = {}  # ./a.jpg and a.jpg are one file, read once
+    for name in paths:
+        first_name.setdefault(os.path.realpath(name), name)
+    return list(first_name.values())
+
+
+def _images_under(folder: Path) -> list[str]:
+    """The image files in ``folder`` and its subfolders, sorted, symlinked subfolders
+    included (each real folder once, so a link loop ends); a folder named like an image is
+    not one."""
+    found, seen = [], set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders.clear()
+            continue
+        seen.add(real)
+        found += [os.path.join(root, f) for f in files if Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def _emit(line: str) -> None:
+    """Print one result line; a reader that stopped reading (``| head``) ends the command
+    quietly, a standard output that cannot be written is one line and exit 2."""
+    try:
+        typer.echo(line)
+    except BrokenPipeError:
+        # no more output is wanted; point stdout at /dev/null so the exit flush is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(EXIT_OK) from None
+    except OSError as exc:
+        raise fail(f"cannot write the results to standard output: {exc.strerror}") from exc
 
 
 def predict(
@@ -86,8 +122,8 @@ def predict(
     """Print the text in each image: path, confidence and text (lines joined by " / "),
     tab-separated, on standard output, and on standard error what the reader should know
     (blank paper, a page turned to be read, margin notes). Unreadable files are reported
-    and skipped; the exit code is 1 if any input failed, 2 if no input matched, an option is
-    not one of its choices or the model cannot be loaded (nothing was read).
+    and skipped; the exit code is 1 if some inputs failed, 2 if none could be read or none
+    matched, an option is not one of its choices or the model cannot be loaded.
 
     With --json a page's lines say where each line was found: each box is
     (left, top, right, bottom) in the pixels of the image as given (after its EXIF
@@ -100,9 +136,11 @@ def predict(
     from quill.staged_model import ModelLoadError
 
     _check_choices(kind, backend, decoding, segmenter)
+    if sys.stdout is None:  # started with stdout closed: the results would go nowhere
+        raise fail("standard output is closed: there is nowhere to print the results")
     err = Console(stderr=True, soft_wrap=True)
     paths = expand_inputs(inputs)
-    if not paths:
+    if not any(Path(path).exists() for path in paths):
         raise fail(f"no input files matched {' '.join(inputs)}")
     try:
         recognizer = Recognizer.from_path(
@@ -131,15 +169,15 @@ def predict(
             for path, prediction in zip(good, predictions, strict=True):
                 if as_json:
                     record = {"path": path, **prediction.to_dict()}
-                    typer.echo(json.dumps(record, ensure_ascii=False))
+                    _emit(json.dumps(record, ensure_ascii=False))
                 else:
                     text = prediction.text.replace("\n", " / ")
-                    typer.echo(f"{path}\t{prediction.confidence:.2f}\t{text}")
+                    _emit(f"{path}\t{prediction.confidence:.2f}\t{text}")
                     for note in _notes(prediction):
                         err.print(f"{path}: {note}", markup=False, highlight=False)
     if failed:
         err.print(f"{failed} of {len(paths)} inputs could not be read")
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(EXIT_ERROR if failed == len(paths) else EXIT_FAILED)
 
 
 def _check_choices(kind: str, backend: str, decoding: str | None, segmenter: str) -> None:
@@ -176,7 +214,7 @@ def _notes(prediction: Prediction) -> list[str]:
 def _report_error(err: Console, as_json: bool, path: str, exc: ImageError) -> None:
     if as_json:
         record = {"path": path, "error": {"code": exc.code, "message": str(exc)}}
-        typer.echo(json.dumps(record, ensure_ascii=False))
+        _emit(json.dumps(record, ensure_ascii=False))
     else:
         err.print(f"[red]{path}:[/] {exc}", highlight=False)
 
