@@ -99,7 +99,10 @@ def test_missing_folder_and_labels(tmp_path: Path):
     with pytest.raises(DatasetError, match="not found: .*nothing-here"):
         read_folder(tmp_path / "nothing-here", tmp_path / "out")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="has no labels.tsv"):
+    with pytest.raises(
+        DatasetError,
+        match=r"has no labels.tsv \(header: file<TAB>text, and an optional page column\)",
+    ):
         read_folder(tmp_path / "empty", tmp_path / "out")
     (tmp_path / "empty" / "labels.tsv").write_text("a.png\thello\n")
     with pytest.raises(DatasetError, match="header"):

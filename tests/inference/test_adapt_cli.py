@@ -78,6 +78,7 @@ def test_unusable_lines_are_named_and_nothing_is_written(smoke_model: Path, tmp_
         result = _adapt(folder, smoke_model, out)
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split())
+    assert "adapting on" not in result.output  # too few: refused, not first announced
     result = _adapt(truncated, smoke_model, out, "--hold-out", "1")  # read before adapting
     assert result.exit_code == 2, result.output
     assert "a held-out line cannot be read" in " ".join(result.output.split())
@@ -93,13 +94,15 @@ def test_the_base_model_and_other_folders_are_never_written_over(
     smoke_model: Path, tmp_path: Path
 ) -> None:
     """Staging replaces its folder whole: --out as the base model's own folder, a folder
-    holding it, or a folder of other things is refused before any work, and all are kept."""
+    holding it or inside it, or a folder of other things is refused before any work, and all
+    are kept."""
     lines = _folder(tmp_path / "lines", [("0.png", WORD), ("1.png", WORD)])
     base = Path(shutil.copytree(smoke_model, tmp_path / "models" / "base"))
     before = sorted(path.name for path in base.iterdir())
     for out, message in (
         (base, "which staging reads from"),
         (base.parent, "which staging reads from"),
+        (base / "mine", "is inside"),  # was written there, to go when the base is restaged
         (lines, "is not empty and is not a staged model"),
     ):
         result = _adapt(lines, base, out)

@@ -68,3 +68,12 @@ def test_runs_list_shows_training_runs_unless_staging_runs_are_asked_for(
 
 def test_the_staging_experiment_name_is_the_registrys() -> None:
     assert runs.STAGING_EXPERIMENT == STAGING_EXPERIMENT
+
+
+def test_an_empty_store_says_it_has_no_runs(tmp_path: Path) -> None:
+    """It printed one blank line."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    listed = quill("runs", "list", "--tracking-uri", uri)  # after MLflow's store set-up lines
+    assert listed.strip().splitlines()[-1] == f"no runs in {uri}"
+    filtered = quill("runs", "list", "--tracking-uri", uri, "--filter", "metrics.val_cer < 0.1")
+    assert filtered.strip().splitlines()[-1] == f"no runs matching the filters in {uri}"

@@ -88,7 +88,7 @@ def adapt(
     from quill.staging.adapt import adapt_staged
     from quill.staging.model_card import with_held_out_section
     from quill.training.adapt import AdaptConfig
-    from quill.training.adapt_lines import ADVISED_LINES, AdaptLine, held_out
+    from quill.training.adapt_lines import ADVISED_LINES, MIN_LINES, AdaptLine, held_out
 
     console = Console(stderr=True)
     try:
@@ -97,7 +97,7 @@ def adapt(
         train, measure = held_out(
             [AdaptLine(path, text, path.name) for path, text in rows], hold_out
         )
-        if len(train) < ADVISED_LINES:
+        if MIN_LINES <= len(train) < ADVISED_LINES:  # fewer are refused, not advised on
             console.print(
                 f"[yellow]adapting on {len(train)} lines:[/] on unseen writers, three or five "
                 "lines gained nothing on average, ten 2.5 to 3.8 CER points and twenty 3.7 to "

@@ -47,14 +47,21 @@ class StagingTargetError(QuillError, ValueError):
 
 def check_target(out_dir: Path, keep: Sequence[Path] = ()) -> None:
     """Refuse ``out_dir`` as the place of a staged model unless it is new, empty or a staged
-    model, and none of ``keep`` (what staging reads from) is it or inside it: staging
-    replaces the folder whole, so ``models/`` or a home folder given by mistake would be lost.
+    model, none of ``keep`` (what staging reads from) is it or inside it, and it is not inside
+    a folder of ``keep``: staging replaces a folder whole, so ``models/`` or a home folder
+    given by mistake would be lost, and a model inside its base model with the base.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise StagingTargetError(f"{out_dir} is a file, not a folder for a staged model")
     target = out_dir.resolve()
     for path in keep:
         held = path.resolve()
+        if held.is_dir() and held in target.parents:
+            raise StagingTargetError(
+                f"{out_dir} is inside {path}, which staging reads from: staging or fetching "
+                f"{path} again would replace it whole, and this model with it. Give a folder "
+                "outside it."
+            )
         if held == target or target in held.parents:
             raise StagingTargetError(
                 f"{out_dir} holds {path}, which staging reads from: writing the staged model "

@@ -234,6 +234,10 @@ def runs_list(
     if as_json:
         _print_json(rows)
         return
+    if not rows:  # an empty table drew one blank line
+        where = "matching the filters in" if experiment or filter_string else "in"
+        typer.echo(f"no runs {where} {client.tracking_uri}")
+        return
     columns = [c for c in (*runs.LIST_COLUMNS, *runs.KEY_METRICS) if any(c in r for r in rows)]
     table_rows = [[r.get(c) if c != "run" else r["run"][:8] for c in columns] for r in rows]
     _print_table(f"{len(rows)} run(s)", columns, table_rows)

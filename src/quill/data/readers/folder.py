@@ -183,7 +183,9 @@ def _labels_path(src: Path) -> Path:
         raise DatasetError(f"folder dataset not found: {src}")
     labels = src / LABELS_NAME
     if not labels.is_file():
-        raise DatasetError(f"{src} has no {LABELS_NAME} (header: file<TAB>page<TAB>text)")
+        raise DatasetError(
+            f"{src} has no {LABELS_NAME} (header: file<TAB>text, and an optional page column)"
+        )
     return labels
 
 
