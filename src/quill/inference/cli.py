@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -156,17 +156,22 @@ def predict(
     with Progress(console=err, transient=True, disable=len(paths) < 2) as progress:
         task = progress.add_task("reading", total=len(paths))
         for start in range(0, len(paths), CHUNK):
-            good, images = [], []
-            for path in paths[start : start + CHUNK]:
+            chunk = paths[start : start + CHUNK]
+            loaded: dict[str, Any] = {}  # each path's image, or why it cannot be read
+            for path in chunk:
                 try:
-                    images.append(load_image(path))
-                    good.append(path)
+                    loaded[path] = load_image(path)
                 except ImageError as exc:
-                    failed += 1
-                    _report_error(err, as_json, path, exc)
+                    loaded[path] = exc
                 progress.advance(task)
-            predictions = recognizer.predict(images, kind=cast("Kind", kind))
-            for path, prediction in zip(good, predictions, strict=True):
+            good = [path for path in chunk if not isinstance(loaded[path], ImageError)]
+            answers = iter(recognizer.predict([loaded[p] for p in good], kind=cast("Kind", kind)))
+            for path in chunk:  # in the order given, errors among the answers
+                if isinstance(loaded[path], ImageError):
+                    failed += 1
+                    _report_error(err, as_json, path, loaded[path])
+                    continue
+                prediction = next(answers)
                 if as_json:
                     record = {"path": path, **prediction.to_dict()}
                     _emit(json.dumps(record, ensure_ascii=False))
