@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
 import tempfile
 from collections import Counter, defaultdict
@@ -45,7 +44,7 @@ from quill.annotation.geometry import (
     signed_angle,
 )
 from quill.annotation.regions import Region, parse_regions
-from quill.data.manifest import MANIFEST_NAME, Manifest, file_sha256
+from quill.data.manifest import Manifest, file_sha256, prepare_dataset_folder
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport
 from quill.errors import QuillError
 from quill.preprocess import ImageError, load_image, paper_colour
@@ -506,16 +505,6 @@ def _box(box: Box) -> list[float]:
     return [round(v, 2) for v in (box.x, box.y, box.width, box.height, box.rotation)]
 
 
-def prepare_output(out: Path, overwrite: bool) -> None:
-    """Refuse to mix two imports in one folder unless asked to replace the old one."""
-    if (out / MANIFEST_NAME).exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds a dataset; pass --overwrite to replace it")
-        for name in (MANIFEST_NAME, REPORT_NAME):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / "images", ignore_errors=True)
-
-
 def import_export(
     export: Path,
     out: Path,
@@ -538,7 +527,7 @@ def import_tasks(
     """Convert exported ``tasks`` (read from ``source``) into a dataset at ``out``."""
     if not options.images_root.is_dir():
         raise LabelStudioExportError(f"images root {options.images_root} is not a directory")
-    prepare_output(out, overwrite)
+    prepare_dataset_folder(out, overwrite)
     writer = DatasetWriter(out, SOURCE, ImportReport(source), options.tokenizer)
     with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out) as scratch_dir:
         scratch = DatasetWriter(Path(scratch_dir), SOURCE, ImportReport(source), options.tokenizer)
