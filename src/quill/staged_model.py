@@ -401,6 +401,12 @@ class StagedModel:
         spec = self.backends.get(backend)
         return [self.path / name for name in spec.files] if spec else []
 
+    def runs_on(self, backend: str) -> bool:
+        """Whether the folder holds every file runtime ``backend`` reads (a copy of the
+        folder may have lost some)."""
+        files = self.files_of(backend)
+        return bool(files) and all(path.is_file() for path in files)
+
     def weight_files(self) -> list[Path]:
         """The files whose bytes the version hashes: the ONNX export (all of its files) and
         its int8 copy where there is one (``auto`` may serve with either)."""

@@ -398,8 +398,7 @@ def choose_backend(
     every time measured on ``probe`` (:func:`best_decode_ms`)."""
     loaded: dict[str, Backend] = {}
     for name in AUTO_CANDIDATES:
-        files = model.files_of(name)
-        if not files or not all(path.is_file() for path in files):
+        if not model.runs_on(name):
             continue
         if (model.family, name) not in _RUNTIMES:
             continue  # e.g. a seq2seq model's int8 copy: only CTC models have an int8 runtime

@@ -244,7 +244,7 @@ def _require_model(model: Path) -> None:
         staged = StagedModel.load(model)
     except (ModelLoadError, ValueError, OSError) as exc:
         raise fail(f"{model}: {exc}") from exc
-    runtimes = [b for b in staged.backends if all(p.is_file() for p in staged.files_of(b))]
+    runtimes = [b for b in staged.backends if staged.runs_on(b)]
     missing = [p.name for p in staged.decoding_files() if not p.is_file()]
     if missing or not runtimes:
         missing += [] if runtimes else [p.name for b in staged.backends for p in staged.files_of(b)]
