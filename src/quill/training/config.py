@@ -283,10 +283,10 @@ def parse_override(text: str) -> tuple[list[str], Any, bool]:
     return keys, value, adds
 
 
-def _did_you_mean(word: str, known: Iterable[Any]) -> str:
+def did_you_mean(word: str, known: Iterable[Any]) -> str:
     """``"; did you mean lr?"``: the known names closest to a misspelt ``word``, or "".
 
-    >>> _did_you_mean("lrr", ["lr", "weight_decay"]), _did_you_mean("zzz", ["lr"])
+    >>> did_you_mean("lrr", ["lr", "weight_decay"]), did_you_mean("zzz", ["lr"])
     ('; did you mean lr?', '')
     """
     close = difflib.get_close_matches(word, [str(k) for k in known], n=3)
@@ -300,7 +300,7 @@ def set_dotted(config: dict[str, Any], keys: list[str], value: Any, *, add: bool
         last = depth == len(keys) - 1
         if key not in node and not add:
             where = ".".join(keys[: depth + 1])
-            hint = _did_you_mean(key, node)
+            hint = did_you_mean(key, node)
             raise ConfigError(
                 f"unknown config key {where!r}{hint} (prefix the override with '+' to add it)"
             )
@@ -351,7 +351,7 @@ def check_values(config: Mapping[str, Any]) -> None:
     name = flat.get("model.name")
     if name not in MODEL_NAMES:
         raise ConfigError(
-            f"model.name {name!r} is not a model{_did_you_mean(str(name), MODEL_NAMES)} "
+            f"model.name {name!r} is not a model{did_you_mean(str(name), MODEL_NAMES)} "
             f"(known: {', '.join(MODEL_NAMES)})"
         )
     check_rules(flat, VALUE_RULES)
@@ -462,7 +462,7 @@ def _check_known(data: Mapping[str, Any], known: Mapping[str, Any], where: str) 
             continue
         for sub in value:
             if sub not in known[key]:
-                hint = _did_you_mean(str(sub), known[key])
+                hint = did_you_mean(str(sub), known[key])
                 raise ConfigError(f"{where}: unknown key {key}.{sub}{hint}")
     data_section = data.get("data")
     for sub in ("preprocess", "augment"):

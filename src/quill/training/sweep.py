@@ -34,7 +34,7 @@ from typing import Any
 from quill.errors import check_output
 from quill.training.config import (
     ConfigError,
-    _did_you_mean,
+    did_you_mean,
     read_yaml,
     resolve_config,
     set_dotted,
@@ -127,7 +127,7 @@ def _check_metric(path: Path, metric: Any, base: Mapping[str, Any]) -> None:
     if metric not in known:
         raise ConfigError(
             f"{path}: study.metric {metric!r} is not logged by training"
-            f"{_did_you_mean(str(metric), known)} (it logs {', '.join(known)})"
+            f"{did_you_mean(str(metric), known)} (it logs {', '.join(known)})"
         )
 
 
