@@ -13,7 +13,7 @@ from quill.cli import app
 from quill.model_files import METADATA_FILE
 from quill.staging.registry import STAGING_EXPERIMENT, register
 from quill.training import runs
-from quill.training.tracking_store import ensure_experiment
+from quill.training.tracking_store import ensure_experiment, prepare_store
 
 runner = CliRunner()
 
@@ -28,6 +28,7 @@ def test_runs_list_shows_training_runs_unless_staging_runs_are_asked_for(
     smoke_model: Path, tmp_path: Path
 ) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri)
     client = runs.client_for(uri)
     experiment = ensure_experiment(client, "quill", uri)
     training = client.create_run(experiment, run_name="train ctc")
@@ -73,7 +74,26 @@ def test_the_staging_experiment_name_is_the_registrys() -> None:
 def test_an_empty_store_says_it_has_no_runs(tmp_path: Path) -> None:
     """It printed one blank line."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    listed = quill("runs", "list", "--tracking-uri", uri)  # after MLflow's store set-up lines
+    prepare_store(uri)
+    listed = quill("runs", "list", "--tracking-uri", uri)
     assert listed.strip().splitlines()[-1] == f"no runs in {uri}"
     filtered = quill("runs", "list", "--tracking-uri", uri, "--filter", "metrics.val_cer < 0.1")
     assert filtered.strip().splitlines()[-1] == f"no runs matching the filters in {uri}"
+
+
+def test_reading_commands_leave_no_store_behind_where_none_is(tmp_path: Path) -> None:
+    """`quill runs list` and `quill model fetch` in a folder with no store created an empty
+    MLflow database there (with MLflow's set-up lines); a fresh checkout has no runs, which
+    is an answer, and no registry to fetch from, which is an error."""
+    database = tmp_path / "mlruns" / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    listed = quill("runs", "list", "--tracking-uri", uri)
+    assert listed.startswith(f"no runs: no tracking store at {database}")
+    shown = runner.invoke(app, ["runs", "show", "abc", "--tracking-uri", uri])
+    assert shown.exit_code == 2 and "no tracking store at" in shown.output
+    fetched = runner.invoke(
+        app,
+        ["model", "fetch", "quill-smoke@1", "--out", str(tmp_path / "m"), "--tracking-uri", uri],
+    )
+    assert fetched.exit_code == 2 and "no model registry: no tracking store" in fetched.output
+    assert list(tmp_path.iterdir()) == []

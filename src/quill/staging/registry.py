@@ -67,12 +67,21 @@ class RegisteredVersion:
     tags: dict[str, str]
 
 
-def _client(tracking_uri: str) -> Any:
+def _client(tracking_uri: str, *, create: bool = False) -> Any:
+    """A registry client; ``create`` makes a local store that is not there yet (registering),
+    else a missing one is a ``RegistryError`` (looking a model up must not leave an empty
+    store behind)."""
     from mlflow.tracking import MlflowClient
 
-    from quill.training.tracking_store import prepare_store
+    from quill.training.tracking_store import NoTrackingStore, prepare_store, require_store
 
-    prepare_store(tracking_uri)
+    if create:
+        prepare_store(tracking_uri)
+    else:
+        try:
+            require_store(tracking_uri)
+        except NoTrackingStore as exc:
+            raise RegistryError(f"no model registry: {exc}") from exc
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
@@ -101,7 +110,7 @@ def register(
 
     model = StagedModel.load(staged_dir)
     name = name or model.name
-    client = _client(tracking_uri)
+    client = _client(tracking_uri, create=True)
     tags = lineage_tags(model)
     experiment_id = ensure_experiment(client, STAGING_EXPERIMENT, tracking_uri)
     run = client.create_run(

@@ -42,12 +42,14 @@ class RunNotFoundError(QuillError, LookupError):
 
 
 def client_for(tracking_uri: str | None) -> Any:
+    """An MLflow client of an existing store; raises ``NoTrackingStore`` (a fresh checkout,
+    where nothing has been trained) rather than creating an empty one."""
     from mlflow import MlflowClient
 
-    from quill.training.tracking_store import default_tracking_uri, prepare_store
+    from quill.training.tracking_store import default_tracking_uri, require_store
 
     uri = tracking_uri or default_tracking_uri()
-    prepare_store(uri)  # a fresh checkout lists no runs rather than failing on a missing folder
+    require_store(uri)
     return MlflowClient(uri)
 
 

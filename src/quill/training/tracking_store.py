@@ -114,6 +114,29 @@ def check_server(tracking_uri: str) -> None:
         ) from exc
 
 
+class NoTrackingStore(QuillError, FileNotFoundError):
+    """A local store that does not exist yet, asked for by a command that only reads."""
+
+    code = "no_tracking_store"
+
+
+def require_store(tracking_uri: str) -> None:
+    """Refuse a store that a command reading runs or models would otherwise create: a local
+    SQLite file that is not there (nothing trained or staged yet), or a server that does not
+    answer (:func:`check_server`). A command that only reads leaves no empty store behind.
+    """
+    check_server(tracking_uri)
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    if not database.is_file():
+        raise NoTrackingStore(
+            f"no tracking store at {database}: nothing has been trained or staged here yet "
+            "(`quill train` and `quill stage` create it); --tracking-uri or "
+            f"{TRACKING_URI_ENV} names another store"
+        )
+
+
 def prepare_store(tracking_uri: str) -> None:
     """Create a local SQLite store's folder and tables, one process at a time; for a server,
     check that it answers (:func:`check_server`).
