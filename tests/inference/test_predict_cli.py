@@ -132,3 +132,37 @@ def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(
     assert result.returncode == 2, result.stderr
     assert "error: cannot write the results to standard output" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_folder_read_into_a_log_leaves_stderr_empty(smoke_model: Path, tmp_path: Path) -> None:
+    """The progress bar is for a person watching: redirected, it left a blank line on
+    standard error for every run over a folder."""
+    for word in ("ink", "Kew", "fern"):
+        render_line(word).save(tmp_path / f"{word}.png")
+    quill = str(Path(sys.executable).with_name("quill"))
+    result = subprocess.run(
+        [quill, "predict", str(tmp_path), "-m", str(smoke_model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 3 and result.stderr == ""
+
+
+def test_a_page_read_as_one_line_says_so(smoke_model: Path, tmp_path: Path) -> None:
+    """`--kind line` on a page read it as one squeezed line without a word."""
+    from PIL import Image
+
+    page = Image.new("RGB", (600, 900), "white")
+    for top in (100, 300, 500):
+        page.paste(render_line("ink").resize((500, 80)), (50, top))
+    page.save(tmp_path / "page.png")
+    render_line("ink").save(tmp_path / "line.png")
+    args = [str(tmp_path / "page.png"), str(tmp_path / "line.png"), "-m", str(smoke_model)]
+    result = CliRunner().invoke(app, ["predict", *args, "--kind", "line"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"{tmp_path / 'page.png'}: read as one line (--kind line), but it is taller than wide "
+        "(600 x 900), as a page is: --kind auto finds its lines and reads each"
+    ]

@@ -15,6 +15,7 @@ from quill.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK, fail
 from quill.inference import DEFAULT_MODEL_DIR
 
 if TYPE_CHECKING:
+    from PIL import Image
     from rich.console import Console
 
     from quill.inference.recognizer import Kind, Prediction, Segmenter
@@ -119,11 +120,13 @@ def predict(
         ),
     ] = "trace",
 ) -> None:
-    """Print the text in each image: path, confidence and text (lines joined by " / "),
-    tab-separated, on standard output, and on standard error what the reader should know
-    (blank paper, a page turned to be read, margin notes). Unreadable files are reported
-    and skipped; the exit code is 1 if some inputs failed, 2 if none could be read or none
-    matched, an option is not one of its choices or the model cannot be loaded.
+    """Read the handwriting in images: one line per image on standard output.
+
+    Each line is the path, the confidence and the text (its lines joined by " / "),
+    tab-separated; standard error says what the reader should know (blank paper, a page
+    turned to be read, margin notes). Unreadable files are reported and skipped; the exit
+    code is 1 if some inputs failed, 2 if none could be read or none matched, an option is
+    not one of its choices or the model cannot be loaded.
 
     With --json a page's lines say where each line was found: each box is
     (left, top, right, bottom) in the pixels of the image as given (after its EXIF
@@ -153,7 +156,9 @@ def predict(
     except ModelLoadError as exc:
         raise fail(str(exc)) from exc
     failed = 0
-    with Progress(console=err, transient=True, disable=len(paths) < 2) as progress:
+    # A bar only for a person watching: in a log, a transient bar leaves a blank line.
+    quiet = len(paths) < 2 or not err.is_terminal
+    with Progress(console=err, transient=True, disable=quiet) as progress:
         task = progress.add_task("reading", total=len(paths))
         for start in range(0, len(paths), CHUNK):
             chunk = paths[start : start + CHUNK]
@@ -163,10 +168,10 @@ def predict(
                     loaded[path] = load_image(path)
                 except ImageError as exc:
                     loaded[path] = exc
-                progress.advance(task)
             good = [path for path in chunk if not isinstance(loaded[path], ImageError)]
             answers = iter(recognizer.predict([loaded[p] for p in good], kind=cast("Kind", kind)))
             for path in chunk:  # in the order given, errors among the answers
+                progress.advance(task)  # read (or found unreadable), not merely loaded
                 if isinstance(loaded[path], ImageError):
                     failed += 1
                     _report_error(err, as_json, path, loaded[path])
@@ -178,7 +183,7 @@ def predict(
                 else:
                     text = prediction.text.replace("\n", " / ")
                     _emit(f"{path}\t{prediction.confidence:.2f}\t{text}")
-                    for note in _notes(prediction):
+                    for note in _notes(prediction, loaded[path], kind):
                         err.print(f"{path}: {note}", markup=False, highlight=False)
     if failed:
         err.print(f"{failed} of {len(paths)} inputs could not be read")
@@ -209,9 +214,14 @@ def _check_choices(kind: str, backend: str, decoding: str | None, segmenter: str
             raise fail(f"--decoding: {exc} (or {SINGLE_PASS!r})") from exc
 
 
-def _notes(prediction: Prediction) -> list[str]:
+def _notes(prediction: Prediction, image: Image.Image, kind: str) -> list[str]:
     """What a reader of the plain output should know about one answer, in words."""
     notes = [prediction.note] if prediction.note else []
+    if kind == "line" and image.width < image.height:
+        notes.append(
+            f"read as one line (--kind line), but it is taller than wide ({image.width} x "
+            f"{image.height}), as a page is: --kind auto finds its lines and reads each"
+        )
     page_notes = (prediction.page or {}).get("notes", [])
     return notes + [note for note in page_notes if note not in notes]
 
