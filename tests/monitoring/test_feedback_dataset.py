@@ -7,6 +7,7 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
+from PIL import Image
 from typer.testing import CliRunner
 
 from quill.cli import app
@@ -69,3 +70,79 @@ def test_typed_corrections_are_normalised_as_scoring_normalises_them(tmp_path, m
     assert result.exit_code == 0, result.output
     texts = {s.meta["request_id"]: s.text for s in Manifest.load(out)}
     assert texts == {"tab": "Dear Sir, yours", "accent": "caf\u00e9 noir"}
+
+
+def composed_page(words: list[str], render_word) -> bytes:
+    """A page of one rendered word per line, well apart (PNG)."""
+    import io
+
+    page = Image.new("L", (700, 130 * len(words) + 60), 255)
+    for row, word in enumerate(words):
+        page.paste(render_word(word, seed=row).resize((480, 72)), (90, 50 + 130 * row))
+    encoded = io.BytesIO()
+    page.save(encoded, "PNG")
+    return encoded.getvalue()
+
+
+def test_a_page_corrected_line_by_line_gives_a_sample_per_line(tmp_path, smoke_model, render_word):
+    """A corrected page was one paragraph sample, which `quill adapt` and a line model
+    leave out: people photograph pages, so their corrections taught nothing. Each line the
+    model found now comes with its corrected text too (the page sample stays); a
+    correction whose lines do not pair up with the lines found is said in the report."""
+    from quill.inference.recognizer import Recognizer
+    from quill.models.segment import segment_lines
+    from quill.preprocess import load_image
+
+    recognizer = Recognizer.from_path(smoke_model, backend="onnx", threads=1)
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    store = MonitoringStore(url, image_dir=tmp_path / "images")
+    pages = {
+        "three": composed_page(["hello", "quill", "ink"], render_word),
+        "two": composed_page(["Kew", "ink"], render_word),
+    }
+    for rid, image in pages.items():
+        answer = recognizer.predict([image])[0]
+        record = PredictionRecord(
+            rid, "app", "m-1", image, answer.text, 0.5, 10.0, lines=list(answer.lines)
+        )
+        store.log_prediction(record)
+    other = composed_page(["hello", "Kew"], render_word)
+    learned = [{"text": "x", "box": [10, 20, 410, 100]}, {"text": "y", "box": [10, 150, 400, 230]}]
+    store.log_prediction(
+        PredictionRecord("boxes", "app", "m-1", other, "x\ny", 0.5, 10.0, lines=learned)
+    )
+    store.add_feedback("boxes", "incorrect", correction="Kew\nink")
+    assert len(store.get_prediction("three").lines) == 3
+    store.add_feedback("three", "incorrect", correction="Hello\nquill pen\nink")
+    store.add_feedback("two", "incorrect", correction="Kew ink")  # typed on one line
+    store.close()
+
+    manifest, report = feedback_dataset(tmp_path, url)
+    samples = {(s.meta["request_id"], s.meta.get("line")): s for s in manifest}
+    assert {key: s.kind for key, s in samples.items()} == {
+        ("three", None): "paragraph",
+        ("three", 1): "line",
+        ("three", 2): "line",
+        ("three", 3): "line",
+        ("two", None): "paragraph",  # a page typed on one line: no line image
+        ("boxes", None): "paragraph",
+        ("boxes", 1): "line",
+        ("boxes", 2): "line",
+    }
+    lines = [samples["three", n] for n in (1, 2, 3)]
+    assert [s.text for s in lines] == ["Hello", "quill pen", "ink"]
+    assert len({s.split for s in samples.values() if s.meta["request_id"] == "three"}) == 1
+    # each line is the segmenter's own straightened cut of the page, at full resolution
+    cuts = segment_lines(load_image(pages["three"]))
+    for sample, cut in zip(lines, cuts, strict=True):
+        assert tuple(sample.meta["box"]) == cut.box
+        assert Image.open(manifest.path_of(sample)).size == cut.image.size
+    # lines found another way (the learned segmenter): each is cut by its box
+    cut = [samples["boxes", n] for n in (1, 2)]
+    assert [tuple(s.meta["box"]) for s in cut] == [(10, 20, 410, 100), (10, 150, 400, 230)]
+    assert [Image.open(manifest.path_of(s)).size for s in cut] == [(400, 80), (390, 80)]
+    skipped = {s["where"]: s["reason"] for s in report["skipped"]}
+    assert skipped == {
+        "request two (its lines)": "the correction has 1 lines and the model found 2: kept "
+        "as a page sample only (correct a page line by line to get line samples)"
+    }

@@ -240,9 +240,16 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
             arg=expected,
             timeout=60_000,
         )
-        # reading the example started afresh: the earlier correction and thanks are gone
-        assert page.input_value("#quill-correction textarea") == ""
+        # reading the example started afresh: the earlier correction and thanks are gone,
+        # the correction box holds the new reading, to be fixed where it is wrong
+        assert page.input_value("#quill-correction textarea") == expected
         assert page.inner_text("#quill-flag-status").strip() == ""
+        page.click("#quill-flag-other")  # flagged as it was read: no correction typed
+        page.wait_for_function(
+            "/Thanks|Not flagged/.test(document.querySelector('#quill-flag-status').innerText)",
+            timeout=60_000,
+        )
+        assert page.inner_text("#quill-flag-status").strip() == "Thanks: flagged as other."
     server.service.logger.flush()
     texts = [p.text for p in stored(settings).predictions()]
     assert texts[-2:] == ["quill", expected]  # both answers came through the API
@@ -252,7 +259,8 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
         if p.client != "app" and p.request_id not in flagged_before
     ]
     assert [(p.text, p.flag, p.correction) for p in flagged] == [
-        ("quill", "incorrect", "quill pen")
+        ("quill", "incorrect", "quill pen"),
+        (expected, "other", None),
     ]
     assert flagged[0].client == "api"  # the app stored it through the API
 

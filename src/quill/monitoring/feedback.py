@@ -5,6 +5,12 @@ annotation round needed. Each corrected, still-retained image becomes one sample
 ``source="feedback"`` in a dataset folder (images + ``manifest.jsonl``), split by image hash
 (the same photo sent twice lands on one side), ready for ``quill train`` to mix in by
 weight. Dataset folders from ``quill annotate import`` can be merged into the same version.
+
+People photograph pages, and a line model learns from lines: a corrected page whose
+correction has one line for each line the model found also gives one line sample per line
+(the line as the model read it, cut from the page again by the segmenter, or by its box),
+beside the page sample. So corrections typed in the web app teach ``quill adapt`` and
+``quill train`` the user's own hand, not only single-line photos.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from PIL import Image
 from quill.data.manifest import Manifest
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport, ImportResult
 from quill.evaluation.normalise import normalise
+from quill.models.segment import segment_lines
 from quill.monitoring.records import StoredPrediction
 from quill.monitoring.store import MonitoringStore
 from quill.preprocess import ImageError, load_image
@@ -82,28 +89,93 @@ def build_feedback_dataset(
         text = writer.check(where, normalise(p.correction or ""))
         image = _image(store, p, report, where) if text is not None else None
         if image is not None and text is not None:
+            group = p.image_sha256 or p.request_id
+            meta = {
+                "request_id": p.request_id,
+                "model_version": p.model_version,
+                "runtime": p.runtime,
+                "model_text": p.text,
+                "client": p.client,
+                "flag": p.flag,
+                "created_at": p.created_at.isoformat(),
+            }
+            found = _found_lines(p)
+            # a page by what was typed or by what the model found on it: a two-line photo
+            # corrected on one line is still no line image
+            page = "\n" in text or len(found) > 1
             writer.add_crop(
                 p.request_id,
                 image,
                 text,
-                group=p.image_sha256 or p.request_id,
-                kind="paragraph" if "\n" in text else "line",
-                meta={
-                    "request_id": p.request_id,
-                    "model_version": p.model_version,
-                    "runtime": p.runtime,
-                    "model_text": p.text,
-                    "client": p.client,
-                    "flag": p.flag,
-                    "created_at": p.created_at.isoformat(),
-                },
+                group=group,
+                kind="paragraph" if page else "line",
+                meta=meta,
             )
+            if page:
+                _add_page_lines(writer, report, where, p, found, image, text, group, meta)
         if progress:
             progress(1)
     result = writer.finish(val_fraction=val_fraction, test_fraction=test_fraction)
     if merge:
         result.manifest = _merge(result.manifest, merge, report)
     return result
+
+
+def _add_page_lines(
+    writer: DatasetWriter,
+    report: ImportReport,
+    where: str,
+    p: StoredPrediction,
+    found: list[dict],
+    image: Image.Image,
+    text: str,
+    group: str,
+    meta: dict,
+) -> None:
+    """One line sample per line of a corrected page, paired in order with the lines the
+    model found there; a correction whose lines do not pair up is said in the report (the
+    page sample stays)."""
+    typed = text.split("\n")
+    if len(typed) != len(found):
+        report.skip(
+            f"{where} (its lines)",
+            f"the correction has {len(typed)} lines and the model found {len(found)}: kept as "
+            "a page sample only (correct a page line by line to get line samples)",
+        )
+        return
+    boxes = [tuple(int(v) for v in line["box"]) for line in found]
+    for number, (line_text, crop, box) in enumerate(
+        zip(typed, _line_images(image, boxes), boxes, strict=True), start=1
+    ):
+        line_meta = {
+            **meta,
+            "line": number,
+            "box": list(box),
+            "model_text": found[number - 1].get("text"),
+        }
+        writer.add_crop(
+            f"{p.request_id}-line{number:02d}",
+            crop,
+            line_text,
+            group=group,
+            kind="line",
+            meta=line_meta,
+        )
+
+
+def _found_lines(p: StoredPrediction) -> list[dict]:
+    """The lines the model found on the image, each with its text and box."""
+    return [line for line in p.lines or [] if isinstance(line, dict) and line.get("box")]
+
+
+def _line_images(image: Image.Image, boxes: list[tuple[int, ...]]) -> list[Image.Image]:
+    """The lines at ``boxes`` (left, top, right, bottom) as the model read them: cut again by
+    the segmenter (straightened, at full resolution) when it finds the same boxes, else
+    cropped by their boxes (what the user saw drawn on the page)."""
+    segments = segment_lines(image)
+    if [segment.box for segment in segments] == boxes:
+        return [segment.image for segment in segments]
+    return [image.crop(box) for box in boxes]
 
 
 def _image(

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
+from quill.evaluation.normalise import normalise
 from quill.monitoring.records import FLAGS
 from quill.serving.errors import ServingError
 from quill.serving.service import PredictionService, load_service
@@ -294,13 +295,16 @@ def build_app(backend: Backend) -> Any:
             answer["request_id"],
             details,
             "",
-            "",
+            answer["text"],  # the correction starts as the reading: fix it where it is wrong
             draw_lines(image, lines),
             " ".join([f"Read {count} in {answer.get('latency_ms', 0):.0f} ms.", *found]),
         )
 
     def flag(option: str):  # noqa: ANN202 - a Gradio event handler
-        def handler(request_id: str, correction: str) -> str:
+        def handler(request_id: str, correction: str, reading: str) -> str:
+            # the box starts as the reading: left as it is, it corrects nothing
+            if normalise(correction or "") == normalise(reading or ""):
+                correction = ""
             try:
                 callback.flag([request_id, correction], flag_option=option)
             except ServingError as exc:
@@ -342,7 +346,9 @@ def build_app(backend: Backend) -> Any:
                 with gr.Accordion("Details", open=False):
                     details = gr.JSON(label="Lines, model version, latency")
                 correction = gr.Textbox(
-                    label="Correct text (optional, sent with a flag)", elem_id="quill-correction"
+                    label="Correct text (fix what was misread, line by line; sent with a flag)",
+                    lines=3,
+                    elem_id="quill-correction",
                 )
                 with gr.Row():
                     buttons = {
@@ -378,7 +384,7 @@ def build_app(backend: Backend) -> Any:
         for option, button in buttons.items():
             button.click(
                 flag(option),
-                inputs=[request_id, correction],
+                inputs=[request_id, correction, text],
                 outputs=status,
                 api_visibility="private",
             )
