@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,24 @@ def test_staging_never_writes_over_its_checkpoint_or_a_folder_of_other_things(
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split())
     assert checkpoint.is_file() and (notes / "keep.txt").read_text() == "mine"
+
+
+def test_staging_into_the_current_folder_is_refused(
+    smoke_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`quill stage CKPT --out .` run inside a staged model built its work folder inside the
+    model (the parent of "." is "."), then removed the model and its own work with it: the
+    folder was left empty and a traceback printed."""
+    checkpoint = tiny_checkpoint(tmp_path / "tiny.ckpt")
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    before = sorted(p.name for p in model.iterdir())
+    monkeypatch.chdir(model)
+    for out in (".", str(model), ".."):
+        result = CliRunner().invoke(app, ["stage", str(checkpoint), "--out", out, "--no-register"])
+        assert result.exit_code == 2, result.output
+        assert "is the current folder or holds it" in " ".join(result.output.split())
+    assert sorted(p.name for p in model.iterdir()) == before
 
 
 def test_checkpoint_round_trip_rebuilds_identical_outputs(tmp_path: Path) -> None:

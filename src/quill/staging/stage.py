@@ -54,6 +54,12 @@ def check_target(out_dir: Path, keep: Sequence[Path] = ()) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise StagingTargetError(f"{out_dir} is a file, not a folder for a staged model")
     target = out_dir.resolve()
+    here = Path.cwd().resolve()
+    if target == here or target in here.parents:
+        raise StagingTargetError(
+            f"{out_dir} is the current folder or holds it: staging replaces its folder whole "
+            "(`--out .` inside a model deleted it). Give the folder's path from outside it."
+        )
     for path in keep:
         held = path.resolve()
         if held.is_dir() and held in target.parents:
@@ -101,7 +107,8 @@ def stage_checkpoint(
     inputs = sample_inputs(loaded.preprocess, samples)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Built beside out_dir and renamed into place: readers never see a half-written model.
-    work = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}-"))
+    target = out_dir.resolve()  # "a/.." has the parent "a", which the swap would remove
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
     try:
         progress("exporting ONNX")
         # Two samples (a batch of 1 would freeze the batch dimension): (2, 1, H, W).
@@ -120,9 +127,9 @@ def stage_checkpoint(
         staged.card_path.write_text(render_model_card(staged, card_notes))
         progress(f"writing {out_dir}")
         work.chmod(0o755)  # mkdtemp made it private (0700)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        work.rename(out_dir)
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
