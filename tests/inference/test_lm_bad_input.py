@@ -112,3 +112,27 @@ def test_fit_on_a_text_with_no_line_says_so(tmp_path: Path) -> None:
     empty.write_text("\n\n", encoding="utf-8")
     output = refused("lm", "fit", str(tmp_path / "lm.json"), "--text", str(empty), "--no-corpus")
     assert "no text to fit: the --text and --dataset given hold no line" in output
+
+
+def test_fit_never_writes_into_a_staged_model(
+    smoke_model: Path, tmp_path: Path, text: Path
+) -> None:
+    """`quill lm fit MODEL/lm.json` replaced a staged model's tuned LM without a word: the
+    model then read differently under the same model version."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    out = model / "lm.json"
+    before = out.read_bytes() if out.exists() else None
+    output = refused("lm", "fit", str(out), "--text", str(text), "--no-corpus")
+    assert f"error: {out} is in the staged model {model}" in output
+    assert (out.read_bytes() if out.exists() else None) == before
+
+
+def test_fit_reads_its_evaluation_folders_before_writing(tmp_path: Path, text: Path) -> None:
+    """A folder given to --evaluate that is not a dataset failed after OUT was written."""
+    out, empty = tmp_path / "lm.json", tmp_path / "empty"
+    empty.mkdir()
+    refused("lm", "fit", str(out), "--text", str(text), "--no-corpus", "--evaluate", str(empty))
+    assert not out.exists()

@@ -237,7 +237,15 @@ def fit(
     if missing:
         raise fail(f"not found: {', '.join(missing)}")
     check_output(out, folder=False, option="OUT")
+    if StagedModel.is_staged(out.parent):
+        raise fail(
+            f"{out} is in the staged model {out.parent}: a new LM there would change what the "
+            "model reads under the same model version. Write it elsewhere, then stage a model "
+            "with it (docs/models.md, 'More than one language')."
+        )
     tokenizer, vocabulary_name = _fit_tokenizer(model, vocabulary)
+    # read before the long count, so that a bad --evaluate folder fails before OUT is written
+    held_out = {folder: _split_texts_or_exit(folder, "val", tokenizer)[0] for folder in evaluate}
     texts = [line for path in text for line in _text_lines(path)]
     for folder in dataset:
         lines, skipped = _split_texts_or_exit(folder, "train", tokenizer)
@@ -269,8 +277,7 @@ def fit(
         f"wrote {out}: {len(lm.counts):,} contexts, {size:.1f} MB; the {vocabulary_name} "
         f"({characters} characters)"
     )
-    for folder in evaluate:
-        val, _ = _split_texts_or_exit(folder, "val", tokenizer)
+    for folder, val in held_out.items():
         console.print(f"perplexity on {folder} val ({len(val)} lines): {lm.perplexity(val):.2f}")
 
 
