@@ -305,16 +305,17 @@ class StagedModel:
         where = str(path / METADATA_FILE)
         if not isinstance(data, Mapping):
             raise ModelLoadError(f"{where} is corrupt: expected a JSON object")
+        # a newer format's keys are unknown here: its version is what to say first
+        version = data.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ModelLoadError(
+                f"{where} has format_version {version!r}; this Quill reads {FORMAT_VERSION}"
+            )
         allowed = [f.name for f in dataclasses.fields(cls) if f.name != "path"]
         unknown = [str(key) for key in data if key not in allowed]
         if unknown:
             raise ModelLoadError(
                 f"{where}: " + unknown_key_message(METADATA_FILE, unknown, allowed)
-            )
-        version = data.get("format_version", FORMAT_VERSION)
-        if version != FORMAT_VERSION:
-            raise ModelLoadError(
-                f"{where} has format_version {version!r}; this Quill reads {FORMAT_VERSION}"
             )
         missing = [k for k in _REQUIRED if k not in data]
         if missing:
@@ -327,10 +328,28 @@ class StagedModel:
             lineage = strict_from_dict(Lineage, data.get("lineage") or {}, f"{where}: lineage")
         except (ConfigError, KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{where}: {exc}") from exc
-        decoding = data.get("decoding")
         backends = data["backends"]
         if not isinstance(backends, Mapping):
             raise ModelLoadError(f"{where}: 'backends' must map runtimes to their files")
+        try:
+            return cls._built(path, data, tokenizer, preprocess, lineage, backends, where)
+        except (TypeError, ValueError) as exc:  # e.g. "parameters": "lots", "metrics": [1]
+            raise ModelLoadError(f"{where}: a value of the wrong type: {exc}") from exc
+
+    @classmethod
+    def _built(
+        cls,
+        path: Path,
+        data: Mapping[str, Any],
+        tokenizer: Tokenizer,
+        preprocess: PreprocessConfig,
+        lineage: Lineage,
+        backends: Mapping[str, Any],
+        where: str,
+    ) -> StagedModel:
+        """:meth:`from_dict`'s model, its sections already read; the plain values converted
+        here raise TypeError or ValueError for a value of the wrong type."""
+        decoding = data.get("decoding")
         max_length = data.get("max_output_length")
         return cls(
             path=path,

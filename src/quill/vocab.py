@@ -124,6 +124,8 @@ class Tokenizer:
 
     @classmethod
     def from_dict(cls, data: dict) -> Tokenizer:
+        if not isinstance(data, dict) or not isinstance(data.get("characters"), str):
+            raise ValueError(f"a tokenizer is a mapping with its 'characters', not {data!r:.60}")
         if list(data.get("special_tokens", SPECIAL_TOKENS)) != list(SPECIAL_TOKENS):
             raise ValueError(f"unsupported special tokens {data.get('special_tokens')}")
         return cls(characters=data["characters"])

@@ -188,11 +188,14 @@ def test_tune_refuses_a_language_model_of_another_character_set(model_copy, val_
     assert "fitted with another character set" in " ".join(result.output.split())
 
 
-def test_a_staged_language_model_of_another_character_set_is_a_load_error(model_copy, val_lines):
+def test_a_staged_language_model_of_another_character_set_is_a_load_error(
+    model_copy, val_lines, tmp_path
+):
     """An ASCII model whose decoding names a Latin LM would have every class scored as
     another character: loading it says so instead of reading wrongly."""
-    invoke("lm", "fit", str(model_copy / "lm.json"), "--dataset", str(val_lines),
+    invoke("lm", "fit", str(tmp_path / "lm.json"), "--dataset", str(val_lines),
            "--no-corpus", "--vocabulary", "latin")  # fmt: skip
+    shutil.copyfile(tmp_path / "lm.json", model_copy / "lm.json")
     meta = json.loads((model_copy / METADATA_FILE).read_text())
     meta["decoding"] = {"method": "beam", "lm": "lm.json", "lm_weight": 0.3}
     (model_copy / METADATA_FILE).write_text(json.dumps(meta))

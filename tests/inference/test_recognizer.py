@@ -199,6 +199,59 @@ def test_broken_model_directories_fail_to_load_clearly(smoke_model: Path, tmp_pa
         Recognizer.from_path(broken, backend="torchscript")
 
 
+def test_a_character_set_of_another_size_than_the_network_is_a_load_error(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """A quill-model.json whose character set lacks a character read every line shifted by
+    one character (greedy, exit 0) or ended in an IndexError or a size-mismatch traceback."""
+    shorter = tmp_path / "shorter"
+    shutil.copytree(smoke_model, shorter)
+    meta = json.loads((shorter / "quill-model.json").read_text())
+    meta["tokenizer"]["characters"] = meta["tokenizer"]["characters"][1:]
+    (shorter / "quill-model.json").write_text(json.dumps(meta))
+    for backend in ("onnx", "torchscript", "eager", "auto"):
+        with pytest.raises(ModelLoadError, match=r"reads \d+ classes, and the character set"):
+            Recognizer.from_path(shorter, backend=backend, decoding="greedy")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("prune_log_prob", 5.0, "prune_log_prob must be negative"),
+        ("lm_weight", float("nan"), "lm_weight must be a finite number"),
+        ("beam_width", -3, "beam_width must be at least 1"),
+        ("beam_width", 0, "beam_width must be at least 1"),
+        ("beam_width", "wide", "beam_width must be a whole number"),
+    ],
+)
+def test_decoding_settings_that_cannot_work_are_a_load_error(
+    smoke_model: Path, tmp_path: Path, setting: str, value: object, message: str
+) -> None:
+    """The first three read every line as empty text (exit 0); the others were an
+    IndexError or a TypeError from inside the beam search."""
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    meta = json.loads((model / "quill-model.json").read_text())
+    meta["decoding"] = {"method": "beam", setting: value}
+    (model / "quill-model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelLoadError, match=message):
+        Recognizer.from_path(model, backend="onnx")
+
+
+def test_auto_leaves_out_a_runtime_whose_file_is_damaged(
+    smoke_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A truncated model.pt beside a sound model.onnx made `--backend auto` fail: auto only
+    stepped over runtimes whose files were missing."""
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    (model / "model.pt").write_bytes((model / "model.pt").read_bytes()[:1000])
+    recognizer = Recognizer.from_path(model)
+    assert recognizer.backend == "onnx"
+    assert recognizer.predict([render_line("ink")])[0].text == "ink"
+    assert "auto leaves out the torchscript runtime: cannot load TorchScript model" in caplog.text
+
+
 def test_auto_measures_once_per_model_threads_and_machine(
     smoke_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

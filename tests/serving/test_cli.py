@@ -4,6 +4,7 @@ startup, with exit 2, instead of starting a server that answers 503 forever; and
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from quill.cli import app
 from quill.errors import EXIT_ERROR
+from quill.model_files import METADATA_FILE
 
 
 @pytest.fixture(autouse=True)
@@ -176,3 +178,30 @@ def test_a_model_missing_one_runtime_is_served_by_another_with_a_warning(
     # the taken port stops the command after the model checks, before anything starts
     result = CliRunner().invoke(app, ["serve", "-m", str(partial), "--port", str(taken_port)])
     assert "lacks the files of its onnx runtime(s); serving with torchscript" in result.output
+
+
+@pytest.mark.parametrize(
+    ("damaged", "backend", "expected"),
+    [
+        ("lm.json", "auto", "cannot read language model"),
+        ("model.onnx", "onnx", "cannot load ONNX model"),
+    ],
+)
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_model_file_that_does_not_load_is_refused_before_a_server_starts(
+    smoke_model: Path, tmp_path: Path, damaged: str, backend: str, expected: str
+) -> None:
+    """A truncated LM or ONNX file passed the start-up check (it looked for files only): the
+    server then answered 503 "the model could not be loaded" for as long as it ran."""
+    model = tmp_path / "model"
+    shutil.copytree(smoke_model, model)
+    if damaged == "lm.json":  # the smoke model decodes greedily: give it a beam search's LM
+        meta = json.loads((model / METADATA_FILE).read_text())
+        meta["decoding"] = {"method": "beam", "lm": "lm.json", "lm_weight": 0.5}
+        (model / METADATA_FILE).write_text(json.dumps(meta))
+        (model / damaged).write_text('{"order": 3, "counts": {"ab')
+    else:
+        (model / damaged).write_bytes((model / damaged).read_bytes()[:100])
+    result = CliRunner().invoke(app, ["serve", "-m", str(model), "--backend", backend])
+    error = one_line_error(result)
+    assert error.startswith(f"error: {model} cannot be served: ") and expected in error

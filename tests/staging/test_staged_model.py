@@ -67,6 +67,31 @@ def test_unknown_keys_and_decoding_settings_are_refused_by_name(tmp_path: Path) 
         load({**meta, "preprocess": {"hieght": 48}})
     with pytest.raises(ModelLoadError, match="is missing"):
         StagedModel.load(tmp_path / "nowhere")
+    # a newer format says so first, not that its new keys are unknown
+    with pytest.raises(ModelLoadError, match="format_version 2"):
+        load({**meta, "format_version": 2, "new_thing": 1})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("parameters", "lots", "a value of the wrong type"),
+        ("model_config", [1, 2], "a value of the wrong type"),
+        ("metrics", [1], "a value of the wrong type"),
+        ("runtime_versions", 5, "a value of the wrong type"),
+        ("max_output_length", "a", "a value of the wrong type"),
+        ("tokenizer", "abc", "a tokenizer is a mapping with its 'characters'"),
+    ],
+)
+def test_values_of_the_wrong_type_are_a_load_error(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    """Each was a traceback (ValueError, TypeError, AttributeError) from `quill predict` and
+    from `quill serve`'s start, which catches load errors only."""
+    meta = json.loads((SHIPPED[0] / METADATA_FILE).read_text())
+    (tmp_path / METADATA_FILE).write_text(json.dumps({**meta, key: value}))
+    with pytest.raises(ModelLoadError, match=message):
+        StagedModel.load(tmp_path)
 
 
 def _copy(tmp_path: Path) -> StagedModel:

@@ -114,6 +114,11 @@ def mean_log_prob(lm: CharLanguageModel, ids: Sequence[int]) -> float:
     return total / len(ids) if ids else 0.0
 
 
+def _finite(value: Any) -> bool:
+    """Whether ``value`` is a real, finite number (not a bool, not a string)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass(frozen=True)
 class LanguageOption:
     """Beam search for the lines of one more language (:attr:`CTCDecoder.languages`).
@@ -189,6 +194,21 @@ class CTCDecoder:
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "beam"):
             raise ValueError(f"decoding method must be 'greedy' or 'beam', got {self.method!r}")
+        if isinstance(self.beam_width, bool) or not isinstance(self.beam_width, int):
+            raise ValueError(f"beam_width must be a whole number, got {self.beam_width!r}")
+        if self.beam_width < 1:
+            raise ValueError(f"beam_width must be at least 1, got {self.beam_width}")
+        # a NaN weight or a positive pruning threshold read every line as empty text
+        weights = {"lm_weight": self.lm_weight, "insertion_bonus": self.insertion_bonus}
+        weights |= {f"{o.language} lm_weight": o.lm_weight for o in self.languages}
+        weights |= {f"{o.language} insertion_bonus": o.insertion_bonus for o in self.languages}
+        for name, value in {**weights, "prune_log_prob": self.prune_log_prob}.items():
+            if not _finite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if any(value < 0 for name, value in weights.items() if name.endswith("lm_weight")):
+            raise ValueError(f"LM weights must be at least 0, got {weights}")
+        if not self.prune_log_prob < 0:
+            raise ValueError(f"prune_log_prob must be negative, got {self.prune_log_prob}")
         if self.rank_gap is not None and not self.rank_gap > 0:
             raise ValueError(f"rank_gap must be positive (or None), got {self.rank_gap!r}")
         if self.languages and self.identifier is None:

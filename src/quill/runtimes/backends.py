@@ -169,13 +169,33 @@ def _load_lm(path: Path) -> CharNGramLM:
     return lm
 
 
+def _check_classes(model: StagedModel, classes: Any, source: Path) -> None:
+    """Refuse a network whose output classes are not the staged character set's: a
+    ``quill-model.json`` from another model would read every character as another one."""
+    expected = len(model.tokenizer)
+    if isinstance(classes, int) and classes != expected:
+        raise ModelLoadError(
+            f"{source} reads {classes} classes, and the character set in "
+            f"{model.metadata_path} has {expected}: the network and its metadata come from "
+            "different models (stage the model again)"
+        )
+
+
+def _script_classes(script: Any) -> int | None:
+    """Output classes of a scripted network: the rows of its classifier's weight."""
+    weights = [v for k, v in script.state_dict().items() if k.endswith("classifier.weight")]
+    return int(weights[0].shape[0]) if weights else None
+
+
 class OnnxCTC:
     """A CTC model's graph on ONNX Runtime: ``model.onnx``, or its int8 copy as
     ``onnx-int8``."""
 
     def __init__(self, model: StagedModel, threads: int | None = None, name: str = "onnx"):
         self.name = name
-        self.session = _session(model.files_of(name)[0], threads)
+        path = model.files_of(name)[0]
+        self.session = _session(path, threads)
+        _check_classes(model, self.session.get_outputs()[0].shape[-1], path)  # (B, T, C)
         self.decoder = ctc_decoder(model)
 
     def forward(self, images: np.ndarray, widths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -275,7 +295,9 @@ class TorchScriptRuntime(TorchModuleRuntime):
 
     def __init__(self, model: StagedModel, threads: int | None = None):
         _set_torch_threads(threads)
-        script = _load_script(model.path / TORCHSCRIPT_FILE)
+        path = model.path / TORCHSCRIPT_FILE
+        script = _load_script(path)
+        _check_classes(model, _script_classes(script), path)
         super().__init__(script, model.family, *_torch_decoding(model))
 
 
@@ -298,8 +320,17 @@ class EagerRuntime(TorchModuleRuntime):
         # A scripted module also saves non-persistent buffers (e.g. positional tables),
         # which the rebuilt module recomputes: load only the keys it persists.
         expected = module.state_dict().keys()
-        scripted = _load_script(model.path / TORCHSCRIPT_FILE).state_dict()
-        module.load_state_dict({k: v for k, v in scripted.items() if k in expected})
+        path = model.path / TORCHSCRIPT_FILE
+        script = _load_script(path)
+        _check_classes(model, _script_classes(script), path)
+        scripted = script.state_dict()
+        try:
+            module.load_state_dict({k: v for k, v in scripted.items() if k in expected})
+        except RuntimeError as exc:  # the weights of another network size
+            raise ModelLoadError(
+                f"{path} does not fit the network {model.metadata_path} describes: "
+                f"{str(exc).splitlines()[-1].strip()}"
+            ) from exc
         super().__init__(module.eval(), model.family, *_torch_decoding(model))
 
 
@@ -397,6 +428,7 @@ def choose_backend(
     """The serving runtime ``auto`` keeps (:func:`preferred`) among those available, and
     every time measured on ``probe`` (:func:`best_decode_ms`)."""
     loaded: dict[str, Backend] = {}
+    broken: dict[str, ModelLoadError] = {}
     for name in AUTO_CANDIDATES:
         if not model.runs_on(name):
             continue
@@ -406,8 +438,14 @@ def choose_backend(
             loaded[name] = load_backend(name, model, threads)
         except ImportError:
             continue  # e.g. an image without torch serves with ONNX Runtime alone
+        except ModelLoadError as exc:  # e.g. a truncated int8 copy beside a sound model.onnx
+            broken[name] = exc
     if not loaded:
+        if broken:
+            raise next(iter(broken.values()))  # all alike when what fails is the decoding's
         raise ModelLoadError(f"{model.path} has no ONNX or TorchScript file to run")
+    for name, exc in broken.items():
+        log.warning("auto leaves out the %s runtime: %s", name, exc)
     timings = best_decode_ms(dict(loaded), *probe, rounds=AUTO_ROUNDS)
     return loaded[preferred(timings)], timings
 

@@ -93,7 +93,7 @@ def serve(
         allow_open=allow_open or None,
     )
     _refuse_open(settings, host)
-    _require_model(model)
+    _require_model(model, settings.backend)
     if shadow is not None:
         _require_model(shadow)
     if shadow is not None and not settings.monitoring_enabled:
@@ -184,7 +184,7 @@ def up(
         allow_open=allow_open or None,
     )
     _refuse_open(settings, host)
-    _require_model(model)
+    _require_model(model, settings.backend)
     _require_store(settings)
     _require_free_address(host, {"--api-port": api_port, "--app-port": app_port})
     api = ApiServer(settings, host=host, port=api_port)
@@ -228,10 +228,12 @@ def _refuse_open(settings: object, host: str) -> None:
         raise fail(problem)
 
 
-def _require_model(model: Path) -> None:
+def _require_model(model: Path, backend: str = "auto") -> None:
     """Exit with one line unless ``model`` is a staged model with every file its decoding
-    reads and the files of at least one runtime: a server would otherwise start, fail the
-    load in the background, and answer 503 for as long as it runs."""
+    reads and a runtime that opens (``backend``'s, or with ``auto`` one of its candidates):
+    a server would otherwise start, fail the load in the background, and answer 503 for as
+    long as it runs (a truncated model file or LM did)."""
+    from quill.runtimes.backends import AUTO_CANDIDATES, load_backend
     from quill.staged_model import ModelLoadError, StagedModel
 
     if not (model / METADATA_FILE).is_file():
@@ -259,6 +261,17 @@ def _require_model(model: Path) -> None:
             f"serving with {', '.join(runtimes)}",
             err=True,
         )
+    # Opened once here, the first that opens (ONNX first: opening TorchScript imports torch);
+    # the server opens its own. A file that is there but does not load fails here.
+    candidates = [b for b in AUTO_CANDIDATES if b in runtimes] if backend == "auto" else [backend]
+    problems = []
+    for name in candidates:
+        try:
+            load_backend(name, staged, threads=1)
+            return
+        except (ModelLoadError, ImportError) as exc:
+            problems.append(str(exc))
+    raise fail(f"{model} cannot be served: {'; '.join(dict.fromkeys(problems))}")
 
 
 def _require_store(settings: ServingSettings) -> None:

@@ -112,8 +112,8 @@ def average_weights(
 def _shares(weights: Sequence[float] | None, count: int) -> list[float]:
     """``weights`` normalised to sum to 1 (uniform if None).
 
-    >>> _shares(None, 4), _shares([1, 3], 2)
-    ([0.25, 0.25, 0.25, 0.25], [0.25, 0.75])
+    >>> _shares(None, 4), _shares([1, 3], 2), _shares([1e308, 1e308], 2)
+    ([0.25, 0.25, 0.25, 0.25], [0.25, 0.75], [0.5, 0.5])
     """
     if weights is None:
         return [1.0 / count] * count
@@ -122,8 +122,9 @@ def _shares(weights: Sequence[float] | None, count: int) -> list[float]:
     # NaN fails every comparison and inf normalises the others to 0: both would write NaNs.
     if not all(math.isfinite(w) and w > 0 for w in weights):
         raise AveragingError(f"weights must be positive finite numbers, not {list(weights)}")
-    total = float(sum(weights))
-    return [w / total for w in weights]
+    largest = max(weights)  # scaled first: 1e308 + 1e308 overflows to inf (shares of 0)
+    total = sum(w / largest for w in weights)
+    return [w / largest / total for w in weights]
 
 
 def _check_same_tensors(
