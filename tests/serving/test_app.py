@@ -51,6 +51,27 @@ def test_local_backend_flags_land_in_the_store(settings: ServingSettings) -> Non
     assert record.flag == "other" and record.correction == "Kew Gardens"
 
 
+def test_a_flag_the_store_refuses_is_said_in_the_app_in_its_own_process(
+    settings: ServingSettings,
+) -> None:
+    """With the model in the app's process, a control character in a correction raised the
+    store's ValueError past the app's handler (a red "Error" beside the last "Thanks"), and a
+    100 kB correction was stored where the API refuses one over 50,000 characters."""
+    backend = LocalBackend(load_service(settings))
+    answer = backend.predict(to_png(render_line("Kew")))
+    try:
+        for correction, message in (
+            ("bad \x1b escape", "control character"),
+            ("K" * 100_000, "correction: at most 50,000 characters, got 100,000"),
+        ):
+            with pytest.raises(ServingError, match=message) as refused:
+                backend.feedback(answer["request_id"], "incorrect", correction)
+            assert refused.value.code == "invalid_field" and refused.value.status == 422
+    finally:
+        backend.service.close()
+    assert stored(settings).get_prediction(answer["request_id"]).feedback == []
+
+
 def test_http_backend_passes_api_errors_through(
     server: ApiServer, settings: ServingSettings
 ) -> None:
@@ -72,13 +93,25 @@ def test_http_backend_passes_api_errors_through(
     assert down.value.code == "backend_unreachable"
 
 
-def test_the_upload_reaches_the_model_as_sent(tmp_path: Path) -> None:
-    """No decode and re-encode on the way: the model gets the user's file, byte for byte."""
-    photo = tmp_path / "page.jpg"
+def test_the_upload_reaches_the_model_as_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No decode and re-encode on the way: the model gets the user's file, byte for byte;
+    only a file in Gradio's upload folder (or an example) is read."""
+    uploads = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(uploads))
+    photo = uploads / "abc123" / "page.jpg"
+    photo.parent.mkdir(parents=True)
     render_line("Kew").save(photo, quality=70)
     assert read_upload(str(photo)) == photo.read_bytes()
     assert read_upload({"path": str(photo)}) == photo.read_bytes()
     assert read_upload(None) is None and read_upload("") is None
+    assert read_upload(example_paths()[0]) == Path(example_paths()[0]).read_bytes()
+    outside = tmp_path / "page.jpg"
+    outside.write_bytes(photo.read_bytes())
+    for elsewhere in (outside, uploads / ".." / "page.jpg", uploads / "abc123" / "missing.jpg"):
+        with pytest.raises(ServingError, match="no such upload"):
+            read_upload({"path": str(elsewhere)})
 
 
 def test_draw_lines_boxes_each_line_and_writes_its_text() -> None:
@@ -231,6 +264,13 @@ def test_browser_reads_an_upload_and_an_example_and_flags_it(
             timeout=60_000,
         )
         assert "Thanks" in page.inner_text("#quill-flag-status")
+        page.click("#quill-flag-incorrect")  # pressed again: stored once
+        page.wait_for_function(
+            "document.querySelector('#quill-flag-status').innerText.includes('Already')",
+            timeout=60_000,
+        )
+        status = page.inner_text("#quill-flag-status").strip()
+        assert status == "Already flagged as incorrect with your correction."
 
         example = example_paths()[0]
         expected = server.service.recognizer.predict([Image.open(example).convert("RGB")])[0].text
@@ -328,6 +368,27 @@ def test_files_that_are_not_images_get_quills_message_not_a_generic_error(
     finally:
         demo.close()
     assert spy.sent[-1] == line.read_bytes()  # the upload still reaches the model as sent
+
+
+def test_the_read_endpoint_reads_no_file_but_uploads(spy: Spy, tmp_path: Path) -> None:
+    """The Read button's endpoint took a path from its caller: `{"path": "/any/file.jpg"}`
+    read a file on the server that nobody uploaded, and sent back its text and preview."""
+    import httpx
+
+    secret = tmp_path / "secret.png"
+    render_line("ink").save(secret)
+    port = free_port()
+    demo = launch(spy, port=port, block=False)
+    try:
+        base = f"http://127.0.0.1:{port}/gradio_api/call/predict"
+        for value in ({"path": str(secret)}, {"path": "/etc/passwd"}):
+            event = httpx.post(base, json={"data": [value]}, timeout=30).json()["event_id"]
+            stream = httpx.get(f"{base}/{event}", timeout=60).text
+            answer = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+            assert answer[0] == "" and "no such upload" in answer[-1], (value, answer)
+    finally:
+        demo.close()
+    assert spy.sent == []
 
 
 @pytest.mark.browser

@@ -60,6 +60,8 @@ from quill.serving.metrics import ApiMetrics
 from quill.serving.recognitions import Recognitions
 from quill.serving.service import (
     CLIENT_HEADER,
+    MAX_COMMENT_CHARS,
+    MAX_CORRECTION_CHARS,
     FeedbackStore,
     PredictionLogger,
     PredictionService,
@@ -79,9 +81,6 @@ UPLOAD_FIELDS = ("image", "file")
 OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json")
 #: Where the Swagger UI assets are served from (shipped by ``fastapi-offline``).
 DOCS_STATIC = "/docs-static"
-#: Longest comment and correction stored with a feedback, in characters.
-MAX_COMMENT_CHARS = 10_000
-MAX_CORRECTION_CHARS = 50_000
 #: Seconds /v1/feedback waits for the monitoring queue when the prediction is not stored yet.
 FEEDBACK_FLUSH_WAIT_S = 5.0
 
@@ -407,12 +406,9 @@ async def feedback_endpoint(
             "unknown_request_id",
             f"no prediction {payload.request_id!r} is stored (not logged, or purged)",
         )
-    try:
-        await run_in_threadpool(
-            service.add_feedback, payload.request_id, payload.flag, comment, correction
-        )
-    except ValueError as exc:  # the store's own checks
-        raise ServingError("invalid_field", str(exc)) from exc
+    await run_in_threadpool(
+        service.add_feedback, payload.request_id, payload.flag, comment, correction
+    )
     state.metrics.feedback(payload.flag)
     return {"status": "stored", "request_id": payload.request_id}
 

@@ -139,13 +139,27 @@ def read_upload(value: Any) -> bytes | None:
     decode and re-encode in the browser or here, which was slow for a page photo and
     changed the result.
 
+    Only a file Gradio holds for this app is read: one in its upload cache (an upload, or an
+    example it copied there) or one of the examples. The Read button's endpoint takes a path
+    from whoever calls it, and read any file on the server (its text and preview came back).
+
     >>> read_upload(None) is None and read_upload("") is None
     True
     """
     if not value:
         return None
     path = value.get("path") if isinstance(value, dict) else value
-    return Path(path).read_bytes() if path else None
+    if not path:
+        return None
+    from gradio.utils import get_upload_folder  # lazy: gradio is imported by build_app
+
+    source = Path(str(path)).resolve()
+    held = (Path(get_upload_folder()).resolve(), EXAMPLES_DIR.resolve())
+    if not any(source.is_relative_to(folder) for folder in held) or not source.is_file():
+        raise ServingError(
+            "image_not_found", "no such upload: send the image itself, not a path on the server"
+        )
+    return source.read_bytes()
 
 
 #: Longest side of the annotated preview (the drawing is for the eye, not for the model).
@@ -253,6 +267,9 @@ def store_flagging_callback_class() -> type:
     return StoreFlaggingCallback
 
 
+#: Answers whose last flag the app remembers, so that a second press stores nothing.
+FLAGS_REMEMBERED = 4096
+
 #: Closes the toasts of an earlier read (run in the browser when a new image comes or Read is
 #: pressed), so an old error does not sit beside a new answer.
 CLOSE_TOASTS_JS = "() => { document.querySelectorAll('.toast-close').forEach(b => b.click()); }"
@@ -271,14 +288,18 @@ def build_app(backend: Backend) -> Any:
         return "", "", "", None, "", "", None, message
 
     def read(value: Any) -> tuple[Any, ...]:
-        image = read_upload(value)
-        if image is None:
-            return cleared(NO_IMAGE)
         try:
+            image = read_upload(value)
+            if image is None:
+                return cleared(NO_IMAGE)
             answer = backend.predict(image)
         except ServingError as exc:
-            if exc.status >= 500:
+            if exc.status >= 500:  # the service, not the image: say so
                 log.warning("the app could not read an image: %s (%s)", exc.message, exc.code)
+                return cleared(
+                    f"**Quill cannot read images right now**: {exc.message} (`{exc.code}`); "
+                    "try again in a moment"
+                )
             return cleared(f"**Could not read this image**: {exc.message} (`{exc.code}`)")
         keys = (
             "request_id", "lines", "page", "note", "language", "model_version", "latency_ms",
@@ -300,18 +321,31 @@ def build_app(backend: Backend) -> Any:
             " ".join([f"Read {count} in {answer.get('latency_ms', 0):.0f} ms.", *found]),
         )
 
+    # The last flag stored for each answer: pressing a button twice stored two rows.
+    stored_flags: OrderedDict[str, tuple[str, str]] = OrderedDict()
+
     def flag(option: str):  # noqa: ANN202 - a Gradio event handler
         def handler(request_id: str, correction: str, reading: str) -> str:
             # the box starts as the reading: left as it is, it corrects nothing
             if normalise(correction or "") == normalise(reading or ""):
                 correction = ""
+            kept = " with your correction" if (correction or "").strip() else ""
+            if stored_flags.get(request_id) == (option, normalise(correction or "")):
+                return f"Already flagged as **{option}**{kept}."
             try:
                 callback.flag([request_id, correction], flag_option=option)
             except ServingError as exc:
                 if exc.status >= 500:
                     log.warning("the app could not store a flag: %s (%s)", exc.message, exc.code)
+                if exc.code == "invalid_feedback_token":  # the API restarted since the answer
+                    return (
+                        "**Not flagged**: the service restarted since this answer; read the "
+                        "image again, then flag it"
+                    )
                 return f"**Not flagged**: {exc.message}"
-            kept = " with your correction" if (correction or "").strip() else ""
+            stored_flags[request_id] = (option, normalise(correction or ""))
+            while len(stored_flags) > FLAGS_REMEMBERED:
+                stored_flags.popitem(last=False)
             return f"Thanks: flagged as **{option}**{kept}."
 
         return handler

@@ -82,6 +82,12 @@ class AfterPrediction(Protocol):
     def close(self) -> None: ...  # on shutdown, before the logger is flushed
 
 
+#: Longest comment and correction stored with a feedback, in characters, whichever way it
+#: comes (the API, the web app in its own process, the Lambda handler).
+MAX_COMMENT_CHARS = 10_000
+MAX_CORRECTION_CHARS = 50_000
+
+
 def load_json_body(body: bytes | str) -> Any:
     """A request body decoded as JSON, for the REST API and the Lambda handler alike. The
     decoder recurses once per nested ``[`` or ``{``, so a body like ``[[[...]]]`` raised
@@ -341,8 +347,20 @@ class PredictionService:
                 "invalid_field", f"flag must be incorrect, offensive, other or null, got {flag!r}"
             )
         checked = cast("Flag | None", flag)  # one of the flags (or None), checked just above
-        store = self.feedback_store
-        store.add_feedback(request_id, checked, comment=comment, correction=correction)
+        for name, text, limit in (
+            ("comment", comment, MAX_COMMENT_CHARS),
+            ("correction", correction, MAX_CORRECTION_CHARS),
+        ):
+            if text is not None and len(text) > limit:
+                raise ServingError(
+                    "invalid_field", f"{name}: at most {limit:,} characters, got {len(text):,}"
+                )
+        try:
+            self.feedback_store.add_feedback(
+                request_id, checked, comment=comment, correction=correction
+            )
+        except ValueError as exc:  # the store's own checks, e.g. a control character
+            raise ServingError("invalid_field", str(exc)) from exc
 
     def close(self) -> None:
         """Finish shadow comparisons, then flush queued monitoring writes (on shutdown)."""
