@@ -5,16 +5,23 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 from PIL import Image
 
+from quill.monitoring.images import OWNER_FILE
 from quill.monitoring.store import MonitoringStore
 from quill.serving import lambda_handler
 from quill.staging.parity import render_line
+
+#: The body limit of the API server (conftest's ``client``) and of the function alike.
+MAX_BODY = 400_000
+SERVING_OVERRIDES = {"max_body_bytes": MAX_BODY}
 
 
 def b64_png(image: Image.Image) -> str:
@@ -29,7 +36,9 @@ def handler(smoke_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     monkeypatch.setenv("QUILL_MODEL_DIR", str(smoke_model))
     monkeypatch.setenv("QUILL_MONITORING_URL", "off")
     monkeypatch.setenv("QUILL_THREADS", "1")
+    monkeypatch.setenv("QUILL_MAX_BODY_BYTES", str(MAX_BODY))
     monkeypatch.setattr(lambda_handler, "_service", None)
+    monkeypatch.setattr(lambda_handler, "_store_failure", None)
     yield lambda_handler.handler
 
 
@@ -84,7 +93,8 @@ def test_predictions_are_logged_as_the_lambda_client_without_the_caller_ip(
 
 def test_api_gateway_rest_event(handler) -> None:  # noqa: ANN001
     event = {
-        "resource": "/predict",
+        "resource": "/{proxy+}",
+        "path": "/v1/predict",
         "httpMethod": "POST",
         "headers": {"Content-Type": "application/json"},
         "body": json.dumps({"image": "data:image/png;base64," + b64_png(render_line("hello"))}),
@@ -258,7 +268,189 @@ def test_malformed_events_get_a_client_error_not_a_500(
 
 
 def test_null_event_fields_mean_absent(handler) -> None:  # noqa: ANN001
-    event = with_fields(headers=None, queryStringParameters=None, isBase64Encoded=None)
+    event = with_fields(queryStringParameters=None, isBase64Encoded=None)
     response = handler(event, None)
     assert response["statusCode"] == 200, response["body"]
     assert json.loads(response["body"])["text"] == "ink"
+    # null headers are no headers: no content type, refused as the API refuses one (415)
+    response = handler(with_fields(headers=None), None)
+    error = json.loads(response["body"])["error"]
+    assert (response["statusCode"], error["code"]) == (415, "unsupported_media_type"), error
+
+
+# ---- the same request to the function and to the REST API --------------------------------
+
+
+def http_event(method: str, path: str, body: bytes, content_type: str | None, payload: str) -> dict:
+    """The event a gateway makes of an HTTP request: API Gateway REST (payload ``1.0``) or a
+    function URL / HTTP API (``2.0``); a body that is not ASCII text arrives base64-encoded,
+    as the gateways send a binary media type."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    binary = not body.isascii()
+    event: dict = {
+        "headers": headers,
+        "body": base64.b64encode(body).decode() if binary else body.decode(),
+        "isBase64Encoded": binary,
+    }
+    if payload == "1.0":
+        return {**event, "resource": "/{proxy+}", "path": path, "httpMethod": method}
+    context = {"http": {"method": method, "path": path}, "stage": "$default"}
+    return {**event, "version": "2.0", "rawPath": path, "requestContext": context}
+
+
+def request_body(kind: str) -> tuple[bytes, str | None]:
+    """A body and the content type its client would send (None: no header)."""
+    if kind == "none":
+        return b"", None
+    if kind == "json":
+        return json.dumps({"image": b64_png(render_line("ink"))}).encode(), "application/json"
+    if kind == "too-large":  # the decoded image is under the limit, the body over it
+        image = base64.b64encode(b"\x00" * (MAX_BODY * 3 // 4 - 4)).decode()
+        return json.dumps({"image": image}).encode(), "application/json"
+    uploads = [("image", ("ink.png", png_bytes("ink"), "image/png"))]
+    if kind == "multipart-two":
+        uploads.append(("file", ("kew.png", png_bytes("Kew"), "image/png")))
+    built = httpx.Request("POST", "http://quill", files=uploads, data={"kind": "line"})
+    return built.read(), built.headers["content-type"]
+
+
+@pytest.mark.parametrize("payload", ["1.0", "2.0"])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "content_type", "status", "code"),
+    [
+        ("GET", "/v1/predict", "json", "", 405, "method_not_allowed"),
+        ("DELETE", "/v1/predict", "json", "", 405, "method_not_allowed"),
+        ("POST", "/nope", "json", "", 404, "not_found"),
+        ("POST", "/healthz", "none", "", 405, "method_not_allowed"),
+        ("GET", "/healthz", "none", "", 200, None),
+        ("GET", "/readyz", "none", "", 200, None),
+        ("POST", "/v1/predict", "multipart", "", 200, None),
+        ("POST", "/v1/predict", "multipart-two", "", 400, "multiple_images"),
+        ("POST", "/v1/predict", "json", "text/plain", 415, "unsupported_media_type"),
+        ("POST", "/v1/predict", "json", None, 415, "unsupported_media_type"),
+        ("POST", "/v1/predict", "json", "application/vnd.api+json", 415, "unsupported_media_type"),
+        ("POST", "/v1/predict", "too-large", "", 413, "request_too_large"),
+    ],
+    ids=[
+        "get-predict",
+        "delete-predict",
+        "unknown-path",
+        "post-healthz",
+        "healthz",
+        "readyz",
+        "multipart",
+        "multipart-two-images",
+        "text-plain",
+        "no-content-type",
+        "vnd-api-json",
+        "body-over-the-limit",
+    ],
+)
+def test_http_events_are_answered_as_the_api_answers_the_same_request(
+    handler,  # noqa: ANN001
+    client: httpx.Client,
+    payload: str,
+    method: str,
+    path: str,
+    body: str,
+    content_type: str | None,
+    status: int,
+    code: str | None,
+) -> None:
+    """The function ignored the method and the path (a GET, or a POST to any path, was a
+    prediction; a probe was 400 empty_body), refused multipart uploads (415) and took any
+    content type as JSON, and checked its limit on the decoded image, not the body."""
+    data, sent_type = request_body(body)
+    sent_type = sent_type if content_type == "" else content_type
+    headers = {} if sent_type is None else {"content-type": sent_type}
+    api = client.request(method, path, content=data, headers=headers)
+    response = handler(http_event(method, path, data, sent_type, payload), None)
+    answer = json.loads(response["body"])
+    assert (response["statusCode"], api.status_code) == (status, status), answer
+    if code is None:
+        assert answer.get("text", answer.get("status")) == api.json().get(
+            "text", api.json().get("status")
+        )
+        return
+    assert answer["error"]["code"] == api.json()["error"]["code"] == code
+    if status == 405:  # the methods the path answers, as the API's 405 names them
+        assert api.headers["allow"] in response["headers"]["Allow"]
+    elif status != 404:  # read by the API's own parsers: its very words
+        assert answer["error"]["message"] == api.json()["error"]["message"]
+
+
+def test_a_named_http_api_stage_and_a_function_url_root_are_predictions(handler) -> None:  # noqa: ANN001
+    data, content_type = request_body("json")
+    event = http_event("POST", "/prod/v1/predict", data, content_type, "2.0")
+    event["requestContext"]["stage"] = "prod"
+    for request in (event, http_event("POST", "/", data, content_type, "2.0")):
+        response = handler(request, None)
+        assert response["statusCode"] == 200, response["body"]
+        assert json.loads(response["body"])["text"] == "ink"
+
+
+def test_feedback_is_refused_as_a_route_the_function_does_not_serve(handler) -> None:  # noqa: ANN001
+    """A /v1/feedback body was read as a prediction without an image (400 missing_image)."""
+    feedback = json.dumps({"request_id": "r", "feedback_token": "t", "flag": "incorrect"})
+    event = http_event("POST", "/v1/feedback", feedback.encode(), "application/json", "2.0")
+    response = handler(event, None)
+    error = json.loads(response["body"])["error"]
+    assert (response["statusCode"], error["code"]) == (404, "not_found")
+    assert "feedback" in error["message"] and "POST /v1/predict" in error["message"]
+
+
+def test_a_monitoring_store_that_cannot_open_is_503_naming_it_logged_once(
+    handler,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each event was 500 internal_error, with a traceback in the log every time."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    url = f"sqlite:///{blocker / 'monitoring.db'}"
+    monkeypatch.setenv("QUILL_MONITORING_URL", url)
+    data, content_type = request_body("json")
+    event = http_event("POST", "/v1/predict", data, content_type, "2.0")
+    with caplog.at_level(logging.ERROR, logger=lambda_handler.__name__):
+        answers = [handler(event, None) for _ in range(2)]
+    for response in answers:
+        error = json.loads(response["body"])["error"]
+        assert (response["statusCode"], error["code"]) == (503, "model_not_ready"), error
+        assert error["message"].startswith(f"the monitoring store {url} cannot open: ")
+    assert [record.name for record in caplog.records] == [lambda_handler.__name__]
+
+
+def test_an_image_folder_of_another_store_is_503_naming_the_store(
+    handler,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / OWNER_FILE).write_text(f"sqlite:///{tmp_path / 'other.db'}\n")
+    monkeypatch.setenv("QUILL_MONITORING_URL", f"sqlite:///{tmp_path / 'b.db'}")
+    monkeypatch.delenv("QUILL_MONITORING_IMAGES", raising=False)
+    answer = handler({"image": b64_png(render_line("ink"))}, None)
+    assert (answer["statusCode"], answer["error"]["code"]) == (503, "model_not_ready")
+    assert "holds the images of another monitoring store" in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("http", [False, True], ids=["direct", "function-url"])
+def test_a_null_kind_is_named_null(handler, http: bool) -> None:  # noqa: ANN001
+    """It was refused as "got 'None'", Python's name for it, not the caller's."""
+    request = {"image": b64_png(render_line("ink")), "kind": None}
+    answer = handler(function_url_event(json.dumps(request)), None) if http else handler(request)
+    error = json.loads(answer["body"])["error"] if http else answer["error"]
+    assert error["code"] == "invalid_field" and error["message"].endswith("got null")
+
+
+def test_image_bytes_the_gateway_passed_as_text_are_named(handler) -> None:  # noqa: ANN001
+    """A JPEG without a binary media type reaches the function as text, its bytes replaced
+    by U+FFFD: that was a generic 'the body is not valid JSON'."""
+    buffer = io.BytesIO()
+    render_line("ink").save(buffer, format="JPEG")
+    event = function_url_event(buffer.getvalue().decode("utf-8", "replace"))
+    response = handler(event, None)
+    error = json.loads(response["body"])["error"]
+    assert (response["statusCode"], error["code"]) == (400, "unsupported_event"), error
+    assert "did not base64-encode" in error["message"] and "binary media types" in error["message"]

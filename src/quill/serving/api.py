@@ -584,7 +584,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 # ---- the guard: API key and body limit on every route ------------------------------------
 
 
-class _BodyTooLarge(ServingError):
+class BodyTooLarge(ServingError):
     def __init__(self, limit: int):
         super().__init__(
             "request_too_large", f"the request body is larger than the limit of {limit:,} bytes"
@@ -649,7 +649,7 @@ class Guard:
             elif denied is not None:
                 await answer(denied)
             elif declared.isdigit() and int(declared) > self.limit:
-                await answer(_BodyTooLarge(self.limit))
+                await answer(BodyTooLarge(self.limit))
             else:
                 await self._call_counting(scope, receive, send_counted, answer)
         finally:
@@ -677,7 +677,7 @@ class Guard:
                 received += len(message.get("body", b""))
                 if received > self.limit:
                     over["limit"] = True
-                    raise _BodyTooLarge(self.limit)
+                    raise BodyTooLarge(self.limit)
             return message
 
         async def guarded_send(message: MutableMapping[str, Any]) -> None:
@@ -695,7 +695,7 @@ class Guard:
             if not over["limit"]:
                 raise
         if over["limit"] and not over["app_started"]:
-            await answer(_BodyTooLarge(self.limit))
+            await answer(BodyTooLarge(self.limit))
 
 
 def _route_path(scope: Scope) -> str:
@@ -773,7 +773,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise _BodyTooLarge(limit)
+            raise BodyTooLarge(limit)
     if not body:
         raise ServingError("empty_body", "the request body is empty; send an image")
     return bytes(body)
@@ -782,8 +782,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def _parse_predict(request: Request, body: bytes) -> tuple[bytes, str]:
     """(image bytes, kind) from a JSON or multipart body."""
     if _content_type(request) == "multipart/form-data":
-        return await _parse_multipart(request, body)
-    payload = _json_object(request, body, "an 'image'")
+        return await parse_multipart(request, body)
+    payload = json_object(request, body, "an 'image'")
     return decode_image_field(payload.get("image")), str(payload.get("kind", "auto"))
 
 
@@ -798,7 +798,7 @@ async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | Serv
             for index, (name, item) in enumerate(_uploads(form))
         ]
         return uploaded, str(form.get("kind") or "auto")
-    payload = _json_object(request, body, "an 'images' list")
+    payload = json_object(request, body, "an 'images' list")
     images = payload.get("images")
     if not isinstance(images, list):
         raise ServingError("invalid_field", "'images' must be a list of base64 images")
@@ -836,7 +836,7 @@ def require_json(request: Request) -> None:
         )
 
 
-def _json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:
+def json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:
     """The JSON object of a body; ServingError for another content type or bad JSON."""
     content_type = _content_type(request)
     if content_type != "application/json":
@@ -919,7 +919,7 @@ def _uploads(form: Any) -> list[tuple[str, Any]]:
     return uploads
 
 
-async def _parse_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
+async def parse_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
     """(image bytes, kind) from a multipart upload of exactly one image: several are
     refused (``multiple_images``) rather than all but one answered as if they were one."""
     form = await _form(request, body)
