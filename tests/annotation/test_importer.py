@@ -310,6 +310,14 @@ def test_bad_exports_and_existing_dataset(tmp_path, ls, page):
     again = import_export(export, out, opts, overwrite=True)
     assert again.manifest.version == first.manifest.version
     assert len(list((out / "images").iterdir())) == len(again.manifest)
+    # an --overwrite whose export gives nothing kept the old dataset, which it deleted first
+    empty = ls.write_export(
+        tmp_path / "empty.json", [ls.task(2, data_for(path, tmp_path / "images"), [])]
+    )
+    nothing = import_export(empty, out, opts, overwrite=True)
+    assert len(nothing.manifest) == 0
+    assert Manifest.load(out).version == first.manifest.version
+    assert len(list((out / "images").iterdir())) == len(first.manifest)
 
 
 def test_reading_order_on_a_rotated_page(tmp_path, ls):

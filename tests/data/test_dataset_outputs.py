@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 from pathlib import Path
 
 from typer.testing import CliRunner
 
 from quill.cli import app
-from quill.data.manifest import MANIFEST_NAME, REPORT_NAME, Manifest
-from quill.errors import EXIT_ERROR, EXIT_FAILED
+from quill.data.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, file_sha256
+from quill.data.readers.common import DatasetWriter
+from quill.errors import EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED
 
 from .conftest import draw_page
 
@@ -139,3 +141,78 @@ def test_synth_quotes_the_paths_of_its_suggestion(tmp_path: Path):
     show = f"quill data show {shlex.quote(str(out))} --out {shlex.quote(str(out / 'sheet.png'))}"
     assert show in output
     assert shlex.split(show)[3] == str(out)
+
+
+def _scratch_left(out: Path) -> list[str]:
+    """Scratch folders of an import left beside ``out``."""
+    return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_an_overwrite_that_imports_nothing_keeps_the_old_dataset(
+    folder_dataset: Path, tmp_path: Path
+):
+    out = tmp_path / "ds"
+    assert _import(folder_dataset, out, "--copy")[0] == 0
+    old = Manifest.load(out)
+    report = (out / REPORT_NAME).read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "labels.tsv").write_text("file\ttext\n")
+
+    code, output = _import(empty, out, "--overwrite", "--copy")
+    assert code == EXIT_FAILED, output
+    assert "labels.tsv has no rows below its header" in output
+    assert f"nothing imported: the dataset already in {out} is left as it was" in output
+    assert Manifest.load(out).version == old.version
+    assert all(old.path_of(s).is_file() for s in old) and len(old) == 6
+    assert (out / REPORT_NAME).read_text() == report and not _scratch_left(out)
+
+
+def test_an_overwrite_may_read_the_old_datasets_own_images(folder_dataset: Path, tmp_path: Path):
+    """Imported with --copy, originals deleted, the copies re-imported into the same folder:
+    they are the new source, and the old dataset's to delete only once they are not."""
+    out = tmp_path / "ds"
+    assert _import(folder_dataset, out, "--copy")[0] == 0
+    shutil.rmtree(folder_dataset / "lines")
+    again = tmp_path / "again"
+    again.mkdir()
+    rows = [f"{out / s.image}\t{s.text}" for s in Manifest.load(out)]
+    (again / "labels.tsv").write_text("file\ttext\n" + "\n".join(rows) + "\n")
+
+    code, output = _import(again, out, "--overwrite")
+    assert code == 0, output
+    manifest = Manifest.load(out)
+    assert len(manifest) == 6 and all(s.image.startswith("images/") for s in manifest)
+    assert all(file_sha256(manifest.path_of(s)) == s.sha256 for s in manifest)
+    assert not _scratch_left(out)
+
+
+def test_an_interrupted_overwrite_keeps_the_old_dataset(
+    folder_dataset: Path, tmp_path: Path, monkeypatch
+):
+    out = tmp_path / "ds"
+    assert _import(folder_dataset, out, "--copy")[0] == 0
+    old = Manifest.load(out)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DatasetWriter, "finish", interrupted)
+    result = runner.invoke(app, ["data", "import", "folder", str(folder_dataset), "-o", str(out)])
+    assert result.exit_code != 0 and "already holds" in result.output  # refused, untouched
+    result = runner.invoke(
+        app, ["data", "import", "folder", str(folder_dataset), "-o", str(out), "--overwrite"]
+    )
+    assert result.exit_code == EXIT_INTERRUPTED, result.output
+    assert Manifest.load(out).version == old.version
+    assert all(old.path_of(s).is_file() for s in old) and not _scratch_left(out)
+
+
+def test_synth_overwrite_swaps_in_the_new_set(tmp_path: Path):
+    out = tmp_path / "synth"
+    assert _quill("data", "synth", "-o", out, "-n", "2", "--workers", "1")[0] == 0
+    code, output = _quill("data", "synth", "-o", out, "-n", "3", "--workers", "1", "--overwrite")
+    assert code == 0, output
+    manifest = Manifest.load(out)
+    assert len(manifest) == 3 == len(list((out / "images").iterdir()))
+    assert (out / "synth.json").is_file() and not _scratch_left(out)

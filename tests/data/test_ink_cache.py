@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw
 
 from quill.data import ink_cache
 from quill.data.datamodule import CACHE_FOLDER, HTRDataModule
@@ -168,3 +169,30 @@ def test_a_cache_folder_that_cannot_be_written_keeps_the_cache_in_memory(
     built = ink_cache.dataset_cache(manifest, "lines", CONFIG, tmp_path / "caches")
     assert np.array_equal(np.asarray(cache.pixels), np.asarray(built.pixels))
     assert cache.paths == built.paths
+
+
+def test_an_image_changed_after_import_rebuilds_the_cache(make_line_dataset, tmp_path, caplog):
+    """Images referenced in place are hashed once, at import: a replaced image kept the
+    dataset version, so training read the old ink from the cache (a deleted one too)."""
+    manifest = make_line_dataset("lines", TEXTS)
+    directory = tmp_path / "caches"
+    first = ink_cache.dataset_cache(manifest, "lines", CONFIG, directory)
+    changed, gone = manifest.samples[0], manifest.samples[1]
+    wider = Image.new("L", (400, 60), 230)
+    ImageDraw.Draw(wider).text((10, 10), "a much longer line of ink", fill=20)
+    wider.save(manifest.path_of(changed))
+    manifest.path_of(gone).unlink()
+    with caplog.at_level(logging.WARNING, logger="quill.data.ink_cache"):
+        rebuilt = ink_cache.dataset_cache(manifest, "lines", CONFIG, directory)
+    named = f"{changed.image}, {gone.image}"
+    assert (
+        f"2 image(s) of lines changed or went since its ink cache was built: {named}" in caplog.text
+    )
+    assert "import it again" in caplog.text
+    row = rebuilt.row(changed.image)
+    assert rebuilt.image(row).shape[1] > first.image(first.row(changed.image)).shape[1]
+    assert gone.image not in rebuilt and gone.image in rebuilt.failures
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="quill.data.ink_cache"):
+        ink_cache.dataset_cache(manifest, "lines", CONFIG, directory)
+    assert not caplog.text  # rebuilt once, then current

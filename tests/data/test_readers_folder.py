@@ -177,9 +177,9 @@ def test_writer_split_needs_every_page_to_name_a_writer(tmp_path: Path):
     image = "lines/loose_0.png"  # its own image: a second text for one image is a conflict
     shutil.copyfile(source / "lines" / "w1__p0_0.png", source / image)
     labels.write_text(labels.read_text() + f"{image}\tloose-page\tno writer here\n")
-    auto = read_folder(source, tmp_path / "auto").manifest  # auto falls back to pages
-    assert {s.group for s in auto} == {"w1__p0", "w2__p0", "loose-page"}
-    assert "writer" not in next(s for s in auto if s.group == "loose-page").meta
+    by_page = read_folder(source, tmp_path / "page", split_by="page").manifest
+    assert {s.group for s in by_page} == {"w1__p0", "w2__p0", "loose-page"}
+    assert "writer" not in next(s for s in by_page if s.group == "loose-page").meta
     with pytest.raises(DatasetError, match="1 rows are not .*'loose-page'.*--split-by page"):
         read_folder(source, tmp_path / "writer", split_by="writer")
     with pytest.raises(DatasetError, match="split_by 'font'"):
@@ -225,3 +225,51 @@ def test_real_multi_writer_lines_split_by_writer(tmp_path: Path):
     splits = assign_splits(chosen)
     assert all(s.split == splits[s.group] for s in manifest)
     assert any(set(s.text) & set("éèàç") for s in manifest)
+
+
+def test_rows_end_at_newlines_only(tmp_path: Path):
+    """U+2028, U+0085, a form feed, a lone CR or \\x1c inside a text cut its row in two:
+    the label became its first part. Now the text is whole and its character reported."""
+    breaks = ["\u2028", "\x85", "\x0c", "\r", "\x1c"]
+    texts = [f"before{c}after" for c in breaks] + ["last line"]
+    rows = []
+    for number, text in enumerate(texts):
+        draw_page([f"line {number}"], size=(200, 50), origin=(10, 10))[0].save(
+            tmp_path / f"{number}.png"
+        )
+        rows.append(f"{number}.png\t{text}")
+    labels = tmp_path / "labels.tsv"
+    labels.write_bytes(("file\ttext\r\n" + "\r\n".join(rows) + "\r\n").encode())
+    result = read_folder(labels, tmp_path / "out")
+    reasons = [(skip.where, skip.reason) for skip in result.report.skipped]
+    assert [where for where, _ in reasons] == [f"labels.tsv:{n + 2} ({n}.png)" for n in range(5)]
+    for (_, reason), text in zip(reasons, texts, strict=False):
+        assert reason.startswith("characters outside the vocabulary") and repr(text) in reason
+    assert [sample.text for sample in result.manifest] == ["last line"]
+
+
+def test_auto_split_refuses_a_few_pages_without_a_writer(tmp_path: Path):
+    """One typo (wC_p2 for wC__p2) among writer__page ids made the whole set split by page,
+    every writer on both sides: now auto names the rows and asks."""
+    source = _multi_writer_folder(tmp_path / "hands", ["wA", "wB", "wC"], pages=2, lines=1)
+    labels = source / "labels.tsv"
+    labels.write_text(labels.read_text().replace("\twC__p1\t", "\twC_p1\t"))
+    with pytest.raises(DatasetError) as caught:
+        read_folder(source, tmp_path / "auto")
+    message = str(caught.value)
+    assert "5 of 6 page ids name their writer (writer__page) but 1 do not" in message
+    assert "labels.tsv:7 ('wC_p1')" in message and "--split-by page" in message
+    assert not (tmp_path / "auto" / "manifest.jsonl").exists()
+    assert len(read_folder(source, tmp_path / "page", split_by="page").manifest) == 6
+
+
+def test_a_row_naming_a_symlink_loop_is_skipped(folder_dataset: Path, tmp_path: Path):
+    loop = folder_dataset / "lines" / "loop.png"
+    loop.symlink_to(loop)
+    labels = folder_dataset / "labels.tsv"
+    labels.write_text(labels.read_text() + "lines/loop.png\tp1\tround and round\n")
+    result = read_folder(folder_dataset, tmp_path / "out")
+    (skip,) = result.report.skipped
+    assert skip.where == "labels.tsv:8 (lines/loop.png)"
+    assert "symbolic link that leads nowhere" in skip.reason
+    assert len(result.manifest) == 6

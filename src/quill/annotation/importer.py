@@ -44,7 +44,7 @@ from quill.annotation.geometry import (
     signed_angle,
 )
 from quill.annotation.regions import Region, parse_regions
-from quill.data.manifest import Manifest, file_sha256, prepare_dataset_folder
+from quill.data.manifest import Manifest, building_dataset, file_sha256
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport
 from quill.errors import QuillError
 from quill.preprocess import ImageError, load_image, paper_colour
@@ -527,33 +527,39 @@ def import_tasks(
     """Convert exported ``tasks`` (read from ``source``) into a dataset at ``out``."""
     if not options.images_root.is_dir():
         raise LabelStudioExportError(f"images root {options.images_root} is not a directory")
-    prepare_dataset_folder(out, overwrite)
-    writer = DatasetWriter(out, SOURCE, ImportReport(source), options.tokenizer)
-    with tempfile.TemporaryDirectory(prefix=".scratch-", dir=out) as scratch_dir:
-        scratch = DatasetWriter(Path(scratch_dir), SOURCE, ImportReport(source), options.tokenizer)
-        importer = _TaskImporter(writer, scratch, options)
-        for index, task in enumerate(tasks):
-            importer.run(index, task)
-            if progress:
-                progress(1)
-        importer.settle()
-    result = writer.finish(val_fraction=options.val_fraction, test_fraction=options.test_fraction)
-    report = result.report.to_dict()
-    report.update(
-        tasks=len(tasks),
-        tasks_used=importer.used,
-        reasons=dict(importer.reasons),
-        dataset_version=result.manifest.version,
-        policy={
-            "annotation": "ground_truth first, else the most recently updated; cancelled ignored",
-            "same_pixels": "conflicting texts: none kept; the same text: kept once",
-            "min_agreement": options.min_agreement,
-            "keep_illegible": options.keep_illegible,
-            "keep_unknown": options.keep_unknown,
-            "mask_paragraphs": options.mask_paragraphs,
-        },
-    )
-    (out / REPORT_NAME).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    return LabelStudioImport(
-        result.manifest, result.report, importer.reasons, len(tasks), importer.used
-    )
+    # built beside out and moved in only when it worked: an --overwrite that failed or was
+    # interrupted lost the old dataset
+    with building_dataset(out, overwrite) as folder:
+        writer = DatasetWriter(folder, SOURCE, ImportReport(source), options.tokenizer)
+        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=folder) as scratch_dir:
+            scratch = DatasetWriter(
+                Path(scratch_dir), SOURCE, ImportReport(source), options.tokenizer
+            )
+            importer = _TaskImporter(writer, scratch, options)
+            for index, task in enumerate(tasks):
+                importer.run(index, task)
+                if progress:
+                    progress(1)
+            importer.settle()
+        result = writer.finish(
+            val_fraction=options.val_fraction, test_fraction=options.test_fraction
+        )
+        report = result.report.to_dict()
+        report.update(
+            tasks=len(tasks),
+            tasks_used=importer.used,
+            reasons=dict(importer.reasons),
+            dataset_version=result.manifest.version,
+            policy={
+                "annotation": "ground_truth first, else the most recently updated; cancelled "
+                "ignored",
+                "same_pixels": "conflicting texts: none kept; the same text: kept once",
+                "min_agreement": options.min_agreement,
+                "keep_illegible": options.keep_illegible,
+                "keep_unknown": options.keep_unknown,
+                "mask_paragraphs": options.mask_paragraphs,
+            },
+        )
+        (folder / REPORT_NAME).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    manifest = Manifest.load(out) if len(result.manifest) else Manifest(out, [])
+    return LabelStudioImport(manifest, result.report, importer.reasons, len(tasks), importer.used)

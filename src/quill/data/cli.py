@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import shutil
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -73,21 +72,31 @@ def _print_result(result: ImportResult, hint: Callable[[], str | None] | None = 
     from rich.console import Console
     from rich.markup import escape
 
+    from quill.data.manifest import MANIFEST_NAME, REPORT_NAME
+
     console = Console()
     summary = result.report.summary()
     console.print(summary[0])
     for line in summary[1:]:
         console.print(f"[yellow]{escape(line)}[/yellow]", soft_wrap=True)
     manifest = result.manifest
+    # an import that loaded nothing leaves a dataset already in --out as it was, report too
+    kept = not len(manifest) and (manifest.root / MANIFEST_NAME).is_file()
     if len(manifest):
         counts = ", ".join(f"{split} {n}" for split, n in sorted(manifest.counts().items()))
         console.print(
             f"dataset {manifest.root}  version {manifest.version}  ({counts})", soft_wrap=True
         )
+    elif kept:
+        console.print(
+            f"nothing imported: the dataset already in {manifest.root} is left as it was",
+            soft_wrap=True,
+        )
     else:
         console.print(f"nothing imported: no dataset written to {manifest.root}", soft_wrap=True)
     if result.report.skipped:
-        console.print(f"full report: {manifest.root / 'import-report.json'}", soft_wrap=True)
+        if not kept:
+            console.print(f"full report: {manifest.root / REPORT_NAME}", soft_wrap=True)
         note = hint() if hint else None
         if note:
             console.print(f"[cyan]{escape(note)}[/cyan]", soft_wrap=True)
@@ -96,21 +105,22 @@ def _print_result(result: ImportResult, hint: Callable[[], str | None] | None = 
 
 
 def _make_dataset(
-    src: Path, what: str, out: Path, overwrite: bool, make: Callable[[], ImportResult]
+    src: Path, what: str, out: Path, overwrite: bool, make: Callable[[Path], ImportResult]
 ) -> ImportResult:
-    """Run ``make`` (which writes a dataset read from ``src`` into ``out``) after the checks
-    every command that makes a dataset owes its --out; leave no dataset when it makes none.
+    """Run ``make`` (which writes a dataset read from ``src`` into the folder it is given)
+    after the checks every command that makes a dataset owes its --out, and put the dataset
+    in ``out`` only once it is complete.
 
     Before any work: ``out`` must be writable (:func:`check_output`), not the source folder
     itself (``src``, or its folder when it is a file: ``quill data paragraphs ds --out ds``
     replaced the lines it read with its paragraphs; a folder inside it is fine) and free of a
-    dataset unless ``overwrite`` (:func:`~quill.data.manifest.prepare_dataset_folder`, which
-    removes the old one, so the source, ``what`` in the message, is first checked to exist). An
-    import that loads nothing leaves only its report (the reasons, exit 1): an empty manifest
-    would pass for a dataset. A source found unusable midway leaves no folder the command
-    created.
+    dataset unless ``overwrite``. ``make`` writes into a scratch folder
+    (:func:`~quill.data.manifest.building_dataset`): a dataset already in ``out`` is
+    replaced only by one with samples, so an import that fails, is interrupted or loads
+    nothing leaves it as it was. Where there was none, an import that loads nothing leaves
+    only its report (the reasons, exit 1): an empty manifest would pass for a dataset.
     """
-    from quill.data.manifest import DatasetExistsError, prepare_dataset_folder
+    from quill.data.manifest import DatasetExistsError, Manifest, building_dataset
     from quill.data.readers import DatasetError
 
     check_output(out, folder=True)
@@ -120,29 +130,12 @@ def _make_dataset(
     if out.resolve() == source:
         raise fail(f"--out {out}: is the source folder {source}; write the dataset elsewhere")
     try:
-        prepare_dataset_folder(out, overwrite, keep=source)
-    except DatasetExistsError as exc:
+        with building_dataset(out, overwrite, keep=source) as scratch:
+            result = make(scratch)
+    except (DatasetExistsError, DatasetError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
-    created = not out.exists()
-    try:
-        result = make()
-    except (DatasetError, FileNotFoundError) as exc:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise fail(str(exc)) from exc
-    if not len(result.manifest):
-        _discard_empty(out)
+    result.manifest = Manifest.load(out) if len(result.manifest) else Manifest(out, [])
     return result
-
-
-def _discard_empty(out: Path) -> None:
-    """Remove the empty manifest and images folder of an import that loaded nothing."""
-    from quill.data.manifest import IMAGE_DIR, MANIFEST_NAME
-
-    (out / MANIFEST_NAME).unlink(missing_ok=True)
-    images = out / IMAGE_DIR
-    if images.is_dir() and not any(images.iterdir()):
-        images.rmdir()
 
 
 @data_app.command(
@@ -222,7 +215,7 @@ def import_command(
         f"{fmt.value} source",
         out,
         overwrite,
-        lambda: READERS[fmt.value](src, out, show_progress=True, **options),
+        lambda folder: READERS[fmt.value](src, folder, show_progress=True, **options),
     )
     hinted = fmt is ImportFormat.folder and vocabulary is Vocabulary.ascii
     _print_result(result, (lambda: _latin_hint(src)) if hinted else None)
@@ -275,8 +268,8 @@ def paragraphs_command(
         "dataset",
         out,
         overwrite,
-        lambda: make_paragraphs(
-            src, out, n, seed=seed, config=config, workers=workers, show_progress=True
+        lambda folder: make_paragraphs(
+            src, folder, n, seed=seed, config=config, workers=workers, show_progress=True
         ),
     )
     _print_result(result)

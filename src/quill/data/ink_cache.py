@@ -9,7 +9,11 @@ and image paths (``.json``). Augmentation then works on these small maps in batc
 
 A cache is named by what it was computed from: the dataset's manifest version (its images,
 texts and splits), the preprocessing geometry and :data:`CACHE_FORMAT`. Change any of them
-and the cache is rebuilt; the stale files of the same dataset are removed. Image paths are
+and the cache is rebuilt; the stale files of the same dataset are removed. An image
+replaced or deleted after the import changes none of them (images referenced in place are
+hashed once, at import), so the cache also records each image's size and modification time
+and is rebuilt, with a warning naming the images, when one differs: a stat per image, not a
+hash. Image paths are
 stored relative to the dataset folder, so a cache packed with its manifest onto another
 machine (``quill train pack``) is found there without the images.
 """
@@ -23,7 +27,7 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from pathlib import Path
 
@@ -38,7 +42,7 @@ from quill.preprocess import ImageError, PreprocessConfig, line_ink
 log = logging.getLogger(__name__)
 
 #: Bump when what a cache holds changes meaning; old caches are then rebuilt, not misread.
-CACHE_FORMAT = 2  # 2: ink maps at a working resolution (preprocess.WORK_SCALE)
+CACHE_FORMAT = 3  # 2: ink maps at a working resolution (preprocess.WORK_SCALE); 3: stats
 #: Images per task handed to a worker process while building.
 CHUNK = 64
 
@@ -60,7 +64,8 @@ class InkCache:
     """The cached ink maps of one dataset's lines: ``cache[path]`` is (height, W) uint8.
 
     ``failures`` maps the images that could not be read to the reason, so the loader leaves
-    them out with a report instead of failing mid-epoch.
+    them out with a report instead of failing mid-epoch. ``stats`` holds each image's (size,
+    mtime_ns) when the cache was built (none in a cache unpacked without its images).
     """
 
     pixels: np.ndarray  # (sum of H * W_i,) uint8, ink = 255
@@ -68,6 +73,7 @@ class InkCache:
     paths: list[str]  # relative to the dataset folder, in cache order
     widths: np.ndarray  # (N,) int64
     failures: dict[str, str]
+    stats: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.offsets = np.concatenate([[0], np.cumsum(self.widths * self.height)])
@@ -92,6 +98,21 @@ class InkCache:
         return int(self.offsets[-1])
 
 
+def file_stat(path: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a file, None when it cannot be read."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def changed_images(root: Path, cache: InkCache) -> list[str]:
+    """The images (relative to ``root``) whose size or modification time differs from when
+    ``cache`` was built, or that are gone."""
+    return [image for image, stat in cache.stats.items() if file_stat(root / image) != stat]
+
+
 def _ink_u8(path: str, config: PreprocessConfig) -> np.ndarray | str:
     """One image's line ink map as uint8, or the reason it cannot be read."""
     try:
@@ -114,6 +135,7 @@ def build(
 ) -> InkCache:
     """Compute the ink maps of ``images`` (paths relative to ``root``), in parallel processes
     when ``workers`` > 0."""
+    stats = {image: stat for image in images if (stat := file_stat(root / image))}
     absolute = [str((root / image).resolve()) for image in images]
     chunks = [absolute[i : i + CHUNK] for i in range(0, len(absolute), CHUNK)]
     description = f"ink maps of {root.name}"
@@ -130,7 +152,7 @@ def build(
     kept = [img for img, r in zip(images, results, strict=True) if not isinstance(r, str)]
     pixels = np.concatenate([m.ravel() for m in maps]) if maps else np.zeros(0, np.uint8)
     widths = np.array([m.shape[1] for m in maps], dtype=np.int64)
-    return InkCache(pixels, config.height, kept, widths, failures)
+    return InkCache(pixels, config.height, kept, widths, failures, stats)
 
 
 def _files(directory: Path, name: str, key: str) -> tuple[Path, Path]:
@@ -152,6 +174,7 @@ def save(cache: InkCache, directory: Path, name: str, key: str) -> Path:
         "paths": cache.paths,
         "widths": cache.widths.tolist(),
         "failures": cache.failures,
+        "stats": cache.stats,
     }
     tmp_index = index_path.with_suffix(f".tmp{os.getpid()}.json")
     tmp_index.write_text(json.dumps(index, ensure_ascii=False), encoding="utf-8")
@@ -182,7 +205,8 @@ def load(directory: Path, name: str, key: str) -> InkCache | None:
     if int((widths * index["height"]).sum()) != pixels.shape[0]:
         log.warning("ink cache %s does not match its index; rebuilding it", array_path)
         return None
-    return InkCache(pixels, int(index["height"]), index["paths"], widths, index["failures"])
+    stats = {image: (size, mtime) for image, (size, mtime) in index.get("stats", {}).items()}
+    return InkCache(pixels, int(index["height"]), index["paths"], widths, index["failures"], stats)
 
 
 def dataset_cache(
@@ -195,12 +219,26 @@ def dataset_cache(
 ) -> InkCache:
     """The ink cache of a dataset's line samples, loaded if current, else built and saved.
 
-    ``name`` tells datasets apart inside ``directory`` (a training run's source name).
+    ``name`` tells datasets apart inside ``directory`` (a training run's source name). A
+    cache whose images changed since it was built (:func:`changed_images`) is rebuilt.
     """
     key = cache_key(manifest.version, config)
     cache = load(directory, name, key)
-    if cache is not None:
+    changed = changed_images(manifest.root, cache) if cache is not None else []
+    if cache is not None and not changed:
         return cache
+    if changed:
+        shown = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        log.warning(
+            "%d image(s) of %s changed or went since its ink cache was built: %s. The dataset "
+            "changed since import (its manifest's hashes and version still describe the old "
+            "images: import it again to version the change); rebuilding the ink cache",
+            len(changed),
+            name,
+            shown,
+        )
     images = list(dict.fromkeys(s.image for s in manifest if s.kind == "line"))
     log.info("building the ink cache of %s (%d lines)", name, len(images))
     unwritable = output_problem(directory, folder=True)  # asked first: the build takes minutes

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
+import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from quill.errors import QuillError
 
@@ -30,6 +34,7 @@ REPORT_NAME = "import-report.json"
 DATASET_FILES = (REPORT_NAME, "synth.json")
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = ("train", "val", "test")
+SampleKind = Literal["line", "paragraph"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -55,8 +60,56 @@ class Sample:
     source: str
     sha256: str
     group: str = ""
-    kind: Literal["line", "paragraph"] = "line"
+    kind: SampleKind = "line"
     meta: dict = field(default_factory=dict, compare=False)
+
+
+class ManifestError(QuillError, ValueError):
+    """A ``manifest.jsonl`` line is not a valid sample record (the message names file:line)."""
+
+    code = "manifest_invalid"
+
+
+#: Each record field's type; ``split`` and ``kind`` must moreover be one of their values.
+_FIELD_TYPES = {"meta": dict} | {f.name: str for f in fields(Sample) if f.name != "meta"}
+_REQUIRED = tuple(
+    f.name for f in fields(Sample) if f.default is MISSING and f.default_factory is MISSING
+)
+_CHOICES: dict[str, tuple[str, ...]] = {"split": SPLITS, "kind": get_args(SampleKind)}
+
+
+def record_problem(record: object) -> str | None:
+    """Why a parsed manifest line is not a sample record, or None if it is.
+
+    Checked on load so a bad value is named with its file and line, not met later as a
+    ``KeyError`` in a split lookup or a ``TypeError`` in the statistics.
+
+    >>> record_problem({"image": "a.png", "text": "hi", "split": "Train", "source": "s",
+    ...                 "sha256": "ab"})
+    "split 'Train' is not one of train, val, test"
+    >>> record_problem({"image": None, "text": "", "split": "val", "source": "s", "sha256": ""})
+    'image must be a string, not null'
+    """
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {json.dumps(record)[:40]}"
+    missing = [name for name in _REQUIRED if name not in record]
+    unknown = [name for name in record if name not in _FIELD_TYPES]
+    if missing or unknown:
+        return "; ".join(
+            f"{what} field(s) {', '.join(names)}"
+            for what, names in (("missing", missing), ("unknown", unknown))
+            if names
+        )
+    for name, value in record.items():
+        expected = _FIELD_TYPES[name]
+        if not isinstance(value, expected):
+            wanted = "an object" if expected is dict else "a string"
+            return f"{name} must be {wanted}, not {json.dumps(value)[:40]}"
+        if name in _CHOICES and value not in _CHOICES[name]:
+            return f"{name} {value!r} is not one of {', '.join(_CHOICES[name])}"
+    if not record["image"]:
+        return "image is empty"
+    return None
 
 
 @dataclass
@@ -91,32 +144,51 @@ class Manifest:
         return dict(Counter(s.split for s in self.samples))
 
     def save(self) -> Path:
-        """Write ``manifest.jsonl`` into the dataset folder and return its path."""
+        """Write ``manifest.jsonl`` into the dataset folder and return its path.
+
+        Written beside and then renamed over the old one, so an interrupted save leaves the
+        old manifest whole, never half of the new one.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / MANIFEST_NAME
-        with open(path, "w", encoding="utf-8") as handle:
+        partial = path.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+        with open(partial, "w", encoding="utf-8") as handle:
             for sample in self.samples:
                 handle.write(json.dumps(asdict(sample), ensure_ascii=False) + "\n")
+        os.replace(partial, path)
         return path
 
     @classmethod
     def load(cls, root: str | Path) -> Manifest:
-        """Read a dataset folder (or its manifest file); a clear error if there is none."""
+        """Read a dataset folder (or its manifest file); a clear error if there is none.
+
+        Every record is checked (:func:`record_problem`): a bad one raises
+        :class:`ManifestError` naming the file and line.
+        """
         root = Path(root)
         path = root if root.is_file() else root / MANIFEST_NAME
         if not path.is_file():
             raise FileNotFoundError(
                 f"no dataset at {root}: expected {MANIFEST_NAME} (make one with `quill data`)"
             )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ManifestError(
+                f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
         samples = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    samples.append(Sample(**json.loads(line)))
-                except (json.JSONDecodeError, TypeError) as exc:
-                    raise ValueError(f"{path}:{number}: not a manifest record: {exc}") from exc
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(f"{path}:{number}: not a manifest record: {exc}") from exc
+            problem = record_problem(record)
+            if problem:
+                raise ManifestError(f"{path}:{number}: not a manifest record: {problem}")
+            samples.append(Sample(**record))
         return cls(path.parent, samples)
 
     def __iter__(self) -> Iterator[Sample]:
@@ -132,32 +204,98 @@ class DatasetExistsError(QuillError, FileExistsError):
     code = "dataset_exists"
 
 
-def prepare_dataset_folder(out: Path, overwrite: bool, keep: Path | None = None) -> None:
-    """Make way for a new dataset in ``out``: refuse one already there unless ``overwrite``.
+def claim_dataset_folder(out: Path, overwrite: bool) -> Manifest | None:
+    """The dataset already in ``out`` (None when there is none), refused unless ``overwrite``.
 
-    Every command that makes a dataset calls this before any work: writing over a dataset
-    without asking lost it, and writing a new one over the old left the old images behind
-    as orphans. With ``overwrite`` the old dataset goes: its manifest, its
-    :data:`DATASET_FILES` and the images it lists under ``out/images``. A file it only
-    referenced (an import without --copy) is not its to delete, nor one under ``keep`` (the
-    new command's source, which the old dataset may have referenced in place).
+    Writing over a dataset without asking lost it, so every command that makes one asks this
+    before any work.
     """
     if not (out / MANIFEST_NAME).is_file():
-        return
+        return None
     if not overwrite:
         raise DatasetExistsError(f"{out} already holds a dataset: use --overwrite to replace it")
     try:
-        old = Manifest.load(out)
+        return Manifest.load(out)
     except ValueError as exc:
         raise DatasetExistsError(f"{exc}; remove {out} by hand to replace it") from exc
+
+
+@contextmanager
+def building_dataset(out: Path, overwrite: bool, keep: Path | None = None) -> Iterator[Path]:
+    """A scratch folder beside ``out`` to write a new dataset in, moved into ``out`` after.
+
+    Deleting the old dataset before the new one existed lost it whenever the new one read
+    nothing, failed, was interrupted, or read the old dataset's own images. So the old
+    dataset (refused unless ``overwrite``: :func:`claim_dataset_folder`) is touched only
+    when the block ends without an error and the scratch holds a manifest with samples:
+    then :func:`_install` moves the new dataset in and removes what the old one leaves
+    behind. An empty one replaces nothing: only its import report reaches ``out``, and only
+    when no dataset is there. The scratch (on the same filesystem, so the move is renames)
+    is removed in every case, Ctrl+C included.
+    """
+    old = claim_dataset_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".new", dir=out.parent))
+    try:
+        yield scratch
+        if (scratch / MANIFEST_NAME).is_file() and len(Manifest.load(scratch)):
+            _install(scratch, out, old, keep)
+        elif old is None and (scratch / REPORT_NAME).is_file():
+            out.mkdir(exist_ok=True)
+            os.replace(scratch / REPORT_NAME, out / REPORT_NAME)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _install(scratch: Path, out: Path, old: Manifest | None, keep: Path | None) -> None:
+    """Move the dataset built in ``scratch`` into ``out``, then remove the ``old`` one's leftovers.
+
+    Images the new dataset references outside its folder were named relative to the
+    scratch; they are renamed relative to ``out`` (a sibling, so only paths into ``out``
+    itself change). The manifest is written last but one, atomically; the old dataset's
+    files go after it, except those the new manifest names.
+    """
+    scratch, out = scratch.resolve(), out.resolve()
+    built = Manifest.load(scratch)
+    samples = []
+    for sample in built:
+        path = Path(os.path.normpath(scratch / sample.image))
+        if not path.is_relative_to(scratch):
+            sample = replace(sample, image=Path(os.path.relpath(path, out)).as_posix())
+        samples.append(sample)
+    new = Manifest(out, samples)
+    moved = [p for p in sorted(scratch.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME]
+    for path in moved:
+        target = out / path.relative_to(scratch)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    new.save()
+    if old is not None:
+        written = {path.relative_to(scratch).as_posix() for path in moved}
+        spared = {new.path_of(sample) for sample in new}
+        _remove_dataset(old, spared, keep, kept_files={MANIFEST_NAME, *written})
+
+
+def _remove_dataset(
+    old: Manifest, spared: set[Path], keep: Path | None, kept_files: Collection[str] = ()
+) -> None:
+    """Delete a dataset's own files: the images it lists under its ``images`` folder, its
+    :data:`DATASET_FILES` and its manifest (unless among ``kept_files``, names of files a
+    new dataset just wrote there). A file it only referenced (an import without --copy) is
+    not its to delete, nor one in ``spared`` (the new dataset's images) or under ``keep``
+    (the new command's source, which the old dataset may have referenced in place).
+    """
+    out = old.root
     images = (out / IMAGE_DIR).resolve()
     kept = keep.resolve() if keep else None
     for sample in old:
         path = old.path_of(sample)
-        if images in path.parents and not (kept and (path == kept or kept in path.parents)):
+        owned = images in path.parents and path not in spared
+        if owned and not (kept and (path == kept or kept in path.parents)):
             path.unlink(missing_ok=True)
     for name in (MANIFEST_NAME, *DATASET_FILES):
-        (out / name).unlink(missing_ok=True)
+        if name not in kept_files:
+            (out / name).unlink(missing_ok=True)
     if images.is_dir() and not any(images.iterdir()):
         images.rmdir()
 

@@ -23,10 +23,18 @@ from quill.data.readers.layout import (
     find_image,
     read_layout_files,
 )
-from quill.data.readers.xmlutil import LayoutError, float_attr, parse_without_namespaces
+from quill.data.readers.xmlutil import (
+    LayoutError,
+    float_attr,
+    number_problem,
+    page_size,
+    parse_without_namespaces,
+)
 
 #: Coordinate units per inch for each ALTO MeasurementUnit (None: already pixels).
 UNITS_PER_INCH: dict[str, float | None] = {"pixel": None, "mm10": 254.0, "inch1200": 1200.0}
+#: The attributes of an element's box.
+BOX = ("HPOS", "VPOS", "WIDTH", "HEIGHT")
 
 
 def parse_alto(path: Path) -> PageLayout:
@@ -44,7 +52,7 @@ def parse_alto(path: Path) -> PageLayout:
     if page is None:
         raise LayoutError("ALTO file without a <Layout><Page> element")
     image_name = (root.findtext("Description/sourceImageInformation/fileName") or "").strip()
-    width, height = float_attr(page, "WIDTH"), float_attr(page, "HEIGHT")
+    size = page_size(page, "WIDTH", "HEIGHT")
     order = _reading_order(root)
     blocks = sorted(
         enumerate(page.iter("TextBlock")),
@@ -56,7 +64,7 @@ def parse_alto(path: Path) -> PageLayout:
         image_name=image_name or f"{path.stem}.*",
         page_id=path.stem,
         regions=[_block(block, number) for number, block in blocks],
-        size=(width, height) if width and height else None,
+        size=size,
         units_per_inch=UNITS_PER_INCH[unit],
     )
 
@@ -71,11 +79,13 @@ def _block(element: ET.Element, number: int) -> LayoutRegion:
 
 def _line(element: ET.Element, number: int) -> LayoutLine:
     baseline = parse_points(element.get("BASELINE"))
+    polygon = _shape(element)
     return LayoutLine(
         id=element.get("ID") or f"line{number}",
         text=line_text(element),
-        polygon=_shape(element),
+        polygon=polygon,
         baseline=baseline if len(baseline) >= 2 else [],
+        problem="" if polygon else number_problem(element, BOX) or "",
     )
 
 
@@ -86,7 +96,7 @@ def _shape(element: ET.Element) -> Polygon:
         points = parse_points(polygon.get("POINTS"))
         if len(points) >= 3:
             return points
-    box = [float_attr(element, name) for name in ("HPOS", "VPOS", "WIDTH", "HEIGHT")]
+    box = [float_attr(element, name) for name in BOX]
     if any(value is None for value in box):
         return []
     left, top, width, height = box

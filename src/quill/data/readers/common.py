@@ -65,6 +65,8 @@ class ImportReport:
     source: str
     loaded: Counter[str] = field(default_factory=Counter)
     skipped: list[Skip] = field(default_factory=list)
+    #: What was imported but not as the source said (groups merged to keep a split clean).
+    notes: list[str] = field(default_factory=list)
 
     def skip(self, where: str | Path, reason: str) -> None:
         self.skipped.append(Skip(str(where), reason))
@@ -84,6 +86,7 @@ class ImportReport:
         """
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.loaded.items()))
         lines = [f"loaded {self.total_loaded} samples" + (f" ({kinds})" if kinds else "")]
+        lines.extend(f"note: {note}" for note in self.notes)
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)}:")
             lines.extend(f"  {skip}" for skip in self.skipped[:limit])
@@ -96,6 +99,7 @@ class ImportReport:
             "source": self.source,
             "loaded": dict(self.loaded),
             "skipped": [{"where": s.where, "reason": s.reason} for s in self.skipped],
+            "notes": self.notes,
         }
 
 
@@ -116,7 +120,9 @@ def normalise_text(text: str) -> str:
     'café\\nok'
     """
     text = unicodedata.normalize("NFC", text)
-    return "\n".join(line.strip() for line in text.strip().splitlines())
+    # "\n" only: splitlines would also break at U+2028, form feeds and the like, making a
+    # line label with a stray control character a paragraph instead of reporting it
+    return "\n".join(line.strip() for line in text.strip().split("\n"))
 
 
 def label_problem(text: str, tokenizer: Tokenizer) -> str | None:
@@ -225,14 +231,17 @@ class DatasetWriter:
         """
         try:
             load_image(path)
+            if copy:
+                relative = f"{IMAGE_DIR}/{self._unique(path.stem)}{path.suffix.lower()}"
+                shutil.copyfile(path, self.out / relative)
+            else:
+                relative = Path(os.path.relpath(path.resolve(), self.out.resolve())).as_posix()
         except ImageError as exc:
             self.report.skip(where or path, str(exc))
             return
-        if copy:
-            relative = f"{IMAGE_DIR}/{self._unique(path.stem)}{path.suffix.lower()}"
-            shutil.copyfile(path, self.out / relative)
-        else:
-            relative = Path(os.path.relpath(path.resolve(), self.out.resolve())).as_posix()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop met by resolve()
+            self.report.skip(where or path, f"image cannot be read: {exc}")
+            return
         self._record(relative, path, text, group, kind, meta, split)
 
     def _unique(self, name: str) -> str:
@@ -277,11 +286,20 @@ class DatasetWriter:
 
         ``splits`` maps group -> split (e.g. IAM's official lists); groups it does not name,
         and every group when it is None, are split by :func:`assign_splits`. Samples added
-        with an explicit split keep it.
+        with an explicit split keep it. Groups holding a byte-identical image are kept on one
+        side (:meth:`_same_image_groups`), with a note in the report.
         """
         groups = [sample.group for sample, fixed in self._pending if not fixed]
         hashed = assign_splits(groups, val_fraction=val_fraction, test_fraction=test_fraction)
         chosen = {**hashed, **(splits or {})}
+        for merged in self._same_image_groups():
+            split = chosen[merged[0]]
+            chosen.update(dict.fromkeys(merged, split))
+            self.report.notes.append(
+                f"groups {', '.join(merged)} hold byte-identical images (the same page "
+                f"exported twice, or a copy under another name): all are put in {split}, so "
+                "no image is on both sides of the split"
+            )
         samples = [
             sample if fixed else replace(sample, split=chosen[sample.group])
             for sample, fixed in self._pending
@@ -291,3 +309,27 @@ class DatasetWriter:
         report_path = self.out / REPORT_NAME
         report_path.write_text(json.dumps(self.report.to_dict(), indent=1, ensure_ascii=False))
         return ImportResult(manifest, self.report)
+
+    def _same_image_groups(self) -> list[list[str]]:
+        """Groups to split as one, sorted: those (of samples whose split is to be assigned)
+        sharing a byte-identical image, directly or through a chain of groups.
+
+        A page id names a file, not its content: the same page exported twice, or a copy of
+        an image under another name, made two groups, hashed to train and test apart.
+        """
+        parent: dict[str, str] = {}
+
+        def root(group: str) -> str:
+            while parent.get(group, group) != group:
+                group = parent[group]
+            return group
+
+        first: dict[str, str] = {}
+        for sample, fixed in self._pending:
+            if not fixed:
+                other = first.setdefault(sample.sha256, sample.group)
+                parent[root(sample.group)] = root(other)
+        merged: dict[str, list[str]] = {}
+        for group in sorted(parent):
+            merged.setdefault(root(group), []).append(group)
+        return [groups for groups in merged.values() if len(groups) > 1]

@@ -13,7 +13,10 @@
 Splits (``split_by``): ``page`` keeps each page on one side; ``writer`` keeps each writer on
 one side, so val and test hold only hands that train never saw; ``auto`` (the default) is
 ``writer`` when every row's page id names a writer, else ``page`` (the Hooker letters, one
-writer, keep their page split). Both hash the unit with :func:`assign_splits`. A sample's
+writer, keep their page split); when most page ids name a writer but some do not, ``auto``
+refuses, naming those rows: a typo there (``wC_p2`` for ``wC__p2``) would otherwise put
+the whole set on a page split, writers across train and test. Both hash the unit with
+:func:`assign_splits`. A sample's
 group is that unit, and its meta records ``file``, ``page`` and, where named, ``writer``.
 
 Images are referenced where they are (paths relative to the output folder) unless ``copy``
@@ -35,6 +38,7 @@ from quill.data.readers.common import (
     normalise_text,
     progress,
 )
+from quill.evaluation.normalise import normalise
 from quill.vocab import Tokenizer
 
 LABELS_NAME = "labels.tsv"
@@ -60,21 +64,23 @@ def read_folder(
     every page id is ``writer__page``) with :func:`assign_splits`. Unusable rows are skipped
     and reported, among them rows that name one image with different texts (all of them)
     and exact repeats of a row (the repeat; the first is imported): see
-    :func:`_repeated_images`.
+    :func:`_unusable_rows`.
     """
     labels = _labels_path(Path(src))
     rows = _read_rows(labels)
     unit = resolve_split_by(rows, split_by, labels)
-    repeated = _repeated_images(labels, rows)
+    unusable = _unusable_rows(labels, rows)
     report = ImportReport(f"folder:{labels}")
     writer = DatasetWriter(out, labels.parent.name or "folder", report, tokenizer)
+    if not rows:
+        report.skip(labels, f"{labels.name} has no rows below its header")
     for number, row in progress(rows, "labelled images", len(rows), show_progress):
         if isinstance(row, str):
             report.skip(f"{labels.name}:{number}", row)
             continue
         where = f"{labels.name}:{number} ({row['file']})"
         path = row_image(labels, row)
-        problem = _row_problem(row, path) or repeated.get(number)
+        problem = unusable.get(number)
         if problem:
             report.skip(where, problem)
             continue
@@ -110,14 +116,14 @@ def labelled_lines(src: Path) -> list[tuple[Path, str]]:
     would count that line twice."""
     labels = _labels_path(Path(src))
     rows = _read_rows(labels)
-    repeated = _repeated_images(labels, rows)
+    unusable = _unusable_rows(labels, rows)
     lines, problems = [], []
     for number, row in rows:
         if isinstance(row, str):
             problems.append(f"{labels.name}:{number}: {row}")
             continue
         path = row_image(labels, row)
-        problem = _row_problem(row, path) or repeated.get(number)
+        problem = unusable.get(number)
         if problem:
             problems.append(f"{labels.name}:{number} ({row['file']}): {problem}")
         else:
@@ -132,11 +138,22 @@ def labelled_lines(src: Path) -> list[tuple[Path, str]]:
 def resolve_split_by(
     rows: list[tuple[int, dict[str, str] | str]], split_by: str, labels: Path
 ) -> Literal["page", "writer"]:
-    """The unit rows are split by: ``auto`` is writer when every page id names a writer."""
+    """The unit rows are split by: ``auto`` is writer when every page id names a writer,
+    page when at most half do; in between it refuses, naming the rows that do not."""
     if split_by not in SPLIT_BY:
         raise DatasetError(f"split_by {split_by!r} is not one of {', '.join(SPLIT_BY)}")
-    pages = [row.get("page") or "" for _, row in rows if not isinstance(row, str)]
-    nameless = [page for page in pages if not writer_of(page)]
+    pages = [(n, row.get("page") or "") for n, row in rows if not isinstance(row, str)]
+    nameless = [page for _, page in pages if not writer_of(page)]
+    if split_by == "auto" and nameless and len(nameless) < len(pages) / 2:
+        shown = ", ".join(
+            f"{labels.name}:{n} ({page!r})" for n, page in pages if not writer_of(page)
+        )
+        raise DatasetError(
+            f"{labels}: {len(pages) - len(nameless)} of {len(pages)} page ids name their "
+            f"writer (writer__page) but {len(nameless)} do not: {shown}. Fix those page ids "
+            "to split by writer, or pass --split-by page to split by page (writers may then "
+            "be on both sides of the split)"
+        )
     if split_by == "page" or (split_by == "auto" and (nameless or not pages)):
         return "page"
     if nameless:
@@ -190,12 +207,18 @@ def _labels_path(src: Path) -> Path:
 
 
 def _read_rows(labels: Path) -> list[tuple[int, dict[str, str] | str]]:
-    """(line number, row as a dict or the reason the line is malformed) for each data line."""
+    """(line number, row as a dict or the reason the line is malformed) for each data line.
+
+    Rows end at ``\\n`` only (a CRLF's ``\\r`` is dropped): ``str.splitlines`` also breaks at
+    U+2028, U+0085, form feeds and lone ``\\r``, which cut a text in two, kept its first part
+    as the label and shifted every later line number.
+    """
     try:
-        lines = labels.read_text(encoding="utf-8-sig").splitlines()
+        text = labels.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         problem = f"{exc.reason} at byte {exc.start}"
         raise DatasetError(f"{labels} is not UTF-8 text ({problem})") from exc
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     header = lines[0].split("\t") if lines else []
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
@@ -215,19 +238,29 @@ def _read_rows(labels: Path) -> list[tuple[int, dict[str, str] | str]]:
     return rows
 
 
-def _repeated_images(labels: Path, rows: list[tuple[int, dict[str, str] | str]]) -> dict[int, str]:
-    """Why rows that name the same image file as another row cannot be used, by line number.
+def _unusable_rows(labels: Path, rows: list[tuple[int, dict[str, str] | str]]) -> dict[int, str]:
+    """Why each well-formed row that cannot be used cannot, by line number.
 
-    Rows giving one image different texts all conflict: which text is right is not for the
-    reader to guess, so each names the others. A row that repeats an earlier one exactly
-    (same image, same text) is a duplicate: the repeat is refused, the first row stands.
-    Paths are compared resolved, so ``a.png`` and ``./a.png`` are one image.
+    A row's own problem comes first (:func:`_row_problem`). Among the rows left, those naming
+    the same image file conflict when their texts differ once normalised
+    (:func:`~quill.evaluation.normalise.normalise`: spacing that the label loses anyway is
+    no difference): which text is right is not for the reader to guess, so each names the
+    others. A row that repeats an earlier one (same image, same text) is a duplicate: the
+    repeat is refused, the first row stands. A row skipped for its own problem never counts
+    as the first, so it cannot cost a good repeat its image. Paths are compared resolved,
+    so ``a.png`` and ``./a.png`` are one image.
     """
+    problems: dict[int, str] = {}
     by_image: dict[Path, list[tuple[int, str]]] = {}
     for number, row in rows:
-        if not isinstance(row, str) and row["file"]:
-            by_image.setdefault(row_image(labels, row).resolve(), []).append((number, row["text"]))
-    problems: dict[int, str] = {}
+        if isinstance(row, str):
+            continue
+        path = row_image(labels, row)
+        problem = _row_problem(row, path)
+        if problem:
+            problems[number] = problem
+        else:
+            by_image.setdefault(path.resolve(), []).append((number, normalise(row["text"])))
     for named in by_image.values():
         numbers = [number for number, _ in named]
         if len({text for _, text in named}) > 1:
@@ -244,6 +277,8 @@ def _row_problem(row: dict[str, str], path: Path) -> str | None:
     if not row["file"]:
         return "no file name"
     if not path.is_file():
+        if path.is_symlink():
+            return f"image file is a symbolic link that leads nowhere (a loop?): {path}"
         return f"image file not found: {path}"
     if row.get("split") and row["split"] not in SPLITS:
         return f"split {row['split']!r} is not one of {', '.join(SPLITS)}"

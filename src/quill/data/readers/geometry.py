@@ -9,7 +9,7 @@ ink. Painting pure white would draw a visible edge on yellowed paper, which the 
 
 from __future__ import annotations
 
-import re
+import math
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -19,23 +19,42 @@ from quill.preprocess import paper_colour
 Point = tuple[float, float]
 Polygon = list[Point]
 
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+#: A polygon enclosing less than this share of its bounding box is points on a line (a
+#: baseline written as Coords, collinear points), not an outline: its crop is a sliver of
+#: paper. A real line polygon, even slanted 45 degrees, fills far more of its box.
+MIN_FILL = 0.02
 
 
 def parse_points(text: str | None) -> Polygon:
     """Points from ``"x,y x,y ..."`` (PAGE) or ``"x y x y ..."`` (ALTO); [] if unusable.
 
+    Every value must be a finite number: skipping the ones that are not (``nan``, ``abc``)
+    would pair the rest up wrongly.
+
     >>> parse_points("1,2 3,4")
     [(1.0, 2.0), (3.0, 4.0)]
-    >>> parse_points("10 20 30 40.5")
-    [(10.0, 20.0), (30.0, 40.5)]
-    >>> parse_points("1,2 3")
-    []
+    >>> parse_points("10 20 30 40.5"), parse_points(".5,-.5 1e1,2")
+    ([(10.0, 20.0), (30.0, 40.5)], [(0.5, -0.5), (10.0, 2.0)])
+    >>> parse_points("1,2 3"), parse_points("nan,2 3,4"), parse_points("1,2 3,x")
+    ([], [], [])
     """
-    numbers = [float(n) for n in _NUMBER.findall(text or "")]
-    if len(numbers) % 2:
+    try:
+        numbers = [float(n) for n in (text or "").replace(",", " ").split()]
+    except ValueError:
+        return []
+    if len(numbers) % 2 or not all(math.isfinite(n) for n in numbers):
         return []
     return list(zip(numbers[0::2], numbers[1::2], strict=True))
+
+
+def polygon_area(points: Polygon) -> float:
+    """The area a polygon encloses (shoelace formula).
+
+    >>> polygon_area([(0, 0), (4, 0), (4, 3), (0, 3)]), polygon_area([(10, 30), (300, 80)])
+    (12.0, 0.0)
+    """
+    pairs = zip(points, points[1:] + points[:1], strict=True)
+    return abs(sum(x1 * y2 - x2 * y1 for (x1, y1), (x2, y2) in pairs)) / 2
 
 
 def box_polygon(left: float, top: float, width: float, height: float) -> Polygon:
@@ -89,7 +108,11 @@ def outside_problem(points: Polygon, size: tuple[int, int], tolerance: float = 0
     True
     >>> outside_problem([(0, 0), (150, 20)], (100, 40))
     'coordinates span x 0..150, y 0..20: outside the 100x40 image'
+    >>> outside_problem([(10, 7), (50, 8), (90, 9)], (100, 40))
+    'polygon encloses almost no area (0 of its 80x2 box): its points lie on a line'
     """
+    if not all(math.isfinite(value) for point in points for value in point):
+        return "coordinates are not finite numbers"
     width, height = size
     left, top, right, bottom = bounding_box(points)
     slack_x, slack_y = tolerance * width, tolerance * height
@@ -100,6 +123,12 @@ def outside_problem(points: Polygon, size: tuple[int, int], tolerance: float = 0
         )
     if right - left < 2 or bottom - top < 2:
         return f"region is degenerate ({right - left:.0f}x{bottom - top:.0f} pixels)"
+    area = polygon_area(points)
+    if len(points) >= 3 and area < MIN_FILL * (right - left) * (bottom - top):
+        return (
+            f"polygon encloses almost no area ({area:.0f} of its "
+            f"{right - left:.0f}x{bottom - top:.0f} box): its points lie on a line"
+        )
     return None
 
 

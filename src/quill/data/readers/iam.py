@@ -33,7 +33,13 @@ from quill.data.readers.common import (
 )
 from quill.data.readers.geometry import bounding_box, box_polygon, union_box
 from quill.data.readers.layout import LayoutLine, LayoutRegion, PageLayout, extract_page
-from quill.data.readers.xmlutil import LayoutError, float_attr, parse_without_namespaces
+from quill.data.readers.xmlutil import (
+    LayoutError,
+    float_attr,
+    number_problem,
+    page_size,
+    parse_without_namespaces,
+)
 from quill.vocab import Tokenizer
 
 #: Task list file -> split. Both validation lists are validation data.
@@ -44,6 +50,8 @@ SPLIT_LISTS: dict[str, Split] = {
     "testset.txt": "test",
 }
 FORM_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: The attributes of a word component's box.
+CMP_BOX = ("x", "y", "width", "height")
 #: Margin around a line's components, as a fraction of the median component height; kept
 #: below half the gap to the next line so neighbours' strokes stay out.
 LINE_PADDING = 0.25
@@ -75,28 +83,33 @@ def parse_iam_form(path: Path, forms: dict[str, Path]) -> PageLayout:
     lines = [_line(element) for element in root.iterfind("handwritten-part/line")]
     _pad_lines(lines)
     boxes = [line.polygon for line in lines if line.polygon]
-    width, height = float_attr(root, "width"), float_attr(root, "height")
+    size = page_size(root, "width", "height")
     return PageLayout(
         xml=path,
         image=forms.get(form_id),
         image_name=f"{form_id}.png",
         page_id=form_id,
         regions=[LayoutRegion("handwritten-part", lines, union_box(boxes) if boxes else [])],
-        size=(width, height) if width and height else None,
+        size=size,
         meta={"form": form_id, "writer": root.get("writer-id", "")},
     )
 
 
 def _line(element: ET.Element) -> LayoutLine:
-    components = [
-        box_polygon(*(float_attr(cmp, k) or 0.0 for k in ("x", "y", "width", "height")))
-        for cmp in element.iterfind("word/cmp")
-    ]
-    return LayoutLine(
-        id=element.get("id", ""),
-        text=form_text(element.get("text", "")),
-        polygon=union_box(components) if components else [],
-    )
+    """A handwritten line, boxed by its words' components; without a box (and saying why)
+    when a component's box is not numbers: read as 0, it cut a sliver of the line."""
+    line = LayoutLine(id=element.get("id", ""), text=form_text(element.get("text", "")))
+    components = []
+    for cmp in element.iterfind("word/cmp"):
+        box = [float_attr(cmp, name) for name in CMP_BOX]
+        if None in box:
+            missing = ", ".join(name for name in CMP_BOX if name not in cmp.attrib)
+            problem = number_problem(cmp, CMP_BOX) or f"no {missing}"
+            line.problem = f"a word component's box is unusable: {problem}"
+            return line
+        components.append(box_polygon(*box))  # type: ignore[arg-type]
+    line.polygon = union_box(components) if components else []
+    return line
 
 
 def _pad_lines(lines: list[LayoutLine]) -> None:

@@ -49,17 +49,24 @@ ASPECT_TOLERANCE = 0.02
 
 @dataclass
 class LayoutLine:
+    """A line; ``problem`` says why its shape is unusable when the file's coordinates for it
+    are not numbers (then it has no polygon)."""
+
     id: str
     text: str
     polygon: Polygon = field(default_factory=list)
     baseline: Polygon = field(default_factory=list)
+    problem: str = ""
 
 
 @dataclass
 class LayoutRegion:
+    """A region; ``text`` is its own transcription when the file gives one but no lines."""
+
     id: str
     lines: list[LayoutLine]
     polygon: Polygon = field(default_factory=list)
+    text: str | None = None
 
 
 @dataclass
@@ -90,14 +97,17 @@ def find_image(name: str, xml: Path) -> Path | None:
     """The image an XML file names, looked up beside it and one folder up.
 
     Transkribus exports keep the XML in ``page/`` next to the images; other tools put both
-    together; names are sometimes given without their real extension.
+    together; names are sometimes given without their real extension. A name that is
+    absolute or climbs with ``..`` is looked up by its file name only: an import reads its
+    source, not whatever file elsewhere an XML points at.
     """
     if not name:
         candidates = [xml.with_suffix(ext) for ext in IMAGE_EXTENSIONS]
     else:
         stem = Path(name)
         folders = [xml.parent, xml.parent.parent]
-        candidates = [folder / stem for folder in folders] + [
+        inside = not stem.is_absolute() and ".." not in stem.parts
+        candidates = [folder / stem for folder in folders if inside] + [
             folder / stem.name for folder in folders
         ]
         candidates += [folder / (stem.stem + ext) for folder in folders for ext in IMAGE_EXTENSIONS]
@@ -162,6 +172,9 @@ class _PageCropper:
     meta: dict
 
     def region(self, region: LayoutRegion) -> None:
+        if not region.lines and region.text and normalise_text(region.text):
+            self.region_text(region)
+            return
         usable: list[tuple[Polygon, str]] = []
         unusable: list[str] = []
         for line in region.lines:
@@ -178,7 +191,7 @@ class _PageCropper:
         "blank" for a line transcribed as empty, "unusable" for anything else."""
         where = f"{self.layout.name} line {line.id}"
         polygon = _line_polygon(line, *self.scale, self.line_height)
-        problem = (
+        problem = line.problem or (
             outside_problem(polygon, self.page.size) if polygon else "no Coords and no Baseline"
         )
         if problem:
@@ -192,6 +205,27 @@ class _PageCropper:
         if "line" in self.kinds:
             self._add(line.id, [polygon], text, "line", {"line": line.id})
         return polygon, text
+
+    def region_text(self, region: LayoutRegion) -> None:
+        """A region transcribed as a whole, without lines: a paragraph sample of its outline
+        (its text's lines are the paragraph's), or a report of why not. It was dropped
+        without a word."""
+        where = f"{self.layout.name} region {region.id}"
+        if "paragraph" not in self.kinds:
+            self.writer.report.skip(
+                where,
+                "text given for the whole region, no TextLine: only a paragraph sample "
+                "can be made of it (--kinds paragraph)",
+            )
+            return
+        outline = scale_polygon(region.polygon, *self.scale)
+        problem = outside_problem(outline, self.page.size) if outline else "region has no Coords"
+        if problem:
+            self.writer.report.skip(where, problem)
+            return
+        text = self.writer.check(where, region.text or "")
+        if text is not None:
+            self._add(region.id, [outline], text, "paragraph", {"region": region.id})
 
     def paragraph(
         self, region: LayoutRegion, usable: list[tuple[Polygon, str]], unusable: list[str]
@@ -286,6 +320,10 @@ def _line_polygon(line: LayoutLine, sx: float, sy: float, line_height: float) ->
     return []
 
 
+def _is_xml(path: Path) -> bool:
+    return path.suffix.lower() == ".xml" and path.is_file()
+
+
 def read_layout_files(
     src: Path,
     out: Path,
@@ -307,7 +345,8 @@ def read_layout_files(
     src = Path(src)
     if not src.exists():
         raise DatasetError(f"{source} source not found: {src}")
-    files = [src] if src.is_file() else sorted(src.rglob("*.xml"))
+    # any case: exports from Windows tools end in .XML
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*") if _is_xml(p))
     if not files:
         raise DatasetError(f"no .xml files under {src}")
     report = ImportReport(f"{source}:{src}")

@@ -25,7 +25,12 @@ from quill.data.readers.layout import (
     find_image,
     read_layout_files,
 )
-from quill.data.readers.xmlutil import LayoutError, float_attr, parse_without_namespaces
+from quill.data.readers.xmlutil import (
+    LayoutError,
+    float_attr,
+    page_size,
+    parse_without_namespaces,
+)
 
 _CUSTOM_INDEX = re.compile(r"readingOrder\s*\{[^}]*?index\s*:\s*(\d+)")
 _LAST = float("inf")
@@ -42,7 +47,7 @@ def parse_pagexml(path: Path) -> PageLayout:
     page = root.find("Page")
     if page is None:
         raise LayoutError("PAGE XML without a <Page> element")
-    width, height = float_attr(page, "imageWidth"), float_attr(page, "imageHeight")
+    size = page_size(page, "imageWidth", "imageHeight")
     image_name = page.get("imageFilename", "")
     order = _reading_order(page)
     regions = [
@@ -56,7 +61,7 @@ def parse_pagexml(path: Path) -> PageLayout:
         image_name=image_name or f"{path.stem}.*",
         page_id=path.stem,
         regions=[region for _, region in regions],
-        size=(width, height) if width and height else None,
+        size=size,
     )
 
 
@@ -69,28 +74,38 @@ def _region(element: ET.Element, number: int) -> LayoutRegion:
     return LayoutRegion(
         id=element.get("id") or f"region{number}",
         lines=[line for _, line in lines],
-        polygon=_coords(element),
+        polygon=_coords(element)[0],
+        # a region transcribed as a whole: only read when it has no lines of its own
+        text=None if lines else _best_text_equiv(element),
     )
 
 
 def _line(element: ET.Element, position: int) -> LayoutLine:
     baseline = element.find("Baseline")
+    polygon, problem = _coords(element)
     return LayoutLine(
         id=element.get("id") or f"line{position}",
         text=_line_text(element),
-        polygon=_coords(element),
+        polygon=polygon,
         baseline=parse_points(baseline.get("points")) if baseline is not None else [],
+        problem=problem,
     )
 
 
-def _coords(element: ET.Element) -> Polygon:
-    """A ``Coords`` polygon: ``points`` attribute (2013+) or ``Point`` children (2010)."""
+def _coords(element: ET.Element) -> tuple[Polygon, str]:
+    """A ``Coords`` polygon: ``points`` attribute (2013+) or ``Point`` children (2010); and
+    why it is unusable when it has values that are not finite numbers ("" when it has none).
+    """
     coords = element.find("Coords")
     if coords is None:
-        return []
-    if coords.get("points"):
-        return parse_points(coords.get("points"))
-    return [(float(p.get("x", 0)), float(p.get("y", 0))) for p in coords.findall("Point")]
+        return [], ""
+    text = coords.get("points")
+    if text is None:  # PAGE 2010
+        text = " ".join(f"{p.get('x')},{p.get('y')}" for p in coords.findall("Point"))
+    polygon = parse_points(text)
+    if text.strip() and not polygon:
+        return [], f"Coords points {text[:80]!r} are not x,y pairs of finite numbers"
+    return polygon, ""
 
 
 def _line_text(element: ET.Element) -> str:

@@ -7,6 +7,7 @@ match on local names and read every version with one code path.
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -47,8 +48,37 @@ def local_name(tag: str) -> str:
 
 
 def float_attr(element: ET.Element, name: str) -> float | None:
-    """A numeric attribute, or None when absent or not a number."""
+    """A numeric attribute, or None when absent or not a finite number (``NaN``, ``inf``)."""
     try:
-        return float(element.attrib[name])
+        value = float(element.attrib[name])
     except (KeyError, ValueError):
         return None
+    return value if math.isfinite(value) else None
+
+
+def number_problem(element: ET.Element, names: tuple[str, ...]) -> str | None:
+    """Why attributes ``names`` of ``element`` (present ones) are not all finite numbers.
+
+    >>> number_problem(ET.fromstring('<cmp x="1" width="nan"/>'), ("x", "y", "width"))
+    "width='nan' is not a number"
+    """
+    for name in names:
+        if name in element.attrib and float_attr(element, name) is None:
+            return f"{name}={element.attrib[name]!r} is not a number"
+    return None
+
+
+def page_size(element: ET.Element, width: str, height: str) -> tuple[float, float] | None:
+    """The page size ``element`` declares in attributes ``width`` and ``height``; None when
+    it declares none (or 0, "unknown").
+
+    Raises :class:`LayoutError` for a size that is not one (``NaN``, ``inf``, text, below
+    0): the coordinates cannot be scaled by it, and reading it as unknown would crop the
+    image at the wrong scale without a word.
+    """
+    problem = number_problem(element, (width, height))
+    values = (float_attr(element, width) or 0.0, float_attr(element, height) or 0.0)
+    if problem or min(values) < 0:
+        declared = f"{element.get(width)!r} x {element.get(height)!r}"
+        raise LayoutError(f"page size {declared} ({width}, {height}) is not a size")
+    return values if min(values) > 0 else None

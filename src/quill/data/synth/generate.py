@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from quill.cores import usable_cores
-from quill.data.manifest import IMAGE_DIR, Manifest, Sample, Split, prepare_dataset_folder
+from quill.data.manifest import IMAGE_DIR, Manifest, Sample, Split, building_dataset
 from quill.data.processes import worker_context
 from quill.data.synth import render
 from quill.data.synth.corpus import Corpus, load_corpus
@@ -203,7 +203,9 @@ def generate(
     """Render ``n`` samples into ``out_dir`` (images + ``manifest.jsonl`` + ``synth.json``).
 
     The same (seed, n, config) gives byte-identical images and the same manifest version for
-    any ``workers``. ``progress`` shows a rich progress bar (the CLI turns it on).
+    any ``workers``. ``progress`` shows a rich progress bar (the CLI turns it on). The set is
+    rendered beside ``out_dir`` and moved in when done (:func:`building_dataset`), so a
+    failed or interrupted run with ``overwrite`` leaves the old set whole.
     """
     if n < 1:
         raise SynthError(f"n must be at least 1, got {n}")
@@ -212,16 +214,16 @@ def generate(
         config = replace(config, kind=kind)
     out_dir = Path(out_dir)
     fonts, absent = check_resources(config)
-    prepare_dataset_folder(out_dir, overwrite)
-    (out_dir / IMAGE_DIR).mkdir(parents=True, exist_ok=True)
-    workers = min(workers or default_workers(), n)
-    jobs = [(index, seed, config, str(out_dir)) for index in range(n)]
-    samples = _run(jobs, workers, progress, f"Rendering {n} synthetic {kind}s")
-    samples.sort(key=lambda s: s.meta["index"])
-    manifest = Manifest(out_dir, samples)
-    manifest.save()
-    _write_info(out_dir, config, seed, manifest, fonts, absent)
-    return manifest
+    with building_dataset(out_dir, overwrite) as scratch:
+        (scratch / IMAGE_DIR).mkdir()
+        workers = min(workers or default_workers(), n)
+        jobs = [(index, seed, config, str(scratch)) for index in range(n)]
+        samples = _run(jobs, workers, progress, f"Rendering {n} synthetic {kind}s")
+        samples.sort(key=lambda s: s.meta["index"])
+        manifest = Manifest(scratch, samples)
+        manifest.save()
+        _write_info(scratch, config, seed, manifest, fonts, absent)
+    return Manifest(out_dir, samples)
 
 
 def _run(jobs: list, workers: int, progress: bool, label: str) -> list[Sample]:
