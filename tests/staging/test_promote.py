@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from quill.cli import app
+from quill.errors import EXIT_ERROR
 from quill.monitoring.evaluate import EvaluationConfig, Item, Outcome, report_card, write_card
 
 PROTECTED = "polarity=light-on-dark"
@@ -79,3 +80,38 @@ def test_fetch_and_promote_are_model_commands_and_old_spellings_name_them(
         assert result.exit_code == 2 and new in result.output, result.output
     not_staged = runner.invoke(app, ["model", "promote", str(tmp_path)])
     assert not_staged.exit_code == 2 and "quill-model.json" in not_staged.output
+
+
+def test_a_file_that_is_not_a_report_card_is_an_input_error_not_a_refusal(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """Not JSON was a JSONDecodeError traceback; JSON without checks a KeyError. Neither is
+    a verdict on the candidate (exit 1): the input is wrong (exit 2), and nothing is
+    registered."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    not_json = tmp_path / "notes.txt"
+    not_json.write_text("not a card\n")
+    no_checks = tmp_path / "other.json"
+    no_checks.write_text('{"candidate": {"version": "x"}}')
+    for card, problem in (
+        (not_json, "is not a report card (JSON)"),
+        (no_checks, "is not a report card: no list of checks"),
+    ):
+        command = ["model", "promote", str(smoke_model), "--report-card", str(card)]
+        result = CliRunner().invoke(app, [*command, "--tracking-uri", uri])
+        assert result.exit_code == EXIT_ERROR, result.output
+        assert f"error: {card} {problem}" in " ".join(result.output.split())
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_promote_into_a_store_mlflow_will_not_open_is_one_line(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    meta = json.loads((smoke_model / "quill-model.json").read_text())
+    card = card_regressing_a_protected_slice(meta["version"], tmp_path / "card")
+    uri = f"file://{tmp_path / 'noreg'}"
+    command = ["model", "promote", str(smoke_model), "--report-card", str(card), "--force"]
+    result = CliRunner().invoke(app, [*command, "--tracking-uri", uri])
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert f"error: cannot open the model registry at {uri}: " in result.output

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import typer
 from rich.console import Console
 
-from quill.errors import fail
+from quill.errors import check_output, fail
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -72,6 +72,17 @@ def _load_peers(names: list[str], threads: int) -> tuple[list, dict[str, str]]:
         except SystemUnavailable as exc:
             unavailable[name] = str(exc)
     return peers, unavailable
+
+
+def _check_peer_names(names: list[str]) -> None:
+    """Refuse, before any work, a name that is no peer: a typo would otherwise be reported
+    as a skipped system at the end. A known peer that is not installed here is only
+    skipped (:func:`_load_peers`)."""
+    from quill.bench.peers import PEERS
+
+    unknown = [name for name in dict.fromkeys(names) if name not in PEERS]
+    if unknown:
+        raise fail(f"unknown peer {', '.join(unknown)}; known peers: {', '.join(PEERS)}")
 
 
 def _print_skipped(unavailable: dict[str, str]) -> None:
@@ -154,6 +165,8 @@ def accuracy(
         raise fail("nothing to measure: give --model DIR and/or --peer NAME")
     if not specs and not pages:
         raise fail("nothing to read: give --data PATH (lines, paragraphs) and/or --pages PATH")
+    _check_peer_names(peer or [])
+    check_output(out, folder=True)
     try:
         page_sets = [load_pages(spec) for spec in pages or []]
         # Raw sources are imported with a vocabulary the model can write (Latin + its own).
@@ -384,6 +397,7 @@ def speed(
         run_speed,
     )
     from quill.data.readers.common import DatasetError
+    from quill.staged_model import ModelLoadError, StagedModel
 
     kinds, variants = kind or ["line", "paragraph"], variant or list(VARIANTS)
     unknown = [v for v in variants if v not in VARIANTS] + [
@@ -393,6 +407,13 @@ def speed(
         raise fail(f"unknown variant or kind: {', '.join(unknown)} (see --help)")
     if model is None and not peer:
         raise fail("nothing to time: give --model DIR and/or --peer NAME")
+    _check_peer_names(peer or [])
+    check_output(out, folder=True)
+    if model is not None:
+        try:
+            StagedModel.load(model)
+        except ModelLoadError as exc:
+            raise fail(str(exc)) from exc
     machine = machine_info()  # before the run: its load average says how busy the box was
     plan = SpeedPlan(tuple(batch or (1, 8)), tuple(threads or (1,)), images, warmup)
     try:
@@ -424,6 +445,8 @@ def speed(
             systems, missing = (
                 load_quill_variants(model, variants, count, Path(scratch)) if model else ([], {})
             )
+            if missing and (variant or not systems):  # asked for by name, or none of them runs
+                raise fail("cannot time " + "; ".join(f"{n}: {why}" for n, why in missing.items()))
             peers, missing_peers = _load_peers(peer or [], count)
             unavailable.update({**missing, **missing_peers})
             planned[0] += (len(systems) + len(peers)) * rows_per_system

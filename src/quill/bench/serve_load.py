@@ -28,14 +28,17 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 from urllib.parse import urlparse
 
 import typer
+
+from quill.errors import QuillError, check_output, fail
 
 if TYPE_CHECKING:
     import httpx
@@ -268,13 +271,57 @@ def _free_port() -> int:
 #: it) per worker before a started server counts as ready: one worker's answer says nothing
 #: of the others, which may still be loading the model.
 READY_STREAK_PER_WORKER = 5
+#: Seconds a started server has to load its model in every worker.
+STARTUP_TIMEOUT_S = 180.0
+
+
+class ServiceUnavailable(QuillError, RuntimeError):
+    """The API to load cannot be reached or is not ready, or the ``quill serve`` the bench
+    started exited or cannot load its model: there is nothing to measure."""
+
+    code = "service_unavailable"
+
+
+def readiness(url: str) -> tuple[bool, str]:
+    """Whether ``url``'s ``/readyz`` says the model is loaded, and if not, why: the server's
+    own message (503: still loading, or the reason it could not load) or the connection's
+    error."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{url}/readyz", timeout=2)
+    except httpx.HTTPError as exc:
+        return False, f"nothing answers there ({exc or type(exc).__name__})"
+    if response.status_code == 200:
+        return True, ""
+    try:
+        return False, str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):  # not Quill's error body
+        return False, f"/readyz answers {response.status_code}: {response.text.strip()}"
+
+
+def require_ready(url: str) -> None:
+    """Refuse, before the load, an API that is not there or not ready: every request would
+    be an error, and the report would measure nothing."""
+    ready, why = readiness(url)
+    if not ready:
+        raise ServiceUnavailable(f"--url {url}: {why}")
+
+
+def _error_line(log: bytes, returncode: int) -> str:
+    """Why a server exited: its own ``error: ...`` line (how ``quill serve`` refuses its
+    options and model before it starts), else its last line of output."""
+    lines = [line.strip() for line in log.decode(errors="replace").splitlines() if line.strip()]
+    errors = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    if errors:
+        return errors[-1]
+    return f"exited with code {returncode}" + (f": {lines[-1]}" if lines else "")
 
 
 def start_server(model: Path, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
     """``quill serve`` in a subprocess on a free loopback port, returned once every worker is
-    ready (:data:`READY_STREAK_PER_WORKER`)."""
-    import httpx
-
+    ready (:func:`wait_until_ready`); :class:`ServiceUnavailable`, the server stopped, if it
+    never will be."""
     port = _free_port()
     env = {**os.environ, "QUILL_MONITORING_URL": "off"}
     command = [
@@ -293,23 +340,42 @@ def start_server(model: Path, workers: int, threads: int) -> tuple[subprocess.Po
         "--log-level",
         "warning",
     ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
+    # The server's output goes to a file, read only if it exits: its error line is the reason.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        why = wait_until_ready(process, url, workers, log)
+    if why is None:
+        return process, url
+    process.terminate()
+    process.wait(timeout=60)
+    raise ServiceUnavailable(f"quill serve --model {model}: {why}")
+
+
+def wait_until_ready(
+    process: subprocess.Popen, url: str, workers: int, log: IO[bytes]
+) -> str | None:
+    """None once :data:`READY_STREAK_PER_WORKER` answers per worker say ready; else why not.
+
+    Stops at once when ``process`` (the server, its stderr going to ``log``) exits, with its
+    error line, or when a worker reports that the model could not be loaded (it would answer
+    503 for as long as it runs), with the server's message; after
+    :data:`STARTUP_TIMEOUT_S` otherwise.
+    """
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
     streak = 0
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"quill serve exited with code {process.returncode}")
-        try:
-            ready = httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            ready = False
+            log.seek(0)
+            return _error_line(log.read(), process.returncode)
+        ready, why = readiness(url)
+        if "could not be loaded" in why:
+            return why
         streak = streak + 1 if ready else 0
         if streak >= READY_STREAK_PER_WORKER * workers:
-            return process, url
+            return None
         time.sleep(0.05 if ready else 0.5)
-    process.terminate()
-    raise TimeoutError("quill serve was not ready within 180 s")
+    return f"not ready within {STARTUP_TIMEOUT_S:.0f} s"
 
 
 def _image_png(image: Path | None) -> bytes:
@@ -385,25 +451,31 @@ def serve_command(
 
     if (url is None) == (model is None):
         raise typer.BadParameter("give exactly one of --url or --model")
+    if json_out:
+        check_output(json_out, folder=False, option="--json")
     png = _image_png(image)
     sizes = _counts(batch, "--batch")
     reports = []
-    if url:
-        reports += [run_load(url, png, concurrency, duration, batch=size) for size in sizes]
-    else:
-        assert model is not None  # exactly one of --url and --model, checked above
-        for count in _counts(workers, "--workers"):
-            process, started = start_server(model, count, threads)
-            try:
-                for size in sizes:
-                    report = run_load(
-                        started, png, concurrency, duration, server_pid=process.pid, batch=size
-                    )
-                    report.workers = count
-                    reports.append(report)
-            finally:
-                process.terminate()
-                process.wait(timeout=60)
+    try:
+        if url:
+            require_ready(check_loopback(url))
+            reports += [run_load(url, png, concurrency, duration, batch=size) for size in sizes]
+        else:
+            assert model is not None  # exactly one of --url and --model, checked above
+            for count in _counts(workers, "--workers"):
+                process, started = start_server(model, count, threads)
+                try:
+                    for size in sizes:
+                        report = run_load(
+                            started, png, concurrency, duration, server_pid=process.pid, batch=size
+                        )
+                        report.workers = count
+                        reports.append(report)
+                finally:
+                    process.terminate()
+                    process.wait(timeout=60)
+    except ServiceUnavailable as exc:
+        raise fail(str(exc)) from exc
     table = Table(title=f"quill bench serve ({concurrency} clients, {duration:g} s)")
     columns = ("workers", "batch", "req/s", "images/s", "p50 ms", "p95 ms", "p99 ms", "max ms")
     for column in (*columns, "ok", "errors"):

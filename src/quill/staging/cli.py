@@ -227,13 +227,20 @@ def fetch_command(
     out: OutOption,
     tracking_uri: TrackingOption = None,
 ) -> None:
-    """Download a registered model version's staged files into a directory."""
-    from quill.staging.registry import RegistryError, fetch
+    """Download a registered model version's staged files into a directory.
 
+    The directory is replaced whole (a new or empty one, or a staged model's; anything else
+    is refused), so it never mixes two models' files."""
+    import os
+
+    from quill.staging.registry import RegistryError, fetch
+    from quill.staging.stage import StagingTargetError
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     console = _console()
     try:
         path = fetch(reference, out, _tracking_uri(tracking_uri))
-    except RegistryError as exc:
+    except (RegistryError, StagingTargetError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"[green]fetched[/] {reference} -> {path}")
 
@@ -267,7 +274,7 @@ def promote_command(
     `--force` (which warns about each failed check).
     """
     from quill.staged_model import ModelLoadError, StagedModel
-    from quill.staging.promotion import PromotionRefused, check_promotion
+    from quill.staging.promotion import PromotionRefused, ReportCardError, check_promotion
     from quill.staging.registry import RegistryError, register
 
     if not StagedModel.is_staged(staged_dir):
@@ -288,7 +295,7 @@ def promote_command(
         registered = register(staged_dir, uri, name, alias)
     except PromotionRefused as exc:
         raise fail(str(exc), EXIT_FAILED) from exc
-    except RegistryError as exc:
+    except (RegistryError, ReportCardError) as exc:
         raise fail(str(exc)) from exc
     console.print(f"[green]promoted[/] {registered.name} version {registered.version} in {uri}")
 

@@ -18,14 +18,22 @@ class PromotionRefused(QuillError, RuntimeError):
     code = "promotion_refused"
 
 
+class ReportCardError(QuillError, ValueError):
+    """The file given as a report card is not one (not JSON, or no checks): an input to fix,
+    not a verdict on the candidate."""
+
+    code = "report_card_invalid"
+
+
 def check_promotion(card_path: Path, candidate_version: str, *, force: bool = False) -> list[str]:
     """Raise :class:`PromotionRefused` unless the card at ``card_path`` passed for this
-    candidate; with ``force``, return the failures as warnings instead."""
+    candidate; with ``force``, return the failures as warnings instead.
+    :class:`ReportCardError` if the file is not a report card."""
     if not card_path.is_file():
         raise PromotionRefused(
             f"no report card at {card_path}: run `quill evaluate --candidate ... --current ...`"
         )
-    card = json.loads(card_path.read_text())
+    card = _read_card(card_path)
     if card.get("candidate", {}).get("version") != candidate_version:
         raise PromotionRefused(
             f"{card_path} evaluates {card.get('candidate', {}).get('version')!r}, "
@@ -38,3 +46,17 @@ def check_promotion(card_path: Path, candidate_version: str, *, force: bool = Fa
             + "\n  ".join(failures)
         )
     return failures
+
+
+def _read_card(card_path: Path) -> dict:
+    """The report card at ``card_path``: a JSON object with a list of checks, as ``quill
+    evaluate`` writes it; :class:`ReportCardError` for anything else."""
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportCardError(f"{card_path} is not a report card (JSON): {exc}") from exc
+    if not isinstance(card, dict) or not isinstance(card.get("checks"), list):
+        raise ReportCardError(
+            f"{card_path} is not a report card: no list of checks (`quill evaluate` writes one)"
+        )
+    return card

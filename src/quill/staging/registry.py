@@ -15,18 +15,22 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quill.errors import QuillError
 from quill.model_files import METADATA_FILE
 from quill.staged_model import StagedModel
+
+if TYPE_CHECKING:
+    from mlflow.exceptions import MlflowException
 
 STAGING_EXPERIMENT = "quill-staging"
 ARTIFACT_PATH = "staged_model"
 
 
 class RegistryError(QuillError, LookupError):
-    """A registered model, version or alias does not exist, or the store refused a write."""
+    """A registered model, version or alias does not exist, the store cannot be opened or
+    read, or it refused a write."""
 
     code = "registry_error"
 
@@ -71,6 +75,7 @@ def _client(tracking_uri: str, *, create: bool = False) -> Any:
     """A registry client; ``create`` makes a local store that is not there yet (registering),
     else a missing one is a ``RegistryError`` (looking a model up must not leave an empty
     store behind)."""
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from quill.training.tracking_store import NoTrackingStore, prepare_store, require_store
@@ -82,7 +87,10 @@ def _client(tracking_uri: str, *, create: bool = False) -> Any:
             require_store(tracking_uri)
         except NoTrackingStore as exc:
             raise RegistryError(f"no model registry: {exc}") from exc
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    except MlflowException as exc:  # a store MLflow will not open (e.g. a file:// folder)
+        raise RegistryError(f"cannot open the model registry at {tracking_uri}: {exc}") from exc
 
 
 def lineage_tags(model: StagedModel) -> dict[str, str]:
@@ -155,17 +163,42 @@ def resolve(reference: str, tracking_uri: str) -> RegisteredVersion:
                 raise RegistryError(f"no versions of {ref.name!r} in {tracking_uri}")
             version = max(versions, key=lambda v: int(v.version))
     except MlflowException as exc:
-        raise RegistryError(f"{reference!r} not found in the registry at {tracking_uri}") from exc
+        if _not_found(exc, ref):
+            raise RegistryError(
+                f"{reference!r} not found in the registry at {tracking_uri}"
+            ) from exc
+        raise RegistryError(
+            f"could not look up {reference!r} in the registry at {tracking_uri}: {exc.message}"
+        ) from exc
     return RegisteredVersion(ref.name, str(version.version), version.source, dict(version.tags))
 
 
+def _not_found(exc: MlflowException, ref: ModelReference) -> bool:
+    """Whether MLflow's error says the model or version does not exist (rather than that the
+    store failed). A missing alias comes back as INVALID_PARAMETER_VALUE, not as
+    RESOURCE_DOES_NOT_EXIST."""
+    codes = {"RESOURCE_DOES_NOT_EXIST"} | ({"INVALID_PARAMETER_VALUE"} if ref.alias else set())
+    return exc.error_code in codes
+
+
 def fetch(reference: str, out_dir: Path, tracking_uri: str) -> Path:
-    """Download the staged files of ``reference`` into ``out_dir``; returns the folder."""
+    """Download the staged files of ``reference`` into ``out_dir``; returns the folder.
+
+    ``out_dir`` is replaced whole, as ``quill stage`` replaces its folder: the model is
+    downloaded beside it and renamed into place, so a model fetched over another is never a
+    mix of both, and a folder that is not a staged model is refused before any download
+    (:func:`~quill.staging.stage.check_target`, whose ``StagingTargetError`` says why).
+    """
     import mlflow.artifacts
 
+    # lazy: staging imports torch, which looking up and registering models never need
+    from quill.staging.stage import check_target
+
+    check_target(out_dir)
     found = resolve(reference, tracking_uri)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent) as scratch:
+    target = out_dir.resolve()  # "a/.." has the parent "a", which the swap would remove
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}-") as scratch:
         local = Path(
             mlflow.artifacts.download_artifacts(
                 artifact_uri=found.source, dst_path=scratch, tracking_uri=tracking_uri
@@ -173,6 +206,7 @@ def fetch(reference: str, out_dir: Path, tracking_uri: str) -> Path:
         )
         if not (local / METADATA_FILE).is_file():
             raise RegistryError(f"{reference!r} at {found.source} has no {METADATA_FILE}")
-        for item in local.iterdir():
-            shutil.move(str(item), out_dir / item.name)
+        if target.exists():
+            shutil.rmtree(target)
+        local.rename(target)
     return out_dir
