@@ -143,7 +143,7 @@ def _add_page_lines(
             "a page sample only (correct a page line by line to get line samples)",
         )
         return
-    boxes = [tuple(int(v) for v in line["box"]) for line in found]
+    boxes = [_box(line["box"]) for line in found]
     for number, (line_text, crop, box) in enumerate(
         zip(typed, _line_images(image, boxes), boxes, strict=True), start=1
     ):
@@ -168,7 +168,13 @@ def _found_lines(p: StoredPrediction) -> list[dict]:
     return [line for line in p.lines or [] if isinstance(line, dict) and line.get("box")]
 
 
-def _line_images(image: Image.Image, boxes: list[tuple[int, ...]]) -> list[Image.Image]:
+def _box(values: list) -> tuple[int, int, int, int]:
+    """A stored line box (left, top, right, bottom) as the integers the segmenter gives."""
+    left, top, right, bottom = (int(v) for v in values)
+    return left, top, right, bottom
+
+
+def _line_images(image: Image.Image, boxes: list[tuple[int, int, int, int]]) -> list[Image.Image]:
     """The lines at ``boxes`` (left, top, right, bottom) as the model read them: cut again by
     the segmenter (straightened, at full resolution) when it finds the same boxes, else
     cropped by their boxes (what the user saw drawn on the page)."""

@@ -444,8 +444,8 @@ def choose_backend(
         if broken:
             raise next(iter(broken.values()))  # all alike when what fails is the decoding's
         raise ModelLoadError(f"{model.path} has no ONNX or TorchScript file to run")
-    for name, exc in broken.items():
-        log.warning("auto leaves out the %s runtime: %s", name, exc)
+    for name, problem in broken.items():
+        log.warning("auto leaves out the %s runtime: %s", name, problem)
     timings = best_decode_ms(dict(loaded), *probe, rounds=AUTO_ROUNDS)
     return loaded[preferred(timings)], timings
 
