@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from quill.inference.recognizer import BLANK_NOTE
 from quill.serving.app import (
     EXAMPLES_DIR,
     NO_IMAGE,
@@ -24,6 +25,7 @@ from quill.serving.app import (
     example_paths,
     launch,
     read_upload,
+    sentence,
     store_flagging_callback_class,
     to_png,
 )
@@ -368,6 +370,25 @@ def test_files_that_are_not_images_get_quills_message_not_a_generic_error(
     finally:
         demo.close()
     assert spy.sent[-1] == line.read_bytes()  # the upload still reaches the model as sent
+
+
+def test_blank_paper_says_nothing_was_read_in_sentences(spy: Spy, tmp_path: Path) -> None:
+    """A blank page said "Read 1 line in 250 ms. blank: ...; the model was not run no text
+    found: ...": a line that was not read, and its notes run together."""
+    from gradio_client import Client, handle_file
+
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (800, 1000), (246, 242, 232)).save(blank)
+    port = free_port()
+    demo = launch(spy, port=port, block=False)
+    try:
+        message = Client(f"http://127.0.0.1:{port}", verbose=False).predict(
+            handle_file(str(blank)), api_name="/predict"
+        )[-1]
+    finally:
+        demo.close()
+    assert message.startswith("Nothing to read (") and "Read 1 line" not in message
+    assert f" {sentence(BLANK_NOTE)} No text found: " in message and message.endswith(".")
 
 
 def test_the_read_endpoint_reads_no_file_but_uploads(spy: Spy, tmp_path: Path) -> None:

@@ -220,6 +220,15 @@ def draw_lines(image: bytes, lines: list[dict[str, Any]], max_side: int = PREVIE
     return Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
 
 
+def sentence(note: str) -> str:
+    """A note of the answer as a sentence of the app's message (the notes are clauses).
+
+    >>> sentence("no text found: the image is blank")
+    'No text found: the image is blank.'
+    """
+    return note[:1].upper() + note[1:] + ("" if note.endswith((".", "!", "?")) else ".")
+
+
 def to_png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -307,9 +316,13 @@ def build_app(backend: Backend) -> Any:
         )  # fmt: skip
         details = {k: answer[k] for k in keys if answer.get(k) is not None}
         lines = answer.get("lines") or []
-        count = f"{len(lines)} line{'s' if len(lines) != 1 else ''}"
         found = [answer["note"]] if answer.get("note") else []
         found += (answer.get("page") or {}).get("notes", [])
+        took = f"{answer.get('latency_ms', 0):.0f} ms"
+        if answer.get("note") and not answer["text"]:  # blank paper, marks that are not writing
+            summary = f"Nothing to read ({took})."
+        else:
+            summary = f"Read {len(lines)} line{'s' if len(lines) != 1 else ''} in {took}."
         return (
             answer["text"],
             f"{answer['confidence']:.0%}",
@@ -318,7 +331,7 @@ def build_app(backend: Backend) -> Any:
             "",
             answer["text"],  # the correction starts as the reading: fix it where it is wrong
             draw_lines(image, lines),
-            " ".join([f"Read {count} in {answer.get('latency_ms', 0):.0f} ms.", *found]),
+            " ".join([summary, *(sentence(note) for note in found)]),
         )
 
     # The last flag stored for each answer: pressing a button twice stored two rows.
