@@ -109,6 +109,21 @@ def check_shifts(shifts: Any) -> tuple[int, ...]:
     return tuple(shifts)
 
 
+def model_file_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a file of the model folder (None if it can, or is absent): a
+    decoding names its LM files by their names in the folder, and a path out of it
+    ("../../etc/passwd") was read as a language model.
+
+    >>> model_file_problem("lm-fr.json") is None, model_file_problem("../lm.json")
+    (True, "'../lm.json' is not a file name in the model folder")
+    """
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        return f"{name!r} is not a file name in the model folder"
+    return None
+
+
 @dataclass(frozen=True)
 class DecodingConfig:
     """A CTC model's ``decoding`` section: how its frames become text (``quill lm tune``).
@@ -155,6 +170,13 @@ class DecodingConfig:
             )
         if values.get("languages") and values.get("identifier") is None:
             raise ModelLoadError(f"{where}: other languages need an 'identifier' file")
+        files = {key: values.get(key) for key in ("lm", "identifier")}
+        for i, item in enumerate(values.get("languages") or ()):
+            files |= {f"languages[{i}].lm": item.lm, f"languages[{i}].identifier": item.identifier}
+        for key, name in files.items():
+            problem = model_file_problem(name)
+            if problem:
+                raise ModelLoadError(f"{where}.{key}: {problem}")
         if values.get("shifts") is not None:
             try:
                 values["shifts"] = check_shifts(values["shifts"])
@@ -373,7 +395,9 @@ class StagedModel:
             runtime_versions=dict(data.get("runtime_versions") or {}),
             max_output_length=None if max_length is None else int(max_length),
             parity=data.get("parity"),
-            decoding=None if decoding is None else DecodingConfig.from_dict(decoding, str(path)),
+            decoding=None
+            if decoding is None
+            else DecodingConfig.from_dict(decoding, f"{where}: decoding"),
             format_version=FORMAT_VERSION,
         )
 

@@ -70,6 +70,10 @@ def test_unknown_keys_and_decoding_settings_are_refused_by_name(tmp_path: Path) 
     # a newer format says so first, not that its new keys are unknown
     with pytest.raises(ModelLoadError, match="format_version 2"):
         load({**meta, "format_version": 2, "new_thing": 1})
+    # a decoding's files are files of the folder: "../../etc/passwd" was read as an LM
+    for name in ("../../etc/passwd", "/etc/passwd", "sub/lm.json", ""):
+        with pytest.raises(ModelLoadError, match="decoding.lm: .* is not a file name in"):
+            load({**meta, "decoding": {**meta["decoding"], "lm": name}})
 
 
 @pytest.mark.parametrize(
