@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,7 +191,7 @@ def fetch(reference: str, out_dir: Path, tracking_uri: str) -> Path:
     import mlflow.artifacts
 
     # lazy: staging imports torch, which looking up and registering models never need
-    from quill.staging.stage import check_target
+    from quill.staging.stage import check_target, replace_folder
 
     check_target(out_dir)
     found = resolve(reference, tracking_uri)
@@ -206,7 +205,5 @@ def fetch(reference: str, out_dir: Path, tracking_uri: str) -> Path:
         )
         if not (local / METADATA_FILE).is_file():
             raise RegistryError(f"{reference!r} at {found.source} has no {METADATA_FILE}")
-        if target.exists():
-            shutil.rmtree(target)
-        local.rename(target)
+        replace_folder(target, local)
     return out_dir

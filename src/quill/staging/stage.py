@@ -84,6 +84,15 @@ def check_target(out_dir: Path, keep: Sequence[Path] = ()) -> None:
         )
 
 
+def replace_folder(target: Path, new: Path) -> None:
+    """Put the folder ``new`` (beside ``target``, on its filesystem) in ``target``'s place:
+    the old folder goes whole and the new one is renamed in, never copied file by file over
+    it, which left a mix of two models."""
+    if target.exists():
+        shutil.rmtree(target)
+    new.rename(target)
+
+
 def stage_checkpoint(
     source: CheckpointSource,
     out_dir: Path,
@@ -127,9 +136,7 @@ def stage_checkpoint(
         staged.card_path.write_text(render_model_card(staged, card_notes))
         progress(f"writing {out_dir}")
         work.chmod(0o755)  # mkdtemp made it private (0700)
-        if target.exists():
-            shutil.rmtree(target)
-        work.rename(target)
+        replace_folder(target, work)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
