@@ -152,6 +152,20 @@ def test_draw_lines_follows_exif_rotation() -> None:
     assert drawn.getpixel((150, 95)) != (255, 255, 255)
 
 
+def test_a_page_read_turned_is_drawn_turned() -> None:
+    """A page the segmenter turned a quarter to read (lines running down the image as sent)
+    was drawn as sent: its horizontal labels lay piled on one another across the vertical
+    lines. It is drawn as it was read, each box where its line is on the turned page."""
+    sideways = Image.new("RGB", (100, 300), "white")  # lines run top to bottom
+    lines = [{"text": "a line", "box": [20, 50, 60, 250]}]  # a vertical strip
+    drawn = draw_lines(to_png(sideways), lines, rotation=90)
+    assert drawn.size == (300, 100)
+    # turned 90 degrees counter-clockwise, the strip spans x 50-250, y 40-80
+    assert drawn.getpixel((150, 80)) != (255, 255, 255)  # its bottom edge
+    assert drawn.getpixel((150, 95)) == (255, 255, 255)  # below it: paper
+    assert drawn.getpixel((260, 60)) == (255, 255, 255)  # right of it: paper
+
+
 def test_examples_ship_with_texts_captions_and_attribution() -> None:
     catalogue = example_catalogue()
     files = {p.name for p in EXAMPLES_DIR.iterdir() if p.suffix in (".png", ".jpg")}

@@ -1107,7 +1107,7 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
         notes.append(f"turned the page {rotation} degrees counter-clockwise to read it")
     if not trace.lines:
         notes.append("no text lines found")
-    upright = image.transpose(_TRANSPOSE[rotation]) if rotation else image
+    upright = image.transpose(TRANSPOSE[rotation]) if rotation else image
     fill = paper_colour(small)
     pad = config.margin * spacing
     segments = []
@@ -1130,7 +1130,8 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
     )
 
 
-_TRANSPOSE = {
+#: How an image is turned by a rotation (degrees counter-clockwise) of :class:`Segmentation`.
+TRANSPOSE = {
     90: Image.Transpose.ROTATE_90,
     180: Image.Transpose.ROTATE_180,
     270: Image.Transpose.ROTATE_270,
@@ -1266,6 +1267,26 @@ def _unturned(box: Box, rotation: int, size: tuple[int, int]) -> Box:
         return (width - x1, height - y1, width - x0, height - y0)
     if rotation == 270:
         return (y0, height - x1, y1, height - x0)
+    return box
+
+
+def turned_box(box: Box, rotation: int, size: tuple[int, int]) -> Box:
+    """A box of an image (``size``: its width and height) in that image turned ``rotation``
+    degrees counter-clockwise (:attr:`Segmentation.rotation`): where a line found on a page
+    read sideways is on the page turned to be read. The inverse of :func:`_unturned`.
+
+    >>> all(_unturned(turned_box((5, 10, 30, 20), r, (100, 50)), r, (100, 50)) == (5, 10, 30, 20)
+    ...     for r in (0, 90, 180, 270))
+    True
+    """
+    width, height = size
+    x0, y0, x1, y1 = box
+    if rotation == 90:
+        return (y0, width - x1, y1, width - x0)
+    if rotation == 180:
+        return (width - x1, height - y1, width - x0, height - y0)
+    if rotation == 270:
+        return (height - y1, x0, height - y0, x1)
     return box
 
 

@@ -168,15 +168,22 @@ PREVIEW_SIDE = 1600
 LINE_COLOURS = ((220, 50, 47), (38, 139, 210), (133, 153, 0), (211, 54, 130), (181, 137, 0))
 
 
-def draw_lines(image: bytes, lines: list[dict[str, Any]], max_side: int = PREVIEW_SIDE) -> Any:
+def draw_lines(
+    image: bytes, lines: list[dict[str, Any]], max_side: int = PREVIEW_SIDE, rotation: int = 0
+) -> Any:
     """A preview of ``image`` with each line found boxed and labelled with its text.
 
     ``lines`` are the answer's lines (``box`` = left, top, right, bottom in the upright
     image's pixels, as the API returns them). The preview is scaled to ``max_side`` at most
     and decoded at a reduced size where the format allows it (JPEG), so a page photo stays
-    cheap to draw and to send to the browser. None when the image cannot be opened.
+    cheap to draw and to send to the browser. A page that was turned to be read (its
+    ``page.rotation``) is drawn turned, so its labels read along its lines (drawn on the page
+    as sent, sideways, they were piled on one another). None when the image cannot be opened.
     """
     from PIL import ImageDraw, ImageFont, ImageOps
+
+    # lazy: segmentation imports scipy, which an app calling an API never needs otherwise
+    from quill.models.segment import TRANSPOSE, turned_box
 
     try:
         picture: Image.Image = Image.open(io.BytesIO(image))
@@ -190,13 +197,16 @@ def draw_lines(image: bytes, lines: list[dict[str, Any]], max_side: int = PREVIE
         return None
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     picture = picture.resize(size, Image.Resampling.LANCZOS) if picture.size != size else picture
+    boxes = [tuple(round(v * scale) for v in line["box"]) for line in lines]
+    if rotation in TRANSPOSE:
+        boxes = [turned_box(box, rotation, picture.size) for box in boxes]
+        picture = picture.transpose(TRANSPOSE[rotation])
     overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
-    heights = sorted((line["box"][3] - line["box"][1]) * scale for line in lines) or [20.0]
+    heights = sorted(box[3] - box[1] for box in boxes) or [20]
     font = ImageFont.load_default(size=max(11, min(40, round(heights[len(heights) // 2] * 0.4))))
-    for number, line in enumerate(lines):
+    for number, (line, (left, top, right, bottom)) in enumerate(zip(lines, boxes, strict=True)):
         colour = LINE_COLOURS[number % len(LINE_COLOURS)]
-        left, top, right, bottom = (round(v * scale) for v in line["box"])
         draw.rectangle(
             (left, top, right, bottom),
             fill=(*colour, 28),
@@ -330,7 +340,7 @@ def build_app(backend: Backend) -> Any:
             details,
             "",
             answer["text"],  # the correction starts as the reading: fix it where it is wrong
-            draw_lines(image, lines),
+            draw_lines(image, lines, rotation=(answer.get("page") or {}).get("rotation", 0)),
             " ".join([summary, *(sentence(note) for note in found)]),
         )
 
