@@ -204,11 +204,13 @@ def _open_encoded(source: str | Path | bytes, max_pixels: int, min_side: int) ->
         if not source:
             raise ImageError("image_empty", "no image data was sent (0 bytes).")
         handle: io.BytesIO | Path = io.BytesIO(source)
-        name = "image bytes"
+        name = "the data sent"
     else:
         path = Path(source)
         if not path.is_file():
             raise ImageError("image_not_found", _not_a_file(path))
+        if path.stat().st_size == 0:
+            raise ImageError("image_empty", f"{path} is empty (0 bytes)")
         name, handle = str(path), path
     try:
         image = Image.open(handle)  # reads the header only
@@ -225,7 +227,10 @@ def _open_encoded(source: str | Path | bytes, max_pixels: int, min_side: int) ->
         image.load()
         return image
     except UnidentifiedImageError as exc:
-        raise ImageError("not_an_image", f"{name} is not an image format Quill can read") from exc
+        raise ImageError(
+            "not_an_image",
+            f"{name}: not an image Quill can read (it reads PNG, JPEG, TIFF, WebP, BMP, GIF)",
+        ) from exc
     except PermissionError as exc:
         raise ImageError("image_unreadable", f"{name} cannot be read: permission denied") from exc
     except (OSError, SyntaxError, ValueError) as exc:

@@ -121,6 +121,18 @@ def test_bad_bytes_get_specific_errors(payload, code):
     assert info.value.code == code
 
 
+def test_an_empty_file_and_data_that_is_no_image_are_named_so(tmp_path):
+    """An empty file was "not an image format Quill can read", and bytes that are no image
+    "image bytes is not an image format..."."""
+    empty = tmp_path / "scan.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match=r"scan.jpg is empty \(0 bytes\)") as info:
+        load_image(empty)
+    assert info.value.code == "image_empty"
+    with pytest.raises(ImageError, match="^the data sent: not an image Quill can read"):
+        load_image(b"definitely not an image")
+
+
 def test_truncated_png_is_reported_as_corrupt():
     buffer = io.BytesIO()
     draw_line().save(buffer, format="PNG")

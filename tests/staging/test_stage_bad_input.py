@@ -65,7 +65,7 @@ def test_a_zip_that_is_no_checkpoint_exits_2(tmp_path: Path) -> None:
     ("name", "content", "message"),
     [
         ("trunc.jpg", b"\xff\xd8\xff\xe0", "trunc.jpg"),
-        ("zero.jpg", b"", "zero.jpg is not an image"),
+        ("zero.jpg", b"", "zero.jpg is empty (0 bytes)"),
     ],
 )
 def test_an_unreadable_sample_image_is_named_and_exits_2(

@@ -832,8 +832,17 @@ def require_json(request: Request) -> None:
     if content_type != "application/json":
         raise ServingError(
             "unsupported_media_type",
-            f"content type {content_type or 'missing'!r} is not supported; send application/json",
+            f"{_described(content_type)} is not supported; send application/json",
         )
+
+
+def _described(content_type: str) -> str:
+    """A request's content type as an error names it (it said "content type 'missing'").
+
+    >>> _described(""), _described("text/plain")
+    ('a body without a content type', "content type 'text/plain'")
+    """
+    return f"content type {content_type!r}" if content_type else "a body without a content type"
 
 
 def json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:
@@ -842,7 +851,7 @@ def json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:
     if content_type != "application/json":
         raise ServingError(
             "unsupported_media_type",
-            f"content type {content_type or 'missing'!r} is not supported; send "
+            f"{_described(content_type)} is not supported; send "
             f"application/json with {expected} (base64) or a multipart/form-data upload with "
             'an "image" file',
         )
