@@ -67,7 +67,7 @@ def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
         "Exit status (every command): 0 done; 1 ran, and the answer is no (some inputs could "
         "not be read, a check failed, a promotion was refused, nothing was imported); 2 error "
         "(usage, option or config, a missing or unreadable input, model or run, a service that "
-        "cannot be reached, a failed step).",
+        "cannot be reached, a failed step); 130 or 143 stopped by Ctrl+C or SIGTERM.",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,

@@ -77,8 +77,12 @@ def test_what_cannot_be_averaged_is_named(
     other = Path(shutil.copytree(smoke_model, tmp_path / "other"))
     with pytest.raises(AveragingError, match=r"at least one training checkpoint \(\.ckpt\)"):
         average_weights([smoke_model, other], tmp_path / "out.ckpt")
-    with pytest.raises(AveragingError, match="does not exist"):
+    with pytest.raises(AveragingError, match=r"not found: .*nowhere\.ckpt"):
         average_weights([checkpoint, tmp_path / "nowhere.ckpt"], tmp_path / "out.ckpt")
+    # a mistyped checkpoint beside a staged model: said to be missing, not that no .ckpt
+    # was given
+    with pytest.raises(AveragingError, match=r"not found: .*best\.ckpt"):
+        average_weights([smoke_model, tmp_path / "best.ckpt"], tmp_path / "out.ckpt")
     before = checkpoint.read_bytes()
     copy = Path(shutil.copy(checkpoint, tmp_path / "copy.ckpt"))
     with pytest.raises(AveragingError, match="is one of the models to average"):

@@ -304,6 +304,18 @@ def test_the_module_runs_as_a_script_with_clear_usage(capsys) -> None:
     assert "budget_s" in capsys.readouterr().out
 
 
+def test_packing_a_config_whose_dataset_is_missing_is_one_line_and_exit_2(
+    tmp_path: Path, capsys
+) -> None:
+    """The README's `scripts/train_gpu.sh pack` without the datasets its config names ended
+    in a TrainingSetupError traceback and exit 1."""
+    config_path = write_config(tmp_path / "run.yaml", [{"path": str(tmp_path / "nowhere")}])
+    with pytest.raises(SystemExit) as exit_:
+        gpu_recipe.main(["pack", str(config_path), str(tmp_path / "run.tar")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: data: dataset folder not found: ")
+
+
 # -- end to end ----------------------------------------------------------------------------
 
 

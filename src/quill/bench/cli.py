@@ -345,9 +345,11 @@ def speed(
     variant: Annotated[
         list[str] | None,
         typer.Option(
-            help="Quill runtime: eager, torchscript, onnx, onnx-int8, onnx-greedy (greedy CTC "
-            "decoding whatever the model's decoding section says), onnx-python-beam (beam "
-            "search in Python, not compiled: same answers) (repeat; default: all)."
+            help="Quill runtime: eager, torchscript, onnx, onnx-int8, auto (the runtime "
+            "`--backend auto` serves with), auto-single-pass (the same, one network pass a "
+            "line instead of its shifts), onnx-greedy (greedy CTC decoding whatever the "
+            "model's decoding section says), onnx-python-beam (beam search in Python, not "
+            "compiled: same answers) (repeat; default: all)."
         ),
     ] = None,
     peer: Annotated[list[str] | None, typer.Option(help=PEER_HELP)] = None,

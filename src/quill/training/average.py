@@ -70,6 +70,9 @@ def average_weights(
             f"--out {out} is one of the models to average: it would be overwritten; "
             "write the average to a new file"
         )
+    missing = [str(path) for path in sources if not path.exists()]
+    if missing:  # it said "give at least one training checkpoint" of a .ckpt mistyped
+        raise AveragingError(f"not found: {', '.join(missing)}")
     template_path = next((path for path in sources if path.is_file()), None)
     if template_path is None:
         raise AveragingError(

@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
             config_path = unpack(args.archive, args.archive.parent / "unpacked")
             summary = run(config_path, args.budget_s, args.out, args.overrides)
             print(json.dumps(summary, indent=1, default=str))
-    except RecipeError as exc:
+    except QuillError as exc:  # a recipe's own, or the training setup's (a missing dataset)
         parser.exit(2, f"error: {exc}\n")
 
 
