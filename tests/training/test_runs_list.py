@@ -97,3 +97,20 @@ def test_reading_commands_leave_no_store_behind_where_none_is(tmp_path: Path) ->
     )
     assert fetched.exit_code == 2 and "no model registry: no tracking store" in fetched.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_no_database_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """`runs list` and `model fetch` on a store file that is not SQLite ended in a page of
+    SQL traceback (sqlalchemy's "file is not a database")."""
+    junk = tmp_path / "mlflow.db"
+    junk.write_text("junk junk junk\n")
+    uri = f"sqlite:///{junk}"
+    for args in (
+        ["runs", "list", "--tracking-uri", uri],
+        ["runs", "show", "abc", "--tracking-uri", uri],
+        ["model", "fetch", "quill-smoke@1", "--out", str(tmp_path / "m"), "--tracking-uri", uri],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert f"{junk} is not an SQLite database, so not a tracking store" in result.output
+    assert junk.read_text() == "junk junk junk\n"

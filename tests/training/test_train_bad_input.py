@@ -69,7 +69,7 @@ def test_a_tracking_uri_that_is_a_file_fails_before_the_data_is_read(
     line = refused(*train_args(tmp_path / "nothing", str(store), tmp_path / "out"))
     assert f"tracking URI {store} is a file" in line
     line = refused(*train_args(tmp_path / "nothing", f"sqlite:///{store}", tmp_path / "out"))
-    assert "file is not a database" in line
+    assert f"{store} is not an SQLite database, so not a tracking store" in line
 
 
 def test_an_output_dir_that_cannot_be_written_fails_before_the_data_is_read(

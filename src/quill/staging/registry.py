@@ -77,15 +77,20 @@ def _client(tracking_uri: str, *, create: bool = False) -> Any:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from quill.training.tracking_store import NoTrackingStore, prepare_store, require_store
+    from quill.training.tracking_store import (
+        NoTrackingStore,
+        TrackingStoreUnreadable,
+        prepare_store,
+        require_store,
+    )
 
-    if create:
-        prepare_store(tracking_uri)
-    else:
-        try:
+    try:
+        if create:
+            prepare_store(tracking_uri)
+        else:
             require_store(tracking_uri)
-        except NoTrackingStore as exc:
-            raise RegistryError(f"no model registry: {exc}") from exc
+    except (NoTrackingStore, TrackingStoreUnreadable) as exc:
+        raise RegistryError(f"no model registry: {exc}") from exc
     try:
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     except MlflowException as exc:  # a store MLflow will not open (e.g. a file:// folder)

@@ -158,12 +158,12 @@ def train_command(
 
 def _client_and_runs(tracking_uri: str | None, keys: list[str]) -> tuple[object, list]:
     from quill.training.runs import RunNotFoundError, client_for, resolve_run
-    from quill.training.tracking_store import NoTrackingStore
+    from quill.training.tracking_store import NoTrackingStore, TrackingStoreUnreadable
 
     try:
         client = client_for(tracking_uri)
         return client, [resolve_run(client, key) for key in keys]
-    except (RunNotFoundError, NoTrackingStore) as exc:
+    except (RunNotFoundError, NoTrackingStore, TrackingStoreUnreadable) as exc:
         raise fail(str(exc)) from exc
 
 
@@ -215,13 +215,15 @@ def runs_list(
 ) -> None:
     """List training runs, newest first, with their key metrics."""
     from quill.training import runs
-    from quill.training.tracking_store import NoTrackingStore
+    from quill.training.tracking_store import NoTrackingStore, TrackingStoreUnreadable
 
     try:
         client = runs.client_for(tracking_uri)
     except NoTrackingStore as exc:  # a fresh checkout: no runs yet, which is an answer
         typer.echo(f"no runs: {exc}")
         return
+    except TrackingStoreUnreadable as exc:
+        raise fail(str(exc)) from exc
     try:
         found = runs.search(
             client,

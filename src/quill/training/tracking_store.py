@@ -120,6 +120,29 @@ class NoTrackingStore(QuillError, FileNotFoundError):
     code = "no_tracking_store"
 
 
+class TrackingStoreUnreadable(QuillError, ValueError):
+    """A local store's file that is not an SQLite database (MLflow's would stop at it with a
+    page of SQL traceback)."""
+
+    code = "tracking_store_unreadable"
+
+
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_database(database: Path) -> None:
+    """Refuse a file at ``database`` that is not an SQLite database (an empty one is new)."""
+    if not database.is_file() or database.stat().st_size == 0:
+        return
+    with open(database, "rb") as handle:
+        if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise TrackingStoreUnreadable(
+                f"{database} is not an SQLite database, so not a tracking store: give "
+                f"--tracking-uri (or {TRACKING_URI_ENV}) of a store, or move the file away"
+            )
+
+
 def require_store(tracking_uri: str) -> None:
     """Refuse a store that a command reading runs or models would otherwise create: a local
     SQLite file that is not there (nothing trained or staged yet), or a server that does not
@@ -129,6 +152,7 @@ def require_store(tracking_uri: str) -> None:
     if not tracking_uri.startswith("sqlite:///"):
         return
     database = Path(tracking_uri.removeprefix("sqlite:///"))
+    _check_database(database)
     if not database.is_file():
         raise NoTrackingStore(
             f"no tracking store at {database}: nothing has been trained or staged here yet "
@@ -148,6 +172,7 @@ def prepare_store(tracking_uri: str) -> None:
     if not tracking_uri.startswith("sqlite:///"):
         return
     database = Path(tracking_uri.removeprefix("sqlite:///"))
+    _check_database(database)
     with file_lock(database.with_name(database.name + ".lock")):
         from mlflow import MlflowClient
 

@@ -43,6 +43,7 @@ from quill.training.init_weights import (
 )
 from quill.training.module import create_module
 from quill.training.tracking_store import (
+    TrackingStoreUnreadable,
     default_tracking_uri,
     ensure_experiment,
     prepare_store,
@@ -184,7 +185,7 @@ def mlflow_store(config: Mapping[str, Any]) -> tuple[str, Any]:
     try:
         prepare_store(uri)
         return uri, MlflowClient(uri)
-    except (MlflowException, SQLAlchemyError, OSError) as exc:
+    except (MlflowException, SQLAlchemyError, OSError, TrackingStoreUnreadable) as exc:
         raise TrainingSetupError(f"tracking URI {uri}: {str(exc).splitlines()[0]}") from exc
 
 
