@@ -411,3 +411,23 @@ def test_a_timeout_answers_in_time_frees_nothing_early_and_is_not_logged(
         f"timeout 0.5 s, recognition 4 s: 504 after {results['running'][1]:.2f} s, "
         f"queued 504 after {results['queued'][1]:.2f} s, healthz {healthz_s * 1000:.0f} ms"
     )
+
+
+def test_a_client_that_hangs_up_mid_upload_is_no_server_error(
+    server: ApiServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a body, then the socket closed: starlette's ClientDisconnect reached the
+    catch-all, logged as "unhandled error" with a traceback and counted as a 500."""
+    head = (
+        "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n"
+    )
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(head.encode() + b'{"image": "' + b"A" * 2000)
+    time.sleep(0.5)
+    metrics = client.get("/metrics").text
+    assert 'code="internal_error"' not in metrics
+    assert 'code="client_disconnected"' in metrics
+    assert "unhandled error" not in caplog.text
+    assert client.get("/readyz").status_code == 200

@@ -53,6 +53,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from quill.monitoring.records import Flag
 from quill.serving.errors import ServingError, status_code_name
@@ -770,10 +771,15 @@ def _error_response(error: ServingError) -> JSONResponse:
 async def _read_body(request: Request, limit: int) -> bytes:
     """The whole body, stopping as soon as it passes ``limit`` bytes (chunked uploads too)."""
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise BodyTooLarge(limit)
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge(limit)
+    except ClientDisconnect as exc:  # was an "unhandled error" 500 with a traceback in the log
+        raise ServingError(
+            "client_disconnected", "the client closed the connection before its upload ended"
+        ) from exc
     if not body:
         raise ServingError("empty_body", "the request body is empty; send an image")
     return bytes(body)

@@ -36,6 +36,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "multiple_images": 400,
     "invalid_multipart": 400,
     "unsupported_event": 400,
+    "client_disconnected": 400,
     # the image (codes raised by quill.preprocess / quill.inference)
     "image_empty": 400,
     "not_an_image": 400,
