@@ -93,3 +93,56 @@ def test_commands_without_a_staged_model_say_how_to_get_one(tmp_path: Path) -> N
         assert "no staged model" in result.output and "quill stage" in result.output
     wrong = runner.invoke(app, ["app", "--backend", "ftp://x"])
     assert wrong.exit_code == 2 and "neither 'local' nor an http(s) URL" in wrong.output
+
+
+@pytest.mark.slow
+def test_sigterm_stops_quill_up_as_ctrl_c_does(smoke_model: Path, tmp_path: Path) -> None:
+    """SIGTERM (docker stop) killed `quill up` at once: its API was not stopped, so the
+    monitoring queue was not flushed (answered predictions lacked their projections) and
+    requests in flight were cut. It stops both servers and exits 143, as `quill serve`."""
+    import sqlite3
+
+    from quill.staging.parity import render_line
+
+    api_port, app_port = free_ports(2)
+    store = tmp_path / "monitoring.db"
+    command = [
+        sys.executable, "-c", "from quill.cli import main; main()", "up",
+        "--model", str(smoke_model), "--api-port", str(api_port), "--app-port", str(app_port),
+        "--threads", "1", "--monitoring-url", f"sqlite:///{store}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path
+    )
+    try:
+        printed = ""
+        deadline = time.monotonic() + 240
+        while "Web app:" not in printed and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            printed += line
+        assert "Web app:" in printed, printed
+        image = tmp_path / "ink.png"
+        render_line("ink").save(image)
+        api = f"http://127.0.0.1:{api_port}"
+        answers = [
+            httpx.post(f"{api}/v1/predict", files={"image": image.read_bytes()}, timeout=60)
+            for _ in range(5)
+        ]
+        assert all(answer.status_code == 200 for answer in answers)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 143
+    finally:
+        if process.poll() is None:
+            process.kill()
+    with sqlite3.connect(store) as db:
+        projected = {
+            row[0]
+            for row in db.execute(
+                "SELECT DISTINCT p.request_id FROM predictions p "
+                "JOIN projections j ON j.prediction_id = p.id"
+            )
+        }
+    assert {answer.json()["request_id"] for answer in answers} <= projected
