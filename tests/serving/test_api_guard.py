@@ -431,3 +431,42 @@ def test_a_client_that_hangs_up_mid_upload_is_no_server_error(
     assert 'code="client_disconnected"' in metrics
     assert "unhandled error" not in caplog.text
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_flag_for_a_prediction_waiting_in_the_queue_is_retryable_not_unknown(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """While another process held the store's write lock, each answered prediction waited in
+    the monitoring queue and its flag was answered 404 "no prediction is stored (not logged,
+    or purged)": the user's correction lost, and a wrong reason given. Now 503 and
+    Retry-After; /readyz says the store is not taking writes; once it is, the flag lands."""
+    settings = monitored_settings(smoke_model, tmp_path)
+    database = str(settings.monitoring_url).removeprefix("sqlite:///")
+    with ApiServer(settings) as server, httpx.Client(base_url=server.url, timeout=60) as http:
+        assert http.get("/readyz").json()["monitoring"]["healthy"] is True
+        locker = sqlite3.connect(database, timeout=30, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            answer = http.post("/v1/predict", json={"image": b64_png("ink")}).json()
+            flag = {
+                "request_id": answer["request_id"],
+                "feedback_token": answer["feedback_token"],
+                "flag": "incorrect",
+                "correction": "ink pen",
+            }
+            refused = http.post("/v1/feedback", json=flag)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "monitoring_unavailable"
+            assert refused.headers["retry-after"] == "1"
+            waiting = http.get("/readyz").json()["monitoring"]
+            assert waiting["healthy"] is False and waiting["queued"] >= 1
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        for _ in range(60):  # the queue drains once the lock is gone
+            if http.get("/readyz").json()["monitoring"]["queued"] == 0:
+                break
+            time.sleep(0.5)
+        stored_now = http.post("/v1/feedback", json=flag)
+        assert stored_now.status_code == 200, stored_now.text
+    assert feedback_rows(settings) == [(answer["request_id"], len("ink pen"))]

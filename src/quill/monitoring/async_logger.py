@@ -85,6 +85,7 @@ class AsyncPredictionLogger:
         self._queue: deque[Record] = deque()
         self._cond = threading.Condition()
         self._in_flight = 0
+        self._writing: list[Record] = []  # the batch being written, out of the queue
         self._closed = False
         self._close_deadline = float("inf")
         self._flush_requested = False
@@ -174,6 +175,15 @@ class AsyncPredictionLogger:
                 "last_error": self._last_error,
             }
 
+    def holds(self, request_id: str) -> bool:
+        """Whether ``request_id``'s prediction is still queued, not yet in the store (a
+        flag for it can be sent again once the queue drains)."""
+        with self._cond:
+            return any(
+                isinstance(record, PredictionRecord) and record.request_id == request_id
+                for record in (*self._queue, *self._writing)
+            )
+
     def flush(self, timeout: float = 30.0) -> bool:
         """Block until everything queued so far is written; False on timeout or failure."""
         deadline = time.monotonic() + timeout
@@ -229,10 +239,12 @@ class AsyncPredictionLogger:
                     self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))
                 ]
                 self._in_flight = len(batch)
+                self._writing = batch
                 self._decoded_pixels -= sum(_decoded_pixels(r) for r in batch)
             left = self._write(batch)
             with self._cond:
                 self._in_flight = 0
+                self._writing = []
                 # a batch to retry waits with its bytes only: the store may stay down a while
                 self._queue.extendleft(reversed([_without_decoded(r) for r in left]))
                 self._cond.notify_all()

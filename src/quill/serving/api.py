@@ -403,6 +403,13 @@ async def feedback_endpoint(
             "with that prediction's answer",
         )
     if not await run_in_threadpool(_prediction_stored, store, service.logger, payload.request_id):
+        if service.logger is not None and service.logger.holds(payload.request_id):
+            # logged, but the store is not taking writes: a 404 told the user it never was
+            raise ServingError(
+                "monitoring_unavailable",
+                f"prediction {payload.request_id!r} is waiting to be stored (the monitoring "
+                "store is not taking writes now): send the feedback again shortly",
+            )
         raise ServingError(
             "unknown_request_id",
             f"no prediction {payload.request_id!r} is stored (not logged, or purged)",
@@ -424,8 +431,19 @@ async def healthz() -> dict[str, str]:
 @health_router.head("/readyz", include_in_schema=False)
 @health_router.get("/readyz", responses=_errors(503))
 async def readyz(service: ReadyService) -> dict[str, Any]:
-    """Readiness: the model is loaded and requests will be answered."""
-    return {"status": "ready", "model": service.recognizer.describe()}
+    """Readiness: the model is loaded and requests will be answered; ``monitoring`` says
+    whether the store takes the predictions (answers go on while it does not: they wait in
+    the queue, which an operator had no way to see)."""
+    ready: dict[str, Any] = {"status": "ready", "model": service.recognizer.describe()}
+    if service.logger is not None:
+        stats = service.logger.stats()
+        ready["monitoring"] = {
+            "healthy": stats["healthy"],
+            "queued": stats["queued"],
+            "dropped": stats["dropped"],
+            "last_error": stats["last_error"],
+        }
+    return ready
 
 
 @metrics_router.get("/metrics", responses=_errors(401))
@@ -761,7 +779,7 @@ def _add_offline_docs(app: FastAPI) -> None:
 
 def _error_response(error: ServingError) -> JSONResponse:
     headers = None
-    if error.code == "overloaded":
+    if error.code in ("overloaded", "monitoring_unavailable"):
         headers = {"Retry-After": "1"}
     elif error.status == 401:
         headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}

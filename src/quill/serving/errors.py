@@ -52,6 +52,7 @@ STATUS_BY_CODE: dict[str, int] = {
     # the server
     "model_not_ready": 503,
     "feedback_disabled": 503,
+    "monitoring_unavailable": 503,
     "timeout": 504,
     "overloaded": 503,
     "internal_error": 500,

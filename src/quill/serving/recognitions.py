@@ -189,6 +189,12 @@ class GatedLogger:
     def flush(self, timeout: float = 30.0) -> bool:
         return self.inner.flush(timeout)
 
+    def holds(self, request_id: str) -> bool:
+        return self.inner.holds(request_id)
+
+    def stats(self) -> dict[str, Any]:
+        return self.inner.stats()
+
     def close(self) -> object:
         return self.inner.close()
 

@@ -55,6 +55,10 @@ class PredictionLogger(Protocol):
 
     def flush(self, timeout: float = 30.0) -> bool: ...
 
+    def holds(self, request_id: str) -> bool: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
     def close(self) -> object: ...  # the service ignores what it returns
 
 
