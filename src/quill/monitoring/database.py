@@ -14,7 +14,6 @@ folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections onl
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,6 +24,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
+from quill.errors import QuillError
 from quill.monitoring.images import ImageStore
 from quill.monitoring.migrate import add_missing_columns
 from quill.monitoring.records import StoredPrediction
@@ -136,7 +136,7 @@ class StoreBase:
         # Writers of this process take turns on a mutex: a request waiting for the logger's
         # batch is woken as soon as it commits, where SQLite's busy handler would sleep
         # 1, 2, 5, 10... ms between tries. Other processes still meet the busy handler.
-        self._write_lock: Any = threading.Lock() if on_file else contextlib.nullcontext()
+        self._write_lock: Any = threading.Lock() if on_file else _FreeLock()
         self._request_engine = (
             _create_engine(self.url, lock_timeout=REQUEST_LOCK_TIMEOUT_S)
             if on_file
@@ -200,6 +200,30 @@ class StoreBase:
                     )
                 )
         return sum(self.images.delete(sha, ext) for sha, ext in images if sha not in referenced)
+
+
+class _FreeLock:
+    """The write lock of a server database (Postgres): its own locking serves, so writers of
+    one process need not take turns; a lock that is always free."""
+
+    def acquire(self, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+    def __enter__(self) -> _FreeLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class StoreBusy(QuillError, TimeoutError):
+    """A request-path write waited too long for another write of this process; retried
+    from the monitoring queue."""
+
+    code = "store_busy"
 
 
 def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:

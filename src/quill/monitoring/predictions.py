@@ -20,7 +20,7 @@ from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from quill.monitoring import projections as proj
-from quill.monitoring.database import StoreBase, chunks
+from quill.monitoring.database import REQUEST_LOCK_TIMEOUT_S, StoreBase, StoreBusy, chunks
 from quill.monitoring.records import (
     FLAGS,
     Feedback,
@@ -72,8 +72,16 @@ class PredictionLog(StoreBase):
         image = None
         if self.retain_images and record.image_bytes and self.images.is_local:
             image = self.images.put(record.image_bytes)
+        # A request waits for this process's other writer (the logger's batch, a feedback)
+        # no longer than for another process's lock: that writer may itself wait 30 s for a
+        # lock held elsewhere, and every request queued behind it (14 s for one answer).
+        if not self._write_lock.acquire(timeout=REQUEST_LOCK_TIMEOUT_S):
+            raise StoreBusy(
+                f"another write of this process has held the store for {REQUEST_LOCK_TIMEOUT_S} "
+                "s: the prediction waits in the queue"
+            )
         try:
-            with self._write_lock, self._request_engine.begin() as connection:
+            with self._request_engine.begin() as connection:
                 # Core statement, parameters apart: compiled once, cached (~0.1 ms)
                 connection.execute(_INSERT_PREDICTION, _prediction_values(record, image))
         except IntegrityError:
@@ -81,6 +89,8 @@ class PredictionLog(StoreBase):
                 log.warning("request %s is already stored; skipped", record.request_id)
                 return False
             raise
+        finally:
+            self._write_lock.release()
         return True
 
     def _stored(self, request_id: str) -> bool:
