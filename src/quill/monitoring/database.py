@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -24,7 +25,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import sessionmaker
 
-from quill.errors import QuillError
+from quill.monitoring.errors import StoreBusy
 from quill.monitoring.images import ImageStore
 from quill.monitoring.migrate import add_missing_columns
 from quill.monitoring.records import StoredPrediction
@@ -142,6 +143,7 @@ class StoreBase:
             if on_file
             else self.engine
         )
+        self._request_sessions = sessionmaker(self._request_engine, expire_on_commit=False)
         if image_dir is None:
             image_dir = os.environ.get(IMAGES_ENV) or _default_image_dir(self.url)
         self.images = ImageStore(
@@ -166,6 +168,21 @@ class StoreBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    @contextmanager
+    def _request_turn(self) -> Iterator[None]:
+        """This process's write mutex for a write on the request path, waited for at most
+        :data:`REQUEST_LOCK_TIMEOUT_S` (:class:`StoreBusy` after): the other writer (the
+        logger's batch, a feedback) may itself wait 30 s for another process's lock, and
+        every answer queued behind it waited as long."""
+        if not self._write_lock.acquire(timeout=REQUEST_LOCK_TIMEOUT_S):
+            raise StoreBusy(
+                f"another write of this process has held the store for {REQUEST_LOCK_TIMEOUT_S} s"
+            )
+        try:
+            yield
+        finally:
+            self._write_lock.release()
 
     def close(self) -> None:
         self.engine.dispose()
@@ -217,13 +234,6 @@ class _FreeLock:
 
     def __exit__(self, *exc: object) -> None:
         return None
-
-
-class StoreBusy(QuillError, TimeoutError):
-    """A request-path write waited too long for another write of this process; retried
-    from the monitoring queue."""
-
-    code = "store_busy"
 
 
 def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:

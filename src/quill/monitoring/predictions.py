@@ -17,10 +17,11 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from quill.monitoring import projections as proj
-from quill.monitoring.database import REQUEST_LOCK_TIMEOUT_S, StoreBase, StoreBusy, chunks
+from quill.monitoring.database import StoreBase, chunks
+from quill.monitoring.errors import StoreUnavailable
 from quill.monitoring.records import (
     FLAGS,
     Feedback,
@@ -72,16 +73,8 @@ class PredictionLog(StoreBase):
         image = None
         if self.retain_images and record.image_bytes and self.images.is_local:
             image = self.images.put(record.image_bytes)
-        # A request waits for this process's other writer (the logger's batch, a feedback)
-        # no longer than for another process's lock: that writer may itself wait 30 s for a
-        # lock held elsewhere, and every request queued behind it (14 s for one answer).
-        if not self._write_lock.acquire(timeout=REQUEST_LOCK_TIMEOUT_S):
-            raise StoreBusy(
-                f"another write of this process has held the store for {REQUEST_LOCK_TIMEOUT_S} "
-                "s: the prediction waits in the queue"
-            )
         try:
-            with self._request_engine.begin() as connection:
+            with self._request_turn(), self._request_engine.begin() as connection:
                 # Core statement, parameters apart: compiled once, cached (~0.1 ms)
                 connection.execute(_INSERT_PREDICTION, _prediction_values(record, image))
         except IntegrityError:
@@ -89,8 +82,6 @@ class PredictionLog(StoreBase):
                 log.warning("request %s is already stored; skipped", record.request_id)
                 return False
             raise
-        finally:
-            self._write_lock.release()
         return True
 
     def _stored(self, request_id: str) -> bool:
@@ -220,20 +211,25 @@ class PredictionLog(StoreBase):
             raise ValueError("feedback needs a flag, a comment or a correction")
         for field, text in (("comment", comment), ("correction", correction)):
             _check_plain_text(field, text)
-        with self._write_lock, self._sessions.begin() as session:
-            if strict and not session.scalar(
-                select(func.count()).where(PredictionRow.request_id == request_id)
-            ):
-                raise UnknownRequestError(request_id)
-            session.add(
-                FeedbackRow(
-                    request_id=request_id,
-                    created_at=utcnow(),
-                    flag=flag,
-                    comment=comment,
-                    correction=correction,
+        # on the request path (POST /v1/feedback): waits as briefly as a prediction's commit,
+        # and a store that cannot take it now says so (it was a 500 after 60 s)
+        try:
+            with self._request_turn(), self._request_sessions.begin() as session:
+                if strict and not session.scalar(
+                    select(func.count()).where(PredictionRow.request_id == request_id)
+                ):
+                    raise UnknownRequestError(request_id)
+                session.add(
+                    FeedbackRow(
+                        request_id=request_id,
+                        created_at=utcnow(),
+                        flag=flag,
+                        comment=comment,
+                        correction=correction,
+                    )
                 )
-            )
+        except OperationalError as exc:
+            raise StoreUnavailable(f"the monitoring store cannot take it now: {exc.orig}") from exc
 
     # ---- reading ------------------------------------------------------------------------
 

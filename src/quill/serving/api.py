@@ -402,14 +402,11 @@ async def feedback_endpoint(
             "feedback_token does not match request_id: send the feedback_token that came "
             "with that prediction's answer",
         )
-    if not await run_in_threadpool(_prediction_stored, store, service.logger, payload.request_id):
-        if service.logger is not None and service.logger.holds(payload.request_id):
-            # logged, but the store is not taking writes: a 404 told the user it never was
-            raise ServingError(
-                "monitoring_unavailable",
-                f"prediction {payload.request_id!r} is waiting to be stored (the monitoring "
-                "store is not taking writes now): send the feedback again shortly",
-            )
+    stored = await run_in_threadpool(_prediction_stored, store, service.logger, payload.request_id)
+    # a prediction still waiting in the monitoring queue (its store failing) was logged: its
+    # feedback is kept beside it (a 404 "not logged" lost it, and said it never was)
+    queued = service.logger is not None and service.logger.holds(payload.request_id)
+    if not stored and not queued:
         raise ServingError(
             "unknown_request_id",
             f"no prediction {payload.request_id!r} is stored (not logged, or purged)",

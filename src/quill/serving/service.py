@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from quill.inference.recognizer import KINDS, Kind, Prediction, Recognizer, Segmenter
 from quill.inference.sources import LoadedImage
+from quill.monitoring.errors import StoreBusy, StoreUnavailable
 from quill.monitoring.records import FLAGS, SYNTHETIC_CLIENTS, Flag, PredictionRecord, ShadowRecord
 from quill.preprocess import ImageError
 from quill.serving.errors import ServingError
@@ -365,6 +366,11 @@ class PredictionService:
             )
         except ValueError as exc:  # the store's own checks, e.g. a control character
             raise ServingError("invalid_field", str(exc)) from exc
+        except (StoreBusy, StoreUnavailable) as exc:  # locked or down: worth sending again
+            raise ServingError(
+                "monitoring_unavailable",
+                f"the feedback could not be stored now ({exc}): send it again shortly",
+            ) from exc
 
     def close(self) -> None:
         """Finish shadow comparisons, then flush queued monitoring writes (on shutdown)."""
