@@ -184,3 +184,28 @@ def test_a_request_waits_at_most_two_seconds_for_this_processs_other_writer(
         feedback.join(timeout=60)
     assert store.get_prediction("queued") is not None  # the batch went in after the lock
     store.close()
+
+
+def test_a_store_file_deleted_while_open_is_started_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`rm monitoring.db` under a running server: every later prediction and flag went into
+    the deleted file through the connections still open to it, answered 200, and vanished
+    with it. The next write starts a new file, and says so."""
+    from quill.monitoring.records import PredictionRecord
+
+    database = tmp_path / "m.db"
+    store = MonitoringStore(f"sqlite:///{database}", image_dir=tmp_path / "images")
+    store.commit_prediction(PredictionRecord("before", "api", "m-1", _png(), "ink", 0.9, 5.0))
+    for path in tmp_path.glob("m.db*"):
+        path.unlink()
+    store.commit_prediction(PredictionRecord("after", "api", "m-1", _png(), "Kew", 0.9, 5.0))
+    store.add_feedback("after", "incorrect", correction="Kew Gardens")
+    store.write([PredictionRecord("batched", "api", "m-1", _png(), "ink", 0.9, 5.0)])
+    assert database.is_file()
+    reopened = MonitoringStore(f"sqlite:///{database}", image_dir=tmp_path / "images")
+    assert [p.request_id for p in reopened.predictions()] == ["after", "batched"]
+    assert reopened.get_prediction("after").correction == "Kew Gardens"
+    assert "was deleted or replaced while open" in caplog.text
+    store.close()
+    reopened.close()

@@ -88,7 +88,7 @@ class Backfill(PredictionLog):
                 {"prediction_id": prediction.id, "name": n, "value": v}
                 for n, v in proj.compute(data, missing).items()
             ]
-        with self._write_lock, self._sessions.begin() as session:
+        with self._writer_turn(), self._sessions.begin() as session:
             ids = [p.id for p in batch]
             # Replace what is recomputed; an absent row is simply added.
             session.execute(

@@ -41,7 +41,7 @@ class BaselineStore(StoreBase):
         """Store (replacing any of the same name) one projection dict per test sample."""
         if not rows:
             raise ValueError(f"baseline {name!r} has no samples")
-        with self._write_lock, self._sessions.begin() as session:
+        with self._writer_turn(), self._sessions.begin() as session:
             old = session.scalar(select(BaselineRow).where(BaselineRow.name == name))
             if old is not None:
                 session.execute(

@@ -14,6 +14,7 @@ folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections onl
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +33,8 @@ from quill.monitoring.records import StoredPrediction
 from quill.monitoring.schema import Base, PredictionRow
 from quill.monitoring.settings import MonitoringSettings
 from quill.vocab import Tokenizer
+
+log = logging.getLogger(__name__)
 
 URL_ENV = "QUILL_MONITORING_URL"
 IMAGES_ENV = "QUILL_MONITORING_IMAGES"
@@ -144,6 +147,8 @@ class StoreBase:
             else self.engine
         )
         self._request_sessions = sessionmaker(self._request_engine, expire_on_commit=False)
+        self._file = sqlite_file(self.url)
+        self._file_id = _file_id(self._file)
         if image_dir is None:
             image_dir = os.environ.get(IMAGES_ENV) or _default_image_dir(self.url)
         self.images = ImageStore(
@@ -180,9 +185,34 @@ class StoreBase:
                 f"another write of this process has held the store for {REQUEST_LOCK_TIMEOUT_S} s"
             )
         try:
+            self._reopen_if_replaced()
             yield
         finally:
             self._write_lock.release()
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """This process's write mutex for a write off the request path (waited for)."""
+        with self._write_lock:
+            self._reopen_if_replaced()
+            yield
+
+    def _reopen_if_replaced(self) -> None:
+        """Start a new SQLite file when the store's was deleted or replaced while open (an
+        operator's `rm monitoring.db`): the connections still open wrote every later
+        prediction and flag into the deleted file, lost with it, while answering 200. Called
+        with the write mutex held; one ``stat`` a write."""
+        if self._file is None or _file_id(self._file) == self._file_id:
+            return
+        log.error(
+            "the monitoring store %s was deleted or replaced while open: a new one is started "
+            "there; what was in the old one is not in it",
+            self._file,
+        )
+        self.engine.dispose()
+        self._request_engine.dispose()
+        Base.metadata.create_all(self.engine)
+        self._file_id = _file_id(self._file)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -217,6 +247,15 @@ class StoreBase:
                     )
                 )
         return sum(self.images.delete(sha, ext) for sha, ext in images if sha not in referenced)
+
+
+def _file_id(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of a file, None when there is none: which file a path names now."""
+    try:
+        found = path.stat() if path is not None else None
+    except FileNotFoundError:
+        return None
+    return None if found is None else (found.st_dev, found.st_ino)
 
 
 class _FreeLock:

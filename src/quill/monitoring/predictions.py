@@ -108,7 +108,7 @@ class PredictionLog(StoreBase):
         remote = not self.images.is_local
         prepared_jobs = [(j, *self._prepare(j.record, store_image=remote)) for j in jobs]
         orphans: set[tuple[str, str]] = set()
-        with self._write_lock, self._sessions.begin() as session:
+        with self._writer_turn(), self._sessions.begin() as session:
             existing: set[str] = set()
             for chunk in chunks([r.request_id for r in predictions]):
                 query = select(PredictionRow.request_id).where(PredictionRow.request_id.in_(chunk))

@@ -27,7 +27,7 @@ class Retention(StoreBase):
 
     def delete_request(self, request_id: str) -> bool:
         """Erase everything about one request (a user's deletion request); True if found."""
-        with self._write_lock, self._sessions.begin() as session:
+        with self._writer_turn(), self._sessions.begin() as session:
             row = session.scalar(
                 select(PredictionRow).where(PredictionRow.request_id == request_id)
             )
@@ -63,7 +63,7 @@ class Retention(StoreBase):
         counts = dict.fromkeys(
             ("predictions", "projections", "feedback", "shadow_predictions", "images"), 0
         )
-        with self._write_lock, self._sessions.begin() as session:
+        with self._writer_turn(), self._sessions.begin() as session:
             # the image's hash and extension are set together
             images = cast(
                 set[tuple[str, str]],
