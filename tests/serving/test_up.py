@@ -26,39 +26,37 @@ def free_ports(count: int) -> list[int]:
         return [int(probe.getsockname()[1]) for probe in probes]
 
 
+def start_up(
+    model: Path, folder: Path, api_port: int, app_port: int
+) -> tuple[subprocess.Popen, str]:
+    """`quill up` as a process storing into ``folder``/monitoring.db, and what it printed up
+    to its web app's URL (or until it ended)."""
+    command = [
+        sys.executable, "-c", "from quill.cli import main; main()", "up",
+        "--model", str(model), "--api-port", str(api_port), "--app-port", str(app_port),
+        "--threads", "1", "--monitoring-url", f"sqlite:///{folder / 'monitoring.db'}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=folder
+    )
+    printed = ""
+    deadline = time.monotonic() + 240
+    while "Web app:" not in printed and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        printed += line
+    return process, printed
+
+
 @pytest.mark.slow
 def test_quill_up_serves_api_and_app_and_prints_both_urls(
     smoke_model: Path, tmp_path: Path
 ) -> None:
     api_port, app_port = free_ports(2)
-    command = [
-        sys.executable,
-        "-c",
-        "from quill.cli import main; main()",
-        "up",
-        "--model",
-        str(smoke_model),
-        "--api-port",
-        str(api_port),
-        "--app-port",
-        str(app_port),
-        "--threads",
-        "1",
-        "--monitoring-url",
-        f"sqlite:///{tmp_path / 'monitoring.db'}",
-    ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path
-    )
+    process, printed = start_up(smoke_model, tmp_path, api_port, app_port)
     try:
-        printed = ""
-        deadline = time.monotonic() + 240
-        while "Web app:" not in printed and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-            printed += line
         urls = dict(re.findall(r"^(REST API|Web app):\s+(\S+)", printed, re.MULTILINE))
         assert urls == {
             "REST API": f"http://127.0.0.1:{api_port}",
@@ -106,23 +104,8 @@ def test_sigterm_stops_quill_up_as_ctrl_c_does(smoke_model: Path, tmp_path: Path
 
     api_port, app_port = free_ports(2)
     store = tmp_path / "monitoring.db"
-    command = [
-        sys.executable, "-c", "from quill.cli import main; main()", "up",
-        "--model", str(smoke_model), "--api-port", str(api_port), "--app-port", str(app_port),
-        "--threads", "1", "--monitoring-url", f"sqlite:///{store}",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path
-    )
+    process, printed = start_up(smoke_model, tmp_path, api_port, app_port)
     try:
-        printed = ""
-        deadline = time.monotonic() + 240
-        while "Web app:" not in printed and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line and process.poll() is not None:
-                break
-            printed += line
         assert "Web app:" in printed, printed
         image = tmp_path / "ink.png"
         render_line("ink").save(image)
