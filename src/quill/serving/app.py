@@ -344,31 +344,37 @@ def build_app(backend: Backend) -> Any:
             " ".join([summary, *(sentence(note) for note in found)]),
         )
 
-    # The last flag stored for each answer: pressing a button twice stored two rows.
+    # The last flag stored for each answer: pressing a button twice stored two rows. Gradio
+    # runs handlers on several threads, so the check and the store are one step under a lock
+    # (two quick presses could otherwise both pass the check).
     stored_flags: OrderedDict[str, tuple[str, str]] = OrderedDict()
+    flags_lock = threading.Lock()
 
     def flag(option: str):  # noqa: ANN202 - a Gradio event handler
         def handler(request_id: str, correction: str, reading: str) -> str:
-            # the box starts as the reading: left as it is, it corrects nothing
-            if normalise(correction or "") == normalise(reading or ""):
-                correction = ""
-            kept = " with your correction" if (correction or "").strip() else ""
-            if stored_flags.get(request_id) == (option, normalise(correction or "")):
-                return f"Already flagged as **{option}**{kept}."
-            try:
-                callback.flag([request_id, correction], flag_option=option)
-            except ServingError as exc:
-                if exc.status >= 500:
-                    log.warning("the app could not store a flag: %s (%s)", exc.message, exc.code)
-                if exc.code == "invalid_feedback_token":  # the API restarted since the answer
-                    return (
-                        "**Not flagged**: the service restarted since this answer; read the "
-                        "image again, then flag it"
-                    )
-                return f"**Not flagged**: {exc.message}"
-            stored_flags[request_id] = (option, normalise(correction or ""))
-            while len(stored_flags) > FLAGS_REMEMBERED:
-                stored_flags.popitem(last=False)
+            typed = normalise(correction or "")
+            if typed == normalise(reading or ""):  # the box starts as the reading: unchanged,
+                correction, typed = "", ""  # it corrects nothing
+            kept = " with your correction" if typed else ""
+            with flags_lock:
+                if stored_flags.get(request_id) == (option, typed):
+                    return f"Already flagged as **{option}**{kept}."
+                try:
+                    callback.flag([request_id, correction], flag_option=option)
+                except ServingError as exc:
+                    if exc.status >= 500:
+                        log.warning(
+                            "the app could not store a flag: %s (%s)", exc.message, exc.code
+                        )
+                    if exc.code == "invalid_feedback_token":  # the API restarted since
+                        return (
+                            "**Not flagged**: the service restarted since this answer; read "
+                            "the image again, then flag it"
+                        )
+                    return f"**Not flagged**: {exc.message}"
+                stored_flags[request_id] = (option, typed)
+                while len(stored_flags) > FLAGS_REMEMBERED:
+                    stored_flags.popitem(last=False)
             return f"Thanks: flagged as **{option}**{kept}."
 
         return handler
