@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +22,7 @@ from PIL import Image
 from quill.evaluation.normalise import normalise
 from quill.monitoring.records import FLAGS
 from quill.serving.errors import ServingError
+from quill.serving.recent import Recent
 from quill.serving.service import PredictionService, load_service
 from quill.serving.settings import ServingSettings
 
@@ -76,8 +76,7 @@ class HttpBackend:
         headers = {"X-API-Key": api_key} if api_key else {}
         self.client = httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
         self.description = f"REST API at {self.url}"
-        self._tokens: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
+        self._tokens: Recent[str, str] = Recent(self.KEPT_TOKENS)
 
     def _call(self, path: str, **request: Any) -> dict[str, Any]:
         import httpx
@@ -106,15 +105,11 @@ class HttpBackend:
         answer = self._call("/v1/predict", files={"image": ("image", image)})
         token = answer.get("feedback_token")
         if token:
-            with self._lock:
-                self._tokens[answer["request_id"]] = token
-                while len(self._tokens) > self.KEPT_TOKENS:
-                    self._tokens.popitem(last=False)
+            self._tokens.put(answer["request_id"], token)
         return answer
 
     def feedback(self, request_id: str, flag: str | None, correction: str | None) -> None:
-        with self._lock:
-            token = self._tokens.get(request_id)
+        token = self._tokens.get(request_id)
         payload = {"request_id": request_id, "flag": flag, "correction": correction}
         if token:
             payload["feedback_token"] = token
@@ -347,7 +342,7 @@ def build_app(backend: Backend) -> Any:
     # The last flag stored for each answer: pressing a button twice stored two rows. Gradio
     # runs handlers on several threads, so the check and the store are one step under a lock
     # (two quick presses could otherwise both pass the check).
-    stored_flags: OrderedDict[str, tuple[str, str]] = OrderedDict()
+    stored_flags: Recent[str, tuple[str, str]] = Recent(FLAGS_REMEMBERED)
     flags_lock = threading.Lock()
 
     def flag(option: str):  # noqa: ANN202 - a Gradio event handler
@@ -372,9 +367,7 @@ def build_app(backend: Backend) -> Any:
                             "the image again, then flag it"
                         )
                     return f"**Not flagged**: {exc.message}"
-                stored_flags[request_id] = (option, typed)
-                while len(stored_flags) > FLAGS_REMEMBERED:
-                    stored_flags.popitem(last=False)
+                stored_flags.put(request_id, (option, typed))
             return f"Thanks: flagged as **{option}**{kept}."
 
         return handler

@@ -13,14 +13,17 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from quill.monitoring.records import PredictionRecord, ShadowRecord
 from quill.serving.errors import ServingError
+from quill.serving.recent import Recent
 from quill.serving.service import PredictionLogger, PredictionService
 from quill.serving.settings import ServingSettings
+
+#: Requests that gave up, remembered so that their late predictions are not logged.
+ABANDONED_REMEMBERED = 10_000
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ class Recognitions:
         self._lock = threading.Lock()
         self.taken = 0
         self.tickets: dict[str, _Ticket] = {}
-        self.abandoned: OrderedDict[str, None] = OrderedDict()  # recent ids, bounded
+        self.abandoned: Recent[str, None] = Recent(ABANDONED_REMEMBERED)  # recent request ids
         self.stats = {"started": 0, "abandoned": 0, "never_started": 0, "not_logged": 0}
 
     async def run(
@@ -132,9 +135,7 @@ class Recognitions:
 
     def _remember_abandoned(self, request_id: str) -> None:
         self.stats["abandoned"] += 1
-        self.abandoned[request_id] = None
-        while len(self.abandoned) > 10_000:
-            self.abandoned.popitem(last=False)
+        self.abandoned.put(request_id, None)
 
     def may_log(self, request_id: str) -> bool:
         """Called by the gated logger: False for a request that was given up on."""

@@ -17,10 +17,8 @@ import hashlib
 import json
 import logging
 import re
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -31,6 +29,7 @@ from quill.monitoring.errors import StoreBusy, StoreUnavailable
 from quill.monitoring.records import FLAGS, SYNTHETIC_CLIENTS, Flag, PredictionRecord, ShadowRecord
 from quill.preprocess import ImageError
 from quill.serving.errors import ServingError
+from quill.serving.recent import Recent
 from quill.serving.settings import ServingSettings
 
 if TYPE_CHECKING:
@@ -168,42 +167,6 @@ def client_label(interface: str, requested: str | None = None) -> str:
     return label if label in SYNTHETIC_CLIENTS else interface
 
 
-class AnswerCache:
-    """A thread-safe LRU of answers keyed by (image sha256, model version, kind).
-
-    >>> cache = AnswerCache(2)
-    >>> cache.put(("a", "v1", "auto"), {"text": "x"}); cache.put(("b", "v1", "auto"), {})
-    >>> cache.get(("a", "v1", "auto")); cache.put(("c", "v1", "auto"), {})
-    {'text': 'x'}
-    >>> cache.get(("b", "v1", "auto")) is None  # least recently used was evicted
-    True
-    """
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple[str, str, str], dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: tuple[str, str, str]) -> dict[str, Any] | None:
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def put(self, key: tuple[str, str, str], value: dict[str, Any]) -> None:
-        if self.size <= 0:
-            return
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-
 class PredictionService:
     """Recognition with the serving policies: limits, cache, monitoring, stable errors."""
 
@@ -220,7 +183,8 @@ class PredictionService:
         self.logger = logger
         self.feedback_store = feedback
         self.after_prediction = after_prediction
-        self.cache = AnswerCache(settings.cache_size)
+        # answers by (image sha256, model version, kind): a resent image is not read again
+        self.cache: Recent[tuple[str, str, str], dict[str, Any]] = Recent(settings.cache_size)
 
     @property
     def model_version(self) -> str:
