@@ -88,6 +88,8 @@ def test_what_cannot_be_averaged_is_named(
     with pytest.raises(AveragingError, match="is one of the models to average"):
         average_weights([checkpoint, copy], checkpoint)  # was: the run's checkpoint replaced
     assert checkpoint.read_bytes() == before
+    with pytest.raises(AveragingError, match=r"given more than once; .*--weight"):
+        average_weights([checkpoint, copy, tmp_path / "." / "copy.ckpt"], tmp_path / "out.ckpt")
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     name = next(k for k, v in saved["state_dict"].items() if v.ndim == 2)

@@ -70,6 +70,13 @@ def average_weights(
             f"--out {out} is one of the models to average: it would be overwritten; "
             "write the average to a new file"
         )
+    resolved = [path.resolve() for path in sources]
+    repeated = [str(path) for path in sources if resolved.count(path.resolve()) > 1]
+    if repeated:  # a mistyped run: averaging a model with itself changes nothing
+        raise AveragingError(
+            f"{', '.join(dict.fromkeys(repeated))} given more than once; to give a model a "
+            "larger share, give it a larger weight (--weight)"
+        )
     missing = [str(path) for path in sources if not path.exists()]
     if missing:  # it said "give at least one training checkpoint" of a .ckpt mistyped
         raise AveragingError(f"not found: {', '.join(missing)}")
