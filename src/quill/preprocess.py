@@ -62,6 +62,13 @@ OPAQUE_PAPER_AREA = 0.25
 #: confident text. Measured: the faintest of the 5,493 Hooker lines is 0.096 (99.9% are above
 #: 0.17); blank paper with JPEG noise (sigma 4), a shadow or a paper texture is below 0.03.
 BLANK_CONTRAST = 0.05
+#: How many pixels of ink :func:`sparse_ink_mask` looks for in an image that seems blank:
+#: a short word on a 12-megapixel photo has a few hundred at the segmenter's analysis size
+#: (its strokes are under 0.05% of the pixels; the blank test measures at 0.5%).
+SPARSE_INK_PIXELS = 40
+#: How far those pixels must stand out from the paper to be ink (three times
+#: :data:`BLANK_CONTRAST`): JPEG noise and paper grain stay far below.
+SPARSE_INK_CONTRAST = 0.15
 #: Ink that fits in a square this many pixels wide in a line's working map (at most
 #: ``WORK_SCALE`` x the line height) is a dot or a speck, not writing (:func:`is_a_dot`):
 #: a full stop at that size is 3-5 pixels, a letter's x-height some 20.
@@ -408,6 +415,33 @@ def ink_mask(image: Image.Image, threshold: float = 0.5) -> np.ndarray:
     return (distance.table() > threshold)[distance.values]
 
 
+def sparse_ink_mask(image: Image.Image, threshold: float = 0.5) -> np.ndarray:
+    """The ink (H, W) bool of writing that covers too little of ``image`` for
+    :func:`ink_mask` to see it (a word on a large, otherwise empty photo: under 0.5% of the
+    pixels, below the 99.5th percentile its contrast is measured at): the contrast is taken
+    at the :data:`SPARSE_INK_PIXELS`-th most distant pixel instead, and the mask is all
+    False unless that stands out from the paper by :data:`SPARSE_INK_CONTRAST`. For an
+    image :func:`ink_mask` found blank: elsewhere the two agree less, and this costs a
+    histogram more.
+
+    >>> page = Image.new("L", (400, 400), 200)
+    >>> page.paste(40, (10, 10, 30, 14))  # 80 pixels of ink: 0.05% of the page
+    >>> int(ink_mask(page).sum()), int(sparse_ink_mask(page).sum())
+    (0, 80)
+    """
+    distance = _PaperDistance.of(image)
+    upper = max(99.5, 100.0 * (1.0 - SPARSE_INK_PIXELS / distance.values.size))
+    if distance.squared:
+        counts, value, unit = np.bincount(distance.values.ravel()), math.sqrt, _COLOUR_UNIT
+    else:
+        counts, value, unit = np.array(Image.fromarray(distance.values).histogram()), float, 255.0
+    low, high = (v / unit for v in _percentiles(counts, value, upper))
+    if high - low < SPARSE_INK_CONTRAST:
+        return np.zeros(distance.values.shape, bool)
+    limit = (low + threshold * (high - low)) * unit
+    return distance.values > (limit * limit if distance.squared else limit)
+
+
 def ink_contrast(image: Image.Image) -> float:
     """How far the ink stands out from the paper, in [0, 1] of colour distance: the 99.5th
     percentile of the distance from the local paper colour minus its median. Text is
@@ -505,11 +539,11 @@ def _numpy_colour_distance(image: np.ndarray, paper: np.ndarray) -> tuple[np.nda
 
 
 def _percentiles(
-    counts: np.ndarray, value: Callable[[float], float] = float
+    counts: np.ndarray, value: Callable[[float], float] = float, upper: float = 99.5
 ) -> tuple[float, float]:
-    """The 50th and 99.5th percentiles of integers given by their histogram (``value`` maps
-    an integer to what is interpolated, as :func:`numpy.percentile` does between the two
-    order statistics around each percentile).
+    """The 50th and ``upper`` percentiles of integers given by their histogram (``value``
+    maps an integer to what is interpolated, as :func:`numpy.percentile` does between the
+    two order statistics around each percentile).
 
     >>> _percentiles(np.bincount([0, 0, 1, 5, 9]))
     (1.0, 8.92)
@@ -517,7 +551,7 @@ def _percentiles(
     cumulative = np.cumsum(counts)
     total = int(cumulative[-1])
     result = []
-    for q in (50.0, 99.5):
+    for q in (50.0, upper):
         position = q / 100.0 * (total - 1)
         below = int(math.floor(position))
         lower = value(int(np.searchsorted(cumulative, below + 1)))

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from quill.inference.recognizer import BLANK_NOTE, NOT_WRITING_NOTE, Recognizer
+from quill.models.segment import SMALL_WRITING_NOTE
 from quill.preprocess import ImageError
 from quill.runtimes.backends import AUTO_MARGIN
 from quill.staged_model import ModelLoadError
@@ -104,6 +105,37 @@ def test_a_grainy_photo_of_blank_paper_reads_as_nothing_and_says_why(
     assert (prediction.text, prediction.note) == ("", BLANK_NOTE)
     assert prediction.page is not None
     assert any("specks" in note for note in prediction.page["notes"])
+
+
+@pytest.mark.parametrize("kind", ["auto", "paragraph"])
+def test_a_word_on_a_large_empty_photo_is_found_and_read(recognizer: Recognizer, kind: str) -> None:
+    """A word covering 0.2% of a 3000 x 2200 photo read as "blank: no ink in the image": the
+    blank test measures ink at the 99.5th percentile of the colour distance, which the word's
+    strokes do not reach, and the whole photo shrunk to the line height left it 2 pixels
+    tall. It is looked for closer, and read from its own crop."""
+    photo = Image.new("RGB", (3000, 2200), PAPER)
+    photo.paste(render_line("quill"), (1400, 1000))
+    [prediction] = recognizer.predict([png_bytes(photo)], kind=kind)
+    assert (prediction.text, prediction.note) == ("quill", None)
+    assert prediction.page is not None
+    assert SMALL_WRITING_NOTE in prediction.page["notes"]
+    [line] = prediction.lines
+    x0, y0, x1, y1 = line.box
+    assert 1350 < x0 < x1 < 1600 and 950 < y0 < y1 < 1120
+    empty = Image.new("RGB", (3000, 2200), PAPER)  # and a truly empty photo stays blank
+    assert recognizer.predict([png_bytes(empty)], kind=kind)[0].note == BLANK_NOTE
+
+
+def test_a_sliver_cut_from_a_page_is_left_out_not_blamed_on_the_image(
+    recognizer: Recognizer, hooker_dir: Path
+) -> None:
+    """A 400 x 4 strip of a real line, read as a paragraph, failed as "input 0: image is 36x3
+    pixels": a crop the segmenter cut, not the user's image, and the batch's other images
+    lost their answers with it."""
+    line = Image.open(hooker_dir / "lines" / "JDH_2_16_144_002_r1l1.jpg").convert("L")
+    strip = line.resize((400, 4))
+    predictions = recognizer.predict([strip, render_line("quill")], kind="paragraph")
+    assert predictions[1].text == "quill"
 
 
 @pytest.mark.parametrize("kind", ["auto", "line"])

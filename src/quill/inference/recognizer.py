@@ -28,6 +28,7 @@ from quill.inference.shifts import ONE_PASS, forward_shifted
 from quill.inference.sources import InputImage, open_image
 from quill.models.decoding import CTCDecoder, ReadingScores
 from quill.preprocess import (
+    MIN_SIDE,
     ImageError,
     PreprocessConfig,
     batch_images,
@@ -48,6 +49,9 @@ SEGMENTERS: tuple[Segmenter, ...] = ("trace", "learned")
 #: With kind="auto", an image at least this many times wider than tall is read as one line
 #: without trying to segment it.
 LINE_ASPECT = 4.0
+#: The one line found in an image is read from its crop, not the whole image, when its box
+#: covers less than this share of the image (:func:`_small_part`).
+SMALL_PART = 0.25
 #: Lines recognised per model call at most (bounds memory).
 MAX_BATCH = 32
 #: Lines share a model call only while the widest is at most this many times the narrowest:
@@ -310,10 +314,15 @@ class Recognizer:
         page = segments.to_dict()
         if segments.no_text:
             return [], page
-        if kind == "auto" and len(segments) <= 1:
+        one_small = len(segments) == 1 and _small_part(segments[0].box, image)
+        if kind == "auto" and len(segments) <= 1 and not one_small:
             # one line: the whole image keeps the margins the model trained with
             return whole, page
-        crops = [_Crop(segment.box, segment.image, segment.margin) for segment in segments]
+        crops = [  # a sliver cut from a page holds no character: not the user's image's fault
+            _Crop(segment.box, segment.image, segment.margin)
+            for segment in segments
+            if min(segment.image.size) >= MIN_SIDE
+        ]
         return crops or whole, page
 
     def _recognise(self, prepared: list[_Prepared]) -> None:
@@ -448,6 +457,14 @@ class Recognizer:
             "segmenter": self.segmenter,
             "shifts": list(self.shifts),
         }
+
+
+def _small_part(box: tuple[int, int, int, int], image: Image.Image) -> bool:
+    """Whether a line's box covers a small part of the image (a short note on a page, a line
+    on a desk): read whole, the image would shrink its line to a few pixels at the height the
+    model reads."""
+    x0, y0, x1, y1 = box
+    return (x1 - x0) * (y1 - y0) < SMALL_PART * image.width * image.height
 
 
 def width_groups(

@@ -49,7 +49,7 @@ letters can still join a line of the letterhead beside them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -67,7 +67,14 @@ from scipy.ndimage import (
 )
 
 from quill.errors import QuillError
-from quill.preprocess import ImageSource, ink_map, ink_mask, paper_colour, read_image
+from quill.preprocess import (
+    ImageSource,
+    ink_map,
+    ink_mask,
+    paper_colour,
+    read_image,
+    sparse_ink_mask,
+)
 from quill.staged_model import ModelLoadError
 
 Box = tuple[int, int, int, int]
@@ -1056,8 +1063,13 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
     a greyscale source, else RGB): feed them to :func:`quill.preprocess.preprocess` like
     any line photo.
     """
-    config = config or SegmentConfig()
-    image = read_image(source)
+    return _segment(read_image(source), config or SegmentConfig(), look_closer=True)
+
+
+def _segment(image: Image.Image, config: SegmentConfig, look_closer: bool) -> Segmentation:
+    """:func:`segment_lines` of a decoded image; ``look_closer``: where the analysis size
+    finds no ink, look for writing too small a part of the image to be seen there, and
+    segment the part of the image around it."""
     scale = min(1.0, config.analysis_size / max(image.size))
     small = image.resize(
         (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -1079,6 +1091,12 @@ def segment_lines(source: ImageSource, config: SegmentConfig | None = None) -> S
         mask &= outline  # the desk in the corners of a tilted page is not ink
     paper_box = _scaled(paper, 1 / scale) if paper else None
     if not mask.any():
+        closer = _around_sparse_writing(small, outline, config) if look_closer else None
+        if closer is not None:
+            region = _scaled(closer, 1 / scale)
+            inner = _segment(image.crop(region), config, look_closer=False)
+            moved = (offset[0] + region[0], offset[1] + region[1])
+            return _moved(inner, moved, paper_box, [*notes, SMALL_WRITING_NOTE])
         notes.append("no text found: the image is blank or its ink too faint")
         return Segmentation(paper=paper_box, notes=tuple(notes))
     mask, speckled = _without_specks(mask)
@@ -1288,6 +1306,56 @@ def turned_box(box: Box, rotation: int, size: tuple[int, int]) -> Box:
     if rotation == 270:
         return (height - y1, x0, height - y0, x1)
     return box
+
+
+#: Said when the writing covers so small a part of the image that it was looked for closer.
+SMALL_WRITING_NOTE = "the writing covers a small part of the image: read it from closer"
+#: Around writing found closer, the part of the image segmented holds this many times the
+#: writing's height above, below and beside it (room for lines the first look missed).
+CLOSER_MARGIN = 2.0
+
+
+def _around_sparse_writing(
+    small: Image.Image, outline: np.ndarray | None, config: SegmentConfig
+) -> Box | None:
+    """The part of the analysis image ``small`` around writing that covers too small a part
+    of it to pass the blank test (:func:`quill.preprocess.sparse_ink_mask`); None when there
+    is none, or only specks."""
+    mask = sparse_ink_mask(small, config.threshold)
+    if outline is not None:
+        mask &= outline
+    mask, speckled = _without_specks(mask)
+    if speckled or not mask.any():
+        return None
+    ys, xs = np.nonzero(mask)
+    margin = CLOSER_MARGIN * max(int(ys.max() - ys.min()) + 1, config.min_line_height)
+    return (
+        max(0, int(xs.min() - margin)),
+        max(0, int(ys.min() - margin)),
+        min(small.width, int(xs.max() + 1 + margin)),
+        min(small.height, int(ys.max() + 1 + margin)),
+    )
+
+
+def _moved(
+    inner: Segmentation, by: tuple[int, int], paper: Box | None, notes: list[str]
+) -> Segmentation:
+    """``inner``, the segmentation of a part of an image whose corner is at ``by`` in it,
+    with its boxes in the whole image's pixels, the whole image's paper and ``notes`` first."""
+    dx, dy = by
+    lines = [
+        replace(line, box=(line.box[0] + dx, line.box[1] + dy, line.box[2] + dx, line.box[3] + dy))
+        for line in inner
+    ]
+    return Segmentation(
+        lines,
+        rotation=inner.rotation,
+        skew=inner.skew,
+        paper=paper,
+        columns=inner.columns,
+        notes=(*notes, *inner.notes),
+        no_text=inner.no_text,
+    )
 
 
 def _scaled(box: Box, factor: float) -> Box:
