@@ -285,6 +285,25 @@ BAD_REQUESTS = {
 }
 
 
+@pytest.mark.parametrize("path", ["/v1/predict", "/v1/predict/batch"])
+def test_a_kind_that_is_not_a_string_is_named_as_json_writes_it(
+    client: httpx.Client, path: str
+) -> None:
+    """``"kind": null`` was refused as "got 'None'" (Python's word, not the caller's), as the
+    Lambda handler had stopped doing; a form's empty kind field is its unset choice: auto."""
+    image = b64(encode(render_line("ink")))
+    body = {"images": [image]} if path.endswith("batch") else {"image": image}
+    for kind, named in ((None, "got null"), (5, "got 5"), ("", "got ''")):
+        response = client.post(path, json={**body, "kind": kind})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "invalid_field" and error["message"].endswith(named)
+    form = client.post(
+        path, files={"image": ("a.png", encode(render_line("ink")), "image/png")}, data={"kind": ""}
+    )
+    assert form.status_code == 200, form.text
+
+
 @pytest.mark.parametrize("case", BAD_REQUESTS, ids=list(BAD_REQUESTS))
 def test_bad_input_gets_the_right_4xx_and_the_server_keeps_serving(
     client: httpx.Client, case: str

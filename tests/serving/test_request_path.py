@@ -130,3 +130,43 @@ def test_the_hook_gets_each_model_answer_and_its_failure_fails_nothing(
     assert len(hook.records) == 1
     service.close()
     assert hook.closed
+
+
+class Collect:
+    """An after_prediction hook that keeps what it is handed."""
+
+    def __init__(self) -> None:
+        self.records: list[PredictionRecord] = []
+
+    def __call__(self, record: PredictionRecord) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_batch_of_large_images_holds_a_bounded_number_of_pixels_decoded(
+    recognizer: Recognizer, smoke_model: Path
+) -> None:
+    """A batch of 32 large PNGs (2 MB of body) was decoded whole before any was read, and
+    every decoded image was handed on to monitoring: 2.5 GB. Images are read in groups of
+    about ``max_pixels``, and at most that many decoded pixels are handed on; the others go
+    as their bytes (decoded again when projected), and every answer is as when read alone."""
+    words = ("quill", "Kew", "ink", "hello")
+    uploads = []
+    for word in words:
+        canvas = Image.new("L", (400, 200), 255)
+        canvas.paste(render_line(word).convert("L"), (100, 60))
+        uploads.append(png(canvas))
+    hook = Collect()
+    settings = ServingSettings(model_dir=smoke_model, max_pixels=100_000)  # 80,000 an image
+    service = PredictionService(recognizer, settings, after_prediction=hook)
+    answers = service.predict_many(uploads, "api", "line", [f"r{i}" for i in range(4)])
+    alone = [recognizer.predict([upload], "line")[0].text for upload in uploads]
+    assert [answer["text"] for answer in answers] == alone  # type: ignore[index]
+    assert alone[:3] == ["quill", "Kew", "ink"]
+    assert [answer["cached"] for answer in answers] == [False] * 4  # type: ignore[index]
+    assert [record.request_id for record in hook.records] == ["r0", "r1", "r2", "r3"]
+    assert sum(record.decoded_pixels for record in hook.records) <= 100_000
+    assert [record.image_bytes for record in hook.records] == uploads
+    service.close()

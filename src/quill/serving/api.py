@@ -69,6 +69,7 @@ from quill.serving.service import (
     build_monitoring,
     client_label,
     decode_image_field,
+    kind_field,
     load_json_body,
     load_service,
 )
@@ -805,7 +806,7 @@ async def _parse_predict(request: Request, body: bytes) -> tuple[bytes, str]:
     if _content_type(request) == "multipart/form-data":
         return await parse_multipart(request, body)
     payload = json_object(request, body, "an 'image'")
-    return decode_image_field(payload.get("image")), str(payload.get("kind", "auto"))
+    return decode_image_field(payload.get("image")), kind_field(payload)
 
 
 async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | ServingError], str]:
@@ -824,7 +825,7 @@ async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | Serv
     if not isinstance(images, list):
         raise ServingError("invalid_field", "'images' must be a list of base64 images")
     decoded = [_decoded_or_error(value, f"images[{index}]") for index, value in enumerate(images)]
-    return decoded, str(payload.get("kind", "auto"))
+    return decoded, kind_field(payload)
 
 
 def _decoded_or_error(value: object, field: str) -> bytes | ServingError:

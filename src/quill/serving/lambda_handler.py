@@ -38,7 +38,6 @@ from typing import Any
 
 from starlette.requests import Request
 
-from quill.inference.recognizer import KINDS
 from quill.serving.api import BodyTooLarge, json_object, parse_multipart
 from quill.serving.errors import ServingError
 from quill.serving.service import (
@@ -47,6 +46,7 @@ from quill.serving.service import (
     PredictionService,
     build_monitoring,
     decode_image_field,
+    kind_field,
     load_service,
 )
 from quill.serving.settings import FeedbackTokens, ServingSettings
@@ -315,15 +315,8 @@ def _not_base64_encoded(what: str) -> ServingError:
 
 
 def _from_json_object(payload: dict[str, Any]) -> tuple[bytes, str]:
-    """(image bytes, kind) of a JSON object; a ``kind`` that is not a string (null, a
-    number) is named as JSON writes it, not as Python's ``str`` does ("None")."""
-    image = decode_image_field(payload.get("image"))
-    kind = payload.get("kind", "auto")
-    if not isinstance(kind, str):
-        raise ServingError(
-            "invalid_field", f"kind must be one of {KINDS}, got {json.dumps(kind, default=str)}"
-        )
-    return image, kind
+    """(image bytes, kind) of a JSON object."""
+    return decode_image_field(payload.get("image")), kind_field(payload)
 
 
 def _predict(event: dict[str, Any], context: Any, settings: ServingSettings) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -109,6 +109,30 @@ def load_json_body(body: bytes | str) -> Any:
         raise ServingError(
             "invalid_json", "the body nests JSON arrays or objects too deeply to read"
         ) from exc
+
+
+def _pixels(images: Iterable[LoadedImage]) -> int:
+    return sum(image.size[0] * image.size[1] for image in images)
+
+
+def kind_field(payload: dict[str, Any]) -> str:
+    """The ``kind`` of a JSON request body, ``auto`` when absent. One that is not a string
+    (null, a number) is named as JSON writes it, not as Python's ``str`` does ("None").
+    Which kinds exist is checked where the image is read.
+
+    >>> kind_field({}), kind_field({"kind": "line"})
+    ('auto', 'line')
+    >>> kind_field({"kind": None})
+    Traceback (most recent call last):
+    ...
+    quill.serving.errors.ServingError: kind must be one of ('auto', 'line', 'paragraph'), got null
+    """
+    kind = payload.get("kind", "auto")
+    if not isinstance(kind, str):
+        raise ServingError(
+            "invalid_field", f"kind must be one of {KINDS}, got {json.dumps(kind, default=str)}"
+        )
+    return kind
 
 
 def decode_image_field(value: object, field: str = "image") -> bytes:
@@ -216,20 +240,37 @@ class PredictionService:
             raise ServingError("invalid_field", f"kind must be one of {KINDS}, got {kind!r}")
         keys = [(hashlib.sha256(image).hexdigest(), self.model_version, kind) for image in images]
         answers: list[dict[str, Any] | ServingError | None] = [self.cache.get(k) for k in keys]
-        loaded: dict[int, LoadedImage] = {}  # a cached answer needs no pixels: not decoded
+        read_now: set[int] = set()
+        # Decoded images are read in groups of at most about max_pixels, and at most that many
+        # pixels are handed on to monitoring: a batch of 32 large PNGs (2 MB of body, 49
+        # megapixels each) held them all decoded at once, 2.5 GB.
+        pending: dict[int, LoadedImage] = {}
+        kept: dict[int, LoadedImage] = {}
+
+        def read_pending() -> None:
+            for index, prediction in self._recognise(pending, cast("Kind", kind)).items():
+                if isinstance(prediction, ServingError):
+                    answers[index] = prediction
+                    continue
+                read = answers[index] = _answer(prediction)
+                self.cache.put(keys[index], read)
+                read_now.add(index)
+            for index, image in pending.items():
+                if _pixels(kept.values()) + _pixels([image]) <= self.settings.max_pixels:
+                    kept[index] = image
+            pending.clear()
+
         for index, image in enumerate(images):
-            if answers[index] is not None:
+            if answers[index] is not None:  # a cached answer needs no pixels: not decoded
                 continue
             try:
-                loaded[index] = LoadedImage.from_bytes(image, max_pixels=self.settings.max_pixels)
+                pending[index] = LoadedImage.from_bytes(image, max_pixels=self.settings.max_pixels)
             except ImageError as exc:
                 answers[index] = ServingError.from_image_error(exc)
-        for index, prediction in self._recognise(loaded, cast("Kind", kind)).items():
-            if isinstance(prediction, ServingError):
-                answers[index] = prediction
                 continue
-            read = answers[index] = _answer(prediction)
-            self.cache.put(keys[index], read)
+            if _pixels(pending.values()) >= self.settings.max_pixels:
+                read_pending()
+        read_pending()
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         results: list[dict[str, Any] | ServingError] = []
         for index, answer in enumerate(answers):
@@ -237,12 +278,12 @@ class PredictionService:
             if isinstance(answer, ServingError):
                 results.append(answer)
                 continue
-            decoded = loaded.get(index)
+            decoded = kept.get(index)
             response = {
                 **answer,
                 "latency_ms": latency_ms,
                 "request_id": request_ids[index],
-                "cached": decoded is None,
+                "cached": index not in read_now,
             }
             record = PredictionRecord(
                 response["request_id"],
@@ -258,7 +299,7 @@ class PredictionService:
                 decoded=None if decoded is None else decoded.image,
             )
             self._log(record)
-            if decoded is not None:
+            if index in read_now:
                 self._after_prediction(record)
             results.append(response)
         return results
