@@ -6,6 +6,10 @@ Exit 2 is "usage, or a missing or unreadable input or model" (quill.errors); exi
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -107,3 +111,35 @@ def test_adapt_refuses_one_image_labelled_twice_differently(tmp_path: Path) -> N
     assert result.exit_code == EXIT_ERROR, result.output
     assert "labels.tsv:2 (a.png): the same image as labels.tsv:4" in result.output
     assert not (tmp_path / "adapted").exists()
+
+
+def test_a_folder_with_no_image_says_what_it_skipped(tmp_path: Path) -> None:
+    """A folder of HEIC photos was "no input files matched" without a word about them."""
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    for name in ("a.heic", "b.HEIC", "scan.pdf", "README"):
+        (folder / name).write_bytes(b"not read")
+    result = CliRunner().invoke(app, ["predict", str(folder), "-m", str(tmp_path / "none")])
+    assert result.exit_code == EXIT_ERROR, result.output
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"error: no input files matched {folder}: 4 files skipped"), line
+    assert "(.heic, .pdf, no extension)" in line and ".png, " in line and ".tga" in line
+
+
+def test_dash_with_a_terminal_on_standard_input_is_refused(tmp_path: Path) -> None:
+    """``quill predict -`` typed at a prompt would wait for an image that never comes."""
+    quill = str(Path(sys.executable).with_name("quill"))
+    controller, terminal = pty.openpty()
+    try:
+        result = subprocess.run(
+            [quill, "predict", "-", "-m", str(tmp_path / "none")],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert result.returncode == EXIT_ERROR, result.stderr
+    assert "standard input, which is a terminal" in result.stderr
