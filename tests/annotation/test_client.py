@@ -177,6 +177,43 @@ def test_errors_name_the_problem(tmp_path, standin, drawn):
     assert result.exit_code == 2 and "LABEL_STUDIO_API_KEY" in result.output
 
 
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        (["x", 1], "task #0 is str, not an object"),
+        ([{"data": {"ocr": "https://example.org/a.png"}}, {"data": "oops"}],
+         "task #1: data is str, not an object"),
+        ([{"data": {"ocr": "/data/local-files/?d="}}],
+         "task #0: '/data/local-files/?d=' names no file"),
+    ],
+)  # fmt: skip
+def test_push_refuses_a_malformed_task_file_before_touching_the_server(
+    tmp_path, standin, tasks, message
+):
+    """These used to end in an AttributeError or KeyError traceback, after the project was
+    made."""
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(tasks))
+    result = cli(standin, "push", bad, "--document-root", standin.root)
+    assert result.exit_code == 2, result.output
+    assert f"{bad}: {message}" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert standin.state.projects == {} and standin.state.tasks == {}
+
+
+def test_push_gives_flat_local_files_tasks_their_storage(tmp_path, standin, drawn):
+    """Label Studio imports a task without "data" as the data itself; such tasks used to get
+    no local-files storage, so their images did not load."""
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps([{"ocr": "/data/local-files/?d=scans/p1.png"}]))
+    result = cli(standin, "push", flat, "--document-root", standin.root)
+    assert result.exit_code == 0, result.output
+    assert [s["path"] for s in standin.state.storages] == [str((standin.root / "scans").resolve())]
+    assert [t["data"] for t in standin.state.tasks.values()] == [
+        {"ocr": "/data/local-files/?d=scans/p1.png"}
+    ]
+
+
 def test_projects_are_found_across_pages(standin):
     with LabelStudioClient(standin.url, standin.token) as client:
         for i in range(130):

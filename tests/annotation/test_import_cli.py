@@ -1,5 +1,6 @@
 """``quill annotate import`` through the CLI: exit 1 when nothing was imported (as ``quill
-data import``), 0 when something was, 2 for split shares that cannot add up."""
+data import``), 0 when something was, 2 for split shares that cannot add up and for an
+export or output path that cannot be used (one line, no traceback)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from quill.cli import app
 from quill.errors import EXIT_ERROR, EXIT_FAILED, EXIT_OK
 
+needs_proc = pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
 SIZE = (700, 300)
 TEXT = "Kew, 3rd May"
 
@@ -71,3 +73,42 @@ def test_accented_lines_fit_the_default_vocabulary(tmp_path: Path, ls: SimpleNam
     code, output = _import(export, tmp_path / "images", tmp_path / "dataset")
     assert code == EXIT_OK, output
     assert "1/1 tasks -> 1 lines" in output
+
+
+def _one_line_error(output: str, message: str) -> None:
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1, output
+    assert message in output
+
+
+def test_a_folder_given_as_the_export_is_one_line(export: Path, tmp_path: Path) -> None:
+    code, output = _import(export.parent, tmp_path / "images", tmp_path / "dataset")
+    assert code == EXIT_ERROR, output
+    _one_line_error(output, f"{export.parent} is a folder; give the export's JSON file")
+
+
+def test_a_csv_export_is_named_as_such(tmp_path: Path) -> None:
+    csv_export = tmp_path / "export.csv"
+    csv_export.write_text("id,ocr,transcription\n1,/data/local-files/?d=page.png,Kew\n")
+    code, output = _import(csv_export, tmp_path, tmp_path / "dataset")
+    assert code == EXIT_ERROR, output
+    _one_line_error(output, "export.csv is a CSV export; export the project as JSON")
+
+
+def test_a_file_as_the_dataset_folder_is_refused_before_importing(
+    export: Path, tmp_path: Path
+) -> None:
+    a_file = tmp_path / "base.json"
+    a_file.write_text("{}")
+    code, output = _import(export, tmp_path / "images", a_file)
+    assert code == EXIT_ERROR, output
+    _one_line_error(output, f"--out {a_file}: is a file, not a folder")
+    assert a_file.read_text() == "{}"
+
+
+@needs_proc
+def test_an_unwritable_dataset_folder_is_refused_before_importing(
+    export: Path, tmp_path: Path
+) -> None:
+    code, output = _import(export, tmp_path / "images", Path("/proc/x"))
+    assert code == EXIT_ERROR, output
+    _one_line_error(output, "--out /proc/x: cannot write in /proc")

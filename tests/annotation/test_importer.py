@@ -238,12 +238,13 @@ def test_min_agreement(tmp_path, ls, page, other_page):
         results += ls.region("r1", lines[1].box, lines[1].text, SIZE)
         return ls.annotation(aid, results, **kwargs)
 
-    agree = [reading(1, "Kew, 3rd May"), reading(2, "Kew, 3rd Mey", updated_at="2026-03-02T0:00Z")]
-    disagree = [reading(3, "Kew, 3rd May"), reading(4, "zzzz zzzz zz", updated_at="2026-03-02")]
+    second = {"updated_at": "2026-03-02T00:00Z", "completed_by": 2}  # another annotator's
+    agree = [reading(1, "Kew, 3rd May"), reading(2, "Kew, 3rd Mey", **second)]
+    disagree = [reading(3, "Kew, 3rd May"), reading(4, "zzzz zzzz zz", **second)]
     # Kept with task 1, which reads the first line otherwise: on another page, no conflict.
     reviewed = [
         reading(5, "Kew, 3rd May", other_page[1], ground_truth=True),
-        reading(6, "zzzz zzzz zz", other_page[1]),
+        reading(6, "zzzz zzzz zz", other_page[1], completed_by=2),
     ]
     tasks = [
         ls.task(1, data, agree),
@@ -257,6 +258,26 @@ def test_min_agreement(tmp_path, ls, page, other_page):
     assert kept == {1, 4}
     scores = {s.meta["task_id"]: s.meta["agreement"] for s in result.manifest}
     assert 0.9 < scores[1] < 1.0
+
+
+def test_a_second_submission_by_the_same_annotator_is_no_agreement(tmp_path, ls, page):
+    """One person submitting a page twice agrees with themself (1.0), which says nothing
+    about whether another reader sees the same text."""
+    path, lines = page
+    twice = [
+        full_annotation(ls, lines, aid=1, updated_at="2026-03-01T10:00:00Z"),
+        full_annotation(ls, lines, aid=2, updated_at="2026-03-02T10:00:00Z"),
+    ]
+    tasks = [ls.task(1, data_for(path, tmp_path / "images"), twice)]
+    strict = run(tmp_path, ls, tasks, min_agreement=0.95)
+    assert dict(strict.reasons) == {"no_second_annotation": 1}
+    assert len(strict.manifest) == 0
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    assert "1 more by the same annotator, 1" in report["skipped"][0]["reason"]
+
+    kept = run(tmp_path, ls, tasks)  # without --min-agreement: kept, with no agreement
+    assert len(kept.manifest) == 4
+    assert {s.meta["agreement"] for s in kept.manifest} == {None}
 
 
 def test_image_resolution_upload_and_http_and_size_checks(tmp_path, ls, page):
@@ -293,6 +314,9 @@ def test_bad_exports_and_existing_dataset(tmp_path, ls, page):
     bad.write_text("{not json")
     with pytest.raises(LabelStudioExportError, match="not JSON"):
         import_export(bad, out, opts)
+    bad.write_text("Kew, 3rd May\n")  # a comma, but no header of column names: not a CSV
+    with pytest.raises(LabelStudioExportError, match="bad.json is not JSON: Expecting value"):
+        import_export(bad, out, opts)
     bad.write_text(json.dumps([{"ocr": "x.png", "transcription": ["a"], "id": 3}]))
     with pytest.raises(LabelStudioExportError, match="JSON-MIN"):
         import_export(bad, out, opts)
@@ -318,6 +342,39 @@ def test_bad_exports_and_existing_dataset(tmp_path, ls, page):
     assert len(nothing.manifest) == 0
     assert Manifest.load(out).version == first.manifest.version
     assert len(list((out / "images").iterdir())) == len(first.manifest)
+
+
+LS_CSV = (
+    "annotation_id,annotator,created_at,id,label,lead_time,ocr,transcription,updated_at\n"
+    '1,1,2026-03-01,7,"[{""x"": 9.1}]",42.5,/data/local-files/?d=p1.png,Kew,2026-03-01\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("export.csv", LS_CSV, "export.csv is a CSV export; export the project as JSON"),
+        ("export", LS_CSV, "export is a CSV export; export the project as JSON"),
+        ("export.txt", LS_CSV.replace(",", "\t"), "export.txt is a TSV export"),
+    ],
+)
+def test_table_exports_are_named_as_such(tmp_path, name, text, message):
+    export = tmp_path / name
+    export.write_text(text)
+    opts = ImportOptions(images_root=tmp_path)
+    with pytest.raises(LabelStudioExportError, match=message):
+        import_export(export, tmp_path / "dataset", opts)
+
+
+def test_an_export_that_cannot_be_read_is_one_error(tmp_path):
+    """A folder or an unreadable path used to escape as IsADirectoryError or OSError."""
+    opts = ImportOptions(images_root=tmp_path)
+    with pytest.raises(LabelStudioExportError, match="is a folder; give the export's JSON file"):
+        import_export(tmp_path, tmp_path / "dataset", opts)
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    with pytest.raises(LabelStudioExportError, match="cannot read .*loop.json: Too many levels"):
+        import_export(loop, tmp_path / "dataset", opts)
 
 
 def test_reading_order_on_a_rotated_page(tmp_path, ls):
@@ -425,6 +482,53 @@ def test_oddly_typed_exports_skip_the_task_or_region_and_go_on(tmp_path, ls, pag
     assert "width is 1000000.0" in where["task 5 region r0"]
     assert "annotation 1 result is str, not a list" in where["task 6"]
     assert "Invalid IPv6 URL" in where["task 7"]
+
+
+def test_regions_drawn_as_other_shapes_are_reported_and_cost_the_paragraph(
+    tmp_path, ls, page, other_page
+):
+    """A line drawn as a polygon (or brush stroke, ellipse...) is refused by design; it used
+    to vanish without a word, and its page's paragraph came out a line short."""
+    path, lines = page
+    common = {"to_name": "image", "original_width": SIZE[0], "original_height": SIZE[1]}
+    points = [[7, 60], [70, 60], [70, 66], [7, 66]]
+    polygon = [
+        {**common, "id": "poly", "type": "polygonlabels", "from_name": "label",
+         "value": {"points": points, "polygonlabels": ["Line"]}},
+        {**common, "id": "poly", "type": "textarea", "from_name": "transcription",
+         "value": {"points": points, "text": [TEXTS[2]]}},
+    ]  # fmt: skip
+    ellipse = {
+        **common, "id": "oval", "type": "ellipse", "from_name": "shape",
+        "value": {"x": 50, "y": 50, "radiusX": 10, "radiusY": 3, "rotation": 0},
+    }  # fmt: skip
+    # A stamp outlined as a polygon with another label is left out on purpose, as a box is.
+    stamp = {
+        **common, "id": "stamp", "type": "polygonlabels", "from_name": "label",
+        "value": {"points": points, "polygonlabels": ["Stamp"]},
+    }  # fmt: skip
+    shapes = full_annotation(ls, lines, order=(0, 1))
+    shapes["result"] += [*polygon, ellipse]
+    labelled = full_annotation(ls, other_page[1])
+    labelled["result"].append(stamp)
+    tasks = [
+        ls.task(1, data_for(path, tmp_path / "images"), [shapes]),
+        ls.task(2, data_for(other_page[0], tmp_path / "images"), [labelled]),
+    ]
+    result = run(tmp_path, ls, tasks)
+    assert dict(result.reasons) == {"not_a_box": 2, "incomplete_paragraph": 1, "not_a_line": 1}
+    kept = sorted((s.meta["task_id"], s.kind, s.text) for s in result.manifest)
+    assert kept == [
+        (1, "line", TEXTS[0]),
+        (1, "line", TEXTS[1]),
+        *[(2, "line", text) for text in sorted(TEXTS)],
+        (2, "paragraph", "\n".join(TEXTS)),
+    ]
+    report = json.loads((tmp_path / "dataset" / "import-report.json").read_text())
+    where = {s["where"]: s["reason"] for s in report["skipped"]}
+    assert "drawn as polygonlabels, text 'the seeds came'" in where["task 1 region poly"]
+    assert "drawn as ellipse" in where["task 1 region oval"]
+    assert where["task 1"].startswith("incomplete_paragraph")
 
 
 def test_conflicting_labels_of_the_same_pixels_are_left_out_and_repeats_kept_once(

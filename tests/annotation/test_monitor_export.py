@@ -1,5 +1,6 @@
 """``quill monitor export --slice``: a misspelt slice is a usage error naming the known keys
-and values, and an export that matched nothing never replaces tasks already written."""
+and values, and an export that wrote no task (nothing matched, or no matched prediction kept
+its image) exits 1 and never replaces tasks already written."""
 
 from __future__ import annotations
 
@@ -89,11 +90,50 @@ def test_an_export_that_matched_nothing_leaves_existing_tasks_alone(
     assert tasks_file.read_text() == before
 
 
-def test_an_export_that_matched_nothing_still_writes_a_new_empty_file(
-    tmp_path: Path, store_args: list[str]
+@pytest.mark.parametrize(
+    "options", [("--slice", "polarity=light-on-dark"), ("--corrected",)], ids=["slice", "corrected"]
+)
+def test_an_export_that_matched_nothing_writes_a_new_empty_file_and_exits_1(
+    tmp_path: Path, store_args: list[str], options: tuple[str, ...]
 ) -> None:
     out = tmp_path / "new.json"
-    code, output = export(out, store_args, "--slice", "polarity=light-on-dark")
-    assert code == EXIT_OK, output
+    code, output = export(out, store_args, *options)
+    assert code == EXIT_FAILED, output
     assert json.loads(out.read_text()) == []
-    assert "no prediction matched the filters" in output
+    assert "no prediction matched the filters; wrote an empty task list" in " ".join(output.split())
+
+
+@pytest.fixture
+def imageless_store_args(tmp_path: Path) -> list[str]:
+    """A store holding one flagged prediction whose image was not kept (privacy setting)."""
+    url = f"sqlite:///{tmp_path / 'private.db'}"
+    images = tmp_path / "private-images"
+    store = MonitoringStore(url, image_dir=images, retain_images=False)
+    store.log_prediction(PredictionRecord("r9", "api", "m-1", line_png("Yours"), "Yours", 0.6, 9.0))
+    store.add_feedback("r9", "incorrect")
+    store.close()
+    return ["--url", url, "--images", str(images)]
+
+
+def test_an_export_whose_every_image_is_gone_leaves_existing_tasks_alone(
+    tasks_file: Path, imageless_store_args: list[str]
+) -> None:
+    before = tasks_file.read_text()
+    code, output = export(tasks_file, imageless_store_args, "--flagged")
+    assert code == EXIT_FAILED, output
+    flat = " ".join(output.split())
+    assert "skipped r9: image not retained" in flat
+    assert (
+        f"none of the 1 matching prediction(s) has its image; {tasks_file} left as it was" in flat
+    )
+    assert tasks_file.read_text() == before
+
+
+def test_an_export_whose_every_image_is_gone_exits_1_for_a_new_file(
+    tmp_path: Path, imageless_store_args: list[str]
+) -> None:
+    out = tmp_path / "fresh" / "tasks.json"
+    code, output = export(out, imageless_store_args, "--flagged")
+    assert code == EXIT_FAILED, output
+    assert json.loads(out.read_text()) == []
+    assert not (out.parent / "images").exists()  # no folder made for images never copied

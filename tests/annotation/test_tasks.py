@@ -108,6 +108,30 @@ def test_bad_sources_are_named(tmp_path, scans):
     assert result.exit_code == 2 and "not a staged model" in result.output
 
 
+def test_a_web_prefix_refuses_images_outside_the_document_root(tmp_path, scans):
+    """It used to glue the absolute path to the prefix (https://host/images//tmp/...)."""
+    elsewhere = tmp_path / "served"
+    elsewhere.mkdir()
+    out = tmp_path / "t.json"
+    result = cli(
+        "tasks", scans, "--out", out, "--url-prefix", "https://host/images/",
+        "--document-root", elsewhere,
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert f"{scans / 'a.png'} is outside the document root {elsewhere}" in result.output
+    assert "--url-prefix https://host/images/" in result.output and not out.exists()
+    result = cli(
+        "tasks", scans, "--out", out, "--url-prefix", "https://host/images/",
+        "--document-root", tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    urls = [t["data"]["ocr"] for t in json.loads(out.read_text())]
+    assert urls == [
+        "https://host/images/scans/a.png",
+        "https://host/images/scans/sub%20dir/b%20c.jpg",
+    ]
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path

@@ -3,7 +3,8 @@
 Policy (documented in docs/annotation.md and the annotator instructions): cancelled
 (skipped) annotations never count; an annotation a reviewer marked ``ground_truth`` wins;
 otherwise the most recently updated one wins, since a later pass usually fixes an earlier
-one. Agreement compares the chosen transcription of the page with each other annotator's:
+one. Agreement compares the chosen transcription of the page with each other annotator's
+(another ``completed_by``; a second submission by the same person is no second reading):
 ``1 - edit distance / longer length``, best match taken, so "at least one other annotator
 read the page (nearly) the same way".
 """
@@ -44,6 +45,33 @@ def _timestamp(annotation: dict[str, Any]) -> tuple[datetime, int]:
 def usable(annotations: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Annotations that were submitted, not skipped."""
     return [a for a in annotations if not a.get("was_cancelled")]
+
+
+def annotator(annotation: dict[str, Any]) -> object:
+    """Who made ``annotation`` (``completed_by``: a user id, or in some exports the user
+    object, whose id or e-mail is taken), or None when the export does not say."""
+    who = annotation.get("completed_by")
+    if isinstance(who, dict):
+        return who.get("id", who.get("email"))
+    return who
+
+
+def second_readings(
+    annotations: list[dict[str, Any]], chosen: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The usable annotations agreement with ``chosen`` is measured against: those of other
+    annotators. One person submitting twice agrees with themself, which says nothing about
+    whether the page reads that way.
+
+    >>> [a["id"] for a in second_readings(
+    ...     [{"id": 1, "completed_by": 7}, {"id": 2, "completed_by": 7},
+    ...      {"id": 3, "completed_by": 8}, {"id": 4}], {"id": 2, "completed_by": 7})]
+    [3, 4]
+    """
+    who = annotator(chosen)
+    return [
+        a for a in usable(annotations) if a is not chosen and (who is None or annotator(a) != who)
+    ]
 
 
 def choose(annotations: list[dict[str, Any]]) -> dict[str, Any] | None:

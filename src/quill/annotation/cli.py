@@ -246,6 +246,7 @@ def import_command(
     )
 
     require_split_fractions(val_fraction, test_fraction)
+    check_output(out, folder=True)
     options = ImportOptions(
         images_root=images_root,
         min_agreement=min_agreement,
@@ -383,7 +384,7 @@ def push_command(
 
     API token from LABEL_STUDIO_API_KEY or LABEL_STUDIO_USER_TOKEN.
     """
-    from quill.annotation.client import LabelStudioError, storage_folder
+    from quill.annotation.client import LabelStudioError, TaskFileError, storage_folder
     from quill.annotation.config import LabelingConfigError
 
     try:
@@ -392,10 +393,13 @@ def push_command(
         raise fail(f"{tasks_file}: cannot read tasks JSON ({exc})") from exc
     if not isinstance(tasks, list):
         raise fail(f"{tasks_file}: tasks JSON must be a list")
+    try:  # before the project is made: a bad file must leave the server as it was
+        folder = storage_folder(tasks, document_root)
+    except TaskFileError as exc:
+        raise fail(f"{tasks_file}: {exc}") from exc
     with _client(url) as client:
         try:
             found, created = client.ensure_project(project)
-            folder = storage_folder(tasks, document_root)
             if folder is not None:
                 client.ensure_local_storage(found["id"], folder)
             count = client.import_tasks(found["id"], tasks)
@@ -461,15 +465,17 @@ def export_command(
 
     Images are copied to OUT's folder/images/. Import the tasks into a project made with
     `quill annotate config`, then bring the annotations back with `quill annotate import`.
-    When no prediction matches and OUT already holds tasks, OUT is left as it was and the
-    command exits 1 (an empty list would silently replace tasks not yet imported).
+    Exits 1 when no task is left (nothing matched, or no matched prediction kept its image):
+    OUT is then left as it was if it holds tasks, since an empty list would silently replace
+    tasks not yet imported.
     """
     from quill.annotation.from_monitoring import (
         FORMATS,
-        export_labelstudio,
+        labelstudio_tasks,
         parse_slices,
         select,
     )
+    from quill.annotation.tasks import write_tasks
 
     if to not in FORMATS:
         raise typer.BadParameter(f"use one of {FORMATS}", param_hint="--to")
@@ -488,19 +494,24 @@ def export_command(
         corrected=corrected,
         slices=slices,
     )[:limit]
-    if not chosen and _holds_tasks(out):
-        raise fail(f"no prediction matched the filters; {out} left as it was", EXIT_FAILED)
     try:
-        result = export_labelstudio(store, chosen, out, document_root=document_root)
+        result = labelstudio_tasks(store, chosen, out, document_root=document_root)
     except ValueError as exc:  # an image outside the document root
         raise fail(str(exc)) from exc
     console = _console(stderr=False)
     for note in result.skipped:
         console.print(f"[yellow]skipped {note}[/yellow]")
-    if not chosen:
-        console.print(
-            "[yellow]no prediction matched the filters; wrote an empty task list[/yellow]"
+    if not result.tasks:
+        why = (
+            f"none of the {len(chosen)} matching prediction(s) has its image"
+            if chosen
+            else "no prediction matched the filters"
         )
+        if _holds_tasks(out):
+            raise fail(f"{why}; {out} left as it was", EXIT_FAILED)
+        write_tasks([], out)
+        raise fail(f"{why}; wrote an empty task list to {out}", EXIT_FAILED)
+    write_tasks(result.tasks, out)
     console.print(f"wrote {len(result.tasks)} task(s) to {out} (images in {out.parent / 'images'})")
 
 

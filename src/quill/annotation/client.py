@@ -18,7 +18,12 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 
-from quill.annotation.config import instructions_html, labeling_config, validate_config
+from quill.annotation.config import (
+    IMAGE_VARIABLE,
+    instructions_html,
+    labeling_config,
+    validate_config,
+)
 from quill.annotation.tasks import LOCAL_FILES_PREFIX
 from quill.errors import QuillError
 
@@ -233,20 +238,45 @@ def _not_label_studio(response: httpx.Response) -> str:
     return f"{shown}, not an answer of Label Studio's API: is the URL Label Studio's?"
 
 
-def storage_folder(tasks: Sequence[dict[str, Any]], document_root: Path) -> Path | None:
+class TaskFileError(QuillError, ValueError):
+    """A task file holds something Label Studio would not import as a task."""
+
+    code = "label_studio_tasks_invalid"
+
+
+def task_data(task: Any, number: int) -> dict[str, Any]:
+    """The variables of task ``number`` (counted from 0, as Label Studio does): its ``data``
+    object, or the task itself in the flat form Label Studio also imports (``{"ocr": url}``).
+
+    >>> task_data({"data": {"ocr": "a.jpg"}}, 0), task_data({"ocr": "a.jpg"}, 1)
+    ({'ocr': 'a.jpg'}, {'ocr': 'a.jpg'})
+    """
+    if not isinstance(task, dict):
+        raise TaskFileError(f"task #{number} is {type(task).__name__}, not an object")
+    data = task.get("data", task)
+    if not isinstance(data, dict):
+        raise TaskFileError(f"task #{number}: data is {type(data).__name__}, not an object")
+    return data
+
+
+def storage_folder(tasks: Sequence[Any], document_root: Path) -> Path | None:
     """The folder a local-files storage needs: the images' common parent under the root.
 
-    None when no task uses a local-files URL.
+    None when no task uses a local-files URL. Every task is checked first (an object, with a
+    ``data`` object or flat): TaskFileError names the first that is not, or a local-files URL
+    naming no file, before anything is sent.
 
     >>> storage_folder([{"data": {"ocr": "/data/local-files/?d=scans/a/1.jpg"}},
-    ...                 {"data": {"ocr": "/data/local-files/?d=scans/b/2.jpg"}}], Path("/srv"))
+    ...                 {"ocr": "/data/local-files/?d=scans/b/2.jpg"}], Path("/srv"))
     PosixPath('/srv/scans')
     """
     folders = []
-    for task in tasks:
-        reference = str(task.get("data", {}).get("ocr", ""))
+    for number, task in enumerate(tasks):
+        reference = str(task_data(task, number).get(IMAGE_VARIABLE, ""))
         if reference.startswith(LOCAL_FILES_PREFIX):
-            relative = parse_qs(urlparse(reference).query)["d"][0]
+            relative = parse_qs(urlparse(reference).query).get("d", [""])[0]
+            if not relative:
+                raise TaskFileError(f"task #{number}: {reference!r} names no file")
             folders.append(posixpath.dirname(relative))
     if not folders:
         return None

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from quill.annotation.tasks import ImageRef, build_tasks, upright_size, write_tasks
+from quill.annotation.tasks import ImageRef, build_tasks, upright_size
 from quill.monitoring.drift import polarity_label, size_bucket, slice_values
 from quill.monitoring.records import StoredPrediction
 from quill.monitoring.settings import MonitoringSettings
@@ -103,7 +103,7 @@ def parse_slices(texts: Sequence[str], settings: MonitoringSettings) -> list[tup
     return pairs
 
 
-def export_labelstudio(
+def labelstudio_tasks(
     store: MonitoringStore,
     predictions: Sequence[StoredPrediction],
     out: Path,
@@ -111,14 +111,17 @@ def export_labelstudio(
     document_root: Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
-    """Write ``out`` (a JSON task list) and the images into ``out``'s folder/``images/``.
+    """The tasks for ``predictions`` that will be written to ``out``, their images copied into
+    ``out``'s folder/``images/``.
 
+    ``out`` itself is not written: only once the images are looked up is it known whether
+    any task is left (every image may be gone), and an empty list must not replace tasks
+    written earlier, so the caller decides (:func:`~quill.annotation.tasks.write_tasks`).
     ``document_root`` is Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` (default:
     the task file's folder); image URLs are local-files URLs relative to it.
     """
     out = Path(out)
     image_dir = out.parent / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
     refs, by_path, skipped = [], {}, []
     for p in predictions:
         try:
@@ -129,6 +132,7 @@ def export_labelstudio(
         if data is None:
             skipped.append(f"{p.request_id}: image not retained (privacy setting or purged)")
             continue
+        image_dir.mkdir(parents=True, exist_ok=True)
         path = (image_dir / f"{p.image_sha256}.{p.image_ext}").resolve()
         if not path.exists():
             path.write_bytes(data)
@@ -141,7 +145,6 @@ def export_labelstudio(
     tasks, notes = build_tasks(
         refs, (document_root or out.parent).resolve(), predictor=stored_answers, progress=progress
     )
-    write_tasks(tasks, out)
     return ExportResult(out, tasks, skipped + notes)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 import tempfile
 from collections import Counter, defaultdict
@@ -63,8 +64,9 @@ REASONS = {
     "image_changed": "image differs from the one annotated (sha256)",
     "size_mismatch": "image shape differs from the one annotated",
     "low_agreement": "annotators disagree more than --min-agreement allows",
-    "no_second_annotation": "--min-agreement set but only one annotation",
+    "no_second_annotation": "--min-agreement set but no other annotator's annotation",
     "not_a_line": "region label is not Line",
+    "not_a_box": "region drawn as a polygon, brush, ellipse or keypoints, not a Line box",
     "bad_region": "region result malformed (value not an object, geometry not a number or absurd)",
     "text_without_box": "transcription without a box",
     "box_without_text": "box without a transcription",
@@ -82,6 +84,8 @@ ASPECT_TOLERANCE = 0.01
 #: (that part of the crop is paper), but a box mostly off the page would be a blank crop
 #: labelled with text.
 MIN_SHARE_ON_IMAGE = 0.75
+#: A column of a CSV or TSV export's header (``ocr``, ``annotation_id``, maybe quoted).
+COLUMN_NAME = re.compile(r'"?[\w.-]+"?')
 
 
 class LabelStudioExportError(QuillError, ValueError):
@@ -128,11 +132,24 @@ class LabelStudioImport:
 
 def load_export(path: Path) -> list[dict[str, Any]]:
     """The tasks of a Label Studio JSON export, with a clear error for other formats."""
+    if path.is_dir():
+        raise LabelStudioExportError(f"{path} is a folder; give the export's JSON file")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise LabelStudioExportError(f"no export at {path}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise LabelStudioExportError(f"{path} is not JSON: {exc}") from exc
+    except OSError as exc:
+        raise LabelStudioExportError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        table = _table_export(path, text)
+        if table:
+            raise LabelStudioExportError(
+                f"{path} is a {table} export; export the project as JSON (Export > JSON) instead"
+            ) from exc
         raise LabelStudioExportError(f"{path} is not JSON: {exc}") from exc
     if not isinstance(data, list) or not all(isinstance(task, dict) for task in data):
         raise LabelStudioExportError(
@@ -142,9 +159,23 @@ def load_export(path: Path) -> list[dict[str, Any]]:
         if "data" not in task and "annotations" not in task:
             raise LabelStudioExportError(
                 f"{path}: task {task.get('id', '?')} has no 'data'/'annotations': this looks "
-                "like a JSON-MIN or CSV export; export the project as 'JSON' instead"
+                "like a JSON-MIN export; export the project as 'JSON' instead"
             )
     return data
+
+
+def _table_export(path: Path, text: str) -> str | None:
+    """Which of Label Studio's table exports (CSV, TSV) ``text``, not JSON, is, or None: the
+    suffix says so, or the first line is a header of separated column names."""
+    suffix = path.suffix.lower().lstrip(".")
+    if suffix in ("csv", "tsv"):
+        return suffix.upper()
+    header = text.lstrip("\ufeff").partition("\n")[0].rstrip("\r")
+    for separator, name in (("\t", "TSV"), (",", "CSV")):
+        names = header.split(separator)
+        if len(names) > 1 and all(COLUMN_NAME.fullmatch(n) for n in names):
+            return name
+    return None
 
 
 def resolve_image(data: dict[str, Any], images_root: Path) -> tuple[Path | None, list[Path]]:
@@ -198,6 +229,10 @@ def read_lines(
             boxless.append((region.id, "not_a_line", f"label {region.labels}"))
             continue
         text = transcription.clean(region.typed or [])
+        if region.shape is not None:
+            read = f", text {text!r}" if text else ""
+            boxless.append((region.id, "not_a_box", f"drawn as {region.shape}{read}"))
+            continue
         if region.geometry is None:
             boxless.append((region.id, "text_without_box", repr(text)))
             continue
@@ -373,7 +408,7 @@ class _TaskImporter:
 
         A ground-truth annotation passes whatever the others say: a reviewer settled it.
         """
-        others = [a for a in agreement.usable(annotations) if a is not chosen]
+        others = agreement.second_readings(annotations, chosen)
         text = paragraph_text(lines)
         scores = [
             agreement.text_agreement(text, paragraph_text(read_lines(a, size, self.options)[0]))
@@ -383,7 +418,9 @@ class _TaskImporter:
         if self.options.min_agreement <= 0 or chosen.get("ground_truth"):
             return True, best
         if best is None:
-            self.skip(where, "no_second_annotation")
+            again = len(agreement.usable(annotations)) - 1  # all by the chosen one's annotator
+            detail = f"{again} more by the same annotator, {agreement.annotator(chosen)}"
+            self.skip(where, "no_second_annotation", detail if again else "")
             return False, None
         if best < self.options.min_agreement:
             self.skip(where, "low_agreement", f"{best:.3f} < {self.options.min_agreement}")
@@ -410,8 +447,9 @@ class _TaskImporter:
         where = f"task {task_id}"
         for region_id, code, detail in boxless:
             self.skip(f"{where} region {region_id}", code, detail)
-        # a transcription without a box, or a region that cannot be read, is text the
-        # paragraph would lack (a region labelled other than Line is meant to be left out)
+        # a transcription without a box, a region that cannot be read or one drawn as
+        # another shape is text the paragraph would lack (a region labelled other than Line
+        # is meant to be left out)
         missing_text = any(code != "not_a_line" for _, code, _ in boxless)
         if not lines:
             return self.skip(where, "no_regions", f"annotation {chosen.get('id')}")

@@ -4,6 +4,11 @@ Label Studio writes one region as several results sharing an ``id``: a ``rectang
 (or plain ``rectangle``) result with the box and its label, and a ``textarea`` result with
 the text (which repeats the box geometry). Results without an ``id`` each stand alone.
 
+A region drawn as another shape (a polygon, a brush stroke, an ellipse, keypoints: a config
+extended by hand, or an export from another project) is kept with its ``shape`` so the
+importer reports it: Quill only cuts out rotated rectangles, and a line dropped without a
+word would leave its page's paragraph short of a line.
+
 An export is JSON anyone can edit, so a result may hold a string where an object belongs,
 or NaN, Infinity and 1e6 where a percentage belongs. Such a region is kept with a
 ``malformed`` note instead of being read as a box, so the importer reports it and goes on:
@@ -20,6 +25,12 @@ from quill.annotation.config import LINE_LABEL
 GEOMETRY_KEYS = ("x", "y", "width", "height")
 BOX_TYPES = ("rectanglelabels", "rectangle")
 TEXT_TYPES = ("textarea",)
+#: Result types of Label Studio's other image regions (with and without labels).
+SHAPE_TYPES = tuple(
+    kind + suffix
+    for kind in ("polygon", "brush", "ellipse", "keypoint", "bitmask", "vector")
+    for suffix in ("labels", "")
+)
 #: Largest magnitude of a geometry value (percent, or degrees for ``rotation``): a box may
 #: reach a little past the edge of its image (the importer judges how much), but a number
 #: beyond ten times the image is no box Label Studio drew.
@@ -38,6 +49,8 @@ class Region:
     labels: list[str] = field(default_factory=list)
     typed: list[str] | None = None
     has_box_result: bool = False
+    #: The result type of a region drawn as another shape than a rectangle, or None.
+    shape: str | None = None
     #: Why a result of this region cannot be read (e.g. "x is nan"), or None.
     malformed: str | None = None
 
@@ -84,15 +97,20 @@ def _read(region: Region, kind: str, item: dict[str, Any]) -> None:
     value = item.get("value") or {}
     if not isinstance(value, dict):
         raise ValueError(f"value is {type(value).__name__}, not an object")
+    width, height = item.get("original_width"), item.get("original_height")
+    if width is not None and height is not None:
+        size = _number(width, "original_width", SIZE_LIMIT)
+        region.original_size = (int(size), int(_number(height, "original_height", SIZE_LIMIT)))
+    if kind in SHAPE_TYPES:  # its points or radii are no box; only its label matters
+        region.shape = kind
+        if kind.endswith("labels"):
+            region.labels = _strings(value.get(kind), kind)
+        return
     geometry = _geometry(value)
     if geometry is not None:
         region.geometry = region.geometry or geometry
         if kind in BOX_TYPES:  # the box result is authoritative for geometry
             region.geometry = geometry
-    width, height = item.get("original_width"), item.get("original_height")
-    if width is not None and height is not None:
-        size = _number(width, "original_width", SIZE_LIMIT)
-        region.original_size = (int(size), int(_number(height, "original_height", SIZE_LIMIT)))
     if kind in BOX_TYPES:
         region.has_box_result = True
         region.labels = _strings(value.get("rectanglelabels"), "rectanglelabels")
@@ -109,8 +127,8 @@ def parse_regions(result: list[dict[str, Any]]) -> tuple[list[Region], list[str]
             ignored.append(f"result {index} is not an object")
             continue
         kind = item.get("type")
-        if kind not in BOX_TYPES + TEXT_TYPES:
-            ignored.append(f"result {index} has type {kind!r}, not a box or a transcription")
+        if kind not in BOX_TYPES + TEXT_TYPES + SHAPE_TYPES:
+            ignored.append(f"result {index} has type {kind!r}, not a region or a transcription")
             continue
         rid = str(item.get("id") or f"result-{index}")
         region = regions.setdefault(rid, Region(rid))

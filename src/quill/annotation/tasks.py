@@ -282,9 +282,23 @@ def build_tasks(
 
 
 def _reference(path: Path, document_root: Path, url_prefix: str) -> str:
+    """The URL of a local image: ``url_prefix`` + its path under the document root.
+
+    Outside the root it has no URL: neither Label Studio's local files nor a web server
+    serves a path that climbs out of its root, and an absolute path glued to a web prefix
+    (``https://host/images//home/...``) names nothing either.
+    """
     if url_prefix == LOCAL_FILES_PREFIX:
         return local_files_url(path, document_root, url_prefix)
-    return url_prefix + quote(_relative_or_absolute(path, document_root), safe="/")
+    try:
+        relative = path.resolve().relative_to(document_root.resolve())
+    except ValueError as exc:
+        raise TaskSourceError(
+            f"{path} is outside the document root {document_root}: --url-prefix "
+            f"{url_prefix} is followed by the path under --document-root (pass the folder "
+            "the web server serves at that prefix)"
+        ) from exc
+    return url_prefix + quote(relative.as_posix(), safe="/")
 
 
 def _relative_or_absolute(path: Path, root: Path) -> str:
