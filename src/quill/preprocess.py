@@ -249,7 +249,9 @@ def _open_encoded(source: str | Path | bytes, max_pixels: int, min_side: int) ->
     except UnidentifiedImageError as exc:
         raise ImageError(
             "not_an_image",
-            f"{name}: not an image Quill can read (it reads PNG, JPEG, TIFF, WebP, BMP, GIF)",
+            f"{name}: not an image Quill can read (it reads PNG, JPEG, TIFF, WebP, BMP, GIF and "
+            "the other raster formats Pillow opens; not PDF or HEIC: save the page as PNG or "
+            "JPEG)",
         ) from exc
     except PermissionError as exc:
         raise ImageError("image_unreadable", f"{name} cannot be read: permission denied") from exc
