@@ -1,8 +1,10 @@
 """Bad input to ``quill monitor``: one line and exit 2 before any work, never a traceback,
-and never a new empty store made by a command that only reads one."""
+and never a new empty store made (nor Quill's tables in another database) by a command that
+needs an existing store: every one but ``baseline``."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -56,11 +58,65 @@ def test_read_only_commands_refuse_a_missing_store_and_create_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_command_that_writes_still_creates_the_store(tmp_path: Path) -> None:
-    new = tmp_path / "new" / "monitoring.db"
-    code, output = _monitor("purge", "--url", f"sqlite:///{new}", "--older-than", "30")
-    assert code == 0, output
-    assert new.is_file()
+@pytest.mark.parametrize(
+    "command",
+    [["purge"], ["purge", "--older-than", "0"], ["delete", "--request-id", "r1"], ["backfill"]],
+)
+def test_commands_that_write_refuse_a_missing_store_too(tmp_path: Path, command: list[str]) -> None:
+    """A purge with a typo in --url (or from cron in another working directory) made an
+    empty store there and reported success, having purged nothing."""
+    missing = tmp_path / "nosuch" / "monitoring.db"
+    code, output = _monitor(*command, "--url", f"sqlite:///{missing}")
+    assert code == EXIT_ERROR, output
+    assert output == f"error: no monitoring store at {missing}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+ALL_COMMANDS = [
+    ["status"],
+    ["check"],
+    ["report", "-o", "{tmp}/r.html"],
+    ["feedback-dataset", "-o", "{tmp}/fd"],
+    ["export", "-o", "{tmp}/tasks.json"],
+    ["backfill"],
+    ["delete", "--request-id", "r1"],
+    ["purge", "--older-than", "0"],
+]
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS)
+def test_a_database_that_is_not_a_store_is_refused_and_left_alone(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """Pointed at any SQLite file, the commands created Quill's tables in it (an app's
+    database with a users table gained predictions, feedback, ...), and status reported
+    on the empty store it had made."""
+    database = tmp_path / "app.db"
+    with sqlite3.connect(database) as connection:
+        connection.execute("CREATE TABLE users (name TEXT)")
+        connection.execute("INSERT INTO users VALUES ('ada')")
+    connection.close()
+    before = database.read_bytes()
+    args = [part.format(tmp=tmp_path) for part in command]
+    code, output = _monitor(*args, "--url", f"sqlite:///{database}")
+    assert code == EXIT_ERROR, output
+    assert output == (
+        f"error: {database} is not a Quill monitoring store (it has no predictions table)\n"
+    )
+    assert database.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a database at all\n" * 20])
+def test_an_empty_file_or_another_file_is_not_a_store(tmp_path: Path, content: bytes) -> None:
+    """An empty file became a 90 KB store and status answered 0."""
+    file = tmp_path / "m.db"
+    file.write_bytes(content)
+    code, output = _monitor("status", "--url", f"sqlite:///{file}")
+    assert code == EXIT_ERROR, output
+    assert output.startswith(f"error: {file} is not a Quill monitoring store (")
+    assert file.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.db"]
 
 
 def test_status_reads_an_existing_store(store_url: str) -> None:
@@ -96,6 +152,35 @@ def test_report_refuses_a_duration_too_long(store_url: str, tmp_path: Path) -> N
     assert code == EXIT_ERROR, output
     assert "duration too long" in output and "Traceback" not in output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["check", "--window", "0s"], "--window"),
+        (["check", "--window", "0d"], "--window"),
+        (["report", "--since", "0h", "-o", "{tmp}/r.html"], "--since"),
+        (["feedback-dataset", "--since", "0m", "-o", "{tmp}/fd"], "--since"),
+        (["export", "--since", "0w", "-o", "{tmp}/tasks.json"], "--since"),
+    ],
+)
+def test_a_zero_duration_is_refused(
+    store_url: str, tmp_path: Path, command: list[str], option: str
+) -> None:
+    """`check --window 0s` judged an empty window and said OK, exit 0."""
+    args = [part.format(tmp=tmp_path) for part in command]
+    code, output = _monitor(*args, "--url", store_url)
+    assert code == EXIT_ERROR, output
+    assert option in output and "must be longer than 0" in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store"]
+
+
+def test_a_config_with_a_zero_window_is_refused(store_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "zero.yaml"
+    config.write_text("window: 0h\n")
+    code, output = _monitor("check", "--url", store_url, "--config", config)
+    assert code == EXIT_ERROR, output
+    assert output == f"error: {config}: window must be longer than 0, got '0h'\n"
 
 
 def test_a_config_that_is_not_text_is_named(store_url: str, tmp_path: Path) -> None:

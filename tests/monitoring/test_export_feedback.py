@@ -203,6 +203,18 @@ def test_exported_tasks_round_trip_into_a_dataset_version(tmp_path, store_args):
         assert sample.meta["model_text"] == "Dcar Sir" and sample.meta["flag"] == "incorrect"
         assert sample.meta["model_version"] == "m-1" and sample.meta["runtime"] == "onnx-int8"
         assert (merged.root / sample.image).is_file()
+    # A page both corrected and annotated is in one group and one split: the annotation's
+    # group (labelstudio:TASK) and the photo's (its hash) were split apart.
+    for rid in ("r0", "r1", "r2"):
+        photo = next(s for s in own if s.meta["request_id"] == rid).meta["image_sha256"]
+        same = [
+            s
+            for s in merged
+            if photo in (s.meta.get("image_sha256"), Path(s.meta.get("page", "")).stem)
+        ]
+        assert {s.source for s in same} == {"feedback", "labelstudio"}, rid
+        assert len({(s.group, s.split) for s in same}) == 1, rid
+    assert len(report["notes"]) == 3
     # The image is the one the user sent (pixel for pixel).
     r0 = next(s for s in own if s.meta["request_id"] == "r0")
     sent = MonitoringStore(store_args[1], image_dir=store_args[3]).get_prediction("r0")
@@ -258,14 +270,15 @@ def test_a_second_store_cannot_share_the_first_ones_image_folder(store_args, tmp
     photos = sorted(p for p in images.rglob("*.png"))
     assert photos and (images / OWNER_FILE).read_text().strip() == f"sqlite:///{tmp_path / 'm.db'}"
     other = ["--url", f"sqlite:///{tmp_path / 'other.db'}", "--images", str(images)]
-    for command in (["purge", "--older-than", "0"], ["backfill"]):
-        refused = CliRunner().invoke(app, ["monitor", *command, *other])
-        assert refused.exit_code == 2, refused.output
-        assert "holds the images of another monitoring store" in refused.output
-    assert sorted(p for p in images.rglob("*.png")) == photos
     # a folder of its own works, and is marked as that store's on its first write
     own = tmp_path / "other-images"
     MonitoringStore(other[1], image_dir=own).log_prediction(
         PredictionRecord("x", "api", "m-1", photos[0].read_bytes(), "x", 0.5, 1.0)
     )
     assert (own / OWNER_FILE).read_text().strip() == f"sqlite:///{tmp_path / 'other.db'}"
+    for command in (["purge", "--older-than", "0"], ["delete", "--request-id", "x"], ["backfill"]):
+        refused = CliRunner().invoke(app, ["monitor", *command, *other])
+        assert refused.exit_code == 2, refused.output
+        assert "holds the images of another monitoring store" in refused.output
+    assert sorted(p for p in images.rglob("*.png")) == photos
+    assert MonitoringStore(other[1], image_dir=own).counts()["predictions"] == 1

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from quill.cli import app
-from quill.data.manifest import Manifest
+from quill.data.manifest import Manifest, Sample
 from quill.monitoring.records import PredictionRecord, utcnow
 from quill.monitoring.store import MonitoringStore
 
@@ -146,3 +146,99 @@ def test_a_page_corrected_line_by_line_gives_a_sample_per_line(tmp_path, smoke_m
         "request two (its lines)": "the correction has 1 lines and the model found 2: kept "
         "as a page sample only (correct a page line by line to get line samples)"
     }
+
+
+def _store_with_corrections(tmp_path: Path, make_line, texts: dict[str, str]) -> list[str]:
+    """A store at tmp_path/m.db holding one corrected photo per request id; its CLI args."""
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    store = MonitoringStore(url, image_dir=tmp_path / "images")
+    for seed, (rid, text) in enumerate(texts.items()):
+        record = PredictionRecord(rid, "api", "m-1", make_line(text, seed=seed), "x", 0.5, 9.0)
+        store.log_prediction(record)
+        store.add_feedback(rid, "incorrect", correction=text)
+    store.close()
+    return ["--url", url, "--images", str(tmp_path / "images")]
+
+
+def _annotated_dataset(root: Path, make_line) -> dict[str, bytes]:
+    """A dataset folder as `quill annotate import` writes one; its files and their bytes."""
+    (root / "images").mkdir(parents=True)
+    image = root / "images" / "t1-l01.png"
+    image.write_bytes(make_line("Annotated line", seed=9))
+    sample = Sample("images/t1-l01.png", "Annotated line", "train", "labelstudio", "ab", "ls:1")
+    Manifest(root, [sample]).save()
+    return _files(root)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _feedback_dataset(*args: object) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["monitor", "feedback-dataset", *(str(a) for a in args)])
+    return result.exit_code, result.output
+
+
+def test_a_dataset_in_out_is_replaced_only_with_overwrite(tmp_path, make_line):
+    """--out an annotation dataset lost its samples: the folder was written over unasked."""
+    store = _store_with_corrections(tmp_path, make_line, {"r1": "Dear Sir"})
+    out = tmp_path / "annotated"
+    before = _annotated_dataset(out, make_line)
+    code, output = _feedback_dataset("--out", out, *store)
+    assert code == 2, output
+    assert output == f"error: {out} already holds a dataset: use --overwrite to replace it\n"
+    assert _files(out) == before
+
+    code, output = _feedback_dataset("--out", out, "--overwrite", *store)
+    assert code == 0, output
+    assert [s.meta["request_id"] for s in Manifest.load(out)] == ["r1"]
+    assert sorted(_files(out)) == ["images/r1.png", "import-report.json", "manifest.jsonl"]
+
+
+def test_nothing_to_write_leaves_the_dataset_as_it_was(tmp_path, make_line):
+    """Once retention had purged the images, a rebuild replaced the manifest with an empty
+    one (and exited 1): the dataset was gone."""
+    store = _store_with_corrections(tmp_path, make_line, {"r1": "Dear Sir", "r2": "Kew"})
+    out = tmp_path / "feedback"
+    code, output = _feedback_dataset("--out", out, *store)
+    assert code == 0, output
+    before = _files(out)
+    purged = CliRunner().invoke(app, ["monitor", "purge", "--images-older-than", "0", *store])
+    assert purged.exit_code == 0, purged.output
+    code, output = _feedback_dataset("--out", out, "--overwrite", *store)
+    assert code == 1, output
+    assert "request r1: image not retained" in output
+    assert output.endswith(f"error: no sample to write: the dataset {out} is left as it was\n")
+    assert _files(out) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch
+
+
+def test_the_out_folder_cannot_be_merged_into_itself(tmp_path, make_line):
+    """--merge X --out X read X's samples while X was being replaced: they were lost."""
+    store = _store_with_corrections(tmp_path, make_line, {"r1": "Dear Sir"})
+    out = tmp_path / "annotated"
+    before = _annotated_dataset(out, make_line)
+    for merge in (out, tmp_path / "." / "annotated"):
+        code, output = _feedback_dataset("--out", out, "--merge", merge, "--overwrite", *store)
+        assert code == 2, output
+        assert "is the --out folder" in output
+    assert _files(out) == before
+
+
+def test_a_rebuilt_dataset_holds_only_the_images_its_manifest_names(tmp_path, make_line):
+    """After `quill monitor delete --request-id r1` a rebuilt dataset no longer listed r1,
+    but images/r1.png, the deleted user's photo, stayed in its folder."""
+    store = _store_with_corrections(tmp_path, make_line, {"r1": "Dear Sir", "r2": "Kew"})
+    out = tmp_path / "feedback"
+    code, output = _feedback_dataset("--out", out, *store)
+    assert code == 0, output
+    assert (out / "images" / "r1.png").is_file()
+    deleted = CliRunner().invoke(app, ["monitor", "delete", "--request-id", "r1", *store])
+    assert deleted.exit_code == 0, deleted.output
+    code, output = _feedback_dataset("--out", out, "--overwrite", *store)
+    assert code == 0, output
+    manifest = Manifest.load(out)
+    assert [s.meta["request_id"] for s in manifest] == ["r2"]
+    named = {s.image for s in manifest}
+    assert {f for f in _files(out) if f.startswith("images/")} == named == {"images/r2.png"}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no scratch

@@ -168,3 +168,37 @@ def _column(page, number: int) -> list[float]:
     """The numbers in one column of the example table, in displayed order."""
     cells = f"#examples tbody tr td:nth-child({number})"
     return [float(t) for t in page.eval_on_selector_all(cells, "e => e.map(c => c.textContent)")]
+
+
+@pytest.mark.parametrize("since", ["7d", "1h"])
+def test_the_latest_window_is_the_one_check_judges_in_the_same_words(tmp_path, populated, since):
+    """The report counted every slice's alert where check counted subjects (55 against 12),
+    and with --since shorter than the window (the incident 3 hours ago, --since 1h) it judged
+    only the --since period under the whole window's dates: "No alerts" while check alerted."""
+    check = CliRunner().invoke(app, ["monitor", "check", *populated])
+    assert check.exit_code == 1, check.output
+    verdict, window = check.output.splitlines()[:2]
+    assert verdict.startswith("ALERT: ") and "counting each slice" in verdict
+    predictions = re.search(r"(\d+) predictions;", window)
+    assert predictions is not None
+
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        app, ["monitor", "report", "--since", since, "--out", str(out), *populated]
+    )
+    assert result.exit_code == 0, result.output
+    assert f"latest window: {verdict}" in result.output
+    head = re.search(r'<p class="bad" id="verdict">(.*?)</p>', out.read_text())
+    assert head is not None
+    assert head[1].startswith(f"{verdict} in the latest window (")
+    assert f"UTC, {predictions[1]} predictions)" in head[1]
+
+
+def test_a_baseline_asked_for_by_name_must_exist(tmp_path, populated):
+    """`--baseline typo` silently skipped drift and exited 0 (check exits 2 for it)."""
+    out = tmp_path / "report.html"
+    args = ["monitor", "report", "--baseline", "typo", "--out", str(out), *populated]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "no baseline named 'typo' in the store (stored: ['default'])" in result.output
+    assert not out.exists()

@@ -44,16 +44,19 @@ class CheckResult:
     def ok(self) -> bool:
         return not self.alerts
 
+    def verdict(self) -> str:
+        """``OK``, or the alerts counted as :meth:`grouped` lists them (one per subject),
+        then each slice's: the words ``check`` prints and the report repeats, so the two
+        never give different counts for one window."""
+        if self.ok:
+            return "OK"
+        return f"ALERT: {len(self.grouped())} alert(s) ({len(self.alerts)} counting each slice)"
+
     def summary(self, limit: int = 30) -> str:
         """A few lines: verdict, window, then one line per alert (overall ones first)."""
         grouped = self.grouped()
-        verdict = (
-            "OK"
-            if self.ok
-            else f"ALERT: {len(grouped)} alert(s) ({len(self.alerts)} counting each slice)"
-        )
         lines = [
-            f"{verdict}",
+            self.verdict(),
             f"window {self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} UTC: "
             f"{self.n} predictions; baseline {self.baseline.name!r} ({len(self.baseline)} "
             f"samples); rules v{self.settings.version} from {self.settings.source}",

@@ -36,7 +36,12 @@ class Backfill(PredictionLog):
     ) -> int:
         """Compute projections missing from stored predictions (all of them if
         ``recompute``), e.g. after registering a new projection. Input projections need the
-        retained image; where it is gone they stay empty. Returns values written."""
+        retained image; where it is gone they stay empty. Returns values written.
+
+        Refused, like every command that changes a store, while its image folder is
+        another store's (a mix-up of --url and --images is said before anything is
+        written)."""
+        self.images.check_owner()
         wanted = [p.name for p in proj.get_projections(names)]
         written = 0
         for batch in self._batches_missing(wanted, recompute, batch_size):

@@ -2,9 +2,10 @@
 
 Every command reads the store at ``--url`` (default ``$QUILL_MONITORING_URL``, else
 ``./monitoring/monitoring.db``) and the thresholds in ``--config`` (default
-``configs/monitoring.yaml``). The commands that only read the store refuse a missing SQLite
-file rather than create an empty store; those that write to it create it, as serving does.
-Heavy imports stay inside the commands.
+``configs/monitoring.yaml``). Only ``baseline`` creates a store, as serving does: every other
+command refuses a missing SQLite file or a database that is not a Quill store (a typo in
+--url, another working directory) rather than create Quill's tables there and report on, or
+purge, nothing. Heavy imports stay inside the commands.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from quill.data.cli import Vocabulary, require_split_fractions
-from quill.errors import check_output, fail
+from quill.errors import EXIT_FAILED, QuillError, check_output, fail
 
 if TYPE_CHECKING:
     from quill.monitoring.settings import MonitoringSettings
@@ -83,19 +84,27 @@ def _store(
     *,
     must_exist: bool = False,
 ) -> MonitoringStore:
-    """The store at ``url``; ``must_exist`` for commands that only read it, which refuse a
-    missing SQLite file (a typo in --url) instead of creating an empty store to report on."""
+    """The store at ``url``; ``must_exist`` for every command but ``baseline``: a missing
+    SQLite file (a typo in --url) or a database without Quill's tables is refused in one
+    line, never made into an empty store to report on or purge."""
+    import sqlite3
+
     from sqlalchemy.exc import SQLAlchemyError
 
-    from quill.monitoring.database import default_url, sqlite_file
+    from quill.monitoring.database import (
+        NoMonitoringStore,
+        NotAMonitoringStore,
+        default_url,
+        sqlite_file,
+    )
     from quill.monitoring.store import MonitoringStore
 
     file = sqlite_file(url or default_url())
-    if must_exist and file is not None and not file.is_file():
-        raise fail(f"no monitoring store at {file}")
     try:
-        return MonitoringStore.from_settings(settings, url, images)
-    except (SQLAlchemyError, ValueError) as exc:
+        return MonitoringStore.from_settings(settings, url, images, create=not must_exist)
+    except (NoMonitoringStore, NotAMonitoringStore) as exc:
+        raise fail(str(exc)) from exc
+    except (SQLAlchemyError, sqlite3.Error, ValueError) as exc:
         reason = str(exc).splitlines()[0]
         if file is not None and file.is_file() and not os.access(file.parent, os.W_OK):
             reason = (
@@ -106,12 +115,16 @@ def _store(
 
 
 def _duration(text: str, option: str) -> Any:
+    """A duration above zero: an empty window or period judges nothing and says OK."""
     from quill.monitoring.settings import parse_duration
 
     try:
-        return parse_duration(text)
+        duration = parse_duration(text)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from exc
+    if not duration:
+        raise typer.BadParameter(f"must be longer than 0, got {text!r}", param_hint=option)
+    return duration
 
 
 def _progress(description: str, total: int) -> Any:
@@ -202,7 +215,10 @@ def baseline_command(
     except ValueError as exc:
         raise fail(str(exc)) from exc
     name = name or settings.baseline
-    save_baseline(store, name, data, dataset, split)
+    try:
+        save_baseline(store, name, data, dataset, split)
+    except QuillError as exc:  # a store locked by another process
+        raise fail(str(exc)) from exc
     console = _console()
     for note in data.skipped:
         console.print(f"[yellow]skipped {note}[/yellow]")
@@ -267,12 +283,18 @@ def report_command(
     period = _duration(since, "--since")
     settings = _settings(config)
     store = _store(url, images, settings, must_exist=True)
-    data = write_report(store, settings, out, period, baseline_name=baseline)
-    alerts = len(data.latest.alerts) if data.latest else 0
+    try:
+        data = write_report(store, settings, out, period, baseline_name=baseline)
+    except KeyError as exc:  # the --baseline asked for is not stored
+        raise fail(str(exc.args[0])) from exc
+    latest = (
+        f"latest window: {data.latest.verdict()}"
+        if data.latest
+        else "no baseline (drift not measured)"
+    )
     _console().print(
-        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(data.predictions)} predictions,"
-        f" {alerts} alert(s) in the latest window"
-        + ("" if data.baseline else "; no baseline (drift not measured)")
+        f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): {len(data.predictions)} "
+        f"predictions; {latest}"
     )
 
 
@@ -303,6 +325,9 @@ def feedback_dataset_command(
             "default model's) or ascii."
         ),
     ] = Vocabulary.latin,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the dataset already in --out (its files go).")
+    ] = False,
     url: UrlOption = None,
     images: ImagesOption = None,
     config: ConfigOption = None,
@@ -310,8 +335,11 @@ def feedback_dataset_command(
     """Turn user corrections (and imported annotations) into a new dataset version.
 
     Each corrected image becomes a sample with source "feedback"; mix it into training with
-    a weight in the run config's data sources.
+    a weight in the run config's data sources. A dataset already in --out is replaced only
+    with --overwrite, and never by an empty one: with nothing to write the command exits 1
+    and leaves --out as it was.
     """
+    from quill.data.manifest import MANIFEST_NAME, DatasetExistsError
     from quill.monitoring.feedback import build_feedback_dataset
     from quill.vocab import Tokenizer
 
@@ -319,27 +347,37 @@ def feedback_dataset_command(
     check_output(out, folder=True)
     start = _since(since)
     for path in merge or []:
-        if not (path / "manifest.jsonl").is_file():
+        if not (path / MANIFEST_NAME).is_file():
             raise typer.BadParameter(f"{path} is not a dataset folder", param_hint="--merge")
+        if path.resolve() == out.resolve():
+            raise typer.BadParameter(
+                f"{path} is the --out folder: merge a copy of it, or write elsewhere",
+                param_hint="--merge",
+            )
     settings = _settings(config)
     store = _store(url, images, settings, must_exist=True)
-    result = build_feedback_dataset(
-        store,
-        store.predictions(since=start),
-        out,
-        merge=merge or [],
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        tokenizer=Tokenizer.named(vocabulary.value),
-    )
+    try:
+        result = build_feedback_dataset(
+            store,
+            store.predictions(since=start),
+            out,
+            overwrite=overwrite,
+            merge=merge or [],
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            tokenizer=Tokenizer.named(vocabulary.value),
+        )
+    except DatasetExistsError as exc:
+        raise fail(str(exc)) from exc
     console = _console()
     for line in result.report.summary():
         console.print(line, markup=False)
     manifest = result.manifest
-    counts = ", ".join(f"{k} {v}" for k, v in sorted(manifest.counts().items()))
-    console.print(f"dataset {manifest.root} version {manifest.version} ({counts or 'empty'})")
     if not len(manifest):
-        raise typer.Exit(1)
+        left = "left as it was" if (out / MANIFEST_NAME).is_file() else "not made"
+        raise fail(f"no sample to write: the dataset {out} is {left}", EXIT_FAILED)
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(manifest.counts().items()))
+    console.print(f"dataset {manifest.root} version {manifest.version} ({counts})")
 
 
 @monitor_app.command("backfill")
@@ -354,11 +392,13 @@ def backfill_command(
 ) -> None:
     """Compute projections missing from stored predictions (after adding one)."""
     settings = _settings(config)
-    store = _store(url, images, settings)
+    store = _store(url, images, settings, must_exist=True)
     try:
         written = store.backfill(projection or None, recompute=recompute)
     except KeyError as exc:
         raise fail(str(exc.args[0])) from exc
+    except QuillError as exc:  # a locked store, an image folder of another store
+        raise fail(str(exc)) from exc
     _console().print(f"wrote {written} projection value(s)")
 
 
@@ -372,11 +412,15 @@ def delete_command(
     config: ConfigOption = None,
 ) -> None:
     """Erase a user's requests: prediction, projections, feedback, shadow rows and image."""
-    store = _store(url, images, _settings(config))
+    store = _store(url, images, _settings(config), must_exist=True)
     console = _console()
     missing = []
     for rid in request_id:
-        if store.delete_request(rid):
+        try:
+            found = store.delete_request(rid)
+        except QuillError as exc:  # a locked store, an image folder of another store
+            raise fail(str(exc)) from exc
+        if found:
             console.print(f"deleted {rid}")
         else:
             missing.append(rid)
@@ -411,21 +455,24 @@ def purge_command(
     from datetime import timedelta
 
     settings = _settings(config)
-    store = _store(url, images, settings)
+    store = _store(url, images, settings, must_exist=True)
     image_days = _days(images_older_than, settings.store.get("image_retention_days"))
     days = _days(older_than, settings.store.get("retention_days"))
     console = _console()
-    if image_days is not None:
-        counts = store.purge(timedelta(days=image_days), images_only=True)
-        console.print(f"images older than {image_days} d: {counts['images']} file(s) deleted")
-    if days is not None:
-        counts = store.purge(timedelta(days=days))
-        console.print(
-            f"data older than {days} d: {counts['predictions']} prediction(s), "
-            f"{counts['projections']} projection value(s), {counts['feedback']} feedback, "
-            f"{counts['shadow_predictions']} shadow answer(s), {counts['images']} image(s) "
-            "deleted"
-        )
+    try:
+        if image_days is not None:
+            counts = store.purge(timedelta(days=image_days), images_only=True)
+            console.print(f"images older than {image_days} d: {counts['images']} file(s) deleted")
+        if days is not None:
+            counts = store.purge(timedelta(days=days))
+            console.print(
+                f"data older than {days} d: {counts['predictions']} prediction(s), "
+                f"{counts['projections']} projection value(s), {counts['feedback']} feedback, "
+                f"{counts['shadow_predictions']} shadow answer(s), {counts['images']} image(s) "
+                "deleted"
+            )
+    except QuillError as exc:  # a locked store, an image folder of another store
+        raise fail(str(exc)) from exc
 
 
 def _days(option: int | None, configured: int | float | str | None) -> int | None:

@@ -4,29 +4,37 @@
 shares: the SQLAlchemy engines and sessions, the in-process write mutex, the image store, and
 the choice to retain images. The parts (predictions, backfill, retention, baselines) are
 subclasses of it, each in a module of its own. Opening a store creates the tables it lacks
-and adds to older tables the nullable columns added since (:mod:`quill.monitoring.migrate`).
+and adds to older tables the nullable columns added since (:mod:`quill.monitoring.migrate`);
+only serving and ``quill monitor baseline`` create a store: the other commands open an existing
+one (``create=False``), and refuse a missing file or a database that is not a Quill store
+rather than make Quill's tables in it.
 
 Configuration: ``$QUILL_MONITORING_URL`` (database), ``$QUILL_MONITORING_IMAGES`` (image
 folder or URL), ``$QUILL_MONITORING_RETAIN_IMAGES`` (``0`` keeps projections only),
 ``$QUILL_MONITORING_SQLITE_SYNCHRONOUS`` (``NORMAL``, the default, survives a killed process;
-``FULL`` also survives power loss, at the cost of an fsync per commit).
+``FULL`` also survives power loss, at the cost of an fsync per commit),
+``$QUILL_MONITORING_LOCK_TIMEOUT`` (seconds a writer waits for another process's lock on an
+SQLite store, 30 by default).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, inspect, select
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from quill.monitoring.errors import StoreBusy
+from quill.errors import QuillError
+from quill.monitoring.errors import StoreBusy, StoreUnavailable
 from quill.monitoring.images import ImageStore
 from quill.monitoring.migrate import add_missing_columns
 from quill.monitoring.records import StoredPrediction
@@ -41,7 +49,9 @@ IMAGES_ENV = "QUILL_MONITORING_IMAGES"
 RETAIN_ENV = "QUILL_MONITORING_RETAIN_IMAGES"
 SYNCHRONOUS_ENV = "QUILL_MONITORING_SQLITE_SYNCHRONOUS"
 SYNCHRONOUS_MODES = ("NORMAL", "FULL", "EXTRA")
-#: Seconds SQLite waits for a lock held by another writer (a purge, another worker).
+LOCK_TIMEOUT_ENV = "QUILL_MONITORING_LOCK_TIMEOUT"
+#: Seconds SQLite waits for a lock held by another writer (a purge, another worker), unless
+#: ``$QUILL_MONITORING_LOCK_TIMEOUT`` says otherwise.
 LOCK_TIMEOUT_S = 30.0
 #: The same wait on the request path: past it the prediction is queued instead, so that a
 #: long purge delays answers by at most this much.
@@ -51,6 +61,21 @@ DEFAULT_DIR = Path("monitoring")
 #: Rows per IN (...) list: well under every backend's parameter limit.
 CHUNK = 500
 _IN_MEMORY = (None, "", ":memory:")
+
+
+class NoMonitoringStore(QuillError, FileNotFoundError):
+    """A command that needs an existing store was pointed at an SQLite file that does not
+    exist (a typo in --url, another working directory): creating an empty store there
+    would report on, or purge, nothing."""
+
+    code = "no_monitoring_store"
+
+
+class NotAMonitoringStore(QuillError, ValueError):
+    """The database holds no Quill store (no ``predictions`` table): a command that only
+    opens an existing store must not create Quill's tables in someone else's database."""
+
+    code = "not_a_monitoring_store"
 
 
 def default_url() -> str:
@@ -106,6 +131,59 @@ def sqlite_synchronous() -> str:
     return value
 
 
+def lock_timeout() -> float:
+    """Seconds a writer waits for another process's lock on an SQLite store, from
+    ``$QUILL_MONITORING_LOCK_TIMEOUT`` (default :data:`LOCK_TIMEOUT_S`).
+
+    >>> lock_timeout()
+    30.0
+    """
+    value = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not value:
+        return LOCK_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"${LOCK_TIMEOUT_ENV}={value!r}: give a number of seconds above 0")
+    return seconds
+
+
+def require_store(url: str) -> None:
+    """Refuse a database that holds no Quill store, without creating or writing anything.
+
+    :class:`NoMonitoringStore` for a missing SQLite file, :class:`NotAMonitoringStore` for
+    a database without the ``predictions`` table. An SQLite file is asked through a
+    read-only connection of its own: the store's connections switch a file to WAL mode as
+    they open it, which writes to it.
+    """
+    file = sqlite_file(url)
+    table = PredictionRow.__tablename__
+    if file is None:
+        engine = _create_engine(url)
+        try:
+            found = inspect(engine).has_table(table)
+        finally:
+            engine.dispose()
+    elif not file.is_file():
+        raise NoMonitoringStore(f"no monitoring store at {file}")
+    else:
+        try:
+            with closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)) as db:
+                query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+                found = db.execute(query, (table,)).fetchone() is not None
+        except sqlite3.OperationalError:
+            raise  # cannot be opened (its folder, its permissions): said by the caller
+        except sqlite3.DatabaseError as exc:
+            raise NotAMonitoringStore(f"{file} is not a Quill monitoring store ({exc})") from exc
+    if not found:
+        where = file or make_url(url).render_as_string(hide_password=True)
+        raise NotAMonitoringStore(
+            f"{where} is not a Quill monitoring store (it has no {table} table)"
+        )
+
+
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     """``items`` in slices of at most ``size`` (one IN (...) list each)."""
     for start in range(0, len(items), size):
@@ -127,8 +205,14 @@ class StoreBase:
         retain_images: bool | None = None,
         tokenizer: Tokenizer | None = None,
         storage_options: dict[str, Any] | None = None,
+        create: bool = True,
     ):
+        """``create=False`` opens an existing store only (:func:`require_store`); with
+        ``create`` (serving, a baseline) a missing store is made, and an image folder
+        another store holds is refused at once rather than at the first image."""
         self.url = normalise_url(url or default_url())
+        if not create:
+            require_store(self.url)
         self.engine = _create_engine(self.url)
         Base.metadata.create_all(self.engine)
         # A store written by an older Quill gains the nullable columns added since.
@@ -142,9 +226,7 @@ class StoreBase:
         # 1, 2, 5, 10... ms between tries. Other processes still meet the busy handler.
         self._write_lock: Any = threading.Lock() if on_file else _FreeLock()
         self._request_engine = (
-            _create_engine(self.url, lock_timeout=REQUEST_LOCK_TIMEOUT_S)
-            if on_file
-            else self.engine
+            _create_engine(self.url, wait_s=REQUEST_LOCK_TIMEOUT_S) if on_file else self.engine
         )
         self._request_sessions = sessionmaker(self._request_engine, expire_on_commit=False)
         self._file = sqlite_file(self.url)
@@ -154,6 +236,8 @@ class StoreBase:
         self.images = ImageStore(
             str(image_dir), store_identity(self.url), **(storage_options or {})
         )
+        if create:
+            self.images.check_owner()
         if retain_images is None:
             retain_images = os.environ.get(RETAIN_ENV, "1").lower() not in ("0", "false", "no")
         self.retain_images = retain_images
@@ -165,11 +249,14 @@ class StoreBase:
         settings: MonitoringSettings,
         url: str | None = None,
         image_dir: str | Path | None = None,
+        *,
+        create: bool = True,
     ) -> Self:
         """A store honouring ``configs/monitoring.yaml``'s ``store.retain_images`` (the
         environment variable, when set, wins)."""
         configured = bool(settings.store.get("retain_images", True))
-        return cls(url, image_dir, retain_images=None if RETAIN_ENV in os.environ else configured)
+        retain = None if RETAIN_ENV in os.environ else configured
+        return cls(url, image_dir, retain_images=retain, create=create)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({make_url(self.url).render_as_string(hide_password=True)!r})"
@@ -192,10 +279,22 @@ class StoreBase:
 
     @contextmanager
     def _writer_turn(self) -> Iterator[None]:
-        """This process's write mutex for a write off the request path (waited for)."""
+        """This process's write mutex for a write off the request path (waited for).
+
+        A database that refuses the write (another process's lock held past
+        :func:`lock_timeout`, a server down) raises :class:`StoreUnavailable`, one line a
+        command can print, rather than SQLAlchemy's error with its statement.
+        """
         with self._write_lock:
             self._reopen_if_replaced()
-            yield
+            try:
+                yield
+            except OperationalError as exc:
+                locked = "locked" in str(exc.orig)
+                hint = ": another process holds it, try again when it is done" if locked else ""
+                raise StoreUnavailable(
+                    f"the monitoring store cannot be written now ({exc.orig}){hint}"
+                ) from exc
 
     def _reopen_if_replaced(self) -> None:
         """Start a new SQLite file when the store's was deleted or replaced while open (an
@@ -275,14 +374,17 @@ class _FreeLock:
         return None
 
 
-def _create_engine(url: str, lock_timeout: float = LOCK_TIMEOUT_S) -> Engine:
+def _create_engine(url: str, wait_s: float | None = None) -> Engine:
+    """An engine for ``url``; on SQLite, waiting ``wait_s`` seconds for another writer's
+    lock (default :func:`lock_timeout`)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         file = sqlite_file(url)
         if file is not None:
             file.parent.mkdir(parents=True, exist_ok=True)
         synchronous = sqlite_synchronous()
-        engine = create_engine(url, connect_args={"timeout": lock_timeout})
+        timeout = lock_timeout() if wait_s is None else wait_s
+        engine = create_engine(url, connect_args={"timeout": timeout})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -4,7 +4,14 @@ A correction typed under a prediction is a label for the image the user sent: no
 annotation round needed. Each corrected, still-retained image becomes one sample with
 ``source="feedback"`` in a dataset folder (images + ``manifest.jsonl``), split by image hash
 (the same photo sent twice lands on one side), ready for ``quill train`` to mix in by
-weight. Dataset folders from ``quill annotate import`` can be merged into the same version.
+weight. Dataset folders from ``quill annotate import`` can be merged into the same version;
+samples of one image (a photo corrected by its user and also annotated in Label Studio) end
+in one group and one split.
+
+The dataset is built beside the output folder and moved in only when it holds samples
+(:func:`~quill.data.manifest.building_dataset`): a dataset already there is replaced only
+when asked, never by an empty one, and what the old one held that the new one does not (the
+photo of a request deleted since) goes with it.
 
 People photograph pages, and a line model learns from lines: a corrected page whose
 correction has one line for each line the model found also gives one line sample per line
@@ -16,6 +23,7 @@ beside the page sample. So corrections typed in the web app teach ``quill adapt`
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -24,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from quill.data.manifest import Manifest
+from quill.data.manifest import Manifest, Sample, building_dataset, file_sha256
 from quill.data.readers.common import REPORT_NAME, DatasetWriter, ImportReport, ImportResult
 from quill.evaluation.normalise import normalise
 from quill.models.segment import segment_lines
@@ -34,6 +42,8 @@ from quill.preprocess import ImageError, load_image
 from quill.vocab import Tokenizer
 
 SOURCE = "feedback"
+#: A SHA-256 in hex: how the monitoring store (and ``quill monitor export``) names an image.
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def corrected(predictions: Sequence[StoredPrediction]) -> list[StoredPrediction]:
@@ -61,6 +71,7 @@ def build_feedback_dataset(
     predictions: Sequence[StoredPrediction],
     out: Path,
     *,
+    overwrite: bool = False,
     merge: Sequence[Path] = (),
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
@@ -71,8 +82,30 @@ def build_feedback_dataset(
 
     Unusable corrections (no image kept, unreadable image, characters outside the
     vocabulary) and corrections of an image corrected again later are recorded in the report
-    with the request id, never silently dropped.
+    with the request id, never silently dropped. A dataset already in ``out`` is refused
+    (:class:`~quill.data.manifest.DatasetExistsError`) unless ``overwrite``, and kept as it
+    was when there is nothing to write: the manifest returned is then empty.
     """
+    with building_dataset(out, overwrite) as scratch:
+        result = _build(
+            store, predictions, scratch, merge, val_fraction, test_fraction, tokenizer, progress
+        )
+    if not len(result.manifest):
+        return ImportResult(Manifest(out, []), result.report)
+    return ImportResult(Manifest.load(out), result.report)
+
+
+def _build(
+    store: MonitoringStore,
+    predictions: Sequence[StoredPrediction],
+    out: Path,
+    merge: Sequence[Path],
+    val_fraction: float,
+    test_fraction: float,
+    tokenizer: Tokenizer | None,
+    progress: Callable[[int], None] | None,
+) -> ImportResult:
+    """The dataset of :func:`build_feedback_dataset`, written into the scratch folder ``out``."""
     report = ImportReport(SOURCE)
     writer = DatasetWriter(out, SOURCE, report, tokenizer or Tokenizer())
     chosen = corrected(predictions)
@@ -92,6 +125,9 @@ def build_feedback_dataset(
             group = p.image_sha256 or p.request_id
             meta = {
                 "request_id": p.request_id,
+                # the photo as the store (and `quill monitor export`) names it: how a merged
+                # annotation of the same page is found
+                "image_sha256": p.image_sha256,
                 "model_version": p.model_version,
                 "runtime": p.runtime,
                 "model_text": p.text,
@@ -203,7 +239,8 @@ def _image(
 
 
 def _merge(manifest: Manifest, others: Sequence[Path], report: ImportReport) -> Manifest:
-    """Copy other datasets' samples in, keeping their source, split and group."""
+    """Copy other datasets' samples in, keeping their source, split and group, except that
+    samples of one image end in one group and one split (:func:`_one_split_per_image`)."""
     samples = list(manifest.samples)
     taken = {Path(s.image).name for s in samples}
     for other_dir in others:
@@ -217,11 +254,86 @@ def _merge(manifest: Manifest, others: Sequence[Path], report: ImportReport) -> 
             shutil.copyfile(source, manifest.root / "images" / name)
             samples.append(replace(sample, image=f"images/{name}"))
             report.loaded[sample.kind] += 1
-    merged = Manifest(manifest.root, samples)
+    merged = Manifest(manifest.root, _one_split_per_image(samples, report))
     merged.save()
     report_path = manifest.root / REPORT_NAME
     report_path.write_text(json.dumps(report.to_dict(), indent=1, ensure_ascii=False))
     return merged
+
+
+def _one_split_per_image(samples: list[Sample], report: ImportReport) -> list[Sample]:
+    """The samples with those of one image in one group and one split.
+
+    The loop the docs describe (``monitor export``, Label Studio, ``annotate import``,
+    ``feedback-dataset --merge``) brings the same page back twice: as the user's corrected
+    photo (group: its hash) and as the annotated task (group ``labelstudio:PROJECT:TASK``),
+    each split on its own, so a page could be trained on and tested on. Samples sharing an
+    image (:func:`_image_keys`) or a group are put in the first of their groups (sorted) and
+    its split, and the report says so.
+    """
+    parent = list(range(len(samples)))
+
+    def root(index: int) -> int:
+        while parent[index] != index:
+            parent[index] = parent[parent[index]]
+            index = parent[index]
+        return index
+
+    first: dict[str, int] = {}
+    page_hashes: dict[str, str | None] = {}
+    for index, sample in enumerate(samples):
+        keys = {f"image:{key}" for key in _image_keys(sample, page_hashes)}
+        if sample.group:
+            keys.add(f"group:{sample.group}")
+        for key in keys:
+            parent[root(index)] = root(first.setdefault(key, index))
+    members: dict[int, list[int]] = {}
+    for index in range(len(samples)):
+        members.setdefault(root(index), []).append(index)
+    result = list(samples)
+    for indices in members.values():
+        groups = sorted({samples[i].group for i in indices if samples[i].group})
+        if len(groups) < 2 and len({samples[i].split for i in indices}) < 2:
+            continue
+        group = groups[0] if groups else ""
+        split = next(samples[i].split for i in indices if samples[i].group == group)
+        for i in indices:
+            result[i] = replace(samples[i], group=group, split=split)
+        report.notes.append(
+            f"groups {', '.join(groups)} hold the same image (a corrected photo that was "
+            f"also annotated, or a copy): all are put in group {group}, {split}, so no image "
+            "is on both sides of the split"
+        )
+    return result
+
+
+def _image_keys(sample: Sample, page_hashes: dict[str, str | None]) -> set[str]:
+    """The SHA-256 of the images a sample was cut from or is: its own file, the photo a
+    feedback sample records (``meta.image_sha256``; its group in datasets made before it
+    was recorded), and the page an annotation was cut from (``meta.page``: the file's hash,
+    or its name when it is gone and named by its hash, as ``monitor export`` names it)."""
+    keys = {sample.sha256}
+    photo = sample.meta.get("image_sha256")
+    if isinstance(photo, str):
+        keys.add(photo)
+    elif sample.source == SOURCE and sample.group:
+        keys.add(sample.group)
+    page = sample.meta.get("page")
+    if isinstance(page, str) and page:
+        if page not in page_hashes:
+            page_hashes[page] = _page_hash(Path(page))
+        hashed = page_hashes[page]
+        if hashed:
+            keys.add(hashed)
+    return keys
+
+
+def _page_hash(path: Path) -> str | None:
+    """The SHA-256 of a page image: of its bytes, else the hash its name gives."""
+    try:
+        return file_sha256(path)
+    except OSError:
+        return path.stem if _SHA256.fullmatch(path.stem) else None
 
 
 def _unique_name(name: str, taken: set[str]) -> str:

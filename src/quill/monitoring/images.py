@@ -66,20 +66,15 @@ class ImageStore:
     """Put, get and delete images by content hash under ``root`` (path or fsspec URL)."""
 
     def __init__(self, root: str, owner: str | None = None, **storage_options: object):
-        """``owner``: the store whose images these are (:data:`OWNER_FILE`): a root another
-        store holds is refused here (:class:`ImageRootTaken`), and the first write or
-        deletion marks a root no store holds yet as this one's."""
+        """``owner``: the store whose images these are (:data:`OWNER_FILE`). A root another
+        store holds can be read (a store copied or moved elsewhere keeps its folder's mark),
+        but its first write or deletion is refused (:class:`ImageRootTaken`); the first
+        write or deletion marks a root no store holds yet as this one's."""
         self.root = str(root).rstrip("/")
         self.fs, self._base = fsspec.core.url_to_fs(self.root, **storage_options)
         self.owner = owner
-        holder = self.holder() if owner is not None else None
-        if holder not in (None, owner):
-            raise ImageRootTaken(
-                f"the image folder {self.root} holds the images of another monitoring store "
-                f"({holder}); a purge of one would delete the other's: give the store "
-                f"{owner} a folder of its own (--images or $QUILL_MONITORING_IMAGES)"
-            )
-        self._claimed = holder is not None
+        self._holder = self.holder() if owner is not None else None
+        self._claimed = self._holder is not None and self._holder == owner
 
     def holder(self) -> str | None:
         """The store this root's images belong to, if one has written or deleted here."""
@@ -89,13 +84,31 @@ class ImageStore:
         except FileNotFoundError:
             return None
 
+    def check_owner(self) -> None:
+        """Refuse (:class:`ImageRootTaken`) a root another store holds, before a write or
+        deletion: a purge of one would delete the other's photos. Reading is never refused.
+        """
+        if self._holder in (None, self.owner):
+            return
+        mark = posixpath.join(self.root, OWNER_FILE)
+        raise ImageRootTaken(
+            f"the image folder {self.root} holds the images of another monitoring store "
+            f"({self._holder}); a purge of one would delete the other's: give the store "
+            f"{self.owner} a folder of its own (--images or $QUILL_MONITORING_IMAGES), or, if "
+            f"it is that store copied or moved here, delete {mark} so that its next write "
+            "marks the folder as its own"
+        )
+
     def claim(self) -> None:
-        """Mark the root as :attr:`owner`'s, once, before its first write or deletion."""
+        """Mark the root as :attr:`owner`'s, once, before its first write or deletion
+        (:meth:`check_owner` first)."""
         if self.owner is None or self._claimed:
             return
+        self.check_owner()
         self.fs.makedirs(self._base, exist_ok=True)
         with self.fs.open(posixpath.join(self._base, OWNER_FILE), "wb") as handle:
             handle.write(self.owner.encode("utf-8") + b"\n")
+        self._holder = self.owner
         self._claimed = True
 
     def _path(self, sha256: str, ext: str) -> str:

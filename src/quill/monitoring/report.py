@@ -57,17 +57,31 @@ def gather(
     now: datetime | None = None,
     baseline_name: str | None = None,
 ) -> ReportData:
+    """What the report shows. Without a baseline drift is not measured, unless
+    ``baseline_name`` was asked for: then its absence is a KeyError naming the stored ones,
+    as ``quill monitor check`` says it.
+
+    The latest window is the one ``check`` judges, loaded on its own: a report period
+    shorter than the window (``--since 1h`` with a day's window) would judge only part of
+    it under the whole window's dates.
+    """
     end = now or utcnow()
     start = end - since
     predictions = store.predictions(since=start, until=end)
     try:
         baseline = store.load_baseline(baseline_name or settings.baseline)
     except KeyError:
+        if baseline_name is not None:
+            raise
         baseline = None
     latest, period = None, []
     if baseline is not None:
         window_start = end - settings.window
-        in_window = [p for p in predictions if p.created_at >= window_start]
+        in_window = (
+            [p for p in predictions if p.created_at >= window_start]
+            if start <= window_start
+            else store.predictions(since=window_start, until=end)
+        )
         latest = evaluate_window(in_window, baseline, settings, window_start, end)
         period = compare(baseline, predictions, settings)
     return ReportData(
@@ -165,10 +179,9 @@ def _alerts(data: ReportData) -> str:
     latest = data.latest
     assert latest is not None
     head = (
-        f'<p class="{"ok" if latest.ok else "bad"}">'
-        f"{'No alerts' if latest.ok else f'{len(latest.alerts)} alert(s)'} in the latest "
-        f"window ({latest.start:%Y-%m-%d %H:%M} .. {latest.end:%Y-%m-%d %H:%M} UTC, "
-        f"{latest.n} predictions) — what <code>quill monitor check</code> reports.</p>"
+        f'<p class="{"ok" if latest.ok else "bad"}" id="verdict">{escape(latest.verdict())} in '
+        f"the latest window ({latest.start:%Y-%m-%d %H:%M} .. {latest.end:%Y-%m-%d %H:%M} UTC,"
+        f" {latest.n} predictions) — what <code>quill monitor check</code> reports.</p>"
     )
     notes = "".join(f'<p class="muted">{escape(n)}</p>' for n in latest.notes)
     items = "".join(f"<li>{escape(line)}</li>" for line in latest.grouped())

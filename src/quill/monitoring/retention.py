@@ -26,7 +26,13 @@ class Retention(StoreBase):
     """Deleting stored predictions, their feedback, shadow answers and images."""
 
     def delete_request(self, request_id: str) -> bool:
-        """Erase everything about one request (a user's deletion request); True if found."""
+        """Erase everything about one request (a user's deletion request); True if found.
+
+        Refused before any row goes when the image folder is another store's
+        (:meth:`~quill.monitoring.images.ImageStore.check_owner`): the rows would be gone
+        and the photo left.
+        """
+        self.images.check_owner()
         with self._writer_turn(), self._sessions.begin() as session:
             row = session.scalar(
                 select(PredictionRow).where(PredictionRow.request_id == request_id)
@@ -58,6 +64,8 @@ class Retention(StoreBase):
         """
         if older_than < timedelta(0):
             raise ValueError(f"older_than must not be negative, got {older_than}")
+        # before any row goes: a folder another store holds would keep the photos
+        self.images.check_owner()
         cutoff = utcnow() - older_than
         old = PredictionRow.created_at < cutoff
         counts = dict.fromkeys(

@@ -142,6 +142,8 @@ class MonitoringSettings:
             for key in ("window", "step"):
                 if key in values:
                     values[key] = parse_duration(values[key])
+                    if not values[key]:  # an empty window judges nothing and says OK
+                        raise ValueError(f"{key} must be longer than 0, got {raw[key]!r}")
             if "drift" in values:
                 values["drift"] = _drift(values["drift"] or {})
         except (ValueError, TypeError) as exc:
