@@ -451,7 +451,8 @@ def test_browser_mistakes_get_a_message_and_a_new_image_starts_afresh(
     spy: Spy, tmp_path: Path, chromium_launch: dict, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """Read with no image: a message, no traceback. A new image clears the last answer, the
-    correction, the flag status, error toasts and the red error badges."""
+    correction, the flag status, error toasts and the red error badges. A file that is not
+    an image is named under the image box."""
     first, second = tmp_path / "kew.png", tmp_path / "ink.png"
     render_line("Kew").save(first)
     render_line("ink").save(second)
@@ -493,6 +494,23 @@ def test_browser_mistakes_get_a_message_and_a_new_image_starts_afresh(
         assert page.input_value("#quill-text textarea") == ""
         assert page.inner_text("#quill-flag-status").strip() == ""
         assert read_text(page) == "ink"
+
+        # A PDF dropped or chosen is ignored by Gradio's image input without a word (Read
+        # read the image still shown): a line under the box says so, until an image comes.
+        pdf = tmp_path / "scan.pdf"
+        pdf.write_bytes(b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n")
+        page.locator("#quill-image input[type=file]").first.set_input_files(str(pdf))
+        page.wait_for_function(
+            "document.querySelector('#quill-file-warning').innerText.includes('not an image')",
+            timeout=30_000,
+        )
+        assert "scan.pdf is not an image (application/pdf)" in page.inner_text(
+            "#quill-file-warning"
+        )
+        upload(page, first)
+        page.wait_for_function(
+            "document.querySelector('#quill-file-warning').innerText === ''", timeout=30_000
+        )
 
 
 def readme_curl_commands() -> list[str]:

@@ -287,6 +287,34 @@ FLAGS_REMEMBERED = 4096
 #: Closes the toasts of an earlier read (run in the browser when a new image comes or Read is
 #: pressed), so an old error does not sit beside a new answer.
 CLOSE_TOASTS_JS = "() => { document.querySelectorAll('.toast-close').forEach(b => b.click()); }"
+#: Installed when the page loads: a file that is not an image (a PDF dropped on the image
+#: box, or chosen with the picker's "All files") is ignored by Gradio's image input without a
+#: word, and Read then read the image still shown. Its name and type are said in a line of
+#: its own under the box (not in a Gradio component, whose next update would overwrite it),
+#: until an image is chosen.
+NOT_AN_IMAGE_JS = """() => {
+  const box = document.querySelector('#quill-image');
+  if (!box || box.dataset.quillGuard) return;
+  box.dataset.quillGuard = '1';
+  const warning = document.createElement('p');
+  warning.id = 'quill-file-warning';
+  warning.style.color = 'var(--error-text-color, #b91c1c)';
+  box.after(warning);
+  const check = (files) => {
+    const file = files && files[0];
+    if (!file) return;
+    warning.innerText = file.type.startsWith('image/') ? '' :
+      `${file.name} is not an image (${file.type || 'type unknown'}): Quill reads photos and ` +
+      'scans saved as PNG, JPEG, TIFF or WebP (save a PDF page as an image first). ' +
+      'The image shown is still the one Read reads.';
+  };
+  box.addEventListener('change', (event) => {
+    if (event.target.matches('input[type=file]')) check(event.target.files);
+  }, true);
+  box.addEventListener('drop', (event) => {
+    if (event.dataTransfer) check(event.dataTransfer.files);
+  }, true);
+}"""
 NO_IMAGE = "**Add an image first**: upload, paste or take a photo of handwriting, then press Read."
 
 
@@ -431,6 +459,7 @@ def build_app(backend: Backend) -> Any:
         # correction, flag status, error badge or toast.
         image.input(lambda: cleared(), outputs=outputs, api_visibility="private")
         image.input(None, js=CLOSE_TOASTS_JS)
+        demo.load(None, js=NOT_AN_IMAGE_JS)
         read_button.click(None, js=CLOSE_TOASTS_JS)
         # Unpreprocessed, ``read`` gets the upload's FileData (already checked to be in
         # Gradio's upload cache): gr.Image's preprocessing opens the file with PIL first and
