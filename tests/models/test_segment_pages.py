@@ -27,7 +27,7 @@ from quill.data.synth.pages import (
     render,
     shared_datasets,
 )
-from quill.models.segment import MAX_FRAGMENTS, SegmentConfig, segment_lines
+from quill.models.segment import MAX_FRAGMENTS, SCATTERED_PIECES, SegmentConfig, segment_lines
 
 
 def found_on(image: Image.Image, truth: list[Box], **config):
@@ -110,16 +110,23 @@ def test_a_grainy_photo_of_blank_paper_has_no_lines_and_says_so(grain):
 
 
 def test_noise_that_is_not_specks_has_no_lines_and_says_so():
-    """Random ink on a fifth of the pixels is not specks: it breaks into thousands of
-    pieces, which joined in pairs took 12 GB and minutes before the tracer gave up on
-    more than MAX_FRAGMENTS of them."""
+    """Random ink on a fifth of the pixels is not specks: it breaks into thousands of small
+    pieces, almost none the size of a letter (scattered, refused before tracing). Grey noise
+    makes larger pieces, whose crests, joined in pairs, took 12 GB and minutes before the
+    tracer gave up on more than MAX_FRAGMENTS of them."""
     noise = np.random.default_rng(0).random((1000, 1000)) < 0.2
     segmentation = segment_lines(Image.fromarray(np.where(noise, 0, 255).astype(np.uint8)))
     assert segmentation == [] and segmentation.no_text
     [note] = segmentation.notes
+    assert "too few of them the size of a letter" in note
+    assert int(note.split("breaks into ")[1].split()[0]) > SCATTERED_PIECES
+
+    grey = np.random.default_rng(0).integers(0, 256, (1000, 800), dtype=np.uint8)
+    segmentation = segment_lines(Image.fromarray(grey))
+    assert segmentation == [] and segmentation.no_text
+    [note] = segmentation.notes
     assert "too many to be lines of writing" in note
-    pieces = int(note.split("breaks into ")[1].split()[0])
-    assert pieces > MAX_FRAGMENTS
+    assert int(note.split("breaks into ")[1].split()[0]) > MAX_FRAGMENTS
 
 
 @needs_lines
