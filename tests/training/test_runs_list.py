@@ -114,3 +114,50 @@ def test_a_file_that_is_no_database_is_named_not_a_traceback(tmp_path: Path) -> 
         assert result.exit_code == 2, result.output
         assert f"{junk} is not an SQLite database, so not a tracking store" in result.output
     assert junk.read_text() == "junk junk junk\n"
+
+
+def test_option_problems_are_one_line_naming_the_option(tmp_path: Path) -> None:
+    """`--csv FOLDER` and `runs report --out FOLDER` were tracebacks (the report's after all
+    its work), `--csv` under a folder not made yet an OSError traceback, and a bad
+    `--order-by` was "bad run filter '': Invalid ordering key", naming the (empty) filter."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    prepare_store(uri)
+    client = runs.client_for(uri)
+    run = client.create_run(ensure_experiment(client, "quill", uri), run_name="r")
+    client.set_terminated(run.info.run_id)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for args, option in (
+        (["runs", "list", "--csv", str(folder)], "--csv"),
+        (["runs", "report", run.info.run_id, "--out", str(folder)], "--out"),
+    ):
+        result = runner.invoke(app, [*args, "--tracking-uri", uri])
+        assert result.exit_code == 2, result.output
+        assert result.output == f"error: {option} {folder}: is a folder; give a file name\n"
+    new = tmp_path / "not-yet" / "runs.csv"
+    quill("runs", "list", "--tracking-uri", uri, "--csv", str(new))
+    assert "r" in new.read_text().splitlines()[1].split(",")
+
+    result = runner.invoke(
+        app, ["runs", "list", "--tracking-uri", uri, "--order-by", "metrics.val_cer ASCC"]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        "error: --order-by: bad run ordering 'metrics.val_cer ASCC': Invalid ordering key"
+    )
+    assert "filter" not in result.output
+
+
+def test_a_store_uri_naming_a_folder_says_what_to_give(tmp_path: Path) -> None:
+    """`sqlite:///FOLDER` said "no runs ... nothing has been trained" and exited 0; a plain
+    folder path or file:// got MLflow's paragraph about its retired folder store."""
+    for uri, problem in (
+        (f"sqlite:///{tmp_path}", f"{tmp_path} is a folder, not an SQLite database file"),
+        (str(tmp_path), f"tracking URI {tmp_path} is a folder path"),
+        (tmp_path.as_uri(), f"tracking URI {tmp_path.as_uri()} is a folder path"),
+    ):
+        result = runner.invoke(app, ["runs", "list", "--tracking-uri", uri])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"error: {problem}")
+        assert f"give sqlite:///{tmp_path / 'mlflow.db'}" in result.output
+    assert list(tmp_path.iterdir()) == []

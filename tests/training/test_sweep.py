@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -11,13 +12,17 @@ import optuna
 import pytest
 import typer
 from mlflow import MlflowClient
+from typer.testing import CliRunner
 
+from quill.cli import app
 from quill.training.config import ConfigError
-from quill.training.sweep import load_sweep, run_sweep, suggest
+from quill.training.sweep import load_sweep, open_study, run_sweep, suggest
+from quill.training.tracking_store import ensure_experiment, prepare_store
 from quill.training.train import TrainingSetupError
 
 SWEEPS = Path(__file__).resolve().parents[2] / "configs" / "sweeps"
 QUILL = str(Path(sys.executable).with_name("quill"))
+runner = CliRunner()
 
 
 def test_shipped_sweeps_load_and_sample_their_space() -> None:
@@ -101,7 +106,7 @@ def test_workers_writing_the_same_new_keys_at_once_all_succeed(tmp_path: Path) -
     the first write of a key is an insert, and two inserts at once collide in the store."""
     import threading
 
-    from quill.training.tracking_store import ensure_experiment, log_to_shared_run, prepare_store
+    from quill.training.tracking_store import log_to_shared_run
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     prepare_store(uri)
@@ -177,8 +182,11 @@ def test_an_unwritable_plots_folder_is_refused_before_any_trial(tmp_path: Path) 
     assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "m.db").exists()
 
 
-def test_the_parent_run_ends_failed_when_a_trial_raises(tmp_path: Path) -> None:
-    """A trial whose data is missing fails at once; the parent run used to stay RUNNING."""
+def test_the_parent_run_ends_failed_when_a_trial_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trial whose data is missing fails at once; the parent run used to stay RUNNING,
+    and Optuna's warning about the trial carried two full tracebacks."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec = load_sweep(
         SWEEPS / "tiny.yaml",
@@ -189,11 +197,138 @@ def test_the_parent_run_ends_failed_when_a_trial_raises(tmp_path: Path) -> None:
         ],
     )
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    with pytest.raises(TrainingSetupError, match="dataset folder not found"):
-        run_sweep(spec, 1, storage, out_dir=tmp_path / "plots")
+    optuna_log = logging.getLogger("optuna")  # it does not propagate to caplog's root handler
+    optuna_log.addHandler(caplog.handler)
+    try:
+        with pytest.raises(TrainingSetupError, match="dataset folder not found"):
+            run_sweep(spec, 1, storage, out_dir=tmp_path / "plots")
+    finally:
+        optuna_log.removeHandler(caplog.handler)
+    failed = [r for r in caplog.records if "Trial 0 failed with parameters" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].exc_info is None
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("tiny_sweep").experiment_id])
     parent = next(r for r in runs if r.data.tags.get("quill.sweep.role") == "parent")
     assert parent.info.status == "FAILED"
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+
+
+def _sweep_file(tmp_path: Path, name: str, metric: str, space: str) -> Path:
+    path = tmp_path / name
+    path.write_text(
+        f"base: {SWEEPS.parent / 'tiny.yaml'}\noverrides: [tracking.experiment=tiny_sweep]\n"
+        f"study: {{name: shared, metric: {metric}}}\nsearch_space: {space}\n"
+    )
+    return path
+
+
+def test_joining_a_study_made_with_other_settings_is_refused(tmp_path: Path) -> None:
+    """A second sweep on val_loss with a smaller space joined a val_cer study and printed
+    trial 0's val_cer as "val_loss = 0.9720", pruning against the old trials."""
+    lr = "optim.lr: {type: float, low: 0.001, high: 0.01}"
+    first = _sweep_file(
+        tmp_path,
+        "first.yaml",
+        "val_cer",
+        f"{{{lr}, model.config.hidden: {{type: int, low: 8, high: 16}}}}",
+    )
+    other = _sweep_file(tmp_path, "other.yaml", "val_loss", f"{{{lr}}}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    prepare_store(uri)
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(client, "tiny_sweep", uri)
+    _, parent = open_study(load_sweep(first), storage, "shared", client, experiment)
+    assert open_study(load_sweep(first), storage, "shared", client, experiment)[1] == parent
+
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--config",
+            str(other),
+            "--storage",
+            storage,
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "plots"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(
+        f"error: study 'shared' in {storage} was made with metric val_cer (minimize), not "
+        "val_loss (minimize); another search space (differing in model.config.hidden): "
+    )
+    assert len(result.output.strip().splitlines()) == 1
+    with pytest.raises(ConfigError, match=r"another base config \(differing in trainer\)"):
+        open_study(
+            load_sweep(first, ["trainer.max_epochs=9"]), storage, "shared", client, experiment
+        )
+    study = optuna.load_study(study_name="shared", storage=storage)
+    assert study.trials == []
+
+
+@pytest.mark.parametrize(
+    ("storage", "problem"),
+    [
+        ("{tmp}/optuna.db", "is not a database URL: give sqlite:///PATH.db"),
+        ("sqlite:///{tmp}", "names a folder, not a database file: give sqlite:///PATH.db"),
+    ],
+)
+def test_a_storage_that_is_no_database_url_is_one_line_before_any_work(
+    tmp_path: Path, storage: str, problem: str
+) -> None:
+    """A plain path was a SQLAlchemy ArgumentError traceback after the store was set up."""
+    storage = storage.format(tmp=tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--config",
+            str(SWEEPS / "tiny.yaml"),
+            "--storage",
+            storage,
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "plots"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: --storage ") and problem in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_sweep_file_error_is_one_line_not_a_usage_box(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        f"base: {SWEEPS.parent / 'tiny.yaml'}\nstudy: {{metric: val_ce}}\n"
+        "search_space: {optim.lr: {type: float, low: 0.001, high: 0.01}}\n"
+    )
+    result = runner.invoke(app, ["sweep", "--config", str(typo)])
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: {typo}: study.metric 'val_ce' is not logged")
+    assert "Usage" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_model_config_key_the_model_lacks_is_refused_at_load(tmp_path: Path) -> None:
+    """`model.config.hiden` trained up to building the model, then a ValueError traceback."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(
+        f"base: {SWEEPS.parent / 'tiny.yaml'}\n"
+        "search_space: {model.config.hiden: {type: categorical, choices: [32, 64]}}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"search_space.model.config.hiden: unknown key 'hiden' \(did you mean 'hidden'\?\)",
+    ):
+        load_sweep(typo)
+
+
+def test_the_sweep_help_describes_a_sweep_file() -> None:
+    result = runner.invoke(app, ["sweep", "--help"], env={"COLUMNS": "200"})
+    assert "Sweep file YAML" in result.output and "Run config YAML" not in result.output

@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from quill.cli import app
 
 QUILL = str(Path(sys.executable).with_name("quill"))
 
@@ -73,3 +76,17 @@ def test_a_port_in_use_is_refused_before_mlflow_starts(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "MLflow UI" not in result.stdout
+
+
+def test_a_store_that_is_a_folder_is_one_line_before_mlflow_starts(tmp_path: Path) -> None:
+    """An sqlite:/// URI naming a folder spent two minutes in MLflow's retries, then a
+    traceback; now one line saying what to give, and nothing is created."""
+    result = CliRunner().invoke(
+        app, ["ui", "--port", str(free_port()), "--tracking-uri", f"sqlite:///{tmp_path}"]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: {tmp_path} is a folder, not an SQLite database file: give "
+        f"sqlite:///{tmp_path / 'mlflow.db'} to keep the store in it\n"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from quill.errors import check_output, fail
+from quill.errors import QuillError, check_output, fail
 from quill.ports import listen_problem
 
 runs_app = typer.Typer(
@@ -24,6 +24,16 @@ runs_app = typer.Typer(
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Run config YAML (see configs/).", exists=True)
 ]
+SweepFileOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Sweep file YAML: a base run config, the study and its search space (see "
+        "configs/sweeps/).",
+        exists=True,
+    ),
+]
 TrackingOption = Annotated[
     str | None,
     typer.Option(
@@ -32,13 +42,17 @@ TrackingOption = Annotated[
     ),
 ]
 ExperimentOption = Annotated[
-    str | None, typer.Option("--experiment", help="MLflow experiment name (default: quill).")
+    str | None,
+    typer.Option(
+        "--experiment",
+        help="MLflow experiment name (default: the config's tracking.experiment, else quill).",
+    ),
 ]
 
 
 def _number(text: str, option: str) -> int | float:
     """Lightning's limit_* semantics: an integer is a batch count, a fraction a share;
-    anything else is a usage error naming ``option``.
+    anything else is a one-line error naming ``option`` (exit 2).
 
     >>> _number("10", "--limit-val-batches"), _number("0.25", "-"), _number("1.0", "-")
     (10, 0.25, 1.0)
@@ -49,22 +63,22 @@ def _number(text: str, option: str) -> int | float:
         value = math.nan
     count = value.is_integer() and "." not in text
     if not (count and value >= 0) and not 0.0 <= value <= 1.0:
-        raise typer.BadParameter(
-            f"expected a number of batches or a fraction from 0 to 1, got {text!r}",
-            param_hint=option,
+        raise fail(
+            f"{option}: expected a number of batches or a fraction from 0 to 1, got {text!r}"
         )
     return int(value) if count else value
 
 
 def _max_time(text: str) -> str:
-    """HH:MM:SS (or DD:HH:MM:SS) -> Lightning's DD:HH:MM:SS.
+    """HH:MM:SS (or DD:HH:MM:SS) -> Lightning's DD:HH:MM:SS; anything else is a one-line
+    error naming --max-time (exit 2).
 
     >>> _max_time("01:30:00"), _max_time("02:01:30:00")
     ('00:01:30:00', '02:01:30:00')
     """
     parts = text.split(":")
     if len(parts) not in (3, 4) or not all(p.isdigit() for p in parts):
-        raise typer.BadParameter(f"{text!r} is not HH:MM:SS or DD:HH:MM:SS")
+        raise fail(f"--max-time {text!r} is not HH:MM:SS or DD:HH:MM:SS")
     return ":".join(["00", *parts] if len(parts) == 3 else parts)
 
 
@@ -139,7 +153,7 @@ def train_command(
     except ConfigError as exc:
         raise fail(str(exc)) from exc
     if resume is not None and not resume.is_file():
-        raise typer.BadParameter(f"checkpoint not found: {resume}", param_hint="--resume")
+        raise fail(f"--resume {resume}: no such checkpoint file")
 
     from quill.training.checkpoint import CheckpointError, check_resumable
     from quill.training.train import TrainingSetupError, train
@@ -217,6 +231,8 @@ def runs_list(
     from quill.training import runs
     from quill.training.tracking_store import NoTrackingStore, TrackingStoreUnreadable
 
+    if csv is not None:
+        check_output(csv, folder=False, option="--csv")
     try:
         client = runs.client_for(tracking_uri)
     except NoTrackingStore as exc:  # a fresh checkout: no runs yet, which is an answer
@@ -234,10 +250,14 @@ def runs_list(
             include_staging=staging,
         )
         names = runs.experiment_names(client)
-    except (ValueError, runs.RunNotFoundError) as exc:
+    except runs.RunQueryError as exc:
+        option = "--order-by" if exc.part == "order_by" else "--filter"
+        raise fail(f"{option}: {exc}") from exc
+    except runs.RunNotFoundError as exc:
         raise fail(str(exc)) from exc
     rows = [runs.summary(r, names) for r in found]
     if csv is not None:
+        csv.parent.mkdir(parents=True, exist_ok=True)
         runs.runs_frame(found, names).to_csv(csv, index=False)
     if as_json:
         _print_json(rows)
@@ -304,6 +324,7 @@ def runs_report(
 
     from quill.training.runs import write_report
 
+    check_output(out, folder=False)  # the page is written after all the downloads
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client, found = _client_and_runs(tracking_uri, run_keys)
     path = write_report(client, found, out)
@@ -317,13 +338,22 @@ def ui_command(
     """Open the MLflow UI on http://127.0.0.1:PORT for the run store."""
     import os
 
-    from quill.training.tracking_store import artifact_root, default_tracking_uri, prepare_store
+    from quill.training.tracking_store import (
+        artifact_root,
+        check_folder_store,
+        default_tracking_uri,
+        prepare_store,
+    )
 
     problem = listen_problem("127.0.0.1", {"--port": port})
     if problem is not None:  # MLflow would say so after its start-up, and exit 0
         raise fail(problem)
     uri = tracking_uri or default_tracking_uri()
-    prepare_store(uri)
+    try:
+        check_folder_store(uri)
+        prepare_store(uri)
+    except QuillError as exc:
+        raise fail(str(exc)) from exc
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     command += ["--host", "127.0.0.1", "--port", str(port)]
     root = artifact_root(uri)
@@ -334,7 +364,7 @@ def ui_command(
 
 
 def sweep_command(
-    config: ConfigOption,
+    config: SweepFileOption,
     overrides: Annotated[
         list[str] | None,
         typer.Argument(help="Overrides of the base run config, e.g. trainer.max_epochs=3."),
@@ -343,8 +373,8 @@ def sweep_command(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="Optuna RDB URL shared by all workers (default: $QUILL_OPTUNA_STORAGE or "
-            "mlruns/optuna.db here)."
+            help="Optuna RDB URL shared by all workers, e.g. sqlite:///PATH.db or "
+            "postgresql://... (default: $QUILL_OPTUNA_STORAGE or mlruns/optuna.db here)."
         ),
     ] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: from the file).")] = None,
@@ -355,15 +385,14 @@ def sweep_command(
 
     Example: quill sweep --config configs/sweeps/ctc_line.yaml --trials 20
     """
-    from quill.training.config import ConfigError
     from quill.training.sweep import load_sweep, run_sweep
 
     extra = [f"tracking.tracking_uri={tracking_uri}"] if tracking_uri else []
     try:
         spec = load_sweep(config, [*(overrides or []), *extra])
         result = run_sweep(spec, trials, storage, study, out)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from exc
+    except QuillError as exc:  # a bad sweep file, storage, store, or a trial's setup
+        raise fail(str(exc)) from exc
     if result.best_number is None:
         typer.echo(f"study {result.study_name}: no trial completed yet")
     else:

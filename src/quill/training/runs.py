@@ -41,14 +41,30 @@ class RunNotFoundError(QuillError, LookupError):
     code = "run_not_found"
 
 
+class RunQueryError(QuillError, ValueError):
+    """A run filter or ordering the store refuses; ``part`` says which (``filter`` or
+    ``order_by``), so a command can name its own option for it."""
+
+    code = "run_query_invalid"
+
+    def __init__(self, message: str, part: str):
+        super().__init__(message)
+        self.part = part
+
+
 def client_for(tracking_uri: str | None) -> Any:
     """An MLflow client of an existing store; raises ``NoTrackingStore`` (a fresh checkout,
     where nothing has been trained) rather than creating an empty one."""
     from mlflow import MlflowClient
 
-    from quill.training.tracking_store import default_tracking_uri, require_store
+    from quill.training.tracking_store import (
+        check_folder_store,
+        default_tracking_uri,
+        require_store,
+    )
 
     uri = tracking_uri or default_tracking_uri()
+    check_folder_store(uri)
     require_store(uri)
     return MlflowClient(uri)
 
@@ -82,9 +98,19 @@ def search(
 ) -> list[Any]:
     """Runs matching an MLflow filter (e.g. ``metrics.val_cer < 0.2 and params.model.name =
     'ctc_line'``), newest first by default: training runs, plus the staging runs if
-    ``include_staging`` or the staging experiment is among ``experiments``."""
-    from mlflow.exceptions import MlflowException
+    ``include_staging`` or the staging experiment is among ``experiments``.
 
+    Each ordering is checked on its own first: the store's error for a bad one was reported
+    as a bad filter, naming the filter (often empty) rather than the ordering.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
+
+    for clause in order_by:
+        try:
+            SearchUtils.parse_order_by_for_search_runs(clause)
+        except MlflowException as exc:
+            raise RunQueryError(f"bad run ordering {clause!r}: {exc.message}", "order_by") from exc
     ids = experiment_names(client, experiments, include_staging=include_staging)
     if not ids:
         return []
@@ -98,7 +124,7 @@ def search(
             )
         )
     except MlflowException as exc:
-        raise ValueError(f"bad run filter {filter_string!r}: {exc.message}") from exc
+        raise RunQueryError(f"bad run filter {filter_string!r}: {exc.message}", "filter") from exc
 
 
 def resolve_run(client: Any, key: str) -> Any:

@@ -18,12 +18,17 @@ space of dotted config keys::
 Every trial is a normal tracked run, tagged as a child of one MLflow parent run per study.
 The study lives in an RDB (SQLite file by default, any Postgres/MySQL URL for many machines):
 start ``quill sweep`` again on another terminal or host with the same ``--storage`` and it
-joins the study. Unpromising trials are pruned on the validation metric after each epoch.
+joins the study. The study records what its values mean (metric, direction, search space and
+base config) when it is made, and a worker whose sweep differs is refused rather than mixing
+its trials in. Unpromising trials are pruned on the validation metric after each epoch.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -31,15 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quill.errors import check_output
+from quill.errors import QuillError, check_output
+from quill.strict_dict import field_names, unknown_key_message
 from quill.training.config import (
     ConfigError,
     did_you_mean,
     read_yaml,
     resolve_config,
+    schema_class,
     set_dotted,
 )
 from quill.training.tracking_store import (
+    check_folder_store,
     default_tracking_uri,
     ensure_experiment,
     file_lock,
@@ -51,6 +59,11 @@ from quill.training.tracking_store import (
 STORAGE_ENV = "QUILL_OPTUNA_STORAGE"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 RUN_ID_ATTR = "mlflow_run_id"
+#: The study user attribute holding what its trial values mean (:func:`study_settings`).
+SETTINGS_ATTR = "quill_settings"
+#: Base config sections that say where a worker writes, not what its trials compute: they
+#: may differ between the workers of one study.
+WORKER_SECTIONS = ("tracking", "output_dir")
 #: How long a worker that joined a study waits for the creator to open the parent run.
 PARENT_WAIT_S = 60.0
 #: What every validation epoch logs, whatever the data (``HTRModule._evaluate``).
@@ -92,12 +105,41 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> SweepSpec:
         **data.get("study", {}),
     }
     _check_metric(path, study["metric"], base)
+    _check_study(path, study)
     space = data["search_space"]
     for key, spec in space.items():
         _check_dimension(path, key, spec)
-        if not key.startswith("model.config."):  # the model's own keys are free-form
+        if key.startswith("model.config."):
+            _check_model_field(path, key, base)
+        else:
             set_dotted(copy.deepcopy(base), key.split("."), None)  # raises for a typo
     return SweepSpec(base, base_path, study, space)
+
+
+def _check_model_field(path: Path, key: str, base: Mapping[str, Any]) -> None:
+    """Refuse a ``model.config`` key the model's config class lacks: the first trial trained
+    up to building the model and then stopped the sweep with a traceback."""
+    schema = schema_class(base, ("model", "config"))
+    if schema is None:  # an unknown model name, which building the model names
+        return
+    field = key.split(".")[2]
+    fields = field_names(schema)
+    if field not in fields:
+        raise ConfigError(unknown_key_message(f"{path}: search_space.{key}", [field], fields))
+
+
+def _check_study(path: Path, study: Mapping[str, Any]) -> None:
+    """Refuse a direction, sampler or pruner Optuna would refuse when the study is opened,
+    after the tracking store had been set up."""
+    if study["direction"] not in ("minimize", "maximize"):
+        raise ConfigError(f"{path}: study.direction must be minimize or maximize")
+    for key, make in (("sampler", make_sampler), ("pruner", make_pruner)):
+        try:
+            make(study[key])
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: study.{key}: {exc}") from exc
 
 
 def logged_metrics(config: Mapping[str, Any]) -> list[str]:
@@ -201,23 +243,98 @@ def make_pruner(settings: Mapping[str, Any]) -> Any:
     raise ConfigError(f"study.pruner.name must be median or none, not {name!r}")
 
 
-def _storage(url: str) -> Any:
-    """RDB storage; SQLite waits for locks instead of failing when workers write at once."""
-    import optuna
+STORAGE_HINT = "give sqlite:///PATH.db (a file) or a postgresql:// or mysql:// URL"
 
-    if url.startswith("sqlite:///"):
-        database = Path(url.removeprefix("sqlite:///"))
-        # Creating the schema is not safe for two processes at once; using it is.
-        with file_lock(database.with_name(database.name + ".lock")):
-            return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url)
+
+def check_storage(url: str) -> None:
+    """Refuse a ``--storage`` that is no database URL, or an SQLite one naming a folder,
+    before any work: a plain path was a SQLAlchemy traceback after the tracking store was
+    set up."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"--storage {url!r} is not a database URL: {STORAGE_HINT}") from exc
+    if url.startswith("sqlite:///") and Path(url.removeprefix("sqlite:///")).is_dir():
+        raise ConfigError(f"--storage {url}: names a folder, not a database file: {STORAGE_HINT}")
+
+
+def _storage(url: str) -> Any:
+    """RDB storage; SQLite waits for locks instead of failing when workers write at once.
+    A database that cannot be opened (no driver, no server) is one line naming --storage."""
+    import optuna
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        if url.startswith("sqlite:///"):
+            database = Path(url.removeprefix("sqlite:///"))
+            # Creating the schema is not safe for two processes at once; using it is.
+            with file_lock(database.with_name(database.name + ".lock")):
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs={"connect_args": {"timeout": 60}}
+                )
+        return optuna.storages.RDBStorage(url)
+    except (SQLAlchemyError, ImportError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"--storage {_safe_url(url)}: cannot open it ({first})") from exc
+
+
+def study_settings(spec: SweepSpec) -> dict[str, Any]:
+    """What a study's trial values mean, recorded when it is made: the metric and its
+    direction, a hash per search-space dimension and per base config section (so a
+    difference can be named), less the sections a worker may set for itself."""
+    return {
+        "metric": spec.study["metric"],
+        "direction": spec.study["direction"],
+        "search_space": {key: _digest(value) for key, value in spec.search_space.items()},
+        "base_config": {
+            key: _digest(value)
+            for key, value in spec.base_config.items()
+            if key not in WORKER_SECTIONS
+        },
+    }
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_settings(study: Any, spec: SweepSpec, storage_url: str) -> None:
+    """Refuse to join a study made with another metric, direction, search space or base
+    config: its best value was reported under the new metric's name and new trials were
+    pruned against the old ones. A study made before settings were recorded is joined."""
+    recorded = study.user_attrs.get(SETTINGS_ATTR)
+    if not isinstance(recorded, dict):
+        return
+    mine = study_settings(spec)
+    differences = []
+    if (recorded.get("metric"), recorded.get("direction")) != (mine["metric"], mine["direction"]):
+        differences.append(
+            f"metric {recorded.get('metric')} ({recorded.get('direction')}), "
+            f"not {mine['metric']} ({mine['direction']})"
+        )
+    for part, what in (("search_space", "search space"), ("base_config", "base config")):
+        old, new = recorded.get(part) or {}, mine[part]
+        changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+        if changed:
+            differences.append(f"another {what} (differing in {', '.join(changed)})")
+    if differences:
+        raise ConfigError(
+            f"study {study.study_name!r} in {_safe_url(storage_url)} was made with "
+            f"{'; '.join(differences)}: give another --study name, or run the sweep file "
+            "and overrides it was made with"
+        )
 
 
 def open_study(spec: SweepSpec, storage_url: str, name: str, client: Any, experiment_id: str):
     """Create the study and its MLflow parent run, or join both if another worker made them.
 
     Creating the study is the race-free election: exactly one worker's ``create_study``
-    succeeds, and that worker opens the parent run; the others wait for its id.
+    succeeds, and that worker records its settings (:func:`study_settings`) and opens the
+    parent run; the others wait for its id, and join only a study with their own settings.
     """
     import optuna
 
@@ -239,7 +356,12 @@ def open_study(spec: SweepSpec, storage_url: str, name: str, client: Any, experi
             sampler=make_sampler(spec.study["sampler"], seed_offset=1000 + os.getpid()),
             pruner=make_pruner(spec.study["pruner"]),
         )
-        return study, _wait_for_parent(study, client, experiment_id, name)
+        _check_settings(study, spec, storage_url)
+        parent = _wait_for_parent(study, client, experiment_id, name)
+        # the creator writes its settings before the parent run's id: now they are there
+        _check_settings(_reload(study), spec, storage_url)
+        return study, parent
+    study.set_user_attr(SETTINGS_ATTR, study_settings(spec))
     parent = client.create_run(
         experiment_id,
         run_name=f"sweep-{name}",
@@ -336,7 +458,7 @@ def objective_for(spec: SweepSpec, parent_run_id: str, study_name: str):
             raise KeyboardInterrupt from exc
         _mark(config, run_ids, "complete")
         if result.best_score is None:
-            raise RuntimeError(f"trial {trial.number} produced no {metric}: did validation run?")
+            raise ConfigError(f"trial {trial.number} produced no {metric}: did validation run?")
         return result.best_score
 
     return objective
@@ -351,6 +473,18 @@ def _mark(config: Mapping[str, Any], run_ids: list[str], state: str) -> None:
     client.set_tag(run_ids[0], "quill.sweep.state", state)
     if state == "pruned":
         client.set_terminated(run_ids[0], "KILLED")
+
+
+class _OneLineForQuillErrors(logging.Filter):
+    """Drops the traceback from Optuna's "Trial N failed" warning when a trial stopped on a
+    :class:`~quill.errors.QuillError` (missing data, a model that does not fit): the message
+    says what to fix, and the sweep stops with it in one line; the warning printed two full
+    tracebacks before it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], QuillError):
+            record.exc_info = None
+        return True
 
 
 @dataclass
@@ -381,14 +515,19 @@ def run_sweep(
         raise ConfigError("sweeps record trials as MLflow child runs: use tracking.logger=mlflow")
     out_dir = out_dir or project_root() / spec.base_config["output_dir"] / "sweeps" / name
     check_output(out_dir, folder=True)  # the plots are written after every trial
+    check_storage(storage_url)
     uri = tracking_cfg["tracking_uri"] or default_tracking_uri()
     spec.base_config["tracking"]["tracking_uri"] = uri
+    check_folder_store(uri)
     prepare_store(uri)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, tracking_cfg["experiment"], uri)
     study, parent = open_study(spec, storage_url, name, client, experiment_id)
     # the parent run ends however the sweep does: left RUNNING, it looked alive forever
     status = "FAILED"
+    optimize_log = logging.getLogger("optuna.study._optimize")
+    one_line = _OneLineForQuillErrors()
+    optimize_log.addFilter(one_line)
     try:
         study.optimize(objective_for(spec, parent, name), n_trials=trials, gc_after_trial=True)
         study = _reload(study)
@@ -410,6 +549,7 @@ def run_sweep(
         status = "KILLED"
         raise
     finally:
+        optimize_log.removeFilter(one_line)
         client.set_terminated(parent, status)
     return SweepResult(
         name,

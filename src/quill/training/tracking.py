@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from typing import Any
 
 import yaml
 
+import quill
 from quill.training.config import flatten
 from quill.training.environment import (
     environment_info,
@@ -34,7 +36,6 @@ from quill.training.environment import (
     parameter_count,
     pip_freeze,
 )
-from quill.training.tracking_store import project_root
 
 # mlflow takes ~2 s to import: MLflowTracker and system_metrics import it where they use it,
 # so a run with another logger (csv, tensorboard, wandb) never pays for it.
@@ -244,9 +245,11 @@ def record_run_start(
     model: Any,
     model_summary: str,
 ) -> None:
-    """Params, tags and files that describe the run before it trains."""
-    root = project_root()
-    git = git_info(root)
+    """Params, tags and files that describe the run before it trains; the git state is the
+    one of the checkout the quill code ran from (:func:`code_checkout`), none for an
+    installed package."""
+    root = code_checkout()
+    git = git_info(root) if root is not None else {}
     counts = parameter_count(model)
     env = environment_info()
     tracker.log_params(
@@ -266,7 +269,7 @@ def record_run_start(
         "mlflow.source.type": "LOCAL",
         **{f"quill.env.{k}": v for k, v in env.items()},
     }
-    if git:
+    if root is not None and git:
         tags.update(
             {
                 "mlflow.source.git.commit": git["commit"],
@@ -284,6 +287,36 @@ def record_run_start(
     tracker.log_dict({**env, "git": git}, "environment/environment.json")
     tracker.log_text(model_summary, "model/summary.txt")
     tracker.log_dict(counts, "model/parameters.json")
+
+
+def code_checkout() -> Path | None:
+    """The git checkout holding the running ``quill`` package, or None where the package is
+    not part of one (an installed wheel, even in a venv inside a checkout).
+
+    The provenance of a run is the code that ran, wherever it was started from: taken from
+    the current folder, a run started outside the checkout recorded no commit or diff.
+    """
+    package = Path(quill.__file__).resolve().parent
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"],
+            cwd=package,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        # inside a checkout but not tracked by it: a venv's site-packages, not the source
+        subprocess.run(
+            ["git", "ls-files", "--error-unmatch", "__init__.py"],
+            cwd=package,
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(top)
 
 
 def _yaml(config: Mapping[str, Any]) -> str:

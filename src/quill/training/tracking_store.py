@@ -121,18 +121,28 @@ class NoTrackingStore(QuillError, FileNotFoundError):
 
 
 class TrackingStoreUnreadable(QuillError, ValueError):
-    """A local store's file that is not an SQLite database (MLflow's would stop at it with a
-    page of SQL traceback)."""
+    """A local store MLflow cannot open: a file that is not an SQLite database, a folder
+    named as the database, or a folder store (MLflow stops at each with a page of traceback,
+    or after minutes of retries)."""
 
     code = "tracking_store_unreadable"
 
 
 #: The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: MLflow's own switch that lets it open a folder (file store) again.
+ALLOW_FILE_STORE_ENV = "MLFLOW_ALLOW_FILE_STORE"
 
 
 def _check_database(database: Path) -> None:
-    """Refuse a file at ``database`` that is not an SQLite database (an empty one is new)."""
+    """Refuse a folder at ``database`` (SQLite retried opening it for two minutes before it
+    said "unable to open database file") and a file that is not an SQLite database (an empty
+    one is new)."""
+    if database.is_dir():
+        raise TrackingStoreUnreadable(
+            f"{database} is a folder, not an SQLite database file: give "
+            f"sqlite:///{database / 'mlflow.db'} to keep the store in it"
+        )
     if not database.is_file() or database.stat().st_size == 0:
         return
     with open(database, "rb") as handle:
@@ -141,6 +151,28 @@ def _check_database(database: Path) -> None:
                 f"{database} is not an SQLite database, so not a tracking store: give "
                 f"--tracking-uri (or {TRACKING_URI_ENV}) of a store, or move the file away"
             )
+
+
+def check_folder_store(tracking_uri: str) -> None:
+    """Refuse a plain path or ``file://`` URI: MLflow no longer opens folder stores (unless
+    ``MLFLOW_ALLOW_FILE_STORE`` says so) and answered with a paragraph about migrating that
+    never said what to give instead. The training commands call it before opening a store.
+
+    >>> check_folder_store("sqlite:///x.db"), check_folder_store("http://host:5000")
+    (None, None)
+    """
+    address = urlsplit(tracking_uri)
+    if len(address.scheme) > 1 and address.scheme != "file":  # a drive letter is a path
+        return
+    if os.environ.get(ALLOW_FILE_STORE_ENV, "").lower() in ("1", "true"):
+        return
+    folder = Path(address.path if address.scheme == "file" else tracking_uri).expanduser()
+    database = folder if folder.suffix == ".db" else folder / "mlflow.db"
+    raise TrackingStoreUnreadable(
+        f"tracking URI {tracking_uri} is a folder path, and MLflow no longer opens folder "
+        f"stores: give sqlite:///{database.absolute()} (an SQLite file) or an MLflow server's "
+        "http(s):// address; `mlflow migrate-filestore` moves an old folder store's runs over"
+    )
 
 
 def require_store(tracking_uri: str) -> None:
