@@ -12,7 +12,7 @@ import optuna
 import pytest
 import typer
 from mlflow import MlflowClient
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from quill.cli import app
 from quill.training.config import ConfigError
@@ -214,6 +214,12 @@ def test_the_parent_run_ends_failed_when_a_trial_raises(
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
 
 
+def _invoke_sweep(config: Path, storage: str, uri: str, plots: Path) -> Result:
+    """``quill sweep`` of ``config`` into ``storage`` and the run store ``uri``, in process."""
+    command = ["sweep", "--config", str(config), "--storage", storage, "--tracking-uri", uri]
+    return runner.invoke(app, [*command, "--out", str(plots)])
+
+
 def _sweep_file(tmp_path: Path, name: str, metric: str, space: str) -> Path:
     path = tmp_path / name
     path.write_text(
@@ -242,20 +248,7 @@ def test_joining_a_study_made_with_other_settings_is_refused(tmp_path: Path) -> 
     _, parent = open_study(load_sweep(first), storage, "shared", client, experiment)
     assert open_study(load_sweep(first), storage, "shared", client, experiment)[1] == parent
 
-    result = runner.invoke(
-        app,
-        [
-            "sweep",
-            "--config",
-            str(other),
-            "--storage",
-            storage,
-            "--tracking-uri",
-            uri,
-            "--out",
-            str(tmp_path / "plots"),
-        ],
-    )
+    result = _invoke_sweep(other, storage, uri, tmp_path / "plots")
     assert result.exit_code == 2, result.output
     assert result.output.startswith(
         f"error: study 'shared' in {storage} was made with metric val_cer (minimize), not "
@@ -283,20 +276,7 @@ def test_a_storage_that_is_no_database_url_is_one_line_before_any_work(
     """A plain path was a SQLAlchemy ArgumentError traceback after the store was set up."""
     storage = storage.format(tmp=tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    result = runner.invoke(
-        app,
-        [
-            "sweep",
-            "--config",
-            str(SWEEPS / "tiny.yaml"),
-            "--storage",
-            storage,
-            "--tracking-uri",
-            uri,
-            "--out",
-            str(tmp_path / "plots"),
-        ],
-    )
+    result = _invoke_sweep(SWEEPS / "tiny.yaml", storage, uri, tmp_path / "plots")
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: --storage ") and problem in result.output
     assert len(result.output.strip().splitlines()) == 1
