@@ -7,8 +7,11 @@ each other model gets its own smoke run; resume continues from the shared run's 
 from __future__ import annotations
 
 import json
+import statistics
+import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import typer
@@ -16,8 +19,10 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from quill.training.cli import register
+from quill.training.config import resolve_config
 from quill.training.init_weights import load_initial_weights
 from quill.training.module import create_module, load_module
+from quill.training.train import train
 from quill.vocab import Tokenizer
 
 from .conftest import TINY_CONFIG
@@ -366,3 +371,55 @@ def test_missing_data_and_bad_override_fail_clearly(tmp_path: Path, tracking_uri
     assert result.exit_code == 2 and "dataset folder not found" in result.output
     result = runner.invoke(app, ["train", "--config", str(TINY_CONFIG), "optim.lrr=1"])
     assert result.exit_code == 2 and "did you mean lr" in result.output
+
+
+class SlowOutsideSteps(L.Callback):
+    """What costs time between training steps and is neither data nor compute: a slow
+    synchronous logger after every batch, and a long first validation."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        time.sleep(0.2)
+
+    def on_validation_start(self, trainer, module) -> None:
+        if not trainer.sanity_checking and trainer.current_epoch == 0:
+            time.sleep(3.0)
+
+
+def test_throughput_and_profile_time_only_what_they_name(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    """samples_per_sec_epoch counted the end-of-epoch validation as training time; an
+    interval of more steps than an epoch has never logged samples_per_sec (the count restarted
+    each epoch); the profiler's data wait held the logger's writes between steps."""
+    config = resolve_config(
+        TINY_CONFIG,
+        [
+            f"data.sources=[{{path: {tiny_lines}, weight: 1}}]",
+            f"tracking.tracking_uri={tracking_uri}",
+            f"output_dir={tmp_path / 'out'}",
+            "tracking.system_metrics=false",
+            "trainer.log_every_n_steps=4",  # 3 steps an epoch, 6 in all
+            "profile.enabled=true",
+        ],
+    )
+    result = train(config, extra_callbacks=[SlowOutsideSteps()])
+    client = MlflowClient(tracking_uri)
+    assert [m.step for m in client.get_metric_history(result.run_id, "samples_per_sec")] == [3]
+    epochs = client.get_metric_history(result.run_id, "samples_per_sec_epoch")
+    first = min(epochs, key=lambda m: m.step).value
+    assert first > 24 / 3.0  # 24 lines trained in well under the 3 s validation
+    steps = json.loads((result.output_dir / "profile" / "steps.json").read_text())
+    assert statistics.median(s["data_wait_ms"] for s in steps[1:]) < 100  # not the 200 ms
+
+
+def test_fast_dev_run_says_its_metrics_are_not_recorded(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    """It printed val_cer and test_cer and sent the reader to `quill runs show`, whose run
+    had no metrics: Lightning swaps in a dummy logger for fast-dev-run."""
+    output = quill(*train_args(tiny_lines, tracking_uri, tmp_path / "out", "--fast-dev-run"))
+    assert "fast-dev-run: these figures are not recorded in the run" in output
+    assert "quill runs show" not in output
+    run = only_run(MlflowClient(tracking_uri), "tiny")
+    assert run.data.tags["quill.fast_dev_run"] == "true"
+    assert "val_cer" not in run.data.metrics

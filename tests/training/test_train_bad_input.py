@@ -10,13 +10,16 @@ from pathlib import Path
 
 import pytest
 import typer
+from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from quill.training.cli import register
+from quill.training.config import resolve_config
 from quill.training.tracking_store import check_server
+from quill.training.train import train
 
 from .conftest import TINY_CONFIG
-from .test_train import train_args
+from .test_train import only_run, train_args
 
 runner = CliRunner()
 app = typer.Typer()
@@ -50,6 +53,23 @@ def refused(*args: str) -> str:
         ("data.sources=ds", "data.sources must be a list such as [{path: DIR, weight: 1.0}]"),
         # tiny.yaml's ctc_line model.config kept for another model
         ("model.name=line_cnn_transformer", "model.config does not fit model line_cnn_transformer"),
+        # were tracebacks (exit 1) after the run was opened, several leaving it RUNNING
+        ("early_stopping.patience=x", "early_stopping.patience must be a whole number, got 'x'"),
+        ("checkpoint.mode=minn", "checkpoint.mode must be one of min, max, got 'minn'"),
+        (
+            "tracking.prediction_table_every_n_epochs=x",
+            "tracking.prediction_table_every_n_epochs must be a whole number, got 'x'",
+        ),
+        (
+            "trainer.check_val_every_n_epoch=0",
+            "trainer.check_val_every_n_epoch must be a positive whole number or null, got 0",
+        ),
+        ("checkpoint.save_last=flase", "checkpoint.save_last must be true or false, got 'flase'"),
+        # a run that trained a whole epoch, then FAILED
+        ("checkpoint.monitor=val_ce", "checkpoint.monitor 'val_ce' is not logged by training; "),
+        ("early_stopping.monitor=val_cer_tiny", "did you mean val_cer_tiny_lines"),
+        # was "optim.lr must be a number, got None"
+        ("optim=3", "optim must be a mapping of lr, weight_decay, betas"),
     ],
 )
 def test_bad_config_values_fail_before_a_run_exists(
@@ -58,6 +78,65 @@ def test_bad_config_values_fail_before_a_run_exists(
     line = refused(*train_args(tiny_lines, tracking_uri, tmp_path / "out", override))
     assert message in line
     assert not (tmp_path / "mlruns").exists()  # the store was never opened: no run in it
+
+
+def test_tags_that_are_no_mapping_fail_before_a_run_exists(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    """``tracking: {tags: 5}`` in a file was an AttributeError traceback."""
+    config = tmp_path / "tags.yaml"
+    config.write_text(f"extends: {TINY_CONFIG}\ntracking: {{tags: 5}}\n")
+    args = train_args(tiny_lines, tracking_uri, tmp_path / "out")
+    args[args.index(str(TINY_CONFIG))] = str(config)
+    assert "tracking.tags must be a mapping of names to values, got 5" in refused(*args)
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize("scheme", ["", "file://"])
+def test_a_folder_store_says_what_to_give_instead(
+    tiny_lines: Path, tmp_path: Path, scheme: str
+) -> None:
+    """A folder path got MLflow's paragraph about its file store's maintenance mode."""
+    folder = tmp_path / "mlruns"
+    folder.mkdir()
+    line = refused(*train_args(tiny_lines, f"{scheme}{folder}", tmp_path / "out"))
+    assert (
+        f"is a folder path, and MLflow no longer opens folder stores: give sqlite:///{folder}/mlflow.db"
+        in line
+    )
+    assert list(folder.iterdir()) == []
+
+
+def test_sources_without_a_weight_to_train_on_fail_before_a_run_exists(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    """Every weight 0: the sampler refused when fit asked for the first batch, a traceback
+    after the run was opened."""
+    args = train_args(tiny_lines, tracking_uri, tmp_path / "out")
+    args = [*args, f"data.sources=[{{path: {tiny_lines}, weight: 0}}]"]
+    assert "data: no source with training samples and weight > 0" in refused(*args)
+    assert MlflowClient(tracking_uri).get_experiment_by_name("tiny") is None  # no run made
+
+
+def test_a_failure_once_the_run_exists_leaves_it_failed_not_running(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    """A config handed to train() as a dict skips the checks of resolve_config (a sweep, a
+    script): the callbacks were built after the run was opened and before it was recorded,
+    so their failure left the run RUNNING for ever."""
+    config = resolve_config(
+        TINY_CONFIG,
+        [
+            f"data.sources=[{{path: {tiny_lines}, weight: 1}}]",
+            f"tracking.tracking_uri={tracking_uri}",
+            f"output_dir={tmp_path / 'out'}",
+            "tracking.system_metrics=false",
+        ],
+    )
+    config["tracking"]["prediction_table_every_n_epochs"] = "x"
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        train(config)
+    assert only_run(MlflowClient(tracking_uri), "tiny").info.status == "FAILED"
 
 
 def test_a_tracking_uri_that_is_a_file_fails_before_the_data_is_read(

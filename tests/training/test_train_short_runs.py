@@ -131,7 +131,8 @@ def test_a_stopped_run_exits_as_stopped_and_says_where_its_checkpoints_are(
     tiny_lines: Path, tracking_uri: str, tmp_path: Path, stop: signal.Signals, status: int
 ) -> None:
     """SIGTERM used to exit 0 (Lightning's own exit), so a script took a killed run for a
-    finished one; Ctrl+C exited 1 saying nothing of the checkpoints."""
+    finished one; Ctrl+C exited 1 saying nothing of the checkpoints; the hint on how to go on
+    looked for last.ckpt outside the checkpoints folder, so neither printed it."""
     out = tmp_path / "out"
     args = train_args(tiny_lines, tracking_uri, out, "trainer.max_epochs=500")
     process = subprocess.Popen(
@@ -147,7 +148,10 @@ def test_a_stopped_run_exits_as_stopped_and_says_where_its_checkpoints_are(
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr[-2000:]
     assert "stopped (recorded as KILLED); its checkpoints: " in stderr
-    assert only_run(MlflowClient(tracking_uri), "tiny").info.status == "KILLED"
+    run = only_run(MlflowClient(tracking_uri), "tiny")
+    assert run.info.status == "KILLED"
+    last = out / run.info.run_id / "checkpoints" / "last.ckpt"
+    assert f"go on with `quill train --config {TINY_CONFIG} --resume {last}`" in stderr
 
 
 def test_a_run_without_val_samples_says_so_and_names_checkpoints_by_epoch(

@@ -19,6 +19,7 @@ from quill.data.manifest import file_sha256
 from quill.errors import QuillError
 from quill.models import build_model
 from quill.preprocess import PreprocessConfig
+from quill.training.config import flatten
 from quill.training.runs import RunNotFoundError, resolve_run
 from quill.vocab import Tokenizer
 
@@ -29,6 +30,30 @@ BEST_CHECKPOINT_TAG = "quill.best_checkpoint"
 INITIALISED_FROM_TAG = "quill.initialised_from"
 WEIGHT_PREFIX = "model."
 REQUIRED_HYPER_PARAMETERS = ("model_name", "model_config", "tokenizer", "preprocess")
+#: Settings a resumed run takes from its checkpoint's state whatever its config says: the
+#: optimiser's (learning rate, betas, weight decay) and the schedule's (its base rate, its
+#: kind and shape), and early stopping's patience. Changed, they were recorded as the run's
+#: but not used. ``optim.label_smoothing`` (the loss's, read from the config) and the run's
+#: length (train longer: a cosine schedule is stretched over the new length) may change.
+RESTORED_SETTINGS = (
+    "optim.lr",
+    "optim.weight_decay",
+    "optim.betas",
+    "optim.warmup",
+    "optim.schedule",
+    "optim.min_lr_ratio",
+    "early_stopping.patience",
+)
+#: What sets the number of steps, which a one-cycle schedule's saved state fixes: it fails
+#: when stepped past its end, and a shorter run ends it before its low-rate finish.
+ONECYCLE_LENGTH_SETTINGS = (
+    "trainer.max_epochs",
+    "trainer.max_steps",
+    "trainer.limit_train_batches",
+    "trainer.accumulate_grad_batches",
+    "data.batch_size",
+    "data.epoch_size",
+)
 
 
 class CheckpointError(QuillError, ValueError):
@@ -121,6 +146,33 @@ def check_resumable(path: Path, config: dict[str, Any]) -> None:
             f"{path} does not fit this config's {name} (model.config, model.vocabulary): "
             f"{weights_mismatch(exc)}; resume with the config it was trained with"
         ) from exc
+    hyper = checkpoint.get("hyper_parameters")
+    saved = hyper.get("config") if isinstance(hyper, dict) else None
+    if isinstance(saved, dict) and saved:
+        _check_restored_settings(path, saved, config)
+
+
+def _check_restored_settings(path: Path, saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """Refuse a resume whose config changes what the checkpoint's state decides
+    (:data:`RESTORED_SETTINGS`; with a one-cycle schedule also
+    :data:`ONECYCLE_LENGTH_SETTINGS`): ``optim.lr=0.5`` was recorded in the run's params and
+    config while the optimiser went on at the checkpoint's rate."""
+    before, after = flatten(saved), flatten(config)
+    keys = list(RESTORED_SETTINGS)
+    if before.get("optim.schedule") == "onecycle":
+        keys += ONECYCLE_LENGTH_SETTINGS
+    if not (before.get("early_stopping.enabled") and after.get("early_stopping.enabled")):
+        keys.remove("early_stopping.patience")  # no early-stopping state goes on
+    changed = [key for key in keys if key in before and before[key] != after.get(key)]
+    if changed:
+        was = ", ".join(f"{key}={before[key]}" for key in changed)
+        now = ", ".join(f"{key}={after.get(key)}" for key in changed)
+        raise CheckpointError(
+            f"{path} was trained with {was}, this config says {now}: a resumed run goes on "
+            "with the checkpoint's optimiser, schedule and early-stopping state, so the new "
+            "values would be recorded but not used; resume with the checkpoint's values, or "
+            f"start a new run (and schedule) from its weights with --init-from {path}"
+        )
 
 
 def weights_mismatch(exc: Exception) -> str:

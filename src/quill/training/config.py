@@ -190,8 +190,19 @@ VALUE_RULES: dict[str, NumberRule] = {
     "seed": NumberRule(whole=True, positive=False),
     "threads": NumberRule(whole=True, positive=True, also=(None,)),
     "data.num_workers": NumberRule(whole=True, positive=False, also=(None,)),
+    # null: validate by val_check_interval alone
+    "trainer.check_val_every_n_epoch": NumberRule(whole=True, positive=True, also=(None,)),
     # -1: keep every checkpoint; 0: none
     "checkpoint.save_top_k": NumberRule(whole=True, positive=False, also=(-1,)),
+    # 0: stop at the first validation that does not improve
+    "early_stopping.patience": NumberRule(whole=True, positive=False),
+    "tracking.system_metrics_interval_s": RATE,
+    "tracking.prediction_table_every_n_epochs": COUNT,
+    "tracking.prediction_table_samples": NumberRule(whole=True, positive=False),
+    "tracking.norms_every_n_steps": COUNT,
+    "profile.wait": NumberRule(whole=True, positive=False),
+    "profile.warmup": NumberRule(whole=True, positive=False),
+    "profile.active": COUNT,
 }
 
 
@@ -216,7 +227,23 @@ CHOICES: dict[str, tuple[Any, ...]] = {
         16,
         64,
     ),  # fmt: skip
+    "checkpoint.mode": ("min", "max"),
+    "early_stopping.mode": ("min", "max"),
 }
+
+#: Switches the training code reads with ``bool()``, where any string (``false`` misspelt
+#: ``flase``) would mean true: checked with :data:`VALUE_RULES`.
+SWITCHES = (
+    "checkpoint.save_last",
+    "early_stopping.enabled",
+    "tracking.system_metrics",
+    "tracking.test_after_fit",
+    "profile.enabled",
+    "data.cache",
+)
+
+#: What every validation epoch logs, whatever the data (``HTRModule._evaluate``).
+VALIDATION_METRICS = ("val_cer", "val_wer", "val_loss")
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -347,6 +374,7 @@ def check_values(config: Mapping[str, Any]) -> None:
     """
     from quill.models import MODEL_NAMES, model_config
 
+    _check_sections(config, DEFAULTS)
     flat = flatten(config)
     name = flat.get("model.name")
     if name not in MODEL_NAMES:
@@ -370,11 +398,71 @@ def check_values(config: Mapping[str, Any]) -> None:
     augment = config["data"].get("augment")
     if not isinstance(augment, bool | Mapping | None):
         raise ConfigError(f"data.augment must be true, false or a mapping, got {augment!r}")
+    for key in SWITCHES:
+        if not isinstance(flat.get(key), bool):
+            raise ConfigError(f"{key} must be true or false, got {flat.get(key)!r}")
     sources = config["data"].get("sources")
     if not isinstance(sources, list):
         raise ConfigError(
             f"data.sources must be a list such as [{{path: DIR, weight: 1.0}}], got {sources!r}"
         )
+    _check_monitor("checkpoint.monitor", config)
+    _check_monitor("early_stopping.monitor", config)
+
+
+def _check_sections(
+    config: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = ""
+) -> None:
+    """Refuse a section given as a value (``optim: 3``), naming it: the rules of its keys
+    would otherwise report the first of them missing ("optim.lr must be a number, got
+    None"), and code reading the section would fail on it."""
+    for key, default in defaults.items():
+        if not isinstance(default, Mapping):
+            continue
+        value = config.get(key)
+        name = f"{prefix}{key}"
+        if not isinstance(value, Mapping):
+            keys = f" of {', '.join(default)}" if default else " of names to values"
+            raise ConfigError(f"{name} must be a mapping{keys}, got {value!r}")
+        _check_sections(value, default, f"{name}.")
+
+
+def _check_monitor(key: str, config: Mapping[str, Any]) -> None:
+    """Refuse a monitored metric that no validation logs: Lightning said so only after a
+    whole epoch had trained, leaving a FAILED run."""
+    monitor = flatten(config).get(key)
+    if monitor in VALIDATION_METRICS:
+        return  # logged whatever the sources (reading them is only needed for the others)
+    known = logged_metrics(config)
+    if monitor not in known:
+        raise ConfigError(
+            f"{key} {monitor!r} is not logged by training{did_you_mean(str(monitor), known)} "
+            f"(it logs {', '.join(known)})"
+        )
+
+
+def logged_metrics(config: Mapping[str, Any]) -> list[str]:
+    """The validation metrics a run of ``config`` logs each epoch (``HTRModule``):
+    :data:`VALIDATION_METRICS`, ``val_cer_<source>`` per source, ``val_cer_unseen`` with an
+    unseen-writers source and ``val_cer_select`` with a real (seen or unseen) one.
+
+    The data and module layers are imported here, on first need: they bring torch, and
+    resolving a config must stay quick.
+    """
+    from quill.data.datamodule import SourceSpec
+    from quill.training.module import metric_key
+
+    try:
+        sources = [SourceSpec.parse(item) for item in config["data"]["sources"]]
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"data.sources: {exc}") from exc
+    roles = {source.role for source in sources}
+    return [
+        *VALIDATION_METRICS,
+        *(f"val_cer_{metric_key(source.name)}" for source in sources),
+        *(["val_cer_unseen"] if "unseen" in roles else []),
+        *(["val_cer_select"] if roles & {"seen", "unseen"} else []),
+    ]
 
 
 def check_rules(flat: Mapping[str, Any], rules: Mapping[str, NumberRule]) -> None:

@@ -8,6 +8,11 @@ Three files land in the run under ``profile/``:
 * ``steps.json`` and ``summary.txt`` — per step, how long the loop waited for the next batch
   (data loading) versus how long the step itself ran (forward, backward, optimiser): the
   first question of any slow training run is which of the two to fix.
+
+The data wait is the time the loop spent fetching the batch (:class:`FetchClock`), not all
+the time between two steps: that also holds the logger's writes, and a synchronous MLflow
+store made a compute-bound run look data-bound (10.9 ms "waiting" per step against 1.5 ms
+with the CSV logger, on the same data).
 """
 
 from __future__ import annotations
@@ -20,12 +25,42 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.profilers import Profiler
 
 from quill.training.tracking import Tracker
 
+#: The action Lightning's training loop names its fetch of the next batch by (it prefixes
+#: the loop's class name).
+FETCH_ACTION = "train_dataloader_next"
+
+
+class FetchClock(Profiler):
+    """A Lightning profiler that times only the training loop's fetches of the next batch;
+    give it to the Trainer (``profiler=``) of a run with a :class:`StepProfiler`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started: float | None = None
+        self._waited = 0.0
+
+    def start(self, action_name: str) -> None:
+        if action_name.endswith(FETCH_ACTION):
+            self._started = time.perf_counter()
+
+    def stop(self, action_name: str) -> None:
+        if action_name.endswith(FETCH_ACTION) and self._started is not None:
+            self._waited += time.perf_counter() - self._started
+            self._started = None
+
+    def take(self) -> float:
+        """Seconds spent fetching since the last call."""
+        waited, self._waited = self._waited, 0.0
+        return waited
+
 
 class StepProfiler(L.Callback):
-    """Profiles training steps ``wait+warmup`` .. ``wait+warmup+active`` and times every step."""
+    """Profiles training steps ``wait+warmup`` .. ``wait+warmup+active`` and times every step:
+    its data wait from :attr:`fetch_clock`, its compute from batch start to batch end."""
 
     def __init__(
         self, tracker: Tracker, folder: Path, wait: int = 2, warmup: int = 2, active: int = 5
@@ -35,7 +70,7 @@ class StepProfiler(L.Callback):
         self.schedule = {"wait": int(wait), "warmup": int(warmup), "active": max(1, int(active))}
         self.profiler: torch.profiler.profile | None = None
         self.steps: list[dict[str, float]] = []
-        self._last_end: float | None = None
+        self.fetch_clock = FetchClock()
         self._start = 0.0
         self._wait = 0.0
         self._written = False
@@ -54,13 +89,12 @@ class StepProfiler(L.Callback):
             profile_memory=True,
         )
         self.profiler.start()
-        self._last_end = time.perf_counter()
 
     def on_train_batch_start(
         self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         self._start = time.perf_counter()
-        self._wait = self._start - self._last_end if self._last_end is not None else 0.0
+        self._wait = self.fetch_clock.take()
 
     def on_train_batch_end(
         self,
@@ -85,7 +119,6 @@ class StepProfiler(L.Callback):
             self.profiler.step()
         elif not self._written:
             self._finish()
-        self._last_end = time.perf_counter()
 
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.profiler is not None and not self._written:

@@ -41,6 +41,7 @@ from quill.strict_dict import field_names, unknown_key_message
 from quill.training.config import (
     ConfigError,
     did_you_mean,
+    logged_metrics,
     read_yaml,
     resolve_config,
     schema_class,
@@ -66,8 +67,6 @@ SETTINGS_ATTR = "quill_settings"
 WORKER_SECTIONS = ("tracking", "output_dir")
 #: How long a worker that joined a study waits for the creator to open the parent run.
 PARENT_WAIT_S = 60.0
-#: What every validation epoch logs, whatever the data (``HTRModule._evaluate``).
-VALIDATION_METRICS = ("val_cer", "val_wer", "val_loss")
 
 
 @dataclass
@@ -140,26 +139,6 @@ def _check_study(path: Path, study: Mapping[str, Any]) -> None:
             raise ConfigError(f"{path}: {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}: study.{key}: {exc}") from exc
-
-
-def logged_metrics(config: Mapping[str, Any]) -> list[str]:
-    """The validation metrics a run of ``config`` logs each epoch (``HTRModule``):
-    :data:`VALIDATION_METRICS`, ``val_cer_<source>`` per source, ``val_cer_unseen`` with an
-    unseen-writers source and ``val_cer_select`` with a real (seen or unseen) one."""
-    from quill.data.datamodule import SourceSpec
-    from quill.training.module import metric_key
-
-    try:
-        sources = [SourceSpec.parse(item) for item in config["data"]["sources"]]
-    except ValueError as exc:
-        raise ConfigError(f"data.sources: {exc}") from exc
-    roles = {source.role for source in sources}
-    return [
-        *VALIDATION_METRICS,
-        *(f"val_cer_{metric_key(source.name)}" for source in sources),
-        *(["val_cer_unseen"] if "unseen" in roles else []),
-        *(["val_cer_select"] if roles & {"seen", "unseen"} else []),
-    ]
 
 
 def _check_metric(path: Path, metric: Any, base: Mapping[str, Any]) -> None:

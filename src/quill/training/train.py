@@ -30,8 +30,10 @@ from quill.preprocess import PreprocessConfig
 from quill.training import tracking
 from quill.training.callbacks import (
     CheckpointArtifacts,
+    CtrlC,
     Norms,
     PredictionTable,
+    RunCheckpoint,
     Throughput,
     ValidateBeforeMaxSteps,
 )
@@ -42,8 +44,10 @@ from quill.training.init_weights import (
     load_initial_weights,
 )
 from quill.training.module import create_module
+from quill.training.profile import StepProfiler
 from quill.training.tracking_store import (
     TrackingStoreUnreadable,
+    check_folder_store,
     default_tracking_uri,
     ensure_experiment,
     prepare_store,
@@ -126,6 +130,7 @@ def build_datamodule(
             augment_on=data["augment_on"],
         )
         datamodule.setup("fit")
+        datamodule.train_sampler()  # no training sample with weight > 0: refused now, not by fit
     except (ValueError, TypeError, FileNotFoundError) as exc:
         raise TrainingSetupError(f"data: {exc}") from exc
     return datamodule
@@ -182,6 +187,10 @@ def mlflow_store(config: Mapping[str, Any]) -> tuple[str, Any]:
             f"tracking URI {uri} is a file, not an MLflow store: give sqlite:///PATH.db or "
             "an MLflow server's http(s):// address"
         )
+    try:
+        check_folder_store(uri)
+    except TrackingStoreUnreadable as exc:
+        raise TrainingSetupError(str(exc)) from exc
     try:
         prepare_store(uri)
         return uri, MlflowClient(uri)
@@ -261,7 +270,8 @@ def build_trainer(
     callbacks: Sequence[L.Callback],
     output_dir: Path,
 ) -> L.Trainer:
-    """A Trainer configured entirely from ``config['trainer']``."""
+    """A Trainer configured entirely from ``config['trainer']``; a :class:`StepProfiler`
+    among ``callbacks`` gets its data-wait clock installed as the Trainer's profiler."""
     t = config["trainer"]
     optional = {
         key: t[key]
@@ -293,6 +303,7 @@ def build_trainer(
         logger=logger,
         callbacks=list(callbacks),
         default_root_dir=str(output_dir),
+        profiler=next((c.fetch_clock for c in callbacks if isinstance(c, StepProfiler)), None),
         **optional,
     )
 
@@ -355,29 +366,16 @@ def validate_on_training_batches(datamodule: Any, module: Any) -> None:
     module.track_sources({s.spec.name: s.spec.role for s in datamodule.data if s.items["train"]})
 
 
-def _run_checkpoint_class() -> type:
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    class RunCheckpoint(ModelCheckpoint):
-        """ModelCheckpoint whose folder is rank 0's, so all DDP ranks agree on the best file."""
-
-        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-            self.dirpath = trainer.strategy.broadcast(self.dirpath)
-            super().setup(trainer, pl_module, stage)
-
-    return RunCheckpoint
-
-
 def build_callbacks(
     config: Mapping[str, Any], run: Run, output_dir: Path, validates: bool
-) -> tuple[list[L.Callback], L.pytorch.callbacks.ModelCheckpoint]:
+) -> tuple[list[L.Callback], RunCheckpoint]:
     """Checkpointing, early stopping and the tracking callbacks the config asks for."""
     from lightning.pytorch.callbacks import EarlyStopping
 
     ckpt = config["checkpoint"]
     # without validation the monitored metric is never logged: a name with it read "=0.0000"
     scored = f"-{ckpt['monitor']}={{{ckpt['monitor']}:.4f}}" if validates else ""
-    checkpoint = _run_checkpoint_class()(
+    checkpoint = RunCheckpoint(
         dirpath=str(output_dir / "checkpoints"),
         filename=f"epoch={{epoch:03d}}{scored}",
         auto_insert_metric_name=False,
@@ -404,8 +402,6 @@ def build_callbacks(
         )
     profile = config["profile"]
     if profile["enabled"]:
-        from quill.training.profile import StepProfiler
-
         callbacks.append(
             StepProfiler(
                 run.tracker,
@@ -493,45 +489,66 @@ def train(
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
     if initialised_from:
         run_tags[INITIALISED_FROM_TAG] = initialised_from
-    if _is_rank_zero():
-        run = open_run(config, output_root, run_tags, store)
-    else:
-        run = _follower_run(config)
-    if run_started is not None and _is_rank_zero():
-        run_started(run.run_id)
-    output_dir = output_root / run.run_id
-    validates = _validates(config, datamodule)
-    if not validates and config["trainer"]["limit_val_batches"] not in (0, 0.0):
-        log.warning(
-            "no val samples in data.sources: this run trains without validation, so no "
-            "checkpoint is chosen by %s (the last epoch's is kept) and nothing stops it early; "
-            "give a source a val split (quill data import --val-fraction)",
-            config["checkpoint"]["monitor"],
-        )
-    callbacks, checkpoint = build_callbacks(config, run, output_dir, validates)
-    outcome: dict[str, Any] = {"status": "FAILED", "metrics": {}}
-    recorder = _recording(run, config, config_path, datamodule, module, output_dir, outcome)
-    with recorder, _run_id_for_workers(run.run_id):
-        if overfits(config) and _is_rank_zero():
-            print(
-                f"overfit_batches={config['trainer']['overfit_batches']}: validating on the same "
-                "training batches"
-                + (f"; set {', '.join(overfit_changes)}" if overfit_changes else ""),
-                flush=True,
-            )
-        trainer = build_trainer(config, run.logger, [*callbacks, *extra_callbacks], output_dir)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
-        metrics = _scalars(trainer)
-        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-        tests = config["tracking"]["test_after_fit"] and datamodule.split_items("test")
-        if tests and not trainer.interrupted:
-            trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None)
-            metrics.update(_scalars(trainer))
-        outcome.update(status="KILLED" if trainer.interrupted else "FINISHED", metrics=metrics)
-        score = checkpoint.best_model_score
+    if config["trainer"]["fast_dev_run"]:
+        run_tags[FAST_DEV_RUN_TAG] = "true"
+    # From the moment the run exists, Ctrl+C is a request to stop at the next safe point
+    # (CtrlC): a KeyboardInterrupt inside a store write could leave the run RUNNING for good.
+    ctrl_c = CtrlC()
+    with ctrl_c.deferred():
         if _is_rank_zero():
-            best_score = None if score is None else float(score)
-            _print_summary(run, best, metrics, str(checkpoint.monitor), best_score)
+            run = open_run(config, output_root, run_tags, store)
+        else:
+            run = _follower_run(config)
+        if run_started is not None and _is_rank_zero():
+            run_started(run.run_id)
+        output_dir = output_root / run.run_id
+        validates = _validates(config, datamodule)
+        if not validates and config["trainer"]["limit_val_batches"] not in (0, 0.0):
+            log.warning(
+                "no val samples in data.sources: this run trains without validation, so no "
+                "checkpoint is chosen by %s (the last epoch's is kept) and nothing stops it "
+                "early; give a source a val split (quill data import --val-fraction)",
+                config["checkpoint"]["monitor"],
+            )
+        outcome: dict[str, Any] = {"status": "FAILED", "metrics": {}}
+        recorder = _recording(
+            run, config, config_path, datamodule, module, output_dir, outcome, ctrl_c
+        )
+        # everything that can fail once the run exists fails inside the recorder, which ends
+        # the run FAILED (or KILLED), never leaving it RUNNING
+        with recorder, _run_id_for_workers(run.run_id):
+            callbacks, checkpoint = build_callbacks(config, run, output_dir, validates)
+            if overfits(config) and _is_rank_zero():
+                print(
+                    f"overfit_batches={config['trainer']['overfit_batches']}: validating on the "
+                    "same training batches"
+                    + (f"; set {', '.join(overfit_changes)}" if overfit_changes else ""),
+                    flush=True,
+                )
+            trainer = build_trainer(
+                config, run.logger, [*callbacks, ctrl_c, *extra_callbacks], output_dir
+            )
+            ctrl_c.raise_if_requested()
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume) if resume else None)
+            metrics = _scalars(trainer)
+            best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+            tests = config["tracking"]["test_after_fit"] and datamodule.split_items("test")
+            if tests and not trainer.interrupted:
+                ctrl_c.raise_if_requested()
+                trainer.test(module, datamodule=datamodule, ckpt_path=str(best) if best else None)
+                metrics.update(_scalars(trainer))
+            outcome.update(status="KILLED" if trainer.interrupted else "FINISHED", metrics=metrics)
+            score = checkpoint.best_model_score
+            if _is_rank_zero():
+                best_score = None if score is None else float(score)
+                _print_summary(
+                    run,
+                    best,
+                    metrics,
+                    str(checkpoint.monitor),
+                    best_score,
+                    recorded=not config["trainer"]["fast_dev_run"],
+                )
     return TrainResult(
         run.run_id,
         output_dir,
@@ -544,6 +561,9 @@ def train(
 
 #: Set by rank 0 for the DDP worker processes it launches, so all ranks share one run folder.
 RUN_ID_ENV = "QUILL_RUN_ID"
+#: Tag of a ``--fast-dev-run`` run: Lightning swaps its logger for a dummy in that mode, so
+#: the run holds no metrics (the summary printed says so too).
+FAST_DEV_RUN_TAG = "quill.fast_dev_run"
 
 
 def _is_rank_zero() -> bool:
@@ -588,6 +608,7 @@ def _recording(
     module: Any,
     output_dir: Path,
     outcome: dict[str, Any],
+    ctrl_c: CtrlC,
 ) -> Iterator[None]:
     """On rank 0: the run record, console capture and system metrics around training; the
     console log and the final status are saved even when training fails."""
@@ -617,10 +638,11 @@ def _recording(
             yield
     except (KeyboardInterrupt, SystemExit) as exc:
         # Ctrl+C, or SIGTERM (Lightning exits after its SIGTERM handler): stopped, not broken.
-        # Lightning ends both as an exit of 1 or 0, and 0 told a script the run was done.
+        # Lightning ends both as an exit of 1 or 0, and 0 told a script the run was done. A
+        # first Ctrl+C stops training the way SIGTERM does (CtrlC), and is still Ctrl+C.
         outcome["status"] = "KILLED"
         _print_stopped(run, output_dir, config_path)
-        terminated = isinstance(exc, SIGTERMException)
+        terminated = isinstance(exc, SIGTERMException) and not ctrl_c.requested
         raise SystemExit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED) from exc
     finally:
         if console.is_file():
@@ -639,11 +661,12 @@ def _print_stopped(run: Run, output_dir: Path, config_path: str | None) -> None:
         f"\nrun {run.run_id} stopped (recorded as KILLED); its checkpoints: {output_dir}",
         file=sys.stderr,
     )
-    last = output_dir / "last.ckpt"
+    last = output_dir / "checkpoints" / "last.ckpt"
     if last.is_file():
         config = shlex.quote(config_path) if config_path else "CONFIG"
         print(
-            f"  go on with `quill train --config {config} --resume {shlex.quote(str(last))}`",
+            f"  go on with `quill train --config {config} --resume {shlex.quote(str(last))}` "
+            "(and the same overrides)",
             file=sys.stderr,
         )
 
@@ -654,9 +677,12 @@ def _print_summary(
     metrics: Mapping[str, float],
     monitor: str,
     best_score: float | None,
+    recorded: bool = True,
 ) -> None:
     """The closing lines: the monitored metric at its best (the checkpoint the test scores
-    come from), not at the last epoch, which is what the other validation figures are."""
+    come from), not at the last epoch, which is what the other validation figures are.
+    ``recorded`` False (fast-dev-run): the figures are not in the run, so it says so rather
+    than send the reader to a run without them."""
     shown = {k: metrics[k] for k in ("val_cer", "val_wer", "test_cer", "test_wer") if k in metrics}
     if best_score is not None:
         shown[monitor] = best_score
@@ -666,5 +692,10 @@ def _print_summary(
         print(f"  {key:10s} {value:.4f}{note}")
     if best:
         print(f"  best checkpoint: {best}")
-    if run.tracking_uri:
+    if not recorded:
+        print(
+            "  fast-dev-run: these figures are not recorded in the run (Lightning logs "
+            f"nothing in this mode; the run is tagged {FAST_DEV_RUN_TAG})"
+        )
+    elif run.tracking_uri:
         print(f"  see it with `quill runs show {run.run_id[:8]}` or `quill ui`")
