@@ -53,6 +53,20 @@ def train_args(data: Path, uri: str, out: Path, *extra: str) -> list[str]:
     ]
 
 
+def tiny_config(data: Path, uri: str, out: Path, *overrides: str) -> dict:
+    """tiny.yaml on ``data`` into the store at ``uri``, without system metrics."""
+    return resolve_config(
+        TINY_CONFIG,
+        [
+            f"data.sources=[{{path: {data}, weight: 1}}]",
+            f"tracking.tracking_uri={uri}",
+            f"output_dir={out}",
+            "tracking.system_metrics=false",
+            *overrides,
+        ],
+    )
+
+
 def only_run(client: MlflowClient, experiment: str):
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
     assert len(runs) == 1
@@ -391,16 +405,12 @@ def test_throughput_and_profile_time_only_what_they_name(
     """samples_per_sec_epoch counted the end-of-epoch validation as training time; an
     interval of more steps than an epoch has never logged samples_per_sec (the count restarted
     each epoch); the profiler's data wait held the logger's writes between steps."""
-    config = resolve_config(
-        TINY_CONFIG,
-        [
-            f"data.sources=[{{path: {tiny_lines}, weight: 1}}]",
-            f"tracking.tracking_uri={tracking_uri}",
-            f"output_dir={tmp_path / 'out'}",
-            "tracking.system_metrics=false",
-            "trainer.log_every_n_steps=4",  # 3 steps an epoch, 6 in all
-            "profile.enabled=true",
-        ],
+    config = tiny_config(
+        tiny_lines,
+        tracking_uri,
+        tmp_path / "out",
+        "trainer.log_every_n_steps=4",  # 3 steps an epoch, 6 in all
+        "profile.enabled=true",
     )
     result = train(config, extra_callbacks=[SlowOutsideSteps()])
     client = MlflowClient(tracking_uri)

@@ -14,12 +14,11 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from quill.training.cli import register
-from quill.training.config import resolve_config
 from quill.training.tracking_store import check_server
 from quill.training.train import train
 
 from .conftest import TINY_CONFIG
-from .test_train import only_run, train_args
+from .test_train import only_run, tiny_config, train_args
 
 runner = CliRunner()
 app = typer.Typer()
@@ -124,15 +123,7 @@ def test_a_failure_once_the_run_exists_leaves_it_failed_not_running(
     """A config handed to train() as a dict skips the checks of resolve_config (a sweep, a
     script): the callbacks were built after the run was opened and before it was recorded,
     so their failure left the run RUNNING for ever."""
-    config = resolve_config(
-        TINY_CONFIG,
-        [
-            f"data.sources=[{{path: {tiny_lines}, weight: 1}}]",
-            f"tracking.tracking_uri={tracking_uri}",
-            f"output_dir={tmp_path / 'out'}",
-            "tracking.system_metrics=false",
-        ],
-    )
+    config = tiny_config(tiny_lines, tracking_uri, tmp_path / "out")
     config["tracking"]["prediction_table_every_n_epochs"] = "x"
     with pytest.raises(ValueError, match="invalid literal for int"):
         train(config)

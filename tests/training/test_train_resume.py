@@ -21,27 +21,11 @@ import torch
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from quill.training.config import resolve_config
 from quill.training.train import train
 
-from .conftest import TINY_CONFIG
-from .test_train import app, only_run, quill, train_args
+from .test_train import app, only_run, quill, tiny_config, train_args
 
 runner = CliRunner()
-
-
-def _config(data: Path, uri: str, out: Path, *overrides: str) -> dict:
-    """tiny.yaml on ``data`` into the store at ``uri`` (3 training batches per epoch)."""
-    return resolve_config(
-        TINY_CONFIG,
-        [
-            f"data.sources=[{{path: {data}, weight: 1}}]",
-            f"tracking.tracking_uri={uri}",
-            f"output_dir={out}",
-            "tracking.system_metrics=false",
-            *overrides,
-        ],
-    )
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +79,7 @@ def test_a_stopped_run_saves_its_latest_state_and_says_how_to_go_on(
     """Stopped after the first batch of the second epoch (step 4): last.ckpt holds step 4,
     not the end of the first epoch. Ctrl+C stops at the batch boundary, as SIGTERM does (a
     KeyboardInterrupt inside a store write once left the store locked and the run RUNNING)."""
-    config = _config(tiny_lines, tracking_uri, tmp_path / "out", "trainer.max_epochs=50")
+    config = tiny_config(tiny_lines, tracking_uri, tmp_path / "out", "trainer.max_epochs=50")
     with pytest.raises(SystemExit) as stopped:
         train(config, config_path="tiny.yaml", extra_callbacks=[SignalAtStep(stop, 4)])
     assert stopped.value.code == status
