@@ -7,14 +7,17 @@ it (and from the builtin they always were, e.g. ``ValueError``, so existing ``ex
 clauses keep working), with names that are unique across the package.
 
 The commands' exit statuses are here too (``EXIT_*``), with :func:`fail`, the one way a
-command reports an error and exits, and :func:`check_output`, the check every command runs
-on what it will write before it starts.
+command reports an error and exits, :func:`check_output`, the check every command runs on
+what it will write before it starts, and :func:`sigterm_as_ctrl_c`, how a command that serves
+until stopped stops cleanly.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,6 +60,29 @@ EXIT_ERROR = 2
 #: killed (128 + its number). ``quill train`` records its run as KILLED and says how to resume.
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[list[int]]:
+    """Meanwhile SIGTERM (``docker stop``, systemd, a supervisor) raises KeyboardInterrupt,
+    as Ctrl+C does, so that a serving command's clean-up runs (a server stopped, a queue
+    flushed) instead of the process dying at once. The list yielded gets the signal's number
+    when it came (exit :data:`EXIT_TERMINATED` then). The previous handler is put back after:
+    a process that goes on (a test run, a script calling the command) keeps its own, and a
+    later SIGTERM no longer reads as a Ctrl+C there."""
+    import signal
+
+    received: list[int] = []
+
+    def interrupt(number: int, _frame: object) -> None:
+        received.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:

@@ -1,17 +1,21 @@
-"""One exception base (QuillError), unique exception names, strict config dicts."""
+"""One exception base (QuillError), unique exception names, strict config dicts, and SIGTERM
+read as Ctrl+C only while a command serves."""
 
 from __future__ import annotations
 
 import ast
 import builtins
 import dataclasses
+import os
+import signal
+import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 import quill
-from quill.errors import ConfigError, QuillError
+from quill.errors import ConfigError, QuillError, sigterm_as_ctrl_c
 from quill.strict_dict import strict_from_dict
 
 SOURCE = Path(quill.__file__).parent
@@ -136,3 +140,15 @@ def test_commands_fail_through_one_helper_and_help_states_the_exit_codes() -> No
     shown = " ".join(CliRunner().invoke(build_app(()), ["--help"]).output.split())
     assert "Exit status (every command): 0 done; 1 ran, and the answer is no" in shown
     assert "; 2 error (usage" in shown
+
+
+def test_sigterm_reads_as_ctrl_c_only_while_a_command_serves() -> None:
+    """`quill up`, `quill app` and `quill annotate serve` set SIGTERM to raise
+    KeyboardInterrupt and never put the handler back: in a process that went on (the test
+    run), a later SIGTERM read as Ctrl+C, and a training stopped by SIGTERM exited 130."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), sigterm_as_ctrl_c() as received:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs at once, between two bytecodes
+    assert received == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from quill.data.cli import require_split_fractions
-from quill.errors import EXIT_FAILED, check_output, fail
+from quill.errors import EXIT_FAILED, check_output, fail, sigterm_as_ctrl_c
 from quill.model_files import METADATA_FILE
 from quill.monitoring.cli import (
     ConfigOption,
@@ -320,36 +320,29 @@ def serve_command(
     Credentials come from LABEL_STUDIO_USERNAME (an e-mail address), LABEL_STUDIO_PASSWORD
     and LABEL_STUDIO_USER_TOKEN. Stops on Ctrl-C or SIGTERM, and stops Label Studio with it.
     """
-    import signal
-
     from quill.annotation.server import LabelStudioProcess, ServeError, ServeSettings
-
-    # a service manager stops with SIGTERM: clean up as for Ctrl-C, leaving no orphan server
-    signal.signal(signal.SIGTERM, _interrupt)
 
     settings = ServeSettings(venv, host, port, data_dir, document_root, allow_remote)
     console = _console()
-    try:
-        server = LabelStudioProcess(settings).start()
-    except (ServeError, OSError) as exc:
-        raise fail(str(exc)) from exc
-    try:
-        with console.status("starting Label Studio (the first start takes about a minute)"):
-            waited = server.wait_healthy(timeout)
-        console.print(f"Label Studio is up at {settings.url} ({waited:.0f} s); Ctrl-C stops it")
-        code = server.wait()
-    except ServeError as exc:
-        server.stop()
-        raise fail(str(exc)) from exc
-    except KeyboardInterrupt:
-        server.stop()
-        console.print("Label Studio stopped")
-        code = 0
+    # a service manager stops with SIGTERM: clean up as for Ctrl-C, leaving no orphan server
+    with sigterm_as_ctrl_c():
+        try:
+            server = LabelStudioProcess(settings).start()
+        except (ServeError, OSError) as exc:
+            raise fail(str(exc)) from exc
+        try:
+            with console.status("starting Label Studio (the first start takes about a minute)"):
+                waited = server.wait_healthy(timeout)
+            console.print(f"Label Studio is up at {settings.url} ({waited:.0f} s); Ctrl-C stops it")
+            code = server.wait()
+        except ServeError as exc:
+            server.stop()
+            raise fail(str(exc)) from exc
+        except KeyboardInterrupt:
+            server.stop()
+            console.print("Label Studio stopped")
+            code = 0
     raise typer.Exit(code)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _client(url: str | None) -> Any:

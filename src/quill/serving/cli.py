@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from quill.errors import EXIT_TERMINATED, fail
+from quill.errors import EXIT_TERMINATED, fail, sigterm_as_ctrl_c
 from quill.inference import DEFAULT_MODEL_DIR
 from quill.model_files import METADATA_FILE
 from quill.ports import listen_problem
@@ -153,8 +153,8 @@ def app(
     if backend == "local":
         _require_store(settings)
     _require_free_address(host, {"--port": port})
-    terminated = _stop_on_sigterm()
-    launch(make_backend(backend, settings), host=host, port=port)
+    with sigterm_as_ctrl_c() as terminated:  # Gradio's block_thread stops on either
+        launch(make_backend(backend, settings), host=host, port=port)
     if terminated:
         raise typer.Exit(EXIT_TERMINATED)
 
@@ -195,33 +195,18 @@ def up(
         api.start()
     except (RuntimeError, TimeoutError) as exc:  # the model or the server failed to start
         raise fail(str(exc)) from exc
-    terminated = _stop_on_sigterm()
-    try:
-        typer.echo(f"REST API: {api.url}  (docs: {api.url}/docs)")
-        web_app = launch(make_backend(api.url, settings), host=host, port=app_port, block=False)
-        typer.echo(f"Web app:  http://{host}:{app_port}")  # once it listens
-        web_app.block_thread()
-    finally:
-        api.stop()
+    # SIGTERM stops as Ctrl+C does: `quill up` died at once, its API's in-flight requests cut
+    # and its monitoring queue not flushed
+    with sigterm_as_ctrl_c() as terminated:
+        try:
+            typer.echo(f"REST API: {api.url}  (docs: {api.url}/docs)")
+            web_app = launch(make_backend(api.url, settings), host=host, port=app_port, block=False)
+            typer.echo(f"Web app:  http://{host}:{app_port}")  # once it listens
+            web_app.block_thread()
+        finally:
+            api.stop()
     if terminated:
         raise typer.Exit(EXIT_TERMINATED)
-
-
-def _stop_on_sigterm() -> list[int]:
-    """Make SIGTERM (``docker stop``, systemd, a supervisor) stop the web app as Ctrl+C does,
-    so that what follows its blocking call runs: `quill up` died at once and its API's
-    in-flight requests were cut and its monitoring queue not flushed. The list returned
-    gets the signal's number when it came."""
-    import signal
-
-    received: list[int] = []
-
-    def interrupt(number: int, _frame: object) -> None:
-        received.append(number)
-        raise KeyboardInterrupt  # what Gradio's block_thread stops on
-
-    signal.signal(signal.SIGTERM, interrupt)
-    return received
 
 
 def _settings(**overrides: object) -> ServingSettings:
