@@ -130,3 +130,12 @@ def test_a_dataset_of_corrections_gives_its_line_samples(tmp_path: Path) -> None
     lines = read_adapt_lines(root, Console(file=printed, width=200))
     assert [(path.name, text) for path, text in lines] == [("0.png", WORD), ("1.png", "Kew")]
     assert "1 paragraph sample(s) left out" in printed.getvalue()
+
+
+def test_labels_are_read_as_an_import_reads_them(tmp_path: Path) -> None:
+    """A label typed on a Mac or copied from a PDF holds a decomposed é (e + U+0301): adapt
+    refused every line for the bare accent, though the model writes é, and a label's extra
+    spaces were read as text the model missed (the held-out CER 33% of a perfect reading)."""
+    lines = _folder(tmp_path / "mine", [("0.png", "cafe\u0301"), ("1.png", "  Kew ")])
+    read = read_adapt_lines(lines, Console(file=io.StringIO()))
+    assert [text for _, text in read] == ["caf\u00e9", "Kew"]

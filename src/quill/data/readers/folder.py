@@ -126,8 +126,8 @@ def labelled_lines(src: Path) -> list[tuple[Path, str]]:
         problem = unusable.get(number)
         if problem:
             problems.append(f"{labels.name}:{number} ({row['file']}): {problem}")
-        else:
-            lines.append((path, row["text"]))
+        else:  # NFC, as an import makes it: a decomposed é is a letter the model writes
+            lines.append((path, normalise_text(row["text"])))
     if problems:
         raise DatasetError("; ".join(problems))
     if not lines:
