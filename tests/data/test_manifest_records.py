@@ -53,3 +53,14 @@ def test_a_manifest_that_is_not_utf8_is_named(tmp_path: Path):
         ManifestError, match=r"manifest.jsonl is not UTF-8 text \(invalid start byte at byte"
     ):
         Manifest.load(folder)
+
+
+def test_a_file_that_is_no_manifest_is_not_a_dataset(tmp_path: Path):
+    """`quill data manifest empty.txt` reported a dataset "." of 0 samples, exit 0: any file
+    was read as a manifest."""
+    for name in ("empty.txt", "labels.tsv"):
+        (tmp_path / name).write_text("")
+        with pytest.raises(ManifestError, match=rf"{name} is not a dataset: give its folder"):
+            Manifest.load(tmp_path / name)
+    (tmp_path / "manifest.jsonl").write_text("")
+    assert len(Manifest.load(tmp_path / "manifest.jsonl")) == 0  # a real, empty manifest

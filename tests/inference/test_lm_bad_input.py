@@ -112,6 +112,8 @@ def test_fit_on_a_text_with_no_line_says_so(tmp_path: Path) -> None:
     empty.write_text("\n\n", encoding="utf-8")
     output = refused("lm", "fit", str(tmp_path / "lm.json"), "--text", str(empty), "--no-corpus")
     assert "no text to fit: the --text and --dataset given hold no line" in output
+    output = refused("lm", "fit", str(tmp_path / "lm.json"), "--no-corpus")  # was garbled
+    assert "no text to fit: --no-corpus, and no --text or --dataset given" in output
 
 
 def test_fit_never_writes_into_a_staged_model(

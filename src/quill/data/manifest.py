@@ -167,6 +167,11 @@ class Manifest:
         """
         root = Path(root)
         path = root if root.is_file() else root / MANIFEST_NAME
+        if path.suffix != ".jsonl":  # any file read as a manifest: an empty one was 0 samples
+            raise ManifestError(
+                f"{root} is not a dataset: give its folder or its {MANIFEST_NAME} (make one "
+                "with `quill data`)"
+            )
         if not path.is_file():
             raise FileNotFoundError(
                 f"no dataset at {root}: expected {MANIFEST_NAME} (make one with `quill data`)"

@@ -260,9 +260,11 @@ def fit(
     texts = [line for line in texts if line.strip()]  # blank lines teach nothing
     if not texts:
         given = (
-            "the --text and --dataset given hold" if (text or dataset) else "nothing given holds"
+            "the --text and --dataset given hold no line"
+            if (text or dataset)
+            else "--no-corpus, and no --text or --dataset given"
         )
-        raise fail(f"no text to fit: {given} no line (give --text, --dataset or keep --corpus)")
+        raise fail(f"no text to fit: {given} (give --text, --dataset or keep --corpus)")
     with console.status(f"counting {order}-grams over {sum(map(len, texts)):,} characters"):
         lm = CharNGramLM.fit(texts, order=order, tokenizer=tokenizer)
         out.parent.mkdir(parents=True, exist_ok=True)
