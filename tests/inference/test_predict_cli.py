@@ -303,3 +303,19 @@ def test_dash_with_nothing_on_standard_input_is_an_error(smoke_model: Path) -> N
     assert result.exit_code == 2, result.output
     record = json.loads(result.stdout)
     assert (record["path"], record["error"]["code"]) == ("-", "image_empty")
+
+
+def test_the_shipped_model_is_found_from_any_folder(tmp_path: Path) -> None:
+    """Run outside the checkout, the default `models/default` was looked for under the
+    working folder: "models/default is not a staged model"."""
+    render_line("Kew").save(tmp_path / "kew.png")
+    quill = str(Path(sys.executable).with_name("quill"))
+    result = subprocess.run(
+        [quill, "predict", "kew.png", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["model_version"].startswith("quill-")
