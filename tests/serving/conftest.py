@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from quill.inference.recognizer import Recognizer
 from quill.monitoring.store import MonitoringStore
 from quill.serving.runner import ApiServer
 from quill.serving.settings import ServingSettings
@@ -36,6 +37,10 @@ class WrappedRecognizer:
 
     def __init__(self, inner: Any):
         self.inner = inner
+
+    #: The real batch reading (one call, each image alone after a failure), over this
+    #: wrapper's ``predict``.
+    predict_each = Recognizer.predict_each
 
     @property
     def model_version(self) -> str:

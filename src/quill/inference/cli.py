@@ -34,8 +34,8 @@ IMAGE_SUFFIXES = frozenset(
 )
 #: Images decoded and recognised together, at most (bounds memory for large folders)...
 CHUNK = 16
-#: ... and a chunk takes no more images once it holds more than this many decoded pixels
-#: (an image that large ends its chunk): 16 grey scans of 8000 x 6000 in one chunk, decoded
+#: ... and a chunk takes no more images once it holds this many decoded pixels (an image
+#: that large ends its chunk): 16 grey scans of 8000 x 6000 in one chunk, decoded
 #: as RGB, peaked at 3.1 GB; one at a time, as L, at 0.17 GB.
 CHUNK_PIXELS = 40_000_000
 #: The input that means one image read from standard input.
@@ -180,6 +180,7 @@ def predict(
     from rich.progress import Progress
 
     from quill.inference.recognizer import Recognizer
+    from quill.inference.sources import decoded_in_groups
     from quill.preprocess import ImageError
     from quill.staged_model import ModelLoadError
 
@@ -210,14 +211,14 @@ def predict(
     quiet = len(paths) < 2 or not err.is_terminal
     with Progress(console=err, transient=True, disable=quiet) as progress:
         task = progress.add_task("reading", total=len(paths))
-        for chunk in _decoded_chunks(paths):
+        for chunk in decoded_in_groups(paths, _decode, CHUNK_PIXELS, CHUNK):
             for path, size, answer in _answers(recognizer, chunk, cast("Kind", kind)):
                 progress.advance(task)  # read (or found unreadable), not merely decoded
                 if isinstance(answer, ImageError):
                     failed += 1
                     _report_error(err, as_json, path, answer)
                 elif as_json:
-                    _emit(json.dumps({"path": path, **_answer(answer)}, ensure_ascii=False))
+                    _emit(json.dumps({"path": path, **answer.to_dict()}, ensure_ascii=False))
                 else:
                     text = answer.text.replace("\n", " / ")
                     _emit(f"{path}\t{answer.confidence:.2f}\t{text}")
@@ -228,45 +229,14 @@ def predict(
         raise typer.Exit(EXIT_ERROR if failed == len(paths) else EXIT_FAILED)
 
 
-def _decoded_chunks(paths: list[str]) -> Iterator[list[tuple[str, LoadedImage | ImageError]]]:
-    """The inputs decoded a chunk at a time (each image, or why it cannot be read), a chunk
-    ending at :data:`CHUNK` images or past :data:`CHUNK_PIXELS` decoded pixels, whichever
-    comes first, so that a folder of large photos is not held in memory at once.
-
-    A chunk is emptied when the next is asked for, so that its images are freed before the
-    next ones are decoded (the caller's loop variable still holds it until then: two photos
-    of 48 megapixels were alive at once). A greyscale scan stays one channel
-    (``read_image``): the recognizer reads L as well as RGB, which takes three times the
-    memory."""
-    chunk: list[tuple[str, LoadedImage | ImageError]] = []
-    pixels = 0
-    for path in paths:
-        chunk.append((path, _decode(path)))
-        pixels += _pixels(chunk[-1][1])
-        if len(chunk) == CHUNK or pixels > CHUNK_PIXELS:
-            yield chunk
-            chunk.clear()
-            pixels = 0
-    if chunk:
-        yield chunk
-
-
-def _decode(path: str) -> LoadedImage | ImageError:
-    """The image at ``path`` (``-``: standard input), or why it cannot be read."""
+def _decode(path: str) -> LoadedImage:
+    """The image at ``path`` (``-``: standard input); ImageError if it cannot be read. A
+    greyscale scan stays one channel (``read_image``): the recognizer reads L as well as
+    RGB, which takes three times the memory."""
     from quill.inference.sources import LoadedImage
-    from quill.preprocess import ImageError, read_image
+    from quill.preprocess import read_image
 
-    try:
-        return _read_stdin() if path == STDIN else LoadedImage(read_image(path))
-    except ImageError as exc:
-        return exc
-
-
-def _pixels(decoded: LoadedImage | ImageError) -> int:
-    """How many pixels an input holds decoded (none when it could not be)."""
-    from quill.inference.sources import LoadedImage
-
-    return decoded.size[0] * decoded.size[1] if isinstance(decoded, LoadedImage) else 0
+    return _read_stdin() if path == STDIN else LoadedImage(read_image(path))
 
 
 def _read_stdin() -> LoadedImage:
@@ -279,24 +249,6 @@ def _read_stdin() -> LoadedImage:
     return LoadedImage.from_bytes(sys.stdin.buffer.read())
 
 
-def _recognise(
-    recognizer: Recognizer, images: list[LoadedImage], kind: Kind
-) -> list[Prediction | ImageError]:
-    """Each image's prediction, all in one call; when that call fails on one of them (a
-    page can decode and still fail later, in segmentation or preprocessing), each is read
-    again alone, so that only the bad one gets an error, as serving does."""
-    from quill.preprocess import ImageError
-
-    if not images:
-        return []
-    try:
-        return list(recognizer.predict(images, kind=kind))
-    except ImageError as exc:
-        if len(images) == 1:
-            return [exc]
-    return [answer for image in images for answer in _recognise(recognizer, [image], kind)]
-
-
 def _answers(
     recognizer: Recognizer, chunk: list[tuple[str, LoadedImage | ImageError]], kind: Kind
 ) -> Iterator[tuple[str, tuple[int, int], Prediction | ImageError]]:
@@ -306,19 +258,12 @@ def _answers(
     from quill.preprocess import ImageError
 
     images = [item for _, item in chunk if not isinstance(item, ImageError)]
-    answers = iter(_recognise(recognizer, images, kind))
+    answers = iter(recognizer.predict_each(images, kind))
     for path, item in chunk:
         if isinstance(item, ImageError):
             yield path, (0, 0), item
         else:
             yield path, item.size, next(answers)
-
-
-def _answer(prediction: Prediction) -> dict[str, object]:
-    """One prediction as JSON, named as the REST API names it (``timings_ms``)."""
-    answer = prediction.to_dict()
-    answer["timings_ms"] = answer.pop("timings")
-    return answer
 
 
 def _check_choices(kind: str, backend: str, decoding: str | None, segmenter: str) -> None:

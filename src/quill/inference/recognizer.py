@@ -107,8 +107,11 @@ class Prediction:
     language: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """The answer as JSON, as the REST API and ``quill predict --json`` give it (the
+        timings named ``timings_ms``; an API answer adds the request's own fields)."""
         data = asdict(self)
         data["lines"] = [{**line, "box": list(line["box"])} for line in data["lines"]]
+        data["timings_ms"] = data.pop("timings")
         return data
 
 
@@ -273,6 +276,22 @@ class Recognizer:
         self._recognise(prepared)
         model_ms = (time.perf_counter() - start) * 1000
         return [self._result(item, model_ms) for item in prepared]
+
+    def predict_each(
+        self, images: Sequence[InputImage], kind: Kind = "auto"
+    ) -> list[Prediction | ImageError]:
+        """:meth:`predict` of ``images`` in one call, each answer or, in its place, why that
+        image cannot be read: when the call fails on one image (a page can decode and still
+        fail in segmentation or preprocessing), each is read again alone, so that only the
+        bad one loses its answer. What the command line and serving read a batch with."""
+        if not images:
+            return []
+        try:
+            return list(self.predict(images, kind))
+        except ImageError as exc:
+            if len(images) == 1:
+                return [exc]
+        return [answer for image in images for answer in self.predict_each([image], kind)]
 
     def _prepare(self, source: InputImage, kind: str, index: int, count: int) -> _Prepared:
         start = time.perf_counter()

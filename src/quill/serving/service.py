@@ -19,12 +19,12 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from quill.inference.recognizer import KINDS, Kind, Prediction, Recognizer, Segmenter
-from quill.inference.sources import LoadedImage
+from quill.inference.recognizer import KINDS, Kind, Recognizer, Segmenter
+from quill.inference.sources import LoadedImage, decoded_in_groups
 from quill.monitoring.errors import StoreBusy, StoreUnavailable
 from quill.monitoring.records import FLAGS, SYNTHETIC_CLIENTS, Flag, PredictionRecord, ShadowRecord
 from quill.preprocess import ImageError
@@ -109,10 +109,6 @@ def load_json_body(body: bytes | str) -> Any:
         raise ServingError(
             "invalid_json", "the body nests JSON arrays or objects too deeply to read"
         ) from exc
-
-
-def _pixels(images: Iterable[LoadedImage]) -> int:
-    return sum(image.size[0] * image.size[1] for image in images)
 
 
 def kind_field(payload: dict[str, Any]) -> str:
@@ -241,36 +237,32 @@ class PredictionService:
         keys = [(hashlib.sha256(image).hexdigest(), self.model_version, kind) for image in images]
         answers: list[dict[str, Any] | ServingError | None] = [self.cache.get(k) for k in keys]
         read_now: set[int] = set()
-        # Decoded images are read in groups of at most about max_pixels, and at most that many
-        # pixels are handed on to monitoring: a batch of 32 large PNGs (2 MB of body, 49
-        # megapixels each) held them all decoded at once, 2.5 GB.
-        pending: dict[int, LoadedImage] = {}
-        kept: dict[int, LoadedImage] = {}
-
-        def read_pending() -> None:
-            for index, prediction in self._recognise(pending, cast("Kind", kind)).items():
-                if isinstance(prediction, ServingError):
-                    answers[index] = prediction
+        kept: dict[int, LoadedImage] = {}  # decoded images handed on to monitoring
+        kept_pixels = 0
+        unanswered = [index for index, answer in enumerate(answers) if answer is None]
+        # a cached answer needs no pixels: not decoded. The others are read in groups of about
+        # max_pixels, and at most that many decoded pixels go on to monitoring: a batch of 32
+        # large PNGs (2 MB of body, 49 megapixels each) held them all decoded, 2.5 GB.
+        for group in decoded_in_groups(
+            unanswered,
+            lambda index: LoadedImage.from_bytes(images[index], self.settings.max_pixels),
+            self.settings.max_pixels,
+        ):
+            loaded = [(i, item) for i, item in group if isinstance(item, LoadedImage)]
+            read = self.recognizer.predict_each([item for _, item in loaded], cast("Kind", kind))
+            for (index, image), prediction in zip(loaded, read, strict=True):
+                if isinstance(prediction, ImageError):
+                    answers[index] = ServingError.from_image_error(prediction)
                     continue
-                read = answers[index] = _answer(prediction)
-                self.cache.put(keys[index], read)
+                fresh = answers[index] = prediction.to_dict()
+                self.cache.put(keys[index], fresh)
                 read_now.add(index)
-            for index, image in pending.items():
-                if _pixels(kept.values()) + _pixels([image]) <= self.settings.max_pixels:
+                if kept_pixels + image.pixels <= self.settings.max_pixels:
                     kept[index] = image
-            pending.clear()
-
-        for index, image in enumerate(images):
-            if answers[index] is not None:  # a cached answer needs no pixels: not decoded
-                continue
-            try:
-                pending[index] = LoadedImage.from_bytes(image, max_pixels=self.settings.max_pixels)
-            except ImageError as exc:
-                answers[index] = ServingError.from_image_error(exc)
-                continue
-            if _pixels(pending.values()) >= self.settings.max_pixels:
-                read_pending()
-        read_pending()
+                    kept_pixels += image.pixels
+            for index, item in group:
+                if isinstance(item, ImageError):
+                    answers[index] = ServingError.from_image_error(item)
         latency_ms = round((time.perf_counter() - start) * 1000, 2)
         results: list[dict[str, Any] | ServingError] = []
         for index, answer in enumerate(answers):
@@ -303,25 +295,6 @@ class PredictionService:
                 self._after_prediction(record)
             results.append(response)
         return results
-
-    def _recognise(
-        self, loaded: dict[int, LoadedImage], kind: Kind
-    ) -> dict[int, Prediction | ServingError]:
-        """Each decoded image's prediction, all in one call; when that call fails on one of
-        them, each is read again alone, so that only the bad one gets an error."""
-        if not loaded:
-            return {}
-        try:
-            return dict(
-                zip(loaded, self.recognizer.predict(list(loaded.values()), kind), strict=True)
-            )
-        except ImageError as exc:
-            if len(loaded) == 1:
-                return dict.fromkeys(loaded, ServingError.from_image_error(exc))
-        alone: dict[int, Prediction | ServingError] = {}
-        for index, image in loaded.items():
-            alone |= self._recognise({index: image}, kind)
-        return alone
 
     def _log(self, record: PredictionRecord) -> None:
         if self.logger is None:
@@ -383,29 +356,6 @@ class PredictionService:
             self.after_prediction.close()
         if self.logger is not None:
             self.logger.close()
-
-
-def _answer(prediction: Prediction) -> dict[str, Any]:
-    """The JSON answer of one prediction (without the request's own fields)."""
-    return {
-        "text": prediction.text,
-        "confidence": prediction.confidence,
-        "lines": [
-            {
-                "text": line.text,
-                "confidence": line.confidence,
-                "box": list(line.box),
-                "margin": line.margin,
-            }
-            for line in prediction.lines
-        ],
-        "kind": prediction.kind,
-        "note": prediction.note,
-        "page": prediction.page,
-        "language": prediction.language,
-        "model_version": prediction.model_version,
-        "timings_ms": prediction.timings,
-    }
 
 
 def build_monitoring(
