@@ -1141,7 +1141,7 @@ def _segment(image: Image.Image, config: SegmentConfig, look_closer: bool) -> Se
         rect = ((x0 - pad) / scale, (y0 - pad) / scale, (x1 + pad) / scale, (y1 + pad) / scale)
         box, crop = _deskewed_crop(upright, rect, skew, fill, config.crop_height)
         box = _unturned(box, rotation, image.size)
-        box = (box[0] + offset[0], box[1] + offset[1], box[2] + offset[0], box[3] + offset[1])
+        box = _moved_box(box, offset)
         segments.append(LineSegment(box, crop, line.region - 1, line.margin))
     columns = _columns(trace.blocks, trace.lines)
     if columns > 1:
@@ -1367,11 +1367,7 @@ def _moved(
 ) -> Segmentation:
     """``inner``, the segmentation of a part of an image whose corner is at ``by`` in it,
     with its boxes in the whole image's pixels, the whole image's paper and ``notes`` first."""
-    dx, dy = by
-    lines = [
-        replace(line, box=(line.box[0] + dx, line.box[1] + dy, line.box[2] + dx, line.box[3] + dy))
-        for line in inner
-    ]
+    lines = [replace(line, box=_moved_box(line.box, by)) for line in inner]
     return Segmentation(
         lines,
         rotation=inner.rotation,
@@ -1381,6 +1377,16 @@ def _moved(
         notes=(*notes, *inner.notes),
         no_text=inner.no_text,
     )
+
+
+def _moved_box(box: Box, by: tuple[int, int]) -> Box:
+    """``box`` of a part of an image whose corner is at ``by``, in the whole image's pixels.
+
+    >>> _moved_box((1, 2, 3, 4), (10, 20))
+    (11, 22, 13, 24)
+    """
+    dx, dy = by
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
 def _scaled(box: Box, factor: float) -> Box:
