@@ -51,6 +51,51 @@ def test_an_unknown_choice_is_refused_before_the_model_loads(
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("variable", "option", "allowed"),
+    [
+        ("QUILL_BACKEND", "--backend", "auto, onnx, onnx-int8, torchscript, eager"),
+        ("QUILL_SEGMENTER", "--segmenter", "trace, learned"),
+    ],
+)
+def test_an_unknown_choice_from_the_environment_is_refused(
+    line_image: Path, tmp_path: Path, variable: str, option: str, allowed: str
+) -> None:
+    """predict reads QUILL_BACKEND and QUILL_SEGMENTER as serve does, and refuses a value
+    that is not a choice as it refuses the option: one line naming both, exit 2."""
+    result = CliRunner().invoke(
+        app, ["predict", str(line_image), "-m", str(tmp_path / "none")], env={variable: "bogus"}
+    )
+    assert result.exit_code == EXIT_ERROR, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and option in lines[0] and variable in lines[0], lines
+    assert allowed in lines[0] and "'bogus'" in lines[0], lines
+
+
+def test_the_option_wins_over_the_environment(line_image: Path, tmp_path: Path) -> None:
+    # --backend onnx is valid, so QUILL_BACKEND=bogus is never read: the error is the
+    # missing model's, not the backend's
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(line_image), "--backend", "onnx", "-m", str(tmp_path / "none")],
+        env={"QUILL_BACKEND": "bogus"},
+    )
+    assert result.exit_code == EXIT_ERROR, result.output
+    assert "QUILL_BACKEND" not in result.output and "Traceback" not in result.output
+
+
+def test_negative_threads_from_the_environment_are_a_usage_error(
+    line_image: Path, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(line_image), "-m", str(tmp_path / "none")],
+        env={"QUILL_THREADS": "-1"},
+    )
+    assert result.exit_code == EXIT_ERROR
+    assert "--threads" in result.output and "Traceback" not in result.output
+
+
 def test_negative_threads_are_a_usage_error(line_image: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         app, ["predict", str(line_image), "--threads", "-1", "-m", str(tmp_path / "none")]

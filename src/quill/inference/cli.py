@@ -145,9 +145,15 @@ def predict(
     ] = False,
     kind: Annotated[str, typer.Option(help="auto, line or paragraph.")] = "auto",
     backend: Annotated[
-        str, typer.Option(help="auto (fastest measured), onnx, onnx-int8, torchscript, eager.")
+        str,
+        typer.Option(
+            envvar="QUILL_BACKEND",
+            help="auto (fastest measured), onnx, onnx-int8, torchscript, eager.",
+        ),
     ] = "auto",
-    threads: Annotated[int, typer.Option(min=0, help="Intra-op threads (0: all cores).")] = 0,
+    threads: Annotated[
+        int, typer.Option(envvar="QUILL_THREADS", min=0, help="Intra-op threads (0: all cores).")
+    ] = 0,
     decoding: Annotated[
         str | None,
         typer.Option(
@@ -275,10 +281,10 @@ def _check_choices(kind: str, backend: str, decoding: str | None, segmenter: str
     from quill.runtimes.backends import BACKEND_CHOICES
     from quill.staged_model import SINGLE_PASS
 
-    choices = {
+    choices = {  # an option read from the environment names its variable too
         "--kind": (kind, KINDS),
-        "--backend": (backend, BACKEND_CHOICES),
-        "--segmenter": (segmenter, SEGMENTERS),
+        "--backend (or QUILL_BACKEND)": (backend, BACKEND_CHOICES),
+        "--segmenter (or QUILL_SEGMENTER)": (segmenter, SEGMENTERS),
     }
     for option, (value, allowed) in choices.items():
         if value not in allowed:
