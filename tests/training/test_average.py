@@ -3,6 +3,7 @@ checkpoint that staging and `--init-from` take; on the real smoke model and its 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from quill.cli import app
+from quill.model_files import METADATA_FILE
 from quill.staging.parity import render_line
 from quill.staging.smoke import SMOKE_WORDS
 from quill.staging.stage import CheckpointSource, stage_checkpoint
@@ -90,6 +92,14 @@ def test_what_cannot_be_averaged_is_named(
     assert checkpoint.read_bytes() == before
     with pytest.raises(AveragingError, match=r"given more than once; .*--weight"):
         average_weights([checkpoint, copy, tmp_path / "." / "copy.ckpt"], tmp_path / "out.ckpt")
+
+    # width pooling changes no tensor: the same weights read at another frame rate
+    pooled = Path(shutil.copytree(smoke_model, tmp_path / "pooled"))
+    meta = json.loads((pooled / METADATA_FILE).read_text(encoding="utf-8"))
+    meta["model_config"]["width_pool_blocks"] = meta["model_config"].get("width_pool_blocks", 2) + 1
+    (pooled / METADATA_FILE).write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(AveragingError, match="another architecture .*width_pool_blocks"):
+        average_weights([checkpoint, pooled], tmp_path / "out.ckpt")
 
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     name = next(k for k, v in saved["state_dict"].items() if v.ndim == 2)

@@ -36,11 +36,43 @@ def test_a_staged_model_gives_its_exported_weights() -> None:
 
 
 def test_another_architecture_is_refused_with_the_reason() -> None:
-    """The reason names the tensors that differ (it was cut to torch's first line, which
-    names only the class)."""
-    with pytest.raises(InitWeightsError, match="do not fit this run's model.config") as refused:
+    with pytest.raises(InitWeightsError, match="another architecture") as refused:
         load_initial_weights(shipped_architecture(hidden=128), SHIPPED, Tokenizer())
+    assert "hidden: 256 in the source, 128 here" in str(refused.value)
+
+
+def test_an_architecture_whose_tensors_fit_is_refused_too() -> None:
+    """Width pooling changes no tensor's shape: the weights loaded, and the run silently
+    trained a network that reads at another frame rate than the one it started from."""
+    with pytest.raises(InitWeightsError, match="width_pool_blocks: 2 in the source, 3 here"):
+        load_initial_weights(shipped_architecture(width_pool_blocks=3), SHIPPED, Tokenizer())
+    model = shipped_architecture(dropout=0.5)  # how it trains, not what it computes: allowed
+    load_initial_weights(model, SHIPPED, Tokenizer())
+    exported = torch.jit.load(str(SHIPPED / "model.pt")).state_dict()
+    assert torch.equal(model.classifier.weight, exported["model.classifier.weight"])
+
+
+def test_tensors_that_do_not_fit_are_named(tmp_path: Path) -> None:
+    """A source whose recorded config lacks a field (an older model) is still checked tensor
+    by tensor; the reason names the tensors that differ (it was cut to torch's first line,
+    which names only the class)."""
+    staged = without_hidden(staged_copy(tmp_path, ascii_chars()))
+    with pytest.raises(InitWeightsError, match="do not fit this run's model.config") as refused:
+        load_initial_weights(shipped_architecture(hidden=128), staged, Tokenizer())
     assert "size mismatch for " in str(refused.value)
+
+
+def ascii_chars() -> str:
+    return Tokenizer().characters
+
+
+def without_hidden(staged: Path) -> Path:
+    """``staged`` as an older model recorded it: its config without the encoder's size, so
+    only its tensors can tell that size."""
+    meta = json.loads((staged / "quill-model.json").read_text(encoding="utf-8"))
+    del meta["model_config"]["hidden"]
+    (staged / "quill-model.json").write_text(json.dumps(meta), encoding="utf-8")
+    return staged
 
 
 def staged_copy(tmp_path: Path, characters: str) -> Path:
@@ -119,11 +151,29 @@ def test_a_vocabulary_sharing_no_character_is_refused(tmp_path: Path) -> None:
         load_initial_weights(shipped_architecture(), staged, Tokenizer())
 
 
-def test_across_vocabularies_every_other_tensor_must_still_fit() -> None:
+def test_across_vocabularies_every_other_tensor_must_still_fit(tmp_path: Path) -> None:
     latin = Tokenizer.named("latin")
     model = shipped_architecture(num_classes=len(latin), hidden=128)
     with pytest.raises(InitWeightsError, match="do not fit this run's model.config"):
-        load_initial_weights(model, SHIPPED, latin)
+        load_initial_weights(model, without_hidden(staged_copy(tmp_path, ascii_chars())), latin)
+
+
+def test_a_run_that_cannot_write_some_of_the_source_characters_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Latin model warm-starting an ASCII run loads, and the lineage and the log say which
+    of its characters the run gives up (they were dropped without a word)."""
+    default = REPO_ROOT / "models" / "default"
+    meta = json.loads((default / "quill-model.json").read_text(encoding="utf-8"))
+    model = build_model(meta["model_name"], len(Tokenizer()), **meta["model_config"])
+    with caplog.at_level("WARNING", logger="quill.training.init_weights"):
+        loaded = load_initial_weights(model, default, Tokenizer())
+    assert loaded.endswith(
+        "(97 of 97 characters from the source; 0 new; 77 of the source's "
+        "characters this run cannot write)"
+    )
+    assert "77 characters this run's vocabulary lacks" in caplog.text
+    assert "é" in caplog.text
 
 
 def tiny_seq2seq_checkpoint(path: Path, tokenizer: Tokenizer) -> torch.nn.Module:
@@ -151,7 +201,10 @@ def test_a_seq2seq_checkpoint_maps_its_embedding_and_classifier(tmp_path: Path) 
         "ff_dim": 64, "width_pool_blocks": 1})  # fmt: skip
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     loaded = load_initial_weights(model, tmp_path / "tiny.ckpt", run)
-    assert loaded == f"{tmp_path / 'tiny.ckpt'} (3 of 4 characters from the source; 1 new)"
+    assert loaded == (
+        f"{tmp_path / 'tiny.ckpt'} (3 of 4 characters from the source; 1 new; 94 of the "
+        "source's characters this run cannot write)"
+    )
     state, old = model.state_dict(), source.state_dict()
     for name in (
         "decoder.embedding.weight",

@@ -47,7 +47,7 @@ def base_network(base: StagedModel) -> nn.Module:
     if base.family != "ctc":
         raise AdaptError(f"{base.path} reads paragraphs; only line models can be adapted")
     network = build_model(base.model_name, len(base.tokenizer), **base.model_config)
-    state, _, _ = read_weights(base.path)
+    state = read_weights(base.path).state
     expected = network.state_dict().keys()
     network.load_state_dict({key: value for key, value in state.items() if key in expected})
     return network

@@ -27,7 +27,7 @@ import torch
 
 from quill.errors import QuillError, output_problem
 from quill.training.checkpoint import WEIGHT_PREFIX
-from quill.training.init_weights import InitWeightsError, read_weights
+from quill.training.init_weights import InitWeightsError, config_differences, read_weights
 
 #: The checkpoint entry that records the sources and their weights.
 AVERAGED_FROM_KEY = "quill_averaged_from"
@@ -92,25 +92,28 @@ def average_weights(
             read.append(read_weights(path))
         except InitWeightsError as exc:
             raise AveragingError(str(exc)) from exc
-    reference_state, reference_tokenizer, _ = read[list(sources).index(template_path)]
-    for (state, tokenizer, described), path in zip(read, sources, strict=True):
-        if tokenizer != reference_tokenizer:
+    reference = read[list(sources).index(template_path)]
+    for source, path in zip(read, sources, strict=True):
+        if source.tokenizer != reference.tokenizer:
             raise AveragingError(f"{path} reads another character set than {template_path}")
-        _check_same_tensors(reference_state, state, described)
+        differences = config_differences(source.model_config, reference.model_config)
+        if differences:
+            raise AveragingError(
+                f"{path} is another architecture than {template_path} ({'; '.join(differences)})"
+            )
+        _check_same_tensors(reference.state, source.state, source.name)
     template: dict[str, Any] = torch.load(template_path, map_location="cpu", weights_only=True)
     averaged = {}
     for key, tensor in template["state_dict"].items():
         name = key.removeprefix(WEIGHT_PREFIX)
         if key.startswith(WEIGHT_PREFIX) and tensor.is_floating_point():
             tensor = sum(
-                share * state[name] for share, (state, _, _) in zip(shares, read, strict=True)
+                share * source.state[name] for share, source in zip(shares, read, strict=True)
             )
         averaged[key] = tensor  # counters (BatchNorm's batches seen) stay the template's
     checkpoint = {k: v for k, v in template.items() if k not in RUN_STATE_KEYS}
     checkpoint["state_dict"] = averaged
-    described_sources = [
-        (described, share) for (_, _, described), share in zip(read, shares, strict=True)
-    ]
+    described_sources = [(source.name, share) for source, share in zip(read, shares, strict=True)]
     checkpoint[AVERAGED_FROM_KEY] = [
         {"source": source, "weight": share} for source, share in described_sources
     ]

@@ -18,6 +18,7 @@ would make every output class read as the wrong character.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -41,18 +42,37 @@ class InitWeightsError(QuillError, ValueError):
     code = "init_weights_invalid"
 
 
-def _from_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """The network weights and tokenizer of a Quill ``.ckpt``, read by the same function that
-    stages one (weights-only unpickling, hyper-parameters checked)."""
+#: Fields of a model's config that change how it trains, not what it computes: they may
+#: differ between a run and the model it starts from.
+TRAINING_ONLY_FIELDS = frozenset({"dropout"})
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceWeights:
+    """What ``model.init_from`` names: its network weights, its character set (a tokenizer
+    dict), its architecture (``model_config``) and how to name it in a run's lineage."""
+
+    state: dict[str, torch.Tensor]
+    tokenizer: dict[str, Any]
+    model_config: dict[str, Any]
+    name: str
+
+
+def _from_checkpoint(path: Path) -> SourceWeights:
+    """The network weights, tokenizer and architecture of a Quill ``.ckpt``, read by the same
+    function that stages one (weights-only unpickling, hyper-parameters checked)."""
     try:
         loaded = load_checkpoint(path)
     except CheckpointError as exc:
         raise InitWeightsError(f"cannot read {path} as a checkpoint: {exc}") from exc
-    return loaded.model.state_dict(), loaded.tokenizer.to_dict(), str(path)
+    return SourceWeights(
+        loaded.model.state_dict(), loaded.tokenizer.to_dict(), loaded.model_config, str(path)
+    )
 
 
-def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """The weights of a staged model's TorchScript file, and its tokenizer and version."""
+def _from_staged(directory: Path) -> SourceWeights:
+    """The weights of a staged model's TorchScript file, its tokenizer, architecture and
+    version."""
     scripted_path = directory / TORCHSCRIPT_FILE
     if not StagedModel.is_staged(directory) or not scripted_path.is_file():
         raise InitWeightsError(
@@ -70,7 +90,12 @@ def _from_staged(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
     # a CTC export wraps the network as `.model` (models.onnx_export.CTCExport); seq2seq is bare
     if staged.family == "ctc":
         state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-    return dict(state), staged.tokenizer.to_dict(), f"{directory} ({staged.version})"
+    return SourceWeights(
+        dict(state),
+        staged.tokenizer.to_dict(),
+        staged.model_config,
+        f"{directory} ({staged.version})",
+    )
 
 
 def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokenizer) -> str:
@@ -79,15 +104,23 @@ def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokeni
     character sets differ, how many characters came from the source and how many are new).
 
     Raises :class:`InitWeightsError` when the source is missing, of another kind, shares no
-    character with the run, or does not fit the architecture (every tensor must match by name
-    and shape, except the output-class rows, which are matched by character).
+    character with the run, or does not fit the architecture: its config must be the run's
+    (:func:`architecture_differences`) and every tensor must match by name and shape, except
+    the output-class rows, which are matched by character.
     """
     path = Path(source)
     if not path.exists():
         raise InitWeightsError(f"model.init_from: {path} does not exist")
-    state, source_tokenizer, loaded = read_weights(path)
+    weights = read_weights(path)
+    state, loaded = weights.state, weights.name
+    differences = architecture_differences(weights.model_config, model)
+    if differences:
+        raise InitWeightsError(
+            f"{path} is another architecture than this run's model.config "
+            f"({'; '.join(differences)}); give the run the config of the model it starts from"
+        )
     try:
-        source_vocabulary = Tokenizer.from_dict(source_tokenizer)
+        source_vocabulary = Tokenizer.from_dict(weights.tokenizer)
     except (KeyError, TypeError, ValueError) as exc:
         raise InitWeightsError(f"{path} records no usable character set ({exc})") from exc
     if source_vocabulary.characters == tokenizer.characters:
@@ -102,9 +135,61 @@ def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokeni
         )
     _load_mapped(model, state, path, rows, len(source_vocabulary), len(tokenizer))
     total = len(tokenizer.characters)
-    summary = f"{loaded} ({shared} of {total} characters from the source; {total - shared} new)"
+    counts = f"{shared} of {total} characters from the source; {total - shared} new"
+    dropped = sorted(set(source_vocabulary.characters) - set(tokenizer.characters))
+    if dropped:
+        counts += f"; {len(dropped)} of the source's characters this run cannot write"
+    summary = f"{loaded} ({counts})"
+    if dropped:
+        logger.warning(
+            "%s reads %d characters this run's vocabulary lacks (%s): the run will not write "
+            "them, and training lines holding them are skipped",
+            path,
+            len(dropped),
+            "".join(dropped),
+        )
     logger.info("initialised from %s", summary)
     return summary
+
+
+def architecture_differences(source_config: dict[str, Any], model: nn.Module) -> list[str]:
+    """How the architecture a source was built with differs from ``model``'s, field by field
+    (``"width_pool_blocks: 2 in the source, 3 here"``); none for a model without a config
+    dataclass. Some fields change no tensor's shape (a CTC model's width pooling, a
+    Transformer's heads), so loading the weights would succeed and silently train another
+    network than the one the source was; :data:`TRAINING_ONLY_FIELDS` may differ.
+
+    >>> from quill.models.ctc_line import CTCLineConfig, CTCLineModel
+    >>> run = CTCLineModel(5, CTCLineConfig(height=32, width_pool_blocks=3, dropout=0.1))
+    >>> source = dataclasses.asdict(CTCLineConfig(height=32, width_pool_blocks=2))
+    >>> architecture_differences(source, run)
+    ['width_pool_blocks: 2 in the source, 3 here']
+    """
+    config = getattr(model, "config", None)
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return []
+    return config_differences(source_config, dataclasses.asdict(config))
+
+
+def config_differences(given: dict[str, Any], own: dict[str, Any]) -> list[str]:
+    """The fields two architectures (model config dicts) both set differently, but for
+    :data:`TRAINING_ONLY_FIELDS`, as ``"field: given in the source, own here"``.
+
+    >>> config_differences({"heads": 4, "channels": [8, 16]}, {"heads": 8, "channels": (8, 16)})
+    ['heads: 4 in the source, 8 here']
+    """
+    differences = []
+    for field, value in own.items():
+        if field in TRAINING_ONLY_FIELDS or field not in given:
+            continue
+        if _plain(given[field]) != _plain(value):
+            differences.append(f"{field}: {given[field]} in the source, {value} here")
+    return differences
+
+
+def _plain(value: Any) -> Any:
+    """A config value as JSON keeps it (a tuple read back from a file is a list)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def class_rows(source: Tokenizer, run: Tokenizer) -> list[int | None]:
@@ -119,10 +204,10 @@ def class_rows(source: Tokenizer, run: Tokenizer) -> list[int | None]:
     return special + [source.encode(c)[0] if c in known else None for c in run.characters]
 
 
-def read_weights(source: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+def read_weights(source: Path) -> SourceWeights:
     """The network weights of ``source`` (a ``.ckpt`` or a staged model directory), its
-    tokenizer as a dict, and how to name it in a lineage; :class:`InitWeightsError` if it is
-    neither."""
+    tokenizer as a dict, its architecture and how to name it in a lineage;
+    :class:`InitWeightsError` if it is neither."""
     if source.is_dir():
         return _from_staged(source)
     if source.is_file():
