@@ -174,3 +174,35 @@ def test_a_shift_moves_the_fitted_line_up_or_down_by_its_pixels(pixels: float) -
         before = float((images[row, 0] * rows).sum() / images[row, 0].sum())
         after = float((out[row, 0] * rows).sum() / out[row, 0].sum())
         assert after - before == pytest.approx(pixels, abs=0.15)  # centre of the ink, in rows
+
+
+def test_neighbours_frame_the_line_as_a_loose_crop_with_the_lines_around_it() -> None:
+    """A third of the line's height added above and below (margin 0.25 of 32 rows: 8 rows
+    each side), no gap: the line is shrunk to 32 / 48 of its size in the middle of the
+    window, and the descenders of the line above and the ascenders of the line below come in
+    at the edges."""
+    config = replace(NOTHING, neighbours=1.0, neighbour_margin=(0.25, 0.25), neighbour_gap=(0, 0))
+    augmenter = InkAugmenter(config, width_multiple=8, max_width=1536)
+    lines = [ink_line("Hooker"), ink_line("gypsy jigs"), ink_line("Kew Hill")]
+    images, widths = batch(lines)
+    out, out_widths = seeded(augmenter, images, widths, 0)
+    assert_well_formed(out, out_widths, augmenter)
+    scale = HEIGHT / (HEIGHT + 16)
+    for row, width in enumerate(widths.tolist()):
+        assert int(out_widths[row]) == -(-round(width * scale) // 8) * 8
+        # the line itself, area-scaled: its ink mass scales with the area
+        middle = out[row, 0, 6 : HEIGHT - 6].sum()
+        assert float(middle) == pytest.approx(float(images[row, 0].sum()) * scale**2, rel=0.2)
+    edges = out[:, 0, :5].sum() + out[:, 0, -5:].sum()
+    assert float(edges) > 0.5  # some neighbour's descenders or ascenders
+    plain, _ = seeded(InkAugmenter(NOTHING, 8, 1536), images, widths, 0)
+    assert float(plain[:, 0, :2].sum() + plain[:, 0, -2:].sum()) < float(edges)
+
+
+def test_without_neighbours_the_random_draws_are_those_of_earlier_runs() -> None:
+    """``neighbours: 0`` (the default) draws nothing, so a seeded run augments as before."""
+    images, widths = batch([ink_line("Hooker"), ink_line("Kew")])
+    before = seeded(InkAugmenter(AugmentConfig(), 8, 1536), images, widths, 3)
+    config = replace(AugmentConfig(), neighbour_margin=(0.3, 0.4), neighbour_gap=(0.1, 0.2))
+    after = seeded(InkAugmenter(config, 8, 1536), images, widths, 3)
+    assert torch.equal(before[0], after[0]) and torch.equal(before[1], after[1])

@@ -60,6 +60,16 @@ class AugmentConfig:
     #: distortions' random draws stay those of earlier runs.
     shift: float = 0.0
     shift_pixels: Range = (-3.0, 3.0)
+    #: Frame the line as a loose crop or a segmenter frames it (cached ink maps only): the
+    #: lines above and below it (two other lines of the batch) are stacked around it,
+    #: ``neighbour_gap`` line heights away, and the window cut ``neighbour_margin`` line
+    #: heights above and below it, so their descenders and ascenders come in at the edges
+    #: and the line is shrunk within the model's height. A network trained on tight crops
+    #: alone read a line cut with a third of its height added above and below at 40% CER
+    #: instead of 5% (docs/models.md). Off by default, as ``shift``.
+    neighbours: float = 0.0
+    neighbour_margin: Range = (0.1, 0.45)
+    neighbour_gap: Range = (0.0, 0.3)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -66,6 +66,8 @@ class InkAugmenter:
         self, images: Tensor, widths: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         generator = generator or torch.default_generator
+        if self.config.neighbours:  # drawn only when asked for, as ``shift``
+            images, widths = self._with_neighbours(images, widths, generator)
         images, widths = self._geometry(images, widths, generator)
         images = self._appearance(images, generator).clamp_(0.0, 1.0)
         columns = torch.arange(images.shape[-1], device=images.device)
@@ -74,6 +76,40 @@ class InkAugmenter:
         multiple = self.width_multiple
         padded = torch.div(widths + multiple - 1, multiple, rounding_mode="floor") * multiple
         return images, padded
+
+    # -- framing: a loose crop, with the lines around it ----------------------------------------
+
+    def _with_neighbours(
+        self, images: Tensor, widths: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """The chosen lines cut as from a page: each stacked between two other lines of the
+        batch (``neighbour_gap`` heights apart, cut to its width) and the window around it,
+        ``neighbour_margin`` heights above and below, scaled back to the model height; the
+        line's width shrinks by the same factor. (B, 1, H, W) -> (B, 1, H, W)."""
+        c = self.config
+        batch, _, height, width = images.shape
+        chosen = torch.nonzero(_chosen(c.neighbours, batch, generator)).flatten().tolist()
+        if batch < 2 or not chosen:
+            return images, widths
+        margins = _amount(c.neighbour_margin, torch.ones(batch, dtype=torch.bool), generator)
+        gaps = _amount(c.neighbour_gap, torch.ones(batch, dtype=torch.bool), generator)
+        others = torch.randint(1, batch, (batch, 2), generator=generator)
+        images, widths = images.clone(), widths.clone()
+        for row in chosen:
+            gap, margin = round(float(gaps[row]) * height), round(float(margins[row]) * height)
+            line_width = int(widths[row])
+            above, below = (images[(row + int(k)) % batch, 0, :, :line_width] for k in others[row])
+            line = images[row, 0, :, :line_width]
+            space = line.new_zeros(gap, line_width)
+            stack = torch.cat([above, space, line, space, below])  # (3H + 2 gap, w)
+            top = height + gap - margin
+            window = stack[top : top + height + 2 * margin]  # (H + 2 margin, w)
+            scaled = max(1, round(line_width * height / window.shape[0]))
+            fitted = F.interpolate(window[None, None], size=(height, scaled), mode="area")
+            images[row] = 0.0
+            images[row, 0, :, :scaled] = fitted[0, 0]
+            widths[row] = scaled
+        return images, widths
 
     # -- geometry: one sampling grid per batch ------------------------------------------------
 
