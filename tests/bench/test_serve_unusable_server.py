@@ -7,15 +7,12 @@ could not load the model, and to report thousands of connection errors with exit
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -23,6 +20,9 @@ from typer.testing import CliRunner
 from quill.bench.serve_load import wait_until_ready
 from quill.cli import app
 from quill.errors import EXIT_ERROR
+from quill.serving.runner import ApiServer
+from quill.serving.settings import ServingSettings
+from quill.staged_model import ModelLoadError
 
 runner = CliRunner()
 
@@ -57,40 +57,36 @@ def test_a_model_the_server_cannot_load_stops_the_bench_with_the_reason(
     assert "Traceback" not in output and seconds < 60
 
 
-class _CannotLoad(BaseHTTPRequestHandler):
-    """/readyz as Quill's API answers it when its model could not be loaded."""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
-        message = "the model could not be loaded: lm.json is truncated"
-        body = json.dumps({"error": {"code": "model_not_ready", "message": message}}).encode()
-        self.send_response(503)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        """Quiet: the test reads the answers, not the log."""
+def _cannot_load(settings: ServingSettings) -> object:
+    """A worker's model load failing as a truncated file makes it fail."""
+    raise ModelLoadError(f"{settings.model_dir / 'lm.json'} is truncated")
 
 
-def test_a_worker_that_reports_the_model_unloadable_ends_the_wait_with_its_message() -> None:
+def test_a_worker_that_reports_the_model_unloadable_ends_the_wait_with_its_message(
+    tmp_path: Path,
+) -> None:
     """A server that stays up but answers 503 "could not be loaded" (what `quill serve` did
     for a model it opened at start but its workers could not load) used to be polled for
-    180 s, then a TimeoutError."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _CannotLoad)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    180 s, then a TimeoutError. The server is Quill's API whose model load fails."""
+    server = ApiServer(
+        ServingSettings(model_dir=tmp_path, monitoring_url="off"), loader=_cannot_load
+    )
+    server.thread.start()  # not start(): that waits for a model that never loads
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
+        for _ in range(300):
+            if server.server.started:
+                break
+            time.sleep(0.1)
         with tempfile.TemporaryFile() as log:
             start = time.monotonic()
-            why = wait_until_ready(alive, f"http://127.0.0.1:{server.server_port}", 2, log)
-        assert why == "the model could not be loaded: lm.json is truncated"
+            why = wait_until_ready(alive, server.url, 2, log)
+        assert why == f"the model could not be loaded: {tmp_path / 'lm.json'} is truncated"
         assert time.monotonic() - start < 10
     finally:
         alive.kill()
         alive.wait()
-        server.shutdown()
-        server.server_close()
+        server.stop()
 
 
 def test_a_url_where_nothing_listens_is_an_error_not_a_report_of_errors(tmp_path: Path) -> None:
