@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from quill.preprocess import (
     MAX_PIXELS,
@@ -84,7 +84,12 @@ def test_exif_orientation_is_applied():
 
 def test_ink_map_is_polarity_free_for_grayscale():
     gray = draw_line().convert("L")
-    assert ink_map(gray).shape == (80, 420)
+    dark_on_light, light_on_dark = ink_map(gray), ink_map(ImageOps.invert(gray))
+    assert dark_on_light.shape == light_on_dark.shape == (80, 420)
+    # ink found at all (a blank map agrees with anything), then the same ink both ways round:
+    # the tolerance of test_light_on_dark_equals_dark_on_light
+    assert 0.02 < (dark_on_light > 0.5).mean() < 0.5
+    assert agreement(light_on_dark, dark_on_light) > 0.98
 
 
 def test_paragraph_kind_gives_fixed_canvas():

@@ -138,9 +138,13 @@ def test_synth_quotes_the_paths_of_its_suggestion(tmp_path: Path):
     out = tmp_path / "sy nth" / "ü lines"
     code, output = _quill("data", "synth", "-o", out, "-n", "1", "--workers", "1")
     assert code == 0, output
-    show = f"quill data show {shlex.quote(str(out))} --out {shlex.quote(str(out / 'sheet.png'))}"
-    assert show in output
-    assert shlex.split(show)[3] == str(out)
+    # the suggestion as printed, read back as a shell reads it, then run as it reads
+    (line,) = [line for line in output.splitlines() if "quill data show" in line]
+    command = shlex.split(line.partition("Look at them: ")[2])
+    assert command == ["quill", "data", "show", str(out), "--out", str(out / "sheet.png")]
+    code, shown = _quill(*command[1:])
+    assert code == 0, shown
+    assert (out / "sheet.png").is_file()
 
 
 def _scratch_left(out: Path) -> list[str]:

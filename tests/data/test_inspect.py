@@ -10,10 +10,11 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from quill.cli import app
-from quill.data.inspect import contact_sheet, dataset_stats, print_stats
+from quill.data.inspect import BACKGROUND, contact_sheet, dataset_stats, print_stats
 from quill.data.manifest import Manifest, Sample, file_sha256
 
 runner = CliRunner()
+WHITE, BROKEN_RED = (255, 255, 255), (200, 40, 40)
 
 
 def _flat(output: str) -> str:
@@ -52,20 +53,45 @@ def dataset(tmp_path) -> Manifest:
     return manifest
 
 
+def _tiles(sheet: Image.Image, columns: int, gap: int = 12, header: int = 40) -> list[list]:
+    """Per column of a contact sheet, the tiles down it below the header, each as (height,
+    colours) along a line 2 px inside the column's left edge: the sheet's background lies
+    between tiles, never inside one (an image, white paper or red if unreadable, above its
+    white caption)."""
+    pixels = sheet.convert("RGB")
+    column_width = (sheet.width - gap * (columns + 1)) // columns
+    found = []
+    for column in range(columns):
+        x = gap + column * (column_width + gap) + 2
+        tiles: list[tuple[int, set]] = []
+        inside = False
+        for y in range(header, sheet.height):
+            colour = pixels.getpixel((x, y))
+            if colour == BACKGROUND:
+                inside = False
+            elif inside:
+                tiles[-1] = (tiles[-1][0] + 1, tiles[-1][1] | {colour})
+            else:
+                tiles.append((1, {colour}))
+                inside = True
+        found.append(tiles)
+    return found
+
+
 def test_contact_sheet_shows_every_sample_and_survives_a_broken_image(dataset, tmp_path):
     out = contact_sheet(dataset, tmp_path / "sheets" / "sheet.png", n=24, columns=2, width=800)
     with Image.open(out) as sheet:
         assert sheet.format == "PNG" and sheet.width == 800
-        # Five tiles in three rows, each at least an image and a caption tall.
-        assert sheet.height > 3 * 60
-        pixels = sheet.convert("RGB")
-        reds = sum(
-            1
-            for x in range(0, 800, 4)
-            for y in range(0, sheet.height, 4)
-            if pixels.getpixel((x, y)) == (200, 40, 40)
-        )
-        assert reds > 0  # the unreadable image is drawn as a red tile
+        columns = _tiles(sheet, columns=2)
+    # All five samples, filled row by row into two columns: three tiles down the first, two
+    # down the second.
+    assert len(dataset) == 5 and [len(tiles) for tiles in columns] == [3, 2]
+    tiles = [tile for column in columns for tile in column]
+    # each an image (the smallest: a 48 px red tile) above a caption (48 px for one line)
+    assert all(height >= 96 for height, _ in tiles)
+    # the unreadable image is drawn as one red tile; the others show their white paper
+    assert sorted(BROKEN_RED in colours for _, colours in tiles) == [False] * 4 + [True]
+    assert all(WHITE in colours for _, colours in tiles)
 
 
 def test_contact_sheet_picks_a_fixed_subset(dataset, tmp_path):

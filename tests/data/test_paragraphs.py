@@ -44,6 +44,7 @@ def test_paragraphs_stay_in_their_split(make_line_dataset, tmp_path: Path):
 def test_each_stacked_line_is_a_separate_band_of_ink(make_line_dataset, tmp_path: Path):
     lines = make_line_dataset("lines", TEXTS)
     manifest = make_paragraphs(lines.root, tmp_path / "para", 6, seed=0, workers=1).manifest
+    assert len(manifest) == 6
     for sample in manifest:
         image = Image.open(manifest.path_of(sample)).convert("RGB")
         assert _ink_bands(image) == sample.text.count("\n") + 1

@@ -52,11 +52,33 @@ def test_unpinned_file_is_recorded_then_held_to_its_record(tmp_path: Path):
         verify(path, None)
 
 
+#: The one digest published for IAM: the reference system's single-archive mirror.
+FSDL_SHA256 = "f3c9e87a88a313e557c6d3548ed8a2a1af2dc3c4a678c5f3fc6f972ba4a50c55"
+#: The FKI archives, which publish none: recorded in SHA256SUMS on first use.
+FKI_FILES = {
+    "xml.tgz",
+    "formsA-D.tgz",
+    "formsE-H.tgz",
+    "formsI-Z.tgz",
+    "largeWriterIndependentTextLineRecognitionTask.zip",
+}
+
+
 def test_every_source_file_is_pinned_or_recorded_on_first_use():
-    for files in SOURCES.values():
-        for remote in files:
-            assert remote.sha256 is None or len(bytes.fromhex(remote.sha256)) == 32
-    assert SOURCES["fsdl"][0].sha256  # the mirror's digest is pinned
+    pinned = {
+        (source, remote.name): remote.sha256
+        for source, files in SOURCES.items()
+        for remote in files
+        if remote.sha256 is not None
+    }
+    unpinned = {
+        (source, remote.name)
+        for source, files in SOURCES.items()
+        for remote in files
+        if remote.sha256 is None
+    }
+    assert pinned == {("fsdl", "iamdb.zip"): FSDL_SHA256}
+    assert unpinned == {("fki", name) for name in FKI_FILES}
 
 
 def test_unpack_tar_and_zip_and_refuse_escaping_members(tmp_path: Path):

@@ -148,6 +148,7 @@ def test_ink_is_visible_in_both_polarities(lines):
 
 def test_paragraphs(tmp_path):
     manifest = generate(tmp_path / "para", "paragraph", n=2, seed=0, workers=1)
+    assert len(manifest) == 2
     for sample in manifest:
         assert sample.kind == "paragraph" and "\n" in sample.text
         with Image.open(manifest.path_of(sample)) as image:

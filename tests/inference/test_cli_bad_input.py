@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from quill.cli import app
 from quill.errors import EXIT_ERROR
+from quill.inference.recognizer import Recognizer
 from quill.model_files import METADATA_FILE
 from quill.staging.parity import render_line
 
@@ -135,12 +136,29 @@ def test_an_unloadable_model_exits_2(
     assert message in result.output and "Traceback" not in result.output
 
 
-def test_zero_threads_reads_with_all_cores(smoke_model: Path, line_image: Path) -> None:
-    result = CliRunner().invoke(
-        app, ["predict", str(line_image), "--threads", "0", "-m", str(smoke_model)]
-    )
-    assert result.exit_code == 0, result.output
-    assert result.stdout.strip().endswith("quill")
+def test_zero_threads_reads_with_all_cores(
+    smoke_model: Path, line_image: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--threads 0 leaves the thread count to ONNX Runtime, whose intra-op pool then has a
+    thread per core (its option 0); any other number is passed on as it is."""
+    loaded: list[Recognizer] = []
+    load = Recognizer.from_path  # the real loader, watched: what predict loaded is kept
+
+    def watched(*args: object, **kwargs: object) -> Recognizer:
+        loaded.append(load(*args, **kwargs))
+        return loaded[-1]
+
+    monkeypatch.setattr(Recognizer, "from_path", staticmethod(watched))
+    for threads, session_threads in (("0", 0), ("2", 2)):
+        command = ["predict", str(line_image), "--threads", threads, "--backend", "onnx"]
+        result = CliRunner().invoke(app, [*command, "-m", str(smoke_model)])
+        assert result.exit_code == 0, result.output
+        assert result.stdout.strip().endswith("quill")
+        recognizer = loaded.pop()
+        assert recognizer.describe()["threads"] == (session_threads or None)
+        options = recognizer.runtime.session.get_session_options()
+        assert options.intra_op_num_threads == session_threads
+    assert loaded == []
 
 
 def test_adapt_refuses_one_image_labelled_twice_differently(tmp_path: Path) -> None:

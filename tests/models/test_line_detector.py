@@ -40,7 +40,8 @@ from quill.models.segment import DEFAULT_DETECTOR, SegmentConfig, segment_lines
 from quill.training.config import ConfigError
 from quill.training.line_detector import resolve, train_line_detector
 
-SHIPPED = Path(__file__).resolve().parents[2] / DEFAULT_DETECTOR
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = REPO_ROOT / DEFAULT_DETECTOR
 
 
 def _line_image(rng: np.random.Generator, words: int) -> Image.Image:
@@ -227,11 +228,20 @@ def test_a_run_that_fails_is_recorded_as_failed_not_left_running(tiny_shared, tm
         assert db.execute("select status from runs").fetchall() == [("FAILED",)]
 
 
-def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_path):
+def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_path, monkeypatch):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
-    result = CliRunner().invoke(app, ["detector", "train", f"out={blocker / 'detector'}"])
+    store = tmp_path / "mlflow.db"
+    # the store named, and an empty working folder: had training begun, it would write
+    # there, not into the repository
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    command = ["detector", "train", "--config", str(REPO_ROOT / "configs" / "line_detector.yaml")]
+    command += [f"tracking.tracking_uri=sqlite:///{store}", f"out={blocker / 'detector'}"]
+    result = CliRunner().invoke(app, command)
     assert result.exit_code == 2 and "out " in result.output and "not a folder" in result.output
+    assert not store.exists() and list(elsewhere.iterdir()) == []
 
 
 def test_a_typo_in_the_config_is_an_error(tmp_path):

@@ -8,6 +8,7 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from quill.models import segment as segment_module
 from quill.models.segment import (
     SegmentConfig,
     _line_likeness,
@@ -80,7 +81,9 @@ def test_skewed_page_is_straightened():
 
 def test_crops_feed_the_shared_preprocessing():
     image, _ = draw_paragraph(LINES[:2])
-    for segment in segment_lines(image):
+    segments = segment_lines(image)
+    assert len(segments) == 2
+    for segment in segments:
         assert preprocess(segment.image, PreprocessConfig()).shape[0] == 64
 
 
@@ -124,16 +127,25 @@ def test_one_word_cut_out_along_its_outline_is_one_line(hooker_dir):
     assert segment.image.height > 0
 
 
-def test_a_page_whose_strokes_no_line_owns_is_read_not_crashed():
+def test_a_page_whose_strokes_no_line_owns_is_read_not_crashed(monkeypatch):
     """A dot and a solid bar: the tracer finds a line, but no connected stroke belongs to it,
     and giving each stroke to its line once indexed an empty table (IndexError: every such
     upload, through the API, the app or quill predict, crashed)."""
+    owned_strokes = []
+    shares = segment_module._two_largest  # the real one, watched: the page must reach the case
+
+    def watched(stroke_ids, counts, owners, strokes_count):
+        owned_strokes.append(stroke_ids.size)
+        return shares(stroke_ids, counts, owners, strokes_count)
+
+    monkeypatch.setattr(segment_module, "_two_largest", watched)
     page = Image.new("L", (600, 400), 255)
     draw = ImageDraw.Draw(page)
     draw.rectangle((10, 10, 12, 12), fill=0)
     draw.rectangle((100, 200, 500, 230), fill=0)
     segments = segment_lines(page)
-    assert all(segment.image.width > 0 and segment.image.height > 0 for segment in segments)
+    assert 0 in owned_strokes  # a traced line owned no stroke: the case that crashed
+    assert segments == []  # a dot and a rule: no line of writing
 
 
 def test_a_skew_that_shears_every_pixel_off_a_flat_mask_is_skipped():

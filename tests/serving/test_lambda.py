@@ -42,6 +42,10 @@ def handler(smoke_model: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
     yield lambda_handler.handler
 
 
+#: The caller's address in the events below (TEST-NET-3): it must never be stored.
+CALLER_IP = "203.0.113.7"
+
+
 def function_url_event(body: str, is_base64: bool = False) -> dict:
     """The shape AWS sends for a Lambda function URL (payload format 2.0)."""
     return {
@@ -49,7 +53,7 @@ def function_url_event(body: str, is_base64: bool = False) -> dict:
         "routeKey": "$default",
         "rawPath": "/",
         "headers": {"content-type": "application/json"},
-        "requestContext": {"http": {"method": "POST", "path": "/", "sourceIp": "203.0.113.7"}},
+        "requestContext": {"http": {"method": "POST", "path": "/", "sourceIp": CALLER_IP}},
         "body": body,
         "isBase64Encoded": is_base64,
     }
@@ -87,8 +91,18 @@ def test_predictions_are_logged_as_the_lambda_client_without_the_caller_ip(
     body = json.dumps({"image": b64_png(render_line("ink"))})
     answer = json.loads(handler(function_url_event(body), None)["body"])
     lambda_handler.get_service().close()
-    record = MonitoringStore(url, tmp_path / "images").get_prediction(answer["request_id"])
+    store = MonitoringStore(url, tmp_path / "images")
+    try:
+        record = store.get_prediction(answer["request_id"])
+    finally:
+        store.close()
     assert record is not None and record.client == "lambda"
+    assert CALLER_IP not in repr(record)  # every field, projections and feedback included
+    # nor anywhere on disk: the SQLite file (and a journal left beside it), the stored image
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert tmp_path / "monitoring.db" in written
+    for path in written:
+        assert CALLER_IP.encode() not in path.read_bytes(), path
 
 
 def test_api_gateway_rest_event(handler) -> None:  # noqa: ANN001

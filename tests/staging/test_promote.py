@@ -105,13 +105,38 @@ def test_a_file_that_is_not_a_report_card_is_an_input_error_not_a_refusal(
     assert not (tmp_path / "mlflow.db").exists()
 
 
+def card_improving_every_slice(version: str, out: Path) -> Path:
+    """A real card that passes: the candidate reads every item the current model misreads."""
+    config = EvaluationConfig(slices=["polarity"], min_slice_samples=2, protected=[PROTECTED])
+    items = [
+        Item(
+            "ink pen",
+            {"polarity": polarity},
+            {"candidate": Outcome("ink pen", 10.0), "current": Outcome("ink pan", 10.0)},
+        )
+        for polarity in ["dark-on-light"] * 6 + ["light-on-dark"] * 2
+    ]
+    card = report_card(items, config, {"version": version}, {"version": "current-1"})
+    return write_card(card, out)[0]
+
+
 def test_promote_into_a_store_mlflow_will_not_open_is_one_line(
     smoke_model: Path, tmp_path: Path
 ) -> None:
     meta = json.loads((smoke_model / "quill-model.json").read_text())
-    card = card_regressing_a_protected_slice(meta["version"], tmp_path / "card")
     uri = f"file://{tmp_path / 'noreg'}"
+    error = f"error: cannot open the model registry at {uri}: "
+    passing = card_improving_every_slice(meta["version"], tmp_path / "passing")
+    command = ["model", "promote", str(smoke_model), "--report-card", str(passing)]
+    result = CliRunner().invoke(app, [*command, "--tracking-uri", uri])
+    assert result.exit_code == EXIT_ERROR, result.output
+    (line,) = result.output.splitlines()  # the error alone, on one line: no traceback
+    assert line.startswith(error)
+    # forced past a failed check: the warning, then the same one-line error
+    card = card_regressing_a_protected_slice(meta["version"], tmp_path / "card")
     command = ["model", "promote", str(smoke_model), "--report-card", str(card), "--force"]
     result = CliRunner().invoke(app, [*command, "--tracking-uri", uri])
     assert result.exit_code == EXIT_ERROR, result.output
-    assert f"error: cannot open the model registry at {uri}: " in result.output
+    warning, line = result.output.splitlines()
+    assert warning.startswith("warning: promoting despite a failed check: ")
+    assert line.startswith(error)

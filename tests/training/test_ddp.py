@@ -12,9 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.strategies import DDPStrategy
 from mlflow import MlflowClient
 
 from quill.training.config import resolve_config
+from quill.training.train import build_trainer
 
 from .conftest import TINY_CONFIG
 
@@ -22,10 +25,19 @@ QUILL = str(Path(sys.executable).with_name("quill"))
 DDP = ["trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
 
 
-def test_ddp_is_config_only() -> None:
+def test_ddp_is_config_only(tmp_path: Path) -> None:
+    """The Trainer `quill train` builds takes its strategy, devices and nodes from the config
+    alone (built, not fitted: no process is launched). The run below cannot cover nodes."""
     config = resolve_config(TINY_CONFIG, [*DDP, "trainer.num_nodes=2"])
-    assert config["trainer"]["strategy"] == "ddp" and config["trainer"]["devices"] == 2
-    assert config["trainer"]["num_nodes"] == 2
+    trainer = build_trainer(config, logger=False, callbacks=[], output_dir=tmp_path)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert isinstance(trainer.accelerator, CPUAccelerator)
+    assert (trainer.num_devices, trainer.num_nodes, trainer.world_size) == (2, 2, 4)
+    # the same code without the DDP lines: one process on one device
+    single_config = resolve_config(TINY_CONFIG, ["trainer.accelerator=cpu"])
+    single = build_trainer(single_config, logger=False, callbacks=[], output_dir=tmp_path)
+    assert not isinstance(single.strategy, DDPStrategy)
+    assert (single.num_devices, single.num_nodes, single.world_size) == (1, 1, 1)
 
 
 @pytest.mark.slow

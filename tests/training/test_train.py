@@ -22,6 +22,7 @@ from quill.training.cli import register
 from quill.training.config import resolve_config
 from quill.training.init_weights import load_initial_weights
 from quill.training.module import create_module, load_module
+from quill.training.tracking_store import TRACKING_URI_ENV
 from quill.training.train import train
 from quill.vocab import Tokenizer
 
@@ -351,17 +352,19 @@ def test_optional_loggers_fail_clearly_when_not_installed(tiny_lines: Path, tmp_
 
     if importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed here")
+    store = tmp_path / "unused.db"
     result = runner.invoke(
-        app, train_args(tiny_lines, "sqlite:///unused.db", tmp_path, "--logger", "wandb")
+        app, train_args(tiny_lines, f"sqlite:///{store}", tmp_path / "out", "--logger", "wandb")
     )
     assert result.exit_code == 2 and "pip install wandb" in result.output
+    assert not store.exists() and not (tmp_path / "out").exists()  # refused before any run
 
 
 def test_csv_logger_keeps_the_same_record_in_files(tiny_lines: Path, tmp_path: Path) -> None:
     quill(
         *train_args(
             tiny_lines,
-            "sqlite:///unused.db",
+            f"sqlite:///{tmp_path / 'unused.db'}",  # absolute: the check below can fail
             tmp_path / "out",
             "--logger",
             "csv",
@@ -380,11 +383,21 @@ def test_csv_logger_keeps_the_same_record_in_files(tiny_lines: Path, tmp_path: P
     assert not (tmp_path / "unused.db").exists()
 
 
-def test_missing_data_and_bad_override_fail_clearly(tmp_path: Path, tracking_uri: str) -> None:
-    result = runner.invoke(app, train_args(tmp_path / "nothing", tracking_uri, tmp_path))
+def test_missing_data_and_bad_override_fail_clearly(
+    tmp_path: Path, tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = runner.invoke(app, train_args(tmp_path / "nothing", tracking_uri, tmp_path / "out"))
     assert result.exit_code == 2 and "dataset folder not found" in result.output
+    assert not (tmp_path / "out").exists()
+    # No store or output folder named: had it gone on, its defaults (the project's store,
+    # outputs/runs) would have been written in an empty folder of tmp_path, not the repository.
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv(TRACKING_URI_ENV, raising=False)
     result = runner.invoke(app, ["train", "--config", str(TINY_CONFIG), "optim.lrr=1"])
     assert result.exit_code == 2 and "did you mean lr" in result.output
+    assert list(elsewhere.iterdir()) == []
 
 
 class SlowOutsideSteps(L.Callback):
