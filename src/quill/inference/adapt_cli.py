@@ -82,8 +82,7 @@ def adapt(
 
     from quill.data.readers.common import DatasetError
     from quill.errors import QuillError
-    from quill.evaluation.metrics import corpus_cer
-    from quill.evaluation.normalise import normalise
+    from quill.evaluation import score
     from quill.inference.recognizer import Recognizer
     from quill.preprocess import ImageError
     from quill.staging.adapt import adapt_staged
@@ -137,13 +136,10 @@ def adapt(
     if measure and before is not None:
         recognizer = Recognizer.from_path(out)
         after = _read(recognizer, measure)
-        # scored as the bench scores: NFC, single spaces (extra spaces in a label are no error
-        # of the model's)
-        references = [normalise(line.text) for line in measure]
-        rates = (
-            corpus_cer([normalise(text) for text in before], references),
-            corpus_cer([normalise(text) for text in after], references),
-        )
+        # scored as the bench scores (normalised: extra spaces in a label are no error of the
+        # model's)
+        references = [line.text for line in measure]
+        rates = score(before, references).cer, score(after, references).cer
         console.print(
             f"your {len(measure)} held-out lines, CER ({recognizer.backend}): "
             f"before {rates[0]:.1%}, after {rates[1]:.1%}"
