@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -120,12 +121,21 @@ def card_improving_every_slice(version: str, out: Path) -> Path:
     return write_card(card, out)[0]
 
 
+@pytest.mark.parametrize(
+    ("scheme", "error"),
+    [
+        ("file://", "error: no model registry: tracking URI {uri} is a folder path, and MLflow "),
+        ("foo://", "error: cannot open the model registry at {uri}: "),
+    ],
+)
 def test_promote_into_a_store_mlflow_will_not_open_is_one_line(
-    smoke_model: Path, tmp_path: Path
+    smoke_model: Path, tmp_path: Path, scheme: str, error: str
 ) -> None:
+    """A folder store is refused with what to give instead (before MLflow's paragraph about
+    its file store), a scheme MLflow has no registry for with MLflow's reason: one line each."""
     meta = json.loads((smoke_model / "quill-model.json").read_text())
-    uri = f"file://{tmp_path / 'noreg'}"
-    error = f"error: cannot open the model registry at {uri}: "
+    uri = f"{scheme}{tmp_path / 'noreg'}"
+    error = error.format(uri=uri)
     passing = card_improving_every_slice(meta["version"], tmp_path / "passing")
     command = ["model", "promote", str(smoke_model), "--report-card", str(passing)]
     result = CliRunner().invoke(app, [*command, "--tracking-uri", uri])

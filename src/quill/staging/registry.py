@@ -93,7 +93,7 @@ def _client(tracking_uri: str, *, create: bool = False) -> Any:
         raise RegistryError(f"no model registry: {exc}") from exc
     try:
         return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    except MlflowException as exc:  # a store MLflow will not open (e.g. a file:// folder)
+    except MlflowException as exc:  # a scheme MLflow has no registry for (foo://)
         raise RegistryError(f"cannot open the model registry at {tracking_uri}: {exc}") from exc
 
 

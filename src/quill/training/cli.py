@@ -340,7 +340,6 @@ def ui_command(
 
     from quill.training.tracking_store import (
         artifact_root,
-        check_folder_store,
         default_tracking_uri,
         prepare_store,
     )
@@ -350,7 +349,6 @@ def ui_command(
         raise fail(problem)
     uri = tracking_uri or default_tracking_uri()
     try:
-        check_folder_store(uri)
         prepare_store(uri)
     except QuillError as exc:
         raise fail(str(exc)) from exc

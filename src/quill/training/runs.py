@@ -58,13 +58,11 @@ def client_for(tracking_uri: str | None) -> Any:
     from mlflow import MlflowClient
 
     from quill.training.tracking_store import (
-        check_folder_store,
         default_tracking_uri,
         require_store,
     )
 
     uri = tracking_uri or default_tracking_uri()
-    check_folder_store(uri)
     require_store(uri)
     return MlflowClient(uri)
 

@@ -48,7 +48,6 @@ from quill.training.config import (
     set_dotted,
 )
 from quill.training.tracking_store import (
-    check_folder_store,
     default_tracking_uri,
     ensure_experiment,
     file_lock,
@@ -497,7 +496,6 @@ def run_sweep(
     check_storage(storage_url)
     uri = tracking_cfg["tracking_uri"] or default_tracking_uri()
     spec.base_config["tracking"]["tracking_uri"] = uri
-    check_folder_store(uri)
     prepare_store(uri)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, tracking_cfg["experiment"], uri)

@@ -156,7 +156,8 @@ def _check_database(database: Path) -> None:
 def check_folder_store(tracking_uri: str) -> None:
     """Refuse a plain path or ``file://`` URI: MLflow no longer opens folder stores (unless
     ``MLFLOW_ALLOW_FILE_STORE`` says so) and answered with a paragraph about migrating that
-    never said what to give instead. The training commands call it before opening a store.
+    never said what to give instead. :func:`require_store` and :func:`prepare_store` call it,
+    so every command that opens a store says so before MLflow does.
 
     >>> check_folder_store("sqlite:///x.db"), check_folder_store("http://host:5000")
     (None, None)
@@ -178,8 +179,10 @@ def check_folder_store(tracking_uri: str) -> None:
 def require_store(tracking_uri: str) -> None:
     """Refuse a store that a command reading runs or models would otherwise create: a local
     SQLite file that is not there (nothing trained or staged yet), or a server that does not
-    answer (:func:`check_server`). A command that only reads leaves no empty store behind.
+    answer (:func:`check_server`), or a folder (:func:`check_folder_store`). A command that
+    only reads leaves no empty store behind.
     """
+    check_folder_store(tracking_uri)
     check_server(tracking_uri)
     if not tracking_uri.startswith("sqlite:///"):
         return
@@ -195,11 +198,12 @@ def require_store(tracking_uri: str) -> None:
 
 def prepare_store(tracking_uri: str) -> None:
     """Create a local SQLite store's folder and tables, one process at a time; for a server,
-    check that it answers (:func:`check_server`).
+    check that it answers (:func:`check_server`); refuse a folder (:func:`check_folder_store`).
 
     Two sweep workers starting together on a new store would otherwise both run MLflow's
     schema migrations and one would fail.
     """
+    check_folder_store(tracking_uri)
     check_server(tracking_uri)
     if not tracking_uri.startswith("sqlite:///"):
         return

@@ -47,7 +47,6 @@ from quill.training.module import create_module
 from quill.training.profile import StepProfiler
 from quill.training.tracking_store import (
     TrackingStoreUnreadable,
-    check_folder_store,
     default_tracking_uri,
     ensure_experiment,
     prepare_store,
@@ -188,13 +187,11 @@ def mlflow_store(config: Mapping[str, Any]) -> tuple[str, Any]:
             "an MLflow server's http(s):// address"
         )
     try:
-        check_folder_store(uri)
-    except TrackingStoreUnreadable as exc:
-        raise TrainingSetupError(str(exc)) from exc
-    try:
         prepare_store(uri)
         return uri, MlflowClient(uri)
-    except (MlflowException, SQLAlchemyError, OSError, TrackingStoreUnreadable) as exc:
+    except TrackingStoreUnreadable as exc:  # it names the store and what to give instead
+        raise TrainingSetupError(str(exc)) from exc
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
         raise TrainingSetupError(f"tracking URI {uri}: {str(exc).splitlines()[0]}") from exc
 
 
