@@ -21,8 +21,8 @@ from __future__ import annotations
 LAYERS: tuple[tuple[str, ...], ...] = (
     # foundations: exceptions and exit codes, the staged folder's file names, this list,
     # the compiled part of the paper estimate (C, no imports); the cores this process may use;
-    # whether a server can listen on a host and port
-    ("errors", "model_files", "layers", "_paper", "cores", "ports"),
+    # whether a server can listen on a host and port; short digests naming cached things
+    ("errors", "model_files", "layers", "_paper", "cores", "ports", "digest"),
     # strict config dicts; the character set and tokenizer
     ("strict_dict", "vocab"),
     # image normalisation shared by training and inference; CER/WER and slices

@@ -22,8 +22,6 @@ reported when the module is set up and left out; nothing is dropped silently.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections import Counter
@@ -45,6 +43,7 @@ from quill.data.augment import AugmentConfig, Augmenter
 from quill.data.ink_augment import InkAugmenter
 from quill.data.manifest import Manifest, Split
 from quill.data.readers.common import Skip, label_problem
+from quill.digest import json_digest
 from quill.preprocess import ImageError, PreprocessConfig, batch_images, load_image, preprocess
 from quill.vocab import Tokenizer
 
@@ -353,8 +352,7 @@ class HTRDataModule(pl.LightningDataModule):
             [spec.name, self.manifests[spec.name].version, round(spec.weight, 6)]
             for spec in self.specs
         ]
-        digest = hashlib.sha256(json.dumps([self.task, sorted(key)]).encode())
-        return digest.hexdigest()[:12]
+        return json_digest([self.task, sorted(key)], 12)
 
     # ------------------------------------------------------------------ setup
 

@@ -20,7 +20,6 @@ machine (``quill train pack``) is found there without the images.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -36,6 +35,7 @@ import numpy as np
 from quill.data.manifest import Manifest
 from quill.data.processes import worker_context
 from quill.data.readers.common import progress
+from quill.digest import json_digest
 from quill.errors import output_problem
 from quill.preprocess import ImageError, PreprocessConfig, line_ink
 
@@ -55,8 +55,7 @@ def cache_key(manifest_version: str, config: PreprocessConfig) -> str:
     (False, 16)
     """
     geometry = {k: v for k, v in config.to_dict().items() if not k.startswith("paragraph")}
-    text = json.dumps([CACHE_FORMAT, manifest_version, geometry], sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest([CACHE_FORMAT, manifest_version, geometry], 16)
 
 
 @dataclass

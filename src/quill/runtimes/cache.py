@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from quill.cores import usable_cores
+from quill.digest import json_digest
 from quill.models.language_model import COMPILED_FORMAT_VERSION
 from quill.staged_model import StagedModel
 
@@ -59,10 +60,6 @@ def cache_dir() -> Path | None:
         return None if configured.lower() == "off" else Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "quill"
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _stamp(path: Path) -> list[object]:
@@ -113,7 +110,7 @@ def backend_choice_key(
     files = sorted({path for name in candidates for path in model.files_of(name)})
     decoding = None if model.decoding is None else model.decoding.to_dict()
     described = [model.version, decoding, [_stamp(path) for path in files]]
-    return _digest(described, threads, candidates, rule, machine_fingerprint())
+    return json_digest((described, threads, candidates, rule, machine_fingerprint()), 24)
 
 
 def read_backend_choice(key: str) -> dict[str, Any] | None:
@@ -164,13 +161,13 @@ def compiled_lm_path(lm_file: Path) -> Path | None:
         content = _content_digest(root / "lm-digests", lm_file)
     except OSError:
         return None
-    return root / "lm" / f"{lm_file.stem}-{_digest(content, COMPILED_FORMAT_VERSION)}"
+    return root / "lm" / f"{lm_file.stem}-{json_digest((content, COMPILED_FORMAT_VERSION), 24)}"
 
 
 def _content_digest(digests: Path, path: Path) -> str:
     """The SHA-256 of ``path``'s bytes, remembered in ``digests`` under its path, size and
     modification time (a changed file is hashed again); OSError if it cannot be read."""
-    remembered = digests / _digest(str(path.resolve()), _stamp(path))
+    remembered = digests / json_digest((str(path.resolve()), _stamp(path)), 24)
     try:
         digest = remembered.read_text("ascii").strip()
         if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):

@@ -26,8 +26,6 @@ its trials in. Unpromising trials are pruned on the validation metric after each
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import time
@@ -36,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quill.digest import json_digest
 from quill.errors import QuillError, check_output
 from quill.strict_dict import field_names, unknown_key_message
 from quill.training.config import (
@@ -266,18 +265,13 @@ def study_settings(spec: SweepSpec) -> dict[str, Any]:
     return {
         "metric": spec.study["metric"],
         "direction": spec.study["direction"],
-        "search_space": {key: _digest(value) for key, value in spec.search_space.items()},
+        "search_space": {key: json_digest(value, 16) for key, value in spec.search_space.items()},
         "base_config": {
-            key: _digest(value)
+            key: json_digest(value, 16)
             for key, value in spec.base_config.items()
             if key not in WORKER_SECTIONS
         },
     }
-
-
-def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _check_settings(study: Any, spec: SweepSpec, storage_url: str) -> None:
