@@ -8,14 +8,9 @@ import re
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from quill.models import segment as segment_module
-from quill.models.segment import (
-    SegmentConfig,
-    _line_likeness,
-    line_spacing,
-    prominent_peaks,
-    segment_lines,
-)
+from quill.models import line_trace
+from quill.models.page_geometry import line_likeness, line_spacing, prominent_peaks
+from quill.models.segment import SegmentConfig, segment_lines
 from quill.preprocess import PreprocessConfig, ink_mask, preprocess, read_image
 
 LINES = [
@@ -132,13 +127,13 @@ def test_a_page_whose_strokes_no_line_owns_is_read_not_crashed(monkeypatch):
     and giving each stroke to its line once indexed an empty table (IndexError: every such
     upload, through the API, the app or quill predict, crashed)."""
     owned_strokes = []
-    shares = segment_module._two_largest  # the real one, watched: the page must reach the case
+    shares = line_trace._two_largest  # the real one, watched: the page must reach the case
 
     def watched(stroke_ids, counts, owners, strokes_count):
         owned_strokes.append(stroke_ids.size)
         return shares(stroke_ids, counts, owners, strokes_count)
 
-    monkeypatch.setattr(segment_module, "_two_largest", watched)
+    monkeypatch.setattr(line_trace, "_two_largest", watched)
     page = Image.new("L", (600, 400), 255)
     draw = ImageDraw.Draw(page)
     draw.rectangle((10, 10, 12, 12), fill=0)
@@ -156,7 +151,7 @@ def test_a_skew_that_shears_every_pixel_off_a_flat_mask_is_skipped():
     mask = np.zeros((4, 100), bool)
     mask[3, :10] = True
     mask[0, 90:] = True
-    assert _line_likeness(mask, strips=1) > 0
+    assert line_likeness(mask, strips=1) > 0
 
 
 def test_real_page_line_count_close_to_ground_truth(hooker_dir):

@@ -27,7 +27,8 @@ from quill.data.synth.pages import (
     render,
     shared_datasets,
 )
-from quill.models.segment import MAX_FRAGMENTS, SCATTERED_PIECES, SegmentConfig, segment_lines
+from quill.models.line_trace import MAX_FRAGMENTS
+from quill.models.segment import SCATTERED_PIECES, SegmentConfig, segment_lines
 
 
 def found_on(image: Image.Image, truth: list[Box], **config):
