@@ -1,6 +1,7 @@
 """With ``kind="auto"`` (what the API, the web app and ``quill predict`` read with) the
 shipped default decides between "one line" and "several lines" by how confidently it reads
-each: a word whose letters the tracer takes for lines is read whole, two lines stay two."""
+each: a word whose letters the tracer takes for lines is read whole, two lines stay two, and
+two lines in an image wide enough to pass for one line are cut after all."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quill.inference.recognizer import WHOLE_LINE_MARGIN, Recognizer
+from quill.inference.recognizer import DOUBTFUL_LINE, WHOLE_LINE_MARGIN, Recognizer
 from quill.models.segment import segment_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,18 +44,47 @@ def test_a_word_the_tracer_cuts_into_letters_is_read_whole(default: Recognizer, 
     assert "\n" in cut.text and "\n" not in auto.text
 
 
+def stacked(top: str, bottom: str) -> Image.Image:
+    """Two lines of one Hooker letter, 20 pixels apart on their paper."""
+    first = Image.open(HOOKER_LINES / top).convert("RGB")
+    second = Image.open(HOOKER_LINES / bottom).convert("RGB")
+    paper = tuple(int(v) for v in np.median(np.asarray(first).reshape(-1, 3), axis=0))
+    size = (max(first.width, second.width), first.height + second.height + 20)
+    strip = Image.new("RGB", size, paper)
+    strip.paste(first, (0, 0))
+    strip.paste(second, (0, first.height + 20))
+    return strip
+
+
 def test_two_lines_stacked_stay_two_lines(default: Recognizer) -> None:
-    """Two lines of one Hooker letter one above the other (3.4 times wider than tall): read
-    whole as one line they are garbage, read as the two lines found they are the two lines."""
-    top = Image.open(HOOKER_LINES / "JDH_2_16_38_004_r2l2.jpg").convert("RGB")
-    bottom = Image.open(HOOKER_LINES / "JDH_2_16_38_004_r2l3.jpg").convert("RGB")
-    paper = tuple(int(v) for v in np.median(np.asarray(top).reshape(-1, 3), axis=0))
-    strip = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height + 20), paper)
-    strip.paste(top, (0, 0))
-    strip.paste(bottom, (0, top.height + 20))
+    """3.4 times wider than tall: segmented, and read whole as one line they are garbage."""
+    strip = stacked("JDH_2_16_38_004_r2l2.jpg", "JDH_2_16_38_004_r2l3.jpg")
     [auto] = default.predict([strip], kind="auto")
     [whole] = default.predict([strip], kind="line")
     assert auto.kind == "paragraph" and len(auto.lines) == 2
     assert auto.lines[0].text.endswith("Lynch drives")  # by some carelessness! Lynch drives
     assert auto.lines[1].text.startswith("me wild & is again")  # one wild & is again ...
     assert auto.confidence >= whole.confidence + WHOLE_LINE_MARGIN
+
+
+def test_two_lines_wide_enough_for_one_are_cut_when_read_as_one_doubtfully(
+    default: Recognizer,
+) -> None:
+    """4.9 times wider than tall, so first read as one line without segmenting it: that
+    reading is doubtful, the two lines found read surer, and they are the answer."""
+    strip = stacked("JDH_2_16_176_001_r2l21.jpg", "JDH_2_16_176_001_r2l22.jpg")
+    assert strip.width >= 4 * strip.height
+    [whole] = default.predict([strip], kind="line")
+    [auto] = default.predict([strip], kind="auto")
+    assert whole.confidence < DOUBTFUL_LINE
+    assert auto.kind == "paragraph" and len(auto.lines) == 2
+    assert auto.lines[0].text.startswith("went to Hereford")  # went to Hereford & Oakwood ...
+    assert auto.lines[1].text.startswith("had been at home")  # had been at home all the year
+    assert auto.page is not None and auto.page["notes"][-1].startswith("read as the 2 lines")
+
+
+def test_a_wide_line_read_confidently_is_not_segmented(default: Recognizer) -> None:
+    line = Image.open(HOOKER_LINES / "JDH_2_16_176_001_r2l22.jpg")
+    [auto] = default.predict([line], kind="auto")
+    assert auto.confidence >= DOUBTFUL_LINE
+    assert (auto.kind, auto.page) == ("line", None)  # segmentation never ran

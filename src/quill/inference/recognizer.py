@@ -47,7 +47,7 @@ KINDS = ("auto", "line", "paragraph")
 Segmenter = Literal["trace", "learned"]
 SEGMENTERS: tuple[Segmenter, ...] = ("trace", "learned")
 #: With kind="auto", an image at least this many times wider than tall is read as one line
-#: without trying to segment it.
+#: without segmenting it first (unless that reading is doubtful: DOUBTFUL_LINE).
 LINE_ASPECT = 4.0
 #: With kind="auto", an image at least this many times wider than tall that segmentation
 #: cut into several lines is also read whole, as one line (:meth:`Recognizer._likelier`):
@@ -58,6 +58,13 @@ WHOLE_LINE_ASPECT = 1.0
 #: higher: measured on those 10 words (7 gained 0.05 to 0.22, the other 3 lost) against 20
 #: pages (at most +0.033) and 16 two-line strips (-0.17 to -0.40) read both ways.
 WHOLE_LINE_MARGIN = 0.04
+#: ... and the other way: an image at least LINE_ASPECT wide, read as one line without
+#: segmenting it, is cut into lines when the model reads it under this confidence, and those
+#: lines kept when read WHOLE_LINE_MARGIN more confidently. Measured on the test splits of
+#: copiste, poilus and Hooker: 943 wide lines (5th percentile 0.755; 0.8% cut, CER 16.33%
+#: unchanged) and 314 pairs of one writer's lines stacked, at least 4:1 (median 0.48: CER
+#: 76.4% read as one line, 33.7% so, 32.8% always cut).
+DOUBTFUL_LINE = 0.7
 #: ... and only while the lines' characters are at most this many times the whole
 #: reading's (+2): a page's lines hold far more than its image squashed into one line can,
 #: which reads a few characters, sometimes confidently.
@@ -152,8 +159,11 @@ class _Prepared:
     texts: list[str] = field(default_factory=list)
     confidences: list[float] = field(default_factory=list)
     language: str | None = None  # another language's LM read the lines (quill lm language)
-    #: The image read whole as one line, beside its segmented lines (WHOLE_LINE_ASPECT).
-    whole: _Prepared | None = None
+    #: The same image read the other way: whole as one line beside the lines segmentation
+    #: found, or cut into lines beside a doubtful reading as one line (Recognizer._likelier).
+    other: _Prepared | None = None
+    #: A wide image read as one line, kept until its reading says whether to cut it.
+    image: Image.Image | None = None
 
 
 def combined_confidence(confidences: Sequence[float], texts: Sequence[str]) -> float:
@@ -288,7 +298,8 @@ class Recognizer:
             self._prepare(image, kind, index, len(images)) for index, image in enumerate(images)
         ]
         start = time.perf_counter()
-        self._recognise(prepared + [item.whole for item in prepared if item.whole])
+        self._recognise(prepared + [item.other for item in prepared if item.other])
+        self._read_doubtful_as_lines(prepared)
         model_ms = (time.perf_counter() - start) * 1000
         return [self._result(self._likelier(item), model_ms) for item in prepared]
 
@@ -313,53 +324,85 @@ class Recognizer:
         try:
             image = open_image(source)
             crops, page = self._lines(image, kind)
-            lines = [preprocess(crop.image, self.preprocess_config) for crop in crops]
-            whole = None
-            if (
-                kind == "auto"
-                and len(crops) > 1
-                and image.width >= WHOLE_LINE_ASPECT * image.height
-            ):
-                line = preprocess(image, self.preprocess_config)
-                box = (0, 0, image.width, image.height)
-                whole = _Prepared([line], [box], [False], [is_blank(line)], "line", 0.0, page)
+            item = self._cut(crops, page, kind)
+            if kind == "auto" and self._may_be_either(image, crops):
+                if len(crops) > 1:
+                    item.other = self._cut([_Crop((0, 0, *image.size), image)], page, "line")
+                else:
+                    item.image = image  # cut into lines after all if read doubtfully
         except ImageError as exc:
             if count == 1:
                 raise
             raise ImageError(exc.code, f"input {index}: {exc}") from exc
+        item.preprocess_ms = (time.perf_counter() - start) * 1000
+        return item
+
+    def _cut(self, crops: list[_Crop], page: dict[str, Any] | None, kind: str) -> _Prepared:
+        """The model-ready lines of ``crops``, as one image's :class:`_Prepared`."""
+        lines = [preprocess(crop.image, self.preprocess_config) for crop in crops]
         many = len(crops) > 1 or kind == "paragraph"
         line_kind = "paragraph" if many or self.reads_pages else "line"
         boxes = [crop.box for crop in crops]
         margins = [crop.margin for crop in crops]
         blank = [is_blank(line) for line in lines]
-        elapsed = (time.perf_counter() - start) * 1000
-        return _Prepared(lines, boxes, margins, blank, line_kind, elapsed, page, whole=whole)
+        return _Prepared(lines, boxes, margins, blank, line_kind, 0.0, page)
+
+    def _may_be_either(self, image: Image.Image, crops: list[_Crop]) -> bool:
+        """Whether an image ``kind="auto"`` read one way might be the other: several lines
+        found in an image at least :data:`WHOLE_LINE_ASPECT` wide (a word whose letters
+        were taken for lines?), or one wide image read as a line without segmenting it
+        (two lines?)."""
+        if self.reads_pages or not crops:
+            return False
+        if len(crops) > 1:
+            return image.width >= WHOLE_LINE_ASPECT * image.height
+        return image.width >= LINE_ASPECT * image.height
+
+    def _read_doubtful_as_lines(self, prepared: list[_Prepared]) -> None:
+        """Cut into lines each wide image read as one line under :data:`DOUBTFUL_LINE`
+        confidence, and read those lines (:meth:`_likelier` then keeps the likelier)."""
+        cut = []
+        for item in prepared:
+            if item.image is None or item.blank[0] or item.confidences[0] >= DOUBTFUL_LINE:
+                continue
+            start = time.perf_counter()
+            crops, page = self._lines(item.image, "paragraph")
+            if len(crops) > 1:
+                item.other = self._cut(crops, page, "paragraph")
+                cut.append(item.other)
+            item.preprocess_ms += (time.perf_counter() - start) * 1000
+        self._recognise(cut)
 
     def _likelier(self, item: _Prepared) -> _Prepared:
-        """``item`` as segmented, or its image read whole as one line when the model reads it
-        so with clearly more confidence (:data:`WHOLE_LINE_MARGIN`) and the lines found do not
-        hold more text than one line of that image could (:data:`WHOLE_LINE_TEXT_RATIO`).
+        """``item``, or the same image read the other way (:attr:`_Prepared.other`: whole as
+        one line, or cut into lines) when the model reads that with clearly more confidence
+        (:data:`WHOLE_LINE_MARGIN`); one line is kept over lines only while the lines hold
+        no more text than one line of that image could (:data:`WHOLE_LINE_TEXT_RATIO`).
 
         Which of "one line" and "several lines" an image is, is decided by the model that
         reads it: a word whose letters the tracer took for lines reads as garbage in pieces
         and as the word whole, two lines read as one are garbage. The page notes say when
-        the whole reading was kept."""
-        whole = item.whole
-        if whole is None or whole.blank[0]:  # the ink too sparse to see squashed into a line
+        the other reading was kept."""
+        other = item.other
+        if other is None or all(other.blank):  # the ink too sparse to see squashed into a line
             return item
-        pieces, one = ("".join(texts).replace(" ", "") for texts in (item.texts, whole.texts))
-        if len(pieces) > WHOLE_LINE_TEXT_RATIO * (len(one) + 2):
+        one, lines = (other, item) if len(item.lines) > 1 else (item, other)
+        pieces, whole = ("".join(r.texts).replace(" ", "") for r in (lines, one))
+        if one is other and len(pieces) > WHOLE_LINE_TEXT_RATIO * (len(whole) + 2):
             return item
-        segmented = combined_confidence(item.confidences, item.texts)
-        if whole.confidences[0] < segmented + WHOLE_LINE_MARGIN:
+        confidence = combined_confidence(item.confidences, item.texts)
+        if combined_confidence(other.confidences, other.texts) < confidence + WHOLE_LINE_MARGIN:
             return item
-        page = dict(item.page or {})
-        page["notes"] = [
-            *page.get("notes", []),
+        page = dict(lines.page or {})
+        note = (
             f"read as one line: the model reads it so more confidently than as the "
-            f"{len(item.lines)} lines segmentation found",
-        ]
-        return replace(whole, page=page, preprocess_ms=item.preprocess_ms)
+            f"{len(lines.lines)} lines segmentation found"
+            if one is other
+            else f"read as the {len(lines.lines)} lines segmentation found: the model reads "
+            "them more confidently than the image as one line"
+        )
+        page["notes"] = [*page.get("notes", []), note]
+        return replace(other, page=page, preprocess_ms=item.preprocess_ms)
 
     def _lines(self, image: Image.Image, kind: str) -> tuple[list[_Crop], dict[str, Any] | None]:
         """Each text line's crop, and what segmentation found on the page (None when it did
