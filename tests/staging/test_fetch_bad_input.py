@@ -84,9 +84,10 @@ def test_a_missing_version_is_not_found_and_a_failing_lookup_says_why(
 
 def test_a_store_mlflow_will_not_open_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     """A file:// store (MLflow's file store, refused by the MLflow Quill pins) was an
-    MlflowException traceback."""
+    MlflowException traceback; it is refused before MLflow sees it, saying what to give."""
     uri = f"file://{tmp_path / 'noreg'}"
     code, output = _fetch("smoke", tmp_path / "out", uri)
     assert code == EXIT_ERROR, output
-    assert output.startswith(f"error: cannot open the model registry at {uri}: ")
+    assert output.startswith(f"error: no model registry: tracking URI {uri} is a folder path")
+    assert f"give sqlite:///{tmp_path / 'noreg' / 'mlflow.db'}" in output
     assert "Traceback" not in output and not (tmp_path / "out").exists()
