@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quill.inference.recognizer import DOUBTFUL_LINE, WHOLE_LINE_MARGIN, Recognizer
+from quill.inference.recognizer import AS_GIVEN, DOUBTFUL_LINE, WHOLE_LINE_MARGIN, Recognizer
 from quill.models.segment import segment_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,12 @@ def test_a_word_the_tracer_cuts_into_letters_is_read_whole(default: Recognizer, 
     [auto] = default.predict([image], kind="auto")
     assert whole.confidence >= cut.confidence + WHOLE_LINE_MARGIN
     assert (auto.text, auto.kind, len(auto.lines)) == (whole.text, "line", 1)
-    assert auto.page is not None and auto.page["notes"][-1].startswith("read as one line")
+    # the image as given was read: no turn or skew of the discarded segmentation is reported
+    # ("Thought" is one the tracer also took for a page upside down)
+    assert auto.page is not None and set(auto.page) == set(segment_lines(image).to_dict())
+    assert {key: auto.page[key] for key in AS_GIVEN} == AS_GIVEN
+    [note] = auto.page["notes"]
+    assert note.startswith("read as one line")
     assert "\n" in cut.text and "\n" not in auto.text
 
 

@@ -69,6 +69,9 @@ DOUBTFUL_LINE = 0.7
 #: reading's (+2): a page's lines hold far more than its image squashed into one line can,
 #: which reads a few characters, sometimes confidently.
 WHOLE_LINE_TEXT_RATIO = 4
+#: The page findings of an image read whole, as given, when that reading was kept over the
+#: lines segmentation found (the keys of ``Segmentation.to_dict``).
+AS_GIVEN: dict[str, Any] = {"rotation": 0, "skew": 0.0, "paper": None, "columns": 1}
 #: The one line found in an image is read from its crop, not the whole image, when its box
 #: covers less than this share of the image (:func:`_small_part`).
 SMALL_PART = 0.25
@@ -325,7 +328,7 @@ class Recognizer:
             image = open_image(source)
             crops, page = self._lines(image, kind)
             item = self._cut(crops, page, kind)
-            if kind == "auto" and self._may_be_either(image, crops):
+            if kind == "auto" and self._may_be_either(image, crops, page):
                 if len(crops) > 1:
                     item.other = self._cut([_Crop((0, 0, *image.size), image)], page, "line")
                 else:
@@ -347,16 +350,18 @@ class Recognizer:
         blank = [is_blank(line) for line in lines]
         return _Prepared(lines, boxes, margins, blank, line_kind, 0.0, page)
 
-    def _may_be_either(self, image: Image.Image, crops: list[_Crop]) -> bool:
+    def _may_be_either(
+        self, image: Image.Image, crops: list[_Crop], page: dict[str, Any] | None
+    ) -> bool:
         """Whether an image ``kind="auto"`` read one way might be the other: several lines
         found in an image at least :data:`WHOLE_LINE_ASPECT` wide (a word whose letters
-        were taken for lines?), or one wide image read as a line without segmenting it
-        (two lines?)."""
+        were taken for lines?), or one image wide enough to be read as a line without
+        segmenting it (``page`` None: two lines?)."""
         if self.reads_pages or not crops:
             return False
         if len(crops) > 1:
             return image.width >= WHOLE_LINE_ASPECT * image.height
-        return image.width >= LINE_ASPECT * image.height
+        return page is None
 
     def _read_doubtful_as_lines(self, prepared: list[_Prepared]) -> None:
         """Cut into lines each wide image read as one line under :data:`DOUBTFUL_LINE`
@@ -393,15 +398,23 @@ class Recognizer:
         confidence = combined_confidence(item.confidences, item.texts)
         if combined_confidence(other.confidences, other.texts) < confidence + WHOLE_LINE_MARGIN:
             return item
-        page = dict(lines.page or {})
-        note = (
-            f"read as one line: the model reads it so more confidently than as the "
-            f"{len(lines.lines)} lines segmentation found"
-            if one is other
-            else f"read as the {len(lines.lines)} lines segmentation found: the model reads "
-            "them more confidently than the image as one line"
-        )
-        page["notes"] = [*page.get("notes", []), note]
+        if one is other:
+            # the image as given was read: what segmentation found (a turn, a skew, margin
+            # notes) no longer describes the answer
+            page = {
+                **AS_GIVEN,
+                "notes": [
+                    f"read as one line: the model reads it so more confidently than as the "
+                    f"{len(lines.lines)} lines segmentation found"
+                ],
+            }
+        else:
+            page = dict(lines.page or {})
+            page["notes"] = [
+                *page.get("notes", []),
+                f"read as the {len(lines.lines)} lines segmentation found: the model reads "
+                "them more confidently than the image as one line",
+            ]
         return replace(other, page=page, preprocess_ms=item.preprocess_ms)
 
     def _lines(self, image: Image.Image, kind: str) -> tuple[list[_Crop], dict[str, Any] | None]:

@@ -160,12 +160,12 @@ class TensorBoardTracker(Tracker):
 
 
 class MLflowTracker(Tracker):
-    """Everything goes to one MLflow run through the tracking client."""
+    """Everything goes to one MLflow run through the tracking client: no local folder (one
+    made here was never written to and was left behind in the temp dir by every run)."""
 
     def __init__(self, client: Any, run_id: str):
         self.client = client
         self.run_id = run_id
-        self.folder = Path(tempfile.mkdtemp(prefix="quill-artifacts-"))
 
     def log_artifact(self, local_path: Path, artifact_dir: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(local_path), artifact_dir)
