@@ -25,8 +25,12 @@ setup: system-deps $(BIN)/.installed  ## system packages first (the C compiler),
 up: setup  ## the main job: web app + REST API with the shipped model on localhost
 	$(BIN)/quill up --host $(HOST)
 
-test: setup  ## the whole test suite with coverage
-	$(BIN)/pytest --cov=quill --cov-report=term:skip-covered --durations=15
+# Test files go to TEST_WORKERS processes (pytest-xdist), each file whole to one of them, so a
+# module's fixtures are built once; 0 runs them in this process.
+TEST_WORKERS ?= 2
+
+test: setup  ## the whole test suite with coverage, TEST_WORKERS files at a time
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov=quill --cov-report=term:skip-covered --durations=15
 
 lint: setup  ## ruff, formatting check, shellcheck and mypy through pre-commit
 	$(BIN)/pre-commit run --all-files
