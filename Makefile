@@ -29,7 +29,7 @@ up: setup  ## the main job: web app + REST API with the shipped model on localho
 # module's fixtures are built once; 0 runs them in this process.
 TEST_WORKERS ?= 2
 
-test: setup  ## the whole test suite with coverage, TEST_WORKERS files at a time
+test: setup labelstudio  ## the whole test suite with coverage (against Label Studio itself too), TEST_WORKERS files at a time
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --cov=quill --cov-report=term:skip-covered --durations=15
 
 lint: setup  ## ruff, formatting check, shellcheck and mypy through pre-commit
@@ -48,10 +48,13 @@ peers: setup  ## benchmark peers: Tesseract (Debian) and RapidOCR (PyPI)
 	./scripts/install_peers.sh
 
 LS_VENV := .cache/labelstudio-venv
-labelstudio:  ## Label Studio in its own virtualenv (~1 GB) for `quill annotate serve`
+$(LS_VENV)/.installed:
 	test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
 	$(LS_VENV)/bin/pip install -q --upgrade pip
 	$(LS_VENV)/bin/pip install -q 'label-studio==1.23.2'
+	touch $@
+
+labelstudio: $(LS_VENV)/.installed  ## Label Studio in its own virtualenv (~1 GB) for `quill annotate serve`
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .coverage

@@ -167,7 +167,7 @@ class Handler(BaseHTTPRequestHandler):
         project = {
             "id": pid,
             "title": body.get("title") or f"New Project #{pid}",
-            "label_config": config,
+            "label_config": config.strip(),  # as Label Studio 1.23 stores it (test_client.py)
             "expert_instruction": body.get("expert_instruction", ""),
             "show_instruction": bool(body.get("show_instruction", False)),
             "created_at": _now(),

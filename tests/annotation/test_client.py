@@ -8,7 +8,11 @@ implementing the endpoints Quill calls, not Label Studio itself (see docs/annota
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -18,6 +22,13 @@ from typer.testing import CliRunner
 from quill.annotation.cli import register
 from quill.annotation.client import LabelStudioClient, LabelStudioError
 from quill.annotation.config import labeling_config
+from quill.annotation.server import (
+    PASSWORD_VAR,
+    TOKEN_VAR,
+    USERNAME_VAR,
+    LabelStudioProcess,
+    ServeSettings,
+)
 from quill.data.manifest import Manifest
 from quill.preprocess import PreprocessConfig, preprocess
 
@@ -36,10 +47,9 @@ def cli(standin, *args, token: str | None = None):
     return CliRunner().invoke(app, ["annotate", *map(str, args)], env=env)
 
 
-@pytest.fixture
-def drawn(standin, ls):
-    """The pages above, drawn into the server's document root under scans/."""
-    folder = standin.root / "scans"
+def draw_scans(root: Path, ls) -> dict:
+    """The pages above, drawn into a server's document root under scans/: their lines."""
+    folder = root / "scans"
     folder.mkdir()
     lines = {}
     for name, specs in PAGES.items():
@@ -48,58 +58,68 @@ def drawn(standin, ls):
     return lines
 
 
-def annotate_all(standin, ls, drawn, project_id: int) -> None:
-    """Simulated annotators: every line boxed and typed; page 3 also skipped by someone."""
-    for task in standin.state.tasks.values():
-        if task["project"] != project_id:
-            continue
+@pytest.fixture
+def drawn(standin, ls):
+    return draw_scans(standin.root, ls)
+
+
+def annotations(tasks, ls, drawn) -> list[tuple[int, dict]]:
+    """What simulated annotators send for ``tasks``, as (task id, annotation): every line
+    boxed and typed; page 3 also skipped by someone (an annotation marked cancelled)."""
+    sent = []
+    for task in tasks:
         name = task["data"]["image_path"].split("/")[-1]
         result = []
         for i, line in enumerate(drawn[name]):
             result += ls.region(f"{name}-{i}", line.box, line.text, SIZE)
-        standin.state.annotate(task["id"], result)
+        sent.append((task["id"], {"result": result}))
         if name == "p3.png":
-            standin.state.annotate(task["id"], [], was_cancelled=True, completed_by=2)
+            sent.append((task["id"], {"result": [], "was_cancelled": True}))
+    return sent
 
 
-def round_trip(tmp_path, standin, ls, drawn) -> list:
-    """tasks -> push -> annotate -> pull -> import, through the CLI; returns the outputs."""
+def round_trip(tmp_path, server, annotate) -> list:
+    """tasks -> push -> ``annotate(project id)`` -> pull -> import, through the CLI against
+    ``server`` (its url, token and document root); returns the four commands' outputs."""
     tasks_file = tmp_path / "tasks.json"
-    made = cli(standin, "tasks", standin.root / "scans", "-o", tasks_file,
-               "--document-root", standin.root)  # fmt: skip
-    pushed = cli(standin, "push", tasks_file, "--project", "Letters",
-                 "--document-root", standin.root)  # fmt: skip
+    made = cli(server, "tasks", server.root / "scans", "-o", tasks_file,
+               "--document-root", server.root)  # fmt: skip
+    pushed = cli(server, "push", tasks_file, "--project", "Letters",
+                 "--document-root", server.root)  # fmt: skip
     for result in (made, pushed):
         assert result.exit_code == 0, result.output
-    annotate_all(standin, ls, drawn, project_id=1)
+    annotate(1)
     export = tmp_path / "export.json"
-    pulled = cli(standin, "pull", "--project", "Letters", "-o", export)
+    pulled = cli(server, "pull", "--project", "Letters", "-o", export)
     splits = ("--val-fraction", 0, "--test-fraction", 0)
-    imported = cli(standin, "import", export, "--images-root", standin.root,
+    imported = cli(server, "import", export, "--images-root", server.root,
                    "-o", tmp_path / "dataset", *splits)  # fmt: skip
     for result in (pulled, imported):
         assert result.exit_code == 0, result.output
     return [made, pushed, pulled, imported]
 
 
+def standin_round_trip(tmp_path, standin, ls, drawn) -> list:
+    def annotate(project_id: int) -> None:
+        tasks = [task for task in standin.state.tasks.values() if task["project"] == project_id]
+        for task_id, annotation in annotations(tasks, ls, drawn):
+            skipped = annotation.get("was_cancelled", False)
+            standin.state.annotate(task_id, completed_by=2 if skipped else 1, **annotation)
+
+    return round_trip(tmp_path, standin, annotate)
+
+
 EXPECTED = sorted(text for specs in PAGES.values() for text, *_ in specs)
 
 
-def test_round_trip_through_http_to_a_dataset(tmp_path, standin, ls, drawn):
-    made, pushed, pulled, imported = round_trip(tmp_path, standin, ls, drawn)
+def assert_round_trip(outputs: list, dataset: Path) -> None:
+    """What the four commands say and the dataset they end in, whichever server ran."""
+    made, pushed, pulled, imported = outputs
     assert "wrote 3 tasks (0 pre-annotated)" in made.output
     assert "created project 'Letters'" in pushed.output and "imported 3 tasks" in pushed.output
-    project = standin.state.projects[1]
-    assert project["label_config"] == labeling_config()
-    assert "Type what is written" in project["expert_instruction"]
-    assert standin.state.storages[0]["path"] == str((standin.root / "scans").resolve())
-    # The tasks' image URLs resolve on the server (local-files storage under the root).
-    first = next(iter(standin.state.tasks.values()))["data"]["ocr"]
-    assert httpx.get(standin.url + first).status_code == 200
     assert "wrote 3 tasks (3 annotated)" in pulled.output
     assert "3/3 tasks -> 5 lines, 3 paragraphs" in imported.output
-
-    manifest = Manifest.load(tmp_path / "dataset")
+    manifest = Manifest.load(dataset)
     assert sorted(s.text for s in manifest if s.kind == "line") == EXPECTED
     # Every crop goes through the one preprocessing path and shows ink.
     for sample in manifest:
@@ -108,9 +128,79 @@ def test_round_trip_through_http_to_a_dataset(tmp_path, standin, ls, drawn):
         assert (image > 0.5).mean() > 0.01, sample.text
 
 
+def test_round_trip_through_http_to_a_dataset(tmp_path, standin, ls, drawn):
+    assert_round_trip(standin_round_trip(tmp_path, standin, ls, drawn), tmp_path / "dataset")
+    project = standin.state.projects[1]
+    assert project["label_config"] == labeling_config().strip()
+    assert "Type what is written" in project["expert_instruction"]
+    assert standin.state.storages[0]["path"] == str((standin.root / "scans").resolve())
+    # The tasks' image URLs resolve on the server (local-files storage under the root).
+    first = next(iter(standin.state.tasks.values()))["data"]["ocr"]
+    assert httpx.get(standin.url + first).status_code == 200
+
+
+#: Label Studio's own virtualenv (``make labelstudio``; ``make test`` makes it first).
+LABEL_STUDIO_VENV = Path(__file__).resolve().parents[2] / ".cache" / "labelstudio-venv"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """Label Studio itself on 127.0.0.1, started as ``quill annotate serve`` starts it, with a
+    fresh database: url, token, document root."""
+    venv = Path(os.environ.get("QUILL_LABELSTUDIO_VENV", LABEL_STUDIO_VENV))
+    if not (venv / "bin" / "label-studio").is_file():
+        pytest.skip(f"Label Studio is not installed at {venv}: run `make labelstudio`")
+    root, data = tmp_path_factory.mktemp("ls-docroot"), tmp_path_factory.mktemp("ls-data")
+    token = "quill-contract-token-0123456789"
+    env = {**os.environ, USERNAME_VAR: "annotator@example.org", PASSWORD_VAR: "a-long-password",
+           TOKEN_VAR: token}  # fmt: skip
+    settings = ServeSettings(venv=venv, port=free_port(), data_dir=data, document_root=root)
+    process = LabelStudioProcess(settings, env).start(log=data / "label-studio.log")
+    try:
+        process.wait_healthy(timeout_s=300)  # the first start builds its database: ~1 min
+        yield SimpleNamespace(url=settings.url, token=token, root=root)
+    finally:
+        process.stop()
+
+
+def test_round_trip_through_label_studio_itself(tmp_path, label_studio, ls):
+    """The stand-in's round trip against the real server: tasks pushed, annotations sent as
+    the labeling page sends them (one skipped), exported, imported to the same dataset."""
+    drawn = draw_scans(label_studio.root, ls)
+    with LabelStudioClient(label_studio.url, label_studio.token) as client:
+
+        def annotate(project_id: int) -> None:
+            listed = client._call("GET", "/api/tasks", params={"project": project_id})
+            tasks = listed["tasks"] if isinstance(listed, dict) else listed
+            for task_id, annotation in annotations(tasks, ls, drawn):
+                client._call("POST", f"/api/tasks/{task_id}/annotations", json=annotation)
+
+        outputs = round_trip(tmp_path, label_studio, annotate)
+        assert_round_trip(outputs, tmp_path / "dataset")
+        project = client.project("Letters")
+        # stored without the config's final newline (the stand-in does the same)
+        assert project is not None and project["label_config"] == labeling_config().strip()
+        assert "Type what is written" in project["expert_instruction"]
+        again = cli(label_studio, "push", tmp_path / "tasks.json", "--project", "Letters",
+                    "--document-root", label_studio.root)  # fmt: skip
+        assert again.exit_code == 0 and "found project 'Letters'" in again.output, again.output
+        [storage] = client.local_storages(project["id"])  # the second push made no other
+        assert storage["path"] == str((label_studio.root / "scans").resolve())
+        # The tasks' image URLs resolve on the server (local-files storage under the root).
+        [task, *_] = client.export(project["id"])
+        image = client.http.get(task["data"]["ocr"])
+        assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
+
+
 @pytest.mark.slow  # importing Lightning alone takes ~40 s on a busy 2-core machine
 def test_round_trip_ends_in_a_training_batch(tmp_path, standin, ls, drawn):
-    round_trip(tmp_path, standin, ls, drawn)
+    standin_round_trip(tmp_path, standin, ls, drawn)
     from quill.data.datamodule import HTRDataModule
 
     module = HTRDataModule(
