@@ -222,7 +222,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(400, {"detail": "this stand-in only exports JSON"})
         everything = query.get("download_all_tasks", "false").lower() == "true"
         tasks = [
-            t
+            {**t, "predictions": [p["id"] for p in t["predictions"]]}  # ids, as Label Studio's
             for t in self.state.tasks.values()
             if t["project"] == project["id"] and (everything or t["annotations"])
         ]

@@ -198,6 +198,52 @@ def test_round_trip_through_label_studio_itself(tmp_path, label_studio, ls):
         assert image.status_code == 200 and image.content[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # stages the smoke model (~1 min on a busy machine) unless already staged
+def test_label_studio_keeps_the_models_regions_for_the_annotator(
+    tmp_path, label_studio, ls, smoke_model
+):
+    """Pre-annotated tasks (``quill annotate tasks --model``) pushed to Label Studio itself
+    arrive with the model's regions as predictions; an annotator who keeps the boxes and types
+    each line's text ends, after pull and import, in the written lines."""
+    folder = label_studio.root / "smoke"
+    folder.mkdir()
+    page = [("hello", 80, 60, 0.0), ("quill", 80, 180, 0.0), ("Kew ink", 80, 300, 0.0)]
+    image, drawn = ls.draw_page(page, (520, 420))
+    image.save(folder / "smoke.png")
+    tasks_file = tmp_path / "tasks.json"
+    made = cli(label_studio, "tasks", folder, "-o", tasks_file, "--document-root",
+               label_studio.root, "--model", smoke_model, "--threads", 1)  # fmt: skip
+    pushed = cli(label_studio, "push", tasks_file, "--project", "Pre-annotated",
+                 "--document-root", label_studio.root)  # fmt: skip
+    assert made.exit_code == 0 and "(1 pre-annotated)" in made.output, made.output
+    assert pushed.exit_code == 0, pushed.output
+    [sent] = json.loads(tasks_file.read_text())
+    with LabelStudioClient(label_studio.url, label_studio.token) as client:
+        project = client.project("Pre-annotated")
+        assert project is not None
+        [exported] = client.export(project["id"])  # its predictions are ids there
+        task = client._call("GET", f"/api/tasks/{exported['id']}")
+        [prediction] = task["predictions"]
+        assert prediction["result"] == sent["predictions"][0]["result"]
+        assert prediction["model_version"] == sent["predictions"][0]["model_version"]
+        results = prediction["result"]
+        texts = sorted(
+            (r for r in results if r["type"] == "textarea"), key=lambda r: r["value"]["y"]
+        )
+        assert len(texts) == len(page), "one region per written line"
+        for region, line in zip(texts, drawn, strict=True):
+            region["value"]["text"] = [line.text]
+        client._call("POST", f"/api/tasks/{task['id']}/annotations", json={"result": results})
+    export = tmp_path / "export.json"
+    pulled = cli(label_studio, "pull", "--project", "Pre-annotated", "-o", export)
+    splits = ("--val-fraction", 0, "--test-fraction", 0)
+    imported = cli(label_studio, "import", export, "--images-root", label_studio.root,
+                   "-o", tmp_path / "dataset", *splits)  # fmt: skip
+    assert pulled.exit_code == 0 and imported.exit_code == 0, pulled.output + imported.output
+    manifest = Manifest.load(tmp_path / "dataset")
+    assert [s.text for s in manifest if s.kind == "line"] == [text for text, *_ in page]
+
+
 @pytest.mark.slow  # importing Lightning alone takes ~40 s on a busy 2-core machine
 def test_round_trip_ends_in_a_training_batch(tmp_path, standin, ls, drawn):
     standin_round_trip(tmp_path, standin, ls, drawn)
