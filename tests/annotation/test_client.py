@@ -78,19 +78,22 @@ def annotations(tasks, ls, drawn) -> list[tuple[int, dict]]:
     return sent
 
 
-def round_trip(tmp_path, server, annotate) -> list:
-    """tasks -> push -> ``annotate(project id)`` -> pull -> import, through the CLI against
-    ``server`` (its url, token and document root); returns the four commands' outputs."""
+def round_trip(
+    tmp_path, server, annotate, project: str = "Letters", scans: str = "scans", *task_args
+) -> list:
+    """tasks (of ``server.root / scans``, with ``task_args``) -> push to ``project`` ->
+    ``annotate(project)`` -> pull -> import, through the CLI against ``server`` (its url,
+    token and document root); returns the four commands' outputs."""
     tasks_file = tmp_path / "tasks.json"
-    made = cli(server, "tasks", server.root / "scans", "-o", tasks_file,
-               "--document-root", server.root)  # fmt: skip
-    pushed = cli(server, "push", tasks_file, "--project", "Letters",
+    made = cli(server, "tasks", server.root / scans, "-o", tasks_file,
+               "--document-root", server.root, *task_args)  # fmt: skip
+    pushed = cli(server, "push", tasks_file, "--project", project,
                  "--document-root", server.root)  # fmt: skip
     for result in (made, pushed):
         assert result.exit_code == 0, result.output
-    annotate(1)
+    annotate(project)
     export = tmp_path / "export.json"
-    pulled = cli(server, "pull", "--project", "Letters", "-o", export)
+    pulled = cli(server, "pull", "--project", project, "-o", export)
     splits = ("--val-fraction", 0, "--test-fraction", 0)
     imported = cli(server, "import", export, "--images-root", server.root,
                    "-o", tmp_path / "dataset", *splits)  # fmt: skip
@@ -100,8 +103,9 @@ def round_trip(tmp_path, server, annotate) -> list:
 
 
 def standin_round_trip(tmp_path, standin, ls, drawn) -> list:
-    def annotate(project_id: int) -> None:
-        tasks = [task for task in standin.state.tasks.values() if task["project"] == project_id]
+    def annotate(title: str) -> None:
+        [project] = [p for p in standin.state.projects.values() if p["title"] == title]
+        tasks = [task for task in standin.state.tasks.values() if task["project"] == project["id"]]
         for task_id, annotation in annotations(tasks, ls, drawn):
             skipped = annotation.get("was_cancelled", False)
             standin.state.annotate(task_id, completed_by=2 if skipped else 1, **annotation)
@@ -175,10 +179,10 @@ def test_round_trip_through_label_studio_itself(tmp_path, label_studio, ls):
     drawn = draw_scans(label_studio.root, ls)
     with LabelStudioClient(label_studio.url, label_studio.token) as client:
 
-        def annotate(project_id: int) -> None:
-            listed = client._call("GET", "/api/tasks", params={"project": project_id})
-            tasks = listed["tasks"] if isinstance(listed, dict) else listed
-            for task_id, annotation in annotations(tasks, ls, drawn):
+        def annotate(title: str) -> None:
+            project = client.project(title)
+            listed = client._call("GET", "/api/tasks", params={"project": project["id"]})
+            for task_id, annotation in annotations(listed["tasks"], ls, drawn):
                 client._call("POST", f"/api/tasks/{task_id}/annotations", json=annotation)
 
         outputs = round_trip(tmp_path, label_studio, annotate)
@@ -205,41 +209,31 @@ def test_label_studio_keeps_the_models_regions_for_the_annotator(
     """Pre-annotated tasks (``quill annotate tasks --model``) pushed to Label Studio itself
     arrive with the model's regions as predictions; an annotator who keeps the boxes and types
     each line's text ends, after pull and import, in the written lines."""
-    folder = label_studio.root / "smoke"
-    folder.mkdir()
     page = [("hello", 80, 60, 0.0), ("quill", 80, 180, 0.0), ("Kew ink", 80, 300, 0.0)]
     image, drawn = ls.draw_page(page, (520, 420))
-    image.save(folder / "smoke.png")
-    tasks_file = tmp_path / "tasks.json"
-    made = cli(label_studio, "tasks", folder, "-o", tasks_file, "--document-root",
-               label_studio.root, "--model", smoke_model, "--threads", 1)  # fmt: skip
-    pushed = cli(label_studio, "push", tasks_file, "--project", "Pre-annotated",
-                 "--document-root", label_studio.root)  # fmt: skip
-    assert made.exit_code == 0 and "(1 pre-annotated)" in made.output, made.output
-    assert pushed.exit_code == 0, pushed.output
-    [sent] = json.loads(tasks_file.read_text())
+    (label_studio.root / "smoke").mkdir()
+    image.save(label_studio.root / "smoke" / "smoke.png")
     with LabelStudioClient(label_studio.url, label_studio.token) as client:
-        project = client.project("Pre-annotated")
-        assert project is not None
-        [exported] = client.export(project["id"])  # its predictions are ids there
-        task = client._call("GET", f"/api/tasks/{exported['id']}")
-        [prediction] = task["predictions"]
-        assert prediction["result"] == sent["predictions"][0]["result"]
-        assert prediction["model_version"] == sent["predictions"][0]["model_version"]
-        results = prediction["result"]
-        texts = sorted(
-            (r for r in results if r["type"] == "textarea"), key=lambda r: r["value"]["y"]
-        )
-        assert len(texts) == len(page), "one region per written line"
-        for region, line in zip(texts, drawn, strict=True):
-            region["value"]["text"] = [line.text]
-        client._call("POST", f"/api/tasks/{task['id']}/annotations", json={"result": results})
-    export = tmp_path / "export.json"
-    pulled = cli(label_studio, "pull", "--project", "Pre-annotated", "-o", export)
-    splits = ("--val-fraction", 0, "--test-fraction", 0)
-    imported = cli(label_studio, "import", export, "--images-root", label_studio.root,
-                   "-o", tmp_path / "dataset", *splits)  # fmt: skip
-    assert pulled.exit_code == 0 and imported.exit_code == 0, pulled.output + imported.output
+
+        def accept_the_models_regions(title: str) -> None:
+            [sent] = json.loads((tmp_path / "tasks.json").read_text())
+            [exported] = client.export(client.project(title)["id"])  # predictions: ids there
+            task = client._call("GET", f"/api/tasks/{exported['id']}")
+            [prediction] = task["predictions"]
+            assert prediction["result"] == sent["predictions"][0]["result"]
+            assert prediction["model_version"] == sent["predictions"][0]["model_version"]
+            results = prediction["result"]
+            texts = sorted(
+                (r for r in results if r["type"] == "textarea"), key=lambda r: r["value"]["y"]
+            )
+            assert len(texts) == len(page), "one region per written line"
+            for region, line in zip(texts, drawn, strict=True):
+                region["value"]["text"] = [line.text]
+            client._call("POST", f"/api/tasks/{task['id']}/annotations", json={"result": results})
+
+        made, *_ = round_trip(tmp_path, label_studio, accept_the_models_regions, "Pre-annotated",
+                              "smoke", "--model", smoke_model, "--threads", 1)  # fmt: skip
+    assert "(1 pre-annotated)" in made.output, made.output
     manifest = Manifest.load(tmp_path / "dataset")
     assert [s.text for s in manifest if s.kind == "line"] == [text for text, *_ in page]
 
