@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quill.inference.recognizer import AS_GIVEN, DOUBTFUL_LINE, WHOLE_LINE_MARGIN, Recognizer
+from quill.inference.cutting import AS_GIVEN, DOUBTFUL_LINE, WHOLE_LINE_MARGIN
+from quill.inference.recognizer import Recognizer
 from quill.models.segment import segment_lines
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,67 +14,38 @@ The model is a :class:`~quill.staged_model.StagedModel` run by one of
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 from PIL import Image
 
+from quill.inference.cutting import (
+    SEGMENTERS,
+    Box,
+    Crop,
+    Prepared,
+    Segmenter,
+    combined_confidence,
+    doubtful,
+    find_lines,
+    likelier,
+    may_be_either,
+    prepare,
+    whole,
+)
 from quill.inference.shifts import ONE_PASS, forward_shifted
 from quill.inference.sources import InputImage, open_image
 from quill.models.decoding import CTCDecoder, ReadingScores
-from quill.preprocess import (
-    MIN_SIDE,
-    ImageError,
-    PreprocessConfig,
-    batch_images,
-    is_blank,
-    preprocess,
-    working_height,
-)
+from quill.preprocess import ImageError, PreprocessConfig, batch_images, working_height
 from quill.runtimes.backends import Backend, auto_backend, load_backend
 from quill.staged_model import StagedModel
 
 Kind = Literal["auto", "line", "paragraph"]
 KINDS = ("auto", "line", "paragraph")
-#: How a page is cut into lines (:class:`quill.models.segment.SegmentConfig` ``method``):
-#: traced along the ink (the default, measured better on real pages) or found by the
-#: learned line detector.
-Segmenter = Literal["trace", "learned"]
-SEGMENTERS: tuple[Segmenter, ...] = ("trace", "learned")
-#: With kind="auto", an image at least this many times wider than tall is read as one line
-#: without segmenting it first (unless that reading is doubtful: DOUBTFUL_LINE).
-LINE_ASPECT = 4.0
-#: With kind="auto", an image at least this many times wider than tall that segmentation
-#: cut into several lines is also read whole, as one line (:meth:`Recognizer._likelier`):
-#: on a word or a short line the tracer can take letters for lines (10 of the 467 Hooker
-#: test lines, 1.1 to 4 times wider than tall, were read as 2 to 9 garbled lines).
-WHOLE_LINE_ASPECT = 1.0
-#: The whole-image reading replaces the lines' when its confidence is at least this much
-#: higher: measured on those 10 words (7 gained 0.05 to 0.22, the other 3 lost) against 20
-#: pages (at most +0.033) and 16 two-line strips (-0.17 to -0.40) read both ways.
-WHOLE_LINE_MARGIN = 0.04
-#: ... and the other way: an image at least LINE_ASPECT wide, read as one line without
-#: segmenting it, is cut into lines when the model reads it under this confidence, and those
-#: lines kept when read WHOLE_LINE_MARGIN more confidently. Measured on the test splits of
-#: copiste, poilus and Hooker: 943 wide lines (5th percentile 0.755; 0.8% cut, CER 16.33%
-#: unchanged) and 314 pairs of one writer's lines stacked, at least 4:1 (median 0.48: CER
-#: 76.4% read as one line, 33.7% so, 32.8% always cut).
-DOUBTFUL_LINE = 0.7
-#: ... and only while the lines' characters are at most this many times the whole
-#: reading's (+2): a page's lines hold far more than its image squashed into one line can,
-#: which reads a few characters, sometimes confidently.
-WHOLE_LINE_TEXT_RATIO = 4
-#: The page findings of an image read whole, as given, when that reading was kept over the
-#: lines segmentation found (the keys of ``Segmentation.to_dict``).
-AS_GIVEN: dict[str, Any] = {"rotation": 0, "skew": 0.0, "paper": None, "columns": 1}
-#: The one line found in an image is read from its crop, not the whole image, when its box
-#: covers less than this share of the image (:func:`_small_part`).
-SMALL_PART = 0.25
 #: Lines recognised per model call at most (bounds memory).
 MAX_BATCH = 32
 #: Lines share a model call only while the widest is at most this many times the narrowest:
@@ -87,7 +58,6 @@ BLANK_NOTE = "blank: no ink in the image; the model was not run"
 #: :attr:`Prediction.note` of an image whose marks are not writing (noise, a texture:
 #: ``page["notes"]`` says what segmentation found): nothing was read, and nothing guessed.
 NOT_WRITING_NOTE = "no writing found: the marks are not lines of text; the model was not run"
-Box = tuple[int, int, int, int]
 T = TypeVar("T")
 
 
@@ -136,52 +106,6 @@ class Prediction:
         data["lines"] = [{**line, "box": list(line["box"])} for line in data["lines"]]
         data["timings_ms"] = data.pop("timings")
         return data
-
-
-@dataclass(frozen=True)
-class _Crop:
-    """One line cut from an input image: where (``box``), the pixels, and whether it is a
-    margin note."""
-
-    box: Box
-    image: Image.Image
-    margin: bool = False
-
-
-@dataclass
-class _Prepared:
-    """One input image cut into model-ready lines."""
-
-    lines: list[np.ndarray]  # each (H, W) float32, ink = 1
-    boxes: list[Box]
-    margins: list[bool]  # per line: a margin note
-    blank: list[bool]  # per line: no ink (not run through the model)
-    kind: str
-    preprocess_ms: float
-    page: dict[str, Any] | None
-    texts: list[str] = field(default_factory=list)
-    confidences: list[float] = field(default_factory=list)
-    language: str | None = None  # another language's LM read the lines (quill lm language)
-    #: The same image read the other way: whole as one line beside the lines segmentation
-    #: found, or cut into lines beside a doubtful reading as one line (Recognizer._likelier).
-    other: _Prepared | None = None
-    #: A wide image read as one line, kept until its reading says whether to cut it.
-    image: Image.Image | None = None
-
-
-def combined_confidence(confidences: Sequence[float], texts: Sequence[str]) -> float:
-    """Geometric mean of line confidences weighted by line length (+1 so empty lines count).
-
-    >>> round(combined_confidence([0.9, 0.5], ["abcdefgh", ""]), 3)  # (0.9**9 * 0.5) ** 0.1
-    0.849
-    >>> combined_confidence([], [])
-    1.0
-    """
-    weights = [len(t) + 1 for t in texts]
-    if not weights:
-        return 1.0
-    total = sum(w * math.log(max(c, 1e-12)) for w, c in zip(weights, confidences, strict=True))
-    return math.exp(total / sum(weights))
 
 
 class Recognizer:
@@ -304,7 +228,7 @@ class Recognizer:
         self._recognise(prepared + [item.other for item in prepared if item.other])
         self._read_doubtful_as_lines(prepared)
         model_ms = (time.perf_counter() - start) * 1000
-        return [self._result(self._likelier(item), model_ms) for item in prepared]
+        return [self._result(likelier(item), model_ms) for item in prepared]
 
     def predict_each(
         self, images: Sequence[InputImage], kind: Kind = "auto"
@@ -322,15 +246,15 @@ class Recognizer:
                 return [exc]
         return [answer for image in images for answer in self.predict_each([image], kind)]
 
-    def _prepare(self, source: InputImage, kind: str, index: int, count: int) -> _Prepared:
+    def _prepare(self, source: InputImage, kind: str, index: int, count: int) -> Prepared:
         start = time.perf_counter()
         try:
             image = open_image(source)
-            crops, page = self._lines(image, kind)
-            item = self._cut(crops, page, kind)
-            if kind == "auto" and self._may_be_either(image, crops, page):
+            crops, page = self._find_lines(image, kind)
+            item = prepare(crops, page, kind, self.preprocess_config)
+            if kind == "auto" and not self.reads_pages and may_be_either(image, crops, page):
                 if len(crops) > 1:
-                    item.other = self._cut([_Crop((0, 0, *image.size), image)], page, "line")
+                    item.other = prepare([whole(image)], page, "line", self.preprocess_config)
                 else:
                     item.image = image  # cut into lines after all if read doubtfully
         except ImageError as exc:
@@ -340,117 +264,31 @@ class Recognizer:
         item.preprocess_ms = (time.perf_counter() - start) * 1000
         return item
 
-    def _cut(self, crops: list[_Crop], page: dict[str, Any] | None, kind: str) -> _Prepared:
-        """The model-ready lines of ``crops``, as one image's :class:`_Prepared`."""
-        lines = [preprocess(crop.image, self.preprocess_config) for crop in crops]
-        many = len(crops) > 1 or kind == "paragraph"
-        line_kind = "paragraph" if many or self.reads_pages else "line"
-        boxes = [crop.box for crop in crops]
-        margins = [crop.margin for crop in crops]
-        blank = [is_blank(line) for line in lines]
-        return _Prepared(lines, boxes, margins, blank, line_kind, 0.0, page)
+    def _find_lines(
+        self, image: Image.Image, kind: str
+    ) -> tuple[list[Crop], dict[str, Any] | None]:
+        """:func:`~quill.inference.cutting.find_lines` with this model's segmenter and line
+        height; a paragraph model reads the page itself, newlines included."""
+        crop_height = working_height(self.preprocess_config)
+        return find_lines(image, "line" if self.reads_pages else kind, self.segmenter, crop_height)
 
-    def _may_be_either(
-        self, image: Image.Image, crops: list[_Crop], page: dict[str, Any] | None
-    ) -> bool:
-        """Whether an image ``kind="auto"`` read one way might be the other: several lines
-        found in an image at least :data:`WHOLE_LINE_ASPECT` wide (a word whose letters
-        were taken for lines?), or one image wide enough to be read as a line without
-        segmenting it (``page`` None: two lines?)."""
-        if self.reads_pages or not crops:
-            return False
-        if len(crops) > 1:
-            return image.width >= WHOLE_LINE_ASPECT * image.height
-        return page is None
-
-    def _read_doubtful_as_lines(self, prepared: list[_Prepared]) -> None:
-        """Cut into lines each wide image read as one line under :data:`DOUBTFUL_LINE`
-        confidence, and read those lines (:meth:`_likelier` then keeps the likelier)."""
+    def _read_doubtful_as_lines(self, prepared: list[Prepared]) -> None:
+        """Cut into lines each wide image read as one line under ``DOUBTFUL_LINE``
+        confidence (:func:`~quill.inference.cutting.doubtful`), and read those lines
+        (:func:`~quill.inference.cutting.likelier` then keeps the likelier)."""
         cut = []
         for item in prepared:
-            if item.image is None or item.blank[0] or item.confidences[0] >= DOUBTFUL_LINE:
+            if item.image is None or not doubtful(item):
                 continue
             start = time.perf_counter()
-            crops, page = self._lines(item.image, "paragraph")
+            crops, page = self._find_lines(item.image, "paragraph")
             if len(crops) > 1:
-                item.other = self._cut(crops, page, "paragraph")
+                item.other = prepare(crops, page, "paragraph", self.preprocess_config)
                 cut.append(item.other)
             item.preprocess_ms += (time.perf_counter() - start) * 1000
         self._recognise(cut)
 
-    def _likelier(self, item: _Prepared) -> _Prepared:
-        """``item``, or the same image read the other way (:attr:`_Prepared.other`: whole as
-        one line, or cut into lines) when the model reads that with clearly more confidence
-        (:data:`WHOLE_LINE_MARGIN`); one line is kept over lines only while the lines hold
-        no more text than one line of that image could (:data:`WHOLE_LINE_TEXT_RATIO`).
-
-        Which of "one line" and "several lines" an image is, is decided by the model that
-        reads it: a word whose letters the tracer took for lines reads as garbage in pieces
-        and as the word whole, two lines read as one are garbage. The page notes say when
-        the other reading was kept."""
-        other = item.other
-        if other is None or all(other.blank):  # the ink too sparse to see squashed into a line
-            return item
-        one, lines = (other, item) if len(item.lines) > 1 else (item, other)
-        pieces, whole = ("".join(r.texts).replace(" ", "") for r in (lines, one))
-        if one is other and len(pieces) > WHOLE_LINE_TEXT_RATIO * (len(whole) + 2):
-            return item
-        confidence = combined_confidence(item.confidences, item.texts)
-        if combined_confidence(other.confidences, other.texts) < confidence + WHOLE_LINE_MARGIN:
-            return item
-        if one is other:
-            # the image as given was read: what segmentation found (a turn, a skew, margin
-            # notes) no longer describes the answer
-            page = {
-                **AS_GIVEN,
-                "notes": [
-                    f"read as one line: the model reads it so more confidently than as the "
-                    f"{len(lines.lines)} lines segmentation found"
-                ],
-            }
-        else:
-            page = dict(lines.page or {})
-            page["notes"] = [
-                *page.get("notes", []),
-                f"read as the {len(lines.lines)} lines segmentation found: the model reads "
-                "them more confidently than the image as one line",
-            ]
-        return replace(other, page=page, preprocess_ms=item.preprocess_ms)
-
-    def _lines(self, image: Image.Image, kind: str) -> tuple[list[_Crop], dict[str, Any] | None]:
-        """Each text line's crop, and what segmentation found on the page (None when it did
-        not run); the whole image when it is (or looks like) one line; none when its marks
-        are not writing (:data:`NOT_WRITING_NOTE`)."""
-        whole = [_Crop((0, 0, image.width, image.height), image)]
-        if self.reads_pages or kind == "line":
-            return whole, None  # a paragraph model reads the page itself, newlines included
-        if kind == "auto" and image.width >= LINE_ASPECT * image.height:
-            return whole, None
-        # lazy: segmentation imports scipy (a second of a cold start), which lines never need
-        from quill.models.segment import SegmentConfig, segment_lines
-
-        # Lines are cut at the height preprocessing would shrink them to, not the scan's.
-        segments = segment_lines(
-            image,
-            SegmentConfig(
-                method=self.segmenter, crop_height=working_height(self.preprocess_config)
-            ),
-        )
-        page = segments.to_dict()
-        if segments.no_text:
-            return [], page
-        one_small = len(segments) == 1 and _small_part(segments[0].box, image)
-        if kind == "auto" and len(segments) <= 1 and not one_small:
-            # one line: the whole image keeps the margins the model trained with
-            return whole, page
-        crops = [  # a sliver cut from a page holds no character: not the user's image's fault
-            _Crop(segment.box, segment.image, segment.margin)
-            for segment in segments
-            if min(segment.image.size) >= MIN_SIDE
-        ]
-        return crops or whole, page
-
-    def _recognise(self, prepared: list[_Prepared]) -> None:
+    def _recognise(self, prepared: list[Prepared]) -> None:
         """Run every line of every prepared image through the model, in batches of lines of
         similar width (:data:`WIDTH_RATIO`, :data:`MAX_BATCH`); a blank line is not run (its
         text stays empty, at confidence 1)."""
@@ -509,7 +347,7 @@ class Recognizer:
         over :attr:`shifts`."""
         return forward_shifted(self.runtime.forward, batch, widths, self.shifts)
 
-    def _result(self, item: _Prepared, model_ms: float) -> Prediction:
+    def _result(self, item: Prepared, model_ms: float) -> Prediction:
         lines = [
             LinePrediction(text, round(conf, 4), box, margin)
             for text, conf, box, margin in zip(
@@ -582,14 +420,6 @@ class Recognizer:
             "segmenter": self.segmenter,
             "shifts": list(self.shifts),
         }
-
-
-def _small_part(box: tuple[int, int, int, int], image: Image.Image) -> bool:
-    """Whether a line's box covers a small part of the image (a short note on a page, a line
-    on a desk): read whole, the image would shrink its line to a few pixels at the height the
-    model reads."""
-    x0, y0, x1, y1 = box
-    return (x1 - x0) * (y1 - y0) < SMALL_PART * image.width * image.height
 
 
 def width_groups(
