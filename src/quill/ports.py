@@ -3,11 +3,13 @@
 ``quill serve``, ``app``, ``up`` and ``ui`` load a model or start a child process before
 their server binds: a port in use or a bad host would otherwise cost that wait and end in the
 server's own error (uvicorn's exit 3, a traceback, or MLflow's "address already in use" and
-exit 0). Each asks :func:`listen_problem` first.
+exit 0). Each asks :func:`listen_problem` first. A server started for a benchmark or a test
+takes a port nobody uses (:func:`free_port`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 
@@ -54,3 +56,24 @@ def _bind_problem(exc: OSError, host: str, port: int, option: str) -> str:
     if exc.errno == errno.EACCES:
         return f"port {port} needs privileges this user lacks (pick a {option} above 1023)"
     return f"cannot listen on {host} port {port}: {exc.strerror}"
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (:func:`free_ports`)."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now: each probe stays bound until all are
+    chosen (one probe at a time, the kernel may hand out the port it just took back). Another
+    process may take one before the server binds it; a rare race a caller's error reports.
+
+    >>> first, second = free_ports(2)
+    >>> first != second and 1023 < first < 65536
+    True
+    """
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]

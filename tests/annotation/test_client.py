@@ -30,6 +30,7 @@ from quill.annotation.server import (
     ServeSettings,
 )
 from quill.data.manifest import Manifest
+from quill.ports import free_port
 from quill.preprocess import PreprocessConfig, preprocess
 
 SIZE = (700, 400)
@@ -145,12 +146,6 @@ def test_round_trip_through_http_to_a_dataset(tmp_path, standin, ls, drawn):
 
 #: Label Studio's own virtualenv (``make labelstudio``; ``make test`` makes it first).
 LABEL_STUDIO_VENV = Path(__file__).resolve().parents[2] / ".cache" / "labelstudio-venv"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

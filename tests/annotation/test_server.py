@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from quill.annotation.server import (
     build_command,
     credentials,
 )
+from quill.ports import free_port
 
 STANDIN = Path(__file__).with_name("standin_labelstudio.py")
 TOKEN = "serve-test-token-1234567890"
@@ -56,12 +56,6 @@ def fake_venv(root: Path, body: str | None = None) -> Path:
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def settings(tmp_path: Path, **kwargs) -> ServeSettings:

@@ -3,12 +3,10 @@ server, and real encoded images of handwriting-like lines in both polarities."""
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import io
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -20,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from quill.monitoring.schema import Base
 from quill.monitoring.store import MonitoringStore
+from quill.ports import free_port
 
 
 def _postgres_bin(name: str) -> str | None:
@@ -28,12 +27,6 @@ def _postgres_bin(name: str) -> str | None:
         return found
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return candidates[-1] if candidates else None
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +50,7 @@ def postgres_url() -> Iterator[str]:
         if runuser is None:
             pytest.skip("running as root and runuser is missing: cannot start Postgres")
         prefix = [runuser, "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     cluster = data / "cluster"
     try:
         subprocess.run(

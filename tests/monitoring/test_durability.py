@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,16 +21,11 @@ import pytest
 
 from quill.bench.serve_load import with_unique_chunk
 from quill.monitoring.store import MonitoringStore
+from quill.ports import free_port
 from quill.staging.parity import render_line
 
 #: Answers to collect before the signal (the issue lost 8 of 210 to SIGKILL).
 ANSWERS_BEFORE_SIGNAL = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _png() -> bytes:
@@ -41,7 +35,7 @@ def _png() -> bytes:
 
 
 def _start_server(model: Path, url: str, cwd: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "QUILL_MONITORING_URL": url, "PYTHONUNBUFFERED": "1"}
     env.pop("QUILL_MONITORING_DURABLE", None)  # the default is what is tested
     command = [sys.executable, "-c", "from quill.cli import main; main()", "serve"]

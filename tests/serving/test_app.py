@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from quill.inference.recognizer import BLANK_NOTE
+from quill.ports import free_port
 from quill.serving.app import (
     EXAMPLES_DIR,
     NO_IMAGE,
@@ -231,12 +232,6 @@ def read_text(page, timeout_ms: int = 60_000) -> str:  # noqa: ANN001 - a playwr
         "document.querySelector('#quill-text textarea').value.length > 0", timeout=timeout_ms
     )
     return page.input_value("#quill-text textarea")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 BROWSER_OPTIONS = {"viewport": {"width": 1400, "height": 1000}}

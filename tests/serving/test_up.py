@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports: each probe stays bound until all are chosen (one probe
-    at a time, the kernel may hand out the port it just took back)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
+from quill.ports import free_ports
 
 
 def start_up(

@@ -16,14 +16,9 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from quill.cli import app
+from quill.ports import free_port
 
 QUILL = str(Path(sys.executable).with_name("quill"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

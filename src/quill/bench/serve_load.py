@@ -24,7 +24,6 @@ import asyncio
 import base64
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from urllib.parse import urlparse
 import typer
 
 from quill.errors import QuillError, check_output, fail
+from quill.ports import free_port
 
 if TYPE_CHECKING:
     import httpx
@@ -261,12 +261,6 @@ def run_load(
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 #: ``/readyz`` answers in a row (each on a new connection, so from whichever worker takes
 #: it) per worker before a started server counts as ready: one worker's answer says nothing
 #: of the others, which may still be loading the model.
@@ -322,7 +316,7 @@ def start_server(model: Path, workers: int, threads: int) -> tuple[subprocess.Po
     """``quill serve`` in a subprocess on a free loopback port, returned once every worker is
     ready (:func:`wait_until_ready`); :class:`ServiceUnavailable`, the server stopped, if it
     never will be."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "QUILL_MONITORING_URL": "off"}
     command = [
         sys.executable,
