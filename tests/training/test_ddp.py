@@ -41,8 +41,10 @@ def test_ddp_is_config_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp_records_one_run(tiny_lines: Path, tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+def test_two_process_cpu_ddp_records_one_run(
+    tiny_lines: Path, tmp_path: Path, tracking_uri: str
+) -> None:
+    uri = tracking_uri
     command = [
         QUILL,
         "train",

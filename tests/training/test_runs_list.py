@@ -13,7 +13,7 @@ from quill.cli import app
 from quill.model_files import METADATA_FILE
 from quill.staging.registry import STAGING_EXPERIMENT, register
 from quill.training import runs
-from quill.training.tracking_store import ensure_experiment, prepare_store
+from quill.training.tracking_store import ensure_experiment
 
 runner = CliRunner()
 
@@ -25,10 +25,9 @@ def quill(*args: str) -> str:
 
 
 def test_runs_list_shows_training_runs_unless_staging_runs_are_asked_for(
-    smoke_model: Path, tmp_path: Path
+    smoke_model: Path, tmp_path: Path, tracking_uri: str
 ) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    prepare_store(uri)
+    uri = tracking_uri
     client = runs.client_for(uri)
     experiment = ensure_experiment(client, "quill", uri)
     training = client.create_run(experiment, run_name="train ctc")
@@ -71,10 +70,9 @@ def test_the_staging_experiment_name_is_the_registrys() -> None:
     assert runs.STAGING_EXPERIMENT == STAGING_EXPERIMENT
 
 
-def test_an_empty_store_says_it_has_no_runs(tmp_path: Path) -> None:
+def test_an_empty_store_says_it_has_no_runs(tmp_path: Path, tracking_uri: str) -> None:
     """It printed one blank line."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    prepare_store(uri)
+    uri = tracking_uri
     listed = quill("runs", "list", "--tracking-uri", uri)
     assert listed.strip().splitlines()[-1] == f"no runs in {uri}"
     filtered = quill("runs", "list", "--tracking-uri", uri, "--filter", "metrics.val_cer < 0.1")
@@ -116,12 +114,11 @@ def test_a_file_that_is_no_database_is_named_not_a_traceback(tmp_path: Path) -> 
     assert junk.read_text() == "junk junk junk\n"
 
 
-def test_option_problems_are_one_line_naming_the_option(tmp_path: Path) -> None:
+def test_option_problems_are_one_line_naming_the_option(tmp_path: Path, tracking_uri: str) -> None:
     """`--csv FOLDER` and `runs report --out FOLDER` were tracebacks (the report's after all
     its work), `--csv` under a folder not made yet an OSError traceback, and a bad
     `--order-by` was "bad run filter '': Invalid ordering key", naming the (empty) filter."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    prepare_store(uri)
+    uri = tracking_uri
     client = runs.client_for(uri)
     run = client.create_run(ensure_experiment(client, "quill", uri), run_name="r")
     client.set_terminated(run.info.run_id)

@@ -101,15 +101,16 @@ def test_two_workers_run_one_study_with_child_runs(tiny_lines: Path, tmp_path: P
     assert 'id="parallel_coordinate"' in page and "Parameter importance" in page
 
 
-def test_workers_writing_the_same_new_keys_at_once_all_succeed(tmp_path: Path) -> None:
+def test_workers_writing_the_same_new_keys_at_once_all_succeed(
+    tmp_path: Path, tracking_uri: str
+) -> None:
     """Sweep workers finishing together write the same summary keys onto their parent run;
     the first write of a key is an insert, and two inserts at once collide in the store."""
     import threading
 
     from quill.training.tracking_store import log_to_shared_run
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    prepare_store(uri)
+    uri = tracking_uri
     client = MlflowClient(uri)
     run_id = client.create_run(ensure_experiment(client, "shared", uri)).info.run_id
     rounds, workers = 25, 2
@@ -183,11 +184,11 @@ def test_an_unwritable_plots_folder_is_refused_before_any_trial(tmp_path: Path) 
 
 
 def test_the_parent_run_ends_failed_when_a_trial_raises(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, tracking_uri: str
 ) -> None:
     """A trial whose data is missing fails at once; the parent run used to stay RUNNING,
     and Optuna's warning about the trial carried two full tracebacks."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri
     spec = load_sweep(
         SWEEPS / "tiny.yaml",
         [
@@ -229,7 +230,9 @@ def _sweep_file(tmp_path: Path, name: str, metric: str, space: str) -> Path:
     return path
 
 
-def test_joining_a_study_made_with_other_settings_is_refused(tmp_path: Path) -> None:
+def test_joining_a_study_made_with_other_settings_is_refused(
+    tmp_path: Path, tracking_uri: str
+) -> None:
     """A second sweep on val_loss with a smaller space joined a val_cer study and printed
     trial 0's val_cer as "val_loss = 0.9720", pruning against the old trials."""
     lr = "optim.lr: {type: float, low: 0.001, high: 0.01}"
@@ -240,7 +243,7 @@ def test_joining_a_study_made_with_other_settings_is_refused(tmp_path: Path) -> 
         f"{{{lr}, model.config.hidden: {{type: int, low: 8, high: 16}}}}",
     )
     other = _sweep_file(tmp_path, "other.yaml", "val_loss", f"{{{lr}}}")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = tracking_uri
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     prepare_store(uri)
     client = MlflowClient(uri)

@@ -25,6 +25,13 @@ app = typer.Typer()
 register(app)
 
 
+@pytest.fixture
+def tracking_uri(tmp_path: Path) -> str:
+    """A store nobody has opened yet (not the conftest's ready copy): a refused command must
+    leave it so."""
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
 def refused(*args: str) -> str:
     """The one error line of a refused command (exit 2)."""
     result = runner.invoke(app, list(args))

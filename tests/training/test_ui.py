@@ -22,8 +22,8 @@ QUILL = str(Path(sys.executable).with_name("quill"))
 
 
 @pytest.mark.slow
-def test_ui_serves_the_store_on_localhost(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_ui_serves_the_store_on_localhost(tmp_path: Path, tracking_uri: str) -> None:
+    uri = tracking_uri
     MlflowClient(uri).create_experiment("seen-in-ui")
     port = free_port()
     server = subprocess.Popen(
