@@ -11,6 +11,7 @@ command. ``app``, every command registered, is built on first use (tests, ``CliR
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Sequence
 
@@ -77,7 +78,33 @@ def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
     app.callback()(_group)
     for module_name in modules:
         importlib.import_module(module_name).register(app)
+    _reflow_help(app)
     return app
+
+
+def _reflow_help(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its groups) its docstring with each paragraph on
+    one line, for the terminal to wrap: Typer keeps the line breaks of a help text after its
+    first paragraph, so at 80 columns each docstring line was cut twice, once where the
+    terminal ends and once where the source line did."""
+    for command in app.registered_commands:
+        command.help = _one_line_paragraphs(command.help or inspect.getdoc(command.callback))
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_help(group.typer_instance)
+
+
+def _one_line_paragraphs(text: str | None) -> str | None:
+    """``text`` with the line breaks inside each paragraph made spaces; a paragraph that
+    starts with click's \\b (keep as written) is kept as written.
+
+    >>> _one_line_paragraphs("Read images.\\n\\nEach line is\\nthe path.\\n\\n\\b\\na\\nb")
+    'Read images.\\n\\nEach line is the path.\\n\\n\\x08\\na\\nb'
+    """
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if p.startswith("\b") else p.replace("\n", " ") for p in paragraphs)
 
 
 def _group() -> None:

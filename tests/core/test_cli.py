@@ -116,3 +116,20 @@ def test_no_help_text_loses_words_to_rich_markup():
             if shown != text:
                 eaten.append(f"quill {path}: {text!r}")
     assert eaten == []
+
+
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_by_the_source(monkeypatch):
+    """Typer keeps a docstring's line breaks after its first paragraph: at 80 columns `quill
+    predict --help` cut 'joined by " / "),' and 'tab-separated' onto lines of their own."""
+    import typer
+    from typer.testing import CliRunner
+
+    from quill.cli import COMMAND_MODULES, build_app
+
+    app = build_app(COMMAND_MODULES)
+    for path, command in _commands(typer.main.get_command(app)):
+        for paragraph in (command.help or "").split("\n\n"):
+            assert "\n" not in paragraph or paragraph.startswith("\b"), f"quill {path}"
+    monkeypatch.setenv("COLUMNS", "400")
+    shown = CliRunner().invoke(app, ["predict", "--help"]).output
+    assert 'joined by " / "), tab-separated; standard error says' in shown
