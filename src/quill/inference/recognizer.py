@@ -2,8 +2,9 @@
 
 CLI, REST API, Lambda handler, web app, monitoring and benchmarks all go through
 :meth:`Recognizer.predict`, so batching, line segmentation, confidence and timings are
-defined once. A paragraph is split into lines (``quill.models.segment``); the lines of all
-images in a call are recognised together, sorted by width so that padding stays small. A
+defined once. A paragraph is split into lines (:mod:`quill.inference.cutting` decides
+whether an image is one line or several, ``quill.models.segment`` finds them); the lines of
+all images in a call are recognised together, sorted by width so that padding stays small. A
 line (or image) with no ink (:func:`quill.preprocess.is_blank`) is not run through the model:
 its text is empty, with :data:`BLANK_NOTE` saying why, rather than what a model guesses from
 paper.
