@@ -56,7 +56,11 @@ $(LS_VENV)/.installed:
 	$(LS_VENV)/bin/pip install -q 'label-studio==1.23.2'
 	touch $@
 
-labelstudio: $(LS_VENV)/.installed  ## Label Studio in its own virtualenv (~1 GB) for `quill annotate serve`
+# Its schema, applied once to an empty database that each new data folder starts from.
+$(LS_VENV)/quill-empty-database.sqlite3: $(LS_VENV)/.installed $(BIN)/.installed
+	$(BIN)/python -c 'import pathlib, quill.annotation.server as s; s.build_empty_database(pathlib.Path("$(LS_VENV)"))'
+
+labelstudio: $(LS_VENV)/quill-empty-database.sqlite3  ## Label Studio in its own virtualenv (~1 GB) for `quill annotate serve`
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .coverage

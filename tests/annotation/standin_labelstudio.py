@@ -1,9 +1,10 @@
 """A stand-in for the few Label Studio REST endpoints Quill calls. NOT Label Studio.
 
-Real Label Studio is a ~1 GB application whose first start takes about a minute, too heavy
-for this suite (see docs/annotation.md). This is a real HTTP server on 127.0.0.1 that
-implements, after Label Studio 1.23's documented API, exactly the surface Quill uses, with
-its status codes, token check, pagination and validation:
+Real Label Studio (a ~1 GB application in its own virtualenv) runs once in this suite, for
+the contract tests of test_client.py; the many tests of Quill's side (edge cases, errors,
+pagination) run against this stand-in instead (see docs/annotation.md). This is a real HTTP
+server on 127.0.0.1 that implements, after Label Studio 1.23's documented API, exactly the
+surface Quill uses, with its status codes, token check, pagination and validation:
 
     GET  /health
     GET  /api/projects?page=&page_size=        POST /api/projects        GET /api/projects/<id>

@@ -1,10 +1,10 @@
 """``quill annotate serve``: command, environment and process handling.
 
-Label Studio itself is not installed in CI (a ~1 GB venv whose first start takes a minute;
-see docs/annotation.md), so the "Label Studio" started here is a fake ``label-studio``
-executable in a fake venv that runs the stand-in API server. What is tested is Quill's part:
-the argv and environment it builds, that it waits for /health, that the token reaches the
-server through the environment only, and that it stops the process.
+The "Label Studio" started here is a fake ``label-studio`` executable in a fake venv that
+runs the stand-in API server (Label Studio itself runs in test_client.py). What is tested is
+Quill's part: the argv and environment it builds, that it waits for /health, that the token
+reaches the server through the environment only, that a new data folder starts from the
+empty database, and that it stops the process.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ from typer.testing import CliRunner
 from quill.annotation.cli import register
 from quill.annotation.client import LabelStudioClient
 from quill.annotation.server import (
+    DATABASE_FILE,
+    EMPTY_DATABASE_FILE,
     LabelStudioProcess,
     ServeError,
     ServeSettings,
     build_command,
+    build_empty_database,
     credentials,
 )
 from quill.ports import free_port
@@ -106,6 +109,24 @@ def test_a_server_that_dies_while_starting_is_reported(tmp_path):
     with pytest.raises(ServeError, match="exited with code 3"):
         server.wait_healthy(timeout_s=30)
     server.stop()
+
+
+def test_a_new_data_folder_starts_from_the_empty_database_and_an_old_one_keeps_its_own(
+    tmp_path,
+):
+    venv = fake_venv(tmp_path / "venv", "#!/bin/sh\nexit 0\n")
+    (venv / EMPTY_DATABASE_FILE).write_bytes(b"the installed schema")
+    new = settings(tmp_path, venv=venv)
+    LabelStudioProcess(new, CREDENTIALS).start().stop()
+    assert (new.data_dir / DATABASE_FILE).read_bytes() == b"the installed schema"
+    (new.data_dir / DATABASE_FILE).write_bytes(b"their projects")
+    LabelStudioProcess(new, CREDENTIALS).start().stop()
+    assert (new.data_dir / DATABASE_FILE).read_bytes() == b"their projects"
+
+
+def test_the_empty_database_needs_label_studio_installed(tmp_path):
+    with pytest.raises(ServeError, match="not installed at .*make labelstudio"):
+        build_empty_database(fake_venv(tmp_path / "venv"))
 
 
 def test_refuses_unsafe_or_incomplete_setups(tmp_path):

@@ -331,7 +331,8 @@ def serve_command(
         except (ServeError, OSError) as exc:
             raise fail(str(exc)) from exc
         try:
-            with console.status("starting Label Studio (the first start takes about a minute)"):
+            starting = "starting Label Studio (a new data folder: a minute, or seconds from "
+            with console.status(starting + "`make labelstudio`'s empty database)"):
                 waited = server.wait_healthy(timeout)
             console.print(f"Label Studio is up at {settings.url} ({waited:.0f} s); Ctrl-C stops it")
             code = server.wait()
