@@ -57,7 +57,7 @@ $(LS_VENV)/.installed:
 	touch $@
 
 # Its schema, applied once to an empty database that each new data folder starts from.
-$(LS_VENV)/quill-empty-database.sqlite3: $(LS_VENV)/.installed $(BIN)/.installed
+$(LS_VENV)/quill-empty-database.sqlite3: $(LS_VENV)/.installed | $(BIN)/.installed
 	$(BIN)/python -c 'import pathlib, quill.annotation.server as s; s.build_empty_database(pathlib.Path("$(LS_VENV)"))'
 
 labelstudio: $(LS_VENV)/quill-empty-database.sqlite3  ## Label Studio in its own virtualenv (~1 GB) for `quill annotate serve`
