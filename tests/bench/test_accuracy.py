@@ -14,6 +14,7 @@ from quill.bench.accuracy import (
     pool_unseen_writers,
     read_dataset,
     score_slices,
+    writer_spread,
 )
 from quill.bench.datasets import BenchDataset, BenchSample, load_dataset
 from quill.bench.systems import Kind, QuillSystem
@@ -176,3 +177,25 @@ def test_unseen_writers_pool_the_test_lines_of_writer_split_datasets(
     slices = {(r.key, r.value, r.system): r.score for r in pooled.slices}
     assert slices["dataset", "long", "scripted"] == results[0].overall("scripted")
     assert pool_unseen_writers([results[1]]) is None  # no writer split, no pool
+
+    # Per writer: each test hand's lines scored together, named by dataset and writer.
+    members: dict[str | None, list[int]] = {}
+    for index, sample in enumerate(pooled.dataset.samples):
+        members.setdefault(sample.writer, []).append(index)
+    assert len(members) == 5 and all(w and w.startswith(("long/", "short/")) for w in members)
+    spread = writer_spread(pooled)
+    cers = {}
+    for system in ("quill", "scripted"):
+        texts = pooled.readings[system].texts
+        cers[system] = {
+            writer: sum(_edits(normalise(texts[i]), references[i]) for i in indices)
+            / sum(len(references[i]) for i in indices)
+            for writer, indices in members.items()
+        }
+        ranked = sorted(cers[system].values())
+        assert spread[system]["writers"] == 5
+        assert spread[system]["median_cer"] == pytest.approx(ranked[2])
+        assert spread[system]["p90_cer"] == spread[system]["worst_cer"] == pytest.approx(ranked[-1])
+    better = sum(cers["quill"][w] < cers["scripted"][w] for w in members)
+    assert spread["quill"]["better_than"] == {"scripted": better}
+    assert writer_spread(results[1]) == {}  # one hand's letters: no writers to spread over

@@ -71,7 +71,10 @@ def test_accuracy_command_reports_unseen_writers_first(tiny_model: Path, tmp_pat
     for system, row in overall.items():
         alone = next(r for r in copiste["results"] if r["key"] == "all" and r["system"] == system)
         assert row["cer"] == alone["cer"] and row["n"] == alone["n"]
+    assert unseen["writers"]["quill"]["writers"] == 2  # the two test hands of copiste
+    assert "hooker" not in payload["datasets"][2].get("writers", {})  # one hand: no spread
     markdown = (tmp_path / "out" / "accuracy.md").read_text()
+    assert "CER per writer" in markdown.split("## copiste")[0]  # in the unseen writers' section
     summary = markdown.split("## Summary")[1]
     assert summary.index("**unseen writers** (copiste)") < summary.index("| hooker |")
     assert "unseen writers (copiste)" in result.output

@@ -18,6 +18,8 @@ dataset of many short lines weighs by its characters, not by its count.
 from __future__ import annotations
 
 import hashlib
+import math
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -69,11 +71,56 @@ class DatasetResult:
         return next(r.score for r in self.slices if r.key == ALL and r.system == system)
 
     def to_dict(self) -> dict:
+        spread = writer_spread(self)
         return {
             **self.dataset.describe(),
             "seconds": {name: round(r.seconds, 3) for name, r in self.readings.items()},
             "results": [row.to_dict() for row in self.slices],
+            **({"writers": spread} if spread else {}),
         }
+
+
+def writer_spread(result: DatasetResult) -> dict[str, dict]:
+    """Per system, how its CER spreads over the writers of a dataset split by writer: the
+    number of writers, the median writer's CER, the 90th percentile's and the worst, and for
+    every other system the writers it reads worse than this one (fewer edits per character).
+    The pooled figure can hide a few hands read very badly; the person who uploads is one
+    hand. Empty when the samples name no writers.
+
+    Each writer's CER is corpus-level over their lines, as every rate of the benchmark.
+    """
+    writers: dict[str, list[int]] = {}
+    for index, sample in enumerate(result.dataset.samples):
+        if sample.writer is not None:
+            writers.setdefault(sample.writer, []).append(index)
+    if not writers:
+        return {}
+    cers = {
+        system: {
+            writer: evaluation.score(
+                [reading.texts[i] for i in indices],
+                [result.dataset.samples[i].text for i in indices],
+                sum(i in reading.failures for i in indices),
+            ).cer
+            for writer, indices in writers.items()
+        }
+        for system, reading in result.readings.items()
+    }
+    spread = {}
+    for system, by_writer in cers.items():
+        ranked = sorted(by_writer.values())
+        spread[system] = {
+            "writers": len(ranked),
+            "median_cer": statistics.median(ranked),
+            "p90_cer": ranked[min(len(ranked) - 1, math.ceil(0.9 * len(ranked)) - 1)],
+            "worst_cer": ranked[-1],
+            "better_than": {
+                other: sum(by_writer[w] < cers[other][w] for w in by_writer)
+                for other in cers
+                if other != system
+            },
+        }
+    return spread
 
 
 def score_slices(dataset: BenchDataset, readings: Iterable[Readings]) -> list[SliceResult]:
@@ -172,7 +219,7 @@ def pool_unseen_writers(
     for result in members:
         offset = len(samples)
         samples += [
-            BenchSample(s.image, s.text, s.kind, {"dataset": result.dataset.name})
+            BenchSample(s.image, s.text, s.kind, {"dataset": result.dataset.name}, s.writer)
             for s in result.dataset.samples
         ]
         for system in systems:

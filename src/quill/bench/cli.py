@@ -146,8 +146,10 @@ def accuracy(
     """CER and WER of Quill and its peers on the same images, per dataset and slice.
 
     The test lines of every dataset split by writer are also pooled into one unseen-writers
-    figure, reported first. Page sets (--pages) are read whole: page CER/WER, line detection
-    recall/precision and the line CER on the same pages' ground-truth lines."""
+    figure, reported first, with how each system's CER spreads over those writers (median,
+    90th percentile and worst writer; accuracy.md and accuracy.json). Page sets (--pages) are
+    read whole: page CER/WER, line detection recall/precision and the line CER on the same
+    pages' ground-truth lines."""
     from quill.bench.accuracy import evaluate, pool_unseen_writers
     from quill.bench.datasets import DEFAULT_SLICES, BenchDataError, bench_tokenizer, load_dataset
     from quill.bench.machine import machine_info

@@ -67,6 +67,8 @@ class BenchSample:
     text: str
     kind: Kind
     slices: dict[str, str] = field(default_factory=dict)
+    #: Who wrote it, in a dataset split by writer (``dataset/writer``: unique across sets).
+    writer: str | None = None
 
 
 @dataclass
@@ -285,7 +287,14 @@ def load_dataset(
             f"no {split} samples: the writer split put all {writers} writers elsewhere ({counts})"
         )
     samples = [
-        BenchSample(manifest.path_of(s), s.text, s.kind, slice_values(s, slices)) for s in chosen
+        BenchSample(
+            manifest.path_of(s),
+            s.text,
+            s.kind,
+            slice_values(s, slices),
+            f"{name}/{s.meta['writer']}" if by_writer else None,
+        )
+        for s in chosen
     ]
     return BenchDataset(
         name,

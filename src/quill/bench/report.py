@@ -227,7 +227,44 @@ def _dataset_section(dataset: dict) -> list[str]:
             )
         lines += ["", f"{title} (case-sensitive / case-insensitive):", ""]
         lines += table(["slice", "n", *systems], rows)
+    if dataset.get("writers"):
+        lines += ["", *_writers_table(dataset["writers"])]
     return lines
+
+
+def _writers_table(spread: Mapping[str, dict]) -> list[str]:
+    """The CER of each system over the writers (:func:`~quill.bench.accuracy.writer_spread`):
+    median, 90th percentile and worst writer, and how many writers it reads better than each
+    other system.
+
+    >>> spread = {"quill": {"writers": 3, "median_cer": 0.1, "p90_cer": 0.3, "worst_cer": 0.3,
+    ...                     "better_than": {"peer": 2}},
+    ...           "peer": {"writers": 3, "median_cer": 0.2, "p90_cer": 0.4, "worst_cer": 0.5,
+    ...                    "better_than": {"quill": 1}}}
+    >>> print("\\n".join(_writers_table(spread)[2:]))
+    | system | writers | median writer | 90th percentile | worst | reads better than |
+    |---|---|---|---|---|---|
+    | quill | 3 | 10.0% | 30.0% | 30.0% | peer for 2 of 3 |
+    | peer | 3 | 20.0% | 40.0% | 50.0% | quill for 1 of 3 |
+    """
+    rows = [
+        [
+            system,
+            row["writers"],
+            percent(row["median_cer"]),
+            percent(row["p90_cer"]),
+            percent(row["worst_cer"]),
+            ", ".join(f"{o} for {n} of {row['writers']}" for o, n in row["better_than"].items())
+            or "—",
+        ]
+        for system, row in spread.items()
+    ]
+    header = ["system", "writers", "median writer", "90th percentile", "worst"]
+    return [
+        "CER per writer (each writer's lines scored together):",
+        "",
+        *table([*header, "reads better than"], rows),
+    ]
 
 
 def _pair(row: dict, metric: str) -> str:
