@@ -18,12 +18,13 @@ dataset of many short lines weighs by its characters, not by its count.
 from __future__ import annotations
 
 import hashlib
-import math
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from quill import evaluation
 from quill.bench.datasets import BenchDataset, BenchSample
@@ -89,30 +90,25 @@ def writer_spread(result: DatasetResult) -> dict[str, dict]:
 
     Each writer's CER is corpus-level over their lines, as every rate of the benchmark.
     """
-    writers: dict[str, list[int]] = {}
-    for index, sample in enumerate(result.dataset.samples):
-        if sample.writer is not None:
-            writers.setdefault(sample.writer, []).append(index)
-    if not writers:
+    samples = result.dataset.samples
+    writers = [{"writer": s.writer} for s in samples if s.writer is not None]
+    if not writers or len(writers) < len(samples):
         return {}
-    cers = {
-        system: {
-            writer: evaluation.score(
-                [reading.texts[i] for i in indices],
-                [result.dataset.samples[i].text for i in indices],
-                sum(i in reading.failures for i in indices),
-            ).cer
-            for writer, indices in writers.items()
-        }
-        for system, reading in result.readings.items()
-    }
+    cers = {}
+    for system, reading in result.readings.items():
+        items = [
+            Item(sample.text, reading.texts[i], writers[i], i in reading.failures)
+            for i, sample in enumerate(samples)
+        ]
+        rows = evaluation.score_slices(items, ["writer"], repeat_whole=True)
+        cers[system] = {row.value: row.score.cer for row in rows if row.key == "writer"}
     spread = {}
     for system, by_writer in cers.items():
         ranked = sorted(by_writer.values())
         spread[system] = {
             "writers": len(ranked),
             "median_cer": statistics.median(ranked),
-            "p90_cer": ranked[min(len(ranked) - 1, math.ceil(0.9 * len(ranked)) - 1)],
+            "p90_cer": float(np.percentile(ranked, 90, method="inverted_cdf")),  # nearest rank
             "worst_cer": ranked[-1],
             "better_than": {
                 other: sum(by_writer[w] < cers[other][w] for w in by_writer)
