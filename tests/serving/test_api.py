@@ -84,6 +84,48 @@ def test_predict_json_data_url_and_multipart(client: httpx.Client) -> None:
     assert curl_style.json()["text"] == "hello"
 
 
+def test_an_image_sent_as_its_own_bytes_is_read(client: httpx.Client) -> None:
+    """``curl --data-binary @line.jpg -H 'Content-Type: image/jpeg'``: the body is the image
+    (the Lambda handler read such bodies and the API answered 415); ``?kind=`` is its kind."""
+    jpeg = client.post(
+        "/v1/predict?kind=line",
+        content=encode(render_line("Kew"), "JPEG"),
+        headers={"content-type": "image/jpeg"},
+    )
+    assert jpeg.status_code == 200, jpeg.text
+    assert (jpeg.json()["text"], jpeg.json()["kind"]) == ("Kew", "line")
+    octets = client.post(
+        "/v1/predict",
+        content=encode(render_line("ink")),
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert (octets.status_code, octets.json()["text"]) == (200, "ink"), octets.text
+    refusals = {
+        # curl's default type for --data-binary: named, with the header to add
+        "application/x-www-form-urlencoded": (415, "unsupported_media_type", "Content-Type"),
+        "application/json": (415, "unsupported_media_type", "image bytes"),
+    }
+    for content_type, (status, code, words) in refusals.items():
+        response = client.post(
+            "/v1/predict", content=PNG_INK, headers={"content-type": content_type}
+        )
+        assert response.status_code == status, response.text
+        error = response.json()["error"]
+        assert error["code"] == code and words in error["message"], error
+    bad_kind = client.post(
+        "/v1/predict?kind=poem", content=PNG_INK, headers={"content-type": "image/png"}
+    )
+    assert bad_kind.status_code == 422 and "poem" in bad_kind.json()["error"]["message"]
+    not_an_image = client.post(
+        "/v1/predict", content=b"plain words", headers={"content-type": "image/png"}
+    )
+    assert not_an_image.json()["error"]["code"] == "not_an_image", not_an_image.text
+    batch = client.post("/v1/predict/batch", content=PNG_INK, headers={"content-type": "image/png"})
+    assert batch.status_code == 415, batch.text  # a batch is several images: JSON or multipart
+    schema = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
+    assert {"image/*", "application/octet-stream"} <= set(schema["content"])
+
+
 def page_of(texts: tuple[str, ...]) -> Image.Image:
     """A page of rendered texts, one a line."""
     words = [render_line(text) for text in texts]
@@ -240,6 +282,16 @@ BAD_REQUESTS = {
         {"content": b"", "headers": {"content-type": "application/json"}},
         400,
         "empty_body",
+    ),
+    "empty raw image": (
+        {"content": b"", "headers": {"content-type": "image/png"}},
+        400,
+        "empty_body",
+    ),
+    "truncated raw image": (
+        {"content": TRUNCATED_PNG, "headers": {"content-type": "image/png"}},
+        400,
+        "image_corrupt",
     ),
     "huge body": ({"json": {"image": "A" * (MAX_BODY + 10)}}, 413, "request_too_large"),
     "deeply nested json": (

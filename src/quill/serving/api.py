@@ -77,6 +77,12 @@ from quill.serving.settings import FeedbackTokens, ServingSettings
 
 log = logging.getLogger(__name__)
 
+#: Content types whose body is the image itself (``curl --data-binary @line.jpg``); the
+#: Lambda handler reads them too, from a gateway's binary media types.
+RAW_BYTES_TYPE = "application/octet-stream"
+RAW_IMAGE_TYPES = ("image/", RAW_BYTES_TYPE)
+#: The first bytes of the image formats people send, to name a mislabelled raw upload.
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
 #: Form fields accepted for a multipart upload (``image`` first, ``file`` as curl users type).
 UPLOAD_FIELDS = ("image", "file")
 #: Paths answered without the API key (when one is set): probes and the documentation.
@@ -289,39 +295,42 @@ health_router = APIRouter()  # the probes: never behind the API key
 metrics_router = APIRouter()
 
 
-def _image_body(json_model: type[BaseModel], image: dict[str, Any]) -> dict[str, Any]:
+#: An uploaded file in an OpenAPI schema.
+FILE_SCHEMA = {"type": "string", "format": "binary"}
+
+
+def _image_body(
+    json_model: type[BaseModel], image: dict[str, Any], raw: bool = False
+) -> dict[str, Any]:
     """The OpenAPI request body of a route that reads its body itself: JSON as
-    ``json_model``, or a multipart upload whose ``image`` field is ``image``."""
+    ``json_model``, a multipart upload whose ``image`` field is ``image``, and with ``raw``
+    the image's own bytes (:data:`RAW_IMAGE_TYPES`)."""
     upload = {
         "type": "object",
         "properties": {"image": image, "kind": {"type": "string", "default": "auto"}},
         "required": ["image"],
     }
-    return {
-        "requestBody": {
-            "content": {
-                "application/json": {"schema": json_model.model_json_schema()},
-                "multipart/form-data": {"schema": upload},
-            },
-            "required": True,
-        }
+    content: dict[str, Any] = {
+        "application/json": {"schema": json_model.model_json_schema()},
+        "multipart/form-data": {"schema": upload},
     }
-
-
-#: An uploaded file in an OpenAPI schema.
-FILE_SCHEMA = {"type": "string", "format": "binary"}
+    if raw:
+        content |= {media: {"schema": FILE_SCHEMA} for media in ("image/*", RAW_BYTES_TYPE)}
+    return {"requestBody": {"content": content, "required": True}}
 
 
 @predict_router.post(
     "/v1/predict",
     response_model=PredictResponse,
     responses=_errors(400, 401, 413, 415, 422, 503, 504),
-    openapi_extra=_image_body(PredictRequest, FILE_SCHEMA),
+    openapi_extra=_image_body(PredictRequest, FILE_SCHEMA, raw=True),
 )
 async def predict(request: Request, service: ReadyService, state: State) -> dict[str, Any]:
-    """Recognise the handwriting in one image: JSON ``{"image": base64}`` or a multipart
-    upload (field ``image`` or ``file``, once: several images go to ``/v1/predict/batch``).
-    Keep ``request_id`` and ``feedback_token`` to flag the answer later."""
+    """Recognise the handwriting in one image: JSON ``{"image": base64}``, a multipart
+    upload (field ``image`` or ``file``, once: several images go to ``/v1/predict/batch``),
+    or the image's own bytes as ``image/*`` or ``application/octet-stream`` (``?kind=line``
+    in the query string). Keep ``request_id`` and ``feedback_token`` to flag the answer
+    later."""
     body = await _read_body(request, state.settings.max_body_bytes)
     image, kind = await _parse_predict(request, body)
     client = client_label("api", request.headers.get(CLIENT_HEADER))  # "bench": load tests
@@ -802,11 +811,21 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 async def _parse_predict(request: Request, body: bytes) -> tuple[bytes, str]:
-    """(image bytes, kind) from a JSON or multipart body."""
-    if _content_type(request) == "multipart/form-data":
+    """(image bytes, kind) from a JSON, multipart or raw image body."""
+    content_type = _content_type(request)
+    if content_type == "multipart/form-data":
         return await parse_multipart(request, body)
-    payload = json_object(request, body, "an 'image'")
+    if content_type.startswith(RAW_IMAGE_TYPES):
+        return body, raw_image_kind(request.query_params)
+    payload = json_object(request, body, "an 'image'", raw=True)
     return decode_image_field(payload.get("image")), kind_field(payload)
+
+
+def raw_image_kind(query: Mapping[str, Any]) -> str:
+    """The ``kind`` of a raw image body, from the query string (``?kind=line``); absent or
+    empty, ``auto`` (as a form's empty kind field). Which kinds exist is checked where the
+    image is read."""
+    return str(query.get("kind") or "auto")
 
 
 async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | ServingError], str]:
@@ -867,15 +886,18 @@ def _described(content_type: str) -> str:
     return f"content type {content_type!r}" if content_type else "a body without a content type"
 
 
-def json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:
-    """The JSON object of a body; ServingError for another content type or bad JSON."""
+def json_object(request: Request, body: bytes, expected: str, raw: bool = False) -> dict[str, Any]:
+    """The JSON object of a body; ServingError for another content type or bad JSON. ``raw``:
+    the route also reads an image's own bytes, which the refusal then offers."""
     content_type = _content_type(request)
+    refuse_mislabelled_image(content_type, body)
     if content_type != "application/json":
+        raw_offer = ", or the image's bytes as image/png, image/jpeg, ..." if raw else ""
         raise ServingError(
             "unsupported_media_type",
             f"{_described(content_type)} is not supported; send "
-            f"application/json with {expected} (base64) or a multipart/form-data upload with "
-            'an "image" file',
+            f"application/json with {expected} (base64), a multipart/form-data upload with "
+            f'an "image" file{raw_offer}',
         )
     try:
         payload = load_json_body(body)
@@ -884,6 +906,19 @@ def json_object(request: Request, body: bytes, expected: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise ServingError("invalid_json", f"the JSON body must be an object with {expected}")
     return payload
+
+
+def refuse_mislabelled_image(content_type: str, body: bytes) -> None:
+    """An image's bytes sent under another content type (JSON, or the form type that ``curl
+    --data-binary`` writes unless told) are refused with what to send instead, not read as
+    bad JSON."""
+    if body.startswith(IMAGE_MAGIC):
+        raise ServingError(
+            "unsupported_media_type",
+            f"the body is image bytes but its content type is {content_type or 'missing'}: "
+            "send it with its image type (image/png, image/jpeg, ...; curl: -H 'Content-Type: "
+            "image/jpeg')",
+        )
 
 
 def _invalid_json(exc: json.JSONDecodeError | UnicodeDecodeError) -> ServingError:

@@ -18,7 +18,7 @@ it (a body over ``QUILL_MAX_BODY_BYTES`` 413, a content type other than these 41
 - a JSON object (test consoles and SDK callers send the object itself), a Lambda extra;
 - the raw image bytes, base64-encoded by the gateway (``isBase64Encoded`` true, a binary
   media type), with an ``image/*`` or ``application/octet-stream`` content type; ``kind``
-  then comes from the query string (``?kind=line``). A Lambda extra: the API answers 415.
+  then comes from the query string (``?kind=line``), as the API reads it.
 
 A direct invocation gets the answer dict (or ``{"error": ...}`` with ``statusCode``); an HTTP
 event gets an HTTP response (``statusCode``, ``headers``, ``body``). The model is loaded
@@ -38,7 +38,14 @@ from typing import Any
 
 from starlette.requests import Request
 
-from quill.serving.api import BodyTooLarge, json_object, parse_multipart
+from quill.serving.api import (
+    RAW_IMAGE_TYPES,
+    BodyTooLarge,
+    json_object,
+    parse_multipart,
+    raw_image_kind,
+    refuse_mislabelled_image,
+)
 from quill.serving.errors import ServingError
 from quill.serving.service import (
     FeedbackStore,
@@ -138,10 +145,6 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/healthz": ("GET", "HEAD"),
     "/readyz": ("GET", "HEAD"),
 }
-#: Content types whose body is the image itself (sent as a binary media type).
-RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
-#: The first bytes of the image formats people send, to name a mislabelled raw upload.
-_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
 #: What bytes that are not UTF-8 become when a gateway passes a binary body on as text.
 _REPLACEMENT = "\ufffd"
 
@@ -287,19 +290,14 @@ def _request(event: dict[str, Any], limit: int) -> tuple[bytes, str]:
             "empty_body", 'the request body is empty; send {"image": base64} or image bytes'
         )
     if raw_image:
-        return data, str(query.get("kind") or "auto")
-    if data.startswith(_IMAGE_MAGIC):
-        raise ServingError(
-            "unsupported_media_type",
-            f"the body is image bytes but its content type is {media or 'missing'}: send "
-            "it with content-type image/png, image/jpeg, ... (a binary media type)",
-        )
+        return data, raw_image_kind(query)
+    refuse_mislabelled_image(media, data)
     # the API's parsers read the content type from a request: this one holds only that
     header = (b"content-type", content_type.encode("latin-1", "replace"))
     request = Request({"type": "http", "headers": [header]})
     if media == "multipart/form-data":
         return asyncio.run(parse_multipart(request, data))
-    return _from_json_object(json_object(request, data, "an 'image'"))
+    return _from_json_object(json_object(request, data, "an 'image'", raw=True))
 
 
 def _not_base64_encoded(what: str) -> ServingError:
