@@ -25,7 +25,8 @@ What guards it (see docs/serving.md, "Deployment stance"):
   timeout answers 504 at once, its recognition is not logged as a prediction, and its thread
   stays counted until the work ends, so timeouts cannot pile up threads (503 instead).
 
-Run it with ``quill serve`` or any ASGI server:
+Request bodies are read and parsed by :mod:`quill.serving.bodies` (shared with the Lambda
+handler). Run it with ``quill serve`` or any ASGI server:
 ``uvicorn --factory quill.serving.api:app_from_env``.
 """
 
@@ -53,9 +54,18 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
 from quill.monitoring.records import Flag
+from quill.serving.bodies import (
+    RAW_BYTES_TYPE,
+    UPLOAD_FIELDS,
+    BodyTooLarge,
+    invalid_json,
+    parse_batch,
+    parse_predict,
+    read_body,
+    require_json,
+)
 from quill.serving.errors import ServingError, status_code_name
 from quill.serving.metrics import ApiMetrics
 from quill.serving.recognitions import Recognitions
@@ -68,23 +78,12 @@ from quill.serving.service import (
     PredictionService,
     build_monitoring,
     client_label,
-    decode_image_field,
-    kind_field,
-    load_json_body,
     load_service,
 )
 from quill.serving.settings import FeedbackTokens, ServingSettings
 
 log = logging.getLogger(__name__)
 
-#: Content types whose body is the image itself (``curl --data-binary @line.jpg``); the
-#: Lambda handler reads them too, from a gateway's binary media types.
-RAW_BYTES_TYPE = "application/octet-stream"
-RAW_IMAGE_TYPES = ("image/", RAW_BYTES_TYPE)
-#: The first bytes of the image formats people send, to name a mislabelled raw upload.
-IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"BM")
-#: Form fields accepted for a multipart upload (``image`` first, ``file`` as curl users type).
-UPLOAD_FIELDS = ("image", "file")
 #: Paths answered without the API key (when one is set): probes and the documentation.
 OPEN_PATHS = ("/healthz", "/readyz", "/docs", "/openapi.json")
 #: Where the Swagger UI assets are served from (shipped by ``fastapi-offline``).
@@ -331,8 +330,8 @@ async def predict(request: Request, service: ReadyService, state: State) -> dict
     or the image's own bytes as ``image/*`` or ``application/octet-stream`` (``?kind=line``
     in the query string). Keep ``request_id`` and ``feedback_token`` to flag the answer
     later."""
-    body = await _read_body(request, state.settings.max_body_bytes)
-    image, kind = await _parse_predict(request, body)
+    body = await read_body(request, state.settings.max_body_bytes)
+    image, kind = await parse_predict(request, body)
     client = client_label("api", request.headers.get(CLIENT_HEADER))  # "bench": load tests
     answer = await state.recognitions.run(service, image, kind, client)
     answer["feedback_token"] = state.feedback_tokens.issue(answer["request_id"])
@@ -352,8 +351,8 @@ async def predict_batch(request: Request, service: ReadyService, state: State) -
     are read together, which costs the server less per image than a request each. Each image
     gets its own answer (``request_id``, ``feedback_token``) or its own error, in order."""
     settings = state.settings
-    body = await _read_body(request, settings.max_body_bytes)
-    parsed, kind = await _parse_batch(request, body)
+    body = await read_body(request, settings.max_body_bytes)
+    parsed, kind = await parse_batch(request, body)
     if not parsed:
         raise ServingError(
             "missing_image",
@@ -577,7 +576,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
     if first.get("type") == "json_invalid":
         # FastAPI keeps the decoder's message and position: rebuilt, they read as /v1/predict's
         position = first["loc"][-1]
-        error = _invalid_json(json.JSONDecodeError(first["ctx"]["error"], exc.body, position))
+        error = invalid_json(json.JSONDecodeError(first["ctx"]["error"], exc.body, position))
     else:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         error = ServingError("invalid_field", f"{where or 'body'}: {first.get('msg', 'invalid')}")
@@ -590,7 +589,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     UTF-8 reaches here too (FastAPI's 400 "error parsing the body", caused by the decode
     error): it is ``invalid_json``, as on the routes that parse their own body."""
     if isinstance(exc.__cause__, UnicodeDecodeError):
-        error = _invalid_json(exc.__cause__)
+        error = invalid_json(exc.__cause__)
     else:
         error = ServingError(status_code_name(exc.status_code), str(exc.detail), exc.status_code)
     api_state(request.app).metrics.error(error.code)
@@ -608,13 +607,6 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 # ---- the guard: API key and body limit on every route ------------------------------------
-
-
-class BodyTooLarge(ServingError):
-    def __init__(self, limit: int):
-        super().__init__(
-            "request_too_large", f"the request body is larger than the limit of {limit:,} bytes"
-        )
 
 
 class _HeadTooLarge(ServingError):
@@ -791,218 +783,3 @@ def _error_response(error: ServingError) -> JSONResponse:
     elif error.status == 401:
         headers = {"WWW-Authenticate": 'ApiKey header="X-API-Key"'}
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body, stopping as soon as it passes ``limit`` bytes (chunked uploads too)."""
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise BodyTooLarge(limit)
-    except ClientDisconnect as exc:  # was an "unhandled error" 500 with a traceback in the log
-        raise ServingError(
-            "client_disconnected", "the client closed the connection before its upload ended"
-        ) from exc
-    if not body:
-        raise ServingError("empty_body", "the request body is empty; send an image")
-    return bytes(body)
-
-
-async def _parse_predict(request: Request, body: bytes) -> tuple[bytes, str]:
-    """(image bytes, kind) from a JSON, multipart or raw image body."""
-    content_type = _content_type(request)
-    if content_type == "multipart/form-data":
-        return await parse_multipart(request, body)
-    if content_type.startswith(RAW_IMAGE_TYPES):
-        return body, raw_image_kind(request.query_params)
-    payload = json_object(request, body, "an 'image'", raw=True)
-    return decode_image_field(payload.get("image")), kind_field(payload)
-
-
-def raw_image_kind(query: Mapping[str, Any]) -> str:
-    """The ``kind`` of a raw image body, from the query string (``?kind=line``); absent or
-    empty, ``auto`` (as a form's empty kind field). Which kinds exist is checked where the
-    image is read."""
-    return str(query.get("kind") or "auto")
-
-
-async def _parse_batch(request: Request, body: bytes) -> tuple[list[bytes | ServingError], str]:
-    """(each image's bytes, or why its field is unusable; kind) from a JSON or multipart
-    batch body."""
-    if _content_type(request) == "multipart/form-data":
-        form = await _form(request, body)
-        # an error names the field and the image's place in the batch, as images[i] does
-        uploaded = [
-            await _field_bytes(item, f"{name}[{index}]")
-            for index, (name, item) in enumerate(_uploads(form))
-        ]
-        return uploaded, str(form.get("kind") or "auto")
-    payload = json_object(request, body, "an 'images' list")
-    images = payload.get("images")
-    if not isinstance(images, list):
-        raise ServingError("invalid_field", "'images' must be a list of base64 images")
-    decoded = [_decoded_or_error(value, f"images[{index}]") for index, value in enumerate(images)]
-    return decoded, kind_field(payload)
-
-
-def _decoded_or_error(value: object, field: str) -> bytes | ServingError:
-    try:
-        return decode_image_field(value, field)
-    except ServingError as exc:
-        return exc
-
-
-async def _field_bytes(item: Any, name: str) -> bytes | ServingError:
-    """A multipart field's bytes: an uploaded file's, or a base64 text field decoded."""
-    if isinstance(item, str):
-        return _decoded_or_error(item, name)
-    return cast(bytes, await item.read())
-
-
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-def require_json(request: Request) -> None:
-    """A route whose body is a JSON object answers 415 to another declared type, as
-    /v1/predict does (a dependency: it runs before FastAPI validates the body, which
-    answered a form or text body 422 "Input should be a valid dictionary")."""
-    content_type = _content_type(request)
-    if content_type != "application/json":
-        raise ServingError(
-            "unsupported_media_type",
-            f"{_described(content_type)} is not supported; send application/json",
-        )
-
-
-def _described(content_type: str) -> str:
-    """A request's content type as an error names it (it said "content type 'missing'").
-
-    >>> _described(""), _described("text/plain")
-    ('a body without a content type', "content type 'text/plain'")
-    """
-    return f"content type {content_type!r}" if content_type else "a body without a content type"
-
-
-def json_object(request: Request, body: bytes, expected: str, raw: bool = False) -> dict[str, Any]:
-    """The JSON object of a body; ServingError for another content type or bad JSON. ``raw``:
-    the route also reads an image's own bytes, which the refusal then offers."""
-    content_type = _content_type(request)
-    refuse_mislabelled_image(content_type, body)
-    if content_type != "application/json":
-        raw_offer = ", or the image's bytes as image/png, image/jpeg, ..." if raw else ""
-        raise ServingError(
-            "unsupported_media_type",
-            f"{_described(content_type)} is not supported; send "
-            f"application/json with {expected} (base64), a multipart/form-data upload with "
-            f'an "image" file{raw_offer}',
-        )
-    try:
-        payload = load_json_body(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _invalid_json(exc) from exc
-    if not isinstance(payload, dict):
-        raise ServingError("invalid_json", f"the JSON body must be an object with {expected}")
-    return payload
-
-
-def refuse_mislabelled_image(content_type: str, body: bytes) -> None:
-    """An image's bytes sent under another content type (JSON, or the form type that ``curl
-    --data-binary`` writes unless told) are refused with what to send instead, not read as
-    bad JSON."""
-    if body.startswith(IMAGE_MAGIC):
-        raise ServingError(
-            "unsupported_media_type",
-            f"the body is image bytes but its content type is {content_type or 'missing'}: "
-            "send it with its image type (image/png, image/jpeg, ...; curl: -H 'Content-Type: "
-            "image/jpeg')",
-        )
-
-
-def _invalid_json(exc: json.JSONDecodeError | UnicodeDecodeError) -> ServingError:
-    """The error of a body that is not JSON, with where the decoder stopped (every route)."""
-    return ServingError("invalid_json", f"the body is not valid JSON: {exc}")
-
-
-def _content_type_params(request: Request) -> dict[str, str]:
-    """The parameters of the Content-Type header (``boundary``, ``charset``), keys lower-cased.
-
-    >>> from starlette.requests import Request
-    >>> header = (b"content-type", b'multipart/form-data; Boundary="x-1"; charset=utf-8')
-    >>> _content_type_params(Request({"type": "http", "headers": [header]}))
-    {'boundary': 'x-1', 'charset': 'utf-8'}
-    """
-    _, *params = request.headers.get("content-type", "").split(";")
-    pairs = (param.partition("=") for param in params)
-    return {key.strip().lower(): value.strip().strip('"') for key, _, value in pairs}
-
-
-async def _form(request: Request, body: bytes) -> Any:
-    """The parsed multipart form of ``body`` (read already, so it is replayed). A body that
-    cannot be split into fields is ``invalid_multipart`` (400): a malformed request, as
-    broken JSON is ``invalid_json``, not a field with a wrong value."""
-    if not _content_type_params(request).get("boundary"):
-        raise ServingError(
-            "invalid_multipart",
-            "the multipart body has no boundary: its Content-Type must be "
-            "'multipart/form-data; boundary=...', which HTTP clients write themselves "
-            "(curl -F, a files= upload) when the header is not set by hand",
-        )
-
-    async def replay() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        return await Request(request.scope, replay).form()
-    except Exception as exc:  # noqa: BLE001 - the multipart parser raises several types
-        # Starlette reports the parser's own message as an HTTPException's detail
-        reason = exc.detail if isinstance(exc, StarletteHTTPException) else exc
-        raise ServingError(
-            "invalid_multipart", f"the multipart body cannot be parsed: {reason}"
-        ) from exc
-
-
-def _uploads(form: Any) -> list[tuple[str, Any]]:
-    """Every (field name, value) of the form's image fields, in the order sent.
-
-    All of them, not ``form.get(name)``: that keeps one value of a repeated field and would
-    drop the other images without a word. A file sent under another name beside them is
-    refused, for the same reason (``images``, the JSON batch's key, was ignored); alone, it
-    is an upload with no image (``missing_image``)."""
-    uploads = [(name, item) for name, item in form.multi_items() if name in UPLOAD_FIELDS]
-    strays = sorted(
-        {name for name, item in form.multi_items() if not isinstance(item, str)}
-        - set(UPLOAD_FIELDS)
-    )
-    if uploads and strays:
-        raise ServingError(
-            "invalid_field",
-            f"the multipart upload has a file in field(s) {', '.join(strays)}, which are not "
-            f"read: send each image in a field named {' or '.join(UPLOAD_FIELDS)}",
-        )
-    return uploads
-
-
-async def parse_multipart(request: Request, body: bytes) -> tuple[bytes, str]:
-    """(image bytes, kind) from a multipart upload of exactly one image: several are
-    refused (``multiple_images``) rather than all but one answered as if they were one."""
-    form = await _form(request, body)
-    uploads = _uploads(form)
-    if not uploads:
-        raise ServingError(
-            "missing_image", f"the multipart upload has no {' or '.join(UPLOAD_FIELDS)} field"
-        )
-    if len(uploads) > 1:
-        fields = ", ".join(name for name, _ in uploads)
-        raise ServingError(
-            "multiple_images",
-            f"the multipart upload holds {len(uploads)} images ({fields}): send one image per "
-            "request to /v1/predict, or several to /v1/predict/batch",
-        )
-    name, item = uploads[0]
-    image = await _field_bytes(item, name)
-    if isinstance(image, ServingError):
-        raise image
-    return image, str(form.get("kind") or "auto")

@@ -38,7 +38,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from quill.serving.api import (
+from quill.serving.bodies import (
     RAW_IMAGE_TYPES,
     BodyTooLarge,
     json_object,
