@@ -1,6 +1,6 @@
 /*
  * The compiled part of the ink map: the paper estimate's window medians
- * (quill.preprocess._local_median), the largest cost of a line's preprocessing in NumPy.
+ * (quill.preprocess.ink._local_median), the largest cost of a line's preprocessing in NumPy.
  *
  * window_medians(cells, size) reads an (h, w) uint8 grid with its edges repeated and returns,
  * as h * ceil(w / 2) bytes, the median of the size x size window centred on every other cell
@@ -13,7 +13,7 @@
  * its paper estimate, and returns the squared Euclidean distance of every pixel from its
  * paper colour as h * w native int32 values, with the 50th and 99.5th percentiles of the
  * distance (the square root): exactly what NumPy's differences, squares, np.bincount and
- * quill.preprocess._percentiles give, in one pass over the pixels and one over their counts
+ * quill.preprocess.ink._percentiles give, in one pass over the pixels and one over their counts
  * instead of a dozen array passes.
  */
 #define PY_SSIZE_T_CLEAN
@@ -93,7 +93,7 @@ static Py_ssize_t reaching(const int64_t *cumulative, Py_ssize_t size, int64_t n
 }
 
 /* The q-th percentile of the square roots of values counted in `cumulative`, interpolated
- * between the two order statistics around it as quill.preprocess._percentiles does. */
+ * between the two order statistics around it as quill.preprocess.ink._percentiles does. */
 static double root_percentile(const int64_t *cumulative, Py_ssize_t size, double q) {
     int64_t total = cumulative[size - 1];
     double position = q / 100.0 * (double)(total - 1);

@@ -1,6 +1,6 @@
 """The compiled parts of the ink map (``quill._paper``) are NumPy's, exactly.
 
-``quill.preprocess._numpy_window_medians`` partitions every window; the compiled one slides a
+``quill.preprocess.ink._numpy_window_medians`` partitions every window; the compiled one slides a
 histogram along each row. Both must give the same integer for every window, on grids shaped
 like a line's (wide and short), a page's, tiny ones, odd and even widths, and on values that
 change abruptly (ink) as well as slowly (paper). The compiled colour distances count their
@@ -14,24 +14,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quill import preprocess
-from quill.preprocess import (
+from quill.preprocess import ink, ink_map, ink_mask
+from quill.preprocess.ink import (
     _colour_distance,
     _numpy_colour_distance,
     _numpy_window_medians,
     _paper_estimate,
     _window_medians,
-    ink_map,
-    ink_mask,
 )
 
 
 def test_the_compiled_medians_are_built():
     """`make setup` builds them (setup.py); without them the tests below compare NumPy with
     itself."""
-    assert preprocess.COMPILED_PAPER
-    assert preprocess._paper is not None, "quill._paper is missing: reinstall with a C compiler"
-    assert preprocess._paper.ABI_VERSION == preprocess.COMPILED_PAPER_VERSION
+    assert ink.COMPILED_PAPER
+    assert ink._paper is not None, "quill._paper is missing: reinstall with a C compiler"
+    assert ink._paper.ABI_VERSION == ink.COMPILED_PAPER_VERSION
 
 
 @pytest.mark.parametrize(
@@ -67,7 +65,7 @@ def test_the_ink_map_is_the_same_either_way(monkeypatch):
     image = Image.fromarray(photo)
     compiled, compiled_mask = ink_map(image), ink_mask(image, 0.4)
     assert compiled_mask.any() and not compiled_mask.all()
-    monkeypatch.setattr(preprocess, "COMPILED_PAPER", False)
+    monkeypatch.setattr(ink, "COMPILED_PAPER", False)
     assert np.array_equal(ink_map(image), compiled)
     assert np.array_equal(ink_mask(image, 0.4), compiled_mask)
 
@@ -92,15 +90,13 @@ def test_the_same_colour_distances_as_numpy(height, width, seed):
 
 def test_bad_colour_images_are_refused():
     with pytest.raises(ValueError, match="one size"):
-        preprocess._paper.colour_distance(
-            np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)
-        )
+        ink._paper.colour_distance(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8))
     with pytest.raises(ValueError, match="non-empty"):
-        preprocess._paper.colour_distance(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8))
+        ink._paper.colour_distance(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8))
 
 
 def test_bad_grids_are_refused():
     with pytest.raises(ValueError, match="odd size"):
-        preprocess._paper.window_medians(np.zeros((4, 4), np.uint8), 4)
+        ink._paper.window_medians(np.zeros((4, 4), np.uint8), 4)
     with pytest.raises(ValueError, match="2-D uint8"):
-        preprocess._paper.window_medians(np.zeros((4, 4), np.float32), 3)
+        ink._paper.window_medians(np.zeros((4, 4), np.float32), 3)

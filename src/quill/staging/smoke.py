@@ -133,9 +133,9 @@ def cached_smoke_model(cache_root: Path) -> Path:
         *sorted((package / "models").glob("*.py")),
         *sorted((package / "runtimes").glob("*.py")),
         *sorted((package / "staging").glob("*.py")),
+        *sorted((package / "preprocess").glob("*.py")),
         package / "staged_model.py",
         package / "model_files.py",
-        package / "preprocess.py",
         package / "vocab.py",
     ]
     for source in sources:
