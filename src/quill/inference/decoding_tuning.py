@@ -16,11 +16,11 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quill.evaluation import corpus_cer
+from quill.evaluation import Item, score_slices
 from quill.inference.shifts import ONE_PASS
 from quill.models.decoding import (
     PRUNE_LOG_PROB,
@@ -44,6 +44,32 @@ class TuningResult:
     setting: dict[str, Any]
     cer: float
     ms_per_line: float
+    #: The CER of each data folder's lines, when the tuning set joins several (:func:`scored`).
+    per_set: dict[str, float] = field(default_factory=dict)
+
+
+def scored(
+    texts: Sequence[str], references: Sequence[str], sets: Sequence[str] = ()
+) -> tuple[float, dict[str, float]]:
+    """The corpus CER of ``texts`` and, when ``sets`` (each line's data folder) names more
+    than one, each folder's: a setting can read one writer's pages better and strangers'
+    hands worse, which the pooled figure alone hides.
+
+    >>> scored(["ab", "cd"], ["ab", "cx"], ["hooker", "copiste"])
+    (0.25, {'hooker': 0.0, 'copiste': 0.5})
+    >>> scored(["ab"], ["ax"])
+    (0.5, {})
+    """
+    labels = list(sets) or [""] * len(texts)
+    items = [
+        Item(reference, text, {"set": label})
+        for text, reference, label in zip(texts, references, labels, strict=True)
+    ]
+    rows = score_slices(items, ["set"])
+    per_set = {row.value: row.score.cer for row in rows[1:]}
+    return rows[0].score.cer, {
+        label: per_set[label] for label in dict.fromkeys(labels) if label in per_set
+    }
 
 
 class _RecordingDecoder:
@@ -92,10 +118,12 @@ def tune(
     prunes: Sequence[float] = (PRUNE_LOG_PROB,),
     rank_gaps: Sequence[float | None] = (None,),
     progress: Callable[[str], None] = lambda _: None,
+    sets: Sequence[str] = (),
 ) -> list[TuningResult]:
     """CER of greedy, of beam search alone and of beam search with ``lm`` at every
     (beam width, prune threshold, rank gap, weight, bonus) of the grid, on the same recorded
-    log-probabilities; best first. A rank gap of None keeps the whole beam."""
+    log-probabilities; best first. A rank gap of None keeps the whole beam. ``sets``: each
+    line's data folder, for the CER of each (:func:`scored`)."""
     searches = [
         {"method": "beam", "beam_width": width, "prune_log_prob": prune}
         | ({} if gap is None else {"rank_gap": gap})
@@ -112,8 +140,16 @@ def tune(
         progress(json.dumps(setting))
         decoder = CTCDecoder(lm=lm if "lm_weight" in setting else None, **setting)
         texts, ms_per_line = _decode_all(decoder, batches, decode_text)
-        results.append(TuningResult(setting, corpus_cer(texts, references), ms_per_line))
+        results.append(TuningResult(setting, *_cer_ms(texts, references, sets, ms_per_line)))
     return sorted(results, key=lambda r: r.cer)
+
+
+def _cer_ms(
+    texts: Sequence[str], references: Sequence[str], sets: Sequence[str], ms: float
+) -> tuple[float, float, dict[str, float]]:
+    """A :class:`TuningResult`'s figures in field order: CER, milliseconds, CER per set."""
+    cer, per_set = scored(texts, references, sets)
+    return cer, ms, per_set
 
 
 def _decode_all(
@@ -156,6 +192,7 @@ def tune_language(
     bonuses: Sequence[float],
     margins: Sequence[float],
     progress: Callable[[str], None] = lambda _: None,
+    sets: Sequence[str] = (),
 ) -> list[LanguageTuningResult]:
     """CER of ``main`` (a beam search with its LM, as the model decodes now) and of ``main``
     reading ``option``'s language too, at every identification margin and weight and bonus
@@ -164,7 +201,8 @@ def tune_language(
     kept = tuple(other for other in main.languages if other.language != option.language)
     results = []
     baseline_texts, baseline_ms = _decode_all(main, batches, decode_text)
-    results.append(LanguageTuningResult({}, corpus_cer(baseline_texts, references), baseline_ms, 0))
+    baseline = _cer_ms(baseline_texts, references, sets, baseline_ms)
+    results.append(LanguageTuningResult({}, *baseline, lines_in_language=0))
     for margin in margins:
         # which lines read as the language depends on the margin alone, not on the weights
         choosing = dataclasses.replace(
@@ -182,8 +220,8 @@ def tune_language(
             weighted = dataclasses.replace(option, lm_weight=weight, insertion_bonus=bonus)
             decoder = dataclasses.replace(choosing, languages=(*kept, weighted))
             texts, ms_per_line = _decode_all(decoder, batches, decode_text)
-            cer = corpus_cer(texts, references)
-            results.append(LanguageTuningResult(setting, cer, ms_per_line, in_language))
+            figures = _cer_ms(texts, references, sets, ms_per_line)
+            results.append(LanguageTuningResult(setting, *figures, lines_in_language=in_language))
     return sorted(results, key=lambda r: r.cer)
 
 
@@ -226,10 +264,12 @@ def measure_shifts(
     references: Sequence[str],
     candidates: Sequence[tuple[int, ...]],
     progress: Callable[[str], None] = lambda _: None,
+    sets: Sequence[str] = (),
 ) -> list[TuningResult]:
     """CER and milliseconds per line (preprocessing, network and decoding) of ``recognizer``
     reading ``images`` with each candidate's shifts and its own decoding; best first, the
-    faster of equal ones first. The recognizer keeps the shifts it had."""
+    faster of equal ones first; ``sets`` as :func:`tune`'s. The recognizer keeps the shifts
+    it had."""
     kept, results = recognizer.shifts, []
     try:
         if images:  # a warm-up read: the first candidate is not timed with the cold start
@@ -243,7 +283,7 @@ def measure_shifts(
                 texts += [p.text for p in recognizer.predict(chunk, kind="line")]
             ms = (time.perf_counter() - start) * 1000 / max(1, len(images))
             setting = {"shifts": list(shifts)}
-            results.append(TuningResult(setting, corpus_cer(texts, list(references)), ms))
+            results.append(TuningResult(setting, *_cer_ms(texts, references, sets, ms)))
     finally:
         recognizer.shifts = kept
     return sorted(results, key=lambda r: (r.cer, network_passes(r), r.ms_per_line))

@@ -367,19 +367,28 @@ def tune(
         language = CharNGramLM.load(lm) if lm else None
     except (ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
-    recognizer, batches, texts, names = _record(model, data, split, limit, console, "greedy")
+    recognizer, batches, texts, names, sets = _record(model, data, split, limit, console, "greedy")
     if language is not None:
         try:
             language.check_tokenizer(recognizer.tokenizer)
         except ValueError as exc:
             raise fail(str(exc)) from exc
     results = decoding_tuning.tune(
-        batches, texts, recognizer.tokenizer.decode, language, *grid, progress=_trying(console)
+        batches,
+        texts,
+        recognizer.tokenizer.decode,
+        language,
+        *grid,
+        progress=_trying(console),
+        sets=sets,
     )
     print(f"{model} on {names} {split}: {len(texts)} lines, best first")
-    print(f"{'CER':>8} {'ms/line':>8}  decoding")
+    print(f"{'CER':>8}{_per_set_header(sets)} {'ms/line':>8}  decoding")
     for result in results:
-        print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {json.dumps(result.setting)}")
+        print(
+            f"{result.cer:8.4f}{_per_set_cells(result)} {result.ms_per_line:8.2f}  "
+            f"{json.dumps(result.setting)}"
+        )
     best = decoding_tuning.best_within(results, max_ms, cer_tolerance / 100)
     budget = f" within {max_ms:g} ms per line" if max_ms is not None else ""
     if cer_tolerance:
@@ -400,16 +409,16 @@ def _trying(console: Any) -> Callable[[str], None]:
 
 def _record(
     model: Path, data: list[Path], split: str, limit: int, console: Any, decoding: str | None
-) -> tuple[Any, list[tuple[Any, Any]], list[str], str]:
+) -> tuple[Any, list[tuple[Any, Any]], list[str], str, list[str]]:
     """Load ``model`` (``decoding`` overriding its method, or None for its own decoding) and
     run it once over the ``split`` line samples of ``data``: (recognizer, recorded
-    log-probabilities, reference texts, the folders' names joined by " + "). Fails with a
-    clear message on a bad model, folder or split."""
+    log-probabilities, reference texts, the folders' names joined by " + ", each line's
+    folder). Fails with a clear message on a bad model, folder or split."""
     from rich.progress import Progress
 
     from quill.inference import decoding_tuning
 
-    recognizer, paths, texts, names = _tuning_lines(model, data, split, limit, decoding)
+    recognizer, paths, texts, names, sets = _tuning_lines(model, data, split, limit, decoding)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("running the model", total=len(paths))
         try:
@@ -418,14 +427,14 @@ def _record(
             )
         except ValueError as exc:
             raise fail(str(exc)) from exc
-    return recognizer, batches, texts, names
+    return recognizer, batches, texts, names, sets
 
 
 def _tuning_lines(
     model: Path, data: list[Path], split: str, limit: int, decoding: str | None
-) -> tuple[Any, list[Path], list[str], str]:
+) -> tuple[Any, list[Path], list[str], str, list[str]]:
     """Load ``model`` and list the ``split`` line samples of ``data``: (recognizer, image
-    paths, reference texts, the folders' names joined by " + ")."""
+    paths, reference texts, the folders' names joined by " + ", each line's folder)."""
     from quill.data.manifest import Manifest
     from quill.inference.recognizer import Recognizer
 
@@ -434,7 +443,7 @@ def _tuning_lines(
         manifests = [Manifest.load(folder) for folder in data]
     except (ModelLoadError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
-    paths, texts = [], []
+    paths, texts, sets = [], [], []
     for folder, manifest in zip(data, manifests, strict=True):
         # An unknown split name reads no samples, refused just below.
         wanted = cast("Split", split)
@@ -443,7 +452,20 @@ def _tuning_lines(
             raise fail(f"{folder} has no {split!r} line samples")
         paths += [manifest.path_of(s) for s in samples]
         texts += [s.text for s in samples]
-    return recognizer, paths, texts, " + ".join(str(folder) for folder in data)
+        sets += [str(folder)] * len(samples)
+    return recognizer, paths, texts, " + ".join(str(folder) for folder in data), sets
+
+
+def _per_set_header(sets: list[str]) -> str:
+    """The per-folder CER columns' heading (none for one folder), each named by its folder's
+    last part: a tuning set that joins writers' sets shows what each setting does to each."""
+    labels = list(dict.fromkeys(sets))
+    return "".join(f" {Path(label).name[:10]:>10}" for label in labels) if len(labels) > 1 else ""
+
+
+def _per_set_cells(result: Any) -> str:
+    """A result's per-folder CERs, under :func:`_per_set_header`."""
+    return "".join(f" {cer:10.4f}" for cer in result.per_set.values())
 
 
 @lm_app.command("shifts")
@@ -485,16 +507,19 @@ def shifts(
         options = [check_shifts([int(v) for v in text.split(",")]) for text in candidates or []]
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--shifts") from exc
-    recognizer, paths, texts, names = _tuning_lines(model, data, split, limit, None)
+    recognizer, paths, texts, names, sets = _tuning_lines(model, data, split, limit, None)
     if recognizer.model.family != "ctc":
         raise fail(f"{model} is not a CTC model: shifts average a CTC network's outputs")
     results = decoding_tuning.measure_shifts(
-        recognizer, paths, texts, options or [ONE_PASS, (0, -2, 2)], _trying(console)
+        recognizer, paths, texts, options or [ONE_PASS, (0, -2, 2)], _trying(console), sets
     )
     print(f"{model} on {names} {split}: {len(texts)} lines, best first")
-    print(f"{'CER':>8} {'ms/line':>8}  shifts")
+    print(f"{'CER':>8}{_per_set_header(sets)} {'ms/line':>8}  shifts")
     for result in results:
-        print(f"{result.cer:8.4f} {result.ms_per_line:8.2f}  {result.setting['shifts']}")
+        print(
+            f"{result.cer:8.4f}{_per_set_cells(result)} {result.ms_per_line:8.2f}  "
+            f"{result.setting['shifts']}"
+        )
     best = decoding_tuning.best_within(results, max_ms, cer_tolerance / 100)
     print(f"best: {best.setting['shifts']}")
     if write:
@@ -591,7 +616,7 @@ def language(
     # every option is checked before the model runs over the data, which takes minutes
     grid = (_lm_weights(weights), _floats(bonuses, "--bonuses"), _floats(margins, "--margins"))
     console = Console(stderr=True, soft_wrap=True)
-    recognizer, batches, texts, names = _record(model, data, split, limit, console, None)
+    recognizer, batches, texts, names, sets = _record(model, data, split, limit, console, None)
     main = recognizer.runtime.decoder
     if not isinstance(main, CTCDecoder) or main.method != "beam" or main.lm is None:
         raise fail(
@@ -622,13 +647,15 @@ def language(
         option,
         *grid,
         progress=_trying(console),
+        sets=sets,
     )
     print(f"{model} reading {name} too, on {names} {split}: {len(texts)} lines, best first")
-    print(f"{'CER':>8} {'ms/line':>8} {'lines':>6}  {name} decoding")
+    print(f"{'CER':>8}{_per_set_header(sets)} {'ms/line':>8} {'lines':>6}  {name} decoding")
     for result in results:
         setting = json.dumps(result.setting) if result.setting else "(the model as it is)"
         print(
-            f"{result.cer:8.4f} {result.ms_per_line:8.2f} {result.lines_in_language:6d}  {setting}"
+            f"{result.cer:8.4f}{_per_set_cells(result)} {result.ms_per_line:8.2f} "
+            f"{result.lines_in_language:6d}  {setting}"
         )
     best = results[0]
     if not best.setting:
