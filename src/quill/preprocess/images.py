@@ -31,9 +31,13 @@ DRAFT_MIN_SIDE = 2000
 #: at least this share of its area kept part of its paper opaque: that tone is the paper's
 #: (:func:`_on_backdrop`). Strokes alone cover far less of an image, even a tight crop.
 OPAQUE_PAPER_AREA = 0.25
+
+#: What every reading function takes: a path, encoded bytes, a PIL image or an array.
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
+
 # Quill enforces its own pixel limit (MAX_PIXELS) from the header, before decoding.
 Image.MAX_IMAGE_PIXELS = None
+
 #: Modes with more than 8 bits per sample, read by their value range (see _to_8bit).
 _WIDE_MODES = ("I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 #: Formats whose extra frames are pages of their own (a multi-page TIFF scan, an animated

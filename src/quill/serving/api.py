@@ -303,7 +303,7 @@ def _image_body(
 ) -> dict[str, Any]:
     """The OpenAPI request body of a route that reads its body itself: JSON as
     ``json_model``, a multipart upload whose ``image`` field is ``image``, and with ``raw``
-    the image's own bytes (:data:`RAW_IMAGE_TYPES`)."""
+    the image's own bytes (:data:`quill.serving.bodies.RAW_IMAGE_TYPES`)."""
     upload = {
         "type": "object",
         "properties": {"image": image, "kind": {"type": "string", "default": "auto"}},
