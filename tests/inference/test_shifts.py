@@ -157,10 +157,11 @@ def test_lm_tuning_reports_each_data_folders_cer_beside_the_pooled_one(
     options = ["--shifts", "0"] if command == "shifts" else ["--beam", "4"]
     runner = CliRunner()
 
-    def run(*folders: Path) -> dict[str, list[float]]:
+    def run(*folders: Path, write: bool = False) -> dict[str, list[float]]:
         """Each setting's CERs: the pooled one, then one per folder when there are several."""
         data = [arg for folder in folders for arg in ("--data", str(folder))]
-        result = runner.invoke(app, ["lm", command, str(model_copy), *data, *options])
+        more = ["--write"] if write else []
+        result = runner.invoke(app, ["lm", command, str(model_copy), *data, *options, *more])
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
         header = next(line for line in lines if line.lstrip().startswith("CER")).split()
@@ -173,9 +174,16 @@ def test_lm_tuning_reports_each_data_folders_cer_beside_the_pooled_one(
             if (match := row.match(line))
         }
 
-    both, alone, relabelled = run(val_lines, other), run(val_lines), run(other)
+    alone, relabelled = run(val_lines), run(other)
+    both = run(val_lines, other, write=True)
     assert both and set(both) == set(alone) == set(relabelled)
     for setting, (pooled, first, second) in both.items():
         # each folder's column is what that folder reads alone, in the order given
         assert (first, second) == (alone[setting][0], relabelled[setting][0])
         assert second > first and first <= pooled <= second
+    # the model card keeps them: its table has the same columns, one row per setting
+    card = (model_copy / "MODEL_CARD.md").read_text()
+    section = card.split("## Shifts" if command == "shifts" else "## Decoding")[1].split("\n## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert table[0].split("|")[2:5] == [" CER ", " CER lines ", " CER other "]
+    assert len(table) == 2 + len(both)

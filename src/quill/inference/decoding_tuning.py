@@ -307,6 +307,6 @@ def attach(
         rows = [(r.setting, r.cer, r.ms_per_line) for r in results]
         card = staged.card_path.read_text()
         written = (staged.decoding or DecodingConfig()).to_dict()
-        card = with_decoding_section(card, written, rows, tuned_on)
+        card = with_decoding_section(card, written, rows, tuned_on, [r.per_set for r in results])
         staged.card_path.write_text(with_header(card, staged))
     return staged

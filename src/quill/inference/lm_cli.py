@@ -535,7 +535,10 @@ def shifts(
                 f"{len(texts)} {split} lines of `{names}`, the fastest within "
                 f"{cer_tolerance:g} CER points of the best"
             )
-            card = with_shifts_section(staged.card_path.read_text(), chosen, rows, tuned_on)
+            per_set = [r.per_set for r in results]
+            card = with_shifts_section(
+                staged.card_path.read_text(), chosen, rows, tuned_on, per_set
+            )
             staged.card_path.write_text(with_header(card, staged))
         console.print(f"wrote shifts {list(chosen)} to {staged.metadata_path}: {staged.version}")
 
@@ -676,7 +679,7 @@ def language(
             rows = [(r.setting, r.cer, r.ms_per_line, r.lines_in_language) for r in results]
             tuned_on = f"{len(texts)} {split} lines of `{names}`"
             written = (updated.decoding or DecodingConfig()).to_dict()
-            section = languages_section(written, rows, name, tuned_on)
+            section = languages_section(written, rows, name, tuned_on, [r.per_set for r in results])
             card = with_languages_section(updated.card_path.read_text(), section)
             updated.card_path.write_text(with_header(card, updated))
         console.print(

@@ -239,22 +239,48 @@ HELD_OUT_HEADING = "## The writer's held-out lines"
 FILES_HEADING = "## Files"
 
 
+#: Each row's CER on each data folder of a tuning that joined several (folder -> CER), in
+#: the order of the rows; empty mappings (or none) add no columns.
+PerSet = Sequence[Mapping[str, float]]
+
+
+def _per_set_columns(per_set: PerSet, count: int) -> tuple[str, str, list[str]]:
+    """A tuning table's CER columns per data folder, after the pooled CER: the heading's
+    cells, the rule's, and each of ``count`` rows' (all empty for one folder). The card
+    keeps what the choice traded between folders, e.g. one writer's letters for strangers'.
+
+    >>> _per_set_columns([{"data/hooker": 0.2, "data/copiste": 0.1}], 1)
+    (' CER hooker | CER copiste |', '---|---|', [' 0.2000 | 0.1000 |'])
+    """
+    names = list(per_set[0]) if per_set and per_set[0] else []
+    if not names:
+        return "", "", [""] * count
+    heading = "".join(f" CER {Path(name).name} |" for name in names)
+    cells = ["".join(f" {row.get(name, float('nan')):.4f} |" for name in names) for row in per_set]
+    return heading, "---|" * len(names), cells
+
+
 def decoding_section(
     decoding: Mapping[str, Any],
     rows: Sequence[tuple[Mapping[str, Any], float, float]],
     tuned_on: str,
+    per_set: PerSet = (),
 ) -> str:
     """The Decoding section: the setting in use and what ``quill lm tune`` measured
-    (``rows`` of (setting, CER, ms per line), best first) on ``tuned_on``."""
+    (``rows`` of (setting, CER, ms per line), best first; :data:`PerSet`) on ``tuned_on``."""
+    heading, rule, cells = _per_set_columns(per_set, len(rows))
     lines = [
         DECODING_HEADING,
         "",
         f"`{json.dumps(dict(decoding))}`, chosen by `quill lm tune` on "
         f"{tuned_on or 'validation data'}:",
         "",
-        "| decoding | CER | ms per line |",
-        "|---|---|---|",
-        *(f"| `{json.dumps(dict(setting))}` | {cer:.4f} | {ms:.2f} |" for setting, cer, ms in rows),
+        f"| decoding | CER |{heading} ms per line |",
+        f"|---|---|{rule}---|",
+        *(
+            f"| `{json.dumps(dict(setting))}` | {cer:.4f} |{more} {ms:.2f} |"
+            for (setting, cer, ms), more in zip(rows, cells, strict=True)
+        ),
         "",
     ]
     return "\n".join(lines) + "\n"
@@ -265,9 +291,11 @@ def with_decoding_section(
     decoding: Mapping[str, Any],
     rows: Sequence[tuple[Mapping[str, Any], float, float]],
     tuned_on: str,
+    per_set: PerSet = (),
 ) -> str:
     """The card with its Decoding section (re)written, placed before the Files section."""
-    return _with_section(card, DECODING_HEADING, decoding_section(decoding, rows, tuned_on))
+    section = decoding_section(decoding, rows, tuned_on, per_set)
+    return _with_section(card, DECODING_HEADING, section)
 
 
 def languages_section(
@@ -275,11 +303,13 @@ def languages_section(
     rows: Sequence[tuple[Mapping[str, Any], float, float, int]],
     language: str,
     tuned_on: str,
+    per_set: PerSet = (),
 ) -> str:
     """The Other languages section: the languages a decoding reads besides its main one, and
     what ``quill lm language`` measured for ``language`` (``rows`` of (setting, CER, ms per
-    line, lines read in the language), best first; an empty setting is the model as it was)
-    on ``tuned_on``."""
+    line, lines read in the language), best first; an empty setting is the model as it was;
+    :data:`PerSet`) on ``tuned_on``."""
+    heading, rule, cells = _per_set_columns(per_set, len(rows))
     lines = [
         LANGUAGES_HEADING,
         "",
@@ -298,12 +328,12 @@ def languages_section(
         "",
         f"`{language}` was chosen by `quill lm language` on {tuned_on or 'validation data'}:",
         "",
-        f"| {language} decoding | CER | ms per line | lines read as {language} |",
-        "|---|---|---|---|",
+        f"| {language} decoding | CER |{heading} ms per line | lines read as {language} |",
+        f"|---|---|{rule}---|---|",
         *(
             f"| {f'`{json.dumps(dict(setting))}`' if setting else 'the model as it was'} | "
-            f"{cer:.4f} | {ms:.2f} | {count} |"
-            for setting, cer, ms, count in rows
+            f"{cer:.4f} |{more} {ms:.2f} | {count} |"
+            for (setting, cer, ms, count), more in zip(rows, cells, strict=True)
         ),
         "",
     ]
@@ -320,10 +350,12 @@ def with_shifts_section(
     shifts: Sequence[int],
     rows: Sequence[tuple[Sequence[int], float, float]],
     tuned_on: str,
+    per_set: PerSet = (),
 ) -> str:
     """The card with its Shifts section (re)written: the vertical shifts the network's outputs
     are averaged over, and what ``quill lm shifts`` measured (``rows`` of (shifts, CER, ms per
-    line), best first) on ``tuned_on``."""
+    line), best first; :data:`PerSet`) on ``tuned_on``."""
+    heading, rule, cells = _per_set_columns(per_set, len(rows))
     lines = [
         SHIFTS_HEADING,
         "",
@@ -332,9 +364,12 @@ def with_shifts_section(
         "(`quill.inference.shifts`).",
         f"Chosen by `quill lm shifts` on {tuned_on or 'validation data'}:",
         "",
-        "| shifts | CER | ms per line |",
-        "|---|---|---|",
-        *(f"| {', '.join(map(str, row))} | {cer:.4f} | {ms:.2f} |" for row, cer, ms in rows),
+        f"| shifts | CER |{heading} ms per line |",
+        f"|---|---|{rule}---|",
+        *(
+            f"| {', '.join(map(str, row))} | {cer:.4f} |{more} {ms:.2f} |"
+            for (row, cer, ms), more in zip(rows, cells, strict=True)
+        ),
         "",
     ]
     return _with_section(card, SHIFTS_HEADING, "\n".join(lines) + "\n")
