@@ -104,6 +104,7 @@ def test_an_image_sent_as_its_own_bytes_is_read(client: httpx.Client) -> None:
         # curl's default type for --data-binary: named, with the header to add
         "application/x-www-form-urlencoded": (415, "unsupported_media_type", "Content-Type"),
         "application/json": (415, "unsupported_media_type", "image bytes"),
+        "multipart/form-data; boundary=x": (415, "unsupported_media_type", "image bytes"),
     }
     for content_type, (status, code, words) in refusals.items():
         response = client.post(
@@ -122,6 +123,7 @@ def test_an_image_sent_as_its_own_bytes_is_read(client: httpx.Client) -> None:
     assert not_an_image.json()["error"]["code"] == "not_an_image", not_an_image.text
     batch = client.post("/v1/predict/batch", content=PNG_INK, headers={"content-type": "image/png"})
     assert batch.status_code == 415, batch.text  # a batch is several images: JSON or multipart
+    assert "multipart/form-data upload" in batch.json()["error"]["message"]
     schema = client.get("/openapi.json").json()["paths"]["/v1/predict"]["post"]["requestBody"]
     assert {"image/*", "application/octet-stream"} <= set(schema["content"])
 

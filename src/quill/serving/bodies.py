@@ -53,12 +53,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def parse_predict(request: Request, body: bytes) -> tuple[bytes, str]:
-    """(image bytes, kind) from a JSON, multipart or raw image body."""
+    """(image bytes, kind) from a JSON, multipart or raw image body; image bytes under
+    another content type are refused as such (:func:`refuse_mislabelled_image`), as the
+    Lambda handler refuses them."""
     content_type = content_type_of(request)
-    if content_type == "multipart/form-data":
-        return await parse_multipart(request, body)
     if content_type.startswith(RAW_IMAGE_TYPES):
         return body, raw_image_kind(request.query_params)
+    refuse_mislabelled_image(content_type, body)
+    if content_type == "multipart/form-data":
+        return await parse_multipart(request, body)
     payload = json_object(request, body, "an 'image'", raw=True)
     return decode_image_field(payload.get("image")), kind_field(payload)
 
@@ -132,7 +135,6 @@ def json_object(request: Request, body: bytes, expected: str, raw: bool = False)
     """The JSON object of a body; ServingError for another content type or bad JSON. ``raw``:
     the route also reads an image's own bytes, which the refusal then offers."""
     content_type = content_type_of(request)
-    refuse_mislabelled_image(content_type, body)
     if content_type != "application/json":
         raw_offer = ", or the image's bytes as image/png, image/jpeg, ..." if raw else ""
         raise ServingError(
@@ -151,9 +153,9 @@ def json_object(request: Request, body: bytes, expected: str, raw: bool = False)
 
 
 def refuse_mislabelled_image(content_type: str, body: bytes) -> None:
-    """An image's bytes sent under another content type (JSON, or the form type that ``curl
-    --data-binary`` writes unless told) are refused with what to send instead, not read as
-    bad JSON."""
+    """An image's bytes sent to a route that reads them (``/v1/predict``, the Lambda handler)
+    under another content type (JSON, multipart, or the form type that ``curl --data-binary``
+    writes unless told) are refused with what to send instead, not read as bad JSON."""
     if body.startswith(IMAGE_MAGIC):
         raise ServingError(
             "unsupported_media_type",
