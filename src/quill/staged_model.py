@@ -75,6 +75,10 @@ class LanguageDecoding:
     identifier: str
     lm_weight: float
     insertion_bonus: float
+    #: The language's word list file and what a word missing from it costs (``quill lm
+    #: tune --words``; :mod:`quill.models.lexicon`).
+    words: str | None = None
+    word_penalty: float | None = None
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> LanguageDecoding:
@@ -107,6 +111,11 @@ def check_shifts(shifts: Any) -> tuple[int, ...]:
     if len(set(shifts)) != len(shifts):
         raise ValueError(f"shifts {list(shifts)} repeat a shift")
     return tuple(shifts)
+
+
+def _given(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without those left out (None)."""
+    return {key: value for key, value in settings.items() if value is not None}
 
 
 def model_file_problem(name: object) -> str | None:
@@ -150,6 +159,10 @@ class DecodingConfig:
     #: Vertical shifts in pixels of the line image whose network outputs are averaged before
     #: decoding (``quill lm shifts``; :mod:`quill.inference.shifts`); None reads one pass.
     shifts: tuple[int, ...] | None = None
+    #: The main language's word list file and what a word of a reading missing from it costs
+    #: (``quill lm tune --words``; :mod:`quill.models.lexicon`).
+    words: str | None = None
+    word_penalty: float | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "decoding") -> DecodingConfig:
@@ -170,9 +183,10 @@ class DecodingConfig:
             )
         if values.get("languages") and values.get("identifier") is None:
             raise ModelLoadError(f"{where}: other languages need an 'identifier' file")
-        files = {key: values.get(key) for key in ("lm", "identifier")}
+        files = {key: values.get(key) for key in ("lm", "identifier", "words")}
         for i, item in enumerate(values.get("languages") or ()):
             files |= {f"languages[{i}].lm": item.lm, f"languages[{i}].identifier": item.identifier}
+            files |= {f"languages[{i}].words": item.words}
         for key, name in files.items():
             problem = model_file_problem(name)
             if problem:
@@ -187,9 +201,9 @@ class DecodingConfig:
     def to_dict(self) -> dict[str, Any]:
         """The settings given (None left out), in field order, as JSON holds them."""
         return (
-            {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+            _given(dataclasses.asdict(self))
             | (
-                {"languages": [dataclasses.asdict(item) for item in self.languages]}
+                {"languages": [_given(dataclasses.asdict(item)) for item in self.languages]}
                 if self.languages is not None
                 else {}
             )
@@ -197,18 +211,19 @@ class DecodingConfig:
         )
 
     def decoder_settings(self) -> dict[str, Any]:
-        """Keyword arguments of ``CTCDecoder`` (all but the LM files, the languages and the
-        shifts, which are the network's)."""
-        others = ("lm", "identifier", "languages", "shifts")
+        """Keyword arguments of ``CTCDecoder`` (all but the LM and word list files, the
+        languages and the shifts, which are the network's)."""
+        others = ("lm", "identifier", "languages", "shifts", "words")
         return {k: v for k, v in self.to_dict().items() if k not in others}
 
     def files(self) -> list[str]:
-        """Every language model file the decoding reads (beam search only), in order."""
+        """Every language model and word list file the decoding reads (beam search only),
+        in order."""
         if self.method != "beam":
             return []
-        names = [self.lm, self.identifier]
+        names = [self.lm, self.identifier, self.words]
         for language in self.languages or ():
-            names += [language.lm, language.identifier]
+            names += [language.lm, language.identifier, language.words]
         return [name for name in names if name is not None]
 
     def keeping_tunings_of(self, other: DecodingConfig | None) -> DecodingConfig:
@@ -488,9 +503,9 @@ class StagedModel:
         return digest.hexdigest()
 
     def decoding_files(self) -> list[Path]:
-        """Every language model file the decoding reads: the main LM, and with other
-        languages the identifiers and their LMs (greedy decoding reads none)."""
-        if self.decoding is None or not self.decoding.uses_lm:
+        """Every language model and word list file the decoding reads: the main LM, and with
+        other languages the identifiers and their LMs (greedy decoding reads none)."""
+        if self.decoding is None:
             return []
         return [self.path / name for name in self.decoding.files()]
 
@@ -549,6 +564,38 @@ class StagedModel:
             languages=tuple(kept[name] for name in sorted(kept)),
         )
         return self._saved_with(decoding, before)
+
+    def set_words(
+        self, words: Path | None, penalty: float, language: str | None = None
+    ) -> StagedModel:
+        """Make beam search check its readings of ``language`` (None: the main one) against
+        the word list ``words``, copied in as ``words.txt`` (``words-LANG.txt``), each word
+        missing from it costing ``penalty``; None (or a penalty of 0) reads without a list.
+        Returns the model as now saved."""
+        decoding = self.decoding
+        if decoding is None or decoding.method != "beam":
+            raise ModelLoadError(
+                f"{self.path}: a word list checks beam search's readings; give the model a beam "
+                "search first (quill lm tune --write)"
+            )
+        before = self._decoding_digest()
+        name = None
+        if words is not None and penalty > 0:
+            name = self._copy_in(
+                words, "words.txt" if language is None else f"words-{language}.txt"
+            )
+        kept = {"words": name, "word_penalty": None if name is None else penalty}
+        if language is None:
+            return self._saved_with(dataclasses.replace(decoding, **kept), before)
+        others = {item.language: item for item in decoding.languages or ()}
+        if language not in others:
+            raise ModelLoadError(
+                f"{self.path} reads no language {language!r} (it reads {sorted(others) or 'none'} "
+                "besides its main one): add it first (quill lm language --write)"
+            )
+        others[language] = dataclasses.replace(others[language], **kept)
+        languages = tuple(others[name] for name in sorted(others))
+        return self._saved_with(dataclasses.replace(decoding, languages=languages), before)
 
     def _copy_in(self, source: Path, name: str) -> str:
         """Copy ``source`` into the folder as ``name`` (nothing to copy when it is that file

@@ -30,6 +30,7 @@ from quill.models.decoding import (
     ctc_greedy_decode,
 )
 from quill.models.language_model import CharNGramLM
+from quill.models.lexicon import WordLexicon
 from quill.staged_model import DecodingConfig, StagedModel
 from quill.staging.model_card import with_decoding_section, with_header
 
@@ -222,6 +223,50 @@ def tune_language(
             figures = _cer_ms(texts, references, sets, ms_per_line)
             results.append(LanguageTuningResult(setting, *figures, lines_in_language=in_language))
     return sorted(results, key=lambda r: r.cer)
+
+
+def with_words(
+    decoder: CTCDecoder, language: str | None, words: WordLexicon | None, penalty: float
+) -> CTCDecoder:
+    """``decoder`` checking its readings of ``language`` (None: the main one) against
+    ``words`` at ``penalty`` (none at a penalty of 0); a ValueError for a language it does
+    not read."""
+    kept = {"words": words if penalty > 0 else None, "word_penalty": penalty}
+    if language is None:
+        return dataclasses.replace(decoder, **kept)
+    if language not in {option.language for option in decoder.languages}:
+        raise ValueError(f"the model's decoding reads no language {language!r}")
+    return dataclasses.replace(
+        decoder,
+        languages=tuple(
+            dataclasses.replace(option, **kept) if option.language == language else option
+            for option in decoder.languages
+        ),
+    )
+
+
+def tune_words(
+    batches: Sequence[tuple[Any, Any]],
+    references: Sequence[str],
+    decode_text: Callable[[list[int]], str],
+    decoder: CTCDecoder,
+    language: str | None,
+    words: WordLexicon,
+    penalties: Sequence[float],
+    progress: Callable[[str], None] = lambda _: None,
+    sets: Sequence[str] = (),
+) -> list[TuningResult]:
+    """CER of ``decoder`` checking its readings of ``language`` against ``words`` at each
+    penalty (0: without the list), on the same recorded log-probabilities; best first, the
+    smaller of equal penalties first."""
+    results = []
+    for penalty in penalties:
+        progress(f"word_penalty {penalty:g}")
+        texts, ms = _decode_all(with_words(decoder, language, words, penalty), batches, decode_text)
+        results.append(
+            TuningResult({"word_penalty": penalty}, *_cer_ms(texts, references, sets, ms))
+        )
+    return sorted(results, key=lambda r: (r.cer, r.setting["word_penalty"]))
 
 
 def best_within(

@@ -28,7 +28,7 @@
 
 /* Changed whenever the search or the arguments change: Python uses the compiled search only
  * when this matches (a stale build falls back to the Python search). */
-#define ABI_VERSION 2
+#define ABI_VERSION 3
 #define MAX_CONTEXT 15
 #define EMPTY_KEY UINT64_MAX
 
@@ -377,14 +377,31 @@ static int by_rank(const void *left, const void *right) { /* best first; ties: o
 /* beam_search(blank_column f64[T], candidate_starts i64[T+1], candidate_tokens i32,
  *             candidate_values f64, classes, beam_width, lm capsule or None, lm_weight,
  *             insertion_bonus, rank_gap or None, floor_margin) -> (ids list, confidence) */
+/* The token ids of a node's prefix, first to last, as a new list (NULL: out of memory). */
+static PyObject *ids_of(const Trie *trie, int32_t last) {
+    Py_ssize_t length = 0;
+    for (int32_t node = last; node > 0; node = trie->nodes[node].parent) length++;
+    PyObject *ids = PyList_New(length);
+    if (ids == NULL) return NULL;
+    for (int32_t node = last; node > 0; node = trie->nodes[node].parent) {
+        PyObject *token = PyLong_FromLong(trie->nodes[node].token);
+        if (token == NULL) {
+            Py_DECREF(ids);
+            return NULL;
+        }
+        PyList_SET_ITEM(ids, --length, token);
+    }
+    return ids;
+}
+
 static PyObject *beam_search(PyObject *self, PyObject *args) {
     PyObject *blank_object, *starts_object, *tokens_object, *values_object, *lm_object, *gap_object;
     Py_ssize_t classes;
-    int beam_width;
+    int beam_width, finals;
     double lm_weight, insertion_bonus, floor_margin;
-    if (!PyArg_ParseTuple(args, "OOOOniOddOd", &blank_object, &starts_object, &tokens_object,
+    if (!PyArg_ParseTuple(args, "OOOOniOddOdp", &blank_object, &starts_object, &tokens_object,
                           &values_object, &classes, &beam_width, &lm_object, &lm_weight,
-                          &insertion_bonus, &gap_object, &floor_margin))
+                          &insertion_bonus, &gap_object, &floor_margin, &finals))
         return NULL;
     CompiledLM *lm = NULL;
     if (lm_object != Py_None && (lm = PyCapsule_GetPointer(lm_object, LM_CAPSULE)) == NULL)
@@ -600,20 +617,22 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
         beams = kept;
         labels_dead = 0;
     }
-    double confidence = frames ? exp(logaddexp(p_blanks[0], p_labels[0]) / (double)frames) : 1.0;
-    Py_ssize_t length = 0;
-    for (int32_t node = beam_nodes[0]; node > 0; node = trie.nodes[node].parent) length++;
-    PyObject *ids = PyList_New(length);
-    if (ids == NULL) goto done;
-    for (int32_t node = beam_nodes[0]; node > 0; node = trie.nodes[node].parent) {
-        PyObject *token = PyLong_FromLong(trie.nodes[node].token);
-        if (token == NULL) {
-            Py_DECREF(ids);
-            goto done;
-        }
-        PyList_SET_ITEM(ids, --length, token);
+    if (!finals) {
+        double confidence = frames ? exp(logaddexp(p_blanks[0], p_labels[0]) / (double)frames) : 1.0;
+        PyObject *ids = ids_of(&trie, beam_nodes[0]);
+        if (ids != NULL) result = Py_BuildValue("(Nd)", ids, confidence);
+        goto done;
     }
-    result = Py_BuildValue("(Nd)", ids, confidence);
+    result = PyList_New(beams);
+    for (int i = 0; result != NULL && i < beams; i++) {
+        const Node *node = &trie.nodes[beam_nodes[i]];
+        double total = total_of(p_blanks[i], p_labels[i]);
+        PyObject *ids = ids_of(&trie, beam_nodes[i]);
+        PyObject *beam = ids == NULL ? NULL
+                                     : Py_BuildValue("(Ndd)", ids, total + node->weighted + node->bonus, total);
+        if (beam == NULL) Py_CLEAR(result);
+        else PyList_SET_ITEM(result, i, beam);
+    }
 done:
     if (blank_view.obj) PyBuffer_Release(&blank_view);
     if (starts_view.obj) PyBuffer_Release(&starts_view);

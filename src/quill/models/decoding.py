@@ -28,12 +28,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from quill.models.lexicon import WordLexicon
+
 try:  # built by `pip install` where there is a C compiler (setup.py); else Python searches
     from quill.models import _ctc_beam
 except ImportError:  # pragma: no cover - a build without a compiler
     _ctc_beam = None  # type: ignore[assignment]
 
 Decoded = tuple[list[int], float]
+#: A beam at the end of beam search: its reading's ids, its rank (log P_ctc + lm_weight *
+#: log P_lm + insertion_bonus * length) and log P_ctc.
+FinalBeam = tuple[list[int], float, float]
 #: A greedy reading's characters and its log-likelihood under each language's identifier
 #: (:meth:`CTCDecoder.reading_scores`).
 ReadingScores = tuple[int, list[float]]
@@ -133,6 +138,10 @@ class LanguageOption:
     lm: CharLanguageModel
     lm_weight: float
     insertion_bonus: float
+    #: The language's word list and what each word of a reading missing from it costs
+    #: (:mod:`quill.models.lexicon`); None: readings are not checked for words.
+    words: WordLexicon | None = None
+    word_penalty: float = 0.0
 
 
 #: Mean log-probability per character by which another language's identifier must beat the
@@ -160,7 +169,7 @@ RANK_GAP: float | None = None
 
 #: The compiled search's version this module speaks; a build of another (a stale ``.so`` left
 #: by an older checkout) is not used.
-COMPILED_SEARCH_VERSION = 2
+COMPILED_SEARCH_VERSION = 3
 #: Whether beam search can run compiled (:func:`ctc_beam_search`'s ``compiled``).
 COMPILED_SEARCH = _ctc_beam is not None and _ctc_beam.ABI_VERSION == COMPILED_SEARCH_VERSION
 #: A language model's tables as the compiled search holds them, made on its first search.
@@ -190,6 +199,9 @@ class CTCDecoder:
     identify_margin: float = IDENTIFY_MARGIN
     #: :func:`ctc_beam_search`'s ``compiled``: None uses the compiled search where it can.
     compiled: bool | None = None
+    #: The main language's word list and its penalty (:mod:`quill.models.lexicon`).
+    words: WordLexicon | None = None
+    word_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in ("greedy", "beam"):
@@ -202,11 +214,18 @@ class CTCDecoder:
         weights = {"lm_weight": self.lm_weight, "insertion_bonus": self.insertion_bonus}
         weights |= {f"{o.language} lm_weight": o.lm_weight for o in self.languages}
         weights |= {f"{o.language} insertion_bonus": o.insertion_bonus for o in self.languages}
+        weights |= {"word_penalty": self.word_penalty}
+        weights |= {f"{o.language} word_penalty": o.word_penalty for o in self.languages}
         for name, value in {**weights, "prune_log_prob": self.prune_log_prob}.items():
             if not _finite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
-        if any(value < 0 for name, value in weights.items() if name.endswith("lm_weight")):
-            raise ValueError(f"LM weights must be at least 0, got {weights}")
+        negative = {
+            name: value
+            for name, value in weights.items()
+            if name.endswith(("lm_weight", "word_penalty")) and value < 0
+        }
+        if negative:
+            raise ValueError(f"LM weights and word penalties must be at least 0, got {negative}")
         if not self.prune_log_prob < 0:
             raise ValueError(f"prune_log_prob must be negative, got {self.prune_log_prob}")
         if self.rank_gap is not None and not self.rank_gap > 0:
@@ -265,21 +284,19 @@ class CTCDecoder:
     ) -> list[Decoded]:
         """Beam search of every item with the LM and weights of ``language`` (None: the main
         LM's), whatever the items read as."""
-        lm, weight, bonus = (
-            (self.lm, self.lm_weight, self.insertion_bonus)
-            if language is None
-            else (language.lm, language.lm_weight, language.insertion_bonus)
-        )
+        chosen = self if language is None else language
         return ctc_beam_search(
             log_probs,
             lengths,
             beam_width=self.beam_width,
-            lm=lm,
-            lm_weight=weight,
-            insertion_bonus=bonus,
+            lm=chosen.lm,
+            lm_weight=chosen.lm_weight,
+            insertion_bonus=chosen.insertion_bonus,
             prune_log_prob=self.prune_log_prob,
             rank_gap=self.rank_gap,
             compiled=self.compiled,
+            words=chosen.words,
+            word_penalty=chosen.word_penalty,
         )
 
     def __call__(self, log_probs: Any, lengths: Any = None) -> list[Decoded]:
@@ -313,6 +330,8 @@ def ctc_beam_search(
     prune_log_prob: float = PRUNE_LOG_PROB,
     rank_gap: float | None = RANK_GAP,
     compiled: bool | None = None,
+    words: WordLexicon | None = None,
+    word_penalty: float = 0.0,
 ) -> list[Decoded]:
     """CTC prefix beam search over (B, T, C) log-probabilities.
 
@@ -329,6 +348,10 @@ def ctc_beam_search(
     ``compiled``: True runs the compiled search (ValueError where it cannot: no build, or an
     LM without :meth:`~quill.models.language_model.CharNGramLM.beam_tables`), False the
     Python one, None the compiled one wherever it can. Both give the same answers.
+
+    With ``words`` (:class:`~quill.models.lexicon.WordLexicon`), the answer is the final beam
+    ranked best once each word of its reading missing from the list has cost
+    ``word_penalty`` (see :mod:`quill.models.lexicon`); its confidence is its own.
 
     Greedy takes the best single path (blank, blank) with probability .25; beam search sums
     the three paths of ``[1]`` (.4*.3 + .4*.5 + .5*.3 = .47):
@@ -356,23 +379,40 @@ def ctc_beam_search(
         why_not = settings_rule_out
         if why_not is None and len(frames) and not np.all(frames < np.inf):
             why_not = "the frames hold NaN or +inf"
+        finals = words is not None
         if why_not is None:
-            decoded.append(
-                _ctc_beam.beam_search(
-                    np.ascontiguousarray(frames[:, blank], dtype=np.float64),  # (T,)
-                    *candidates, num_classes, beam_width, tables, lm_weight, insertion_bonus,
-                    None if rank_gap is None else float(rank_gap), FLOOR_MARGIN,
-                )
+            found = _ctc_beam.beam_search(
+                np.ascontiguousarray(frames[:, blank], dtype=np.float64),  # (T,)
+                *candidates, num_classes, beam_width, tables, lm_weight, insertion_bonus,
+                None if rank_gap is None else float(rank_gap), FLOOR_MARGIN, finals,
             )  # fmt: skip
-            continue
-        if compiled:
+        elif compiled:
             raise ValueError(f"the compiled beam search cannot run here: {why_not}")
-        decoded.append(
-            _beam_search_one(
-                frames, candidates, beam_width, blank, lm, lm_weight, insertion_bonus, rank_gap
-            )
-        )
+        else:
+            found = _beam_search_one(
+                frames, candidates, beam_width, blank, lm, lm_weight, insertion_bonus, rank_gap,
+                finals,
+            )  # fmt: skip
+        if words is not None:
+            found = best_by_words(found, words, word_penalty, len(frames))
+        decoded.append(found)
     return decoded
+
+
+def best_by_words(
+    beams: Sequence[FinalBeam], words: WordLexicon, word_penalty: float, frames: int
+) -> Decoded:
+    """The final beam (best first) that ranks best once each word of its reading missing
+    from ``words`` costs ``word_penalty`` (the first of equals), with its confidence.
+
+    >>> lexicon = WordLexicon(frozenset({"cat"}), ("", "", "", *"cat cot"))
+    >>> beams = [([3, 8, 5], -1.0, -1.5), ([3, 4, 5], -1.2, -1.6)]  # "cot", then "cat"
+    >>> best_by_words(beams, lexicon, 0.5, 4)[0], best_by_words(beams, lexicon, 0.1, 4)[0]
+    ([3, 4, 5], [3, 8, 5])
+    """
+    scores = [rank - word_penalty * words.unknown_words(ids) for ids, rank, _ in beams]
+    ids, _, log_p = beams[scores.index(max(scores))]
+    return ids, math.exp(log_p / frames) if frames else 1.0
 
 
 def _compiled_lm(lm: CharLanguageModel | None) -> Any:
@@ -472,9 +512,12 @@ def _beam_search_one(
     lm_weight: float,
     insertion_bonus: float,
     rank_gap: float | None = None,
-) -> Decoded:
+    finals: bool = False,
+) -> Any:
     """Prefix beam search of one item's (T, C) frames in Python, given their
     :func:`_candidate_arrays` (the compiled search, ``_ctc_beam.c``, is this one in C).
+    Returns the best reading as :data:`Decoded`, or with ``finals`` every final beam as a
+    :data:`FinalBeam`, best first.
 
     Prefixes are the nodes of a trie (an int each, with a record of its parent, last token,
     LM state and scores), so extending, merging and ranking them hashes small ints instead of
@@ -659,15 +702,26 @@ def _beam_search_one(
         p_blanks = [entry[1] for entry in best]
         p_labels = [entry[2] for entry in best]
         labels_dead = False
-    node = nodes[0]
+    if finals:
+        beams = []
+        for node, b, lab in zip(nodes, p_blanks, p_labels, strict=True):
+            total = _logaddexp(b, lab)
+            info = nodes_info[node]
+            beams.append((_ids_of(nodes_info, node), total + info[4] + info[6], total))
+        return beams
     confidence = (
         math.exp(_logaddexp(p_blanks[0], p_labels[0]) / len(frames)) if len(frames) else 1.0
     )
+    return _ids_of(nodes_info, nodes[0]), confidence
+
+
+def _ids_of(nodes_info: list[tuple], node: int) -> list[int]:
+    """The token ids of a node's prefix, first to last."""
     ids: list[int] = []
     while node > 0:
         node, token = nodes_info[node][:2]
         ids.append(token)
-    return ids[::-1], confidence
+    return ids[::-1]
 
 
 #: (tokens (B, 1) int64, self_keys, self_values) -> (logits (B, C), self_keys, self_values)

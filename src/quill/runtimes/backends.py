@@ -42,6 +42,7 @@ import numpy as np
 from quill.model_files import DECODER_STEP_FILE, ENCODER_FILE, TORCHSCRIPT_FILE
 from quill.models.decoding import CTCDecoder, Decoded, LanguageOption, seq2seq_greedy_decode
 from quill.models.language_model import CharNGramLM
+from quill.models.lexicon import WordLexicon
 from quill.runtimes import cache
 from quill.staged_model import ModelLoadError, StagedModel
 
@@ -116,6 +117,8 @@ def ctc_decoder(model: StagedModel) -> CTCDecoder:
     lm_path = model.lm_path
     lm = _checked_lm(model, lm_path) if lm_path is not None else None
     others: dict[str, Any] = {}
+    if decoding.method == "beam" and decoding.words is not None:
+        others["words"] = _word_list(model, decoding.words)
     if decoding.uses_lm and decoding.languages and decoding.identifier is not None:
         others["identifier"] = _checked_lm(model, model.path / decoding.identifier)
         others["languages"] = tuple(
@@ -125,6 +128,8 @@ def ctc_decoder(model: StagedModel) -> CTCDecoder:
                 _checked_lm(model, model.path / language.lm),
                 language.lm_weight,
                 language.insertion_bonus,
+                None if language.words is None else _word_list(model, language.words),
+                language.word_penalty or 0.0,
             )
             for language in decoding.languages
         )
@@ -132,6 +137,17 @@ def ctc_decoder(model: StagedModel) -> CTCDecoder:
         return CTCDecoder(lm=lm, **settings, **others)
     except (TypeError, ValueError) as exc:
         raise ModelLoadError(f"{model.path}: bad decoding settings {settings}: {exc}") from exc
+
+
+def _word_list(model: StagedModel, name: str) -> WordLexicon:
+    """A word list file of ``model``'s decoding, read for its tokenizer."""
+    path = model.path / name
+    if not path.is_file():
+        raise ModelLoadError(f"{model.path} has no {name} (its decoding section names it)")
+    try:
+        return WordLexicon.load(path, model.tokenizer)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
 
 
 def _checked_lm(model: StagedModel, path: Path) -> CharNGramLM:

@@ -235,6 +235,7 @@ def with_header(card: str, model: StagedModel | Mapping[str, Any]) -> str:
 DECODING_HEADING = "## Decoding"
 LANGUAGES_HEADING = "## Other languages"
 SHIFTS_HEADING = "## Shifts"
+WORDS_HEADING = "## Word lists"
 HELD_OUT_HEADING = "## The writer's held-out lines"
 FILES_HEADING = "## Files"
 
@@ -355,7 +356,6 @@ def with_shifts_section(
     """The card with its Shifts section (re)written: the vertical shifts the network's outputs
     are averaged over, and what ``quill lm shifts`` measured (``rows`` of (shifts, CER, ms per
     line), best first; :data:`PerSet`) on ``tuned_on``."""
-    heading, rule, cells = _per_set_columns(per_set, len(rows))
     lines = [
         SHIFTS_HEADING,
         "",
@@ -364,15 +364,67 @@ def with_shifts_section(
         "(`quill.inference.shifts`).",
         f"Chosen by `quill lm shifts` on {tuned_on or 'validation data'}:",
         "",
-        f"| shifts | CER |{heading} ms per line |",
+        *_measured_table(
+            "shifts", [(", ".join(map(str, row)), cer, ms) for row, cer, ms in rows], per_set
+        ),
+    ]
+    return _with_section(card, SHIFTS_HEADING, "\n".join(lines) + "\n")
+
+
+def with_words_section(
+    card: str,
+    decoding: Mapping[str, Any],
+    language: str | None,
+    rows: Sequence[tuple[float, float, float]],
+    tuned_on: str,
+    per_set: PerSet = (),
+) -> str:
+    """The card with its Word lists section (re)written: the word list each language's
+    readings are checked against (:mod:`quill.models.lexicon`), and what ``quill lm words``
+    measured for ``language`` (None: the main one) (``rows`` of (penalty, CER, ms per line),
+    best first; :data:`PerSet`) on ``tuned_on``."""
+    lists = [("main", decoding.get("words"), decoding.get("word_penalty"))]
+    lists += [
+        (item["language"], item.get("words"), item.get("word_penalty"))
+        for item in decoding.get("languages") or []
+    ]
+    lines = [
+        WORDS_HEADING,
+        "",
+        "Beam search ends with its best readings and ranks them again: each word of a reading "
+        "missing from the language's word list costs `word_penalty` (`quill.models.lexicon`).",
+        "",
+        "| language | word list | word penalty |",
+        "|---|---|---|",
+        *(
+            f"| {name} | `{words}` | {penalty:g} |"
+            for name, words, penalty in lists
+            if words is not None
+        ),
+        "",
+        f"The {language or 'main'} language's penalty was chosen by `quill lm words` on "
+        f"{tuned_on or 'validation data'} (0: no word list):",
+        "",
+        *_measured_table("word penalty", [(f"{p:g}", cer, ms) for p, cer, ms in rows], per_set),
+    ]
+    return _with_section(card, WORDS_HEADING, "\n".join(lines) + "\n")
+
+
+def _measured_table(
+    label: str, rows: Sequence[tuple[str, float, float]], per_set: PerSet
+) -> list[str]:
+    """A tuning's table: each setting (as text), its CER, its CER on each data folder
+    (:data:`PerSet`) and its milliseconds per line, best first."""
+    heading, rule, cells = _per_set_columns(per_set, len(rows))
+    return [
+        f"| {label} | CER |{heading} ms per line |",
         f"|---|---|{rule}---|",
         *(
-            f"| {', '.join(map(str, row))} | {cer:.4f} |{more} {ms:.2f} |"
-            for (row, cer, ms), more in zip(rows, cells, strict=True)
+            f"| {setting} | {cer:.4f} |{more} {ms:.2f} |"
+            for (setting, cer, ms), more in zip(rows, cells, strict=True)
         ),
         "",
     ]
-    return _with_section(card, SHIFTS_HEADING, "\n".join(lines) + "\n")
 
 
 def with_held_out_section(card: str, lines: int, before: float, after: float, runtime: str) -> str:
