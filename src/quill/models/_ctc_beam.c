@@ -18,6 +18,11 @@
  * answers (a beam asks about the same next characters frame after frame). The tables are laid
  * out so that a question touches few cache lines: a bench that takes turns with other
  * programs finds little of them in the CPU's caches.
+ *
+ * A word list (quill.models.lexicon): its words hashed (FNV-1a over their lower-case code
+ * points, last letter first) into a hash table. With one, the answer is the final beam that
+ * ranks best once each word of its reading missing from the list has cost word_penalty
+ * (decoding.best_by_words), counted by walking each beam's prefix back.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -162,6 +167,87 @@ fail:
     for (size_t i = 0; i < sizeof views / sizeof *views; i++)
         if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
     free_lm(lm);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------- word lists */
+
+static const char *WORDS_CAPSULE = "quill.models._ctc_beam.Words";
+#define WORD_START 0xCBF29CE484222325ULL /* FNV-1a's offset and prime, over code points */
+#define WORD_STEP 0x100000001B3ULL
+
+typedef struct {
+    uint64_t *table; /* open addressing: a word's hash (never 0), 0 marks a free slot */
+    uint64_t mask;
+    int32_t *codes; /* per token: the code point of its letter in lower case, 0 for no letter */
+    Py_ssize_t known;
+} CompiledWords;
+
+static uint64_t word_step(uint64_t hash, int32_t code) { return (hash ^ (uint64_t)code) * WORD_STEP; }
+
+static int has_word(const CompiledWords *words, uint64_t hash) {
+    if (hash == 0) hash = 1;
+    for (uint64_t slot = slot_of(hash, words->mask);; slot = (slot + 1) & words->mask) {
+        if (words->table[slot] == hash) return 1;
+        if (words->table[slot] == 0) return 0;
+    }
+}
+
+static void free_words(CompiledWords *words) {
+    free(words->table);
+    free(words->codes);
+    free(words);
+}
+
+static void words_capsule_destructor(PyObject *capsule) {
+    free_words(PyCapsule_GetPointer(capsule, WORDS_CAPSULE));
+}
+
+/* word_tables(letters u32: the words' code points, each word followed by a 0,
+ *             codes i32: each token's lower-case letter or 0) -> capsule
+ * Words are hashed last letter first, as unknown_words meets them walking a prefix back. */
+static PyObject *word_tables(PyObject *self, PyObject *args) {
+    PyObject *letters_object, *codes_object;
+    if (!PyArg_ParseTuple(args, "OO", &letters_object, &codes_object)) return NULL;
+    Py_buffer letters = {0}, codes = {0};
+    CompiledWords *words = calloc(1, sizeof *words);
+    if (words == NULL) return PyErr_NoMemory();
+    if (get_view(letters_object, &letters, 4, "letters") < 0 ||
+        get_view(codes_object, &codes, 4, "codes") < 0)
+        goto fail;
+    const uint32_t *letter = letters.buf;
+    Py_ssize_t length = letters.shape[0], count = 0;
+    for (Py_ssize_t i = 0; i < length; i++) count += letter[i] == 0;
+    uint64_t size = 16;
+    while (size < 2 * (uint64_t)count) size <<= 1;
+    words->mask = size - 1;
+    words->known = codes.shape[0];
+    words->table = calloc(size, sizeof *words->table);
+    words->codes = malloc((codes.shape[0] + 1) * sizeof *words->codes);
+    if (words->table == NULL || words->codes == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    memcpy(words->codes, codes.buf, codes.shape[0] * sizeof *words->codes);
+    for (Py_ssize_t end = 0, start = 0; end < length; end++) {
+        if (letter[end] != 0) continue;
+        uint64_t hash = WORD_START;
+        for (Py_ssize_t i = end - 1; i >= start; i--) hash = word_step(hash, (int32_t)letter[i]);
+        if (hash == 0) hash = 1;
+        uint64_t slot = slot_of(hash, words->mask);
+        while (words->table[slot] != 0 && words->table[slot] != hash) slot = (slot + 1) & words->mask;
+        words->table[slot] = hash;
+        start = end + 1;
+    }
+    PyBuffer_Release(&letters);
+    PyBuffer_Release(&codes);
+    PyObject *capsule = PyCapsule_New(words, WORDS_CAPSULE, words_capsule_destructor);
+    if (capsule == NULL) free_words(words);
+    return capsule;
+fail:
+    if (letters.obj != NULL) PyBuffer_Release(&letters);
+    if (codes.obj != NULL) PyBuffer_Release(&codes);
+    free_words(words);
     return NULL;
 }
 
@@ -394,17 +480,42 @@ static PyObject *ids_of(const Trie *trie, int32_t last) {
     return ids;
 }
 
+/* How many words of a node's prefix are not in the list (decoding.WordLexicon.unknown_words). */
+static int unknown_words(const CompiledWords *words, const Trie *trie, int32_t last) {
+    int unknown = 0, in_word = 0;
+    uint64_t hash = WORD_START;
+    for (int32_t node = last; node > 0; node = trie->nodes[node].parent) {
+        int32_t token = trie->nodes[node].token;
+        int32_t code = token >= 0 && token < words->known ? words->codes[token] : 0;
+        if (code > 0) {
+            hash = word_step(hash, code);
+            in_word = 1;
+        } else if (in_word) {
+            unknown += !has_word(words, hash);
+            hash = WORD_START;
+            in_word = 0;
+        }
+    }
+    return unknown + (in_word && !has_word(words, hash));
+}
+
 static PyObject *beam_search(PyObject *self, PyObject *args) {
-    PyObject *blank_object, *starts_object, *tokens_object, *values_object, *lm_object, *gap_object;
+    PyObject *blank_object, *starts_object, *tokens_object, *values_object, *lm_object, *gap_object,
+        *words_object;
     Py_ssize_t classes;
-    int beam_width, finals;
-    double lm_weight, insertion_bonus, floor_margin;
-    if (!PyArg_ParseTuple(args, "OOOOniOddOdp", &blank_object, &starts_object, &tokens_object,
+    int beam_width;
+    double lm_weight, insertion_bonus, floor_margin, word_penalty;
+    if (!PyArg_ParseTuple(args, "OOOOniOddOdOd", &blank_object, &starts_object, &tokens_object,
                           &values_object, &classes, &beam_width, &lm_object, &lm_weight,
-                          &insertion_bonus, &gap_object, &floor_margin, &finals))
+                          &insertion_bonus, &gap_object, &floor_margin, &words_object,
+                          &word_penalty))
         return NULL;
     CompiledLM *lm = NULL;
     if (lm_object != Py_None && (lm = PyCapsule_GetPointer(lm_object, LM_CAPSULE)) == NULL)
+        return NULL;
+    CompiledWords *words = NULL;
+    if (words_object != Py_None &&
+        (words = PyCapsule_GetPointer(words_object, WORDS_CAPSULE)) == NULL)
         return NULL;
     int has_gap = gap_object != Py_None;
     double rank_gap = has_gap ? PyFloat_AsDouble(gap_object) : 0.0;
@@ -617,22 +728,22 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
         beams = kept;
         labels_dead = 0;
     }
-    if (!finals) {
-        double confidence = frames ? exp(logaddexp(p_blanks[0], p_labels[0]) / (double)frames) : 1.0;
-        PyObject *ids = ids_of(&trie, beam_nodes[0]);
-        if (ids != NULL) result = Py_BuildValue("(Nd)", ids, confidence);
-        goto done;
-    }
-    result = PyList_New(beams);
-    for (int i = 0; result != NULL && i < beams; i++) {
+    int chosen = 0; /* decoding.best_by_words: the final beam best once its words are counted */
+    double best_score = -INFINITY;
+    for (int i = 0; words != NULL && i < beams; i++) {
         const Node *node = &trie.nodes[beam_nodes[i]];
-        double total = total_of(p_blanks[i], p_labels[i]);
-        PyObject *ids = ids_of(&trie, beam_nodes[i]);
-        PyObject *beam = ids == NULL ? NULL
-                                     : Py_BuildValue("(Ndd)", ids, total + node->weighted + node->bonus, total);
-        if (beam == NULL) Py_CLEAR(result);
-        else PyList_SET_ITEM(result, i, beam);
+        double rank = total_of(p_blanks[i], p_labels[i]) + node->weighted + node->bonus;
+        if (!(rank > best_score)) continue; /* a penalty only lowers a rank */
+        double score = rank - word_penalty * (double)unknown_words(words, &trie, beam_nodes[i]);
+        if (score > best_score) {
+            chosen = i;
+            best_score = score;
+        }
     }
+    double confidence =
+        frames ? exp(logaddexp(p_blanks[chosen], p_labels[chosen]) / (double)frames) : 1.0;
+    PyObject *ids = ids_of(&trie, beam_nodes[chosen]);
+    if (ids != NULL) result = Py_BuildValue("(Nd)", ids, confidence);
 done:
     if (blank_view.obj) PyBuffer_Release(&blank_view);
     if (starts_view.obj) PyBuffer_Release(&starts_view);
@@ -649,6 +760,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"lm_tables", lm_tables, METH_VARARGS, "Build a language model's tables for beam_search."},
+    {"word_tables", word_tables, METH_VARARGS, "Build a word list's table for beam_search."},
     {"beam_search", beam_search, METH_VARARGS, "CTC prefix beam search of one item."},
     {NULL, NULL, 0, NULL},
 };

@@ -36,8 +36,8 @@ except ImportError:  # pragma: no cover - a build without a compiler
     _ctc_beam = None  # type: ignore[assignment]
 
 Decoded = tuple[list[int], float]
-#: A beam at the end of beam search: its reading's ids, its rank (log P_ctc + lm_weight *
-#: log P_lm + insertion_bonus * length) and log P_ctc.
+#: A beam at the end of beam search (:func:`best_by_words`): its reading's ids, its rank
+#: (log P_ctc + lm_weight * log P_lm + insertion_bonus * length) and log P_ctc.
 FinalBeam = tuple[list[int], float, float]
 #: A greedy reading's characters and its log-likelihood under each language's identifier
 #: (:meth:`CTCDecoder.reading_scores`).
@@ -174,6 +174,8 @@ COMPILED_SEARCH_VERSION = 3
 COMPILED_SEARCH = _ctc_beam is not None and _ctc_beam.ABI_VERSION == COMPILED_SEARCH_VERSION
 #: A language model's tables as the compiled search holds them, made on its first search.
 _compiled_lms: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+#: A word list's table as the compiled search holds it, made on its first search.
+_compiled_words_lists: weakref.WeakKeyDictionary[WordLexicon, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -369,7 +371,7 @@ def ctc_beam_search(
     settings_rule_out = (
         "asked for the Python search"
         if compiled is False
-        else _why_not_compiled(beam_width, lm, lm_weight, insertion_bonus)
+        else _why_not_compiled(beam_width, lm, lm_weight, insertion_bonus, word_penalty)
     )
     tables = None if settings_rule_out else _compiled_lm(lm)
     decoded = []
@@ -379,23 +381,24 @@ def ctc_beam_search(
         why_not = settings_rule_out
         if why_not is None and len(frames) and not np.all(frames < np.inf):
             why_not = "the frames hold NaN or +inf"
-        finals = words is not None
         if why_not is None:
-            found = _ctc_beam.beam_search(
-                np.ascontiguousarray(frames[:, blank], dtype=np.float64),  # (T,)
-                *candidates, num_classes, beam_width, tables, lm_weight, insertion_bonus,
-                None if rank_gap is None else float(rank_gap), FLOOR_MARGIN, finals,
+            decoded.append(
+                _ctc_beam.beam_search(
+                    np.ascontiguousarray(frames[:, blank], dtype=np.float64),  # (T,)
+                    *candidates, num_classes, beam_width, tables, lm_weight, insertion_bonus,
+                    None if rank_gap is None else float(rank_gap), FLOOR_MARGIN,
+                    None if words is None else _compiled_words(words), float(word_penalty),
+                )
             )  # fmt: skip
-        elif compiled:
+            continue
+        if compiled:
             raise ValueError(f"the compiled beam search cannot run here: {why_not}")
-        else:
-            found = _beam_search_one(
+        decoded.append(
+            _beam_search_one(
                 frames, candidates, beam_width, blank, lm, lm_weight, insertion_bonus, rank_gap,
-                finals,
-            )  # fmt: skip
-        if words is not None:
-            found = best_by_words(found, words, word_penalty, len(frames))
-        decoded.append(found)
+                words, word_penalty,
+            )
+        )  # fmt: skip
     return decoded
 
 
@@ -405,14 +408,27 @@ def best_by_words(
     """The final beam (best first) that ranks best once each word of its reading missing
     from ``words`` costs ``word_penalty`` (the first of equals), with its confidence.
 
-    >>> lexicon = WordLexicon(frozenset({"cat"}), ("", "", "", *"cat cot"))
+    >>> lexicon = WordLexicon("cat", ("", "", "", *"cat cot"))
     >>> beams = [([3, 8, 5], -1.0, -1.5), ([3, 4, 5], -1.2, -1.6)]  # "cot", then "cat"
     >>> best_by_words(beams, lexicon, 0.5, 4)[0], best_by_words(beams, lexicon, 0.1, 4)[0]
     ([3, 4, 5], [3, 8, 5])
     """
-    scores = [rank - word_penalty * words.unknown_words(ids) for ids, rank, _ in beams]
-    ids, _, log_p = beams[scores.index(max(scores))]
+    best, best_score = 0, -math.inf
+    for index, (ids, rank, _) in enumerate(beams):
+        if not rank > best_score:  # a penalty only lowers a rank: this beam cannot win
+            continue
+        score = rank - word_penalty * words.unknown_words(ids)
+        if score > best_score:
+            best, best_score = index, score
+    ids, _, log_p = beams[best]
     return ids, math.exp(log_p / frames) if frames else 1.0
+
+
+def _compiled_words(words: WordLexicon) -> Any:
+    """``words`` as the compiled search holds them, made on its first search."""
+    if words not in _compiled_words_lists:
+        _compiled_words_lists[words] = _ctc_beam.word_tables(*words.search_arrays())
+    return _compiled_words_lists[words]
 
 
 def _compiled_lm(lm: CharLanguageModel | None) -> Any:
@@ -436,7 +452,11 @@ def _compiled_lm(lm: CharLanguageModel | None) -> Any:
 
 
 def _why_not_compiled(
-    beam_width: int, lm: CharLanguageModel | None, lm_weight: float, insertion_bonus: float
+    beam_width: int,
+    lm: CharLanguageModel | None,
+    lm_weight: float,
+    insertion_bonus: float,
+    word_penalty: float = 0.0,
 ) -> str | None:
     """Why the compiled search cannot answer with these settings as the Python one would, or
     None. It ranks with plain float comparisons, so it leaves to Python an LM at a weight of 0
@@ -448,7 +468,7 @@ def _why_not_compiled(
         return f"{type(lm).__name__} has no tables for the compiled search"
     if lm is not None and not lm_weight > 0:
         return f"lm_weight is {lm_weight}"
-    if not (math.isfinite(lm_weight) and math.isfinite(insertion_bonus)):
+    if not all(map(math.isfinite, (lm_weight, insertion_bonus, word_penalty))):
         return "a weight is not finite"
     if beam_width < 1:
         return f"beam_width is {beam_width}"
@@ -512,12 +532,12 @@ def _beam_search_one(
     lm_weight: float,
     insertion_bonus: float,
     rank_gap: float | None = None,
-    finals: bool = False,
-) -> Any:
+    words: WordLexicon | None = None,
+    word_penalty: float = 0.0,
+) -> Decoded:
     """Prefix beam search of one item's (T, C) frames in Python, given their
     :func:`_candidate_arrays` (the compiled search, ``_ctc_beam.c``, is this one in C).
-    Returns the best reading as :data:`Decoded`, or with ``finals`` every final beam as a
-    :data:`FinalBeam`, best first.
+    With ``words``, the final beam :func:`best_by_words` chooses.
 
     Prefixes are the nodes of a trie (an int each, with a record of its parent, last token,
     LM state and scores), so extending, merging and ranking them hashes small ints instead of
@@ -702,13 +722,13 @@ def _beam_search_one(
         p_blanks = [entry[1] for entry in best]
         p_labels = [entry[2] for entry in best]
         labels_dead = False
-    if finals:
+    if words is not None:
         beams = []
         for node, b, lab in zip(nodes, p_blanks, p_labels, strict=True):
             total = _logaddexp(b, lab)
             info = nodes_info[node]
             beams.append((_ids_of(nodes_info, node), total + info[4] + info[6], total))
-        return beams
+        return best_by_words(beams, words, word_penalty, len(frames))
     confidence = (
         math.exp(_logaddexp(p_blanks[0], p_labels[0]) / len(frames)) if len(frames) else 1.0
     )

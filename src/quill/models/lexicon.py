@@ -20,7 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+import numpy as np
 
 from quill.vocab import Tokenizer
 
@@ -39,17 +42,26 @@ def words_of(texts: Iterable[str]) -> set[str]:
 
 @dataclass(frozen=True, eq=False)
 class WordLexicon:
-    """The words of a language (lower case) and the characters of a model's token ids, to
-    count the words of a reading that are not in it.
+    r"""The words of a language and the characters of a model's token ids, to count the words
+    of a reading that are not in it.
 
-    >>> lexicon = WordLexicon(frozenset({"the", "cat"}), ("", "", "", *"the cat dog"))
+    The words are kept as one text, a word a line in lower case, as the file holds them: a
+    list of 100,000 words is then read in milliseconds (the set of them, which only the
+    Python search asks for, is made when first asked).
+
+    >>> lexicon = WordLexicon("the\ncat", ("", "", "", *"the cat dog"))
     >>> lexicon.unknown_words([3, 4, 5, 6, 11, 12, 13])  # "the dog"
     1
     """
 
-    words: frozenset[str]
+    #: The words in lower case, one a line.
+    listing: str
     #: Each token id's character ("" for the special tokens), as the model's tokenizer has it.
     characters: Sequence[str]
+
+    @cached_property
+    def words(self) -> frozenset[str]:
+        return frozenset(self.listing.split("\n"))
 
     def unknown_words(self, ids: Sequence[int]) -> int:
         """How many words of the reading ``ids`` are not in the list."""
@@ -57,18 +69,41 @@ class WordLexicon:
         text = "".join(characters[i] if 0 <= i < len(characters) else "" for i in ids)
         return sum(word.lower() not in self.words for word in WORD.findall(text))
 
+    def search_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The list as the compiled search reads it: every word's code points, each word
+        followed by a 0 (uint32), and each token id's letter in lower case as a code point, 0
+        for a token that is not a letter (int32)."""
+        letters = np.frombuffer(f"{self.listing}\n".encode("utf-32-le"), np.uint32).copy()
+        letters[letters == ord("\n")] = 0
+        codes = np.array([_letter_code(character) for character in self.characters], np.int32)
+        return letters, codes
+
     @classmethod
     def load(cls, path: Path, tokenizer: Tokenizer) -> WordLexicon:
         """Read a word list file (one word per line; any other text counts by its words) for a
         model with ``tokenizer``; a ValueError names what is wrong."""
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8").lower()
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: a word list is UTF-8 text, one word per line") from exc
-        words = frozenset(words_of(text.splitlines()))
-        if not words:
+        listing = text.strip("\n")
+        if "\n\n" in listing or not listing.replace("\n", "").isalpha():
+            listing = "\n".join(sorted(words_of(text.splitlines())))  # read by its words
+        if not listing:
             raise ValueError(f"{path}: the word list holds no words")
-        return cls(words, tuple(tokenizer.decode([i]) for i in range(len(tokenizer))))
+        return cls(listing, tuple(tokenizer.decode([i]) for i in range(len(tokenizer))))
+
+
+def _letter_code(character: str) -> int:
+    """A token's character as a word's letter in lower case (its code point), or 0.
+
+    >>> [_letter_code(c) for c in ("A", "é", "3", "'", "")]
+    [97, 233, 0, 0, 0]
+    """
+    if not WORD.fullmatch(character):
+        return 0
+    lower = character.lower()
+    return ord(lower) if len(lower) == 1 else ord(character)
 
 
 def save_words(path: Path, words: Iterable[str]) -> int:

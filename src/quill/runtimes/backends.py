@@ -45,6 +45,7 @@ from quill.models.language_model import CharNGramLM
 from quill.models.lexicon import WordLexicon
 from quill.runtimes import cache
 from quill.staged_model import ModelLoadError, StagedModel
+from quill.vocab import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +145,18 @@ def _word_list(model: StagedModel, name: str) -> WordLexicon:
     path = model.path / name
     if not path.is_file():
         raise ModelLoadError(f"{model.path} has no {name} (its decoding section names it)")
+    state = path.stat()
     try:
-        return WordLexicon.load(path, model.tokenizer)
+        return _load_words(path, state.st_mtime_ns, state.st_size, model.tokenizer)
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
+
+
+@lru_cache(maxsize=8)
+def _load_words(path: Path, mtime_ns: int, size: int, tokenizer: Tokenizer) -> WordLexicon:
+    """A word list file as one version of it reads (``mtime_ns``, ``size``), read once per
+    process: ``auto`` opens several runtimes, each decoding with the same lists."""
+    return WordLexicon.load(path, tokenizer)
 
 
 def _checked_lm(model: StagedModel, path: Path) -> CharNGramLM:
