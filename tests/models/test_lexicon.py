@@ -25,7 +25,7 @@ TOKENIZER = Tokenizer()
 
 def lexicon(*words: str) -> WordLexicon:
     characters = tuple(TOKENIZER.decode([i]) for i in range(len(TOKENIZER)))
-    return WordLexicon("\n".join(words), characters)
+    return WordLexicon.of(words, characters)
 
 
 def frames_of(*steps: dict[str, float]) -> np.ndarray:

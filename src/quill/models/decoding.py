@@ -408,7 +408,7 @@ def best_by_words(
     """The final beam (best first) that ranks best once each word of its reading missing
     from ``words`` costs ``word_penalty`` (the first of equals), with its confidence.
 
-    >>> lexicon = WordLexicon("cat", ("", "", "", *"cat cot"))
+    >>> lexicon = WordLexicon.of(["cat"], ("", "", "", *"cat cot"))
     >>> beams = [([3, 8, 5], -1.0, -1.5), ([3, 4, 5], -1.2, -1.6)]  # "cot", then "cat"
     >>> best_by_words(beams, lexicon, 0.5, 4)[0], best_by_words(beams, lexicon, 0.1, 4)[0]
     ([3, 4, 5], [3, 8, 5])

@@ -40,28 +40,40 @@ def words_of(texts: Iterable[str]) -> set[str]:
     return {word.lower() for text in texts for word in WORD.findall(text)}
 
 
+#: Code points below this (ASCII, Latin-1, Latin Extended-A and -B) are lower-cased and
+#: told letters from other characters by one table when a word list file is read.
+_TABLED = 0x250
+
+
 @dataclass(frozen=True, eq=False)
 class WordLexicon:
-    r"""The words of a language and the characters of a model's token ids, to count the words
+    """The words of a language and the characters of a model's token ids, to count the words
     of a reading that are not in it.
 
-    The words are kept as one text, a word a line in lower case, as the file holds them: a
-    list of 100,000 words is then read in milliseconds (the set of them, which only the
+    The words are kept as the compiled search reads them, their code points with a 0 after
+    each word: a list of 100,000 words in a Latin script is read from its file in a few
+    milliseconds, by table rather than string by string (the set of the words, which only the
     Python search asks for, is made when first asked).
 
-    >>> lexicon = WordLexicon("the\ncat", ("", "", "", *"the cat dog"))
+    >>> lexicon = WordLexicon.of(["the", "cat"], ("", "", "", *"the cat dog"))
     >>> lexicon.unknown_words([3, 4, 5, 6, 11, 12, 13])  # "the dog"
     1
     """
 
-    #: The words in lower case, one a line.
-    listing: str
+    #: Every word's code points in lower case, each word followed by a 0 (uint32).
+    letters: np.ndarray
     #: Each token id's character ("" for the special tokens), as the model's tokenizer has it.
     characters: Sequence[str]
 
+    @classmethod
+    def of(cls, words: Iterable[str], characters: Sequence[str]) -> WordLexicon:
+        """The list of ``words`` (each a run of letters; lower-cased here)."""
+        text = "".join(f"{word.lower()}\0" for word in words)
+        return cls(np.frombuffer(text.encode("utf-32-le"), np.uint32), tuple(characters))
+
     @cached_property
     def words(self) -> frozenset[str]:
-        return frozenset(self.listing.split("\n"))
+        return frozenset(self.letters.tobytes().decode("utf-32-le").split("\0")) - {""}
 
     def unknown_words(self, ids: Sequence[int]) -> int:
         """How many words of the reading ``ids`` are not in the list."""
@@ -70,28 +82,62 @@ class WordLexicon:
         return sum(word.lower() not in self.words for word in WORD.findall(text))
 
     def search_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """The list as the compiled search reads it: every word's code points, each word
-        followed by a 0 (uint32), and each token id's letter in lower case as a code point, 0
-        for a token that is not a letter (int32)."""
-        letters = np.frombuffer(f"{self.listing}\n".encode("utf-32-le"), np.uint32).copy()
-        letters[letters == ord("\n")] = 0
+        """The list as the compiled search reads it: :attr:`letters`, and each token id's
+        letter in lower case as a code point, 0 for a token that is not a letter (int32)."""
         codes = np.array([_letter_code(character) for character in self.characters], np.int32)
-        return letters, codes
+        return self.letters, codes
 
     @classmethod
     def load(cls, path: Path, tokenizer: Tokenizer) -> WordLexicon:
         """Read a word list file (one word per line; any other text counts by its words) for a
         model with ``tokenizer``; a ValueError names what is wrong."""
         try:
-            text = path.read_text(encoding="utf-8").lower()
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: a word list is UTF-8 text, one word per line") from exc
-        listing = text.strip("\n")
-        if "\n\n" in listing or not listing.replace("\n", "").isalpha():
-            listing = "\n".join(sorted(words_of(text.splitlines())))  # read by its words
-        if not listing:
+        characters = tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
+        letters = _word_a_line(text)
+        if letters is not None:
+            return cls(letters, characters)
+        words = sorted(words_of(text.splitlines()))  # not a word a line: read by its words
+        if not words:
             raise ValueError(f"{path}: the word list holds no words")
-        return cls(listing, tuple(tokenizer.decode([i]) for i in range(len(tokenizer))))
+        return cls.of(words, characters)
+
+
+def _word_a_line(text: str) -> np.ndarray | None:
+    r""":attr:`WordLexicon.letters` of a file that holds a word a line (as ``save_words``
+    writes), lower-cased by table; None for any other text.
+
+    >>> _word_a_line("Kew\ngarden\n").tolist(), _word_a_line("Kew Gardens\n")
+    ([107, 101, 119, 0, 103, 97, 114, 100, 101, 110, 0], None)
+    """
+    points = np.frombuffer(f"{text.strip(chr(10))}\n".encode("utf-32-le"), np.uint32)
+    if points.size < 2:
+        return None
+    lower, letter = _LATIN_LOWER[points % _TABLED], _LATIN_LETTER[points % _TABLED]
+    beyond = points >= _TABLED  # a few letters of other scripts (Greek, IPA): one by one
+    if beyond.any():
+        others = np.unique(points[beyond])
+        other_lower, other_letter = _tables(others.tolist())
+        place = np.searchsorted(others, points[beyond])
+        lower[beyond], letter[beyond] = other_lower[place], other_letter[place]
+    newline = points == ord("\n")
+    if not (letter | newline).all() or (newline[1:] & newline[:-1]).any():
+        return None
+    lower[newline] = 0
+    return lower
+
+
+def _tables(points: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each code point's lower case (itself where that is not one character) and whether it
+    is a letter of a word."""
+    lower = [c.lower() if len(c.lower()) == 1 else c for c in map(chr, points)]
+    letter = [bool(WORD.fullmatch(chr(point))) for point in points]
+    return np.array([ord(c) for c in lower], np.uint32), np.array(letter)
+
+
+_LATIN_LOWER, _LATIN_LETTER = _tables(range(_TABLED))
 
 
 def _letter_code(character: str) -> int:
