@@ -584,16 +584,18 @@ class StagedModel:
             name = self._copy_in(
                 words, "words.txt" if language is None else f"words-{language}.txt"
             )
-        kept = {"words": name, "word_penalty": None if name is None else penalty}
+        kept = None if name is None else penalty
         if language is None:
-            return self._saved_with(dataclasses.replace(decoding, **kept), before)
+            return self._saved_with(
+                dataclasses.replace(decoding, words=name, word_penalty=kept), before
+            )
         others = {item.language: item for item in decoding.languages or ()}
         if language not in others:
             raise ModelLoadError(
                 f"{self.path} reads no language {language!r} (it reads {sorted(others) or 'none'} "
                 "besides its main one): add it first (quill lm language --write)"
             )
-        others[language] = dataclasses.replace(others[language], **kept)
+        others[language] = dataclasses.replace(others[language], words=name, word_penalty=kept)
         languages = tuple(others[name] for name in sorted(others))
         return self._saved_with(dataclasses.replace(decoding, languages=languages), before)
 

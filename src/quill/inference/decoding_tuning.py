@@ -231,15 +231,17 @@ def with_words(
     """``decoder`` checking its readings of ``language`` (None: the main one) against
     ``words`` at ``penalty`` (none at a penalty of 0); a ValueError for a language it does
     not read."""
-    kept = {"words": words if penalty > 0 else None, "word_penalty": penalty}
+    used = words if penalty > 0 else None
     if language is None:
-        return dataclasses.replace(decoder, **kept)
+        return dataclasses.replace(decoder, words=used, word_penalty=penalty)
     if language not in {option.language for option in decoder.languages}:
         raise ValueError(f"the model's decoding reads no language {language!r}")
     return dataclasses.replace(
         decoder,
         languages=tuple(
-            dataclasses.replace(option, **kept) if option.language == language else option
+            dataclasses.replace(option, words=used, word_penalty=penalty)
+            if option.language == language
+            else option
             for option in decoder.languages
         ),
     )

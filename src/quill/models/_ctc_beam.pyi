@@ -32,5 +32,8 @@ def beam_search(
     insertion_bonus: float,
     rank_gap: float | None,
     floor_margin: float,
+    words: Any,
+    word_penalty: float,
     /,
 ) -> tuple[list[int], float]: ...
+def word_tables(letters: np.ndarray, codes: np.ndarray, /) -> Any: ...
