@@ -76,7 +76,7 @@ class LanguageDecoding:
     lm_weight: float
     insertion_bonus: float
     #: The language's word list file and what a word missing from it costs (``quill lm
-    #: tune --words``; :mod:`quill.models.lexicon`).
+    #: words``; :mod:`quill.models.lexicon`).
     words: str | None = None
     word_penalty: float | None = None
 
@@ -160,7 +160,8 @@ class DecodingConfig:
     #: decoding (``quill lm shifts``; :mod:`quill.inference.shifts`); None reads one pass.
     shifts: tuple[int, ...] | None = None
     #: The main language's word list file and what a word of a reading missing from it costs
-    #: (``quill lm tune --words``; :mod:`quill.models.lexicon`).
+    #: (``quill lm words``; :mod:`quill.models.lexicon`). ``quill lm tune --write`` leaves
+    #: it out: its weights were measured without it.
     words: str | None = None
     word_penalty: float | None = None
 
