@@ -637,13 +637,26 @@ def words(
     grid = _floats(penalties, "--penalties")
     if any(not math.isfinite(p) or p < 0 for p in grid):
         raise typer.BadParameter("penalties are finite and at least 0", param_hint="--penalties")
+    # everything is checked before the model runs over the data, which takes minutes
+    try:
+        staged = StagedModel.load(model)
+        lexicon = WordLexicon.load(word_list, staged.tokenizer)
+    except (ModelLoadError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    if staged.decoding is None or staged.decoding.method != "beam":
+        raise fail(f"{model} does not beam-search: give it a beam search first (quill lm tune)")
+    others = sorted(item.language for item in staged.decoding.languages or ())
+    if language is not None and language not in others:
+        raise fail(
+            f"{model}'s decoding reads no language {language!r} (besides its main one it reads "
+            f"{others or 'none'}): add it first (quill lm language --write)"
+        )
     console = Console(stderr=True, soft_wrap=True)
     recognizer, batches, texts, names, sets = _record(model, data, split, limit, console, None)
     decoder = recognizer.runtime.decoder
-    if not isinstance(decoder, CTCDecoder) or decoder.method != "beam":
-        raise fail(f"{model} does not beam-search: give it a beam search first (quill lm tune)")
+    if not isinstance(decoder, CTCDecoder):
+        raise fail(f"{model} is not a CTC model: word lists check a CTC beam search")
     try:
-        lexicon = WordLexicon.load(word_list, recognizer.tokenizer)
         results = decoding_tuning.tune_words(
             batches,
             texts,
