@@ -385,12 +385,7 @@ def tune(
         sets=sets,
     )
     print(f"{model} on {names} {split}: {len(texts)} lines, best first")
-    print(f"{'CER':>8}{_per_set_header(sets)} {'ms/line':>8}  decoding")
-    for result in results:
-        print(
-            f"{result.cer:8.4f}{_per_set_cells(result)} {result.ms_per_line:8.2f}  "
-            f"{json.dumps(result.setting)}"
-        )
+    _print_results(results, sets, "decoding", lambda result: json.dumps(result.setting))
     best = decoding_tuning.best_within(results, max_ms, cer_tolerance / 100)
     budget = f" within {max_ms:g} ms per line" if max_ms is not None else ""
     if cer_tolerance:
@@ -470,6 +465,19 @@ def _per_set_cells(result: Any) -> str:
     return "".join(f" {cer:10.4f}" for cer in result.per_set.values())
 
 
+def _print_results(
+    results: list[Any], sets: list[str], heading: str, setting: Callable[[Any], str]
+) -> None:
+    """A tuning's results on stdout, best first: CER, each folder's CER, milliseconds per
+    line, and the setting as ``setting`` writes it under ``heading``."""
+    print(f"{'CER':>8}{_per_set_header(sets)} {'ms/line':>8}  {heading}")
+    for result in results:
+        print(
+            f"{result.cer:8.4f}{_per_set_cells(result)} {result.ms_per_line:8.2f}  "
+            f"{setting(result)}"
+        )
+
+
 @lm_app.command("shifts")
 def shifts(
     model: Annotated[Path, typer.Argument(help="Staged CTC model directory.")],
@@ -516,12 +524,7 @@ def shifts(
         recognizer, paths, texts, options or [ONE_PASS, (0, -2, 2)], _trying(console), sets
     )
     print(f"{model} on {names} {split}: {len(texts)} lines, best first")
-    print(f"{'CER':>8}{_per_set_header(sets)} {'ms/line':>8}  shifts")
-    for result in results:
-        print(
-            f"{result.cer:8.4f}{_per_set_cells(result)} {result.ms_per_line:8.2f}  "
-            f"{result.setting['shifts']}"
-        )
+    _print_results(results, sets, "shifts", lambda result: str(result.setting["shifts"]))
     best = decoding_tuning.best_within(results, max_ms, cer_tolerance / 100)
     print(f"best: {best.setting['shifts']}")
     if write:
@@ -629,7 +632,6 @@ def words(
     from rich.console import Console
 
     from quill.inference import decoding_tuning
-    from quill.models.decoding import CTCDecoder
     from quill.models.lexicon import WordLexicon
     from quill.staged_model import DecodingConfig
     from quill.staging.model_card import with_header, with_words_section
@@ -652,33 +654,23 @@ def words(
             f"{others or 'none'}): add it first (quill lm language --write)"
         )
     console = Console(stderr=True, soft_wrap=True)
+    # a model that is not CTC is refused here (record_log_probs)
     recognizer, batches, texts, names, sets = _record(model, data, split, limit, console, None)
-    decoder = recognizer.runtime.decoder
-    if not isinstance(decoder, CTCDecoder):
-        raise fail(f"{model} is not a CTC model: word lists check a CTC beam search")
-    try:
-        results = decoding_tuning.tune_words(
-            batches,
-            texts,
-            recognizer.tokenizer.decode,
-            decoder,
-            language,
-            lexicon,
-            grid,
-            _trying(console),
-            sets,
-        )
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
+    results = decoding_tuning.tune_words(
+        batches,
+        texts,
+        recognizer.tokenizer.decode,
+        recognizer.runtime.decoder,
+        language,
+        lexicon,
+        grid,
+        _trying(console),
+        sets,
+    )
     reading = language or "its main language"
     print(f"{model} reading {reading} with {word_list} ({len(lexicon.words):,} words)")
     print(f"on {names} {split}: {len(texts)} lines, best first")
-    print(f"{'CER':>8}{_per_set_header(sets)} {'ms/line':>8}  word penalty")
-    for result in results:
-        print(
-            f"{result.cer:8.4f}{_per_set_cells(result)} {result.ms_per_line:8.2f}  "
-            f"{result.setting['word_penalty']:g}"
-        )
+    _print_results(results, sets, "word penalty", lambda r: f"{r.setting['word_penalty']:g}")
     penalty = results[0].setting["word_penalty"]
     print(f"best: word penalty {penalty:g}")
     if write:

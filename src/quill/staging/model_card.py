@@ -269,20 +269,14 @@ def decoding_section(
 ) -> str:
     """The Decoding section: the setting in use and what ``quill lm tune`` measured
     (``rows`` of (setting, CER, ms per line), best first; :data:`PerSet`) on ``tuned_on``."""
-    heading, rule, cells = _per_set_columns(per_set, len(rows))
+    settings = [(f"`{json.dumps(dict(setting))}`", cer, ms) for setting, cer, ms in rows]
     lines = [
         DECODING_HEADING,
         "",
         f"`{json.dumps(dict(decoding))}`, chosen by `quill lm tune` on "
         f"{tuned_on or 'validation data'}:",
         "",
-        f"| decoding | CER |{heading} ms per line |",
-        f"|---|---|{rule}---|",
-        *(
-            f"| `{json.dumps(dict(setting))}` | {cer:.4f} |{more} {ms:.2f} |"
-            for (setting, cer, ms), more in zip(rows, cells, strict=True)
-        ),
-        "",
+        *_measured_table("decoding", settings, per_set),
     ]
     return "\n".join(lines) + "\n"
 
