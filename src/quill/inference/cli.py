@@ -338,6 +338,7 @@ def _error_line(path: str, message: str) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the `quill` app."""
+    from quill.inference import words_cli  # noqa: F401 - its commands join lm_app on import
     from quill.inference.adapt_cli import adapt
     from quill.inference.lm_cli import lm_app
 
