@@ -1,6 +1,6 @@
-"""Word lists: beam search's final beams, ranked again by the words missing from a list.
+"""Word lists: beam search's prefixes ranked lower for each word missing from a list.
 
-The compiled and the Python search must hand back the same final beams to the bit, so a word
+The compiled and the Python search must rank the same prefixes to the bit, so a word
 list reads the same whichever runs; at a penalty of 0 a list changes nothing; a penalty
 larger than the gap between a non-word and a word moves the reading to the word; and a bad
 word list file is refused with its name.
@@ -101,10 +101,24 @@ def test_a_missing_word_costs_its_penalty(compiled):
     assert 0 < cat[1] < cot[1]
 
 
+@pytest.mark.parametrize("compiled", [False, None], ids=["python", "compiled"])
+def test_a_missing_word_costs_as_soon_as_it_ends(compiled):
+    # with two beams, "cot " and "cat " both branch on the next frame: ranked by the CTC and
+    # LM alone, "cot x" and "cot y" would fill the beam and "cat" would be gone by the end
+    frames = frames_of({"c": 0.9}, {"o": 0.5, "a": 0.45}, {"t": 0.9}, {" ": 0.9},
+                       {"x": 0.34, "y": 0.33, "z": 0.32})  # fmt: skip
+    search = {"beam_width": 2, "compiled": compiled}
+    assert TOKENIZER.decode(ctc_beam_search(frames, **search)[0][0]) == "cot x"
+    words = lexicon("cat", "x", "y", "z")
+    ids, _ = ctc_beam_search(frames, **search, words=words, word_penalty=1.0)[0]
+    assert TOKENIZER.decode(ids) == "cat x"
+
+
 def test_the_first_of_equally_ranked_beams_wins():
-    words = lexicon("cat")
-    beams = [([3], -1.0, -1.0), ([4], -1.0, -2.0)]
-    assert best_by_words(beams, words, 0.0, 2) == ([3], np.exp(-0.5))
+    beams = [([3], -1.0, -1.0, False), ([4], -1.0, -2.0, False)]
+    assert best_by_words(beams, 0.0, 2) == ([3], np.exp(-0.5))
+    beams = [([3], -1.0, -1.0, True), ([4], -2.0, -2.0, False)]
+    assert best_by_words(beams, 1.0, 2) == ([3], np.exp(-0.5))  # -2.0 each: the first
 
 
 def test_a_word_list_file_is_read_in_lower_case_and_refused_when_unusable(tmp_path: Path):

@@ -111,8 +111,8 @@ def words(
     ] = False,
 ) -> None:
     """Check beam search's readings against a word list: each word of a reading missing from
-    it costs a penalty when the final beams are ranked again (quill.models.lexicon). Tune the
-    penalty on val data with the model's own decoding; optionally keep the best."""
+    it lowers the reading's rank by a penalty as soon as the word ends (quill.models.lexicon).
+    Tune the penalty on val data with the model's own decoding; optionally keep the best."""
     from rich.console import Console
 
     from quill.inference import decoding_tuning

@@ -20,9 +20,10 @@
  * programs finds little of them in the CPU's caches.
  *
  * A word list (quill.models.lexicon): its words hashed (FNV-1a over their lower-case code
- * points, last letter first) into a hash table. With one, the answer is the final beam that
- * ranks best once each word of its reading missing from the list has cost word_penalty
- * (decoding.best_by_words), counted by walking each beam's prefix back.
+ * points) into a hash table. With one, each word of a prefix missing from the list costs the
+ * prefix word_penalty in its rank as soon as the word ends (a node keeps the hash of the word
+ * it is in and how many missing words came before), and the word a final beam ends in is
+ * counted at the end.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -33,7 +34,7 @@
 
 /* Changed whenever the search or the arguments change: Python uses the compiled search only
  * when this matches (a stale build falls back to the Python search). */
-#define ABI_VERSION 3
+#define ABI_VERSION 4
 #define MAX_CONTEXT 15
 #define EMPTY_KEY UINT64_MAX
 
@@ -205,7 +206,7 @@ static void words_capsule_destructor(PyObject *capsule) {
 
 /* word_tables(letters u32: the words' code points, each word followed by a 0,
  *             codes i32: each token's lower-case letter or 0) -> capsule
- * Words are hashed last letter first, as unknown_words meets them walking a prefix back. */
+ * Words are hashed first letter first, as a prefix grows. */
 static PyObject *word_tables(PyObject *self, PyObject *args) {
     PyObject *letters_object, *codes_object;
     if (!PyArg_ParseTuple(args, "OO", &letters_object, &codes_object)) return NULL;
@@ -232,7 +233,7 @@ static PyObject *word_tables(PyObject *self, PyObject *args) {
     for (Py_ssize_t end = 0, start = 0; end < length; end++) {
         if (letter[end] != 0) continue;
         uint64_t hash = WORD_START;
-        for (Py_ssize_t i = end - 1; i >= start; i--) hash = word_step(hash, (int32_t)letter[i]);
+        for (Py_ssize_t i = start; i < end; i++) hash = word_step(hash, (int32_t)letter[i]);
         if (hash == 0) hash = 1;
         uint64_t slot = slot_of(hash, words->mask);
         while (words->table[slot] != 0 && words->table[slot] != hash) slot = (slot + 1) & words->mask;
@@ -258,6 +259,9 @@ fail:
 typedef struct {
     int32_t parent, token, size;
     double score, weighted, bonus; /* log P_lm, lm_weight * that, insertion_bonus * size */
+    uint64_t word_hash;   /* the hash of the letters since the last non-letter (WORD_START: none) */
+    int32_t unknown;      /* the words before those letters missing from the word list */
+    double penalized;     /* word_penalty * unknown */
     int32_t state[MAX_CONTEXT];    /* the last context_length tokens (fewer near the start) */
     int32_t state_length;
     int32_t chain, chain_length; /* the node's levels in Trie.levels; chain -1: not found yet */
@@ -480,23 +484,16 @@ static PyObject *ids_of(const Trie *trie, int32_t last) {
     return ids;
 }
 
-/* How many words of a node's prefix are not in the list (decoding.WordLexicon.unknown_words). */
-static int unknown_words(const CompiledWords *words, const Trie *trie, int32_t last) {
-    int unknown = 0, in_word = 0;
-    uint64_t hash = WORD_START;
-    for (int32_t node = last; node > 0; node = trie->nodes[node].parent) {
-        int32_t token = trie->nodes[node].token;
-        int32_t code = token >= 0 && token < words->known ? words->codes[token] : 0;
-        if (code > 0) {
-            hash = word_step(hash, code);
-            in_word = 1;
-        } else if (in_word) {
-            unknown += !has_word(words, hash);
-            hash = WORD_START;
-            in_word = 0;
-        }
-    }
-    return unknown + (in_word && !has_word(words, hash));
+/* The missing words of a node's prefix once it is extended by a token with word code
+ * `code` (0: not a letter): a word ends when a non-letter follows its letters. */
+static int32_t unknown_after(const CompiledWords *words, const Node *node, int32_t code) {
+    if (words == NULL || code > 0 || node->word_hash == WORD_START) return node->unknown;
+    return node->unknown + !has_word(words, node->word_hash);
+}
+
+/* A token's lower-case letter for the word list, 0 for no letter (or no list). */
+static int32_t word_code(const CompiledWords *words, int32_t token) {
+    return words != NULL && token >= 0 && token < words->known ? words->codes[token] : 0;
 }
 
 static PyObject *beam_search(PyObject *self, PyObject *args) {
@@ -572,7 +569,8 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
     int context = lm != NULL ? lm->context_length : -1;
     Node *root = new_node(&trie);
     *root = (Node){.parent = -1, .token = -1, .size = 0, .score = 0.0, .weighted = lm_weight * 0.0,
-                   .bonus = insertion_bonus * 0, .state_length = 0};
+                   .bonus = insertion_bonus * 0, .state_length = 0, .word_hash = WORD_START,
+                   .unknown = 0, .penalized = word_penalty * 0};
     forget_answers(root);
     int beams = 1;
     beam_nodes[0] = 0;
@@ -635,7 +633,9 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                     double score;
                     if (lm == NULL) {
                         score = info->score + 0.0;
-                    } else if (x + info->weighted + insertion_bonus * (info->size + 1) < floor_rank) {
+                    } else if (x + info->weighted + insertion_bonus * (info->size + 1) -
+                                   info->penalized <
+                               floor_rank) {
                         continue;
                     } else {
                         double answer = lm_log_prob(lm, &trie, info, token);
@@ -645,7 +645,9 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                         }
                         score = info->score + answer;
                     }
-                    double rank = x + lm_weight * score + insertion_bonus * (info->size + 1);
+                    int32_t unknown = unknown_after(words, info, word_code(words, token));
+                    double rank = x + lm_weight * score + insertion_bonus * (info->size + 1) -
+                                  word_penalty * unknown;
                     if (!(rank < floor_rank))
                         entries[met++] = (Entry){-1, -INFINITY, x, rank, node, token, score};
                     continue;
@@ -653,7 +655,7 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                 int32_t other = trie.beam_entry[child];
                 if (other == -2) { /* not a beam: met once */
                     const Node *grown = &trie.nodes[child];
-                    double rank = x + grown->weighted + grown->bonus;
+                    double rank = x + grown->weighted + grown->bonus - grown->penalized;
                     if (!(rank < floor_rank))
                         entries[met++] = (Entry){child, -INFINITY, x, rank, -1, -1, 0.0};
                     continue;
@@ -671,7 +673,7 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
             if (entry >= 0) {
                 const Node *info = &trie.nodes[entries[entry].node];
                 double rank = total_of(entries[entry].blank, entries[entry].label);
-                entries[entry].rank = rank + info->weighted + info->bonus;
+                entries[entry].rank = rank + info->weighted + info->bonus - info->penalized;
             }
             trie.beam_entry[beam_nodes[i]] = -2;
         }
@@ -707,6 +709,10 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                 made->score = entry->score;
                 made->weighted = lm_weight * entry->score;
                 made->bonus = insertion_bonus * made->size;
+                int32_t code = word_code(words, entry->token);
+                made->unknown = unknown_after(words, from, code);
+                made->penalized = word_penalty * made->unknown;
+                made->word_hash = code > 0 ? word_step(from->word_hash, code) : WORD_START;
                 forget_answers(made);
                 int length = 0;
                 if (context > 0) {
@@ -728,13 +734,14 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
         beams = kept;
         labels_dead = 0;
     }
-    int chosen = 0; /* decoding.best_by_words: the final beam best once its words are counted */
+    int chosen = 0; /* decoding.best_by_words: the final beam best once its last word counts */
     double best_score = -INFINITY;
     for (int i = 0; words != NULL && i < beams; i++) {
         const Node *node = &trie.nodes[beam_nodes[i]];
-        double rank = total_of(p_blanks[i], p_labels[i]) + node->weighted + node->bonus;
+        double rank =
+            total_of(p_blanks[i], p_labels[i]) + node->weighted + node->bonus - node->penalized;
         if (!(rank > best_score)) continue; /* a penalty only lowers a rank */
-        double score = rank - word_penalty * (double)unknown_words(words, &trie, beam_nodes[i]);
+        double score = rank - word_penalty * (double)(unknown_after(words, node, 0) - node->unknown);
         if (score > best_score) {
             chosen = i;
             best_score = score;

@@ -37,8 +37,9 @@ except ImportError:  # pragma: no cover - a build without a compiler
 
 Decoded = tuple[list[int], float]
 #: A beam at the end of beam search (:func:`best_by_words`): its reading's ids, its rank
-#: (log P_ctc + lm_weight * log P_lm + insertion_bonus * length) and log P_ctc.
-FinalBeam = tuple[list[int], float, float]
+#: (log P_ctc + lm_weight * log P_lm + insertion_bonus * length - word_penalty * the missing
+#: words before its last), log P_ctc, and whether its last word is missing from the list.
+FinalBeam = tuple[list[int], float, float, bool]
 #: A greedy reading's characters and its log-likelihood under each language's identifier
 #: (:meth:`CTCDecoder.reading_scores`).
 ReadingScores = tuple[int, list[float]]
@@ -169,7 +170,7 @@ RANK_GAP: float | None = None
 
 #: The compiled search's version this module speaks; a build of another (a stale ``.so`` left
 #: by an older checkout) is not used.
-COMPILED_SEARCH_VERSION = 3
+COMPILED_SEARCH_VERSION = 4
 #: Whether beam search can run compiled (:func:`ctc_beam_search`'s ``compiled``).
 COMPILED_SEARCH = _ctc_beam is not None and _ctc_beam.ABI_VERSION == COMPILED_SEARCH_VERSION
 #: A language model's tables as the compiled search holds them, made on its first search.
@@ -351,9 +352,10 @@ def ctc_beam_search(
     LM without :meth:`~quill.models.language_model.CharNGramLM.beam_tables`), False the
     Python one, None the compiled one wherever it can. Both give the same answers.
 
-    With ``words`` (:class:`~quill.models.lexicon.WordLexicon`), the answer is the final beam
-    ranked best once each word of its reading missing from the list has cost
-    ``word_penalty`` (see :mod:`quill.models.lexicon`); its confidence is its own.
+    With ``words`` (:class:`~quill.models.lexicon.WordLexicon`), each word of a prefix
+    missing from the list costs its rank ``word_penalty`` as soon as the word ends, and the
+    word a final beam ends in is counted at the end (see :mod:`quill.models.lexicon`); the
+    confidence is the chosen reading's own.
 
     Greedy takes the best single path (blank, blank) with probability .25; beam search sums
     the three paths of ``[1]`` (.4*.3 + .4*.5 + .5*.3 = .47):
@@ -402,25 +404,22 @@ def ctc_beam_search(
     return decoded
 
 
-def best_by_words(
-    beams: Sequence[FinalBeam], words: WordLexicon, word_penalty: float, frames: int
-) -> Decoded:
-    """The final beam (best first) that ranks best once each word of its reading missing
-    from ``words`` costs ``word_penalty`` (the first of equals), with its confidence.
+def best_by_words(beams: Sequence[FinalBeam], word_penalty: float, frames: int) -> Decoded:
+    """The final beam (best first) that ranks best once its last word, when missing from the
+    word list, has cost ``word_penalty`` too (the first of equals), with its confidence.
 
-    >>> lexicon = WordLexicon.of(["cat"], ("", "", "", *"cat cot"))
-    >>> beams = [([3, 8, 5], -1.0, -1.5), ([3, 4, 5], -1.2, -1.6)]  # "cot", then "cat"
-    >>> best_by_words(beams, lexicon, 0.5, 4)[0], best_by_words(beams, lexicon, 0.1, 4)[0]
+    >>> beams = [([3, 8, 5], -1.0, -1.5, True), ([3, 4, 5], -1.2, -1.6, False)]  # cot, cat
+    >>> best_by_words(beams, 0.5, 4)[0], best_by_words(beams, 0.1, 4)[0]
     ([3, 4, 5], [3, 8, 5])
     """
     best, best_score = 0, -math.inf
-    for index, (ids, rank, _) in enumerate(beams):
+    for index, (_, rank, _, last_unknown) in enumerate(beams):
         if not rank > best_score:  # a penalty only lowers a rank: this beam cannot win
             continue
-        score = rank - word_penalty * words.unknown_words(ids)
+        score = rank - word_penalty * last_unknown
         if score > best_score:
             best, best_score = index, score
-    ids, _, log_p = beams[best]
+    ids, _, log_p, _ = beams[best]
     return ids, math.exp(log_p / frames) if frames else 1.0
 
 
@@ -537,7 +536,8 @@ def _beam_search_one(
 ) -> Decoded:
     """Prefix beam search of one item's (T, C) frames in Python, given their
     :func:`_candidate_arrays` (the compiled search, ``_ctc_beam.c``, is this one in C).
-    With ``words``, the final beam :func:`best_by_words` chooses.
+    With ``words``, a prefix's rank is lowered by ``word_penalty`` for each word missing from
+    the list that it has ended, and the final beam :func:`best_by_words` chooses.
 
     Prefixes are the nodes of a trie (an int each, with a record of its parent, last token,
     LM state and scores), so extending, merging and ranking them hashes small ints instead of
@@ -567,9 +567,28 @@ def _beam_search_one(
             getattr(lm, "context_log_prob", lm.log_prob) if context is not None else lm.log_prob
         )
     # Per node: (parent, last token, LM state, LM log-probability, lm_weight * that,
-    # length, insertion_bonus * length). A prefix's rank is
-    # log P_ctc + lm_weight * log P_lm + insertion_bonus * length, summed in that order.
-    nodes_info: list[tuple] = [(-1, -1, (), 0.0, lm_weight * 0.0, 0, insertion_bonus * 0)]
+    # length, insertion_bonus * length, the letters of the word it ends in (lower case),
+    # the missing words before those, word_penalty * that). A prefix's rank is
+    # log P_ctc + lm_weight * log P_lm + insertion_bonus * length - word_penalty * missing,
+    # summed in that order.
+    nodes_info: list[tuple] = [
+        (-1, -1, (), 0.0, lm_weight * 0.0, 0, insertion_bonus * 0, "", 0, word_penalty * 0)
+    ]
+    # each token's letter in lower case for the word list ("" for a token that is no letter)
+    letters = (
+        [chr(code) if code else "" for code in words.search_arrays()[1].tolist()]
+        if (words is not None)
+        else []
+    )
+    known = words.words if words is not None else frozenset()
+
+    def unknown_after(info: tuple, letter: str) -> int:
+        """The missing words before the word a node's prefix extended by ``letter`` ends in
+        (a non-letter after letters ends their word)."""
+        if letter or not info[7]:
+            return info[8]
+        return info[8] + (info[7] not in known)
+
     children: dict[int, int] = {}  # node * num_classes + token -> node
     # The beams, best first: node, log P(ending in blank), log P(ending in a label).
     nodes, p_blanks, p_labels = [0], [0.0], [neg_inf]
@@ -659,17 +678,23 @@ def _beam_search_one(
                     # (most are not); met once, so logaddexp(-inf, x) is x.
                     if lm_log_prob is None:
                         score = info[3] + 0.0
-                    elif x + info[4] + insertion_bonus * (info[5] + 1) < floor:
+                    elif x + info[4] + insertion_bonus * (info[5] + 1) - info[9] < floor:
                         continue
                     else:
                         score = info[3] + lm_log_prob(info[2], token)
-                    rank = x + lm_weight * score + insertion_bonus * (info[5] + 1)
+                    unknown = unknown_after(info, letters[token] if token < len(letters) else "")
+                    rank = (
+                        x
+                        + lm_weight * score
+                        + insertion_bonus * (info[5] + 1)
+                        - word_penalty * unknown
+                    )
                     if not rank < floor:  # (a NaN rank is kept, as it was met)
                         entries.append((-1, neg_inf, x, rank, node, token, score))
                     continue
                 if child not in beam_at:  # met once: logaddexp(-inf, x) is x
                     grown = nodes_info[child]
-                    rank = x + grown[4] + grown[6]
+                    rank = x + grown[4] + grown[6] - grown[9]
                     if not rank < floor:  # (a NaN rank is kept, as it was met)
                         entries.append((child, neg_inf, x, rank))
                     continue
@@ -694,7 +719,7 @@ def _beam_search_one(
                 else:
                     rank = (b if b > lab else lab) + log1p(exp(-abs(b - lab)))
                 info = nodes_info[node]
-                entry[3] = rank + info[4] + info[6]
+                entry[3] = rank + info[4] + info[6] - info[9]
         # sorted() is stable, reverse=True included: equal ranks keep the order met
         best = sorted(entries, key=rank_of, reverse=True)[:beam_width]
         if rank_gap is not None:
@@ -714,10 +739,13 @@ def _beam_search_one(
                 else:
                     state = (*state, token)[-context:] if context else ()
                 size = info[5] + 1
+                letter = letters[token] if token < len(letters) else ""
+                unknown = unknown_after(info, letter)
                 nodes[i] = children[from_node * num_classes + token] = len(nodes_info)
                 nodes_info.append(
                     (from_node, token, state, score, lm_weight * score, size,
-                     insertion_bonus * size)
+                     insertion_bonus * size, info[7] + letter if letter else "", unknown,
+                     word_penalty * unknown)
                 )  # fmt: skip
         p_blanks = [entry[1] for entry in best]
         p_labels = [entry[2] for entry in best]
@@ -727,8 +755,10 @@ def _beam_search_one(
         for node, b, lab in zip(nodes, p_blanks, p_labels, strict=True):
             total = _logaddexp(b, lab)
             info = nodes_info[node]
-            beams.append((_ids_of(nodes_info, node), total + info[4] + info[6], total))
-        return best_by_words(beams, words, word_penalty, len(frames))
+            rank = total + info[4] + info[6] - info[9]
+            last_unknown = unknown_after(info, "") > info[8]
+            beams.append((_ids_of(nodes_info, node), rank, total, last_unknown))
+        return best_by_words(beams, word_penalty, len(frames))
     confidence = (
         math.exp(_logaddexp(p_blanks[0], p_labels[0]) / len(frames)) if len(frames) else 1.0
     )

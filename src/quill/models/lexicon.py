@@ -4,11 +4,15 @@ The character LM judges a reading a few characters at a time (an order-7 LM sees
 so a misreading that is no word at all ("grantes" for "grandes") costs it little when each
 of its pieces is likely. On the unseen writers' test lines, 38% (poilus) to 56% (copiste) of
 the words the default model misread were not words of their language, while fewer than 2.2%
-of the words it read right were not. Beam search therefore ends with its final beams (the
-``beam_width`` best readings) and, with a word list, ranks them again: each word of a
-reading that is not in the list costs ``word_penalty``
-(:func:`quill.models.decoding.ctc_beam_search`). Proper names and rare words are then read a
-little less willingly; ``quill lm words`` measures the trade on validation lines.
+of the words it read right were not. With a word list, beam search therefore ranks a prefix
+lower by ``word_penalty`` for each word of it that is not in the list, as soon as the word
+ends (a non-letter follows it), and the word a final reading ends in counts at the end
+(:func:`quill.models.decoding.ctc_beam_search`). Counted while searching rather than only
+over the final beams, a misreading makes room in the beam for readings that are words,
+which the search would otherwise have dropped before the end of the line (on the val lines
+of the default model: unseen writers 16.22% -> 16.01% CER, docs/models.md). Proper names and
+rare words are then read a little less willingly; ``quill lm words`` measures the trade on
+validation lines.
 
 A word is a run of letters (digits, punctuation, apostrophes and spaces separate words),
 compared in lower case: "L'Homme" holds the words "l" and "homme". The file is plain

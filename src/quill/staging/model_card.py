@@ -385,8 +385,8 @@ def with_words_section(
     lines = [
         WORDS_HEADING,
         "",
-        "Beam search ends with its best readings and ranks them again: each word of a reading "
-        "missing from the language's word list costs `word_penalty` (`quill.models.lexicon`).",
+        "Beam search ranks a reading lower by `word_penalty` for each of its words missing "
+        "from the language's word list, as soon as the word ends (`quill.models.lexicon`).",
         "",
         "| language | word list | word penalty |",
         "|---|---|---|",
