@@ -9,11 +9,12 @@
  * prefix: choosing each frame's candidates (NumPy) and building the LM's tables (NumPy).
  *
  * The LM: interpolated Kneser-Ney over contexts of up to `context_length` characters. Its
- * tables arrive as arrays (quill.models.language_model.CharNGramLM.beam_tables): per
- * context a key (the context's character codes as digits of base `base`, last character
- * least significant; code 0 is never used, so every key names one context), a slice
- * [starts[i], starts[i + 1]) of (character, count) entries, and its total. A hash table maps
- * keys to contexts. Each node (prefix) keeps the contexts its LM state is interpolated from
+ * tables arrive as arrays (quill.models.language_model.CharNGramLM.beam_tables), used where
+ * they lie (a compiled LM's are mapped from its files, so a new process builds nothing): per
+ * context a slice [starts[i], starts[i + 1]) of (character, count) entries and its total,
+ * and a hash table from each context's key (its character codes as digits of base `base`,
+ * last character least significant; code 0 is never used, so every key names one context)
+ * to the context (language_model.context_slots, linear probing from slot_of's home). Each node (prefix) keeps the contexts its LM state is interpolated from
  * (its "chain"), found once, the first time a child of the node is scored, and its last few
  * answers (a beam asks about the same next characters frame after frame). The tables are laid
  * out so that a question touches few cache lines: a bench that takes turns with other
@@ -34,7 +35,7 @@
 
 /* Changed whenever the search or the arguments change: Python uses the compiled search only
  * when this matches (a stale build falls back to the Python search). */
-#define ABI_VERSION 4
+#define ABI_VERSION 5
 #define MAX_CONTEXT 15
 #define EMPTY_KEY UINT64_MAX
 
@@ -42,7 +43,7 @@
 
 typedef struct {
     uint64_t key; /* EMPTY_KEY marks a free slot */
-    int32_t context;
+    uint64_t context;
 } Slot;
 
 typedef struct {
@@ -50,10 +51,11 @@ typedef struct {
 } Following;
 
 typedef struct {
-    Py_buffer starts, totals, token_codes; /* int64, int64, int32 */
-    Following *following;                  /* every context's (character, count) entries */
-    Slot *table;                           /* open addressing: key -> context */
+    Py_buffer slots, starts, totals, following, token_codes; /* u64, i64, i64, i32, i32 */
+    const Slot *table;         /* slots' buffer: open addressing, key -> context */
+    const Following *entries;  /* following's buffer: every context's entries */
     uint64_t mask;
+    Py_ssize_t contexts;
     int context_length;
     uint64_t base;
     int32_t line_start;
@@ -72,20 +74,22 @@ static uint64_t mixed(uint64_t key) { /* splitmix64's finaliser: keys differ in 
 
 static uint64_t slot_of(uint64_t key, uint64_t mask) { return mixed(key) & mask; }
 
+/* The context of a key, or -1 (also for a slot naming no context: a damaged table reads as
+ * an unseen context rather than out of bounds). */
 static int32_t find_context(const CompiledLM *lm, uint64_t key) {
-    for (uint64_t slot = slot_of(key, lm->mask);; slot = (slot + 1) & lm->mask) {
+    uint64_t slot = slot_of(key, lm->mask);
+    for (uint64_t tried = 0; tried <= lm->mask; tried++, slot = (slot + 1) & lm->mask) {
         const Slot *found = &lm->table[slot];
-        if (found->key == key) return found->context;
+        if (found->key == key) return found->context < (uint64_t)lm->contexts ? (int32_t)found->context : -1;
         if (found->key == EMPTY_KEY) return -1;
     }
+    return -1;
 }
 
 static void free_lm(CompiledLM *lm) {
-    Py_buffer *views[] = {&lm->starts, &lm->totals, &lm->token_codes};
+    Py_buffer *views[] = {&lm->slots, &lm->starts, &lm->totals, &lm->following, &lm->token_codes};
     for (size_t i = 0; i < sizeof views / sizeof *views; i++)
         if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
-    free(lm->following);
-    free(lm->table);
     free(lm);
 }
 
@@ -103,16 +107,17 @@ static int get_view(PyObject *object, Py_buffer *view, Py_ssize_t itemsize, cons
     return 0;
 }
 
-/* lm_tables(keys u64, starts i64, totals i64, chars i32, counts i32, token_codes i32,
- *           context_length, base, line_start, uniform, discount) -> capsule */
+/* lm_tables(slots u64, starts i64, totals i64, following i32, token_codes i32,
+ *           context_length, base, line_start, uniform, discount) -> capsule
+ * The capsule holds the arrays' buffers (no copy): mapped files stay mapped while it lives. */
 static PyObject *lm_tables(PyObject *self, PyObject *args) {
-    PyObject *keys_object, *starts, *totals, *chars, *counts, *token_codes;
+    PyObject *slots, *starts, *totals, *following, *token_codes;
     int context_length;
     unsigned long long base;
     int line_start;
     double uniform, discount;
-    if (!PyArg_ParseTuple(args, "OOOOOOiKidd", &keys_object, &starts, &totals, &chars, &counts,
-                          &token_codes, &context_length, &base, &line_start, &uniform, &discount))
+    if (!PyArg_ParseTuple(args, "OOOOOiKidd", &slots, &starts, &totals, &following, &token_codes,
+                          &context_length, &base, &line_start, &uniform, &discount))
         return NULL;
     if (context_length < 0 || context_length > MAX_CONTEXT) {
         PyErr_Format(PyExc_ValueError, "context_length must be 0..%d", MAX_CONTEXT);
@@ -125,48 +130,31 @@ static PyObject *lm_tables(PyObject *self, PyObject *args) {
     lm->line_start = line_start;
     lm->uniform = uniform;
     lm->discount = discount;
-    Py_buffer keys = {0}, chars_view = {0}, counts_view = {0};
-    if (get_view(keys_object, &keys, 8, "keys") < 0 || get_view(starts, &lm->starts, 8, "starts") < 0 ||
-        get_view(totals, &lm->totals, 8, "totals") < 0 || get_view(chars, &chars_view, 4, "chars") < 0 ||
-        get_view(counts, &counts_view, 4, "counts") < 0 ||
+    if (get_view(slots, &lm->slots, 8, "slots") < 0 || get_view(starts, &lm->starts, 8, "starts") < 0 ||
+        get_view(totals, &lm->totals, 8, "totals") < 0 ||
+        get_view(following, &lm->following, 4, "following") < 0 ||
         get_view(token_codes, &lm->token_codes, 4, "token_codes") < 0)
         goto fail;
-    Py_ssize_t contexts = keys.shape[0], entries = chars_view.shape[0];
+    Py_ssize_t contexts = lm->totals.shape[0], entries = lm->following.shape[0] / 2;
+    Py_ssize_t size = lm->slots.shape[0] / 2;
     const int64_t *start_values = lm->starts.buf;
-    if (lm->starts.shape[0] != contexts + 1 || lm->totals.shape[0] != contexts ||
-        counts_view.shape[0] != entries || start_values[0] != 0 || start_values[contexts] != entries) {
+    if (lm->starts.shape[0] != contexts + 1 || lm->following.shape[0] % 2 ||
+        start_values[0] != 0 || start_values[contexts] != entries) {
         PyErr_SetString(PyExc_ValueError, "inconsistent array lengths");
         goto fail;
     }
-    uint64_t size = 16;
-    while (size < 2 * (uint64_t)contexts) size <<= 1;
-    lm->mask = size - 1;
-    lm->table = malloc(size * sizeof *lm->table);
-    lm->following = malloc((entries + 1) * sizeof *lm->following);
-    if (lm->table == NULL || lm->following == NULL) {
-        PyErr_NoMemory();
+    if (lm->slots.shape[0] % 2 || size <= contexts || (size & (size - 1)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "slots must be a power of two of pairs, more than the contexts");
         goto fail;
     }
-    for (uint64_t slot = 0; slot < size; slot++) lm->table[slot].key = EMPTY_KEY;
-    const uint64_t *key_values = keys.buf;
-    for (Py_ssize_t i = 0; i < contexts; i++) {
-        uint64_t slot = slot_of(key_values[i], lm->mask);
-        while (lm->table[slot].key != EMPTY_KEY) slot = (slot + 1) & lm->mask;
-        lm->table[slot] = (Slot){key_values[i], (int32_t)i};
-    }
-    const int32_t *char_values = chars_view.buf, *count_values = counts_view.buf;
-    for (Py_ssize_t i = 0; i < entries; i++)
-        lm->following[i] = (Following){char_values[i], count_values[i]};
-    PyBuffer_Release(&keys);
-    PyBuffer_Release(&chars_view);
-    PyBuffer_Release(&counts_view);
+    lm->table = lm->slots.buf;
+    lm->entries = lm->following.buf;
+    lm->mask = (uint64_t)size - 1;
+    lm->contexts = contexts;
     PyObject *capsule = PyCapsule_New(lm, LM_CAPSULE, lm_capsule_destructor);
     if (capsule == NULL) free_lm(lm);
     return capsule;
 fail:
-    Py_buffer *views[] = {&keys, &chars_view, &counts_view};
-    for (size_t i = 0; i < sizeof views / sizeof *views; i++)
-        if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
     free_lm(lm);
     return NULL;
 }
@@ -420,8 +408,8 @@ static double lm_log_prob(const CompiledLM *lm, Trie *trie, Node *node, int32_t 
         const Level *context = &trie->levels[node->chain + level];
         int64_t count = 0;
         for (int64_t j = context->start; j < context->end; j++)
-            if (lm->following[j].character == character) {
-                count = lm->following[j].count;
+            if (lm->entries[j].character == character) {
+                count = lm->entries[j].count;
                 break;
             }
         double discounted = (double)count - lm->discount;

@@ -7,11 +7,10 @@ import numpy as np
 ABI_VERSION: int
 
 def lm_tables(
-    keys: np.ndarray,
+    slots: np.ndarray,
     starts: np.ndarray,
     totals: np.ndarray,
-    chars: np.ndarray,
-    counts: np.ndarray,
+    following: np.ndarray,
     token_codes: np.ndarray,
     context_length: int,
     base: int,

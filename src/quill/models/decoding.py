@@ -170,7 +170,7 @@ RANK_GAP: float | None = None
 
 #: The compiled search's version this module speaks; a build of another (a stale ``.so`` left
 #: by an older checkout) is not used.
-COMPILED_SEARCH_VERSION = 4
+COMPILED_SEARCH_VERSION = 5
 #: Whether beam search can run compiled (:func:`ctc_beam_search`'s ``compiled``).
 COMPILED_SEARCH = _ctc_beam is not None and _ctc_beam.ABI_VERSION == COMPILED_SEARCH_VERSION
 #: A language model's tables as the compiled search holds them, made on its first search.

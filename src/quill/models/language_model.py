@@ -46,8 +46,12 @@ from quill.vocab import Tokenizer
 
 FORMAT_VERSION = 1
 #: Version of the compiled form (:meth:`CharNGramLM.save_compiled`); a reader of another
-#: version compiles the JSON again. 2: the contexts' keys for the compiled beam search too.
-COMPILED_FORMAT_VERSION = 2
+#: version compiles the JSON again. 2: the contexts' keys for the compiled beam search too;
+#: 3: the compiled beam search's hash table of the keys, and each context's (character,
+#: count) entries as pairs, so that a new process maps them instead of building them.
+COMPILED_FORMAT_VERSION = 3
+#: A free slot of :attr:`BeamTables.slots` (no context has this key).
+EMPTY_SLOT = np.uint64(2**64 - 1)
 
 
 #: Marks the start of a line in contexts (not a vocabulary character), so that characters
@@ -248,9 +252,9 @@ class CharNGramLM:
 
     def _table_arrays(self) -> dict[str, np.ndarray]:
         """The Kneser-Ney tables as sorted arrays (the compiled form): ``contexts`` (strings),
-        and per context a slice ``starts[i]:starts[i + 1]`` of ``chars`` (alphabet indices)
-        and ``counts``, with their total in ``totals``; and the contexts' ``keys`` of
-        :class:`BeamTables` where they fit in 63 bits."""
+        and per context a slice ``starts[i]:starts[i + 1]`` of its entries in ``following``
+        (flat pairs: an alphabet index, its count), with their total in ``totals``; and where
+        the contexts' keys fit in 63 bits, the ``keys`` and ``slots`` of :class:`BeamTables`."""
         compiled = self._tables.compiled
         if compiled is not None:
             return compiled.arrays()
@@ -269,14 +273,14 @@ class CharNGramLM:
             totals.append(total)
         arrays = {
             "contexts": np.array(contexts, dtype=f"<U{max(self.order - 1, 1)}"),
-            "starts": _smallest_int_array(starts),
-            "totals": _smallest_int_array(totals),
-            "chars": _smallest_int_array(chars),
-            "counts": _smallest_int_array(counts),
+            "starts": np.array(starts, dtype=np.int64),
+            "totals": np.array(totals, dtype=np.int64),
+            "following": np.array([chars, counts], dtype=np.int32).T.ravel(),  # (2 * entries,)
         }
         base = self._key_base()
         if base is not None:
             arrays["keys"] = _context_keys(arrays["contexts"], self.tokenizer.characters, base)
+            arrays["slots"] = context_slots(arrays["keys"])
         return arrays
 
     def _key_base(self) -> int | None:
@@ -298,11 +302,10 @@ class CharNGramLM:
             for token, char in self._id_to_char.items():
                 token_codes[token] = alphabet.index(char) + 1
             self._beam_tables = BeamTables(
-                keys=arrays["keys"],  # made with the tables, compiled or not, where base fits
-                starts=np.ascontiguousarray(arrays["starts"], dtype=np.int64),
-                totals=np.ascontiguousarray(arrays["totals"], dtype=np.int64),
-                chars=np.ascontiguousarray(arrays["chars"], dtype=np.int32),
-                counts=np.ascontiguousarray(arrays["counts"], dtype=np.int32),
+                slots=arrays["slots"],  # made with the tables, compiled or not, where base fits
+                starts=arrays["starts"],
+                totals=arrays["totals"],
+                following=arrays["following"],
                 token_codes=token_codes,
                 context_length=self.context_length,
                 base=base,
@@ -347,8 +350,8 @@ class CharNGramLM:
                 name: np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False).view(
                     np.ndarray
                 )
-                for name in ("contexts", "starts", "totals", "chars", "counts", "keys")
-                if name != "keys" or (path / "keys.npy").is_file()  # none: unkeyable contexts
+                for name in ("contexts", "starts", "totals", "following", "keys", "slots")
+                if name not in ("keys", "slots") or (path / "keys.npy").is_file()  # unkeyable
             }
             compiled = _CompiledTables(**arrays, alphabet=tokenizer.characters)
             order = int(header["order"])
@@ -366,11 +369,10 @@ class BeamTables:
     character least significant: no code is 0, so contexts of different lengths never share
     a key, and the empty context is 0."""
 
-    keys: np.ndarray  # (contexts,) uint64
+    slots: np.ndarray  # (2 * size,) uint64: the keys' hash table (:func:`context_slots`)
     starts: np.ndarray  # (contexts + 1,) int64: context i's entries are starts[i]:starts[i + 1]
     totals: np.ndarray  # (contexts,) int64
-    chars: np.ndarray  # (entries,) int32: alphabet index
-    counts: np.ndarray  # (entries,) int32
+    following: np.ndarray  # (2 * entries,) int32: each entry's alphabet index, then its count
     token_codes: np.ndarray  # (token ids,) int32: a token's character code, 0 for specials
     context_length: int
     base: int
@@ -398,12 +400,50 @@ def _context_keys(contexts: np.ndarray, alphabet: str, base: int) -> np.ndarray:
     return keys
 
 
-def _smallest_int_array(values: list[int]) -> np.ndarray:
-    """int32 when every value fits, else int64 (halves the compiled files)."""
-    array = np.array(values, dtype=np.int64)
-    if not len(array) or (array.min() >= -(2**31) and array.max() < 2**31):
-        return array.astype(np.int32)
-    return array
+def context_slots(keys: np.ndarray) -> np.ndarray:
+    """The hash table in which the compiled beam search finds a context by its key: ``size``
+    slots (the smallest power of two, at least 16, holding twice the keys), each a pair
+    (key, context index) or (:data:`EMPTY_SLOT`, 0), flat: (2 * size,) uint64.
+
+    A key lives in the first slot from its home (splitmix64's finaliser of the key, masked,
+    as ``_ctc_beam.c``'s ``slot_of``) that it could take, so a lookup walks from the home slot
+    and stops at the key or at a free slot. Made with the tables once, in rounds: in round
+    r each key not yet placed tries its home + r and takes it if free (the lowest context
+    index first), so every slot between a key's home and its own was taken before it.
+
+    >>> slots = context_slots(np.array([5, 7, 11], np.uint64)).reshape(-1, 2)
+    >>> len(slots), sorted(slots[slots[:, 0] != EMPTY_SLOT][:, 1].tolist())
+    (16, [0, 1, 2])
+    """
+    size = 16
+    while size < 2 * len(keys):
+        size *= 2
+    mask = np.uint64(size - 1)
+    home = (key_hash(keys) & mask).astype(np.int64)
+    slot_keys = np.full(size, EMPTY_SLOT, dtype=np.uint64)
+    slot_contexts = np.zeros(size, dtype=np.uint64)
+    waiting, step = np.arange(len(keys)), 0
+    while len(waiting):
+        tried = (home[waiting] + step) & (size - 1)
+        claims = np.flatnonzero(slot_keys[tried] == EMPTY_SLOT)  # positions in waiting
+        # np.unique keeps each free slot's first claimant: the lowest index, as waiting is sorted
+        taken, first = np.unique(tried[claims], return_index=True)
+        placed = waiting[claims[first]]
+        slot_keys[taken], slot_contexts[taken] = keys[placed], placed
+        kept = np.ones(len(waiting), dtype=bool)
+        kept[claims[first]] = False
+        waiting, step = waiting[kept], step + 1
+    return np.stack([slot_keys, slot_contexts], axis=1).ravel()
+
+
+def key_hash(keys: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser of each key (uint64, wrapping as ``_ctc_beam.c``'s ``mixed``)."""
+    mixed = keys.astype(np.uint64)
+    mixed ^= mixed >> np.uint64(30)
+    mixed *= np.uint64(0xBF58476D1CE4E5B9)
+    mixed ^= mixed >> np.uint64(27)
+    mixed *= np.uint64(0x94D049BB133111EB)
+    return mixed ^ (mixed >> np.uint64(31))
 
 
 def _read_json(path: Path) -> tuple[int, dict[str, Counter[str]], Tokenizer]:
@@ -420,41 +460,48 @@ def _read_json(path: Path) -> tuple[int, dict[str, Counter[str]], Tokenizer]:
 
 class _CompiledTables:
     """The Kneser-Ney tables as sorted arrays: contexts, and per context a slice of
-    (character, count) entries with their total."""
+    (character, count) entries with their total; with the contexts' keys and their hash table
+    (:class:`BeamTables`) where they fit."""
 
     def __init__(
         self,
         contexts: np.ndarray,
         starts: np.ndarray,
         totals: np.ndarray,
-        chars: np.ndarray,
-        counts: np.ndarray,
+        following: np.ndarray,
         alphabet: str,
         keys: np.ndarray | None = None,
+        slots: np.ndarray | None = None,
     ):
-        if not (len(starts) == len(contexts) + 1 == len(totals) + 1 and len(chars) == len(counts)):
+        if not len(starts) == len(contexts) + 1 == len(totals) + 1 or len(following) % 2:
             raise ValueError("inconsistent array lengths")
+        if starts.dtype != np.int64 or totals.dtype != np.int64 or following.dtype != np.int32:
+            raise ValueError("starts and totals must be int64, following int32")
+        if (keys is None) != (slots is None):
+            raise ValueError("keys and slots come together")
         if keys is not None and (len(keys) != len(contexts) or keys.dtype != np.uint64):
             raise ValueError("keys must be one uint64 per context")
+        if slots is not None and (slots.dtype != np.uint64 or len(slots) < 4 * len(contexts)):
+            raise ValueError("slots must be uint64 pairs, twice as many as the contexts")
         if contexts.dtype.kind != "U":
             raise ValueError(f"contexts must be strings, not {contexts.dtype}")
         self.contexts, self.starts, self.totals = contexts, starts, totals
-        self.chars, self.counts, self.alphabet, self.keys = chars, counts, alphabet, keys
+        self.following, self.alphabet, self.keys, self.slots = following, alphabet, keys, slots
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The arrays by their names in the compiled folder."""
-        names = ("contexts", "starts", "totals", "chars", "counts")
-        arrays = {name: getattr(self, name) for name in names}
-        return arrays if self.keys is None else {**arrays, "keys": self.keys}
+        names = ("contexts", "starts", "totals", "following", "keys", "slots")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def lookup(self, context: str) -> tuple[dict[str, int], int] | None:
         """(next-character counts, their total) of ``context``, or None if it is unseen."""
         i = int(np.searchsorted(self.contexts, context))
         if i == len(self.contexts) or str(self.contexts[i]) != context:
             return None
-        start, end = int(self.starts[i]), int(self.starts[i + 1])
-        chars = map(self.alphabet.__getitem__, self.chars[start:end].tolist())
-        return dict(zip(chars, self.counts[start:end].tolist(), strict=True)), int(self.totals[i])
+        start, end = 2 * int(self.starts[i]), 2 * int(self.starts[i + 1])
+        chars = map(self.alphabet.__getitem__, self.following[start:end:2].tolist())
+        counts = self.following[start + 1 : end : 2].tolist()
+        return dict(zip(chars, counts, strict=True)), int(self.totals[i])
 
 
 def _interpolated_log_prob(

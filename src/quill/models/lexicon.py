@@ -92,6 +92,14 @@ class WordLexicon:
         return self.letters, codes
 
     @classmethod
+    def from_letters(cls, letters: np.ndarray, tokenizer: Tokenizer) -> WordLexicon:
+        """A list kept as :attr:`letters` (as a cache keeps a file read before), for a model
+        with ``tokenizer``; a ValueError for an array that is not such letters."""
+        if letters.dtype != np.uint32 or letters.ndim != 1 or not len(letters) or letters[-1]:
+            raise ValueError("word list letters are a 1-D uint32 array ending in 0")
+        return cls(letters, _characters(tokenizer))
+
+    @classmethod
     def load(cls, path: Path, tokenizer: Tokenizer) -> WordLexicon:
         """Read a word list file (one word per line; any other text counts by its words) for a
         model with ``tokenizer``; a ValueError names what is wrong."""
@@ -99,7 +107,7 @@ class WordLexicon:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: a word list is UTF-8 text, one word per line") from exc
-        characters = tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
+        characters = _characters(tokenizer)
         letters = _word_a_line(text)
         if letters is not None:
             return cls(letters, characters)
@@ -107,6 +115,11 @@ class WordLexicon:
         if not words:
             raise ValueError(f"{path}: the word list holds no words")
         return cls.of(words, characters)
+
+
+def _characters(tokenizer: Tokenizer) -> tuple[str, ...]:
+    """Each token id's character, "" for the special tokens."""
+    return tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
 
 
 def _word_a_line(text: str) -> np.ndarray | None:

@@ -155,8 +155,25 @@ def _word_list(model: StagedModel, name: str) -> WordLexicon:
 @lru_cache(maxsize=8)
 def _load_words(path: Path, mtime_ns: int, size: int, tokenizer: Tokenizer) -> WordLexicon:
     """A word list file as one version of it reads (``mtime_ns``, ``size``), read once per
-    process: ``auto`` opens several runtimes, each decoding with the same lists."""
-    return WordLexicon.load(path, tokenizer)
+    process (``auto`` opens several runtimes, each decoding with the same lists), its letters
+    from the user cache when they are there (:func:`quill.runtimes.cache.read_words_path`)."""
+    kept = cache.read_words_path(path)
+    if kept is not None and kept.is_file():
+        try:
+            return WordLexicon.from_letters(np.load(kept, allow_pickle=False), tokenizer)
+        except (OSError, ValueError, EOFError) as exc:  # a damaged copy: read the list again
+            log.info("%s: %s", kept, exc)
+            kept.unlink(missing_ok=True)
+    lexicon = WordLexicon.load(path, tokenizer)
+    if kept is not None and cache.write_atomic(kept, lambda new: _save_array(new, lexicon.letters)):
+        cache.prune(kept.parent, cache.MAX_READ_WORD_LISTS)
+    return lexicon
+
+
+def _save_array(path: Path, array: np.ndarray) -> None:
+    """``array`` as an ``.npy`` file at exactly ``path`` (``np.save`` would add a suffix)."""
+    with path.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
 
 
 def _checked_lm(model: StagedModel, path: Path) -> CharNGramLM:
