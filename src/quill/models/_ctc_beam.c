@@ -14,9 +14,10 @@
  * context a slice [starts[i], starts[i + 1]) of (character, count) entries and its total,
  * and a hash table from each context's key (its character codes as digits of base `base`,
  * last character least significant; code 0 is never used, so every key names one context)
- * to the context (language_model.context_slots, linear probing from slot_of's home). Each node (prefix) keeps the contexts its LM state is interpolated from
- * (its "chain"), found once, the first time a child of the node is scored, and its last few
- * answers (a beam asks about the same next characters frame after frame). The tables are laid
+ * to the context (language_model.context_slots, linear probing from slot_of's home). Each
+ * node (prefix) keeps the contexts its LM state is interpolated from (its "chain"), found
+ * once, the first time a child of the node is scored, and its last few answers (a beam asks
+ * about the same next characters frame after frame). The tables are laid
  * out so that a question touches few cache lines: a bench that takes turns with other
  * programs finds little of them in the CPU's caches.
  *
@@ -80,14 +81,16 @@ static int32_t find_context(const CompiledLM *lm, uint64_t key) {
     uint64_t slot = slot_of(key, lm->mask);
     for (uint64_t tried = 0; tried <= lm->mask; tried++, slot = (slot + 1) & lm->mask) {
         const Slot *found = &lm->table[slot];
-        if (found->key == key) return found->context < (uint64_t)lm->contexts ? (int32_t)found->context : -1;
+        if (found->key == key)
+            return found->context < (uint64_t)lm->contexts ? (int32_t)found->context : -1;
         if (found->key == EMPTY_KEY) return -1;
     }
     return -1;
 }
 
 static void free_lm(CompiledLM *lm) {
-    Py_buffer *views[] = {&lm->slots, &lm->starts, &lm->totals, &lm->following, &lm->token_codes};
+    Py_buffer *views[] = {&lm->slots, &lm->starts, &lm->totals, &lm->following,
+                          &lm->token_codes};
     for (size_t i = 0; i < sizeof views / sizeof *views; i++)
         if (views[i]->obj != NULL) PyBuffer_Release(views[i]);
     free(lm);
@@ -130,7 +133,8 @@ static PyObject *lm_tables(PyObject *self, PyObject *args) {
     lm->line_start = line_start;
     lm->uniform = uniform;
     lm->discount = discount;
-    if (get_view(slots, &lm->slots, 8, "slots") < 0 || get_view(starts, &lm->starts, 8, "starts") < 0 ||
+    if (get_view(slots, &lm->slots, 8, "slots") < 0 ||
+        get_view(starts, &lm->starts, 8, "starts") < 0 ||
         get_view(totals, &lm->totals, 8, "totals") < 0 ||
         get_view(following, &lm->following, 4, "following") < 0 ||
         get_view(token_codes, &lm->token_codes, 4, "token_codes") < 0)
@@ -144,7 +148,8 @@ static PyObject *lm_tables(PyObject *self, PyObject *args) {
         goto fail;
     }
     if (lm->slots.shape[0] % 2 || size <= contexts || (size & (size - 1)) != 0) {
-        PyErr_SetString(PyExc_ValueError, "slots must be a power of two of pairs, more than the contexts");
+        PyErr_SetString(PyExc_ValueError,
+                        "slots must be a power of two of pairs, more than the contexts");
         goto fail;
     }
     lm->table = lm->slots.buf;
@@ -247,9 +252,9 @@ fail:
 typedef struct {
     int32_t parent, token, size;
     double score, weighted, bonus; /* log P_lm, lm_weight * that, insertion_bonus * size */
-    uint64_t word_hash;   /* the hash of the letters since the last non-letter (WORD_START: none) */
-    int32_t unknown;      /* the words before those letters missing from the word list */
-    double penalized;     /* word_penalty * unknown */
+    uint64_t word_hash; /* the hash of the letters since the last non-letter (WORD_START: none) */
+    int32_t unknown;    /* the words before those letters missing from the word list */
+    double penalized;   /* word_penalty * unknown */
     int32_t state[MAX_CONTEXT];    /* the last context_length tokens (fewer near the start) */
     int32_t state_length;
     int32_t chain, chain_length; /* the node's levels in Trie.levels; chain -1: not found yet */
@@ -729,7 +734,8 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
         double rank =
             total_of(p_blanks[i], p_labels[i]) + node->weighted + node->bonus - node->penalized;
         if (!(rank > best_score)) continue; /* a penalty only lowers a rank */
-        double score = rank - word_penalty * (double)(unknown_after(words, node, 0) - node->unknown);
+        int32_t last_unknown = unknown_after(words, node, 0) - node->unknown;
+        double score = rank - word_penalty * (double)last_unknown;
         if (score > best_score) {
             chosen = i;
             best_score = score;
