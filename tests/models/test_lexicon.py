@@ -46,9 +46,11 @@ def frames_of(*steps: dict[str, float]) -> np.ndarray:
 
 def test_words_are_runs_of_letters_in_lower_case():
     assert words_of(["L'Homme, 2 chats", "naïve"]) == {"l", "homme", "chats", "naïve"}
-    words = lexicon("cat")
-    assert words.unknown_words(TOKENIZER.encode("The CAT, 3 cots")) == 2  # "the", "cots"
-    assert words.unknown_words(TOKENIZER.encode("12 -- 34")) == 0
+    assert words_of(["The CAT, 3 cots", "12 -- 34"]) == {"the", "cat", "cots"}
+    letters, codes = lexicon("Cat").search_arrays()
+    assert letters.tolist() == [ord("c"), ord("a"), ord("t"), 0]
+    # the search tells letters (lower-cased) from the characters between words by codes
+    assert [codes[i] for i in TOKENIZER.encode("B3'a")] == [ord("b"), 0, 0, ord("a")]
 
 
 @pytest.mark.skipif(not COMPILED_SEARCH, reason="the compiled search is not built here")

@@ -59,9 +59,9 @@ class WordLexicon:
     milliseconds, by table rather than string by string (the set of the words, which only the
     Python search asks for, is made when first asked).
 
-    >>> lexicon = WordLexicon.of(["the", "cat"], ("", "", "", *"the cat dog"))
-    >>> lexicon.unknown_words([3, 4, 5, 6, 11, 12, 13])  # "the dog"
-    1
+    >>> lexicon = WordLexicon.of(["The", "cat"], ("", "", "", *"the cat dog"))
+    >>> sorted(lexicon.words), lexicon.search_arrays()[1][3:7].tolist()  # "t", "h", "e", " "
+    (['cat', 'the'], [116, 104, 101, 0])
     """
 
     #: Every word's code points in lower case, each word followed by a 0 (uint32).
@@ -78,12 +78,6 @@ class WordLexicon:
     @cached_property
     def words(self) -> frozenset[str]:
         return frozenset(self.letters.tobytes().decode("utf-32-le").split("\0")) - {""}
-
-    def unknown_words(self, ids: Sequence[int]) -> int:
-        """How many words of the reading ``ids`` are not in the list."""
-        characters = self.characters
-        text = "".join(characters[i] if 0 <= i < len(characters) else "" for i in ids)
-        return sum(word.lower() not in self.words for word in WORD.findall(text))
 
     def search_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The list as the compiled search reads it: :attr:`letters`, and each token id's
