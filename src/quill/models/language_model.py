@@ -96,7 +96,8 @@ class CharNGramLM:
                 raise ValueError("a language model needs its counts or compiled tables")
             self._tables = _Tables(_kneser_ney_tables(counts, order))
         self._uniform = 1.0 / len(tokenizer.characters)
-        self._id_to_char = dict(zip(tokenizer.encode(tokenizer.characters), tokenizer.characters))
+        characters = tokenizer.characters
+        self._id_to_char = dict(zip(tokenizer.encode(characters), characters, strict=True))
         self._known = set(tokenizer.characters)
         #: Characters :meth:`fit` met outside the vocabulary, with how often (not saved).
         self.unknown_characters: Counter[str] = Counter()
