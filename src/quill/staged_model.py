@@ -504,8 +504,9 @@ class StagedModel:
         return digest.hexdigest()
 
     def decoding_files(self) -> list[Path]:
-        """Every language model and word list file the decoding reads: the main LM, and with
-        other languages the identifiers and their LMs (greedy decoding reads none)."""
+        """Every language model and word list file the decoding reads: the main LM and word
+        list, and with other languages the identifiers and their LMs and lists (greedy
+        decoding reads none)."""
         if self.decoding is None:
             return []
         return [self.path / name for name in self.decoding.files()]

@@ -1,4 +1,4 @@
-"""``quill lm wordlist|words``: word lists that beam search ranks its final readings against.
+"""``quill lm wordlist|words``: word lists that beam search checks its readings against.
 
 ``quill lm wordlist`` writes a list (the words of text files, of datasets' train
 transcriptions, of Austen's novels); ``quill lm words`` tunes what a word missing from a

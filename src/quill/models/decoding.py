@@ -575,11 +575,7 @@ def _beam_search_one(
         (-1, -1, (), 0.0, lm_weight * 0.0, 0, insertion_bonus * 0, "", 0, word_penalty * 0)
     ]
     # each token's letter in lower case for the word list ("" for a token that is no letter)
-    letters = (
-        [chr(code) if code else "" for code in words.search_arrays()[1].tolist()]
-        if (words is not None)
-        else []
-    )
+    letters = words.token_letters if words is not None else ()
     known = words.words if words is not None else frozenset()
 
     def unknown_after(info: tuple, letter: str) -> int:

@@ -79,11 +79,17 @@ class WordLexicon:
     def words(self) -> frozenset[str]:
         return frozenset(self.letters.tobytes().decode("utf-32-le").split("\0")) - {""}
 
+    @cached_property
+    def token_letters(self) -> tuple[str, ...]:
+        """Each token id's letter in lower case, "" for a token that is not a letter: how both
+        searches tell a word's letters from what ends it (made once per list)."""
+        return tuple(chr(code) if code else "" for code in map(_letter_code, self.characters))
+
     def search_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The list as the compiled search reads it: :attr:`letters`, and each token id's
         letter in lower case as a code point, 0 for a token that is not a letter (int32)."""
-        codes = np.array([_letter_code(character) for character in self.characters], np.int32)
-        return self.letters, codes
+        codes = [ord(letter) if letter else 0 for letter in self.token_letters]
+        return self.letters, np.array(codes, np.int32)
 
     @classmethod
     def from_letters(cls, letters: np.ndarray, tokenizer: Tokenizer) -> WordLexicon:
