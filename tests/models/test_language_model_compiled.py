@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
@@ -111,3 +112,61 @@ def test_the_compiled_form_carries_the_beam_search_tables(lm, tmp_path):
         assert ctc_beam_search(frames[None], lm=model, compiled=True) == ctc_beam_search(
             frames[None], lm=lm, compiled=False
         )
+
+
+def reference_tables(counts, order):
+    """Kneser-Ney's tables as the model's docstring defines them, a context at a time: what
+    the compiled arrays must hold."""
+    continuation: dict[str, Counter[str]] = defaultdict(Counter)
+    for context, following in counts.items():
+        if context:
+            for char in following:
+                continuation[context[1:]][char] += 1
+    tables = {}
+    for context, following in counts.items():
+        chosen = following if len(context) == order - 1 else continuation.get(context, following)
+        tables[context] = (dict(chosen), sum(chosen.values()))
+    return tables
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5, 10])
+def test_the_array_compilation_holds_every_context_s_kneser_ney_table(order):
+    """The tables are built with array operations (a second for the English LM where a loop
+    took ten); every context's entries and total are those of the definition, sorted by
+    character, and nothing else is in them; keyed for the compiled search where the keys fit
+    in 63 bits (not at order 10 over the Latin alphabet)."""
+    latin = Tokenizer.named("latin")
+    rng = np.random.default_rng(order)
+    letters = list("abé cœ’.")
+    texts = ["".join(rng.choice(letters, size=int(rng.integers(1, 30)))) for _ in range(60)]
+    texts += ["", "a", "Zz"]  # an empty line; contexts seen only at line starts
+    lm = CharNGramLM.fit(texts, order=order, tokenizer=latin)
+    compiled = lm._tables.compiled
+    expected = reference_tables(lm.counts, order)
+    assert sorted(compiled.contexts.tolist()) == compiled.contexts.tolist() == sorted(expected)
+    for context, (following, total) in expected.items():
+        assert compiled.lookup(context) == (following, total)
+    for i in range(len(compiled.contexts)):
+        entries = compiled.following[2 * compiled.starts[i] : 2 * compiled.starts[i + 1] : 2]
+        assert entries.tolist() == sorted(entries.tolist())
+    assert compiled.lookup("zzzz"[: order - 1] or "q") is None
+    assert (compiled.keys is None) == (order == 10)
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({"abcd": {"e": 1}}, "longer than an order-3 model's 2"),
+        ({"ab": {"\u4e00": 1}}, "character outside the alphabet"),
+        ({"ab": {"cd": 1}}, "more than one character"),
+        ({"ab": {"c": 0}}, "counts must be between 1"),
+        ({"ab": {"c": None}}, "int"),
+        ({"ab": ["c"]}, "counts must map each context"),
+    ],
+)
+def test_counts_that_make_no_tables_are_a_clear_error(tmp_path, counts, message):
+    path = CharNGramLM.fit(["abc"], order=3).save(tmp_path / "lm.json")
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "counts": counts}))
+    with pytest.raises(ValueError, match=f"cannot read language model .*lm.json: .*{message}"):
+        CharNGramLM.load(path)
