@@ -88,9 +88,8 @@ def test_whole_hooker_folder_imports(hooker_dir: Path, tmp_path: Path):
     assert result.report.total_loaded + len(result.report.skipped) == len(rows)
     assert all("outside the vocabulary" in s.reason for s in result.report.skipped)
     assert set(result.manifest.counts()) == {"train", "val", "test"}
-    again = read_folder(hooker_dir, tmp_path / "again").manifest
-    assert again.version == result.manifest.version
-    # One writer, no writer__page ids: the page split, exactly as before writer splits.
+    # One writer, no writer__page ids: the page split, exactly as before writer splits. The
+    # version is pinned, so an import that versions the same data differently fails here.
     assert result.manifest.version == HOOKER_VERSION
     assert result.manifest.counts() == {"train": 4541, "val": 482, "test": 467}
 
