@@ -355,13 +355,8 @@ def _context_keys(contexts: np.ndarray, alphabet: str, base: int) -> np.ndarray:
     (NumPy pads each with NUL characters, which take no digit)."""
     width = contexts.dtype.itemsize // 4
     points = np.ascontiguousarray(contexts).view(np.uint32).reshape(len(contexts), width)
-    known = alphabet + LINE_START
-    code_of = np.zeros(max(map(ord, known)) + 1, dtype=np.uint64)  # code point -> code
-    code_of[[ord(char) for char in known]] = np.arange(1, len(known) + 1, dtype=np.uint64)
-    if len(points) and points.max() >= len(code_of):
-        raise ValueError("a context holds a character outside the language model's alphabet")
-    codes = code_of[points]  # (contexts, width)
-    if np.any(codes[points != 0] == 0):
+    codes = (_positions(points, alphabet + LINE_START) + 1).astype(np.uint64)  # (contexts, width)
+    if np.any(codes[points != 0] == 0):  # 0: NUL padding, or a character outside the alphabet
         raise ValueError("a context holds a character outside the language model's alphabet")
     keys = np.zeros(len(contexts), dtype=np.uint64)
     for column in codes.T:  # first character first: each one more digit
@@ -572,10 +567,15 @@ def _alphabet_indices(characters: list[str], alphabet: str) -> np.ndarray:
     points = np.array(characters, dtype=str).reshape(-1)
     if points.dtype.itemsize > 4:
         raise ValueError("a context is followed by more than one character")
-    points = points.astype("<U1").view(np.uint32)
-    index_of = np.full(max(map(ord, alphabet)) + 2, -1, dtype=np.int64)
-    index_of[[ord(char) for char in alphabet]] = np.arange(len(alphabet))
-    indices = index_of[points.clip(max=len(index_of) - 1)]
+    indices = _positions(points.astype("<U1").view(np.uint32), alphabet)
     if np.any(indices < 0):
         raise ValueError("a context is followed by a character outside the alphabet")
     return indices
+
+
+def _positions(points: np.ndarray, characters: str) -> np.ndarray:
+    """Each code point's index in ``characters`` (int64, the shape of ``points``), -1 for a
+    code point not in it."""
+    position_of = np.full(max(map(ord, characters)) + 2, -1, dtype=np.int64)  # the last: beyond
+    position_of[[ord(char) for char in characters]] = np.arange(len(characters))
+    return position_of[np.minimum(points, len(position_of) - 1)]
