@@ -54,10 +54,14 @@ COMMANDS = {
     "bench": "quill.bench.cli",
 }
 
-#: Modules that add sub-commands to a group another module registers, loaded with it:
-#: ``quill monitor export`` is annotation's (annotation reads the monitoring store;
-#: monitoring never imports annotation).
-EXTENDS = {"quill.monitoring.cli": ("quill.annotation.cli",)}
+#: Modules whose commands join a group another module registers, imported with it (their
+#: commands join on import): ``quill monitor export`` is annotation's (annotation reads the
+#: monitoring store; monitoring never imports annotation), ``quill model warm`` inference's
+#: (it loads a model as inference does, which staging may not).
+EXTENDS = {
+    "quill.monitoring.cli": ("quill.annotation.cli",),
+    "quill.staging.cli": ("quill.inference.warm_cli",),
+}
 
 
 def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
@@ -78,6 +82,8 @@ def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
     app.callback()(_group)
     for module_name in modules:
         importlib.import_module(module_name).register(app)
+        for extension in EXTENDS.get(module_name, ()):
+            importlib.import_module(extension)
     _reflow_help(app)
     return app
 
@@ -121,7 +127,7 @@ def modules_for(args: Sequence[str]) -> tuple[str, ...]:
     True
     """
     module = COMMANDS.get(args[0]) if args else None
-    return (module, *EXTENDS.get(module, ())) if module else COMMAND_MODULES
+    return (module,) if module else COMMAND_MODULES
 
 
 def __getattr__(name: str) -> typer.Typer:

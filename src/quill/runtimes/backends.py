@@ -500,9 +500,8 @@ def auto_backend(
     """``auto``: the runtime measured fastest for this model, threads and machine, and the
     timings of that measurement; measured now (on ``probe()``) unless the cache remembers it.
     The third value says whether the choice came from the cache."""
-    key = cache.backend_choice_key(model, threads, AUTO_CANDIDATES, AUTO_RULE)
-    remembered = cache.read_backend_choice(key)
-    if remembered is not None and remembered["backend"] in AUTO_CANDIDATES:
+    remembered = remembered_choice(model, threads)
+    if remembered is not None:
         try:
             backend = load_backend(remembered["backend"], model, threads)
             return backend, dict(remembered["timings_ms"]), True
@@ -510,6 +509,22 @@ def auto_backend(
             log.info("cached backend choice %s unusable: %s", remembered["backend"], exc)
     backend, timings = choose_backend(model, threads, probe())
     cache.write_backend_choice(
-        key, backend.name, timings, model_version=model.version, threads=threads
+        _choice_key(model, threads),
+        backend.name,
+        timings,
+        model_version=model.version,
+        threads=threads,
     )
     return backend, timings, False
+
+
+def _choice_key(model: StagedModel, threads: int | None) -> str:
+    """Where the cache keeps ``auto``'s choice for ``model`` at ``threads`` on this machine."""
+    return cache.backend_choice_key(model, threads, AUTO_CANDIDATES, AUTO_RULE)
+
+
+def remembered_choice(model: StagedModel, threads: int | None) -> dict[str, Any] | None:
+    """What ``auto`` chose for ``model`` at ``threads`` on this machine, if the cache keeps it:
+    ``{"backend", "timings_ms", "measured_at", ...}``."""
+    remembered = cache.read_backend_choice(_choice_key(model, threads))
+    return remembered if remembered and remembered["backend"] in AUTO_CANDIDATES else None
