@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -157,17 +156,13 @@ def _load_words(path: Path, mtime_ns: int, size: int, tokenizer: Tokenizer) -> W
     """A word list file as one version of it reads (``mtime_ns``, ``size``), read once per
     process (``auto`` opens several runtimes, each decoding with the same lists), its letters
     from the user cache when they are there (:func:`quill.runtimes.cache.read_words_path`)."""
-    kept = cache.read_words_path(path)
-    if kept is not None and kept.is_file():
-        try:
-            return WordLexicon.from_letters(np.load(kept, allow_pickle=False), tokenizer)
-        except (OSError, ValueError, EOFError) as exc:  # a damaged copy: read the list again
-            log.info("%s: %s", kept, exc)
-            kept.unlink(missing_ok=True)
-    lexicon = WordLexicon.load(path, tokenizer)
-    if kept is not None and cache.write_atomic(kept, lambda new: _save_array(new, lexicon.letters)):
-        cache.prune(kept.parent, cache.MAX_READ_WORD_LISTS)
-    return lexicon
+    return cache.kept_or_made(
+        cache.read_words_path(path),
+        lambda kept: WordLexicon.from_letters(np.load(kept, allow_pickle=False), tokenizer),
+        lambda: WordLexicon.load(path, tokenizer),
+        lambda lexicon, new: _save_array(new, lexicon.letters),
+        cache.MAX_READ_WORD_LISTS,
+    )
 
 
 def _save_array(path: Path, array: np.ndarray) -> None:
@@ -190,25 +185,21 @@ def _checked_lm(model: StagedModel, path: Path) -> CharNGramLM:
 @lru_cache(maxsize=8)
 def _load_lm(path: Path) -> CharNGramLM:
     """A language model file, read once per process (``auto`` opens several runtimes, each
-    reading up to four with other languages), from
-    its compiled form in the user cache when that is there (milliseconds instead of the
-    second or more that reading the JSON and computing the tables takes)."""
+    reading up to four with other languages), from its compiled form in the user cache when
+    that is there (milliseconds instead of the seconds that reading the JSON and computing
+    the tables take)."""
     if not path.is_file():
         raise ModelLoadError(f"{path.parent} has no {path.name} (its decoding section names it)")
-    compiled = cache.compiled_lm_path(path)
-    if compiled is not None and compiled.is_dir():
-        try:
-            return CharNGramLM.load_compiled(compiled, source=path)
-        except ValueError as exc:  # a damaged copy: compile again
-            log.info("%s", exc)
-            shutil.rmtree(compiled, ignore_errors=True)
     try:
-        lm = CharNGramLM.load(path)
-    except ValueError as exc:
+        return cache.kept_or_made(
+            cache.compiled_lm_path(path),
+            lambda kept: CharNGramLM.load_compiled(kept, source=path),
+            lambda: CharNGramLM.load(path),
+            lambda lm, new: lm.save_compiled(new),
+            cache.MAX_COMPILED_LMS,
+        )
+    except ValueError as exc:  # the JSON itself cannot be read (a kept copy is made again)
         raise ModelLoadError(str(exc)) from exc
-    if compiled is not None and cache.write_atomic(compiled, lm.save_compiled):
-        cache.prune(compiled.parent, cache.MAX_COMPILED_LMS)
-    return lm
 
 
 def _check_classes(model: StagedModel, classes: Any, source: Path) -> None:

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from quill.cores import usable_cores
 from quill.digest import json_digest
@@ -45,6 +45,8 @@ from quill.models.language_model import COMPILED_FORMAT_VERSION
 from quill.staged_model import StagedModel
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 BACKEND_CHOICES = "backend-choice.json"
 #: Compiled language models kept (each a few MB; a model reading two languages has four);
@@ -199,6 +201,32 @@ def _content_digest(digests: Path, path: Path) -> str:
     if write_atomic(remembered, lambda new: new.write_text(digest, "ascii")):
         prune(digests, MAX_LM_DIGESTS)
     return digest
+
+
+def kept_or_made(
+    kept: Path | None,
+    read: Callable[[Path], T],
+    make: Callable[[], T],
+    keep: Callable[[T, Path], object],
+    limit: int,
+) -> T:
+    """What the cache keeps at ``kept`` (``read(kept)``), or, when it keeps nothing there,
+    ``make()``, kept for the next start (``keep(made, a new path)``, the folder then pruned to
+    its ``limit`` newest entries). A kept copy that cannot be read (damaged, or of another
+    form) is discarded and made again; ``kept`` None (the cache off) only makes."""
+    if kept is not None and kept.exists():
+        try:
+            return read(kept)
+        except (OSError, ValueError, EOFError) as exc:
+            log.info("%s: %s", kept, exc)
+            if kept.is_dir():
+                shutil.rmtree(kept, ignore_errors=True)
+            else:
+                kept.unlink(missing_ok=True)
+    made = make()
+    if kept is not None and write_atomic(kept, lambda new: keep(made, new)):
+        prune(kept.parent, limit)
+    return made
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> bool:
