@@ -18,9 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quill.models.decoding import COMPILED_SEARCH, CTCDecoder, _logaddexp, ctc_beam_search
+from quill.models.decoding import (
+    COMPILED_SEARCH,
+    CTCDecoder,
+    _logaddexp,
+    ctc_beam_search,
+    log_likelihood,
+)
 from quill.models.language_model import CharNGramLM
-from quill.vocab import Tokenizer
+from quill.vocab import LATIN_CHARACTERS, Tokenizer
 
 TEXTS = [
     "the botanic garden at Kew",
@@ -255,3 +261,43 @@ def test_the_prune_threshold_is_compared_as_python_compares_it():
     assert ctc_beam_search(frames[None], beam_width=4, insertion_bonus=5.0, prune_log_prob=-3.3)[0][
         0
     ] == [2]
+
+
+def reference_log_likelihood(lm: CharNGramLM, ids: list[int]) -> float:
+    """A line's log-likelihood as the identifiers first scored it: each character asked of the
+    LM after the tokens a beam-search prefix shows it (the specification of both sums)."""
+    total = 0.0
+    for i, token in enumerate(ids):
+        total += lm.log_prob(tuple(ids[max(0, i - lm.context_length) : i]), token)
+    return total
+
+
+@pytest.mark.parametrize("order", [1, 2, 4, 7])
+def test_a_line_s_log_likelihood_is_the_same_sum_in_c_and_in_python(order):
+    """What a language's identifier scores each line's reading by: summed in C wherever the LM
+    has compiled tables, to the bit the Python sum; -inf for a token that is no character
+    (blank, padding, an id past the alphabet), a context shorter than the LM's at the line's
+    start, accents and an empty line."""
+    tokenizer = Tokenizer(LATIN_CHARACTERS)
+    texts = [*TEXTS, "élève à Noël, ça déçoit", "œuvre sœur", ""]
+    model = CharNGramLM.fit(texts, order=order, tokenizer=tokenizer)
+    rng = np.random.default_rng(order)
+    lines = [tokenizer.encode(text) for text in (*TEXTS, "Kew élève sœur", "zzq", "")]
+    for _ in range(20):  # random ids, specials and ids past the alphabet among them
+        lines.append(rng.integers(0, len(tokenizer) + 5, int(rng.integers(1, 40))).tolist())
+    for ids in lines:
+        expected = reference_log_likelihood(model, ids)
+        python = log_likelihood(model, ids, compiled=False)
+        compiled = log_likelihood(model, ids, compiled=True)
+        assert python == compiled == expected or math.isinf(expected) and python == compiled
+    assert log_likelihood(model, [], compiled=True) == 0.0
+    assert log_likelihood(model, [len(tokenizer) + 3], compiled=True) == -math.inf
+
+
+def test_a_log_likelihood_without_compiled_tables_is_summed_in_python():
+    tokenizer = Tokenizer("ab")
+    long = CharNGramLM.fit(["abba" * 8, "baab" * 8], order=17, tokenizer=tokenizer)
+    ids = tokenizer.encode("abbabaab")
+    with pytest.raises(ValueError, match="no compiled tables of CharNGramLM"):
+        log_likelihood(long, ids, compiled=True)
+    assert log_likelihood(long, ids) == reference_log_likelihood(long, ids)

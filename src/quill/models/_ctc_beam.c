@@ -19,7 +19,9 @@
  * once, the first time a child of the node is scored, and its last few answers (a beam asks
  * about the same next characters frame after frame). The tables are laid
  * out so that a question touches few cache lines: a bench that takes turns with other
- * programs finds little of them in the CPU's caches.
+ * programs finds little of them in the CPU's caches. The same tables score a whole line for
+ * the language identifiers (log_likelihood: the sum of log P(character | the characters
+ * before it), as decoding.log_likelihood sums it in Python).
  *
  * A word list (quill.models.lexicon): its words hashed (FNV-1a over their lower-case code
  * points) into a hash table. With one, each word of a prefix missing from the list costs the
@@ -36,7 +38,7 @@
 
 /* Changed whenever the search or the arguments change: Python uses the compiled search only
  * when this matches (a stale build falls back to the Python search). */
-#define ABI_VERSION 5
+#define ABI_VERSION 6
 #define MAX_CONTEXT 15
 #define EMPTY_KEY UINT64_MAX
 
@@ -358,32 +360,32 @@ static void forget_answers(Node *node) {
     for (int i = 0; i < MEMO; i++) node->memo_tokens[i] = -1;
 }
 
-/* The contexts a node's state is interpolated from, shortest first (CharNGramLM._chain): the
- * state's characters (special tokens dropped), after a line start when the state is shorter
- * than the LM's context, cut to the last context_length characters. -1 without memory. */
-static int find_chain(const CompiledLM *lm, Trie *trie, Node *node) {
-    int32_t history[MAX_CONTEXT + 1];
-    int length = 0;
+/* The character codes an LM state of tokens is looked up by (CharNGramLM._chain): the tokens'
+ * characters (special tokens dropped), after a line start when the state is shorter than the
+ * LM's context; how many (at most MAX_CONTEXT + 1). */
+static int state_history(const CompiledLM *lm, const int32_t *state, int state_length,
+                         int32_t *history) {
     const int32_t *codes = lm->token_codes.buf;
     Py_ssize_t known = lm->token_codes.shape[0];
-    if (node->state_length < lm->context_length) history[length++] = lm->line_start;
-    for (int i = 0; i < node->state_length; i++) {
-        int32_t token = node->state[i];
+    int length = 0;
+    if (state_length < lm->context_length) history[length++] = lm->line_start;
+    for (int i = 0; i < state_length; i++) {
+        int32_t token = state[i];
         int32_t code = token >= 0 && token < known ? codes[token] : 0;
         if (code > 0) history[length++] = code;
     }
-    if (trie->level_count + MAX_CONTEXT + 1 > trie->level_capacity) {
-        Py_ssize_t capacity = 2 * trie->level_capacity + MAX_CONTEXT + 1;
-        Level *levels = realloc(trie->levels, capacity * sizeof *levels);
-        if (levels == NULL) return -1;
-        trie->levels = levels;
-        trie->level_capacity = capacity;
-    }
+    return length;
+}
+
+/* The contexts a history is interpolated from, shortest first, into levels (room for
+ * MAX_CONTEXT + 1): its suffixes of up to context_length characters, as long as they were
+ * seen (CharNGramLM._suffix_tables); how many. */
+static int context_chain(const CompiledLM *lm, const int32_t *history, int length,
+                         Level *levels) {
     const int64_t *starts = lm->starts.buf, *totals = lm->totals.buf;
     int first = length > lm->context_length ? length - lm->context_length : 0;
     uint64_t key = 0, scale = 1;
-    node->chain = (int32_t)trie->level_count;
-    node->chain_length = 0;
+    int count = 0;
     for (int i = length;; i--) { /* the suffix history[i:], shortest first */
         if (i < length) {
             key += (uint64_t)history[i] * scale;
@@ -391,11 +393,47 @@ static int find_chain(const CompiledLM *lm, Trie *trie, Node *node) {
         }
         int32_t context = find_context(lm, key);
         if (context < 0) break; /* a longer context containing an unseen one is unseen too */
-        trie->levels[trie->level_count++] =
-            (Level){starts[context], starts[context + 1], (double)totals[context]};
-        node->chain_length++;
+        levels[count++] = (Level){starts[context], starts[context + 1], (double)totals[context]};
         if (i == first) break;
     }
+    return count;
+}
+
+/* log P(character) interpolated over a chain of contexts, from the uniform distribution up
+ * (language_model._interpolated_log_prob). */
+static double interpolated_log_prob(const CompiledLM *lm, const Level *levels, int count,
+                                    int32_t character) {
+    double probability = lm->uniform;
+    for (int level = 0; level < count; level++) {
+        const Level *context = &levels[level];
+        int64_t found = 0;
+        for (int64_t j = context->start; j < context->end; j++)
+            if (lm->entries[j].character == character) {
+                found = lm->entries[j].count;
+                break;
+            }
+        double discounted = (double)found - lm->discount;
+        double mass = lm->discount * (double)(context->end - context->start);
+        probability = ((discounted > 0 ? discounted : 0.0) + mass * probability) / context->total;
+    }
+    return log(probability);
+}
+
+/* Find the contexts a node's state is interpolated from (its chain, kept in the trie's
+ * levels). -1 without memory. */
+static int find_chain(const CompiledLM *lm, Trie *trie, Node *node) {
+    int32_t history[MAX_CONTEXT + 1];
+    int length = state_history(lm, node->state, node->state_length, history);
+    if (trie->level_count + MAX_CONTEXT + 1 > trie->level_capacity) {
+        Py_ssize_t capacity = 2 * trie->level_capacity + MAX_CONTEXT + 1;
+        Level *levels = realloc(trie->levels, capacity * sizeof *levels);
+        if (levels == NULL) return -1;
+        trie->levels = levels;
+        trie->level_capacity = capacity;
+    }
+    node->chain = (int32_t)trie->level_count;
+    node->chain_length = context_chain(lm, history, length, &trie->levels[trie->level_count]);
+    trie->level_count += node->chain_length;
     return 0;
 }
 
@@ -407,21 +445,8 @@ static double lm_log_prob(const CompiledLM *lm, Trie *trie, Node *node, int32_t 
     int32_t code = token >= 0 && token < lm->token_codes.shape[0] ? codes[token] : 0;
     if (code <= 0) return -INFINITY; /* a special token: not a character the LM knows */
     if (node->chain < 0 && find_chain(lm, trie, node) < 0) return NAN;
-    int32_t character = code - 1;
-    double probability = lm->uniform;
-    for (int level = 0; level < node->chain_length; level++) {
-        const Level *context = &trie->levels[node->chain + level];
-        int64_t count = 0;
-        for (int64_t j = context->start; j < context->end; j++)
-            if (lm->entries[j].character == character) {
-                count = lm->entries[j].count;
-                break;
-            }
-        double discounted = (double)count - lm->discount;
-        double mass = lm->discount * (double)(context->end - context->start);
-        probability = ((discounted > 0 ? discounted : 0.0) + mass * probability) / context->total;
-    }
-    double answer = log(probability);
+    double answer =
+        interpolated_log_prob(lm, &trie->levels[node->chain], node->chain_length, code - 1);
     node->memo_tokens[node->memo_next] = token;
     node->memo_log_probs[node->memo_next] = answer;
     node->memo_next = (node->memo_next + 1) % MEMO;
@@ -759,10 +784,46 @@ done:
     return result;
 }
 
+/* log_likelihood(lm, ids int32) -> the sum over the ids of log P(id | the ids before it), each
+ * asked of the LM with the last context_length ids as beam search asks it of a prefix, in
+ * order from 0.0 (decoding.log_likelihood's Python loop, to the bit); -inf for an id that is
+ * not one of the LM's characters. What a language's identifier scores a line's reading by. */
+static PyObject *log_likelihood(PyObject *self, PyObject *args) {
+    PyObject *capsule, *ids_object;
+    if (!PyArg_ParseTuple(args, "OO", &capsule, &ids_object)) return NULL;
+    const CompiledLM *lm = PyCapsule_GetPointer(capsule, LM_CAPSULE);
+    if (lm == NULL) return NULL;
+    Py_buffer view = {0};
+    if (get_view(ids_object, &view, 4, "ids") < 0) {
+        if (view.obj != NULL) PyBuffer_Release(&view);
+        return NULL;
+    }
+    const int32_t *ids = view.buf, *codes = lm->token_codes.buf;
+    Py_ssize_t known = lm->token_codes.shape[0];
+    int32_t history[MAX_CONTEXT + 1];
+    Level levels[MAX_CONTEXT + 1];
+    double total = 0.0;
+    for (Py_ssize_t i = 0; i < view.shape[0]; i++) {
+        int32_t code = ids[i] >= 0 && ids[i] < known ? codes[ids[i]] : 0;
+        if (code <= 0) {
+            total += -INFINITY;
+            continue;
+        }
+        int state_length = i < lm->context_length ? (int)i : lm->context_length;
+        int length = state_history(lm, ids + i - state_length, state_length, history);
+        total += interpolated_log_prob(lm, levels, context_chain(lm, history, length, levels),
+                                       code - 1);
+    }
+    PyBuffer_Release(&view);
+    return PyFloat_FromDouble(total);
+}
+
 static PyMethodDef methods[] = {
     {"lm_tables", lm_tables, METH_VARARGS, "Build a language model's tables for beam_search."},
     {"word_tables", word_tables, METH_VARARGS, "Build a word list's table for beam_search."},
     {"beam_search", beam_search, METH_VARARGS, "CTC prefix beam search of one item."},
+    {"log_likelihood", log_likelihood, METH_VARARGS,
+     "Sum of log P(id | the ids before it) of a line's ids under a language model."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -101,6 +101,30 @@ class CharLanguageModel(Protocol):
     def log_prob(self, prefix: tuple[int, ...], token: int) -> float: ...
 
 
+def log_likelihood(
+    lm: CharLanguageModel, ids: Sequence[int], compiled: bool | None = None
+) -> float:
+    """The sum of log P(token | the tokens before it) over ``ids`` read as one line, each
+    token asked of ``lm`` after the tokens a beam-search prefix would show it (its last
+    ``context_length``); -inf when a token is not one of its characters.
+
+    ``compiled`` as :func:`ctc_beam_search` takes it: None sums in C wherever ``lm`` has
+    tables for the compiled search (the same sum to the bit, ~20x faster: a language's
+    identifier scores every line's reading), False in Python, True in C or ValueError.
+    """
+    tables = None if compiled is False or not COMPILED_SEARCH else _compiled_lm(lm)
+    if tables is not None:
+        return _ctc_beam.log_likelihood(tables, np.asarray(ids, dtype=np.int32))
+    if compiled:
+        raise ValueError(f"no compiled tables of {type(lm).__name__} here to sum in C")
+    context = getattr(lm, "context_length", None)
+    total = 0.0
+    for i, token in enumerate(ids):
+        start = 0 if context is None else max(0, i - context)
+        total += lm.log_prob(tuple(ids[start:i]), token)
+    return total
+
+
 def mean_log_prob(lm: CharLanguageModel, ids: Sequence[int]) -> float:
     """Mean log P(token | the tokens before it) of ``ids`` read as one line: how much the line
     reads like the text ``lm`` was fitted on (0.0 for no tokens).
@@ -112,12 +136,7 @@ def mean_log_prob(lm: CharLanguageModel, ids: Sequence[int]) -> float:
     >>> mean_log_prob(english, ids) > mean_log_prob(french, ids)
     True
     """
-    context = getattr(lm, "context_length", None)
-    total = 0.0
-    for i, token in enumerate(ids):
-        start = 0 if context is None else max(0, i - context)
-        total += lm.log_prob(tuple(ids[start:i]), token)
-    return total / len(ids) if ids else 0.0
+    return log_likelihood(lm, ids) / len(ids) if ids else 0.0
 
 
 def _finite(value: Any) -> bool:
@@ -170,7 +189,7 @@ RANK_GAP: float | None = None
 
 #: The compiled search's version this module speaks; a build of another (a stale ``.so`` left
 #: by an older checkout) is not used.
-COMPILED_SEARCH_VERSION = 5
+COMPILED_SEARCH_VERSION = 6
 #: Whether beam search can run compiled (:func:`ctc_beam_search`'s ``compiled``).
 COMPILED_SEARCH = _ctc_beam is not None and _ctc_beam.ABI_VERSION == COMPILED_SEARCH_VERSION
 #: A language model's tables as the compiled search holds them, made on its first search.
@@ -255,7 +274,7 @@ class CTCDecoder:
         identifiers = [self.identifier] if self.identifier is not None and self.languages else []
         identifiers += [option.identifier for option in self.languages]
         return [
-            (len(ids), [mean_log_prob(lm, ids) * len(ids) for lm in identifiers])
+            (len(ids), [log_likelihood(lm, ids, self.compiled) for lm in identifiers])
             for ids, _ in ctc_greedy_decode(log_probs, lengths)
         ]
 
