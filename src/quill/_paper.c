@@ -59,6 +59,7 @@ static PyObject *window_medians(PyObject *self, PyObject *args) {
     result = PyBytes_FromStringAndSize(NULL, h * kept);
     if (result == NULL) goto done;
     uint8_t *out = (uint8_t *)PyBytes_AS_STRING(result);
+    Py_BEGIN_ALLOW_THREADS /* a line's or page's windows: let other threads run meanwhile */
     for (Py_ssize_t row = 0; row < h; row++) {
         int32_t histogram[256] = {0}, below = 0;
         int median = 0;
@@ -77,6 +78,7 @@ static PyObject *window_medians(PyObject *self, PyObject *args) {
             out[row * kept + c] = (uint8_t)median;
         }
     }
+    Py_END_ALLOW_THREADS
 done:
     PyBuffer_Release(&view);
     return result;

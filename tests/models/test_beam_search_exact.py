@@ -301,3 +301,22 @@ def test_a_log_likelihood_without_compiled_tables_is_summed_in_python():
     with pytest.raises(ValueError, match="no compiled tables of CharNGramLM"):
         log_likelihood(long, ids, compiled=True)
     assert log_likelihood(long, ids) == reference_log_likelihood(long, ids)
+
+
+def test_searches_in_several_threads_answer_as_one_after_another(lm):
+    """The compiled search runs without the GIL (a server's two recognitions and its request
+    handling overlap), so nothing it keeps may be shared between calls: many wide searches
+    at once, in four threads, read exactly as the same searches one at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(21)
+    items = [line_like_log_probs(rng, int(rng.integers(60, 200)), len(Tokenizer()))[None]
+             for _ in range(48)]  # fmt: skip
+
+    def search(frames: np.ndarray) -> list:
+        return ctc_beam_search(frames, beam_width=64, lm=lm, lm_weight=0.6, compiled=True)
+
+    alone = [search(frames) for frames in items]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(search, items)) == alone

@@ -7,6 +7,8 @@
  * the same ids and the same confidence to the bit. tests/models/test_beam_search_exact.py
  * holds both to the plain reference formulation. Python keeps the parts that are not per
  * prefix: choosing each frame's candidates (NumPy) and building the LM's tables (NumPy).
+ * The search runs without the GIL (it reads only its call's arrays and the tables' buffers),
+ * so a server's other recognition and its request handling run meanwhile.
  *
  * The LM: interpolated Kneser-Ney over contexts of up to `context_length` characters. Its
  * tables arrive as arrays (quill.models.language_model.CharNGramLM.beam_tables), used where
@@ -472,7 +474,8 @@ static double total_of(double b, double lab) { /* the inline logaddexp of a beam
 
 /* The entries by_rank compares: a static, as qsort passes no context; beam_search holds the
  * GIL throughout, so no two calls sort at once. */
-static const Entry *sort_entries;
+/* by_rank's entries, one per thread: searches run without the GIL, several at once. */
+static _Thread_local const Entry *sort_entries;
 
 static int by_rank(const void *left, const void *right) { /* best first; ties: order met */
     int32_t i = *(const int32_t *)left, j = *(const int32_t *)right;
@@ -597,6 +600,12 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
     int labels_dead = 1;
     int lm_bounded = lm_weight > 0 || lm == NULL;
     double lowest = -INFINITY, leading = 0.0;
+    /* The search reads only this call's arrays and the capsules' tables: other threads (a
+     * server's second recognition, its requests) run while it does. */
+    int out_of_memory = 0, chosen = 0;
+    double confidence = 1.0;
+    PyThreadState *_save;
+    Py_UNBLOCK_THREADS
     for (Py_ssize_t t = 0; t < frames; t++) {
         double p_blank_frame = blank_column[t];
         int64_t first = starts[t], last = starts[t + 1];
@@ -658,8 +667,8 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                     } else {
                         double answer = lm_log_prob(lm, &trie, info, token);
                         if (isnan(answer)) {
-                            PyErr_NoMemory();
-                            goto done;
+                            out_of_memory = 1;
+                            goto searched;
                         }
                         score = info->score + answer;
                     }
@@ -717,8 +726,8 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
             if (entry->node < 0) { /* a new prefix kept: now a node */
                 Node *made = new_node(&trie);
                 if (made == NULL) {
-                    PyErr_NoMemory();
-                    goto done;
+                    out_of_memory = 1;
+                    goto searched;
                 }
                 const Node *from = &trie.nodes[entry->from_node];
                 made->parent = entry->from_node;
@@ -741,8 +750,8 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
                 made->state_length = length;
                 entry->node = (int32_t)(trie.count - 1);
                 if (put_child(&trie, (int64_t)entry->from_node * classes + entry->token, entry->node) < 0) {
-                    PyErr_NoMemory();
-                    goto done;
+                    out_of_memory = 1;
+                    goto searched;
                 }
             }
             beam_nodes[i] = entry->node;
@@ -752,7 +761,7 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
         beams = kept;
         labels_dead = 0;
     }
-    int chosen = 0; /* decoding.best_by_words: the final beam best once its last word counts */
+    /* decoding.best_by_words: the final beam best once its last word counts */
     double best_score = -INFINITY;
     for (int i = 0; words != NULL && i < beams; i++) {
         const Node *node = &trie.nodes[beam_nodes[i]];
@@ -766,8 +775,13 @@ static PyObject *beam_search(PyObject *self, PyObject *args) {
             best_score = score;
         }
     }
-    double confidence =
-        frames ? exp(logaddexp(p_blanks[chosen], p_labels[chosen]) / (double)frames) : 1.0;
+    confidence = frames ? exp(logaddexp(p_blanks[chosen], p_labels[chosen]) / (double)frames) : 1.0;
+searched:
+    Py_BLOCK_THREADS
+    if (out_of_memory) {
+        PyErr_NoMemory();
+        goto done;
+    }
     PyObject *ids = ids_of(&trie, beam_nodes[chosen]);
     if (ids != NULL) result = Py_BuildValue("(Nd)", ids, confidence);
 done:
