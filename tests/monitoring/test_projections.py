@@ -75,3 +75,38 @@ def test_registry_refuses_duplicates_and_unknown_names():
         proj.projection("length", "output")(lambda data: 0.0)
     with pytest.raises(KeyError, match="unknown projection"):
         proj.get_projections(["length", "nope"])
+
+
+def _as_colour_reads(image: Image.Image) -> dict[str, float | None]:
+    """The input projections of ``image`` as the colour path computes them (three channels,
+    BT.601's weighted sum, NumPy's median): what a grey image was read as before it had a path
+    of its own."""
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    gray = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    lap = gray[:-2, 1:-1] + gray[2:, 1:-1] + gray[1:-1, :-2] + gray[1:-1, 2:] - 4 * gray[1:-1, 1:-1]
+    return {
+        "mean_intensity": float(gray.mean()),
+        "contrast": float(gray.std()),
+        "polarity": float(np.median(gray) >= 0.5),
+        "blur": float(lap.var()),
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_grey_image_projects_as_its_colour_copy_would(seed):
+    """A scan in mode L is read from its levels (no float RGB copy, the median from a
+    histogram, colourfulness 0): the values its RGB copy gives, to float32 rounding, and
+    the polarity exactly, at odd and even pixel counts and around mid-grey."""
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(3, 60)), int(rng.integers(3, 400)))
+    centre = [20, 127, 128, 200, 240, 127][seed]
+    levels = np.clip(rng.normal(centre, 2 + 30 * (seed % 2), shape), 0, 255).astype(np.uint8)
+    grey = Image.fromarray(levels)
+    values = proj.compute(proj.ProjectionInput("x", image=grey), list(_as_colour_reads(grey)))
+    expected = _as_colour_reads(grey)
+    assert values["polarity"] == expected["polarity"]
+    for name in ("mean_intensity", "contrast", "blur"):
+        assert values[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-9), name
+    colour = proj.compute(proj.ProjectionInput("x", image=grey.convert("RGB")), ["colourfulness"])
+    assert proj.compute(proj.ProjectionInput("x", image=grey), ["colourfulness"]) == colour
+    assert colour == {"colourfulness": 0.0}

@@ -53,19 +53,39 @@ class ProjectionInput:
     tokenizer: Tokenizer = field(default_factory=Tokenizer)
 
     @cached_property
-    def rgb(self) -> np.ndarray | None:
-        """(H, W, 3) float32 in [0, 1], longer side at most ANALYSIS_SIDE."""
+    def analysed(self) -> Image.Image | None:
+        """The image the input projections read: longer side at most ANALYSIS_SIDE, in mode L
+        when it came grey (a scan), else RGB."""
         if self.image is None:
             return None
-        image = self.image.convert("RGB")
+        image = self.image if self.image.mode == "L" else self.image.convert("RGB")
         if max(image.size) > ANALYSIS_SIDE:
             image = image.copy()
             image.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR)
-        return np.asarray(image, dtype=np.float32) / 255.0
+        return image
+
+    @cached_property
+    def grey_levels(self) -> np.ndarray | None:
+        """(H, W) uint8 of a grey input (mode L), None for a colour one or none: a grey image's
+        luminance is its level / 255 (BT.601's weights sum to 1), and its median and
+        colourfulness follow from its levels, at a fraction of the float arrays' cost."""
+        analysed = self.analysed
+        return None if analysed is None or analysed.mode != "L" else np.asarray(analysed)
+
+    @cached_property
+    def rgb(self) -> np.ndarray | None:
+        """(H, W, 3) float32 in [0, 1], longer side at most ANALYSIS_SIDE."""
+        analysed = self.analysed
+        if analysed is None:
+            return None
+        return np.asarray(analysed.convert("RGB"), dtype=np.float32) / 255.0
 
     @cached_property
     def gray(self) -> np.ndarray | None:
-        """(H, W) float32 luminance in [0, 1] (ITU-R BT.601 weights)."""
+        """(H, W) float32 luminance in [0, 1] (ITU-R BT.601 weights; a grey input's levels /
+        255, which the weighted sum of its three equal channels gives within 6e-8)."""
+        if self.grey_levels is not None:
+            return _LEVELS[self.grey_levels]
         rgb = self.rgb
         if rgb is None:
             return None
@@ -75,6 +95,24 @@ class ProjectionInput:
     def visible(self) -> str:
         """The text without whitespace: shares are taken over visible characters."""
         return "".join(self.text.split())
+
+
+#: Each grey level's luminance, as :attr:`ProjectionInput.gray` reads a grey image.
+_LEVELS = np.arange(256, dtype=np.float32) / 255.0
+
+
+def _median_luminance(levels: np.ndarray) -> float:
+    """``np.median`` of the luminance of grey ``levels`` (uint8), from their histogram: the
+    middle level, or the mean of the two middle ones, as NumPy takes them.
+
+    >>> levels = np.array([[0, 255, 128, 128]], dtype=np.uint8)
+    >>> _median_luminance(levels) == float(np.median(_LEVELS[levels]))
+    True
+    """
+    cumulative = np.cumsum(np.bincount(levels.ravel(), minlength=256))
+    count = int(cumulative[-1])
+    middle = np.searchsorted(cumulative, [(count - 1) // 2 + 1, count // 2 + 1])
+    return float(np.mean(_LEVELS[middle]))
 
 
 ProjectionFn = Callable[[ProjectionInput], float | None]
@@ -281,12 +319,16 @@ def contrast(data: ProjectionInput) -> float | None:
 @projection("polarity", "input")
 def polarity(data: ProjectionInput) -> float | None:
     """1 for dark-on-light (the paper, most pixels, is brighter than mid-grey), else 0."""
+    if data.grey_levels is not None:
+        return float(_median_luminance(data.grey_levels) >= 0.5)
     return None if data.gray is None else float(np.median(data.gray) >= 0.5)
 
 
 @projection("colourfulness", "input")
 def colourfulness(data: ProjectionInput) -> float | None:
     """Hasler & Süsstrunk (2003) colourfulness on [0, 1] RGB: 0 for grey, ~0.4 vivid."""
+    if data.grey_levels is not None:
+        return 0.0  # equal channels: both opponent colours are 0 at every pixel
     rgb = data.rgb
     if rgb is None:
         return None
