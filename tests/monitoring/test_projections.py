@@ -94,9 +94,10 @@ def _as_colour_reads(image: Image.Image) -> dict[str, float | None]:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_a_grey_image_projects_as_its_colour_copy_would(seed):
-    """A scan in mode L is read from its levels (no float RGB copy, the median from a
-    histogram, colourfulness 0): the values its RGB copy gives, to float32 rounding, and
-    the polarity exactly, at odd and even pixel counts and around mid-grey."""
+    """A scan in mode L, or saved in colour with equal channels, is read from its levels (no
+    float RGB copy, the median from a histogram, colourfulness 0): the values the colour
+    path gives, to float32 rounding, and the polarity exactly, at odd and even pixel counts
+    and around mid-grey."""
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(3, 60)), int(rng.integers(3, 400)))
     centre = [20, 127, 128, 200, 240, 127][seed]
@@ -107,6 +108,10 @@ def test_a_grey_image_projects_as_its_colour_copy_would(seed):
     assert values["polarity"] == expected["polarity"]
     for name in ("mean_intensity", "contrast", "blur"):
         assert values[name] == pytest.approx(expected[name], rel=1e-5, abs=1e-9), name
-    colour = proj.compute(proj.ProjectionInput("x", image=grey.convert("RGB")), ["colourfulness"])
-    assert proj.compute(proj.ProjectionInput("x", image=grey), ["colourfulness"]) == colour
-    assert colour == {"colourfulness": 0.0}
+    assert proj.compute(proj.ProjectionInput("x", image=grey), ["colourfulness"]) == {
+        "colourfulness": 0.0
+    }
+    # saved in colour, three equal channels: read exactly as the grey image
+    inputs = [p.name for p in proj.get_projections() if p.kind == "input"]
+    as_rgb = proj.compute(proj.ProjectionInput("x", image=grey.convert("RGB")), inputs)
+    assert as_rgb == proj.compute(proj.ProjectionInput("x", image=grey), inputs)

@@ -28,6 +28,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from quill.preprocess import is_grey
 from quill.vocab import Tokenizer
 
 Kind = Literal["input", "output"]
@@ -55,14 +56,15 @@ class ProjectionInput:
     @cached_property
     def analysed(self) -> Image.Image | None:
         """The image the input projections read: longer side at most ANALYSIS_SIDE, in mode L
-        when it came grey (a scan), else RGB."""
+        when it is grey (a scan, or one saved in colour with three equal channels, whose L copy
+        is exact), else RGB."""
         if self.image is None:
             return None
         image = self.image if self.image.mode == "L" else self.image.convert("RGB")
         if max(image.size) > ANALYSIS_SIDE:
             image = image.copy()
             image.thumbnail((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BILINEAR)
-        return image
+        return image.convert("L") if image.mode == "RGB" and is_grey(image) else image
 
     @cached_property
     def grey_levels(self) -> np.ndarray | None:

@@ -33,6 +33,7 @@ from quill.preprocess.ink import (
     ink_contrast,
     ink_map,
     ink_mask,
+    is_grey,
     paper_colour,
     sparse_ink_mask,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "ink_map",
     "ink_mask",
     "is_blank",
+    "is_grey",
     "line_ink",
     "load_image",
     "pad_width",

@@ -129,7 +129,7 @@ class _PaperDistance:
     @classmethod
     def of(cls, image: Image.Image) -> _PaperDistance:
         image = working_mode(image)
-        if image.mode == "RGB" and _is_grey(image):
+        if image.mode == "RGB" and is_grey(image):
             # A grey scan stored as RGB is worked on as one channel: the distance is then
             # |pixel - paper|, what its three equal channels give, at a third of the cost.
             image = image.getchannel(0)
@@ -218,8 +218,9 @@ def _percentiles(
     return result[0], result[1]
 
 
-def _is_grey(image: Image.Image) -> bool:
-    """Whether an RGB image has three equal channels (a sample is checked first)."""
+def is_grey(image: Image.Image) -> bool:
+    """Whether an RGB image has three equal channels (a sample is checked first): a grey
+    scan saved in colour, which reads exactly as its mode L copy."""
     rgb = np.asarray(image)
     sample = rgb[::7, ::7]
     if not ((sample[..., 0] == sample[..., 1]).all() and (sample[..., 1] == sample[..., 2]).all()):
