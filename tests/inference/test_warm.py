@@ -138,3 +138,25 @@ def test_warm_says_why_it_cannot(
     assert "greater than or equal to 0" in warm(str(lm_model), "--threads", "-1", code=2)
     backends._load_lm.cache_clear()
     backends._load_words.cache_clear()
+
+
+def test_a_damaged_copy_in_a_cache_that_cannot_be_changed_is_made_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image's cache is read-only where it serves (Lambda): a copy that cannot be read
+    there is made again for this process, and the start goes on."""
+    import numpy as np
+
+    from quill.runtimes import cache
+
+    kept = tmp_path / "words.npy"
+    kept.write_bytes(b"half an array")
+
+    def read_only(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(f"[Errno 30] Read-only file system: {self}")
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    made = cache.kept_or_made(
+        kept, lambda path: np.load(path), lambda: np.arange(3), lambda array, new: None, 4
+    )
+    assert made.tolist() == [0, 1, 2] and kept.read_bytes() == b"half an array"

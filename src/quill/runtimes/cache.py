@@ -219,14 +219,22 @@ def kept_or_made(
             return read(kept)
         except (OSError, ValueError, EOFError) as exc:
             log.info("%s: %s", kept, exc)
-            if kept.is_dir():
-                shutil.rmtree(kept, ignore_errors=True)
-            else:
-                kept.unlink(missing_ok=True)
+            _discard(kept)
     made = make()
     if kept is not None and write_atomic(kept, lambda new: keep(made, new)):
         prune(kept.parent, limit)
     return made
+
+
+def _discard(path: Path) -> None:
+    """Remove a file or folder of the cache, if it can be (a read-only cache keeps it)."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        log.info("cache %s not removed: %s", path, exc)
 
 
 def write_atomic(path: Path, write: Callable[[Path], object]) -> bool:
