@@ -109,7 +109,7 @@ def log_likelihood(
     ``context_length``); -inf when a token is not one of its characters.
 
     ``compiled`` as :func:`ctc_beam_search` takes it: None sums in C wherever ``lm`` has
-    tables for the compiled search (the same sum to the bit, ~20x faster: a language's
+    tables for the compiled search (the same sum to the bit, ~15x faster: a language's
     identifier scores every line's reading), False in Python, True in C or ValueError.
     """
     tables = None if compiled is False or not COMPILED_SEARCH else _compiled_lm(lm)
