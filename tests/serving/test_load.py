@@ -136,3 +136,53 @@ def test_bench_serve_starts_quill_serve_with_two_workers(smoke_model: Path, tmp_
     assert report["workers"] == 2 and report["ok"] > 0 and report["errors"] == 0
     assert report["cpu"]["server_cores"] > 0 and report["cpu"]["server_cpu_ms_per_request"] > 0
     assert "req/s" in result.output and "server ms/req" in result.output
+
+
+@pytest.mark.slow
+def test_bench_serve_measures_the_server_with_monitoring_on(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """`--monitoring on`: the server logs every request to a store in a temporary folder (gone
+    afterwards; what it holds: the next test), and the run is reported with its setting
+    (`off`, the default, is the two-worker test's)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from quill.cli import app
+
+    out = tmp_path / "load.json"
+    args = ["bench", "serve", "--model", str(smoke_model), "--concurrency", "2", "--duration"]
+    result = CliRunner().invoke(app, [*args, "1.5", "--monitoring", "on", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    [report] = json.loads(out.read_text())
+    assert report["monitoring"] is True and report["ok"] > 0 and report["errors"] == 0
+    assert report["cpu"]["server_cpu_ms_per_request"] > 0
+    assert "store" in result.output
+    refused = CliRunner().invoke(app, [*args, "1", "--monitoring", "maybe"])
+    assert refused.exit_code == 2 and "expected 'off', 'on' or 'off,on'" in refused.output
+
+
+@pytest.mark.slow
+def test_a_server_started_with_a_store_logs_the_load_as_the_bench_s(
+    smoke_model: Path, tmp_path: Path
+) -> None:
+    """What `--monitoring on` starts: every answered request is a row of the store, under the
+    load-test client (left out of drift), with its projections and its image."""
+    import sqlite3
+
+    from quill.bench.serve_load import _image_png, run_load, start_server
+    from quill.monitoring.records import LOAD_TEST_CLIENT
+
+    process, url = start_server(smoke_model, 1, 1, tmp_path)
+    try:
+        report = run_load(url, _image_png(None), 2, 1.0)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    with sqlite3.connect(tmp_path / "monitoring.db") as db:
+        rows = db.execute("SELECT client, COUNT(*) FROM predictions GROUP BY client").fetchall()
+        projected = db.execute("SELECT COUNT(DISTINCT prediction_id) FROM projections").fetchone()
+    assert report.ok > 0 and rows == [(LOAD_TEST_CLIENT, report.ok)]
+    assert projected == (report.ok,)  # written by the time the server stopped
+    assert any((tmp_path / "images").rglob("*.png"))

@@ -8,7 +8,8 @@ request says ``X-Quill-Client: bench``: the server stores it under client ``benc
 monitoring leaves out of drift and alerts (a load test is not a change in users' traffic). Only
 loopback URLs are accepted: this is a measurement tool, not a load generator for other
 people's servers. With ``--model`` it starts ``quill serve`` itself at each ``--workers``
-count in turn.
+count in turn, without monitoring or (``--monitoring on``) logging to a store in a temporary
+folder as a server does by default: what monitoring costs is then a number.
 
 Each run also says where the machine's CPU went while it lasted, in cores (CPU seconds per
 second of wall time): the load generator's own (this process), the server's (every process
@@ -60,6 +61,8 @@ class LoadReport:
     requests_per_s: float
     latency_ms: dict[str, float]
     workers: int | None = None
+    #: Whether the started server logged to a monitoring store (None: a server given by URL).
+    monitoring: bool | None = None
     #: Images per request (1: ``/v1/predict``; more: ``/v1/predict/batch``).
     batch: int = 1
     #: Images answered per second (requests/s times the batch, counting only answered images).
@@ -312,12 +315,16 @@ def _error_line(log: bytes, returncode: int) -> str:
     return f"exited with code {returncode}" + (f": {lines[-1]}" if lines else "")
 
 
-def start_server(model: Path, workers: int, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(
+    model: Path, workers: int, threads: int, store: Path | None = None
+) -> tuple[subprocess.Popen, str]:
     """``quill serve`` in a subprocess on a free loopback port, returned once every worker is
     ready (:func:`wait_until_ready`); :class:`ServiceUnavailable`, the server stopped, if it
-    never will be."""
+    never will be. ``store``: a folder for its monitoring store (a SQLite database and the
+    images, as ``quill serve`` keeps them by default), None for none."""
     port = free_port()
-    env = {**os.environ, "QUILL_MONITORING_URL": "off"}
+    monitoring = "off" if store is None else f"sqlite:///{store / 'monitoring.db'}"
+    env = {**os.environ, "QUILL_MONITORING_URL": monitoring}
     command = [
         sys.executable,
         "-c",
@@ -406,6 +413,28 @@ def _counts(values: str, option: str) -> list[int]:
     return counts
 
 
+#: What ``--monitoring`` takes.
+SWITCHES = {"off": False, "on": True}
+
+
+def _switches(values: str, option: str) -> list[bool]:
+    """A comma-separated list of off/on, e.g. ``--monitoring off,on``.
+
+    >>> _switches("off, on", "--monitoring")
+    [False, True]
+    """
+    names = [value.strip() for value in values.split(",")]
+    if not names or any(name not in SWITCHES for name in names):
+        raise typer.BadParameter(
+            f"expected 'off', 'on' or 'off,on', got {values!r}", param_hint=option
+        )
+    return [SWITCHES[name] for name in names]
+
+
+def _switch_name(value: bool | None) -> str:
+    return "-" if value is None else "on" if value else "off"
+
+
 def serve_command(
     url: Annotated[
         str | None, typer.Option(help="A running API on loopback, e.g. http://127.0.0.1:8000.")
@@ -435,6 +464,15 @@ def serve_command(
             "/v1/predict/batch (distinct copies of the image, as one request)."
         ),
     ] = "1",
+    monitoring: Annotated[
+        str,
+        typer.Option(
+            help="With --model: the started server's monitoring, e.g. 'off,on': off answers "
+            "alone; on logs every request to a store in a temporary folder, as `quill serve` "
+            "and `make up` do by default (the row committed before the answer, the image kept, "
+            "the projections written behind), its requests marked as a load test."
+        ),
+    ] = "off",
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the reports as JSON here.")
     ] = None,
@@ -449,6 +487,7 @@ def serve_command(
         check_output(json_out, folder=False, option="--json")
     png = _image_png(image)
     sizes = _counts(batch, "--batch")
+    stores = _switches(monitoring, "--monitoring")
     reports = []
     try:
         if url:
@@ -457,41 +496,48 @@ def serve_command(
         else:
             assert model is not None  # exactly one of --url and --model, checked above
             for count in _counts(workers, "--workers"):
-                process, started = start_server(model, count, threads)
-                try:
-                    for size in sizes:
-                        report = run_load(
-                            started, png, concurrency, duration, server_pid=process.pid, batch=size
-                        )
-                        report.workers = count
-                        reports.append(report)
-                finally:
-                    process.terminate()
-                    process.wait(timeout=60)
+                for logged in stores:
+                    with tempfile.TemporaryDirectory(prefix="quill-bench-store-") as folder:
+                        store = Path(folder) if logged else None
+                        process, started = start_server(model, count, threads, store)
+                        try:
+                            for size in sizes:
+                                report = run_load(
+                                    started, png, concurrency, duration,
+                                    server_pid=process.pid, batch=size,
+                                )  # fmt: skip
+                                report.workers, report.monitoring = count, logged
+                                reports.append(report)
+                        finally:
+                            process.terminate()
+                            process.wait(timeout=60)
     except ServiceUnavailable as exc:
         raise fail(str(exc)) from exc
     table = Table(title=f"quill bench serve ({concurrency} clients, {duration:g} s)")
-    columns = ("workers", "batch", "req/s", "images/s", "p50 ms", "p95 ms", "p99 ms", "max ms")
-    for column in (*columns, "ok", "errors"):
+    columns = ("workers", "store", "batch", "req/s", "images/s", "p50 ms", "p95 ms")
+    for column in (*columns, "p99 ms", "ok", "errors"):  # the JSON has the max too
         table.add_column(column, justify="right")
     for r in reports:
         table.add_row(
             str(r.workers or "-"),
+            _switch_name(r.monitoring),
             str(r.batch),
             f"{r.requests_per_s:.1f}",
             f"{r.images_per_s:.1f}",
-            *(f"{r.latency_ms[k]:.0f}" for k in ("p50", "p95", "p99", "max")),
+            *(f"{r.latency_ms[k]:.0f}" for k in ("p50", "p95", "p99")),
             str(r.ok),
             str(r.errors),
         )
     cpu = Table(title=f"CPU during each run, in cores (of {os.cpu_count()})")
-    for column in ("workers", "batch", "req/s", "load gen.", "server", "others", "server ms/req"):
+    for column in ("workers", "store", "batch", "req/s", "load gen.", "server", "others"):
         cpu.add_column(column, justify="right")
+    cpu.add_column("server ms/req", justify="right")
     for r in reports:
         cells = [r.cpu.get(k) for k in ("load_generator_cores", "server_cores", "other_cores")]
         cells.append(r.cpu.get("server_cpu_ms_per_request"))
         cpu.add_row(
             str(r.workers or "-"),
+            _switch_name(r.monitoring),
             str(r.batch),
             f"{r.requests_per_s:.1f}",
             *("—" if value is None else f"{value:.2f}" for value in cells),
