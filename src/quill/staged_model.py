@@ -227,6 +227,11 @@ class DecodingConfig:
             names += [language.lm, language.identifier, language.words]
         return [name for name in names if name is not None]
 
+    def word_lists(self) -> list[str]:
+        """The word list files among :meth:`files` (the rest are language models)."""
+        words = [self.words, *(language.words for language in self.languages or ())]
+        return [name for name in words if name is not None and name in self.files()]
+
     def keeping_tunings_of(self, other: DecodingConfig | None) -> DecodingConfig:
         """This decoding (a re-tuned main LM) with what the other tunings chose in ``other``:
         its shifts (``quill lm shifts``), which the tuning read the network with, when this

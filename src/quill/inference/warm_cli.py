@@ -106,16 +106,9 @@ def warm(
 def _kept_forms(model: StagedModel) -> list[tuple[Path, Path | None]]:
     """Each language model and word list ``model``'s decoding reads, with where the cache keeps
     its compiled or read form (None when the file cannot be read)."""
-    decoding = model.decoding
-    languages = (decoding.languages if decoding else None) or ()
-    word_lists = {decoding.words if decoding else None, *(lang.words for lang in languages)}
+    word_lists = set(model.decoding.word_lists()) if model.decoding else set()
     return [
-        (
-            path,
-            cache.read_words_path(path)
-            if path.name in word_lists
-            else cache.compiled_lm_path(path),
-        )
+        (path, (cache.read_words_path if path.name in word_lists else cache.compiled_lm_path)(path))
         for path in model.decoding_files()
     ]
 
