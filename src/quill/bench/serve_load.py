@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import zlib
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated
@@ -497,8 +498,13 @@ def serve_command(
             assert model is not None  # exactly one of --url and --model, checked above
             for count in _counts(workers, "--workers"):
                 for logged in stores:
-                    with tempfile.TemporaryDirectory(prefix="quill-bench-store-") as folder:
-                        store = Path(folder) if logged else None
+                    store_folder = (
+                        tempfile.TemporaryDirectory(prefix="quill-bench-store-")
+                        if logged
+                        else nullcontext()
+                    )
+                    with store_folder as folder:
+                        store = None if folder is None else Path(folder)
                         process, started = start_server(model, count, threads, store)
                         try:
                             for size in sizes:
