@@ -122,6 +122,10 @@ DEFAULTS: dict[str, Any] = {
         "test_after_fit": True,
     },
     "profile": {"enabled": False, "wait": 2, "warmup": 2, "active": 5},
+    # teacher: a CTC .ckpt or staged model of the run's architecture and characters whose
+    # reading at `shifts` (averaged) the run also learns, with `weight` of the loss
+    # (quill.training.distill); None: labels only
+    "distill": {"teacher": None, "shifts": [0, -2, 2], "weight": 0.5},
     # where checkpoints and run outputs go before they are uploaded as artifacts
     "output_dir": "outputs/runs",
 }
@@ -203,6 +207,7 @@ VALUE_RULES: dict[str, NumberRule] = {
     "profile.wait": NumberRule(whole=True, positive=False),
     "profile.warmup": NumberRule(whole=True, positive=False),
     "profile.active": COUNT,
+    "distill.weight": AMOUNT,
 }
 
 
@@ -408,6 +413,19 @@ def check_values(config: Mapping[str, Any]) -> None:
         )
     _check_monitor("checkpoint.monitor", config)
     _check_monitor("early_stopping.monitor", config)
+    _check_distill(config["distill"])
+
+
+def _check_distill(distill: Mapping[str, Any]) -> None:
+    """A loss share beyond 1 would weigh the labels negatively; a shift is whole pixels."""
+    if not 0 <= distill["weight"] <= 1:
+        raise ConfigError(f"distill.weight must be between 0 and 1, got {distill['weight']!r}")
+    shifts = distill["shifts"]
+    if not isinstance(shifts, list) or not shifts:
+        raise ConfigError(f"distill.shifts must be a list of pixel shifts, got {shifts!r}")
+    for shift in shifts:
+        if isinstance(shift, bool) or not isinstance(shift, int):
+            raise ConfigError(f"distill.shifts must be whole numbers of pixels, got {shift!r}")
 
 
 def _check_sections(

@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import nn
 
 from quill.models import build_model
+from quill.training.distill import ShiftTeacher, frame_divergence
 from quill.training.metrics import CharErrorRate, TextMetrics
 from quill.vocab import Tokenizer
 
@@ -280,6 +281,9 @@ class CTCModule(HTRModule):
     """CTC line recogniser: per-frame log-probabilities, blank = 0, greedy best path."""
 
     family = "ctc"
+    #: the model whose readings the run also learns (``learn_from``), and its loss share
+    teacher: ShiftTeacher | None = None
+    distill_weight = 0.0
 
     def _frames(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         log_probs = self.model(batch["images"]).float()  # (B, T, C), fp32 for CTC
@@ -307,8 +311,24 @@ class CTCModule(HTRModule):
         decoded = ctc_greedy_decode(log_probs.detach(), lengths)
         return [(self.tokenizer.decode(ids), float(conf)) for ids, conf in decoded]
 
+    def learn_from(self, teacher: ShiftTeacher, weight: float) -> None:
+        """Train on ``teacher``'s readings as well as on the labels (``distill``): the
+        training loss becomes ``(1 - weight) * CTC + weight * divergence``; validation and
+        test losses stay plain CTC, comparable with any run's."""
+        self.teacher = teacher
+        self.distill_weight = float(weight)
+
     def loss(self, batch: Batch) -> torch.Tensor:
-        return self._ctc_loss(*self._frames(batch), batch)
+        log_probs, lengths = self._frames(batch)
+        ctc = self._ctc_loss(log_probs, lengths, batch)
+        if self.teacher is None:
+            return ctc
+        targets = self.teacher.log_probs(batch["images"])
+        divergence = frame_divergence(log_probs, targets, lengths, batch["target_lengths"])
+        size = len(batch["texts"])
+        self.log("train_ctc", ctc, on_step=True, on_epoch=False, batch_size=size)
+        self.log("train_divergence", divergence, on_step=True, on_epoch=False, batch_size=size)
+        return (1 - self.distill_weight) * ctc + self.distill_weight * divergence
 
     def transcribe(self, batch: Batch) -> list[tuple[str, float]]:
         return self._read(*self._frames(batch))

@@ -38,12 +38,13 @@ from quill.training.callbacks import (
     ValidateBeforeMaxSteps,
 )
 from quill.training.console import capture_console, clean_console_log
+from quill.training.distill import load_teacher
 from quill.training.init_weights import (
     INITIALISED_FROM_TAG,
     InitWeightsError,
     load_initial_weights,
 )
-from quill.training.module import create_module
+from quill.training.module import CTCModule, create_module
 from quill.training.profile import StepProfiler
 from quill.training.tracking_store import (
     TrackingStoreUnreadable,
@@ -169,6 +170,17 @@ def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> str:
         return load_initial_weights(module.model, project_path(source), tokenizer)
     except InitWeightsError as exc:
         raise TrainingSetupError(str(exc)) from exc
+
+
+def _attach_teacher(module: Any, config: dict[str, Any], tokenizer: Tokenizer, source: str) -> None:
+    """``distill.teacher``: the run also learns that model's reading at ``distill.shifts``."""
+    if not isinstance(module, CTCModule):
+        raise TrainingSetupError("distill.teacher: only a CTC line model learns from a teacher")
+    try:
+        teacher = load_teacher(config, tokenizer, project_path(source))
+    except InitWeightsError as exc:
+        raise TrainingSetupError(f"distill.teacher: {exc}") from exc
+    module.learn_from(teacher, config["distill"]["weight"])
 
 
 def mlflow_store(config: Mapping[str, Any]) -> tuple[str, Any]:
@@ -452,6 +464,9 @@ def create_run_parts(config: dict[str, Any]) -> tuple[Any, Any, str | None]:
     _check_geometry(module, preprocess)
     init_from = config["model"]["init_from"]
     initialised_from = _initialise_weights(module, init_from, tokenizer) if init_from else None
+    teacher = config["distill"]["teacher"]
+    if teacher:
+        _attach_teacher(module, config, tokenizer, teacher)
     return datamodule, module, initialised_from
 
 

@@ -1,0 +1,115 @@
+"""Distillation from a model read at several heights (``distill.teacher``).
+
+The shipped line model reads each line three times, shifted 2 pixels up and down, and
+averages the three readings (``quill.inference.shifts``): unseen hands read ~0.8 CER points
+better, at three network passes a line. A model that gave that average in one pass would be
+as good at a third of the cost. So a run may learn from a frozen teacher (usually the model it
+starts from) as well as from the labels: at each training step the teacher reads the batch at
+its shifts, its per-frame probabilities are averaged, and the student's loss is
+
+    (1 - weight) * CTC(labels) + weight * KL(teacher's average || student), per frame
+
+with the per-frame divergence summed over a line's frames and divided by its number of
+characters, as CTC's own mean is, so the two terms have the same scale. Frames line up because
+teacher and student are the same architecture (a vertical shift keeps the W / 4 frames).
+
+Shapes: images (B, 1, H, W) -> shifted (S * B, 1, H, W); log-probabilities (B, T, C).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from quill.models import build_model
+from quill.training.init_weights import InitWeightsError, load_initial_weights, read_weights
+from quill.vocab import Tokenizer
+
+
+def shifted(images: torch.Tensor, shifts: Sequence[int]) -> torch.Tensor:
+    """Each image moved down by each shift (up for a negative one), paper (0 in an ink map)
+    filling what is uncovered: (B, 1, H, W) -> (S * B, 1, H, W), shift by shift, as
+    ``quill.inference.shifts.shifted`` moves a batch at inference.
+
+    >>> column = torch.arange(4.0).reshape(1, 1, 4, 1)
+    >>> shifted(column, [0, 1, -1])[:, 0, :, 0].tolist()
+    [[0.0, 1.0, 2.0, 3.0], [0.0, 0.0, 1.0, 2.0], [1.0, 2.0, 3.0, 0.0]]
+    """
+    height = images.shape[2]
+    copies = []
+    for shift in shifts:
+        if shift >= 0:
+            copies.append(F.pad(images[:, :, : height - shift], (0, 0, shift, 0)))
+        else:
+            copies.append(F.pad(images[:, :, -shift:], (0, 0, 0, -shift)))
+    return torch.cat(copies)
+
+
+class ShiftTeacher:
+    """A frozen CTC network whose reading of a batch is the mean probability of its readings
+    at ``shifts``. Deliberately not an ``nn.Module`` attribute of the student's module: its
+    weights are not the run's, so they stay out of the checkpoint and the optimiser."""
+
+    def __init__(self, network: nn.Module, shifts: Sequence[int]) -> None:
+        if not shifts:
+            raise ValueError("distill.shifts must name at least one shift")
+        self.network = network.eval().requires_grad_(False)
+        self.shifts = [int(shift) for shift in shifts]
+
+    @torch.no_grad()
+    def log_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) -> the log of the mean probability over the shifts, (B, T, C) fp32."""
+        weight = next(self.network.parameters())
+        if weight.device != images.device:
+            self.network.to(images.device)
+        readings = self.network(shifted(images, self.shifts)).float()  # (S * B, T, C)
+        count = len(self.shifts)
+        readings = readings.reshape(count, len(images), *readings.shape[1:])  # (S, B, T, C)
+        return torch.logsumexp(readings, dim=0) - math.log(count)
+
+
+def frame_divergence(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    frames: torch.Tensor,
+    characters: torch.Tensor,
+) -> torch.Tensor:
+    """KL(teacher || student) of each line's first ``frames`` frames, summed per line,
+    divided by its ``characters`` (at least 1) and averaged over the batch: CTC's mean.
+
+    student, teacher: log-probabilities (B, T, C); frames, characters: (B,).
+
+    >>> same = torch.log_softmax(torch.randn(2, 5, 4), -1)
+    >>> float(frame_divergence(same, same, torch.tensor([5, 3]), torch.tensor([2, 0])))
+    0.0
+    """
+    per_frame = (teacher.exp() * (teacher - student)).sum(-1)  # (B, T)
+    valid = torch.arange(per_frame.shape[1], device=per_frame.device)[None] < frames[:, None]
+    per_line = (per_frame * valid).sum(1) / characters.clamp(min=1)
+    return per_line.mean()
+
+
+def load_teacher(config: Mapping[str, Any], tokenizer: Tokenizer, path: Path) -> ShiftTeacher:
+    """The teacher ``distill.teacher`` names (a ``.ckpt`` or a staged model directory), built
+    as the run's own network and read at ``distill.shifts``.
+
+    Raises :class:`InitWeightsError` when it is another architecture or another character
+    set: the divergence compares the two models' output classes one by one.
+    """
+    characters = Tokenizer.from_dict(read_weights(path).tokenizer).characters
+    if characters != tokenizer.characters:
+        raise InitWeightsError(
+            f"{path} has another character set than this run's "
+            f"model.vocabulary ({len(characters)} characters against "
+            f"{len(tokenizer.characters)}); a teacher must write exactly the run's characters"
+        )
+    model = config["model"]
+    network = build_model(model["name"], len(tokenizer), **model["config"])
+    load_initial_weights(network, path, tokenizer)
+    return ShiftTeacher(network, config["distill"]["shifts"])
