@@ -175,6 +175,33 @@ def test_pack_then_unpack_serves_every_line_from_the_cache_without_the_images(
     assert all(p.dtype == torch.float32 for p in module.parameters())
 
 
+def test_a_distillation_teacher_travels_with_the_run_and_teaches_there(
+    tmp_path: Path, tiny_checkpoint: tuple[Path, dict]
+) -> None:
+    """``distill.teacher`` is a model the run reads, as its initial weights are: both are
+    packed (fp16), and the unpacked run loads the teacher from the archive alone."""
+    lines = make_line_dataset(tmp_path / "lines", {"train": 4, "val": 2})
+    config_path = write_config(
+        tmp_path / "run.yaml", [{"path": str(lines.root)}], init_from=tiny_checkpoint[0]
+    )
+    config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config["distill"] = {"teacher": str(tiny_checkpoint[0]), "weight": 0.5}
+    config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    report = pack(config_path, [], tmp_path / "gpu" / "run.tar")
+    assert {"init weights", "teacher weights"} <= set(report.parts)
+    with tarfile.open(report.archive) as tar:
+        assert {"init/tiny.ckpt", "teacher/tiny.ckpt"} <= set(tar.getnames())
+    tiny_checkpoint[0].rename(tmp_path / "moved.ckpt")  # only the archive's copies remain
+    try:
+        unpacked = resolve_config(unpack(report.archive, tmp_path / "there"))
+        teacher = Path(unpacked["distill"]["teacher"])
+        assert teacher == (tmp_path / "there" / "teacher" / "tiny.ckpt").resolve()
+        _, module, _ = create_run_parts(unpacked)
+    finally:
+        (tmp_path / "moved.ckpt").rename(tiny_checkpoint[0])
+    assert module.teacher is not None and module.distill_weight == 0.5
+
+
 def test_pack_over_the_limit_names_the_largest_parts_and_leaves_nothing(
     tmp_path: Path, tiny_checkpoint: tuple[Path, dict]
 ) -> None:

@@ -60,6 +60,12 @@ PACKED_CONFIG = "config.yaml"
 PACKED_CACHE = "ink-q4.xz"
 PACKED_INDEX = "ink-index.json.xz"
 PACKED_MANIFEST = "manifest.jsonl.xz"
+#: The models a run reads besides its data, by report part: (config section, key, folder in
+#: the archive). Each travels as fp16 weights (a .ckpt) or a staged model's TorchScript.
+PACKED_WEIGHTS = {
+    "init weights": ("model", "init_from", "init"),
+    "teacher weights": ("distill", "teacher", "teacher"),
+}
 #: What a weights-only checkpoint keeps of a Lightning one.
 CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "quill_family", "epoch", "global_step")
 #: Share of the budget the planned epochs may fill; the rest is start-up, validation, test.
@@ -202,15 +208,20 @@ def _write_archive(
             )
             entry["path"] = folder
             lines[name] = len(rows)
-        init_from = packed["model"]["init_from"]
-        if init_from:
-            parts["init weights"] = _pack_weights(tar, project_path(init_from), packed)
+        for part, (section, key, folder) in PACKED_WEIGHTS.items():
+            source = packed[section][key]
+            if source:
+                where = f"{section}.{key}"
+                parts[part], packed[section][key] = _pack_weights(
+                    tar, project_path(source), folder, where
+                )
         config_text = yaml.safe_dump(packed, sort_keys=False, allow_unicode=True)
         parts["config"] = _add_bytes(tar, PACKED_CONFIG, config_text.encode())
 
 
-def _pack_weights(tar: tarfile.TarFile, source: Path, packed: dict[str, Any]) -> int:
-    """Add the weights a run starts from: a .ckpt, or a staged model's TorchScript + metadata."""
+def _pack_weights(tar: tarfile.TarFile, source: Path, folder: str, where: str) -> tuple[int, str]:
+    """Add a model the run reads (``where``: the setting naming it) under ``folder``: a .ckpt,
+    or a staged model's TorchScript + metadata; returns the bytes added and its packed path."""
     if source.is_file():
         import torch
 
@@ -222,13 +233,13 @@ def _pack_weights(tar: tarfile.TarFile, source: Path, packed: dict[str, Any]) ->
         }
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        packed["model"]["init_from"] = f"init/{source.name}"
-        return _add_bytes(tar, f"init/{source.name}", buffer.getvalue())
+        name = f"{folder}/{source.name}"
+        return _add_bytes(tar, name, buffer.getvalue()), name
     files = [source / METADATA_FILE, source / TORCHSCRIPT_FILE]
     if not all(f.is_file() for f in files):
-        raise RecipeError(f"model.init_from: {source} is neither a .ckpt nor a staged model")
-    packed["model"]["init_from"] = "init/model"
-    return sum(_add_bytes(tar, f"init/model/{f.name}", f.read_bytes()) for f in files)
+        raise RecipeError(f"{where}: {source} is neither a .ckpt nor a staged model")
+    name = f"{folder}/model"
+    return sum(_add_bytes(tar, f"{name}/{f.name}", f.read_bytes()) for f in files), name
 
 
 # -- 2. unpack, plan, run -----------------------------------------------------------------
@@ -244,8 +255,9 @@ def unpack(archive: Path, into: Path) -> Path:
     config = resolve_config(into / PACKED_CONFIG)
     for source in config["data"]["sources"]:
         source["path"] = str((into / source["path"]).resolve())
-    if config["model"]["init_from"]:
-        config["model"]["init_from"] = str((into / config["model"]["init_from"]).resolve())
+    for section, key, _ in PACKED_WEIGHTS.values():
+        if config[section][key]:
+            config[section][key] = str((into / config[section][key]).resolve())
     config["output_dir"] = str((into / "outputs").resolve())
     (into / PACKED_CONFIG).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     preprocess = PreprocessConfig.from_dict(config["data"]["preprocess"])
