@@ -10,6 +10,7 @@ import random
 import shutil
 from pathlib import Path
 
+import lightning as L
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
@@ -148,3 +149,18 @@ def tiny_paragraphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_paragraphs")
     make_paragraph_dataset(root, {"train": 8, "val": 4, "test": 4})
     return root
+
+
+def quiet_trainer(root: Path, max_steps: int) -> L.Trainer:
+    """A Lightning trainer for ``max_steps`` on the CPU that writes and prints nothing and
+    skips validation: for fixtures that need a model trained a little."""
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=str(root),
+    )

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -24,7 +23,7 @@ from quill.training.init_weights import InitWeightsError
 from quill.training.train import TrainingSetupError, create_run_parts
 from quill.vocab import Tokenizer
 
-from .conftest import REPO_ROOT, TINY_CONFIG, make_line_dataset, render_line
+from .conftest import REPO_ROOT, TINY_CONFIG, make_line_dataset, quiet_trainer, render_line
 
 DEFAULT = REPO_ROOT / "models" / "default"
 
@@ -121,19 +120,6 @@ def run_config(path: Path, lines: Path, teacher: Path | None, weight: float = 1.
         config["distill"] = {"teacher": str(teacher), "shifts": [0, -2, 2], "weight": weight}
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
-
-
-def quiet_trainer(root: Path, max_steps: int) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=str(root),
-    )
 
 
 def test_a_student_learns_the_teachers_reading_and_the_teacher_stays_as_it_was(

@@ -13,7 +13,6 @@ import shutil
 import tarfile
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -39,7 +38,7 @@ from quill.training.gpu_recipe import (
 from quill.training.train import build_datamodule, create_run_parts
 from quill.vocab import Tokenizer
 
-from .conftest import TINY_CONFIG, make_line_dataset
+from .conftest import TINY_CONFIG, make_line_dataset, quiet_trainer
 
 #: The largest error 4-bit ink may have: half a level (17 / 2), in [0, 1] units.
 QUANTISATION_ERROR = 8.5 / 255
@@ -72,16 +71,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dic
     make_line_dataset(root / "lines", {"train": 8}, seed=3)
     config = resolve_config(write_config(root / "run.yaml", [{"path": str(root / "lines")}]))
     datamodule, module, _ = create_run_parts(config)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=str(root),
-    )
+    trainer = quiet_trainer(root, max_steps=2)
     trainer.fit(module, datamodule=datamodule)
     path = root / "tiny.ckpt"
     trainer.save_checkpoint(path)
