@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from mlflow import MlflowClient
 
 from quill.errors import ConfigError
 from quill.inference import shifts as served
@@ -20,7 +21,7 @@ from quill.staged_model import StagedModel
 from quill.training.config import resolve_config
 from quill.training.distill import ShiftTeacher, frame_divergence, load_teacher, shifted
 from quill.training.init_weights import InitWeightsError
-from quill.training.train import TrainingSetupError, create_run_parts
+from quill.training.train import TAUGHT_BY_TAG, TrainingSetupError, create_run_parts, train
 from quill.vocab import Tokenizer
 
 from .conftest import REPO_ROOT, TINY_CONFIG, make_line_dataset, quiet_trainer, render_line
@@ -161,3 +162,26 @@ def test_a_missing_teacher_is_a_setup_error(tiny_runs: tuple[Path, Path], tmp_pa
     config = resolve_config(run_config(tmp_path / "run.yaml", lines, tmp_path / "gone.ckpt"))
     with pytest.raises(TrainingSetupError, match="distill.teacher: .*gone.ckpt does not exist"):
         create_run_parts(config)
+
+
+def test_a_tracked_run_names_its_teacher_and_logs_both_halves_of_its_loss(
+    tiny_runs: tuple[Path, Path], tmp_path: Path, tracking_uri: str
+) -> None:
+    """The resolved config keeps the teacher's path; the tag keeps what it was (a staged
+    model's version), since the path may later hold another model."""
+    lines, teacher_path = tiny_runs
+    overrides = [
+        f"tracking.tracking_uri={tracking_uri}",
+        f"output_dir={tmp_path / 'out'}",
+        "tracking.system_metrics=false",
+        "trainer.max_epochs=1",
+    ]
+    config = resolve_config(run_config(tmp_path / "run.yaml", lines, teacher_path, 0.5), overrides)
+    result = train(config)
+    run = MlflowClient(tracking_uri).get_run(result.run_id)
+    assert run.data.tags[TAUGHT_BY_TAG] == str(teacher_path)
+    assert run.data.params["distill.teacher"] == str(teacher_path)
+    ctc, divergence, loss = (
+        run.data.metrics[k] for k in ("train_ctc", "train_divergence", "train_loss")
+    )
+    assert divergence > 0 and loss == pytest.approx(0.5 * ctc + 0.5 * divergence, rel=1e-4)

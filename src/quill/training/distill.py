@@ -56,11 +56,13 @@ class ShiftTeacher:
     at ``shifts``. Deliberately not an ``nn.Module`` attribute of the student's module: its
     weights are not the run's, so they stay out of the checkpoint and the optimiser."""
 
-    def __init__(self, network: nn.Module, shifts: Sequence[int]) -> None:
+    def __init__(self, network: nn.Module, shifts: Sequence[int], source: str = "") -> None:
         if not shifts:
             raise ValueError("distill.shifts must name at least one shift")
         self.network = network.eval().requires_grad_(False)
         self.shifts = [int(shift) for shift in shifts]
+        #: what the weights came from, for the run's lineage (a staged model's version)
+        self.source = source
 
     @torch.no_grad()
     def log_probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -102,7 +104,8 @@ def load_teacher(config: Mapping[str, Any], tokenizer: Tokenizer, path: Path) ->
     Raises :class:`InitWeightsError` when it is another architecture or another character
     set: the divergence compares the two models' output classes one by one.
     """
-    characters = Tokenizer.from_dict(read_weights(path).tokenizer).characters
+    weights = read_weights(path)
+    characters = Tokenizer.from_dict(weights.tokenizer).characters
     if characters != tokenizer.characters:
         raise InitWeightsError(
             f"{path} has another character set than this run's "
@@ -112,4 +115,4 @@ def load_teacher(config: Mapping[str, Any], tokenizer: Tokenizer, path: Path) ->
     model = config["model"]
     network = build_model(model["name"], len(tokenizer), **model["config"])
     load_initial_weights(network, path, tokenizer)
-    return ShiftTeacher(network, config["distill"]["shifts"])
+    return ShiftTeacher(network, config["distill"]["shifts"], weights.name)

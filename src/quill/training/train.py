@@ -172,6 +172,10 @@ def _initialise_weights(module: Any, source: str, tokenizer: Tokenizer) -> str:
         raise TrainingSetupError(str(exc)) from exc
 
 
+#: The run tag naming the model a distilled run learned from (``distill.teacher``).
+TAUGHT_BY_TAG = "quill.taught_by"
+
+
 def _attach_teacher(module: Any, config: dict[str, Any], tokenizer: Tokenizer, source: str) -> None:
     """``distill.teacher``: the run also learns that model's reading at ``distill.shifts``."""
     if not isinstance(module, CTCModule):
@@ -501,6 +505,9 @@ def train(
         run_tags["quill.resumed_from_checkpoint"] = str(resume)
     if initialised_from:
         run_tags[INITIALISED_FROM_TAG] = initialised_from
+    teacher = getattr(module, "teacher", None)
+    if teacher is not None:
+        run_tags[TAUGHT_BY_TAG] = teacher.source
     if config["trainer"]["fast_dev_run"]:
         run_tags[FAST_DEV_RUN_TAG] = "true"
     # From the moment the run exists, Ctrl+C is a request to stop at the next safe point
