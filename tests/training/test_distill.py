@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 
 from quill.errors import ConfigError
 from quill.inference import shifts as served
+from quill.models import build_model
 from quill.preprocess import PreprocessConfig, batch_images, preprocess
 from quill.runtimes.backends import TorchScriptRuntime
 from quill.staged_model import StagedModel
@@ -29,10 +30,11 @@ from .conftest import REPO_ROOT, TINY_CONFIG, make_line_dataset, quiet_trainer, 
 DEFAULT = REPO_ROOT / "models" / "default"
 
 
-def default_config(shifts: list[int]) -> dict:
+def default_architecture(**changes: object) -> torch.nn.Module:
+    """A fresh network of the shipped default's architecture, with ``changes``."""
     meta = json.loads((DEFAULT / "quill-model.json").read_text(encoding="utf-8"))
-    model = {"name": meta["model_name"], "config": meta["model_config"]}
-    return {"model": model, "distill": {"shifts": shifts}}
+    config = {**meta["model_config"], **changes}
+    return build_model(meta["model_name"], len(Tokenizer.named("latin")), **config)
 
 
 def rendered_lines(folder: Path, texts: list[str], height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +58,8 @@ def test_the_teacher_reads_what_the_served_model_reads_at_its_heights(tmp_path: 
     """The shipped default as a teacher gives, line by line, the averaged three heights
     that its TorchScript runtime reads as served (`forward_shifted`)."""
     images, widths = rendered_lines(tmp_path, ["a letter from Kew", "merci beaucoup"], 48)
-    teacher = load_teacher(default_config([0, -2, 2]), Tokenizer.named("latin"), DEFAULT)
+    latin = Tokenizer.named("latin")
+    teacher = load_teacher(DEFAULT, latin, default_architecture(), [0, -2, 2])
     ours = teacher.log_probs(torch.from_numpy(images)).numpy()
     runtime = TorchScriptRuntime(StagedModel.load(DEFAULT), threads=1)
     expected, lengths = served.forward_shifted(runtime.forward, images, widths, [0, -2, 2])
@@ -67,7 +70,30 @@ def test_the_teacher_reads_what_the_served_model_reads_at_its_heights(tmp_path: 
 
 def test_a_teacher_must_write_the_runs_characters() -> None:
     with pytest.raises(InitWeightsError, match="another character set"):
-        load_teacher(default_config([0]), Tokenizer.named("ascii"), DEFAULT)
+        load_teacher(DEFAULT, Tokenizer.named("ascii"), default_architecture(), [0])
+
+
+def test_a_large_model_may_teach_a_small_one_whose_frames_line_up(tmp_path: Path) -> None:
+    """The shipped default (989 k parameters) teaches a network a tenth its size: the same
+    height and frame stride, so the same frames for every line."""
+    small = default_architecture(channels=[16, 32, 48, 64], hidden=64, layers=1)
+    assert sum(p.numel() for p in small.parameters()) < 150_000
+    teacher = load_teacher(DEFAULT, Tokenizer.named("latin"), small, [0, -2, 2])
+    images, _ = rendered_lines(tmp_path, ["Kew, 12 July"], 48)
+    batch = torch.from_numpy(images)
+    assert teacher.log_probs(batch).shape == small(batch).shape
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"width_pool_blocks": 3}, "a frame every 4 pixels of width, this run's model 48 and 8"),
+        ({"height": 64}, "48 pixels high .* this run's model 64 and 4"),
+    ],
+)
+def test_a_teacher_whose_frames_would_not_line_up_is_refused(changes: dict, message: str) -> None:
+    with pytest.raises(InitWeightsError, match=message):
+        load_teacher(DEFAULT, Tokenizer.named("latin"), default_architecture(**changes), [0])
 
 
 def test_the_divergence_counts_a_lines_frames_only_and_is_zero_for_the_same_reading() -> None:

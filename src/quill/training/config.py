@@ -122,9 +122,9 @@ DEFAULTS: dict[str, Any] = {
         "test_after_fit": True,
     },
     "profile": {"enabled": False, "wait": 2, "warmup": 2, "active": 5},
-    # teacher: a CTC .ckpt or staged model of the run's architecture and characters whose
-    # reading at `shifts` (averaged) the run also learns, with `weight` of the loss
-    # (quill.training.distill); None: labels only
+    # teacher: a CTC .ckpt or staged model writing the run's characters, at its line height
+    # and frame stride, whose reading at `shifts` (averaged) the run also learns, with
+    # `weight` of the loss (quill.training.distill); None: labels only
     "distill": {"teacher": None, "shifts": [0, -2, 2], "weight": 0.5},
     # where checkpoints and run outputs go before they are uploaded as artifacts
     "output_dir": "outputs/runs",

@@ -11,7 +11,9 @@ its shifts, its per-frame probabilities are averaged, and the student's loss is
 
 with the per-frame divergence summed over a line's frames and divided by its number of
 characters, as CTC's own mean is, so the two terms have the same scale. Frames line up because
-teacher and student are the same architecture (a vertical shift keeps the W / 4 frames).
+teacher and student read lines of one height and give a frame every as many pixels (a
+vertical shift keeps the W / 4 frames); otherwise they may differ, so a large model can teach
+a fast one.
 
 Shapes: images (B, 1, H, W) -> shifted (S * B, 1, H, W); log-probabilities (B, T, C).
 """
@@ -19,9 +21,8 @@ Shapes: images (B, 1, H, W) -> shifted (S * B, 1, H, W); log-probabilities (B, T
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -97,12 +98,16 @@ def frame_divergence(
     return per_line.mean()
 
 
-def load_teacher(config: Mapping[str, Any], tokenizer: Tokenizer, path: Path) -> ShiftTeacher:
+def load_teacher(
+    path: Path, tokenizer: Tokenizer, student: nn.Module, shifts: Sequence[int]
+) -> ShiftTeacher:
     """The teacher ``distill.teacher`` names (a ``.ckpt`` or a staged model directory), built
-    as the run's own network and read at ``distill.shifts``.
+    as its own architecture and read at ``shifts``.
 
-    Raises :class:`InitWeightsError` when it is another architecture or another character
-    set: the divergence compares the two models' output classes one by one.
+    It may be another network than ``student`` (a large model teaching a fast one), but the
+    divergence compares their frames class by class, so it must write exactly the run's
+    characters, read lines of the student's height and give one frame for as many pixels of
+    width; :class:`InitWeightsError` says which it does not.
     """
     weights = read_weights(path)
     characters = Tokenizer.from_dict(weights.tokenizer).characters
@@ -112,7 +117,22 @@ def load_teacher(config: Mapping[str, Any], tokenizer: Tokenizer, path: Path) ->
             f"model.vocabulary ({len(characters)} characters against "
             f"{len(tokenizer.characters)}); a teacher must write exactly the run's characters"
         )
-    model = config["model"]
-    network = build_model(model["name"], len(tokenizer), **model["config"])
+    network = build_model(weights.model_name, len(tokenizer), **weights.model_config)
+    if getattr(network, "family", None) != "ctc":
+        raise InitWeightsError(f"{path} is not a CTC line model: it has no frames to teach")
+    theirs, ours = frame_geometry(network), frame_geometry(student)
+    if theirs != ours:
+        raise InitWeightsError(
+            f"{path} reads lines {theirs[0]} pixels high with a frame every {theirs[1]} "
+            f"pixels of width, this run's model {ours[0]} and {ours[1]}: their frames "
+            "would not line up"
+        )
     load_initial_weights(network, path, tokenizer)
-    return ShiftTeacher(network, config["distill"]["shifts"], weights.name)
+    return ShiftTeacher(network, shifts, weights.name)
+
+
+def frame_geometry(network: nn.Module) -> tuple[int | None, int | None]:
+    """A CTC line network's input height and how many pixels of width make one frame."""
+    height = getattr(getattr(network, "config", None), "height", None)
+    stride = getattr(network, "stride", None)
+    return height, None if stride is None else int(stride)

@@ -50,12 +50,14 @@ TRAINING_ONLY_FIELDS = frozenset({"dropout"})
 @dataclasses.dataclass(frozen=True)
 class SourceWeights:
     """What ``model.init_from`` names: its network weights, its character set (a tokenizer
-    dict), its architecture (``model_config``) and how to name it in a run's lineage."""
+    dict), its architecture (``model_name`` and ``model_config``) and how to name it in a
+    run's lineage."""
 
     state: dict[str, torch.Tensor]
     tokenizer: dict[str, Any]
     model_config: dict[str, Any]
     name: str
+    model_name: str
 
 
 def _from_checkpoint(path: Path) -> SourceWeights:
@@ -66,7 +68,11 @@ def _from_checkpoint(path: Path) -> SourceWeights:
     except CheckpointError as exc:
         raise InitWeightsError(f"cannot read {path} as a checkpoint: {exc}") from exc
     return SourceWeights(
-        loaded.model.state_dict(), loaded.tokenizer.to_dict(), loaded.model_config, str(path)
+        loaded.model.state_dict(),
+        loaded.tokenizer.to_dict(),
+        loaded.model_config,
+        str(path),
+        loaded.model_name,
     )
 
 
@@ -95,6 +101,7 @@ def _from_staged(directory: Path) -> SourceWeights:
         staged.tokenizer.to_dict(),
         staged.model_config,
         f"{directory} ({staged.version})",
+        staged.model_name,
     )
 
 

@@ -181,7 +181,8 @@ def _attach_teacher(module: Any, config: dict[str, Any], tokenizer: Tokenizer, s
     if not isinstance(module, CTCModule):
         raise TrainingSetupError("distill.teacher: only a CTC line model learns from a teacher")
     try:
-        teacher = load_teacher(config, tokenizer, project_path(source))
+        shifts = config["distill"]["shifts"]
+        teacher = load_teacher(project_path(source), tokenizer, module.model, shifts)
     except InitWeightsError as exc:
         raise TrainingSetupError(f"distill.teacher: {exc}") from exc
     module.learn_from(teacher, config["distill"]["weight"])
