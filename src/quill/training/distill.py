@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from quill.models import build_model
-from quill.training.init_weights import InitWeightsError, load_initial_weights, read_weights
+from quill.training.init_weights import InitWeightsError, load_weights, read_weights
 from quill.vocab import Tokenizer
 
 
@@ -127,7 +127,7 @@ def load_teacher(
             f"pixels of width, this run's model {ours[0]} and {ours[1]}: their frames "
             "would not line up"
         )
-    load_initial_weights(network, path, tokenizer)
+    load_weights(network, weights, tokenizer, path)
     return ShiftTeacher(network, shifts, weights.name)
 
 

@@ -118,7 +118,12 @@ def load_initial_weights(model: nn.Module, source: str | Path, tokenizer: Tokeni
     path = Path(source)
     if not path.exists():
         raise InitWeightsError(f"model.init_from: {path} does not exist")
-    weights = read_weights(path)
+    return load_weights(model, read_weights(path), tokenizer, path)
+
+
+def load_weights(model: nn.Module, weights: SourceWeights, tokenizer: Tokenizer, path: Path) -> str:
+    """:func:`load_initial_weights` of weights already read from ``path`` (a caller that
+    looked at them first need not read a large file twice)."""
     state, loaded = weights.state, weights.name
     differences = architecture_differences(weights.model_config, model)
     if differences:
